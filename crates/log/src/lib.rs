@@ -1,1 +1,28 @@
+//! Runnel's storage engine.
+//!
+//! A partition is a directory of segments, each a file of Kafka v2 record batches stored
+//! byte-for-byte as the producer sent them (only the base offset and the partition leader
+//! epoch are patched; both lie outside the batch CRC). Beside each segment sit a sparse
+//! offset index and a time index. This crate is synchronous and knows nothing of the
+//! network; the broker calls it from its own threads.
+//!
+//! Thread-safety: [`PartitionLog`] is `Send` but not `Sync`-safe to mutate; the broker
+//! wraps each one in a mutex.
 
+pub mod batch;
+mod config;
+mod error;
+mod index;
+mod partition_log;
+mod producer_state;
+mod segment;
+
+pub use batch::{BatchHeader, CompressionCodec, BATCH_HEADER_BYTES};
+pub use config::{LogConfig, TimestampType};
+pub use error::LogError;
+pub use partition_log::{AppendResult, PartitionLog, ReadResult};
+pub use producer_state::{ProducerEntry, MAX_CACHED_BATCHES_PER_PRODUCER};
+
+/// Kafka's "no value" marker for producer ids, epochs, sequences and timestamps.
+pub const NO_PRODUCER_ID: i64 = -1;
+pub const NO_TIMESTAMP: i64 = -1;

@@ -1,0 +1,559 @@
+//! A partition's log: its segments, offsets, producer state and leader epochs.
+//!
+//! Not thread-safe: callers hold a lock around every method (the broker keeps one mutex
+//! per partition). Invariants, checked where they could break:
+//! - segments are contiguous: each one's base offset is the previous one's next offset;
+//! - `log_start_offset <= next_offset`, and every offset in between is readable;
+//! - a batch is written whole or not at all; a torn tail is cut at the next open.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{self, BatchHeader, CompressionCodec, LOG_OVERHEAD};
+use crate::config::{LogConfig, TimestampType};
+use crate::error::{LogError, Result};
+use crate::index::write_atomically;
+use crate::producer_state::{ProducerEntry, ProducerStateManager, SequenceCheck};
+use crate::segment::LogSegment;
+
+const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+const SNAPSHOT_FILE: &str = "producer.snapshot";
+const EPOCH_FILE: &str = "leader-epoch-checkpoint";
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker's time stamped on the batch under LogAppendTime, else -1.
+    pub log_append_time_ms: i64,
+    /// The batch was a retry of one already stored; nothing was written.
+    pub duplicate: bool,
+    pub record_count: i64,
+}
+
+/// Whole batches read from the log.
+#[derive(Debug, Default)]
+pub struct ReadResult {
+    pub records: Vec<u8>,
+}
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, LogSegment>,
+    log_start_offset: i64,
+    next_offset: i64,
+    producers: ProducerStateManager,
+    /// (leader epoch, first offset written in it), ascending.
+    epochs: Vec<(i32, i64)>,
+    unflushed_records: i64,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`, recovering from an unclean shutdown.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
+        let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = clean_marker.exists();
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
+            let name = entry.map_err(|e| LogError::io(dir, e))?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".log") {
+                if let Ok(base) = stem.parse::<i64>() {
+                    bases.push(base);
+                }
+            }
+        }
+        bases.sort_unstable();
+        let mut segments = BTreeMap::new();
+        let last = bases.last().copied();
+        for base in bases {
+            // After a crash only the active segment can hold a torn write: older ones were
+            // fsynced when they were rolled.
+            let verify = !clean && Some(base) == last;
+            let (seg, _cut) =
+                LogSegment::open(dir, base, verify, config.index_interval_bytes, now_ms)?;
+            segments.insert(base, seg);
+        }
+        if segments.is_empty() {
+            segments.insert(0, LogSegment::create(dir, 0, now_ms)?);
+        }
+        let first = segments.values().next().expect("at least one segment");
+        let log_start_offset = first.base_offset;
+        let next_offset = segments
+            .values()
+            .next_back()
+            .expect("at least one segment")
+            .next_offset;
+        let mut log = PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset,
+            next_offset,
+            producers: ProducerStateManager::default(),
+            epochs: Vec::new(),
+            unflushed_records: 0,
+        };
+        log.check_contiguous()?;
+        log.epochs = read_epochs(&dir.join(EPOCH_FILE))
+            .into_iter()
+            .filter(|&(_, start)| start < next_offset)
+            .collect();
+        log.rebuild_producer_state()?;
+        if clean {
+            fs::remove_file(&clean_marker).map_err(|e| LogError::io(&clean_marker, e))?;
+        }
+        Ok(log)
+    }
+
+    fn check_contiguous(&self) -> Result<()> {
+        let mut expected: Option<i64> = None;
+        for seg in self.segments.values() {
+            if let Some(e) = expected {
+                if seg.base_offset != e {
+                    return Err(LogError::CorruptBatch(format!(
+                        "segment {} starts at {} but the previous one ends at {e}; move the later segments aside to recover",
+                        seg.log_path().display(),
+                        seg.base_offset
+                    )));
+                }
+            }
+            expected = Some(seg.next_offset);
+        }
+        Ok(())
+    }
+
+    /// Loads the producer snapshot and replays batch headers written after it.
+    fn rebuild_producer_state(&mut self) -> Result<()> {
+        let (from, state) = match ProducerStateManager::load(&self.dir.join(SNAPSHOT_FILE)) {
+            Some((offset, state)) if offset <= self.next_offset => (offset, state),
+            _ => (self.log_start_offset, ProducerStateManager::default()),
+        };
+        let mut producers = state;
+        let mut offset = from.max(self.log_start_offset);
+        while offset < self.next_offset {
+            let Some(seg) = self.segment_for(offset) else {
+                break;
+            };
+            let Some((mut pos, _)) = seg.find(offset)? else {
+                break;
+            };
+            while pos < seg.size {
+                let head = seg.read_at(pos, batch::BATCH_HEADER_BYTES)?;
+                let h = BatchHeader::parse(&head)?;
+                if h.has_producer_id() && h.last_offset() >= offset {
+                    producers.update(&h);
+                }
+                pos += h.total_size() as u64;
+            }
+            offset = seg.next_offset;
+        }
+        self.producers = producers;
+        Ok(())
+    }
+
+    fn segment_for(&self, offset: i64) -> Option<&LogSegment> {
+        self.segments.range(..=offset).next_back().map(|(_, s)| s)
+    }
+
+    fn active(&self) -> &LogSegment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut LogSegment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.next_offset
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+    pub fn producer(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(producer_id)
+    }
+    /// The active segment's file, for an fsync done outside the partition lock.
+    pub fn active_file(&self) -> Arc<File> {
+        self.active().file_handle()
+    }
+
+    /// Validates and appends the batches in `records` (a produce request's bytes for this
+    /// partition). Nothing is written unless every batch is valid. Offsets are assigned
+    /// from the log end; `leader_epoch` is stamped on every batch.
+    pub fn append(
+        &mut self,
+        records: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendResult> {
+        let mut ranges = Vec::new();
+        batch::for_each_batch(records, |r| {
+            ranges.push(r);
+            Ok(())
+        })?;
+        if ranges.is_empty() {
+            return Err(LogError::InvalidRecord(
+                "produce request carries no record batch".into(),
+            ));
+        }
+        let mut headers = Vec::with_capacity(ranges.len());
+        for r in &ranges {
+            let size = r.len();
+            if size > self.config.max_message_bytes {
+                return Err(LogError::BatchTooLarge {
+                    size,
+                    max: self.config.max_message_bytes,
+                });
+            }
+            let h = batch::validate_batch(&records[r.clone()])?;
+            if h.is_control() {
+                return Err(LogError::InvalidRecord(
+                    "clients may not write control batches".into(),
+                ));
+            }
+            if h.has_producer_id() {
+                if let SequenceCheck::Duplicate(m) = self.producers.check(&h)? {
+                    if ranges.len() == 1 {
+                        return Ok(AppendResult {
+                            base_offset: m.first_offset,
+                            last_offset: m.last_offset,
+                            log_append_time_ms: -1,
+                            duplicate: true,
+                            record_count: 0,
+                        });
+                    }
+                    return Err(LogError::InvalidRecord(
+                        "a duplicate batch inside a multi-batch append".into(),
+                    ));
+                }
+            }
+            headers.push(h);
+        }
+        self.maybe_roll(records.len() as u64, now_ms)?;
+        let base_offset = self.next_offset;
+        let mut next = base_offset;
+        let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let mut record_count = 0i64;
+        for (r, h) in ranges.iter().zip(headers.iter_mut()) {
+            let b = &mut records[r.clone()];
+            batch::patch_offset_and_epoch(b, next, leader_epoch);
+            if log_append {
+                batch::set_log_append_time(b, now_ms);
+            }
+            *h = BatchHeader::parse(b)?;
+            next = h.last_offset() + 1;
+            record_count += h.record_count as i64;
+        }
+        let index_interval = self.config.index_interval_bytes;
+        self.active_mut()
+            .append(records, &headers, index_interval)?;
+        self.next_offset = next;
+        for h in &headers {
+            if h.has_producer_id() {
+                self.producers.update(h);
+            }
+        }
+        self.note_epoch(leader_epoch, base_offset)?;
+        self.unflushed_records += record_count;
+        if self.unflushed_records >= self.config.flush_messages {
+            self.flush()?;
+        }
+        Ok(AppendResult {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time_ms: if log_append { now_ms } else { -1 },
+            duplicate: false,
+            record_count,
+        })
+    }
+
+    fn note_epoch(&mut self, epoch: i32, start_offset: i64) -> Result<()> {
+        if epoch >= 0 && self.epochs.last().is_none_or(|&(e, _)| epoch > e) {
+            self.epochs.push((epoch, start_offset));
+            write_epochs(&self.dir.join(EPOCH_FILE), &self.epochs)?;
+        }
+        Ok(())
+    }
+
+    /// Rolls to a new segment when the next append would overflow the active one, when
+    /// the active one is older than `segment.ms`, or when relative offsets would overflow.
+    fn maybe_roll(&mut self, incoming_bytes: u64, now_ms: i64) -> Result<()> {
+        let active = self.active();
+        if active.size == 0 {
+            return Ok(());
+        }
+        let full = active.size + incoming_bytes > self.config.segment_bytes;
+        let old = now_ms - active.created_ms >= self.config.segment_ms;
+        let offsets_overflow = self.next_offset - active.base_offset > (i32::MAX as i64) / 2;
+        if full || old || offsets_overflow {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (fsynced, so recovery never needs to look at it again)
+    /// and starts a new one at the log end.
+    pub fn roll(&mut self, now_ms: i64) -> Result<()> {
+        self.active().flush()?;
+        let seg = LogSegment::create(&self.dir, self.next_offset, now_ms)?;
+        self.segments.insert(self.next_offset, seg);
+        self.producers
+            .save(&self.dir.join(SNAPSHOT_FILE), self.next_offset)?;
+        self.unflushed_records = 0;
+        Ok(())
+    }
+
+    /// fsyncs the active segment.
+    pub fn flush(&mut self) -> Result<()> {
+        self.active().flush()?;
+        self.unflushed_records = 0;
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
+    /// and below `upper_bound` (the high watermark). With `min_one`, the first batch is
+    /// returned whole even if it is larger than `max_bytes` (KIP-74), so a consumer can
+    /// always make progress.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one: bool,
+    ) -> Result<ReadResult> {
+        if offset < self.log_start_offset || offset > self.next_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end: self.next_offset,
+            });
+        }
+        let upper_bound = upper_bound.min(self.next_offset);
+        if offset >= upper_bound {
+            return Ok(ReadResult::default());
+        }
+        let mut found = None;
+        for seg in self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .chain(self.segments.range(offset + 1..))
+        {
+            if let Some((pos, h)) = seg.1.find(offset)? {
+                found = Some((seg.1, pos, h));
+                break;
+            }
+        }
+        let Some((seg, pos, first)) = found else {
+            return Ok(ReadResult::default());
+        };
+        if first.base_offset >= upper_bound {
+            return Ok(ReadResult::default());
+        }
+        let first_size = first.total_size();
+        let want = if first_size > max_bytes && min_one {
+            first_size
+        } else {
+            max_bytes
+        };
+        let mut buf = seg.read_at(pos, want)?;
+        let mut end = 0usize;
+        while end + LOG_OVERHEAD <= buf.len() {
+            let h = match BatchHeader::parse(&buf[end..]) {
+                Ok(h) => h,
+                Err(_) => break,
+            };
+            if end + h.total_size() > buf.len() || h.base_offset >= upper_bound {
+                break;
+            }
+            end += h.total_size();
+        }
+        buf.truncate(end);
+        Ok(ReadResult { records: buf })
+    }
+
+    /// The first offset whose record timestamp is >= `timestamp`, with that timestamp
+    /// (ListOffsets by time). Exact per record for uncompressed batches; for compressed
+    /// batches the batch's first offset and max timestamp (the broker does not inflate).
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        for seg in self.segments.values() {
+            if seg.max_timestamp < timestamp {
+                continue;
+            }
+            let Some((pos, h)) = seg.find_by_timestamp(timestamp)? else {
+                continue;
+            };
+            if h.base_offset < self.log_start_offset {
+                continue;
+            }
+            return Ok(Some(
+                self.locate_in_batch(seg, pos, &h, |ts| ts >= timestamp)?,
+            ));
+        }
+        Ok(None)
+    }
+
+    /// The offset and timestamp of the record with the largest timestamp (KIP-734).
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>> {
+        let Some(seg) = self
+            .segments
+            .values()
+            .filter(|s| s.max_timestamp >= 0)
+            .max_by_key(|s| s.max_timestamp)
+        else {
+            return Ok(None);
+        };
+        let max = seg.max_timestamp;
+        let Some((pos, h)) = seg.find(seg.offset_of_max_timestamp)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.locate_in_batch(seg, pos, &h, |ts| ts >= max)?))
+    }
+
+    /// Finds the first record of a batch whose timestamp satisfies `pred`.
+    fn locate_in_batch(
+        &self,
+        seg: &LogSegment,
+        pos: u64,
+        h: &BatchHeader,
+        pred: impl Fn(i64) -> bool,
+    ) -> Result<(i64, i64)> {
+        if h.compression()? != CompressionCodec::None || h.is_log_append_time() {
+            return Ok((h.base_offset, h.max_timestamp));
+        }
+        let bytes = seg.read_at(pos, h.total_size())?;
+        let mut hit = None;
+        batch::walk_records(&bytes[batch::BATCH_HEADER_BYTES..], |r| {
+            let ts = h.base_timestamp + r.timestamp_delta;
+            if hit.is_none() && pred(ts) {
+                hit = Some((h.base_offset + r.offset_delta as i64, ts));
+            }
+        })?;
+        Ok(hit.unwrap_or((h.base_offset, h.max_timestamp)))
+    }
+
+    /// For OffsetForLeaderEpoch: the largest epoch <= `epoch` and the offset where it ends.
+    /// (-1, -1) when no such epoch is known.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let i = self.epochs.partition_point(|&(e, _)| e <= epoch);
+        if i == 0 {
+            return (-1, -1);
+        }
+        let end = self
+            .epochs
+            .get(i)
+            .map_or(self.next_offset, |&(_, start)| start);
+        (self.epochs[i - 1].0, end)
+    }
+
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.last().map(|&(e, _)| e)
+    }
+
+    /// Applies `retention.ms` and `retention.bytes`; returns how many segments it deleted.
+    /// The active segment is rolled first when it alone is expired, as Kafka does.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
+        let mut deleted = 0;
+        let retention_ms = self.config.retention_ms;
+        let expired = |s: &LogSegment| {
+            retention_ms >= 0
+                && s.size > 0
+                && s.max_timestamp >= 0
+                && now_ms - s.max_timestamp > retention_ms
+        };
+        if self.segments.len() == 1 && expired(self.active()) {
+            self.roll(now_ms)?;
+        }
+        while self.segments.len() > 1 {
+            let first = self.segments.values().next().expect("non-empty");
+            let over_size = self.config.retention_bytes >= 0
+                && self.size_bytes() - first.size >= self.config.retention_bytes as u64;
+            if !(expired(first) || over_size) {
+                break;
+            }
+            if expired(self.active()) && self.segments.len() == 2 && self.active().size > 0 {
+                self.roll(now_ms)?;
+            }
+            let (_, seg) = self.segments.pop_first().expect("non-empty");
+            seg.delete_files()?;
+            deleted += 1;
+            let new_start = self
+                .segments
+                .values()
+                .next()
+                .expect("non-empty")
+                .base_offset;
+            self.log_start_offset = self.log_start_offset.max(new_start);
+        }
+        Ok(deleted)
+    }
+
+    /// Flushes everything and leaves a marker so the next open skips crash recovery.
+    pub fn close(&mut self) -> Result<()> {
+        self.flush()?;
+        self.producers
+            .save(&self.dir.join(SNAPSHOT_FILE), self.next_offset)?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        File::create(&marker).map_err(|e| LogError::io(&marker, e))?;
+        Ok(())
+    }
+
+    /// Removes the partition's directory and everything in it.
+    pub fn delete(self) -> Result<()> {
+        fs::remove_dir_all(&self.dir).map_err(|e| LogError::io(&self.dir, e))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn read_epochs(path: &Path) -> Vec<(i32, i64)> {
+    // Kafka's text format: version line, count line, then "epoch offset" lines.
+    let Ok(text) = fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let mut epochs: Vec<(i32, i64)> = text
+        .lines()
+        .skip(2)
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        })
+        .collect();
+    epochs.sort_unstable();
+    epochs
+}
+
+fn write_epochs(path: &Path, epochs: &[(i32, i64)]) -> Result<()> {
+    let mut text = format!("0\n{}\n", epochs.len());
+    for (e, o) in epochs {
+        text.push_str(&format!("{e} {o}\n"));
+    }
+    write_atomically(path, text.as_bytes())
+}

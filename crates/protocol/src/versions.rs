@@ -1,0 +1,42 @@
+//! The API versions Runnel implements. ApiVersions advertises exactly this table, so a
+//! version appears here only when every handler for it is written.
+
+use kafka_protocol::messages::ApiKey;
+
+/// (api, min version, max version). Minimums are bounded below by what the generated
+/// codec supports (Kafka 4 dropped the oldest versions, e.g. Produce < 3 and Fetch < 4).
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 9),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+];
+
+/// The version range Runnel serves for `api`, or None when the API is not implemented.
+pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(key, _, _)| *key == api)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_stays_within_the_codec() {
+        for (api, min, max) in SUPPORTED_APIS {
+            let codec = api.valid_versions();
+            assert!(
+                *min >= codec.min && *max <= codec.max && min <= max,
+                "{api:?}"
+            );
+        }
+    }
+}
