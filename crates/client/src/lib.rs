@@ -1,1 +1,24 @@
-pub fn placeholder() {}
+//! A small async Kafka client on the `kafka-protocol` crate, for Runnel's CLI tools and
+//! benchmark: connections with pipelining, bootstrap and metadata (requests go to each
+//! partition's leader), produce, fetch, list offsets and topic administration.
+//!
+//! It speaks one fixed version of each API (see [`versions`]) and checks at connect time
+//! that the broker serves it. It has no consumer groups and no transactions; user-facing
+//! applications use librdkafka for those.
+
+mod client;
+mod connection;
+mod error;
+pub mod records;
+pub mod versions;
+
+pub use client::{
+    parse_bootstrap, BrokerMetadata, Client, ClientConfig, ClusterMetadata, FetchOptions,
+    FetchedPartition, ListedOffset, NewTopic, OffsetSpec, PartitionMetadata, ProduceAck,
+    ProduceOptions, TopicMetadata,
+};
+pub use connection::{Connection, ConnectionConfig, MAX_RESPONSE_BYTES};
+pub use error::{Error, Result};
+pub use kafka_protocol::records::Compression;
+pub use kafka_protocol::ResponseError;
+pub use records::{ConsumerRecord, ProducerIdentity, ProducerRecord};
