@@ -1,1 +1,19 @@
+//! Runnel's Kafka-compatible broker.
+//!
+//! `Server::start` binds the listener and opens storage; `Server::run` serves the Kafka
+//! protocol until its shutdown future completes. Storage is `runnel-log`; wire types and
+//! guarded decoding are `runnel-protocol`. This crate owns the request handlers, the
+//! topic registry, and the delayed operations (long-poll fetch, acks=all group commit).
 
+pub mod broker;
+pub mod config;
+pub mod error;
+mod handlers;
+pub mod partition;
+pub mod server;
+pub mod topics;
+
+pub use broker::Broker;
+pub use config::{BrokerConfig, ConfigError};
+pub use error::{BrokerError, ErrorCode};
+pub use server::Server;

@@ -1,5 +1,8 @@
 //! `runnel server`: parse the configuration and run the broker until SIGTERM/SIGINT.
+
 use clap::Args;
+use runnel_broker::{BrokerConfig, Server};
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -12,6 +15,70 @@ pub struct ServerArgs {
     pub overrides: Vec<String>,
 }
 
-pub fn run(_args: ServerArgs) -> ExitCode {
-    ExitCode::FAILURE
+fn load_config(args: &ServerArgs) -> Result<BrokerConfig, runnel_broker::ConfigError> {
+    let mut pairs = match &args.config {
+        Some(path) => BrokerConfig::read_properties(path)?,
+        None => Vec::new(),
+    };
+    for o in &args.overrides {
+        pairs.push(BrokerConfig::parse_override(o)?);
+    }
+    BrokerConfig::from_pairs(&pairs)
+}
+
+pub fn run(args: ServerArgs) -> ExitCode {
+    crate::init_logging();
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("runnel server: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for key in config.ignored_keys() {
+        tracing::info!(
+            key,
+            "configuration key accepted for Kafka compatibility; it has no effect in Runnel"
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runnel server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let dirs: Vec<String> = config
+            .log_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        let server = match Server::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("runnel server: cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Tests and scripts read this line to learn the port when listeners asks for 0.
+        println!("listening on {}", server.local_addr());
+        let _ = std::io::stdout().flush();
+        tracing::info!(addr = %server.local_addr(), log_dirs = ?dirs, "broker started");
+        server.run(shutdown_signal()).await;
+        tracing::info!("broker stopped cleanly");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

@@ -1,0 +1,150 @@
+//! The broker's shared state: configuration, topics, identity, and the signals that tie
+//! producers to waiting consumers. One `Broker` per process, shared by every connection.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::topics::{write_file_atomically, TopicRegistry};
+
+/// Producer ids are handed out from blocks persisted ahead of use, so an id is never
+/// issued twice, even across a crash (the rest of a block is skipped after a restart).
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// Thread-safe; shared as `Arc<Broker>`.
+pub struct Broker {
+    pub config: Arc<BrokerConfig>,
+    pub topics: TopicRegistry,
+    pub cluster_id: String,
+    /// Host and port put in Metadata responses.
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    /// Bumped after every append; long-polling fetches wait on it.
+    pub appended: watch::Sender<u64>,
+    producer_ids: Mutex<ProducerIdBlock>,
+}
+
+struct ProducerIdBlock {
+    next: i64,
+    end: i64,
+}
+
+impl Broker {
+    /// Opens the data directories (recovering every partition) and the broker identity.
+    pub fn open(
+        config: BrokerConfig,
+        advertised_host: String,
+        advertised_port: u16,
+    ) -> Result<Self, BrokerError> {
+        let config = Arc::new(config);
+        for dir in &config.log_dirs {
+            std::fs::create_dir_all(dir).map_err(|e| BrokerError::storage(dir, e))?;
+        }
+        let cluster_id = load_or_create_identity(&config)?;
+        let topics = TopicRegistry::open(config.clone())?;
+        let (appended, _) = watch::channel(0);
+        Ok(Broker {
+            config,
+            topics,
+            cluster_id,
+            advertised_host,
+            advertised_port: advertised_port as i32,
+            appended,
+            producer_ids: Mutex::new(ProducerIdBlock { next: 0, end: 0 }),
+        })
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// Wakes long-polling fetches after an append.
+    pub fn notify_appended(&self) {
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A producer id never issued before by this broker.
+    pub fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+        let mut block = self.producer_ids.lock();
+        if block.next >= block.end {
+            let path = self.config.log_dirs[0]
+                .join("__cluster_metadata")
+                .join("producer-ids");
+            let start = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .unwrap_or(0);
+            let end = start + PRODUCER_ID_BLOCK;
+            write_file_atomically(&path, end.to_string().as_bytes())?;
+            *block = ProducerIdBlock { next: start, end };
+        }
+        let id = block.next;
+        block.next += 1;
+        Ok(id)
+    }
+}
+
+/// Reads `meta.properties` from each log dir (Kafka's file: cluster.id, node.id), writing
+/// it on first start. A dir that belongs to another cluster or node refuses to start.
+fn load_or_create_identity(config: &BrokerConfig) -> Result<String, BrokerError> {
+    let mut cluster_id: Option<String> = None;
+    for dir in &config.log_dirs {
+        let path = dir.join("meta.properties");
+        if let Ok(pairs) = BrokerConfig::read_properties(&path) {
+            let get = |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+            };
+            if let Some(node) = get("node.id") {
+                if node != config.node_id.to_string() {
+                    return Err(BrokerError::new(
+                        crate::error::ErrorCode::KafkaStorageError,
+                        format!(
+                            "{} belongs to node.id {node}, but this broker is node.id {}",
+                            path.display(),
+                            config.node_id
+                        ),
+                    ));
+                }
+            }
+            if let (Some(found), Some(known)) = (get("cluster.id"), cluster_id.as_ref()) {
+                if &found != known {
+                    return Err(BrokerError::new(
+                        crate::error::ErrorCode::KafkaStorageError,
+                        format!(
+                            "{} belongs to cluster {found}, other log dirs to {known}",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+            cluster_id = cluster_id.or(get("cluster.id"));
+        }
+    }
+    let cluster_id = cluster_id.unwrap_or_else(new_cluster_id);
+    for dir in &config.log_dirs {
+        let path = dir.join("meta.properties");
+        if !path.exists() {
+            let text = format!(
+                "version=1\ncluster.id={cluster_id}\nnode.id={}\n",
+                config.node_id
+            );
+            write_file_atomically(&path, text.as_bytes())?;
+        }
+    }
+    Ok(cluster_id)
+}
+
+/// Kafka's cluster ids are a random UUID in URL-safe base64 without padding (22 chars).
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits = uuid::Uuid::new_v4().as_u128();
+    (0..22)
+        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
+        .collect()
+}

@@ -1,0 +1,537 @@
+//! Broker and topic configuration with Kafka's key names.
+//!
+//! A server is configured from a `server.properties` file and `--set key=value` overrides.
+//! Every key is checked at start: an unknown key or a malformed value stops the server
+//! with a message naming the key, because a typo silently ignored is a production outage.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use runnel_log::{LogConfig, TimestampType};
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("unknown configuration key '{key}'{hint}")]
+    UnknownKey { key: String, hint: String },
+    #[error("invalid value '{value}' for '{key}': {reason}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot read {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("malformed line {line} in {path}: expected key=value")]
+    Syntax { path: String, line: usize },
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidValue {
+        key: key.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Kafka keys Runnel accepts in server.properties but that change nothing here (thread
+/// pools and buffers Runnel sizes itself, settings of features not yet built). They are
+/// accepted so an existing Kafka properties file starts; each one is logged at start.
+const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
+    "num.network.threads",
+    "num.io.threads",
+    "num.replica.fetchers",
+    "num.recovery.threads.per.data.dir",
+    "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes",
+    "queued.max.requests",
+    "offsets.topic.replication.factor",
+    "offsets.topic.num.partitions",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "group.initial.rebalance.delay.ms",
+    "log.cleaner.enable",
+    "log.cleaner.threads",
+    "compression.type",
+    "unclean.leader.election.enable",
+    "inter.broker.listener.name",
+    "listener.security.protocol.map",
+];
+
+/// The broker's settings, parsed and validated.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listener: SocketAddr,
+    /// (host, port) clients are told to connect to; port 0 means "the bound port".
+    pub advertised: Option<(String, u16)>,
+    pub log_dirs: Vec<PathBuf>,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics: bool,
+    pub delete_topic_enable: bool,
+    pub socket_request_max_bytes: usize,
+    pub retention_check_interval_ms: u64,
+    pub flush_interval_ms: Option<u64>,
+    /// Runnel's durability switch: acknowledge acks=all only after fdatasync (group
+    /// committed). Kafka acknowledges once the data is in the OS page cache.
+    pub flush_on_acks_all: bool,
+    pub rack: Option<String>,
+    /// Defaults for topic-level settings, from the broker's `log.*` keys.
+    pub log_defaults: LogConfig,
+    pub min_insync_replicas: i32,
+    /// The keys that were set, with their values, for DescribeConfigs and logging.
+    pub explicit: BTreeMap<String, String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig::from_pairs(&[]).expect("defaults are valid")
+    }
+}
+
+fn parse_i64(key: &str, v: &str, min: i64) -> Result<i64, ConfigError> {
+    let n: i64 = v
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, v, "expected an integer"))?;
+    if n < min {
+        return Err(invalid(key, v, format!("must be at least {min}")));
+    }
+    Ok(n)
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, v, "expected true or false")),
+    }
+}
+
+fn parse_timestamp_type(key: &str, v: &str) -> Result<TimestampType, ConfigError> {
+    match v.trim() {
+        "CreateTime" => Ok(TimestampType::CreateTime),
+        "LogAppendTime" => Ok(TimestampType::LogAppendTime),
+        _ => Err(invalid(key, v, "expected CreateTime or LogAppendTime")),
+    }
+}
+
+/// Parses `PLAINTEXT://host:port` (one listener; security protocols other than
+/// PLAINTEXT are not offered yet).
+fn parse_listener(key: &str, v: &str) -> Result<(String, u16), ConfigError> {
+    let first = v.split(',').next().unwrap_or("").trim();
+    if v.contains(',') {
+        return Err(invalid(key, v, "only one listener is supported"));
+    }
+    let rest = first
+        .strip_prefix("PLAINTEXT://")
+        .ok_or_else(|| invalid(key, v, "expected PLAINTEXT://host:port"))?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(key, v, "expected PLAINTEXT://host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| invalid(key, v, "port must be 0-65535"))?;
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok((
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        port,
+    ))
+}
+
+impl BrokerConfig {
+    /// Reads a properties file (Kafka's format: `key=value`, `#` and `!` comments).
+    pub fn read_properties(path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut pairs = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let (k, v) = line.split_once(['=', ':']).ok_or(ConfigError::Syntax {
+                path: path.display().to_string(),
+                line: i + 1,
+            })?;
+            pairs.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        Ok(pairs)
+    }
+
+    /// Parses `key=value` from the command line.
+    pub fn parse_override(s: &str) -> Result<(String, String), ConfigError> {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| invalid(s, "", "expected key=value"))?;
+        Ok((k.trim().to_string(), v.trim().to_string()))
+    }
+
+    /// Builds a config from pairs in order (later pairs win), validating every key.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, ConfigError> {
+        let mut c = BrokerConfig {
+            node_id: 1,
+            listener: "127.0.0.1:9092".parse().expect("valid"),
+            advertised: None,
+            log_dirs: vec![PathBuf::from("./runnel-data")],
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics: true,
+            delete_topic_enable: true,
+            socket_request_max_bytes: runnel_protocol::frame::DEFAULT_MAX_REQUEST_BYTES,
+            retention_check_interval_ms: 300_000,
+            flush_interval_ms: None,
+            flush_on_acks_all: true,
+            rack: None,
+            log_defaults: LogConfig::default(),
+            min_insync_replicas: 1,
+            explicit: BTreeMap::new(),
+        };
+        // Kafka resolves retention and roll from the most precise unit given.
+        let (mut retention_ms, mut retention_minutes, mut retention_hours) = (None, None, None);
+        let (mut roll_ms, mut roll_hours) = (None, None);
+        for (key, v) in pairs {
+            let k = key.as_str();
+            match k {
+                "node.id" | "broker.id" => {
+                    c.node_id = parse_i64(k, v, 0)?
+                        .try_into()
+                        .map_err(|_| invalid(k, v, "too large"))?
+                }
+                "listeners" => {
+                    let (host, port) = parse_listener(k, v)?;
+                    c.listener = format!("{host}:{port}")
+                        .parse()
+                        .or_else(|_| format!("[{host}]:{port}").parse())
+                        .map_err(|_| invalid(k, v, "host must be an IP address"))?;
+                }
+                "advertised.listeners" => c.advertised = Some(parse_listener(k, v)?),
+                "log.dirs" | "log.dir" => {
+                    let dirs: Vec<PathBuf> = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|d| !d.is_empty())
+                        .map(PathBuf::from)
+                        .collect();
+                    if dirs.is_empty() {
+                        return Err(invalid(k, v, "at least one directory"));
+                    }
+                    c.log_dirs = dirs;
+                }
+                "num.partitions" => {
+                    c.num_partitions = parse_i64(k, v, 1)?.min(i32::MAX as i64) as i32
+                }
+                "default.replication.factor" => {
+                    c.default_replication_factor = parse_i64(k, v, 1)?.min(i16::MAX as i64) as i16
+                }
+                "auto.create.topics.enable" => c.auto_create_topics = parse_bool(k, v)?,
+                "delete.topic.enable" => c.delete_topic_enable = parse_bool(k, v)?,
+                "message.max.bytes" => {
+                    c.log_defaults.max_message_bytes =
+                        parse_i64(k, v, 0)?.min(i32::MAX as i64) as usize
+                }
+                "socket.request.max.bytes" => {
+                    c.socket_request_max_bytes =
+                        parse_i64(k, v, 1024)?.min(i32::MAX as i64) as usize
+                }
+                "log.segment.bytes" => {
+                    c.log_defaults.segment_bytes = parse_i64(k, v, 14)?.min(i32::MAX as i64) as u64
+                }
+                "log.roll.ms" => roll_ms = Some(parse_i64(k, v, 1)?),
+                "log.roll.hours" => roll_hours = Some(parse_i64(k, v, 1)?),
+                "log.retention.ms" => retention_ms = Some(parse_i64(k, v, -1)?),
+                "log.retention.minutes" => retention_minutes = Some(parse_i64(k, v, -1)?),
+                "log.retention.hours" => retention_hours = Some(parse_i64(k, v, -1)?),
+                "log.retention.bytes" => c.log_defaults.retention_bytes = parse_i64(k, v, -1)?,
+                "log.retention.check.interval.ms" => {
+                    c.retention_check_interval_ms = parse_i64(k, v, 1)? as u64
+                }
+                "log.index.interval.bytes" => {
+                    c.log_defaults.index_interval_bytes = parse_i64(k, v, 0)? as u64
+                }
+                "log.message.timestamp.type" => {
+                    c.log_defaults.timestamp_type = parse_timestamp_type(k, v)?
+                }
+                "log.flush.interval.messages" => {
+                    c.log_defaults.flush_messages = parse_i64(k, v, 1)?
+                }
+                "log.flush.interval.ms" => c.flush_interval_ms = Some(parse_i64(k, v, 1)? as u64),
+                "log.flush.on.acks.all" => c.flush_on_acks_all = parse_bool(k, v)?,
+                "min.insync.replicas" => {
+                    c.min_insync_replicas = parse_i64(k, v, 1)?.min(i32::MAX as i64) as i32
+                }
+                "broker.rack" => c.rack = Some(v.clone()),
+                _ if ACCEPTED_WITHOUT_EFFECT.contains(&k) => {}
+                _ => {
+                    let hint = if k.starts_with("controller.") || k == "process.roles" {
+                        " (clustering is not available yet; run a single node)".to_string()
+                    } else {
+                        " (see docs/configuration.md for the keys Runnel knows)".to_string()
+                    };
+                    return Err(ConfigError::UnknownKey {
+                        key: k.to_string(),
+                        hint,
+                    });
+                }
+            }
+            c.explicit.insert(k.to_string(), v.clone());
+        }
+        if let Some(ms) = retention_ms
+            .or(retention_minutes.map(|m| if m < 0 { -1 } else { m * 60_000 }))
+            .or(retention_hours.map(|h| if h < 0 { -1 } else { h * 3_600_000 }))
+        {
+            c.log_defaults.retention_ms = ms;
+        }
+        if let Some(ms) = roll_ms.or(roll_hours.map(|h| h * 3_600_000)) {
+            c.log_defaults.segment_ms = ms;
+        }
+        Ok(c)
+    }
+
+    /// Keys accepted for compatibility that have no effect, among those set.
+    pub fn ignored_keys(&self) -> Vec<&str> {
+        self.explicit
+            .keys()
+            .map(String::as_str)
+            .filter(|k| ACCEPTED_WITHOUT_EFFECT.contains(k))
+            .collect()
+    }
+}
+
+/// How a topic-level config value is checked.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Long(i64),
+    Int(i64),
+    Bool,
+    Ratio,
+    OneOf(&'static [&'static str]),
+    ListOf(&'static [&'static str]),
+    List,
+}
+
+/// Every topic config Kafka lets a user set, with its check. Runnel acts on
+/// retention.ms, retention.bytes, segment.bytes, segment.ms, max.message.bytes,
+/// message.timestamp.type, index.interval.bytes and flush.messages; the others are
+/// stored and reported as set.
+const TOPIC_CONFIGS: &[(&str, Kind)] = &[
+    ("cleanup.policy", Kind::ListOf(&["delete", "compact"])),
+    (
+        "compression.type",
+        Kind::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
+    ),
+    ("compression.gzip.level", Kind::Int(-1)),
+    ("compression.lz4.level", Kind::Int(1)),
+    ("compression.zstd.level", Kind::Int(-131072)),
+    ("delete.retention.ms", Kind::Long(0)),
+    ("file.delete.delay.ms", Kind::Long(0)),
+    ("flush.messages", Kind::Long(1)),
+    ("flush.ms", Kind::Long(0)),
+    ("follower.replication.throttled.replicas", Kind::List),
+    ("index.interval.bytes", Kind::Int(0)),
+    ("leader.replication.throttled.replicas", Kind::List),
+    ("local.retention.bytes", Kind::Long(-2)),
+    ("local.retention.ms", Kind::Long(-2)),
+    ("max.compaction.lag.ms", Kind::Long(1)),
+    ("max.message.bytes", Kind::Int(0)),
+    ("message.timestamp.after.max.ms", Kind::Long(0)),
+    ("message.timestamp.before.max.ms", Kind::Long(0)),
+    (
+        "message.timestamp.type",
+        Kind::OneOf(&["CreateTime", "LogAppendTime"]),
+    ),
+    ("min.cleanable.dirty.ratio", Kind::Ratio),
+    ("min.compaction.lag.ms", Kind::Long(0)),
+    ("min.insync.replicas", Kind::Int(1)),
+    ("preallocate", Kind::Bool),
+    ("remote.storage.enable", Kind::Bool),
+    ("remote.log.copy.disable", Kind::Bool),
+    ("remote.log.delete.on.disable", Kind::Bool),
+    ("retention.bytes", Kind::Long(i64::MIN)),
+    ("retention.ms", Kind::Long(-1)),
+    ("segment.bytes", Kind::Int(14)),
+    ("segment.index.bytes", Kind::Int(4)),
+    ("segment.jitter.ms", Kind::Long(0)),
+    ("segment.ms", Kind::Long(1)),
+    ("unclean.leader.election.enable", Kind::Bool),
+];
+
+/// Checks one topic config; the error names the key and says what is wrong.
+pub fn validate_topic_config(key: &str, value: &str) -> Result<(), ConfigError> {
+    let Some((_, kind)) = TOPIC_CONFIGS.iter().find(|(k, _)| *k == key) else {
+        return Err(ConfigError::UnknownKey {
+            key: key.to_string(),
+            hint: " (not a Kafka topic config)".into(),
+        });
+    };
+    match kind {
+        Kind::Long(min) => {
+            parse_i64(key, value, *min)?;
+        }
+        Kind::Int(min) => {
+            let n = parse_i64(key, value, *min)?;
+            if n > i32::MAX as i64 {
+                return Err(invalid(key, value, "must fit in a 32-bit integer"));
+            }
+        }
+        Kind::Bool => {
+            parse_bool(key, value)?;
+        }
+        Kind::Ratio => {
+            let r: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid(key, value, "expected a number"))?;
+            if !(0.0..=1.0).contains(&r) {
+                return Err(invalid(key, value, "must be between 0 and 1"));
+            }
+        }
+        Kind::OneOf(allowed) => {
+            if !allowed.contains(&value.trim()) {
+                return Err(invalid(
+                    key,
+                    value,
+                    format!("expected one of {}", allowed.join(", ")),
+                ));
+            }
+        }
+        Kind::ListOf(allowed) => {
+            for item in value.split(',').map(str::trim) {
+                if !allowed.contains(&item) {
+                    return Err(invalid(
+                        key,
+                        value,
+                        format!("items must be among {}", allowed.join(", ")),
+                    ));
+                }
+            }
+            if key == "cleanup.policy" && value.contains("compact") {
+                return Err(invalid(
+                    key,
+                    value,
+                    "log compaction is not available yet; use cleanup.policy=delete",
+                ));
+            }
+        }
+        Kind::List => {}
+    }
+    Ok(())
+}
+
+/// The effective log settings of a topic: broker defaults overlaid by topic configs
+/// (which were validated when they were set).
+pub fn topic_log_config(
+    defaults: &LogConfig,
+    topic_configs: &BTreeMap<String, String>,
+) -> LogConfig {
+    let mut c = defaults.clone();
+    for (k, v) in topic_configs {
+        let n = v.trim().parse::<i64>().ok();
+        match (k.as_str(), n) {
+            ("retention.ms", Some(n)) => c.retention_ms = n,
+            ("retention.bytes", Some(n)) => c.retention_bytes = n,
+            ("segment.bytes", Some(n)) => c.segment_bytes = n.max(14) as u64,
+            ("segment.ms", Some(n)) => c.segment_ms = n,
+            ("max.message.bytes", Some(n)) => c.max_message_bytes = n.max(0) as usize,
+            ("index.interval.bytes", Some(n)) => c.index_interval_bytes = n.max(0) as u64,
+            ("flush.messages", Some(n)) => c.flush_messages = n.max(1),
+            ("message.timestamp.type", _) => {
+                c.timestamp_type = if v == "LogAppendTime" {
+                    TimestampType::LogAppendTime
+                } else {
+                    TimestampType::CreateTime
+                }
+            }
+            _ => {}
+        }
+    }
+    c
+}
+
+/// The value Kafka reports for a topic config nobody set, derived from the broker.
+pub fn topic_config_default(key: &str, broker: &BrokerConfig) -> Option<String> {
+    let d = &broker.log_defaults;
+    Some(match key {
+        "cleanup.policy" => "delete".into(),
+        "compression.type" => "producer".into(),
+        "retention.ms" => d.retention_ms.to_string(),
+        "retention.bytes" => d.retention_bytes.to_string(),
+        "segment.bytes" => d.segment_bytes.to_string(),
+        "segment.ms" => d.segment_ms.to_string(),
+        "max.message.bytes" => d.max_message_bytes.to_string(),
+        "index.interval.bytes" => d.index_interval_bytes.to_string(),
+        "flush.messages" => d.flush_messages.to_string(),
+        "message.timestamp.type" => if d.timestamp_type == TimestampType::LogAppendTime {
+            "LogAppendTime"
+        } else {
+            "CreateTime"
+        }
+        .into(),
+        "min.insync.replicas" => broker.min_insync_replicas.to_string(),
+        "delete.retention.ms" => "86400000".into(),
+        "min.cleanable.dirty.ratio" => "0.5".into(),
+        "min.compaction.lag.ms" => "0".into(),
+        "unclean.leader.election.enable" => "false".into(),
+        _ => return None,
+    })
+}
+
+/// Names of all settable topic configs, in Kafka's order.
+pub fn topic_config_names() -> impl Iterator<Item = &'static str> {
+    TOPIC_CONFIGS.iter().map(|(k, _)| *k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.listener.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics);
+        assert_eq!(c.log_defaults.retention_ms, 7 * 24 * 3600 * 1000);
+        assert_eq!(c.log_defaults.max_message_bytes, 1_048_588);
+    }
+
+    #[test]
+    fn unknown_and_malformed_keys_are_refused_by_name() {
+        let e = BrokerConfig::from_pairs(&pairs(&[("num.partitons", "3")])).unwrap_err();
+        assert!(e.to_string().contains("num.partitons"));
+        let e = BrokerConfig::from_pairs(&pairs(&[("num.partitions", "three")])).unwrap_err();
+        assert!(e.to_string().contains("num.partitions") && e.to_string().contains("three"));
+        assert!(BrokerConfig::from_pairs(&pairs(&[("listeners", "127.0.0.1:9092")])).is_err());
+    }
+
+    #[test]
+    fn retention_uses_the_finest_unit() {
+        let c = BrokerConfig::from_pairs(&pairs(&[
+            ("log.retention.hours", "1"),
+            ("log.retention.ms", "5000"),
+        ]))
+        .unwrap();
+        assert_eq!(c.log_defaults.retention_ms, 5000);
+        let c = BrokerConfig::from_pairs(&pairs(&[("log.retention.hours", "2")])).unwrap();
+        assert_eq!(c.log_defaults.retention_ms, 7_200_000);
+    }
+
+    #[test]
+    fn topic_configs_are_validated() {
+        assert!(validate_topic_config("retention.ms", "1000").is_ok());
+        assert!(validate_topic_config("retention.ms", "-5").is_err());
+        assert!(validate_topic_config("retention.mss", "1").is_err());
+        assert!(validate_topic_config("message.timestamp.type", "LogAppendTime").is_ok());
+        assert!(validate_topic_config("min.cleanable.dirty.ratio", "1.5").is_err());
+    }
+}

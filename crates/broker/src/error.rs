@@ -1,0 +1,85 @@
+//! Kafka error codes and the broker's typed error that carries one.
+
+use runnel_log::LogError;
+use thiserror::Error;
+
+/// The Kafka error codes Runnel returns (numbers from Kafka's `Errors` enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i16)]
+pub enum ErrorCode {
+    None = 0,
+    UnknownServerError = -1,
+    OffsetOutOfRange = 1,
+    CorruptMessage = 2,
+    UnknownTopicOrPartition = 3,
+    MessageTooLarge = 10,
+    CoordinatorNotAvailable = 15,
+    InvalidTopic = 17,
+    RecordListTooLarge = 18,
+    InvalidRequiredAcks = 21,
+    InvalidTimestamp = 32,
+    UnsupportedVersion = 35,
+    TopicAlreadyExists = 36,
+    InvalidPartitions = 37,
+    InvalidReplicationFactor = 38,
+    InvalidRequest = 42,
+    UnsupportedForMessageFormat = 43,
+    OutOfOrderSequenceNumber = 45,
+    InvalidProducerEpoch = 47,
+    InvalidTxnState = 48,
+    InvalidConfig = 40,
+    TopicDeletionDisabled = 73,
+    KafkaStorageError = 56,
+    FetchSessionIdNotFound = 70,
+    FencedLeaderEpoch = 74,
+    UnknownLeaderEpoch = 75,
+    UnsupportedCompressionType = 76,
+    InvalidRecord = 87,
+    UnknownTopicId = 100,
+}
+
+impl ErrorCode {
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+}
+
+/// An error with the Kafka code a client will see and a message for humans.
+#[derive(Debug, Error, Clone)]
+#[error("{message}")]
+pub struct BrokerError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl BrokerError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        BrokerError {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn storage(path: &std::path::Path, e: std::io::Error) -> Self {
+        BrokerError::new(
+            ErrorCode::KafkaStorageError,
+            format!("{}: {e}", path.display()),
+        )
+    }
+}
+
+impl From<LogError> for BrokerError {
+    fn from(e: LogError) -> Self {
+        let code = match &e {
+            LogError::Io { .. } => ErrorCode::KafkaStorageError,
+            LogError::CorruptBatch(_) => ErrorCode::CorruptMessage,
+            LogError::InvalidRecord(_) => ErrorCode::InvalidRecord,
+            LogError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+            LogError::UnsupportedMagic(_) => ErrorCode::UnsupportedForMessageFormat,
+            LogError::UnsupportedCompression(_) => ErrorCode::UnsupportedCompressionType,
+            LogError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+            LogError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+            LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        };
+        BrokerError::new(code, e.to_string())
+    }
+}

@@ -1,0 +1,72 @@
+//! One module per API family. `dispatch` decodes the body and runs the handler's
+//! synchronous part now; what must wait (fsync, long poll) is in the returned future.
+
+pub mod api_versions;
+mod fetch;
+mod leader_epoch;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod producer_id;
+mod topics_admin;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use runnel_protocol::kp::messages::ApiKey;
+use runnel_protocol::kp::protocol::{Encodable, StrBytes};
+use runnel_protocol::{encode_response, DecodeError, ParsedRequest};
+
+use crate::broker::Broker;
+
+/// Resolves to the encoded response, or None when the request gets no response
+/// (acks=0 produce) or the response could not be encoded (logged).
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+
+pub fn dispatch(broker: &Arc<Broker>, req: ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+    match req.api_key {
+        ApiKey::ApiVersions => api_versions::handle(&req),
+        ApiKey::Metadata => metadata::handle(broker, &req),
+        ApiKey::Produce => produce::handle(broker, &req),
+        ApiKey::Fetch => fetch::handle(broker, &req),
+        ApiKey::ListOffsets => list_offsets::handle(broker, &req),
+        ApiKey::CreateTopics => topics_admin::create(broker, &req),
+        ApiKey::DeleteTopics => topics_admin::delete(broker, &req),
+        ApiKey::InitProducerId => producer_id::handle(broker, &req),
+        ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, &req),
+        // parse_request only lets through APIs in the supported table.
+        other => Err(DecodeError::Malformed {
+            what: "request",
+            reason: format!("{other:?} has no handler"),
+        }),
+    }
+}
+
+/// Encodes `body` as the response to `req`.
+pub fn encode<T: Encodable>(req: &ParsedRequest, body: &T) -> Option<Bytes> {
+    match encode_response(req.api_key, req.api_version, req.correlation_id, body) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            tracing::error!(api = ?req.api_key, version = req.api_version, error = %e, "could not encode a response");
+            None
+        }
+    }
+}
+
+/// A response that is ready now.
+pub fn ready<T: Encodable>(req: &ParsedRequest, body: &T) -> Result<ResponseFuture, DecodeError> {
+    let bytes = encode(req, body);
+    Ok(Box::pin(async move { bytes }))
+}
+
+pub fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

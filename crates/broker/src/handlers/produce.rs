@@ -1,0 +1,121 @@
+//! Produce: validate and append each partition's batch, then answer now (acks 0/1) or
+//! once the batch is durable (acks=all).
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use runnel_log::BatchHeader;
+use runnel_protocol::kp::messages::produce_response::{
+    PartitionProduceResponse, TopicProduceResponse,
+};
+use runnel_protocol::kp::messages::{ProduceRequest, ProduceResponse};
+use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
+
+use super::{encode, now_ms, str_bytes, ResponseFuture};
+use crate::broker::Broker;
+use crate::error::{BrokerError, ErrorCode};
+use crate::partition::Partition;
+
+pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+    let body: ProduceRequest = decode_body(&req.body, req.api_version)?;
+    let acks = body.acks;
+    let mut responses = Vec::with_capacity(body.topic_data.len());
+    // (topic index, partition index in response, partition, offset that must be durable)
+    let mut durable_waits: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    let mut appended = false;
+    for topic in body.topic_data {
+        let name = topic.name.0.to_string();
+        let topic_entry = broker.topics.get(&name);
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for pd in topic.partition_data {
+            let mut resp = PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let partition = topic_entry.as_ref().and_then(|t| {
+                usize::try_from(pd.index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i).cloned())
+            });
+            let result = match (partition, pd.records) {
+                _ if !matches!(acks, -1..=1) => Err(BrokerError::new(
+                    ErrorCode::InvalidRequiredAcks,
+                    format!("acks={acks} is not 0, 1 or -1"),
+                )),
+                (None, _) => Err(BrokerError::new(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("{name}-{} does not exist", pd.index),
+                )),
+                (Some(_), None) => Err(BrokerError::new(ErrorCode::InvalidRecord, "no records")),
+                (Some(p), Some(records)) => append(&p, &records).map(|r| (p, r)),
+            };
+            match result {
+                Ok((p, r)) => {
+                    appended |= !r.duplicate;
+                    resp = resp
+                        .with_base_offset(r.base_offset)
+                        .with_log_append_time_ms(r.log_append_time_ms)
+                        .with_log_start_offset(p.log.lock().log_start_offset());
+                    if acks == -1 && broker.config.flush_on_acks_all {
+                        durable_waits.push((
+                            responses.len(),
+                            partitions.len(),
+                            p,
+                            r.last_offset + 1,
+                        ));
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
+                    resp = resp
+                        .with_error_code(e.code.code())
+                        .with_error_message(Some(str_bytes(&e.message)));
+                }
+            }
+            partitions.push(resp);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions),
+        );
+    }
+    if appended {
+        broker.notify_appended();
+    }
+    let req = req.clone();
+    Ok(Box::pin(async move {
+        if acks == 0 {
+            return None;
+        }
+        for (t, p, partition, offset) in durable_waits {
+            if let Err(e) = partition.wait_durable(offset).await {
+                let resp = &mut responses[t].partition_responses[p];
+                resp.error_code = ErrorCode::KafkaStorageError.code();
+                resp.error_message = Some(str_bytes(&e.to_string()));
+            }
+        }
+        encode(&req, &ProduceResponse::default().with_responses(responses))
+    }))
+}
+
+fn append(p: &Partition, records: &bytes::Bytes) -> Result<runnel_log::AppendResult, BrokerError> {
+    // Produce v3+ carries exactly one batch per partition (Kafka refuses more).
+    let first = BatchHeader::parse(records).map_err(BrokerError::from)?;
+    if first.total_size() != records.len() {
+        return Err(BrokerError::new(
+            ErrorCode::InvalidRecord,
+            "produce requests must carry exactly one record batch per partition",
+        ));
+    }
+    if first.is_transactional() {
+        return Err(BrokerError::new(
+            ErrorCode::InvalidTxnState,
+            "transactional produce is not available yet",
+        ));
+    }
+    let mut buf = BytesMut::from(&records[..]);
+    let result = p.log.lock().append(&mut buf, p.leader_epoch, now_ms());
+    result.map_err(BrokerError::from)
+}

@@ -1,0 +1,44 @@
+//! InitProducerId for idempotent producers (transactional ids come with transactions).
+
+use std::sync::Arc;
+
+use runnel_protocol::kp::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
+
+use super::{ready, ResponseFuture};
+use crate::broker::Broker;
+use crate::error::ErrorCode;
+
+pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+    let body: InitProducerIdRequest = decode_body(&req.body, req.api_version)?;
+    let mut response = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if body.transactional_id.is_some() {
+        // No transaction coordinator yet; clients treat this as retriable and report it.
+        response = response.with_error_code(ErrorCode::CoordinatorNotAvailable.code());
+        return ready(req, &response);
+    }
+    // KIP-360: an idempotent producer that lost track of its sequence asks for a bump of
+    // its epoch; a fresh producer (id -1) gets a new id.
+    let (id, epoch) = if body.producer_id.0 >= 0
+        && body.producer_epoch >= 0
+        && body.producer_epoch < i16::MAX - 1
+    {
+        (Ok(body.producer_id.0), body.producer_epoch + 1)
+    } else {
+        (broker.allocate_producer_id(), 0)
+    };
+    match id {
+        Ok(id) => {
+            response = response
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not allocate a producer id");
+            response = response.with_error_code(e.code.code());
+        }
+    }
+    ready(req, &response)
+}

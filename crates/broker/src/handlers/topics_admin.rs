@@ -1,0 +1,184 @@
+//! CreateTopics and DeleteTopics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use runnel_protocol::kp::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use runnel_protocol::kp::messages::delete_topics_response::DeletableTopicResult;
+use runnel_protocol::kp::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
+use uuid::Uuid;
+
+use super::{ready, str_bytes, ResponseFuture};
+use crate::broker::Broker;
+use crate::config::{topic_config_default, topic_config_names};
+use crate::error::{BrokerError, ErrorCode};
+
+/// Kafka's ConfigSource values.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+
+pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+    let body: CreateTopicsRequest = decode_body(&req.body, req.api_version)?;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for t in &body.topics {
+        *seen.entry(t.name.0.to_string()).or_default() += 1;
+    }
+    let mut results = Vec::with_capacity(body.topics.len());
+    for t in body.topics {
+        let name = t.name.0.to_string();
+        let mut result = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
+        let outcome = if seen[&name] > 1 {
+            Err(BrokerError::new(
+                ErrorCode::InvalidRequest,
+                format!("topic '{name}' appears more than once in the request"),
+            ))
+        } else {
+            create_one(broker, &name, &t, body.validate_only)
+        };
+        match outcome {
+            Ok((id, partitions, configs)) => {
+                result = result
+                    .with_topic_id(id)
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1)
+                    .with_configs(Some(describe_configs(broker, &configs)));
+            }
+            Err(e) => {
+                result = result
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(str_bytes(&e.message)));
+            }
+        }
+        results.push(result);
+    }
+    ready(req, &CreateTopicsResponse::default().with_topics(results))
+}
+
+fn create_one(
+    broker: &Broker,
+    name: &str,
+    t: &runnel_protocol::kp::messages::create_topics_request::CreatableTopic,
+    validate_only: bool,
+) -> Result<(Uuid, i32, BTreeMap<String, String>), BrokerError> {
+    let mut configs = BTreeMap::new();
+    for c in &t.configs {
+        if let Some(v) = &c.value {
+            configs.insert(c.name.to_string(), v.to_string());
+        }
+    }
+    let (partitions, rf) = if t.assignments.is_empty() {
+        (t.num_partitions, t.replication_factor)
+    } else {
+        if t.num_partitions != -1 || t.replication_factor != -1 {
+            return Err(BrokerError::new(
+                ErrorCode::InvalidRequest,
+                "give either replica assignments or partitions and replication factor, not both",
+            ));
+        }
+        for (i, a) in t.assignments.iter().enumerate() {
+            if a.partition_index != i as i32 {
+                return Err(BrokerError::new(
+                    ErrorCode::InvalidPartitions,
+                    "replica assignments must cover partitions 0..n in order",
+                ));
+            }
+            if a.broker_ids.iter().any(|b| b.0 != broker.node_id()) || a.broker_ids.is_empty() {
+                return Err(BrokerError::new(
+                    ErrorCode::InvalidReplicationFactor,
+                    format!(
+                        "replica assignment names brokers other than this one ({})",
+                        broker.node_id()
+                    ),
+                ));
+            }
+        }
+        (
+            t.assignments.len() as i32,
+            t.assignments[0].broker_ids.len() as i16,
+        )
+    };
+    let topic = broker
+        .topics
+        .create(name, partitions, rf, configs, validate_only)?;
+    let count = if validate_only {
+        if partitions == -1 {
+            broker.config.num_partitions
+        } else {
+            partitions
+        }
+    } else {
+        topic.partitions.len() as i32
+    };
+    Ok((topic.id, count, topic.configs.clone()))
+}
+
+fn describe_configs(broker: &Broker, set: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
+    topic_config_names()
+        .filter_map(|k| {
+            let (value, source) = match set.get(k) {
+                Some(v) => (v.clone(), SOURCE_TOPIC),
+                None => (topic_config_default(k, &broker.config)?, SOURCE_DEFAULT),
+            };
+            Some(
+                CreatableTopicConfigs::default()
+                    .with_name(str_bytes(k))
+                    .with_value(Some(str_bytes(&value)))
+                    .with_config_source(source),
+            )
+        })
+        .collect()
+}
+
+pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+    let body: DeleteTopicsRequest = decode_body(&req.body, req.api_version)?;
+    // v0-5 name topics in `topic_names`; v6 in `topics`, by name or by id.
+    let mut targets: Vec<(Option<TopicName>, Uuid)> = body
+        .topic_names
+        .into_iter()
+        .map(|n| (Some(n), Uuid::nil()))
+        .collect();
+    targets.extend(body.topics.into_iter().map(|t| (t.name, t.topic_id)));
+    let mut results = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        let topic = match &name {
+            Some(n) => broker.topics.get(&n.0),
+            None => broker.topics.get_by_id(id),
+        };
+        let outcome = match (&topic, broker.config.delete_topic_enable) {
+            (_, false) => Err(BrokerError::new(
+                ErrorCode::TopicDeletionDisabled,
+                "delete.topic.enable is false on this broker",
+            )),
+            (None, _) if name.is_none() => Err(BrokerError::new(
+                ErrorCode::UnknownTopicId,
+                format!("no topic has id {id}"),
+            )),
+            (None, _) => Err(BrokerError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                "topic does not exist",
+            )),
+            (Some(t), _) => broker.topics.delete(&t.name),
+        };
+        let mut r = DeletableTopicResult::default()
+            .with_name(name.or_else(|| topic.as_ref().map(|t| TopicName(str_bytes(&t.name)))))
+            .with_topic_id(topic.as_ref().map_or(id, |t| t.id));
+        if let Err(e) = outcome {
+            r = r
+                .with_error_code(e.code.code())
+                .with_error_message(Some(str_bytes(&e.message)));
+        }
+        results.push(r);
+    }
+    ready(
+        req,
+        &DeleteTopicsResponse::default().with_responses(results),
+    )
+}

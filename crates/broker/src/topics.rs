@@ -1,0 +1,367 @@
+//! The topics this broker holds: names, ids, partitions, configs, and their durable
+//! record in `<first log dir>/__cluster_metadata/topics.json`.
+//!
+//! Thread-safe: the registry is behind a RwLock; creation and deletion serialise on the
+//! write lock, so two clients creating the same topic get one topic and one error.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use runnel_log::PartitionLog;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::{topic_log_config, validate_topic_config, BrokerConfig};
+use crate::error::{BrokerError, ErrorCode};
+use crate::partition::Partition;
+
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: Vec<Arc<Partition>>,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct TopicRecord {
+    name: String,
+    id: Uuid,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct MetadataFile {
+    topics: Vec<TopicRecord>,
+}
+
+pub struct TopicRegistry {
+    config: Arc<BrokerConfig>,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    metadata_path: PathBuf,
+}
+
+/// Kafka's rules: 1-249 characters of [a-zA-Z0-9._-], and not "." or "..".
+pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
+    let bad = |why: &str| {
+        Err(BrokerError::new(
+            ErrorCode::InvalidTopic,
+            format!("topic name '{name}' is invalid: {why}"),
+        ))
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name == "." || name == ".." {
+        return bad("'.' and '..' are reserved");
+    }
+    if name.len() > 249 {
+        return bad("longer than 249 characters");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+    {
+        return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn partition_dir_name(topic: &str, partition: i32) -> String {
+    format!("{topic}-{partition}")
+}
+
+impl TopicRegistry {
+    /// Loads the topic records and opens (recovering) every partition log.
+    pub fn open(config: Arc<BrokerConfig>) -> Result<Self, BrokerError> {
+        let meta_dir = config.log_dirs[0].join("__cluster_metadata");
+        std::fs::create_dir_all(&meta_dir).map_err(|e| BrokerError::storage(&meta_dir, e))?;
+        let metadata_path = meta_dir.join("topics.json");
+        let file: MetadataFile = match std::fs::read(&metadata_path) {
+            Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
+                BrokerError::new(
+                    ErrorCode::KafkaStorageError,
+                    format!("{} is damaged: {e}", metadata_path.display()),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataFile::default(),
+            Err(e) => return Err(BrokerError::storage(&metadata_path, e)),
+        };
+        let registry = TopicRegistry {
+            config,
+            topics: RwLock::new(BTreeMap::new()),
+            metadata_path,
+        };
+        let mut topics = BTreeMap::new();
+        for rec in file.topics {
+            let topic = registry.open_topic(&rec)?;
+            topics.insert(rec.name.clone(), Arc::new(topic));
+        }
+        *registry.topics.write() = topics;
+        Ok(registry)
+    }
+
+    fn open_topic(&self, rec: &TopicRecord) -> Result<Topic, BrokerError> {
+        let log_config = topic_log_config(&self.config.log_defaults, &rec.configs);
+        let mut partitions = Vec::with_capacity(rec.partitions as usize);
+        for p in 0..rec.partitions {
+            let dir = self.partition_dir(&rec.name, p);
+            let log = PartitionLog::open(&dir, log_config.clone(), now_ms())
+                .map_err(BrokerError::from)?;
+            partitions.push(Partition::new(&rec.name, p, log));
+        }
+        Ok(Topic {
+            name: rec.name.clone(),
+            id: rec.id,
+            partitions,
+            configs: rec.configs.clone(),
+        })
+    }
+
+    /// An existing partition directory in any log dir, or a new one in the log dir that
+    /// holds the fewest partitions.
+    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        let name = partition_dir_name(topic, partition);
+        let dirs = &self.config.log_dirs;
+        if let Some(existing) = dirs.iter().map(|d| d.join(&name)).find(|p| p.is_dir()) {
+            return existing;
+        }
+        let load = |d: &Path| {
+            std::fs::read_dir(d).map_or(0, |it| {
+                it.filter_map(Result::ok)
+                    .filter(|e| e.path().is_dir())
+                    .count()
+            })
+        };
+        let least = dirs
+            .iter()
+            .min_by_key(|d| load(d))
+            .expect("log.dirs is never empty");
+        least.join(name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().get(name).cloned()
+    }
+
+    pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics.read().values().find(|t| t.id == id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().values().cloned().collect()
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        let t = self.get(topic)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get(i).cloned())
+    }
+
+    /// Creates a topic. Validates the name, counts and configs first; with
+    /// `validate_only`, stops there.
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        validate_topic_name(name)?;
+        let partitions = if partitions == -1 {
+            self.config.num_partitions
+        } else {
+            partitions
+        };
+        if partitions < 1 {
+            return Err(BrokerError::new(
+                ErrorCode::InvalidPartitions,
+                format!("number of partitions must be at least 1, got {partitions}"),
+            ));
+        }
+        if partitions > 100_000 {
+            return Err(BrokerError::new(
+                ErrorCode::InvalidPartitions,
+                format!("{partitions} partitions is above the limit of 100000"),
+            ));
+        }
+        let rf = if replication_factor == -1 {
+            self.config.default_replication_factor
+        } else {
+            replication_factor
+        };
+        if rf != 1 {
+            return Err(BrokerError::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!("replication factor {rf} is larger than the 1 available broker"),
+            ));
+        }
+        for (k, v) in &configs {
+            validate_topic_config(k, v)
+                .map_err(|e| BrokerError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        }
+        let mut topics = self.topics.write();
+        if topics.contains_key(name) {
+            return Err(BrokerError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic '{name}' already exists"),
+            ));
+        }
+        // Kafka refuses names that differ only by '.' versus '_': metric names collide.
+        let canonical = name.replace('.', "_");
+        if let Some(other) = topics.keys().find(|t| t.replace('.', "_") == canonical) {
+            return Err(BrokerError::new(
+                ErrorCode::InvalidTopic,
+                format!("topic '{name}' collides with existing topic '{other}'"),
+            ));
+        }
+        let rec = TopicRecord {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            partitions,
+            configs,
+        };
+        if validate_only {
+            return Ok(Arc::new(Topic {
+                name: rec.name,
+                id: rec.id,
+                partitions: Vec::new(),
+                configs: rec.configs,
+            }));
+        }
+        let topic = Arc::new(self.open_topic(&rec)?);
+        topics.insert(name.to_string(), topic.clone());
+        if let Err(e) = self.persist(&topics) {
+            topics.remove(name);
+            self.remove_partitions(&topic);
+            return Err(e);
+        }
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete(&self, name: &str) -> Result<(), BrokerError> {
+        let mut topics = self.topics.write();
+        let topic = topics.remove(name).ok_or_else(|| {
+            BrokerError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            )
+        })?;
+        if let Err(e) = self.persist(&topics) {
+            topics.insert(name.to_string(), topic);
+            return Err(e);
+        }
+        drop(topics);
+        self.remove_partitions(&topic);
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    fn remove_partitions(&self, topic: &Topic) {
+        for p in &topic.partitions {
+            p.shutdown();
+            let dir = p.log.lock().dir().to_path_buf();
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted partition's directory");
+            }
+        }
+    }
+
+    fn persist(&self, topics: &BTreeMap<String, Arc<Topic>>) -> Result<(), BrokerError> {
+        let file = MetadataFile {
+            topics: topics
+                .values()
+                .map(|t| TopicRecord {
+                    name: t.name.clone(),
+                    id: t.id,
+                    partitions: t.partitions.len() as i32,
+                    configs: t.configs.clone(),
+                })
+                .collect(),
+        };
+        let raw = serde_json::to_vec_pretty(&file).expect("topic records serialise");
+        write_file_atomically(&self.metadata_path, &raw)
+    }
+
+    /// Applies retention to every partition; returns the number of segments deleted.
+    pub fn apply_retention(&self) -> usize {
+        let mut deleted = 0;
+        for topic in self.all() {
+            for p in &topic.partitions {
+                match p.log.lock().apply_retention(now_ms()) {
+                    Ok(n) => deleted += n,
+                    Err(e) => {
+                        tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "retention failed")
+                    }
+                }
+            }
+        }
+        deleted
+    }
+
+    /// fsyncs every partition (log.flush.interval.ms).
+    pub fn flush_all(&self) {
+        for topic in self.all() {
+            for p in &topic.partitions {
+                if let Err(e) = p.log.lock().flush() {
+                    tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "flush failed");
+                }
+            }
+        }
+    }
+
+    /// Closes every partition cleanly (flush, producer snapshot, clean-shutdown marker).
+    pub fn close_all(&self) {
+        for topic in self.all() {
+            for p in &topic.partitions {
+                p.shutdown();
+                if let Err(e) = p.log.lock().close() {
+                    tracing::error!(topic = %topic.name, partition = p.index, error = %e, "close failed; the next start will recover this partition");
+                }
+            }
+        }
+    }
+}
+
+/// Write to a temporary file, fsync, rename, fsync the directory.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), BrokerError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(parent) = path.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| BrokerError::storage(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka() {
+        assert!(validate_topic_name("tweets").is_ok());
+        assert!(validate_topic_name("a.b_c-D9").is_ok());
+        for bad in ["", ".", "..", "has space", "ümlaut", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+}
