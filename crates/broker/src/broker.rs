@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::fetch_session::FetchSessions;
 use crate::topics::{write_file_atomically, TopicRegistry};
 
 /// Producer ids are handed out from blocks persisted ahead of use, so an id is never
@@ -25,6 +26,7 @@ pub struct Broker {
     /// Bumped after every append; long-polling fetches wait on it.
     pub appended: watch::Sender<u64>,
     producer_ids: Mutex<ProducerIdBlock>,
+    pub fetch_sessions: FetchSessions,
 }
 
 struct ProducerIdBlock {
@@ -54,6 +56,7 @@ impl Broker {
             advertised_port: advertised_port as i32,
             appended,
             producer_ids: Mutex::new(ProducerIdBlock { next: 0, end: 0 }),
+            fetch_sessions: FetchSessions::default(),
         })
     }
 

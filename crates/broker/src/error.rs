@@ -31,6 +31,7 @@ pub enum ErrorCode {
     TopicDeletionDisabled = 73,
     KafkaStorageError = 56,
     FetchSessionIdNotFound = 70,
+    InvalidFetchSessionEpoch = 71,
     FencedLeaderEpoch = 74,
     UnknownLeaderEpoch = 75,
     UnsupportedCompressionType = 76,

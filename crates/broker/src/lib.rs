@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod fetch_session;
 mod handlers;
 pub mod partition;
 pub mod server;

@@ -1,6 +1,7 @@
 //! Fetch: read whole batches from each requested partition; long-poll until `min_bytes`
-//! are available or `max_wait_ms` passes. Sessionless: every request is a full fetch
-//! (session id 0), which Kafka's protocol lets any client fall back to.
+//! are available or `max_wait_ms` passes. Supports sessionless fetches (session id 0,
+//! epoch -1: librdkafka, kafkajs) and incremental fetch sessions (KIP-227: kafka-python,
+//! the Java client).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,66 +9,84 @@ use std::time::Duration;
 use bytes::Bytes;
 use runnel_log::LogError;
 use runnel_protocol::kp::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use runnel_protocol::kp::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use runnel_protocol::kp::messages::{BrokerId, FetchRequest, FetchResponse};
 use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
-use uuid::Uuid;
 
 use super::{encode, ResponseFuture};
 use crate::broker::Broker;
 use crate::error::ErrorCode;
-use crate::partition::Partition;
+use crate::fetch_session::{PartitionKey, SessionError, SessionPartition};
 
 /// A client may ask to wait for longer; a connection is not parked beyond this.
 const MAX_WAIT_CAP_MS: u64 = 60_000;
+const FINAL_EPOCH: i32 = -1;
+const INITIAL_EPOCH: i32 = 0;
 
-struct Wanted {
-    topic: TopicName,
-    topic_id: Uuid,
-    partition_index: i32,
-    partition: Option<Arc<Partition>>,
-    /// Set when the topic itself is unknown (by name or by id).
-    topic_error: Option<ErrorCode>,
-    fetch_offset: i64,
-    max_bytes: usize,
+/// How this request relates to a fetch session.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Full request and full response, no session (session id 0 in the response).
+    Sessionless,
+    /// Full request that opened session `id`; full response.
+    Opened(i32),
+    /// Incremental request on session `id`; the response holds only partitions with news.
+    Incremental(i32),
 }
 
 pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
     let body: FetchRequest = decode_body(&req.body, req.api_version)?;
     let by_id = req.api_version >= 13;
-    if body.session_id != 0 {
-        let response =
-            FetchResponse::default().with_error_code(ErrorCode::FetchSessionIdNotFound.code());
-        return super::ready(req, &response);
-    }
-    let mut wanted = Vec::new();
-    for t in body.topics {
-        let topic = if by_id {
-            broker.topics.get_by_id(t.topic_id)
-        } else {
-            broker.topics.get(&t.topic.0)
-        };
-        let topic_error = match (&topic, by_id) {
-            (Some(_), _) => None,
-            (None, true) => Some(ErrorCode::UnknownTopicId),
-            (None, false) => Some(ErrorCode::UnknownTopicOrPartition),
-        };
-        for p in t.partitions {
-            let partition = topic.as_ref().and_then(|tp| {
-                usize::try_from(p.partition)
-                    .ok()
-                    .and_then(|i| tp.partitions.get(i).cloned())
-            });
-            wanted.push(Wanted {
-                topic: t.topic.clone(),
-                topic_id: t.topic_id,
-                partition_index: p.partition,
-                partition,
-                topic_error,
+    let requested: Vec<SessionPartition> = body
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| SessionPartition {
+                key: PartitionKey {
+                    topic: t.topic.clone(),
+                    topic_id: t.topic_id,
+                    partition: p.partition,
+                },
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
-            });
+                sent_high_watermark: i64::MIN,
+                sent_log_start_offset: i64::MIN,
+            })
+        })
+        .collect();
+    let forgotten: Vec<PartitionKey> = body
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |&p| PartitionKey {
+                topic: t.topic.clone(),
+                topic_id: t.topic_id,
+                partition: p,
+            })
+        })
+        .collect();
+    let sessions = &broker.fetch_sessions;
+    let (mode, wanted) = match (body.session_id, body.session_epoch) {
+        (0, FINAL_EPOCH) => (Mode::Sessionless, requested),
+        (0, INITIAL_EPOCH) => (Mode::Opened(sessions.create(requested.clone())), requested),
+        (0, _) => return session_error(req, ErrorCode::InvalidFetchSessionEpoch),
+        (id, FINAL_EPOCH) => {
+            sessions.remove(id);
+            (Mode::Sessionless, requested)
         }
-    }
+        (id, INITIAL_EPOCH) => {
+            sessions.remove(id);
+            (Mode::Opened(sessions.create(requested.clone())), requested)
+        }
+        (id, epoch) => match sessions.update(id, epoch, requested, &forgotten) {
+            Ok(all) => (Mode::Incremental(id), all),
+            Err(SessionError::NotFound) => {
+                return session_error(req, ErrorCode::FetchSessionIdNotFound)
+            }
+            Err(SessionError::InvalidEpoch) => {
+                return session_error(req, ErrorCode::InvalidFetchSessionEpoch)
+            }
+        },
+    };
     let read_committed = body.isolation_level == 1;
     let min_bytes = body.min_bytes.max(0) as usize;
     let max_bytes = if body.max_bytes <= 0 {
@@ -83,33 +102,40 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
         let mut appended = broker.appended.subscribe();
         loop {
             appended.borrow_and_update();
-            let (response, bytes, any_error) = read_all(&wanted, max_bytes, read_committed, by_id);
+            let (datas, bytes, any_error) =
+                read_all(&broker, &wanted, max_bytes, read_committed, by_id);
             let expired = tokio::time::Instant::now() >= deadline;
             if bytes >= min_bytes || any_error || expired || wanted.is_empty() {
+                let response = assemble(&broker, mode, &wanted, datas, by_id);
                 return encode(&req, &response);
             }
             tokio::select! {
-                changed = appended.changed() => if changed.is_err() { return encode(&req, &response) },
+                _ = appended.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
     }))
 }
 
-/// One pass over the wanted partitions; returns the response, bytes read, and whether
-/// any partition has an error (which makes Kafka answer at once).
+fn session_error(req: &ParsedRequest, code: ErrorCode) -> Result<ResponseFuture, DecodeError> {
+    super::ready(req, &FetchResponse::default().with_error_code(code.code()))
+}
+
+/// One pass over the wanted partitions, in order; returns each partition's data, the
+/// bytes read, and whether any partition has an error (Kafka then answers at once).
 fn read_all(
-    wanted: &[Wanted],
+    broker: &Broker,
+    wanted: &[SessionPartition],
     max_bytes: usize,
     read_committed: bool,
     by_id: bool,
-) -> (FetchResponse, usize, bool) {
-    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+) -> (Vec<PartitionData>, usize, bool) {
+    let mut out = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
     let mut any_error = false;
     for w in wanted {
         let mut data = PartitionData::default()
-            .with_partition_index(w.partition_index)
+            .with_partition_index(w.key.partition)
             .with_high_watermark(-1)
             .with_last_stable_offset(-1)
             .with_log_start_offset(-1)
@@ -120,16 +146,26 @@ fn read_all(
                 None
             })
             .with_records(Some(Bytes::new()));
-        match (&w.partition, w.topic_error) {
-            (_, Some(code)) => {
-                data = data.with_error_code(code.code());
+        let topic = if by_id {
+            broker.topics.get_by_id(w.key.topic_id)
+        } else {
+            broker.topics.get(&w.key.topic.0)
+        };
+        let partition = topic.as_ref().and_then(|t| {
+            usize::try_from(w.key.partition)
+                .ok()
+                .and_then(|i| t.partitions.get(i).cloned())
+        });
+        match (topic.is_some(), partition) {
+            (false, _) if by_id => {
+                data = data.with_error_code(ErrorCode::UnknownTopicId.code());
                 any_error = true;
             }
-            (None, None) => {
+            (_, None) => {
                 data = data.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                 any_error = true;
             }
-            (Some(p), None) => {
+            (_, Some(p)) => {
                 let log = p.log.lock();
                 let hw = log.log_end_offset();
                 data = data
@@ -156,18 +192,55 @@ fn read_all(
                 }
             }
         }
+        out.push(data);
+    }
+    (out, total, any_error)
+}
+
+/// Groups partition data by topic; in an incremental session keeps only partitions with
+/// news and remembers what was sent.
+fn assemble(
+    broker: &Broker,
+    mode: Mode,
+    wanted: &[SessionPartition],
+    datas: Vec<PartitionData>,
+    by_id: bool,
+) -> FetchResponse {
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let session_id = match mode {
+        Mode::Sessionless => 0,
+        Mode::Opened(id) | Mode::Incremental(id) => id,
+    };
+    for (w, data) in wanted.iter().zip(datas) {
+        let news = data.error_code != 0
+            || data.records.as_ref().is_some_and(|r| !r.is_empty())
+            || data.high_watermark != w.sent_high_watermark
+            || data.log_start_offset != w.sent_log_start_offset;
+        if let Mode::Incremental(_) = mode {
+            if !news {
+                continue;
+            }
+        }
+        if session_id != 0 {
+            broker.fetch_sessions.record_sent(
+                session_id,
+                &w.key,
+                data.high_watermark,
+                data.log_start_offset,
+            );
+        }
         let same_topic = topics.last().is_some_and(|t| {
             if by_id {
-                t.topic_id == w.topic_id
+                t.topic_id == w.key.topic_id
             } else {
-                t.topic == w.topic
+                t.topic == w.key.topic
             }
         });
         if !same_topic {
             topics.push(
                 FetchableTopicResponse::default()
-                    .with_topic(w.topic.clone())
-                    .with_topic_id(w.topic_id),
+                    .with_topic(w.key.topic.clone())
+                    .with_topic_id(w.key.topic_id),
             );
         }
         topics
@@ -176,9 +249,7 @@ fn read_all(
             .partitions
             .push(data);
     }
-    (
-        FetchResponse::default().with_responses(topics),
-        total,
-        any_error,
-    )
+    FetchResponse::default()
+        .with_session_id(session_id)
+        .with_responses(topics)
 }
