@@ -936,9 +936,9 @@ fn copy_error(e: &Error) -> Error {
             addr: addr.clone(),
             reason: reason.clone(),
         },
-        Error::Io { addr, source } => Error::Disconnected {
+        Error::Io { addr, error } => Error::Disconnected {
             addr: addr.clone(),
-            reason: Some(source.to_string()),
+            reason: Some(error.to_string()),
         },
         Error::Timeout { addr, api, timeout } => Error::Timeout {
             addr: addr.clone(),

@@ -100,14 +100,14 @@ impl Connection {
             Ok(Err(source)) => {
                 return Err(Error::Connect {
                     addr: addr.to_string(),
-                    source,
+                    error: source,
                 })
             }
             Err(_) => {
                 let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
                 return Err(Error::Connect {
                     addr: addr.to_string(),
-                    source,
+                    error: source,
                 });
             }
         };
@@ -286,7 +286,7 @@ impl Connection {
             self.inner.shared.fail_all(reason);
             return Err(Error::Io {
                 addr: self.inner.addr.clone(),
-                source,
+                error: source,
             });
         }
         Ok(())

@@ -9,19 +9,11 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No bootstrap server could be reached.
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot connect to {addr}: {error}")]
+    Connect { addr: String, error: std::io::Error },
     /// The socket failed while a request was in flight.
-    #[error("I/O error on the connection to {addr}: {source}")]
-    Io {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("I/O error on the connection to {addr}: {error}")]
+    Io { addr: String, error: std::io::Error },
     /// The broker closed the connection (or it was closed after an earlier failure).
     #[error("the connection to {addr} was closed{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
     Disconnected {

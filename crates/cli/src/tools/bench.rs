@@ -1,0 +1,773 @@
+//! `runnel bench produce|consume|e2e|loopback|disk`: programs that print figures.
+//!
+//! Throughput counts record payload bytes (record size × records), in MB = 10^6 bytes, as
+//! Kafka's perf tools do; latencies are kept in microseconds in HDR histograms and printed
+//! in milliseconds.
+
+use super::baseline;
+use super::{acks_name, compression_name, parse_acks, parse_compression, ConnArgs, UsageError};
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use runnel_client::records::encode_batch;
+use runnel_client::{
+    Client, ClientConfig, Compression, FetchOptions, NewTopic, OffsetSpec, ProduceOptions,
+    ProducerRecord, ResponseError,
+};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Produce records as fast as the broker takes them.
+    Produce(ClientBenchArgs),
+    /// Read records from the beginning of a topic (producing them first if needed).
+    Consume(ClientBenchArgs),
+    /// Produce at a fixed rate and measure the time until a consumer sees each record.
+    E2e(E2eArgs),
+    /// Raw TCP throughput over loopback, in-process: the ceiling for produce throughput.
+    Loopback(baseline::LoopbackArgs),
+    /// Raw sequential write rate of a file in --dir, with and without fdatasync.
+    Disk(baseline::DiskArgs),
+}
+
+/// Settings shared by the client benchmarks.
+#[derive(Args, Debug, Clone)]
+pub struct ClientBenchArgs {
+    /// Topic (default: runnel-bench-pN for N partitions); created if missing.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Value size of each record in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// Number of records (default 1000000 unless --duration-secs is given).
+    #[arg(long, conflicts_with = "duration_secs")]
+    pub count: Option<u64>,
+    /// Run for this long instead of a fixed count.
+    #[arg(long)]
+    pub duration_secs: Option<f64>,
+    /// Partitions of the topic when it is created.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    pub partitions: i32,
+    /// Acknowledgements: 0, 1, all.
+    #[arg(long, default_value = "1", value_parser = parse_acks)]
+    pub acks: i16,
+    /// Compression codec: none, gzip, snappy, lz4, zstd.
+    #[arg(long, default_value = "none", value_parser = parse_compression)]
+    pub compression: Compression,
+    /// Concurrent producer connections.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub producers: u32,
+    /// Payload bytes per record batch (one batch per produce request).
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub batch_bytes: usize,
+    /// Produce requests in flight per producer.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=128))]
+    pub max_in_flight: u32,
+    /// Fetch size limit per partition (consume).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub fetch_partition_max_bytes: i32,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct E2eArgs {
+    #[command(flatten)]
+    pub common: ClientBenchArgs,
+    /// Records per second the producers send in total.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+}
+
+const DEFAULT_COUNT: u64 = 1_000_000;
+const DEFAULT_E2E_SECS: f64 = 10.0;
+
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Produce(a) => {
+            validate(&a)?;
+            let client = a.conn.connect(ClientConfig::default()).await?;
+            let topic = ensure_topic(&client, &a).await?;
+            let limit = Limit::from_args(&a, DEFAULT_COUNT);
+            let result = produce_load(&a, &topic, limit, None, true).await?;
+            report(&a, &topic, "produce", &result, "latency (ms)");
+        }
+        BenchCommand::Consume(a) => {
+            validate(&a)?;
+            let client = a.conn.connect(ClientConfig::default()).await?;
+            let topic = ensure_topic(&client, &a).await?;
+            let result = consume_load(&client, &a, &topic).await?;
+            report(&a, &topic, "consume", &result, "fetch latency (ms)");
+        }
+        BenchCommand::E2e(e) => {
+            validate(&e.common)?;
+            if e.rate == 0 {
+                return Err(UsageError("--rate must be at least 1".into()).into());
+            }
+            let client = e.common.conn.connect(ClientConfig::default()).await?;
+            let topic = ensure_topic(&client, &e.common).await?;
+            let result = e2e(&client, &e, &topic).await?;
+            report(&e.common, &topic, "e2e", &result, "end-to-end latency (ms)");
+        }
+        BenchCommand::Loopback(a) => baseline::loopback(a).await?,
+        BenchCommand::Disk(a) => baseline::disk(a).await?,
+    }
+    Ok(())
+}
+
+fn validate(a: &ClientBenchArgs) -> Result<(), UsageError> {
+    if a.record_size < 8 {
+        return Err(UsageError(
+            "--record-size must be at least 8 (records carry a timestamp)".into(),
+        ));
+    }
+    if a.duration_secs.is_some_and(|d| !(d > 0.0)) {
+        return Err(UsageError("--duration-secs must be positive".into()));
+    }
+    if a.count == Some(0) {
+        return Err(UsageError("--count must be at least 1".into()));
+    }
+    Ok(())
+}
+
+/// When a load stops.
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    Count(u64),
+    Duration(Duration),
+}
+
+impl Limit {
+    fn from_args(a: &ClientBenchArgs, default_count: u64) -> Limit {
+        match (a.count, a.duration_secs) {
+            (Some(c), _) => Limit::Count(c),
+            (None, Some(d)) => Limit::Duration(Duration::from_secs_f64(d)),
+            (None, None) => Limit::Count(default_count),
+        }
+    }
+}
+
+/// Creates the benchmark topic if it is missing and waits until every partition has a
+/// leader. An existing topic with fewer partitions than asked for is an error.
+async fn ensure_topic(client: &Client, a: &ClientBenchArgs) -> anyhow::Result<String> {
+    let name = a
+        .topic
+        .clone()
+        .unwrap_or_else(|| format!("runnel-bench-p{}", a.partitions));
+    match client.topic(&name).await {
+        Ok(t) if (t.partitions.len() as i32) < a.partitions => bail!(
+            "topic {name} exists with {} partition(s), fewer than --partitions {}; delete it or pick another --topic",
+            t.partitions.len(),
+            a.partitions
+        ),
+        Ok(_) => return Ok(name),
+        Err(e) if e.kafka_error() == Some(ResponseError::UnknownTopicOrPartition) => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot look up topic {name}")),
+    }
+    let topic = NewTopic {
+        name: name.clone(),
+        partitions: a.partitions,
+        replication_factor: -1,
+        configs: vec![],
+    };
+    match client.create_topic(&topic).await {
+        Ok(()) => eprintln!("created topic {name} with {} partition(s)", a.partitions),
+        Err(e) if e.kafka_error() == Some(ResponseError::TopicAlreadyExists) => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create topic {name}")),
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = client
+            .metadata(Some(&[name.clone()]), false)
+            .await
+            .ok()
+            .and_then(|m| {
+                m.topics
+                    .into_iter()
+                    .find(|t| t.name == name && t.error_code == 0)
+                    .filter(|t| {
+                        t.partitions.len() as i32 >= a.partitions
+                            && t.partitions.iter().all(|p| p.leader >= 0)
+                    })
+            });
+        if ready.is_some() {
+            return Ok(name);
+        }
+        if Instant::now() > deadline {
+            bail!("topic {name} was created but its partitions have no leader after 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Outcome of one benchmark.
+pub struct BenchResult {
+    pub records: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    /// Microseconds.
+    pub latency: Histogram<u64>,
+    /// Extra lines for the table and fields for the JSON object.
+    pub notes: Vec<(String, serde_json::Value)>,
+}
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid")
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+pub fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
+}
+
+fn report(a: &ClientBenchArgs, topic: &str, kind: &str, r: &BenchResult, latency_label: &str) {
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let h = &r.latency;
+    let have_latency = !h.is_empty();
+    if a.json {
+        let mut v = serde_json::json!({
+            "bench": kind,
+            "topic": topic,
+            "record_size": a.record_size,
+            "partitions": a.partitions,
+            "acks": acks_name(a.acks),
+            "compression": compression_name(a.compression),
+            "producers": a.producers,
+            "records": r.records,
+            "bytes": r.bytes,
+            "elapsed_s": secs,
+            "records_per_s": r.records as f64 / secs,
+            "mb_per_s": mb_per_s(r.bytes, r.elapsed),
+            "latency_ms": if have_latency {
+                serde_json::json!({
+                    "p50": ms(h.value_at_quantile(0.5)),
+                    "p99": ms(h.value_at_quantile(0.99)),
+                    "p999": ms(h.value_at_quantile(0.999)),
+                    "max": ms(h.max()),
+                })
+            } else {
+                serde_json::Value::Null
+            },
+        });
+        for (k, val) in &r.notes {
+            v[k] = val.clone();
+        }
+        println!("{v}");
+        return;
+    }
+    println!(
+        "bench {kind}: {} records of {} B, topic {topic} ({} partition(s), acks={}, compression={}, {} producer(s))",
+        r.records,
+        a.record_size,
+        a.partitions,
+        acks_name(a.acks),
+        compression_name(a.compression),
+        a.producers
+    );
+    println!("  {:<26}{:.3} s", "elapsed", secs);
+    println!(
+        "  {:<26}{:.0} records/s   {:.1} MB/s",
+        "throughput",
+        r.records as f64 / secs,
+        mb_per_s(r.bytes, r.elapsed)
+    );
+    if have_latency {
+        println!(
+            "  {:<26}p50 {:.3}   p99 {:.3}   p99.9 {:.3}   max {:.3}",
+            latency_label,
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.value_at_quantile(0.999)),
+            ms(h.max())
+        );
+    }
+    for (k, v) in &r.notes {
+        println!("  {:<26}{}", k.replace('_', " "), v);
+    }
+}
+
+/// Record values: a pool of distinct pseudo-random letter strings, so that compression has
+/// work to do but cannot fold identical records together.
+fn payload_pool(record_size: usize) -> Vec<Bytes> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..64)
+        .map(|_| {
+            (0..record_size)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    b'A' + (state % 26) as u8
+                })
+                .collect::<Vec<u8>>()
+                .into()
+        })
+        .collect()
+}
+
+/// Live counters for progress lines.
+#[derive(Default)]
+struct Progress {
+    records: AtomicU64,
+    bytes: AtomicU64,
+    done: AtomicBool,
+}
+
+/// Prints a progress line to stderr every second until `done`.
+fn spawn_progress(label: &'static str, progress: Arc<Progress>) {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        let (mut last_records, mut last_bytes) = (0, 0);
+        loop {
+            tick.tick().await;
+            if progress.done.load(Ordering::Relaxed) {
+                return;
+            }
+            let records = progress.records.load(Ordering::Relaxed);
+            let bytes = progress.bytes.load(Ordering::Relaxed);
+            eprintln!(
+                "[{:>5.1} s] {label}: {records} records, {:.0} records/s, {:.1} MB/s",
+                start.elapsed().as_secs_f64(),
+                (records - last_records) as f64,
+                (bytes - last_bytes) as f64 / 1e6
+            );
+            (last_records, last_bytes) = (records, bytes);
+        }
+    });
+}
+
+/// A fixed-rate schedule for e2e: how many records are due by now.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_second: u64,
+}
+
+impl Rate {
+    fn due(&self, elapsed: Duration) -> u64 {
+        (elapsed.as_secs_f64() * self.per_second as f64) as u64
+    }
+}
+
+/// Runs `producers` connections producing to `topic` until `limit`. With `rate`, records
+/// are sent on a schedule and each value starts with its send time (ns since `clock`).
+async fn produce_load(
+    a: &ClientBenchArgs,
+    topic: &str,
+    limit: Limit,
+    rate: Option<(Rate, Instant)>,
+    show_progress: bool,
+) -> anyhow::Result<BenchResult> {
+    let progress = Arc::new(Progress::default());
+    let pool = Arc::new(payload_pool(a.record_size));
+    let start = Instant::now();
+    if show_progress {
+        spawn_progress("produced", progress.clone());
+    }
+    let mut workers = JoinSet::new();
+    for id in 0..a.producers as u64 {
+        let client = a.conn.connect(ClientConfig::default()).await?;
+        let share = match limit {
+            Limit::Count(c) => {
+                Limit::Count(c / a.producers as u64 + u64::from(id < c % a.producers as u64))
+            }
+            d => d,
+        };
+        let rate = rate.map(|(r, clock)| {
+            let per_second = r.per_second / a.producers as u64
+                + u64::from(id < r.per_second % a.producers as u64);
+            (
+                Rate {
+                    per_second: per_second.max(1),
+                },
+                clock,
+            )
+        });
+        let (a, topic, pool, progress) =
+            (a.clone(), topic.to_string(), pool.clone(), progress.clone());
+        workers.spawn(async move {
+            produce_worker(id, client, a, topic, share, rate, pool, progress).await
+        });
+    }
+    let mut latency = new_histogram();
+    let mut records = 0;
+    while let Some(joined) = workers.join_next().await {
+        let (n, h) = joined.context("a producer task failed")??;
+        records += n;
+        latency.add(h).expect("histograms share bounds");
+    }
+    progress.done.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    Ok(BenchResult {
+        records,
+        bytes: records * a.record_size as u64,
+        elapsed,
+        latency,
+        notes: vec![],
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn produce_worker(
+    id: u64,
+    client: Client,
+    a: ClientBenchArgs,
+    topic: String,
+    limit: Limit,
+    rate: Option<(Rate, Instant)>,
+    pool: Arc<Vec<Bytes>>,
+    progress: Arc<Progress>,
+) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let per_batch = (a.batch_bytes / a.record_size).max(1) as u64;
+    let options = ProduceOptions {
+        acks: a.acks,
+        timeout_ms: 30_000,
+        compression: a.compression,
+    };
+    let partitions = a.partitions as u64;
+    let start = Instant::now();
+    let mut in_flight: JoinSet<(
+        u64,
+        Instant,
+        runnel_client::Result<runnel_client::ProduceAck>,
+    )> = JoinSet::new();
+    let mut latency = new_histogram();
+    let (mut sent, mut acked, mut batch_no) = (0u64, 0u64, id);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let remaining = match limit {
+            Limit::Count(c) => c - sent,
+            Limit::Duration(d) if start.elapsed() >= d => 0,
+            Limit::Duration(_) => u64::MAX,
+        };
+        let mut n = remaining.min(per_batch);
+        if let Some((r, _)) = rate {
+            n = n.min(r.due(start.elapsed()).saturating_sub(sent));
+        }
+        if n > 0 && in_flight.len() < a.max_in_flight as usize {
+            let now_ns = rate.map(|(_, clock)| clock.elapsed().as_nanos() as u64);
+            let records: Vec<ProducerRecord> = (0..n)
+                .map(|i| {
+                    let mut value = pool[((sent + i) % pool.len() as u64) as usize].clone();
+                    if let Some(ns) = now_ns {
+                        let mut v = value.to_vec();
+                        v[..8].copy_from_slice(&ns.to_be_bytes());
+                        value = v.into();
+                    }
+                    ProducerRecord {
+                        value: Some(value),
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            let partition = (batch_no % partitions) as i32;
+            batch_no += 1;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as i64;
+            let batch = encode_batch(&records, a.compression, None, now_ms)?;
+            let (client, topic) = (client.clone(), topic.clone());
+            in_flight.spawn(async move {
+                let sent_at = Instant::now();
+                (
+                    n,
+                    sent_at,
+                    client
+                        .produce_batch(&topic, partition, batch, &options)
+                        .await,
+                )
+            });
+            sent += n;
+            continue;
+        }
+        if in_flight.is_empty() && remaining == 0 {
+            break;
+        }
+        // Wait for an answer, or (on a schedule, or with nothing in flight) for the next tick.
+        let waiting_on_rate = rate.is_some() && n == 0 && remaining > 0;
+        if in_flight.is_empty() || (waiting_on_rate && in_flight.len() < a.max_in_flight as usize) {
+            tokio::select! {
+                _ = tick.tick() => continue,
+                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    acked += record_ack(joined, &topic, &mut latency, &progress, a.record_size)?;
+                }
+            }
+        } else if let Some(joined) = in_flight.join_next().await {
+            acked += record_ack(joined, &topic, &mut latency, &progress, a.record_size)?;
+        }
+    }
+    debug_assert_eq!(acked, sent);
+    Ok((acked, latency))
+}
+
+type Joined = Result<
+    (
+        u64,
+        Instant,
+        runnel_client::Result<runnel_client::ProduceAck>,
+    ),
+    tokio::task::JoinError,
+>;
+
+fn record_ack(
+    joined: Joined,
+    topic: &str,
+    latency: &mut Histogram<u64>,
+    progress: &Progress,
+    record_size: usize,
+) -> anyhow::Result<u64> {
+    let (n, sent_at, result) = joined.context("a produce request task failed")?;
+    result.with_context(|| format!("benchmark produce to {topic} failed"))?;
+    latency.saturating_record_n(sent_at.elapsed().as_micros().max(1) as u64, n);
+    progress.records.fetch_add(n, Ordering::Relaxed);
+    progress
+        .bytes
+        .fetch_add(n * record_size as u64, Ordering::Relaxed);
+    Ok(n)
+}
+
+/// Reads `count` records from the beginning of every partition, producing the shortfall
+/// first. Latency is the round trip of each fetch.
+async fn consume_load(
+    client: &Client,
+    a: &ClientBenchArgs,
+    topic: &str,
+) -> anyhow::Result<BenchResult> {
+    let meta = client.topic(topic).await?;
+    let partitions: Vec<i32> = meta.partitions.iter().map(|p| p.partition).collect();
+    let earliest = client
+        .list_offsets(topic, &partitions, OffsetSpec::Earliest)
+        .await?;
+    let latest = client
+        .list_offsets(topic, &partitions, OffsetSpec::Latest)
+        .await?;
+    let available: u64 = earliest
+        .iter()
+        .zip(&latest)
+        .map(|(e, l)| (l.offset - e.offset).max(0) as u64)
+        .sum();
+    let (target, deadline) = match (a.count, a.duration_secs) {
+        (Some(c), _) => (c, None),
+        (None, Some(d)) => (u64::MAX, Some(Duration::from_secs_f64(d))),
+        (None, None) => (DEFAULT_COUNT, None),
+    };
+    let wanted = if target == u64::MAX {
+        DEFAULT_COUNT.max(available)
+    } else {
+        target
+    };
+    if available < wanted {
+        let missing = wanted - available;
+        eprintln!("topic {topic} holds {available} records; producing {missing} more first");
+        produce_load(a, topic, Limit::Count(missing), None, false).await?;
+    }
+    let mut positions: Vec<(i32, i64)> = earliest.iter().map(|o| (o.partition, o.offset)).collect();
+    let options = FetchOptions {
+        max_wait_ms: 500,
+        min_bytes: 1,
+        max_bytes: 64 << 20,
+        partition_max_bytes: a.fetch_partition_max_bytes,
+        isolation_level: 0,
+    };
+    let progress = Arc::new(Progress::default());
+    spawn_progress("consumed", progress.clone());
+    let mut latency = new_histogram();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let start = Instant::now();
+    let mut idle_since: Option<Instant> = None;
+    while records < target && deadline.is_none_or(|d| start.elapsed() < d) {
+        let sent_at = Instant::now();
+        let results = client.fetch_many(topic, &positions, &options).await?;
+        latency.saturating_record(sent_at.elapsed().as_micros().max(1) as u64);
+        let mut got = 0;
+        for (partition, result) in results {
+            let f = result
+                .with_context(|| format!("benchmark fetch from {topic}/{partition} failed"))?;
+            if f.batch_exceeds_limit {
+                bail!("a batch in {topic}/{partition} is larger than --fetch-partition-max-bytes");
+            }
+            got += f.records.len() as u64;
+            bytes += f
+                .records
+                .iter()
+                .map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64)
+                .sum::<u64>();
+            for p in positions.iter_mut().filter(|p| p.0 == partition) {
+                p.1 = f.next_offset;
+            }
+        }
+        records += got;
+        progress.records.store(records, Ordering::Relaxed);
+        progress.bytes.store(bytes, Ordering::Relaxed);
+        if got == 0 {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(5) {
+                bail!("consumed {records} of {target} records, then nothing for 5 s");
+            }
+        } else {
+            idle_since = None;
+        }
+    }
+    progress.done.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    Ok(BenchResult {
+        records,
+        bytes,
+        elapsed,
+        latency,
+        notes: vec![],
+    })
+}
+
+/// Produces at `--rate` and measures, per record, the time from building it to a
+/// long-polling consumer decoding it.
+async fn e2e(client: &Client, e: &E2eArgs, topic: &str) -> anyhow::Result<BenchResult> {
+    let a = &e.common;
+    let meta = client.topic(topic).await?;
+    let partitions: Vec<i32> = meta
+        .partitions
+        .iter()
+        .take(a.partitions as usize)
+        .map(|p| p.partition)
+        .collect();
+    let latest = client
+        .list_offsets(topic, &partitions, OffsetSpec::Latest)
+        .await?;
+    let positions: Vec<(i32, i64)> = latest.iter().map(|o| (o.partition, o.offset)).collect();
+    let limit = match (a.count, a.duration_secs) {
+        (Some(c), _) => Limit::Count(c),
+        (None, d) => Limit::Count((d.unwrap_or(DEFAULT_E2E_SECS) * e.rate as f64).ceil() as u64),
+    };
+    let Limit::Count(total) = limit else {
+        unreachable!("e2e always runs a count")
+    };
+    let clock = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let (client, topic, stop) = (client.clone(), topic.to_string(), stop.clone());
+        tokio::spawn(
+            async move { e2e_consumer(client, topic, positions, total, clock, stop).await },
+        )
+    };
+    let produced = produce_load(
+        a,
+        topic,
+        limit,
+        Some((Rate { per_second: e.rate }, clock)),
+        true,
+    )
+    .await?;
+    // Give the consumer time to see the last records.
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while !consumer.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let (seen, latency) = consumer.await.context("the e2e consumer task failed")??;
+    if waited.is_err() || seen < produced.records {
+        eprintln!(
+            "warning: the consumer saw {seen} of {} produced records within 10 s",
+            produced.records
+        );
+    }
+    let notes = vec![
+        (
+            "target_rate_records_per_s".to_string(),
+            serde_json::json!(e.rate),
+        ),
+        ("records_seen".to_string(), serde_json::json!(seen)),
+        (
+            "produce_ack_p99_ms".to_string(),
+            serde_json::json!(ms(produced.latency.value_at_quantile(0.99))),
+        ),
+    ];
+    Ok(BenchResult {
+        records: produced.records,
+        bytes: produced.bytes,
+        elapsed: produced.elapsed,
+        latency,
+        notes,
+    })
+}
+
+async fn e2e_consumer(
+    client: Client,
+    topic: String,
+    mut positions: Vec<(i32, i64)>,
+    total: u64,
+    clock: Instant,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let options = FetchOptions {
+        max_wait_ms: 100,
+        min_bytes: 1,
+        ..FetchOptions::default()
+    };
+    let mut latency = new_histogram();
+    let mut seen = 0;
+    while seen < total && !stop.load(Ordering::Relaxed) {
+        for (partition, result) in client.fetch_many(&topic, &positions, &options).await? {
+            let f = result.with_context(|| format!("e2e fetch from {topic}/{partition} failed"))?;
+            let now_ns = clock.elapsed().as_nanos() as u64;
+            for r in &f.records {
+                let Some(v) = r.value.as_ref().filter(|v| v.len() >= 8) else {
+                    continue;
+                };
+                let sent_ns = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+                latency.saturating_record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
+                seen += 1;
+            }
+            for p in positions.iter_mut().filter(|p| p.0 == partition) {
+                p.1 = f.next_offset;
+            }
+        }
+    }
+    Ok((seen, latency))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_distinct_letters() {
+        let pool = payload_pool(100);
+        assert_eq!(pool.len(), 64);
+        assert!(pool
+            .iter()
+            .all(|p| p.len() == 100 && p.iter().all(u8::is_ascii_uppercase)));
+        assert_ne!(pool[0], pool[1]);
+    }
+
+    #[test]
+    fn rates_schedule_records() {
+        let r = Rate { per_second: 1000 };
+        assert_eq!(r.due(Duration::from_millis(0)), 0);
+        assert_eq!(r.due(Duration::from_millis(1500)), 1500);
+    }
+
+    #[test]
+    fn histograms_hold_an_hour_in_microseconds() {
+        let mut h = new_histogram();
+        h.saturating_record(3_600_000_000);
+        h.saturating_record_n(500, 99);
+        assert_eq!(h.len(), 100);
+        assert!(ms(h.value_at_quantile(0.5)) < 0.6);
+        assert!(mb_per_s(2_000_000, Duration::from_secs(2)) - 1.0 < 1e-9);
+    }
+}

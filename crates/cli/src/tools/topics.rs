@@ -1,0 +1,263 @@
+//! `runnel topics create|list|describe|delete`, with kafka-topics' output shapes.
+
+use super::{parse_key_value, ConnArgs};
+use anyhow::Context;
+use clap::Subcommand;
+use runnel_client::{ClientConfig, ClusterMetadata, Error, NewTopic, ResponseError, TopicMetadata};
+
+#[derive(Subcommand)]
+pub enum TopicsCommand {
+    /// Create a topic.
+    Create {
+        /// Topic name.
+        name: String,
+        /// Number of partitions (default: the broker's num.partitions).
+        #[arg(long, short = 'p', value_parser = clap::value_parser!(i32).range(1..))]
+        partitions: Option<i32>,
+        /// Replication factor (default: the broker's default).
+        #[arg(long, short = 'r', value_parser = clap::value_parser!(i16).range(1..))]
+        replication_factor: Option<i16>,
+        /// A topic configuration, e.g. --config retention.ms=60000 (repeatable).
+        #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+        /// Succeed if the topic already exists.
+        #[arg(long)]
+        if_not_exists: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// List topic names, one a line.
+    List {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Show partitions, leaders, replicas and in-sync replicas of one topic or all.
+    Describe {
+        /// Topic name (all topics when omitted).
+        name: Option<String>,
+        /// One JSON object per topic instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// Topic name.
+        name: String,
+        /// Succeed if the topic does not exist.
+        #[arg(long)]
+        if_exists: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+pub async fn run(cmd: TopicsCommand) -> anyhow::Result<()> {
+    match cmd {
+        TopicsCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            if_not_exists,
+            conn,
+        } => {
+            let client = conn.connect(ClientConfig::default()).await?;
+            let topic = NewTopic {
+                name: name.clone(),
+                partitions: partitions.unwrap_or(-1),
+                replication_factor: replication_factor.unwrap_or(-1),
+                configs,
+            };
+            match client.create_topic(&topic).await {
+                Ok(()) => println!("Created topic {name}."),
+                Err(e)
+                    if if_not_exists
+                        && e.kafka_error() == Some(ResponseError::TopicAlreadyExists) =>
+                {
+                    println!("Topic {name} already exists.")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        TopicsCommand::List { conn } => {
+            let client = conn.connect(ClientConfig::default()).await?;
+            for name in client.list_topics().await? {
+                println!("{name}");
+            }
+        }
+        TopicsCommand::Describe { name, json, conn } => {
+            let client = conn.connect(ClientConfig::default()).await?;
+            let names = name.as_ref().map(|n| vec![n.clone()]);
+            let metadata = client.metadata(names.as_deref(), false).await?;
+            let topics = select_topics(&metadata, name.as_deref())?;
+            for t in topics {
+                if json {
+                    println!("{}", describe_json(t));
+                } else {
+                    print!("{}", describe_text(t));
+                }
+            }
+        }
+        TopicsCommand::Delete {
+            name,
+            if_exists,
+            conn,
+        } => {
+            let client = conn.connect(ClientConfig::default()).await?;
+            match client.delete_topic(&name).await {
+                Ok(()) => println!("Deleted topic {name}."),
+                Err(e)
+                    if if_exists
+                        && e.kafka_error() == Some(ResponseError::UnknownTopicOrPartition) =>
+                {
+                    println!("Topic {name} does not exist.")
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot delete topic {name}")),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The topics to describe; a named topic that the broker reports with an error fails.
+fn select_topics<'a>(
+    metadata: &'a ClusterMetadata,
+    name: Option<&str>,
+) -> anyhow::Result<Vec<&'a TopicMetadata>> {
+    match name {
+        None => Ok(metadata
+            .topics
+            .iter()
+            .filter(|t| t.error_code == 0)
+            .collect()),
+        Some(name) => {
+            let t = metadata.topics.iter().find(|t| t.name == name);
+            let code = t.map_or(ResponseError::UnknownTopicOrPartition.code(), |t| {
+                t.error_code
+            });
+            if code != 0 {
+                return Err(Error::kafka(format!("describe topic {name}"), code, None).into());
+            }
+            Ok(t.into_iter().collect())
+        }
+    }
+}
+
+fn join_ids(ids: &[i32]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// kafka-topics --describe's layout.
+fn describe_text(t: &TopicMetadata) -> String {
+    let rf = t.partitions.first().map_or(0, |p| p.replicas.len());
+    let mut s = format!(
+        "Topic: {}\tTopicId: {}\tPartitionCount: {}\tReplicationFactor: {}\n",
+        t.name,
+        t.topic_id,
+        t.partitions.len(),
+        rf
+    );
+    for p in &t.partitions {
+        s.push_str(&format!(
+            "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}",
+            t.name,
+            p.partition,
+            if p.leader < 0 {
+                "none".to_string()
+            } else {
+                p.leader.to_string()
+            },
+            join_ids(&p.replicas),
+            join_ids(&p.isr)
+        ));
+        if !p.offline_replicas.is_empty() {
+            s.push_str(&format!("\tOffline: {}", join_ids(&p.offline_replicas)));
+        }
+        if p.error_code != 0 {
+            s.push_str(&format!(
+                "\tError: {}",
+                Error::kafka("", p.error_code, None).kafka_error().unwrap()
+            ));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn describe_json(t: &TopicMetadata) -> serde_json::Value {
+    serde_json::json!({
+        "topic": t.name,
+        "topic_id": t.topic_id,
+        "internal": t.is_internal,
+        "partitions": t.partitions.iter().map(|p| serde_json::json!({
+            "partition": p.partition,
+            "leader": p.leader,
+            "leader_epoch": p.leader_epoch,
+            "replicas": p.replicas,
+            "isr": p.isr,
+            "offline": p.offline_replicas,
+            "error_code": p.error_code,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runnel_client::PartitionMetadata;
+
+    fn topic() -> TopicMetadata {
+        TopicMetadata {
+            name: "t".into(),
+            topic_id: "id".into(),
+            is_internal: false,
+            partitions: (0..2)
+                .map(|p| PartitionMetadata {
+                    partition: p,
+                    leader: 1,
+                    leader_epoch: 0,
+                    replicas: vec![1],
+                    isr: vec![1],
+                    offline_replicas: vec![],
+                    error_code: 0,
+                })
+                .collect(),
+            error_code: 0,
+        }
+    }
+
+    #[test]
+    fn describe_looks_like_kafka_topics() {
+        let text = describe_text(&topic());
+        assert_eq!(
+            text,
+            "Topic: t\tTopicId: id\tPartitionCount: 2\tReplicationFactor: 1\n\
+             \tTopic: t\tPartition: 0\tLeader: 1\tReplicas: 1\tIsr: 1\n\
+             \tTopic: t\tPartition: 1\tLeader: 1\tReplicas: 1\tIsr: 1\n"
+        );
+        assert_eq!(describe_json(&topic())["partitions"][1]["partition"], 1);
+    }
+
+    #[test]
+    fn describing_a_missing_topic_names_it() {
+        let metadata = ClusterMetadata {
+            cluster_id: None,
+            controller_id: 1,
+            brokers: vec![],
+            topics: vec![],
+        };
+        let err = select_topics(&metadata, Some("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nope") && err.contains("UnknownTopicOrPartition"),
+            "{err}"
+        );
+        assert!(select_topics(&metadata, None).unwrap().is_empty());
+    }
+}
