@@ -564,6 +564,7 @@ impl Client {
     pub async fn init_producer_id(&self) -> Result<ProducerIdentity> {
         let conn = self.bootstrap_connection().await?;
         let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
             .with_transaction_timeout_ms(60_000)
             .with_producer_id(kafka_protocol::messages::ProducerId(-1))
             .with_producer_epoch(-1);

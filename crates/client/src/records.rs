@@ -173,7 +173,13 @@ const LENGTH_PREFIX_END: usize = 12;
 const MAGIC_AT: usize = 16;
 const ATTRIBUTES_AT: usize = 21;
 const LAST_OFFSET_DELTA_AT: usize = 23;
+const RECORD_COUNT_AT: usize = 57;
 const CONTROL_FLAG: i16 = 1 << 5;
+const CODEC_MASK: i16 = 0x7;
+/// The smallest encoded record: seven one-byte fields.
+const MIN_RECORD_BYTES: usize = 7;
+/// Bound on the record count of a compressed batch (the decoder reserves room for it).
+const MAX_COMPRESSED_RECORDS: usize = 1 << 22;
 
 /// Decodes the record batches in `data` (a fetch response's records for one partition),
 /// skipping control batches and records before `from_offset`. A partial batch at the end is
@@ -210,6 +216,18 @@ pub fn decode_batches(mut data: Bytes, from_offset: i64) -> Result<DecodedRecord
         out.next_offset = Some(base_offset + last_offset_delta as i64 + 1);
         if attributes & CONTROL_FLAG != 0 {
             continue;
+        }
+        // The decoder sizes a vector by this count: check it against what the bytes can hold.
+        let count = (&batch[RECORD_COUNT_AT..RECORD_COUNT_AT + 4]).get_i32();
+        let most = if attributes & CODEC_MASK == 0 {
+            (total - BATCH_HEADER_LEN) / MIN_RECORD_BYTES
+        } else {
+            MAX_COMPRESSED_RECORDS
+        };
+        if count < 0 || count as usize > most {
+            return Err(Error::Records(format!(
+                "batch at offset {base_offset} claims {count} records, more than its {total} bytes can hold"
+            )));
         }
         let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
             Error::Records(format!(
@@ -395,6 +413,11 @@ mod tests {
             bad[i] ^= 0xff;
             let _ = decode_batches(bad.freeze(), 0);
         }
+        let mut huge =
+            BytesMut::from(&encode_batch(&[record(1)], Compression::None, None, 0).unwrap()[..]);
+        huge[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+        let err = decode_batches(huge.freeze(), 0).unwrap_err().to_string();
+        assert!(err.contains("claims"), "{err}");
         let mut short = BytesMut::from(&good[..20]);
         short[8..12].copy_from_slice(&8i32.to_be_bytes());
         assert!(decode_batches(short.freeze(), 0).is_err());
