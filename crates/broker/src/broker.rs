@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::fetch_session::FetchSessions;
+use crate::groups::GroupCoordinator;
 use crate::topics::{write_file_atomically, TopicRegistry};
 
 /// Producer ids are handed out from blocks persisted ahead of use, so an id is never
@@ -27,6 +28,7 @@ pub struct Broker {
     pub appended: watch::Sender<u64>,
     producer_ids: Mutex<ProducerIdBlock>,
     pub fetch_sessions: FetchSessions,
+    pub groups: GroupCoordinator,
 }
 
 struct ProducerIdBlock {
@@ -47,6 +49,8 @@ impl Broker {
         }
         let cluster_id = load_or_create_identity(&config)?;
         let topics = TopicRegistry::open(config.clone())?;
+        let groups = GroupCoordinator::new(config.groups.clone());
+        groups.load(&topics)?;
         let (appended, _) = watch::channel(0);
         Ok(Broker {
             config,
@@ -57,6 +61,7 @@ impl Broker {
             appended,
             producer_ids: Mutex::new(ProducerIdBlock { next: 0, end: 0 }),
             fetch_sessions: FetchSessions::default(),
+            groups,
         })
     }
 

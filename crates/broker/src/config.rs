@@ -47,10 +47,8 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "socket.receive.buffer.bytes",
     "queued.max.requests",
     "offsets.topic.replication.factor",
-    "offsets.topic.num.partitions",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
-    "group.initial.rebalance.delay.ms",
     "log.cleaner.enable",
     "log.cleaner.threads",
     "compression.type",
@@ -81,6 +79,8 @@ pub struct BrokerConfig {
     /// Defaults for topic-level settings, from the broker's `log.*` keys.
     pub log_defaults: LogConfig,
     pub min_insync_replicas: i32,
+    /// Consumer-group coordinator settings (`group.*`, `offsets.*`).
+    pub groups: crate::groups::GroupConfig,
     /// The keys that were set, with their values, for DescribeConfigs and logging.
     pub explicit: BTreeMap<String, String>,
 }
@@ -189,6 +189,7 @@ impl BrokerConfig {
             rack: None,
             log_defaults: LogConfig::default(),
             min_insync_replicas: 1,
+            groups: crate::groups::GroupConfig::default(),
             explicit: BTreeMap::new(),
         };
         // Kafka resolves retention and roll from the most precise unit given.
@@ -265,6 +266,26 @@ impl BrokerConfig {
                     c.min_insync_replicas = parse_i64(k, v, 1)?.min(i32::MAX as i64) as i32
                 }
                 "broker.rack" => c.rack = Some(v.clone()),
+                "group.initial.rebalance.delay.ms" => {
+                    c.groups.initial_rebalance_delay_ms = parse_i64(k, v, 0)? as u64
+                }
+                "group.min.session.timeout.ms" => {
+                    c.groups.min_session_timeout_ms =
+                        parse_i64(k, v, 0)?.min(i32::MAX as i64) as i32
+                }
+                "group.max.session.timeout.ms" => {
+                    c.groups.max_session_timeout_ms =
+                        parse_i64(k, v, 0)?.min(i32::MAX as i64) as i32
+                }
+                "offsets.retention.minutes" => {
+                    c.groups.offsets_retention_ms = parse_i64(k, v, 1)?.saturating_mul(60_000)
+                }
+                "offsets.topic.num.partitions" => {
+                    c.groups.offsets_topic_partitions = parse_i64(k, v, 1)?.min(100_000) as i32
+                }
+                "offset.metadata.max.bytes" => {
+                    c.groups.offset_metadata_max_bytes = parse_i64(k, v, 0)? as usize
+                }
                 _ if ACCEPTED_WITHOUT_EFFECT.contains(&k) => {}
                 _ => {
                     let hint = if k.starts_with("controller.") || k == "process.roles" {

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 pub mod error;
 pub mod fetch_session;
+pub mod groups;
 mod handlers;
 pub mod partition;
 pub mod server;

@@ -75,6 +75,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let broker = self.broker.clone();
         let maintenance = tokio::spawn(maintenance_loop(broker.clone()));
+        let group_timers = tokio::spawn(group_timer_loop(broker.clone()));
         let accept = async {
             loop {
                 match self.listener.accept().await {
@@ -94,6 +95,7 @@ impl Server {
             _ = shutdown => {}
         }
         maintenance.abort();
+        group_timers.abort();
         tracing::info!("shutting down: closing partitions");
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || b.topics.close_all()).await;
@@ -124,6 +126,15 @@ async fn maintenance_loop(broker: Arc<Broker>) {
     }
 }
 
+/// Drives the group coordinator's deadlines (join, sync, session, offset expiry).
+async fn group_timer_loop(broker: Arc<Broker>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        interval.tick().await;
+        broker.groups.tick(&broker.topics);
+    }
+}
+
 async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (read_half, mut write_half) = stream.into_split();
@@ -150,7 +161,7 @@ async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
             }
         };
         let response = match parse_request(frame) {
-            Ok(request) => match handlers::dispatch(&broker, request) {
+            Ok(request) => match handlers::dispatch(&broker, request, peer) {
                 Ok(response) => response,
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "closing connection: bad request body");

@@ -3,6 +3,7 @@
 
 pub mod api_versions;
 mod fetch;
+mod groups;
 mod leader_epoch;
 mod list_offsets;
 mod metadata;
@@ -25,7 +26,11 @@ use crate::broker::Broker;
 /// (acks=0 produce) or the response could not be encoded (logged).
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
 
-pub fn dispatch(broker: &Arc<Broker>, req: ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn dispatch(
+    broker: &Arc<Broker>,
+    req: ParsedRequest,
+    peer: std::net::SocketAddr,
+) -> Result<ResponseFuture, DecodeError> {
     match req.api_key {
         ApiKey::ApiVersions => api_versions::handle(&req),
         ApiKey::Metadata => metadata::handle(broker, &req),
@@ -36,6 +41,17 @@ pub fn dispatch(broker: &Arc<Broker>, req: ParsedRequest) -> Result<ResponseFutu
         ApiKey::DeleteTopics => topics_admin::delete(broker, &req),
         ApiKey::InitProducerId => producer_id::handle(broker, &req),
         ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, &req),
+        ApiKey::FindCoordinator => groups::find_coordinator(broker, &req),
+        ApiKey::JoinGroup => groups::join(broker, &req, peer),
+        ApiKey::SyncGroup => groups::sync(broker, &req),
+        ApiKey::Heartbeat => groups::heartbeat(broker, &req),
+        ApiKey::LeaveGroup => groups::leave(broker, &req),
+        ApiKey::OffsetCommit => groups::offset_commit(broker, &req),
+        ApiKey::OffsetFetch => groups::offset_fetch(broker, &req),
+        ApiKey::ListGroups => groups::list(broker, &req),
+        ApiKey::DescribeGroups => groups::describe(broker, &req),
+        ApiKey::DeleteGroups => groups::delete(broker, &req),
+        ApiKey::OffsetDelete => groups::offset_delete(broker, &req),
         // parse_request only lets through APIs in the supported table.
         other => Err(DecodeError::Malformed {
             what: "request",

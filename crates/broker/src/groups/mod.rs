@@ -1,0 +1,1357 @@
+//! The classic consumer-group coordinator (JoinGroup/SyncGroup/Heartbeat/LeaveGroup) and
+//! committed offsets, following Kafka's GroupCoordinator state machine:
+//!
+//! ```text
+//! Empty --join--> PreparingRebalance --all joined or rebalance timeout--> CompletingRebalance
+//!   ^                    ^   |                                                  | leader's SyncGroup
+//!   |                    |   +--(no members left)--> Empty                       v
+//!   +--last member leaves/expires-- Stable <--------------------------------------+
+//! ```
+//!
+//! Group metadata and offsets are written to the internal topic `__consumer_offsets` in
+//! Kafka's record layouts and replayed at start-up, so groups survive restarts.
+//!
+//! Thread-safe: all group state is behind one mutex; waiting (a JoinGroup parked until
+//! the rebalance completes) happens on oneshot channels outside it.
+
+pub mod records;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::error::{BrokerError, ErrorCode};
+use crate::partition::Partition;
+use crate::topics::TopicRegistry;
+use records::{GroupValue, MemberValue, OffsetValue, RecordKey};
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Coordinator settings, from Kafka's `group.*` and `offsets.*` broker keys.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub initial_rebalance_delay_ms: u64,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub offsets_retention_ms: i64,
+    pub offsets_topic_partitions: i32,
+    pub offset_metadata_max_bytes: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            initial_rebalance_delay_ms: 3000,
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offsets_topic_partitions: 50,
+            offset_metadata_max_bytes: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl GroupState {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JoinResult {
+    pub error: ErrorCode,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    pub skip_assignment: bool,
+    /// (member id, group instance id, metadata): filled for the leader only.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinResult {
+    fn error(error: ErrorCode, member_id: &str) -> Self {
+        JoinResult {
+            error,
+            generation: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            member_id: member_id.to_string(),
+            skip_assignment: false,
+            members: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncResult {
+    pub error: ErrorCode,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncResult {
+    fn error(error: ErrorCode) -> Self {
+        SyncResult {
+            error,
+            protocol_type: None,
+            protocol_name: None,
+            assignment: Bytes::new(),
+        }
+    }
+}
+
+/// A result now, or a channel that delivers it when the group gets there.
+pub enum Pending<T> {
+    Ready(T),
+    Wait(oneshot::Receiver<T>),
+}
+
+pub struct JoinParams {
+    pub group_id: String,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub client_id: String,
+    pub client_host: String,
+    /// JoinGroup v4+: a new dynamic member first gets its id with MEMBER_ID_REQUIRED.
+    pub require_known_member_id: bool,
+}
+
+struct Member {
+    id: String,
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout_ms: i32,
+    rebalance_timeout_ms: i32,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_heartbeat: Instant,
+    join_order: u64,
+    join_waiter: Option<oneshot::Sender<JoinResult>>,
+    sync_waiter: Option<oneshot::Sender<SyncResult>>,
+}
+
+impl Member {
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+    /// Members waiting on a join or sync are alive by definition (Kafka's shouldKeepAlive).
+    fn expired(&self, now: Instant) -> bool {
+        self.join_waiter.is_none()
+            && self.sync_waiter.is_none()
+            && now.duration_since(self.last_heartbeat)
+                > Duration::from_millis(self.session_timeout_ms.max(0) as u64)
+    }
+}
+
+pub struct Group {
+    pub id: String,
+    state: GroupState,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    generation: i32,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    pending_members: HashSet<String>,
+    static_members: HashMap<String, String>,
+    offsets: HashMap<(String, i32), OffsetValue>,
+    rebalance_deadline: Instant,
+    join_not_before: Instant,
+    next_join_order: u64,
+}
+
+impl Group {
+    fn new(id: &str) -> Self {
+        let now = Instant::now();
+        Group {
+            id: id.to_string(),
+            state: GroupState::Empty,
+            protocol_type: None,
+            protocol: None,
+            generation: 0,
+            leader: None,
+            members: BTreeMap::new(),
+            pending_members: HashSet::new(),
+            static_members: HashMap::new(),
+            offsets: HashMap::new(),
+            rebalance_deadline: now,
+            join_not_before: now,
+            next_join_order: 0,
+        }
+    }
+
+    fn all_joined(&self) -> bool {
+        self.pending_members.is_empty() && self.members.values().all(|m| m.join_waiter.is_some())
+    }
+
+    fn max_rebalance_timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.members
+                .values()
+                .map(|m| m.rebalance_timeout_ms.max(0) as u64)
+                .max()
+                .unwrap_or(0),
+        )
+    }
+
+    /// The protocol every member supports that most members list first.
+    fn select_protocol(&self) -> Option<String> {
+        let first = self.members.values().next()?;
+        let candidates: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
+            })
+            .collect();
+        let mut votes: Vec<(usize, &String)> = candidates.iter().map(|c| (0, *c)).collect();
+        for m in self.members.values() {
+            if let Some((vote, _)) = m.protocols.iter().find(|(p, _)| candidates.contains(&p)) {
+                if let Some(entry) = votes.iter_mut().find(|(_, c)| *c == vote) {
+                    entry.0 += 1;
+                }
+            }
+        }
+        // Highest vote wins; ties go to the earlier candidate.
+        votes
+            .iter()
+            .rev()
+            .max_by_key(|(n, _)| *n)
+            .map(|(_, c)| (*c).clone())
+    }
+
+    fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
+        if self.members.is_empty() {
+            return !protocols.is_empty();
+        }
+        self.protocol_type.as_deref() == Some(protocol_type)
+            && protocols.iter().any(|(p, _)| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(q, _)| q == p))
+            })
+    }
+
+    fn to_value(&self) -> GroupValue {
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            state_timestamp: now_ms(),
+            members: self
+                .members
+                .values()
+                .map(|m| MemberValue {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    subscription: self
+                        .protocol
+                        .as_deref()
+                        .map(|p| m.metadata_for(p))
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A description of a group for DescribeGroups and the admin API.
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, instance id, client id, client host, metadata, assignment)
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+/// Where an offset commit was written, for the durability wait.
+pub type CommitWait = Option<(Arc<Partition>, i64)>;
+
+pub struct GroupCoordinator {
+    pub config: GroupConfig,
+    groups: Mutex<HashMap<String, Group>>,
+}
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig) -> Self {
+        GroupCoordinator {
+            config,
+            groups: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Replays `__consumer_offsets` into memory (at start-up).
+    pub fn load(&self, topics: &TopicRegistry) -> Result<(), BrokerError> {
+        let Some(topic) = topics.get(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        let mut groups = self.groups.lock();
+        for p in &topic.partitions {
+            let log = p.log.lock();
+            let mut offset = log.log_start_offset();
+            let end = log.log_end_offset();
+            while offset < end {
+                let read = log
+                    .read(offset, 1 << 20, end, true)
+                    .map_err(BrokerError::from)?;
+                if read.records.is_empty() {
+                    break;
+                }
+                let mut at = 0;
+                while at < read.records.len() {
+                    let h = runnel_log::BatchHeader::parse(&read.records[at..])
+                        .map_err(BrokerError::from)?;
+                    let batch = &read.records[at..at + h.total_size()];
+                    runnel_log::batch::for_each_record(batch, |r| {
+                        replay(&mut groups, r.key, r.value)
+                    })
+                    .map_err(BrokerError::from)?;
+                    offset = h.last_offset() + 1;
+                    at += h.total_size();
+                }
+            }
+        }
+        groups.retain(|_, g| !(g.members.is_empty() && g.offsets.is_empty() && g.generation == 0));
+        tracing::info!(groups = groups.len(), "loaded consumer groups");
+        Ok(())
+    }
+
+    fn ensure_offsets_topic(
+        &self,
+        topics: &TopicRegistry,
+    ) -> Result<Arc<crate::topics::Topic>, BrokerError> {
+        if let Some(t) = topics.get(OFFSETS_TOPIC) {
+            return Ok(t);
+        }
+        // Compaction is not available yet, so offsets are kept forever rather than lost
+        // to time retention; see ARCHITECTURE.md.
+        let configs = BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]);
+        match topics.create(
+            OFFSETS_TOPIC,
+            self.config.offsets_topic_partitions,
+            1,
+            configs,
+            false,
+        ) {
+            Ok(t) => Ok(t),
+            Err(e) if e.code == ErrorCode::TopicAlreadyExists => topics.get(OFFSETS_TOPIC).ok_or(e),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Appends records for `group` to its `__consumer_offsets` partition.
+    fn write(
+        &self,
+        topics: &TopicRegistry,
+        group: &str,
+        records: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<(Arc<Partition>, i64), BrokerError> {
+        let topic = self.ensure_offsets_topic(topics)?;
+        let index = records::partition_for(group, topic.partitions.len() as i32) as usize;
+        let partition = topic.partitions[index].clone();
+        let refs: Vec<(Option<&[u8]>, Option<&[u8]>)> = records
+            .iter()
+            .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+            .collect();
+        let mut batch = runnel_log::batch::build_batch(&refs, now_ms());
+        let result = partition
+            .log
+            .lock()
+            .append(&mut batch, partition.leader_epoch, now_ms())
+            .map_err(BrokerError::from)?;
+        Ok((partition, result.last_offset + 1))
+    }
+
+    fn persist_group(&self, topics: &TopicRegistry, g: &Group) {
+        let key = records::encode_key(&RecordKey::Group {
+            group: g.id.clone(),
+        });
+        if let Err(e) = self.write(
+            topics,
+            &g.id,
+            &[(key, Some(records::encode_group(&g.to_value())))],
+        ) {
+            tracing::error!(group = %g.id, error = %e, "could not persist group metadata");
+        }
+    }
+
+    pub fn join(&self, topics: &TopicRegistry, p: JoinParams) -> Pending<JoinResult> {
+        if p.group_id.is_empty() {
+            return Pending::Ready(JoinResult::error(ErrorCode::InvalidGroupId, &p.member_id));
+        }
+        if p.session_timeout_ms < self.config.min_session_timeout_ms
+            || p.session_timeout_ms > self.config.max_session_timeout_ms
+        {
+            return Pending::Ready(JoinResult::error(
+                ErrorCode::InvalidSessionTimeout,
+                &p.member_id,
+            ));
+        }
+        let mut groups = self.groups.lock();
+        if !p.member_id.is_empty() && !groups.contains_key(&p.group_id) {
+            return Pending::Ready(JoinResult::error(ErrorCode::UnknownMemberId, &p.member_id));
+        }
+        let g = groups
+            .entry(p.group_id.clone())
+            .or_insert_with(|| Group::new(&p.group_id));
+        if !g.supports(&p.protocol_type, &p.protocols) {
+            return Pending::Ready(JoinResult::error(
+                ErrorCode::InconsistentGroupProtocol,
+                &p.member_id,
+            ));
+        }
+        let (tx, rx) = oneshot::channel();
+        let outcome = if p.member_id.is_empty() {
+            self.join_unknown_member(topics, g, p, tx)
+        } else {
+            self.join_known_member(topics, g, p, tx)
+        };
+        match outcome {
+            Some(ready) => Pending::Ready(ready),
+            None => Pending::Wait(rx),
+        }
+    }
+
+    fn new_member(g: &mut Group, id: String, p: &JoinParams) -> Member {
+        g.next_join_order += 1;
+        Member {
+            id,
+            instance_id: p.instance_id.clone(),
+            client_id: p.client_id.clone(),
+            client_host: p.client_host.clone(),
+            session_timeout_ms: p.session_timeout_ms,
+            rebalance_timeout_ms: p.rebalance_timeout_ms,
+            protocols: p.protocols.clone(),
+            assignment: Bytes::new(),
+            last_heartbeat: Instant::now(),
+            join_order: g.next_join_order,
+            join_waiter: None,
+            sync_waiter: None,
+        }
+    }
+
+    fn join_unknown_member(
+        &self,
+        topics: &TopicRegistry,
+        g: &mut Group,
+        p: JoinParams,
+        tx: oneshot::Sender<JoinResult>,
+    ) -> Option<JoinResult> {
+        let new_id = format!(
+            "{}-{}",
+            if p.client_id.is_empty() {
+                "member"
+            } else {
+                &p.client_id
+            },
+            uuid::Uuid::new_v4()
+        );
+        if let Some(instance) = p.instance_id.clone() {
+            if let Some(old_id) = g.static_members.get(&instance).cloned() {
+                return self.replace_static_member(topics, g, &old_id, new_id, p, tx);
+            }
+            g.static_members.insert(instance, new_id.clone());
+        } else if p.require_known_member_id {
+            g.pending_members.insert(new_id.clone());
+            return Some(JoinResult::error(ErrorCode::MemberIdRequired, &new_id));
+        }
+        let mut m = Self::new_member(g, new_id.clone(), &p);
+        m.join_waiter = Some(tx);
+        g.members.insert(new_id, m);
+        if g.protocol_type.is_none() {
+            g.protocol_type = Some(p.protocol_type.clone());
+        }
+        self.prepare_rebalance(topics, g);
+        None
+    }
+
+    /// A static member restarted (new member id, same instance id): it takes over the
+    /// old member's place; a Stable group keeps its assignment without a rebalance.
+    fn replace_static_member(
+        &self,
+        topics: &TopicRegistry,
+        g: &mut Group,
+        old_id: &str,
+        new_id: String,
+        p: JoinParams,
+        tx: oneshot::Sender<JoinResult>,
+    ) -> Option<JoinResult> {
+        let Some(mut m) = g.members.remove(old_id) else {
+            g.static_members
+                .remove(p.instance_id.as_deref().unwrap_or_default());
+            return self.join_unknown_member(topics, g, p, tx);
+        };
+        if let Some(w) = m.join_waiter.take() {
+            let _ = w.send(JoinResult::error(ErrorCode::FencedInstanceId, old_id));
+        }
+        if let Some(w) = m.sync_waiter.take() {
+            let _ = w.send(SyncResult::error(ErrorCode::FencedInstanceId));
+        }
+        let protocols_changed = m.protocols != p.protocols;
+        m.id = new_id.clone();
+        m.protocols = p.protocols.clone();
+        m.session_timeout_ms = p.session_timeout_ms;
+        m.rebalance_timeout_ms = p.rebalance_timeout_ms;
+        m.client_id = p.client_id.clone();
+        m.client_host = p.client_host.clone();
+        m.last_heartbeat = Instant::now();
+        if g.leader.as_deref() == Some(old_id) {
+            g.leader = Some(new_id.clone());
+        }
+        g.static_members
+            .insert(p.instance_id.clone().unwrap_or_default(), new_id.clone());
+        let stable_and_same = g.state == GroupState::Stable && !protocols_changed;
+        if !stable_and_same {
+            m.join_waiter = Some(tx);
+        }
+        g.members.insert(new_id.clone(), m);
+        if stable_and_same {
+            self.persist_group(topics, g);
+            let is_leader = g.leader.as_deref() == Some(new_id.as_str());
+            return Some(JoinResult {
+                error: ErrorCode::None,
+                generation: g.generation,
+                protocol_type: g.protocol_type.clone(),
+                protocol_name: g.protocol.clone(),
+                leader: g.leader.clone().unwrap_or_default(),
+                member_id: new_id,
+                skip_assignment: is_leader,
+                members: if is_leader {
+                    member_list(g)
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+        self.prepare_rebalance(topics, g);
+        None
+    }
+
+    fn join_known_member(
+        &self,
+        topics: &TopicRegistry,
+        g: &mut Group,
+        p: JoinParams,
+        tx: oneshot::Sender<JoinResult>,
+    ) -> Option<JoinResult> {
+        if let Some(instance) = &p.instance_id {
+            if g.static_members
+                .get(instance)
+                .is_some_and(|id| *id != p.member_id)
+            {
+                return Some(JoinResult::error(ErrorCode::FencedInstanceId, &p.member_id));
+            }
+        }
+        if g.pending_members.remove(&p.member_id) {
+            let mut m = Self::new_member(g, p.member_id.clone(), &p);
+            m.join_waiter = Some(tx);
+            g.members.insert(p.member_id.clone(), m);
+            if g.protocol_type.is_none() {
+                g.protocol_type = Some(p.protocol_type.clone());
+            }
+            if g.state == GroupState::PreparingRebalance {
+                self.try_complete_join(topics, g);
+            } else {
+                self.prepare_rebalance(topics, g);
+            }
+            return None;
+        }
+        let state = g.state;
+        let leader = g.leader.clone();
+        let Some(m) = g.members.get_mut(&p.member_id) else {
+            return Some(JoinResult::error(ErrorCode::UnknownMemberId, &p.member_id));
+        };
+        let protocols_changed = m.protocols != p.protocols;
+        m.protocols = p.protocols.clone();
+        m.last_heartbeat = Instant::now();
+        match state {
+            GroupState::PreparingRebalance => {
+                m.join_waiter = Some(tx);
+                self.try_complete_join(topics, g);
+                None
+            }
+            GroupState::Stable | GroupState::CompletingRebalance
+                if !protocols_changed && leader.as_deref() != Some(p.member_id.as_str()) =>
+            {
+                // A follower re-sending its join: answer with the current generation.
+                Some(JoinResult {
+                    error: ErrorCode::None,
+                    generation: g.generation,
+                    protocol_type: g.protocol_type.clone(),
+                    protocol_name: g.protocol.clone(),
+                    leader: leader.unwrap_or_default(),
+                    member_id: p.member_id,
+                    skip_assignment: false,
+                    members: Vec::new(),
+                })
+            }
+            _ => {
+                m.join_waiter = Some(tx);
+                self.prepare_rebalance(topics, g);
+                None
+            }
+        }
+    }
+
+    fn prepare_rebalance(&self, topics: &TopicRegistry, g: &mut Group) {
+        let now = Instant::now();
+        if g.state == GroupState::CompletingRebalance {
+            for m in g.members.values_mut() {
+                if let Some(w) = m.sync_waiter.take() {
+                    let _ = w.send(SyncResult::error(ErrorCode::RebalanceInProgress));
+                }
+                m.assignment = Bytes::new();
+            }
+        }
+        if g.state != GroupState::PreparingRebalance {
+            let delay = if g.state == GroupState::Empty {
+                Duration::from_millis(self.config.initial_rebalance_delay_ms)
+            } else {
+                Duration::ZERO
+            };
+            g.join_not_before = now + delay;
+            g.rebalance_deadline = now + g.max_rebalance_timeout().max(delay);
+            g.state = GroupState::PreparingRebalance;
+            tracing::debug!(group = %g.id, members = g.members.len(), "preparing rebalance");
+        }
+        self.try_complete_join(topics, g);
+    }
+
+    fn try_complete_join(&self, topics: &TopicRegistry, g: &mut Group) {
+        if g.state == GroupState::PreparingRebalance
+            && g.all_joined()
+            && Instant::now() >= g.join_not_before
+        {
+            self.complete_join(topics, g);
+        }
+    }
+
+    /// Ends the join phase: members that did not rejoin are dropped, a new generation
+    /// starts, and every waiting member gets its JoinGroup response.
+    fn complete_join(&self, topics: &TopicRegistry, g: &mut Group) {
+        let gone: Vec<String> = g
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none())
+            .map(|m| m.id.clone())
+            .collect();
+        for id in gone {
+            remove_member(g, &id);
+        }
+        g.pending_members.clear();
+        g.generation += 1;
+        if g.members.is_empty() {
+            g.state = GroupState::Empty;
+            g.protocol = None;
+            g.leader = None;
+            self.persist_group(topics, g);
+            return;
+        }
+        g.protocol = g.select_protocol();
+        if !g.leader.as_ref().is_some_and(|l| g.members.contains_key(l)) {
+            g.leader = g
+                .members
+                .values()
+                .min_by_key(|m| m.join_order)
+                .map(|m| m.id.clone());
+        }
+        g.state = GroupState::CompletingRebalance;
+        g.rebalance_deadline = Instant::now() + g.max_rebalance_timeout();
+        let leader = g.leader.clone().unwrap_or_default();
+        let all = member_list(g);
+        let now = Instant::now();
+        for m in g.members.values_mut() {
+            m.last_heartbeat = now;
+            if let Some(w) = m.join_waiter.take() {
+                let is_leader = m.id == leader;
+                let _ = w.send(JoinResult {
+                    error: ErrorCode::None,
+                    generation: g.generation,
+                    protocol_type: g.protocol_type.clone(),
+                    protocol_name: g.protocol.clone(),
+                    leader: leader.clone(),
+                    member_id: m.id.clone(),
+                    skip_assignment: false,
+                    members: if is_leader { all.clone() } else { Vec::new() },
+                });
+            }
+        }
+        tracing::info!(group = %g.id, generation = g.generation, members = g.members.len(), protocol = ?g.protocol, "group rebalanced");
+    }
+
+    fn check_member(
+        g: &Group,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ErrorCode> {
+        if let Some(instance) = instance_id {
+            if g.static_members
+                .get(instance)
+                .is_some_and(|id| id != member_id)
+            {
+                return Err(ErrorCode::FencedInstanceId);
+            }
+        }
+        if !g.members.contains_key(member_id) {
+            return Err(ErrorCode::UnknownMemberId);
+        }
+        if generation != g.generation {
+            return Err(ErrorCode::IllegalGeneration);
+        }
+        Ok(())
+    }
+
+    pub fn sync(
+        &self,
+        topics: &TopicRegistry,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        protocol_type: Option<&str>,
+        protocol_name: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Pending<SyncResult> {
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group_id) else {
+            return Pending::Ready(SyncResult::error(ErrorCode::UnknownMemberId));
+        };
+        if let Err(code) = Self::check_member(g, member_id, instance_id, generation) {
+            return Pending::Ready(SyncResult::error(code));
+        }
+        if protocol_type.is_some_and(|t| Some(t) != g.protocol_type.as_deref())
+            || protocol_name.is_some_and(|n| Some(n) != g.protocol.as_deref())
+        {
+            return Pending::Ready(SyncResult::error(ErrorCode::InconsistentGroupProtocol));
+        }
+        match g.state {
+            GroupState::Empty => Pending::Ready(SyncResult::error(ErrorCode::UnknownMemberId)),
+            GroupState::PreparingRebalance => {
+                Pending::Ready(SyncResult::error(ErrorCode::RebalanceInProgress))
+            }
+            GroupState::Stable => {
+                let m = &g.members[member_id];
+                Pending::Ready(SyncResult {
+                    error: ErrorCode::None,
+                    protocol_type: g.protocol_type.clone(),
+                    protocol_name: g.protocol.clone(),
+                    assignment: m.assignment.clone(),
+                })
+            }
+            GroupState::CompletingRebalance => {
+                let (tx, rx) = oneshot::channel();
+                if let Some(m) = g.members.get_mut(member_id) {
+                    m.sync_waiter = Some(tx);
+                    m.last_heartbeat = Instant::now();
+                }
+                if g.leader.as_deref() == Some(member_id) {
+                    let mut assigned: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    for m in g.members.values_mut() {
+                        m.assignment = assigned.remove(&m.id).unwrap_or_default();
+                    }
+                    g.state = GroupState::Stable;
+                    self.persist_group(topics, g);
+                    for m in g.members.values_mut() {
+                        if let Some(w) = m.sync_waiter.take() {
+                            let _ = w.send(SyncResult {
+                                error: ErrorCode::None,
+                                protocol_type: g.protocol_type.clone(),
+                                protocol_name: g.protocol.clone(),
+                                assignment: m.assignment.clone(),
+                            });
+                        }
+                    }
+                }
+                Pending::Wait(rx)
+            }
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> ErrorCode {
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group_id) else {
+            return ErrorCode::UnknownMemberId;
+        };
+        if let Err(code) = Self::check_member(g, member_id, instance_id, generation) {
+            return code;
+        }
+        if let Some(m) = g.members.get_mut(member_id) {
+            m.last_heartbeat = Instant::now();
+        }
+        match g.state {
+            GroupState::PreparingRebalance => ErrorCode::RebalanceInProgress,
+            GroupState::Empty => ErrorCode::UnknownMemberId,
+            _ => ErrorCode::None,
+        }
+    }
+
+    /// Removes members (by member id, or by instance id for static members). Returns an
+    /// error code per member.
+    pub fn leave(
+        &self,
+        topics: &TopicRegistry,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group_id) else {
+            return Err(ErrorCode::UnknownMemberId);
+        };
+        let mut results = Vec::with_capacity(members.len());
+        let mut removed = false;
+        for (member_id, instance_id) in members {
+            let target = match instance_id {
+                Some(instance) => match g.static_members.get(instance) {
+                    Some(id) if member_id.is_empty() || id == member_id => Some(id.clone()),
+                    Some(_) => {
+                        results.push(ErrorCode::FencedInstanceId);
+                        continue;
+                    }
+                    None => None,
+                },
+                None => g.members.contains_key(member_id).then(|| member_id.clone()),
+            };
+            match target {
+                Some(id) => {
+                    remove_member(g, &id);
+                    removed = true;
+                    results.push(ErrorCode::None);
+                }
+                None if g.pending_members.remove(member_id) => results.push(ErrorCode::None),
+                None => results.push(ErrorCode::UnknownMemberId),
+            }
+        }
+        if removed {
+            self.after_member_removed(topics, g);
+        }
+        Ok(results)
+    }
+
+    fn after_member_removed(&self, topics: &TopicRegistry, g: &mut Group) {
+        match g.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                if g.members.is_empty() {
+                    g.generation += 1;
+                    g.state = GroupState::Empty;
+                    g.protocol = None;
+                    g.leader = None;
+                    self.persist_group(topics, g);
+                } else {
+                    self.prepare_rebalance(topics, g);
+                }
+            }
+            GroupState::PreparingRebalance => self.try_complete_join(topics, g),
+            GroupState::Empty => {}
+        }
+    }
+
+    /// Commits offsets. `generation` -1 with an empty member id is a commit from outside
+    /// any group (admin tools, assign()-based consumers), allowed while the group has no
+    /// members.
+    pub fn commit_offsets(
+        &self,
+        topics: &TopicRegistry,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        offsets: Vec<(String, i32, i64, i32, String)>,
+    ) -> (Vec<ErrorCode>, CommitWait) {
+        let fail = |code: ErrorCode, n: usize| (vec![code; n], None);
+        if group_id.is_empty() {
+            return fail(ErrorCode::InvalidGroupId, offsets.len());
+        }
+        let mut groups = self.groups.lock();
+        let g = groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id));
+        if generation < 0 && member_id.is_empty() {
+            if !g.members.is_empty() {
+                return fail(ErrorCode::UnknownMemberId, offsets.len());
+            }
+        } else {
+            if let Err(code) = Self::check_member(g, member_id, instance_id, generation) {
+                return fail(code, offsets.len());
+            }
+            if g.state == GroupState::CompletingRebalance {
+                return fail(ErrorCode::RebalanceInProgress, offsets.len());
+            }
+            if let Some(m) = g.members.get_mut(member_id) {
+                m.last_heartbeat = Instant::now();
+            }
+        }
+        let now = now_ms();
+        let mut codes = Vec::with_capacity(offsets.len());
+        let mut records = Vec::new();
+        let mut accepted = Vec::new();
+        for (topic, partition, offset, leader_epoch, metadata) in offsets {
+            if metadata.len() > self.config.offset_metadata_max_bytes {
+                codes.push(ErrorCode::OffsetMetadataTooLarge);
+                continue;
+            }
+            if topics.partition(&topic, partition).is_none() {
+                codes.push(ErrorCode::UnknownTopicOrPartition);
+                continue;
+            }
+            codes.push(ErrorCode::None);
+            let value = OffsetValue {
+                offset,
+                leader_epoch,
+                metadata,
+                commit_timestamp: now,
+            };
+            let key = records::encode_key(&RecordKey::Offset {
+                group: group_id.to_string(),
+                topic: topic.clone(),
+                partition,
+            });
+            records.push((key, Some(records::encode_offset(&value))));
+            accepted.push(((topic, partition), value));
+        }
+        if records.is_empty() {
+            return (codes, None);
+        }
+        match self.write(topics, group_id, &records) {
+            Ok(wait) => {
+                g.offsets.extend(accepted);
+                (codes, Some(wait))
+            }
+            Err(e) => {
+                tracing::error!(group = group_id, error = %e, "offset commit could not be written");
+                let n = codes.len();
+                fail(ErrorCode::KafkaStorageError, n)
+            }
+        }
+    }
+
+    /// Committed offsets of a group: for the given partitions, or all when None.
+    /// Unknown partitions come back with offset -1, as in Kafka.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        wanted: Option<Vec<(String, i32)>>,
+    ) -> Vec<(String, i32, Option<OffsetValue>)> {
+        let groups = self.groups.lock();
+        let g = groups.get(group_id);
+        match wanted {
+            Some(list) => list
+                .into_iter()
+                .map(|(t, p)| {
+                    let v = g.and_then(|g| g.offsets.get(&(t.clone(), p)).cloned());
+                    (t, p, v)
+                })
+                .collect(),
+            None => {
+                let mut all: Vec<_> = g.map_or_else(Vec::new, |g| {
+                    g.offsets
+                        .iter()
+                        .map(|((t, p), v)| (t.clone(), *p, Some(v.clone())))
+                        .collect()
+                });
+                all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+                all
+            }
+        }
+    }
+
+    /// (group id, protocol type, state) of every group.
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        let groups = self.groups.lock();
+        let mut out: Vec<_> = groups
+            .values()
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state,
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let groups = self.groups.lock();
+        let g = groups.get(group_id)?;
+        let protocol = g.protocol.clone().unwrap_or_default();
+        Some(GroupDescription {
+            state: g.state,
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: protocol.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| {
+                    (
+                        m.id.clone(),
+                        m.instance_id.clone(),
+                        m.client_id.clone(),
+                        m.client_host.clone(),
+                        m.metadata_for(&protocol),
+                        m.assignment.clone(),
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// Deletes an empty group and its offsets.
+    pub fn delete_group(&self, topics: &TopicRegistry, group_id: &str) -> ErrorCode {
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get(group_id) else {
+            return ErrorCode::GroupIdNotFound;
+        };
+        if !g.members.is_empty() {
+            return ErrorCode::NonEmptyGroup;
+        }
+        let mut tombstones: Vec<(Vec<u8>, Option<Vec<u8>>)> = g
+            .offsets
+            .keys()
+            .map(|(t, p)| {
+                (
+                    records::encode_key(&RecordKey::Offset {
+                        group: group_id.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                    }),
+                    None,
+                )
+            })
+            .collect();
+        tombstones.push((
+            records::encode_key(&RecordKey::Group {
+                group: group_id.to_string(),
+            }),
+            None,
+        ));
+        if let Err(e) = self.write(topics, group_id, &tombstones) {
+            tracing::error!(group = group_id, error = %e, "could not write group tombstones");
+            return ErrorCode::KafkaStorageError;
+        }
+        groups.remove(group_id);
+        ErrorCode::None
+    }
+
+    /// Deletes committed offsets of partitions the group does not consume (OffsetDelete).
+    pub fn delete_offsets(
+        &self,
+        topics: &TopicRegistry,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group_id) else {
+            return Err(ErrorCode::GroupIdNotFound);
+        };
+        let subscribed: HashSet<String> = match g.protocol_type.as_deref() {
+            Some("consumer") if !g.members.is_empty() => g
+                .members
+                .values()
+                .flat_map(|m| {
+                    consumer_subscription(
+                        &m.metadata_for(g.protocol.as_deref().unwrap_or_default()),
+                    )
+                })
+                .collect(),
+            _ => HashSet::new(),
+        };
+        let mut codes = Vec::new();
+        let mut tombstones = Vec::new();
+        for (t, p) in partitions {
+            if subscribed.contains(&t) {
+                codes.push(ErrorCode::GroupSubscribedToTopic);
+                continue;
+            }
+            if g.offsets.remove(&(t.clone(), p)).is_some() {
+                tombstones.push((
+                    records::encode_key(&RecordKey::Offset {
+                        group: group_id.to_string(),
+                        topic: t,
+                        partition: p,
+                    }),
+                    None,
+                ));
+            }
+            codes.push(ErrorCode::None);
+        }
+        if !tombstones.is_empty() {
+            if let Err(e) = self.write(topics, group_id, &tombstones) {
+                tracing::error!(group = group_id, error = %e, "could not write offset tombstones");
+                return Err(ErrorCode::KafkaStorageError);
+            }
+        }
+        Ok(codes)
+    }
+
+    /// Runs the timers: join and sync deadlines, session expiry, offset expiry.
+    pub fn tick(&self, topics: &TopicRegistry) {
+        let now = Instant::now();
+        let mut groups = self.groups.lock();
+        for g in groups.values_mut() {
+            let expired: Vec<String> = g
+                .members
+                .values()
+                .filter(|m| m.expired(now))
+                .map(|m| m.id.clone())
+                .collect();
+            if !expired.is_empty() {
+                tracing::info!(group = %g.id, members = ?expired, "members' sessions expired");
+                for id in &expired {
+                    remove_member(g, id);
+                }
+                self.after_member_removed(topics, g);
+            }
+            match g.state {
+                GroupState::PreparingRebalance
+                    if now >= g.rebalance_deadline
+                        || (g.all_joined() && now >= g.join_not_before) =>
+                {
+                    self.complete_join(topics, g)
+                }
+                GroupState::CompletingRebalance if now >= g.rebalance_deadline => {
+                    // The leader never sent its assignment: start over.
+                    tracing::info!(group = %g.id, "leader did not sync within the rebalance timeout");
+                    self.prepare_rebalance(topics, g);
+                }
+                _ => {}
+            }
+        }
+        let retention = self.config.offsets_retention_ms;
+        let cutoff = now_ms() - retention;
+        let mut emptied = Vec::new();
+        for g in groups.values_mut().filter(|g| g.state == GroupState::Empty) {
+            let old: Vec<(String, i32)> = g
+                .offsets
+                .iter()
+                .filter(|(_, v)| v.commit_timestamp < cutoff)
+                .map(|(k, _)| k.clone())
+                .collect();
+            if old.is_empty() {
+                continue;
+            }
+            let tombstones: Vec<_> = old
+                .iter()
+                .map(|(t, p)| {
+                    (
+                        records::encode_key(&RecordKey::Offset {
+                            group: g.id.clone(),
+                            topic: t.clone(),
+                            partition: *p,
+                        }),
+                        None,
+                    )
+                })
+                .collect();
+            if self.write(topics, &g.id, &tombstones).is_ok() {
+                for k in old {
+                    g.offsets.remove(&k);
+                }
+            }
+            if g.offsets.is_empty() {
+                emptied.push(g.id.clone());
+            }
+        }
+        for id in emptied {
+            let tomb = vec![(
+                records::encode_key(&RecordKey::Group { group: id.clone() }),
+                None,
+            )];
+            if self.write(topics, &id, &tomb).is_ok() {
+                groups.remove(&id);
+            }
+        }
+    }
+}
+
+fn member_list(g: &Group) -> Vec<(String, Option<String>, Bytes)> {
+    let protocol = g.protocol.clone().unwrap_or_default();
+    let mut members: Vec<&Member> = g.members.values().collect();
+    members.sort_by_key(|m| m.join_order);
+    members
+        .iter()
+        .map(|m| {
+            (
+                m.id.clone(),
+                m.instance_id.clone(),
+                m.metadata_for(&protocol),
+            )
+        })
+        .collect()
+}
+
+fn remove_member(g: &mut Group, id: &str) {
+    if let Some(mut m) = g.members.remove(id) {
+        if let Some(instance) = &m.instance_id {
+            if g.static_members.get(instance).is_some_and(|s| s == id) {
+                g.static_members.remove(instance);
+            }
+        }
+        if let Some(w) = m.join_waiter.take() {
+            let _ = w.send(JoinResult::error(ErrorCode::UnknownMemberId, id));
+        }
+        if let Some(w) = m.sync_waiter.take() {
+            let _ = w.send(SyncResult::error(ErrorCode::UnknownMemberId));
+        }
+    }
+    if g.leader.as_deref() == Some(id) {
+        g.leader = None;
+    }
+}
+
+/// Topics in a consumer-protocol subscription (ConsumerProtocolSubscription: version i16,
+/// then an array of i16-length strings). Malformed metadata yields no topics.
+fn consumer_subscription(metadata: &[u8]) -> Vec<String> {
+    let mut topics = Vec::new();
+    let mut b = metadata;
+    let read_i16 = |b: &mut &[u8]| -> Option<i16> {
+        let v = i16::from_be_bytes(b.get(..2)?.try_into().ok()?);
+        *b = &b[2..];
+        Some(v)
+    };
+    let Some(_version) = read_i16(&mut b) else {
+        return topics;
+    };
+    let Some(count) = b
+        .get(..4)
+        .and_then(|c| c.try_into().ok())
+        .map(i32::from_be_bytes)
+    else {
+        return topics;
+    };
+    b = &b[4..];
+    for _ in 0..count.max(0) {
+        let Some(len) = read_i16(&mut b) else { break };
+        let Some(name) = b.get(..len.max(0) as usize) else {
+            break;
+        };
+        topics.push(String::from_utf8_lossy(name).into_owned());
+        b = &b[len.max(0) as usize..];
+    }
+    topics
+}
+
+/// Applies one `__consumer_offsets` record during start-up replay.
+fn replay(groups: &mut HashMap<String, Group>, key: Option<&[u8]>, value: Option<&[u8]>) {
+    let Some(key) = key.and_then(records::decode_key) else {
+        return;
+    };
+    match key {
+        RecordKey::Offset {
+            group,
+            topic,
+            partition,
+        } => {
+            let g = groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group));
+            match value.and_then(records::decode_offset) {
+                Some(v) => {
+                    g.offsets.insert((topic, partition), v);
+                }
+                None => {
+                    g.offsets.remove(&(topic, partition));
+                }
+            }
+        }
+        RecordKey::Group { group } => match value.and_then(records::decode_group) {
+            Some(v) => {
+                let g = groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(&group));
+                g.protocol_type = (!v.protocol_type.is_empty()).then_some(v.protocol_type);
+                g.generation = v.generation;
+                g.protocol = v.protocol;
+                g.leader = v.leader;
+                g.members.clear();
+                g.static_members.clear();
+                let now = Instant::now();
+                for (i, m) in v.members.into_iter().enumerate() {
+                    if let Some(instance) = &m.instance_id {
+                        g.static_members
+                            .insert(instance.clone(), m.member_id.clone());
+                    }
+                    let protocol = g.protocol.clone().unwrap_or_default();
+                    g.members.insert(
+                        m.member_id.clone(),
+                        Member {
+                            id: m.member_id,
+                            instance_id: m.instance_id,
+                            client_id: m.client_id,
+                            client_host: m.client_host,
+                            session_timeout_ms: m.session_timeout_ms,
+                            rebalance_timeout_ms: m.rebalance_timeout_ms,
+                            protocols: vec![(protocol, m.subscription)],
+                            assignment: m.assignment,
+                            // Members get a full session after a restart to come back.
+                            last_heartbeat: now,
+                            join_order: i as u64,
+                            join_waiter: None,
+                            sync_waiter: None,
+                        },
+                    );
+                }
+                g.next_join_order = g.members.len() as u64;
+                g.state = if g.members.is_empty() {
+                    GroupState::Empty
+                } else {
+                    GroupState::Stable
+                };
+            }
+            None => {
+                groups.remove(&group);
+            }
+        },
+    }
+}

@@ -1,0 +1,552 @@
+//! Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
+//! The state machine lives in `crate::groups`; this module translates the wire forms.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use runnel_protocol::kp::messages::delete_groups_response::DeletableGroupResult;
+use runnel_protocol::kp::messages::describe_groups_response::{
+    DescribedGroup, DescribedGroupMember,
+};
+use runnel_protocol::kp::messages::find_coordinator_response::Coordinator;
+use runnel_protocol::kp::messages::join_group_response::JoinGroupResponseMember;
+use runnel_protocol::kp::messages::leave_group_response::MemberResponse;
+use runnel_protocol::kp::messages::list_groups_response::ListedGroup;
+use runnel_protocol::kp::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use runnel_protocol::kp::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use runnel_protocol::kp::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use runnel_protocol::kp::messages::*;
+use runnel_protocol::kp::protocol::StrBytes;
+use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
+
+use super::{encode, ready, str_bytes, ResponseFuture};
+use crate::broker::Broker;
+use crate::error::ErrorCode;
+use crate::groups::{JoinParams, JoinResult, Pending, SyncResult};
+
+const KEY_TYPE_GROUP: i8 = 0;
+
+pub fn find_coordinator(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
+    let body: FindCoordinatorRequest = decode_body(&req.body, req.api_version)?;
+    // Every group (and, later, transactional id) is coordinated by this node.
+    let answer = |key: &StrBytes| -> (ErrorCode, Option<String>) {
+        if body.key_type != KEY_TYPE_GROUP {
+            return (
+                ErrorCode::CoordinatorNotAvailable,
+                Some("transactions are not available yet".into()),
+            );
+        }
+        if key.is_empty() {
+            return (ErrorCode::InvalidRequest, Some("empty group id".into()));
+        }
+        (ErrorCode::None, None)
+    };
+    let node = BrokerId(broker.node_id());
+    let host = str_bytes(&broker.advertised_host);
+    let response = if req.api_version >= 4 {
+        let coordinators = body
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let (error, message) = answer(key);
+                let c = Coordinator::default()
+                    .with_key(key.clone())
+                    .with_error_code(error.code())
+                    .with_error_message(message.as_deref().map(str_bytes));
+                if error == ErrorCode::None {
+                    c.with_node_id(node)
+                        .with_host(host.clone())
+                        .with_port(broker.advertised_port)
+                } else {
+                    c.with_node_id(BrokerId(-1)).with_port(-1)
+                }
+            })
+            .collect();
+        FindCoordinatorResponse::default().with_coordinators(coordinators)
+    } else {
+        let (error, message) = answer(&body.key);
+        let r = FindCoordinatorResponse::default().with_error_code(error.code());
+        let r = if req.api_version >= 1 {
+            r.with_error_message(message.as_deref().map(str_bytes))
+        } else {
+            r
+        };
+        if error == ErrorCode::None {
+            r.with_node_id(node)
+                .with_host(host)
+                .with_port(broker.advertised_port)
+        } else {
+            r.with_node_id(BrokerId(-1)).with_port(-1)
+        }
+    };
+    ready(req, &response)
+}
+
+fn join_response(req: &ParsedRequest, r: JoinResult) -> JoinGroupResponse {
+    let members = r
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            JoinGroupResponseMember::default()
+                .with_member_id(str_bytes(&id))
+                .with_group_instance_id(instance.as_deref().map(str_bytes))
+                .with_metadata(metadata)
+        })
+        .collect();
+    let mut resp = JoinGroupResponse::default()
+        .with_error_code(r.error.code())
+        .with_generation_id(r.generation)
+        .with_protocol_name(r.protocol_name.as_deref().map(str_bytes))
+        .with_leader(str_bytes(&r.leader))
+        .with_member_id(str_bytes(&r.member_id))
+        .with_members(members);
+    if req.api_version >= 7 {
+        resp = resp.with_protocol_type(r.protocol_type.as_deref().map(str_bytes));
+    }
+    if req.api_version >= 9 {
+        resp = resp.with_skip_assignment(r.skip_assignment);
+    }
+    if req.api_version < 7 && resp.protocol_name.is_none() {
+        // Before v7 the protocol name is not nullable.
+        resp.protocol_name = Some(StrBytes::default());
+    }
+    resp
+}
+
+pub fn join(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    peer: std::net::SocketAddr,
+) -> Result<ResponseFuture, DecodeError> {
+    let body: JoinGroupRequest = decode_body(&req.body, req.api_version)?;
+    let params = JoinParams {
+        group_id: body.group_id.0.to_string(),
+        member_id: body.member_id.to_string(),
+        instance_id: body.group_instance_id.as_ref().map(|s| s.to_string()),
+        protocol_type: body.protocol_type.to_string(),
+        protocols: body
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        session_timeout_ms: body.session_timeout_ms,
+        // v0 has no rebalance timeout; Kafka uses the session timeout.
+        rebalance_timeout_ms: if req.api_version >= 1 {
+            body.rebalance_timeout_ms
+        } else {
+            body.session_timeout_ms
+        },
+        client_id: req
+            .client_id
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        client_host: format!("/{}", peer.ip()),
+        require_known_member_id: req.api_version >= 4,
+    };
+    let member_id = params.member_id.clone();
+    let pending = broker.groups.join(&broker.topics, params);
+    let req = req.clone();
+    Ok(Box::pin(async move {
+        let result = match pending {
+            Pending::Ready(r) => r,
+            Pending::Wait(rx) => rx.await.unwrap_or_else(|_| JoinResult {
+                error: ErrorCode::RebalanceInProgress,
+                generation: -1,
+                protocol_type: None,
+                protocol_name: None,
+                leader: String::new(),
+                member_id,
+                skip_assignment: false,
+                members: Vec::new(),
+            }),
+        };
+        encode(&req, &join_response(&req, result))
+    }))
+}
+
+pub fn sync(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+    let body: SyncGroupRequest = decode_body(&req.body, req.api_version)?;
+    let assignments = body
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+        .collect();
+    let pending = broker.groups.sync(
+        &broker.topics,
+        &body.group_id.0,
+        body.generation_id,
+        &body.member_id,
+        body.group_instance_id.as_deref(),
+        body.protocol_type.as_deref(),
+        body.protocol_name.as_deref(),
+        assignments,
+    );
+    let req = req.clone();
+    Ok(Box::pin(async move {
+        let r = match pending {
+            Pending::Ready(r) => r,
+            Pending::Wait(rx) => rx.await.unwrap_or(SyncResult {
+                error: ErrorCode::RebalanceInProgress,
+                protocol_type: None,
+                protocol_name: None,
+                assignment: Bytes::new(),
+            }),
+        };
+        let mut resp = SyncGroupResponse::default()
+            .with_error_code(r.error.code())
+            .with_assignment(r.assignment);
+        if req.api_version >= 5 {
+            resp = resp
+                .with_protocol_type(r.protocol_type.as_deref().map(str_bytes))
+                .with_protocol_name(r.protocol_name.as_deref().map(str_bytes));
+        }
+        encode(&req, &resp)
+    }))
+}
+
+pub fn heartbeat(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+    let body: HeartbeatRequest = decode_body(&req.body, req.api_version)?;
+    let code = broker.groups.heartbeat(
+        &body.group_id.0,
+        body.generation_id,
+        &body.member_id,
+        body.group_instance_id.as_deref(),
+    );
+    ready(
+        req,
+        &HeartbeatResponse::default().with_error_code(code.code()),
+    )
+}
+
+pub fn leave(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+    let body: LeaveGroupRequest = decode_body(&req.body, req.api_version)?;
+    let members: Vec<(String, Option<String>)> = if req.api_version >= 3 {
+        body.members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|s| s.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(body.member_id.to_string(), None)]
+    };
+    let response = match broker
+        .groups
+        .leave(&broker.topics, &body.group_id.0, &members)
+    {
+        Err(code) => LeaveGroupResponse::default().with_error_code(code.code()),
+        Ok(codes) if req.api_version >= 3 => LeaveGroupResponse::default().with_members(
+            members
+                .iter()
+                .zip(codes)
+                .map(|((id, instance), code)| {
+                    MemberResponse::default()
+                        .with_member_id(str_bytes(id))
+                        .with_group_instance_id(instance.as_deref().map(str_bytes))
+                        .with_error_code(code.code())
+                })
+                .collect(),
+        ),
+        Ok(codes) => LeaveGroupResponse::default()
+            .with_error_code(codes.first().copied().unwrap_or(ErrorCode::None).code()),
+    };
+    ready(req, &response)
+}
+
+pub fn offset_commit(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
+    let body: OffsetCommitRequest = decode_body(&req.body, req.api_version)?;
+    let mut offsets = Vec::new();
+    for t in &body.topics {
+        for p in &t.partitions {
+            offsets.push((
+                t.name.0.to_string(),
+                p.partition_index,
+                p.committed_offset,
+                if req.api_version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                p.committed_metadata
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
+            ));
+        }
+    }
+    let (codes, wait) = broker.groups.commit_offsets(
+        &broker.topics,
+        &body.group_id.0,
+        body.generation_id_or_member_epoch,
+        &body.member_id,
+        body.group_instance_id.as_deref(),
+        offsets,
+    );
+    let mut codes = codes.into_iter();
+    let mut topics: Vec<OffsetCommitResponseTopic> = body
+        .topics
+        .iter()
+        .map(|t| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(codes.next().unwrap_or(ErrorCode::None).code())
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let req = req.clone();
+    Ok(Box::pin(async move {
+        // Acknowledge a commit only once it is durable, like an acks=all produce.
+        if let Some((partition, offset)) = wait {
+            if partition.wait_durable(offset).await.is_err() {
+                for t in &mut topics {
+                    for p in &mut t.partitions {
+                        if p.error_code == 0 {
+                            p.error_code = ErrorCode::KafkaStorageError.code();
+                        }
+                    }
+                }
+            }
+        }
+        encode(&req, &OffsetCommitResponse::default().with_topics(topics))
+    }))
+}
+
+pub fn offset_fetch(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
+    let body: OffsetFetchRequest = decode_body(&req.body, req.api_version)?;
+    let v = req.api_version;
+    let fetch = |group: &str, topics: Option<Vec<(String, i32)>>| {
+        broker.groups.fetch_offsets(group, topics)
+    };
+    let response = if v >= 8 {
+        let groups = body
+            .groups
+            .iter()
+            .map(|g| {
+                let wanted = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .flat_map(|t| {
+                            t.partition_indexes
+                                .iter()
+                                .map(move |&p| (t.name.0.to_string(), p))
+                        })
+                        .collect()
+                });
+                let mut topics: Vec<OffsetFetchResponseTopics> = Vec::new();
+                for (topic, partition, value) in fetch(&g.group_id.0, wanted) {
+                    let part = OffsetFetchResponsePartitions::default()
+                        .with_partition_index(partition)
+                        .with_committed_offset(value.as_ref().map_or(-1, |v| v.offset))
+                        .with_committed_leader_epoch(value.as_ref().map_or(-1, |v| v.leader_epoch))
+                        .with_metadata(Some(str_bytes(
+                            value.as_ref().map_or("", |v| v.metadata.as_str()),
+                        )));
+                    if topics.last().is_none_or(|t| t.name.0.as_str() != topic) {
+                        topics.push(
+                            OffsetFetchResponseTopics::default()
+                                .with_name(TopicName(str_bytes(&topic))),
+                        );
+                    }
+                    topics.last_mut().expect("pushed").partitions.push(part);
+                }
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_topics(topics)
+            })
+            .collect();
+        OffsetFetchResponse::default().with_groups(groups)
+    } else {
+        let wanted = body.topics.as_ref().map(|ts| {
+            ts.iter()
+                .flat_map(|t| {
+                    t.partition_indexes
+                        .iter()
+                        .map(move |&p| (t.name.0.to_string(), p))
+                })
+                .collect()
+        });
+        let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
+        for (topic, partition, value) in fetch(&body.group_id.0, wanted) {
+            let mut part = OffsetFetchResponsePartition::default()
+                .with_partition_index(partition)
+                .with_committed_offset(value.as_ref().map_or(-1, |v| v.offset))
+                .with_metadata(Some(str_bytes(
+                    value.as_ref().map_or("", |v| v.metadata.as_str()),
+                )));
+            if v >= 5 {
+                part =
+                    part.with_committed_leader_epoch(value.as_ref().map_or(-1, |v| v.leader_epoch));
+            }
+            if topics.last().is_none_or(|t| t.name.0.as_str() != topic) {
+                topics.push(
+                    OffsetFetchResponseTopic::default().with_name(TopicName(str_bytes(&topic))),
+                );
+            }
+            topics.last_mut().expect("pushed").partitions.push(part);
+        }
+        OffsetFetchResponse::default().with_topics(topics)
+    };
+    ready(req, &response)
+}
+
+pub fn list(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+    let body: ListGroupsRequest = decode_body(&req.body, req.api_version)?;
+    let groups = broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|(_, _, state)| {
+            body.states_filter.is_empty()
+                || body
+                    .states_filter
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(state.name()))
+        })
+        .filter(|_| {
+            body.types_filter.is_empty()
+                || body
+                    .types_filter
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case("classic"))
+        })
+        .map(|(id, protocol_type, state)| {
+            let mut g = ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(&id)))
+                .with_protocol_type(str_bytes(&protocol_type));
+            if req.api_version >= 4 {
+                g = g.with_group_state(str_bytes(state.name()));
+            }
+            if req.api_version >= 5 {
+                g = g.with_group_type(str_bytes("classic"));
+            }
+            g
+        })
+        .collect();
+    ready(req, &ListGroupsResponse::default().with_groups(groups))
+}
+
+pub fn describe(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+    let body: DescribeGroupsRequest = decode_body(&req.body, req.api_version)?;
+    let groups = body
+        .groups
+        .iter()
+        .map(|id| match broker.groups.describe(&id.0) {
+            None => DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_group_state(str_bytes("Dead")),
+            Some(d) => DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_group_state(str_bytes(d.state.name()))
+                .with_protocol_type(str_bytes(&d.protocol_type))
+                .with_protocol_data(str_bytes(&d.protocol))
+                .with_members(
+                    d.members
+                        .into_iter()
+                        .map(|(member, instance, client, host, metadata, assignment)| {
+                            let m = DescribedGroupMember::default()
+                                .with_member_id(str_bytes(&member))
+                                .with_client_id(str_bytes(&client))
+                                .with_client_host(str_bytes(&host))
+                                .with_member_metadata(metadata)
+                                .with_member_assignment(assignment);
+                            if req.api_version >= 4 {
+                                m.with_group_instance_id(instance.as_deref().map(str_bytes))
+                            } else {
+                                m
+                            }
+                        })
+                        .collect(),
+                ),
+        })
+        .collect();
+    ready(req, &DescribeGroupsResponse::default().with_groups(groups))
+}
+
+pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+    let body: DeleteGroupsRequest = decode_body(&req.body, req.api_version)?;
+    let results = body
+        .groups_names
+        .iter()
+        .map(|g| {
+            DeletableGroupResult::default()
+                .with_group_id(g.clone())
+                .with_error_code(broker.groups.delete_group(&broker.topics, &g.0).code())
+        })
+        .collect();
+    ready(req, &DeleteGroupsResponse::default().with_results(results))
+}
+
+pub fn offset_delete(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
+    let body: OffsetDeleteRequest = decode_body(&req.body, req.api_version)?;
+    let wanted: Vec<(String, i32)> = body
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.0.to_string(), p.partition_index))
+        })
+        .collect();
+    let response = match broker
+        .groups
+        .delete_offsets(&broker.topics, &body.group_id.0, wanted)
+    {
+        Err(code) => OffsetDeleteResponse::default().with_error_code(code.code()),
+        Ok(codes) => {
+            let mut codes = codes.into_iter();
+            OffsetDeleteResponse::default().with_topics(
+                body.topics
+                    .iter()
+                    .map(|t| {
+                        OffsetDeleteResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        OffsetDeleteResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(
+                                                codes.next().unwrap_or(ErrorCode::None).code(),
+                                            )
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
+        }
+    };
+    ready(req, &response)
+}
