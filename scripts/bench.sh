@@ -67,6 +67,8 @@ echo "broker on $ADDR, data in $DATA" >&2
 # Runs one bench step with a time limit; prints its JSON object, or nothing on failure.
 step() {
     local out
+    # Start each step with no dirty pages left by the previous one.
+    sync
     if out=$(timeout "$STEP_TIMEOUT" "$BIN" bench "$@" --json); then
         [[ -n "${BENCH_JSON:-}" ]] && echo "$out" >>"$BENCH_JSON"
         echo "$out"

@@ -353,11 +353,22 @@ async fn read_one(
         Err(e) => return Err(format!("read failed: {e}")),
     };
     let size = check_frame_size(size)?;
-    let mut body = BytesMut::zeroed(size);
-    reader
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| format!("read failed mid-frame: {e}"))?;
+    // Read into uninitialised capacity: zero-filling large fetch responses first costs as
+    // much as reading them.
+    let mut body = BytesMut::with_capacity(size);
+    while body.len() < size {
+        let remaining = size - body.len();
+        match reader.read_buf(&mut (&mut body).limit(remaining)).await {
+            Ok(0) => {
+                return Err(format!(
+                    "closed by the broker mid-frame ({} of {size} bytes)",
+                    body.len()
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("read failed mid-frame: {e}")),
+        }
+    }
     let mut body = body.freeze();
     let correlation_id = (&body[..4]).get_i32();
     let pending = shared.state.lock().unwrap().pending.remove(&correlation_id);

@@ -588,14 +588,18 @@ async fn consume_load(
     let (mut records, mut bytes) = (0u64, 0u64);
     let start = Instant::now();
     let mut idle_since: Option<Instant> = None;
+    let (mut fetches, mut wire_bytes, mut partitions_with_data) = (0u64, 0u64, 0u64);
     while records < target && deadline.is_none_or(|d| start.elapsed() < d) {
         let sent_at = Instant::now();
         let results = client.fetch_many(topic, &positions, &options).await?;
         latency.saturating_record(sent_at.elapsed().as_micros().max(1) as u64);
         let mut got = 0;
+        fetches += 1;
         for (partition, result) in results {
             let f = result
                 .with_context(|| format!("benchmark fetch from {topic}/{partition} failed"))?;
+            wire_bytes += f.bytes as u64;
+            partitions_with_data += u64::from(f.bytes > 0);
             if f.batch_exceeds_limit {
                 bail!("a batch in {topic}/{partition} is larger than --fetch-partition-max-bytes");
             }
@@ -628,7 +632,19 @@ async fn consume_load(
         bytes,
         elapsed,
         latency,
-        notes: vec![],
+        notes: vec![
+            ("fetch_requests".to_string(), serde_json::json!(fetches)),
+            (
+                "mean_fetch_response_bytes".to_string(),
+                serde_json::json!(wire_bytes / fetches.max(1)),
+            ),
+            (
+                "mean_partitions_with_data".to_string(),
+                serde_json::json!(
+                    (partitions_with_data as f64 / fetches.max(1) as f64 * 10.0).round() / 10.0
+                ),
+            ),
+        ],
     })
 }
 
