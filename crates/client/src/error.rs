@@ -125,9 +125,7 @@ impl Error {
                 Some("upgrade the broker or use a client that matches it")
             }
             Error::Kafka { error, .. } => match error {
-                E::UnknownTopicOrPartition => {
-                    Some("create the topic first (runnel topics create NAME) or check its name")
-                }
+                E::UnknownTopicOrPartition => Some("check the topic name (runnel topics list); create it with runnel topics create NAME"),
                 E::TopicAlreadyExists => Some("pick another name, or delete the topic first"),
                 E::InvalidTopicException => {
                     Some("topic names use [a-zA-Z0-9._-], at most 249 characters, not '.' or '..'")

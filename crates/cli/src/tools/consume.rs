@@ -148,9 +148,6 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut positions =
         start_positions(&client, &args.topic, &partitions, Start::from_args(&args)).await?;
     let mut options = FetchOptions::default();
-    if let Some(t) = args.timeout_ms {
-        options.max_wait_ms = options.max_wait_ms.min(t.max(1) as i32);
-    }
     let stdout = std::io::stdout();
     let mut out = Vec::with_capacity(1 << 20);
     let mut printed = 0u64;
@@ -160,6 +157,11 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     'poll: loop {
         if args.max_messages.is_some_and(|max| printed >= max) {
             break;
+        }
+        if let Some(t) = args.timeout_ms {
+            // Wait no longer than the idle time left, so the exit comes on time.
+            let left = Duration::from_millis(t).saturating_sub(last_record.elapsed());
+            options.max_wait_ms = (left.as_millis() as i32).clamp(1, 500);
         }
         let wanted: Vec<(i32, i64)> = positions.iter().map(|(&p, &o)| (p, o)).collect();
         let results = match client.fetch_many(&args.topic, &wanted, &options).await {
