@@ -49,7 +49,6 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
-    "log.cleaner.enable",
     "log.cleaner.threads",
     "compression.type",
     "unclean.leader.election.enable",
@@ -71,6 +70,8 @@ pub struct BrokerConfig {
     pub delete_topic_enable: bool,
     pub socket_request_max_bytes: usize,
     pub retention_check_interval_ms: u64,
+    /// `log.cleaner.backoff.ms`: how often compacted topics are checked for cleaning.
+    pub cleaner_backoff_ms: u64,
     pub flush_interval_ms: Option<u64>,
     /// Runnel's durability switch: acknowledge acks=all only after fdatasync (group
     /// committed). Kafka acknowledges once the data is in the OS page cache.
@@ -184,6 +185,7 @@ impl BrokerConfig {
             delete_topic_enable: true,
             socket_request_max_bytes: runnel_protocol::frame::DEFAULT_MAX_REQUEST_BYTES,
             retention_check_interval_ms: 300_000,
+            cleaner_backoff_ms: 15_000,
             flush_interval_ms: None,
             flush_on_acks_all: true,
             rack: None,
@@ -251,6 +253,7 @@ impl BrokerConfig {
                 "log.retention.check.interval.ms" => {
                     c.retention_check_interval_ms = parse_i64(k, v, 1)? as u64
                 }
+                "log.cleaner.backoff.ms" => c.cleaner_backoff_ms = parse_i64(k, v, 1)? as u64,
                 "log.index.interval.bytes" => {
                     c.log_defaults.index_interval_bytes = parse_i64(k, v, 0)? as u64
                 }
@@ -261,6 +264,11 @@ impl BrokerConfig {
                     c.log_defaults.flush_messages = parse_i64(k, v, 1)?
                 }
                 "log.flush.interval.ms" => c.flush_interval_ms = Some(parse_i64(k, v, 1)? as u64),
+                "log.cleaner.enable" => {
+                    if !parse_bool(k, v)? {
+                        return Err(invalid(k, v, "the log cleaner cannot be disabled: compacted topics (and __consumer_offsets) rely on it"));
+                    }
+                }
                 "log.flush.on.acks.all" => c.flush_on_acks_all = parse_bool(k, v)?,
                 "min.insync.replicas" => {
                     c.min_insync_replicas = parse_i64(k, v, 1)?.min(i32::MAX as i64) as i32
@@ -430,13 +438,6 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), ConfigError> 
                     ));
                 }
             }
-            if key == "cleanup.policy" && value.contains("compact") {
-                return Err(invalid(
-                    key,
-                    value,
-                    "log compaction is not available yet; use cleanup.policy=delete",
-                ));
-            }
         }
         Kind::List => {}
     }
@@ -471,6 +472,43 @@ pub fn topic_log_config(
         }
     }
     c
+}
+
+/// The compaction settings of a topic whose `cleanup.policy` includes `compact`.
+pub fn topic_compaction(
+    topic_configs: &BTreeMap<String, String>,
+) -> Option<runnel_log::CompactionConfig> {
+    let policy = topic_configs.get("cleanup.policy")?;
+    if !policy.split(',').any(|p| p.trim() == "compact") {
+        return None;
+    }
+    let mut c = runnel_log::CompactionConfig::default();
+    if let Some(v) = topic_configs
+        .get("delete.retention.ms")
+        .and_then(|v| v.trim().parse().ok())
+    {
+        c.delete_retention_ms = v;
+    }
+    if let Some(v) = topic_configs
+        .get("min.compaction.lag.ms")
+        .and_then(|v| v.trim().parse().ok())
+    {
+        c.min_compaction_lag_ms = v;
+    }
+    if let Some(v) = topic_configs
+        .get("min.cleanable.dirty.ratio")
+        .and_then(|v| v.trim().parse().ok())
+    {
+        c.min_cleanable_dirty_ratio = v;
+    }
+    Some(c)
+}
+
+/// Whether time and size retention apply: `cleanup.policy` includes `delete` (the default).
+pub fn topic_deletes(topic_configs: &BTreeMap<String, String>) -> bool {
+    topic_configs
+        .get("cleanup.policy")
+        .is_none_or(|p| p.split(',').any(|x| x.trim() == "delete"))
 }
 
 /// The value Kafka reports for a topic config nobody set, derived from the broker.

@@ -6,6 +6,7 @@
 //! topic registry, and the delayed operations (long-poll fetch, acks=all group commit).
 
 pub mod broker;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod fetch_session;

@@ -107,9 +107,28 @@ async fn maintenance_loop(broker: Arc<Broker>) {
     let retention_every = Duration::from_millis(broker.config.retention_check_interval_ms);
     let flush_every = broker.config.flush_interval_ms.map(Duration::from_millis);
     let tick = flush_every.map_or(retention_every, |f| f.min(retention_every));
+    let cleaner_every = Duration::from_millis(broker.config.cleaner_backoff_ms);
+    let tick = tick.min(cleaner_every);
     let mut last_retention = tokio::time::Instant::now();
+    let mut last_clean = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(tick).await;
+        if last_clean.elapsed() >= cleaner_every {
+            last_clean = tokio::time::Instant::now();
+            let b = broker.clone();
+            if let Ok(s) = tokio::task::spawn_blocking(move || b.topics.compact_all()).await {
+                if s.segments_rewritten > 0 {
+                    tracing::info!(
+                        segments = s.segments_rewritten,
+                        removed = s.records_removed,
+                        kept = s.records_kept,
+                        bytes_before = s.bytes_before,
+                        bytes_after = s.bytes_after,
+                        "compacted"
+                    );
+                }
+            }
+        }
         if flush_every.is_some() {
             let b = broker.clone();
             let _ = tokio::task::spawn_blocking(move || b.topics.flush_all()).await;

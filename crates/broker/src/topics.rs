@@ -295,10 +295,15 @@ impl TopicRegistry {
         write_file_atomically(&self.metadata_path, &raw)
     }
 
-    /// Applies retention to every partition; returns the number of segments deleted.
+    /// Applies retention to every partition of a topic whose cleanup.policy includes
+    /// delete; returns the number of segments deleted.
     pub fn apply_retention(&self) -> usize {
         let mut deleted = 0;
-        for topic in self.all() {
+        for topic in self
+            .all()
+            .into_iter()
+            .filter(|t| crate::config::topic_deletes(&t.configs))
+        {
             for p in &topic.partitions {
                 match p.log.lock().apply_retention(now_ms()) {
                     Ok(n) => deleted += n,
@@ -309,6 +314,35 @@ impl TopicRegistry {
             }
         }
         deleted
+    }
+
+    /// Compacts every partition of every compacted topic that is dirty enough.
+    pub fn compact_all(&self) -> runnel_log::CompactionStats {
+        let mut total = runnel_log::CompactionStats::default();
+        for topic in self.all() {
+            let Some(cfg) = crate::config::topic_compaction(&topic.configs) else {
+                continue;
+            };
+            for p in &topic.partitions {
+                match p
+                    .log
+                    .lock()
+                    .compact(now_ms(), &cfg, &crate::codec::KafkaCodecs)
+                {
+                    Ok(s) => {
+                        total.segments_rewritten += s.segments_rewritten;
+                        total.records_kept += s.records_kept;
+                        total.records_removed += s.records_removed;
+                        total.bytes_before += s.bytes_before;
+                        total.bytes_after += s.bytes_after;
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "compaction failed; the partition is left as it was")
+                    }
+                }
+            }
+        }
+        total
     }
 
     /// fsyncs every partition (log.flush.interval.ms).

@@ -242,7 +242,7 @@ pub fn walk_records(mut body: &[u8], mut f: impl FnMut(RecordPosition)) -> Resul
     Ok(count)
 }
 
-fn read_varlong(b: &[u8]) -> Result<(i64, usize)> {
+pub(crate) fn read_varlong(b: &[u8]) -> Result<(i64, usize)> {
     let mut value: u64 = 0;
     for (i, byte) in b.iter().enumerate().take(10) {
         value |= ((byte & 0x7f) as u64) << (7 * i);
@@ -256,7 +256,7 @@ fn read_varlong(b: &[u8]) -> Result<(i64, usize)> {
     ))
 }
 
-fn read_varint(b: &[u8]) -> Result<(i64, usize)> {
+pub(crate) fn read_varint(b: &[u8]) -> Result<(i64, usize)> {
     let (v, n) = read_varlong(b)?;
     if n > 5 || v < i32::MIN as i64 || v > i32::MAX as i64 {
         return Err(LogError::InvalidRecord("varint out of i32 range".into()));
@@ -310,7 +310,7 @@ pub fn for_each_record<'a>(b: &'a [u8], mut f: impl FnMut(RecordView<'a>)) -> Re
     Ok(())
 }
 
-fn read_nullable_bytes(b: &[u8]) -> Result<(Option<&[u8]>, &[u8])> {
+pub(crate) fn read_nullable_bytes(b: &[u8]) -> Result<(Option<&[u8]>, &[u8])> {
     let (len, n) = read_varint(b)?;
     if len < 0 {
         return Ok((None, &b[n..]));

@@ -10,6 +10,7 @@
 //! wraps each one in a mutex.
 
 pub mod batch;
+pub mod cleaner;
 mod config;
 mod error;
 mod index;
@@ -18,6 +19,7 @@ mod producer_state;
 mod segment;
 
 pub use batch::{BatchHeader, CompressionCodec, BATCH_HEADER_BYTES};
+pub use cleaner::{CompactionConfig, CompactionStats, RecordCodec};
 pub use config::{LogConfig, TimestampType};
 pub use error::LogError;
 pub use partition_log::{AppendResult, PartitionLog, ReadResult};

@@ -6,12 +6,13 @@
 //! - `log_start_offset <= next_offset`, and every offset in between is readable;
 //! - a batch is written whole or not at all; a torn tail is cut at the next open.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader, CompressionCodec, LOG_OVERHEAD};
+use crate::cleaner::{self, CompactionConfig, CompactionStats, RecordCodec};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{LogError, Result};
 use crate::index::write_atomically;
@@ -21,6 +22,7 @@ use crate::segment::LogSegment;
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 const SNAPSHOT_FILE: &str = "producer.snapshot";
 const EPOCH_FILE: &str = "leader-epoch-checkpoint";
+const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 
 /// What an append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,12 +52,15 @@ pub struct PartitionLog {
     /// (leader epoch, first offset written in it), ascending.
     epochs: Vec<(i32, i64)>,
     unflushed_records: i64,
+    /// Compaction has cleaned everything below this offset (`cleaner-offset-checkpoint`).
+    cleaned_up_to: i64,
 }
 
 impl PartitionLog {
     /// Opens (or creates) the log in `dir`, recovering from an unclean shutdown.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
+        finish_interrupted_compaction(dir)?;
         let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = clean_marker.exists();
         let mut bases = Vec::new();
@@ -89,7 +94,12 @@ impl PartitionLog {
             .next_back()
             .expect("at least one segment")
             .next_offset;
+        let cleaned_up_to = fs::read_to_string(dir.join(CLEANER_CHECKPOINT_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
         let mut log = PartitionLog {
+            cleaned_up_to,
             dir: dir.to_path_buf(),
             config,
             segments,
@@ -115,7 +125,8 @@ impl PartitionLog {
         let mut expected: Option<i64> = None;
         for seg in self.segments.values() {
             if let Some(e) = expected {
-                if seg.base_offset != e {
+                // Compaction leaves gaps between segments; overlap is what must never happen.
+                if seg.base_offset < e {
                     return Err(LogError::CorruptBatch(format!(
                         "segment {} starts at {} but the previous one ends at {e}; move the later segments aside to recover",
                         seg.log_path().display(),
@@ -513,6 +524,128 @@ impl PartitionLog {
         Ok(deleted)
     }
 
+    /// Compacts the cleanable part of the log (see `cleaner.rs`). Runs under the
+    /// partition lock; segments are read whole, so memory use is bounded by
+    /// `segment.bytes` plus the key map of the cleanable range.
+    pub fn compact(
+        &mut self,
+        now_ms: i64,
+        cfg: &CompactionConfig,
+        codec: &dyn RecordCodec,
+    ) -> Result<CompactionStats> {
+        let mut stats = CompactionStats::default();
+        let active_base = self.active().base_offset;
+        let lag_cutoff = now_ms.saturating_sub(cfg.min_compaction_lag_ms);
+        let mut cleanable = Vec::new();
+        for (base, seg) in self.segments.range(..active_base) {
+            if cfg.min_compaction_lag_ms > 0 && seg.max_timestamp > lag_cutoff {
+                break;
+            }
+            cleanable.push(*base);
+        }
+        let Some(&last) = cleanable.last() else {
+            return Ok(stats);
+        };
+        let end = self
+            .segments
+            .range(last + 1..)
+            .next()
+            .map_or(self.next_offset, |(b, _)| *b);
+        let total: u64 = cleanable.iter().map(|b| self.segments[b].size).sum();
+        let dirty: u64 = cleanable
+            .iter()
+            .filter(|b| self.segments[b].next_offset > self.cleaned_up_to)
+            .map(|b| self.segments[b].size)
+            .sum();
+        if total == 0 || (dirty as f64) / (total as f64) < cfg.min_cleanable_dirty_ratio {
+            return Ok(stats);
+        }
+        let mut map = HashMap::new();
+        for b in &cleanable {
+            let seg = &self.segments[b];
+            cleaner::index_keys(&seg.read_at(0, seg.size as usize)?, codec, &mut map)?;
+        }
+        // Consecutive segments are merged while they fit in one segment.
+        let mut groups: Vec<Vec<i64>> = Vec::new();
+        let mut group_size = 0u64;
+        for b in &cleanable {
+            let size = self.segments[b].size;
+            match groups.last_mut() {
+                Some(g) if group_size + size <= self.config.segment_bytes => {
+                    g.push(*b);
+                    group_size += size;
+                }
+                _ => {
+                    groups.push(vec![*b]);
+                    group_size = size;
+                }
+            }
+        }
+        let tombstone_cutoff = now_ms.saturating_sub(cfg.delete_retention_ms);
+        for group in groups {
+            let first = group[0];
+            let group_end = self
+                .segments
+                .range(group[group.len() - 1] + 1..)
+                .next()
+                .map_or(self.next_offset, |(b, _)| *b);
+            let mut out = Vec::new();
+            for b in &group {
+                let seg = &self.segments[b];
+                stats.bytes_before += seg.size;
+                cleaner::filter_batches(
+                    &seg.read_at(0, seg.size as usize)?,
+                    &map,
+                    tombstone_cutoff,
+                    codec,
+                    &mut out,
+                    &mut stats,
+                )?;
+            }
+            stats.bytes_after += out.len() as u64;
+            self.swap_in(first, group_end, &out, now_ms)?;
+            stats.segments_rewritten += group.len();
+        }
+        self.cleaned_up_to = end;
+        write_atomically(
+            &self.dir.join(CLEANER_CHECKPOINT_FILE),
+            end.to_string().as_bytes(),
+        )?;
+        Ok(stats)
+    }
+
+    /// Replaces the segments with bases in [first, end) by one holding `bytes`, crash-safely.
+    fn swap_in(&mut self, first: i64, end: i64, bytes: &[u8], now_ms: i64) -> Result<()> {
+        let stem = crate::segment::file_stem(first);
+        let cleaned = self.dir.join(format!("{stem}.cleaned"));
+        write_atomically(&cleaned, bytes)?;
+        let swap = self
+            .dir
+            .join(format!("{stem}.{}.swap", crate::segment::file_stem(end)));
+        fs::rename(&cleaned, &swap).map_err(|e| LogError::io(&swap, e))?;
+        sync_dir(&self.dir)?;
+        let old: Vec<i64> = self.segments.range(first..end).map(|(b, _)| *b).collect();
+        for b in old {
+            if let Some(seg) = self.segments.remove(&b) {
+                if b != first {
+                    seg.delete_files()?;
+                }
+            }
+        }
+        let target = self.dir.join(format!("{stem}.log"));
+        fs::rename(&swap, &target).map_err(|e| LogError::io(&target, e))?;
+        sync_dir(&self.dir)?;
+        let (seg, _) = LogSegment::open(
+            &self.dir,
+            first,
+            false,
+            self.config.index_interval_bytes,
+            now_ms,
+        )?;
+        self.segments.insert(first, seg);
+        Ok(())
+    }
+
     /// Flushes everything and leaves a marker so the next open skips crash recovery.
     pub fn close(&mut self) -> Result<()> {
         self.flush()?;
@@ -531,6 +664,50 @@ impl PartitionLog {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Completes or discards a compaction that a crash interrupted: a `.cleaned` file was
+/// never swapped in (the originals are intact), so it goes; a `.swap` file was, so the
+/// segments it replaces are deleted and it takes the first one's name.
+fn finish_interrupted_compaction(dir: &Path) -> Result<()> {
+    let mut logs = Vec::new();
+    let mut swaps = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
+        let path = entry.map_err(|e| LogError::io(dir, e))?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.ends_with(".cleaned") {
+            fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+        } else if let Some(stem) = name.strip_suffix(".swap") {
+            if let Some((a, b)) = stem.split_once('.') {
+                if let (Ok(first), Ok(end)) = (a.parse::<i64>(), b.parse::<i64>()) {
+                    swaps.push((first, end, path));
+                }
+            }
+        } else if let Some(stem) = name.strip_suffix(".log") {
+            if let Ok(base) = stem.parse::<i64>() {
+                logs.push(base);
+            }
+        }
+    }
+    for (first, end, swap) in swaps {
+        tracing::warn!(swap = %swap.display(), "completing a compaction interrupted by a crash");
+        for b in logs.iter().filter(|b| **b > first && **b < end) {
+            let p = dir.join(format!("{}.log", crate::segment::file_stem(*b)));
+            fs::remove_file(&p).map_err(|e| LogError::io(&p, e))?;
+        }
+        let target = dir.join(format!("{}.log", crate::segment::file_stem(first)));
+        fs::rename(&swap, &target).map_err(|e| LogError::io(&target, e))?;
+    }
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io(dir, e))
 }
 
 fn read_epochs(path: &Path) -> Vec<(i32, i64)> {

@@ -367,9 +367,9 @@ impl GroupCoordinator {
         if let Some(t) = topics.get(OFFSETS_TOPIC) {
             return Ok(t);
         }
-        // Compaction is not available yet, so offsets are kept forever rather than lost
-        // to time retention; see ARCHITECTURE.md.
-        let configs = BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]);
+        // Compacted, as in Kafka: the latest commit per (group, topic, partition) and the
+        // latest metadata per group are kept; tombstones clear deleted groups.
+        let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
         match topics.create(
             OFFSETS_TOPIC,
             self.config.offsets_topic_partitions,

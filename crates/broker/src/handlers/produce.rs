@@ -48,7 +48,12 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                     format!("{name}-{} does not exist", pd.index),
                 )),
                 (Some(_), None) => Err(BrokerError::new(ErrorCode::InvalidRecord, "no records")),
-                (Some(p), Some(records)) => append(&p, &records).map(|r| (p, r)),
+                (Some(p), Some(records)) => {
+                    let compacted = topic_entry
+                        .as_ref()
+                        .is_some_and(|t| crate::config::topic_compaction(&t.configs).is_some());
+                    append(&p, &records, compacted).map(|r| (p, r))
+                }
             };
             match result {
                 Ok((p, r)) => {
@@ -100,7 +105,26 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     }))
 }
 
-fn append(p: &Partition, records: &bytes::Bytes) -> Result<runnel_log::AppendResult, BrokerError> {
+/// Kafka refuses keyless records on compacted topics: they could never be cleaned.
+fn check_keys(records: &[u8], h: &BatchHeader) -> Result<(), BrokerError> {
+    let section = runnel_log::cleaner::records_section(records, h, &crate::codec::KafkaCodecs)
+        .map_err(BrokerError::from)?;
+    let parsed =
+        runnel_log::cleaner::split_records(&section, h.base_offset).map_err(BrokerError::from)?;
+    if parsed.iter().any(|r| r.key.is_none()) {
+        return Err(BrokerError::new(
+            ErrorCode::InvalidRecord,
+            "compacted topic cannot accept a record without a key",
+        ));
+    }
+    Ok(())
+}
+
+fn append(
+    p: &Partition,
+    records: &bytes::Bytes,
+    compacted: bool,
+) -> Result<runnel_log::AppendResult, BrokerError> {
     // Produce v3+ carries exactly one batch per partition (Kafka refuses more).
     let first = BatchHeader::parse(records).map_err(BrokerError::from)?;
     if first.total_size() != records.len() {
@@ -114,6 +138,11 @@ fn append(p: &Partition, records: &bytes::Bytes) -> Result<runnel_log::AppendRes
             ErrorCode::InvalidTxnState,
             "transactional produce is not available yet",
         ));
+    }
+    if compacted {
+        // Validate first so a corrupt batch gets CORRUPT_MESSAGE, not a key error.
+        runnel_log::batch::validate_batch(records).map_err(BrokerError::from)?;
+        check_keys(records, &first)?;
     }
     let mut buf = BytesMut::from(&records[..]);
     let result = p.log.lock().append(&mut buf, p.leader_epoch, now_ms());
