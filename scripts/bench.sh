@@ -90,21 +90,32 @@ fmt() {
 }
 
 echo "== baselines" >&2
-LOOP=$(step loopback --record-size $RECORD_SIZE --count "$COUNT")
+# The ceiling: best of three loopback runs (short runs on a busy machine vary).
+LOOP_MBS=
+for _ in 1 2 3; do
+    LOOP=$(step loopback --record-size $RECORD_SIZE --count "$COUNT")
+    m=$(field "$LOOP" .mb_per_s)
+    if [[ -n "$m" ]] && awk -v a="$m" -v b="${LOOP_MBS:-0}" 'BEGIN { exit !(a > b) }'; then LOOP_MBS=$m; fi
+done
 DISK=$(step disk --dir "$DATA" --record-size $RECORD_SIZE --count "$COUNT" --sync-every-mib 1)
-LOOP_MBS=$(field "$LOOP" .mb_per_s)
 DISK_MBS=$(field "$DISK" .no_sync_mb_per_s)
 DISK_SYNC_MBS=$(field "$DISK" .sync_mb_per_s)
+DISK1_MBS=$DISK_MBS DISK1_SYNC_MBS=$DISK_SYNC_MBS
 
-ROWS=()
-add_row() { # name json
+NAMES=()
+RESULTS=()
+add_row() { # name json; formatted at the end, when every baseline is known
+    NAMES+=("$1")
+    RESULTS+=("${2:-}")
+}
+print_row() { # name json
     local name=$1 j=$2 mbs
     mbs=$(field "$j" .mb_per_s)
-    ROWS+=("$(printf '%-34s %12s %9s %7s %7s %7s  %8s %8s %8s %8s' "$name" \
+    printf '%-34s %12s %9s %7s %7s %7s  %8s %8s %8s %8s\n' "$name" \
         "$(fmt "$(field "$j" .records_per_s)" 0)" "$(fmt "$mbs")" \
         "$(ratio "$mbs" "$LOOP_MBS")" "$(ratio "$mbs" "$DISK_MBS")" "$(ratio "$mbs" "$DISK_SYNC_MBS")" \
         "$(fmt "$(field "$j" .latency_ms.p50)" 3)" "$(fmt "$(field "$j" .latency_ms.p99)" 3)" \
-        "$(fmt "$(field "$j" .latency_ms.p999)" 3)" "$(fmt "$(field "$j" .latency_ms.max)" 3)")")
+        "$(fmt "$(field "$j" .latency_ms.p999)" 3)" "$(fmt "$(field "$j" .latency_ms.max)" 3)"
 }
 
 echo "== produce, $COUNT records of $RECORD_SIZE B per run" >&2
@@ -138,16 +149,28 @@ for acks in 1 all; do
     if [[ $acks == 1 ]]; then E2E_P99=$(field "$J" .latency_ms.p99); fi
 done
 
+# The page-cache write rate of a VM drifts with memory pressure: measure it again at the
+# end, and compare Runnel with the mean of the two.
+echo "== baselines again" >&2
+DISK2=$(step disk --dir "$DATA" --record-size $RECORD_SIZE --count "$COUNT" --sync-every-mib 1)
+DISK2_MBS=$(field "$DISK2" .no_sync_mb_per_s)
+DISK2_SYNC_MBS=$(field "$DISK2" .sync_mb_per_s)
+mean() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "") print b; else if (b == "") print a; else print (a + b) / 2 }'; }
+DISK_MBS=$(mean "$DISK1_MBS" "$DISK2_MBS")
+DISK_SYNC_MBS=$(mean "$DISK1_SYNC_MBS" "$DISK2_SYNC_MBS")
+
 echo
 echo "Runnel benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, records of $RECORD_SIZE B; MB = 10^6 bytes"
 echo "baselines measured in this run:"
-printf '  %-44s %9s MB/s\n' "loopback TCP, 1 connection" "$(fmt "$LOOP_MBS")"
-printf '  %-44s %9s MB/s\n' "sequential write, page cache" "$(fmt "$DISK_MBS")"
-printf '  %-44s %9s MB/s\n' "sequential write, fdatasync every 1 MiB" "$(fmt "$DISK_SYNC_MBS")"
+printf '  %-44s %9s MB/s\n' "loopback TCP, 1 connection, best of 3" "$(fmt "$LOOP_MBS")"
+printf '  %-44s %9s MB/s  (start %s, end %s)\n' "sequential write, page cache" "$(fmt "$DISK_MBS")" \
+    "$(fmt "$DISK1_MBS")" "$(fmt "$DISK2_MBS")"
+printf '  %-44s %9s MB/s  (start %s, end %s)\n' "sequential write, fdatasync every 1 MiB" \
+    "$(fmt "$DISK_SYNC_MBS")" "$(fmt "$DISK1_SYNC_MBS")" "$(fmt "$DISK2_SYNC_MBS")"
 echo
 printf '%-34s %12s %9s %7s %7s %7s  %8s %8s %8s %8s\n' "figure" "records/s" "MB/s" "/loop" "/disk" "/dsync" \
     "p50 ms" "p99 ms" "p99.9 ms" "max ms"
-for r in "${ROWS[@]}"; do echo "$r"; done
+for i in "${!NAMES[@]}"; do print_row "${NAMES[$i]}" "${RESULTS[$i]}"; done
 echo
 echo "/loop, /disk, /dsync: the figure's MB/s divided by loopback TCP, page-cache writes, fdatasync'd writes."
 echo "Latency: produce = request sent to acknowledged; consume = fetch round trip; e2e = record built to consumer decoded."

@@ -492,6 +492,10 @@ impl Client {
 
     /// Produces an already encoded record batch (or several, concatenated). The codec in
     /// `options` is ignored: the batch says how it is compressed.
+    ///
+    /// Retriable failures are retried after a metadata refresh. A batch whose connection
+    /// broke after it was sent may then be stored twice, unless it carries an idempotent
+    /// producer id and sequence (the broker answers the resend as a duplicate).
     pub async fn produce_batch(
         &self,
         topic: &str,
@@ -639,7 +643,16 @@ impl Client {
         }
         while let Some(joined) = tasks.join_next().await {
             match joined.expect("fetch tasks do not panic") {
-                Ok(results) => out.extend(results),
+                Ok(results) => {
+                    // A partition that moved or vanished makes the cached metadata stale.
+                    if results
+                        .iter()
+                        .any(|(_, r)| r.as_ref().is_err_and(|e| e.is_retriable()))
+                    {
+                        self.inner.state.lock().unwrap().topics.remove(topic);
+                    }
+                    out.extend(results)
+                }
                 Err((parts, e)) => {
                     if e.is_retriable() {
                         self.inner.state.lock().unwrap().topics.remove(topic);
