@@ -291,6 +291,14 @@ impl BrokerConfig {
                 "offsets.topic.num.partitions" => {
                     c.groups.offsets_topic_partitions = parse_i64(k, v, 1)?.min(100_000) as i32
                 }
+                "group.consumer.heartbeat.interval.ms" => {
+                    c.groups.consumer_heartbeat_interval_ms =
+                        parse_i64(k, v, 1)?.min(i32::MAX as i64) as i32
+                }
+                "group.consumer.session.timeout.ms" => {
+                    c.groups.consumer_session_timeout_ms =
+                        parse_i64(k, v, 1)?.min(i32::MAX as i64) as i32
+                }
                 "offset.metadata.max.bytes" => {
                     c.groups.offset_metadata_max_bytes = parse_i64(k, v, 0)? as usize
                 }

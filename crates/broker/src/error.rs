@@ -47,6 +47,10 @@ pub enum ErrorCode {
     MemberIdRequired = 79,
     FencedInstanceId = 82,
     GroupSubscribedToTopic = 86,
+    FencedMemberEpoch = 110,
+    UnreleasedInstanceId = 111,
+    UnsupportedAssignor = 112,
+    StaleMemberEpoch = 113,
     InvalidRecord = 87,
     UnknownTopicId = 100,
 }

@@ -14,6 +14,7 @@
 //! Thread-safe: all group state is behind one mutex; waiting (a JoinGroup parked until
 //! the rebalance completes) happens on oneshot channels outside it.
 
+pub mod consumer;
 pub mod records;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -40,6 +41,9 @@ pub struct GroupConfig {
     pub offsets_retention_ms: i64,
     pub offsets_topic_partitions: i32,
     pub offset_metadata_max_bytes: usize,
+    /// KIP-848 groups: `group.consumer.heartbeat.interval.ms` and `.session.timeout.ms`.
+    pub consumer_heartbeat_interval_ms: i32,
+    pub consumer_session_timeout_ms: i32,
 }
 
 impl Default for GroupConfig {
@@ -51,6 +55,8 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_topic_partitions: 50,
             offset_metadata_max_bytes: 4096,
+            consumer_heartbeat_interval_ms: 5000,
+            consumer_session_timeout_ms: 45_000,
         }
     }
 }
@@ -314,6 +320,8 @@ pub type CommitWait = Option<(Arc<Partition>, i64)>;
 pub struct GroupCoordinator {
     pub config: GroupConfig,
     groups: Mutex<HashMap<String, Group>>,
+    /// KIP-848 groups. Lock order: `consumer_groups` before `groups`.
+    consumer_groups: Mutex<HashMap<String, consumer::ConsumerGroup>>,
 }
 
 impl GroupCoordinator {
@@ -321,6 +329,7 @@ impl GroupCoordinator {
         GroupCoordinator {
             config,
             groups: Mutex::new(HashMap::new()),
+            consumer_groups: Mutex::new(HashMap::new()),
         }
     }
 
@@ -912,11 +921,27 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return fail(ErrorCode::InvalidGroupId, offsets.len());
         }
+        let consumer_groups = self.consumer_groups.lock();
         let mut groups = self.groups.lock();
         let g = groups
             .entry(group_id.to_string())
             .or_insert_with(|| Group::new(group_id));
-        if generation < 0 && member_id.is_empty() {
+        if let Some(cg) = consumer_groups
+            .get(group_id)
+            .filter(|cg| !cg.members.is_empty())
+        {
+            // KIP-848 group: the member's epoch is the fence (STALE_MEMBER_EPOCH otherwise).
+            if let Err(code) = cg.has_member_epoch(member_id, generation) {
+                tracing::debug!(
+                    group = group_id,
+                    member = member_id,
+                    epoch = generation,
+                    ?code,
+                    "offset commit fenced"
+                );
+                return fail(code, offsets.len());
+            }
+        } else if generation < 0 && member_id.is_empty() {
             if !g.members.is_empty() {
                 return fail(ErrorCode::UnknownMemberId, offsets.len());
             }
@@ -1006,18 +1031,34 @@ impl GroupCoordinator {
     }
 
     /// (group id, protocol type, state) of every group.
-    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+    /// (group id, protocol type, state, group type) of every group.
+    pub fn list(&self) -> Vec<(String, String, String, &'static str)> {
+        let consumer_groups = self.consumer_groups.lock();
         let groups = self.groups.lock();
-        let mut out: Vec<_> = groups
+        let mut out: Vec<_> = consumer_groups
             .values()
             .map(|g| {
                 (
                     g.id.clone(),
-                    g.protocol_type.clone().unwrap_or_default(),
-                    g.state,
+                    "consumer".to_string(),
+                    g.state().to_string(),
+                    "consumer",
                 )
             })
             .collect();
+        out.extend(
+            groups
+                .values()
+                .filter(|g| !consumer_groups.contains_key(&g.id))
+                .map(|g| {
+                    (
+                        g.id.clone(),
+                        g.protocol_type.clone().unwrap_or_default(),
+                        g.state.name().to_string(),
+                        "classic",
+                    )
+                }),
+        );
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -1135,9 +1176,73 @@ impl GroupCoordinator {
         Ok(codes)
     }
 
+    /// A KIP-848 heartbeat (join, stay, leave).
+    pub fn consumer_heartbeat(
+        &self,
+        topics: &TopicRegistry,
+        group_id: &str,
+        p: consumer::HeartbeatParams,
+    ) -> consumer::HeartbeatResult {
+        if group_id.is_empty() {
+            return consumer::HeartbeatResult {
+                error: ErrorCode::InvalidGroupId,
+                message: Some("empty group id".into()),
+                member_id: p.member_id,
+                member_epoch: -1,
+                assignment: None,
+            };
+        }
+        let mut consumer_groups = self.consumer_groups.lock();
+        if !consumer_groups.contains_key(group_id) {
+            let classic_busy = self
+                .groups
+                .lock()
+                .get(group_id)
+                .is_some_and(|g| !g.members.is_empty());
+            if classic_busy {
+                return consumer::HeartbeatResult {
+                    error: ErrorCode::GroupIdNotFound,
+                    message: Some(format!("group '{group_id}' is a classic group with members; it cannot take consumer-protocol members")),
+                    member_id: p.member_id,
+                    member_epoch: -1,
+                    assignment: None,
+                };
+            }
+        }
+        let catalog: consumer::TopicCatalog = topics
+            .all()
+            .iter()
+            .filter(|t| !t.name.starts_with("__"))
+            .map(|t| (t.id, t.name.clone(), t.partitions.len() as i32))
+            .collect();
+        let g = consumer_groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| consumer::ConsumerGroup::new(group_id));
+        g.heartbeat(p, &catalog, Instant::now())
+    }
+
+    /// Runs `f` on a KIP-848 group, if it exists.
+    pub fn with_consumer_group<R>(
+        &self,
+        group_id: &str,
+        f: impl FnOnce(&consumer::ConsumerGroup) -> R,
+    ) -> Option<R> {
+        self.consumer_groups.lock().get(group_id).map(f)
+    }
+
     /// Runs the timers: join and sync deadlines, session expiry, offset expiry.
     pub fn tick(&self, topics: &TopicRegistry) {
         let now = Instant::now();
+        {
+            let timeout =
+                Duration::from_millis(self.config.consumer_session_timeout_ms.max(0) as u64);
+            let mut consumer_groups = self.consumer_groups.lock();
+            for g in consumer_groups.values_mut() {
+                if g.expire(timeout, now) {
+                    tracing::info!(group = %g.id, "consumer-protocol members' sessions expired");
+                }
+            }
+        }
         let mut groups = self.groups.lock();
         for g in groups.values_mut() {
             let expired: Vec<String> = g

@@ -292,6 +292,7 @@ pub fn offset_commit(
             ));
         }
     }
+    tracing::debug!(group = %body.group_id.0, member = %body.member_id, epoch = body.generation_id_or_member_epoch, offsets = ?offsets.iter().map(|o| (o.1, o.2)).collect::<Vec<_>>(), "offset commit");
     let (codes, wait) = broker.groups.commit_offsets(
         &broker.topics,
         &body.group_id.0,
@@ -423,29 +424,29 @@ pub fn list(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture,
         .groups
         .list()
         .into_iter()
-        .filter(|(_, _, state)| {
+        .filter(|(_, _, state, _)| {
             body.states_filter.is_empty()
                 || body
                     .states_filter
                     .iter()
-                    .any(|s| s.eq_ignore_ascii_case(state.name()))
+                    .any(|s| s.eq_ignore_ascii_case(state))
         })
-        .filter(|_| {
+        .filter(|(_, _, _, kind)| {
             body.types_filter.is_empty()
                 || body
                     .types_filter
                     .iter()
-                    .any(|t| t.eq_ignore_ascii_case("classic"))
+                    .any(|t| t.eq_ignore_ascii_case(kind))
         })
-        .map(|(id, protocol_type, state)| {
+        .map(|(id, protocol_type, state, kind)| {
             let mut g = ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(&id)))
                 .with_protocol_type(str_bytes(&protocol_type));
             if req.api_version >= 4 {
-                g = g.with_group_state(str_bytes(state.name()));
+                g = g.with_group_state(str_bytes(&state));
             }
             if req.api_version >= 5 {
-                g = g.with_group_type(str_bytes("classic"));
+                g = g.with_group_type(str_bytes(kind));
             }
             g
         })
@@ -549,4 +550,151 @@ pub fn offset_delete(
         }
     };
     ready(req, &response)
+}
+
+fn wire_assignment(
+    a: &crate::groups::consumer::Assignment,
+) -> Vec<consumer_group_heartbeat_response::TopicPartitions> {
+    a.iter()
+        .map(|(t, ps)| {
+            consumer_group_heartbeat_response::TopicPartitions::default()
+                .with_topic_id(*t)
+                .with_partitions(ps.iter().copied().collect())
+        })
+        .collect()
+}
+
+pub fn consumer_heartbeat(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    peer: std::net::SocketAddr,
+) -> Result<ResponseFuture, DecodeError> {
+    let body: ConsumerGroupHeartbeatRequest = decode_body(&req.body, req.api_version)?;
+    let owned = body.topic_partitions.as_ref().map(|tps| {
+        tps.iter()
+            .map(|tp| (tp.topic_id, tp.partitions.iter().copied().collect()))
+            .collect::<crate::groups::consumer::Assignment>()
+    });
+    let params = crate::groups::consumer::HeartbeatParams {
+        member_id: body.member_id.to_string(),
+        member_epoch: body.member_epoch,
+        instance_id: body.instance_id.as_ref().map(|s| s.to_string()),
+        rack_id: body.rack_id.as_ref().map(|s| s.to_string()),
+        rebalance_timeout_ms: body.rebalance_timeout_ms,
+        subscribed_names: body
+            .subscribed_topic_names
+            .as_ref()
+            .map(|ns| ns.iter().map(|n| n.0.to_string()).collect()),
+        subscribed_regex: body
+            .subscribed_topic_regex
+            .as_ref()
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty()),
+        server_assignor: body.server_assignor.as_ref().map(|s| s.to_string()),
+        owned,
+        client_id: req
+            .client_id
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        client_host: format!("/{}", peer.ip()),
+    };
+    let r = broker
+        .groups
+        .consumer_heartbeat(&broker.topics, &body.group_id.0, params);
+    let response = ConsumerGroupHeartbeatResponse::default()
+        .with_error_code(r.error.code())
+        .with_error_message(r.message.as_deref().map(str_bytes))
+        .with_member_id(Some(str_bytes(&r.member_id)))
+        .with_member_epoch(r.member_epoch)
+        .with_heartbeat_interval_ms(broker.groups.config.consumer_heartbeat_interval_ms)
+        .with_assignment(r.assignment.as_ref().map(|a| {
+            consumer_group_heartbeat_response::Assignment::default()
+                .with_topic_partitions(wire_assignment(a))
+        }));
+    ready(req, &response)
+}
+
+pub fn consumer_describe(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
+    use consumer_group_describe_response as cgd;
+    let body: ConsumerGroupDescribeRequest = decode_body(&req.body, req.api_version)?;
+    let names: std::collections::HashMap<uuid::Uuid, String> = broker
+        .topics
+        .all()
+        .iter()
+        .map(|t| (t.id, t.name.clone()))
+        .collect();
+    let described = |a: &crate::groups::consumer::Assignment| {
+        cgd::Assignment::default().with_topic_partitions(
+            a.iter()
+                .map(|(t, ps)| {
+                    cgd::TopicPartitions::default()
+                        .with_topic_id(*t)
+                        .with_topic_name(TopicName(str_bytes(
+                            names.get(t).map_or("", String::as_str),
+                        )))
+                        .with_partitions(ps.iter().copied().collect())
+                })
+                .collect(),
+        )
+    };
+    let groups = body
+        .group_ids
+        .iter()
+        .map(|id| {
+            broker
+                .groups
+                .with_consumer_group(&id.0, |g| {
+                    cgd::DescribedGroup::default()
+                        .with_group_id(id.clone())
+                        .with_group_state(str_bytes(g.state()))
+                        .with_group_epoch(g.group_epoch)
+                        .with_assignment_epoch(g.assignment_epoch)
+                        .with_assignor_name(str_bytes(&g.assignor))
+                        .with_members(
+                            g.members
+                                .values()
+                                .map(|m| {
+                                    cgd::Member::default()
+                                        .with_member_id(str_bytes(&m.id))
+                                        .with_instance_id(m.instance_id.as_deref().map(str_bytes))
+                                        .with_rack_id(m.rack_id.as_deref().map(str_bytes))
+                                        .with_member_epoch(m.epoch)
+                                        .with_client_id(str_bytes(&m.client_id))
+                                        .with_client_host(str_bytes(&m.client_host))
+                                        .with_subscribed_topic_names(
+                                            m.subscribed_names
+                                                .iter()
+                                                .map(|n| TopicName(str_bytes(n)))
+                                                .collect(),
+                                        )
+                                        .with_subscribed_topic_regex(
+                                            m.subscribed_regex.as_deref().map(str_bytes),
+                                        )
+                                        .with_assignment(described(&m.owned))
+                                        .with_target_assignment(described(
+                                            g.target.get(&m.id).unwrap_or(&Default::default()),
+                                        ))
+                                })
+                                .collect(),
+                        )
+                })
+                .unwrap_or_else(|| {
+                    cgd::DescribedGroup::default()
+                        .with_group_id(id.clone())
+                        .with_error_code(ErrorCode::GroupIdNotFound.code())
+                        .with_error_message(Some(str_bytes(&format!(
+                            "group '{}' is not a consumer-protocol group",
+                            id.0
+                        ))))
+                })
+        })
+        .collect();
+    ready(
+        req,
+        &ConsumerGroupDescribeResponse::default().with_groups(groups),
+    )
 }

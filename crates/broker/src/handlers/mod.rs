@@ -52,6 +52,8 @@ pub fn dispatch(
         ApiKey::DescribeGroups => groups::describe(broker, &req),
         ApiKey::DeleteGroups => groups::delete(broker, &req),
         ApiKey::OffsetDelete => groups::offset_delete(broker, &req),
+        ApiKey::ConsumerGroupHeartbeat => groups::consumer_heartbeat(broker, &req, peer),
+        ApiKey::ConsumerGroupDescribe => groups::consumer_describe(broker, &req),
         // parse_request only lets through APIs in the supported table.
         other => Err(DecodeError::Malformed {
             what: "request",
