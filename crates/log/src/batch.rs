@@ -377,6 +377,49 @@ pub fn build_batch(records: &[(Option<&[u8]>, Option<&[u8]>)], timestamp: i64) -
     b
 }
 
+/// Builds a transaction marker: a control batch (transactional + control attributes)
+/// for `producer_id`/`epoch` holding one EndTransactionMarker record (key: version 0,
+/// type 0 abort / 1 commit; value: version 0, coordinator epoch).
+pub fn build_control_batch(
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Vec<u8> {
+    let mut key = [0u8; 4];
+    key[2..4].copy_from_slice(&(commit as i16).to_be_bytes());
+    let mut value = [0u8; 6];
+    value[2..6].copy_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut b = build_batch(&[(Some(&key), Some(&value))], timestamp);
+    b[21..23].copy_from_slice(&(ATTR_TRANSACTIONAL | ATTR_CONTROL).to_be_bytes());
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// For a control batch, whether its marker commits (true) or aborts (false); None when
+/// the batch is not a transaction marker.
+pub fn marker_type(b: &[u8]) -> Option<bool> {
+    let h = BatchHeader::parse(b).ok()?;
+    if !h.is_control() {
+        return None;
+    }
+    let mut kind = None;
+    for_each_record(b, |r| {
+        if kind.is_none() {
+            kind = r
+                .key
+                .filter(|k| k.len() >= 4)
+                .map(|k| i16::from_be_bytes([k[2], k[3]]) == 1);
+        }
+    })
+    .ok()?;
+    kind
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -490,6 +533,20 @@ pub(crate) mod tests {
                 (1, 42, Some(b"k2".to_vec()), None)
             ]
         );
+    }
+
+    #[test]
+    fn control_batches_carry_their_marker() {
+        let b = build_control_batch(7, 3, true, 0, 5);
+        let h = validate_batch(&b).unwrap();
+        assert!(h.is_control() && h.is_transactional());
+        assert_eq!((h.producer_id, h.producer_epoch), (7, 3));
+        assert_eq!(marker_type(&b), Some(true));
+        assert_eq!(
+            marker_type(&build_control_batch(7, 3, false, 0, 5)),
+            Some(false)
+        );
+        assert_eq!(marker_type(&build_batch(&[(None, None)], 0)), None);
     }
 
     #[test]

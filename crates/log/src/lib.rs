@@ -23,7 +23,7 @@ pub use cleaner::{CompactionConfig, CompactionStats, RecordCodec};
 pub use config::{LogConfig, TimestampType};
 pub use error::LogError;
 pub use partition_log::{AppendResult, PartitionLog, ReadResult};
-pub use producer_state::{ProducerEntry, MAX_CACHED_BATCHES_PER_PRODUCER};
+pub use producer_state::{AbortedTxn, ProducerEntry, MAX_CACHED_BATCHES_PER_PRODUCER};
 
 /// Kafka's "no value" marker for producer ids, epochs, sequences and timestamps.
 pub const NO_PRODUCER_ID: i64 = -1;

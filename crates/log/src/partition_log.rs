@@ -146,30 +146,36 @@ impl PartitionLog {
             _ => (self.log_start_offset, ProducerStateManager::default()),
         };
         let mut producers = state;
-        let mut offset = from.max(self.log_start_offset);
-        while offset < self.next_offset {
-            let Some(seg) = self.segment_for(offset) else {
-                break;
-            };
-            let Some((mut pos, _)) = seg.find(offset)? else {
-                break;
+        let from = from.max(self.log_start_offset);
+        // Segments may have gaps after compaction: visit every segment that ends past
+        // `from`, starting inside the first one.
+        for seg in self.segments.values().filter(|s| s.next_offset > from) {
+            let Some((mut pos, _)) = seg.find(from)? else {
+                continue;
             };
             while pos < seg.size {
                 let head = seg.read_at(pos, batch::BATCH_HEADER_BYTES)?;
                 let h = BatchHeader::parse(&head)?;
-                if h.has_producer_id() && h.last_offset() >= offset {
-                    producers.update(&h);
+                if h.has_producer_id() && h.last_offset() >= from {
+                    if h.is_control() {
+                        let whole = seg.read_at(pos, h.total_size())?;
+                        if let Some(commit) = batch::marker_type(&whole) {
+                            producers.apply_marker(
+                                h.producer_id,
+                                h.producer_epoch,
+                                commit,
+                                h.base_offset,
+                            );
+                        }
+                    } else {
+                        producers.update(&h);
+                    }
                 }
                 pos += h.total_size() as u64;
             }
-            offset = seg.next_offset;
         }
         self.producers = producers;
         Ok(())
-    }
-
-    fn segment_for(&self, offset: i64) -> Option<&LogSegment> {
-        self.segments.range(..=offset).next_back().map(|(_, s)| s)
     }
 
     fn active(&self) -> &LogSegment {
@@ -308,6 +314,65 @@ impl PartitionLog {
             write_epochs(&self.dir.join(EPOCH_FILE), &self.epochs)?;
         }
         Ok(())
+    }
+
+    /// Appends a transaction marker (a control batch) for `producer_id`, ending its open
+    /// transaction on this partition. Written by the transaction coordinator only.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<i64> {
+        if let Some(entry) = self.producers.get(producer_id) {
+            if epoch < entry.epoch {
+                return Err(LogError::InvalidProducerEpoch {
+                    producer_id,
+                    current: entry.epoch,
+                    got: epoch,
+                });
+            }
+        }
+        let mut b =
+            batch::build_control_batch(producer_id, epoch, commit, coordinator_epoch, now_ms);
+        self.maybe_roll(b.len() as u64, now_ms)?;
+        let offset = self.next_offset;
+        batch::patch_offset_and_epoch(&mut b, offset, leader_epoch);
+        let h = BatchHeader::parse(&b)?;
+        let index_interval = self.config.index_interval_bytes;
+        self.active_mut().append(&b, &[h], index_interval)?;
+        self.next_offset = offset + 1;
+        self.producers
+            .apply_marker(producer_id, epoch, commit, offset);
+        self.note_epoch(leader_epoch, offset)?;
+        Ok(offset)
+    }
+
+    /// The last stable offset: below it every transaction is decided (Kafka's LSO).
+    pub fn last_stable_offset(&self) -> i64 {
+        self.producers
+            .first_unstable_offset()
+            .map_or(self.next_offset, |o| o.min(self.next_offset))
+    }
+
+    /// Aborted transactions overlapping [from, to), for read_committed fetches.
+    pub fn aborted_transactions(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Vec<crate::producer_state::AbortedTxn> {
+        self.producers.aborted_between(from, to)
+    }
+
+    /// Every producer with state on this partition (DescribeProducers).
+    pub fn producer_states(&self) -> Vec<(i64, ProducerEntry)> {
+        self.producers
+            .producers()
+            .map(|(id, e)| (id, e.clone()))
+            .collect()
     }
 
     /// Rolls to a new segment when the next append would overflow the active one, when
@@ -520,6 +585,7 @@ impl PartitionLog {
                 .expect("non-empty")
                 .base_offset;
             self.log_start_offset = self.log_start_offset.max(new_start);
+            self.producers.prune_aborted(self.log_start_offset);
         }
         Ok(deleted)
     }

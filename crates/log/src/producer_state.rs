@@ -14,7 +14,7 @@ use crate::index::write_atomically;
 /// Kafka keeps the metadata of the last five batches per producer, matching the client's
 /// `max.in.flight.requests.per.connection` limit of five for idempotence.
 pub const MAX_CACHED_BATCHES_PER_PRODUCER: usize = 5;
-const SNAPSHOT_MAGIC: &[u8; 4] = b"RPS1";
+const SNAPSHOT_MAGIC: &[u8; 4] = b"RPS2";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchMetadata {
@@ -28,7 +28,25 @@ pub struct BatchMetadata {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub last_timestamp: i64,
+    /// First offset of this producer's open transaction on the partition, if any.
+    pub txn_first_offset: Option<i64>,
     batches: VecDeque<BatchMetadata>,
+}
+
+impl ProducerEntry {
+    /// The last sequence number written, or -1.
+    pub fn last_sequence(&self) -> i32 {
+        self.batches.back().map_or(-1, |b| b.last_seq)
+    }
+}
+
+/// A transaction that ended with an abort marker: consumers reading committed data skip
+/// this producer's records from `first_offset` up to the marker at `last_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -40,6 +58,7 @@ pub enum SequenceCheck {
 #[derive(Debug, Default)]
 pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
+    aborted: Vec<AbortedTxn>,
 }
 
 fn next_seq(seq: i32) -> i32 {
@@ -107,6 +126,9 @@ impl ProducerStateManager {
             entry.batches.clear();
         }
         entry.last_timestamp = h.max_timestamp;
+        if h.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(h.base_offset);
+        }
         entry.batches.push_back(BatchMetadata {
             first_seq: h.base_sequence,
             last_seq: h.last_sequence(),
@@ -118,6 +140,57 @@ impl ProducerStateManager {
         }
     }
 
+    /// Applies a transaction marker written at `offset`: the producer's open transaction
+    /// (if any) ends, and an abort is remembered for read_committed fetches.
+    pub fn apply_marker(&mut self, producer_id: i64, epoch: i16, commit: bool, offset: i64) {
+        let entry = self.producers.entry(producer_id).or_default();
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        if let Some(first) = entry.txn_first_offset.take() {
+            if !commit
+                && !self
+                    .aborted
+                    .iter()
+                    .any(|a| a.producer_id == producer_id && a.first_offset == first)
+            {
+                self.aborted.push(AbortedTxn {
+                    producer_id,
+                    first_offset: first,
+                    last_offset: offset,
+                });
+            }
+        }
+    }
+
+    /// The first offset of the oldest open transaction, if any.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers
+            .values()
+            .filter_map(|e| e.txn_first_offset)
+            .min()
+    }
+
+    /// Aborted transactions overlapping [from, to).
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|a| a.first_offset < to && a.last_offset >= from)
+            .copied()
+            .collect()
+    }
+
+    /// Producers with state on this partition (DescribeProducers).
+    pub fn producers(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(id, e)| (*id, e))
+    }
+
+    /// Forgets aborted transactions wholly below the log start.
+    pub fn prune_aborted(&mut self, log_start_offset: i64) {
+        self.aborted.retain(|a| a.last_offset >= log_start_offset);
+    }
+
     pub fn save(&self, path: &Path, offset: i64) -> Result<()> {
         let mut b = Vec::new();
         b.extend_from_slice(SNAPSHOT_MAGIC);
@@ -127,6 +200,7 @@ impl ProducerStateManager {
             b.extend_from_slice(&pid.to_be_bytes());
             b.extend_from_slice(&e.epoch.to_be_bytes());
             b.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            b.extend_from_slice(&e.txn_first_offset.unwrap_or(-1).to_be_bytes());
             b.push(e.batches.len() as u8);
             for m in &e.batches {
                 b.extend_from_slice(&m.first_seq.to_be_bytes());
@@ -134,6 +208,12 @@ impl ProducerStateManager {
                 b.extend_from_slice(&m.first_offset.to_be_bytes());
                 b.extend_from_slice(&m.last_offset.to_be_bytes());
             }
+        }
+        b.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            b.extend_from_slice(&a.producer_id.to_be_bytes());
+            b.extend_from_slice(&a.first_offset.to_be_bytes());
+            b.extend_from_slice(&a.last_offset.to_be_bytes());
         }
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_be_bytes());
@@ -159,6 +239,7 @@ impl ProducerStateManager {
             let pid = r.i64()?;
             let epoch = r.i16()?;
             let last_timestamp = r.i64()?;
+            let txn_first_offset = Some(r.i64()?).filter(|o| *o >= 0);
             let n = r.u8()?;
             let mut batches = VecDeque::new();
             for _ in 0..n {
@@ -174,9 +255,17 @@ impl ProducerStateManager {
                 ProducerEntry {
                     epoch,
                     last_timestamp,
+                    txn_first_offset,
                     batches,
                 },
             );
+        }
+        for _ in 0..r.u32()? {
+            state.aborted.push(AbortedTxn {
+                producer_id: r.i64()?,
+                first_offset: r.i64()?,
+                last_offset: r.i64()?,
+            });
         }
         Some((offset, state))
     }
