@@ -151,7 +151,7 @@ def test_append_after_restart(start_broker, stop):
     b.start()
     d = ck.produce_all(ck.producer(b), topic, [{"value": b"after %d" % i} for i in range(10)], partition=0)
     assert [o for (_, o, _, _) in d.ok] == list(range(10, 20))
-    msgs = ck.consume(b, topic)
+    msgs = ck.consume(b, topic, timeout=8)
     assert [(m.offset(), m.value()) for m in msgs] == \
         [(i, b"before %d" % i) for i in range(10)] + [(10 + i, b"after %d" % i) for i in range(10)]
     assert b.terminate() == 0
