@@ -11,6 +11,7 @@ use crate::error::BrokerError;
 use crate::fetch_session::FetchSessions;
 use crate::groups::GroupCoordinator;
 use crate::topics::{write_file_atomically, TopicRegistry};
+use crate::txn::TxnCoordinator;
 
 /// Producer ids are handed out from blocks persisted ahead of use, so an id is never
 /// issued twice, even across a crash (the rest of a block is skipped after a restart).
@@ -29,6 +30,7 @@ pub struct Broker {
     producer_ids: Mutex<ProducerIdBlock>,
     pub fetch_sessions: FetchSessions,
     pub groups: GroupCoordinator,
+    pub txns: TxnCoordinator,
 }
 
 struct ProducerIdBlock {
@@ -49,10 +51,11 @@ impl Broker {
         }
         let cluster_id = load_or_create_identity(&config)?;
         let topics = TopicRegistry::open(config.clone())?;
+        let config_txn = config.txn.clone();
         let groups = GroupCoordinator::new(config.groups.clone());
         groups.load(&topics)?;
         let (appended, _) = watch::channel(0);
-        Ok(Broker {
+        let broker = Broker {
             config,
             topics,
             cluster_id,
@@ -62,7 +65,11 @@ impl Broker {
             producer_ids: Mutex::new(ProducerIdBlock { next: 0, end: 0 }),
             fetch_sessions: FetchSessions::default(),
             groups,
-        })
+            txns: TxnCoordinator::new(config_txn),
+        };
+        // After groups: completing a prepared transaction applies its offset commits.
+        broker.txns.load(&broker)?;
+        Ok(broker)
     }
 
     pub fn node_id(&self) -> i32 {

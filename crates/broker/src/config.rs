@@ -82,6 +82,8 @@ pub struct BrokerConfig {
     pub min_insync_replicas: i32,
     /// Consumer-group coordinator settings (`group.*`, `offsets.*`).
     pub groups: crate::groups::GroupConfig,
+    /// Transaction coordinator settings (`transaction.*`).
+    pub txn: crate::txn::TxnConfig,
     /// The keys that were set, with their values, for DescribeConfigs and logging.
     pub explicit: BTreeMap<String, String>,
 }
@@ -192,6 +194,7 @@ impl BrokerConfig {
             log_defaults: LogConfig::default(),
             min_insync_replicas: 1,
             groups: crate::groups::GroupConfig::default(),
+            txn: crate::txn::TxnConfig::default(),
             explicit: BTreeMap::new(),
         };
         // Kafka resolves retention and roll from the most precise unit given.
@@ -290,6 +293,15 @@ impl BrokerConfig {
                 }
                 "offsets.topic.num.partitions" => {
                     c.groups.offsets_topic_partitions = parse_i64(k, v, 1)?.min(100_000) as i32
+                }
+                "transaction.max.timeout.ms" => {
+                    c.txn.max_timeout_ms = parse_i64(k, v, 1)?.min(i32::MAX as i64) as i32
+                }
+                "transaction.state.log.num.partitions" => {
+                    c.txn.partitions = parse_i64(k, v, 1)?.min(100_000) as i32
+                }
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                    c.txn.abort_check_interval_ms = parse_i64(k, v, 1)? as u64
                 }
                 "group.consumer.heartbeat.interval.ms" => {
                     c.groups.consumer_heartbeat_interval_ms =

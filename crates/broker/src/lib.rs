@@ -15,6 +15,7 @@ mod handlers;
 pub mod partition;
 pub mod server;
 pub mod topics;
+pub mod txn;
 
 pub use broker::Broker;
 pub use config::{BrokerConfig, ConfigError};

@@ -76,6 +76,7 @@ impl Server {
         let broker = self.broker.clone();
         let maintenance = tokio::spawn(maintenance_loop(broker.clone()));
         let group_timers = tokio::spawn(group_timer_loop(broker.clone()));
+        let txn_timers = tokio::spawn(txn_timer_loop(broker.clone()));
         let accept = async {
             loop {
                 match self.listener.accept().await {
@@ -96,6 +97,7 @@ impl Server {
         }
         maintenance.abort();
         group_timers.abort();
+        txn_timers.abort();
         tracing::info!("shutting down: closing partitions");
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || b.topics.close_all()).await;
@@ -142,6 +144,18 @@ async fn maintenance_loop(broker: Arc<Broker>) {
                 }
             }
         }
+    }
+}
+
+/// Aborts transactions that outlived their timeout.
+async fn txn_timer_loop(broker: Arc<Broker>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(
+        broker.txns.config.abort_check_interval_ms,
+    ));
+    loop {
+        interval.tick().await;
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.txns.abort_timed_out(&b)).await;
     }
 }
 

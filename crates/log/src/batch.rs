@@ -377,6 +377,17 @@ pub fn build_batch(records: &[(Option<&[u8]>, Option<&[u8]>)], timestamp: i64) -
     b
 }
 
+/// Stamps a built batch with a producer id and epoch (no sequence), optionally marking
+/// it transactional, and re-computes the CRC.
+pub fn set_producer(b: &mut [u8], producer_id: i64, epoch: i16, transactional: bool) {
+    let attrs = be_i16(b, 21) | if transactional { ATTR_TRANSACTIONAL } else { 0 };
+    b[21..23].copy_from_slice(&attrs.to_be_bytes());
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Builds a transaction marker: a control batch (transactional + control attributes)
 /// for `producer_id`/`epoch` holding one EndTransactionMarker record (key: version 0,
 /// type 0 abort / 1 commit; value: version 0, coordinator epoch).

@@ -22,7 +22,7 @@ pub use batch::{BatchHeader, CompressionCodec, BATCH_HEADER_BYTES};
 pub use cleaner::{CompactionConfig, CompactionStats, RecordCodec};
 pub use config::{LogConfig, TimestampType};
 pub use error::LogError;
-pub use partition_log::{AppendResult, PartitionLog, ReadResult};
+pub use partition_log::{AppendOrigin, AppendResult, PartitionLog, ReadResult};
 pub use producer_state::{AbortedTxn, ProducerEntry, MAX_CACHED_BATCHES_PER_PRODUCER};
 
 /// Kafka's "no value" marker for producer ids, epochs, sequences and timestamps.

@@ -36,6 +36,14 @@ pub struct AppendResult {
     pub record_count: i64,
 }
 
+/// Who is appending: a client (sequence numbers checked) or the broker's own
+/// coordinators writing on a producer's behalf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    Client,
+    Coordinator,
+}
+
 /// Whole batches read from the log.
 #[derive(Debug, Default)]
 pub struct ReadResult {
@@ -227,6 +235,18 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendResult> {
+        self.append_from(records, leader_epoch, now_ms, AppendOrigin::Client)
+    }
+
+    /// Like `append`, for batches the broker writes on a producer's behalf (transactional
+    /// offset commits): no sequence numbers to check, but an older epoch is still fenced.
+    pub fn append_from(
+        &mut self,
+        records: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+        origin: AppendOrigin,
+    ) -> Result<AppendResult> {
         let mut ranges = Vec::new();
         batch::for_each_batch(records, |r| {
             ranges.push(r);
@@ -252,7 +272,17 @@ impl PartitionLog {
                     "clients may not write control batches".into(),
                 ));
             }
-            if h.has_producer_id() {
+            if h.has_producer_id() && origin == AppendOrigin::Coordinator {
+                if let Some(entry) = self.producers.get(h.producer_id) {
+                    if h.producer_epoch < entry.epoch {
+                        return Err(LogError::InvalidProducerEpoch {
+                            producer_id: h.producer_id,
+                            current: entry.epoch,
+                            got: h.producer_epoch,
+                        });
+                    }
+                }
+            } else if h.has_producer_id() {
                 if let SequenceCheck::Duplicate(m) = self.producers.check(&h)? {
                     if ranges.len() == 1 {
                         return Ok(AppendResult {

@@ -322,6 +322,9 @@ pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
     /// KIP-848 groups. Lock order: `consumer_groups` before `groups`.
     consumer_groups: Mutex<HashMap<String, consumer::ConsumerGroup>>,
+    /// Offsets committed inside open transactions, by producer id: visible only after
+    /// the commit marker. Lock order: `pending_txn` before `groups`.
+    pending_txn: Mutex<HashMap<i64, Vec<(String, (String, i32), OffsetValue)>>>,
 }
 
 impl GroupCoordinator {
@@ -330,6 +333,7 @@ impl GroupCoordinator {
             config,
             groups: Mutex::new(HashMap::new()),
             consumer_groups: Mutex::new(HashMap::new()),
+            pending_txn: Mutex::new(HashMap::new()),
         }
     }
 
@@ -339,6 +343,8 @@ impl GroupCoordinator {
             return Ok(());
         };
         let mut groups = self.groups.lock();
+        // Transactional offset commits not yet decided by a marker, by producer id.
+        let mut pending_txn: HashMap<i64, Vec<(Vec<u8>, Option<Vec<u8>>)>> = HashMap::new();
         for p in &topic.partitions {
             let log = p.log.lock();
             let mut offset = log.log_start_offset();
@@ -355,10 +361,28 @@ impl GroupCoordinator {
                     let h = runnel_log::BatchHeader::parse(&read.records[at..])
                         .map_err(BrokerError::from)?;
                     let batch = &read.records[at..at + h.total_size()];
-                    runnel_log::batch::for_each_record(batch, |r| {
-                        replay(&mut groups, r.key, r.value)
-                    })
-                    .map_err(BrokerError::from)?;
+                    if h.is_control() {
+                        // A transaction marker: its producer's pending offsets apply or go.
+                        let pending = pending_txn.remove(&h.producer_id).unwrap_or_default();
+                        if runnel_log::batch::marker_type(batch) == Some(true) {
+                            for (k, v) in pending {
+                                replay(&mut groups, Some(&k), v.as_deref());
+                            }
+                        }
+                    } else if h.is_transactional() {
+                        let pending = pending_txn.entry(h.producer_id).or_default();
+                        runnel_log::batch::for_each_record(batch, |r| {
+                            if let Some(k) = r.key {
+                                pending.push((k.to_vec(), r.value.map(<[u8]>::to_vec)));
+                            }
+                        })
+                        .map_err(BrokerError::from)?;
+                    } else {
+                        runnel_log::batch::for_each_record(batch, |r| {
+                            replay(&mut groups, r.key, r.value)
+                        })
+                        .map_err(BrokerError::from)?;
+                    }
                     offset = h.last_offset() + 1;
                     at += h.total_size();
                 }
@@ -367,6 +391,11 @@ impl GroupCoordinator {
         groups.retain(|_, g| !(g.members.is_empty() && g.offsets.is_empty() && g.generation == 0));
         tracing::info!(groups = groups.len(), "loaded consumer groups");
         Ok(())
+    }
+
+    /// Creates `__consumer_offsets` if it does not exist yet.
+    pub fn ensure_offsets_topic_exists(&self, topics: &TopicRegistry) -> Result<(), BrokerError> {
+        self.ensure_offsets_topic(topics).map(drop)
     }
 
     fn ensure_offsets_topic(
@@ -1174,6 +1203,125 @@ impl GroupCoordinator {
             }
         }
         Ok(codes)
+    }
+
+    /// TxnOffsetCommit: writes the offsets as a transactional batch of the producer and
+    /// holds them back until the transaction's marker (`complete_txn_offsets`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn txn_commit_offsets(
+        &self,
+        topics: &TopicRegistry,
+        group_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        offsets: Vec<(String, i32, i64, i32, String)>,
+    ) -> (Vec<ErrorCode>, CommitWait) {
+        let fail = |code: ErrorCode, n: usize| (vec![code; n], None);
+        let mut pending = self.pending_txn.lock();
+        {
+            // KIP-447: a consumer-group-aware producer is fenced by the group generation.
+            let groups = self.groups.lock();
+            if let Some(g) = groups.get(group_id) {
+                if !member_id.is_empty() && generation >= 0 && !g.members.is_empty() {
+                    if let Err(code) = Self::check_member(g, member_id, instance_id, generation) {
+                        return fail(code, offsets.len());
+                    }
+                }
+            }
+        }
+        let now = now_ms();
+        let mut codes = Vec::with_capacity(offsets.len());
+        let mut recs = Vec::new();
+        let mut accepted = Vec::new();
+        for (topic, partition, offset, leader_epoch, metadata) in offsets {
+            if metadata.len() > self.config.offset_metadata_max_bytes {
+                codes.push(ErrorCode::OffsetMetadataTooLarge);
+                continue;
+            }
+            if topics.partition(&topic, partition).is_none() {
+                codes.push(ErrorCode::UnknownTopicOrPartition);
+                continue;
+            }
+            codes.push(ErrorCode::None);
+            let value = OffsetValue {
+                offset,
+                leader_epoch,
+                metadata,
+                commit_timestamp: now,
+            };
+            let key = records::encode_key(&RecordKey::Offset {
+                group: group_id.to_string(),
+                topic: topic.clone(),
+                partition,
+            });
+            recs.push((key, Some(records::encode_offset(&value))));
+            accepted.push((group_id.to_string(), (topic, partition), value));
+        }
+        if recs.is_empty() {
+            return (codes, None);
+        }
+        let written = (|| -> Result<(Arc<Partition>, i64), BrokerError> {
+            let topic = self.ensure_offsets_topic(topics)?;
+            let index = records::partition_for(group_id, topic.partitions.len() as i32) as usize;
+            let partition = topic.partitions[index].clone();
+            let refs: Vec<(Option<&[u8]>, Option<&[u8]>)> = recs
+                .iter()
+                .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+                .collect();
+            let mut batch = runnel_log::batch::build_batch(&refs, now);
+            runnel_log::batch::set_producer(&mut batch, producer_id, producer_epoch, true);
+            let r = partition
+                .log
+                .lock()
+                .append_from(
+                    &mut batch,
+                    partition.leader_epoch,
+                    now,
+                    runnel_log::AppendOrigin::Coordinator,
+                )
+                .map_err(BrokerError::from)?;
+            Ok((partition, r.last_offset + 1))
+        })();
+        match written {
+            Ok(wait) => {
+                pending.entry(producer_id).or_default().extend(accepted);
+                (codes, Some(wait))
+            }
+            Err(e) => {
+                tracing::error!(group = group_id, error = %e, "transactional offset commit could not be written");
+                let code = if e.code == ErrorCode::InvalidProducerEpoch {
+                    ErrorCode::ProducerFenced
+                } else {
+                    ErrorCode::KafkaStorageError
+                };
+                let n = codes.len();
+                fail(code, n)
+            }
+        }
+    }
+
+    /// Applies (commit) or drops (abort) a producer's transactional offset commits,
+    /// once its marker is in `__consumer_offsets`.
+    pub fn complete_txn_offsets(&self, producer_id: i64, commit: bool) {
+        let pending = self
+            .pending_txn
+            .lock()
+            .remove(&producer_id)
+            .unwrap_or_default();
+        if !commit || pending.is_empty() {
+            return;
+        }
+        let mut groups = self.groups.lock();
+        for (group, key, value) in pending {
+            groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group))
+                .offsets
+                .insert(key, value);
+        }
     }
 
     /// A KIP-848 heartbeat (join, stay, leave).

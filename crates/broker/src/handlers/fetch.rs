@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use runnel_log::LogError;
-use runnel_protocol::kp::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use runnel_protocol::kp::messages::{BrokerId, FetchRequest, FetchResponse};
+use runnel_protocol::kp::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use runnel_protocol::kp::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 
 use super::{encode, ResponseFuture};
@@ -168,14 +170,29 @@ fn read_all(
             (_, Some(p)) => {
                 let log = p.log.lock();
                 let hw = log.log_end_offset();
+                let lso = log.last_stable_offset();
+                // read_committed consumers see nothing past the last stable offset.
+                let upper = if read_committed { lso } else { hw };
                 data = data
                     .with_high_watermark(hw)
-                    .with_last_stable_offset(hw)
+                    .with_last_stable_offset(lso)
                     .with_log_start_offset(log.log_start_offset());
+                if read_committed {
+                    let aborted = log
+                        .aborted_transactions(w.fetch_offset, upper)
+                        .into_iter()
+                        .map(|a| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(a.producer_id))
+                                .with_first_offset(a.first_offset)
+                        })
+                        .collect();
+                    data = data.with_aborted_transactions(Some(aborted));
+                }
                 let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
                 // KIP-74: the first batch of the response is returned even when it is
                 // larger than the limits, so a consumer can always make progress.
-                match log.read(w.fetch_offset, budget, hw, total == 0) {
+                match log.read(w.fetch_offset, budget, upper, total == 0) {
                     Ok(r) => {
                         total += r.records.len();
                         data = data.with_records(Some(Bytes::from(r.records)));

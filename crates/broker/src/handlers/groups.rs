@@ -33,18 +33,19 @@ use crate::error::ErrorCode;
 use crate::groups::{JoinParams, JoinResult, Pending, SyncResult};
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub fn find_coordinator(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: FindCoordinatorRequest = decode_body(&req.body, req.api_version)?;
-    // Every group (and, later, transactional id) is coordinated by this node.
+    // Every group and transactional id is coordinated by this node.
     let answer = |key: &StrBytes| -> (ErrorCode, Option<String>) {
-        if body.key_type != KEY_TYPE_GROUP {
+        if body.key_type != KEY_TYPE_GROUP && body.key_type != KEY_TYPE_TRANSACTION {
             return (
-                ErrorCode::CoordinatorNotAvailable,
-                Some("transactions are not available yet".into()),
+                ErrorCode::InvalidRequest,
+                Some(format!("unknown coordinator key type {}", body.key_type)),
             );
         }
         if key.is_empty() {

@@ -35,6 +35,10 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                     let log = partition.log.lock();
                     let found = match p.timestamp {
                         // Single node: the last stable offset and the high watermark are the log end.
+                        // read_committed clients get the last stable offset (Kafka's rule).
+                        LATEST if body.isolation_level == 1 => {
+                            Ok(Some((log.last_stable_offset(), -1)))
+                        }
                         LATEST => Ok(Some((log.log_end_offset(), -1))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
                         MAX_TIMESTAMP => log.max_timestamp_offset(),

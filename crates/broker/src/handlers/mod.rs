@@ -10,6 +10,7 @@ mod metadata;
 mod produce;
 mod producer_id;
 mod topics_admin;
+mod txn;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -54,6 +55,14 @@ pub fn dispatch(
         ApiKey::OffsetDelete => groups::offset_delete(broker, &req),
         ApiKey::ConsumerGroupHeartbeat => groups::consumer_heartbeat(broker, &req, peer),
         ApiKey::ConsumerGroupDescribe => groups::consumer_describe(broker, &req),
+        ApiKey::AddPartitionsToTxn => txn::add_partitions(broker, &req),
+        ApiKey::AddOffsetsToTxn => txn::add_offsets(broker, &req),
+        ApiKey::TxnOffsetCommit => txn::txn_offset_commit(broker, &req),
+        ApiKey::EndTxn => txn::end_txn(broker, &req),
+        ApiKey::WriteTxnMarkers => txn::write_markers(broker, &req),
+        ApiKey::DescribeTransactions => txn::describe_transactions(broker, &req),
+        ApiKey::ListTransactions => txn::list_transactions(broker, &req),
+        ApiKey::DescribeProducers => txn::describe_producers(broker, &req),
         // parse_request only lets through APIs in the supported table.
         other => Err(DecodeError::Malformed {
             what: "request",

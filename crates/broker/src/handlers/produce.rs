@@ -52,7 +52,7 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                     let compacted = topic_entry
                         .as_ref()
                         .is_some_and(|t| crate::config::topic_compaction(&t.configs).is_some());
-                    append(&p, &records, compacted).map(|r| (p, r))
+                    append(broker, &p, &records, compacted).map(|r| (p, r))
                 }
             };
             match result {
@@ -121,6 +121,7 @@ fn check_keys(records: &[u8], h: &BatchHeader) -> Result<(), BrokerError> {
 }
 
 fn append(
+    broker: &Broker,
     p: &Partition,
     records: &bytes::Bytes,
     compacted: bool,
@@ -134,10 +135,11 @@ fn append(
         ));
     }
     if first.is_transactional() {
-        return Err(BrokerError::new(
-            ErrorCode::InvalidTxnState,
-            "transactional produce is not available yet",
-        ));
+        // The partition must be part of the producer's ongoing transaction: this is what
+        // keeps a fenced or confused producer from opening a transaction nobody will end.
+        broker
+            .txns
+            .verify_produce(first.producer_id, first.producer_epoch, &p.topic, p.index)?;
     }
     if compacted {
         // Validate first so a corrupt batch gets CORRUPT_MESSAGE, not a key error.

@@ -14,10 +14,43 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     let mut response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if body.transactional_id.is_some() {
-        // No transaction coordinator yet; clients treat this as retriable and report it.
-        response = response.with_error_code(ErrorCode::CoordinatorNotAvailable.code());
-        return ready(req, &response);
+    if let Some(tid) = body.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+        let (code, durable) = match broker.txns.init_producer(
+            broker,
+            &tid.0,
+            body.transaction_timeout_ms,
+            body.producer_id.0,
+            body.producer_epoch,
+        ) {
+            Ok((id, epoch, durable)) => {
+                response = response
+                    .with_producer_id(ProducerId(id))
+                    .with_producer_epoch(epoch);
+                (ErrorCode::None, durable)
+            }
+            Err(e) => {
+                tracing::debug!(transactional_id = %tid.0, error = %e, "InitProducerId refused");
+                (e.code, None)
+            }
+        };
+        let req = req.clone();
+        return Ok(Box::pin(async move {
+            let failed = match durable {
+                Some((p, offset)) => p.wait_durable(offset).await.is_err(),
+                None => false,
+            };
+            let code = if failed {
+                ErrorCode::KafkaStorageError
+            } else {
+                code
+            };
+            if code != ErrorCode::None {
+                response = response
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1);
+            }
+            super::encode(&req, &response.with_error_code(code.code()))
+        }));
     }
     // KIP-360: an idempotent producer that lost track of its sequence asks for a bump of
     // its epoch; a fresh producer (id -1) gets a new id.

@@ -1,0 +1,662 @@
+//! The transaction coordinator: transactional ids, their producer ids and epochs, and the
+//! two-phase end of a transaction (state PrepareCommit/PrepareAbort written to
+//! `__transaction_state`, markers written to every partition, then Complete*).
+//!
+//! Invariants: a producer epoch only grows; a partition gets a transactional batch only
+//! after it was added to that producer's ongoing transaction (checked at produce, so a
+//! zombie cannot start a transaction the coordinator does not know); a transaction is
+//! decided once, in `__transaction_state`, before any marker is written, so a crash
+//! between markers is finished at start-up the same way on every partition.
+//!
+//! Thread-safe: one mutex over all transactions; markers are written under it, so two
+//! requests for one transactional id never interleave.
+
+pub mod records;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::broker::Broker;
+use crate::error::{BrokerError, ErrorCode};
+use crate::partition::Partition;
+use records::TxnValue;
+
+pub const TXN_TOPIC: &str = "__transaction_state";
+
+#[derive(Debug, Clone)]
+pub struct TxnConfig {
+    /// `transaction.max.timeout.ms`
+    pub max_timeout_ms: i32,
+    /// `transaction.state.log.num.partitions`
+    pub partitions: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`
+    pub abort_check_interval_ms: u64,
+}
+
+impl Default for TxnConfig {
+    fn default() -> Self {
+        TxnConfig {
+            max_timeout_ms: 900_000,
+            partitions: 50,
+            abort_check_interval_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnState {
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+    CompleteCommit,
+    CompleteAbort,
+    Dead,
+    PrepareEpochFence,
+}
+
+impl TxnState {
+    pub fn code(self) -> i8 {
+        match self {
+            TxnState::Empty => 0,
+            TxnState::Ongoing => 1,
+            TxnState::PrepareCommit => 2,
+            TxnState::PrepareAbort => 3,
+            TxnState::CompleteCommit => 4,
+            TxnState::CompleteAbort => 5,
+            TxnState::Dead => 6,
+            TxnState::PrepareEpochFence => 7,
+        }
+    }
+    pub fn from_code(c: i8) -> Option<Self> {
+        Some(match c {
+            0 => TxnState::Empty,
+            1 => TxnState::Ongoing,
+            2 => TxnState::PrepareCommit,
+            3 => TxnState::PrepareAbort,
+            4 => TxnState::CompleteCommit,
+            5 => TxnState::CompleteAbort,
+            6 => TxnState::Dead,
+            7 => TxnState::PrepareEpochFence,
+            _ => return None,
+        })
+    }
+    /// Kafka's names, as DescribeTransactions and ListTransactions report them.
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+            TxnState::Dead => "Dead",
+            TxnState::PrepareEpochFence => "PrepareEpochFence",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TxnMetadata {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub timeout_ms: i32,
+    pub state: TxnState,
+    pub partitions: BTreeSet<(String, i32)>,
+    pub start_ms: i64,
+    pub last_update_ms: i64,
+}
+
+impl TxnMetadata {
+    fn value(&self) -> TxnValue {
+        let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for (t, p) in &self.partitions {
+            by_topic.entry(t.clone()).or_default().push(*p);
+        }
+        TxnValue {
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            timeout_ms: self.timeout_ms,
+            state: self.state,
+            partitions: by_topic.into_iter().collect(),
+            last_update_ms: self.last_update_ms,
+            start_ms: self.start_ms,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    txns: HashMap<String, TxnMetadata>,
+    by_producer: HashMap<i64, String>,
+}
+
+/// Where a state change was written, for the durability wait.
+pub type Durable = Option<(Arc<Partition>, i64)>;
+
+pub struct TxnCoordinator {
+    pub config: TxnConfig,
+    state: Mutex<State>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> BrokerError {
+    BrokerError::new(code, msg)
+}
+
+/// Checks a request's producer id and epoch against the transaction's.
+fn check_producer(m: &TxnMetadata, producer_id: i64, epoch: i16) -> Result<(), BrokerError> {
+    if m.producer_id != producer_id {
+        return Err(err(
+            ErrorCode::InvalidProducerIdMapping,
+            format!(
+                "transactional id '{}' belongs to producer id {}, not {producer_id}",
+                m.transactional_id, m.producer_id
+            ),
+        ));
+    }
+    if epoch < m.producer_epoch {
+        return Err(err(
+            ErrorCode::ProducerFenced,
+            format!(
+                "producer epoch {epoch} was fenced by epoch {}",
+                m.producer_epoch
+            ),
+        ));
+    }
+    if epoch > m.producer_epoch {
+        return Err(err(
+            ErrorCode::InvalidProducerEpoch,
+            format!(
+                "producer epoch {epoch} is newer than the coordinator's {}",
+                m.producer_epoch
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl TxnCoordinator {
+    pub fn new(config: TxnConfig) -> Self {
+        TxnCoordinator {
+            config,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Replays `__transaction_state` and finishes transactions a crash left prepared.
+    pub fn load(&self, broker: &Broker) -> Result<(), BrokerError> {
+        let Some(topic) = broker.topics.get(TXN_TOPIC) else {
+            return Ok(());
+        };
+        let mut state = self.state.lock();
+        for p in &topic.partitions {
+            let log = p.log.lock();
+            let (mut offset, end) = (log.log_start_offset(), log.log_end_offset());
+            while offset < end {
+                let read = log
+                    .read(offset, 1 << 20, end, true)
+                    .map_err(BrokerError::from)?;
+                if read.records.is_empty() {
+                    break;
+                }
+                let mut at = 0;
+                while at < read.records.len() {
+                    let h = runnel_log::BatchHeader::parse(&read.records[at..])
+                        .map_err(BrokerError::from)?;
+                    runnel_log::batch::for_each_record(
+                        &read.records[at..at + h.total_size()],
+                        |r| {
+                            let Some(tid) = r.key.and_then(records::decode_key) else {
+                                return;
+                            };
+                            match r.value.and_then(records::decode_value) {
+                                Some(v) => {
+                                    state.by_producer.insert(v.producer_id, tid.clone());
+                                    state.txns.insert(
+                                        tid.clone(),
+                                        TxnMetadata {
+                                            transactional_id: tid,
+                                            producer_id: v.producer_id,
+                                            producer_epoch: v.producer_epoch,
+                                            timeout_ms: v.timeout_ms,
+                                            state: v.state,
+                                            partitions: v
+                                                .partitions
+                                                .into_iter()
+                                                .flat_map(|(t, ps)| {
+                                                    ps.into_iter().map(move |p| (t.clone(), p))
+                                                })
+                                                .collect(),
+                                            start_ms: v.start_ms,
+                                            last_update_ms: v.last_update_ms,
+                                        },
+                                    );
+                                }
+                                None => {
+                                    state.txns.remove(&tid);
+                                }
+                            }
+                        },
+                    )
+                    .map_err(BrokerError::from)?;
+                    offset = h.last_offset() + 1;
+                    at += h.total_size();
+                }
+            }
+        }
+        let prepared: Vec<String> = state
+            .txns
+            .values()
+            .filter(|m| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
+            .map(|m| m.transactional_id.clone())
+            .collect();
+        for tid in prepared {
+            let m = state.txns.get_mut(&tid).expect("listed above");
+            let commit = m.state == TxnState::PrepareCommit;
+            tracing::info!(transactional_id = %tid, commit, "completing a transaction a restart interrupted");
+            let epoch = m.producer_epoch;
+            self.write_markers(broker, m, epoch, commit);
+            m.state = if commit {
+                TxnState::CompleteCommit
+            } else {
+                TxnState::CompleteAbort
+            };
+            m.partitions.clear();
+            m.last_update_ms = now_ms();
+            let m = m.clone();
+            self.persist(broker, &m)?;
+        }
+        tracing::info!(transactions = state.txns.len(), "loaded transaction state");
+        Ok(())
+    }
+
+    fn persist(
+        &self,
+        broker: &Broker,
+        m: &TxnMetadata,
+    ) -> Result<(Arc<Partition>, i64), BrokerError> {
+        let topic = match broker.topics.get(TXN_TOPIC) {
+            Some(t) => t,
+            None => {
+                let configs =
+                    BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+                match broker
+                    .topics
+                    .create(TXN_TOPIC, self.config.partitions, 1, configs, false)
+                {
+                    Ok(t) => t,
+                    Err(e) if e.code == ErrorCode::TopicAlreadyExists => {
+                        broker.topics.get(TXN_TOPIC).ok_or(e)?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let index = crate::groups::records::partition_for(
+            &m.transactional_id,
+            topic.partitions.len() as i32,
+        ) as usize;
+        let partition = topic.partitions[index].clone();
+        let key = records::encode_key(&m.transactional_id);
+        let value = records::encode_value(&m.value());
+        let mut batch = runnel_log::batch::build_batch(&[(Some(&key), Some(&value))], now_ms());
+        let r = partition
+            .log
+            .lock()
+            .append(&mut batch, partition.leader_epoch, now_ms())
+            .map_err(BrokerError::from)?;
+        Ok((partition, r.last_offset + 1))
+    }
+
+    /// Writes a commit or abort marker to every partition of the transaction.
+    fn write_markers(&self, broker: &Broker, m: &TxnMetadata, epoch: i16, commit: bool) {
+        for (topic, index) in &m.partitions {
+            let Some(p) = broker.topics.partition(topic, *index) else {
+                continue;
+            };
+            let result = p.log.lock().append_marker(
+                m.producer_id,
+                epoch,
+                commit,
+                0,
+                p.leader_epoch,
+                now_ms(),
+            );
+            match result {
+                Ok(_) => {
+                    if topic == crate::groups::OFFSETS_TOPIC {
+                        broker.groups.complete_txn_offsets(m.producer_id, commit);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(transactional_id = %m.transactional_id, topic, partition = index, error = %e, "could not write a transaction marker")
+                }
+            }
+        }
+        broker.notify_appended();
+    }
+
+    /// InitProducerId with a transactional id: a new producer id, or the existing one
+    /// with a bumped epoch, fencing the previous producer and aborting its transaction.
+    pub fn init_producer(
+        &self,
+        broker: &Broker,
+        tid: &str,
+        timeout_ms: i32,
+        req_pid: i64,
+        req_epoch: i16,
+    ) -> Result<(i64, i16, Durable), BrokerError> {
+        if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
+            return Err(err(ErrorCode::InvalidTransactionTimeout, format!("transaction timeout {timeout_ms} ms is outside 1..={} (transaction.max.timeout.ms)", self.config.max_timeout_ms)));
+        }
+        let mut state = self.state.lock();
+        let now = now_ms();
+        let existing = state.txns.get(tid).cloned();
+        let m = match existing {
+            None => TxnMetadata {
+                transactional_id: tid.to_string(),
+                producer_id: broker.allocate_producer_id()?,
+                producer_epoch: 0,
+                timeout_ms,
+                state: TxnState::Empty,
+                partitions: BTreeSet::new(),
+                start_ms: -1,
+                last_update_ms: now,
+            },
+            Some(mut m) => {
+                if req_pid >= 0 && (req_pid != m.producer_id || req_epoch != m.producer_epoch) {
+                    return Err(err(ErrorCode::ProducerFenced, format!("producer {req_pid} epoch {req_epoch} is not the current producer of '{tid}'")));
+                }
+                let new_epoch = m.producer_epoch.checked_add(1).filter(|e| *e < i16::MAX);
+                if m.state == TxnState::Ongoing {
+                    // Fence the previous producer: its open transaction is aborted with the
+                    // bumped epoch, so its late writes are refused everywhere it wrote.
+                    let fence_epoch = new_epoch.unwrap_or(m.producer_epoch);
+                    self.write_markers(broker, &m, fence_epoch, false);
+                }
+                match new_epoch {
+                    Some(e) => m.producer_epoch = e,
+                    None => {
+                        state.by_producer.remove(&m.producer_id);
+                        m.producer_id = broker.allocate_producer_id()?;
+                        m.producer_epoch = 0;
+                    }
+                }
+                m.timeout_ms = timeout_ms;
+                m.state = TxnState::Empty;
+                m.partitions.clear();
+                m.start_ms = -1;
+                m.last_update_ms = now;
+                m
+            }
+        };
+        let durable = self.persist(broker, &m)?;
+        state.by_producer.insert(m.producer_id, tid.to_string());
+        let result = (m.producer_id, m.producer_epoch, Some(durable));
+        state.txns.insert(tid.to_string(), m);
+        Ok(result)
+    }
+
+    /// AddPartitionsToTxn (and AddOffsetsToTxn, through the offsets topic partition).
+    /// Returns one error code per partition.
+    pub fn add_partitions(
+        &self,
+        broker: &Broker,
+        tid: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+        verify_only: bool,
+    ) -> Result<(Vec<ErrorCode>, Durable), BrokerError> {
+        let mut state = self.state.lock();
+        let m = state.txns.get_mut(tid).ok_or_else(|| {
+            err(
+                ErrorCode::InvalidProducerIdMapping,
+                format!("transactional id '{tid}' is not known; call InitProducerId first"),
+            )
+        })?;
+        check_producer(m, producer_id, epoch)?;
+        if matches!(
+            m.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence
+        ) {
+            return Err(err(
+                ErrorCode::ConcurrentTransactions,
+                "the previous transaction is still completing",
+            ));
+        }
+        if verify_only {
+            let codes = partitions
+                .iter()
+                .map(|p| {
+                    if m.state == TxnState::Ongoing && m.partitions.contains(p) {
+                        ErrorCode::None
+                    } else {
+                        ErrorCode::InvalidTxnState
+                    }
+                })
+                .collect();
+            return Ok((codes, None));
+        }
+        let unknown: Vec<bool> = partitions
+            .iter()
+            .map(|(t, p)| broker.topics.partition(t, *p).is_none())
+            .collect();
+        if unknown.iter().any(|u| *u) {
+            let codes = unknown
+                .iter()
+                .map(|u| {
+                    if *u {
+                        ErrorCode::UnknownTopicOrPartition
+                    } else {
+                        ErrorCode::OperationNotAttempted
+                    }
+                })
+                .collect();
+            return Ok((codes, None));
+        }
+        let mut changed = false;
+        for p in partitions {
+            changed |= m.partitions.insert(p.clone());
+        }
+        if m.state != TxnState::Ongoing {
+            m.state = TxnState::Ongoing;
+            m.start_ms = now_ms();
+            changed = true;
+        }
+        m.last_update_ms = now_ms();
+        let durable = if changed {
+            let snapshot = m.clone();
+            Some(self.persist(broker, &snapshot)?)
+        } else {
+            None
+        };
+        Ok((vec![ErrorCode::None; partitions.len()], durable))
+    }
+
+    /// EndTxn: decide, write markers everywhere, complete.
+    pub fn end_txn(
+        &self,
+        broker: &Broker,
+        tid: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<Durable, BrokerError> {
+        let mut state = self.state.lock();
+        let m = state.txns.get_mut(tid).ok_or_else(|| {
+            err(
+                ErrorCode::InvalidProducerIdMapping,
+                format!("transactional id '{tid}' is not known"),
+            )
+        })?;
+        check_producer(m, producer_id, epoch)?;
+        match (m.state, commit) {
+            (TxnState::Ongoing, _) => {}
+            // A retried EndTxn whose first attempt completed.
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => return Ok(None),
+            // Aborting with nothing added is allowed and does nothing.
+            (TxnState::Empty, false) => return Ok(None),
+            (s, _) => {
+                return Err(err(
+                    ErrorCode::InvalidTxnState,
+                    format!(
+                        "cannot {} a transaction in state {}",
+                        if commit { "commit" } else { "abort" },
+                        s.name()
+                    ),
+                ));
+            }
+        }
+        m.state = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        m.last_update_ms = now_ms();
+        let prepared = m.clone();
+        self.persist(broker, &prepared)?;
+        self.write_markers(broker, &prepared, epoch, commit);
+        let m = state.txns.get_mut(tid).expect("present");
+        m.state = if commit {
+            TxnState::CompleteCommit
+        } else {
+            TxnState::CompleteAbort
+        };
+        m.partitions.clear();
+        m.last_update_ms = now_ms();
+        let done = m.clone();
+        Ok(Some(self.persist(broker, &done)?))
+    }
+
+    /// Produce-side check: a transactional batch may only go to a partition that was
+    /// added to the producer's ongoing transaction.
+    pub fn verify_produce(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), BrokerError> {
+        let state = self.state.lock();
+        let Some(m) = state
+            .by_producer
+            .get(&producer_id)
+            .and_then(|tid| state.txns.get(tid))
+        else {
+            return Err(err(
+                ErrorCode::InvalidTxnState,
+                format!("producer {producer_id} has no transaction"),
+            ));
+        };
+        check_producer(m, producer_id, epoch).map_err(|e| {
+            if e.code == ErrorCode::ProducerFenced {
+                err(ErrorCode::InvalidProducerEpoch, e.message)
+            } else {
+                e
+            }
+        })?;
+        if m.state != TxnState::Ongoing || !m.partitions.contains(&(topic.to_string(), partition)) {
+            return Err(err(
+                ErrorCode::InvalidTxnState,
+                format!(
+                    "{topic}-{partition} was not added to transaction '{}'",
+                    m.transactional_id
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// TxnOffsetCommit's check: the group's offsets partition is in the transaction.
+    pub fn verify_offsets(
+        &self,
+        broker: &Broker,
+        tid: &str,
+        producer_id: i64,
+        epoch: i16,
+        group: &str,
+    ) -> Result<(), BrokerError> {
+        let state = self.state.lock();
+        let m = state.txns.get(tid).ok_or_else(|| {
+            err(
+                ErrorCode::InvalidProducerIdMapping,
+                format!("transactional id '{tid}' is not known"),
+            )
+        })?;
+        check_producer(m, producer_id, epoch)?;
+        let partitions = broker
+            .topics
+            .get(crate::groups::OFFSETS_TOPIC)
+            .map_or(broker.groups.config.offsets_topic_partitions, |t| {
+                t.partitions.len() as i32
+            });
+        let p = crate::groups::records::partition_for(group, partitions);
+        if m.state != TxnState::Ongoing
+            || !m
+                .partitions
+                .contains(&(crate::groups::OFFSETS_TOPIC.to_string(), p))
+        {
+            return Err(err(
+                ErrorCode::InvalidTxnState,
+                format!("group '{group}' was not added to transaction '{tid}' (AddOffsetsToTxn)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Aborts transactions open longer than their timeout, fencing their producers.
+    pub fn abort_timed_out(&self, broker: &Broker) {
+        let now = now_ms();
+        let mut state = self.state.lock();
+        let expired: Vec<String> = state
+            .txns
+            .values()
+            .filter(|m| m.state == TxnState::Ongoing && now - m.start_ms > m.timeout_ms as i64)
+            .map(|m| m.transactional_id.clone())
+            .collect();
+        for tid in expired {
+            let m = state.txns.get_mut(&tid).expect("listed above");
+            let Some(fence_epoch) = m.producer_epoch.checked_add(1).filter(|e| *e < i16::MAX)
+            else {
+                continue;
+            };
+            tracing::info!(transactional_id = %tid, timeout_ms = m.timeout_ms, "aborting a transaction that timed out");
+            m.producer_epoch = fence_epoch;
+            m.state = TxnState::PrepareAbort;
+            m.last_update_ms = now;
+            let prepared = m.clone();
+            if let Err(e) = self.persist(broker, &prepared) {
+                tracing::error!(transactional_id = %tid, error = %e, "could not record the timeout abort");
+                continue;
+            }
+            self.write_markers(broker, &prepared, fence_epoch, false);
+            let m = state.txns.get_mut(&tid).expect("present");
+            m.state = TxnState::CompleteAbort;
+            m.partitions.clear();
+            let done = m.clone();
+            if let Err(e) = self.persist(broker, &done) {
+                tracing::error!(transactional_id = %tid, error = %e, "could not record the completed abort");
+            }
+        }
+    }
+
+    pub fn describe(&self, tid: &str) -> Option<TxnMetadata> {
+        self.state.lock().txns.get(tid).cloned()
+    }
+
+    pub fn list(&self) -> Vec<TxnMetadata> {
+        let mut all: Vec<TxnMetadata> = self.state.lock().txns.values().cloned().collect();
+        all.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        all
+    }
+}
