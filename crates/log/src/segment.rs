@@ -210,12 +210,45 @@ impl LogSegment {
         })
     }
 
+    /// Reads up to `len` bytes at `pos` (fewer at the end of the segment). The buffer is
+    /// not zero-filled first: on the fetch path that memset cost a third of the CPU.
     pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>> {
+        use std::os::fd::AsRawFd;
         let len = len.min(self.size.saturating_sub(pos) as usize);
-        let mut buf = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut buf, pos)
-            .map_err(|e| LogError::io(&self.log_path, e))?;
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
+        let mut filled = 0usize;
+        while filled < len {
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: pread writes at most `len - filled` bytes into the spare capacity,
+            // which is at least that large; only the bytes it reports are then exposed.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    spare.as_mut_ptr().cast::<libc::c_void>(),
+                    len - filled,
+                    (pos + filled as u64) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(LogError::io(&self.log_path, e));
+            }
+            if n == 0 {
+                return Err(LogError::io(
+                    &self.log_path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "segment shorter than its recorded size",
+                    ),
+                ));
+            }
+            // SAFETY: the kernel initialised the first `n` spare bytes.
+            unsafe { buf.set_len(filled + n as usize) };
+            filled += n as usize;
+        }
         Ok(buf)
     }
 
