@@ -31,6 +31,7 @@ pub struct Broker {
     pub fetch_sessions: FetchSessions,
     pub groups: GroupCoordinator,
     pub txns: TxnCoordinator,
+    pub metrics: crate::metrics::Metrics,
 }
 
 struct ProducerIdBlock {
@@ -66,6 +67,7 @@ impl Broker {
             fetch_sessions: FetchSessions::default(),
             groups,
             txns: TxnCoordinator::new(config_txn),
+            metrics: Default::default(),
         };
         // After groups: completing a prepared transaction applies its offset commits.
         broker.txns.load(&broker)?;

@@ -168,7 +168,23 @@ async fn group_timer_loop(broker: Arc<Broker>) {
     }
 }
 
+/// Records the request's latency (to its response, or to its end for acks=0) per API.
+fn timed(broker: Arc<Broker>, api: i16, response: ResponseFuture) -> ResponseFuture {
+    let start = std::time::Instant::now();
+    Box::pin(async move {
+        let r = response.await;
+        broker.metrics.record_request(api, start.elapsed(), false);
+        r
+    })
+}
+
 async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+    broker.metrics.connection_opened();
+    serve_connection_inner(broker.clone(), stream, peer).await;
+    broker.metrics.connection_closed();
+}
+
+async fn serve_connection_inner(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (read_half, mut write_half) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<ResponseFuture>(MAX_IN_FLIGHT_PER_CONNECTION);
@@ -194,8 +210,8 @@ async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
             }
         };
         let response = match parse_request(frame) {
-            Ok(request) => match handlers::dispatch(&broker, request, peer) {
-                Ok(response) => response,
+            Ok(request) => match handlers::dispatch(&broker, request.clone(), peer) {
+                Ok(response) => timed(broker.clone(), request.api_key as i16, response),
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "closing connection: bad request body");
                     break;

@@ -195,6 +195,9 @@ fn read_all(
                 match log.read(w.fetch_offset, budget, upper, total == 0) {
                     Ok(r) => {
                         total += r.records.len();
+                        broker
+                            .metrics
+                            .record_fetch(&p.topic, r.records.len() as u64);
                         data = data.with_records(Some(Bytes::from(r.records)));
                     }
                     Err(LogError::OffsetOutOfRange { .. }) => {

@@ -52,12 +52,18 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                     let compacted = topic_entry
                         .as_ref()
                         .is_some_and(|t| crate::config::topic_compaction(&t.configs).is_some());
-                    append(broker, &p, &records, compacted).map(|r| (p, r))
+                    let batch_bytes = records.len() as u64;
+                    append(broker, &p, &records, compacted).map(|r| (p, r, batch_bytes))
                 }
             };
             match result {
-                Ok((p, r)) => {
+                Ok((p, r, batch_bytes)) => {
                     appended |= !r.duplicate;
+                    if !r.duplicate {
+                        broker
+                            .metrics
+                            .record_produce(&name, batch_bytes, r.record_count as u64);
+                    }
                     resp = resp
                         .with_base_offset(r.base_offset)
                         .with_log_append_time_ms(r.log_append_time_ms)

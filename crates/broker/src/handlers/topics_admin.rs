@@ -165,7 +165,10 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 ErrorCode::UnknownTopicOrPartition,
                 "topic does not exist",
             )),
-            (Some(t), _) => broker.topics.delete(&t.name),
+            (Some(t), _) => broker
+                .topics
+                .delete(&t.name)
+                .inspect(|_| broker.metrics.forget_topic(&t.name)),
         };
         let mut r = DeletableTopicResult::default()
             .with_name(name.or_else(|| topic.as_ref().map(|t| TopicName(str_bytes(&t.name)))))
