@@ -37,7 +37,7 @@ NOTES=()
 
 BUILD_OK=1
 step "cargo build --workspace --bins (target dir $CARGO_TARGET_DIR)"
-if ! run_bounded 2700 cargo build --workspace --bins; then
+if ! run_bounded 2100 cargo build --workspace --bins; then
   BUILD_OK=0
   SETUP_FAILURES+=("cargo build failed")
 fi
@@ -46,7 +46,7 @@ RUST_PASSED=0
 RUST_FAILED=0
 step "cargo test --workspace"
 RUST_LOG_FILE=$(mktemp)
-run_bounded 2400 cargo test --workspace 2>&1 | tee "$RUST_LOG_FILE"
+run_bounded 1500 cargo test --workspace 2>&1 | tee "$RUST_LOG_FILE"
 RUST_RC=${PIPESTATUS[0]}
 read -r RUST_PASSED RUST_FAILED < <(awk '/^test result:/ {
     for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
@@ -77,7 +77,7 @@ if [ "$BUILD_OK" -eq 1 ] && [ -x "$VENV/bin/python" ]; then
   step "pytest tests/clients/python (confluent-kafka, kafka-python, kcat, raw wire)"
   COUNTS=$(mktemp)
   # shellcheck disable=SC2086
-  RUNNEL_PYTEST_COUNTS="$COUNTS" run_bounded 2100 "$VENV/bin/python" -m pytest tests/clients/python \
+  RUNNEL_PYTEST_COUNTS="$COUNTS" run_bounded 900 "$VENV/bin/python" -m pytest tests/clients/python \
     -p no:cacheprovider -q -rfEx --durations=8 ${PYTEST_ARGS:-}
   PY_RC=$?
   if [ -s "$COUNTS" ]; then
@@ -106,7 +106,7 @@ if [ "$BUILD_OK" -eq 1 ] && [ -d "$JS_DIR/node_modules/kafkajs" ]; then
   step "node --test tests/clients/js/ (kafkajs)"
   JS_LOG=$(mktemp)
   # shellcheck disable=SC2086
-  run_bounded 900 node --test --test-reporter=tap ${NODE_TEST_ARGS:-} tests/clients/js/ 2>&1 | tee "$JS_LOG"
+  run_bounded 420 node --test --test-reporter=tap ${NODE_TEST_ARGS:-} tests/clients/js/ 2>&1 | tee "$JS_LOG"
   JS_RC=${PIPESTATUS[0]}
   JS_PASSED=$(awk '/^# pass / {print $3}' "$JS_LOG" | tail -1)
   JS_FAILED=$(awk '/^# fail / {print $3}' "$JS_LOG" | tail -1)
