@@ -41,6 +41,7 @@ pub enum ErrorCode {
     ProducerFenced = 90,
     TransactionalIdNotFound = 105,
     InvalidConfig = 40,
+    InvalidReplicaAssignment = 39,
     TopicDeletionDisabled = 73,
     KafkaStorageError = 56,
     FetchSessionIdNotFound = 70,

@@ -250,6 +250,60 @@ impl TopicRegistry {
         Ok(topic)
     }
 
+    /// Replaces a topic's configs (validated by the caller) and applies them to its
+    /// partitions at once.
+    pub fn set_configs(&self, name: &str, configs: BTreeMap<String, String>) -> Result<(), BrokerError> {
+        let mut topics = self.topics.write();
+        let old = topics.get(name).cloned().ok_or_else(|| BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")))?;
+        let updated = Arc::new(Topic { name: old.name.clone(), id: old.id, partitions: old.partitions.clone(), configs });
+        topics.insert(name.to_string(), updated.clone());
+        if let Err(e) = self.persist(&topics) {
+            topics.insert(name.to_string(), old);
+            return Err(e);
+        }
+        let log_config = topic_log_config(&self.config.log_defaults, &updated.configs);
+        for p in &updated.partitions {
+            p.log.lock().set_config(log_config.clone());
+        }
+        tracing::info!(topic = name, "topic configs changed");
+        Ok(())
+    }
+
+    /// Grows a topic to `count` partitions (CreatePartitions); never shrinks.
+    pub fn add_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), BrokerError> {
+        let mut topics = self.topics.write();
+        let old = topics.get(name).cloned().ok_or_else(|| BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")))?;
+        let current = old.partitions.len() as i32;
+        if count <= current {
+            return Err(BrokerError::new(ErrorCode::InvalidPartitions, format!("topic '{name}' has {current} partitions; the new count {count} must be larger")));
+        }
+        if count > 100_000 {
+            return Err(BrokerError::new(ErrorCode::InvalidPartitions, format!("{count} partitions is above the limit of 100000")));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let log_config = topic_log_config(&self.config.log_defaults, &old.configs);
+        let mut partitions = old.partitions.clone();
+        for p in current..count {
+            let dir = self.partition_dir(name, p);
+            let log = PartitionLog::open(&dir, log_config.clone(), now_ms()).map_err(BrokerError::from)?;
+            partitions.push(Partition::new(name, p, log));
+        }
+        topics.insert(name.to_string(), Arc::new(Topic { name: old.name.clone(), id: old.id, partitions, configs: old.configs.clone() }));
+        if let Err(e) = self.persist(&topics) {
+            topics.insert(name.to_string(), old);
+            return Err(e);
+        }
+        tracing::info!(topic = name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// The broker's data directories.
+    pub fn log_dirs(&self) -> &[PathBuf] {
+        &self.config.log_dirs
+    }
+
     /// Deletes a topic and its data.
     pub fn delete(&self, name: &str) -> Result<(), BrokerError> {
         let mut topics = self.topics.write();

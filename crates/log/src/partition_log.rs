@@ -23,6 +23,7 @@ const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 const SNAPSHOT_FILE: &str = "producer.snapshot";
 const EPOCH_FILE: &str = "leader-epoch-checkpoint";
 const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 
 /// What an append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +97,10 @@ impl PartitionLog {
             segments.insert(0, LogSegment::create(dir, 0, now_ms)?);
         }
         let first = segments.values().next().expect("at least one segment");
-        let log_start_offset = first.base_offset;
+        // DeleteRecords may have moved the start inside the first segment.
+        let recorded_start = fs::read_to_string(dir.join(LOG_START_FILE)).ok().and_then(|s| s.trim().parse::<i64>().ok()).unwrap_or(0);
+        let last_end = segments.values().next_back().expect("at least one segment").next_offset;
+        let log_start_offset = first.base_offset.max(recorded_start.min(last_end));
         let next_offset = segments
             .values()
             .next_back()
@@ -583,6 +587,30 @@ impl PartitionLog {
 
     /// Applies `retention.ms` and `retention.bytes`; returns how many segments it deleted.
     /// The active segment is rolled first when it alone is expired, as Kafka does.
+    /// DeleteRecords: makes `offset` the new log start (records below it are no longer
+    /// readable) and deletes segments wholly below it. Returns the new log start.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
+        if offset < 0 || offset > self.next_offset {
+            return Err(LogError::OffsetOutOfRange { offset, start: self.log_start_offset, end: self.next_offset });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        write_atomically(&self.dir.join(LOG_START_FILE), offset.to_string().as_bytes())?;
+        self.log_start_offset = offset;
+        while self.segments.len() > 1 {
+            let (&base, first) = self.segments.iter().next().expect("non-empty");
+            let next_base = *self.segments.keys().nth(1).expect("two segments");
+            if next_base > offset || first.base_offset != base {
+                break;
+            }
+            let (_, seg) = self.segments.pop_first().expect("non-empty");
+            seg.delete_files()?;
+        }
+        self.producers.prune_aborted(self.log_start_offset);
+        Ok(self.log_start_offset)
+    }
+
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
         let mut deleted = 0;
         let retention_ms = self.config.retention_ms;

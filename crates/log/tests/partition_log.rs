@@ -312,3 +312,24 @@ proptest! {
         prop_assert_eq!(offsets, (0..end / 3).map(|i| i * 3).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn delete_records_moves_the_start_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+    for i in 0..40 {
+        log.append(&mut batch("d", 2, i, -1, -1), 0, 0).unwrap();
+    }
+    let segments = log.segment_count();
+    assert_eq!(log.delete_records_before(33).unwrap(), 33);
+    assert!(log.segment_count() < segments, "whole segments below the new start are gone");
+    assert!(matches!(log.read(31, 100, i64::MAX, true), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(log.delete_records_before(81), Err(LogError::OffsetOutOfRange { .. })));
+    assert_eq!(log.delete_records_before(10).unwrap(), 33, "the start never moves back");
+    drop(log);
+    let log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
+    assert_eq!(log.log_start_offset(), 33);
+    // Reading at the start returns the batch holding it.
+    let r = log.read(33, 1000, i64::MAX, true).unwrap();
+    assert_eq!(BatchHeader::parse(&r.records).unwrap().base_offset, 32);
+}

@@ -1,6 +1,7 @@
 //! One module per API family. `dispatch` decodes the body and runs the handler's
 //! synchronous part now; what must wait (fsync, long poll) is in the returned future.
 
+mod admin;
 pub mod api_versions;
 mod fetch;
 mod groups;
@@ -55,6 +56,13 @@ pub fn dispatch(
         ApiKey::OffsetDelete => groups::offset_delete(broker, &req),
         ApiKey::ConsumerGroupHeartbeat => groups::consumer_heartbeat(broker, &req, peer),
         ApiKey::ConsumerGroupDescribe => groups::consumer_describe(broker, &req),
+        ApiKey::DescribeConfigs => admin::describe_configs(broker, &req),
+        ApiKey::AlterConfigs => admin::alter_configs(broker, &req),
+        ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(broker, &req),
+        ApiKey::CreatePartitions => admin::create_partitions(broker, &req),
+        ApiKey::DescribeCluster => admin::describe_cluster(broker, &req),
+        ApiKey::DeleteRecords => admin::delete_records(broker, &req),
+        ApiKey::DescribeLogDirs => admin::describe_log_dirs(broker, &req),
         ApiKey::AddPartitionsToTxn => txn::add_partitions(broker, &req),
         ApiKey::AddOffsetsToTxn => txn::add_offsets(broker, &req),
         ApiKey::TxnOffsetCommit => txn::txn_offset_commit(broker, &req),
