@@ -252,10 +252,24 @@ impl TopicRegistry {
 
     /// Replaces a topic's configs (validated by the caller) and applies them to its
     /// partitions at once.
-    pub fn set_configs(&self, name: &str, configs: BTreeMap<String, String>) -> Result<(), BrokerError> {
+    pub fn set_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), BrokerError> {
         let mut topics = self.topics.write();
-        let old = topics.get(name).cloned().ok_or_else(|| BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")))?;
-        let updated = Arc::new(Topic { name: old.name.clone(), id: old.id, partitions: old.partitions.clone(), configs });
+        let old = topics.get(name).cloned().ok_or_else(|| {
+            BrokerError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            )
+        })?;
+        let updated = Arc::new(Topic {
+            name: old.name.clone(),
+            id: old.id,
+            partitions: old.partitions.clone(),
+            configs,
+        });
         topics.insert(name.to_string(), updated.clone());
         if let Err(e) = self.persist(&topics) {
             topics.insert(name.to_string(), old);
@@ -270,15 +284,33 @@ impl TopicRegistry {
     }
 
     /// Grows a topic to `count` partitions (CreatePartitions); never shrinks.
-    pub fn add_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), BrokerError> {
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
         let mut topics = self.topics.write();
-        let old = topics.get(name).cloned().ok_or_else(|| BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")))?;
+        let old = topics.get(name).cloned().ok_or_else(|| {
+            BrokerError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            )
+        })?;
         let current = old.partitions.len() as i32;
         if count <= current {
-            return Err(BrokerError::new(ErrorCode::InvalidPartitions, format!("topic '{name}' has {current} partitions; the new count {count} must be larger")));
+            return Err(BrokerError::new(
+                ErrorCode::InvalidPartitions,
+                format!(
+                    "topic '{name}' has {current} partitions; the new count {count} must be larger"
+                ),
+            ));
         }
         if count > 100_000 {
-            return Err(BrokerError::new(ErrorCode::InvalidPartitions, format!("{count} partitions is above the limit of 100000")));
+            return Err(BrokerError::new(
+                ErrorCode::InvalidPartitions,
+                format!("{count} partitions is above the limit of 100000"),
+            ));
         }
         if validate_only {
             return Ok(());
@@ -287,10 +319,19 @@ impl TopicRegistry {
         let mut partitions = old.partitions.clone();
         for p in current..count {
             let dir = self.partition_dir(name, p);
-            let log = PartitionLog::open(&dir, log_config.clone(), now_ms()).map_err(BrokerError::from)?;
+            let log = PartitionLog::open(&dir, log_config.clone(), now_ms())
+                .map_err(BrokerError::from)?;
             partitions.push(Partition::new(name, p, log));
         }
-        topics.insert(name.to_string(), Arc::new(Topic { name: old.name.clone(), id: old.id, partitions, configs: old.configs.clone() }));
+        topics.insert(
+            name.to_string(),
+            Arc::new(Topic {
+                name: old.name.clone(),
+                id: old.id,
+                partitions,
+                configs: old.configs.clone(),
+            }),
+        );
         if let Err(e) = self.persist(&topics) {
             topics.insert(name.to_string(), old);
             return Err(e);

@@ -98,8 +98,15 @@ impl PartitionLog {
         }
         let first = segments.values().next().expect("at least one segment");
         // DeleteRecords may have moved the start inside the first segment.
-        let recorded_start = fs::read_to_string(dir.join(LOG_START_FILE)).ok().and_then(|s| s.trim().parse::<i64>().ok()).unwrap_or(0);
-        let last_end = segments.values().next_back().expect("at least one segment").next_offset;
+        let recorded_start = fs::read_to_string(dir.join(LOG_START_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        let last_end = segments
+            .values()
+            .next_back()
+            .expect("at least one segment")
+            .next_offset;
         let log_start_offset = first.base_offset.max(recorded_start.min(last_end));
         let next_offset = segments
             .values()
@@ -591,12 +598,19 @@ impl PartitionLog {
     /// readable) and deletes segments wholly below it. Returns the new log start.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
         if offset < 0 || offset > self.next_offset {
-            return Err(LogError::OffsetOutOfRange { offset, start: self.log_start_offset, end: self.next_offset });
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end: self.next_offset,
+            });
         }
         if offset <= self.log_start_offset {
             return Ok(self.log_start_offset);
         }
-        write_atomically(&self.dir.join(LOG_START_FILE), offset.to_string().as_bytes())?;
+        write_atomically(
+            &self.dir.join(LOG_START_FILE),
+            offset.to_string().as_bytes(),
+        )?;
         self.log_start_offset = offset;
         while self.segments.len() > 1 {
             let (&base, first) = self.segments.iter().next().expect("non-empty");

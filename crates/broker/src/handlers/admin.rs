@@ -6,17 +6,26 @@ use std::sync::Arc;
 
 use runnel_protocol::kp::messages::alter_configs_response::AlterConfigsResourceResponse;
 use runnel_protocol::kp::messages::create_partitions_response::CreatePartitionsTopicResult;
-use runnel_protocol::kp::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use runnel_protocol::kp::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use runnel_protocol::kp::messages::describe_cluster_response::DescribeClusterBroker;
-use runnel_protocol::kp::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym};
-use runnel_protocol::kp::messages::describe_log_dirs_response::{DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic};
+use runnel_protocol::kp::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use runnel_protocol::kp::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
 use runnel_protocol::kp::messages::*;
 use runnel_protocol::kp::protocol::StrBytes;
 use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 
 use super::{ready, str_bytes, ResponseFuture};
 use crate::broker::Broker;
-use crate::config::{broker_config_entries, topic_config_default, topic_config_names, topic_config_type, validate_topic_config};
+use crate::config::{
+    broker_config_entries, topic_config_default, topic_config_names, topic_config_type,
+    validate_topic_config,
+};
 use crate::error::{BrokerError, ErrorCode};
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -26,8 +35,19 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-fn describe_topic(broker: &Broker, name: &str, keys: Option<&Vec<StrBytes>>, synonyms: bool, v: i16) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
-    let topic = broker.topics.get(name).ok_or_else(|| BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")))?;
+fn describe_topic(
+    broker: &Broker,
+    name: &str,
+    keys: Option<&Vec<StrBytes>>,
+    synonyms: bool,
+    v: i16,
+) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
+    let topic = broker.topics.get(name).ok_or_else(|| {
+        BrokerError::new(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("topic '{name}' does not exist"),
+        )
+    })?;
     Ok(topic_config_names()
         .filter(|k| keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == *k)))
         .filter_map(|k| {
@@ -35,9 +55,15 @@ fn describe_topic(broker: &Broker, name: &str, keys: Option<&Vec<StrBytes>>, syn
                 Some(v) => (v.clone(), SOURCE_TOPIC),
                 None => (topic_config_default(k, &broker.config)?, SOURCE_DEFAULT),
             };
-            let mut entry = DescribeConfigsResourceResult::default().with_name(str_bytes(k)).with_value(Some(str_bytes(&value))).with_config_source(source);
+            let mut entry = DescribeConfigsResourceResult::default()
+                .with_name(str_bytes(k))
+                .with_value(Some(str_bytes(&value)))
+                .with_config_source(source);
             if synonyms {
-                entry = entry.with_synonyms(vec![DescribeConfigsSynonym::default().with_name(str_bytes(k)).with_value(Some(str_bytes(&value))).with_source(source)]);
+                entry = entry.with_synonyms(vec![DescribeConfigsSynonym::default()
+                    .with_name(str_bytes(k))
+                    .with_value(Some(str_bytes(&value)))
+                    .with_source(source)]);
             }
             if v >= 3 {
                 entry = entry.with_config_type(topic_config_type(k));
@@ -47,15 +73,27 @@ fn describe_topic(broker: &Broker, name: &str, keys: Option<&Vec<StrBytes>>, syn
         .collect())
 }
 
-fn describe_broker(broker: &Broker, name: &str, keys: Option<&Vec<StrBytes>>, synonyms: bool) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
+fn describe_broker(
+    broker: &Broker,
+    name: &str,
+    keys: Option<&Vec<StrBytes>>,
+    synonyms: bool,
+) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
     if !name.is_empty() && name != broker.node_id().to_string() {
-        return Err(BrokerError::new(ErrorCode::InvalidRequest, format!("broker '{name}' is not this broker ({})", broker.node_id())));
+        return Err(BrokerError::new(
+            ErrorCode::InvalidRequest,
+            format!("broker '{name}' is not this broker ({})", broker.node_id()),
+        ));
     }
     Ok(broker_config_entries(&broker.config)
         .into_iter()
         .filter(|(k, _, _)| keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == k)))
         .map(|(k, value, explicit)| {
-            let source = if explicit { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
+            let source = if explicit {
+                SOURCE_STATIC_BROKER
+            } else {
+                SOURCE_DEFAULT
+            };
             let mut entry = DescribeConfigsResourceResult::default()
                 .with_name(str_bytes(&k))
                 .with_value(Some(str_bytes(&value)))
@@ -63,14 +101,20 @@ fn describe_broker(broker: &Broker, name: &str, keys: Option<&Vec<StrBytes>>, sy
                 // Runnel has no dynamic broker configs yet: every broker key needs a restart.
                 .with_read_only(true);
             if synonyms {
-                entry = entry.with_synonyms(vec![DescribeConfigsSynonym::default().with_name(str_bytes(&k)).with_value(Some(str_bytes(&value))).with_source(source)]);
+                entry = entry.with_synonyms(vec![DescribeConfigsSynonym::default()
+                    .with_name(str_bytes(&k))
+                    .with_value(Some(str_bytes(&value)))
+                    .with_source(source)]);
             }
             entry
         })
         .collect())
 }
 
-pub fn describe_configs(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn describe_configs(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
     let body: DescribeConfigsRequest = decode_body(&req.body, req.api_version)?;
     let results = body
         .resources
@@ -78,31 +122,58 @@ pub fn describe_configs(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<Res
         .map(|r| {
             let keys = r.configuration_keys.as_ref();
             let outcome = match r.resource_type {
-                RESOURCE_TOPIC => describe_topic(broker, &r.resource_name, keys, body.include_synonyms, req.api_version),
-                RESOURCE_BROKER => describe_broker(broker, &r.resource_name, keys, body.include_synonyms),
-                other => Err(BrokerError::new(ErrorCode::InvalidRequest, format!("resource type {other} is not supported"))),
+                RESOURCE_TOPIC => describe_topic(
+                    broker,
+                    &r.resource_name,
+                    keys,
+                    body.include_synonyms,
+                    req.api_version,
+                ),
+                RESOURCE_BROKER => {
+                    describe_broker(broker, &r.resource_name, keys, body.include_synonyms)
+                }
+                other => Err(BrokerError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("resource type {other} is not supported"),
+                )),
             };
-            let result = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
             match outcome {
                 Ok(configs) => result.with_configs(configs),
-                Err(e) => result.with_error_code(e.code.code()).with_error_message(Some(str_bytes(&e.message))),
+                Err(e) => result
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(str_bytes(&e.message))),
             }
         })
         .collect();
-    ready(req, &DescribeConfigsResponse::default().with_results(results))
+    ready(
+        req,
+        &DescribeConfigsResponse::default().with_results(results),
+    )
 }
 
 /// Validates a full set of topic configs.
 fn validate_all(configs: &BTreeMap<String, String>) -> Result<(), BrokerError> {
     for (k, v) in configs {
-        validate_topic_config(k, v).map_err(|e| BrokerError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        validate_topic_config(k, v)
+            .map_err(|e| BrokerError::new(ErrorCode::InvalidConfig, e.to_string()))?;
     }
     Ok(())
 }
 
-fn alter_topic(broker: &Broker, name: &str, configs: BTreeMap<String, String>, validate_only: bool) -> Result<(), BrokerError> {
+fn alter_topic(
+    broker: &Broker,
+    name: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), BrokerError> {
     if broker.topics.get(name).is_none() {
-        return Err(BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")));
+        return Err(BrokerError::new(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("topic '{name}' does not exist"),
+        ));
     }
     validate_all(&configs)?;
     if validate_only {
@@ -115,15 +186,26 @@ fn broker_unsupported() -> BrokerError {
     BrokerError::new(ErrorCode::InvalidRequest, "broker configs cannot be changed while the broker runs yet; set them in server.properties and restart")
 }
 
-fn alter_response(resource_type: i8, name: &StrBytes, outcome: Result<(), BrokerError>) -> AlterConfigsResourceResponse {
-    let r = AlterConfigsResourceResponse::default().with_resource_type(resource_type).with_resource_name(name.clone());
+fn alter_response(
+    resource_type: i8,
+    name: &StrBytes,
+    outcome: Result<(), BrokerError>,
+) -> AlterConfigsResourceResponse {
+    let r = AlterConfigsResourceResponse::default()
+        .with_resource_type(resource_type)
+        .with_resource_name(name.clone());
     match outcome {
         Ok(()) => r,
-        Err(e) => r.with_error_code(e.code.code()).with_error_message(Some(str_bytes(&e.message))),
+        Err(e) => r
+            .with_error_code(e.code.code())
+            .with_error_message(Some(str_bytes(&e.message))),
     }
 }
 
-pub fn alter_configs(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn alter_configs(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
     let body: AlterConfigsRequest = decode_body(&req.body, req.api_version)?;
     let responses = body
         .resources
@@ -132,16 +214,30 @@ pub fn alter_configs(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<Respon
             let outcome = match r.resource_type {
                 // Legacy AlterConfigs replaces the whole set: unnamed keys return to defaults.
                 RESOURCE_TOPIC => {
-                    let configs = r.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
+                    let configs = r
+                        .configs
+                        .iter()
+                        .filter_map(|c| {
+                            c.value
+                                .as_ref()
+                                .map(|v| (c.name.to_string(), v.to_string()))
+                        })
+                        .collect();
                     alter_topic(broker, &r.resource_name, configs, body.validate_only)
                 }
                 RESOURCE_BROKER => Err(broker_unsupported()),
-                other => Err(BrokerError::new(ErrorCode::InvalidRequest, format!("resource type {other} is not supported"))),
+                other => Err(BrokerError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("resource type {other} is not supported"),
+                )),
             };
             alter_response(r.resource_type, &r.resource_name, outcome)
         })
         .collect();
-    ready(req, &AlterConfigsResponse::default().with_responses(responses))
+    ready(
+        req,
+        &AlterConfigsResponse::default().with_responses(responses),
+    )
 }
 
 const OP_SET: i8 = 0;
@@ -149,7 +245,10 @@ const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
-pub fn incremental_alter_configs(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn incremental_alter_configs(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
     let body: IncrementalAlterConfigsRequest = decode_body(&req.body, req.api_version)?;
     let responses = body
         .resources
@@ -202,32 +301,57 @@ pub fn incremental_alter_configs(broker: &Arc<Broker>, req: &ParsedRequest) -> R
                 .with_resource_name(r.resource_name)
         })
         .collect();
-    ready(req, &IncrementalAlterConfigsResponse::default().with_responses(responses))
+    ready(
+        req,
+        &IncrementalAlterConfigsResponse::default().with_responses(responses),
+    )
 }
 
-pub fn create_partitions(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn create_partitions(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
     let body: CreatePartitionsRequest = decode_body(&req.body, req.api_version)?;
     let results = body
         .topics
         .iter()
         .map(|t| {
             let outcome = match &t.assignments {
-                Some(a) if a.iter().any(|x| x.broker_ids.iter().any(|b| b.0 != broker.node_id())) => {
-                    Err(BrokerError::new(ErrorCode::InvalidReplicaAssignment, format!("assignments name brokers other than this one ({})", broker.node_id())))
+                Some(a)
+                    if a.iter()
+                        .any(|x| x.broker_ids.iter().any(|b| b.0 != broker.node_id())) =>
+                {
+                    Err(BrokerError::new(
+                        ErrorCode::InvalidReplicaAssignment,
+                        format!(
+                            "assignments name brokers other than this one ({})",
+                            broker.node_id()
+                        ),
+                    ))
                 }
-                _ => broker.topics.add_partitions(&t.name.0, t.count, body.validate_only),
+                _ => broker
+                    .topics
+                    .add_partitions(&t.name.0, t.count, body.validate_only),
             };
             let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             match outcome {
                 Ok(()) => r,
-                Err(e) => r.with_error_code(e.code.code()).with_error_message(Some(str_bytes(&e.message))),
+                Err(e) => r
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(str_bytes(&e.message))),
             }
         })
         .collect();
-    ready(req, &CreatePartitionsResponse::default().with_results(results))
+    ready(
+        req,
+        &CreatePartitionsResponse::default().with_results(results),
+    )
 }
 
-pub fn describe_cluster(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn describe_cluster(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
     let _: DescribeClusterRequest = decode_body(&req.body, req.api_version)?;
     let node = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(broker.node_id()))
@@ -243,7 +367,10 @@ pub fn describe_cluster(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<Res
     ready(req, &response)
 }
 
-pub fn delete_records(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn delete_records(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
     let body: DeleteRecordsRequest = decode_body(&req.body, req.api_version)?;
     let topics = body
         .topics
@@ -253,20 +380,28 @@ pub fn delete_records(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<Respo
                 .partitions
                 .iter()
                 .map(|p| {
-                    let r = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
+                    let r = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_low_watermark(-1);
                     let Some(part) = broker.topics.partition(&t.name.0, p.partition_index) else {
                         return r.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                     };
                     let mut log = part.log.lock();
                     // -1 means "up to the high watermark".
-                    let target = if p.offset == -1 { log.log_end_offset() } else { p.offset };
+                    let target = if p.offset == -1 {
+                        log.log_end_offset()
+                    } else {
+                        p.offset
+                    };
                     match log.delete_records_before(target) {
                         Ok(low) => r.with_low_watermark(low),
                         Err(e) => r.with_error_code(BrokerError::from(e).code.code()),
                     }
                 })
                 .collect();
-            DeleteRecordsTopicResult::default().with_name(t.name.clone()).with_partitions(partitions)
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
         })
         .collect();
     ready(req, &DeleteRecordsResponse::default().with_topics(topics))
@@ -275,7 +410,9 @@ pub fn delete_records(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<Respo
 /// (total, usable) bytes of the filesystem holding `dir`.
 fn disk_space(dir: &std::path::Path) -> (i64, i64) {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return (-1, -1) };
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return (-1, -1);
+    };
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `path` is a valid C string and `st` a properly sized out-parameter.
     if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
@@ -285,34 +422,69 @@ fn disk_space(dir: &std::path::Path) -> (i64, i64) {
     (st.f_blocks as i64 * block, st.f_bavail as i64 * block)
 }
 
-pub fn describe_log_dirs(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn describe_log_dirs(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
     let body: DescribeLogDirsRequest = decode_body(&req.body, req.api_version)?;
-    let wanted = |topic: &str, p: i32| body.topics.as_ref().is_none_or(|ts| ts.iter().any(|t| t.topic.0.as_str() == topic && t.partitions.contains(&p)));
+    let wanted = |topic: &str, p: i32| {
+        body.topics.as_ref().is_none_or(|ts| {
+            ts.iter()
+                .any(|t| t.topic.0.as_str() == topic && t.partitions.contains(&p))
+        })
+    };
     let mut by_dir: BTreeMap<std::path::PathBuf, BTreeMap<String, Vec<DescribeLogDirsPartition>>> =
-        broker.topics.log_dirs().iter().map(|d| (d.clone(), BTreeMap::new())).collect();
+        broker
+            .topics
+            .log_dirs()
+            .iter()
+            .map(|d| (d.clone(), BTreeMap::new()))
+            .collect();
     for topic in broker.topics.all() {
         for p in &topic.partitions {
             if !wanted(&topic.name, p.index) {
                 continue;
             }
             let log = p.log.lock();
-            let Some(parent) = log.dir().parent().map(|d| d.to_path_buf()) else { continue };
-            let entry = DescribeLogDirsPartition::default().with_partition_index(p.index).with_partition_size(log.size_bytes() as i64).with_offset_lag(0);
-            by_dir.entry(parent).or_default().entry(topic.name.clone()).or_default().push(entry);
+            let Some(parent) = log.dir().parent().map(|d| d.to_path_buf()) else {
+                continue;
+            };
+            let entry = DescribeLogDirsPartition::default()
+                .with_partition_index(p.index)
+                .with_partition_size(log.size_bytes() as i64)
+                .with_offset_lag(0);
+            by_dir
+                .entry(parent)
+                .or_default()
+                .entry(topic.name.clone())
+                .or_default()
+                .push(entry);
         }
     }
     let results = by_dir
         .into_iter()
         .map(|(dir, topics)| {
             let (total, usable) = disk_space(&dir);
-            let mut r = DescribeLogDirsResult::default().with_log_dir(str_bytes(&dir.display().to_string())).with_topics(
-                topics.into_iter().map(|(name, partitions)| DescribeLogDirsTopic::default().with_name(TopicName(str_bytes(&name))).with_partitions(partitions)).collect(),
-            );
+            let mut r = DescribeLogDirsResult::default()
+                .with_log_dir(str_bytes(&dir.display().to_string()))
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(name, partitions)| {
+                            DescribeLogDirsTopic::default()
+                                .with_name(TopicName(str_bytes(&name)))
+                                .with_partitions(partitions)
+                        })
+                        .collect(),
+                );
             if req.api_version >= 4 {
                 r = r.with_total_bytes(total).with_usable_bytes(usable);
             }
             r
         })
         .collect();
-    ready(req, &DescribeLogDirsResponse::default().with_results(results))
+    ready(
+        req,
+        &DescribeLogDirsResponse::default().with_results(results),
+    )
 }
