@@ -75,9 +75,11 @@ impl LogSegment {
         now_ms: i64,
     ) -> Result<(Self, u64)> {
         let log_path = dir.join(format!("{}.log", file_stem(base_offset)));
+        // O_APPEND: every write lands at the end of the file, wherever the cursor of a
+        // reopened segment happens to be (it starts at 0).
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .append(true)
             .open(&log_path)
             .map_err(|e| LogError::io(&log_path, e))?;
         let file_size = file

@@ -333,3 +333,25 @@ fn delete_records_moves_the_start_and_survives_restart() {
     let r = log.read(33, 1000, i64::MAX, true).unwrap();
     assert_eq!(BatchHeader::parse(&r.records).unwrap().base_offset, 32);
 }
+
+#[test]
+fn appends_after_reopening_go_to_the_end_of_the_segment() {
+    for clean in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+            for _ in 0..5 {
+                log.append(&mut batch("a", 2, 0, -1, -1), 0, 0).unwrap();
+            }
+            if clean {
+                log.close().unwrap();
+            }
+        }
+        for round in 0..2 {
+            let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+            let base = log.append(&mut batch("b", 2, 0, -1, -1), 0, 0).unwrap().base_offset;
+            assert_eq!(base, 10 + round * 2);
+            assert_eq!(read_all(&log, 0), (0..(6 + round)).map(|i| i * 2).collect::<Vec<_>>(), "clean={clean} round={round}");
+        }
+    }
+}

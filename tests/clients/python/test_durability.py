@@ -12,13 +12,6 @@ import ck
 import kwire
 from harness import unique
 
-# Known broker bug (reported): see the reason text.
-APPEND_AFTER_REOPEN = pytest.mark.xfail(strict=True, reason=(
-    "broker: after a restart (SIGTERM or SIGKILL), appends to the reopened active segment are written at "
-    "file position 0, overwriting its first batches (the file does not grow); reads then fail with "
-    "'fetch read failed: failed to fill whole buffer' and the next crash recovery truncates the whole segment"))
-
-
 def numbered(i, size=200):
     body = (f"{i:09d}|" + "x" * size).encode()
     return body + b"|" + hashlib.sha256(body).hexdigest()[:16].encode()
@@ -98,7 +91,7 @@ def produce_then_kill(b, topic, start_at, min_acked, **conf):
 @pytest.mark.parametrize("flush,rounds", [
     ("default", 1),
     ("flush-every-message", 1),
-    pytest.param("default", 2, marks=APPEND_AFTER_REOPEN),  # crash, recover, produce on top, crash again
+    pytest.param("default", 2),  # crash, recover, produce on top, crash again
 ])
 def test_kill9_during_produce_loses_no_acknowledged_record(start_broker, flush, rounds):
     configs = {"log.flush.interval.messages": "1"} if flush != "default" else {}
@@ -136,7 +129,6 @@ def test_kill9_during_produce_loses_no_acknowledged_record(start_broker, flush, 
 
 
 @pytest.mark.timeout_s(60)
-@APPEND_AFTER_REOPEN
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
 def test_append_after_restart(start_broker, stop):
     """The simplest restart: records written after a restart go after the old ones."""
