@@ -44,6 +44,7 @@ pub enum ErrorCode {
     InvalidReplicaAssignment = 39,
     TopicDeletionDisabled = 73,
     KafkaStorageError = 56,
+    LogDirNotFound = 57,
     FetchSessionIdNotFound = 70,
     InvalidFetchSessionEpoch = 71,
     FencedLeaderEpoch = 74,

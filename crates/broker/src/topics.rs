@@ -340,6 +340,58 @@ impl TopicRegistry {
         Ok(())
     }
 
+    /// Moves a partition's log to another of the broker's log dirs (AlterReplicaLogDirs).
+    /// The partition is closed, copied, reopened from the new place and the old copy
+    /// removed, all under its lock: producers and consumers of that partition wait for the
+    /// copy; the rest of the broker does not.
+    pub fn move_partition(&self, topic: &str, partition: i32, target_dir: &Path) -> Result<(), BrokerError> {
+        let target_dir = self
+            .config
+            .log_dirs
+            .iter()
+            .find(|d| d.as_path() == target_dir)
+            .ok_or_else(|| BrokerError::new(ErrorCode::LogDirNotFound, format!("{} is not one of this broker's log.dirs", target_dir.display())))?
+            .clone();
+        let t = self.get(topic).ok_or_else(|| BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("topic '{topic}' does not exist")))?;
+        let p = usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get(i))
+            .ok_or_else(|| BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("{topic}-{partition} does not exist")))?;
+        let mut log = p.log.lock();
+        let from = log.dir().to_path_buf();
+        if from.parent() == Some(target_dir.as_path()) {
+            return Ok(());
+        }
+        let to = target_dir.join(partition_dir_name(topic, partition));
+        log.close().map_err(BrokerError::from)?;
+        let copy = || -> std::io::Result<()> {
+            let staging = to.with_extension("moving");
+            let _ = std::fs::remove_dir_all(&staging);
+            std::fs::create_dir_all(&staging)?;
+            for entry in std::fs::read_dir(&from)? {
+                let entry = entry?;
+                let dest = staging.join(entry.file_name());
+                std::fs::copy(entry.path(), &dest)?;
+                std::fs::File::open(&dest)?.sync_all()?;
+            }
+            std::fs::rename(&staging, &to)?;
+            std::fs::File::open(&target_dir)?.sync_all()
+        };
+        if let Err(e) = copy() {
+            // The original is intact (and closed cleanly): reopen it where it was.
+            let reopened = PartitionLog::open(&from, log.config().clone(), now_ms()).map_err(BrokerError::from)?;
+            *log = reopened;
+            return Err(BrokerError::storage(&to, e));
+        }
+        let moved = PartitionLog::open(&to, log.config().clone(), now_ms()).map_err(BrokerError::from)?;
+        *log = moved;
+        if let Err(e) = std::fs::remove_dir_all(&from) {
+            tracing::warn!(dir = %from.display(), error = %e, "moved partition, but could not remove the old copy");
+        }
+        tracing::info!(topic, partition, from = %from.display(), to = %to.display(), "moved partition to another log dir");
+        Ok(())
+    }
+
     /// The broker's data directories.
     pub fn log_dirs(&self) -> &[PathBuf] {
         &self.config.log_dirs

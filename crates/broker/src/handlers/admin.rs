@@ -120,7 +120,8 @@ pub fn describe_configs(
         .resources
         .iter()
         .map(|r| {
-            let keys = r.configuration_keys.as_ref();
+            // Null or empty: every key (Kafka treats both the same).
+            let keys = r.configuration_keys.as_ref().filter(|k| !k.is_empty());
             let outcome = match r.resource_type {
                 RESOURCE_TOPIC => describe_topic(
                     broker,
@@ -487,4 +488,81 @@ pub fn describe_log_dirs(
         req,
         &DescribeLogDirsResponse::default().with_results(results),
     )
+}
+
+pub fn alter_replica_log_dirs(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+    use runnel_protocol::kp::messages::alter_replica_log_dirs_response::{AlterReplicaLogDirPartitionResult, AlterReplicaLogDirTopicResult};
+    let body: AlterReplicaLogDirsRequest = decode_body(&req.body, req.api_version)?;
+    let mut results: Vec<AlterReplicaLogDirTopicResult> = Vec::new();
+    for dir in &body.dirs {
+        let target = std::path::PathBuf::from(dir.path.as_str());
+        for t in &dir.topics {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|&p| {
+                    let code = match broker.topics.move_partition(&t.name.0, p, &target) {
+                        Ok(()) => ErrorCode::None,
+                        Err(e) => {
+                            tracing::warn!(topic = %t.name.0, partition = p, error = %e, "log dir move refused");
+                            e.code
+                        }
+                    };
+                    AlterReplicaLogDirPartitionResult::default().with_partition_index(p).with_error_code(code.code())
+                })
+                .collect();
+            results.push(AlterReplicaLogDirTopicResult::default().with_topic_name(t.name.clone()).with_partitions(partitions));
+        }
+    }
+    ready(req, &AlterReplicaLogDirsResponse::default().with_results(results))
+}
+
+pub fn describe_topic_partitions(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+    use runnel_protocol::kp::messages::describe_topic_partitions_response::{Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic};
+    let body: DescribeTopicPartitionsRequest = decode_body(&req.body, req.api_version)?;
+    let node = BrokerId(broker.node_id());
+    let mut names: Vec<String> = if body.topics.is_empty() { broker.topics.all().iter().map(|t| t.name.clone()).collect() } else { body.topics.iter().map(|t| t.name.0.to_string()).collect() };
+    names.sort();
+    let (start_topic, start_partition) = body.cursor.as_ref().map_or((String::new(), 0), |c| (c.topic_name.0.to_string(), c.partition_index));
+    let limit = body.response_partition_limit.clamp(1, 2000) as usize;
+    let mut budget = limit;
+    let mut topics = Vec::new();
+    let mut next_cursor = None;
+    for name in names.into_iter().filter(|n| *n >= start_topic) {
+        let Some(t) = broker.topics.get(&name) else {
+            topics.push(DescribeTopicPartitionsResponseTopic::default().with_name(Some(TopicName(str_bytes(&name)))).with_error_code(ErrorCode::UnknownTopicOrPartition.code()).with_topic_authorized_operations(i32::MIN));
+            continue;
+        };
+        let first = if name == start_topic { start_partition.max(0) as usize } else { 0 };
+        let mut partitions = Vec::new();
+        for p in t.partitions.iter().skip(first) {
+            if budget == 0 {
+                next_cursor = Some(Cursor::default().with_topic_name(TopicName(str_bytes(&name))).with_partition_index(p.index));
+                break;
+            }
+            budget -= 1;
+            partitions.push(
+                DescribeTopicPartitionsResponsePartition::default()
+                    .with_partition_index(p.index)
+                    .with_leader_id(node)
+                    .with_leader_epoch(p.leader_epoch)
+                    .with_replica_nodes(vec![node])
+                    .with_isr_nodes(vec![node])
+                    .with_eligible_leader_replicas(Some(Vec::new()))
+                    .with_last_known_elr(Some(Vec::new())),
+            );
+        }
+        topics.push(
+            DescribeTopicPartitionsResponseTopic::default()
+                .with_name(Some(TopicName(str_bytes(&name))))
+                .with_topic_id(t.id)
+                .with_is_internal(name.starts_with("__"))
+                .with_partitions(partitions)
+                .with_topic_authorized_operations(i32::MIN),
+        );
+        if next_cursor.is_some() {
+            break;
+        }
+    }
+    ready(req, &DescribeTopicPartitionsResponse::default().with_topics(topics).with_next_cursor(next_cursor))
 }

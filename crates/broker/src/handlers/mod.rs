@@ -63,6 +63,8 @@ pub fn dispatch(
         ApiKey::DescribeCluster => admin::describe_cluster(broker, &req),
         ApiKey::DeleteRecords => admin::delete_records(broker, &req),
         ApiKey::DescribeLogDirs => admin::describe_log_dirs(broker, &req),
+        ApiKey::AlterReplicaLogDirs => admin::alter_replica_log_dirs(broker, &req),
+        ApiKey::DescribeTopicPartitions => admin::describe_topic_partitions(broker, &req),
         ApiKey::AddPartitionsToTxn => txn::add_partitions(broker, &req),
         ApiKey::AddOffsetsToTxn => txn::add_offsets(broker, &req),
         ApiKey::TxnOffsetCommit => txn::txn_offset_commit(broker, &req),
