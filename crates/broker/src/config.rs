@@ -586,6 +586,47 @@ pub fn topic_config_type(key: &str) -> i8 {
     }
 }
 
+/// Broker keys that AlterConfigs/IncrementalAlterConfigs may change while the broker
+/// runs (Kafka's dynamic per-broker log defaults). They take effect at once on every
+/// partition that has no topic-level override, and persist across restarts.
+pub const DYNAMIC_BROKER_KEYS: &[&str] = &[
+    "log.retention.ms",
+    "log.retention.bytes",
+    "log.segment.bytes",
+    "log.roll.ms",
+    "message.max.bytes",
+    "log.index.interval.bytes",
+    "log.message.timestamp.type",
+    "log.flush.interval.messages",
+    "min.insync.replicas",
+];
+
+impl BrokerConfig {
+    /// The static configuration with dynamic overrides applied (validated like a file).
+    pub fn with_dynamic(&self, dynamic: &BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
+        let mut pairs: Vec<(String, String)> = self.explicit.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (k, v) in dynamic {
+            if !DYNAMIC_BROKER_KEYS.contains(&k.as_str()) {
+                return Err(ConfigError::UnknownKey {
+                    key: k.clone(),
+                    hint: format!(" (not changeable while the broker runs; dynamic keys: {})", DYNAMIC_BROKER_KEYS.join(", ")),
+                });
+            }
+            // A finer retention or roll unit set statically would shadow the dynamic one.
+            if k == "log.retention.ms" {
+                pairs.retain(|(key, _)| key != "log.retention.minutes" && key != "log.retention.hours");
+            }
+            if k == "log.roll.ms" {
+                pairs.retain(|(key, _)| key != "log.roll.hours");
+            }
+            pairs.push((k.clone(), v.clone()));
+        }
+        let mut c = BrokerConfig::from_pairs(&pairs)?;
+        c.explicit = self.explicit.clone();
+        Ok(c)
+    }
+}
+
 /// The broker's settings as (key, value, set explicitly) for DescribeConfigs.
 pub fn broker_config_entries(c: &BrokerConfig) -> Vec<(String, String, bool)> {
     let d = &c.log_defaults;

@@ -39,6 +39,11 @@ struct MetadataFile {
 
 pub struct TopicRegistry {
     config: Arc<BrokerConfig>,
+    /// Dynamic broker configs (AlterConfigs on the broker), persisted beside topics.json.
+    dynamic: RwLock<BTreeMap<String, String>>,
+    /// `config` with `dynamic` applied: the defaults new and existing topics use.
+    effective: RwLock<Arc<BrokerConfig>>,
+    dynamic_path: PathBuf,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     metadata_path: PathBuf,
 }
@@ -95,8 +100,21 @@ impl TopicRegistry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataFile::default(),
             Err(e) => return Err(BrokerError::storage(&metadata_path, e)),
         };
+        let dynamic_path = meta_dir.join("broker-configs.json");
+        let dynamic: BTreeMap<String, String> = match std::fs::read(&dynamic_path) {
+            Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
+                BrokerError::new(ErrorCode::KafkaStorageError, format!("{} is damaged: {e}", dynamic_path.display()))
+            })?,
+            Err(_) => BTreeMap::new(),
+        };
+        let effective = config
+            .with_dynamic(&dynamic)
+            .map_err(|e| BrokerError::new(ErrorCode::InvalidConfig, format!("{}: {e}", dynamic_path.display())))?;
         let registry = TopicRegistry {
             config,
+            dynamic: RwLock::new(dynamic),
+            effective: RwLock::new(Arc::new(effective)),
+            dynamic_path,
             topics: RwLock::new(BTreeMap::new()),
             metadata_path,
         };
@@ -110,7 +128,7 @@ impl TopicRegistry {
     }
 
     fn open_topic(&self, rec: &TopicRecord) -> Result<Topic, BrokerError> {
-        let log_config = topic_log_config(&self.config.log_defaults, &rec.configs);
+        let log_config = topic_log_config(&self.effective_config().log_defaults, &rec.configs);
         let mut partitions = Vec::with_capacity(rec.partitions as usize);
         for p in 0..rec.partitions {
             let dir = self.partition_dir(&rec.name, p);
@@ -275,7 +293,7 @@ impl TopicRegistry {
             topics.insert(name.to_string(), old);
             return Err(e);
         }
-        let log_config = topic_log_config(&self.config.log_defaults, &updated.configs);
+        let log_config = topic_log_config(&self.effective_config().log_defaults, &updated.configs);
         for p in &updated.partitions {
             p.log.lock().set_config(log_config.clone());
         }
@@ -315,7 +333,7 @@ impl TopicRegistry {
         if validate_only {
             return Ok(());
         }
-        let log_config = topic_log_config(&self.config.log_defaults, &old.configs);
+        let log_config = topic_log_config(&self.effective_config().log_defaults, &old.configs);
         let mut partitions = old.partitions.clone();
         for p in current..count {
             let dir = self.partition_dir(name, p);
@@ -389,6 +407,46 @@ impl TopicRegistry {
             tracing::warn!(dir = %from.display(), error = %e, "moved partition, but could not remove the old copy");
         }
         tracing::info!(topic, partition, from = %from.display(), to = %to.display(), "moved partition to another log dir");
+        Ok(())
+    }
+
+    /// The broker configuration in force: static keys with dynamic overrides.
+    pub fn effective_config(&self) -> Arc<BrokerConfig> {
+        self.effective.read().clone()
+    }
+
+    /// The dynamic broker configs that are set.
+    pub fn dynamic_configs(&self) -> BTreeMap<String, String> {
+        self.dynamic.read().clone()
+    }
+
+    /// Applies dynamic broker config changes (None deletes a key): validated together,
+    /// persisted, then applied to every partition without a topic-level override.
+    pub fn set_dynamic_configs(&self, changes: &[(String, Option<String>)], validate_only: bool) -> Result<(), BrokerError> {
+        let mut dynamic = self.dynamic.write();
+        let mut next = dynamic.clone();
+        for (k, v) in changes {
+            match v {
+                Some(v) => next.insert(k.clone(), v.clone()),
+                None => next.remove(k),
+            };
+        }
+        let effective = self.config.with_dynamic(&next).map_err(|e| BrokerError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        if validate_only {
+            return Ok(());
+        }
+        let raw = serde_json::to_vec_pretty(&next).expect("string map serialises");
+        write_file_atomically(&self.dynamic_path, &raw)?;
+        *dynamic = next;
+        let effective = Arc::new(effective);
+        *self.effective.write() = effective.clone();
+        for topic in self.all() {
+            let log_config = topic_log_config(&effective.log_defaults, &topic.configs);
+            for p in &topic.partitions {
+                p.log.lock().set_config(log_config.clone());
+            }
+        }
+        tracing::info!(changes = ?changes, "dynamic broker configs changed");
         Ok(())
     }
 

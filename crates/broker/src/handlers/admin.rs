@@ -23,7 +23,7 @@ use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 use super::{ready, str_bytes, ResponseFuture};
 use crate::broker::Broker;
 use crate::config::{
-    broker_config_entries, topic_config_default, topic_config_names, topic_config_type,
+    broker_config_entries, DYNAMIC_BROKER_KEYS, topic_config_default, topic_config_names, topic_config_type,
     validate_topic_config,
 };
 use crate::error::{BrokerError, ErrorCode};
@@ -32,6 +32,7 @@ const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 /// Kafka's ConfigSource values.
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -53,7 +54,7 @@ fn describe_topic(
         .filter_map(|k| {
             let (value, source) = match topic.configs.get(k) {
                 Some(v) => (v.clone(), SOURCE_TOPIC),
-                None => (topic_config_default(k, &broker.config)?, SOURCE_DEFAULT),
+                None => (topic_config_default(k, &broker.topics.effective_config())?, SOURCE_DEFAULT),
             };
             let mut entry = DescribeConfigsResourceResult::default()
                 .with_name(str_bytes(k))
@@ -85,11 +86,14 @@ fn describe_broker(
             format!("broker '{name}' is not this broker ({})", broker.node_id()),
         ));
     }
-    Ok(broker_config_entries(&broker.config)
+    let dynamic = broker.topics.dynamic_configs();
+    Ok(broker_config_entries(&broker.topics.effective_config())
         .into_iter()
         .filter(|(k, _, _)| keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == k)))
         .map(|(k, value, explicit)| {
-            let source = if explicit {
+            let source = if dynamic.contains_key(&k) {
+                SOURCE_DYNAMIC_BROKER
+            } else if explicit {
                 SOURCE_STATIC_BROKER
             } else {
                 SOURCE_DEFAULT
@@ -98,8 +102,8 @@ fn describe_broker(
                 .with_name(str_bytes(&k))
                 .with_value(Some(str_bytes(&value)))
                 .with_config_source(source)
-                // Runnel has no dynamic broker configs yet: every broker key needs a restart.
-                .with_read_only(true);
+                // Only the dynamic keys change without a restart.
+                .with_read_only(!DYNAMIC_BROKER_KEYS.contains(&k.as_str()));
             if synonyms {
                 entry = entry.with_synonyms(vec![DescribeConfigsSynonym::default()
                     .with_name(str_bytes(&k))
@@ -183,8 +187,12 @@ fn alter_topic(
     broker.topics.set_configs(name, configs)
 }
 
-fn broker_unsupported() -> BrokerError {
-    BrokerError::new(ErrorCode::InvalidRequest, "broker configs cannot be changed while the broker runs yet; set them in server.properties and restart")
+fn check_broker_name(broker: &Broker, name: &str) -> Result<(), BrokerError> {
+    if name.is_empty() || name == broker.node_id().to_string() {
+        Ok(())
+    } else {
+        Err(BrokerError::new(ErrorCode::InvalidRequest, format!("broker '{name}' is not this broker ({})", broker.node_id())))
+    }
 }
 
 fn alter_response(
@@ -226,7 +234,12 @@ pub fn alter_configs(
                         .collect();
                     alter_topic(broker, &r.resource_name, configs, body.validate_only)
                 }
-                RESOURCE_BROKER => Err(broker_unsupported()),
+                // Legacy AlterConfigs on a broker replaces its whole dynamic set.
+                RESOURCE_BROKER => check_broker_name(broker, &r.resource_name).and_then(|()| {
+                    let mut changes: Vec<(String, Option<String>)> = broker.topics.dynamic_configs().into_keys().map(|k| (k, None)).collect();
+                    changes.extend(r.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))));
+                    broker.topics.set_dynamic_configs(&changes, body.validate_only)
+                }),
                 other => Err(BrokerError::new(
                     ErrorCode::InvalidRequest,
                     format!("resource type {other} is not supported"),
@@ -262,7 +275,8 @@ pub fn incremental_alter_configs(
                     for c in &r.configs {
                         let key = c.name.to_string();
                         let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
-                        let current = || configs.get(&key).cloned().or_else(|| topic_config_default(&key, &broker.config)).unwrap_or_default();
+                        let effective = broker.topics.effective_config();
+                        let current = || configs.get(&key).cloned().or_else(|| topic_config_default(&key, &effective)).unwrap_or_default();
                         match c.config_operation {
                             OP_SET => {
                                 configs.insert(key, value);
@@ -291,7 +305,18 @@ pub fn incremental_alter_configs(
                     }
                     alter_topic(broker, &r.resource_name, configs, body.validate_only)
                 })(),
-                RESOURCE_BROKER => Err(broker_unsupported()),
+                RESOURCE_BROKER => check_broker_name(broker, &r.resource_name).and_then(|()| {
+                    let changes = r
+                        .configs
+                        .iter()
+                        .map(|c| match c.config_operation {
+                            OP_SET => Ok((c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))),
+                            OP_DELETE => Ok((c.name.to_string(), None)),
+                            op => Err(BrokerError::new(ErrorCode::InvalidConfig, format!("operation {op} is not valid for broker config '{}'", c.name.as_str()))),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    broker.topics.set_dynamic_configs(&changes, body.validate_only)
+                }),
                 other => Err(BrokerError::new(ErrorCode::InvalidRequest, format!("resource type {other} is not supported"))),
             };
             let r = alter_response(r.resource_type, &r.resource_name, outcome);
