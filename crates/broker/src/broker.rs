@@ -32,6 +32,9 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     pub txns: TxnCoordinator,
     pub metrics: crate::metrics::Metrics,
+    /// Log dirs taken offline by an I/O error: their partitions answer
+    /// KAFKA_STORAGE_ERROR while the other dirs keep serving (Kafka's JBOD behaviour).
+    offline_dirs: parking_lot::RwLock<std::collections::BTreeSet<std::path::PathBuf>>,
 }
 
 struct ProducerIdBlock {
@@ -68,6 +71,7 @@ impl Broker {
             groups,
             txns: TxnCoordinator::new(config_txn),
             metrics: Default::default(),
+            offline_dirs: Default::default(),
         };
         // After groups: completing a prepared transaction applies its offset commits.
         broker.txns.load(&broker)?;
@@ -81,6 +85,29 @@ impl Broker {
     /// Wakes long-polling fetches after an append.
     pub fn notify_appended(&self) {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Whether the partition's log dir has been taken offline.
+    pub fn is_offline(&self, p: &crate::partition::Partition) -> bool {
+        let dirs = self.offline_dirs.read();
+        !dirs.is_empty() && p.log.lock().dir().parent().is_some_and(|d| dirs.contains(d))
+    }
+
+    /// Called with every storage error of a partition. Any I/O error, a full disk
+    /// included, takes the partition's whole log dir offline until a restart, as Kafka
+    /// does: the failed write was already cut back, and a directory that failed once is
+    /// not written again. The other log dirs keep serving.
+    pub fn note_storage_error(&self, p: &crate::partition::Partition, e: &runnel_log::LogError) {
+        let runnel_log::LogError::Io { .. } = e else { return };
+        let Some(dir) = p.log.lock().dir().parent().map(|d| d.to_path_buf()) else { return };
+        if self.offline_dirs.write().insert(dir.clone()) {
+            tracing::error!(dir = %dir.display(), error = %e, "log dir failed: its partitions are offline until the broker restarts");
+        }
+    }
+
+    /// Log dirs currently offline.
+    pub fn offline_dirs(&self) -> Vec<std::path::PathBuf> {
+        self.offline_dirs.read().iter().cloned().collect()
     }
 
     /// A producer id never issued before by this broker.

@@ -12,6 +12,7 @@ pub enum ErrorCode {
     OffsetOutOfRange = 1,
     CorruptMessage = 2,
     UnknownTopicOrPartition = 3,
+    LeaderNotAvailable = 5,
     MessageTooLarge = 10,
     OffsetMetadataTooLarge = 12,
     CoordinatorNotAvailable = 15,

@@ -168,3 +168,25 @@ def test_partitions_spread_over_log_dirs_and_move_online(start_broker, tmp_path)
     b.restart()
     got = ck.consume(b, topic, start=0, count=300)
     assert [int(m.value()) for m in got] == list(range(300)), "the moved partition is found after a restart"
+
+
+@pytest.mark.timeout_s(60)
+def test_dynamic_broker_configs_apply_at_once_and_persist(start_broker):
+    b = start_broker()
+    a = ck.admin(b)
+    topic = ck.create_topic(b, unique("dyn"))
+    br = ConfigResource(ConfigResource.Type.BROKER, "1", incremental_configs=[
+        ConfigEntry("log.retention.ms", "12345", incremental_operation=AlterConfigOpType.SET)])
+    a.incremental_alter_configs([br])[br].result(timeout=10)
+    assert topic_config(a, topic)["retention.ms"].value == "12345", "topics without an override follow at once"
+    static = ConfigResource(ConfigResource.Type.BROKER, "1", incremental_configs=[
+        ConfigEntry("num.partitions", "3", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as e:
+        a.incremental_alter_configs([static])[static].result(timeout=10)
+    assert "num.partitions" in e.value.args[0].str()
+    b.restart()
+    a = ck.admin(b)
+    desc = ConfigResource(ConfigResource.Type.BROKER, "1")
+    entry = a.describe_configs([desc])[desc].result(timeout=10)["log.retention.ms"]
+    assert entry.value == "12345" and entry.source == 2 and not entry.is_read_only  # DYNAMIC_BROKER_CONFIG
+    assert topic_config(a, topic)["retention.ms"].value == "12345"

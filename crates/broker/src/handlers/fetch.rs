@@ -167,6 +167,10 @@ fn read_all(
                 data = data.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                 any_error = true;
             }
+            (_, Some(p)) if broker.is_offline(&p) => {
+                data = data.with_error_code(ErrorCode::KafkaStorageError.code());
+                any_error = true;
+            }
             (_, Some(p)) => {
                 let log = p.log.lock();
                 let hw = log.log_end_offset();
@@ -205,6 +209,8 @@ fn read_all(
                         any_error = true;
                     }
                     Err(e) => {
+                        drop(log);
+                        broker.note_storage_error(&p, &e);
                         tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "fetch read failed");
                         data = data.with_error_code(ErrorCode::KafkaStorageError.code());
                         any_error = true;

@@ -153,6 +153,12 @@ fn append(
         check_keys(records, &first)?;
     }
     let mut buf = BytesMut::from(&records[..]);
+    if broker.is_offline(p) {
+        return Err(BrokerError::new(ErrorCode::KafkaStorageError, format!("{}-{} is on a failed log dir", p.topic, p.index)));
+    }
     let result = p.log.lock().append(&mut buf, p.leader_epoch, now_ms());
+    if let Err(e) = &result {
+        broker.note_storage_error(p, e);
+    }
     result.map_err(BrokerError::from)
 }
