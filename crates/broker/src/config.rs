@@ -61,6 +61,9 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
 pub struct BrokerConfig {
     pub node_id: i32,
     pub listener: SocketAddr,
+    /// `http.listeners`: the HTTP admin API's address (host:port, port 0 for a free
+    /// port); None when set to an empty value (disabled).
+    pub http_listener: Option<SocketAddr>,
     /// (host, port) clients are told to connect to; port 0 means "the bound port".
     pub advertised: Option<(String, u16)>,
     pub log_dirs: Vec<PathBuf>,
@@ -179,6 +182,7 @@ impl BrokerConfig {
         let mut c = BrokerConfig {
             node_id: 1,
             listener: "127.0.0.1:9092".parse().expect("valid"),
+            http_listener: Some("127.0.0.1:9644".parse().expect("valid")),
             advertised: None,
             log_dirs: vec![PathBuf::from("./runnel-data")],
             num_partitions: 1,
@@ -216,6 +220,26 @@ impl BrokerConfig {
                         .map_err(|_| invalid(k, v, "host must be an IP address"))?;
                 }
                 "advertised.listeners" => c.advertised = Some(parse_listener(k, v)?),
+                "http.listeners" => {
+                    let addr = v.trim().trim_start_matches("http://");
+                    c.http_listener = if addr.is_empty() {
+                        None
+                    } else {
+                        let (host, port) = addr
+                            .rsplit_once(':')
+                            .ok_or_else(|| invalid(k, v, "expected host:port"))?;
+                        let port: u16 = port
+                            .parse()
+                            .map_err(|_| invalid(k, v, "port must be 0-65535"))?;
+                        let host = host.trim_matches(|c| c == '[' || c == ']');
+                        let host = if host.is_empty() { "0.0.0.0" } else { host };
+                        Some(
+                            host.parse::<std::net::IpAddr>()
+                                .map(|ip| SocketAddr::new(ip, port))
+                                .map_err(|_| invalid(k, v, "host must be an IP address"))?,
+                        )
+                    }
+                }
                 "log.dirs" | "log.dir" => {
                     let dirs: Vec<PathBuf> = v
                         .split(',')

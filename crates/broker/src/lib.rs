@@ -12,6 +12,7 @@ pub mod error;
 pub mod fetch_session;
 pub mod groups;
 mod handlers;
+pub mod http;
 pub mod metrics;
 pub mod partition;
 pub mod server;

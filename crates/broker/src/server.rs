@@ -32,6 +32,8 @@ const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
 pub struct Server {
     broker: Arc<Broker>,
     listener: TcpListener,
+    /// The HTTP admin API's listener (`http.listeners`), if enabled.
+    http: Option<TcpListener>,
 }
 
 impl Server {
@@ -46,6 +48,7 @@ impl Server {
         let bound = listener
             .local_addr()
             .map_err(|e| BrokerError::storage(std::path::Path::new("listener"), e))?;
+        let http = crate::http::bind(&config).await?;
         let (host, port) = match &config.advertised {
             Some((h, p)) => (h.clone(), if *p == 0 { bound.port() } else { *p }),
             None => (bound.ip().to_string(), bound.port()),
@@ -58,6 +61,7 @@ impl Server {
         Ok(Server {
             broker: Arc::new(broker),
             listener,
+            http,
         })
     }
 
@@ -65,6 +69,11 @@ impl Server {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// The HTTP admin API's bound address, when it is enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn broker(&self) -> Arc<Broker> {
@@ -77,6 +86,10 @@ impl Server {
         let maintenance = tokio::spawn(maintenance_loop(broker.clone()));
         let group_timers = tokio::spawn(group_timer_loop(broker.clone()));
         let txn_timers = tokio::spawn(txn_timer_loop(broker.clone()));
+        let http = self.http.map(|l| {
+            let kafka_addr = self.listener.local_addr().ok();
+            tokio::spawn(crate::http::serve(l, broker.clone(), kafka_addr))
+        });
         let accept = async {
             loop {
                 match self.listener.accept().await {
@@ -98,6 +111,9 @@ impl Server {
         maintenance.abort();
         group_timers.abort();
         txn_timers.abort();
+        if let Some(h) = http {
+            h.abort();
+        }
         tracing::info!("shutting down: closing partitions");
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || b.topics.close_all()).await;

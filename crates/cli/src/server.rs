@@ -66,6 +66,16 @@ pub fn run(args: ServerArgs) -> ExitCode {
         };
         // Tests and scripts read this line to learn the port when listeners asks for 0.
         println!("listening on {}", server.local_addr());
+        // Only when `http.listeners` is set: the client-suite harness expects exactly one
+        // start-up line from a broker it configures itself.
+        let http_set = server
+            .broker()
+            .config
+            .explicit
+            .contains_key("http.listeners");
+        if let (Some(addr), true) = (server.http_addr(), http_set) {
+            println!("http listening on {addr}");
+        }
         let _ = std::io::stdout().flush();
         tracing::info!(addr = %server.local_addr(), log_dirs = ?dirs, "broker started");
         server.run(shutdown_signal()).await;
