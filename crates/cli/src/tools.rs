@@ -8,6 +8,7 @@ mod baseline;
 mod bench;
 mod consume;
 mod format;
+mod groups;
 mod produce;
 mod topics;
 
@@ -24,6 +25,10 @@ pub enum ToolCommand {
     Produce(produce::ProduceArgs),
     /// Print records of a topic (like kafka-console-consumer and kcat -C).
     Consume(consume::ConsumeArgs),
+    /// List, describe and delete consumer groups and reset their offsets (like
+    /// kafka-consumer-groups).
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
     /// Measure throughput and latency, and this machine's loopback and disk baselines.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -78,6 +83,7 @@ pub fn run(cmd: ToolCommand) -> ExitCode {
             ToolCommand::Produce(a) => produce::run(a).await,
             ToolCommand::Consume(a) => consume::run(a).await,
             ToolCommand::Bench(c) => bench::run(c).await,
+            ToolCommand::Groups(c) => groups::run(c).await,
         }
     });
     // Tasks still running (a blocked stdin reader, say) must not hold the exit.
