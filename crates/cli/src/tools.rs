@@ -6,10 +6,12 @@
 
 mod baseline;
 mod bench;
+mod configs;
 mod consume;
 mod format;
-mod groups;
+mod logdirs;
 mod produce;
+mod records;
 mod topics;
 
 use clap::{Args, Subcommand};
@@ -25,10 +27,16 @@ pub enum ToolCommand {
     Produce(produce::ProduceArgs),
     /// Print records of a topic (like kafka-console-consumer and kcat -C).
     Consume(consume::ConsumeArgs),
-    /// List, describe and delete consumer groups and reset their offsets (like
-    /// kafka-consumer-groups).
+    /// Describe and change topic and broker configs (like kafka-configs).
     #[command(subcommand)]
-    Groups(groups::GroupsCommand),
+    Configs(configs::ConfigsCommand),
+    /// Show each broker's log directories and move partitions between them (like
+    /// kafka-log-dirs).
+    #[command(subcommand)]
+    Logdirs(logdirs::LogdirsCommand),
+    /// Delete records before an offset (like kafka-delete-records).
+    #[command(subcommand)]
+    Records(records::RecordsCommand),
     /// Measure throughput and latency, and this machine's loopback and disk baselines.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -83,7 +91,9 @@ pub fn run(cmd: ToolCommand) -> ExitCode {
             ToolCommand::Produce(a) => produce::run(a).await,
             ToolCommand::Consume(a) => consume::run(a).await,
             ToolCommand::Bench(c) => bench::run(c).await,
-            ToolCommand::Groups(c) => groups::run(c).await,
+            ToolCommand::Configs(c) => configs::run(c).await,
+            ToolCommand::Logdirs(c) => logdirs::run(c).await,
+            ToolCommand::Records(c) => records::run(c).await,
         }
     });
     // Tasks still running (a blocked stdin reader, say) must not hold the exit.

@@ -6,13 +6,17 @@
 //! that the broker serves it. It has no consumer groups and no transactions; user-facing
 //! applications use librdkafka for those.
 
+mod admin;
 mod client;
 mod connection;
 mod error;
-mod groups;
 pub mod records;
 pub mod versions;
 
+pub use admin::{
+    config_source_name, config_type_name, AlterConfigOp, ConfigEntry, ConfigResource,
+    ConfigSynonym, LogDirDescription, LogDirPartition,
+};
 pub use client::{
     parse_bootstrap, BrokerMetadata, Client, ClientConfig, ClusterMetadata, FetchOptions,
     FetchedPartition, ListedOffset, NewTopic, OffsetSpec, PartitionMetadata, ProduceAck,
@@ -20,7 +24,6 @@ pub use client::{
 };
 pub use connection::{Connection, ConnectionConfig, MAX_RESPONSE_BYTES};
 pub use error::{Error, Result};
-pub use groups::{decode_assignment, CommittedOffset, GroupDescription, GroupListing, GroupMember};
 pub use kafka_protocol::records::Compression;
 pub use kafka_protocol::ResponseError;
 pub use records::{ConsumerRecord, ProducerIdentity, ProducerRecord};

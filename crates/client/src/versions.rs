@@ -17,6 +17,13 @@ pub const LIST_OFFSETS: i16 = 7;
 pub const CREATE_TOPICS: i16 = 5;
 pub const DELETE_TOPICS: i16 = 4;
 pub const INIT_PRODUCER_ID: i16 = 4;
+pub const DESCRIBE_CONFIGS: i16 = 4;
+pub const ALTER_CONFIGS: i16 = 2;
+pub const INCREMENTAL_ALTER_CONFIGS: i16 = 1;
+pub const CREATE_PARTITIONS: i16 = 3;
+pub const DELETE_RECORDS: i16 = 2;
+pub const DESCRIBE_LOG_DIRS: i16 = 4;
+pub const ALTER_REPLICA_LOG_DIRS: i16 = 2;
 
 /// The (min, max) version of each API a broker advertised in ApiVersions.
 #[derive(Debug, Clone, Default)]
@@ -71,6 +78,13 @@ mod tests {
             (ApiKey::CreateTopics, CREATE_TOPICS),
             (ApiKey::DeleteTopics, DELETE_TOPICS),
             (ApiKey::InitProducerId, INIT_PRODUCER_ID),
+            (ApiKey::DescribeConfigs, DESCRIBE_CONFIGS),
+            (ApiKey::AlterConfigs, ALTER_CONFIGS),
+            (ApiKey::IncrementalAlterConfigs, INCREMENTAL_ALTER_CONFIGS),
+            (ApiKey::CreatePartitions, CREATE_PARTITIONS),
+            (ApiKey::DeleteRecords, DELETE_RECORDS),
+            (ApiKey::DescribeLogDirs, DESCRIBE_LOG_DIRS),
+            (ApiKey::AlterReplicaLogDirs, ALTER_REPLICA_LOG_DIRS),
         ] {
             let codec = api.valid_versions();
             assert!(

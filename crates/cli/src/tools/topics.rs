@@ -1,4 +1,4 @@
-//! `runnel topics create|list|describe|delete`, with kafka-topics' output shapes.
+//! `runnel topics create|list|describe|delete|alter`, with kafka-topics' output shapes.
 
 use super::{parse_key_value, ConnArgs};
 use anyhow::Context;
@@ -38,6 +38,21 @@ pub enum TopicsCommand {
         /// One JSON object per topic instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Add partitions to a topic and change its configs (keys not named keep their values).
+    Alter {
+        /// Topic name.
+        name: String,
+        /// The new total number of partitions (Kafka can add partitions, not remove them).
+        #[arg(long, short = 'p', value_parser = clap::value_parser!(i32).range(1..))]
+        partitions: Option<i32>,
+        #[command(flatten)]
+        ops: super::configs::AlterOps,
+        /// Ask the broker to validate the changes without applying them.
+        #[arg(long)]
+        validate_only: bool,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -100,6 +115,13 @@ pub async fn run(cmd: TopicsCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        TopicsCommand::Alter {
+            name,
+            partitions,
+            ops,
+            validate_only,
+            conn,
+        } => alter(name, partitions, ops, validate_only, conn).await?,
         TopicsCommand::Delete {
             name,
             if_exists,
@@ -117,6 +139,73 @@ pub async fn run(cmd: TopicsCommand) -> anyhow::Result<()> {
                 Err(e) => return Err(e).with_context(|| format!("cannot delete topic {name}")),
             }
         }
+    }
+    Ok(())
+}
+
+/// `topics alter`: partitions first, then configs.
+async fn alter(
+    name: String,
+    partitions: Option<i32>,
+    ops: super::configs::AlterOps,
+    validate_only: bool,
+    conn: ConnArgs,
+) -> anyhow::Result<()> {
+    if partitions.is_none() && ops.is_empty() {
+        return Err(super::UsageError(
+            "nothing to change: give --partitions N and/or --set KEY=VALUE, --delete KEY".into(),
+        )
+        .into());
+    }
+    let ops = ops.to_ops()?;
+    let client = conn.connect(ClientConfig::default()).await?;
+    let verb = if validate_only {
+        "Validated"
+    } else {
+        "Updated"
+    };
+    if let Some(n) = partitions {
+        let current = client
+            .metadata(Some(std::slice::from_ref(&name)), false)
+            .await
+            .ok()
+            .and_then(|m| {
+                m.topics
+                    .into_iter()
+                    .find(|t| t.name == name && t.error_code == 0)
+            })
+            .map(|t| t.partitions.len());
+        if current == Some(n as usize) {
+            println!("Topic {name} already has {n} partitions.");
+        } else {
+            match client.create_partitions(&name, n, validate_only).await {
+                Ok(()) => {}
+                // The client's hint is about creating topics; this is about growing one.
+                Err(e) if e.kafka_error() == Some(ResponseError::InvalidPartitions) => {
+                    anyhow::bail!(
+                        "{e}\nhint: Kafka can add partitions but not remove them: give \
+                         --partitions more than the current count{}",
+                        current.map(|c| format!(" ({c})")).unwrap_or_default()
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+            match (validate_only, current) {
+                (true, _) => println!("Validated: topic {name} can grow to {n} partitions."),
+                (false, Some(c)) => println!("Topic {name} now has {n} partitions (was {c})."),
+                (false, None) => println!("Topic {name} now has {n} partitions."),
+            }
+        }
+    }
+    if !ops.is_empty() {
+        let resource = runnel_client::ConfigResource::Topic(name.clone());
+        client
+            .incremental_alter_configs(&resource, &ops, validate_only)
+            .await?;
+        println!(
+            "{verb} configs of topic {name}: {}.",
+            super::configs::describe_ops(&ops)
+        );
     }
     Ok(())
 }
