@@ -9,6 +9,7 @@ mod bench;
 mod configs;
 mod consume;
 mod format;
+mod groups;
 mod logdirs;
 mod produce;
 mod records;
@@ -27,6 +28,10 @@ pub enum ToolCommand {
     Produce(produce::ProduceArgs),
     /// Print records of a topic (like kafka-console-consumer and kcat -C).
     Consume(consume::ConsumeArgs),
+    /// List, describe and delete consumer groups and reset their offsets (like
+    /// kafka-consumer-groups).
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
     /// Describe and change topic and broker configs (like kafka-configs).
     #[command(subcommand)]
     Configs(configs::ConfigsCommand),
@@ -94,6 +99,7 @@ pub fn run(cmd: ToolCommand) -> ExitCode {
             ToolCommand::Configs(c) => configs::run(c).await,
             ToolCommand::Logdirs(c) => logdirs::run(c).await,
             ToolCommand::Records(c) => records::run(c).await,
+            ToolCommand::Groups(c) => groups::run(c).await,
         }
     });
     // Tasks still running (a blocked stdin reader, say) must not hold the exit.

@@ -10,6 +10,7 @@ mod admin;
 mod client;
 mod connection;
 mod error;
+mod groups;
 pub mod records;
 pub mod versions;
 
@@ -24,6 +25,7 @@ pub use client::{
 };
 pub use connection::{Connection, ConnectionConfig, MAX_RESPONSE_BYTES};
 pub use error::{Error, Result};
+pub use groups::{decode_assignment, CommittedOffset, GroupDescription, GroupListing, GroupMember};
 pub use kafka_protocol::records::Compression;
 pub use kafka_protocol::ResponseError;
 pub use records::{ConsumerRecord, ProducerIdentity, ProducerRecord};
