@@ -215,7 +215,7 @@ describe('kafkajs 2.2', () => {
     assert.deepEqual(kcatRead(topic).map((r) => r.ts), [0, 1, 2, 3, 4].map((i) => base + 1000 * i));
   });
 
-  test('a consumer group reads what was produced', { timeout: 40000, todo: 'consumer groups: issue 3' }, async () => {
+  test('a consumer group reads what was produced', { timeout: 40000 }, async () => {
     const topic = await createTopic(unique('jsgroup'));
     await withProducer({}, (p) => p.send({ topic, messages: [{ value: 'a' }, { value: 'b' }] }));
     const consumer = kafka.consumer({ groupId: unique('g'), sessionTimeout: 6000, heartbeatInterval: 1000,
