@@ -23,7 +23,8 @@ RECORD_SIZE=1024
 command -v jq >/dev/null || { echo "bench.sh needs jq (apt-get install jq)" >&2; exit 1; }
 
 echo "building runnel (release)..." >&2
-cargo build --release -p runnel >&2
+# The broker and tools only: the SQL engine (default feature) is not what is measured.
+cargo build --release -p runnel --no-default-features >&2
 BIN="${CARGO_TARGET_DIR:-target}/release/runnel"
 
 if [[ -n "${BENCH_DIR:-}" ]]; then
