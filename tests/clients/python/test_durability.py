@@ -83,6 +83,9 @@ def produce_then_kill(b, topic, start_at, min_acked, **conf):
         time.sleep(0.01)
     assert len(load.acked) >= min_acked, f"only {len(load.acked)} records acknowledged in 60 s"
     b.kill9()  # mid-stream: the producer is still sending
+    # Keep producing into the dead broker for a moment, so records are in flight even when
+    # a loaded machine let every earlier one be acknowledged just before the kill.
+    time.sleep(0.5)
     load.finish()
     return load
 

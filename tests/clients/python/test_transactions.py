@@ -287,15 +287,19 @@ def test_transaction_timeout_aborts_and_fences(start_broker):
     txid = unique("txid")
     p = txn_producer(b, txid, transaction_timeout_ms=2000, socket_timeout_ms=2000)
     p.init_transactions(20)
+    t0 = time.monotonic()
     p.begin_transaction()
     d = send(p, topic, vals("late", 5))
     assert p.flush(20) == 0 and len(d.ok) == 5
-    t0 = time.monotonic()
-    assert latest(b, [(topic, 0)], RC) == {(topic, 0): 0}
+    lso = latest(b, [(topic, 0)], RC)
+    # Under load the 2 s timeout may already have fired; while it has not, the open
+    # transaction holds the last stable offset at 0.
+    if time.monotonic() - t0 < 1.5:
+        assert lso == {(topic, 0): 0}
     # The broker aborts it after ~2 s: an abort marker lands and the LSO catches up.
     wait_until(lambda: latest(b, [(topic, 0)], RC) == {(topic, 0): 6}, 15, "the timed-out transaction aborted")
     took = time.monotonic() - t0
-    assert took < 10, f"aborted after {took:.1f}s with transaction.timeout.ms=2000"
+    assert took < 12, f"aborted after {took:.1f}s with transaction.timeout.ms=2000"
     assert read(b, topic, isolation=RC) == []
     assert values(read(b, topic, isolation=RU)) == vals("late", 5)
     with pytest.raises(KafkaException) as e:
