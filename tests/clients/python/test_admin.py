@@ -4,9 +4,10 @@ moving a partition between log dirs while it is produced to and consumed."""
 
 import os
 import struct
+import time
 
 import pytest
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
 
 import ck
@@ -190,3 +191,41 @@ def test_dynamic_broker_configs_apply_at_once_and_persist(start_broker):
     entry = a.describe_configs([desc])[desc].result(timeout=10)["log.retention.ms"]
     assert entry.value == "12345" and entry.source == 2 and not entry.is_read_only  # DYNAMIC_BROKER_CONFIG
     assert topic_config(a, topic)["retention.ms"].value == "12345"
+
+
+@pytest.mark.timeout_s(120)
+def test_move_between_log_dirs_while_producing_and_consuming(start_broker, tmp_path):
+    import threading
+    dirs = [str(tmp_path / "d1"), str(tmp_path / "d2")]
+    b = start_broker(log__dirs=",".join(dirs))
+    topic = ck.create_topic(b, unique("live"), partitions=1)
+    acked, stop = [], threading.Event()
+
+    def produce():
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 2, "enable.idempotence": True})
+        i = 0
+        while not stop.is_set():
+            p.produce(topic, value=b"%08d" % i, partition=0,
+                      on_delivery=lambda err, m: acked.append(int(m.value())) if err is None else None)
+            i += 1
+            p.poll(0)
+            if i % 500 == 0:
+                time.sleep(0.01)
+        assert p.flush(30) == 0
+
+    t = threading.Thread(target=produce)
+    t.start()
+    try:
+        time.sleep(1.0)
+        for _ in range(4):  # back and forth under load
+            here = next(d for d in dirs if os.path.isdir(os.path.join(d, f"{topic}-0")))
+            there = next(d for d in dirs if d != here)
+            assert alter_replica_log_dir(b, there, topic, 0) == 0
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join(60)
+    assert len(acked) > 1000
+    got = ck.consume(b, topic, start=0, count=len(acked), timeout=60)
+    assert sorted(int(m.value()) for m in got) == sorted(acked), "every acknowledged record is there once"
+    assert [int(m.value()) for m in got] == sorted(acked), "in produce order"
