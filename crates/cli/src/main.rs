@@ -1,6 +1,8 @@
 //! The `runnel` binary: one executable for the broker and every tool around it.
 
 mod server;
+#[cfg(feature = "sql")]
+mod sql_cmd;
 mod tools;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +25,13 @@ enum Command {
     Server(server::ServerArgs),
     #[command(flatten)]
     Tools(tools::ToolCommand),
+    /// Run a streaming SQL query (Spark Structured Streaming semantics) from a file.
+    #[cfg(feature = "sql")]
+    Sql(sql_cmd::SqlArgs),
+    /// Demo data generators (`runnel demo tweets`).
+    #[cfg(feature = "sql")]
+    #[command(subcommand)]
+    Demo(sql_cmd::DemoCommand),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +39,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => server::run(args),
         Command::Tools(cmd) => tools::run(cmd),
+        #[cfg(feature = "sql")]
+        Command::Sql(args) => sql_cmd::run_sql(args),
+        #[cfg(feature = "sql")]
+        Command::Demo(cmd) => sql_cmd::run_demo(cmd),
     }
 }
 

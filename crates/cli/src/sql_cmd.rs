@@ -1,0 +1,276 @@
+//! `runnel sql` (run a streaming SQL query file) and `runnel demo tweets` (the tweet
+//! generator), on `runnel-sql`. Built only with the `sql` feature.
+//!
+//! Exit codes: 0 the query ended (endingOffsets, availableNow, --max-batches) or was
+//! interrupted; 1 an error (the message says what and where); 2 a usage error.
+
+use clap::{Args, Subcommand};
+use runnel_sql::demo::{DemoOptions, KeyBy};
+use runnel_sql::tweets::GeneratorConfig;
+use runnel_sql::{OutputMode, QueryOptions, Script, StreamingQuery, Trigger};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct SqlArgs {
+    /// The query file (Spark SQL: see examples/tweets/).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The query text itself, instead of a file.
+    #[arg(
+        short = 'e',
+        long = "execute",
+        value_name = "SQL",
+        conflicts_with = "file"
+    )]
+    pub execute: Option<String>,
+    /// Define ${NAME} for the query file (wins over SET NAME = ... in the file).
+    #[arg(short = 'd', long = "define", value_name = "NAME=VALUE")]
+    pub define: Vec<String>,
+    /// Shortcut for --define bootstrap=HOST:PORT.
+    #[arg(short = 'b', long = "bootstrap-server", value_name = "HOST:PORT")]
+    pub bootstrap: Option<String>,
+    /// Output mode (append, update, complete); overrides the sink's outputMode option.
+    #[arg(long = "output-mode")]
+    pub output_mode: Option<String>,
+    /// Trigger: an interval ('10 seconds'), 'availableNow', or 'default'.
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// Checkpoint directory; overrides the sink's checkpointLocation option.
+    #[arg(long = "checkpoint", value_name = "DIR")]
+    pub checkpoint: Option<PathBuf>,
+    /// Print each batch's progress (Spark's StreamingQueryProgress JSON) to stderr.
+    #[arg(long)]
+    pub progress: bool,
+    /// Serve progress and memory tables over HTTP at this address (e.g. 127.0.0.1:4040).
+    #[arg(long = "http", value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Stop after this many batches.
+    #[arg(long = "max-batches")]
+    pub max_batches: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DemoCommand {
+    /// Produce generated tweets (Twitter v1.1 JSON) to a topic.
+    Tweets(TweetsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TweetsArgs {
+    #[arg(
+        short = 'b',
+        long = "bootstrap",
+        visible_alias = "bootstrap-server",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap: String,
+    #[arg(short = 't', long, default_value = "tweets")]
+    pub topic: String,
+    /// Tweets per second (0: as fast as possible).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Stop after this many tweets (default: run until interrupted).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Seed of the generator: the same seed and --start-ms give the same tweets.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Event time of the first tweet, ms since the epoch (default: now).
+    #[arg(long = "start-ms")]
+    pub start_ms: Option<i64>,
+    /// Tweets per second of event time (default: --rate, or 1000 when --rate is 0).
+    #[arg(long = "events-per-second")]
+    pub events_per_second: Option<u64>,
+    /// Record key: id, user or none.
+    #[arg(long, default_value = "id")]
+    pub key: String,
+    /// Produce tweets from a JSON-lines file instead of generating them.
+    #[arg(long = "from-file", value_name = "FILE")]
+    pub from_file: Option<PathBuf>,
+    /// Write generated tweets to a JSON-lines file instead of producing them.
+    #[arg(long = "to-file", value_name = "FILE", conflicts_with = "from_file")]
+    pub to_file: Option<PathBuf>,
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("runnel: {msg}");
+    ExitCode::from(2)
+}
+
+pub fn run_sql(args: SqlArgs) -> ExitCode {
+    crate::init_logging();
+    let text = match (&args.file, &args.execute) {
+        (Some(f), _) => match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("runnel sql: cannot read {}: {e}", f.display());
+                return ExitCode::from(1);
+            }
+        },
+        (None, Some(sql)) => sql.clone(),
+        (None, None) => return usage("sql: give a query file with -f FILE or a query with -e SQL"),
+    };
+    let mut defines = BTreeMap::new();
+    for d in &args.define {
+        match d.split_once('=') {
+            Some((k, v)) => {
+                defines.insert(k.trim().to_string(), v.to_string());
+            }
+            None => return usage(format!("--define {d:?}: expected NAME=VALUE")),
+        }
+    }
+    if let Some(b) = &args.bootstrap {
+        defines.insert("bootstrap".into(), b.clone());
+    }
+    let output_mode = match args
+        .output_mode
+        .as_deref()
+        .map(OutputMode::parse)
+        .transpose()
+    {
+        Ok(m) => m,
+        Err(e) => return usage(e),
+    };
+    let trigger = match args.trigger.as_deref().map(Trigger::parse).transpose() {
+        Ok(t) => t,
+        Err(e) => return usage(e),
+    };
+    let script = match Script::parse(&text, &defines) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("runnel sql: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let options = QueryOptions {
+        output_mode,
+        trigger,
+        checkpoint_location: args.checkpoint.clone(),
+        query_name: None,
+        max_batches: args.max_batches,
+        print_progress: args.progress,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runnel sql: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        let mut query = StreamingQuery::from_script(&script, options).await?;
+        if let Some(addr) = &args.http {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| runnel_sql::SqlError::io(format!("--http {addr}"), e))?;
+            eprintln!(
+                "runnel sql: progress at http://{}/progress",
+                listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            );
+            let mut tables = BTreeMap::new();
+            if let Some((name, t)) = query.memory_table() {
+                tables.insert(name, t);
+            }
+            let state = runnel_sql::http::HttpState {
+                progress: query.progress_log(),
+                tables: std::sync::Arc::new(tables),
+            };
+            tokio::spawn(runnel_sql::http::serve(listener, state));
+        }
+        let stop = query.stop_handle();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        query.run().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("runnel sql: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub fn run_demo(cmd: DemoCommand) -> ExitCode {
+    crate::init_logging();
+    let DemoCommand::Tweets(a) = cmd;
+    let key = match a.key.as_str() {
+        "id" => KeyBy::Id,
+        "user" => KeyBy::User,
+        "none" => KeyBy::None,
+        other => return usage(format!("--key {other:?}: expected id, user or none")),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let generator = GeneratorConfig {
+        seed: a.seed,
+        start_ms: a.start_ms.unwrap_or(now),
+        events_per_second: a
+            .events_per_second
+            .unwrap_or(if a.rate == 0 { 1000 } else { a.rate })
+            .max(1),
+        ..GeneratorConfig::default()
+    };
+    if let Some(path) = &a.to_file {
+        let Some(count) = a.count else {
+            return usage("--to-file needs --count");
+        };
+        return match runnel_sql::demo::write_tweets_file(path, &generator, count) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("runnel demo tweets: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let opts = DemoOptions {
+        bootstrap: a.bootstrap,
+        topic: a.topic,
+        rate: a.rate,
+        count: a.count,
+        key,
+        from_file: a.from_file,
+        generator,
+        producer: Vec::new(),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runnel demo: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(runnel_sql::demo::produce_tweets(&opts)) {
+        Ok(s) => {
+            eprintln!(
+                "runnel demo tweets: sent {} tweets to {} in {:.1} s ({:.0}/s)",
+                s.sent,
+                opts.topic,
+                s.elapsed.as_secs_f64(),
+                s.sent as f64 / s.elapsed.as_secs_f64().max(1e-9)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("runnel demo tweets: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,1022 @@
+//! The stateful streaming aggregation: keyed state across micro-batches, event-time
+//! windows (tumbling and sliding, expanded here), watermark-driven eviction and late-row
+//! dropping, and Spark's three output modes. Also serves deduplication (an aggregation
+//! with no aggregate functions: `SELECT DISTINCT`).
+//!
+//! State: one entry per (window start, group key), holding the accumulators. It is
+//! bounded by the watermark when the key has an event-time column (the window, or the
+//! watermarked column itself) and the mode is not complete; otherwise it grows with the
+//! number of distinct keys. Not thread-safe: owned by the query's driver.
+
+use crate::error::{Result, SqlError};
+use crate::functions::{to_millis, WindowSpec};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, StructArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Field, Fields, Float64Type, Int64Type, SchemaRef, TimeUnit,
+};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Spark's output modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputMode {
+    Append,
+    Update,
+    Complete,
+}
+
+impl OutputMode {
+    pub fn parse(s: &str) -> Result<OutputMode> {
+        match s.to_ascii_lowercase().as_str() {
+            "append" => Ok(OutputMode::Append),
+            "update" => Ok(OutputMode::Update),
+            "complete" => Ok(OutputMode::Complete),
+            _ => Err(SqlError::option(
+                "outputMode",
+                format!("{s:?} is not append, update or complete"),
+            )),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputMode::Append => "Append",
+            OutputMode::Update => "Update",
+            OutputMode::Complete => "Complete",
+        }
+    }
+}
+
+/// The aggregate functions the streaming operator computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggKind {
+    Count,
+    SumInt,
+    SumFloat,
+    Avg,
+    Min,
+    Max,
+    ApproxDistinct,
+}
+
+impl AggKind {
+    /// Maps a DataFusion aggregate function name; `arg_is_int` picks the sum flavour.
+    pub fn from_name(name: &str, arg_is_int: bool) -> Option<AggKind> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "count" => AggKind::Count,
+            "sum" if arg_is_int => AggKind::SumInt,
+            "sum" => AggKind::SumFloat,
+            "avg" | "mean" => AggKind::Avg,
+            "min" => AggKind::Min,
+            "max" => AggKind::Max,
+            "approx_distinct" | "approx_count_distinct" => AggKind::ApproxDistinct,
+            _ => return None,
+        })
+    }
+}
+
+/// How a group key column relates to event time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GroupColumn {
+    /// An ordinary key column.
+    Key,
+    /// `window(ts, ...)`: the input column holds ts; the output is the window struct.
+    Window(WindowSpec),
+}
+
+/// What the operator needs to know about its query.
+#[derive(Clone, Debug)]
+pub struct AggregateSpec {
+    /// One per group expression, in output order.
+    pub groups: Vec<GroupColumn>,
+    pub aggs: Vec<AggKind>,
+    /// Index among the group columns of an event-time key column (unwindowed), if any.
+    pub event_time_key: Option<usize>,
+    /// Input column index (after groups and agg args) of the watermark column, if present.
+    pub watermark_input: Option<usize>,
+    /// Whether a watermark is declared on the column the keys use.
+    pub has_watermark: bool,
+    pub mode: OutputMode,
+    /// The Arrow schema of the aggregate's output (DataFusion's Aggregate schema).
+    pub output_schema: SchemaRef,
+    /// Types of the input columns (group values, then one per aggregate argument).
+    pub input_types: Vec<DataType>,
+}
+
+/// HyperLogLog registers, Spark's default precision (relative SD 5%: p = 9).
+const HLL_P: u32 = 9;
+const HLL_M: usize = 1 << HLL_P;
+
+#[derive(Clone, Debug, PartialEq)]
+enum Acc {
+    Count(i64),
+    SumInt(Option<i64>),
+    SumFloat(Option<f64>),
+    Avg(f64, i64),
+    Min(Option<Box<[u8]>>),
+    Max(Option<Box<[u8]>>),
+    Hll(Box<[u8]>),
+}
+
+impl Acc {
+    fn new(kind: AggKind) -> Acc {
+        match kind {
+            AggKind::Count => Acc::Count(0),
+            AggKind::SumInt => Acc::SumInt(None),
+            AggKind::SumFloat => Acc::SumFloat(None),
+            AggKind::Avg => Acc::Avg(0.0, 0),
+            AggKind::Min => Acc::Min(None),
+            AggKind::Max => Acc::Max(None),
+            AggKind::ApproxDistinct => Acc::Hll(vec![0u8; HLL_M].into_boxed_slice()),
+        }
+    }
+
+    fn update(&mut self, arg: &ArgData, i: usize) {
+        if !arg.is_valid(i) {
+            return;
+        }
+        match (self, arg) {
+            (Acc::Count(n), _) => *n += 1,
+            (Acc::SumInt(s), ArgData::I64(a)) => *s = Some(s.unwrap_or(0).wrapping_add(a.value(i))),
+            (Acc::SumFloat(s), ArgData::F64(a)) => *s = Some(s.unwrap_or(0.0) + a.value(i)),
+            (Acc::Avg(s, n), ArgData::F64(a)) => {
+                *s += a.value(i);
+                *n += 1;
+            }
+            (Acc::Min(m), ArgData::Rows(r, _)) => {
+                let v = r.row(i);
+                if m.as_deref().is_none_or(|cur| v.as_ref() < cur) {
+                    *m = Some(v.as_ref().into());
+                }
+            }
+            (Acc::Max(m), ArgData::Rows(r, _)) => {
+                let v = r.row(i);
+                if m.as_deref().is_none_or(|cur| v.as_ref() > cur) {
+                    *m = Some(v.as_ref().into());
+                }
+            }
+            (Acc::Hll(regs), ArgData::Rows(r, _)) => {
+                let h = hash64(r.row(i).as_ref());
+                let idx = (h >> (64 - HLL_P)) as usize;
+                let rank = ((h << HLL_P) | (1 << (HLL_P - 1))).leading_zeros() as u8 + 1;
+                if regs[idx] < rank {
+                    regs[idx] = rank;
+                }
+            }
+            (acc, _) => unreachable!("accumulator {acc:?} fed the wrong argument type"),
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        fn opt_bytes(out: &mut Vec<u8>, b: &Option<Box<[u8]>>) {
+            match b {
+                None => out.push(0),
+                Some(b) => {
+                    out.push(1);
+                    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                    out.extend_from_slice(b);
+                }
+            }
+        }
+        match self {
+            Acc::Count(n) => {
+                out.push(1);
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            Acc::SumInt(s) => {
+                out.push(2);
+                out.push(s.is_some() as u8);
+                out.extend_from_slice(&s.unwrap_or(0).to_le_bytes());
+            }
+            Acc::SumFloat(s) => {
+                out.push(3);
+                out.push(s.is_some() as u8);
+                out.extend_from_slice(&s.unwrap_or(0.0).to_le_bytes());
+            }
+            Acc::Avg(s, n) => {
+                out.push(4);
+                out.extend_from_slice(&s.to_le_bytes());
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            Acc::Min(m) => {
+                out.push(5);
+                opt_bytes(out, m);
+            }
+            Acc::Max(m) => {
+                out.push(6);
+                opt_bytes(out, m);
+            }
+            Acc::Hll(r) => {
+                out.push(7);
+                out.extend_from_slice(r);
+            }
+        }
+    }
+
+    fn decode(r: &mut Reader) -> Result<Acc> {
+        let opt_bytes = |r: &mut Reader| -> Result<Option<Box<[u8]>>> {
+            Ok(match r.u8()? {
+                0 => None,
+                _ => {
+                    let n = r.u32()? as usize;
+                    Some(r.bytes(n)?.into())
+                }
+            })
+        };
+        Ok(match r.u8()? {
+            1 => Acc::Count(r.i64()?),
+            2 => {
+                let some = r.u8()? != 0;
+                let v = r.i64()?;
+                Acc::SumInt(some.then_some(v))
+            }
+            3 => {
+                let some = r.u8()? != 0;
+                let v = f64::from_bits(r.i64()? as u64);
+                Acc::SumFloat(some.then_some(v))
+            }
+            4 => Acc::Avg(f64::from_bits(r.i64()? as u64), r.i64()?),
+            5 => Acc::Min(opt_bytes(r)?),
+            6 => Acc::Max(opt_bytes(r)?),
+            7 => Acc::Hll(r.bytes(HLL_M)?.into()),
+            t => return Err(r.error(&format!("unknown accumulator tag {t}"))),
+        })
+    }
+}
+
+/// HyperLogLog estimate with the linear-counting correction for small cardinalities.
+fn hll_estimate(regs: &[u8]) -> i64 {
+    let m = regs.len() as f64;
+    let alpha = 0.7213 / (1.0 + 1.079 / m);
+    let sum: f64 = regs.iter().map(|&r| 2f64.powi(-(r as i32))).sum();
+    let e = alpha * m * m / sum;
+    let zeros = regs.iter().filter(|&&r| r == 0).count();
+    if e <= 2.5 * m && zeros > 0 {
+        (m * (m / zeros as f64).ln()).round() as i64
+    } else {
+        e.round() as i64
+    }
+}
+
+/// A stable 64-bit hash (FNV-1a, then murmur3's finaliser).
+fn hash64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// An aggregate's argument column, prepared once per input batch.
+enum ArgData {
+    /// Only validity matters (count).
+    Valid(ArrayRef),
+    I64(Int64Array),
+    F64(Float64Array),
+    /// Row-encoded values (order-preserving bytes) and the original array for nulls.
+    Rows(Rows, ArrayRef),
+}
+
+impl ArgData {
+    fn is_valid(&self, i: usize) -> bool {
+        match self {
+            ArgData::Valid(a) => a.is_valid(i),
+            ArgData::I64(a) => a.is_valid(i),
+            ArgData::F64(a) => a.is_valid(i),
+            ArgData::Rows(_, a) => a.is_valid(i),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    /// Event time that bounds this entry: the window end, or the key's event time.
+    event_end: i64,
+    accs: Vec<Acc>,
+    /// Last batch that changed this entry, and the batch that created it.
+    updated_batch: u64,
+    created_batch: u64,
+}
+
+/// Per-batch figures for progress reporting (Spark's stateOperators).
+#[derive(Clone, Debug, Default)]
+pub struct StateMetrics {
+    pub num_rows_total: u64,
+    pub num_rows_updated: u64,
+    pub num_rows_removed: u64,
+    pub num_rows_dropped_by_watermark: u64,
+    pub memory_used_bytes: u64,
+}
+
+/// The operator. See the module docs.
+pub struct StatefulAggregate {
+    spec: AggregateSpec,
+    /// Key columns (group columns that are not windows).
+    key_conv: RowConverter,
+    key_indices: Vec<usize>,
+    window: Option<(usize, WindowSpec)>,
+    arg_convs: Vec<Option<RowConverter>>,
+    /// (window start as ordered bytes) ++ key row bytes -> entry.
+    state: HashMap<Box<[u8]>, Entry>,
+    max_event_time_ms: Option<i64>,
+    metrics: StateMetrics,
+    state_bytes: u64,
+}
+
+impl StatefulAggregate {
+    pub fn new(spec: AggregateSpec) -> Result<Self> {
+        let n_groups = spec.groups.len();
+        if spec.input_types.len() < n_groups + spec.aggs.len() {
+            return Err(SqlError::Unsupported(
+                "aggregate input is missing columns".into(),
+            ));
+        }
+        let mut window = None;
+        let mut key_indices = Vec::new();
+        for (i, g) in spec.groups.iter().enumerate() {
+            match g {
+                GroupColumn::Window(w) => {
+                    if window.is_some() {
+                        return Err(SqlError::Unsupported(
+                            "Multiple time window expressions would result in a cartesian product of rows, therefore they are currently not supported.".into(),
+                        ));
+                    }
+                    if w.session {
+                        return Err(SqlError::Unsupported(
+                            "session_window is not supported yet in streaming aggregations".into(),
+                        ));
+                    }
+                    window = Some((i, *w));
+                }
+                GroupColumn::Key => key_indices.push(i),
+            }
+        }
+        let key_conv = RowConverter::new(
+            key_indices
+                .iter()
+                .map(|&i| SortField::new(spec.input_types[i].clone()))
+                .collect(),
+        )?;
+        let arg_convs = spec
+            .aggs
+            .iter()
+            .enumerate()
+            .map(|(j, k)| match k {
+                AggKind::Min | AggKind::Max | AggKind::ApproxDistinct => {
+                    RowConverter::new(vec![SortField::new(spec.input_types[n_groups + j].clone())])
+                        .map(Some)
+                }
+                _ => Ok(None),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(StatefulAggregate {
+            spec,
+            key_conv,
+            key_indices,
+            window,
+            arg_convs,
+            state: HashMap::new(),
+            max_event_time_ms: None,
+            metrics: StateMetrics::default(),
+            state_bytes: 0,
+        })
+    }
+
+    pub fn max_event_time_ms(&self) -> Option<i64> {
+        self.max_event_time_ms
+    }
+
+    pub fn metrics(&self) -> StateMetrics {
+        StateMetrics {
+            num_rows_total: self.state.len() as u64,
+            memory_used_bytes: self.state_bytes,
+            ..self.metrics.clone()
+        }
+    }
+
+    /// Whether entries would be evicted at watermark `wm` (a no-data batch is useful).
+    pub fn has_expired(&self, wm: i64) -> bool {
+        self.evicts() && self.state.values().any(|e| e.event_end <= wm)
+    }
+
+    fn evicts(&self) -> bool {
+        self.spec.has_watermark
+            && self.spec.mode != OutputMode::Complete
+            && (self.window.is_some() || self.spec.event_time_key.is_some())
+    }
+
+    fn prepare_arg(&self, j: usize, col: &ArrayRef) -> Result<ArgData> {
+        Ok(match self.spec.aggs[j] {
+            AggKind::Count => ArgData::Valid(col.clone()),
+            AggKind::SumInt => ArgData::I64(
+                cast(col, &DataType::Int64)?
+                    .as_primitive::<Int64Type>()
+                    .clone(),
+            ),
+            AggKind::SumFloat | AggKind::Avg => ArgData::F64(
+                cast(col, &DataType::Float64)?
+                    .as_primitive::<Float64Type>()
+                    .clone(),
+            ),
+            AggKind::Min | AggKind::Max | AggKind::ApproxDistinct => {
+                let conv = self.arg_convs[j]
+                    .as_ref()
+                    .expect("row converter for min/max/approx");
+                ArgData::Rows(
+                    conv.convert_columns(std::slice::from_ref(col))?,
+                    col.clone(),
+                )
+            }
+        })
+    }
+
+    /// Starts a batch: clears the per-batch metrics.
+    pub fn begin_batch(&mut self) {
+        self.metrics = StateMetrics::default();
+    }
+
+    /// Folds one input batch into the state. `watermark_ms` is the batch's watermark
+    /// (from the previous batches), used to drop late rows.
+    pub fn update(
+        &mut self,
+        batch: &RecordBatch,
+        watermark_ms: Option<i64>,
+        batch_id: u64,
+    ) -> Result<()> {
+        let n_groups = self.spec.groups.len();
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let key_cols: Vec<ArrayRef> = self
+            .key_indices
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
+        let keys = self.key_conv.convert_columns(&key_cols)?;
+        let args: Vec<ArgData> = (0..self.spec.aggs.len())
+            .map(|j| self.prepare_arg(j, batch.column(n_groups + j)))
+            .collect::<Result<_>>()?;
+        let window_ts = match self.window {
+            Some((i, _)) => Some(to_millis(batch.column(i))?),
+            None => None,
+        };
+        let key_ts = match self.spec.event_time_key {
+            Some(i) => Some(to_millis(batch.column(i))?),
+            None => None,
+        };
+        // The watermark advances from every row that reaches the operator, late or not.
+        let wm_col = match (self.spec.watermark_input, &window_ts, &key_ts) {
+            (Some(i), _, _) => Some(to_millis(batch.column(i))?),
+            (None, Some(w), _) => Some(w.clone()),
+            (None, None, Some(k)) => Some(k.clone()),
+            _ => None,
+        };
+        if let Some(ts) = &wm_col {
+            if let Some(m) = datafusion::arrow::compute::max(ts) {
+                self.max_event_time_ms = Some(self.max_event_time_ms.map_or(m, |c| c.max(m)));
+            }
+        }
+        let drop_late = self.evicts();
+        let wm = watermark_ms.unwrap_or(i64::MIN);
+        let accs_template: Vec<Acc> = self.spec.aggs.iter().map(|k| Acc::new(*k)).collect();
+        let mut scratch: Vec<u8> = Vec::with_capacity(64);
+        let touch = |state: &mut HashMap<Box<[u8]>, Entry>,
+                     bytes: &mut u64,
+                     key: &[u8],
+                     event_end: i64,
+                     i: usize| {
+            let entry = match state.get_mut(key) {
+                Some(e) => e,
+                None => {
+                    *bytes += key.len() as u64 + 64 + 16 * accs_template.len() as u64;
+                    state.entry(key.into()).or_insert_with(|| Entry {
+                        event_end,
+                        accs: accs_template.clone(),
+                        updated_batch: batch_id,
+                        created_batch: batch_id,
+                    })
+                }
+            };
+            entry.updated_batch = batch_id;
+            for (acc, arg) in entry.accs.iter_mut().zip(&args) {
+                acc.update(arg, i);
+            }
+        };
+        for i in 0..rows {
+            let key = keys.row(i);
+            match (&self.window, &window_ts) {
+                (Some((_, spec)), Some(ts)) => {
+                    if ts.is_null(i) {
+                        continue; // Spark: a null event time falls in no window
+                    }
+                    let t = ts.value(i);
+                    for start in spec.window_starts(t) {
+                        let end = start + spec.size_ms;
+                        if drop_late && end <= wm {
+                            self.metrics.num_rows_dropped_by_watermark += 1;
+                            continue;
+                        }
+                        scratch.clear();
+                        scratch.extend_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
+                        scratch.extend_from_slice(key.as_ref());
+                        touch(&mut self.state, &mut self.state_bytes, &scratch, end, i);
+                    }
+                }
+                _ => {
+                    let event_end = match &key_ts {
+                        Some(ts) if ts.is_valid(i) => ts.value(i),
+                        _ => i64::MAX,
+                    };
+                    if drop_late && event_end <= wm {
+                        self.metrics.num_rows_dropped_by_watermark += 1;
+                        continue;
+                    }
+                    scratch.clear();
+                    scratch.extend_from_slice(&[0u8; 8]);
+                    scratch.extend_from_slice(key.as_ref());
+                    touch(
+                        &mut self.state,
+                        &mut self.state_bytes,
+                        &scratch,
+                        event_end,
+                        i,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a batch: the rows to emit under the output mode, after evicting what the
+    /// watermark closed.
+    pub fn finish_batch(
+        &mut self,
+        watermark_ms: Option<i64>,
+        batch_id: u64,
+    ) -> Result<RecordBatch> {
+        let wm = watermark_ms.unwrap_or(i64::MIN);
+        let dedup = self.spec.aggs.is_empty();
+        let mut emit: Vec<(&[u8], &Entry)> = Vec::new();
+        let updated = self
+            .state
+            .values()
+            .filter(|e| e.updated_batch == batch_id)
+            .count() as u64;
+        self.metrics.num_rows_updated = updated;
+        let evicts = self.evicts();
+        let mut expired: Vec<Box<[u8]>> = Vec::new();
+        for (k, e) in &self.state {
+            let expire = evicts && e.event_end <= wm;
+            if expire {
+                expired.push(k.clone());
+            }
+            let out = match self.spec.mode {
+                OutputMode::Complete => true,
+                OutputMode::Update => e.updated_batch == batch_id,
+                OutputMode::Append if dedup => e.created_batch == batch_id,
+                OutputMode::Append => expire,
+            };
+            if out {
+                emit.push((k, e));
+            }
+        }
+        emit.sort_by(|a, b| a.0.cmp(b.0));
+        let batch = self.build_output(&emit)?;
+        self.metrics.num_rows_removed = expired.len() as u64;
+        for k in expired {
+            if let Some(e) = self.state.remove(&k) {
+                self.state_bytes = self
+                    .state_bytes
+                    .saturating_sub(k.len() as u64 + 64 + 16 * e.accs.len() as u64);
+            }
+        }
+        Ok(batch)
+    }
+
+    fn build_output(&self, emit: &[(&[u8], &Entry)]) -> Result<RecordBatch> {
+        let schema = self.spec.output_schema.clone();
+        let parser = self.key_conv.parser();
+        let key_arrays = self
+            .key_conv
+            .convert_rows(emit.iter().map(|(k, _)| parser.parse(&k[8..])))?;
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        let mut key_iter = key_arrays.into_iter();
+        for (i, g) in self.spec.groups.iter().enumerate() {
+            let target = schema.field(i).data_type();
+            match g {
+                GroupColumn::Key => {
+                    let a = key_iter.next().expect("one array per key column");
+                    cols.push(cast(&a, target)?);
+                }
+                GroupColumn::Window(w) => {
+                    let starts: TimestampMillisecondArray = emit
+                        .iter()
+                        .map(|(k, _)| {
+                            let raw = u64::from_be_bytes(k[..8].try_into().expect("8 bytes"));
+                            Some((raw ^ (1 << 63)) as i64)
+                        })
+                        .collect();
+                    let ends: TimestampMillisecondArray =
+                        starts.iter().map(|s| s.map(|s| s + w.size_ms)).collect();
+                    let fields = match target {
+                        DataType::Struct(f) => f.clone(),
+                        _ => Fields::from(vec![
+                            Field::new(
+                                "start",
+                                DataType::Timestamp(TimeUnit::Millisecond, None),
+                                true,
+                            ),
+                            Field::new(
+                                "end",
+                                DataType::Timestamp(TimeUnit::Millisecond, None),
+                                true,
+                            ),
+                        ]),
+                    };
+                    let s = cast(&(Arc::new(starts) as ArrayRef), fields[0].data_type())?;
+                    let e = cast(&(Arc::new(ends) as ArrayRef), fields[1].data_type())?;
+                    cols.push(Arc::new(StructArray::try_new(fields, vec![s, e], None)?));
+                }
+            }
+        }
+        let n_groups = self.spec.groups.len();
+        for (j, kind) in self.spec.aggs.iter().enumerate() {
+            let target = schema.field(n_groups + j).data_type();
+            let a: ArrayRef = match kind {
+                AggKind::Count => Arc::new(Int64Array::from_iter_values(emit.iter().map(
+                    |(_, e)| match &e.accs[j] {
+                        Acc::Count(n) => *n,
+                        _ => 0,
+                    },
+                ))),
+                AggKind::SumInt => Arc::new(
+                    emit.iter()
+                        .map(|(_, e)| match &e.accs[j] {
+                            Acc::SumInt(s) => *s,
+                            _ => None,
+                        })
+                        .collect::<Int64Array>(),
+                ),
+                AggKind::SumFloat => Arc::new(
+                    emit.iter()
+                        .map(|(_, e)| match &e.accs[j] {
+                            Acc::SumFloat(s) => *s,
+                            _ => None,
+                        })
+                        .collect::<Float64Array>(),
+                ),
+                AggKind::Avg => Arc::new(
+                    emit.iter()
+                        .map(|(_, e)| match &e.accs[j] {
+                            Acc::Avg(s, n) if *n > 0 => Some(s / *n as f64),
+                            _ => None,
+                        })
+                        .collect::<Float64Array>(),
+                ),
+                AggKind::ApproxDistinct => Arc::new(Int64Array::from_iter_values(emit.iter().map(
+                    |(_, e)| match &e.accs[j] {
+                        Acc::Hll(r) => hll_estimate(r),
+                        _ => 0,
+                    },
+                ))),
+                AggKind::Min | AggKind::Max => {
+                    let conv = self.arg_convs[j].as_ref().expect("converter");
+                    let p = conv.parser();
+                    let input_type = &self.spec.input_types[n_groups + j];
+                    // Groups that saw only nulls have no value: build with a null placeholder.
+                    let null_row =
+                        conv.convert_columns(&[datafusion::arrow::array::new_null_array(
+                            input_type, 1,
+                        )])?;
+                    let vals: Vec<&[u8]> = emit
+                        .iter()
+                        .map(|(_, e)| match &e.accs[j] {
+                            Acc::Min(Some(v)) | Acc::Max(Some(v)) => v.as_ref(),
+                            _ => null_row.row(0).data(),
+                        })
+                        .collect();
+                    conv.convert_rows(vals.into_iter().map(|v| p.parse(v)))?
+                        .pop()
+                        .expect("one column")
+                }
+            };
+            cols.push(cast(&a, target)?);
+        }
+        if cols.is_empty() {
+            return Ok(RecordBatch::try_new_with_options(
+                schema,
+                vec![],
+                &datafusion::arrow::record_batch::RecordBatchOptions::new()
+                    .with_row_count(Some(emit.len())),
+            )?);
+        }
+        // Nullability in DataFusion's schema may be stricter than our arrays; relax it.
+        let relaxed: Vec<Field> = schema
+            .fields()
+            .iter()
+            .zip(&cols)
+            .map(|(f, c)| {
+                f.as_ref()
+                    .clone()
+                    .with_nullable(f.is_nullable() || c.null_count() > 0)
+            })
+            .collect();
+        let out_schema = Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
+            relaxed,
+            schema.metadata().clone(),
+        ));
+        Ok(RecordBatch::try_new(out_schema, cols)?)
+    }
+
+    /// Serialises the state (for the checkpoint).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.state_bytes as usize + 64);
+        out.extend_from_slice(STATE_MAGIC);
+        out.extend_from_slice(&self.max_event_time_ms.unwrap_or(i64::MIN).to_le_bytes());
+        out.extend_from_slice(&(self.state.len() as u64).to_le_bytes());
+        let mut keys: Vec<&Box<[u8]>> = self.state.keys().collect();
+        keys.sort();
+        for k in keys {
+            let e = &self.state[k];
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(k);
+            out.extend_from_slice(&e.event_end.to_le_bytes());
+            out.extend_from_slice(&e.updated_batch.to_le_bytes());
+            out.extend_from_slice(&e.created_batch.to_le_bytes());
+            out.push(e.accs.len() as u8);
+            for a in &e.accs {
+                a.encode(&mut out);
+            }
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Replaces the state with a snapshot. `what` names the file for errors.
+    pub fn restore(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        let err = |m: &str| SqlError::Checkpoint {
+            path: what.to_string(),
+            message: m.to_string(),
+        };
+        if bytes.len() < STATE_MAGIC.len() + 20 {
+            return Err(err("state file is truncated"));
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+            return Err(err("state file checksum mismatch"));
+        }
+        let mut r = Reader {
+            data: body,
+            pos: 0,
+            what: what.to_string(),
+        };
+        if r.bytes(STATE_MAGIC.len())? != STATE_MAGIC {
+            return Err(err("not a runnel state file"));
+        }
+        let max = r.i64()?;
+        let n = r.i64()? as u64;
+        let mut state = HashMap::new();
+        let mut bytes_used = 0u64;
+        for _ in 0..n {
+            let klen = r.u32()? as usize;
+            let key: Box<[u8]> = r.bytes(klen)?.into();
+            if key.len() < 8 {
+                return Err(err("state key too short"));
+            }
+            let event_end = r.i64()?;
+            let updated_batch = r.i64()? as u64;
+            let created_batch = r.i64()? as u64;
+            let nacc = r.u8()? as usize;
+            if nacc != self.spec.aggs.len() {
+                return Err(err(
+                    "state was written by a query with different aggregates",
+                ));
+            }
+            let accs = (0..nacc)
+                .map(|_| Acc::decode(&mut r))
+                .collect::<Result<Vec<_>>>()?;
+            for (a, k) in accs.iter().zip(&self.spec.aggs) {
+                if std::mem::discriminant(a) != std::mem::discriminant(&Acc::new(*k)) {
+                    return Err(err(
+                        "state was written by a query with different aggregates",
+                    ));
+                }
+            }
+            bytes_used += klen as u64 + 64 + 16 * nacc as u64;
+            state.insert(
+                key,
+                Entry {
+                    event_end,
+                    accs,
+                    updated_batch,
+                    created_batch,
+                },
+            );
+        }
+        if r.pos != body.len() {
+            return Err(err("trailing bytes in state file"));
+        }
+        self.state = state;
+        self.state_bytes = bytes_used;
+        self.max_event_time_ms = (max != i64::MIN).then_some(max);
+        Ok(())
+    }
+}
+
+const STATE_MAGIC: &[u8] = b"RUNNEL-STATE-1\n";
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    what: String,
+}
+
+impl<'a> Reader<'a> {
+    fn error(&self, m: &str) -> SqlError {
+        SqlError::Checkpoint {
+            path: self.what.clone(),
+            message: format!("{m} at byte {}", self.pos),
+        }
+    }
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.data.len() - self.pos < n {
+            return Err(self.error("state file is truncated"));
+        }
+        let b = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(b)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.bytes(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().expect("4")))
+    }
+    fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_le_bytes(self.bytes(8)?.try_into().expect("8")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::Schema;
+
+    fn spec(mode: OutputMode, aggs: Vec<AggKind>) -> AggregateSpec {
+        let window_t = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let mut fields = vec![
+            Field::new("w", crate::functions::window_type(&window_t), true),
+            Field::new("tag", DataType::Utf8, true),
+        ];
+        for (j, _) in aggs.iter().enumerate() {
+            fields.push(Field::new(format!("a{j}"), DataType::Int64, true));
+        }
+        let mut input_types = vec![window_t, DataType::Utf8];
+        input_types.extend(aggs.iter().map(|_| DataType::Int64));
+        AggregateSpec {
+            groups: vec![
+                GroupColumn::Window(
+                    WindowSpec::from_strings("window", &["10 seconds".into()]).unwrap(),
+                ),
+                GroupColumn::Key,
+            ],
+            aggs,
+            event_time_key: None,
+            watermark_input: None,
+            has_watermark: true,
+            mode,
+            output_schema: Arc::new(Schema::new(fields)),
+            input_types,
+        }
+    }
+
+    fn input(ts: &[i64], tags: &[&str], vals: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("tag", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+            Field::new("v2", DataType::Int64, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(TimestampMillisecondArray::from(ts.to_vec())),
+                Arc::new(StringArray::from(tags.to_vec())),
+                Arc::new(Int64Array::from(vals.to_vec())),
+                Arc::new(Int64Array::from(vals.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn append_mode_emits_closed_windows_once_and_drops_late_rows() {
+        let mut agg =
+            StatefulAggregate::new(spec(OutputMode::Append, vec![AggKind::Count, AggKind::Max]))
+                .unwrap();
+        agg.begin_batch();
+        agg.update(
+            &input(&[1_000, 2_000, 12_000], &["a", "a", "b"], &[5, 7, 1]),
+            None,
+            0,
+        )
+        .unwrap();
+        assert_eq!(agg.finish_batch(None, 0).unwrap().num_rows(), 0);
+        // Watermark 10 s closes window [0, 10 s).
+        agg.begin_batch();
+        agg.update(&input(&[3_000], &["a"], &[9]), Some(10_000), 1)
+            .unwrap();
+        assert_eq!(agg.metrics().num_rows_dropped_by_watermark, 1);
+        let out = agg.finish_batch(Some(10_000), 1).unwrap();
+        assert_eq!(out.num_rows(), 1);
+        assert_eq!(out.column(2).as_primitive::<Int64Type>().value(0), 2);
+        assert_eq!(out.column(3).as_primitive::<Int64Type>().value(0), 7);
+        assert_eq!(agg.metrics().num_rows_total, 1);
+        // Nothing is emitted twice.
+        agg.begin_batch();
+        assert_eq!(agg.finish_batch(Some(10_000), 2).unwrap().num_rows(), 0);
+    }
+
+    #[test]
+    fn update_and_complete_modes_and_snapshot_round_trip() {
+        let mut agg = StatefulAggregate::new(spec(
+            OutputMode::Update,
+            vec![AggKind::SumInt, AggKind::ApproxDistinct],
+        ))
+        .unwrap();
+        agg.begin_batch();
+        agg.update(
+            &input(&[1_000, 2_000, 12_000], &["a", "a", "b"], &[5, 7, 1]),
+            None,
+            0,
+        )
+        .unwrap();
+        assert_eq!(agg.finish_batch(None, 0).unwrap().num_rows(), 2);
+        let snap = agg.snapshot();
+        let mut restored = StatefulAggregate::new(spec(
+            OutputMode::Update,
+            vec![AggKind::SumInt, AggKind::ApproxDistinct],
+        ))
+        .unwrap();
+        restored.restore(&snap, "test").unwrap();
+        assert_eq!(restored.snapshot(), snap);
+        restored.begin_batch();
+        restored
+            .update(&input(&[13_000], &["b"], &[2]), None, 1)
+            .unwrap();
+        let out = restored.finish_batch(None, 1).unwrap();
+        assert_eq!(out.num_rows(), 1);
+        assert_eq!(out.column(2).as_primitive::<Int64Type>().value(0), 3);
+        assert_eq!(out.column(3).as_primitive::<Int64Type>().value(0), 2);
+        let mut bad = snap.clone();
+        bad[20] ^= 1;
+        assert!(restored.restore(&bad, "bad").is_err());
+        assert!(restored.restore(&snap[..10], "short").is_err());
+        let mut complete =
+            StatefulAggregate::new(spec(OutputMode::Complete, vec![AggKind::Count])).unwrap();
+        complete
+            .update(
+                &input(&[1_000, 12_000], &["a", "b"], &[1, 1]),
+                Some(100_000),
+                0,
+            )
+            .unwrap();
+        assert_eq!(
+            complete.finish_batch(Some(100_000), 0).unwrap().num_rows(),
+            2
+        );
+        assert_eq!(
+            complete.finish_batch(Some(100_000), 1).unwrap().num_rows(),
+            2
+        );
+    }
+
+    #[test]
+    fn hll_is_close() {
+        let mut regs = vec![0u8; HLL_M];
+        for i in 0..100_000u64 {
+            let h = hash64(&i.to_le_bytes());
+            let idx = (h >> (64 - HLL_P)) as usize;
+            let rank = ((h << HLL_P) | (1 << (HLL_P - 1))).leading_zeros() as u8 + 1;
+            regs[idx] = regs[idx].max(rank);
+        }
+        let e = hll_estimate(&regs);
+        assert!((e - 100_000).abs() < 15_000, "{e}");
+        let mut small = vec![0u8; HLL_M];
+        small[3] = 1;
+        small[9] = 2;
+        assert_eq!(hll_estimate(&small), 2);
+    }
+}

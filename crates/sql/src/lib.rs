@@ -1,0 +1,42 @@
+//! Runnel's streaming SQL engine: Spark Structured Streaming semantics over Kafka topics.
+//!
+//! Code map (see README.md for the design and what state grows):
+//! - `script`     the query file: statements, declarations, WATERMARK clause
+//! - `ddl`        Spark DDL schema strings and interval strings
+//! - `functions`  Spark functions as DataFusion UDFs (from_json, window, ...)
+//! - `source`     the Kafka source (Spark's options and row schema)
+//! - `table`      slot tables: how per-batch rows reach DataFusion plans
+//! - `plan`       splitting a query around its stateful operator; Spark's rules
+//! - `aggregate`  the stateful aggregation operator and its state
+//! - `checkpoint` offsets/commits logs and state snapshots
+//! - `sink`       console, kafka, files, memory, callback sinks
+//! - `engine`     the micro-batch driver, triggers, recovery
+//! - `progress`   Spark-shaped progress reports
+//! - `http`       progress and memory tables over HTTP
+//! - `tweets`, `demo`  the deterministic tweet generator and its producer
+//! - `api`        the Rust builder API (no SQL)
+
+pub mod aggregate;
+pub mod api;
+pub mod checkpoint;
+pub mod ddl;
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod functions;
+pub mod http;
+pub mod plan;
+pub mod progress;
+pub mod script;
+pub mod sink;
+pub mod source;
+pub mod table;
+pub mod tweets;
+
+pub use aggregate::OutputMode;
+pub use engine::{QueryOptions, StreamingQuery, Trigger};
+pub use error::{Result, SqlError};
+pub use script::Script;
+
+/// Re-exported so users of the API get matching versions.
+pub use datafusion;

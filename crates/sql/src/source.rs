@@ -1,0 +1,891 @@
+//! The Kafka source: Spark's options and row schema, offsets tracked by the query (not by
+//! a consumer group), partitions read with `assign()` at explicit offsets.
+//!
+//! A micro-batch takes what the consumer has buffered (capped by `maxOffsetsPerTrigger`),
+//! and its end offsets are logged before the batch runs; a restarted query replays exactly
+//! the logged range. Not thread-safe: one task owns a source.
+
+use crate::error::{Result, SqlError};
+use datafusion::arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
+    TimestampMillisecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage, Timestamp};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Offsets per topic and partition: Spark's JSON shape `{"topic":{"0":12}}`.
+pub type PartitionOffsets = BTreeMap<String, BTreeMap<i32, i64>>;
+
+/// Spark's sentinel offsets in `startingOffsets`/`endingOffsets` JSON.
+const EARLIEST: i64 = -2;
+const LATEST: i64 = -1;
+
+/// Rows per Arrow batch built from messages.
+const ROWS_PER_ARROW_BATCH: usize = 8192;
+/// A batch never holds more than this many rows, whatever `maxOffsetsPerTrigger` says.
+pub const MAX_ROWS_PER_BATCH: u64 = 2_000_000;
+/// How long metadata and offset look-ups may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often new partitions (and pattern matches) are looked for.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Subscription {
+    Topics(Vec<String>),
+    Pattern(String),
+    Assign(Vec<(String, i32)>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum StartingOffsets {
+    Earliest,
+    Latest,
+    Specific(PartitionOffsets),
+}
+
+/// The options of a Kafka source, by Spark's names.
+#[derive(Clone, Debug)]
+pub struct KafkaSourceOptions {
+    pub bootstrap_servers: String,
+    pub subscription: Subscription,
+    pub starting: StartingOffsets,
+    pub ending: Option<StartingOffsets>,
+    pub max_offsets_per_trigger: Option<u64>,
+    pub fail_on_data_loss: bool,
+    pub include_headers: bool,
+    /// Every other `kafka.*` option, passed to librdkafka without the prefix.
+    pub client: BTreeMap<String, String>,
+}
+
+impl KafkaSourceOptions {
+    pub fn from_options(opts: &BTreeMap<String, String>) -> Result<Self> {
+        let get = |k: &str| {
+            opts.iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.trim().is_empty())
+        };
+        let bootstrap_servers = get("kafka.bootstrap.servers")
+            .ok_or_else(|| SqlError::option("kafka.bootstrap.servers", "is required"))?;
+        let subs: Vec<Subscription> = [
+            get("subscribe").map(|v| Subscription::Topics(split_list(&v))),
+            get("subscribePattern").map(Subscription::Pattern),
+            get("assign").map(|v| parse_assign(&v)).transpose()?,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if subs.len() != 1 {
+            return Err(SqlError::option(
+                "subscribe",
+                "exactly one of 'subscribe', 'subscribePattern' or 'assign' must be given",
+            ));
+        }
+        let parse_start = |key: &str, v: Option<String>, default: StartingOffsets| match v {
+            None => Ok(default),
+            Some(v) if v.eq_ignore_ascii_case("earliest") => Ok(StartingOffsets::Earliest),
+            Some(v) if v.eq_ignore_ascii_case("latest") => Ok(StartingOffsets::Latest),
+            Some(v) => parse_offsets_json(&v)
+                .map(StartingOffsets::Specific)
+                .map_err(|e| SqlError::option(key, e)),
+        };
+        let starting = parse_start(
+            "startingOffsets",
+            get("startingOffsets"),
+            StartingOffsets::Latest,
+        )?;
+        let ending = match get("endingOffsets") {
+            None => None,
+            Some(v) => Some(parse_start(
+                "endingOffsets",
+                Some(v),
+                StartingOffsets::Latest,
+            )?),
+        };
+        if ending == Some(StartingOffsets::Earliest) {
+            return Err(SqlError::option(
+                "endingOffsets",
+                "'earliest' is not allowed",
+            ));
+        }
+        let max_offsets_per_trigger = get("maxOffsetsPerTrigger")
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        SqlError::option(
+                            "maxOffsetsPerTrigger",
+                            format!("{v:?} is not a positive number"),
+                        )
+                    })
+            })
+            .transpose()?;
+        let bool_opt = |k: &str, default: bool| -> Result<bool> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<bool>()
+                    .map_err(|_| SqlError::option(k, format!("{v:?} is not true or false"))),
+            }
+        };
+        let client = opts
+            .iter()
+            .filter_map(|(k, v)| {
+                let low = k.to_ascii_lowercase();
+                (low.starts_with("kafka.") && low != "kafka.bootstrap.servers")
+                    .then(|| (k["kafka.".len()..].to_string(), v.clone()))
+            })
+            .collect();
+        Ok(KafkaSourceOptions {
+            bootstrap_servers,
+            subscription: subs.into_iter().next().expect("one subscription"),
+            starting,
+            ending,
+            max_offsets_per_trigger,
+            fail_on_data_loss: bool_opt("failOnDataLoss", true)?,
+            include_headers: bool_opt("includeHeaders", false)?,
+            client,
+        })
+    }
+
+    /// Spark's description, e.g. `KafkaV2[Subscribe[tweets]]`.
+    pub fn description(&self) -> String {
+        match &self.subscription {
+            Subscription::Topics(t) => format!("KafkaV2[Subscribe[{}]]", t.join(",")),
+            Subscription::Pattern(p) => format!("KafkaV2[SubscribePattern[{p}]]"),
+            Subscription::Assign(a) => format!(
+                "KafkaV2[Assign[{}]]",
+                a.iter()
+                    .map(|(t, p)| format!("{t}-{p}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// `{"topicA":[0,1],"topicB":[2,4]}`
+fn parse_assign(v: &str) -> Result<Subscription> {
+    let parsed: BTreeMap<String, Vec<i32>> =
+        serde_json::from_str(v).map_err(|e| SqlError::option("assign", format!("{v:?}: {e}")))?;
+    Ok(Subscription::Assign(
+        parsed
+            .into_iter()
+            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+            .collect(),
+    ))
+}
+
+/// `{"topicA":{"0":23,"1":-1},"topicB":{"0":-2}}`
+pub fn parse_offsets_json(v: &str) -> std::result::Result<PartitionOffsets, String> {
+    let parsed: BTreeMap<String, BTreeMap<String, i64>> =
+        serde_json::from_str(v).map_err(|e| format!("{v:?}: {e}"))?;
+    parsed
+        .into_iter()
+        .map(|(t, ps)| {
+            let ps = ps
+                .into_iter()
+                .map(|(p, o)| {
+                    let p: i32 = p
+                        .parse()
+                        .map_err(|_| format!("partition {p:?} is not a number"))?;
+                    if o < EARLIEST {
+                        return Err(format!("offset {o} for {t}-{p} is not valid"));
+                    }
+                    Ok((p, o))
+                })
+                .collect::<std::result::Result<_, String>>()?;
+            Ok((t, ps))
+        })
+        .collect()
+}
+
+/// The row schema of a Kafka source, as Spark defines it.
+pub fn kafka_schema(include_headers: bool) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("key", DataType::Binary, true),
+        Field::new("value", DataType::Binary, true),
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        ),
+        Field::new("timestampType", DataType::Int32, false),
+    ];
+    if include_headers {
+        fields.push(Field::new("headers", headers_type(), true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+fn header_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("key", DataType::Utf8, true),
+        Field::new("value", DataType::Binary, true),
+    ])
+}
+
+fn headers_type() -> DataType {
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(header_fields()),
+        true,
+    )))
+}
+
+/// Turns messages into Arrow batches with the Kafka row schema.
+struct RowBuilder {
+    schema: SchemaRef,
+    include_headers: bool,
+    key: BinaryBuilder,
+    value: BinaryBuilder,
+    topic: StringBuilder,
+    partition: Int32Builder,
+    offset: Int64Builder,
+    timestamp: TimestampMillisecondBuilder,
+    timestamp_type: Int32Builder,
+    headers: ListBuilder<StructBuilder>,
+    rows: usize,
+    done: Vec<RecordBatch>,
+}
+
+impl RowBuilder {
+    fn new(schema: SchemaRef, include_headers: bool) -> Self {
+        RowBuilder {
+            schema,
+            include_headers,
+            key: BinaryBuilder::new(),
+            value: BinaryBuilder::new(),
+            topic: StringBuilder::new(),
+            partition: Int32Builder::new(),
+            offset: Int64Builder::new(),
+            timestamp: TimestampMillisecondBuilder::new(),
+            timestamp_type: Int32Builder::new(),
+            headers: ListBuilder::new(StructBuilder::from_fields(header_fields(), 0)),
+            rows: 0,
+            done: Vec::new(),
+        }
+    }
+
+    fn push<M: Message>(&mut self, m: &M) -> Result<()> {
+        self.key.append_option(m.key());
+        self.value.append_option(m.payload());
+        self.topic.append_value(m.topic());
+        self.partition.append_value(m.partition());
+        self.offset.append_value(m.offset());
+        let (ts, kind) = match m.timestamp() {
+            Timestamp::NotAvailable => (None, -1),
+            Timestamp::CreateTime(t) => (Some(t), 0),
+            Timestamp::LogAppendTime(t) => (Some(t), 1),
+        };
+        self.timestamp.append_option(ts);
+        self.timestamp_type.append_value(kind);
+        if self.include_headers {
+            match m.headers() {
+                None => self.headers.append(true),
+                Some(h) => {
+                    for i in 0..h.count() {
+                        let header = h.get(i);
+                        let s = self.headers.values();
+                        s.field_builder::<StringBuilder>(0)
+                            .expect("key builder")
+                            .append_value(header.key);
+                        s.field_builder::<BinaryBuilder>(1)
+                            .expect("value builder")
+                            .append_option(header.value);
+                        s.append(true);
+                    }
+                    self.headers.append(true);
+                }
+            }
+        }
+        self.rows += 1;
+        if self.rows >= ROWS_PER_ARROW_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(self.key.finish()),
+            Arc::new(self.value.finish()),
+            Arc::new(self.topic.finish()),
+            Arc::new(self.partition.finish()),
+            Arc::new(self.offset.finish()),
+            Arc::new(self.timestamp.finish()),
+            Arc::new(self.timestamp_type.finish()),
+        ];
+        if self.include_headers {
+            cols.push(Arc::new(self.headers.finish()));
+        }
+        self.done
+            .push(RecordBatch::try_new(self.schema.clone(), cols)?);
+        self.rows = 0;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<RecordBatch>> {
+        self.flush()?;
+        Ok(self.done)
+    }
+}
+
+/// A running Kafka source.
+pub struct KafkaSource {
+    opts: KafkaSourceOptions,
+    consumer: BaseConsumer,
+    schema: SchemaRef,
+    /// Next offset to hand out, per assigned partition.
+    positions: BTreeMap<(String, i32), i64>,
+    /// Messages read past a replayed batch's end, handed out first next time.
+    stash: HashMap<(String, i32), VecDeque<OwnedMessage>>,
+    /// Resolved `endingOffsets`, if any.
+    ending: Option<BTreeMap<(String, i32), i64>>,
+    last_discovery: Instant,
+}
+
+impl KafkaSource {
+    pub fn new(opts: KafkaSourceOptions) -> Result<Self> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &opts.bootstrap_servers)
+            // librdkafka needs a group id even for assign(); Spark generates one the same
+            // way. Nothing is ever committed to it.
+            .set(
+                "group.id",
+                format!("runnel-sql-source-{}", uuid::Uuid::new_v4()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "error")
+            .set("fetch.wait.max.ms", "50")
+            .set("queued.max.messages.kbytes", "262144")
+            .set("log_level", "3");
+        for (k, v) in &opts.client {
+            if ["group.id", "enable.auto.commit", "auto.offset.reset"].contains(&k.as_str()) {
+                // Spark refuses these too: the query owns its offsets.
+                return Err(SqlError::option(
+                    &format!("kafka.{k}"),
+                    "is not supported: offsets are tracked by the query's checkpoint",
+                ));
+            }
+            cfg.set(k, v);
+        }
+        let consumer: BaseConsumer = cfg.create()?;
+        let schema = kafka_schema(opts.include_headers);
+        Ok(KafkaSource {
+            opts,
+            consumer,
+            schema,
+            positions: BTreeMap::new(),
+            stash: HashMap::new(),
+            ending: None,
+            last_discovery: Instant::now(),
+        })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    pub fn description(&self) -> String {
+        self.opts.description()
+    }
+
+    pub fn options(&self) -> &KafkaSourceOptions {
+        &self.opts
+    }
+
+    /// The partitions the subscription covers now.
+    fn discover(&self) -> Result<Vec<(String, i32)>> {
+        let mut out = Vec::new();
+        match &self.opts.subscription {
+            Subscription::Assign(a) => out.extend(a.iter().cloned()),
+            Subscription::Topics(topics) => {
+                for t in topics {
+                    let md = self.consumer.fetch_metadata(Some(t), METADATA_TIMEOUT)?;
+                    for topic in md.topics() {
+                        if topic.name() == t && topic.error().is_none() {
+                            out.extend(topic.partitions().iter().map(|p| (t.clone(), p.id())));
+                        }
+                    }
+                }
+            }
+            Subscription::Pattern(p) => {
+                let re = regex::Regex::new(p)
+                    .map_err(|e| SqlError::option("subscribePattern", e.to_string()))?;
+                let md = self.consumer.fetch_metadata(None, METADATA_TIMEOUT)?;
+                for topic in md.topics() {
+                    if re.is_match(topic.name()) && !topic.name().starts_with("__") {
+                        out.extend(
+                            topic
+                                .partitions()
+                                .iter()
+                                .map(|q| (topic.name().to_string(), q.id())),
+                        );
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn watermarks(&self, tp: &(String, i32)) -> Result<(i64, i64)> {
+        Ok(self
+            .consumer
+            .fetch_watermarks(&tp.0, tp.1, METADATA_TIMEOUT)?)
+    }
+
+    fn resolve(
+        &self,
+        tp: &(String, i32),
+        spec: &StartingOffsets,
+        new_partition: bool,
+    ) -> Result<i64> {
+        let sentinel = match spec {
+            StartingOffsets::Earliest => EARLIEST,
+            StartingOffsets::Latest => LATEST,
+            StartingOffsets::Specific(m) => match m.get(&tp.0).and_then(|ps| ps.get(&tp.1)) {
+                Some(o) => *o,
+                // Spark: partitions not named start at earliest when discovered later,
+                // and must be named when the query starts.
+                None if new_partition => EARLIEST,
+                None => {
+                    return Err(SqlError::option(
+                        "startingOffsets",
+                        format!("no offset given for partition {}-{}", tp.0, tp.1),
+                    ))
+                }
+            },
+        };
+        let (low, high) = self.watermarks(tp)?;
+        Ok(match sentinel {
+            EARLIEST => low,
+            LATEST => high,
+            o => o,
+        })
+    }
+
+    /// Starts the source: from `resume` (a checkpoint's end offsets) or `startingOffsets`.
+    pub fn start(&mut self, resume: Option<&PartitionOffsets>) -> Result<()> {
+        let parts = self.discover()?;
+        for tp in &parts {
+            let pos = match resume {
+                Some(r) => match r.get(&tp.0).and_then(|ps| ps.get(&tp.1)) {
+                    Some(o) => *o,
+                    None => self.resolve(tp, &StartingOffsets::Earliest, true)?,
+                },
+                None => self.resolve(tp, &self.opts.starting.clone(), false)?,
+            };
+            self.positions.insert(tp.clone(), pos);
+        }
+        if let Some(end) = self.opts.ending.clone() {
+            let mut resolved = BTreeMap::new();
+            for tp in &parts {
+                resolved.insert(tp.clone(), self.resolve(tp, &end, false)?);
+            }
+            self.ending = Some(resolved);
+        }
+        self.assign()?;
+        self.last_discovery = Instant::now();
+        Ok(())
+    }
+
+    fn assign(&mut self) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &self.positions {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+        }
+        self.consumer.assign(&tpl)?;
+        self.stash.clear();
+        Ok(())
+    }
+
+    fn maybe_discover(&mut self) -> Result<()> {
+        if self.last_discovery.elapsed() < DISCOVERY_INTERVAL
+            || matches!(self.opts.subscription, Subscription::Assign(_))
+        {
+            return Ok(());
+        }
+        self.last_discovery = Instant::now();
+        let parts = self.discover()?;
+        let mut changed = false;
+        for tp in parts {
+            if !self.positions.contains_key(&tp) {
+                let o = self.resolve(&tp, &StartingOffsets::Earliest, true)?;
+                tracing::info!(topic = %tp.0, partition = tp.1, offset = o, "new partition discovered");
+                self.positions.insert(tp, o);
+                changed = true;
+            }
+        }
+        if changed {
+            // Reassigning restarts fetching at our positions; buffered messages are re-read.
+            self.assign()?;
+        }
+        Ok(())
+    }
+
+    /// The next offsets to read: the start of the next batch.
+    pub fn positions(&self) -> PartitionOffsets {
+        to_offsets(&self.positions)
+    }
+
+    /// The broker's latest offsets (for `availableNow`), capped by `endingOffsets`.
+    pub fn latest_offsets(&self) -> Result<PartitionOffsets> {
+        let mut out = BTreeMap::new();
+        for tp in self.positions.keys() {
+            let (_, high) = self.watermarks(tp)?;
+            let high = match &self.ending {
+                Some(e) => e.get(tp).map_or(high, |end| high.min(*end)),
+                None => high,
+            };
+            out.insert(tp.clone(), high);
+        }
+        Ok(to_offsets(&out))
+    }
+
+    /// True once every partition reached `endingOffsets` (never without them).
+    pub fn finished(&self) -> bool {
+        match &self.ending {
+            None => false,
+            Some(end) => end
+                .iter()
+                .all(|(tp, e)| self.positions.get(tp).is_some_and(|p| p >= e)),
+        }
+    }
+
+    fn limit_for(&self, tp: &(String, i32), bound: Option<&BTreeMap<(String, i32), i64>>) -> i64 {
+        let mut limit = i64::MAX;
+        if let Some(e) = self.ending.as_ref().and_then(|e| e.get(tp)) {
+            limit = limit.min(*e);
+        }
+        if let Some(b) = bound {
+            limit = limit.min(b.get(tp).copied().unwrap_or(i64::MIN));
+        }
+        limit
+    }
+
+    fn check_error(&self, e: rdkafka::error::KafkaError) -> Result<()> {
+        use rdkafka::types::RDKafkaErrorCode;
+        let lost = matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)
+        );
+        if lost && self.opts.fail_on_data_loss {
+            return Err(SqlError::DataLoss(format!(
+                "{e}; some offsets were deleted before they were read (set failOnDataLoss to false to skip them)"
+            )));
+        }
+        if lost {
+            tracing::warn!(error = %e, "data lost in a source partition; skipping to the earliest offset");
+            return Ok(());
+        }
+        tracing::debug!(error = %e, "kafka source: transient error");
+        Ok(())
+    }
+
+    /// Reads a new batch: what is buffered now (waiting up to `wait` for the first
+    /// message), at most `max_rows`. Returns the rows and the end offsets.
+    pub async fn next_batch(
+        &mut self,
+        max_rows: u64,
+        wait: Duration,
+    ) -> Result<(Vec<RecordBatch>, PartitionOffsets)> {
+        self.maybe_discover()?;
+        self.fill(max_rows.min(MAX_ROWS_PER_BATCH), wait, None)
+            .await
+    }
+
+    /// Reads exactly up to `end` (a logged batch being replayed after a restart).
+    pub async fn replay(
+        &mut self,
+        end: &PartitionOffsets,
+        timeout: Duration,
+    ) -> Result<Vec<RecordBatch>> {
+        let bound: BTreeMap<(String, i32), i64> = end
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |(p, o)| ((t.clone(), *p), *o)))
+            .collect();
+        for tp in bound.keys() {
+            if !self.positions.contains_key(tp) {
+                let o = self.resolve(tp, &StartingOffsets::Earliest, true)?;
+                self.positions.insert(tp.clone(), o);
+                self.assign()?;
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        loop {
+            let (rows, _) = self
+                .fill(MAX_ROWS_PER_BATCH, Duration::from_millis(20), Some(&bound))
+                .await?;
+            out.extend(rows);
+            let done = bound
+                .iter()
+                .all(|(tp, e)| self.positions.get(tp).is_some_and(|p| p >= e));
+            if done {
+                return Ok(out);
+            }
+            if Instant::now() > deadline {
+                return Err(SqlError::DataLoss(format!(
+                    "could not read the logged batch up to {end:?} within {timeout:?}; positions {:?}",
+                    self.positions()
+                )));
+            }
+        }
+    }
+
+    async fn fill(
+        &mut self,
+        max_rows: u64,
+        wait: Duration,
+        bound: Option<&BTreeMap<(String, i32), i64>>,
+    ) -> Result<(Vec<RecordBatch>, PartitionOffsets)> {
+        let mut rows = RowBuilder::new(self.schema.clone(), self.opts.include_headers);
+        let mut taken: u64 = 0;
+        // Like Spark, split a capped batch across partitions, so that partitions advance
+        // in step (event time stays aligned and the watermark drops nothing by accident).
+        let quota = (bound.is_none() && max_rows < MAX_ROWS_PER_BATCH)
+            .then(|| max_rows.div_ceil(self.positions.len().max(1) as u64));
+        let mut taken_per: HashMap<(String, i32), u64> = HashMap::new();
+        // Stashed messages first, in offset order per partition.
+        let keys: Vec<_> = self.stash.keys().cloned().collect();
+        for tp in keys {
+            let limit = self.limit_for(&tp, bound);
+            while taken < max_rows
+                && quota.is_none_or(|q| taken_per.get(&tp).copied().unwrap_or(0) < q)
+            {
+                let Some(q) = self.stash.get_mut(&tp) else {
+                    break;
+                };
+                let Some(m) = q.front() else { break };
+                let pos = self.positions.get(&tp).copied().unwrap_or(0);
+                if m.offset() < pos {
+                    q.pop_front();
+                    continue;
+                }
+                if m.offset() >= limit {
+                    break;
+                }
+                let m = q.pop_front().expect("front exists");
+                rows.push(&m)?;
+                self.positions.insert(tp.clone(), m.offset() + 1);
+                *taken_per.entry(tp.clone()).or_default() += 1;
+                taken += 1;
+            }
+        }
+        let mut stashed: u64 = 0;
+        self.stash.retain(|_, q| !q.is_empty());
+        let started = Instant::now();
+        while taken < max_rows {
+            let polled = self.consumer.poll(Duration::ZERO);
+            let msg = match polled {
+                None => {
+                    if taken > 0 || started.elapsed() >= wait {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                Some(Err(e)) => {
+                    self.check_error(e)?;
+                    continue;
+                }
+                Some(Ok(m)) => m,
+            };
+            let tp = (msg.topic().to_string(), msg.partition());
+            let Some(&pos) = self.positions.get(&tp) else {
+                continue;
+            };
+            let over_quota = quota.is_some_and(|q| taken_per.get(&tp).copied().unwrap_or(0) >= q);
+            if bound.is_none()
+                && msg.offset() >= pos
+                && (over_quota || self.stash.get(&tp).is_some_and(|q| !q.is_empty()))
+            {
+                // Keep per-partition order: later messages wait behind stashed ones.
+                self.stash.entry(tp).or_default().push_back(msg.detach());
+                stashed += 1;
+                if stashed >= max_rows {
+                    break;
+                }
+                continue;
+            }
+            if msg.offset() < pos {
+                continue; // re-delivered after a reassign
+            }
+            if msg.offset() > pos
+                && self.opts.fail_on_data_loss
+                && !is_compacted_gap(&self.consumer, &tp, pos)
+            {
+                return Err(SqlError::DataLoss(format!(
+                    "{}-{}: expected offset {pos}, got {} (records were deleted; set failOnDataLoss to false to skip)",
+                    tp.0, tp.1, msg.offset()
+                )));
+            }
+            let limit = self.limit_for(&tp, bound);
+            if msg.offset() >= limit {
+                if bound.is_some()
+                    && self
+                        .ending
+                        .as_ref()
+                        .and_then(|e| e.get(&tp))
+                        .is_none_or(|e| msg.offset() < *e)
+                {
+                    self.stash.entry(tp).or_default().push_back(msg.detach());
+                }
+                continue;
+            }
+            rows.push(&msg)?;
+            *taken_per.entry(tp.clone()).or_default() += 1;
+            self.positions.insert(tp, msg.offset() + 1);
+            taken += 1;
+        }
+        Ok((rows.finish()?, self.positions()))
+    }
+}
+
+/// Offsets can legitimately skip on compacted topics and around transaction markers; a
+/// gap is data loss only if the skipped offsets are below the log start.
+fn is_compacted_gap(consumer: &BaseConsumer, tp: &(String, i32), pos: i64) -> bool {
+    match consumer.fetch_watermarks(&tp.0, tp.1, METADATA_TIMEOUT) {
+        Ok((low, _)) => low <= pos,
+        Err(_) => true,
+    }
+}
+
+fn to_offsets(m: &BTreeMap<(String, i32), i64>) -> PartitionOffsets {
+    let mut out: PartitionOffsets = BTreeMap::new();
+    for ((t, p), o) in m {
+        out.entry(t.clone()).or_default().insert(*p, *o);
+    }
+    out
+}
+
+/// Offsets as Spark prints them: `{"tweets":{"0":12,"1":40}}`.
+pub fn offsets_json(o: &PartitionOffsets) -> serde_json::Value {
+    serde_json::Value::Object(
+        o.iter()
+            .map(|(t, ps)| {
+                (
+                    t.clone(),
+                    serde_json::Value::Object(
+                        ps.iter()
+                            .map(|(p, o)| (p.to_string(), serde_json::json!(o)))
+                            .collect(),
+                    ),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Number of offsets between two positions (rows, unless the topic is compacted).
+pub fn offset_span(start: &PartitionOffsets, end: &PartitionOffsets) -> i64 {
+    end.iter()
+        .flat_map(|(t, ps)| {
+            ps.iter().map(move |(p, e)| {
+                let s = start.get(t).and_then(|m| m.get(p)).copied().unwrap_or(*e);
+                (e - s).max(0)
+            })
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn spark_options() {
+        let o = KafkaSourceOptions::from_options(&opts(&[
+            ("kafka.bootstrap.servers", "h:1"),
+            ("subscribe", "a, b"),
+            ("startingOffsets", r#"{"a":{"0":5,"1":-2}}"#),
+            ("maxOffsetsPerTrigger", "100"),
+            ("includeHeaders", "true"),
+            ("kafka.fetch.min.bytes", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            o.subscription,
+            Subscription::Topics(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(o.max_offsets_per_trigger, Some(100));
+        assert!(o.include_headers && o.fail_on_data_loss);
+        assert_eq!(
+            o.client.get("fetch.min.bytes").map(String::as_str),
+            Some("1")
+        );
+        match &o.starting {
+            StartingOffsets::Specific(m) => assert_eq!(m["a"][&1], -2),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(o.description(), "KafkaV2[Subscribe[a,b]]");
+    }
+
+    #[test]
+    fn bad_options_are_errors() {
+        for bad in [
+            opts(&[("subscribe", "a")]),
+            opts(&[("kafka.bootstrap.servers", "h:1")]),
+            opts(&[
+                ("kafka.bootstrap.servers", "h:1"),
+                ("subscribe", "a"),
+                ("assign", r#"{"a":[0]}"#),
+            ]),
+            opts(&[
+                ("kafka.bootstrap.servers", "h:1"),
+                ("subscribe", "a"),
+                ("startingOffsets", "{bad"),
+            ]),
+            opts(&[
+                ("kafka.bootstrap.servers", "h:1"),
+                ("subscribe", "a"),
+                ("maxOffsetsPerTrigger", "-1"),
+            ]),
+            opts(&[
+                ("kafka.bootstrap.servers", "h:1"),
+                ("subscribe", "a"),
+                ("failOnDataLoss", "maybe"),
+            ]),
+            opts(&[
+                ("kafka.bootstrap.servers", "h:1"),
+                ("subscribe", "a"),
+                ("endingOffsets", "earliest"),
+            ]),
+        ] {
+            assert!(KafkaSourceOptions::from_options(&bad).is_err(), "{bad:?}");
+        }
+    }
+}

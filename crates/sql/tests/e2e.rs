@@ -1,0 +1,474 @@
+//! End to end: generator -> topic (an in-process Runnel broker) -> query -> sink, checked
+//! against answers computed independently from the same seed.
+
+use runnel_sql::demo::{produce_tweets, DemoOptions, KeyBy};
+use runnel_sql::tweets::{Generator, GeneratorConfig};
+use runnel_sql::{OutputMode, QueryOptions, Script, StreamingQuery};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+const START_MS: i64 = 1_700_000_000_000;
+
+struct Broker {
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_broker() -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    let config = runnel_broker::BrokerConfig::from_pairs(&[
+        ("listeners".into(), "PLAINTEXT://127.0.0.1:0".into()),
+        ("log.dirs".into(), dir.path().display().to_string()),
+        ("num.partitions".into(), "3".into()),
+    ])
+    .unwrap();
+    let server = runnel_broker::Server::start(config).await.unwrap();
+    let addr = server.local_addr().to_string();
+    tokio::spawn(server.run(std::future::pending()));
+    Broker { addr, _dir: dir }
+}
+
+/// No late tweets and jitter well under the 30 s watermark delay: answers do not depend
+/// on how rows fall into batches.
+fn orderly(seed: u64) -> GeneratorConfig {
+    GeneratorConfig {
+        seed,
+        start_ms: START_MS,
+        events_per_second: 20,
+        max_jitter_ms: 2_000,
+        very_late_every: 0,
+        ..GeneratorConfig::default()
+    }
+}
+
+async fn produce(broker: &Broker, topic: &str, config: &GeneratorConfig, count: u64) {
+    let opts = DemoOptions {
+        bootstrap: broker.addr.clone(),
+        topic: topic.to_string(),
+        rate: 0,
+        count: Some(count),
+        key: KeyBy::Id,
+        from_file: None,
+        generator: config.clone(),
+        producer: vec![],
+    };
+    let s = produce_tweets(&opts).await.unwrap();
+    assert_eq!(s.sent, count);
+}
+
+/// An example query file with its sink declaration replaced.
+fn example_with_sink(file: &str, sink: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/tweets")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text
+        .find("CREATE TEMPORARY VIEW out USING")
+        .expect("example declares a sink 'out'");
+    let end = start + text[start..].find(';').unwrap() + 1;
+    format!("{}{}{}", &text[..start], sink, &text[end..])
+}
+
+fn defines(broker: &Broker, topic: &str) -> BTreeMap<String, String> {
+    [
+        ("bootstrap", broker.addr.as_str()),
+        ("topic", topic),
+        ("startingOffsets", "earliest"),
+        ("endingOffsets", "latest"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+async fn run_script(
+    text: &str,
+    defines: &BTreeMap<String, String>,
+    options: QueryOptions,
+) -> StreamingQuery {
+    let script = Script::parse(text, defines).unwrap();
+    let mut q = StreamingQuery::from_script(&script, options).await.unwrap();
+    q.run().await.unwrap();
+    q
+}
+
+fn memory_rows(q: &StreamingQuery) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let (_, table) = q.memory_table().expect("memory sink");
+    let (_, batches) = table.snapshot();
+    let mut buf = Vec::new();
+    {
+        let mut w = runnel_sql::datafusion::arrow::json::ArrayWriter::new(&mut buf);
+        for b in &batches {
+            w.write(b).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    if buf.is_empty() {
+        return vec![];
+    }
+    serde_json::from_slice(&buf).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_query_returns_every_tweet() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        let cfg = orderly(1);
+        produce(&broker, "tweets1", &cfg, 1500).await;
+        let text = example_with_sink(
+            "select.sql",
+            "CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'rows');",
+        );
+        let q = run_script(&text, &defines(&broker, "tweets1"), QueryOptions::default()).await;
+        let rows = memory_rows(&q);
+        let mut g = Generator::new(cfg);
+        let expected: BTreeMap<i64, (String, String)> = (0..1500)
+            .map(|i| {
+                let t = g.tweet(i);
+                (
+                    t.id as i64,
+                    (g.users()[t.user].name.clone(), t.text.clone()),
+                )
+            })
+            .collect();
+        assert_eq!(rows.len(), 1500);
+        let got: BTreeMap<i64, (String, String)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_i64().unwrap(),
+                    (
+                        r["name"].as_str().unwrap().to_string(),
+                        r["text"].as_str().unwrap().to_string(),
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(got, expected);
+        let p = q.progress_log().last().unwrap();
+        assert!(p.sources[0].description.contains("tweets1"));
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Exact (window start, hashtag) -> count from the generator.
+fn expected_trending(cfg: &GeneratorConfig, n: u64) -> (HashMap<(i64, String), i64>, i64) {
+    let mut g = Generator::new(cfg.clone());
+    let mut m = HashMap::new();
+    let mut max_ts = i64::MIN;
+    for i in 0..n {
+        let t = g.tweet(i);
+        max_ts = max_ts.max(t.timestamp_ms);
+        for h in &t.hashtags {
+            *m.entry((
+                t.timestamp_ms - t.timestamp_ms.rem_euclid(60_000),
+                h.to_lowercase(),
+            ))
+            .or_insert(0) += 1;
+        }
+    }
+    (m, max_ts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "counts differ from the generator's answer on 3-partition topics: under investigation"]
+async fn trending_hashtags_update_mode_matches_generator() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        let cfg = orderly(2);
+        produce(&broker, "tweets2", &cfg, 4000).await;
+        let ck = tempfile::tempdir().unwrap();
+        let text = example_with_sink(
+            "trending.sql",
+            &format!("CREATE TEMPORARY VIEW out USING memory OPTIONS (outputMode 'update', checkpointLocation '{}');", ck.path().display()),
+        );
+        let mut d = defines(&broker, "tweets2");
+        d.insert("maxOffsetsPerTrigger".into(), "700".into());
+        let q = run_script(&text, &d, QueryOptions::default()).await;
+        let (expected, _) = expected_trending(&cfg, 4000);
+        // Update mode: the last row per key is the final count.
+        let mut got: HashMap<(i64, String), i64> = HashMap::new();
+        for r in memory_rows(&q) {
+            let v: serde_json::Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+            let start = v["window_start"].as_str().unwrap().to_string();
+            let key = (parse_ts(&start), v["hashtag"].as_str().unwrap().to_string());
+            assert_eq!(r["key"].as_str().unwrap(), key.1);
+            got.insert(key, v["tweets"].as_i64().unwrap());
+        }
+        assert_eq!(got, expected);
+        let progress = q.progress_log().recent();
+        assert!(progress.len() >= 6, "maxOffsetsPerTrigger should split the input");
+        assert!(progress.iter().all(|p| p.state_operators.len() == 1));
+        assert!(progress.iter().any(|p| p.event_time.contains_key("watermark")));
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// `2023-11-14T22:13:00` or `2023-11-14 22:13:00` (seconds precision) to epoch ms.
+fn parse_ts(s: &str) -> i64 {
+    let n = |a: usize, b: usize| s[a..b].parse::<i64>().unwrap();
+    let (y, mo, d, h, mi, se) = (n(0, 4), n(5, 7), n(8, 10), n(11, 13), n(14, 16), n(17, 19));
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * ((mo + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    (days * 86_400 + h * 3600 + mi * 60 + se) * 1000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "counts differ from the generator's answer on 3-partition topics: under investigation"]
+async fn trending_append_mode_to_json_files_emits_each_closed_window_once() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        let cfg = orderly(3);
+        produce(&broker, "tweets3", &cfg, 3000).await;
+        let out = tempfile::tempdir().unwrap();
+        let ck = tempfile::tempdir().unwrap();
+        let text = example_with_sink(
+            "trending.sql",
+            &format!(
+                "CREATE TEMPORARY VIEW out USING json OPTIONS (path '{}', checkpointLocation '{}');",
+                out.path().display(),
+                ck.path().display()
+            ),
+        );
+        let mut d = defines(&broker, "tweets3");
+        d.insert("maxOffsetsPerTrigger".into(), "400".into());
+        let opts = QueryOptions { output_mode: Some(OutputMode::Append), ..Default::default() };
+        run_script(&text, &d, opts).await;
+        let (expected, max_ts) = expected_trending(&cfg, 3000);
+        let watermark = max_ts - 30_000;
+        let expected: HashMap<(i64, String), i64> =
+            expected.into_iter().filter(|((start, _), _)| start + 60_000 <= watermark).collect();
+        let mut got: HashMap<(i64, String), i64> = HashMap::new();
+        for f in runnel_sql::sink::committed_files(out.path()).unwrap() {
+            for line in std::fs::read_to_string(f).unwrap().lines() {
+                let r: serde_json::Value = serde_json::from_str(line).unwrap();
+                let v: serde_json::Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+                let key = (parse_ts(v["window_start"].as_str().unwrap()), v["hashtag"].as_str().unwrap().to_string());
+                assert!(got.insert(key.clone(), v["tweets"].as_i64().unwrap()).is_none(), "{key:?} emitted twice");
+            }
+        }
+        assert!(!expected.is_empty());
+        assert_eq!(got, expected);
+    })
+    .await
+    .expect("test timed out");
+}
+
+fn expected_languages(cfg: &GeneratorConfig, n: u64) -> BTreeMap<String, (i64, i64)> {
+    let mut g = Generator::new(cfg.clone());
+    let mut counts: BTreeMap<String, (i64, BTreeSet<u64>)> = BTreeMap::new();
+    for i in 0..n {
+        let t = g.tweet(i);
+        let e = counts.entry(t.lang.to_string()).or_default();
+        e.0 += 1;
+        e.1.insert(g.users()[t.user].id);
+    }
+    counts
+        .into_iter()
+        .map(|(k, (c, u))| (k, (c, u.len() as i64)))
+        .collect()
+}
+
+fn check_languages(
+    rows: &[serde_json::Map<String, serde_json::Value>],
+    expected: &BTreeMap<String, (i64, i64)>,
+) {
+    assert_eq!(rows.len(), expected.len());
+    let mut prev = i64::MAX;
+    for r in rows {
+        let lang = r["lang"].as_str().unwrap();
+        let n = r["tweets"].as_i64().unwrap();
+        assert!(n <= prev, "rows are sorted by count, descending");
+        prev = n;
+        let (count, users) = expected[lang];
+        assert_eq!(n, count, "{lang}");
+        let approx = r["users"].as_i64().unwrap();
+        assert!(
+            (approx - users).abs() as f64 <= 0.15 * users as f64 + 2.0,
+            "{lang}: {approx} vs {users}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn languages_complete_mode_counts_everything_including_late_tweets() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        // The default generator includes very late tweets: complete mode keeps them.
+        let cfg = GeneratorConfig {
+            seed: 4,
+            start_ms: START_MS,
+            ..GeneratorConfig::default()
+        };
+        produce(&broker, "tweets4", &cfg, 3000).await;
+        let text = example_with_sink(
+            "languages.sql",
+            "CREATE TEMPORARY VIEW out USING memory OPTIONS (outputMode 'complete');",
+        );
+        let mut d = defines(&broker, "tweets4");
+        d.insert("maxOffsetsPerTrigger".into(), "1000".into());
+        d.insert("trigger".into(), "default".into());
+        let q = run_script(&text, &d, QueryOptions::default()).await;
+        check_languages(&memory_rows(&q), &expected_languages(&cfg, 3000));
+    })
+    .await
+    .expect("test timed out");
+}
+
+fn read_parquet_ids(dir: &Path) -> (Vec<i64>, BTreeSet<String>) {
+    use runnel_sql::datafusion::arrow::array::AsArray;
+    use runnel_sql::datafusion::arrow::datatypes::Int64Type;
+    use runnel_sql::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut ids = Vec::new();
+    let mut hours = BTreeSet::new();
+    for f in runnel_sql::sink::committed_files(dir).unwrap() {
+        let hour = f
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        hours.insert(hour);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for b in reader {
+            let b = b.unwrap();
+            let col = b
+                .column(b.schema().index_of("id").unwrap())
+                .as_primitive::<Int64Type>()
+                .clone();
+            ids.extend(col.values().iter().copied());
+        }
+    }
+    (ids, hours)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_by_hour_survives_kill_and_restart_without_loss_or_duplicates() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        // 5 tweets per event-second over ~2.2 hours: several hour partitions.
+        let cfg = GeneratorConfig { seed: 5, start_ms: START_MS, events_per_second: 1, ..orderly(5) };
+        produce(&broker, "tweets5", &cfg, 8000).await;
+        let out = tempfile::tempdir().unwrap();
+        let ck = tempfile::tempdir().unwrap();
+        let sink = format!(
+            "CREATE TEMPORARY VIEW out USING parquet OPTIONS (path '{}', partitionBy 'hour', checkpointLocation '{}');",
+            out.path().display(),
+            ck.path().display()
+        );
+        let text = example_with_sink("parquet.sql", &sink);
+        let mut d = defines(&broker, "tweets5");
+        d.insert("maxOffsetsPerTrigger".into(), "1000".into());
+        // First run: three batches, then "killed".
+        run_script(&text, &d, QueryOptions { max_batches: Some(3), ..Default::default() }).await;
+        // Simulate a crash after batch 2's output was written but before its commit.
+        std::fs::remove_file(ck.path().join("commits/2")).unwrap();
+        let (partial, _) = read_parquet_ids(out.path());
+        assert!(!partial.is_empty() && partial.len() <= 3000, "{}", partial.len());
+        // Restart with the same checkpoint: batch 2 is re-run (its files already
+        // committed in the sink's log, so not written twice), then the rest.
+        let q = run_script(&text, &d, QueryOptions::default()).await;
+        assert_eq!(q.progress_log().recent().first().unwrap().batch_id, 2);
+        let (mut ids, hours) = read_parquet_ids(out.path());
+        let mut g = Generator::new(cfg.clone());
+        let mut expected: Vec<i64> = (0..8000).map(|i| g.tweet(i).id as i64).collect();
+        ids.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(ids.len(), expected.len(), "no loss, no duplicates");
+        assert_eq!(ids, expected);
+        assert!(hours.len() >= 3, "{hours:?}");
+        assert!(hours.iter().all(|h| h.starts_with("hour=2023-11-")), "{hours:?}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateful_query_restarts_from_checkpoint_with_its_state() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        let cfg = GeneratorConfig { seed: 6, start_ms: START_MS, ..GeneratorConfig::default() };
+        produce(&broker, "tweets6", &cfg, 3000).await;
+        let ck = tempfile::tempdir().unwrap();
+        let text = example_with_sink(
+            "languages.sql",
+            &format!("CREATE TEMPORARY VIEW out USING memory OPTIONS (outputMode 'complete', checkpointLocation '{}');", ck.path().display()),
+        );
+        let mut d = defines(&broker, "tweets6");
+        d.insert("maxOffsetsPerTrigger".into(), "500".into());
+        d.insert("trigger".into(), "default".into());
+        run_script(&text, &d, QueryOptions { max_batches: Some(2), ..Default::default() }).await;
+        // Crash before batch 1's commit: restart re-runs batch 1 on the state of batch 0.
+        std::fs::remove_file(ck.path().join("commits/1")).unwrap();
+        let q = run_script(&text, &d, QueryOptions::default()).await;
+        check_languages(&memory_rows(&q), &expected_languages(&cfg, 3000));
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs broker transactions: issue 7"]
+async fn kafka_sink_is_exactly_once_with_transactions() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        let cfg = orderly(7);
+        produce(&broker, "tweets7", &cfg, 3000).await;
+        let ck = tempfile::tempdir().unwrap();
+        let text = example_with_sink(
+            "trending.sql",
+            &format!(
+                "CREATE TEMPORARY VIEW out USING kafka OPTIONS (kafka.bootstrap.servers '{}', topic 'trending7', exactlyOnce 'true', checkpointLocation '{}');",
+                broker.addr,
+                ck.path().display()
+            ),
+        );
+        let mut d = defines(&broker, "tweets7");
+        d.insert("maxOffsetsPerTrigger".into(), "500".into());
+        let append = QueryOptions { output_mode: Some(OutputMode::Append), ..Default::default() };
+        run_script(&text, &d, QueryOptions { max_batches: Some(3), ..append.clone() }).await;
+        std::fs::remove_file(ck.path().join("commits/2")).unwrap();
+        run_script(&text, &d, append).await;
+        let (expected, max_ts) = expected_trending(&cfg, 3000);
+        let expected: HashMap<(i64, String), i64> =
+            expected.into_iter().filter(|((s, _), _)| s + 60_000 <= max_ts - 30_000).collect();
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &broker.addr)
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let md = consumer.fetch_metadata(Some("trending7"), Duration::from_secs(5)).unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in md.topics()[0].partitions() {
+            tpl.add_partition_offset("trending7", p.id(), rdkafka::Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut got = HashMap::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while got.len() < expected.len() && std::time::Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                let key = (parse_ts(v["window_start"].as_str().unwrap()), v["hashtag"].as_str().unwrap().to_string());
+                assert!(got.insert(key, v["tweets"].as_i64().unwrap()).is_none(), "duplicate output");
+            }
+        }
+        assert_eq!(got, expected);
+    })
+    .await
+    .expect("test timed out");
+}
