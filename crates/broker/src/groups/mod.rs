@@ -393,6 +393,51 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Checks each offset to commit (metadata size, partition exists) and builds its
+    /// `__consumer_offsets` record. Returns a code per offset, the records, and the
+    /// accepted (partition, value) pairs.
+    #[allow(clippy::type_complexity)]
+    fn offset_records(
+        &self,
+        topics: &TopicRegistry,
+        group_id: &str,
+        offsets: Vec<(String, i32, i64, i32, String)>,
+        now: i64,
+    ) -> (
+        Vec<ErrorCode>,
+        Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        Vec<((String, i32), OffsetValue)>,
+    ) {
+        let mut codes = Vec::with_capacity(offsets.len());
+        let mut records = Vec::new();
+        let mut accepted = Vec::new();
+        for (topic, partition, offset, leader_epoch, metadata) in offsets {
+            if metadata.len() > self.config.offset_metadata_max_bytes {
+                codes.push(ErrorCode::OffsetMetadataTooLarge);
+                continue;
+            }
+            if topics.partition(&topic, partition).is_none() {
+                codes.push(ErrorCode::UnknownTopicOrPartition);
+                continue;
+            }
+            codes.push(ErrorCode::None);
+            let value = OffsetValue {
+                offset,
+                leader_epoch,
+                metadata,
+                commit_timestamp: now,
+            };
+            let key = records::encode_key(&RecordKey::Offset {
+                group: group_id.to_string(),
+                topic: topic.clone(),
+                partition,
+            });
+            records.push((key, Some(records::encode_offset(&value))));
+            accepted.push(((topic, partition), value));
+        }
+        (codes, records, accepted)
+    }
+
     /// Creates `__consumer_offsets` if it does not exist yet.
     pub fn ensure_offsets_topic_exists(&self, topics: &TopicRegistry) -> Result<(), BrokerError> {
         self.ensure_offsets_topic(topics).map(drop)
@@ -986,33 +1031,7 @@ impl GroupCoordinator {
             }
         }
         let now = now_ms();
-        let mut codes = Vec::with_capacity(offsets.len());
-        let mut records = Vec::new();
-        let mut accepted = Vec::new();
-        for (topic, partition, offset, leader_epoch, metadata) in offsets {
-            if metadata.len() > self.config.offset_metadata_max_bytes {
-                codes.push(ErrorCode::OffsetMetadataTooLarge);
-                continue;
-            }
-            if topics.partition(&topic, partition).is_none() {
-                codes.push(ErrorCode::UnknownTopicOrPartition);
-                continue;
-            }
-            codes.push(ErrorCode::None);
-            let value = OffsetValue {
-                offset,
-                leader_epoch,
-                metadata,
-                commit_timestamp: now,
-            };
-            let key = records::encode_key(&RecordKey::Offset {
-                group: group_id.to_string(),
-                topic: topic.clone(),
-                partition,
-            });
-            records.push((key, Some(records::encode_offset(&value))));
-            accepted.push(((topic, partition), value));
-        }
+        let (codes, records, accepted) = self.offset_records(topics, group_id, offsets, now);
         if records.is_empty() {
             return (codes, None);
         }
@@ -1233,33 +1252,11 @@ impl GroupCoordinator {
             }
         }
         let now = now_ms();
-        let mut codes = Vec::with_capacity(offsets.len());
-        let mut recs = Vec::new();
-        let mut accepted = Vec::new();
-        for (topic, partition, offset, leader_epoch, metadata) in offsets {
-            if metadata.len() > self.config.offset_metadata_max_bytes {
-                codes.push(ErrorCode::OffsetMetadataTooLarge);
-                continue;
-            }
-            if topics.partition(&topic, partition).is_none() {
-                codes.push(ErrorCode::UnknownTopicOrPartition);
-                continue;
-            }
-            codes.push(ErrorCode::None);
-            let value = OffsetValue {
-                offset,
-                leader_epoch,
-                metadata,
-                commit_timestamp: now,
-            };
-            let key = records::encode_key(&RecordKey::Offset {
-                group: group_id.to_string(),
-                topic: topic.clone(),
-                partition,
-            });
-            recs.push((key, Some(records::encode_offset(&value))));
-            accepted.push((group_id.to_string(), (topic, partition), value));
-        }
+        let (codes, recs, accepted) = self.offset_records(topics, group_id, offsets, now);
+        let accepted: Vec<(String, (String, i32), OffsetValue)> = accepted
+            .into_iter()
+            .map(|(k, v)| (group_id.to_string(), k, v))
+            .collect();
         if recs.is_empty() {
             return (codes, None);
         }
