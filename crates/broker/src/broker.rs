@@ -90,7 +90,12 @@ impl Broker {
     /// Whether the partition's log dir has been taken offline.
     pub fn is_offline(&self, p: &crate::partition::Partition) -> bool {
         let dirs = self.offline_dirs.read();
-        !dirs.is_empty() && p.log.lock().dir().parent().is_some_and(|d| dirs.contains(d))
+        !dirs.is_empty()
+            && p.log
+                .lock()
+                .dir()
+                .parent()
+                .is_some_and(|d| dirs.contains(d))
     }
 
     /// Called with every storage error of a partition. Any I/O error, a full disk
@@ -98,8 +103,12 @@ impl Broker {
     /// does: the failed write was already cut back, and a directory that failed once is
     /// not written again. The other log dirs keep serving.
     pub fn note_storage_error(&self, p: &crate::partition::Partition, e: &runnel_log::LogError) {
-        let runnel_log::LogError::Io { .. } = e else { return };
-        let Some(dir) = p.log.lock().dir().parent().map(|d| d.to_path_buf()) else { return };
+        let runnel_log::LogError::Io { .. } = e else {
+            return;
+        };
+        let Some(dir) = p.log.lock().dir().parent().map(|d| d.to_path_buf()) else {
+            return;
+        };
         if self.offline_dirs.write().insert(dir.clone()) {
             tracing::error!(dir = %dir.display(), error = %e, "log dir failed: its partitions are offline until the broker restarts");
         }

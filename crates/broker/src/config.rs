@@ -584,12 +584,17 @@ pub fn topic_config_default(key: &str, broker: &BrokerConfig) -> Option<String> 
         "compression.zstd.level" => "3".into(),
         "file.delete.delay.ms" => "60000".into(),
         "flush.ms" => i64::MAX.to_string(),
-        "follower.replication.throttled.replicas" | "leader.replication.throttled.replicas" => String::new(),
+        "follower.replication.throttled.replicas" | "leader.replication.throttled.replicas" => {
+            String::new()
+        }
         "local.retention.bytes" | "local.retention.ms" => "-2".into(),
         "max.compaction.lag.ms" => i64::MAX.to_string(),
         "message.timestamp.after.max.ms" => "3600000".into(),
         "message.timestamp.before.max.ms" => i64::MAX.to_string(),
-        "preallocate" | "remote.storage.enable" | "remote.log.copy.disable" | "remote.log.delete.on.disable" => "false".into(),
+        "preallocate"
+        | "remote.storage.enable"
+        | "remote.log.copy.disable"
+        | "remote.log.delete.on.disable" => "false".into(),
         "segment.index.bytes" => "10485760".into(),
         "segment.jitter.ms" => "0".into(),
         _ => return None,
@@ -599,7 +604,11 @@ pub fn topic_config_default(key: &str, broker: &BrokerConfig) -> Option<String> 
 /// Kafka's ConfigType code for a topic config (DescribeConfigs v3+): BOOLEAN 1,
 /// STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7.
 pub fn topic_config_type(key: &str) -> i8 {
-    match TOPIC_CONFIGS.iter().find(|(k, _)| *k == key).map(|(_, kind)| *kind) {
+    match TOPIC_CONFIGS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, kind)| *kind)
+    {
         Some(Kind::Bool) => 1,
         Some(Kind::OneOf(_)) => 2,
         Some(Kind::Int(_)) => 3,
@@ -627,18 +636,30 @@ pub const DYNAMIC_BROKER_KEYS: &[&str] = &[
 
 impl BrokerConfig {
     /// The static configuration with dynamic overrides applied (validated like a file).
-    pub fn with_dynamic(&self, dynamic: &BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
-        let mut pairs: Vec<(String, String)> = self.explicit.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    pub fn with_dynamic(
+        &self,
+        dynamic: &BTreeMap<String, String>,
+    ) -> Result<BrokerConfig, ConfigError> {
+        let mut pairs: Vec<(String, String)> = self
+            .explicit
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (k, v) in dynamic {
             if !DYNAMIC_BROKER_KEYS.contains(&k.as_str()) {
                 return Err(ConfigError::UnknownKey {
                     key: k.clone(),
-                    hint: format!(" (not changeable while the broker runs; dynamic keys: {})", DYNAMIC_BROKER_KEYS.join(", ")),
+                    hint: format!(
+                        " (not changeable while the broker runs; dynamic keys: {})",
+                        DYNAMIC_BROKER_KEYS.join(", ")
+                    ),
                 });
             }
             // A finer retention or roll unit set statically would shadow the dynamic one.
             if k == "log.retention.ms" {
-                pairs.retain(|(key, _)| key != "log.retention.minutes" && key != "log.retention.hours");
+                pairs.retain(|(key, _)| {
+                    key != "log.retention.minutes" && key != "log.retention.hours"
+                });
             }
             if k == "log.roll.ms" {
                 pairs.retain(|(key, _)| key != "log.roll.hours");
@@ -661,26 +682,61 @@ pub fn broker_config_entries(c: &BrokerConfig) -> Vec<(String, String, bool)> {
         ("listeners", listener),
         ("log.dirs", dirs.join(",")),
         ("num.partitions", c.num_partitions.to_string()),
-        ("default.replication.factor", c.default_replication_factor.to_string()),
-        ("auto.create.topics.enable", c.auto_create_topics.to_string()),
+        (
+            "default.replication.factor",
+            c.default_replication_factor.to_string(),
+        ),
+        (
+            "auto.create.topics.enable",
+            c.auto_create_topics.to_string(),
+        ),
         ("delete.topic.enable", c.delete_topic_enable.to_string()),
         ("message.max.bytes", d.max_message_bytes.to_string()),
-        ("socket.request.max.bytes", c.socket_request_max_bytes.to_string()),
+        (
+            "socket.request.max.bytes",
+            c.socket_request_max_bytes.to_string(),
+        ),
         ("log.segment.bytes", d.segment_bytes.to_string()),
         ("log.roll.ms", d.segment_ms.to_string()),
         ("log.retention.ms", d.retention_ms.to_string()),
         ("log.retention.bytes", d.retention_bytes.to_string()),
-        ("log.retention.check.interval.ms", c.retention_check_interval_ms.to_string()),
+        (
+            "log.retention.check.interval.ms",
+            c.retention_check_interval_ms.to_string(),
+        ),
         ("log.cleaner.backoff.ms", c.cleaner_backoff_ms.to_string()),
-        ("log.index.interval.bytes", d.index_interval_bytes.to_string()),
-        ("log.message.timestamp.type", if d.timestamp_type == TimestampType::LogAppendTime { "LogAppendTime" } else { "CreateTime" }.to_string()),
+        (
+            "log.index.interval.bytes",
+            d.index_interval_bytes.to_string(),
+        ),
+        (
+            "log.message.timestamp.type",
+            if d.timestamp_type == TimestampType::LogAppendTime {
+                "LogAppendTime"
+            } else {
+                "CreateTime"
+            }
+            .to_string(),
+        ),
         ("log.flush.interval.messages", d.flush_messages.to_string()),
         ("log.flush.on.acks.all", c.flush_on_acks_all.to_string()),
         ("min.insync.replicas", c.min_insync_replicas.to_string()),
-        ("group.initial.rebalance.delay.ms", c.groups.initial_rebalance_delay_ms.to_string()),
-        ("offsets.topic.num.partitions", c.groups.offsets_topic_partitions.to_string()),
-        ("transaction.max.timeout.ms", c.txn.max_timeout_ms.to_string()),
-        ("transaction.state.log.num.partitions", c.txn.partitions.to_string()),
+        (
+            "group.initial.rebalance.delay.ms",
+            c.groups.initial_rebalance_delay_ms.to_string(),
+        ),
+        (
+            "offsets.topic.num.partitions",
+            c.groups.offsets_topic_partitions.to_string(),
+        ),
+        (
+            "transaction.max.timeout.ms",
+            c.txn.max_timeout_ms.to_string(),
+        ),
+        (
+            "transaction.state.log.num.partitions",
+            c.txn.partitions.to_string(),
+        ),
     ];
     if let Some(ms) = c.flush_interval_ms {
         entries.push(("log.flush.interval.ms", ms.to_string()));
@@ -688,7 +744,10 @@ pub fn broker_config_entries(c: &BrokerConfig) -> Vec<(String, String, bool)> {
     if let Some(rack) = &c.rack {
         entries.push(("broker.rack", rack.clone()));
     }
-    entries.into_iter().map(|(k, v)| (k.to_string(), v, c.explicit.contains_key(k))).collect()
+    entries
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v, c.explicit.contains_key(k)))
+        .collect()
 }
 
 /// Names of all settable topic configs, in Kafka's order.

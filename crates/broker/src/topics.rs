@@ -103,13 +103,19 @@ impl TopicRegistry {
         let dynamic_path = meta_dir.join("broker-configs.json");
         let dynamic: BTreeMap<String, String> = match std::fs::read(&dynamic_path) {
             Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
-                BrokerError::new(ErrorCode::KafkaStorageError, format!("{} is damaged: {e}", dynamic_path.display()))
+                BrokerError::new(
+                    ErrorCode::KafkaStorageError,
+                    format!("{} is damaged: {e}", dynamic_path.display()),
+                )
             })?,
             Err(_) => BTreeMap::new(),
         };
-        let effective = config
-            .with_dynamic(&dynamic)
-            .map_err(|e| BrokerError::new(ErrorCode::InvalidConfig, format!("{}: {e}", dynamic_path.display())))?;
+        let effective = config.with_dynamic(&dynamic).map_err(|e| {
+            BrokerError::new(
+                ErrorCode::InvalidConfig,
+                format!("{}: {e}", dynamic_path.display()),
+            )
+        })?;
         let registry = TopicRegistry {
             config,
             dynamic: RwLock::new(dynamic),
@@ -362,19 +368,42 @@ impl TopicRegistry {
     /// The partition is closed, copied, reopened from the new place and the old copy
     /// removed, all under its lock: producers and consumers of that partition wait for the
     /// copy; the rest of the broker does not.
-    pub fn move_partition(&self, topic: &str, partition: i32, target_dir: &Path) -> Result<(), BrokerError> {
+    pub fn move_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        target_dir: &Path,
+    ) -> Result<(), BrokerError> {
         let target_dir = self
             .config
             .log_dirs
             .iter()
             .find(|d| d.as_path() == target_dir)
-            .ok_or_else(|| BrokerError::new(ErrorCode::LogDirNotFound, format!("{} is not one of this broker's log.dirs", target_dir.display())))?
+            .ok_or_else(|| {
+                BrokerError::new(
+                    ErrorCode::LogDirNotFound,
+                    format!(
+                        "{} is not one of this broker's log.dirs",
+                        target_dir.display()
+                    ),
+                )
+            })?
             .clone();
-        let t = self.get(topic).ok_or_else(|| BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("topic '{topic}' does not exist")))?;
+        let t = self.get(topic).ok_or_else(|| {
+            BrokerError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{topic}' does not exist"),
+            )
+        })?;
         let p = usize::try_from(partition)
             .ok()
             .and_then(|i| t.partitions.get(i))
-            .ok_or_else(|| BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("{topic}-{partition} does not exist")))?;
+            .ok_or_else(|| {
+                BrokerError::new(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("{topic}-{partition} does not exist"),
+                )
+            })?;
         let mut log = p.log.lock();
         let from = log.dir().to_path_buf();
         if from.parent() == Some(target_dir.as_path()) {
@@ -397,11 +426,13 @@ impl TopicRegistry {
         };
         if let Err(e) = copy() {
             // The original is intact (and closed cleanly): reopen it where it was.
-            let reopened = PartitionLog::open(&from, log.config().clone(), now_ms()).map_err(BrokerError::from)?;
+            let reopened = PartitionLog::open(&from, log.config().clone(), now_ms())
+                .map_err(BrokerError::from)?;
             *log = reopened;
             return Err(BrokerError::storage(&to, e));
         }
-        let moved = PartitionLog::open(&to, log.config().clone(), now_ms()).map_err(BrokerError::from)?;
+        let moved =
+            PartitionLog::open(&to, log.config().clone(), now_ms()).map_err(BrokerError::from)?;
         *log = moved;
         if let Err(e) = std::fs::remove_dir_all(&from) {
             tracing::warn!(dir = %from.display(), error = %e, "moved partition, but could not remove the old copy");
@@ -422,7 +453,11 @@ impl TopicRegistry {
 
     /// Applies dynamic broker config changes (None deletes a key): validated together,
     /// persisted, then applied to every partition without a topic-level override.
-    pub fn set_dynamic_configs(&self, changes: &[(String, Option<String>)], validate_only: bool) -> Result<(), BrokerError> {
+    pub fn set_dynamic_configs(
+        &self,
+        changes: &[(String, Option<String>)],
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
         let mut dynamic = self.dynamic.write();
         let mut next = dynamic.clone();
         for (k, v) in changes {
@@ -431,7 +466,10 @@ impl TopicRegistry {
                 None => next.remove(k),
             };
         }
-        let effective = self.config.with_dynamic(&next).map_err(|e| BrokerError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        let effective = self
+            .config
+            .with_dynamic(&next)
+            .map_err(|e| BrokerError::new(ErrorCode::InvalidConfig, e.to_string()))?;
         if validate_only {
             return Ok(());
         }

@@ -322,10 +322,23 @@ fn delete_records_moves_the_start_and_survives_restart() {
     }
     let segments = log.segment_count();
     assert_eq!(log.delete_records_before(33).unwrap(), 33);
-    assert!(log.segment_count() < segments, "whole segments below the new start are gone");
-    assert!(matches!(log.read(31, 100, i64::MAX, true), Err(LogError::OffsetOutOfRange { .. })));
-    assert!(matches!(log.delete_records_before(81), Err(LogError::OffsetOutOfRange { .. })));
-    assert_eq!(log.delete_records_before(10).unwrap(), 33, "the start never moves back");
+    assert!(
+        log.segment_count() < segments,
+        "whole segments below the new start are gone"
+    );
+    assert!(matches!(
+        log.read(31, 100, i64::MAX, true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        log.delete_records_before(81),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        log.delete_records_before(10).unwrap(),
+        33,
+        "the start never moves back"
+    );
     drop(log);
     let log = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
     assert_eq!(log.log_start_offset(), 33);
@@ -349,9 +362,16 @@ fn appends_after_reopening_go_to_the_end_of_the_segment() {
         }
         for round in 0..2 {
             let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
-            let base = log.append(&mut batch("b", 2, 0, -1, -1), 0, 0).unwrap().base_offset;
+            let base = log
+                .append(&mut batch("b", 2, 0, -1, -1), 0, 0)
+                .unwrap()
+                .base_offset;
             assert_eq!(base, 10 + round * 2);
-            assert_eq!(read_all(&log, 0), (0..(6 + round)).map(|i| i * 2).collect::<Vec<_>>(), "clean={clean} round={round}");
+            assert_eq!(
+                read_all(&log, 0),
+                (0..(6 + round)).map(|i| i * 2).collect::<Vec<_>>(),
+                "clean={clean} round={round}"
+            );
         }
     }
 }

@@ -23,8 +23,8 @@ use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 use super::{ready, str_bytes, ResponseFuture};
 use crate::broker::Broker;
 use crate::config::{
-    broker_config_entries, DYNAMIC_BROKER_KEYS, topic_config_default, topic_config_names, topic_config_type,
-    validate_topic_config,
+    broker_config_entries, topic_config_default, topic_config_names, topic_config_type,
+    validate_topic_config, DYNAMIC_BROKER_KEYS,
 };
 use crate::error::{BrokerError, ErrorCode};
 
@@ -54,7 +54,10 @@ fn describe_topic(
         .filter_map(|k| {
             let (value, source) = match topic.configs.get(k) {
                 Some(v) => (v.clone(), SOURCE_TOPIC),
-                None => (topic_config_default(k, &broker.topics.effective_config())?, SOURCE_DEFAULT),
+                None => (
+                    topic_config_default(k, &broker.topics.effective_config())?,
+                    SOURCE_DEFAULT,
+                ),
             };
             let mut entry = DescribeConfigsResourceResult::default()
                 .with_name(str_bytes(k))
@@ -191,7 +194,10 @@ fn check_broker_name(broker: &Broker, name: &str) -> Result<(), BrokerError> {
     if name.is_empty() || name == broker.node_id().to_string() {
         Ok(())
     } else {
-        Err(BrokerError::new(ErrorCode::InvalidRequest, format!("broker '{name}' is not this broker ({})", broker.node_id())))
+        Err(BrokerError::new(
+            ErrorCode::InvalidRequest,
+            format!("broker '{name}' is not this broker ({})", broker.node_id()),
+        ))
     }
 }
 
@@ -216,38 +222,47 @@ pub fn alter_configs(
     req: &ParsedRequest,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: AlterConfigsRequest = decode_body(&req.body, req.api_version)?;
-    let responses = body
-        .resources
-        .iter()
-        .map(|r| {
-            let outcome = match r.resource_type {
-                // Legacy AlterConfigs replaces the whole set: unnamed keys return to defaults.
-                RESOURCE_TOPIC => {
-                    let configs = r
-                        .configs
-                        .iter()
-                        .filter_map(|c| {
-                            c.value
-                                .as_ref()
-                                .map(|v| (c.name.to_string(), v.to_string()))
-                        })
-                        .collect();
-                    alter_topic(broker, &r.resource_name, configs, body.validate_only)
-                }
-                // Legacy AlterConfigs on a broker replaces its whole dynamic set.
-                RESOURCE_BROKER => check_broker_name(broker, &r.resource_name).and_then(|()| {
-                    let mut changes: Vec<(String, Option<String>)> = broker.topics.dynamic_configs().into_keys().map(|k| (k, None)).collect();
-                    changes.extend(r.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))));
-                    broker.topics.set_dynamic_configs(&changes, body.validate_only)
-                }),
-                other => Err(BrokerError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("resource type {other} is not supported"),
-                )),
-            };
-            alter_response(r.resource_type, &r.resource_name, outcome)
-        })
-        .collect();
+    let responses =
+        body.resources
+            .iter()
+            .map(|r| {
+                let outcome = match r.resource_type {
+                    // Legacy AlterConfigs replaces the whole set: unnamed keys return to defaults.
+                    RESOURCE_TOPIC => {
+                        let configs = r
+                            .configs
+                            .iter()
+                            .filter_map(|c| {
+                                c.value
+                                    .as_ref()
+                                    .map(|v| (c.name.to_string(), v.to_string()))
+                            })
+                            .collect();
+                        alter_topic(broker, &r.resource_name, configs, body.validate_only)
+                    }
+                    // Legacy AlterConfigs on a broker replaces its whole dynamic set.
+                    RESOURCE_BROKER => check_broker_name(broker, &r.resource_name).and_then(|()| {
+                        let mut changes: Vec<(String, Option<String>)> = broker
+                            .topics
+                            .dynamic_configs()
+                            .into_keys()
+                            .map(|k| (k, None))
+                            .collect();
+                        changes.extend(r.configs.iter().map(|c| {
+                            (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))
+                        }));
+                        broker
+                            .topics
+                            .set_dynamic_configs(&changes, body.validate_only)
+                    }),
+                    other => Err(BrokerError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("resource type {other} is not supported"),
+                    )),
+                };
+                alter_response(r.resource_type, &r.resource_name, outcome)
+            })
+            .collect();
     ready(
         req,
         &AlterConfigsResponse::default().with_responses(responses),
@@ -515,8 +530,13 @@ pub fn describe_log_dirs(
     )
 }
 
-pub fn alter_replica_log_dirs(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
-    use runnel_protocol::kp::messages::alter_replica_log_dirs_response::{AlterReplicaLogDirPartitionResult, AlterReplicaLogDirTopicResult};
+pub fn alter_replica_log_dirs(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
+    use runnel_protocol::kp::messages::alter_replica_log_dirs_response::{
+        AlterReplicaLogDirPartitionResult, AlterReplicaLogDirTopicResult,
+    };
     let body: AlterReplicaLogDirsRequest = decode_body(&req.body, req.api_version)?;
     let mut results: Vec<AlterReplicaLogDirTopicResult> = Vec::new();
     for dir in &body.dirs {
@@ -536,33 +556,64 @@ pub fn alter_replica_log_dirs(broker: &Arc<Broker>, req: &ParsedRequest) -> Resu
                     AlterReplicaLogDirPartitionResult::default().with_partition_index(p).with_error_code(code.code())
                 })
                 .collect();
-            results.push(AlterReplicaLogDirTopicResult::default().with_topic_name(t.name.clone()).with_partitions(partitions));
+            results.push(
+                AlterReplicaLogDirTopicResult::default()
+                    .with_topic_name(t.name.clone())
+                    .with_partitions(partitions),
+            );
         }
     }
-    ready(req, &AlterReplicaLogDirsResponse::default().with_results(results))
+    ready(
+        req,
+        &AlterReplicaLogDirsResponse::default().with_results(results),
+    )
 }
 
-pub fn describe_topic_partitions(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
-    use runnel_protocol::kp::messages::describe_topic_partitions_response::{Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic};
+pub fn describe_topic_partitions(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
+    use runnel_protocol::kp::messages::describe_topic_partitions_response::{
+        Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+    };
     let body: DescribeTopicPartitionsRequest = decode_body(&req.body, req.api_version)?;
     let node = BrokerId(broker.node_id());
-    let mut names: Vec<String> = if body.topics.is_empty() { broker.topics.all().iter().map(|t| t.name.clone()).collect() } else { body.topics.iter().map(|t| t.name.0.to_string()).collect() };
+    let mut names: Vec<String> = if body.topics.is_empty() {
+        broker.topics.all().iter().map(|t| t.name.clone()).collect()
+    } else {
+        body.topics.iter().map(|t| t.name.0.to_string()).collect()
+    };
     names.sort();
-    let (start_topic, start_partition) = body.cursor.as_ref().map_or((String::new(), 0), |c| (c.topic_name.0.to_string(), c.partition_index));
+    let (start_topic, start_partition) = body.cursor.as_ref().map_or((String::new(), 0), |c| {
+        (c.topic_name.0.to_string(), c.partition_index)
+    });
     let limit = body.response_partition_limit.clamp(1, 2000) as usize;
     let mut budget = limit;
     let mut topics = Vec::new();
     let mut next_cursor = None;
     for name in names.into_iter().filter(|n| *n >= start_topic) {
         let Some(t) = broker.topics.get(&name) else {
-            topics.push(DescribeTopicPartitionsResponseTopic::default().with_name(Some(TopicName(str_bytes(&name)))).with_error_code(ErrorCode::UnknownTopicOrPartition.code()).with_topic_authorized_operations(i32::MIN));
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(TopicName(str_bytes(&name))))
+                    .with_error_code(ErrorCode::UnknownTopicOrPartition.code())
+                    .with_topic_authorized_operations(i32::MIN),
+            );
             continue;
         };
-        let first = if name == start_topic { start_partition.max(0) as usize } else { 0 };
+        let first = if name == start_topic {
+            start_partition.max(0) as usize
+        } else {
+            0
+        };
         let mut partitions = Vec::new();
         for p in t.partitions.iter().skip(first) {
             if budget == 0 {
-                next_cursor = Some(Cursor::default().with_topic_name(TopicName(str_bytes(&name))).with_partition_index(p.index));
+                next_cursor = Some(
+                    Cursor::default()
+                        .with_topic_name(TopicName(str_bytes(&name)))
+                        .with_partition_index(p.index),
+                );
                 break;
             }
             budget -= 1;
@@ -589,5 +640,10 @@ pub fn describe_topic_partitions(broker: &Arc<Broker>, req: &ParsedRequest) -> R
             break;
         }
     }
-    ready(req, &DescribeTopicPartitionsResponse::default().with_topics(topics).with_next_cursor(next_cursor))
+    ready(
+        req,
+        &DescribeTopicPartitionsResponse::default()
+            .with_topics(topics)
+            .with_next_cursor(next_cursor),
+    )
 }

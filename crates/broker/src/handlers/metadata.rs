@@ -107,10 +107,15 @@ fn describe(broker: &Broker, t: &Topic, ops: i32) -> MetadataResponseTopic {
         .partitions
         .iter()
         .map(|p| {
-            let base = MetadataResponsePartition::default().with_partition_index(p.index).with_leader_epoch(p.leader_epoch).with_replica_nodes(vec![node]);
+            let base = MetadataResponsePartition::default()
+                .with_partition_index(p.index)
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(vec![node]);
             if broker.is_offline(p) {
                 // The only replica is on a failed log dir: no leader, as Kafka reports it.
-                base.with_error_code(ErrorCode::LeaderNotAvailable.code()).with_leader_id(BrokerId(-1)).with_offline_replicas(vec![node])
+                base.with_error_code(ErrorCode::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_offline_replicas(vec![node])
             } else {
                 base.with_leader_id(node).with_isr_nodes(vec![node])
             }

@@ -154,7 +154,10 @@ fn append(
     }
     let mut buf = BytesMut::from(&records[..]);
     if broker.is_offline(p) {
-        return Err(BrokerError::new(ErrorCode::KafkaStorageError, format!("{}-{} is on a failed log dir", p.topic, p.index)));
+        return Err(BrokerError::new(
+            ErrorCode::KafkaStorageError,
+            format!("{}-{} is on a failed log dir", p.topic, p.index),
+        ));
     }
     let result = p.log.lock().append(&mut buf, p.leader_epoch, now_ms());
     if let Err(e) = &result {

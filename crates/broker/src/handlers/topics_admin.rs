@@ -125,7 +125,10 @@ fn describe_configs(broker: &Broker, set: &BTreeMap<String, String>) -> Vec<Crea
         .filter_map(|k| {
             let (value, source) = match set.get(k) {
                 Some(v) => (v.clone(), SOURCE_TOPIC),
-                None => (topic_config_default(k, &broker.topics.effective_config())?, SOURCE_DEFAULT),
+                None => (
+                    topic_config_default(k, &broker.topics.effective_config())?,
+                    SOURCE_DEFAULT,
+                ),
             };
             Some(
                 CreatableTopicConfigs::default()
