@@ -7,6 +7,7 @@
 //!
 //! ```no_run
 //! use runnel_sql::api::{self, StreamBuilder};
+//! use runnel_sql::datafusion::functions_aggregate::expr_fn::count;
 //! use runnel_sql::datafusion::prelude::*;
 //! # async fn demo() -> runnel_sql::Result<()> {
 //! let mut b = StreamBuilder::new();
