@@ -893,7 +893,8 @@ impl Record {
         }
         let num_headers = num_headers as usize;
 
-        let mut headers = IndexMap::with_capacity(num_headers.min(bytes::Buf::remaining(buf)).min(1024));
+        let mut headers =
+            IndexMap::with_capacity(num_headers.min(bytes::Buf::remaining(buf)).min(1024));
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;

@@ -1093,7 +1093,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()).min(1024)); // runnel: never trust a wire count for allocation
+                let mut result =
+                    Vec::with_capacity(((n - 1) as usize).min(buf.remaining()).min(1024)); // runnel: never trust a wire count for allocation
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
