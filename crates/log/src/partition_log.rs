@@ -392,6 +392,127 @@ impl PartitionLog {
         Ok(offset)
     }
 
+    /// Appends batches copied from the partition's leader (a follower's fetch). Offsets,
+    /// leader epochs and timestamps are the leader's and are kept; CRCs are checked, but
+    /// sequence numbers are not (the leader already did), and producer and transaction
+    /// state follow the batches, markers included, so a follower that becomes leader
+    /// deduplicates and tracks open transactions like the old leader did.
+    /// Batches wholly below the log end (a refetch) are skipped. Returns the new log end.
+    pub fn append_replicated(&mut self, records: &[u8], now_ms: i64) -> Result<i64> {
+        let mut ranges = Vec::new();
+        batch::for_each_batch(records, |r| {
+            ranges.push(r);
+            Ok(())
+        })?;
+        for r in ranges {
+            let bytes = &records[r];
+            let h = batch::validate_batch(bytes)?;
+            if h.last_offset() < self.next_offset {
+                continue;
+            }
+            if h.base_offset < self.next_offset {
+                return Err(LogError::CorruptBatch(format!(
+                    "replicated batch [{}, {}] overlaps the log end {}",
+                    h.base_offset,
+                    h.last_offset(),
+                    self.next_offset
+                )));
+            }
+            self.maybe_roll(bytes.len() as u64, now_ms)?;
+            if self.active().size == 0 && self.active().base_offset < h.base_offset {
+                // An empty active segment named below the batch (after compaction gaps on
+                // the leader, or a reset): rename it by recreating it at the batch's base.
+                let (_, seg) = self.segments.pop_last().expect("a log always has a segment");
+                seg.delete_files()?;
+                let seg = LogSegment::create(&self.dir, h.base_offset, now_ms)?;
+                self.segments.insert(h.base_offset, seg);
+            }
+            let index_interval = self.config.index_interval_bytes;
+            self.active_mut().append(bytes, &[h.clone()], index_interval)?;
+            self.next_offset = h.last_offset() + 1;
+            if h.has_producer_id() {
+                if h.is_control() {
+                    if let Some(commit) = batch::marker_type(bytes) {
+                        self.producers
+                            .apply_marker(h.producer_id, h.producer_epoch, commit, h.base_offset);
+                    }
+                } else {
+                    self.producers.update(&h);
+                }
+            }
+            self.note_epoch(h.partition_leader_epoch, h.base_offset)?;
+            self.unflushed_records += h.record_count as i64;
+        }
+        if self.unflushed_records >= self.config.flush_messages {
+            self.flush()?;
+        }
+        Ok(self.next_offset)
+    }
+
+    /// Cuts the log back to `offset` (a follower whose leader never had what follows, as
+    /// OffsetForLeaderEpoch told it). A batch that straddles `offset` goes whole. Leader
+    /// epochs and producer state are rebuilt for what remains. Returns the new log end.
+    pub fn truncate_to(&mut self, offset: i64, now_ms: i64) -> Result<i64> {
+        if offset >= self.next_offset {
+            return Ok(self.next_offset);
+        }
+        if offset <= self.log_start_offset {
+            return self.reset_to(self.log_start_offset.max(offset), now_ms);
+        }
+        while self.segments.len() > 1
+            && *self.segments.keys().next_back().expect("non-empty") >= offset
+        {
+            let (_, seg) = self.segments.pop_last().expect("non-empty");
+            seg.delete_files()?;
+        }
+        let (&base, seg) = self.segments.iter().next_back().expect("non-empty");
+        let cut_at = match seg.find(offset)? {
+            Some((pos, h)) if h.base_offset < offset => pos,
+            Some((pos, _)) => pos,
+            None => seg.size,
+        };
+        let path = seg.log_path().to_path_buf();
+        let file = seg.file_handle();
+        file.set_len(cut_at).map_err(|e| LogError::io(&path, e))?;
+        file.sync_data().map_err(|e| LogError::io(&path, e))?;
+        let index_interval = self.config.index_interval_bytes;
+        let (seg, _) = LogSegment::open(&self.dir, base, false, index_interval, now_ms)?;
+        self.next_offset = seg.next_offset.max(seg.base_offset);
+        self.segments.insert(base, seg);
+        self.after_cut()?;
+        Ok(self.next_offset)
+    }
+
+    /// Empties the log and starts it at `offset` (a follower that is behind the leader's
+    /// log start, or truncating everything it has).
+    pub fn reset_to(&mut self, offset: i64, now_ms: i64) -> Result<i64> {
+        while let Some((_, seg)) = self.segments.pop_first() {
+            seg.delete_files()?;
+        }
+        self.segments
+            .insert(offset, LogSegment::create(&self.dir, offset, now_ms)?);
+        write_atomically(
+            &self.dir.join(LOG_START_FILE),
+            offset.to_string().as_bytes(),
+        )?;
+        self.log_start_offset = offset;
+        self.next_offset = offset;
+        self.after_cut()?;
+        Ok(offset)
+    }
+
+    /// After the log lost its tail: forget epochs and producer state from what is gone.
+    fn after_cut(&mut self) -> Result<()> {
+        let end = self.next_offset;
+        self.epochs.retain(|&(_, start)| start < end);
+        write_epochs(&self.dir.join(EPOCH_FILE), &self.epochs)?;
+        let snapshot = self.dir.join(SNAPSHOT_FILE);
+        let _ = fs::remove_file(&snapshot);
+        self.rebuild_producer_state()?;
+        self.unflushed_records = 0;
+        Ok(())
+    }
+
     /// The last stable offset: below it every transaction is decided (Kafka's LSO).
     pub fn last_stable_offset(&self) -> i64 {
         self.producers

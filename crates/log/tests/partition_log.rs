@@ -375,3 +375,51 @@ fn appends_after_reopening_go_to_the_end_of_the_segment() {
         }
     }
 }
+
+/// A follower copies the leader's batches byte for byte, truncates to a divergence point,
+/// and catches up again; producer state follows the copied batches.
+#[test]
+fn a_follower_copies_truncates_and_catches_up() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let mut leader = PartitionLog::open(leader_dir.path(), small_segments(), 0).unwrap();
+    for i in 0..20 {
+        leader
+            .append(&mut batch(&format!("r{i}"), 3, i, 7, i as i32 * 3), i as i32 / 5, 0)
+            .unwrap();
+    }
+    let mut follower = PartitionLog::open(follower_dir.path(), small_segments(), 0).unwrap();
+    let mut next = 0;
+    while next < leader.log_end_offset() {
+        let r = leader.read(next, 500, i64::MAX, true).unwrap();
+        next = follower.append_replicated(&r.records, 0).unwrap();
+    }
+    assert_eq!(follower.log_end_offset(), 60);
+    assert_eq!(read_all(&follower, 0), read_all(&leader, 0));
+    assert_eq!(follower.end_offset_for_epoch(1), leader.end_offset_for_epoch(1));
+    assert_eq!(follower.producer(7).unwrap().last_sequence(), 59);
+    // A refetch of what is already there is skipped.
+    let again = leader.read(30, 500, i64::MAX, true).unwrap();
+    assert_eq!(follower.append_replicated(&again.records, 0).unwrap(), 60);
+
+    // Divergence at offset 31 (inside the batch [30, 32]): the whole batch goes.
+    assert_eq!(follower.truncate_to(31, 0).unwrap(), 30);
+    assert_eq!(follower.producer(7).unwrap().last_sequence(), 29);
+    assert_eq!(follower.end_offset_for_epoch(3), (1, 30));
+    drop(follower);
+    let mut follower = PartitionLog::open(follower_dir.path(), small_segments(), 0).unwrap();
+    assert_eq!(follower.log_end_offset(), 30);
+    let mut next = 30;
+    while next < leader.log_end_offset() {
+        let r = leader.read(next, 500, i64::MAX, true).unwrap();
+        next = follower.append_replicated(&r.records, 0).unwrap();
+    }
+    assert_eq!(read_all(&follower, 0), read_all(&leader, 0));
+
+    // Behind the leader's log start: start over there.
+    assert_eq!(follower.reset_to(45, 0).unwrap(), 45);
+    assert_eq!(follower.log_start_offset(), 45);
+    let r = leader.read(45, 10_000, i64::MAX, true).unwrap();
+    assert_eq!(follower.append_replicated(&r.records, 0).unwrap(), 60);
+    assert_eq!(read_all(&follower, 45), read_all(&leader, 45));
+}
