@@ -35,6 +35,53 @@ pub struct PartitionImage {
     /// Bumped on every change of this partition (ISR included): AlterPartition must name
     /// the current one, so a stale leader cannot overwrite a newer decision.
     pub partition_epoch: i32,
+    /// During a reassignment (Kafka's AddingReplicas): replicas of the target set that are
+    /// not in the original set. They are in `replicas` until the reassignment completes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
+    /// During a reassignment (Kafka's RemovingReplicas): replicas of the original set that
+    /// the target drops. They leave `replicas` when the reassignment completes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionImage {
+    /// A new partition on `replicas`: all in sync, the first leads, epochs 0.
+    pub fn new(replicas: Vec<i32>) -> Self {
+        PartitionImage {
+            leader: replicas.first().copied().unwrap_or(NO_LEADER),
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+        }
+    }
+
+    /// A reassignment is under way.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition will have once its reassignment completes (its replicas
+    /// when there is none).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    /// The replicas it had before the reassignment started (its replicas when there is none).
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,22 +97,47 @@ pub struct TopicImage {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataRecord {
     /// Written once, by the first leader of a new quorum.
-    InitCluster { cluster_id: String },
+    InitCluster {
+        cluster_id: String,
+    },
     RegisterBroker(BrokerImage),
-    FenceBroker { id: i32, epoch: i64 },
-    UnfenceBroker { id: i32, epoch: i64 },
+    FenceBroker {
+        id: i32,
+        epoch: i64,
+    },
+    UnfenceBroker {
+        id: i32,
+        epoch: i64,
+    },
     /// A broker left for good (not used for restarts).
-    UnregisterBroker { id: i32 },
+    UnregisterBroker {
+        id: i32,
+    },
     CreateTopic(TopicImage),
-    DeleteTopic { id: Uuid },
+    DeleteTopic {
+        id: Uuid,
+    },
     /// New partitions appended to a topic (CreatePartitions).
-    AddPartitions { topic_id: Uuid, partitions: Vec<PartitionImage> },
+    AddPartitions {
+        topic_id: Uuid,
+        partitions: Vec<PartitionImage>,
+    },
     /// The whole new state of one partition (leader, ISR, replicas, epochs).
-    PartitionChange { topic_id: Uuid, partition: i32, state: PartitionImage },
+    PartitionChange {
+        topic_id: Uuid,
+        partition: i32,
+        state: PartitionImage,
+    },
     /// Replaces a topic's overrides.
-    TopicConfigs { topic_id: Uuid, configs: BTreeMap<String, String> },
+    TopicConfigs {
+        topic_id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
     /// Cluster-wide dynamic broker configs (None deletes the key).
-    BrokerConfig { key: String, value: Option<String> },
+    BrokerConfig {
+        key: String,
+        value: Option<String>,
+    },
 }
 
 /// What the metadata log says the cluster is, after applying records up to
@@ -97,6 +169,17 @@ impl ClusterImage {
     /// Brokers clients may be sent to.
     pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerImage> {
         self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// Partitions with a reassignment under way (ListPartitionReassignments).
+    pub fn reassignments(&self) -> impl Iterator<Item = (&str, i32, &PartitionImage)> {
+        self.topics.values().flat_map(|t| {
+            t.partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.is_reassigning())
+                .map(move |(i, p)| (t.name.as_str(), i as i32, p))
+        })
     }
 
     pub fn is_live(&self, id: i32) -> bool {
@@ -135,7 +218,10 @@ impl ClusterImage {
             MetadataRecord::DeleteTopic { id } => {
                 self.topics.retain(|_, t| t.id != *id);
             }
-            MetadataRecord::AddPartitions { topic_id, partitions } => {
+            MetadataRecord::AddPartitions {
+                topic_id,
+                partitions,
+            } => {
                 if let Some(t) = self.topic_by_id_mut(*topic_id) {
                     t.partitions.extend(partitions.iter().cloned());
                 }
@@ -176,13 +262,7 @@ mod tests {
     #[test]
     fn partition_change_replaces_state_and_unknown_topics_are_ignored() {
         let id = Uuid::new_v4();
-        let p = PartitionImage {
-            replicas: vec![1, 2, 3],
-            isr: vec![1, 2, 3],
-            leader: 1,
-            leader_epoch: 0,
-            partition_epoch: 0,
-        };
+        let p = PartitionImage::new(vec![1, 2, 3]);
         let mut image = ClusterImage::default();
         image.apply(
             1,
@@ -218,5 +298,13 @@ mod tests {
         );
         assert_eq!(image.partition("t", 0), Some(&moved));
         assert_eq!(image.applied_index, 3);
+    }
+
+    #[test]
+    fn partition_json_without_reassignment_fields_loads() {
+        let old = r#"{"replicas":[1,2],"isr":[1],"leader":1,"leader_epoch":2,"partition_epoch":3}"#;
+        let p: PartitionImage = serde_json::from_str(old).unwrap();
+        assert!(!p.is_reassigning());
+        assert_eq!(serde_json::to_string(&p).unwrap(), old);
     }
 }

@@ -2,10 +2,27 @@
 //!
 //! - [`image`]: the metadata records and the image they build: brokers, topics,
 //!   partition leaders, replicas, ISR and leader epochs. Every node holds the same image.
+//! - [`MetaNode`]: a controller voter: a Raft quorum member (openraft) whose log entries
+//!   are batches of records and whose state machine is the image; while it is the Raft
+//!   leader it is the active controller and decides ([`controller`]).
+//! - [`ControllerClient`]: what brokers use to reach the active controller.
 //!
-//! The Raft quorum that orders the records and the controller that decides what to
-//! write live beside it (see README.md).
+//! See README.md for the on-disk layout, the RPC framing and the controller's rules.
 
+mod client;
+mod config;
+pub mod controller;
+mod error;
 pub mod image;
+mod network;
+mod node;
+mod rpc;
+mod store;
 
-pub use image::{BrokerImage, ClusterImage, MetadataRecord, PartitionImage, TopicImage};
+pub use client::ControllerClient;
+pub use config::{format_voters, parse_voters, ControllerDefaults, MetaConfig};
+pub use error::{ControllerError, ErrorKind, MetaError};
+pub use image::{BrokerImage, ClusterImage, MetadataRecord, PartitionImage, TopicImage, NO_LEADER};
+pub use node::MetaNode;
+pub use rpc::{AlterPartitionRequest, Elections, HeartbeatReply, NewTopic};
+pub use store::RecordBatch;

@@ -1,0 +1,580 @@
+//! [`MetaNode`]: one controller voter. Runs the Raft node, the RPC service on the voter's
+//! controller address, and the controller (active only while this node is the Raft leader).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::MetaConfig;
+use crate::controller;
+use crate::error::{ControllerError, ErrorKind, MetaError};
+use crate::image::{ClusterImage, MetadataRecord};
+use crate::network::Network;
+use crate::rpc::{
+    read_frame, write_frame, ControllerReply, ControllerRequest, FrameError, Request, Response,
+};
+use crate::store::{LogStore, RecordBatch, StateMachine, TypeConfig};
+
+/// The longest a watch long poll may wait before answering "nothing new".
+const MAX_WATCH_WAIT: Duration = Duration::from_secs(30);
+/// The longest a controller request may take on the server (a stuck quorum answers
+/// Unavailable after this).
+const CONTROLLER_REQUEST_LIMIT: Duration = Duration::from_secs(20);
+
+type Reply = Result<ControllerReply, ControllerError>;
+type Job = (ControllerRequest, oneshot::Sender<Reply>);
+
+/// A controller voter (in combined mode every node is broker and voter).
+pub struct MetaNode {
+    node_id: i32,
+    raft: Raft<TypeConfig>,
+    image_tx: watch::Sender<Arc<ClusterImage>>,
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl MetaNode {
+    /// Starts the voter: opens (or creates) its directory, binds its controller address
+    /// (or takes `listener`, already bound: tests bind port 0 first), joins the quorum.
+    pub async fn start(
+        cfg: MetaConfig,
+        listener: Option<TcpListener>,
+    ) -> Result<Arc<MetaNode>, MetaError> {
+        cfg.validate().map_err(MetaError::Config)?;
+        let own = cfg
+            .own_addr()
+            .ok_or_else(|| MetaError::Config("no own address".into()))?;
+        let log = LogStore::open(&cfg.dir)?;
+        let sm = StateMachine::open(&cfg.dir)?;
+        let image_tx = sm.sender();
+        let ms = |d: Duration| d.as_millis().max(1) as u64;
+        let raft_cfg = openraft::Config {
+            cluster_name: "runnel-metadata".into(),
+            election_timeout_min: ms(cfg.election_timeout_min),
+            election_timeout_max: ms(cfg.election_timeout_max),
+            heartbeat_interval: ms(cfg.heartbeat_interval),
+            install_snapshot_timeout: ms(cfg.election_timeout_max).max(1000),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: 0,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| MetaError::Config(format!("raft settings: {e}")))?;
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(own).await.map_err(|e| {
+                MetaError::Config(format!("cannot bind the controller address {own}: {e}"))
+            })?,
+        };
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| MetaError::Config(format!("controller listener: {e}")))?;
+        let voters: BTreeMap<u64, SocketAddr> =
+            cfg.voters.iter().map(|(id, a)| (*id as u64, *a)).collect();
+        let network = Network {
+            me: cfg.node_id as u64,
+            voters: voters.clone(),
+        };
+        let raft = Raft::new(cfg.node_id as u64, Arc::new(raft_cfg), network, log, sm)
+            .await
+            .map_err(|e| MetaError::Raft(format!("starting node {}: {e}", cfg.node_id)))?;
+        let (stop, _) = watch::channel(false);
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(1024);
+        let node = Arc::new(MetaNode {
+            node_id: cfg.node_id,
+            raft: raft.clone(),
+            image_tx: image_tx.clone(),
+            local_addr,
+            stop: stop.clone(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let server = tokio::spawn(serve(
+            listener,
+            raft.clone(),
+            image_tx.clone(),
+            jobs_tx,
+            stop.subscribe(),
+        ));
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| MetaError::Raft(format!("node {}: {e}", cfg.node_id)))?;
+        if !initialized {
+            let members: BTreeMap<u64, BasicNode> = voters
+                .iter()
+                .map(|(id, a)| {
+                    (
+                        *id,
+                        BasicNode {
+                            addr: a.to_string(),
+                        },
+                    )
+                })
+                .collect();
+            // Every voter proposes the same initial membership (entry 0, identical on all),
+            // so it does not matter which starts first.
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(node = cfg.node_id, "raft initialize: {e}");
+            }
+        }
+        let actor = Actor {
+            me: cfg.node_id,
+            raft: raft.clone(),
+            image: image_tx.subscribe(),
+            cfg: cfg.clone(),
+            heartbeats: HashMap::new(),
+            synced_term: None,
+            session_start: Instant::now(),
+            last_rebalance: Instant::now(),
+        };
+        let controller = tokio::spawn(actor.run(jobs_rx, stop.subscribe()));
+        node.tasks.lock().extend([server, controller]);
+        tracing::info!(node = cfg.node_id, addr = %local_addr, "metadata voter started");
+        Ok(node)
+    }
+
+    /// The cluster image, updated after each applied log entry.
+    pub fn image(&self) -> watch::Receiver<Arc<ClusterImage>> {
+        self.image_tx.subscribe()
+    }
+
+    /// The current Raft leader (= the active controller), if known.
+    pub fn leader(&self) -> Option<i32> {
+        self.raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .map(|l| l as i32)
+    }
+
+    /// This node is the active controller.
+    pub fn is_controller(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.node_id as u64)
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// The address the RPC service listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Raft's own metrics (term, log and snapshot indexes), for tests and diagnostics.
+    pub fn raft_metrics(&self) -> openraft::RaftMetrics<u64, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Asks Raft to take a snapshot now (and purge the log before it).
+    pub async fn trigger_snapshot(&self) -> Result<(), MetaError> {
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| MetaError::Raft(format!("node {}: snapshot: {e}", self.node_id)))
+    }
+
+    /// Stops Raft, the controller and the RPC service (the port is free afterwards).
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(node = self.node_id, "raft shutdown: {e}");
+        }
+        let tasks: Vec<_> = self.tasks.lock().drain(..).collect();
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    image: watch::Sender<Arc<ClusterImage>>,
+    jobs: mpsc::Sender<Job>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = connection(stream, raft.clone(), image.clone(), jobs.clone());
+                    let mut stop = stop.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = stopped(&mut stop) => {}
+                            r = conn => if let Err(e) = r {
+                                tracing::debug!(%peer, "metadata rpc connection closed: {e}");
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("metadata rpc accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Serves one connection: requests in order, one response each. A frame that is too large
+/// or does not parse ends the connection.
+async fn connection(
+    mut stream: TcpStream,
+    raft: Raft<TypeConfig>,
+    image: watch::Sender<Arc<ClusterImage>>,
+    jobs: mpsc::Sender<Job>,
+) -> Result<(), FrameError> {
+    loop {
+        let req: Request = match read_frame(&mut stream).await {
+            Ok(r) => r,
+            Err(FrameError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let resp = match req {
+            Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
+            Request::Vote(r) => Response::Vote(raft.vote(r).await),
+            Request::InstallSnapshot(r) => {
+                Response::InstallSnapshot(raft.install_snapshot(r).await)
+            }
+            Request::Controller(r) => Response::Controller(controller_call(&jobs, r).await),
+            Request::WatchImage {
+                known_index,
+                wait_ms,
+            } => {
+                let wait = Duration::from_millis(wait_ms).min(MAX_WATCH_WAIT);
+                let mut rx = image.subscribe();
+                let newer =
+                    tokio::time::timeout(wait, rx.wait_for(|i| i.applied_index > known_index))
+                        .await;
+                Response::Image(match newer {
+                    Ok(Ok(img)) => Some((**img).clone()),
+                    _ => None,
+                })
+            }
+        };
+        write_frame(&mut stream, &resp).await?;
+    }
+}
+
+async fn controller_call(jobs: &mpsc::Sender<Job>, req: ControllerRequest) -> Reply {
+    let (tx, rx) = oneshot::channel();
+    let unavailable = |m: &str| ControllerError::new(ErrorKind::Unavailable, m.to_string());
+    jobs.send((req, tx))
+        .await
+        .map_err(|_| unavailable("the controller is shutting down"))?;
+    match tokio::time::timeout(CONTROLLER_REQUEST_LIMIT, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(unavailable("the controller is shutting down")),
+        Err(_) => Err(unavailable(
+            "the controller did not decide in time (no quorum?)",
+        )),
+    }
+}
+
+/// The controller: decides on the Raft leader, one request at a time, so each decision sees
+/// the image with every earlier decision applied.
+struct Actor {
+    me: i32,
+    raft: Raft<TypeConfig>,
+    image: watch::Receiver<Arc<ClusterImage>>,
+    cfg: MetaConfig,
+    /// Last heartbeat per broker, kept in memory by the active controller only.
+    heartbeats: HashMap<i32, Instant>,
+    /// The term in which this node caught up as leader (its image holds every committed
+    /// entry, and all later entries are its own).
+    synced_term: Option<u64>,
+    /// When this node became the active controller: brokers get a full session from here.
+    session_start: Instant,
+    last_rebalance: Instant,
+}
+
+/// Resolves once `stop` says so (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn random() -> u64 {
+    uuid::Uuid::new_v4().as_u128() as u64
+}
+
+impl Actor {
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>, mut stop: watch::Receiver<bool>) {
+        let period = (self.cfg.broker_session_timeout / 10)
+            .clamp(Duration::from_millis(20), Duration::from_millis(250));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stopped(&mut stop) => return,
+                job = jobs.recv() => {
+                    let Some((req, reply)) = job else { return };
+                    let r = self.handle(req).await;
+                    let _ = reply.send(r);
+                }
+                _ = tick.tick() => self.tick().await,
+            }
+        }
+    }
+
+    fn not_controller(&self) -> ControllerError {
+        let leader = self
+            .raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .map(|l| l as i32);
+        ControllerError::not_controller(self.me, leader.filter(|l| *l != self.me))
+    }
+
+    /// Checks that this node is the leader and its image is current; on the first call of a
+    /// term, waits for the image to catch up and starts everyone's sessions afresh.
+    async fn ensure_leader(&mut self) -> Result<(), ControllerError> {
+        let term = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.state != ServerState::Leader || m.current_leader != Some(self.me as u64) {
+                None
+            } else {
+                Some(m.current_term)
+            }
+        };
+        let Some(term) = term else {
+            self.synced_term = None;
+            return Err(self.not_controller());
+        };
+        if self.synced_term == Some(term) {
+            return Ok(());
+        }
+        if let Err(e) = self.raft.ensure_linearizable().await {
+            tracing::debug!(node = self.me, "not yet the active controller: {e}");
+            return Err(self.not_controller());
+        }
+        self.synced_term = Some(term);
+        self.heartbeats.clear();
+        self.session_start = Instant::now();
+        self.last_rebalance = Instant::now();
+        tracing::info!(node = self.me, term, "active controller");
+        if self.image.borrow().cluster_id.is_none() {
+            let id = controller::new_cluster_id();
+            tracing::info!(node = self.me, cluster_id = %id, "new metadata log: writing the cluster id");
+            self.write(vec![MetadataRecord::InitCluster { cluster_id: id }])
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one decision as one log entry; returns once it is applied here.
+    async fn write(&mut self, records: Vec<MetadataRecord>) -> Result<(), ControllerError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        match self.raft.client_write(RecordBatch(records)).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.synced_term = None;
+                if let Some(f) = e.forward_to_leader() {
+                    let leader = f.leader_id.map(|l| l as i32).filter(|l| *l != self.me);
+                    return Err(ControllerError::not_controller(self.me, leader));
+                }
+                Err(ControllerError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "controller {}: writing to the metadata log failed: {e}",
+                        self.me
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Arc<ClusterImage> {
+        self.image.borrow().clone()
+    }
+
+    async fn handle(&mut self, req: ControllerRequest) -> Reply {
+        self.ensure_leader().await?;
+        let image = self.snapshot();
+        let img = &*image;
+        match req {
+            ControllerRequest::RegisterBroker {
+                id,
+                host,
+                port,
+                rack,
+                incarnation,
+            } => {
+                let (records, epoch) =
+                    controller::register_broker(img, id, &host, port, rack, incarnation)?;
+                self.write(records).await?;
+                tracing::info!(broker = id, epoch, "broker registered");
+                Ok(ControllerReply::BrokerEpoch(epoch))
+            }
+            ControllerRequest::Heartbeat {
+                id,
+                broker_epoch,
+                want_shutdown,
+            } => {
+                let (records, reply) = controller::heartbeat(img, id, broker_epoch, want_shutdown)?;
+                if !records.is_empty() {
+                    tracing::info!(
+                        broker = id,
+                        want_shutdown,
+                        "broker {}",
+                        if want_shutdown {
+                            "shut down (controlled)"
+                        } else {
+                            "unfenced"
+                        }
+                    );
+                }
+                self.write(records).await?;
+                self.heartbeats.insert(id, Instant::now());
+                Ok(ControllerReply::Heartbeat(reply))
+            }
+            ControllerRequest::CreateTopics {
+                topics,
+                validate_only,
+            } => {
+                let (records, results) =
+                    controller::create_topics(img, &self.cfg.defaults, &topics, random());
+                if !validate_only {
+                    if let Err(e) = self.write(records).await {
+                        return Ok(ControllerReply::Topics(
+                            results.into_iter().map(|r| r.and(Err(e.clone()))).collect(),
+                        ));
+                    }
+                }
+                Ok(ControllerReply::Topics(results))
+            }
+            ControllerRequest::DeleteTopics { names } => {
+                let (records, results) = controller::delete_topics(img, &names);
+                if let Err(e) = self.write(records).await {
+                    return Ok(ControllerReply::Deleted(
+                        results.into_iter().map(|r| r.and(Err(e.clone()))).collect(),
+                    ));
+                }
+                Ok(ControllerReply::Deleted(results))
+            }
+            ControllerRequest::CreatePartitions {
+                topic,
+                total,
+                assignments,
+            } => {
+                let records = controller::create_partitions(
+                    img,
+                    &topic,
+                    total,
+                    assignments.as_deref(),
+                    random(),
+                )?;
+                self.write(records).await?;
+                Ok(ControllerReply::Done)
+            }
+            ControllerRequest::AlterPartition(req) => {
+                let (records, state) = controller::alter_partition(img, &req)?;
+                self.write(records).await?;
+                Ok(ControllerReply::Partition(state))
+            }
+            ControllerRequest::AlterTopicConfigs { topic, configs } => {
+                let records = controller::alter_topic_configs(img, &topic, configs)?;
+                self.write(records).await?;
+                Ok(ControllerReply::Done)
+            }
+            ControllerRequest::ElectLeaders {
+                partitions,
+                preferred,
+            } => {
+                let (records, results) =
+                    controller::elect_leaders(img, partitions.as_deref(), preferred);
+                if let Err(e) = self.write(records).await {
+                    return Ok(ControllerReply::Elected(
+                        results
+                            .into_iter()
+                            .map(|(k, r)| (k, r.and(Err(e.clone()))))
+                            .collect(),
+                    ));
+                }
+                Ok(ControllerReply::Elected(results))
+            }
+            ControllerRequest::Reassign {
+                topic,
+                partition,
+                replicas,
+            } => {
+                let records = controller::reassign(img, &topic, partition, replicas.as_deref())?;
+                self.write(records).await?;
+                Ok(ControllerReply::Done)
+            }
+        }
+    }
+
+    /// On the active controller: fences brokers whose session expired, and moves leadership
+    /// back to preferred leaders when that is enabled and due.
+    async fn tick(&mut self) {
+        let leader_now = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.state == ServerState::Leader && m.current_leader == Some(self.me as u64)
+        };
+        if !leader_now {
+            self.synced_term = None;
+            return;
+        }
+        if self.ensure_leader().await.is_err() {
+            return;
+        }
+        let now = Instant::now();
+        loop {
+            let image = self.snapshot();
+            let expired = image.live_brokers().map(|b| b.id).find(|id| {
+                let last = self
+                    .heartbeats
+                    .get(id)
+                    .copied()
+                    .unwrap_or(self.session_start)
+                    .max(self.session_start);
+                now.duration_since(last) > self.cfg.broker_session_timeout
+            });
+            let Some(id) = expired else { break };
+            tracing::warn!(broker = id, timeout = ?self.cfg.broker_session_timeout, "broker missed its heartbeats: fencing it");
+            if self
+                .write(controller::fence_broker(&image, id))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if self.cfg.auto_leader_rebalance
+            && now.duration_since(self.last_rebalance) >= self.cfg.leader_imbalance_check_interval
+        {
+            self.last_rebalance = now;
+            let image = self.snapshot();
+            let (records, _) = controller::elect_leaders(&image, None, true);
+            if !records.is_empty() {
+                tracing::info!(
+                    partitions = records.len(),
+                    "moving leadership back to preferred leaders"
+                );
+                let _ = self.write(records).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! A 3-voter quorum in one process: elections, proposals, failover, restart, snapshots.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use runnel_meta::{ControllerClient, NewTopic};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
+
+fn topic(name: &str, partitions: i32, rf: i16) -> NewTopic {
+    NewTopic {
+        name: name.into(),
+        num_partitions: partitions,
+        replication_factor: rf,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_writes_one_cluster_id() {
+    timeout(LIMIT, async {
+        let mut c = Cluster::start(3, no_tweak).await;
+        let leader = c.wait_leader().await;
+        assert!((1..=3).contains(&leader));
+        let images = c.wait_all(|i| i.cluster_id.is_some()).await;
+        let id = images[0].cluster_id.clone().unwrap();
+        assert_eq!(id.len(), 22, "{id}");
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        for i in &images {
+            assert_eq!(i.cluster_id.as_ref(), Some(&id));
+        }
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposal_through_a_follower_reaches_every_image() {
+    timeout(LIMIT, async {
+        let mut c = Cluster::start(3, no_tweak).await;
+        let leader = c.wait_leader().await;
+        // A client that asks a follower first must be sent on to the leader.
+        let mut voters = c.voters.clone();
+        voters.sort_by_key(|(id, _)| *id == leader);
+        assert_ne!(voters[0].0, leader);
+        let client = Arc::new(ControllerClient::new(voters).with_timeout(Duration::from_secs(20)));
+        let (_e1, _s1) = live_broker(client.clone(), 1, None).await;
+        assert_eq!(client.known_controller(), Some(leader));
+        let res = client
+            .create_topics(vec![topic("orders", 3, 1)], false)
+            .await;
+        let id = res[0].clone().unwrap();
+        let images = c.wait_all(|i| i.topics.contains_key("orders")).await;
+        for i in images {
+            let t = &i.topics["orders"];
+            assert_eq!(t.id, id);
+            assert_eq!(t.partitions.len(), 3);
+            assert!(t
+                .partitions
+                .iter()
+                .all(|p| p.leader == 1 && p.isr == vec![1]));
+        }
+        // A second create names the topic that exists.
+        let again = client
+            .create_topics(vec![topic("orders", 1, 1)], false)
+            .await;
+        let e = again[0].clone().unwrap_err();
+        assert_eq!(e.kind, runnel_meta::ErrorKind::TopicAlreadyExists);
+        assert!(e.message.contains("orders"), "{e}");
+        // Deleting it reaches every image too.
+        assert!(client.delete_topics(vec!["orders".into()]).await[0].is_ok());
+        c.wait_all(|i| !i.topics.contains_key("orders")).await;
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_shutdown_elects_a_new_leader_and_keeps_the_image() {
+    timeout(LIMIT, async {
+        let mut c = Cluster::start(3, no_tweak).await;
+        let client = Arc::new(c.client());
+        let (_e, _s) = live_broker(client.clone(), 7, None).await;
+        client.create_topics(vec![topic("a", 2, 1)], false).await[0]
+            .clone()
+            .unwrap();
+        let old = c.wait_leader().await;
+        c.wait_all(|i| i.topics.contains_key("a")).await;
+        c.stop(c.index_of(old)).await;
+        let new = c.wait_leader().await;
+        assert_ne!(new, old);
+        // The new controller has everything and takes new decisions.
+        client.create_topics(vec![topic("b", 1, 1)], false).await[0]
+            .clone()
+            .unwrap();
+        let images = c.wait_all(|i| i.topics.contains_key("b")).await;
+        for i in images {
+            assert!(i.topics.contains_key("a"));
+            assert!(i.brokers.contains_key(&7));
+        }
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_all_from_their_dirs_restores_the_image() {
+    timeout(LIMIT, async {
+        let mut c = Cluster::start(3, no_tweak).await;
+        let client = Arc::new(c.client());
+        let (_e, stop) = live_broker(client.clone(), 1, None).await;
+        for name in ["x", "y", "z"] {
+            client.create_topics(vec![topic(name, 2, 1)], false).await[0]
+                .clone()
+                .unwrap();
+        }
+        let _ = stop.send(true);
+        c.wait_leader().await;
+        let before = c.wait_all(|i| i.topics.len() == 3).await;
+        let before = before
+            .iter()
+            .max_by_key(|i| i.applied_index)
+            .unwrap()
+            .clone();
+        c.stop_all().await;
+        for i in 0..3 {
+            c.restart(i).await;
+        }
+        c.wait_leader().await;
+        let after = c
+            .wait_all(|i| i.applied_index >= before.applied_index)
+            .await;
+        for i in after {
+            assert_eq!(i.topics, before.topics);
+            assert_eq!(i.cluster_id, before.cluster_id);
+            assert_eq!(i.brokers.keys().collect::<Vec<_>>(), vec![&1]);
+        }
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+fn small_snapshots(cfg: &mut runnel_meta::MetaConfig) {
+    cfg.snapshot_every = 10;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_after_the_purge_catches_up_by_snapshot() {
+    timeout(LIMIT, async {
+        let mut c = Cluster::start(3, small_snapshots).await;
+        let leader = c.wait_leader().await;
+        let lagging = (0..3).find(|i| c.voters[*i].0 != leader).unwrap();
+        c.stop(lagging).await;
+        let client = Arc::new(c.client());
+        let (_e, _s) = live_broker(client.clone(), 1, None).await;
+        for n in 0..30 {
+            client
+                .create_topics(vec![topic(&format!("t{n}"), 1, 1)], false)
+                .await[0]
+                .clone()
+                .unwrap();
+        }
+        let li = c.index_of(leader);
+        // The leader snapshotted and purged its log.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = c.node(li).raft_metrics();
+            if m.snapshot.is_some() && m.purged.is_some() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no snapshot/purge: {m:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let want = c.node(li).image().borrow().clone();
+        c.restart(lagging).await;
+        let got = wait_image(c.node(lagging).image(), |i| i.topics.len() == 30).await;
+        assert_eq!(got.topics, want.topics);
+        let m = c.node(lagging).raft_metrics();
+        assert!(
+            m.snapshot.is_some(),
+            "the restarted node got no snapshot: {m:?}"
+        );
+        // And it restarts from its own snapshot.
+        c.stop(lagging).await;
+        c.restart(lagging).await;
+        let again = wait_image(c.node(lagging).image(), |i| i.topics.len() == 30).await;
+        assert_eq!(again.topics, want.topics);
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_frame_closes_that_connection_and_the_node_keeps_working() {
+    timeout(LIMIT, async {
+        let mut c = Cluster::start(3, no_tweak).await;
+        let leader = c.wait_leader().await;
+        let addr = c.voters[c.index_of(leader)].1;
+        for garbage in [
+            vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+            [&8u32.to_be_bytes()[..], b"not json"].concat(),
+            [&4u32.to_be_bytes()[..], b"{\"A\""].concat(),
+        ] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(&garbage).await.unwrap();
+            let mut buf = [0u8; 16];
+            let n = timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("the node kept a bad connection open")
+                .unwrap_or(0);
+            assert_eq!(n, 0, "the node answered garbage");
+        }
+        let full = Arc::new(c.client());
+        let (_e2, _s2) = live_broker(full.clone(), 2, None).await;
+        c.wait_all(|i| i.brokers.contains_key(&2)).await;
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
