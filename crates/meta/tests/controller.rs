@@ -1,0 +1,314 @@
+//! The controller over a 3-voter quorum: brokers, fencing, shutdown, placement, ISR changes.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use runnel_meta::{ControllerClient, ErrorKind, MetaConfig, NewTopic, NO_LEADER};
+use tokio::time::timeout;
+
+fn short_sessions(cfg: &mut MetaConfig) {
+    cfg.broker_session_timeout = Duration::from_millis(1000);
+}
+
+fn topic(name: &str, partitions: i32, rf: i16) -> NewTopic {
+    NewTopic {
+        name: name.into(),
+        num_partitions: partitions,
+        replication_factor: rf,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_misses_heartbeats_is_fenced_and_its_partitions_move() {
+    timeout(LIMIT, async {
+        let mut c = Cluster::start(3, short_sessions).await;
+        let client = Arc::new(c.client());
+        let mut stops = Vec::new();
+        for id in [1, 2, 3] {
+            stops.push(live_broker(client.clone(), id, None).await.1);
+        }
+        client.create_topics(vec![topic("t", 6, 3)], false).await[0]
+            .clone()
+            .unwrap();
+        let before = c.wait_all(|i| i.topics.contains_key("t")).await[0].clone();
+        assert!(before.topics["t"].partitions.iter().any(|p| p.leader == 2));
+        // Broker 2 stops heartbeating.
+        let _ = stops[1].send(true);
+        let after = wait_image(c.node(0).image(), |i| i.brokers[&2].fenced).await;
+        for (n, p) in after.topics["t"].partitions.iter().enumerate() {
+            let old = &before.topics["t"].partitions[n];
+            assert!(!p.isr.contains(&2), "partition {n}: {p:?}");
+            assert_ne!(p.leader, 2);
+            if old.leader == 2 {
+                // The first replica in replica order that is live and in the ISR.
+                let want = old.replicas.iter().copied().find(|r| *r != 2).unwrap();
+                assert_eq!(p.leader, want, "partition {n}: {old:?} -> {p:?}");
+                assert_eq!(p.leader_epoch, old.leader_epoch + 1);
+            } else {
+                assert_eq!(p.leader, old.leader);
+                assert_eq!(p.leader_epoch, old.leader_epoch);
+            }
+            assert_eq!(p.partition_epoch, old.partition_epoch + 1);
+        }
+        // The others stay live.
+        assert!(!after.brokers[&1].fenced && !after.brokers[&3].fenced);
+        // Broker 2 comes back: a heartbeat unfences it.
+        let epoch = after.brokers[&2].epoch;
+        let hb = client.heartbeat(2, epoch, false).await.unwrap();
+        assert!(!hb.fenced);
+        wait_image(c.node(0).image(), |i| !i.brokers[&2].fenced).await;
+        for s in stops {
+            let _ = s.send(true);
+        }
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_isr_member_fenced_leaves_the_partition_offline_until_it_returns() {
+    timeout(LIMIT, async {
+        let mut c = Cluster::start(3, short_sessions).await;
+        let client = Arc::new(c.client());
+        let (e1, s1) = live_broker(client.clone(), 1, None).await;
+        client.create_topics(vec![topic("solo", 1, 1)], false).await[0]
+            .clone()
+            .unwrap();
+        let _ = s1.send(true);
+        let img = wait_image(c.node(1).image(), |i| i.brokers[&1].fenced).await;
+        let p = img.partition("solo", 0).unwrap();
+        assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![1]));
+        client.heartbeat(1, e1, false).await.unwrap();
+        let img = wait_image(c.node(1).image(), |i| {
+            i.partition("solo", 0).unwrap().leader == 1
+        })
+        .await;
+        let p = img.partition("solo", 0).unwrap();
+        assert_eq!(p.leader_epoch, 2);
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controlled_shutdown_moves_leadership_first() {
+    timeout(LIMIT, async {
+        let mut c = Cluster::start(3, no_tweak).await;
+        let client = Arc::new(c.client());
+        let mut live = Vec::new();
+        for id in [1, 2, 3] {
+            live.push(live_broker(client.clone(), id, None).await);
+        }
+        client.create_topics(vec![topic("t", 6, 2)], false).await[0]
+            .clone()
+            .unwrap();
+        c.wait_all(|i| i.topics.contains_key("t")).await;
+        let _ = live[2].1.send(true);
+        let reply = client.heartbeat(3, live[2].0, true).await.unwrap();
+        assert!(reply.shutdown_ready);
+        let img = c.wait_all(|i| i.brokers[&3].fenced).await;
+        for p in &img[0].topics["t"].partitions {
+            assert_ne!(p.leader, 3, "{p:?}");
+            assert!(!p.isr.contains(&3), "{p:?}");
+            assert!(p.leader != NO_LEADER);
+        }
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_controller_gives_brokers_a_fresh_session() {
+    timeout(LIMIT, async {
+        let mut c = Cluster::start(3, short_sessions).await;
+        let client = Arc::new(c.client());
+        let (_e, _s) = live_broker(client.clone(), 1, None).await;
+        let old = c.wait_leader().await;
+        c.stop(c.index_of(old)).await;
+        c.wait_leader().await;
+        // The broker keeps heartbeating through the failover and stays unfenced.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let img = c.wait_all(|_| true).await;
+        assert!(!img[0].brokers[&1].fenced);
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_spreads_replicas_over_racks() {
+    timeout(LIMIT, async {
+        let mut c = Cluster::start(3, no_tweak).await;
+        let client = Arc::new(c.client());
+        let mut live = Vec::new();
+        for (id, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")] {
+            live.push(live_broker(client.clone(), id, Some(rack)).await);
+        }
+        client.create_topics(vec![topic("r", 12, 3)], false).await[0]
+            .clone()
+            .unwrap();
+        let img = c.wait_all(|i| i.topics.contains_key("r")).await;
+        let rack = |b: &i32| img[0].brokers[b].rack.clone();
+        for p in &img[0].topics["r"].partitions {
+            let racks: std::collections::BTreeSet<_> = p.replicas.iter().map(rack).collect();
+            assert_eq!(racks.len(), 3, "{p:?}");
+        }
+        let e = client.create_topics(vec![topic("big", 1, 7)], false).await[0]
+            .clone()
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidReplicationFactor);
+        assert!(e.message.contains('7') && e.message.contains('6'), "{e}");
+        // validate_only writes nothing.
+        assert!(client.create_topics(vec![topic("dry", 1, 1)], true).await[0].is_ok());
+        client.create_partitions("r", 14, None).await.unwrap();
+        let img = c.wait_all(|i| i.topics["r"].partitions.len() == 14).await;
+        assert!(!img[0].topics.contains_key("dry"));
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_partition_refuses_stale_epochs_and_reassignment_completes() {
+    timeout(LIMIT, async {
+        let mut c = Cluster::start(3, no_tweak).await;
+        let client = Arc::new(c.client());
+        let mut live = Vec::new();
+        for id in [1, 2, 3] {
+            live.push(live_broker(client.clone(), id, None).await);
+        }
+        let epoch = |id: i32| live[id as usize - 1].0;
+        let tid = client
+            .create_topics(
+                vec![NewTopic {
+                    name: "t".into(),
+                    num_partitions: -1,
+                    replication_factor: -1,
+                    assignments: Some(vec![vec![1, 2]]),
+                    ..Default::default()
+                }],
+                false,
+            )
+            .await[0]
+            .clone()
+            .unwrap();
+        // The leader shrinks the ISR.
+        let p = client
+            .alter_partition(1, epoch(1), tid, 0, 0, 0, vec![1])
+            .await
+            .unwrap();
+        assert_eq!((p.isr.clone(), p.partition_epoch), (vec![1], 1));
+        // The same request again: stale partition epoch.
+        let e = client
+            .alter_partition(1, epoch(1), tid, 0, 0, 0, vec![1])
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidUpdateVersion);
+        let e = client
+            .alter_partition(1, epoch(1), tid, 0, 3, 1, vec![1, 2])
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::FencedLeaderEpoch);
+        let e = client
+            .alter_partition(2, epoch(2), tid, 0, 0, 1, vec![2])
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotLeaderOrFollower);
+        let e = client
+            .alter_partition(1, epoch(1) + 100, tid, 0, 0, 1, vec![1])
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::StaleBrokerEpoch);
+        // Reassign to [3, 1]: 3 is added; it completes once 3 is in the ISR.
+        client.reassign("t", 0, Some(vec![3, 1])).await.unwrap();
+        let img = c.wait_all(|i| i.reassignments().count() == 1).await;
+        let p = img[0].partition("t", 0).unwrap().clone();
+        assert_eq!(p.replicas, vec![3, 1, 2]);
+        let done = client
+            .alter_partition(
+                1,
+                epoch(1),
+                tid,
+                0,
+                p.leader_epoch,
+                p.partition_epoch,
+                vec![1, 3],
+            )
+            .await
+            .unwrap();
+        assert_eq!((done.replicas.clone(), done.leader), (vec![3, 1], 1));
+        let img = c.wait_all(|i| i.reassignments().count() == 0).await;
+        // Preferred election moves leadership to 3.
+        let res = client
+            .elect_leaders(Some(vec![("t".into(), 0)]), true)
+            .await;
+        assert!(res[0].1.is_ok(), "{res:?}");
+        c.wait_all(|i| i.partition("t", 0).unwrap().leader == 3)
+            .await;
+        let e = client.reassign("t", 0, None).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NoReassignmentInProgress);
+        drop(img);
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_voter_watches_the_image_and_configs_change() {
+    timeout(LIMIT, async {
+        let mut c = Cluster::start(3, no_tweak).await;
+        let client = Arc::new(c.client());
+        let watcher = ControllerClient::new(c.voters.clone());
+        let rx = watcher.watch_image();
+        let (_e, _s) = live_broker(client.clone(), 1, None).await;
+        client.create_topics(vec![topic("w", 1, 1)], false).await[0]
+            .clone()
+            .unwrap();
+        let mut cfg = std::collections::BTreeMap::new();
+        cfg.insert("retention.ms".to_string(), "1000".to_string());
+        client.alter_topic_configs("w", cfg.clone()).await.unwrap();
+        let img = wait_image(rx, |i| i.topics.get("w").is_some_and(|t| t.configs == cfg)).await;
+        assert!(img.cluster_id.is_some());
+        let e = client.alter_topic_configs("nope", cfg).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnknownTopicOrPartition);
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_quorum_times_out_naming_the_voters() {
+    timeout(LIMIT, async {
+        let mut c = Cluster::start(3, no_tweak).await;
+        c.wait_leader().await;
+        c.stop(0).await;
+        c.stop(1).await;
+        let client = c.client().with_timeout(Duration::from_millis(1500));
+        let e = client
+            .register_broker(1, "h", 1, None, uuid::Uuid::new_v4())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e.kind, ErrorKind::Timeout | ErrorKind::Unavailable),
+            "{e:?}"
+        );
+        assert!(
+            e.message.contains(&c.voters[0].1.to_string()) || e.kind == ErrorKind::Unavailable,
+            "{e}"
+        );
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
