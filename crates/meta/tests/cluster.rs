@@ -6,23 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use runnel_meta::{ControllerClient, NewTopic};
+use runnel_meta::ControllerClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::timeout;
-
-fn topic(name: &str, partitions: i32, rf: i16) -> NewTopic {
-    NewTopic {
-        name: name.into(),
-        num_partitions: partitions,
-        replication_factor: rf,
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_writes_one_cluster_id() {
-    timeout(LIMIT, async {
-        let mut c = Cluster::start(3, no_tweak).await;
+    run(3, no_tweak, |c| async move {
         let leader = c.wait_leader().await;
         assert!((1..=3).contains(&leader));
         let images = c.wait_all(|i| i.cluster_id.is_some()).await;
@@ -34,16 +23,14 @@ async fn leader_election_writes_one_cluster_id() {
         for i in &images {
             assert_eq!(i.cluster_id.as_ref(), Some(&id));
         }
-        c.stop_all().await;
+        c
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proposal_through_a_follower_reaches_every_image() {
-    timeout(LIMIT, async {
-        let mut c = Cluster::start(3, no_tweak).await;
+    run(3, no_tweak, |c| async move {
         let leader = c.wait_leader().await;
         // A client that asks a follower first must be sent on to the leader.
         let mut voters = c.voters.clone();
@@ -76,51 +63,41 @@ async fn proposal_through_a_follower_reaches_every_image() {
         // Deleting it reaches every image too.
         assert!(client.delete_topics(vec!["orders".into()]).await[0].is_ok());
         c.wait_all(|i| !i.topics.contains_key("orders")).await;
-        c.stop_all().await;
+        c
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_shutdown_elects_a_new_leader_and_keeps_the_image() {
-    timeout(LIMIT, async {
-        let mut c = Cluster::start(3, no_tweak).await;
+    run(3, no_tweak, |mut c| async move {
         let client = Arc::new(c.client());
         let (_e, _s) = live_broker(client.clone(), 7, None).await;
-        client.create_topics(vec![topic("a", 2, 1)], false).await[0]
-            .clone()
-            .unwrap();
+        create(&client, "a", 2, 1).await;
         let old = c.wait_leader().await;
         c.wait_all(|i| i.topics.contains_key("a")).await;
         c.stop(c.index_of(old)).await;
         let new = c.wait_leader().await;
         assert_ne!(new, old);
         // The new controller has everything and takes new decisions.
-        client.create_topics(vec![topic("b", 1, 1)], false).await[0]
-            .clone()
-            .unwrap();
+        create(&client, "b", 1, 1).await;
         let images = c.wait_all(|i| i.topics.contains_key("b")).await;
         for i in images {
             assert!(i.topics.contains_key("a"));
             assert!(i.brokers.contains_key(&7));
         }
-        c.stop_all().await;
+        c
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_all_from_their_dirs_restores_the_image() {
-    timeout(LIMIT, async {
-        let mut c = Cluster::start(3, no_tweak).await;
+    run(3, no_tweak, |mut c| async move {
         let client = Arc::new(c.client());
         let (_e, stop) = live_broker(client.clone(), 1, None).await;
         for name in ["x", "y", "z"] {
-            client.create_topics(vec![topic(name, 2, 1)], false).await[0]
-                .clone()
-                .unwrap();
+            create(&client, name, 2, 1).await;
         }
         let _ = stop.send(true);
         c.wait_leader().await;
@@ -143,10 +120,9 @@ async fn restart_all_from_their_dirs_restores_the_image() {
             assert_eq!(i.cluster_id, before.cluster_id);
             assert_eq!(i.brokers.keys().collect::<Vec<_>>(), vec![&1]);
         }
-        c.stop_all().await;
+        c
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 fn small_snapshots(cfg: &mut runnel_meta::MetaConfig) {
@@ -155,19 +131,14 @@ fn small_snapshots(cfg: &mut runnel_meta::MetaConfig) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_after_the_purge_catches_up_by_snapshot() {
-    timeout(LIMIT, async {
-        let mut c = Cluster::start(3, small_snapshots).await;
+    run(3, small_snapshots, |mut c| async move {
         let leader = c.wait_leader().await;
         let lagging = (0..3).find(|i| c.voters[*i].0 != leader).unwrap();
         c.stop(lagging).await;
         let client = Arc::new(c.client());
         let (_e, _s) = live_broker(client.clone(), 1, None).await;
         for n in 0..30 {
-            client
-                .create_topics(vec![topic(&format!("t{n}"), 1, 1)], false)
-                .await[0]
-                .clone()
-                .unwrap();
+            create(&client, &format!("t{n}"), 1, 1).await;
         }
         let li = c.index_of(leader);
         // The leader snapshotted and purged its log.
@@ -197,16 +168,14 @@ async fn a_node_restarted_after_the_purge_catches_up_by_snapshot() {
         c.restart(lagging).await;
         let again = wait_image(c.node(lagging).image(), |i| i.topics.len() == 30).await;
         assert_eq!(again.topics, want.topics);
-        c.stop_all().await;
+        c
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_garbage_frame_closes_that_connection_and_the_node_keeps_working() {
-    timeout(LIMIT, async {
-        let mut c = Cluster::start(3, no_tweak).await;
+    run(3, no_tweak, |c| async move {
         let leader = c.wait_leader().await;
         let addr = c.voters[c.index_of(leader)].1;
         for garbage in [
@@ -217,7 +186,7 @@ async fn a_garbage_frame_closes_that_connection_and_the_node_keeps_working() {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
             s.write_all(&garbage).await.unwrap();
             let mut buf = [0u8; 16];
-            let n = timeout(Duration::from_secs(5), s.read(&mut buf))
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
                 .await
                 .expect("the node kept a bad connection open")
                 .unwrap_or(0);
@@ -226,8 +195,7 @@ async fn a_garbage_frame_closes_that_connection_and_the_node_keeps_working() {
         let full = Arc::new(c.client());
         let (_e2, _s2) = live_broker(full.clone(), 2, None).await;
         c.wait_all(|i| i.brokers.contains_key(&2)).await;
-        c.stop_all().await;
+        c
     })
-    .await
-    .expect("test timed out");
+    .await;
 }

@@ -7,33 +7,21 @@ use std::time::Duration;
 
 use common::*;
 use runnel_meta::{ControllerClient, ErrorKind, MetaConfig, NewTopic, NO_LEADER};
-use tokio::time::timeout;
 
 fn short_sessions(cfg: &mut MetaConfig) {
     cfg.broker_session_timeout = Duration::from_millis(1000);
 }
 
-fn topic(name: &str, partitions: i32, rf: i16) -> NewTopic {
-    NewTopic {
-        name: name.into(),
-        num_partitions: partitions,
-        replication_factor: rf,
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_misses_heartbeats_is_fenced_and_its_partitions_move() {
-    timeout(LIMIT, async {
-        let mut c = Cluster::start(3, short_sessions).await;
+    run(3, short_sessions, |c| async move {
         let client = Arc::new(c.client());
-        let mut stops = Vec::new();
-        for id in [1, 2, 3] {
-            stops.push(live_broker(client.clone(), id, None).await.1);
-        }
-        client.create_topics(vec![topic("t", 6, 3)], false).await[0]
-            .clone()
-            .unwrap();
+        let stops: Vec<_> = live_brokers(&client, &[1, 2, 3])
+            .await
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        create(&client, "t", 6, 3).await;
         let before = c.wait_all(|i| i.topics.contains_key("t")).await[0].clone();
         assert!(before.topics["t"].partitions.iter().any(|p| p.leader == 2));
         // Broker 2 stops heartbeating.
@@ -64,21 +52,17 @@ async fn a_broker_that_misses_heartbeats_is_fenced_and_its_partitions_move() {
         for s in stops {
             let _ = s.send(true);
         }
-        c.stop_all().await;
+        c
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_isr_member_fenced_leaves_the_partition_offline_until_it_returns() {
-    timeout(LIMIT, async {
-        let mut c = Cluster::start(3, short_sessions).await;
+    run(3, short_sessions, |c| async move {
         let client = Arc::new(c.client());
         let (e1, s1) = live_broker(client.clone(), 1, None).await;
-        client.create_topics(vec![topic("solo", 1, 1)], false).await[0]
-            .clone()
-            .unwrap();
+        create(&client, "solo", 1, 1).await;
         let _ = s1.send(true);
         let img = wait_image(c.node(1).image(), |i| i.brokers[&1].fenced).await;
         let p = img.partition("solo", 0).unwrap();
@@ -90,24 +74,17 @@ async fn the_last_isr_member_fenced_leaves_the_partition_offline_until_it_return
         .await;
         let p = img.partition("solo", 0).unwrap();
         assert_eq!(p.leader_epoch, 2);
-        c.stop_all().await;
+        c
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controlled_shutdown_moves_leadership_first() {
-    timeout(LIMIT, async {
-        let mut c = Cluster::start(3, no_tweak).await;
+    run(3, no_tweak, |c| async move {
         let client = Arc::new(c.client());
-        let mut live = Vec::new();
-        for id in [1, 2, 3] {
-            live.push(live_broker(client.clone(), id, None).await);
-        }
-        client.create_topics(vec![topic("t", 6, 2)], false).await[0]
-            .clone()
-            .unwrap();
+        let live = live_brokers(&client, &[1, 2, 3]).await;
+        create(&client, "t", 6, 2).await;
         c.wait_all(|i| i.topics.contains_key("t")).await;
         let _ = live[2].1.send(true);
         let reply = client.heartbeat(3, live[2].0, true).await.unwrap();
@@ -118,16 +95,14 @@ async fn controlled_shutdown_moves_leadership_first() {
             assert!(!p.isr.contains(&3), "{p:?}");
             assert!(p.leader != NO_LEADER);
         }
-        c.stop_all().await;
+        c
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_controller_gives_brokers_a_fresh_session() {
-    timeout(LIMIT, async {
-        let mut c = Cluster::start(3, short_sessions).await;
+    run(3, short_sessions, |mut c| async move {
         let client = Arc::new(c.client());
         let (_e, _s) = live_broker(client.clone(), 1, None).await;
         let old = c.wait_leader().await;
@@ -137,24 +112,20 @@ async fn a_new_controller_gives_brokers_a_fresh_session() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let img = c.wait_all(|_| true).await;
         assert!(!img[0].brokers[&1].fenced);
-        c.stop_all().await;
+        c
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placement_spreads_replicas_over_racks() {
-    timeout(LIMIT, async {
-        let mut c = Cluster::start(3, no_tweak).await;
+    run(3, no_tweak, |c| async move {
         let client = Arc::new(c.client());
         let mut live = Vec::new();
         for (id, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")] {
             live.push(live_broker(client.clone(), id, Some(rack)).await);
         }
-        client.create_topics(vec![topic("r", 12, 3)], false).await[0]
-            .clone()
-            .unwrap();
+        create(&client, "r", 12, 3).await;
         let img = c.wait_all(|i| i.topics.contains_key("r")).await;
         let rack = |b: &i32| img[0].brokers[b].rack.clone();
         for p in &img[0].topics["r"].partitions {
@@ -171,21 +142,16 @@ async fn placement_spreads_replicas_over_racks() {
         client.create_partitions("r", 14, None).await.unwrap();
         let img = c.wait_all(|i| i.topics["r"].partitions.len() == 14).await;
         assert!(!img[0].topics.contains_key("dry"));
-        c.stop_all().await;
+        c
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alter_partition_refuses_stale_epochs_and_reassignment_completes() {
-    timeout(LIMIT, async {
-        let mut c = Cluster::start(3, no_tweak).await;
+    run(3, no_tweak, |c| async move {
         let client = Arc::new(c.client());
-        let mut live = Vec::new();
-        for id in [1, 2, 3] {
-            live.push(live_broker(client.clone(), id, None).await);
-        }
+        let live = live_brokers(&client, &[1, 2, 3]).await;
         let epoch = |id: i32| live[id as usize - 1].0;
         let tid = client
             .create_topics(
@@ -257,23 +223,19 @@ async fn alter_partition_refuses_stale_epochs_and_reassignment_completes() {
         let e = client.reassign("t", 0, None).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::NoReassignmentInProgress);
         drop(img);
-        c.stop_all().await;
+        c
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_voter_watches_the_image_and_configs_change() {
-    timeout(LIMIT, async {
-        let mut c = Cluster::start(3, no_tweak).await;
+    run(3, no_tweak, |c| async move {
         let client = Arc::new(c.client());
         let watcher = ControllerClient::new(c.voters.clone());
         let rx = watcher.watch_image();
         let (_e, _s) = live_broker(client.clone(), 1, None).await;
-        client.create_topics(vec![topic("w", 1, 1)], false).await[0]
-            .clone()
-            .unwrap();
+        create(&client, "w", 1, 1).await;
         let mut cfg = std::collections::BTreeMap::new();
         cfg.insert("retention.ms".to_string(), "1000".to_string());
         client.alter_topic_configs("w", cfg.clone()).await.unwrap();
@@ -281,16 +243,14 @@ async fn a_non_voter_watches_the_image_and_configs_change() {
         assert!(img.cluster_id.is_some());
         let e = client.alter_topic_configs("nope", cfg).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::UnknownTopicOrPartition);
-        c.stop_all().await;
+        c
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_without_a_quorum_times_out_naming_the_voters() {
-    timeout(LIMIT, async {
-        let mut c = Cluster::start(3, no_tweak).await;
+    run(3, no_tweak, |mut c| async move {
         c.wait_leader().await;
         c.stop(0).await;
         c.stop(1).await;
@@ -307,8 +267,7 @@ async fn a_client_without_a_quorum_times_out_naming_the_voters() {
             e.message.contains(&c.voters[0].1.to_string()) || e.kind == ErrorKind::Unavailable,
             "{e}"
         );
-        c.stop_all().await;
+        c
     })
-    .await
-    .expect("test timed out");
+    .await;
 }

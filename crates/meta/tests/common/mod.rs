@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use runnel_meta::{ClusterImage, ControllerClient, MetaConfig, MetaNode};
+use runnel_meta::{ClusterImage, ControllerClient, MetaConfig, MetaNode, NewTopic};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -162,4 +162,49 @@ pub async fn live_broker(
         }
     });
     (epoch, stop)
+}
+
+/// Starts `n` voters, runs `body` within [`LIMIT`], stops what is still running.
+pub async fn run<F, Fut>(n: usize, tweak: fn(&mut MetaConfig), body: F)
+where
+    F: FnOnce(Cluster) -> Fut,
+    Fut: std::future::Future<Output = Cluster>,
+{
+    tokio::time::timeout(LIMIT, async {
+        let c = Cluster::start(n, tweak).await;
+        let mut c = body(c).await;
+        c.stop_all().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Registers and heartbeats each of `ids` (no rack).
+pub async fn live_brokers(
+    client: &Arc<ControllerClient>,
+    ids: &[i32],
+) -> Vec<(i64, watch::Sender<bool>)> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(live_broker(client.clone(), *id, None).await);
+    }
+    out
+}
+
+pub fn topic(name: &str, partitions: i32, rf: i16) -> NewTopic {
+    NewTopic {
+        name: name.into(),
+        num_partitions: partitions,
+        replication_factor: rf,
+        ..Default::default()
+    }
+}
+
+/// Creates a topic, which must succeed; returns its id.
+pub async fn create(client: &ControllerClient, name: &str, partitions: i32, rf: i16) -> Uuid {
+    client
+        .create_topics(vec![topic(name, partitions, rf)], false)
+        .await[0]
+        .clone()
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"))
 }
