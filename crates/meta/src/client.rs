@@ -21,8 +21,9 @@ use crate::rpc::{
 
 /// Idle connections kept per voter.
 const MAX_IDLE: usize = 4;
-/// One attempt never waits longer than this for its answer.
-const ATTEMPT_LIMIT: Duration = Duration::from_secs(10);
+/// One attempt never waits longer than this for its answer (a hung voter is given up on
+/// well within a broker session).
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(3);
 /// How long a watch long poll waits on the voter before it answers "nothing new".
 const WATCH_WAIT: Duration = Duration::from_secs(2);
 

@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -67,6 +68,15 @@ impl Peer {
         let ttl = option.hard_ttl();
         match conn.call(&req, ttl).await {
             Ok(r) => Ok(r),
+            // Too many entries for one frame: openraft retries with fewer.
+            Err((_, FrameError::TooLarge(_))) => match &req {
+                Request::AppendEntries(a) if a.entries.len() > 1 => Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(a.entries.len() as u64 / 2),
+                )),
+                _ => Err(RPCError::Network(NetworkError::new(&Msg(format!(
+                    "voter {target}: a request is larger than the frame limit"
+                ))))),
+            },
             Err((_, FrameError::Timeout(_))) => Err(RPCError::Timeout(Timeout {
                 action: rpc_action(&req),
                 id: self.me,

@@ -25,6 +25,9 @@ use crate::store::{LogStore, RecordBatch, StateMachine, TypeConfig};
 
 /// The longest a watch long poll may wait before answering "nothing new".
 const MAX_WATCH_WAIT: Duration = Duration::from_secs(30);
+/// The longest the controller waits for Raft (a read barrier or a write) before it answers
+/// Unavailable and checks its leadership again.
+const RAFT_WAIT: Duration = Duration::from_secs(5);
 /// The longest a controller request may take on the server (a stuck quorum answers
 /// Unavailable after this).
 const CONTROLLER_REQUEST_LIMIT: Duration = Duration::from_secs(20);
@@ -200,6 +203,16 @@ impl MetaNode {
     }
 }
 
+impl Drop for MetaNode {
+    /// Without [`MetaNode::shutdown`]: stops the RPC service and the controller at least.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+    }
+}
+
 async fn serve(
     listener: TcpListener,
     raft: Raft<TypeConfig>,
@@ -362,9 +375,21 @@ impl Actor {
         if self.synced_term == Some(term) {
             return Ok(());
         }
-        if let Err(e) = self.raft.ensure_linearizable().await {
-            tracing::debug!(node = self.me, "not yet the active controller: {e}");
-            return Err(self.not_controller());
+        match tokio::time::timeout(RAFT_WAIT, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(node = self.me, "not yet the active controller: {e}");
+                return Err(self.not_controller());
+            }
+            Err(_) => {
+                return Err(ControllerError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "controller {}: no quorum answered within {RAFT_WAIT:?}",
+                        self.me
+                    ),
+                ))
+            }
         }
         self.synced_term = Some(term);
         self.heartbeats.clear();
@@ -385,7 +410,20 @@ impl Actor {
         if records.is_empty() {
             return Ok(());
         }
-        match self.raft.client_write(RecordBatch(records)).await {
+        let written =
+            tokio::time::timeout(RAFT_WAIT, self.raft.client_write(RecordBatch(records))).await;
+        let Ok(written) = written else {
+            // It may still commit: the next decision catches up first.
+            self.synced_term = None;
+            return Err(ControllerError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "controller {}: the metadata log did not commit within {RAFT_WAIT:?}",
+                    self.me
+                ),
+            ));
+        };
+        match written {
             Ok(_) => Ok(()),
             Err(e) => {
                 self.synced_term = None;

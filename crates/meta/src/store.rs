@@ -556,3 +556,120 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    fn entry(index: u64) -> LogEntry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
+            payload: EntryPayload::Normal(RecordBatch(vec![MetadataRecord::BrokerConfig {
+                key: format!("k{index}"),
+                value: None,
+            }])),
+        }
+    }
+
+    fn write_entries(path: &Path, range: std::ops::Range<u64>) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for i in range {
+            encode_frame(&LogFrame::Entry(entry(i)), &mut buf).unwrap();
+        }
+        fs::write(path, &buf).unwrap();
+        buf
+    }
+
+    async fn indexes(store: &mut LogStore) -> Vec<u64> {
+        store
+            .try_get_log_entries(0..)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_frame_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let good = write_entries(&path, 1..4);
+        let mut torn = good.clone();
+        torn.extend_from_slice(&[0, 0, 0, 50, 1, 2]);
+        fs::write(&path, &torn).unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut store).await, vec![1, 2, 3]);
+        assert_eq!(fs::metadata(&path).unwrap().len(), good.len() as u64);
+    }
+
+    #[test]
+    fn a_bad_frame_before_the_end_is_an_error_naming_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let mut bytes = write_entries(&path, 1..4);
+        bytes[10] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let e = LogStore::open(dir.path())
+            .err()
+            .expect("corruption detected");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("log.bin") && msg.contains("byte 0") && msg.contains("checksum"),
+            "{msg}"
+        );
+        // A length prefix beyond the limit is refused without allocating it.
+        fs::write(&path, [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1]).unwrap();
+        let e = LogStore::open(dir.path())
+            .err()
+            .expect("bad length detected");
+        assert!(e.to_string().contains("above the limit"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn vote_truncation_and_purge_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        write_entries(&dir.path().join(LOG_FILE), 1..10);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        let vote = Vote::new(3, 2);
+        store.save_vote(&vote).await.unwrap();
+        store.truncate(entry(8).log_id).await.unwrap();
+        store.purge(entry(3).log_id).await.unwrap();
+        drop(store);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(indexes(&mut store).await, vec![4, 5, 6, 7]);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(entry(3).log_id));
+        assert_eq!(state.last_log_id, Some(entry(7).log_id));
+    }
+
+    #[tokio::test]
+    async fn snapshots_restore_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        let rx = sm.sender().subscribe();
+        sm.apply(vec![entry(1), entry(2)]).await.unwrap();
+        assert_eq!(rx.borrow().applied_index, 2);
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(entry(2).log_id));
+        drop(sm);
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied, Some(entry(2).log_id));
+        assert_eq!(sm.sender().borrow().applied_index, 2);
+        // A snapshot that is not an image is refused, naming the snapshot.
+        let bad = sm
+            .install_snapshot(&snap.meta, Box::new(Cursor::new(b"nope".to_vec())))
+            .await
+            .unwrap_err();
+        assert!(bad.to_string().contains("snapshot"), "{bad}");
+    }
+}
