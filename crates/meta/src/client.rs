@@ -306,6 +306,16 @@ impl ControllerClient {
         .await
     }
 
+    /// Cluster-wide dynamic broker configs (Kafka's `--entity-default` broker configs);
+    /// `None` deletes a key. The image's `broker_configs` holds the result.
+    pub async fn alter_broker_configs(
+        &self,
+        configs: BTreeMap<String, Option<String>>,
+    ) -> Result<(), ControllerError> {
+        self.done(ControllerRequest::AlterBrokerConfigs { configs })
+            .await
+    }
+
     /// ElectLeaders: `None` = every partition (then partitions needing no election are left
     /// out of the results); `preferred` = preferred-leader election, else unclean election.
     pub async fn elect_leaders(

@@ -720,6 +720,14 @@ pub fn alter_topic_configs(
     }])
 }
 
+/// Cluster-wide dynamic broker configs: one record per key (`None` deletes it).
+pub fn alter_broker_configs(configs: BTreeMap<String, Option<String>>) -> Records {
+    configs
+        .into_iter()
+        .map(|(key, value)| MetadataRecord::BrokerConfig { key, value })
+        .collect()
+}
+
 fn partition_of<'a>(
     image: &'a ClusterImage,
     name: &str,

@@ -75,6 +75,33 @@ pub enum ErrorKind {
     Unavailable,
 }
 
+impl ErrorKind {
+    /// The Kafka error code. [`ErrorKind::Unavailable`] maps to NOT_CONTROLLER (41), which
+    /// Kafka clients retry.
+    pub fn kafka_code(self) -> i16 {
+        match self {
+            ErrorKind::NotController | ErrorKind::Unavailable => 41,
+            ErrorKind::InvalidReplicationFactor => 38,
+            ErrorKind::InvalidReplicaAssignment => 39,
+            ErrorKind::TopicAlreadyExists => 36,
+            ErrorKind::UnknownTopicOrPartition => 3,
+            ErrorKind::InvalidPartitions => 37,
+            ErrorKind::InvalidTopic => 17,
+            ErrorKind::StaleBrokerEpoch => 77,
+            ErrorKind::FencedLeaderEpoch => 74,
+            ErrorKind::InvalidUpdateVersion => 108,
+            ErrorKind::NotLeaderOrFollower => 6,
+            ErrorKind::IneligibleReplica => 107,
+            ErrorKind::InvalidRequest => 42,
+            ErrorKind::NoReassignmentInProgress => 85,
+            ErrorKind::PreferredLeaderNotAvailable => 80,
+            ErrorKind::EligibleLeadersNotAvailable => 83,
+            ErrorKind::ElectionNotNeeded => 84,
+            ErrorKind::Timeout => 7,
+        }
+    }
+}
+
 /// A controller request failed: what kind (for the Kafka error code) and a message naming
 /// the thing that was wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

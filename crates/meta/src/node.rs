@@ -535,6 +535,11 @@ impl Actor {
                 self.write(records).await?;
                 Ok(ControllerReply::Done)
             }
+            ControllerRequest::AlterBrokerConfigs { configs } => {
+                self.write(controller::alter_broker_configs(configs))
+                    .await?;
+                Ok(ControllerReply::Done)
+            }
             ControllerRequest::ElectLeaders {
                 partitions,
                 preferred,

@@ -114,6 +114,10 @@ pub enum ControllerRequest {
         topic: String,
         configs: BTreeMap<String, String>,
     },
+    /// Cluster-wide dynamic broker configs (`None` deletes the key).
+    AlterBrokerConfigs {
+        configs: BTreeMap<String, Option<String>>,
+    },
     ElectLeaders {
         partitions: Option<Vec<(String, i32)>>,
         preferred: bool,
