@@ -173,6 +173,9 @@ mod tests {
             ]
         );
         assert_eq!(format_voters(&v), "1@127.0.0.1:19093,2@127.0.0.1:19094");
+        let v6 = parse_voters("3@[::1]:9093,4@localhost:9094").unwrap();
+        assert_eq!(v6[0], (3, "[::1]:9093".parse().unwrap()));
+        assert_eq!(v6[1].1.port(), 9094);
     }
 
     #[test]

@@ -199,3 +199,25 @@ async fn a_garbage_frame_closes_that_connection_and_the_node_keeps_working() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_voter_is_a_cluster_of_its_own_and_restarts() {
+    run(1, no_tweak, |mut c| async move {
+        assert_eq!(c.wait_leader().await, 1);
+        let client = Arc::new(c.client());
+        let (_e, stop) = live_broker(client.clone(), 1, None).await;
+        let id = create(&client, "one", 4, 1).await;
+        let _ = stop.send(true);
+        let before = c.wait_all(|i| i.topics.contains_key("one")).await[0].clone();
+        c.stop(0).await;
+        c.restart(0).await;
+        let after = wait_image(c.node(0).image(), |i| {
+            i.applied_index >= before.applied_index
+        })
+        .await;
+        assert_eq!(after.topics["one"].id, id);
+        assert_eq!(after.cluster_id, before.cluster_id);
+        c
+    })
+    .await;
+}
