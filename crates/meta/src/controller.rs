@@ -312,7 +312,7 @@ pub fn place(
         let s = 1 + (second_shift + k) % (n - 1);
         (first + s) % n
     };
-    let mut out = Vec::with_capacity(partitions.max(0) as usize);
+    let mut out = Vec::new();
     let start = start_partition.max(0) as usize;
     for current in start..start + partitions.max(0) as usize {
         if current > 0 && current.is_multiple_of(n) {
@@ -344,6 +344,20 @@ pub fn place(
     Ok(out)
 }
 
+/// The most partitions one request may add: one decision is one log entry, and an entry
+/// must stay well below the frame limit.
+pub const MAX_NEW_PARTITIONS: i32 = 100_000;
+
+fn check_new_partitions(what: &str, n: i32) -> Result<(), ControllerError> {
+    if n > MAX_NEW_PARTITIONS {
+        return Err(err(
+            ErrorKind::InvalidPartitions,
+            format!("{what}: {n} new partitions in one request is above the limit of {MAX_NEW_PARTITIONS}"),
+        ));
+    }
+    Ok(())
+}
+
 fn live_brokers(image: &ClusterImage) -> Vec<(i32, Option<String>)> {
     image
         .live_brokers()
@@ -358,6 +372,7 @@ fn assigned_partitions(
     what: &str,
     assignments: &[Vec<i32>],
 ) -> Result<Vec<PartitionImage>, ControllerError> {
+    check_new_partitions(what, i32::try_from(assignments.len()).unwrap_or(i32::MAX))?;
     let bad = |m: String| err(ErrorKind::InvalidReplicaAssignment, format!("{what}: {m}"));
     let rf = assignments.first().map(|a| a.len()).unwrap_or(0);
     let mut out = Vec::new();
@@ -454,6 +469,7 @@ pub fn create_topics(
                         }
                         n => n,
                     };
+                    check_new_partitions(&format!("topic {:?}", t.name), np)?;
                     let rf = match t.replication_factor {
                         -1 => defaults.default_replication_factor,
                         r if r <= 0 => {
@@ -540,6 +556,7 @@ pub fn create_partitions(
         ));
     }
     let add = total - have;
+    check_new_partitions(&format!("topic {name:?}"), add)?;
     let partitions = match assignments {
         Some(a) => {
             if a.len() as i32 != add {

@@ -28,6 +28,9 @@ const MAX_WATCH_WAIT: Duration = Duration::from_secs(30);
 /// The longest the controller waits for Raft (a read barrier or a write) before it answers
 /// Unavailable and checks its leadership again.
 const RAFT_WAIT: Duration = Duration::from_secs(5);
+/// The largest log entry the controller writes (a quarter of the frame limit, so that
+/// AppendEntries can always carry it).
+const MAX_ENTRY: usize = crate::store::MAX_FRAME / 4;
 /// The longest a controller request may take on the server (a stuck quorum answers
 /// Unavailable after this).
 const CONTROLLER_REQUEST_LIMIT: Duration = Duration::from_secs(20);
@@ -409,6 +412,15 @@ impl Actor {
     async fn write(&mut self, records: Vec<MetadataRecord>) -> Result<(), ControllerError> {
         if records.is_empty() {
             return Ok(());
+        }
+        let size = serde_json::to_vec(&records)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > MAX_ENTRY {
+            return Err(ControllerError::new(
+                ErrorKind::InvalidRequest,
+                format!("the decision is {size} bytes of metadata, above the limit of {MAX_ENTRY} for one log entry"),
+            ));
         }
         let written =
             tokio::time::timeout(RAFT_WAIT, self.raft.client_write(RecordBatch(records))).await;

@@ -284,6 +284,9 @@ fn create_partitions_grows_with_the_topics_replication_factor() {
     let t = &after.topics["t"];
     assert_eq!(t.partitions.len(), 4);
     assert!(t.partitions.iter().all(|p| p.replicas.len() == 2));
+    let e = create_partitions(&img, "t", i32::MAX, None, 0).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidPartitions);
+    assert!(e.message.contains("limit"), "{e}");
     let e = create_partitions(&img, "nope", 4, None, 0).unwrap_err();
     assert_eq!(e.kind, ErrorKind::UnknownTopicOrPartition);
 }
