@@ -290,3 +290,73 @@ async fn a_client_without_a_quorum_times_out_naming_the_voters() {
     })
     .await;
 }
+
+fn fast_rebalance(cfg: &mut MetaConfig) {
+    cfg.auto_leader_rebalance = true;
+    cfg.leader_imbalance_check_interval = Duration::from_millis(300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_returns_to_the_preferred_replica_automatically() {
+    run(3, fast_rebalance, |c| async move {
+        let client = Arc::new(c.client());
+        let live = live_brokers(&client, &[1, 2, 3]).await;
+        let epoch = |id: i32| live[id as usize - 1].0;
+        let tid = client
+            .create_topics(
+                vec![NewTopic {
+                    name: "p".into(),
+                    num_partitions: -1,
+                    replication_factor: -1,
+                    assignments: Some(vec![vec![1, 2, 3]]),
+                    ..Default::default()
+                }],
+                false,
+            )
+            .await[0]
+            .clone()
+            .unwrap();
+        // Broker 1 shuts down (controlled): 2 leads, 1 leaves the ISR.
+        assert!(
+            client
+                .heartbeat(1, epoch(1), true)
+                .await
+                .unwrap()
+                .shutdown_ready
+        );
+        let img = c
+            .wait_all(|i| i.partition("p", 0).unwrap().leader == 2)
+            .await;
+        let p = img[0].partition("p", 0).unwrap().clone();
+        assert_eq!(p.isr, vec![2, 3]);
+        // It comes back; no automatic move while it is out of the ISR.
+        assert!(!client.heartbeat(1, epoch(1), false).await.unwrap().fenced);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(
+            c.node(0).image().borrow().partition("p", 0).unwrap().leader,
+            2
+        );
+        // The leader adds it back to the ISR; the rebalance check moves leadership to it.
+        client
+            .alter_partition(
+                2,
+                epoch(2),
+                tid,
+                0,
+                p.leader_epoch,
+                p.partition_epoch,
+                vec![2, 3, 1],
+            )
+            .await
+            .unwrap();
+        let img = c
+            .wait_all(|i| i.partition("p", 0).unwrap().leader == 1)
+            .await;
+        assert_eq!(
+            img[0].partition("p", 0).unwrap().leader_epoch,
+            p.leader_epoch + 1
+        );
+        c
+    })
+    .await;
+}
