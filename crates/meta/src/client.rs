@@ -194,6 +194,12 @@ impl ControllerClient {
         }
     }
 
+    /// UnregisterBroker: the broker left the cluster for good (decommissioning). Its
+    /// partitions move as when it is fenced; it stays in replica lists until reassigned.
+    pub async fn unregister_broker(&self, id: i32) -> Result<(), ControllerError> {
+        self.done(ControllerRequest::UnregisterBroker { id }).await
+    }
+
     /// A broker heartbeat; `want_shutdown` asks for a controlled shutdown.
     pub async fn heartbeat(
         &self,

@@ -127,6 +127,20 @@ pub fn fence_broker(image: &ClusterImage, id: i32) -> Records {
     records
 }
 
+/// UnregisterBroker: the broker left for good. Its partitions move as when it is fenced;
+/// it stays in replica lists until they are reassigned.
+pub fn unregister_broker(image: &ClusterImage, id: i32) -> Result<Records, ControllerError> {
+    if !image.brokers.contains_key(&id) {
+        return Err(err(
+            ErrorKind::StaleBrokerEpoch,
+            format!("broker {id} is not registered"),
+        ));
+    }
+    let mut records = fence_changes(image, id);
+    records.push(MetadataRecord::UnregisterBroker { id });
+    Ok(records)
+}
+
 pub fn register_broker(
     image: &ClusterImage,
     id: i32,

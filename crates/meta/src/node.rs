@@ -476,6 +476,12 @@ impl Actor {
                 tracing::info!(broker = id, epoch, "broker registered");
                 Ok(ControllerReply::BrokerEpoch(epoch))
             }
+            ControllerRequest::UnregisterBroker { id } => {
+                self.write(controller::unregister_broker(img, id)?).await?;
+                self.heartbeats.remove(&id);
+                tracing::info!(broker = id, "broker unregistered");
+                Ok(ControllerReply::Done)
+            }
             ControllerRequest::Heartbeat {
                 id,
                 broker_epoch,

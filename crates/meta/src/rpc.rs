@@ -92,6 +92,9 @@ pub enum ControllerRequest {
         rack: Option<String>,
         incarnation: Uuid,
     },
+    UnregisterBroker {
+        id: i32,
+    },
     Heartbeat {
         id: i32,
         broker_epoch: i64,

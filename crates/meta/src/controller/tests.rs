@@ -436,3 +436,18 @@ fn cancelling_a_reassignment_restores_the_original_replicas() {
         (vec![2], vec![2], 2)
     );
 }
+
+#[test]
+fn unregistering_moves_partitions_and_forgets_the_broker() {
+    let mut img = image_with(2, vec![PartitionImage::new(vec![1, 2])]);
+    let records = unregister_broker(&img, 1).unwrap();
+    apply(&mut img, &records);
+    assert!(!img.brokers.contains_key(&1));
+    let p = img.partition("t", 0).unwrap();
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.replicas.clone()),
+        (2, vec![2], vec![1, 2])
+    );
+    let e = unregister_broker(&img, 1).unwrap_err();
+    assert!(e.message.contains("broker 1"), "{e}");
+}
