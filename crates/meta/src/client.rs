@@ -15,8 +15,8 @@ use crate::config::{format_voters, voter_addr};
 use crate::error::{ControllerError, ErrorKind};
 use crate::image::{ClusterImage, PartitionImage};
 use crate::rpc::{
-    AlterPartitionRequest, Conn, ControllerReply, ControllerRequest, Elections, HeartbeatReply,
-    NewTopic, Request, Response,
+    AlterPartitionRequest, Conn, ControllerReply, ControllerRequest, Elections, FrameError,
+    HeartbeatReply, NewTopic, Request, Response,
 };
 
 /// Idle connections kept per voter.
@@ -65,13 +65,14 @@ impl ControllerClient {
     async fn send(&self, target: i32, req: &Request, limit: Duration) -> Result<Response, String> {
         let addr = voter_addr(&self.voters, target)
             .ok_or_else(|| format!("node {target} is not a known voter"))?;
-        let mut conn = self
-            .idle
-            .lock()
-            .get_mut(&target)
-            .and_then(|v| v.pop())
-            .unwrap_or_else(|| Conn::new(addr));
-        let res = conn.call(req, limit).await;
+        let pooled = self.idle.lock().get_mut(&target).and_then(|v| v.pop());
+        let was_pooled = pooled.is_some();
+        let mut conn = pooled.unwrap_or_else(|| Conn::new(addr));
+        let mut res = conn.call(req, limit).await;
+        if was_pooled && matches!(&res, Err((_, e)) if !matches!(e, FrameError::Timeout(_))) {
+            // An idle connection the voter closed meanwhile (it restarted): one fresh try.
+            res = conn.call(req, limit).await;
+        }
         if res.is_ok() {
             let mut idle = self.idle.lock();
             let v = idle.entry(target).or_default();
