@@ -35,6 +35,8 @@ pub struct Broker {
     /// Log dirs taken offline by an I/O error: their partitions answer
     /// KAFKA_STORAGE_ERROR while the other dirs keep serving (Kafka's JBOD behaviour).
     offline_dirs: parking_lot::RwLock<std::collections::BTreeSet<std::path::PathBuf>>,
+    /// Replicated mode: the link to the metadata quorum (set once the broker has joined).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 struct ProducerIdBlock {
@@ -72,10 +74,21 @@ impl Broker {
             txns: TxnCoordinator::new(config_txn),
             metrics: Default::default(),
             offline_dirs: Default::default(),
+            cluster: std::sync::OnceLock::new(),
         };
         // After groups: completing a prepared transaction applies its offset commits.
         broker.txns.load(&broker)?;
         Ok(broker)
+    }
+
+    /// The cluster link, in replicated mode.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// `min.insync.replicas` with dynamic broker configs applied.
+    pub fn effective_min_isr(&self) -> usize {
+        self.topics.effective_config().min_insync_replicas.max(1) as usize
     }
 
     pub fn node_id(&self) -> i32 {
@@ -136,6 +149,11 @@ impl Broker {
         }
         let id = block.next;
         block.next += 1;
+        if self.config.cluster.is_clustered() {
+            // Every broker hands out ids: the low bits name the broker, so two brokers
+            // never issue the same id (node ids are below 1024, as checked at start).
+            return Ok((id << 10) | i64::from(self.node_id() & 0x3ff));
+        }
         Ok(id)
     }
 }

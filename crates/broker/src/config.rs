@@ -46,15 +46,59 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
     "queued.max.requests",
-    "offsets.topic.replication.factor",
-    "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
     "log.cleaner.threads",
     "compression.type",
-    "unclean.leader.election.enable",
     "inter.broker.listener.name",
     "listener.security.protocol.map",
+    "controller.listener.names",
 ];
+
+/// Replication and cluster membership (Kafka's KRaft keys).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `controller.quorum.voters` ("1@127.0.0.1:19093,2@..."): empty for a single node.
+    pub voters: Vec<(i32, SocketAddr)>,
+    pub broker_role: bool,
+    pub controller_role: bool,
+    /// `metadata.log.dir`: where the quorum keeps its log (default: first log dir).
+    pub metadata_dir: Option<PathBuf>,
+    pub replica_lag_time_max_ms: u64,
+    pub replica_fetch_wait_max_ms: u64,
+    pub replica_fetch_max_bytes: usize,
+    pub broker_session_timeout_ms: u64,
+    pub broker_heartbeat_interval_ms: u64,
+    /// Capped at the number of live brokers when the topic is created.
+    pub offsets_topic_replication_factor: i16,
+    pub transaction_state_replication_factor: i16,
+    pub controlled_shutdown: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            voters: Vec::new(),
+            broker_role: true,
+            controller_role: true,
+            metadata_dir: None,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 1024 * 1024,
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 2_000,
+            offsets_topic_replication_factor: 3,
+            transaction_state_replication_factor: 3,
+            controlled_shutdown: true,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this node is part of a replicated cluster.
+    pub fn is_clustered(&self) -> bool {
+        !self.voters.is_empty()
+    }
+}
 
 /// The broker's settings, parsed and validated.
 #[derive(Debug, Clone)]
@@ -87,6 +131,8 @@ pub struct BrokerConfig {
     pub groups: crate::groups::GroupConfig,
     /// Transaction coordinator settings (`transaction.*`).
     pub txn: crate::txn::TxnConfig,
+    /// Replication and the metadata quorum; `voters` empty means a single node.
+    pub cluster: ClusterConfig,
     /// The keys that were set, with their values, for DescribeConfigs and logging.
     pub explicit: BTreeMap<String, String>,
 }
@@ -199,6 +245,7 @@ impl BrokerConfig {
             min_insync_replicas: 1,
             groups: crate::groups::GroupConfig::default(),
             txn: crate::txn::TxnConfig::default(),
+            cluster: ClusterConfig::default(),
             explicit: BTreeMap::new(),
         };
         // Kafka resolves retention and roll from the most precise unit given.
@@ -335,16 +382,61 @@ impl BrokerConfig {
                     c.groups.consumer_session_timeout_ms =
                         parse_i64(k, v, 1)?.min(i32::MAX as i64) as i32
                 }
+                "controller.quorum.voters" => {
+                    c.cluster.voters =
+                        runnel_meta::parse_voters(v).map_err(|why| invalid(k, v, why))?
+                }
+                "process.roles" => {
+                    let roles: Vec<&str> = v.split(',').map(str::trim).collect();
+                    if roles.is_empty()
+                        || roles.iter().any(|r| !matches!(*r, "broker" | "controller"))
+                    {
+                        return Err(invalid(
+                            k,
+                            v,
+                            "expected broker, controller, or broker,controller",
+                        ));
+                    }
+                    c.cluster.broker_role = roles.contains(&"broker");
+                    c.cluster.controller_role = roles.contains(&"controller");
+                }
+                "metadata.log.dir" => c.cluster.metadata_dir = Some(PathBuf::from(v.trim())),
+                "replica.lag.time.max.ms" => {
+                    c.cluster.replica_lag_time_max_ms = parse_i64(k, v, 1)? as u64
+                }
+                "replica.fetch.wait.max.ms" => {
+                    c.cluster.replica_fetch_wait_max_ms = parse_i64(k, v, 1)?.min(60_000) as u64
+                }
+                "replica.fetch.max.bytes" => {
+                    c.cluster.replica_fetch_max_bytes =
+                        parse_i64(k, v, 1)?.min(i32::MAX as i64) as usize
+                }
+                "broker.session.timeout.ms" => {
+                    c.cluster.broker_session_timeout_ms = parse_i64(k, v, 1)? as u64
+                }
+                "broker.heartbeat.interval.ms" => {
+                    c.cluster.broker_heartbeat_interval_ms = parse_i64(k, v, 1)? as u64
+                }
+                "offsets.topic.replication.factor" => {
+                    c.cluster.offsets_topic_replication_factor =
+                        parse_i64(k, v, 1)?.min(i16::MAX as i64) as i16
+                }
+                "transaction.state.log.replication.factor" => {
+                    c.cluster.transaction_state_replication_factor =
+                        parse_i64(k, v, 1)?.min(i16::MAX as i64) as i16
+                }
+                "unclean.leader.election.enable" => {
+                    if parse_bool(k, v)? {
+                        return Err(invalid(k, v, "unclean leader election is not supported: it loses acknowledged records"));
+                    }
+                }
+                "controlled.shutdown.enable" => c.cluster.controlled_shutdown = parse_bool(k, v)?,
                 "offset.metadata.max.bytes" => {
                     c.groups.offset_metadata_max_bytes = parse_i64(k, v, 0)? as usize
                 }
                 _ if ACCEPTED_WITHOUT_EFFECT.contains(&k) => {}
                 _ => {
-                    let hint = if k.starts_with("controller.") || k == "process.roles" {
-                        " (clustering is not available yet; run a single node)".to_string()
-                    } else {
-                        " (see docs/configuration.md for the keys Runnel knows)".to_string()
-                    };
+                    let hint = " (see docs/configuration.md for the keys Runnel knows)".to_string();
                     return Err(ConfigError::UnknownKey {
                         key: k.to_string(),
                         hint,

@@ -29,6 +29,8 @@ pub struct SessionPartition {
     pub key: PartitionKey,
     pub fetch_offset: i64,
     pub max_bytes: usize,
+    /// The leader epoch the client believes current (-1: not checked).
+    pub current_leader_epoch: i32,
     /// What the client was last told; a change is news worth a response entry.
     pub sent_high_watermark: i64,
     pub sent_log_start_offset: i64,
@@ -122,6 +124,7 @@ impl FetchSessions {
                 Some(p) => {
                     p.fetch_offset = c.fetch_offset;
                     p.max_bytes = c.max_bytes;
+                    p.current_leader_epoch = c.current_leader_epoch;
                 }
                 None => session.partitions.push(c),
             }
@@ -162,6 +165,7 @@ mod tests {
             },
             fetch_offset: offset,
             max_bytes: 100,
+            current_leader_epoch: -1,
             sent_high_watermark: -1,
             sent_log_start_offset: -1,
         }

@@ -6,6 +6,7 @@
 //! topic registry, and the delayed operations (long-poll fetch, acks=all group commit).
 
 pub mod broker;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod error;
@@ -15,6 +16,7 @@ mod handlers;
 pub mod http;
 pub mod metrics;
 pub mod partition;
+pub mod replication;
 pub mod server;
 pub mod topics;
 pub mod txn;

@@ -1,20 +1,29 @@
-//! One partition this broker leads: its log behind a mutex, and the group-commit
-//! machinery that makes acks=all wait for an fdatasync shared by concurrent producers.
+//! One partition this broker holds: its log behind a mutex, its replica state (leader or
+//! follower, ISR, high watermark), and the group-commit machinery that makes acks=all
+//! wait for an fdatasync shared by concurrent producers.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use runnel_log::{LogError, PartitionLog};
 use tokio::sync::{watch, Notify};
 
+use crate::replication::ReplicaState;
+
 /// Thread-safe: the log is behind a mutex held only for the duration of one call.
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub log: Mutex<PartitionLog>,
-    /// Single-node leadership epoch; bumps come with replication.
-    pub leader_epoch: i32,
+    /// The epoch stamped on batches this broker appends as leader (0 on a single node).
+    leader_epoch: AtomicI32,
+    /// Who leads, who is in sync, and (on the leader) what each follower has. Unused on
+    /// a single node, where the high watermark is the log end.
+    pub replica: Mutex<ReplicaState>,
+    /// Replicated partitions only: the high watermark (leader: the smallest log end in the
+    /// ISR; follower: the leader's, capped by the local log end).
+    high_watermark: watch::Sender<i64>,
     /// Log end offset up to which data has been fdatasynced.
     durable: watch::Sender<i64>,
     flush_wanted: Notify,
@@ -25,11 +34,14 @@ impl Partition {
     pub fn new(topic: &str, index: i32, log: PartitionLog) -> Arc<Self> {
         let end = log.log_end_offset();
         let (durable, _) = watch::channel(end);
+        let (high_watermark, _) = watch::channel(0);
         let p = Arc::new(Partition {
             topic: topic.to_string(),
             index,
             log: Mutex::new(log),
-            leader_epoch: 0,
+            leader_epoch: AtomicI32::new(0),
+            replica: Mutex::new(ReplicaState::default()),
+            high_watermark,
             durable,
             flush_wanted: Notify::new(),
             closed: AtomicBool::new(false),
@@ -47,7 +59,82 @@ impl Partition {
     /// The offset below which consumers may read. On a single node every appended
     /// record is as replicated as it will ever be, so this is the log end.
     pub fn high_watermark(&self) -> i64 {
-        self.log.lock().log_end_offset()
+        if self.replica.lock().replicated {
+            *self.high_watermark.borrow()
+        } else {
+            self.log.lock().log_end_offset()
+        }
+    }
+
+    /// Like `high_watermark`, for callers that already hold the log lock.
+    pub fn high_watermark_with(&self, log: &PartitionLog) -> i64 {
+        if self.replica.lock().replicated {
+            (*self.high_watermark.borrow()).min(log.log_end_offset())
+        } else {
+            log.log_end_offset()
+        }
+    }
+
+    pub(crate) fn high_watermark_ref(&self) -> watch::Ref<'_, i64> {
+        self.high_watermark.borrow()
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// Moves the high watermark forward (never back); true if it moved.
+    pub(crate) fn advance_high_watermark(&self, to: i64) -> bool {
+        self.high_watermark.send_if_modified(|hw| {
+            let moved = to > *hw;
+            if moved {
+                *hw = to;
+            }
+            moved
+        })
+    }
+
+    /// Sets the high watermark outright (a follower copying its leader's, or a reset).
+    pub(crate) fn set_high_watermark(&self, to: i64) {
+        self.high_watermark.send_if_modified(|hw| {
+            let moved = to != *hw;
+            *hw = to;
+            moved
+        });
+    }
+
+    /// Waits until the high watermark reaches `offset`, or this broker stops leading the
+    /// partition (Err: NOT_LEADER_OR_FOLLOWER), or `deadline` passes (Err: timeout).
+    pub async fn wait_replicated(
+        &self,
+        offset: i64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), crate::error::ErrorCode> {
+        let mut rx = self.high_watermark.subscribe();
+        loop {
+            if !self.replica.lock().replicated || *rx.borrow_and_update() >= offset {
+                return Ok(());
+            }
+            if !self.replica.lock().is_leader() {
+                return Err(crate::error::ErrorCode::NotLeaderOrFollower);
+            }
+            // Re-check leadership now and then: losing it does not move the watermark.
+            let tick = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() {
+                    return Err(crate::error::ErrorCode::NotLeaderOrFollower);
+                },
+                _ = tokio::time::sleep_until(tick.min(deadline)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(crate::error::ErrorCode::RequestTimedOut);
+                    }
+                }
+            }
+        }
     }
 
     /// Waits until everything below `offset` is on disk. Concurrent waiters share one

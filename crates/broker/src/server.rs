@@ -58,8 +58,13 @@ impl Server {
             .map_err(|e| {
                 BrokerError::new(crate::error::ErrorCode::UnknownServerError, e.to_string())
             })??;
+        let broker = Arc::new(broker);
+        if broker.config.cluster.is_clustered() {
+            let cluster = crate::cluster::Cluster::start(&broker).await?;
+            let _ = broker.cluster.set(cluster);
+        }
         Ok(Server {
-            broker: Arc::new(broker),
+            broker,
             listener,
             http,
         })
@@ -113,6 +118,12 @@ impl Server {
         txn_timers.abort();
         if let Some(h) = http {
             h.abort();
+        }
+        if let Some(cluster) = broker.cluster() {
+            if broker.config.cluster.controlled_shutdown {
+                cluster.controlled_shutdown(&broker).await;
+            }
+            cluster.shutdown().await;
         }
         tracing::info!("shutting down: closing partitions");
         let b = broker.clone();

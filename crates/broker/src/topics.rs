@@ -224,7 +224,7 @@ impl TopicRegistry {
         } else {
             replication_factor
         };
-        if rf != 1 {
+        if rf != 1 && !self.config.cluster.is_clustered() {
             return Err(BrokerError::new(
                 ErrorCode::InvalidReplicationFactor,
                 format!("replication factor {rf} is larger than the 1 available broker"),
@@ -491,6 +491,57 @@ impl TopicRegistry {
     /// The broker's data directories.
     pub fn log_dirs(&self) -> &[PathBuf] {
         &self.config.log_dirs
+    }
+
+    /// Makes the local topic match the cluster's metadata image: created with the image's
+    /// id, recreated if the id differs (deleted and created again meanwhile), grown to its
+    /// partition count, given its configs. Returns the local topic.
+    pub fn materialize(
+        &self,
+        name: &str,
+        id: Uuid,
+        partitions: i32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        if let Some(t) = self.get(name) {
+            if t.id != id {
+                tracing::info!(topic = name, old = %t.id, new = %id, "topic was recreated in the cluster; dropping the local copy");
+                self.delete(name)?;
+            } else {
+                if (t.partitions.len() as i32) < partitions {
+                    self.add_partitions(name, partitions, false)?;
+                }
+                if &t.configs != configs {
+                    self.set_configs(name, configs.clone())?;
+                }
+                return self.get(name).ok_or_else(|| {
+                    BrokerError::new(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("topic '{name}' vanished"),
+                    )
+                });
+            }
+        }
+        let rec = TopicRecord {
+            name: name.to_string(),
+            id,
+            partitions,
+            configs: configs.clone(),
+        };
+        let mut topics = self.topics.write();
+        let topic = Arc::new(self.open_topic(&rec)?);
+        topics.insert(name.to_string(), topic.clone());
+        if let Err(e) = self.persist(&topics) {
+            topics.remove(name);
+            self.remove_partitions(&topic);
+            return Err(e);
+        }
+        tracing::info!(
+            topic = name,
+            partitions,
+            "topic created from cluster metadata"
+        );
+        Ok(topic)
     }
 
     /// Deletes a topic and its data.

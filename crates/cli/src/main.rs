@@ -1,5 +1,6 @@
 //! The `runnel` binary: one executable for the broker and every tool around it.
 
+mod cluster_cmd;
 mod server;
 #[cfg(feature = "sql")]
 mod sql_cmd;
@@ -25,6 +26,9 @@ enum Command {
     Server(server::ServerArgs),
     #[command(flatten)]
     Tools(tools::ToolCommand),
+    /// Run a local multi-node cluster (`runnel cluster local --nodes 3`).
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
     /// Run a streaming SQL query (Spark Structured Streaming semantics) from a file.
     #[cfg(feature = "sql")]
     Sql(sql_cmd::SqlArgs),
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => server::run(args),
         Command::Tools(cmd) => tools::run(cmd),
+        Command::Cluster(cmd) => cluster_cmd::run(cmd),
         #[cfg(feature = "sql")]
         Command::Sql(args) => sql_cmd::run_sql(args),
         #[cfg(feature = "sql")]

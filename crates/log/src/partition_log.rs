@@ -422,19 +422,27 @@ impl PartitionLog {
             if self.active().size == 0 && self.active().base_offset < h.base_offset {
                 // An empty active segment named below the batch (after compaction gaps on
                 // the leader, or a reset): rename it by recreating it at the batch's base.
-                let (_, seg) = self.segments.pop_last().expect("a log always has a segment");
+                let (_, seg) = self
+                    .segments
+                    .pop_last()
+                    .expect("a log always has a segment");
                 seg.delete_files()?;
                 let seg = LogSegment::create(&self.dir, h.base_offset, now_ms)?;
                 self.segments.insert(h.base_offset, seg);
             }
             let index_interval = self.config.index_interval_bytes;
-            self.active_mut().append(bytes, &[h.clone()], index_interval)?;
+            self.active_mut()
+                .append(bytes, &[h.clone()], index_interval)?;
             self.next_offset = h.last_offset() + 1;
             if h.has_producer_id() {
                 if h.is_control() {
                     if let Some(commit) = batch::marker_type(bytes) {
-                        self.producers
-                            .apply_marker(h.producer_id, h.producer_epoch, commit, h.base_offset);
+                        self.producers.apply_marker(
+                            h.producer_id,
+                            h.producer_epoch,
+                            commit,
+                            h.base_offset,
+                        );
                     }
                 } else {
                     self.producers.update(&h);

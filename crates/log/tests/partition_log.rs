@@ -385,7 +385,11 @@ fn a_follower_copies_truncates_and_catches_up() {
     let mut leader = PartitionLog::open(leader_dir.path(), small_segments(), 0).unwrap();
     for i in 0..20 {
         leader
-            .append(&mut batch(&format!("r{i}"), 3, i, 7, i as i32 * 3), i as i32 / 5, 0)
+            .append(
+                &mut batch(&format!("r{i}"), 3, i, 7, i as i32 * 3),
+                i as i32 / 5,
+                0,
+            )
             .unwrap();
     }
     let mut follower = PartitionLog::open(follower_dir.path(), small_segments(), 0).unwrap();
@@ -396,7 +400,10 @@ fn a_follower_copies_truncates_and_catches_up() {
     }
     assert_eq!(follower.log_end_offset(), 60);
     assert_eq!(read_all(&follower, 0), read_all(&leader, 0));
-    assert_eq!(follower.end_offset_for_epoch(1), leader.end_offset_for_epoch(1));
+    assert_eq!(
+        follower.end_offset_for_epoch(1),
+        leader.end_offset_for_epoch(1)
+    );
     assert_eq!(follower.producer(7).unwrap().last_sequence(), 59);
     // A refetch of what is already there is skipped.
     let again = leader.read(30, 500, i64::MAX, true).unwrap();

@@ -78,6 +78,12 @@ class Broker:
         return args
 
     def start(self):
+        self.launch()
+        return self.await_ready()
+
+    def launch(self):
+        """Starts the process without waiting for it to listen (cluster nodes wait for
+        their quorum, so a cluster launches every node before waiting for any)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
         self.log_path = os.path.join(self.workdir, f"{self.name}.{self.starts}.log")
@@ -87,6 +93,9 @@ class Broker:
             preexec_fn=_die_with_parent, env={**os.environ, "RUST_BACKTRACE": "1"})
         log.close()
         self.expected_exit = False
+        return self
+
+    def await_ready(self):
         line = self._read_first_line(START_TIMEOUT_S)
         m = LISTENING.match(line)
         if not m:

@@ -325,6 +325,10 @@ pub struct GroupCoordinator {
     /// Offsets committed inside open transactions, by producer id: visible only after
     /// the commit marker. Lock order: `pending_txn` before `groups`.
     pending_txn: Mutex<HashMap<i64, Vec<(String, (String, i32), OffsetValue)>>>,
+    /// Replicated mode: the `__consumer_offsets` partitions this broker leads, and so the
+    /// groups it coordinates (with the topic's partition count). None on a single node,
+    /// which coordinates every group.
+    owned: parking_lot::RwLock<Option<(std::collections::BTreeSet<i32>, i32)>>,
 }
 
 impl GroupCoordinator {
@@ -334,6 +338,61 @@ impl GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
             consumer_groups: Mutex::new(HashMap::new()),
             pending_txn: Mutex::new(HashMap::new()),
+            owned: parking_lot::RwLock::new(None),
+        }
+    }
+
+    /// Replicated mode: starts with no groups until this broker leads offsets partitions.
+    pub fn set_replicated(&self) {
+        let mut owned = self.owned.write();
+        if owned.is_none() {
+            *owned = Some((Default::default(), self.config.offsets_topic_partitions));
+        }
+    }
+
+    /// NOT_COORDINATOR unless this broker leads the group's `__consumer_offsets` partition.
+    pub fn check_coordinator(&self, group_id: &str) -> Result<(), ErrorCode> {
+        match &*self.owned.read() {
+            None => Ok(()),
+            Some((owned, count)) if owned.contains(&records::partition_for(group_id, *count)) => {
+                Ok(())
+            }
+            Some(_) => Err(ErrorCode::NotCoordinator),
+        }
+    }
+
+    /// Replicated mode: this broker became leader of `__consumer_offsets` partition `p`
+    /// (load its groups from the log, which holds everything the ISR acknowledged), or
+    /// stopped leading it (forget them; the new leader loads them).
+    pub fn on_leadership(&self, p: &Partition, partitions: i32, leader: bool) {
+        let index = p.index;
+        {
+            let mut owned = self.owned.write();
+            let (set, count) = owned.get_or_insert_with(|| (Default::default(), partitions));
+            *count = partitions;
+            if leader {
+                set.insert(index);
+            } else {
+                set.remove(&index);
+            }
+        }
+        let mine = |g: &str| records::partition_for(g, partitions) == index;
+        self.groups.lock().retain(|id, _| !mine(id));
+        self.consumer_groups.lock().retain(|id, _| !mine(id));
+        if leader {
+            match self.load_partition(p) {
+                Ok(n) => tracing::info!(
+                    partition = index,
+                    groups = n,
+                    "coordinating the groups of a __consumer_offsets partition"
+                ),
+                Err(e) => tracing::error!(partition = index, error = %e, "cannot load groups"),
+            }
+        } else {
+            tracing::info!(
+                partition = index,
+                "no longer coordinating the groups of a __consumer_offsets partition"
+            );
         }
     }
 
@@ -342,10 +401,19 @@ impl GroupCoordinator {
         let Some(topic) = topics.get(OFFSETS_TOPIC) else {
             return Ok(());
         };
+        for p in &topic.partitions {
+            self.load_partition(p)?;
+        }
+        tracing::info!(groups = self.groups.lock().len(), "loaded consumer groups");
+        Ok(())
+    }
+
+    /// Replays one `__consumer_offsets` partition into memory; returns the group count.
+    fn load_partition(&self, p: &Partition) -> Result<usize, BrokerError> {
         let mut groups = self.groups.lock();
         // Transactional offset commits not yet decided by a marker, by producer id.
         let mut pending_txn: HashMap<i64, Vec<(Vec<u8>, Option<Vec<u8>>)>> = HashMap::new();
-        for p in &topic.partitions {
+        {
             let log = p.log.lock();
             let mut offset = log.log_start_offset();
             let end = log.log_end_offset();
@@ -389,8 +457,7 @@ impl GroupCoordinator {
             }
         }
         groups.retain(|_, g| !(g.members.is_empty() && g.offsets.is_empty() && g.generation == 0));
-        tracing::info!(groups = groups.len(), "loaded consumer groups");
-        Ok(())
+        Ok(groups.len())
     }
 
     /// Checks each offset to commit (metadata size, partition exists) and builds its
@@ -450,6 +517,13 @@ impl GroupCoordinator {
         if let Some(t) = topics.get(OFFSETS_TOPIC) {
             return Ok(t);
         }
+        if self.owned.read().is_some() {
+            // Replicated mode: only the controller creates topics (FindCoordinator asks it).
+            return Err(BrokerError::new(
+                ErrorCode::CoordinatorNotAvailable,
+                "__consumer_offsets does not exist yet",
+            ));
+        }
         // Compacted, as in Kafka: the latest commit per (group, topic, partition) and the
         // latest metadata per group are kept; tombstones clear deleted groups.
         let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
@@ -484,7 +558,7 @@ impl GroupCoordinator {
         let result = partition
             .log
             .lock()
-            .append(&mut batch, partition.leader_epoch, now_ms())
+            .append(&mut batch, partition.leader_epoch(), now_ms())
             .map_err(BrokerError::from)?;
         Ok((partition, result.last_offset + 1))
     }
@@ -503,6 +577,18 @@ impl GroupCoordinator {
     }
 
     pub fn join(&self, topics: &TopicRegistry, p: JoinParams) -> Pending<JoinResult> {
+        if let Err(code) = self.check_coordinator(&p.group_id) {
+            return Pending::Ready(JoinResult {
+                error: code,
+                generation: -1,
+                protocol_type: None,
+                protocol_name: None,
+                leader: String::new(),
+                member_id: p.member_id,
+                skip_assignment: false,
+                members: Vec::new(),
+            });
+        }
         if p.group_id.is_empty() {
             return Pending::Ready(JoinResult::error(ErrorCode::InvalidGroupId, &p.member_id));
         }
@@ -840,6 +926,9 @@ impl GroupCoordinator {
         protocol_name: Option<&str>,
         assignments: Vec<(String, Bytes)>,
     ) -> Pending<SyncResult> {
+        if let Err(code) = self.check_coordinator(group_id) {
+            return Pending::Ready(SyncResult::error(code));
+        }
         let mut groups = self.groups.lock();
         let Some(g) = groups.get_mut(group_id) else {
             return Pending::Ready(SyncResult::error(ErrorCode::UnknownMemberId));
@@ -902,6 +991,9 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> ErrorCode {
+        if let Err(code) = self.check_coordinator(group_id) {
+            return code;
+        }
         let mut groups = self.groups.lock();
         let Some(g) = groups.get_mut(group_id) else {
             return ErrorCode::UnknownMemberId;
@@ -927,6 +1019,7 @@ impl GroupCoordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        self.check_coordinator(group_id)?;
         let mut groups = self.groups.lock();
         let Some(g) = groups.get_mut(group_id) else {
             return Err(ErrorCode::UnknownMemberId);
@@ -994,6 +1087,9 @@ impl GroupCoordinator {
         let fail = |code: ErrorCode, n: usize| (vec![code; n], None);
         if group_id.is_empty() {
             return fail(ErrorCode::InvalidGroupId, offsets.len());
+        }
+        if let Err(code) = self.check_coordinator(group_id) {
+            return fail(code, offsets.len());
         }
         let consumer_groups = self.consumer_groups.lock();
         let mut groups = self.groups.lock();
@@ -1138,6 +1234,9 @@ impl GroupCoordinator {
 
     /// Deletes an empty group and its offsets.
     pub fn delete_group(&self, topics: &TopicRegistry, group_id: &str) -> ErrorCode {
+        if let Err(code) = self.check_coordinator(group_id) {
+            return code;
+        }
         let mut groups = self.groups.lock();
         let Some(g) = groups.get(group_id) else {
             return ErrorCode::GroupIdNotFound;
@@ -1180,6 +1279,7 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        self.check_coordinator(group_id)?;
         let mut groups = self.groups.lock();
         let Some(g) = groups.get_mut(group_id) else {
             return Err(ErrorCode::GroupIdNotFound);
@@ -1239,6 +1339,9 @@ impl GroupCoordinator {
         offsets: Vec<(String, i32, i64, i32, String)>,
     ) -> (Vec<ErrorCode>, CommitWait) {
         let fail = |code: ErrorCode, n: usize| (vec![code; n], None);
+        if let Err(code) = self.check_coordinator(group_id) {
+            return fail(code, offsets.len());
+        }
         let mut pending = self.pending_txn.lock();
         {
             // KIP-447: a consumer-group-aware producer is fenced by the group generation.
@@ -1275,7 +1378,7 @@ impl GroupCoordinator {
                 .lock()
                 .append_from(
                     &mut batch,
-                    partition.leader_epoch,
+                    partition.leader_epoch(),
                     now,
                     runnel_log::AppendOrigin::Coordinator,
                 )
@@ -1328,6 +1431,15 @@ impl GroupCoordinator {
         group_id: &str,
         p: consumer::HeartbeatParams,
     ) -> consumer::HeartbeatResult {
+        if let Err(code) = self.check_coordinator(group_id) {
+            return consumer::HeartbeatResult {
+                error: code,
+                message: Some("this broker does not coordinate the group".into()),
+                member_id: String::new(),
+                member_epoch: -1,
+                assignment: None,
+            };
+        }
         if group_id.is_empty() {
             return consumer::HeartbeatResult {
                 error: ErrorCode::InvalidGroupId,

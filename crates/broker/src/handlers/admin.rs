@@ -187,7 +187,29 @@ fn alter_topic(
     if validate_only {
         return Ok(());
     }
+    if let Some(cluster) = broker.cluster() {
+        // Topic configs live in the metadata log: the controller records the change and
+        // every broker applies it from its image.
+        let wanted = configs.clone();
+        return wait_for_controller(async {
+            cluster
+                .controller
+                .alter_topic_configs(name, configs)
+                .await
+                .map_err(crate::cluster::controller_error)?;
+            cluster
+                .wait_for_image(|img| img.topics.get(name).is_some_and(|t| t.configs == wanted))
+                .await;
+            Ok(())
+        });
+    }
     broker.topics.set_configs(name, configs)
+}
+
+/// Runs a controller round trip from a handler's synchronous part. The admin APIs that
+/// need it are rare and small; the connection's reader task waits, other tasks run on.
+fn wait_for_controller<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 fn check_broker_name(broker: &Broker, name: &str) -> Result<(), BrokerError> {
@@ -358,6 +380,33 @@ pub fn create_partitions(
         .iter()
         .map(|t| {
             let outcome = match &t.assignments {
+                _ if broker.cluster().is_some() => {
+                    let cluster = broker.cluster().expect("checked");
+                    let assignments = t.assignments.as_ref().map(|a| {
+                        a.iter()
+                            .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                            .collect()
+                    });
+                    let name = t.name.0.as_str();
+                    wait_for_controller(async {
+                        if body.validate_only {
+                            return Ok(());
+                        }
+                        cluster
+                            .controller
+                            .create_partitions(name, t.count, assignments)
+                            .await
+                            .map_err(crate::cluster::controller_error)?;
+                        cluster
+                            .wait_for_image(|img| {
+                                img.topics
+                                    .get(name)
+                                    .is_some_and(|x| x.partitions.len() as i32 >= t.count)
+                            })
+                            .await;
+                        Ok(())
+                    })
+                }
                 Some(a)
                     if a.iter()
                         .any(|x| x.broker_ids.iter().any(|b| b.0 != broker.node_id())) =>
@@ -394,6 +443,35 @@ pub fn describe_cluster(
     req: &ParsedRequest,
 ) -> Result<ResponseFuture, DecodeError> {
     let _: DescribeClusterRequest = decode_body(&req.body, req.api_version)?;
+    if let Some(cluster) = broker.cluster() {
+        let image = cluster.current_image();
+        let brokers = image
+            .live_brokers()
+            .map(|b| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.id))
+                    .with_host(str_bytes(&b.host))
+                    .with_port(b.port)
+                    .with_rack(b.rack.as_deref().map(str_bytes))
+            })
+            .collect();
+        // Any live broker forwards admin requests to the active controller (see Metadata).
+        let controller = cluster
+            .meta
+            .as_ref()
+            .and_then(|m| m.leader())
+            .filter(|id| image.is_live(*id))
+            .unwrap_or(broker.node_id());
+        let response = DescribeClusterResponse::default()
+            .with_cluster_id(str_bytes(
+                image.cluster_id.as_deref().unwrap_or(&broker.cluster_id),
+            ))
+            .with_controller_id(BrokerId(controller))
+            .with_brokers(brokers)
+            .with_cluster_authorized_operations(i32::MIN)
+            .with_endpoint_type(1);
+        return ready(req, &response);
+    }
     let node = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(broker.node_id()))
         .with_host(str_bytes(&broker.advertised_host))
@@ -621,7 +699,7 @@ pub fn describe_topic_partitions(
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(p.index)
                     .with_leader_id(node)
-                    .with_leader_epoch(p.leader_epoch)
+                    .with_leader_epoch(p.leader_epoch())
                     .with_replica_nodes(vec![node])
                     .with_isr_nodes(vec![node])
                     .with_eligible_leader_replicas(Some(Vec::new()))

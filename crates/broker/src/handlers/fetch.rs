@@ -50,6 +50,7 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 },
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: p.current_leader_epoch,
                 sent_high_watermark: i64::MIN,
                 sent_log_start_offset: i64::MIN,
             })
@@ -90,6 +91,13 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
         },
     };
     let read_committed = body.isolation_level == 1;
+    // A follower broker copying partitions (replica id >= 0; in the body before v15).
+    let replica_id = if req.api_version >= 15 {
+        body.replica_state.replica_id.0
+    } else {
+        body.replica_id.0
+    };
+    let replica = (replica_id >= 0).then_some(replica_id);
     let min_bytes = body.min_bytes.max(0) as usize;
     let max_bytes = if body.max_bytes <= 0 {
         i32::MAX as usize
@@ -105,7 +113,7 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
         loop {
             appended.borrow_and_update();
             let (datas, bytes, any_error) =
-                read_all(&broker, &wanted, max_bytes, read_committed, by_id);
+                read_all(&broker, &wanted, max_bytes, read_committed, by_id, replica);
             let expired = tokio::time::Instant::now() >= deadline;
             if bytes >= min_bytes || any_error || expired || wanted.is_empty() {
                 let response = assemble(&broker, mode, &wanted, datas, by_id);
@@ -131,6 +139,7 @@ fn read_all(
     max_bytes: usize,
     read_committed: bool,
     by_id: bool,
+    replica: Option<i32>,
 ) -> (Vec<PartitionData>, usize, bool) {
     let mut out = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
@@ -171,12 +180,40 @@ fn read_all(
                 data = data.with_error_code(ErrorCode::KafkaStorageError.code());
                 any_error = true;
             }
+            (_, Some(p)) if leadership_error(&p, w.current_leader_epoch).is_some() => {
+                let code = leadership_error(&p, w.current_leader_epoch).unwrap_or(ErrorCode::None);
+                data = data.with_error_code(code.code());
+                any_error = true;
+            }
             (_, Some(p)) => {
+                if let Some(follower) = replica {
+                    // The follower has everything below its fetch offset.
+                    let news = crate::replication::on_follower_fetch(&p, follower, w.fetch_offset);
+                    if news.high_watermark_moved {
+                        // Consumers long-polling for the new records may read them now.
+                        broker.notify_appended();
+                    }
+                    if let Some(isr) = news.expand_isr {
+                        if let (Some(cluster), Some(t)) = (broker.cluster(), topic.as_ref()) {
+                            tracing::info!(topic = %p.topic, partition = p.index, follower, isr = ?isr, "expanding ISR: follower caught up");
+                            cluster.request_isr_change(crate::cluster::IsrChange {
+                                partition: p.clone(),
+                                topic_id: t.id,
+                                new_isr: isr,
+                            });
+                        }
+                    }
+                }
                 let log = p.log.lock();
-                let hw = log.log_end_offset();
-                let lso = log.last_stable_offset();
-                // read_committed consumers see nothing past the last stable offset.
-                let upper = if read_committed { lso } else { hw };
+                let hw = p.high_watermark_with(&log);
+                let lso = log.last_stable_offset().min(hw);
+                // Consumers see nothing past the high watermark (read_committed: the last
+                // stable offset); followers copy everything.
+                let upper = match replica {
+                    Some(_) => log.log_end_offset(),
+                    None if read_committed => lso,
+                    None => hw,
+                };
                 data = data
                     .with_high_watermark(hw)
                     .with_last_stable_offset(lso)
@@ -221,6 +258,22 @@ fn read_all(
         out.push(data);
     }
     (out, total, any_error)
+}
+
+/// Why this broker cannot serve a fetch of `p` for a client that believes the leader epoch
+/// is `current_epoch` (-1: unchecked): not the leader, or an epoch mismatch (KIP-320).
+fn leadership_error(p: &crate::partition::Partition, current_epoch: i32) -> Option<ErrorCode> {
+    if !p.replica.lock().is_leader() {
+        return Some(ErrorCode::NotLeaderOrFollower);
+    }
+    let epoch = p.leader_epoch();
+    if current_epoch > epoch {
+        Some(ErrorCode::UnknownLeaderEpoch)
+    } else if current_epoch >= 0 && current_epoch < epoch {
+        Some(ErrorCode::FencedLeaderEpoch)
+    } else {
+        None
+    }
 }
 
 /// Groups partition data by topic; in an incremental session keeps only partitions with

@@ -40,6 +40,13 @@ pub fn find_coordinator(
     req: &ParsedRequest,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: FindCoordinatorRequest = decode_body(&req.body, req.api_version)?;
+    if let Some(cluster) = broker.cluster() {
+        let (broker, cluster, req) = (broker.clone(), cluster.clone(), req.clone());
+        return Ok(Box::pin(async move {
+            let response = find_in_cluster(&broker, &cluster, &req, body).await;
+            encode(&req, &response)
+        }));
+    }
     // Every group and transactional id is coordinated by this node.
     let answer = |key: &StrBytes| -> (ErrorCode, Option<String>) {
         if body.key_type != KEY_TYPE_GROUP && body.key_type != KEY_TYPE_TRANSACTION {
@@ -92,6 +99,123 @@ pub fn find_coordinator(
         }
     };
     ready(req, &response)
+}
+
+/// FindCoordinator in replicated mode: a group's coordinator is the leader of its
+/// `__consumer_offsets` partition (created through the controller on first use).
+async fn find_in_cluster(
+    broker: &Broker,
+    cluster: &crate::cluster::Cluster,
+    req: &ParsedRequest,
+    body: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    use crate::groups::OFFSETS_TOPIC;
+    let keys: Vec<StrBytes> = if req.api_version >= 4 {
+        body.coordinator_keys.clone()
+    } else {
+        vec![body.key.clone()]
+    };
+    let mut setup_error: Option<(ErrorCode, String)> = None;
+    if body.key_type == KEY_TYPE_TRANSACTION {
+        setup_error = Some((
+            ErrorCode::CoordinatorNotAvailable,
+            "transactions are not available on a multi-node cluster yet (single node only)".into(),
+        ));
+    } else if body.key_type != KEY_TYPE_GROUP {
+        setup_error = Some((
+            ErrorCode::InvalidRequest,
+            format!("unknown coordinator key type {}", body.key_type),
+        ));
+    } else if !cluster.current_image().topics.contains_key(OFFSETS_TOPIC) {
+        let live = cluster.current_image().live_brokers().count() as i16;
+        let rf = broker
+            .config
+            .cluster
+            .offsets_topic_replication_factor
+            .min(live.max(1));
+        let topic = runnel_meta::NewTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            num_partitions: broker.groups.config.offsets_topic_partitions,
+            replication_factor: rf,
+            assignments: None,
+            configs: std::collections::BTreeMap::from([(
+                "cleanup.policy".to_string(),
+                "compact".to_string(),
+            )]),
+        };
+        let created = cluster.controller.create_topics(vec![topic], false).await;
+        if let Some(Err(e)) = created.into_iter().next() {
+            if e.kind != runnel_meta::ErrorKind::TopicAlreadyExists {
+                setup_error = Some((ErrorCode::CoordinatorNotAvailable, e.message));
+            }
+        }
+        cluster
+            .wait_for_image(|img| img.topics.contains_key(OFFSETS_TOPIC))
+            .await;
+    }
+    let image = cluster.current_image();
+    let answer = |key: &StrBytes| -> Result<(i32, String, i32), (ErrorCode, String)> {
+        if let Some(e) = &setup_error {
+            return Err(e.clone());
+        }
+        if key.is_empty() {
+            return Err((ErrorCode::InvalidRequest, "empty group id".into()));
+        }
+        let topic = image.topics.get(OFFSETS_TOPIC).ok_or((
+            ErrorCode::CoordinatorNotAvailable,
+            "__consumer_offsets is being created".to_string(),
+        ))?;
+        let index = crate::groups::records::partition_for(key, topic.partitions.len() as i32);
+        let leader = topic
+            .partitions
+            .get(index as usize)
+            .map_or(-1, |p| p.leader);
+        match image.brokers.get(&leader).filter(|b| !b.fenced) {
+            Some(b) => Ok((b.id, b.host.clone(), b.port)),
+            None => Err((
+                ErrorCode::CoordinatorNotAvailable,
+                format!("__consumer_offsets-{index} has no leader right now"),
+            )),
+        }
+    };
+    if req.api_version >= 4 {
+        let coordinators = keys
+            .iter()
+            .map(|key| {
+                let c = Coordinator::default().with_key(key.clone());
+                match answer(key) {
+                    Ok((id, host, port)) => c
+                        .with_node_id(BrokerId(id))
+                        .with_host(str_bytes(&host))
+                        .with_port(port),
+                    Err((code, message)) => c
+                        .with_error_code(code.code())
+                        .with_error_message(Some(str_bytes(&message)))
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1),
+                }
+            })
+            .collect();
+        FindCoordinatorResponse::default().with_coordinators(coordinators)
+    } else {
+        match answer(&keys[0]) {
+            Ok((id, host, port)) => FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(id))
+                .with_host(str_bytes(&host))
+                .with_port(port),
+            Err((code, message)) => {
+                let r = FindCoordinatorResponse::default()
+                    .with_error_code(code.code())
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1);
+                if req.api_version >= 1 {
+                    r.with_error_message(Some(str_bytes(&message)))
+                } else {
+                    r
+                }
+            }
+        }
+    }
 }
 
 fn join_response(req: &ParsedRequest, r: JoinResult) -> JoinGroupResponse {
@@ -323,9 +447,12 @@ pub fn offset_commit(
         .collect();
     let req = req.clone();
     Ok(Box::pin(async move {
-        // Acknowledge a commit only once it is durable, like an acks=all produce.
+        // Acknowledge a commit only once it is durable and replicated, like an acks=all
+        // produce.
         if let Some((partition, offset)) = wait {
-            if partition.wait_durable(offset).await.is_err() {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            let replicated = partition.wait_replicated(offset, deadline).await;
+            if partition.wait_durable(offset).await.is_err() || replicated.is_err() {
                 for t in &mut topics {
                     for p in &mut t.partitions {
                         if p.error_code == 0 {
@@ -379,9 +506,11 @@ pub fn offset_fetch(
                     }
                     topics.last_mut().expect("pushed").partitions.push(part);
                 }
+                let code = broker.groups.check_coordinator(&g.group_id.0).err();
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
-                    .with_topics(topics)
+                    .with_error_code(code.map_or(0, ErrorCode::code))
+                    .with_topics(if code.is_some() { Vec::new() } else { topics })
             })
             .collect();
         OffsetFetchResponse::default().with_groups(groups)
@@ -414,7 +543,10 @@ pub fn offset_fetch(
             }
             topics.last_mut().expect("pushed").partitions.push(part);
         }
-        OffsetFetchResponse::default().with_topics(topics)
+        match broker.groups.check_coordinator(&body.group_id.0) {
+            Err(code) if v >= 2 => OffsetFetchResponse::default().with_error_code(code.code()),
+            _ => OffsetFetchResponse::default().with_topics(topics),
+        }
     };
     ready(req, &response)
 }
@@ -461,6 +593,9 @@ pub fn describe(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFut
         .groups
         .iter()
         .map(|id| match broker.groups.describe(&id.0) {
+            _ if broker.groups.check_coordinator(&id.0).is_err() => DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_error_code(ErrorCode::NotCoordinator.code()),
             None => DescribedGroup::default()
                 .with_group_id(id.clone())
                 .with_group_state(str_bytes("Dead")),

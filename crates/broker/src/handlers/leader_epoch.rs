@@ -25,19 +25,22 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 .with_end_offset(-1);
             match broker.topics.partition(&t.topic.0, p.partition) {
                 None => r = r.with_error_code(ErrorCode::UnknownTopicOrPartition.code()),
-                Some(part) if p.current_leader_epoch > part.leader_epoch => {
+                Some(part) if !part.replica.lock().is_leader() => {
+                    r = r.with_error_code(ErrorCode::NotLeaderOrFollower.code())
+                }
+                Some(part) if p.current_leader_epoch > part.leader_epoch() => {
                     r = r.with_error_code(ErrorCode::UnknownLeaderEpoch.code())
                 }
                 Some(part)
                     if p.current_leader_epoch >= 0
-                        && p.current_leader_epoch < part.leader_epoch =>
+                        && p.current_leader_epoch < part.leader_epoch() =>
                 {
                     r = r.with_error_code(ErrorCode::FencedLeaderEpoch.code())
                 }
                 Some(part) => {
                     let log = part.log.lock();
-                    let (epoch, end) = if p.leader_epoch >= part.leader_epoch {
-                        (part.leader_epoch, log.log_end_offset())
+                    let (epoch, end) = if p.leader_epoch >= part.leader_epoch() {
+                        (part.leader_epoch(), log.log_end_offset())
                     } else {
                         log.end_offset_for_epoch(p.leader_epoch)
                     };

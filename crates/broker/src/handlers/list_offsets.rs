@@ -31,15 +31,19 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 .with_leader_epoch(-1);
             match broker.topics.partition(&t.name.0, p.partition_index) {
                 None => resp = resp.with_error_code(ErrorCode::UnknownTopicOrPartition.code()),
+                Some(partition) if !partition.replica.lock().is_leader() => {
+                    resp = resp.with_error_code(ErrorCode::NotLeaderOrFollower.code())
+                }
                 Some(partition) => {
                     let log = partition.log.lock();
+                    // Clients see offsets up to the high watermark (the log end on a
+                    // single node); read_committed clients up to the last stable offset.
+                    let hw = partition.high_watermark_with(&log);
                     let found = match p.timestamp {
-                        // Single node: the last stable offset and the high watermark are the log end.
-                        // read_committed clients get the last stable offset (Kafka's rule).
                         LATEST if body.isolation_level == 1 => {
-                            Ok(Some((log.last_stable_offset(), -1)))
+                            Ok(Some((log.last_stable_offset().min(hw), -1)))
                         }
-                        LATEST => Ok(Some((log.log_end_offset(), -1))),
+                        LATEST => Ok(Some((hw, -1))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
                         MAX_TIMESTAMP => log.max_timestamp_offset(),
                         // Tiered storage is not offered: nothing is pending upload.
@@ -51,7 +55,7 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                         Ok(Some((offset, ts))) => {
                             resp = resp.with_offset(offset).with_timestamp(ts);
                             if req.api_version >= 4 {
-                                resp = resp.with_leader_epoch(partition.leader_epoch);
+                                resp = resp.with_leader_epoch(partition.leader_epoch());
                             }
                         }
                         Ok(None) => {}

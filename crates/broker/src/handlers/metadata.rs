@@ -36,6 +36,17 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     } else {
         AUTHORIZED_OPERATIONS_OMITTED
     };
+    if let Some(cluster) = broker.cluster() {
+        let cluster = cluster.clone();
+        let local_id = broker.node_id();
+        let req = req.clone();
+        let requested = body.topics.unwrap_or_default();
+        return Ok(Box::pin(async move {
+            let response =
+                cluster_metadata(&cluster, local_id, all, requested, may_create, ops).await;
+            super::encode(&req, &response)
+        }));
+    }
     let mut topics = Vec::new();
     if all {
         for t in broker.topics.all() {
@@ -109,7 +120,7 @@ fn describe(broker: &Broker, t: &Topic, ops: i32) -> MetadataResponseTopic {
         .map(|p| {
             let base = MetadataResponsePartition::default()
                 .with_partition_index(p.index)
-                .with_leader_epoch(p.leader_epoch)
+                .with_leader_epoch(p.leader_epoch())
                 .with_replica_nodes(vec![node]);
             if broker.is_offline(p) {
                 // The only replica is on a failed log dir: no leader, as Kafka reports it.
@@ -119,6 +130,166 @@ fn describe(broker: &Broker, t: &Topic, ops: i32) -> MetadataResponseTopic {
             } else {
                 base.with_leader_id(node).with_isr_nodes(vec![node])
             }
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(&t.name))))
+        .with_topic_id(t.id)
+        .with_is_internal(t.name.starts_with("__"))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(ops)
+}
+
+/// Metadata in replicated mode: brokers, leaders, replicas and ISRs from the metadata
+/// image; auto-creation goes through the controller.
+async fn cluster_metadata(
+    cluster: &crate::cluster::Cluster,
+    local_id: i32,
+    all: bool,
+    requested: Vec<runnel_protocol::kp::messages::metadata_request::MetadataRequestTopic>,
+    may_create: bool,
+    ops: i32,
+) -> MetadataResponse {
+    let mut missing: Vec<String> = Vec::new();
+    if may_create && !all {
+        let image = cluster.current_image();
+        for r in &requested {
+            if let Some(name) = &r.name {
+                if !image.topics.contains_key(name.0.as_str())
+                    && crate::topics::validate_topic_name(name.0.as_str()).is_ok()
+                {
+                    missing.push(name.0.to_string());
+                }
+            }
+        }
+    }
+    let mut create_errors: BTreeMap<String, ErrorCode> = BTreeMap::new();
+    if !missing.is_empty() {
+        let new = missing
+            .iter()
+            .map(|name| runnel_meta::NewTopic {
+                name: name.clone(),
+                num_partitions: -1,
+                replication_factor: -1,
+                assignments: None,
+                configs: BTreeMap::new(),
+            })
+            .collect();
+        let results = cluster.controller.create_topics(new, false).await;
+        for (name, result) in missing.iter().zip(results) {
+            match result {
+                Ok(_) => {}
+                Err(e) if e.kind == runnel_meta::ErrorKind::TopicAlreadyExists => {}
+                Err(e) => {
+                    tracing::info!(topic = %name, error = %e, "auto-creation refused");
+                    create_errors.insert(name.clone(), crate::cluster::error_code(e.kind));
+                }
+            }
+        }
+        let wanted: Vec<String> = missing
+            .iter()
+            .filter(|n| !create_errors.contains_key(*n))
+            .cloned()
+            .collect();
+        cluster
+            .wait_for_image(|img| wanted.iter().all(|n| img.topics.contains_key(n)))
+            .await;
+    }
+    let image = cluster.current_image();
+    let mut topics = Vec::new();
+    if all {
+        for t in image.topics.values() {
+            topics.push(describe_image_topic(&image, t, ops));
+        }
+    } else {
+        for r in requested {
+            let found = match &r.name {
+                Some(name) => image.topics.get(name.0.as_str()),
+                None => image.topic_by_id(r.topic_id),
+            };
+            topics.push(match (found, r.name) {
+                (Some(t), _) => describe_image_topic(&image, t, ops),
+                (None, Some(name)) => {
+                    let code =
+                        match crate::topics::validate_topic_name(name.0.as_str()) {
+                            Err(e) => e.code,
+                            Ok(()) => create_errors.get(name.0.as_str()).copied().unwrap_or(
+                                if may_create {
+                                    ErrorCode::LeaderNotAvailable
+                                } else {
+                                    ErrorCode::UnknownTopicOrPartition
+                                },
+                            ),
+                        };
+                    MetadataResponseTopic::default()
+                        .with_error_code(code.code())
+                        .with_name(Some(name))
+                        .with_topic_authorized_operations(ops)
+                }
+                (None, None) => MetadataResponseTopic::default()
+                    .with_error_code(ErrorCode::UnknownTopicId.code())
+                    .with_topic_id(r.topic_id)
+                    .with_topic_authorized_operations(ops),
+            });
+        }
+    }
+    let brokers = image
+        .live_brokers()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect();
+    // As KRaft brokers do: clients send admin requests to the "controller" they are
+    // given, any broker forwards them to the active controller, so name a live broker
+    // (the quorum leader when it is one, else this node) rather than ever -1.
+    let controller = cluster
+        .meta
+        .as_ref()
+        .and_then(|m| m.leader())
+        .filter(|id| image.is_live(*id))
+        .unwrap_or(local_id);
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(image.cluster_id.as_deref().map(str_bytes))
+        .with_controller_id(BrokerId(controller))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+fn describe_image_topic(
+    image: &runnel_meta::ClusterImage,
+    t: &runnel_meta::TopicImage,
+    ops: i32,
+) -> MetadataResponseTopic {
+    let ids = |v: &[i32]| v.iter().map(|&i| BrokerId(i)).collect::<Vec<_>>();
+    let partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let offline: Vec<i32> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|id| !image.is_live(*id))
+                .collect();
+            let code = if p.leader < 0 {
+                ErrorCode::LeaderNotAvailable
+            } else {
+                ErrorCode::None
+            };
+            MetadataResponsePartition::default()
+                .with_error_code(code.code())
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()

@@ -19,6 +19,7 @@ use crate::partition::Partition;
 pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
     let body: ProduceRequest = decode_body(&req.body, req.api_version)?;
     let acks = body.acks;
+    let timeout = std::time::Duration::from_millis(body.timeout_ms.max(0) as u64);
     let mut responses = Vec::with_capacity(body.topic_data.len());
     // (topic index, partition index in response, partition, offset that must be durable)
     let mut durable_waits: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
@@ -53,7 +54,14 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                         .as_ref()
                         .is_some_and(|t| crate::config::topic_compaction(&t.configs).is_some());
                     let batch_bytes = records.len() as u64;
-                    append(broker, &p, &records, compacted).map(|r| (p, r, batch_bytes))
+                    let min_isr = topic_entry
+                        .as_ref()
+                        .and_then(|t| t.configs.get("min.insync.replicas"))
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(broker.effective_min_isr());
+                    check_replicas(&p, acks, min_isr)
+                        .and_then(|()| append(broker, &p, &records, compacted))
+                        .map(|r| (p, r, batch_bytes))
                 }
             };
             match result {
@@ -68,7 +76,8 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                         .with_base_offset(r.base_offset)
                         .with_log_append_time_ms(r.log_append_time_ms)
                         .with_log_start_offset(p.log.lock().log_start_offset());
-                    if acks == -1 && broker.config.flush_on_acks_all {
+                    crate::replication::maybe_advance_high_watermark(&p);
+                    if acks == -1 {
                         durable_waits.push((
                             responses.len(),
                             partitions.len(),
@@ -96,19 +105,55 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
         broker.notify_appended();
     }
     let req = req.clone();
+    let flush_on_acks_all = broker.config.flush_on_acks_all;
     Ok(Box::pin(async move {
         if acks == 0 {
             return None;
         }
+        let deadline = tokio::time::Instant::now() + timeout;
         for (t, p, partition, offset) in durable_waits {
-            if let Err(e) = partition.wait_durable(offset).await {
-                let resp = &mut responses[t].partition_responses[p];
-                resp.error_code = ErrorCode::KafkaStorageError.code();
-                resp.error_message = Some(str_bytes(&e.to_string()));
+            let resp = &mut responses[t].partition_responses[p];
+            if flush_on_acks_all {
+                if let Err(e) = partition.wait_durable(offset).await {
+                    resp.error_code = ErrorCode::KafkaStorageError.code();
+                    resp.error_message = Some(str_bytes(&e.to_string()));
+                    continue;
+                }
+            }
+            // acks=all: every in-sync replica has the batch (on a single node, at once).
+            if let Err(code) = partition.wait_replicated(offset, deadline).await {
+                resp.error_code = code.code();
+                resp.error_message = Some(str_bytes(&format!(
+                    "{}-{}: not acknowledged by the in-sync replicas: {code:?}",
+                    partition.topic, partition.index
+                )));
             }
         }
         encode(&req, &ProduceResponse::default().with_responses(responses))
     }))
+}
+
+/// Only the leader takes writes; acks=all needs `min.insync.replicas` in sync first.
+fn check_replicas(p: &Partition, acks: i16, min_isr: usize) -> Result<(), BrokerError> {
+    let r = p.replica.lock();
+    if !r.is_leader() {
+        return Err(BrokerError::new(
+            ErrorCode::NotLeaderOrFollower,
+            format!("this broker is not the leader of {}-{}", p.topic, p.index),
+        ));
+    }
+    if r.replicated && acks == -1 && r.isr.len() < min_isr {
+        return Err(BrokerError::new(
+            ErrorCode::NotEnoughReplicas,
+            format!(
+                "{}-{} has {} in-sync replicas, fewer than min.insync.replicas={min_isr}",
+                p.topic,
+                p.index,
+                r.isr.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Kafka refuses keyless records on compacted topics: they could never be cleaned.
@@ -159,7 +204,17 @@ fn append(
             format!("{}-{} is on a failed log dir", p.topic, p.index),
         ));
     }
-    let result = p.log.lock().append(&mut buf, p.leader_epoch, now_ms());
+    let mut log = p.log.lock();
+    // Checked again under the log lock: a leader change takes the same lock, so the
+    // batch is stamped with the epoch of a leader that is still the leader.
+    if !p.replica.lock().is_leader() {
+        return Err(BrokerError::new(
+            ErrorCode::NotLeaderOrFollower,
+            format!("this broker is not the leader of {}-{}", p.topic, p.index),
+        ));
+    }
+    let result = log.append(&mut buf, p.leader_epoch(), now_ms());
+    drop(log);
     if let Err(e) = &result {
         broker.note_storage_error(p, e);
     }

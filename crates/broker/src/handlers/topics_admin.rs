@@ -28,6 +28,15 @@ pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     for t in &body.topics {
         *seen.entry(t.name.0.to_string()).or_default() += 1;
     }
+    if let Some(cluster) = broker.cluster() {
+        return Ok(create_in_cluster(
+            broker.clone(),
+            cluster.clone(),
+            req.clone(),
+            body,
+            seen,
+        ));
+    }
     let mut results = Vec::with_capacity(body.topics.len());
     for t in body.topics {
         let name = t.name.0.to_string();
@@ -62,6 +71,110 @@ pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     ready(req, &CreateTopicsResponse::default().with_topics(results))
 }
 
+/// CreateTopics in replicated mode: checked here as on a single node (names, configs,
+/// counts), placed and recorded by the controller, answered once this broker's metadata
+/// image has the topics.
+fn create_in_cluster(
+    broker: Arc<Broker>,
+    cluster: Arc<crate::cluster::Cluster>,
+    req: ParsedRequest,
+    body: CreateTopicsRequest,
+    seen: HashMap<String, usize>,
+) -> ResponseFuture {
+    Box::pin(async move {
+        let mut results: Vec<Result<(), BrokerError>> = Vec::new();
+        let mut to_create = Vec::new();
+        for t in &body.topics {
+            let name = t.name.0.to_string();
+            let checked = if seen[&name] > 1 {
+                Err(BrokerError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("topic '{name}' appears more than once in the request"),
+                ))
+            } else {
+                create_one(&broker, &name, t, true).map(|_| ())
+            };
+            if checked.is_ok() {
+                let assignments = (!t.assignments.is_empty()).then(|| {
+                    t.assignments
+                        .iter()
+                        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                        .collect()
+                });
+                to_create.push((
+                    results.len(),
+                    runnel_meta::NewTopic {
+                        name,
+                        num_partitions: t.num_partitions,
+                        replication_factor: t.replication_factor,
+                        assignments,
+                        configs: t
+                            .configs
+                            .iter()
+                            .filter_map(|c| {
+                                Some((c.name.to_string(), c.value.as_ref()?.to_string()))
+                            })
+                            .collect(),
+                    },
+                ));
+            }
+            results.push(checked);
+        }
+        let (slots, new): (Vec<usize>, Vec<runnel_meta::NewTopic>) = to_create.into_iter().unzip();
+        let names: Vec<String> = new.iter().map(|t| t.name.clone()).collect();
+        let created = cluster
+            .controller
+            .create_topics(new, body.validate_only)
+            .await;
+        for (slot, outcome) in slots.iter().zip(created) {
+            if let Err(e) = outcome {
+                results[*slot] = Err(crate::cluster::controller_error(e));
+            }
+        }
+        if !body.validate_only {
+            let ok: Vec<&String> = names
+                .iter()
+                .zip(&slots)
+                .filter(|(_, s)| results[**s].is_ok())
+                .map(|(n, _)| n)
+                .collect();
+            cluster
+                .wait_for_image(|img| ok.iter().all(|n| img.topics.contains_key(n.as_str())))
+                .await;
+        }
+        let image = cluster.current_image();
+        let out = body
+            .topics
+            .iter()
+            .zip(results)
+            .map(|(t, outcome)| {
+                let r = CreatableTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1);
+                match (outcome, image.topics.get(t.name.0.as_str())) {
+                    (Err(e), _) => r
+                        .with_error_code(e.code.code())
+                        .with_error_message(Some(str_bytes(&e.message))),
+                    (Ok(()), Some(img)) if !body.validate_only => r
+                        .with_topic_id(img.id)
+                        .with_num_partitions(img.partitions.len() as i32)
+                        .with_replication_factor(
+                            img.partitions
+                                .first()
+                                .map_or(0, |p| p.replicas.len() as i16),
+                        )
+                        .with_configs(Some(describe_configs(&broker, &img.configs))),
+                    (Ok(()), _) => r
+                        .with_num_partitions(t.num_partitions)
+                        .with_replication_factor(t.replication_factor),
+                }
+            })
+            .collect();
+        super::encode(&req, &CreateTopicsResponse::default().with_topics(out))
+    })
+}
+
 fn create_one(
     broker: &Broker,
     name: &str,
@@ -90,7 +203,9 @@ fn create_one(
                     "replica assignments must cover partitions 0..n in order",
                 ));
             }
-            if a.broker_ids.iter().any(|b| b.0 != broker.node_id()) || a.broker_ids.is_empty() {
+            let elsewhere =
+                a.broker_ids.iter().any(|b| b.0 != broker.node_id()) && broker.cluster().is_none();
+            if elsewhere || a.broker_ids.is_empty() {
                 return Err(BrokerError::new(
                     ErrorCode::InvalidReplicationFactor,
                     format!(
@@ -150,6 +265,8 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
         .collect();
     targets.extend(body.topics.into_iter().map(|t| (t.name, t.topic_id)));
     let mut results = Vec::with_capacity(targets.len());
+    // Replicated mode: (slot in results, topic) for the controller to delete.
+    let mut deletions: Vec<(usize, String)> = Vec::new();
     for (name, id) in targets {
         let topic = match &name {
             Some(n) => broker.topics.get(&n.0),
@@ -168,6 +285,10 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 ErrorCode::UnknownTopicOrPartition,
                 "topic does not exist",
             )),
+            (Some(t), _) if broker.cluster().is_some() => {
+                deletions.push((results.len(), t.name.clone()));
+                Ok(())
+            }
             (Some(t), _) => broker
                 .topics
                 .delete(&t.name)
@@ -183,8 +304,29 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
         }
         results.push(r);
     }
-    ready(
-        req,
-        &DeleteTopicsResponse::default().with_responses(results),
-    )
+    let Some(cluster) = broker.cluster().cloned() else {
+        return ready(
+            req,
+            &DeleteTopicsResponse::default().with_responses(results),
+        );
+    };
+    let req = req.clone();
+    Ok(Box::pin(async move {
+        let names: Vec<String> = deletions.iter().map(|(_, n)| n.clone()).collect();
+        let outcomes = cluster.controller.delete_topics(names.clone()).await;
+        for ((slot, _), outcome) in deletions.iter().zip(outcomes) {
+            if let Err(e) = outcome {
+                let e = crate::cluster::controller_error(e);
+                results[*slot].error_code = e.code.code();
+                results[*slot].error_message = Some(str_bytes(&e.message));
+            }
+        }
+        cluster
+            .wait_for_image(|img| names.iter().all(|n| !img.topics.contains_key(n)))
+            .await;
+        super::encode(
+            &req,
+            &DeleteTopicsResponse::default().with_responses(results),
+        )
+    }))
 }

@@ -317,7 +317,7 @@ pub fn write_markers(
                                 m.producer_epoch,
                                 m.transaction_result,
                                 m.coordinator_epoch,
-                                part.leader_epoch,
+                                part.leader_epoch(),
                                 now_ms(),
                             ) {
                                 Ok(_) => {

@@ -156,7 +156,7 @@ fn partition_view(node: i32, p: &Partition, offline_dirs: &[PathBuf]) -> Partiti
     PartitionView {
         partition: p.index,
         leader: if offline { -1 } else { node },
-        leader_epoch: p.leader_epoch,
+        leader_epoch: p.leader_epoch(),
         replicas: vec![node],
         isr: if offline { vec![] } else { vec![node] },
         offline_replicas: if offline { vec![node] } else { vec![] },

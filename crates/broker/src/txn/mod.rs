@@ -312,7 +312,7 @@ impl TxnCoordinator {
         let r = partition
             .log
             .lock()
-            .append(&mut batch, partition.leader_epoch, now_ms())
+            .append(&mut batch, partition.leader_epoch(), now_ms())
             .map_err(BrokerError::from)?;
         Ok((partition, r.last_offset + 1))
     }
@@ -328,7 +328,7 @@ impl TxnCoordinator {
                 epoch,
                 commit,
                 0,
-                p.leader_epoch,
+                p.leader_epoch(),
                 now_ms(),
             );
             match result {

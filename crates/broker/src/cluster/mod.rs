@@ -1,0 +1,308 @@
+//! Replicated mode: this broker's link to the metadata quorum (`runnel-meta`).
+//!
+//! - starts the quorum voter when `process.roles` includes `controller`;
+//! - registers the broker and heartbeats (a broker that stops is fenced by the controller
+//!   and its partitions get new leaders from their ISR);
+//! - applies every new metadata image to the local partitions (`reconcile`): creates and
+//!   deletes local logs, makes partitions leaders or followers, starts and stops fetchers;
+//! - sends ISR changes to the controller (AlterPartition) for partitions it leads;
+//! - on SIGTERM, a controlled shutdown: asks the controller to move leadership away first.
+
+pub mod reconcile;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_meta::{
+    ClusterImage, ControllerClient, ControllerError, ErrorKind, MetaConfig, MetaNode,
+};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::error::{BrokerError, ErrorCode};
+use crate::partition::Partition;
+use crate::replication::fetcher::Fetchers;
+
+/// How long a broker-side wait for the controller may take before the client is told.
+pub const CONTROLLER_DEADLINE: Duration = Duration::from_secs(15);
+
+/// An ISR the leader wants the controller to record.
+pub struct IsrChange {
+    pub partition: Arc<Partition>,
+    pub topic_id: Uuid,
+    pub new_isr: Vec<i32>,
+}
+
+pub struct Cluster {
+    pub meta: Option<Arc<MetaNode>>,
+    pub controller: ControllerClient,
+    pub image: watch::Receiver<Arc<ClusterImage>>,
+    pub broker_epoch: AtomicI64,
+    pub incarnation: Uuid,
+    pub fetchers: Fetchers,
+    isr_changes: mpsc::UnboundedSender<IsrChange>,
+}
+
+impl Cluster {
+    /// Joins the cluster: starts the voter (combined mode), registers this broker, and
+    /// starts the heartbeat, reconcile and ISR tasks.
+    pub async fn start(broker: &Arc<Broker>) -> Result<Arc<Cluster>, BrokerError> {
+        let cfg = &broker.config.cluster;
+        let me = broker.node_id();
+        if !(0..1024).contains(&me) {
+            return Err(BrokerError::new(
+                ErrorCode::InvalidConfig,
+                format!("node.id {me} is out of range: a cluster's node ids must be 0 to 1023"),
+            ));
+        }
+        let meta = if cfg.controller_role {
+            if !cfg.voters.iter().any(|(id, _)| *id == me) {
+                return Err(BrokerError::new(
+                    ErrorCode::InvalidConfig,
+                    format!("process.roles includes controller, but node.id {me} is not in controller.quorum.voters"),
+                ));
+            }
+            let dir = cfg.metadata_dir.clone().unwrap_or_else(|| {
+                broker.config.log_dirs[0]
+                    .join("__cluster_metadata")
+                    .join("quorum")
+            });
+            let mut mc = MetaConfig::new(me, cfg.voters.clone(), dir);
+            mc.broker_session_timeout = Duration::from_millis(cfg.broker_session_timeout_ms);
+            mc.defaults.num_partitions = broker.config.num_partitions;
+            mc.defaults.default_replication_factor =
+                broker.config.default_replication_factor as i32;
+            let node = MetaNode::start(mc, None).await.map_err(|e| {
+                BrokerError::new(
+                    ErrorCode::KafkaStorageError,
+                    format!("cannot start the metadata quorum voter: {e}"),
+                )
+            })?;
+            Some(node)
+        } else {
+            None
+        };
+        let controller = ControllerClient::new(cfg.voters.clone());
+        let image = match &meta {
+            Some(m) => m.image(),
+            None => controller.watch_image(),
+        };
+        let (isr_tx, isr_rx) = mpsc::unbounded_channel();
+        let cluster = Arc::new(Cluster {
+            meta,
+            controller,
+            image,
+            broker_epoch: AtomicI64::new(-1),
+            incarnation: Uuid::new_v4(),
+            fetchers: Fetchers::default(),
+            isr_changes: isr_tx,
+        });
+        if cfg.broker_role {
+            broker.groups.set_replicated();
+            cluster.register(broker).await?;
+            tokio::spawn(heartbeat_loop(broker.clone(), cluster.clone()));
+            tokio::spawn(reconcile::run(broker.clone(), cluster.clone()));
+            tokio::spawn(isr_loop(broker.clone(), cluster.clone(), isr_rx));
+        }
+        Ok(cluster)
+    }
+
+    /// Registers (or re-registers) this broker; retries until a controller answers.
+    async fn register(&self, broker: &Broker) -> Result<(), BrokerError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let result = self
+                .controller
+                .register_broker(
+                    broker.node_id(),
+                    &broker.advertised_host,
+                    broker.advertised_port,
+                    broker.config.rack.clone(),
+                    self.incarnation,
+                )
+                .await;
+            match result {
+                Ok(epoch) => {
+                    self.broker_epoch.store(epoch, Ordering::Release);
+                    tracing::info!(
+                        node = broker.node_id(),
+                        epoch,
+                        "registered with the controller"
+                    );
+                    return Ok(());
+                }
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!(error = %e, "waiting for the controller quorum to register");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(controller_error(e)),
+            }
+        }
+    }
+
+    pub fn current_image(&self) -> Arc<ClusterImage> {
+        self.image.borrow().clone()
+    }
+
+    /// Waits until the image satisfies `ready`, or the deadline passes.
+    pub async fn wait_for_image(&self, ready: impl Fn(&ClusterImage) -> bool) -> bool {
+        let mut rx = self.image.clone();
+        let wait = async {
+            loop {
+                if ready(&rx.borrow_and_update()) {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Asks the controller to record a new ISR for a partition this broker leads.
+    pub fn request_isr_change(&self, change: IsrChange) {
+        let _ = self.isr_changes.send(change);
+    }
+
+    /// Controlled shutdown (Kafka's): ask the controller to move leadership of every
+    /// partition this broker leads elsewhere, and wait (bounded) until it has.
+    pub async fn controlled_shutdown(&self, broker: &Broker) {
+        // Bounded: when the quorum itself is going away (the whole cluster stopping), no
+        // controller will answer, and there is nobody to hand leadership to anyway.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            let epoch = self.broker_epoch.load(Ordering::Acquire);
+            let ask = self.controller.heartbeat(broker.node_id(), epoch, true);
+            match tokio::time::timeout(Duration::from_secs(1), ask).await {
+                Ok(Ok(reply)) if reply.shutdown_ready => {
+                    tracing::info!("controlled shutdown: leadership moved away");
+                    return;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "controlled shutdown: controller refused")
+                }
+                Err(_) => tracing::info!("controlled shutdown: no controller answered"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tracing::warn!("controlled shutdown did not finish in time; stopping anyway");
+    }
+
+    pub async fn shutdown(&self) {
+        self.fetchers.stop_all();
+        if let Some(m) = &self.meta {
+            m.shutdown().await;
+        }
+    }
+}
+
+async fn heartbeat_loop(broker: Arc<Broker>, cluster: Arc<Cluster>) {
+    let interval = Duration::from_millis(broker.config.cluster.broker_heartbeat_interval_ms);
+    let mut first = true;
+    loop {
+        // The first heartbeat goes at once: it is what unfences a registered broker.
+        if !first {
+            tokio::time::sleep(interval).await;
+        }
+        first = false;
+        let epoch = cluster.broker_epoch.load(Ordering::Acquire);
+        match cluster
+            .controller
+            .heartbeat(broker.node_id(), epoch, false)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.kind == ErrorKind::StaleBrokerEpoch => {
+                tracing::warn!(error = %e, "the controller does not know this broker's epoch; registering again");
+                let _ = cluster.register(&broker).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Sends ISR changes to the controller one at a time and applies what it decided; also
+/// shrinks ISRs of followers that fell behind.
+async fn isr_loop(
+    broker: Arc<Broker>,
+    cluster: Arc<Cluster>,
+    mut rx: mpsc::UnboundedReceiver<IsrChange>,
+) {
+    let lag_max = broker.config.cluster.replica_lag_time_max_ms;
+    let mut check = tokio::time::interval(Duration::from_millis((lag_max / 2).clamp(50, 5_000)));
+    loop {
+        let change = tokio::select! {
+            c = rx.recv() => match c { Some(c) => c, None => return },
+            _ = check.tick() => {
+                for t in broker.topics.all() {
+                    for p in &t.partitions {
+                        if let Some(isr) = crate::replication::lagging_isr(p, lag_max) {
+                            tracing::info!(topic = %p.topic, partition = p.index, isr = ?isr, "shrinking ISR: followers fell behind");
+                            let _ = cluster.isr_changes.send(IsrChange { partition: p.clone(), topic_id: t.id, new_isr: isr });
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        let p = &change.partition;
+        let (epoch, partition_epoch) = (p.leader_epoch(), p.replica.lock().partition_epoch);
+        let result = cluster
+            .controller
+            .alter_partition(
+                broker.node_id(),
+                cluster.broker_epoch.load(Ordering::Acquire),
+                change.topic_id,
+                p.index,
+                epoch,
+                partition_epoch,
+                change.new_isr.clone(),
+            )
+            .await;
+        match result {
+            Ok(state) => {
+                reconcile::apply_partition(&broker, &cluster, p, &state);
+                crate::replication::maybe_advance_high_watermark(p);
+                broker.notify_appended();
+            }
+            Err(e) => {
+                tracing::info!(topic = %p.topic, partition = p.index, error = %e, "AlterPartition refused");
+                p.replica.lock().isr_change_pending = false;
+            }
+        }
+    }
+}
+
+/// The Kafka error code for a controller error.
+pub fn error_code(kind: ErrorKind) -> ErrorCode {
+    match kind {
+        ErrorKind::NotController => ErrorCode::NotController,
+        ErrorKind::InvalidReplicationFactor => ErrorCode::InvalidReplicationFactor,
+        ErrorKind::InvalidReplicaAssignment => ErrorCode::InvalidReplicaAssignment,
+        ErrorKind::TopicAlreadyExists => ErrorCode::TopicAlreadyExists,
+        ErrorKind::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
+        ErrorKind::InvalidPartitions => ErrorCode::InvalidPartitions,
+        ErrorKind::InvalidTopic => ErrorCode::InvalidTopic,
+        ErrorKind::FencedLeaderEpoch => ErrorCode::FencedLeaderEpoch,
+        ErrorKind::NotLeaderOrFollower => ErrorCode::NotLeaderOrFollower,
+        ErrorKind::InvalidRequest => ErrorCode::InvalidRequest,
+        ErrorKind::NoReassignmentInProgress => ErrorCode::NoReassignmentInProgress,
+        ErrorKind::PreferredLeaderNotAvailable => ErrorCode::PreferredLeaderNotAvailable,
+        ErrorKind::EligibleLeadersNotAvailable => ErrorCode::EligibleLeadersNotAvailable,
+        ErrorKind::ElectionNotNeeded => ErrorCode::ElectionNotNeeded,
+        ErrorKind::Timeout => ErrorCode::RequestTimedOut,
+        // Kafka clients retry NOT_CONTROLLER; the controller was busy or moving.
+        ErrorKind::Unavailable => ErrorCode::NotController,
+        _ => ErrorCode::UnknownServerError,
+    }
+}
+
+pub fn controller_error(e: ControllerError) -> BrokerError {
+    BrokerError::new(error_code(e.kind), e.message)
+}

@@ -1,0 +1,227 @@
+//! Partition replication, Kafka's way: followers pull from the leader with Fetch (replica
+//! id set), the leader tracks what each follower has, the high watermark is the smallest
+//! log end in the ISR, and the ISR shrinks when a follower falls more than
+//! `replica.lag.time.max.ms` behind and grows when it catches up (both through the
+//! controller, by AlterPartition).
+//!
+//! - this file: a partition's replica state and the leader's bookkeeping;
+//! - `fetcher.rs`: the follower side (one fetcher task per leader broker).
+
+pub mod fetcher;
+
+use std::collections::BTreeMap;
+
+use runnel_meta::PartitionImage;
+
+use crate::partition::Partition;
+
+/// What the leader knows of one follower, from its fetches.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerProgress {
+    /// The follower's log end: the offset it last asked for (-1: not heard from since
+    /// this broker became leader).
+    pub log_end: i64,
+    /// Last time the follower had everything the leader had (Kafka's lastCaughtUpTime).
+    pub caught_up_ms: i64,
+    /// The leader's log end when the follower's previous fetch arrived, and when.
+    leader_end_at_last_fetch: i64,
+    last_fetch_ms: i64,
+}
+
+/// A partition's replica state. On a single node `replicated` is false and nothing here
+/// is consulted.
+#[derive(Debug, Default)]
+pub struct ReplicaState {
+    pub replicated: bool,
+    pub local_id: i32,
+    pub leader: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// Leader only.
+    pub followers: BTreeMap<i32, FollowerProgress>,
+    /// Leader only: an AlterPartition is on its way to the controller.
+    pub isr_change_pending: bool,
+}
+
+impl ReplicaState {
+    pub fn is_leader(&self) -> bool {
+        !self.replicated || self.leader == self.local_id
+    }
+}
+
+/// What a change of partition state asks of this broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// Nothing: same leader and epoch, or an older state than we have.
+    None,
+    BecameLeader,
+    /// Follow `leader` (fetch from it, after truncating to where its epoch ends).
+    BecameFollower {
+        leader: i32,
+    },
+    /// Not a replica (any more), or the partition has no leader.
+    Stopped,
+}
+
+/// Applies a partition state from the metadata image (or an AlterPartition reply).
+/// States older than the one held (by partition epoch) are ignored.
+pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Transition {
+    // The log lock orders this against appends: an append either finishes under the old
+    // epoch or sees the new role.
+    let log = p.log.lock();
+    let mut r = p.replica.lock();
+    if r.replicated && state.partition_epoch < r.partition_epoch {
+        return Transition::None;
+    }
+    let epoch_changed = !r.replicated || state.leader_epoch != p.leader_epoch();
+    let leader_changed = !r.replicated || state.leader != r.leader;
+    r.replicated = true;
+    r.local_id = local_id;
+    r.partition_epoch = state.partition_epoch;
+    r.replicas = state.replicas.clone();
+    r.isr = state.isr.clone();
+    r.isr_change_pending = false;
+    if !(epoch_changed || leader_changed) {
+        return Transition::None;
+    }
+    r.leader = state.leader;
+    p.set_leader_epoch(state.leader_epoch);
+    let log_end = log.log_end_offset();
+    if state.leader == local_id {
+        r.followers = state
+            .replicas
+            .iter()
+            .filter(|&&id| id != local_id)
+            .map(|&id| {
+                (
+                    id,
+                    FollowerProgress {
+                        log_end: -1,
+                        // A new leader gives every follower a full lag window.
+                        caught_up_ms: now_ms(),
+                        leader_end_at_last_fetch: log_end,
+                        last_fetch_ms: 0,
+                    },
+                )
+            })
+            .collect();
+        drop(r);
+        drop(log);
+        // The watermark may only move forward from what this broker knew as a follower.
+        maybe_advance_high_watermark(p);
+        Transition::BecameLeader
+    } else if state.replicas.contains(&local_id) && state.leader >= 0 {
+        r.followers.clear();
+        Transition::BecameFollower {
+            leader: state.leader,
+        }
+    } else {
+        r.followers.clear();
+        Transition::Stopped
+    }
+}
+
+/// What a follower's fetch changed on the leader.
+pub struct FollowerFetch {
+    /// The ISR the partition should have: the follower caught up and is outside it.
+    pub expand_isr: Option<Vec<i32>>,
+    pub high_watermark_moved: bool,
+}
+
+/// Leader: records a follower's fetch at `fetch_offset` (its log end).
+pub fn on_follower_fetch(p: &Partition, follower: i32, fetch_offset: i64) -> FollowerFetch {
+    let now = now_ms();
+    let leader_end = p.log.lock().log_end_offset();
+    let expand = {
+        let mut r = p.replica.lock();
+        let hw = *p.high_watermark_ref();
+        let Some(f) = r.followers.get_mut(&follower) else {
+            return FollowerFetch {
+                expand_isr: None,
+                high_watermark_moved: false,
+            };
+        };
+        if fetch_offset >= leader_end {
+            f.caught_up_ms = now;
+        } else if fetch_offset >= f.leader_end_at_last_fetch {
+            f.caught_up_ms = f.caught_up_ms.max(f.last_fetch_ms);
+        }
+        f.log_end = fetch_offset;
+        f.leader_end_at_last_fetch = leader_end;
+        f.last_fetch_ms = now;
+        let caught_up = fetch_offset >= hw;
+        if !r.isr.contains(&follower) && caught_up && !r.isr_change_pending {
+            r.isr_change_pending = true;
+            let mut isr = r.isr.clone();
+            isr.push(follower);
+            isr.sort_unstable();
+            Some(isr)
+        } else {
+            None
+        }
+    };
+    FollowerFetch {
+        expand_isr: expand,
+        high_watermark_moved: maybe_advance_high_watermark(p),
+    }
+}
+
+/// Leader: the ISR without followers that have not caught up for `lag_max_ms`, if that
+/// differs from the current ISR.
+pub fn lagging_isr(p: &Partition, lag_max_ms: u64) -> Option<Vec<i32>> {
+    let now = now_ms();
+    let mut r = p.replica.lock();
+    if !r.replicated || r.leader != r.local_id || r.isr_change_pending {
+        return None;
+    }
+    let lagging: Vec<i32> = r
+        .isr
+        .iter()
+        .copied()
+        .filter(|id| *id != r.local_id)
+        .filter(|id| {
+            r.followers
+                .get(id)
+                .is_some_and(|f| now - f.caught_up_ms > lag_max_ms as i64)
+        })
+        .collect();
+    if lagging.is_empty() {
+        return None;
+    }
+    r.isr_change_pending = true;
+    Some(
+        r.isr
+            .iter()
+            .copied()
+            .filter(|id| !lagging.contains(id))
+            .collect(),
+    )
+}
+
+/// Leader: high watermark = the smallest log end over the ISR (followers not heard from
+/// since the leader took over hold it where it is). Wakes waiters when it moves.
+pub fn maybe_advance_high_watermark(p: &Partition) -> bool {
+    let leader_end = p.log.lock().log_end_offset();
+    let target = {
+        let r = p.replica.lock();
+        if !r.replicated || r.leader != r.local_id {
+            return false;
+        }
+        let mut hw = leader_end;
+        for id in r.isr.iter().filter(|id| **id != r.local_id) {
+            match r.followers.get(id) {
+                Some(f) if f.log_end >= 0 => hw = hw.min(f.log_end),
+                _ => return false,
+            }
+        }
+        hw
+    };
+    p.advance_high_watermark(target)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

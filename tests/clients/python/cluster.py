@@ -1,0 +1,122 @@
+"""A replicated Runnel cluster for tests: N nodes on 127.0.0.1, each its own process and
+data dir, every node a broker and a metadata-quorum voter (KRaft's combined mode), with
+ports the test picked. Nodes can be killed, paused (SIGSTOP: a hung node, not a dead
+one), resumed and restarted on the same data dir.
+"""
+
+import socket
+import time
+
+from confluent_kafka.admin import AdminClient
+
+from harness import Broker, BrokerError
+
+
+def free_ports(n):
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class ClusterNode(Broker):
+    def __init__(self, workdir, node_id, port, controller_port, voters, configs):
+        super().__init__(workdir, configs, name=f"node{node_id}")
+        self.node_id = node_id
+        self.fixed_port = port
+        self.controller_port = controller_port
+        self.voters = voters
+
+    def argv(self):
+        args = super().argv()
+        # The last --set wins: a fixed Kafka port, so a restarted node is where it was.
+        args += ["--set", f"listeners=PLAINTEXT://127.0.0.1:{self.fixed_port}",
+                 "--set", f"node.id={self.node_id}",
+                 "--set", f"controller.quorum.voters={self.voters}",
+                 "--set", "http.listeners="]
+        return args
+
+    def pause(self):
+        self.proc.send_signal(19)  # SIGSTOP
+
+    def resume(self):
+        self.proc.send_signal(18)  # SIGCONT
+
+
+DEFAULTS = {
+    "default.replication.factor": "3",
+    "min.insync.replicas": "2",
+    "offsets.topic.replication.factor": "3",
+    "transaction.state.log.replication.factor": "3",
+    # Fence a dead broker after 3 s (Kafka's default is 9 s) to keep tests short.
+    "broker.session.timeout.ms": "3000",
+    "broker.heartbeat.interval.ms": "500",
+    "replica.lag.time.max.ms": "5000",
+    "group.initial.rebalance.delay.ms": "0",
+}
+
+
+class Cluster:
+    def __init__(self, tmp_path, n=3, configs=None):
+        ports = free_ports(2 * n)
+        kafka_ports, controller_ports = ports[:n], ports[n:]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{controller_ports[i]}" for i in range(n))
+        merged = {**DEFAULTS, **(configs or {})}
+        self.nodes = [
+            ClusterNode(tmp_path / f"node{i + 1}", i + 1, kafka_ports[i], controller_ports[i],
+                        voters, merged)
+            for i in range(n)
+        ]
+
+    def start(self):
+        for node in self.nodes:
+            node.launch()
+        for node in self.nodes:
+            node.await_ready()
+        return self
+
+    def node(self, node_id):
+        return self.nodes[node_id - 1]
+
+    @property
+    def bootstrap(self):
+        return ",".join(f"127.0.0.1:{n.fixed_port}" for n in self.nodes)
+
+    def alive_bootstrap(self):
+        return ",".join(f"127.0.0.1:{n.fixed_port}" for n in self.nodes if n.alive())
+
+    def partition_state(self, topic, partition=0, timeout=10):
+        """(leader, replicas, isr) as the cluster's metadata says, asked of a live node."""
+        admin = AdminClient({"bootstrap.servers": self.alive_bootstrap()})
+        md = admin.list_topics(topic, timeout=timeout)
+        p = md.topics[topic].partitions[partition]
+        return p.leader, list(p.replicas), list(p.isrs)
+
+    def wait_for(self, what, check, timeout=30, interval=0.2):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = check()
+                if last:
+                    return last
+            except Exception as e:  # noqa: BLE001 - a node may be down mid-check
+                last = e
+            time.sleep(interval)
+        raise BrokerError(f"timed out after {timeout}s waiting for {what}; last: {last!r}\n"
+                          + "\n".join(n.log_tail(15) for n in self.nodes))
+
+    def stop(self):
+        problems = []
+        for n in self.nodes:
+            if n.proc is not None and n.proc.poll() is None:
+                n.resume()
+        for n in self.nodes:
+            problems += [f"node {n.node_id}: {p}" for p in n.stop()]
+        return problems

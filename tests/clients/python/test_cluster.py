@@ -1,0 +1,278 @@
+"""A replicated cluster: three nodes, each its own process, with real clients.
+
+Faults: leader kill -9, follower kill and catch-up, SIGSTOP of the leader (a hung node),
+controller (quorum leader) kill, rolling restart under load. Data is checked with the
+history checker (history.py): no acknowledged record lost, duplicated, reordered or
+changed.
+"""
+
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import history
+from cluster import Cluster, free_ports
+from harness import runnel_bin, unique
+
+pytestmark = pytest.mark.timeout_s(240)
+
+# Longer fault runs on demand: RUNNEL_HISTORY_SECONDS=300 pytest -k history
+HISTORY_SECONDS = float(os.environ.get("RUNNEL_HISTORY_SECONDS", "25"))
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path).start()
+    yield c
+    problems = c.stop()
+    assert not problems, "\n".join(problems)
+
+
+def create_topic(c, name, partitions=1, rf=3, configs=None):
+    admin = AdminClient({"bootstrap.servers": c.alive_bootstrap()})
+    fs = admin.create_topics([NewTopic(name, partitions, rf, config=configs or {})],
+                             operation_timeout=20)
+    fs[name].result(30)
+    c.wait_for(f"{name} fully in sync",
+               lambda: all(len(c.partition_state(name, p)[2]) == rf for p in range(partitions)))
+
+
+def produce(bootstrap, topic, values, partition=0, acks="all", timeout=60):
+    p = Producer({"bootstrap.servers": bootstrap, "acks": acks, "enable.idempotence": acks == "all",
+                  "message.timeout.ms": int(timeout * 1000), "topic.metadata.refresh.interval.ms": 1000})
+    results = []
+    for v in values:
+        p.produce(topic, value=v.encode(), partition=partition,
+                  on_delivery=lambda err, msg: results.append((err, msg.offset() if err is None else None)))
+        p.poll(0)
+    assert p.flush(timeout + 10) == 0, "messages still in flight"
+    return results
+
+
+def read_all(bootstrap, topic, partition=0):
+    return [v for _, v in history.read_back(bootstrap, topic, partition + 1)[partition]]
+
+
+def test_rf3_topic_replicates_to_every_node_and_metadata_shows_it(cluster):
+    topic = unique("rep")
+    create_topic(cluster, topic, partitions=3)
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    md = admin.list_topics(timeout=10)
+    assert sorted(md.brokers) == [1, 2, 3]
+    leaders = set()
+    for p, meta in md.topics[topic].partitions.items():
+        assert sorted(meta.replicas) == [1, 2, 3]
+        assert sorted(meta.isrs) == [1, 2, 3]
+        leaders.add(meta.leader)
+    assert leaders == {1, 2, 3}, f"leaders of 3 partitions should spread over 3 nodes: {leaders}"
+    values = [f"v{i}" for i in range(300)]
+    for part in range(3):
+        results = produce(cluster.bootstrap, topic, values, partition=part)
+        assert all(err is None for err, _ in results)
+    # Every node's copy is byte-identical once the followers caught up.
+    def same_everywhere():
+        sizes = set()
+        for n in cluster.nodes:
+            d = os.path.join(n.data_dir, f"{topic}-0")
+            sizes.add(sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".log")))
+        return len(sizes) == 1 and sizes
+    cluster.wait_for("identical replicas", same_everywhere)
+    assert read_all(cluster.bootstrap, topic, 1) == values
+
+
+def test_leader_kill_fails_over_without_losing_acknowledged_records(cluster):
+    topic = unique("failover")
+    create_topic(cluster, topic)
+    before = [f"a{i}" for i in range(500)]
+    assert all(err is None for err, _ in produce(cluster.bootstrap, topic, before))
+    leader, _, _ = cluster.partition_state(topic)
+    killed_at = time.monotonic()
+    cluster.node(leader).kill9()
+    # The failover pause: until a produce to the new leader is acknowledged.
+    after = [f"b{i}" for i in range(200)]
+    results = produce(cluster.alive_bootstrap(), topic, after)
+    pause = time.monotonic() - killed_at
+    assert all(err is None for err, _ in results), [e for e, _ in results if e][:3]
+    new_leader, _, isr = cluster.partition_state(topic)
+    assert new_leader != leader and leader not in isr
+    print(f"failover pause (leader kill -> first acks=all produce done): {pause:.2f}s")
+    assert read_all(cluster.alive_bootstrap(), topic) == before + after
+    # The old leader comes back as a follower, catches up and rejoins the ISR.
+    cluster.node(leader).start()
+    cluster.wait_for("old leader back in the ISR", lambda: leader in cluster.partition_state(topic)[2])
+    d = os.path.join(cluster.node(leader).data_dir, f"{topic}-0")
+    cluster.wait_for("old leader has every record",
+                     lambda: sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".log"))
+                     == sum(os.path.getsize(os.path.join(cluster.node(new_leader).data_dir, f"{topic}-0", f))
+                            for f in os.listdir(os.path.join(cluster.node(new_leader).data_dir, f"{topic}-0"))
+                            if f.endswith(".log")))
+
+
+def test_follower_restart_catches_up(cluster):
+    topic = unique("catchup")
+    create_topic(cluster, topic)
+    leader, replicas, _ = cluster.partition_state(topic)
+    follower = next(r for r in replicas if r != leader)
+    cluster.node(follower).kill9()
+    cluster.wait_for("ISR without the dead follower", lambda: follower not in cluster.partition_state(topic)[2])
+    values = [f"c{i}" for i in range(5000)]
+    assert all(err is None for err, _ in produce(cluster.alive_bootstrap(), topic, values))
+    started = time.monotonic()
+    cluster.node(follower).start()
+    cluster.wait_for("follower back in the ISR", lambda: follower in cluster.partition_state(topic)[2])
+    took = time.monotonic() - started
+    print(f"catch-up of 5000 records after restart: {took:.2f}s (start included)")
+    # The caught-up follower can lead: kill the others' leader and read from it.
+    cluster.node(leader).kill9()
+    cluster.wait_for("a new leader", lambda: cluster.partition_state(topic)[0] not in (leader, -1))
+    assert read_all(cluster.alive_bootstrap(), topic) == values
+
+
+def test_min_insync_replicas_refuses_acks_all_when_the_isr_is_too_small(cluster):
+    topic = unique("minisr")
+    create_topic(cluster, topic, configs={"min.insync.replicas": "3"})
+    leader, replicas, _ = cluster.partition_state(topic)
+    follower = next(r for r in replicas if r != leader)
+    cluster.node(follower).kill9()
+    cluster.wait_for("ISR of two", lambda: len(cluster.partition_state(topic)[2]) == 2)
+    p = Producer({"bootstrap.servers": cluster.alive_bootstrap(), "acks": "all",
+                  "message.timeout.ms": 3000, "retries": 0})
+    errors = []
+    p.produce(topic, value=b"x", partition=0, on_delivery=lambda err, msg: errors.append(err))
+    p.flush(10)
+    assert errors and errors[0] is not None
+    assert errors[0].code() in (KafkaError.NOT_ENOUGH_REPLICAS, KafkaError._MSG_TIMED_OUT), errors[0]
+    # acks=1 does not need the ISR.
+    assert all(err is None for err, _ in produce(cluster.alive_bootstrap(), topic, ["y"], acks="1"))
+    cluster.node(follower).start()
+    cluster.wait_for("ISR of three", lambda: len(cluster.partition_state(topic)[2]) == 3)
+    assert all(err is None for err, _ in produce(cluster.bootstrap, topic, ["z"]))
+
+
+def test_hung_leader_is_replaced_and_rejoins_without_divergence(cluster):
+    topic = unique("sigstop")
+    create_topic(cluster, topic)
+    assert all(err is None for err, _ in produce(cluster.bootstrap, topic, [f"s{i}" for i in range(100)]))
+    leader, _, _ = cluster.partition_state(topic)
+    cluster.node(leader).pause()
+    try:
+        cluster.wait_for("a new leader while the old one hangs",
+                         lambda: cluster.partition_state(topic)[0] not in (leader, -1))
+        others = ",".join(f"127.0.0.1:{n.fixed_port}" for n in cluster.nodes if n.node_id != leader)
+        more = [f"t{i}" for i in range(100)]
+        assert all(err is None for err, _ in produce(others, topic, more))
+    finally:
+        cluster.node(leader).resume()
+    cluster.wait_for("the resumed node back in the ISR", lambda: leader in cluster.partition_state(topic)[2])
+    assert read_all(cluster.bootstrap, topic) == [f"s{i}" for i in range(100)] + more
+
+
+def test_controller_failover_keeps_the_cluster_working(cluster):
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    controller = admin.list_topics(timeout=10).controller_id
+    assert controller in (1, 2, 3)
+    cluster.node(controller).kill9()
+    live = cluster.alive_bootstrap()
+    def new_controller():
+        c = AdminClient({"bootstrap.servers": live}).list_topics(timeout=5).controller_id
+        return c not in (-1, controller) and c
+    cluster.wait_for("a new controller", new_controller)
+    topic = unique("after-controller")
+    create_topic(cluster, topic, rf=2)
+    assert all(err is None for err, _ in produce(live, topic, ["x", "y"]))
+    assert read_all(live, topic) == ["x", "y"]
+    cluster.node(controller).start()
+    cluster.wait_for("three brokers", lambda: len(AdminClient({"bootstrap.servers": cluster.bootstrap})
+                                                   .list_topics(timeout=5).brokers) == 3)
+
+
+def run_history(cluster, faults, seconds):
+    topic = unique("history")
+    create_topic(cluster, topic, partitions=3)
+    h = history.History()
+    stop = threading.Event()
+    writers = [history.Writer(cluster.bootstrap, topic, 3, h, f"w{i}", stop, rate=300) for i in range(2)]
+    for w in writers:
+        w.start()
+    try:
+        faults(topic, time.monotonic() + seconds)
+    finally:
+        stop.set()
+        for w in writers:
+            w.join(120)
+    # Everything back and in sync before reading back.
+    for n in cluster.nodes:
+        if not n.alive():
+            n.start()
+    cluster.wait_for("all partitions fully in sync",
+                     lambda: all(len(cluster.partition_state(topic, p)[2]) == 3 for p in range(3)), timeout=60)
+    log = history.read_back(cluster.bootstrap, topic, 3)
+    anomalies = history.check(h, log)
+    print(history.summary(h, anomalies))
+    assert len(h.acked) > 100, history.summary(h, anomalies)
+    assert not any(anomalies.values()), {k: v[:5] for k, v in anomalies.items()}
+
+
+def test_history_under_leader_kills_and_pauses(cluster):
+    def faults(topic, until):
+        round_ = 0
+        while time.monotonic() < until:
+            time.sleep(2)
+            leader, _, _ = cluster.partition_state(topic, round_ % 3)
+            if leader < 0:
+                continue
+            node = cluster.node(leader)
+            if round_ % 2 == 0:
+                node.kill9()
+                time.sleep(4)
+                node.start()
+            else:
+                node.pause()
+                time.sleep(4)
+                node.resume()
+            cluster.wait_for("ISR of three again",
+                             lambda: all(len(cluster.partition_state(topic, p)[2]) == 3 for p in range(3)),
+                             timeout=60)
+            round_ += 1
+    run_history(cluster, faults, HISTORY_SECONDS)
+
+
+def test_rolling_restart_under_load(cluster):
+    def faults(topic, until):
+        for n in cluster.nodes:
+            time.sleep(1)
+            assert n.terminate() == 0, n.log_tail()
+            n.start()
+            cluster.wait_for("ISR of three after restarting a node",
+                             lambda: all(len(cluster.partition_state(topic, p)[2]) == 3 for p in range(3)),
+                             timeout=60)
+        while time.monotonic() < until:
+            time.sleep(0.5)
+    run_history(cluster, faults, 5)
+
+
+def test_runnel_cluster_local_starts_three_nodes(tmp_path):
+    kafka = free_ports(3)
+    ctrl = free_ports(3)
+    # The command numbers ports from a base; find three consecutive free ones.
+    base, cbase = kafka[0], ctrl[0]
+    proc = subprocess.Popen([runnel_bin(), "cluster", "local", "--nodes", "3", "--dir", str(tmp_path),
+                             "--base-port", str(base), "--controller-base-port", str(cbase)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("cluster up: bootstrap.servers="), line + proc.stderr.read()
+        bootstrap = line.strip().split("=", 1)[1]
+        assert len(bootstrap.split(",")) == 3
+        topic = unique("local")
+        assert all(err is None for err, _ in produce(bootstrap, topic, ["one", "two"]))
+        md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+        assert sorted(md.topics[topic].partitions[0].replicas) == [1, 2, 3]
+    finally:
+        proc.terminate()
+        assert proc.wait(90) == 0
