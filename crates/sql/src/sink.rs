@@ -143,7 +143,11 @@ impl Sink {
                 let _ = out.write_all(text.as_bytes());
                 let _ = out.flush();
             }
-            Sink::Kafka(k) => k.write(batch_id, batches).await?,
+            Sink::Kafka(k) => {
+                if !k.write(batch_id, batches).await? {
+                    return Ok(0);
+                }
+            }
             Sink::File(f) => f.write(batch_id, batches)?,
             Sink::Memory {
                 table, last_batch, ..
@@ -400,7 +404,18 @@ pub struct KafkaSink {
     topic: Option<String>,
     transactional: bool,
     query_id: String,
+    options: BTreeMap<String, String>,
+    /// The highest batch id this query committed to the topic, read back once, at the
+    /// first batch after a (re)start: a replayed batch at or below it is not written
+    /// again. `None` until checked.
+    committed_batch: Option<Option<u64>>,
 }
+
+/// How long reading the output topic back for committed batches may take.
+const COMMITTED_SCAN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Offsets per partition read back first when looking for the query's last batch;
+/// doubled while a partition holds none of the query's records.
+const COMMITTED_SCAN_FIRST_WINDOW: i64 = 1_000;
 
 impl KafkaSink {
     pub fn new(options: &BTreeMap<String, String>, query_id: &str) -> Result<KafkaSink> {
@@ -418,11 +433,37 @@ impl KafkaSink {
             topic: opt(options, "topic").cloned(),
             transactional,
             query_id: query_id.to_string(),
+            options: options.clone(),
+            committed_batch: None,
         })
     }
 
-    async fn write(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
+    /// Writes a batch; returns false if it was skipped because an earlier run of this
+    /// query already committed it (a crash between the Kafka commit and the commit log).
+    async fn write(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<bool> {
         if self.transactional {
+            if self.committed_batch.is_none() {
+                let found = match &self.topic {
+                    Some(t) => last_committed_batch(&self.options, t, &self.query_id)?,
+                    None => {
+                        tracing::warn!("kafka sink with exactlyOnce and no 'topic' option: a batch re-run after a crash is not checked against the topics");
+                        None
+                    }
+                };
+                tracing::info!(committed = ?found, "kafka sink: last batch committed by this query");
+                self.committed_batch = Some(found);
+            }
+            if self
+                .committed_batch
+                .flatten()
+                .is_some_and(|c| batch_id <= c)
+            {
+                tracing::info!(
+                    batch_id,
+                    "kafka sink: batch already committed, not written again"
+                );
+                return Ok(false);
+            }
             self.producer.begin_transaction()?;
         }
         let result = self.send_all(batch_id, batches).await;
@@ -434,7 +475,7 @@ impl KafkaSink {
                 }
             }
         }
-        result
+        result.map(|()| true)
     }
 
     async fn send_all(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
@@ -499,6 +540,108 @@ impl KafkaSink {
         }
         sender.finish().await
     }
+}
+
+/// The highest `runnel.batch.id` among committed records of query `query_id` in `topic`
+/// (read_committed), or None. Reads the tail of each partition, a window that doubles
+/// until it holds one of the query's records or covers the partition: the query's newest
+/// record in a partition is at its tail unless other producers wrote after it.
+fn last_committed_batch(
+    options: &BTreeMap<String, String>,
+    topic: &str,
+    query_id: &str,
+) -> Result<Option<u64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let bootstrap = opt(options, "kafka.bootstrap.servers")
+        .ok_or_else(|| SqlError::option("kafka.bootstrap.servers", "is required"))?;
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", bootstrap);
+    for (k, v) in options {
+        if let Some(key) = k.strip_prefix("kafka.") {
+            if key != "bootstrap.servers" && !key.starts_with("transaction") {
+                cfg.set(key, v);
+            }
+        }
+    }
+    cfg.set(
+        "group.id",
+        format!("runnel-sql-sink-check-{}", uuid::Uuid::new_v4()),
+    )
+    .set("isolation.level", "read_committed")
+    .set("enable.auto.commit", "false")
+    .set("enable.partition.eof", "true")
+    .set("auto.offset.reset", "earliest")
+    .set("log_level", "3");
+    let consumer: BaseConsumer = cfg.create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let Some(t) = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+    else {
+        return Ok(None); // no topic yet: nothing committed
+    };
+    // Partition -> (low, high, start of the window still to read).
+    let mut todo: BTreeMap<i32, (i64, i64, i64)> = BTreeMap::new();
+    for p in t.partitions() {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        if high > low {
+            todo.insert(
+                p.id(),
+                (low, high, (high - COMMITTED_SCAN_FIRST_WINDOW).max(low)),
+            );
+        }
+    }
+    let deadline = std::time::Instant::now() + COMMITTED_SCAN_TIMEOUT;
+    let mut best: Option<u64> = None;
+    while !todo.is_empty() {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (p, (_, _, start)) in &todo {
+            tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(*start))?;
+        }
+        consumer.assign(&tpl)?;
+        let mut reading: std::collections::BTreeSet<i32> = todo.keys().copied().collect();
+        let mut found: std::collections::BTreeSet<i32> = Default::default();
+        while !reading.is_empty() {
+            if std::time::Instant::now() > deadline {
+                return Err(SqlError::Query(format!(
+                    "kafka sink: could not read topic {topic} back within {COMMITTED_SCAN_TIMEOUT:?} to find the batches this query committed"
+                )));
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    reading.remove(&p);
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "kafka sink check: transient error"),
+                Some(Ok(m)) => {
+                    let Some(h) = m.headers() else { continue };
+                    let header = |name: &str| {
+                        h.iter()
+                            .find(|x| x.key == name)
+                            .and_then(|x| x.value)
+                            .and_then(|v| std::str::from_utf8(v).ok())
+                    };
+                    if header("runnel.query.id") != Some(query_id) {
+                        continue;
+                    }
+                    if let Some(b) = header("runnel.batch.id").and_then(|v| v.parse::<u64>().ok()) {
+                        best = best.max(Some(b));
+                        found.insert(m.partition());
+                    }
+                }
+            }
+        }
+        // Partitions with none of the query's records in the window: read a window twice
+        // as long, further back, unless the whole partition was read.
+        todo = todo
+            .into_iter()
+            .filter(|(p, (low, _, start))| !found.contains(p) && start > low)
+            .map(|(p, (low, high, start))| (p, (low, high, (start - 2 * (high - start)).max(low))))
+            .collect();
+    }
+    Ok(best)
 }
 
 fn to_binary(a: &ArrayRef, what: &str) -> Result<datafusion::arrow::array::BinaryArray> {

@@ -32,6 +32,8 @@ const ROWS_PER_ARROW_BATCH: usize = 8192;
 pub const MAX_ROWS_PER_BATCH: u64 = 2_000_000;
 /// How long metadata and offset look-ups may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long reading a planned batch (offsets known to exist) may take.
+const BATCH_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often new partitions (and pattern matches) are looked for.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -578,15 +580,13 @@ impl KafkaSource {
         }
     }
 
-    fn limit_for(&self, tp: &(String, i32), bound: Option<&BTreeMap<(String, i32), i64>>) -> i64 {
-        let mut limit = i64::MAX;
-        if let Some(e) = self.ending.as_ref().and_then(|e| e.get(tp)) {
-            limit = limit.min(*e);
-        }
-        if let Some(b) = bound {
-            limit = limit.min(b.get(tp).copied().unwrap_or(i64::MIN));
-        }
-        limit
+    /// `endingOffsets` for a partition (no bound without them).
+    fn ending_for(&self, tp: &(String, i32)) -> i64 {
+        self.ending
+            .as_ref()
+            .and_then(|e| e.get(tp))
+            .copied()
+            .unwrap_or(i64::MAX)
     }
 
     fn check_error(&self, e: rdkafka::error::KafkaError) -> Result<()> {
@@ -608,16 +608,30 @@ impl KafkaSource {
         Ok(())
     }
 
-    /// Reads a new batch: what is buffered now (waiting up to `wait` for the first
-    /// message), at most `max_rows`. Returns the rows and the end offsets.
+    /// Reads a new batch, as Spark plans one: end offsets are fixed first from the
+    /// partitions' latest offsets (capped by `endingOffsets`), `max_rows` is split across
+    /// partitions in proportion to what each has available (Spark's `rateLimit`), and
+    /// every partition is then read exactly to its end. So each batch advances all
+    /// partitions in step, whatever order the consumer happens to fetch them in, and
+    /// event time (and the watermark) stays aligned across partitions. With nothing new,
+    /// waits up to `wait` for data. Returns the rows and the end offsets.
     pub async fn next_batch(
         &mut self,
         max_rows: u64,
         wait: Duration,
     ) -> Result<(Vec<RecordBatch>, PartitionOffsets)> {
         self.maybe_discover()?;
-        self.fill(max_rows.min(MAX_ROWS_PER_BATCH), wait, None)
-            .await
+        let max_rows = max_rows.min(MAX_ROWS_PER_BATCH);
+        let mut ends = self.plan_ends(max_rows)?;
+        if ends == self.positions && !wait.is_zero() {
+            self.wait_for_data(wait).await?;
+            ends = self.plan_ends(max_rows)?;
+        }
+        if ends == self.positions {
+            return Ok((Vec::new(), self.positions()));
+        }
+        let rows = self.read_to(&ends, BATCH_READ_TIMEOUT).await?;
+        Ok((rows, self.positions()))
     }
 
     /// Reads exactly up to `end` (a logged batch being replayed after a restart).
@@ -637,78 +651,110 @@ impl KafkaSource {
                 self.assign()?;
             }
         }
-        let deadline = Instant::now() + timeout;
-        let mut out = Vec::new();
-        loop {
-            let (rows, _) = self
-                .fill(MAX_ROWS_PER_BATCH, Duration::from_millis(20), Some(&bound))
-                .await?;
-            out.extend(rows);
-            let done = bound
-                .iter()
-                .all(|(tp, e)| self.positions.get(tp).is_some_and(|p| p >= e));
-            if done {
-                return Ok(out);
-            }
-            if Instant::now() > deadline {
-                return Err(SqlError::DataLoss(format!(
-                    "could not read the logged batch up to {end:?} within {timeout:?}; positions {:?}",
-                    self.positions()
-                )));
-            }
-        }
+        self.read_to(&bound, timeout).await
     }
 
-    async fn fill(
+    /// The latest offset of a partition: librdkafka's cached high watermark (from fetch
+    /// responses, no request) when it has one, else a ListOffsets request.
+    fn latest(&self, tp: &(String, i32)) -> Result<i64> {
+        let topic = std::ffi::CString::new(tp.0.as_str())
+            .map_err(|_| SqlError::option("subscribe", format!("topic {:?} contains NUL", tp.0)))?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client pointer is valid while `self.consumer` lives; librdkafka only
+        // reads the NUL-terminated topic and writes the two offsets, under its own lock.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                tp.1,
+                &mut low,
+                &mut high,
+            )
+        };
+        if err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 {
+            return Ok(high);
+        }
+        Ok(self.watermarks(tp)?.1)
+    }
+
+    /// The end offsets of the next batch (Spark's `latestOffset` with `rateLimit`).
+    fn plan_ends(&self, max_rows: u64) -> Result<BTreeMap<(String, i32), i64>> {
+        let mut available = BTreeMap::new();
+        for (tp, &pos) in &self.positions {
+            let end = self.latest(tp)?.min(self.ending_for(tp));
+            available.insert(tp.clone(), end.max(pos));
+        }
+        Ok(rate_limit(&self.positions, &available, max_rows))
+    }
+
+    /// Polls for up to `wait` until some message arrives (it is stashed for the batch).
+    async fn wait_for_data(&mut self, wait: Duration) -> Result<()> {
+        let started = Instant::now();
+        while started.elapsed() < wait {
+            match self.consumer.poll(Duration::ZERO) {
+                None => tokio::time::sleep(Duration::from_millis(2)).await,
+                Some(Err(e)) => self.check_error(e)?,
+                Some(Ok(m)) => {
+                    let tp = (m.topic().to_string(), m.partition());
+                    if self.positions.get(&tp).is_some_and(|&p| m.offset() >= p) {
+                        self.stash.entry(tp).or_default().push_back(m.detach());
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every partition in `ends` up to (not including) its end offset: stashed
+    /// messages first, then the consumer; messages past an end are stashed for the next
+    /// batch. Offsets that carry no record (transaction markers, aborted or compacted
+    /// records) are stepped over using the consumer's position.
+    async fn read_to(
         &mut self,
-        max_rows: u64,
-        wait: Duration,
-        bound: Option<&BTreeMap<(String, i32), i64>>,
-    ) -> Result<(Vec<RecordBatch>, PartitionOffsets)> {
+        ends: &BTreeMap<(String, i32), i64>,
+        timeout: Duration,
+    ) -> Result<Vec<RecordBatch>> {
         let mut rows = RowBuilder::new(self.schema.clone(), self.opts.include_headers);
-        let mut taken: u64 = 0;
-        // Like Spark, split a capped batch across partitions, so that partitions advance
-        // in step (event time stays aligned and the watermark drops nothing by accident).
-        let quota = (bound.is_none() && max_rows < MAX_ROWS_PER_BATCH)
-            .then(|| max_rows.div_ceil(self.positions.len().max(1) as u64));
-        let mut taken_per: HashMap<(String, i32), u64> = HashMap::new();
-        // Stashed messages first, in offset order per partition.
-        let keys: Vec<_> = self.stash.keys().cloned().collect();
-        for tp in keys {
-            let limit = self.limit_for(&tp, bound);
-            while taken < max_rows
-                && quota.is_none_or(|q| taken_per.get(&tp).copied().unwrap_or(0) < q)
-            {
-                let Some(q) = self.stash.get_mut(&tp) else {
-                    break;
-                };
-                let Some(m) = q.front() else { break };
-                let pos = self.positions.get(&tp).copied().unwrap_or(0);
+        for (tp, &end) in ends {
+            let Some(q) = self.stash.get_mut(tp) else {
+                continue;
+            };
+            while let Some(m) = q.front() {
+                let pos = self.positions.get(tp).copied().unwrap_or(0);
                 if m.offset() < pos {
                     q.pop_front();
                     continue;
                 }
-                if m.offset() >= limit {
+                if m.offset() >= end {
                     break;
                 }
                 let m = q.pop_front().expect("front exists");
                 rows.push(&m)?;
                 self.positions.insert(tp.clone(), m.offset() + 1);
-                *taken_per.entry(tp.clone()).or_default() += 1;
-                taken += 1;
             }
         }
-        let mut stashed: u64 = 0;
         self.stash.retain(|_, q| !q.is_empty());
-        let started = Instant::now();
-        while taken < max_rows {
-            let polled = self.consumer.poll(Duration::ZERO);
-            let msg = match polled {
+        let reached = |s: &Self| {
+            ends.iter()
+                .all(|(tp, e)| s.positions.get(tp).is_some_and(|p| p >= e))
+        };
+        let deadline = Instant::now() + timeout;
+        while !reached(self) {
+            let msg = match self.consumer.poll(Duration::ZERO) {
                 None => {
-                    if taken > 0 || started.elapsed() >= wait {
+                    self.step_over_gaps(ends)?;
+                    if reached(self) {
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    if Instant::now() > deadline {
+                        return Err(SqlError::DataLoss(format!(
+                            "could not read up to {:?} within {timeout:?}; positions {:?}",
+                            to_offsets(ends),
+                            self.positions()
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
                 Some(Err(e)) => {
@@ -721,21 +767,22 @@ impl KafkaSource {
             let Some(&pos) = self.positions.get(&tp) else {
                 continue;
             };
-            let over_quota = quota.is_some_and(|q| taken_per.get(&tp).copied().unwrap_or(0) >= q);
-            if bound.is_none()
-                && msg.offset() >= pos
-                && (over_quota || self.stash.get(&tp).is_some_and(|q| !q.is_empty()))
-            {
-                // Keep per-partition order: later messages wait behind stashed ones.
-                self.stash.entry(tp).or_default().push_back(msg.detach());
-                stashed += 1;
-                if stashed >= max_rows {
-                    break;
-                }
-                continue;
-            }
             if msg.offset() < pos {
                 continue; // re-delivered after a reassign
+            }
+            let end = ends.get(&tp).copied().unwrap_or(pos);
+            if msg.offset() >= end || self.stash.get(&tp).is_some_and(|q| !q.is_empty()) {
+                // Past this batch: keep it (in order) for the next one, unless it is past
+                // `endingOffsets`, which no batch will ever read.
+                if self
+                    .ending
+                    .as_ref()
+                    .and_then(|e| e.get(&tp))
+                    .is_none_or(|e| msg.offset() < *e)
+                {
+                    self.stash.entry(tp).or_default().push_back(msg.detach());
+                }
+                continue;
             }
             if msg.offset() > pos
                 && self.opts.fail_on_data_loss
@@ -746,26 +793,82 @@ impl KafkaSource {
                     tp.0, tp.1, msg.offset()
                 )));
             }
-            let limit = self.limit_for(&tp, bound);
-            if msg.offset() >= limit {
-                if bound.is_some()
-                    && self
-                        .ending
-                        .as_ref()
-                        .and_then(|e| e.get(&tp))
-                        .is_none_or(|e| msg.offset() < *e)
-                {
-                    self.stash.entry(tp).or_default().push_back(msg.detach());
-                }
-                continue;
-            }
             rows.push(&msg)?;
-            *taken_per.entry(tp.clone()).or_default() += 1;
             self.positions.insert(tp, msg.offset() + 1);
-            taken += 1;
         }
-        Ok((rows.finish()?, self.positions()))
+        rows.finish()
     }
+
+    /// Advances partitions over offsets that hold no deliverable record. librdkafka moves
+    /// its position past transaction markers and aborted records; every offset below that
+    /// position (and below the first stashed message) has been handed to us already.
+    fn step_over_gaps(&mut self, ends: &BTreeMap<(String, i32), i64>) -> Result<()> {
+        let behind: Vec<(String, i32)> = ends
+            .iter()
+            .filter(|(tp, e)| self.positions.get(*tp).is_some_and(|p| p < *e))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if behind.is_empty() {
+            return Ok(());
+        }
+        let assigned = self.consumer.position()?;
+        for tp in behind {
+            let seen = match self.stash.get(&tp).and_then(|q| q.front()) {
+                Some(m) => Some(m.offset()),
+                None => assigned
+                    .find_partition(&tp.0, tp.1)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    }),
+            };
+            if let (Some(seen), Some(pos)) = (seen, self.positions.get(&tp).copied()) {
+                if seen > pos {
+                    self.positions.insert(tp.clone(), seen.min(ends[&tp]));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Spark's `KafkaMicroBatchStream.rateLimit`: `limit` offsets split across partitions in
+/// proportion to what each has available; a partition with anything available gets at
+/// least one offset.
+fn rate_limit(
+    from: &BTreeMap<(String, i32), i64>,
+    until: &BTreeMap<(String, i32), i64>,
+    limit: u64,
+) -> BTreeMap<(String, i32), i64> {
+    let sizes: BTreeMap<&(String, i32), i64> = until
+        .iter()
+        .filter_map(|(tp, &end)| {
+            let size = end - from.get(tp).copied().unwrap_or(end);
+            (size > 0).then_some((tp, size))
+        })
+        .collect();
+    let total: i64 = sizes.values().sum();
+    if total as u64 <= limit {
+        return until.clone();
+    }
+    until
+        .iter()
+        .map(|(tp, &end)| {
+            let capped = match (sizes.get(tp), from.get(tp)) {
+                (Some(&size), Some(&begin)) => {
+                    let prorate = limit as f64 * (size as f64 / total as f64);
+                    let n = if prorate < 1.0 {
+                        prorate.ceil()
+                    } else {
+                        prorate.floor()
+                    } as i64;
+                    end.min(begin.saturating_add(n))
+                }
+                _ => end,
+            };
+            (tp.clone(), capped)
+        })
+        .collect()
 }
 
 /// Offsets can legitimately skip on compacted topics and around transaction markers; a
@@ -887,5 +990,20 @@ mod tests {
         ] {
             assert!(KafkaSourceOptions::from_options(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn rate_limit_splits_in_proportion_like_spark() {
+        let tp = |p: i32| ("t".to_string(), p);
+        let from: BTreeMap<_, _> = [(tp(0), 0), (tp(1), 100), (tp(2), 5)].into();
+        let until: BTreeMap<_, _> = [(tp(0), 600), (tp(1), 400), (tp(2), 6)].into();
+        // 901 available, 100 allowed: 600/901*100 = 66.6 -> 66, 300/901*100 = 33.3 -> 33,
+        // 1/901*100 = 0.11 -> 1 (never starved).
+        let got = rate_limit(&from, &until, 100);
+        assert_eq!(got, [(tp(0), 66), (tp(1), 133), (tp(2), 6)].into());
+        // Under the limit: everything.
+        assert_eq!(rate_limit(&from, &until, 10_000), until);
+        // Nothing new: the ends are the starts.
+        assert_eq!(rate_limit(&from, &from, 10), from);
     }
 }
