@@ -182,6 +182,8 @@ def test_controller_failover_keeps_the_cluster_working(cluster):
         c = AdminClient({"bootstrap.servers": live}).list_topics(timeout=5).controller_id
         return c not in (-1, controller) and c
     cluster.wait_for("a new controller", new_controller)
+    cluster.wait_for("the dead node fenced", lambda: len(AdminClient({"bootstrap.servers": live})
+                                                        .list_topics(timeout=5).brokers) == 2)
     topic = unique("after-controller")
     create_topic(cluster, topic, rf=2)
     assert all(err is None for err, _ in produce(live, topic, ["x", "y"]))
@@ -276,3 +278,43 @@ def test_runnel_cluster_local_starts_three_nodes(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(90) == 0
+
+
+def consume_n(bootstrap, topic, group, n, timeout=60):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "session.timeout.ms": 6000,
+                  "topic.metadata.refresh.interval.ms": 1000})
+    c.subscribe([topic])
+    got = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < n and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            got.append(msg.value().decode())
+        c.commit(asynchronous=False)
+    finally:
+        c.close()
+    return got
+
+
+def test_consumer_group_offsets_survive_a_coordinator_kill(cluster):
+    topic = unique("grp")
+    create_topic(cluster, topic, partitions=3)
+    values = {p: [f"p{p}-{i}" for i in range(100)] for p in range(3)}
+    for p in range(3):
+        assert all(err is None for err, _ in produce(cluster.bootstrap, topic, values[p], partition=p))
+    group = unique("g")
+    first = consume_n(cluster.bootstrap, topic, group, 150)
+    assert len(first) >= 150
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    desc = admin.describe_consumer_groups([group])[group].result(20)
+    coordinator = desc.coordinator.id
+    cluster.node(coordinator).kill9()
+    rest = consume_n(cluster.alive_bootstrap(), topic, group, 300 - len(first), timeout=90)
+    everything = sorted(v for vs in values.values() for v in vs)
+    assert sorted(first + rest) == everything, (len(first), len(rest))
+    survivors = AdminClient({"bootstrap.servers": cluster.alive_bootstrap()})
+    new_desc = survivors.describe_consumer_groups([group])[group].result(20)
+    assert new_desc.coordinator.id != coordinator

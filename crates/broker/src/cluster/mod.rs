@@ -105,6 +105,15 @@ impl Cluster {
             tokio::spawn(heartbeat_loop(broker.clone(), cluster.clone()));
             tokio::spawn(reconcile::run(broker.clone(), cluster.clone()));
             tokio::spawn(isr_loop(broker.clone(), cluster.clone(), isr_rx));
+            // Like a Kafka broker, be RUNNING only once the controller has unfenced us:
+            // before that, clients would get metadata that leaves this broker out.
+            let me = broker.node_id();
+            if !cluster
+                .wait_for_image(|img| img.brokers.get(&me).is_some_and(|b| !b.fenced))
+                .await
+            {
+                tracing::warn!("not unfenced by the controller yet; serving anyway");
+            }
         }
         Ok(cluster)
     }
@@ -144,6 +153,20 @@ impl Cluster {
 
     pub fn current_image(&self) -> Arc<ClusterImage> {
         self.image.borrow().clone()
+    }
+
+    /// The broker id to give clients as "the controller": any live broker forwards admin
+    /// requests to the active controller (KRaft's way), so the quorum leader when it is a
+    /// live broker, else this one, else any live broker; never a fenced or absent one.
+    pub fn controller_id_for_clients(&self, local_id: i32) -> i32 {
+        let image = self.current_image();
+        self.meta
+            .as_ref()
+            .and_then(|m| m.leader())
+            .filter(|id| image.is_live(*id))
+            .or_else(|| image.is_live(local_id).then_some(local_id))
+            .or_else(|| image.live_brokers().next().map(|b| b.id))
+            .unwrap_or(local_id)
     }
 
     /// Waits until the image satisfies `ready`, or the deadline passes.

@@ -455,13 +455,7 @@ pub fn describe_cluster(
                     .with_rack(b.rack.as_deref().map(str_bytes))
             })
             .collect();
-        // Any live broker forwards admin requests to the active controller (see Metadata).
-        let controller = cluster
-            .meta
-            .as_ref()
-            .and_then(|m| m.leader())
-            .filter(|id| image.is_live(*id))
-            .unwrap_or(broker.node_id());
+        let controller = cluster.controller_id_for_clients(broker.node_id());
         let response = DescribeClusterResponse::default()
             .with_cluster_id(str_bytes(
                 image.cluster_id.as_deref().unwrap_or(&broker.cluster_id),

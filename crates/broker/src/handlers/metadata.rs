@@ -243,15 +243,7 @@ async fn cluster_metadata(
                 .with_rack(b.rack.as_deref().map(str_bytes))
         })
         .collect();
-    // As KRaft brokers do: clients send admin requests to the "controller" they are
-    // given, any broker forwards them to the active controller, so name a live broker
-    // (the quorum leader when it is one, else this node) rather than ever -1.
-    let controller = cluster
-        .meta
-        .as_ref()
-        .and_then(|m| m.leader())
-        .filter(|id| image.is_live(*id))
-        .unwrap_or(local_id);
+    let controller = cluster.controller_id_for_clients(local_id);
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(image.cluster_id.as_deref().map(str_bytes))
