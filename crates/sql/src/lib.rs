@@ -8,6 +8,7 @@
 //! - `table`      slot tables: how per-batch rows reach DataFusion plans
 //! - `plan`       splitting a query around its stateful operator; Spark's rules
 //! - `aggregate`  the stateful aggregation operator and its state
+//! - `join`       the stream-stream join operator and its state
 //! - `checkpoint` offsets/commits logs and state snapshots
 //! - `sink`       console, kafka, files, memory, callback sinks
 //! - `engine`     the micro-batch driver, triggers, recovery
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod error;
 pub mod functions;
 pub mod http;
+pub mod join;
 pub mod plan;
 pub mod progress;
 pub mod script;

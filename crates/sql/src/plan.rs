@@ -14,10 +14,11 @@
 use crate::aggregate::{AggKind, AggregateSpec, GroupColumn, OutputMode};
 use crate::error::{Result, SqlError};
 use crate::functions::WindowSpec;
+use crate::join::{check_join_type, lower_bound, side_watermark, slot_for, JoinPlan, JoinSideSpec};
 use crate::script::WatermarkDecl;
 use crate::table::SlotTable;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::default_table_source::{provider_as_source, source_as_provider};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::{cast, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder};
@@ -29,6 +30,8 @@ pub struct StreamingPlan {
     /// Whole plan (stateless) or the part above the aggregation.
     pub upper: LogicalPlan,
     pub aggregate: Option<AggregatePlan>,
+    /// The stream-stream join, if the query has one (never together with an aggregation).
+    pub join: Option<JoinPlan>,
     pub mode: OutputMode,
     /// The watermark delay, if a declared watermark reaches the stateful operator.
     pub watermark_delay_ms: Option<i64>,
@@ -116,6 +119,9 @@ pub fn plan_logical(
         ));
     }
     check_unsupported(&plan)?;
+    if let Some(planned) = plan_stream_join(ctx, &plan, mode, watermarks)? {
+        return Ok(planned);
+    }
     // The stateful aggregations: aggregates over streaming input.
     let mut aggs = Vec::new();
     plan.apply(|p| {
@@ -148,6 +154,7 @@ pub fn plan_logical(
         return Ok(StreamingPlan {
             upper,
             aggregate: None,
+            join: None,
             mode,
             watermark_delay_ms: None,
         });
@@ -284,43 +291,12 @@ pub fn plan_logical(
     let watermark_input = watermark_input.map(|k| groups.len() + k);
     let output_schema: SchemaRef = Arc::new(agg.schema.as_arrow().clone());
     // Upper plan: the aggregation replaced by a scan of its output.
-    let slot_schema = Arc::new(Schema::new(
-        output_schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| Field::new(format!("__c{i}"), f.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    ));
-    let state_table = Arc::new(SlotTable::new(slot_schema, false, None));
-    let scan = LogicalPlanBuilder::scan("__state", provider_as_source(state_table.clone()), None)?
-        .build()?;
-    let renames: Vec<Expr> = agg
-        .schema
-        .iter()
-        .enumerate()
-        .map(|(i, (q, f))| {
-            Expr::Column(Column::new(Some("__state"), format!("__c{i}")))
-                .alias_qualified(q.cloned(), f.name())
-        })
-        .collect();
-    let replacement = LogicalPlanBuilder::from(scan).project(renames)?.build()?;
-    let mut replaced = false;
-    let upper = plan
-        .transform_down(|p| {
-            if let LogicalPlan::Aggregate(a) = &p {
-                if !replaced && a.schema == agg.schema && is_streaming(&a.input) {
-                    replaced = true;
-                    return Ok(Transformed::new(
-                        replacement.clone(),
-                        true,
-                        TreeNodeRecursion::Jump,
-                    ));
-                }
-            }
-            Ok(Transformed::no(p))
-        })?
-        .data;
+    let (state_table, replacement) = slot_for(&agg.schema, "__state")?;
+    let upper = replace_first(
+        plan,
+        &replacement,
+        |p| matches!(p, LogicalPlan::Aggregate(a) if a.schema == agg.schema && is_streaming(&a.input)),
+    )?;
     if has_sort(&upper) && mode != OutputMode::Complete {
         return Err(SqlError::Unsupported(
             "Sorting is not supported on streaming DataFrames/Datasets, unless it is on aggregated DataFrame/Dataset in Complete output mode".into(),
@@ -349,9 +325,143 @@ pub fn plan_logical(
             spec,
             state_table,
         }),
+        join: None,
         mode,
         watermark_delay_ms: wm_delay,
     })
+}
+
+/// Plans a query with a stream-stream join (None if it has none): the join becomes the
+/// stateful operator (`join.rs`), and the rest of the query reads its output.
+fn plan_stream_join(
+    ctx: &SessionContext,
+    plan: &LogicalPlan,
+    mode: Option<OutputMode>,
+    watermarks: &[WatermarkDecl],
+) -> Result<Option<StreamingPlan>> {
+    let mut joins = Vec::new();
+    let mut streaming_aggregate = false;
+    let mut conditions: Vec<Expr> = Vec::new();
+    plan.apply(|p| {
+        match p {
+            LogicalPlan::Join(j) if is_streaming(&j.left) && is_streaming(&j.right) => {
+                joins.push(j.clone());
+            }
+            LogicalPlan::Aggregate(a) if is_streaming(&a.input) => streaming_aggregate = true,
+            // A WHERE right above a join bounds it as much as its ON clause does.
+            LogicalPlan::Filter(f) if matches!(f.input.as_ref(), LogicalPlan::Join(_)) => {
+                conditions.push(f.predicate.clone());
+            }
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let Some(j) = joins.first().cloned() else {
+        return Ok(None);
+    };
+    if joins.len() > 1 {
+        return Err(SqlError::Unsupported(
+            "more than one stream-stream join in a query is not supported yet".into(),
+        ));
+    }
+    if streaming_aggregate {
+        return Err(SqlError::Unsupported(
+            "aggregations over a stream-stream join are not supported yet".into(),
+        ));
+    }
+    let mode = mode.unwrap_or(OutputMode::Append);
+    if mode != OutputMode::Append {
+        return Err(SqlError::Unsupported(format!(
+            "Join between two streaming DataFrames/Datasets is not supported in {} output mode, only in Append output mode",
+            mode.name()
+        )));
+    }
+    if has_sort(plan) {
+        return Err(SqlError::Unsupported(
+            "Sorting is not supported on streaming DataFrames/Datasets, unless it is on aggregated DataFrame/Dataset in Complete output mode".into(),
+        ));
+    }
+    if let Some(f) = &j.filter {
+        conditions.push(f.clone());
+    }
+    conditions.extend(j.on.iter().map(|(l, r)| l.clone().eq(r.clone())));
+    let wl = side_watermark(j.left.schema(), watermarks);
+    let wr = side_watermark(j.right.schema(), watermarks);
+    let bound = |a: &Option<(usize, i64, Column)>, b: &Option<(usize, i64, Column)>| match (a, b) {
+        (Some(a), Some(b)) => lower_bound(&conditions, &a.2, &b.2),
+        _ => None,
+    };
+    let left = JoinSideSpec {
+        event_time: wl.as_ref().map(|w| (w.0, w.1)),
+        lower_bound_ms: bound(&wl, &wr),
+    };
+    let right = JoinSideSpec {
+        event_time: wr.as_ref().map(|w| (w.0, w.1)),
+        lower_bound_ms: bound(&wr, &wl),
+    };
+    check_join_type(j.join_type, &left, &right)?;
+    let state = ctx.state();
+    let (left_new, ln) = slot_for(j.left.schema(), "__join_left_new")?;
+    let (left_state, ls) = slot_for(j.left.schema(), "__join_left_state")?;
+    let (right_new, rn) = slot_for(j.right.schema(), "__join_right_new")?;
+    let (right_all, ra) = slot_for(j.right.schema(), "__join_right_all")?;
+    let original = LogicalPlan::Join(j.clone());
+    let exprs = original.expressions();
+    let first = original.with_new_exprs(exprs.clone(), vec![ln, ra])?;
+    let second = original.with_new_exprs(exprs, vec![ls, rn])?;
+    let join = LogicalPlanBuilder::from(first).union(second)?.build()?;
+    let join = state.optimize(&join)?;
+    let (output, out_scan) = slot_for(&j.schema, "__join_out")?;
+    let upper = replace_first(
+        plan.clone(),
+        &out_scan,
+        |p| matches!(p, LogicalPlan::Join(x) if x == &j),
+    )?;
+    let upper = state.optimize(&upper)?;
+    let delay = [&wl, &wr]
+        .iter()
+        .filter_map(|w| w.as_ref().map(|w| w.1))
+        .min();
+    Ok(Some(StreamingPlan {
+        upper,
+        aggregate: None,
+        join: Some(JoinPlan {
+            left_input: state.optimize(&j.left)?,
+            right_input: state.optimize(&j.right)?,
+            join,
+            left_new,
+            left_state,
+            right_new,
+            right_all,
+            output,
+            left,
+            right,
+        }),
+        mode,
+        watermark_delay_ms: delay,
+    }))
+}
+
+/// `plan` with the first node (top down) that `is_it` picks replaced by `replacement`.
+fn replace_first(
+    plan: LogicalPlan,
+    replacement: &LogicalPlan,
+    is_it: impl Fn(&LogicalPlan) -> bool,
+) -> Result<LogicalPlan> {
+    let mut replaced = false;
+    Ok(plan
+        .transform_down(|p| {
+            if !replaced && is_it(&p) {
+                replaced = true;
+                return Ok(Transformed::new(
+                    replacement.clone(),
+                    true,
+                    TreeNodeRecursion::Jump,
+                ));
+            }
+            Ok(Transformed::no(p))
+        })?
+        .data)
 }
 
 fn has_sort(plan: &LogicalPlan) -> bool {
@@ -371,9 +481,7 @@ fn check_unsupported(plan: &LogicalPlan) -> Result<()> {
     let mut err = None;
     plan.apply(|p| {
         match p {
-            LogicalPlan::Join(j) if is_streaming(&j.left) && is_streaming(&j.right) => {
-                err = Some("stream-stream joins are not supported yet (stream-static joins are)".to_string());
-            }
+            LogicalPlan::Join(j) if is_streaming(&j.left) && is_streaming(&j.right) => {}
             LogicalPlan::Join(j) if is_streaming(&j.right) && matches!(j.join_type, datafusion::logical_expr::JoinType::Left | datafusion::logical_expr::JoinType::Full) => {
                 err = Some(format!("{} outer join with a streaming DataFrame/Dataset on the right and a static DataFrame/Dataset on the left is not supported", j.join_type));
             }

@@ -506,3 +506,123 @@ async fn kafka_sink_is_exactly_once_with_transactions() {
     .await
     .expect("test timed out");
 }
+
+/// A tiny deterministic generator (splitmix64) for the join tests' events.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// (key, value, timestamp) records to `topic`, in order.
+async fn produce_records(broker: &Broker, topic: &str, records: &[(String, String, i64)]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("linger.ms", "5")
+        // Keeps order within a partition even when a request is retried (the topic is
+        // created by the first request).
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let mut pending = Vec::new();
+    for (k, v, ts) in records {
+        let rec = FutureRecord::to(topic)
+            .key(k.as_bytes())
+            .payload(v.as_bytes())
+            .timestamp(*ts);
+        pending.push(producer.send_result(rec).map_err(|(e, _)| e).unwrap());
+    }
+    for f in pending {
+        f.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_stream_join_with_watermarks_and_time_bound_matches_independent_answer() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        // 1200 impressions, one every 500 ms over 25 ads; about half are clicked 0-90 s
+        // later (clicks after 60 s fall outside the bound), some twice. Keyed by ad, so a
+        // partition's event time advances unevenly (a few ads each): read in step by
+        // offsets, partitions drift apart by up to ~40 s of event time, which the 90 s
+        // watermark delay covers (no row but the very late ones is late).
+        let mut rng = Rng(11);
+        let mut imps = Vec::new();
+        let mut clicks = Vec::new();
+        for i in 0..1200i64 {
+            let ad = format!("ad{}", rng.next() % 25);
+            let t = START_MS + i * 500;
+            imps.push((ad.clone(), format!("imp{i}"), t));
+            for k in 0..(rng.next() % 4).saturating_sub(1) {
+                let delay = (rng.next() % 90_000) as i64;
+                clicks.push((ad.clone(), format!("click{i}-{k}"), t + delay));
+            }
+        }
+        clicks.sort_by_key(|c| c.2);
+        // Very late clicks (event time near the start, sent last): the watermark has long
+        // passed them, so they are dropped although impressions of their ad were in range.
+        let late: Vec<(String, String, i64)> = (0..5)
+            .map(|k| (imps[2].0.clone(), format!("late{k}"), imps[2].2 + 1_000 + k))
+            .collect();
+        clicks.extend(late.iter().cloned());
+        produce_records(&broker, "impressions", &imps).await;
+        produce_records(&broker, "clicks", &clicks).await;
+        // The answer: every (impression, click) of one ad with the click within a
+        // minute after the impression, late clicks excepted.
+        let mut expected: Vec<(String, String)> = Vec::new();
+        for (ad, imp, it) in &imps {
+            for (cad, click, ct) in &clicks[..clicks.len() - late.len()] {
+                if ad == cad && *ct >= *it && *ct <= it + 60_000 {
+                    expected.push((imp.clone(), click.clone()));
+                }
+            }
+        }
+        expected.sort();
+        assert!(expected.len() > 200, "{}", expected.len());
+        let ck = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/joins/ad_clicks.sql"),
+        )
+        .unwrap();
+        let text = text.replace(
+            "CREATE TEMPORARY VIEW out USING console OPTIONS (truncate 'false');",
+            &format!("CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'joined', checkpointLocation '{}');", ck.path().display()),
+        );
+        let mut d = defines(&broker, "unused");
+        d.insert("maxOffsetsPerTrigger".into(), "120".into());
+        d.insert("delay".into(), "90 SECONDS".into());
+        // Two runs: a restart in the middle must bring the join state back.
+        let first = run_script(&text, &d, QueryOptions { max_batches: Some(4), ..Default::default() }).await;
+        let mut got: Vec<(String, String)> = memory_rows(&first)
+            .iter()
+            .map(|r| (r["imp_id"].as_str().unwrap().to_string(), r["click_id"].as_str().unwrap().to_string()))
+            .collect();
+        let mut progress = first.progress_log().recent();
+        let q = run_script(&text, &d, QueryOptions::default()).await;
+        got.extend(memory_rows(&q).iter().map(|r| {
+            (r["imp_id"].as_str().unwrap().to_string(), r["click_id"].as_str().unwrap().to_string())
+        }));
+        progress.extend(q.progress_log().recent());
+        got.sort();
+        assert_eq!(got.len(), expected.len(), "each pair once");
+        assert_eq!(got, expected);
+        let ops: Vec<_> = progress.iter().map(|p| p.state_operators[0].clone()).collect();
+        assert!(ops.iter().all(|o| o.operator_name == "symmetricHashJoin"));
+        let dropped: u64 = ops.iter().map(|o| o.num_rows_dropped_by_watermark).sum();
+        assert_eq!(dropped, late.len() as u64, "the late clicks are dropped");
+        let removed: u64 = ops.iter().map(|o| o.num_rows_removed).sum();
+        let total_in = (imps.len() + clicks.len()) as u64;
+        let peak = ops.iter().map(|o| o.num_rows_total).max().unwrap();
+        assert!(removed > total_in / 2, "state is evicted: {removed} of {total_in}");
+        assert!(peak < total_in / 2, "state stays bounded: peak {peak} of {total_in}");
+        assert!(progress.iter().any(|p| p.event_time.contains_key("watermark")));
+    })
+    .await
+    .expect("test timed out");
+}

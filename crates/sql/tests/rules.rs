@@ -68,7 +68,7 @@ async fn unsupported_operations_are_clear_errors() {
         ),
         (
             "SELECT * FROM s a JOIN s b ON a.v = b.v",
-            "stream-stream joins",
+            "Join between two streaming DataFrames/Datasets is not supported in Update output mode, only in Append output mode",
         ),
         ("SELECT v FROM s LIMIT 3", "Limits are not supported"),
         ("SELECT 1", "reads no streaming source"),
@@ -99,4 +99,44 @@ async fn file_sinks_accept_only_append() {
     );
     let e = plan(&q, Some(OutputMode::Update)).await.err().unwrap();
     assert!(e.contains("does not support Update output mode"), "{e}");
+}
+
+#[tokio::test]
+async fn stream_stream_join_rules() {
+    let sides = |join: &str, bound: &str| {
+        format!(
+            "SELECT * FROM (SELECT v AS lv, ts AS lt FROM s) WATERMARK lt DELAY OF INTERVAL 10 SECONDS AS l \
+             {join} (SELECT v AS rv, ts AS rt FROM s) WATERMARK rt DELAY OF INTERVAL 10 SECONDS AS r ON lv = rv {bound}"
+        )
+    };
+    let bound = "AND rt BETWEEN lt AND lt + INTERVAL 1 MINUTE";
+    // Inner joins: with or without a time bound (without one, state is unbounded).
+    for q in [
+        sides("JOIN", bound),
+        sides("JOIN", ""),
+        "SELECT * FROM s a JOIN s b ON a.v = b.v".to_string(),
+    ] {
+        let r = plan(&q, Some(OutputMode::Append)).await;
+        assert!(r.is_ok(), "{q}: {:?}", r.err());
+    }
+    let cases = [
+        (sides("LEFT JOIN", ""), "Stream-stream LeftOuter join between two streaming DataFrame/Datasets is not supported without a watermark in the join keys, or a watermark on the nullable side and an appropriate range condition"),
+        (sides("RIGHT JOIN", ""), "Stream-stream RightOuter join between two streaming DataFrame/Datasets is not supported without a watermark"),
+        (sides("FULL JOIN", ""), "Stream-stream FullOuter join"),
+        (sides("LEFT JOIN", bound), "not supported by Runnel yet"),
+        (format!("SELECT lv, count(*) FROM ({}) GROUP BY lv", sides("JOIN", bound)), "aggregations over a stream-stream join are not supported yet"),
+        (format!("SELECT * FROM ({}) ORDER BY lv", sides("JOIN", bound)), "Sorting is not supported"),
+    ];
+    for (q, msg) in cases {
+        let e = plan(&q, Some(OutputMode::Append))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{q} should fail"));
+        assert!(e.contains(msg), "{q}: {e}");
+    }
+    let e = plan(&sides("JOIN", bound), Some(OutputMode::Complete))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.contains("not supported in Complete output mode"), "{e}");
 }

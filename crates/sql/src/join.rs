@@ -1,0 +1,586 @@
+//! The stream-stream inner join (Spark's symmetric hash join): both sides buffer their
+//! rows in state; each batch joins the new rows of one side with everything buffered on
+//! the other (plus the other side's new rows), so every matching pair is emitted exactly
+//! once, in the batch where its later row arrives.
+//!
+//! ```text
+//!   output = join(L_new, R_state ++ R_new)  ∪  join(L_state, R_new)     (DataFusion)
+//! ```
+//!
+//! Watermarks (Spark's rules): each side's watermark is its max event time minus its
+//! delay; the query's watermark is the minimum over the sides. Rows at or below it are
+//! late and dropped. A side's state is evicted with a time bound from the join condition:
+//! if the condition implies `s.t >= o.t + c` (s this side's event time, o the other's),
+//! no future row of the other side (`o.t > watermark`) can match a row with
+//! `s.t <= watermark + c`, so such rows are removed. Without such a bound a side's state
+//! grows without limit, as in Spark.
+//!
+//! Not thread-safe: owned by the query's driver.
+
+use crate::error::{Result, SqlError};
+use crate::functions::to_millis;
+use crate::script::WatermarkDecl;
+use crate::table::SlotTable;
+use datafusion::arrow::array::BooleanArray;
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::default_table_source::provider_as_source;
+use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
+};
+use std::sync::Arc;
+
+/// One side of the join as the planner sees it.
+#[derive(Clone, Debug)]
+pub struct JoinSideSpec {
+    /// Index of the watermarked event-time column in the side's rows, and its delay.
+    pub event_time: Option<(usize, i64)>,
+    /// `c` in `this.t >= other.t + c`, the tightest such bound the condition implies.
+    pub lower_bound_ms: Option<i64>,
+}
+
+/// The planned join: per-batch plans for each side's new rows, the join itself over slot
+/// tables, and the table its output goes to for the rest of the query.
+pub struct JoinPlan {
+    pub left_input: LogicalPlan,
+    pub right_input: LogicalPlan,
+    /// Union(join(L_new, R_all), join(L_state, R_new)).
+    pub join: LogicalPlan,
+    pub left_new: Arc<SlotTable>,
+    pub left_state: Arc<SlotTable>,
+    pub right_new: Arc<SlotTable>,
+    pub right_all: Arc<SlotTable>,
+    pub output: Arc<SlotTable>,
+    pub left: JoinSideSpec,
+    pub right: JoinSideSpec,
+}
+
+/// A slot table standing in for a plan with `schema`: a scan renamed to the same
+/// (qualified) column names, so expressions over the original plan still resolve.
+pub fn slot_for(schema: &DFSchema, name: &str) -> Result<(Arc<SlotTable>, LogicalPlan)> {
+    let slot_schema = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Field::new(format!("__c{i}"), f.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let table = Arc::new(SlotTable::new(slot_schema, false, None));
+    let renames: Vec<Expr> = schema
+        .iter()
+        .enumerate()
+        .map(|(i, (q, f))| {
+            Expr::Column(Column::new(Some(name), format!("__c{i}")))
+                .alias_qualified(q.cloned(), f.name())
+        })
+        .collect();
+    let plan = LogicalPlanBuilder::scan(name, provider_as_source(table.clone()), None)?
+        .project(renames)?
+        .build()?;
+    Ok((table, plan))
+}
+
+/// Re-wraps a batch in a slot table's schema (same columns, the slot's names).
+pub fn to_slot(table: &SlotTable, b: &RecordBatch) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        table.schema_ref(),
+        b.columns().to_vec(),
+    )?)
+}
+
+/// A linear form `column + offset_ms` (column optional).
+fn linear(e: &Expr) -> Option<(Option<Column>, i64)> {
+    match e {
+        Expr::Column(c) => Some((Some(c.clone()), 0)),
+        Expr::Cast(c) => linear(&c.expr),
+        Expr::TryCast(c) => linear(&c.expr),
+        Expr::Alias(a) => linear(&a.expr),
+        Expr::Literal(v, _) => interval_ms(v).map(|ms| (None, ms)),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (lc, lo) = linear(left)?;
+            let (rc, ro) = linear(right)?;
+            match (op, lc, rc) {
+                (Operator::Plus, c, None) | (Operator::Plus, None, c) => Some((c, lo + ro)),
+                (Operator::Minus, c, None) => Some((c, lo - ro)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Milliseconds of a fixed-length interval literal (no months).
+fn interval_ms(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
+            Some(i.days as i64 * 86_400_000 + i.nanoseconds / 1_000_000)
+        }
+        ScalarValue::IntervalDayTime(Some(i)) => {
+            Some(i.days as i64 * 86_400_000 + i.milliseconds as i64)
+        }
+        ScalarValue::DurationMillisecond(Some(v)) => Some(*v),
+        ScalarValue::DurationSecond(Some(v)) => Some(v * 1000),
+        ScalarValue::DurationMicrosecond(Some(v)) => Some(v / 1000),
+        ScalarValue::DurationNanosecond(Some(v)) => Some(v / 1_000_000),
+        _ => None,
+    }
+}
+
+/// Splits AND-ed conditions, BETWEEN into its two comparisons.
+fn conjuncts(e: &Expr, out: &mut Vec<(Expr, Operator, Expr)>) {
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => {
+            conjuncts(left, out);
+            conjuncts(right, out);
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(
+                op,
+                Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+            ) =>
+        {
+            out.push((left.as_ref().clone(), *op, right.as_ref().clone()));
+        }
+        Expr::Between(b) if !b.negated => {
+            out.push((
+                b.expr.as_ref().clone(),
+                Operator::GtEq,
+                b.low.as_ref().clone(),
+            ));
+            out.push((
+                b.expr.as_ref().clone(),
+                Operator::LtEq,
+                b.high.as_ref().clone(),
+            ));
+        }
+        _ => {}
+    }
+}
+
+/// From `conditions`, the tightest `c` with `a >= b + c` (a, b the two event-time
+/// columns), or None.
+pub fn lower_bound(conditions: &[Expr], a: &Column, b: &Column) -> Option<i64> {
+    let mut parts = Vec::new();
+    for c in conditions {
+        conjuncts(c, &mut parts);
+    }
+    let same = |x: &Option<Column>, y: &Column| {
+        x.as_ref().is_some_and(|x| {
+            x.name == y.name
+                && (x.relation.is_none() || y.relation.is_none() || x.relation == y.relation)
+        })
+    };
+    let mut best: Option<i64> = None;
+    for (l, op, r) in parts {
+        let (Some((lc, lo)), Some((rc, ro))) = (linear(&l), linear(&r)) else {
+            continue;
+        };
+        // l.col + lo  op  r.col + ro   <=>   l.col op r.col + (ro - lo)
+        let k = ro - lo;
+        let bound = if same(&lc, a) && same(&rc, b) {
+            // a op b + k
+            matches!(op, Operator::Gt | Operator::GtEq | Operator::Eq).then_some(k)
+        } else if same(&lc, b) && same(&rc, a) {
+            // b op a + k  <=>  a (reversed op) b - k
+            matches!(op, Operator::Lt | Operator::LtEq | Operator::Eq).then_some(-k)
+        } else {
+            None
+        };
+        if let Some(k) = bound {
+            best = Some(best.map_or(k, |c: i64| c.max(k)));
+        }
+    }
+    best
+}
+
+/// The watermark declared on a column of `schema`: (index, delay, column).
+pub fn side_watermark(
+    schema: &DFSchema,
+    watermarks: &[WatermarkDecl],
+) -> Option<(usize, i64, Column)> {
+    watermarks.iter().find_map(|w| {
+        schema
+            .iter()
+            .enumerate()
+            .find(|(_, (_, f))| f.name().eq_ignore_ascii_case(&w.column))
+            .map(|(i, (q, f))| (i, w.delay_ms, Column::new(q.cloned(), f.name())))
+    })
+}
+
+/// Spark's checks on a stream-stream join, before it is planned.
+pub fn check_join_type(
+    join_type: JoinType,
+    left: &JoinSideSpec,
+    right: &JoinSideSpec,
+) -> Result<()> {
+    let nullable_ok =
+        |side: &JoinSideSpec| side.event_time.is_some() && side.lower_bound_ms.is_some();
+    let name = match join_type {
+        JoinType::Inner => return Ok(()),
+        JoinType::Left => "LeftOuter",
+        JoinType::Right => "RightOuter",
+        JoinType::Full => "FullOuter",
+        JoinType::LeftSemi => "LeftSemi",
+        other => {
+            return Err(SqlError::Unsupported(format!(
+                "{other} join between two streaming DataFrames/Datasets is not supported"
+            )))
+        }
+    };
+    let supported_by_spark = match join_type {
+        // The nullable side needs a watermark and a range condition bounding it.
+        JoinType::Left => nullable_ok(right),
+        JoinType::Right => nullable_ok(left),
+        JoinType::Full => nullable_ok(left) && nullable_ok(right),
+        _ => nullable_ok(right),
+    };
+    if !supported_by_spark {
+        return Err(SqlError::Unsupported(format!(
+            "Stream-stream {name} join between two streaming DataFrame/Datasets is not supported without a watermark in the join keys, or a watermark on the nullable side and an appropriate range condition"
+        )));
+    }
+    Err(SqlError::Unsupported(format!(
+        "stream-stream {name} joins are not supported by Runnel yet (inner joins are)"
+    )))
+}
+
+/// Per-batch figures (Spark's stateOperators for `symmetricHashJoin`).
+#[derive(Clone, Debug, Default)]
+pub struct JoinMetrics {
+    pub num_rows_total: u64,
+    pub num_rows_updated: u64,
+    pub num_rows_removed: u64,
+    pub num_rows_dropped_by_watermark: u64,
+    pub memory_used_bytes: u64,
+}
+
+/// One side's buffered rows.
+#[derive(Default)]
+struct SideState {
+    rows: Vec<RecordBatch>,
+    max_event_time_ms: Option<i64>,
+}
+
+impl SideState {
+    fn num_rows(&self) -> u64 {
+        self.rows.iter().map(|b| b.num_rows() as u64).sum()
+    }
+    fn bytes(&self) -> u64 {
+        self.rows
+            .iter()
+            .map(|b| b.get_array_memory_size() as u64)
+            .sum()
+    }
+}
+
+/// The operator. See the module docs.
+pub struct StreamJoin {
+    left_spec: JoinSideSpec,
+    right_spec: JoinSideSpec,
+    left_schema: SchemaRef,
+    right_schema: SchemaRef,
+    left: SideState,
+    right: SideState,
+    metrics: JoinMetrics,
+}
+
+impl StreamJoin {
+    pub fn new(plan: &JoinPlan) -> StreamJoin {
+        StreamJoin {
+            left_spec: plan.left.clone(),
+            right_spec: plan.right.clone(),
+            left_schema: plan.left_state.schema_ref(),
+            right_schema: plan.right_new.schema_ref(),
+            left: SideState::default(),
+            right: SideState::default(),
+            metrics: JoinMetrics::default(),
+        }
+    }
+
+    /// The query's watermark from this join: the minimum over the watermarked sides, once
+    /// every one of them has seen data.
+    pub fn watermark_ms(&self) -> Option<i64> {
+        let mut wm: Option<i64> = None;
+        for (spec, side) in [
+            (&self.left_spec, &self.left),
+            (&self.right_spec, &self.right),
+        ] {
+            if let Some((_, delay)) = spec.event_time {
+                let w = side.max_event_time_ms? - delay;
+                wm = Some(wm.map_or(w, |c| c.min(w)));
+            }
+        }
+        wm
+    }
+
+    /// The largest event time seen on either side.
+    pub fn max_event_time_ms(&self) -> Option<i64> {
+        self.left
+            .max_event_time_ms
+            .max(self.right.max_event_time_ms)
+    }
+
+    pub fn metrics(&self) -> JoinMetrics {
+        JoinMetrics {
+            num_rows_total: self.left.num_rows() + self.right.num_rows(),
+            memory_used_bytes: self.left.bytes() + self.right.bytes(),
+            ..self.metrics.clone()
+        }
+    }
+
+    /// Drops late rows from a side's new rows and advances its max event time.
+    fn admit(&mut self, left: bool, rows: Vec<RecordBatch>, wm: i64) -> Result<Vec<RecordBatch>> {
+        let (spec, side) = if left {
+            (&self.left_spec, &mut self.left)
+        } else {
+            (&self.right_spec, &mut self.right)
+        };
+        let Some((col, _)) = spec.event_time else {
+            return Ok(rows);
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for b in rows {
+            let ts = to_millis(b.column(col))?;
+            if let Some(m) = datafusion::arrow::compute::max(&ts) {
+                side.max_event_time_ms = Some(side.max_event_time_ms.map_or(m, |c| c.max(m)));
+            }
+            // Spark: a row whose event time is at or below the watermark is late.
+            let keep: BooleanArray = ts.iter().map(|t| Some(t.is_some_and(|t| t > wm))).collect();
+            let kept = filter_record_batch(&b, &keep)?;
+            self.metrics.num_rows_dropped_by_watermark += (b.num_rows() - kept.num_rows()) as u64;
+            if kept.num_rows() > 0 {
+                out.push(kept);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs one batch: fills the plan's slot tables, executes the join, adds the new
+    /// rows to the state and evicts what the watermark and the time bounds allow.
+    pub async fn run_batch(
+        &mut self,
+        ctx: &datafusion::prelude::SessionContext,
+        plan: &JoinPlan,
+        watermark_ms: i64,
+    ) -> Result<Vec<RecordBatch>> {
+        self.metrics = JoinMetrics::default();
+        let wrap = |t: &SlotTable, v: Vec<RecordBatch>| -> Result<Vec<RecordBatch>> {
+            v.iter().map(|b| to_slot(t, b)).collect()
+        };
+        let new_left = wrap(
+            &plan.left_new,
+            crate::engine::execute(ctx, &plan.left_input).await?,
+        )?;
+        let new_right = wrap(
+            &plan.right_new,
+            crate::engine::execute(ctx, &plan.right_input).await?,
+        )?;
+        let new_left = self.admit(true, new_left, watermark_ms)?;
+        let new_right = self.admit(false, new_right, watermark_ms)?;
+        self.metrics.num_rows_updated = new_left
+            .iter()
+            .chain(&new_right)
+            .map(|b| b.num_rows() as u64)
+            .sum();
+        let mut right_all = self.right.rows.clone();
+        right_all.extend(new_right.iter().cloned());
+        plan.left_new.set(new_left.clone());
+        plan.left_state.set(self.left.rows.clone());
+        plan.right_new.set(new_right.clone());
+        plan.right_all.set(right_all);
+        let out = crate::engine::execute(ctx, &plan.join).await;
+        for t in [
+            &plan.left_new,
+            &plan.left_state,
+            &plan.right_new,
+            &plan.right_all,
+        ] {
+            t.set(Vec::new());
+        }
+        let out = out?;
+        self.left.rows.extend(new_left);
+        self.right.rows.extend(new_right);
+        self.evict(watermark_ms)?;
+        Ok(out)
+    }
+
+    fn evict(&mut self, wm: i64) -> Result<()> {
+        let mut removed = 0u64;
+        for (spec, side, schema) in [
+            (&self.left_spec, &mut self.left, &self.left_schema),
+            (&self.right_spec, &mut self.right, &self.right_schema),
+        ] {
+            let (Some((col, _)), Some(c)) = (spec.event_time, spec.lower_bound_ms) else {
+                continue;
+            };
+            if side.rows.is_empty() || wm == i64::MIN {
+                continue;
+            }
+            let threshold = wm.saturating_add(c);
+            let all = concat_batches(schema, &side.rows)?;
+            let ts = to_millis(all.column(col))?;
+            let keep: BooleanArray = ts
+                .iter()
+                .map(|t| Some(t.is_some_and(|t| t > threshold)))
+                .collect();
+            let kept = filter_record_batch(&all, &keep)?;
+            removed += (all.num_rows() - kept.num_rows()) as u64;
+            side.rows = if kept.num_rows() > 0 {
+                vec![kept]
+            } else {
+                vec![]
+            };
+        }
+        self.metrics.num_rows_removed = removed;
+        Ok(())
+    }
+
+    /// Serialises the state (for the checkpoint): both sides' rows as Arrow IPC streams.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        out.extend_from_slice(JOIN_STATE_MAGIC);
+        for (side, schema) in [
+            (&self.left, &self.left_schema),
+            (&self.right, &self.right_schema),
+        ] {
+            out.extend_from_slice(&side.max_event_time_ms.unwrap_or(i64::MIN).to_le_bytes());
+            let mut ipc = Vec::new();
+            {
+                let mut w = StreamWriter::try_new(&mut ipc, schema)?;
+                for b in &side.rows {
+                    w.write(b)?;
+                }
+                w.finish()?;
+            }
+            out.extend_from_slice(&(ipc.len() as u64).to_le_bytes());
+            out.extend_from_slice(&ipc);
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        Ok(out)
+    }
+
+    /// Replaces the state with a snapshot. `what` names the file for errors.
+    pub fn restore(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        let err = |m: String| SqlError::Checkpoint {
+            path: what.to_string(),
+            message: m,
+        };
+        if bytes.len() < JOIN_STATE_MAGIC.len() + 4 {
+            return Err(err("join state file is truncated".into()));
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+            return Err(err("join state file checksum mismatch".into()));
+        }
+        let Some(mut rest) = body.strip_prefix(JOIN_STATE_MAGIC) else {
+            return Err(err("not a runnel join state file".into()));
+        };
+        let mut sides = Vec::new();
+        for schema in [&self.left_schema, &self.right_schema] {
+            if rest.len() < 16 {
+                return Err(err("join state file is truncated".into()));
+            }
+            let max = i64::from_le_bytes(rest[..8].try_into().expect("8"));
+            let len = u64::from_le_bytes(rest[8..16].try_into().expect("8"));
+            rest = &rest[16..];
+            if (rest.len() as u64) < len {
+                return Err(err("join state file is truncated".into()));
+            }
+            let (ipc, tail) = rest.split_at(len as usize);
+            rest = tail;
+            let reader = StreamReader::try_new(ipc, None)?;
+            if reader.schema().fields().len() != schema.fields().len() {
+                return Err(err(
+                    "join state was written by a query with different columns".into(),
+                ));
+            }
+            let rows = reader
+                .map(|b| {
+                    b.map_err(SqlError::from).and_then(|b| {
+                        Ok(RecordBatch::try_new(schema.clone(), b.columns().to_vec())?)
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+                .map_err(|e| err(format!("join state: {e}")))?;
+            sides.push(SideState {
+                rows,
+                max_event_time_ms: (max != i64::MIN).then_some(max),
+            });
+        }
+        if !rest.is_empty() {
+            return Err(err("trailing bytes in join state file".into()));
+        }
+        self.right = sides.pop().expect("two sides");
+        self.left = sides.pop().expect("two sides");
+        Ok(())
+    }
+}
+
+const JOIN_STATE_MAGIC: &[u8] = b"RUNNEL-JOIN-STATE-1\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::{col, lit};
+
+    fn ms(v: i64) -> Expr {
+        Expr::Literal(ScalarValue::DurationMillisecond(Some(v)), None)
+    }
+
+    #[test]
+    fn time_bounds_from_conditions() {
+        let l = Column::new(Some("i"), "imp_time");
+        let r = Column::new(Some("c"), "click_time");
+        let between =
+            col("c.click_time").between(col("i.imp_time"), col("i.imp_time") + ms(60_000));
+        let cond = col("i.ad").eq(col("c.ad")).and(between);
+        // click >= imp + 0: clicks are bounded below by impressions.
+        assert_eq!(lower_bound(std::slice::from_ref(&cond), &r, &l), Some(0));
+        // click <= imp + 60 s  <=>  imp >= click - 60 s.
+        assert_eq!(
+            lower_bound(std::slice::from_ref(&cond), &l, &r),
+            Some(-60_000)
+        );
+        // Only an equality on keys: no bound.
+        assert_eq!(lower_bound(&[col("i.ad").eq(col("c.ad"))], &l, &r), None);
+        // a > b - 5 s written the other way round.
+        let c2 = (col("c.click_time") - ms(5_000)).lt(col("i.imp_time"));
+        assert_eq!(lower_bound(&[c2], &l, &r), Some(-5_000));
+        assert!(lower_bound(&[lit(true)], &l, &r).is_none());
+    }
+
+    #[test]
+    fn spark_errors_for_outer_joins_without_bounds() {
+        let none = JoinSideSpec {
+            event_time: None,
+            lower_bound_ms: None,
+        };
+        let bounded = JoinSideSpec {
+            event_time: Some((0, 1000)),
+            lower_bound_ms: Some(0),
+        };
+        assert!(check_join_type(JoinType::Inner, &none, &none).is_ok());
+        let e = check_join_type(JoinType::Left, &bounded, &none)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Stream-stream LeftOuter join between two streaming DataFrame/Datasets is not supported without a watermark"), "{e}");
+        let e = check_join_type(JoinType::Full, &bounded, &none)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("FullOuter"), "{e}");
+        let e = check_join_type(JoinType::Left, &none, &bounded)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not supported by Runnel yet"), "{e}");
+    }
+}
