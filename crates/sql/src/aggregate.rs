@@ -171,6 +171,38 @@ impl Acc {
         }
     }
 
+    /// Folds another accumulator of the same kind in (session windows merging).
+    fn merge(&mut self, other: &Acc) {
+        fn pick(cur: &mut Option<Box<[u8]>>, other: &Option<Box<[u8]>>, less: bool) {
+            if let Some(o) = other {
+                let better =
+                    cur.as_deref()
+                        .is_none_or(|c| if less { o.as_ref() < c } else { o.as_ref() > c });
+                if better {
+                    *cur = Some(o.clone());
+                }
+            }
+        }
+        match (self, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::SumInt(a), Acc::SumInt(Some(b))) => *a = Some(a.unwrap_or(0).wrapping_add(*b)),
+            (Acc::SumFloat(a), Acc::SumFloat(Some(b))) => *a = Some(a.unwrap_or(0.0) + b),
+            (Acc::SumInt(_), Acc::SumInt(None)) | (Acc::SumFloat(_), Acc::SumFloat(None)) => {}
+            (Acc::Avg(s, n), Acc::Avg(s2, n2)) => {
+                *s += s2;
+                *n += n2;
+            }
+            (Acc::Min(a), Acc::Min(b)) => pick(a, b, true),
+            (Acc::Max(a), Acc::Max(b)) => pick(a, b, false),
+            (Acc::Hll(a), Acc::Hll(b)) => {
+                for (x, y) in a.iter_mut().zip(b.iter()) {
+                    *x = (*x).max(*y);
+                }
+            }
+            (a, b) => unreachable!("merging accumulators of different kinds: {a:?} and {b:?}"),
+        }
+    }
+
     fn encode(&self, out: &mut Vec<u8>) {
         fn opt_bytes(out: &mut Vec<u8>, b: &Option<Box<[u8]>>) {
             match b {
@@ -327,6 +359,8 @@ pub struct StatefulAggregate {
     arg_convs: Vec<Option<RowConverter>>,
     /// (window start as ordered bytes) ++ key row bytes -> entry.
     state: HashMap<Box<[u8]>, Entry>,
+    /// Session windows only: key row bytes -> starts of that key's open sessions.
+    sessions: HashMap<Box<[u8]>, Vec<i64>>,
     max_event_time_ms: Option<i64>,
     metrics: StateMetrics,
     state_bytes: u64,
@@ -350,9 +384,9 @@ impl StatefulAggregate {
                             "Multiple time window expressions would result in a cartesian product of rows, therefore they are currently not supported.".into(),
                         ));
                     }
-                    if w.session {
+                    if w.session && spec.mode == OutputMode::Update {
                         return Err(SqlError::Unsupported(
-                            "session_window is not supported yet in streaming aggregations".into(),
+                            "Update output mode is not supported for streaming aggregation with session window".into(),
                         ));
                     }
                     window = Some((i, *w));
@@ -385,6 +419,7 @@ impl StatefulAggregate {
             window,
             arg_convs,
             state: HashMap::new(),
+            sessions: HashMap::new(),
             max_event_time_ms: None,
             metrics: StateMetrics::default(),
             state_bytes: 0,
@@ -515,6 +550,22 @@ impl StatefulAggregate {
         for i in 0..rows {
             let key = keys.row(i);
             match (&self.window, &window_ts) {
+                (Some((_, spec)), Some(ts)) if spec.session => {
+                    if ts.is_null(i) {
+                        continue;
+                    }
+                    let (t, gap) = (ts.value(i), spec.size_ms);
+                    // Spark: the row's session is [t, t + gap); late once its end passed.
+                    if drop_late && t + gap <= wm {
+                        self.metrics.num_rows_dropped_by_watermark += 1;
+                        continue;
+                    }
+                    let start = self.merge_sessions(key.as_ref(), t, t + gap, &accs_template);
+                    scratch.clear();
+                    scratch.extend_from_slice(&session_key_prefix(start));
+                    scratch.extend_from_slice(key.as_ref());
+                    touch(&mut self.state, &mut self.state_bytes, &scratch, t + gap, i);
+                }
                 (Some((_, spec)), Some(ts)) => {
                     if ts.is_null(i) {
                         continue; // Spark: a null event time falls in no window
@@ -557,6 +608,69 @@ impl StatefulAggregate {
         Ok(())
     }
 
+    /// Makes `[start, end)` one session of `key`: every open session of the key that
+    /// overlaps or touches it is merged into a single entry (accumulators folded, range
+    /// widened). Returns the merged session's start; the caller adds the row to it.
+    fn merge_sessions(&mut self, key: &[u8], start: i64, end: i64, template: &[Acc]) -> i64 {
+        let starts = self.sessions.entry(key.into()).or_default();
+        let entry_key = |s: i64| -> Vec<u8> {
+            let mut k = session_key_prefix(s).to_vec();
+            k.extend_from_slice(key);
+            k
+        };
+        let overlapping: Vec<i64> = starts
+            .iter()
+            .copied()
+            .filter(|&s| {
+                s <= end
+                    && self
+                        .state
+                        .get(&entry_key(s)[..])
+                        .is_some_and(|e| e.event_end >= start)
+            })
+            .collect();
+        // The common case: the row falls in (or extends) one session that starts earlier.
+        if let [only] = overlapping[..] {
+            if only <= start {
+                let e = self
+                    .state
+                    .get_mut(&entry_key(only)[..])
+                    .expect("indexed session");
+                e.event_end = e.event_end.max(end);
+                return only;
+            }
+        }
+        let mut merged = Entry {
+            event_end: end,
+            accs: template.to_vec(),
+            updated_batch: 0,
+            created_batch: u64::MAX,
+        };
+        let mut new_start = start;
+        for s in &overlapping {
+            let k = entry_key(*s);
+            if let Some(e) = self.state.remove(&k[..]) {
+                self.state_bytes = self
+                    .state_bytes
+                    .saturating_sub(k.len() as u64 + 64 + 16 * e.accs.len() as u64);
+                for (a, b) in merged.accs.iter_mut().zip(&e.accs) {
+                    a.merge(b);
+                }
+                merged.event_end = merged.event_end.max(e.event_end);
+                merged.created_batch = merged.created_batch.min(e.created_batch);
+                new_start = new_start.min(*s);
+            }
+        }
+        starts.retain(|s| !overlapping.contains(s));
+        starts.push(new_start);
+        if !overlapping.is_empty() {
+            let k = entry_key(new_start);
+            self.state_bytes += k.len() as u64 + 64 + 16 * merged.accs.len() as u64;
+            self.state.insert(k.into(), merged);
+        }
+        new_start
+    }
+
     /// Ends a batch: the rows to emit under the output mode, after evicting what the
     /// watermark closed.
     pub fn finish_batch(
@@ -594,6 +708,9 @@ impl StatefulAggregate {
         let batch = self.build_output(&emit)?;
         self.metrics.num_rows_removed = expired.len() as u64;
         for k in expired {
+            if self.window.is_some_and(|(_, w)| w.session) {
+                self.unindex_session(&k);
+            }
             if let Some(e) = self.state.remove(&k) {
                 self.state_bytes = self
                     .state_bytes
@@ -601,6 +718,18 @@ impl StatefulAggregate {
             }
         }
         Ok(batch)
+    }
+
+    /// Removes a session entry's start from the per-key index.
+    fn unindex_session(&mut self, entry_key: &[u8]) {
+        let start =
+            (u64::from_be_bytes(entry_key[..8].try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
+        if let Some(v) = self.sessions.get_mut(&entry_key[8..]) {
+            v.retain(|&s| s != start);
+            if v.is_empty() {
+                self.sessions.remove(&entry_key[8..]);
+            }
+        }
     }
 
     fn build_output(&self, emit: &[(&[u8], &Entry)]) -> Result<RecordBatch> {
@@ -626,8 +755,11 @@ impl StatefulAggregate {
                             Some((raw ^ (1 << 63)) as i64)
                         })
                         .collect();
-                    let ends: TimestampMillisecondArray =
-                        starts.iter().map(|s| s.map(|s| s + w.size_ms)).collect();
+                    let ends: TimestampMillisecondArray = if w.session {
+                        emit.iter().map(|(_, e)| Some(e.event_end)).collect()
+                    } else {
+                        starts.iter().map(|s| s.map(|s| s + w.size_ms)).collect()
+                    };
                     let fields = match target {
                         DataType::Struct(f) => f.clone(),
                         _ => Fields::from(vec![
@@ -827,6 +959,14 @@ impl StatefulAggregate {
         if r.pos != body.len() {
             return Err(err("trailing bytes in state file"));
         }
+        self.sessions.clear();
+        if self.window.is_some_and(|(_, w)| w.session) {
+            for k in state.keys() {
+                let start =
+                    (u64::from_be_bytes(k[..8].try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
+                self.sessions.entry(k[8..].into()).or_default().push(start);
+            }
+        }
         self.state = state;
         self.state_bytes = bytes_used;
         self.max_event_time_ms = (max != i64::MIN).then_some(max);
@@ -835,6 +975,11 @@ impl StatefulAggregate {
 }
 
 const STATE_MAGIC: &[u8] = b"RUNNEL-STATE-1\n";
+
+/// A window start as the ordered bytes that prefix its state keys.
+fn session_key_prefix(start: i64) -> [u8; 8] {
+    ((start as u64) ^ (1 << 63)).to_be_bytes()
+}
 
 struct Reader<'a> {
     data: &'a [u8],
@@ -1018,5 +1163,96 @@ mod tests {
         small[3] = 1;
         small[9] = 2;
         assert_eq!(hll_estimate(&small), 2);
+    }
+
+    fn session_spec(mode: OutputMode) -> AggregateSpec {
+        let mut s = spec(mode, vec![AggKind::Count, AggKind::Max]);
+        s.groups[0] = GroupColumn::Window(
+            WindowSpec::from_strings("session_window", &["10 seconds".into()]).unwrap(),
+        );
+        s
+    }
+
+    fn sessions_of(out: &RecordBatch) -> Vec<(i64, i64, String, i64)> {
+        let w = out.column(0).as_struct();
+        let start = cast(w.column(0), &DataType::Int64).unwrap();
+        let end = cast(w.column(1), &DataType::Int64).unwrap();
+        let tag = out.column(1).as_string::<i32>();
+        let n = out.column(2).as_primitive::<Int64Type>();
+        let mut v: Vec<_> = (0..out.num_rows())
+            .map(|i| {
+                (
+                    start.as_primitive::<Int64Type>().value(i),
+                    end.as_primitive::<Int64Type>().value(i),
+                    tag.value(i).to_string(),
+                    n.value(i),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn session_windows_merge_across_batches_and_close_with_the_watermark() {
+        let mut agg = StatefulAggregate::new(session_spec(OutputMode::Append)).unwrap();
+        // Two sessions of "a" ([1 s, 13 s) and [30 s, 40 s)) and one of "b" ([0, 10 s)).
+        agg.begin_batch();
+        agg.update(
+            &input(
+                &[1_000, 3_000, 30_000, 0],
+                &["a", "a", "a", "b"],
+                &[1, 2, 3, 4],
+            ),
+            None,
+            0,
+        )
+        .unwrap();
+        assert_eq!(agg.finish_batch(None, 0).unwrap().num_rows(), 0);
+        assert_eq!(agg.metrics().num_rows_total, 3);
+        // A row at 20 s bridges a's sessions: [1 s, 13 s) + [20 s, 30 s) + [30 s, 40 s).
+        // Watermark 12 s closes b's session only.
+        agg.begin_batch();
+        agg.update(
+            &input(&[20_000, 2_000], &["a", "b"], &[9, 9]),
+            Some(12_000),
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            agg.metrics().num_rows_dropped_by_watermark,
+            1,
+            "b at 2 s ends at 12 s: late"
+        );
+        let out = agg.finish_batch(Some(12_000), 1).unwrap();
+        assert_eq!(sessions_of(&out), vec![(0, 10_000, "b".into(), 1)]);
+        // a's [1 s, 13 s) and [20 s, 40 s) stay apart: 13 s < 20 s.
+        assert_eq!(agg.metrics().num_rows_total, 2);
+        let snap = agg.snapshot();
+        let mut restored = StatefulAggregate::new(session_spec(OutputMode::Append)).unwrap();
+        restored.restore(&snap, "test").unwrap();
+        // 12 s bridges them after a restart (the session index is rebuilt from the state).
+        restored.begin_batch();
+        restored
+            .update(&input(&[12_000], &["a"], &[1]), Some(12_000), 2)
+            .unwrap();
+        assert_eq!(restored.metrics().num_rows_total, 1);
+        let out = restored.finish_batch(Some(50_000), 2).unwrap();
+        assert_eq!(sessions_of(&out), vec![(1_000, 40_000, "a".into(), 5)]);
+        assert_eq!(
+            out.column(3).as_primitive::<Int64Type>().value(0),
+            9,
+            "max merged"
+        );
+        assert_eq!(restored.metrics().num_rows_total, 0);
+        let e = StatefulAggregate::new(session_spec(OutputMode::Update))
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains(
+                "Update output mode is not supported for streaming aggregation with session window"
+            ),
+            "{e}"
+        );
     }
 }

@@ -626,3 +626,99 @@ async fn stream_stream_join_with_watermarks_and_time_bound_matches_independent_a
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_windows_merge_across_batches_and_close_with_the_watermark() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        // 40 users, 2 tweets per event-second: a user tweets every ~20 s on average, so
+        // sessions (30 s gap) hold a few tweets and span several batches.
+        let cfg = GeneratorConfig {
+            num_users: 40,
+            events_per_second: 2,
+            ..orderly(8)
+        };
+        produce(&broker, "tweets8", &cfg, 3000).await;
+        let text = example_with_sink(
+            "sessions.sql",
+            "CREATE TEMPORARY VIEW out USING memory OPTIONS (outputMode 'append');",
+        );
+        let mut d = defines(&broker, "tweets8");
+        d.insert("maxOffsetsPerTrigger".into(), "150".into());
+        let q = run_script(&text, &d, QueryOptions::default()).await;
+        // The answer: per user, event times sorted; a tweet within 30 s of the session's
+        // last tweet joins it. Append mode emits sessions that end by the final watermark.
+        let mut g = Generator::new(cfg.clone());
+        let mut times: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        let mut max_ts = i64::MIN;
+        for i in 0..3000 {
+            let t = g.tweet(i);
+            max_ts = max_ts.max(t.timestamp_ms);
+            times
+                .entry(g.users()[t.user].id as i64)
+                .or_default()
+                .push(t.timestamp_ms);
+        }
+        let watermark = max_ts - 30_000;
+        let mut expected = BTreeSet::new();
+        for (user, mut ts) in times {
+            ts.sort_unstable();
+            let (mut start, mut last, mut n) = (ts[0], ts[0], 0);
+            for &t in &ts {
+                if t > last + 30_000 {
+                    expected.insert((user, start, last + 30_000, n, last));
+                    (start, n) = (t, 0);
+                }
+                last = t;
+                n += 1;
+            }
+            expected.insert((user, start, last + 30_000, n, last));
+        }
+        expected.retain(|s| s.2 <= watermark);
+        let got: BTreeSet<(i64, i64, i64, i64, i64)> = memory_rows(&q)
+            .iter()
+            .map(|r| {
+                (
+                    r["user_id"].as_i64().unwrap(),
+                    parse_ts(r["session_start"].as_str().unwrap())
+                        + ms_part(r["session_start"].as_str().unwrap()),
+                    parse_ts(r["session_end"].as_str().unwrap())
+                        + ms_part(r["session_end"].as_str().unwrap()),
+                    r["tweets"].as_i64().unwrap(),
+                    parse_ts(r["last_tweet"].as_str().unwrap())
+                        + ms_part(r["last_tweet"].as_str().unwrap()),
+                )
+            })
+            .collect();
+        assert_eq!(memory_rows(&q).len(), got.len(), "each session once");
+        let merged = expected.iter().filter(|s| s.3 > 1).count();
+        assert!(merged > 100, "sessions with several tweets: {merged}");
+        assert_eq!(got, expected);
+        let progress = q.progress_log().recent();
+        assert!(progress.len() >= 15, "{} batches", progress.len());
+        let peak = progress
+            .iter()
+            .map(|p| p.state_operators[0].num_rows_total)
+            .max()
+            .unwrap();
+        // Closed sessions leave the state: it holds the sessions of the last batch or two.
+        assert!(
+            peak * 4 < expected.len() as u64,
+            "state peak {peak} of {} sessions",
+            expected.len()
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// The milliseconds of `2023-11-14T22:13:00.123` (0 without a fraction).
+fn ms_part(s: &str) -> i64 {
+    match s.get(19..20) {
+        Some(".") => {
+            let digits: String = s[20..].chars().take_while(|c| c.is_ascii_digit()).collect();
+            format!("{digits:0<3}")[..3].parse().unwrap()
+        }
+        _ => 0,
+    }
+}

@@ -71,6 +71,10 @@ async fn unsupported_operations_are_clear_errors() {
             "Join between two streaming DataFrames/Datasets is not supported in Update output mode, only in Append output mode",
         ),
         ("SELECT v FROM s LIMIT 3", "Limits are not supported"),
+        (
+            "SELECT session_window(ts, '30 seconds') AS w, count(*) FROM s WATERMARK ts DELAY OF INTERVAL 10 SECONDS GROUP BY session_window(ts, '30 seconds')",
+            "Update output mode is not supported for streaming aggregation with session window",
+        ),
         ("SELECT 1", "reads no streaming source"),
         ("SELECT from_json(v, 'a FOO') FROM s", "unknown type"),
     ];
