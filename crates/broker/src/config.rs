@@ -72,6 +72,9 @@ pub struct ClusterConfig {
     pub offsets_topic_replication_factor: i16,
     pub transaction_state_replication_factor: i16,
     pub controlled_shutdown: bool,
+    /// `follower.replication.throttled.rate`: bytes/s this broker copies for replicas it
+    /// is being added as (a reassignment); None = unlimited.
+    pub follower_throttle_rate: Option<u64>,
 }
 
 impl Default for ClusterConfig {
@@ -89,6 +92,7 @@ impl Default for ClusterConfig {
             offsets_topic_replication_factor: 3,
             transaction_state_replication_factor: 3,
             controlled_shutdown: true,
+            follower_throttle_rate: None,
         }
     }
 }
@@ -431,6 +435,9 @@ impl BrokerConfig {
                     }
                 }
                 "controlled.shutdown.enable" => c.cluster.controlled_shutdown = parse_bool(k, v)?,
+                "follower.replication.throttled.rate" => {
+                    c.cluster.follower_throttle_rate = Some(parse_i64(k, v, 1)? as u64)
+                }
                 "offset.metadata.max.bytes" => {
                     c.groups.offset_metadata_max_bytes = parse_i64(k, v, 0)? as usize
                 }
@@ -724,6 +731,7 @@ pub const DYNAMIC_BROKER_KEYS: &[&str] = &[
     "log.message.timestamp.type",
     "log.flush.interval.messages",
     "min.insync.replicas",
+    "follower.replication.throttled.rate",
 ];
 
 impl BrokerConfig {

@@ -11,6 +11,7 @@ mod consume;
 mod format;
 mod groups;
 mod logdirs;
+mod partitions;
 mod produce;
 mod records;
 mod topics;
@@ -39,6 +40,10 @@ pub enum ToolCommand {
     /// kafka-log-dirs).
     #[command(subcommand)]
     Logdirs(logdirs::LogdirsCommand),
+    /// Reassign partitions over brokers and elect preferred leaders (like
+    /// kafka-reassign-partitions and kafka-leader-election).
+    #[command(subcommand)]
+    Partitions(partitions::PartitionsCommand),
     /// Delete records before an offset (like kafka-delete-records).
     #[command(subcommand)]
     Records(records::RecordsCommand),
@@ -99,6 +104,7 @@ pub fn run(cmd: ToolCommand) -> ExitCode {
             ToolCommand::Configs(c) => configs::run(c).await,
             ToolCommand::Logdirs(c) => logdirs::run(c).await,
             ToolCommand::Records(c) => records::run(c).await,
+            ToolCommand::Partitions(c) => partitions::run(c).await,
             ToolCommand::Groups(c) => groups::run(c).await,
         }
     });

@@ -74,6 +74,18 @@ class Cluster:
             for i in range(n)
         ]
 
+    def add_broker(self, tmp_path, configs=None):
+        """Starts one more node as a broker only (process.roles=broker): the quorum's
+        voters are fixed, brokers can come and go."""
+        node_id = len(self.nodes) + 1
+        port, = free_ports(1)
+        first = self.nodes[0]
+        node = ClusterNode(tmp_path / f"node{node_id}", node_id, port, None, first.voters,
+                           {**first.configs, "process.roles": "broker", **(configs or {})})
+        self.nodes.append(node)
+        node.start()
+        return node
+
     def start(self):
         for node in self.nodes:
             node.launch()

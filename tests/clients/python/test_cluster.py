@@ -318,3 +318,46 @@ def test_consumer_group_offsets_survive_a_coordinator_kill(cluster):
     survivors = AdminClient({"bootstrap.servers": cluster.alive_bootstrap()})
     new_desc = survivors.describe_consumer_groups([group])[group].result(20)
     assert new_desc.coordinator.id != coordinator
+
+
+def test_reassign_onto_a_new_broker_with_a_throttle(cluster, tmp_path):
+    topic = unique("reassign")
+    create_topic(cluster, topic, partitions=4, rf=2)
+    values = {p: [f"r{p}-{i}" for i in range(300)] for p in range(4)}
+    for p in range(4):
+        assert all(err is None for err, _ in produce(cluster.bootstrap, topic, values[p], partition=p))
+    cluster.add_broker(tmp_path)
+    cluster.wait_for("four brokers", lambda: len(AdminClient({"bootstrap.servers": cluster.bootstrap})
+                                                 .list_topics(timeout=5).brokers) == 4)
+    run = subprocess.run([runnel_bin(), "partitions", "reassign", "--brokers", "1,2,3,4",
+                          "--topics", topic, "--execute", "--throttle", "200000",
+                          "-b", cluster.bootstrap], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Proposed partition reassignment configuration" in run.stdout
+    assert "still moving" in run.stderr and "throttle removed" in run.stderr, run.stderr
+    on_new = [p for p in range(4) if 4 in cluster.partition_state(topic, p)[1]]
+    assert len(on_new) == 2, f"broker 4 should hold 2 of the 8 replicas: {on_new}"
+    for p in range(4):
+        _, replicas, isr = cluster.partition_state(topic, p)
+        assert len(replicas) == 2 and sorted(isr) == sorted(replicas), (p, replicas, isr)
+    # The moved replicas lead after the preferred election and serve every record.
+    for p in on_new:
+        assert cluster.partition_state(topic, p)[0] in cluster.partition_state(topic, p)[1]
+    log = history.read_back(cluster.bootstrap, topic, 4)
+    for p in range(4):
+        assert [v for _, v in log[p]] == values[p]
+
+
+def test_preferred_leader_election_restores_leadership(cluster):
+    topic = unique("elect")
+    create_topic(cluster, topic)
+    leader, replicas, _ = cluster.partition_state(topic)
+    assert leader == replicas[0]
+    cluster.node(leader).kill9()
+    cluster.wait_for("another leader", lambda: cluster.partition_state(topic)[0] not in (leader, -1))
+    cluster.node(leader).start()
+    cluster.wait_for("back in the ISR", lambda: leader in cluster.partition_state(topic)[2])
+    run = subprocess.run([runnel_bin(), "partitions", "elect-leaders", "--topic", topic,
+                          "-b", cluster.bootstrap], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    cluster.wait_for("the preferred replica leading", lambda: cluster.partition_state(topic)[0] == leader)

@@ -10,6 +10,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod reassign;
 mod topics_admin;
 mod txn;
 
@@ -73,6 +74,9 @@ pub fn dispatch(
         ApiKey::DescribeTransactions => txn::describe_transactions(broker, &req),
         ApiKey::ListTransactions => txn::list_transactions(broker, &req),
         ApiKey::DescribeProducers => txn::describe_producers(broker, &req),
+        ApiKey::ElectLeaders => reassign::elect_leaders(broker, &req),
+        ApiKey::AlterPartitionReassignments => reassign::alter_reassignments(broker, &req),
+        ApiKey::ListPartitionReassignments => reassign::list_reassignments(broker, &req),
         // parse_request only lets through APIs in the supported table.
         other => Err(DecodeError::Malformed {
             what: "request",

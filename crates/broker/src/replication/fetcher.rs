@@ -301,7 +301,7 @@ async fn fetch_once(
                 .with_fetch_offset(end)
                 .with_last_fetched_epoch(-1)
                 .with_log_start_offset(start)
-                .with_partition_max_bytes(cluster.replica_fetch_max_bytes as i32),
+                .with_partition_max_bytes(partition_max_bytes(broker, p)),
         );
     }
     let request = FetchRequest::default()
@@ -324,6 +324,9 @@ async fn fetch_once(
         );
     let response = conn.send(&request, FETCH_VERSION).await?;
     let mut backoff = false;
+    // Bytes copied for replicas this broker is being added as (a reassignment).
+    let mut throttled_bytes = 0u64;
+    let me = broker.node_id();
     for t in response.responses {
         for d in t.partitions {
             let key = (t.topic.0.to_string(), d.partition_index);
@@ -341,6 +344,9 @@ async fn fetch_once(
             match d.error_code {
                 c if c == ErrorCode::None.code() => {
                     let records = d.records.unwrap_or_else(Bytes::new);
+                    if p.replica.lock().adding.contains(&me) {
+                        throttled_bytes += records.len() as u64;
+                    }
                     let mut log = p.log.lock();
                     if !records.is_empty() {
                         if let Err(e) = log.append_replicated(&records, now_ms()) {
@@ -380,6 +386,19 @@ async fn fetch_once(
     if backoff {
         tokio::time::sleep(RETRY_BACKOFF).await;
     }
+    // `follower.replication.throttled.rate`: pace reassignment copying (the whole fetcher
+    // waits, as in Kafka's quota, which delays the fetcher rather than dropping data).
+    if let Some(rate) = broker
+        .topics
+        .effective_config()
+        .cluster
+        .follower_throttle_rate
+    {
+        if throttled_bytes > 0 {
+            let pause = Duration::from_secs_f64(throttled_bytes as f64 / rate.max(1) as f64);
+            tokio::time::sleep(pause.min(Duration::from_secs(10))).await;
+        }
+    }
     Ok(())
 }
 
@@ -387,4 +406,17 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Bytes to ask for per partition: `replica.fetch.max.bytes`, and no more than one
+/// second's worth of the throttle for a replica being added by a reassignment.
+fn partition_max_bytes(broker: &Broker, p: &Partition) -> i32 {
+    let config = broker.topics.effective_config();
+    let max = config.cluster.replica_fetch_max_bytes as u64;
+    let throttled = p.replica.lock().adding.contains(&broker.node_id());
+    let bytes = match config.cluster.follower_throttle_rate {
+        Some(rate) if throttled => max.min(rate.max(1)),
+        _ => max,
+    };
+    bytes.min(i32::MAX as u64) as i32
 }

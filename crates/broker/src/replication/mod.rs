@@ -38,6 +38,8 @@ pub struct ReplicaState {
     pub partition_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// Replicas being added by a reassignment (their copying may be throttled).
+    pub adding: Vec<i32>,
     /// Leader only.
     pub followers: BTreeMap<i32, FollowerProgress>,
     /// Leader only: an AlterPartition is on its way to the controller.
@@ -76,13 +78,31 @@ pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Tran
     }
     let epoch_changed = !r.replicated || state.leader_epoch != p.leader_epoch();
     let leader_changed = !r.replicated || state.leader != r.leader;
+    // A reassignment adds or removes this broker without a leader change.
+    let membership_changed = r.replicas.contains(&local_id) != state.replicas.contains(&local_id);
     r.replicated = true;
     r.local_id = local_id;
     r.partition_epoch = state.partition_epoch;
     r.replicas = state.replicas.clone();
     r.isr = state.isr.clone();
+    r.adding = state.adding_replicas.clone();
     r.isr_change_pending = false;
-    if !(epoch_changed || leader_changed) {
+    if !(epoch_changed || leader_changed || membership_changed) {
+        if r.leader == local_id {
+            // Same leader, new replica set (a reassignment adding or dropping replicas):
+            // track the newcomers' fetches, forget the departed.
+            let log_end = log.log_end_offset();
+            let replicas = state.replicas.clone();
+            r.followers.retain(|id, _| replicas.contains(id));
+            for id in replicas.into_iter().filter(|id| *id != local_id) {
+                r.followers.entry(id).or_insert(FollowerProgress {
+                    log_end: -1,
+                    caught_up_ms: now_ms(),
+                    leader_end_at_last_fetch: log_end,
+                    last_fetch_ms: 0,
+                });
+            }
+        }
         return Transition::None;
     }
     r.leader = state.leader;
