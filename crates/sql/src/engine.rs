@@ -10,7 +10,7 @@ use crate::aggregate::{OutputMode, StatefulAggregate};
 use crate::checkpoint::{Checkpoint, OffsetEntry};
 use crate::error::{Result, SqlError};
 use crate::functions;
-use crate::join::{to_slot, StreamJoin};
+use crate::operator::StateOperator;
 use crate::plan::{plan_query, StreamingPlan};
 use crate::progress::{Progress, ProgressLog, SourceProgress, StateOperatorProgress};
 use crate::script::{Declaration, Script, Statement};
@@ -87,7 +87,7 @@ pub struct StreamingQuery {
     sources: Vec<SourceSlot>,
     plan: StreamingPlan,
     aggregate: Option<StatefulAggregate>,
-    join: Option<StreamJoin>,
+    operator: Option<Box<dyn StateOperator>>,
     sink: Sink,
     trigger: Trigger,
     checkpoint: Option<Checkpoint>,
@@ -253,13 +253,14 @@ impl StreamingQuery {
             .as_ref()
             .map(|a| StatefulAggregate::new(a.spec.clone()))
             .transpose()?;
-        let join = plan.join.as_ref().map(StreamJoin::new);
+        let mut plan = plan;
+        let operator = plan.operator.take();
         Ok(StreamingQuery {
             ctx,
             sources,
             plan,
             aggregate,
-            join,
+            operator,
             sink,
             trigger: options.trigger.unwrap_or(Trigger::AsFastAsPossible),
             checkpoint,
@@ -356,16 +357,16 @@ impl StreamingQuery {
                 agg.restore(&bytes, &what)?;
             }
         }
-        if let (Some(join), Some(b)) = (&mut self.join, state_batch) {
+        if let (Some(op), Some(b)) = (&mut self.operator, state_batch) {
             if let Some((_, bytes, what)) = cp.read_state(b)? {
-                join.restore(&bytes, &what)?;
+                op.restore(&bytes, &what)?;
             }
         }
         self.watermark_ms = match &replay {
             Some(e) => e.watermark_ms,
             None => {
                 let next = self.aggregate.as_ref().and_then(|a| a.max_event_time_ms());
-                let from_join = self.join.as_ref().and_then(|j| j.watermark_ms());
+                let from_join = self.operator.as_ref().and_then(|j| j.watermark_ms());
                 match (next, self.plan.watermark_delay_ms, from_join) {
                     (_, _, Some(w)) => w.max(latest.watermark_ms),
                     (Some(m), Some(d), None) => (m - d).max(latest.watermark_ms),
@@ -488,7 +489,7 @@ impl StreamingQuery {
                     self.watermark_ms = self.watermark_ms.max(m - delay);
                 }
             }
-            if let Some(w) = self.join.as_ref().and_then(|j| j.watermark_ms()) {
+            if let Some(w) = self.operator.as_ref().and_then(|j| j.watermark_ms()) {
                 self.watermark_ms = self.watermark_ms.max(w);
             }
             let commit_start = Instant::now();
@@ -496,8 +497,8 @@ impl StreamingQuery {
                 if let Some(agg) = &self.aggregate {
                     cp.write_state(batch_id, &agg.snapshot())?;
                 }
-                if let Some(join) = &self.join {
-                    cp.write_state(batch_id, &join.snapshot()?)?;
+                if let Some(op) = &self.operator {
+                    cp.write_state(batch_id, &op.snapshot()?)?;
                 }
                 cp.write_commit(batch_id, self.watermark_ms)?;
             }
@@ -573,21 +574,13 @@ impl StreamingQuery {
             let out = RecordBatch::try_new(slot_schema, out.columns().to_vec())?;
             ap.state_table.set(vec![out]);
         }
-        if let (Some(join), Some(jp)) = (&mut self.join, &self.plan.join) {
-            let out = join.run_batch(&self.ctx, jp, self.watermark_ms).await?;
-            let out = out
-                .iter()
-                .filter(|b| b.num_rows() > 0)
-                .map(|b| to_slot(&jp.output, b))
-                .collect::<Result<Vec<_>>>()?;
-            jp.output.set(out);
-            event_time = join
-                .max_event_time_ms()
-                .map(|m| EventTimeStats { max_ms: m });
+        if let Some(op) = &mut self.operator {
+            op.run_batch(&self.ctx, self.watermark_ms).await?;
+            event_time = op.max_event_time_ms().map(|m| EventTimeStats { max_ms: m });
         }
         let result = execute(&self.ctx, &self.plan.upper).await;
-        if let Some(jp) = &self.plan.join {
-            jp.output.set(Vec::new());
+        if let Some(op) = &self.operator {
+            op.clear_output();
         }
         let result = result?;
         for s in &self.sources {
@@ -654,18 +647,8 @@ impl StreamingQuery {
                 }]
             })
             .unwrap_or_default();
-        let state_ops = match &self.join {
-            Some(j) => {
-                let m = j.metrics();
-                vec![StateOperatorProgress {
-                    operator_name: "symmetricHashJoin".into(),
-                    num_rows_total: m.num_rows_total,
-                    num_rows_updated: m.num_rows_updated,
-                    num_rows_removed: m.num_rows_removed,
-                    num_rows_dropped_by_watermark: m.num_rows_dropped_by_watermark,
-                    memory_used_bytes: m.memory_used_bytes,
-                }]
-            }
+        let state_ops = match &self.operator {
+            Some(op) => vec![op.progress()],
             None => state_ops,
         };
         Progress {

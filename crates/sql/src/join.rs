@@ -19,6 +19,8 @@
 
 use crate::error::{Result, SqlError};
 use crate::functions::to_millis;
+use crate::operator::StateOperator;
+use crate::progress::StateOperatorProgress;
 use crate::script::WatermarkDecl;
 use crate::table::SlotTable;
 use datafusion::arrow::array::BooleanArray;
@@ -253,16 +255,6 @@ pub fn check_join_type(
     )))
 }
 
-/// Per-batch figures (Spark's stateOperators for `symmetricHashJoin`).
-#[derive(Clone, Debug, Default)]
-pub struct JoinMetrics {
-    pub num_rows_total: u64,
-    pub num_rows_updated: u64,
-    pub num_rows_removed: u64,
-    pub num_rows_dropped_by_watermark: u64,
-    pub memory_used_bytes: u64,
-}
-
 /// One side's buffered rows.
 #[derive(Default)]
 struct SideState {
@@ -284,17 +276,19 @@ impl SideState {
 
 /// The operator. See the module docs.
 pub struct StreamJoin {
+    plan: JoinPlan,
     left_spec: JoinSideSpec,
     right_spec: JoinSideSpec,
     left_schema: SchemaRef,
     right_schema: SchemaRef,
     left: SideState,
     right: SideState,
-    metrics: JoinMetrics,
+    /// The last batch's figures (totals are filled in by `progress`).
+    metrics: StateOperatorProgress,
 }
 
 impl StreamJoin {
-    pub fn new(plan: &JoinPlan) -> StreamJoin {
+    pub fn new(plan: JoinPlan) -> StreamJoin {
         StreamJoin {
             left_spec: plan.left.clone(),
             right_spec: plan.right.clone(),
@@ -302,38 +296,8 @@ impl StreamJoin {
             right_schema: plan.right_new.schema_ref(),
             left: SideState::default(),
             right: SideState::default(),
-            metrics: JoinMetrics::default(),
-        }
-    }
-
-    /// The query's watermark from this join: the minimum over the watermarked sides, once
-    /// every one of them has seen data.
-    pub fn watermark_ms(&self) -> Option<i64> {
-        let mut wm: Option<i64> = None;
-        for (spec, side) in [
-            (&self.left_spec, &self.left),
-            (&self.right_spec, &self.right),
-        ] {
-            if let Some((_, delay)) = spec.event_time {
-                let w = side.max_event_time_ms? - delay;
-                wm = Some(wm.map_or(w, |c| c.min(w)));
-            }
-        }
-        wm
-    }
-
-    /// The largest event time seen on either side.
-    pub fn max_event_time_ms(&self) -> Option<i64> {
-        self.left
-            .max_event_time_ms
-            .max(self.right.max_event_time_ms)
-    }
-
-    pub fn metrics(&self) -> JoinMetrics {
-        JoinMetrics {
-            num_rows_total: self.left.num_rows() + self.right.num_rows(),
-            memory_used_bytes: self.left.bytes() + self.right.bytes(),
-            ..self.metrics.clone()
+            metrics: new_progress("symmetricHashJoin"),
+            plan,
         }
     }
 
@@ -366,24 +330,26 @@ impl StreamJoin {
 
     /// Runs one batch: fills the plan's slot tables, executes the join, adds the new
     /// rows to the state and evicts what the watermark and the time bounds allow.
-    pub async fn run_batch(
+    async fn join_batch(
         &mut self,
         ctx: &datafusion::prelude::SessionContext,
-        plan: &JoinPlan,
         watermark_ms: i64,
     ) -> Result<Vec<RecordBatch>> {
-        self.metrics = JoinMetrics::default();
+        self.metrics = new_progress("symmetricHashJoin");
+        let p = &self.plan;
+        let (left_new, left_state, right_new, right_all) = (
+            p.left_new.clone(),
+            p.left_state.clone(),
+            p.right_new.clone(),
+            p.right_all.clone(),
+        );
+        let (left_input, right_input, join) =
+            (p.left_input.clone(), p.right_input.clone(), p.join.clone());
         let wrap = |t: &SlotTable, v: Vec<RecordBatch>| -> Result<Vec<RecordBatch>> {
             v.iter().map(|b| to_slot(t, b)).collect()
         };
-        let new_left = wrap(
-            &plan.left_new,
-            crate::engine::execute(ctx, &plan.left_input).await?,
-        )?;
-        let new_right = wrap(
-            &plan.right_new,
-            crate::engine::execute(ctx, &plan.right_input).await?,
-        )?;
+        let new_left = wrap(&left_new, crate::engine::execute(ctx, &left_input).await?)?;
+        let new_right = wrap(&right_new, crate::engine::execute(ctx, &right_input).await?)?;
         let new_left = self.admit(true, new_left, watermark_ms)?;
         let new_right = self.admit(false, new_right, watermark_ms)?;
         self.metrics.num_rows_updated = new_left
@@ -391,19 +357,14 @@ impl StreamJoin {
             .chain(&new_right)
             .map(|b| b.num_rows() as u64)
             .sum();
-        let mut right_all = self.right.rows.clone();
-        right_all.extend(new_right.iter().cloned());
-        plan.left_new.set(new_left.clone());
-        plan.left_state.set(self.left.rows.clone());
-        plan.right_new.set(new_right.clone());
-        plan.right_all.set(right_all);
-        let out = crate::engine::execute(ctx, &plan.join).await;
-        for t in [
-            &plan.left_new,
-            &plan.left_state,
-            &plan.right_new,
-            &plan.right_all,
-        ] {
+        let mut right_all_rows = self.right.rows.clone();
+        right_all_rows.extend(new_right.iter().cloned());
+        left_new.set(new_left.clone());
+        left_state.set(self.left.rows.clone());
+        right_new.set(new_right.clone());
+        right_all.set(right_all_rows);
+        let out = crate::engine::execute(ctx, &join).await;
+        for t in [&left_new, &left_state, &right_new, &right_all] {
             t.set(Vec::new());
         }
         let out = out?;
@@ -445,7 +406,7 @@ impl StreamJoin {
     }
 
     /// Serialises the state (for the checkpoint): both sides' rows as Arrow IPC streams.
-    pub fn snapshot(&self) -> Result<Vec<u8>> {
+    fn snapshot_bytes(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         out.extend_from_slice(JOIN_STATE_MAGIC);
         for (side, schema) in [
@@ -470,7 +431,7 @@ impl StreamJoin {
     }
 
     /// Replaces the state with a snapshot. `what` names the file for errors.
-    pub fn restore(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+    fn restore_bytes(&mut self, bytes: &[u8], what: &str) -> Result<()> {
         let err = |m: String| SqlError::Checkpoint {
             path: what.to_string(),
             message: m,
@@ -523,6 +484,77 @@ impl StreamJoin {
         self.right = sides.pop().expect("two sides");
         self.left = sides.pop().expect("two sides");
         Ok(())
+    }
+}
+
+/// A fresh progress entry for operator `name`.
+pub fn new_progress(name: &str) -> StateOperatorProgress {
+    StateOperatorProgress {
+        operator_name: name.into(),
+        num_rows_total: 0,
+        num_rows_updated: 0,
+        num_rows_removed: 0,
+        num_rows_dropped_by_watermark: 0,
+        memory_used_bytes: 0,
+    }
+}
+
+#[async_trait::async_trait]
+impl StateOperator for StreamJoin {
+    async fn run_batch(
+        &mut self,
+        ctx: &datafusion::prelude::SessionContext,
+        watermark_ms: i64,
+    ) -> Result<()> {
+        let out = self.join_batch(ctx, watermark_ms).await?;
+        let out = out
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| to_slot(&self.plan.output, b))
+            .collect::<Result<Vec<_>>>()?;
+        self.plan.output.set(out);
+        Ok(())
+    }
+
+    fn clear_output(&self) {
+        self.plan.output.set(Vec::new());
+    }
+
+    /// The minimum over the watermarked sides, once every one of them has seen data.
+    fn watermark_ms(&self) -> Option<i64> {
+        let mut wm: Option<i64> = None;
+        for (spec, side) in [
+            (&self.left_spec, &self.left),
+            (&self.right_spec, &self.right),
+        ] {
+            if let Some((_, delay)) = spec.event_time {
+                let w = side.max_event_time_ms? - delay;
+                wm = Some(wm.map_or(w, |c| c.min(w)));
+            }
+        }
+        wm
+    }
+
+    fn max_event_time_ms(&self) -> Option<i64> {
+        self.left
+            .max_event_time_ms
+            .max(self.right.max_event_time_ms)
+    }
+
+    fn progress(&self) -> StateOperatorProgress {
+        StateOperatorProgress {
+            num_rows_total: self.left.num_rows() + self.right.num_rows(),
+            memory_used_bytes: self.left.bytes() + self.right.bytes(),
+            ..self.metrics.clone()
+        }
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        self.snapshot_bytes()
+    }
+
+    fn restore(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        self.restore_bytes(bytes, what)
     }
 }
 

@@ -8,6 +8,7 @@
 //! - `table`      slot tables: how per-batch rows reach DataFusion plans
 //! - `plan`       splitting a query around its stateful operator; Spark's rules
 //! - `aggregate`  the stateful aggregation operator and its state
+//! - `operator`   the interface of the stateful operators other than aggregation
 //! - `join`       the stream-stream join operator and its state
 //! - `checkpoint` offsets/commits logs and state snapshots
 //! - `sink`       console, kafka, files, memory, callback sinks
@@ -27,6 +28,7 @@ pub mod error;
 pub mod functions;
 pub mod http;
 pub mod join;
+pub mod operator;
 pub mod plan;
 pub mod progress;
 pub mod script;

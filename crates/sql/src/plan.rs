@@ -14,7 +14,10 @@
 use crate::aggregate::{AggKind, AggregateSpec, GroupColumn, OutputMode};
 use crate::error::{Result, SqlError};
 use crate::functions::WindowSpec;
-use crate::join::{check_join_type, lower_bound, side_watermark, slot_for, JoinPlan, JoinSideSpec};
+use crate::join::{
+    check_join_type, lower_bound, side_watermark, slot_for, JoinPlan, JoinSideSpec, StreamJoin,
+};
+use crate::operator::StateOperator;
 use crate::script::WatermarkDecl;
 use crate::table::SlotTable;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
@@ -30,8 +33,9 @@ pub struct StreamingPlan {
     /// Whole plan (stateless) or the part above the aggregation.
     pub upper: LogicalPlan,
     pub aggregate: Option<AggregatePlan>,
-    /// The stream-stream join, if the query has one (never together with an aggregation).
-    pub join: Option<JoinPlan>,
+    /// The stateful operator other than an aggregation (a stream-stream join, a
+    /// deduplication), if the query has one; never together with an aggregation.
+    pub operator: Option<Box<dyn StateOperator>>,
     pub mode: OutputMode,
     /// The watermark delay, if a declared watermark reaches the stateful operator.
     pub watermark_delay_ms: Option<i64>,
@@ -154,7 +158,7 @@ pub fn plan_logical(
         return Ok(StreamingPlan {
             upper,
             aggregate: None,
-            join: None,
+            operator: None,
             mode,
             watermark_delay_ms: None,
         });
@@ -325,7 +329,7 @@ pub fn plan_logical(
             spec,
             state_table,
         }),
-        join: None,
+        operator: None,
         mode,
         watermark_delay_ms: wm_delay,
     })
@@ -425,7 +429,7 @@ fn plan_stream_join(
     Ok(Some(StreamingPlan {
         upper,
         aggregate: None,
-        join: Some(JoinPlan {
+        operator: Some(Box::new(StreamJoin::new(JoinPlan {
             left_input: state.optimize(&j.left)?,
             right_input: state.optimize(&j.right)?,
             join,
@@ -436,7 +440,7 @@ fn plan_stream_join(
             output,
             left,
             right,
-        }),
+        }))),
         mode,
         watermark_delay_ms: delay,
     }))
