@@ -10,6 +10,7 @@
 //! - `aggregate`  the stateful aggregation operator and its state
 //! - `operator`   the interface of the stateful operators other than aggregation
 //! - `join`       the stream-stream join operator and its state
+//! - `dedup`      deduplication (DISTINCT [ON (...)] [WITHIN WATERMARK]) and its state
 //! - `checkpoint` offsets/commits logs and state snapshots
 //! - `sink`       console, kafka, files, memory, callback sinks
 //! - `engine`     the micro-batch driver, triggers, recovery
@@ -22,6 +23,7 @@ pub mod aggregate;
 pub mod api;
 pub mod checkpoint;
 pub mod ddl;
+pub mod dedup;
 pub mod demo;
 pub mod engine;
 pub mod error;

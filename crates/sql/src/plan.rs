@@ -12,6 +12,7 @@
 //! Without an aggregation the whole query is a stateless per-batch plan.
 
 use crate::aggregate::{AggKind, AggregateSpec, GroupColumn, OutputMode};
+use crate::dedup::{DedupSpec, StreamDedup, WITHIN_WATERMARK_MARKER};
 use crate::error::{Result, SqlError};
 use crate::functions::WindowSpec;
 use crate::join::{
@@ -24,7 +25,9 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue};
-use datafusion::logical_expr::{cast, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{
+    cast, Distinct, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder,
+};
 use datafusion::prelude::SessionContext;
 use std::sync::Arc;
 
@@ -126,6 +129,9 @@ pub fn plan_logical(
     if let Some(planned) = plan_stream_join(ctx, &plan, mode, watermarks)? {
         return Ok(planned);
     }
+    if let Some(planned) = plan_stream_dedup(ctx, &plan, mode, watermarks)? {
+        return Ok(planned);
+    }
     // The stateful aggregations: aggregates over streaming input.
     let mut aggs = Vec::new();
     plan.apply(|p| {
@@ -150,9 +156,7 @@ pub fn plan_logical(
             ));
         }
         if has_sort(&plan) {
-            return Err(SqlError::Unsupported(
-                "Sorting is not supported on streaming DataFrames/Datasets, unless it is on aggregated DataFrame/Dataset in Complete output mode".into(),
-            ));
+            return Err(sorting_unsupported());
         }
         let upper = state.optimize(&plan)?;
         return Ok(StreamingPlan {
@@ -302,9 +306,7 @@ pub fn plan_logical(
         |p| matches!(p, LogicalPlan::Aggregate(a) if a.schema == agg.schema && is_streaming(&a.input)),
     )?;
     if has_sort(&upper) && mode != OutputMode::Complete {
-        return Err(SqlError::Unsupported(
-            "Sorting is not supported on streaming DataFrames/Datasets, unless it is on aggregated DataFrame/Dataset in Complete output mode".into(),
-        ));
+        return Err(sorting_unsupported());
     }
     if is_streaming(&upper) {
         return Err(SqlError::Unsupported(
@@ -381,9 +383,7 @@ fn plan_stream_join(
         )));
     }
     if has_sort(plan) {
-        return Err(SqlError::Unsupported(
-            "Sorting is not supported on streaming DataFrames/Datasets, unless it is on aggregated DataFrame/Dataset in Complete output mode".into(),
-        ));
+        return Err(sorting_unsupported());
     }
     if let Some(f) = &j.filter {
         conditions.push(f.clone());
@@ -446,6 +446,129 @@ fn plan_stream_join(
     }))
 }
 
+/// Plans a query that deduplicates a stream (None if it does not): `SELECT DISTINCT`,
+/// `SELECT DISTINCT ON (keys)` and `... WITHIN WATERMARK` become the dedup operator
+/// (`dedup.rs`), and the rest of the query reads its output.
+fn plan_stream_dedup(
+    ctx: &SessionContext,
+    plan: &LogicalPlan,
+    mode: Option<OutputMode>,
+    watermarks: &[WatermarkDecl],
+) -> Result<Option<StreamingPlan>> {
+    let mut found = Vec::new();
+    let mut streaming_aggregate = false;
+    plan.apply(|p| {
+        match p {
+            LogicalPlan::Distinct(d) if is_streaming(d.input()) => found.push(d.clone()),
+            LogicalPlan::Aggregate(a) if is_streaming(&a.input) => streaming_aggregate = true,
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let Some(distinct) = found.first().cloned() else {
+        return Ok(None);
+    };
+    if found.len() > 1 || streaming_aggregate {
+        return Err(SqlError::Unsupported(
+            "a deduplication together with another deduplication or an aggregation is not supported yet".into(),
+        ));
+    }
+    let mode = mode.unwrap_or(OutputMode::Append);
+    if mode == OutputMode::Complete {
+        return Err(SqlError::Unsupported(
+            "Complete output mode not supported when there are no streaming aggregations on streaming DataFrames/Datasets".into(),
+        ));
+    }
+    if has_sort(plan) {
+        return Err(sorting_unsupported());
+    }
+    let marker = |e: &Expr| literal_str(e).is_some_and(|s| s == WITHIN_WATERMARK_MARKER);
+    let (input, keys, select, schema, within) = match &distinct {
+        Distinct::All(input) => {
+            let cols: Vec<Expr> = input
+                .schema()
+                .columns()
+                .into_iter()
+                .map(Expr::Column)
+                .collect();
+            (
+                input.clone(),
+                cols.clone(),
+                cols,
+                input.schema().clone(),
+                false,
+            )
+        }
+        Distinct::On(d) => {
+            if d.sort_expr.is_some() {
+                return Err(SqlError::Unsupported(
+                    "DISTINCT ON with ORDER BY is not supported on streams (the first row seen is kept)".into(),
+                ));
+            }
+            let keys: Vec<Expr> = d.on_expr.iter().filter(|e| !marker(e)).cloned().collect();
+            let within = keys.len() != d.on_expr.len();
+            (
+                d.input.clone(),
+                keys,
+                d.select_expr.clone(),
+                d.schema.clone(),
+                within,
+            )
+        }
+    };
+    let wm = side_watermark(input.schema(), watermarks);
+    let time_in_keys = wm.as_ref().is_some_and(|(_, _, c)| {
+        keys.iter()
+            .any(|k| column_name(k).is_some_and(|n| n.eq_ignore_ascii_case(&c.name)))
+    });
+    let mut exprs: Vec<Expr> = Vec::new();
+    exprs.extend(
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| k.clone().alias(format!("__k{i}"))),
+    );
+    exprs.extend(select.iter().enumerate().map(|(i, e)| {
+        let e = match e {
+            Expr::Alias(a) => a.expr.as_ref().clone(),
+            other => other.clone(),
+        };
+        e.alias(format!("__s{i}"))
+    }));
+    if let Some((_, _, c)) = &wm {
+        exprs.push(Expr::Column(c.clone()).alias("__wm"));
+    }
+    let state = ctx.state();
+    let lower = LogicalPlanBuilder::from(input.as_ref().clone())
+        .project(exprs)?
+        .build()?;
+    let lower = state.optimize(&lower)?;
+    let key_types = lower.schema().fields()[..keys.len()]
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    let (output, out_scan) = slot_for(&schema, "__dedup_out")?;
+    let upper = replace_first(
+        plan.clone(),
+        &out_scan,
+        |p| matches!(p, LogicalPlan::Distinct(d) if d == &distinct),
+    )?;
+    let upper = state.optimize(&upper)?;
+    let spec = DedupSpec {
+        n_keys: keys.len(),
+        n_select: select.len(),
+        delay_ms: wm.as_ref().map(|w| w.1),
+        time_in_keys,
+        within_watermark: within,
+    };
+    Ok(Some(StreamingPlan {
+        upper,
+        aggregate: None,
+        operator: Some(Box::new(StreamDedup::new(lower, output, spec, key_types)?)),
+        mode,
+        watermark_delay_ms: wm.map(|w| w.1),
+    }))
+}
+
 /// `plan` with the first node (top down) that `is_it` picks replaced by `replacement`.
 fn replace_first(
     plan: LogicalPlan,
@@ -466,6 +589,13 @@ fn replace_first(
             Ok(Transformed::no(p))
         })?
         .data)
+}
+
+/// Spark's error for a sort that is not on an aggregation in complete mode.
+fn sorting_unsupported() -> SqlError {
+    SqlError::Unsupported(
+        "Sorting is not supported on streaming DataFrames/Datasets, unless it is on aggregated DataFrame/Dataset in Complete output mode".into(),
+    )
 }
 
 fn has_sort(plan: &LogicalPlan) -> bool {

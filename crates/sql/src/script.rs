@@ -10,8 +10,9 @@
 //!   `SELECT ...;` writes to the console.
 //!
 //! In queries, `relation WATERMARK column DELAY OF INTERVAL 10 SECONDS [AS alias]`
-//! (Spark/Databricks' watermark clause) declares a watermark, and `explode(...)` is
-//! DataFusion's `unnest(...)`.
+//! (Spark/Databricks' watermark clause) declares a watermark, `explode(...)` is
+//! DataFusion's `unnest(...)`, and `SELECT DISTINCT ON (cols) WITHIN WATERMARK ...` is
+//! Spark's `dropDuplicatesWithinWatermark(cols)` (see `dedup.rs`).
 
 use crate::ddl;
 use crate::error::{Result, SqlError};
@@ -476,6 +477,29 @@ fn rewrite_query(tokens: &[Token], wms: &mut Vec<WatermarkDecl>) -> Result<Strin
             {
                 out.push(Token::make_word(&w.value, Some('"')));
                 i += 1;
+                continue;
+            }
+        }
+        // `DISTINCT ON (k) WITHIN WATERMARK`: a marker key the planner recognises.
+        if word_is(t, "WITHIN") {
+            if let Some(j) =
+                next_non_ws(tokens, i + 1).filter(|&j| word_is(&tokens[j], "WATERMARK"))
+            {
+                while out.last().is_some_and(is_ws) {
+                    out.pop();
+                }
+                if out.pop() != Some(Token::RParen) {
+                    return Err(SqlError::Query(
+                        "WITHIN WATERMARK must follow DISTINCT ON (columns)".into(),
+                    ));
+                }
+                out.push(Token::Comma);
+                out.push(Token::SingleQuotedString(
+                    crate::dedup::WITHIN_WATERMARK_MARKER.into(),
+                ));
+                out.push(Token::RParen);
+                out.push(Token::Whitespace(Whitespace::Space));
+                i = j + 1;
                 continue;
             }
         }

@@ -722,3 +722,70 @@ fn ms_part(s: &str) -> i64 {
         _ => 0,
     }
 }
+
+/// The tweets view the dedup tests read: id and event time only.
+const DEDUP_SOURCE: &str = "CREATE TEMPORARY VIEW raw USING kafka OPTIONS (kafka.bootstrap.servers '${bootstrap}', subscribe '${topic}', startingOffsets 'earliest', endingOffsets 'latest', maxOffsetsPerTrigger '500');
+CREATE TEMPORARY VIEW tweets AS SELECT from_json(CAST(value AS STRING), 'id BIGINT') AS tweet, timestamp AS ts FROM raw;
+CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'dedup');";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deduplication_by_key_within_watermark_and_without_one_matches_generator() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        // Every third tweet is followed by a re-sent copy of a tweet up to 40 tweets (2 s of
+        // event time) earlier, with its original timestamp (an at-least-once producer's
+        // retry); at the end, copies of the first five tweets, minutes late.
+        let cfg = orderly(9);
+        let n = 4000u64;
+        let mut g = Generator::new(cfg.clone());
+        let mut rng = Rng(9);
+        let tweets: Vec<(String, String, i64)> = (0..n)
+            .map(|i| {
+                let t = g.tweet(i);
+                (t.id.to_string(), g.to_json(&t).to_string(), t.timestamp_ms)
+            })
+            .collect();
+        let mut records = Vec::new();
+        for i in 0..n as usize {
+            records.push(tweets[i].clone());
+            if i % 3 == 2 {
+                records.push(tweets[i - 1 - (rng.next() % 40).min(i as u64 - 1) as usize].clone());
+            }
+        }
+        let late = 5;
+        records.extend(tweets[..late].iter().cloned());
+        produce_records(&broker, "tweets9", &records).await;
+        let expected: BTreeSet<i64> = tweets.iter().map(|t| t.0.parse().unwrap()).collect();
+        let d = defines(&broker, "tweets9");
+        let cases = [
+            // dropDuplicatesWithinWatermark("id"): bounded state, late copies dropped.
+            ("SELECT DISTINCT ON (tweet.id) WITHIN WATERMARK tweet.id AS id, ts FROM tweets WATERMARK ts DELAY OF INTERVAL 30 SECONDS", true, late as u64),
+            // dropDuplicates("id", "ts") with a watermark on ts: bounded state.
+            ("SELECT DISTINCT ON (tweet.id, ts) tweet.id AS id, ts FROM tweets WATERMARK ts DELAY OF INTERVAL 30 SECONDS", true, late as u64),
+            // dropDuplicates() without a watermark: every key is remembered.
+            ("SELECT DISTINCT tweet.id AS id, ts FROM tweets", false, 0),
+        ];
+        for (query, bounded, dropped) in cases {
+            let text = format!("{DEDUP_SOURCE}\nINSERT INTO out {query};");
+            let q = run_script(&text, &d, QueryOptions::default()).await;
+            let rows = memory_rows(&q);
+            let ids: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+            let unique: BTreeSet<i64> = ids.iter().copied().collect();
+            assert_eq!(ids.len(), unique.len(), "{query}: a duplicate was emitted");
+            assert_eq!(unique, expected, "{query}");
+            let ops: Vec<_> = q.progress_log().recent().iter().map(|p| p.state_operators[0].clone()).collect();
+            assert!(ops.iter().all(|o| o.operator_name == "dedupe"));
+            let total_dropped: u64 = ops.iter().map(|o| o.num_rows_dropped_by_watermark).sum();
+            assert_eq!(total_dropped, dropped, "{query}");
+            let peak = ops.iter().map(|o| o.num_rows_total).max().unwrap();
+            if bounded {
+                assert!(peak < n / 2, "{query}: state peak {peak}");
+                assert!(ops.iter().map(|o| o.num_rows_removed).sum::<u64>() > n / 2, "{query}");
+            } else {
+                assert_eq!(ops.last().unwrap().num_rows_total, n, "{query}: one entry per key");
+            }
+        }
+    })
+    .await
+    .expect("test timed out");
+}

@@ -72,6 +72,15 @@ async fn unsupported_operations_are_clear_errors() {
         ),
         ("SELECT v FROM s LIMIT 3", "Limits are not supported"),
         (
+            "SELECT DISTINCT ON (v) WITHIN WATERMARK v, ts FROM s",
+            "dropDuplicatesWithinWatermark (DISTINCT ON (...) WITHIN WATERMARK) needs a watermark",
+        ),
+        (
+            "SELECT DISTINCT ON (v) v, ts FROM s ORDER BY v, ts",
+            "DISTINCT ON with ORDER BY is not supported on streams",
+        ),
+        ("SELECT v FROM s WITHIN WATERMARK", "WITHIN WATERMARK must follow DISTINCT ON"),
+        (
             "SELECT session_window(ts, '30 seconds') AS w, count(*) FROM s WATERMARK ts DELAY OF INTERVAL 10 SECONDS GROUP BY session_window(ts, '30 seconds')",
             "Update output mode is not supported for streaming aggregation with session window",
         ),
@@ -85,6 +94,11 @@ async fn unsupported_operations_are_clear_errors() {
             .unwrap_or_else(|| panic!("{q} should fail"));
         assert!(e.contains(msg), "{q}: {e}");
     }
+    let e = plan("SELECT DISTINCT v FROM s", Some(OutputMode::Complete))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.contains("Complete output mode not supported"), "{e}");
     // Sorting an aggregation is fine in complete mode.
     assert!(plan(
         "SELECT v, count(*) AS n FROM s GROUP BY v ORDER BY n DESC",
