@@ -173,9 +173,17 @@ impl StreamingQuery {
                         sources.push(SourceSlot { source, table });
                     }
                     "json" | "parquet" | "csv" => register_static(&ctx, d).await?,
+                    // A (compacted) topic read to its end as a table: latest value per key.
+                    "kafka_table" => {
+                        let opts = KafkaSourceOptions::from_options(&d.options)?;
+                        let (schema, rows) = crate::source::read_latest_per_key(&opts)?;
+                        tracing::info!(table = %d.name, rows = rows.iter().map(|b| b.num_rows()).sum::<usize>(), "read {} as a table", opts.description());
+                        let table = datafusion::datasource::MemTable::try_new(schema, vec![rows])?;
+                        ctx.register_table(d.name.as_str(), Arc::new(table))?;
+                    }
                     other => {
                         return Err(SqlError::Query(format!(
-                            "{}: unknown source format {other:?} (kafka, json, parquet, csv)",
+                            "{}: unknown source format {other:?} (kafka, kafka_table, json, parquet, csv)",
                             d.name
                         )))
                     }

@@ -815,12 +815,7 @@ impl KafkaSource {
         for tp in behind {
             let seen = match self.stash.get(&tp).and_then(|q| q.front()) {
                 Some(m) => Some(m.offset()),
-                None => assigned
-                    .find_partition(&tp.0, tp.1)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    }),
+                None => offset_in(&assigned, &tp),
             };
             if let (Some(seen), Some(pos)) = (seen, self.positions.get(&tp).copied()) {
                 if seen > pos {
@@ -871,12 +866,111 @@ fn rate_limit(
         .collect()
 }
 
+/// Keys a compacted-topic table may hold; reading a larger topic as a table is refused.
+pub const MAX_TABLE_KEYS: usize = 10_000_000;
+/// How long reading a topic to its end as a table may take.
+const TABLE_READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Reads topics to their end (the high watermarks when the read starts) as a table: the
+/// latest record per key (by offset within a partition, by timestamp across partitions),
+/// keys whose latest record has a null value (a tombstone) left out, records without a
+/// key left out. This is a compacted topic's meaning, whether or not the broker has
+/// compacted it yet. Rows have the Kafka source's schema.
+pub fn read_latest_per_key(opts: &KafkaSourceOptions) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let source = KafkaSource::new(opts.clone())?;
+    let parts = source.discover()?;
+    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for tp in &parts {
+        let (low, high) = source.watermarks(tp)?;
+        if high > low {
+            ends.insert(tp.clone(), high);
+            tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(low))?;
+        }
+    }
+    source.consumer.assign(&tpl)?;
+    // key -> (timestamp, message)
+    let mut latest: HashMap<Vec<u8>, (i64, OwnedMessage)> = HashMap::new();
+    let deadline = Instant::now() + TABLE_READ_TIMEOUT;
+    let done = |tp: &(String, i32), next: i64, ends: &BTreeMap<(String, i32), i64>| {
+        ends.get(tp).is_none_or(|e| next >= *e)
+    };
+    let mut remaining: std::collections::BTreeSet<(String, i32)> = ends.keys().cloned().collect();
+    while !remaining.is_empty() {
+        if Instant::now() > deadline {
+            return Err(SqlError::Query(format!(
+                "reading {} as a table did not reach its end within {TABLE_READ_TIMEOUT:?}",
+                opts.description()
+            )));
+        }
+        let msg = match source.consumer.poll(Duration::from_millis(100)) {
+            None => {
+                // Transaction markers and aborted records end some partitions early.
+                let pos = source.consumer.position()?;
+                remaining.retain(|tp| {
+                    let next = offset_in(&pos, tp);
+                    !next.is_some_and(|n| done(tp, n, &ends))
+                });
+                continue;
+            }
+            Some(Err(e)) => {
+                source.check_error(e)?;
+                continue;
+            }
+            Some(Ok(m)) => m,
+        };
+        let tp = (msg.topic().to_string(), msg.partition());
+        if ends.get(&tp).is_none_or(|e| msg.offset() >= *e) {
+            remaining.remove(&tp);
+            continue;
+        }
+        if done(&tp, msg.offset() + 1, &ends) {
+            remaining.remove(&tp);
+        }
+        let Some(key) = msg.key() else { continue };
+        let ts = msg.timestamp().to_millis().unwrap_or(i64::MIN);
+        let newer = latest.get(key).is_none_or(|(t, m)| {
+            (m.topic(), m.partition()) == (msg.topic(), msg.partition()) || ts >= *t
+        });
+        if newer {
+            latest.insert(key.to_vec(), (ts, msg.detach()));
+            if latest.len() > MAX_TABLE_KEYS {
+                return Err(SqlError::Query(format!(
+                    "{} has more than {MAX_TABLE_KEYS} keys: too large to read as a table",
+                    opts.description()
+                )));
+            }
+        }
+    }
+    let mut rows = RowBuilder::new(source.schema(), opts.include_headers);
+    let mut records: Vec<&OwnedMessage> = latest
+        .values()
+        .map(|(_, m)| m)
+        .filter(|m| m.payload().is_some())
+        .collect();
+    records.sort_by(|a, b| {
+        (a.topic(), a.partition(), a.offset()).cmp(&(b.topic(), b.partition(), b.offset()))
+    });
+    for m in records {
+        rows.push(m)?;
+    }
+    Ok((source.schema(), rows.finish()?))
+}
+
 /// Offsets can legitimately skip on compacted topics and around transaction markers; a
 /// gap is data loss only if the skipped offsets are below the log start.
 fn is_compacted_gap(consumer: &BaseConsumer, tp: &(String, i32), pos: i64) -> bool {
     match consumer.fetch_watermarks(&tp.0, tp.1, METADATA_TIMEOUT) {
         Ok((low, _)) => low <= pos,
         Err(_) => true,
+    }
+}
+
+/// The offset a list holds for a partition, if it is a real offset.
+fn offset_in(list: &TopicPartitionList, tp: &(String, i32)) -> Option<i64> {
+    match list.find_partition(&tp.0, tp.1)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
     }
 }
 

@@ -789,3 +789,65 @@ async fn deduplication_by_key_within_watermark_and_without_one_matches_generator
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_static_join_reads_a_compacted_topic_as_latest_value_per_key() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        let cfg = GeneratorConfig { num_users: 30, ..orderly(10) };
+        produce(&broker, "tweets10", &cfg, 1000).await;
+        // The users table: several versions per user (the last one counts); every
+        // seventh user deleted at the end with a tombstone (a null value).
+        let g = Generator::new(cfg.clone());
+        let mut latest: HashMap<i64, Option<String>> = HashMap::new();
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &broker.addr)
+            .set("enable.idempotence", "true")
+            .create()
+            .unwrap();
+        for round in 0..3usize {
+            for (i, u) in g.users().iter().enumerate() {
+                // User i has versions 0..=i%3; every seventh user's last one deletes it.
+                if round > i % 3 {
+                    continue;
+                }
+                let tombstone = i % 7 == 0 && round == i % 3;
+                let country = format!("c{i}-{round}");
+                let value = format!("{{\"country\":\"{country}\"}}");
+                let key = u.id.to_string();
+                let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to("users10").key(key.as_bytes());
+                if !tombstone {
+                    rec = rec.payload(value.as_bytes());
+                }
+                producer.send(rec, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+                latest.insert(u.id as i64, (!tombstone).then_some(country));
+            }
+        }
+        let text = "CREATE TEMPORARY VIEW raw USING kafka OPTIONS (kafka.bootstrap.servers '${bootstrap}', subscribe 'tweets10', startingOffsets 'earliest', endingOffsets 'latest');
+CREATE TEMPORARY VIEW tweets AS SELECT from_json(CAST(value AS STRING), 'id BIGINT, user STRUCT<id: BIGINT>') AS tweet FROM raw;
+CREATE TEMPORARY VIEW users_raw USING kafka_table OPTIONS (kafka.bootstrap.servers '${bootstrap}', subscribe 'users10');
+CREATE TEMPORARY VIEW users AS SELECT CAST(CAST(key AS STRING) AS BIGINT) AS uid, get_json_object(CAST(value AS STRING), '$.country') AS country FROM users_raw;
+CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'enriched');
+INSERT INTO out SELECT tweet.id AS id, country FROM tweets JOIN users ON tweet.user.id = users.uid;";
+        let q = run_script(text, &defines(&broker, "tweets10"), QueryOptions::default()).await;
+        let mut g = Generator::new(cfg.clone());
+        let expected: BTreeMap<i64, String> = (0..1000)
+            .filter_map(|i| {
+                let t = g.tweet(i);
+                let uid = g.users()[t.user].id as i64;
+                latest[&uid].clone().map(|c| (t.id as i64, c))
+            })
+            .collect();
+        let got: BTreeMap<i64, String> = memory_rows(&q)
+            .iter()
+            .map(|r| (r["id"].as_i64().unwrap(), r["country"].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(memory_rows(&q).len(), got.len(), "one row per tweet");
+        assert!(expected.len() < 1000, "tweets of deleted users are not joined");
+        assert!(expected.values().any(|c| c.ends_with("-2")), "later versions win");
+        assert_eq!(got, expected);
+    })
+    .await
+    .expect("test timed out");
+}
