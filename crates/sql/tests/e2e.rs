@@ -851,3 +851,97 @@ INSERT INTO out SELECT tweet.id AS id, country FROM tweets JOIN users ON tweet.u
     .await
     .expect("test timed out");
 }
+
+/// GET `path` from the query's HTTP server; returns (status line, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    sock.read_to_string(&mut resp).await.unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_table_is_served_over_http_while_the_query_runs() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        let cfg = orderly(12);
+        let text = example_with_sink(
+            "select.sql",
+            "CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'live');",
+        );
+        let mut d = defines(&broker, "tweets12");
+        d.insert("endingOffsets".into(), String::new()); // runs until stopped
+        produce(&broker, "tweets12", &cfg, 300).await;
+        let script = Script::parse(&text, &d).unwrap();
+        let mut q = StreamingQuery::from_script(&script, QueryOptions::default())
+            .await
+            .unwrap();
+        let (name, table) = q.memory_table().unwrap();
+        assert_eq!(name, "live");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = runnel_sql::http::HttpState {
+            progress: q.progress_log(),
+            tables: std::sync::Arc::new([(name, table)].into_iter().collect()),
+        };
+        let server = tokio::spawn(runnel_sql::http::serve(listener, state));
+        let stop = q.stop_handle();
+        let running = tokio::spawn(async move {
+            q.run().await.unwrap();
+            q
+        });
+        // Rows appear over HTTP as batches complete, while the query keeps running.
+        let rows_over_http = |want: usize| async move {
+            loop {
+                let (status, body) = http_get(addr, "/tables/live").await;
+                assert_eq!(status, "HTTP/1.1 200 OK");
+                let rows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+                if rows.len() >= want {
+                    return rows;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let first = rows_over_http(300).await;
+        assert_eq!(first.len(), 300);
+        assert!(!running.is_finished(), "the query is still running");
+        // A second wave of tweets (the generator continues where it stopped).
+        let mut g = Generator::new(cfg.clone());
+        let second: Vec<(String, String, i64)> = (300..700)
+            .map(|i| {
+                let t = g.tweet(i);
+                (t.id.to_string(), g.to_json(&t).to_string(), t.timestamp_ms)
+            })
+            .collect();
+        produce_records(&broker, "tweets12", &second).await;
+        let all = rows_over_http(700).await;
+        let ids: BTreeSet<i64> = all.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+        let mut g = Generator::new(cfg.clone());
+        let expected: BTreeSet<i64> = (0..700).map(|i| g.tweet(i).id as i64).collect();
+        assert_eq!(ids, expected);
+        let (status, body) = http_get(addr, "/progress").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        let progress: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        let input: u64 = progress
+            .iter()
+            .map(|p| p["numInputRows"].as_u64().unwrap())
+            .sum();
+        assert_eq!(input, 700);
+        assert!(progress
+            .iter()
+            .all(|p| p["sink"]["description"] == "MemorySink[live]"));
+        let (status, _) = http_get(addr, "/tables/nope").await;
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let q = running.await.unwrap();
+        assert_eq!(q.progress_log().recent().len(), progress.len());
+        server.abort();
+    })
+    .await
+    .expect("test timed out");
+}
