@@ -9,6 +9,7 @@
 use crate::aggregate::{OutputMode, StatefulAggregate};
 use crate::checkpoint::{Checkpoint, OffsetEntry};
 use crate::error::{Result, SqlError};
+use crate::file_source::{FileSource, StreamSource};
 use crate::functions;
 use crate::operator::StateOperator;
 use crate::plan::{plan_query, StreamingPlan};
@@ -76,7 +77,7 @@ pub struct QueryOptions {
 }
 
 struct SourceSlot {
-    source: KafkaSource,
+    source: StreamSource,
     table: Arc<SlotTable>,
 }
 
@@ -164,9 +165,14 @@ impl StreamingQuery {
             match stmt {
                 Statement::Declare(d) if Some(d.name.as_str()) == sink_name => {}
                 Statement::Declare(d) => match d.format.as_str() {
-                    "kafka" => {
-                        let source =
-                            KafkaSource::new(KafkaSourceOptions::from_options(&d.options)?)?;
+                    "kafka" | "text" => {
+                        let source = if d.format == "kafka" {
+                            StreamSource::Kafka(KafkaSource::new(
+                                KafkaSourceOptions::from_options(&d.options)?,
+                            )?)
+                        } else {
+                            StreamSource::Files(FileSource::from_options(&d.options)?)
+                        };
                         let table =
                             Arc::new(SlotTable::new(source.schema(), true, Some(sources.len())));
                         ctx.register_table(d.name.as_str(), table.clone())?;
@@ -183,7 +189,7 @@ impl StreamingQuery {
                     }
                     other => {
                         return Err(SqlError::Query(format!(
-                            "{}: unknown source format {other:?} (kafka, kafka_table, json, parquet, csv)",
+                            "{}: unknown source format {other:?} (kafka, text, kafka_table, json, parquet, csv)",
                             d.name
                         )))
                     }
@@ -236,7 +242,10 @@ impl StreamingQuery {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let sources = sources
             .into_iter()
-            .map(|(source, table)| SourceSlot { source, table })
+            .map(|(source, table)| SourceSlot {
+                source: StreamSource::Kafka(source),
+                table,
+            })
             .collect();
         Self::assemble(ctx, sources, plan, sink, checkpoint, query_id, options)
     }
@@ -444,11 +453,7 @@ impl StreamingQuery {
                         ends.push(e.sources[i].clone());
                     }
                     None => {
-                        let max = s
-                            .source
-                            .options()
-                            .max_offsets_per_trigger
-                            .unwrap_or(u64::MAX);
+                        let max = s.source.max_per_trigger();
                         let (rows, end) = s.source.next_batch(max, wait).await?;
                         inputs.push(rows);
                         ends.push(end);

@@ -5,6 +5,7 @@
 //! - `ddl`        Spark DDL schema strings and interval strings
 //! - `functions`  Spark functions as DataFusion UDFs (from_json, window, ...)
 //! - `source`     the Kafka source (Spark's options and row schema)
+//! - `file_source` the streaming text-file source; `StreamSource`, any streaming source
 //! - `table`      slot tables: how per-batch rows reach DataFusion plans
 //! - `plan`       splitting a query around its stateful operator; Spark's rules
 //! - `aggregate`  the stateful aggregation operator and its state
@@ -27,6 +28,7 @@ pub mod dedup;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod file_source;
 pub mod functions;
 pub mod http;
 pub mod join;

@@ -945,3 +945,63 @@ async fn memory_table_is_served_over_http_while_the_query_runs() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_file_source_streams_files_in_name_order_and_resumes() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = tempfile::tempdir().unwrap();
+        let mut g = Generator::new(orderly(13));
+        let mut write = |name: &str, from: u64| {
+            let lines: Vec<String> = (from..from + 100)
+                .map(|i| {
+                    let t = g.tweet(i);
+                    g.to_json(&t).to_string()
+                })
+                .collect();
+            std::fs::write(dir.path().join(name), lines.join("\n") + "\n").unwrap();
+        };
+        write("b.jsonl", 100);
+        write("a.jsonl", 0);
+        write("c.jsonl", 200);
+        std::fs::write(dir.path().join("_ignored"), "not json\n").unwrap();
+        let text = format!(
+            "CREATE TEMPORARY VIEW lines USING text OPTIONS (path '{}', maxFilesPerTrigger '1');
+CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'ids', checkpointLocation '{}');
+CREATE TEMPORARY VIEW tweets AS SELECT from_json(value, 'id BIGINT') AS tweet FROM lines;
+INSERT INTO out SELECT tweet.id AS id FROM tweets;",
+            dir.path().display(),
+            ck.path().display()
+        );
+        let opts = QueryOptions {
+            trigger: Some(runnel_sql::Trigger::AvailableNow),
+            ..Default::default()
+        };
+        let q = run_script(&text, &BTreeMap::new(), opts.clone()).await;
+        let batches = q.progress_log().recent();
+        assert_eq!(batches.len(), 3, "one file per batch");
+        assert_eq!(
+            batches[2].sources[0].end_offset.to_string(),
+            format!("{{\"{}\":{{\"0\":3}}}}", dir.path().display())
+        );
+        let ids: Vec<i64> = memory_rows(&q)
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect();
+        let mut g2 = Generator::new(orderly(13));
+        let expected: Vec<i64> = (0..300).map(|i| g2.tweet(i).id as i64).collect();
+        assert_eq!(ids, expected, "files in name order, lines in file order");
+        // A new file; the restarted query reads only it.
+        write("d.jsonl", 300);
+        let q = run_script(&text, &BTreeMap::new(), opts).await;
+        let ids: Vec<i64> = memory_rows(&q)
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect();
+        let expected: Vec<i64> = (300..400).map(|i| g2.tweet(i).id as i64).collect();
+        assert_eq!(ids, expected);
+        assert_eq!(q.progress_log().recent()[0].batch_id, 3);
+    })
+    .await
+    .expect("test timed out");
+}
