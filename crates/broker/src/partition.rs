@@ -31,7 +31,10 @@ pub struct Partition {
 }
 
 impl Partition {
-    pub fn new(topic: &str, index: i32, log: PartitionLog) -> Arc<Self> {
+    /// `replicated`: part of a cluster. Such a partition leads nothing (NOT_LEADER_OR_FOLLOWER
+    /// to every client) until the metadata image says otherwise: a restarted broker must
+    /// not take writes for what it led before it died.
+    pub fn new(topic: &str, index: i32, log: PartitionLog, replicated: bool) -> Arc<Self> {
         let end = log.log_end_offset();
         let (durable, _) = watch::channel(end);
         let (high_watermark, _) = watch::channel(0);
@@ -40,7 +43,11 @@ impl Partition {
             index,
             log: Mutex::new(log),
             leader_epoch: AtomicI32::new(0),
-            replica: Mutex::new(ReplicaState::default()),
+            replica: Mutex::new(ReplicaState {
+                replicated,
+                leader: runnel_meta::image::NO_LEADER,
+                ..ReplicaState::default()
+            }),
             high_watermark,
             durable,
             flush_wanted: Notify::new(),

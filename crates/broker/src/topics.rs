@@ -140,7 +140,12 @@ impl TopicRegistry {
             let dir = self.partition_dir(&rec.name, p);
             let log = PartitionLog::open(&dir, log_config.clone(), now_ms())
                 .map_err(BrokerError::from)?;
-            partitions.push(Partition::new(&rec.name, p, log));
+            partitions.push(Partition::new(
+                &rec.name,
+                p,
+                log,
+                self.config.cluster.is_clustered(),
+            ));
         }
         Ok(Topic {
             name: rec.name.clone(),
@@ -345,7 +350,12 @@ impl TopicRegistry {
             let dir = self.partition_dir(name, p);
             let log = PartitionLog::open(&dir, log_config.clone(), now_ms())
                 .map_err(BrokerError::from)?;
-            partitions.push(Partition::new(name, p, log));
+            partitions.push(Partition::new(
+                name,
+                p,
+                log,
+                self.config.cluster.is_clustered(),
+            ));
         }
         topics.insert(
             name.to_string(),

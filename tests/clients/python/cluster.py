@@ -25,6 +25,27 @@ def free_ports(n):
             s.close()
 
 
+def consecutive_free_ports(n, attempts=200):
+    """A base port such that base..base+n-1 are all free (for `runnel cluster local`,
+    which numbers its ports from a base)."""
+    import random
+    for _ in range(attempts):
+        base = random.randint(20000, 60000 - n)
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports found")
+
+
 class ClusterNode(Broker):
     def __init__(self, workdir, node_id, port, controller_port, voters, configs):
         super().__init__(workdir, configs, name=f"node{node_id}")

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import history
-from cluster import Cluster, free_ports
+from cluster import Cluster, consecutive_free_ports
 from harness import runnel_bin, unique
 
 pytestmark = pytest.mark.timeout_s(240)
@@ -259,10 +259,9 @@ def test_rolling_restart_under_load(cluster):
 
 
 def test_runnel_cluster_local_starts_three_nodes(tmp_path):
-    kafka = free_ports(3)
-    ctrl = free_ports(3)
-    # The command numbers ports from a base; find three consecutive free ones.
-    base, cbase = kafka[0], ctrl[0]
+    # The command numbers ports from a base: six consecutive free ones.
+    base = consecutive_free_ports(6)
+    cbase = base + 3
     proc = subprocess.Popen([runnel_bin(), "cluster", "local", "--nodes", "3", "--dir", str(tmp_path),
                              "--base-port", str(base), "--controller-base-port", str(cbase)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -361,3 +360,38 @@ def test_preferred_leader_election_restores_leadership(cluster):
                           "-b", cluster.bootstrap], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
     cluster.wait_for("the preferred replica leading", lambda: cluster.partition_state(topic)[0] == leader)
+
+
+def test_kafka_python_and_old_librdkafka_follow_a_leader_change(cluster):
+    """kafka-python (its own protocol code, fetch sessions) and kcat on Debian's
+    librdkafka 2.0.2 keep working across a leader kill."""
+    import shutil
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KTopicPartition
+    topic = unique("clients")
+    create_topic(cluster, topic)
+    p = KafkaProducer(bootstrap_servers=cluster.bootstrap.split(","), acks="all", retries=20,
+                      retry_backoff_ms=300, metadata_max_age_ms=1000, request_timeout_ms=10000)
+    for i in range(100):
+        p.send(topic, f"kp{i}".encode(), partition=0).get(timeout=30)
+    leader, _, _ = cluster.partition_state(topic)
+    cluster.node(leader).kill9()
+    for i in range(100, 200):
+        p.send(topic, f"kp{i}".encode(), partition=0).get(timeout=60)
+    p.close()
+    kcat = shutil.which("kcat") or shutil.which("kafkacat")
+    if kcat:
+        r = subprocess.run([kcat, "-b", cluster.alive_bootstrap(), "-P", "-t", topic, "-p", "0",
+                            "-X", "acks=all"], input="\n".join(f"kc{i}" for i in range(50)) + "\n",
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    c = KafkaConsumer(bootstrap_servers=cluster.alive_bootstrap().split(","), enable_auto_commit=False,
+                      auto_offset_reset="earliest", consumer_timeout_ms=10000)
+    c.assign([KTopicPartition(topic, 0)])
+    got = [m.value.decode() for m in c]
+    c.close()
+    expected = [f"kp{i}" for i in range(200)] + ([f"kc{i}" for i in range(50)] if kcat else [])
+    assert got == expected
+    if kcat:
+        r = subprocess.run([kcat, "-b", cluster.alive_bootstrap(), "-C", "-t", topic, "-p", "0",
+                            "-o", "beginning", "-e", "-q"], capture_output=True, text=True, timeout=60)
+        assert r.stdout.split() == expected, r.stderr
