@@ -149,7 +149,7 @@ impl Checkpoint {
         let meta: serde_json::Value = serde_json::from_str(lines.next().unwrap_or(""))
             .map_err(|e| bad(format!("metadata: {e}")))?;
         let sources = lines
-            .map(|l| parse_offsets_json(l).map_err(|e| bad(e)))
+            .map(|l| parse_offsets_json(l).map_err(&bad))
             .collect::<Result<Vec<_>>>()?;
         Ok(OffsetEntry {
             batch_id,
@@ -196,7 +196,7 @@ impl Checkpoint {
     /// The newest state snapshot at or before `batch_id`.
     pub fn read_state(&self, batch_id: u64) -> Result<Option<(u64, Vec<u8>, String)>> {
         let ids = self.batch_ids("state")?;
-        match ids.into_iter().filter(|&i| i <= batch_id).next_back() {
+        match ids.into_iter().rfind(|&i| i <= batch_id) {
             Some(id) => {
                 let p = self.root.join("state").join(id.to_string());
                 Ok(Some((id, read_limited(&p)?, p.display().to_string())))

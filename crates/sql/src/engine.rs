@@ -167,9 +167,9 @@ impl StreamingQuery {
                 Statement::Declare(d) => match d.format.as_str() {
                     "kafka" | "text" => {
                         let source = if d.format == "kafka" {
-                            StreamSource::Kafka(KafkaSource::new(
+                            StreamSource::Kafka(Box::new(KafkaSource::new(
                                 KafkaSourceOptions::from_options(&d.options)?,
-                            )?)
+                            )?))
                         } else {
                             StreamSource::Files(FileSource::from_options(&d.options)?)
                         };
@@ -243,7 +243,7 @@ impl StreamingQuery {
         let sources = sources
             .into_iter()
             .map(|(source, table)| SourceSlot {
-                source: StreamSource::Kafka(source),
+                source: StreamSource::Kafka(Box::new(source)),
                 table,
             })
             .collect();

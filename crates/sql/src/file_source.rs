@@ -149,7 +149,7 @@ impl FileSource {
 
 /// Any streaming source, as the driver holds it.
 pub enum StreamSource {
-    Kafka(KafkaSource),
+    Kafka(Box<KafkaSource>),
     Files(FileSource),
 }
 

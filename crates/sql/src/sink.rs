@@ -222,10 +222,7 @@ fn format_scalar(v: &ScalarValue) -> String {
             let parts: Vec<String> = (0..vals.len()).map(|i| format_value(&vals, i)).collect();
             format!("[{}]", parts.join(", "))
         }
-        other => {
-            let s = other.to_string();
-            s
-        }
+        other => other.to_string(),
     }
 }
 
