@@ -71,6 +71,40 @@ def free_port():
         return s.getsockname()[1]
 
 
+def run_live(args, port, data):
+    """The live run: the trending query in update mode on a topic being written at
+    `--rate` tweets/s; latency_probe.py measures produce-to-output latency."""
+    boot = f"127.0.0.1:{port}"
+    for topic, parts in (("tweets-live", "4"), ("trending-live", "1")):
+        subprocess.run(
+            [args.runnel, "topics", "--bootstrap-server", boot, "create", topic, "-p", parts],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+    query = subprocess.Popen(
+        [args.runnel, "sql", "-f", os.path.join(HERE, "trending_live.sql"),
+         "-d", f"bootstrap={boot}", "-d", "topic=tweets-live", "-d", "outputTopic=trending-live"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(3)
+        print(f"live run: {args.rate} tweets/s for {args.seconds} s, probes every 250 ms ...", flush=True)
+        p = subprocess.run(
+            [args.python, os.path.join(HERE, "latency_probe.py"), "--bootstrap", boot,
+             "--topic", "tweets-live", "--output", "trending-live", "--data", data,
+             "--rate", str(args.rate), "--seconds", str(args.seconds)],
+            capture_output=True, text=True,
+        )
+        if p.returncode != 0:
+            sys.exit(f"latency probe failed:\n{p.stderr[-4000:]}")
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    finally:
+        query.send_signal(signal.SIGTERM)
+        try:
+            query.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            query.kill()
+
+
 def report(label, r, n):
     eps = r["rows"] / r["wall_s"]
     ms = r["batch_ms"]
@@ -93,6 +127,9 @@ def main():
     a.add_argument("--files", type=int, default=20)
     a.add_argument("--cores", type=int, default=2)
     a.add_argument("--skip-spark", action="store_true")
+    a.add_argument("--skip-latency", action="store_true")
+    a.add_argument("--rate", type=int, default=10000, help="tweets/s in the live run")
+    a.add_argument("--seconds", type=float, default=20, help="length of the live run")
     args = a.parse_args()
     n, files = args.tweets, args.files
     work = args.work
@@ -118,6 +155,7 @@ def main():
     print(f"{n} tweets, {size_mb:.0f} MB, {files} files of {per} tweets; {args.cores} cores", flush=True)
 
     results = {}
+    live = None
     results["runnel (files)"] = run_runnel(
         args.runnel, os.path.join(HERE, "trending_files.sql"), {"dir": os.path.join(work, "files")}, "files"
     )
@@ -155,6 +193,8 @@ def main():
             {"bootstrap": f"127.0.0.1:{port}", "topic": "tweets", "maxOffsetsPerTrigger": per},
             "topic",
         )
+        if not args.skip_latency:
+            live = run_live(args, port, data)
     finally:
         broker.send_signal(signal.SIGTERM)
         try:
@@ -177,6 +217,14 @@ def main():
     if "spark (files)" in eps:
         for k in ("runnel (files)", "runnel (topic)"):
             print(f"{k} / spark (files): {eps[k] / eps['spark (files)']:.1f}x tweets/s")
+    if live:
+        ms = live["latency_ms"]
+        print(
+            f"runnel live (topic)    {live['rate']} tweets/s, {live['probes']} probes ({live['lost']} lost): "
+            f"end-to-end latency p50 {percentile(ms, 0.5):.0f} ms, p99 {percentile(ms, 0.99):.0f} ms, "
+            f"max {max(ms) if ms else float('nan'):.0f} ms"
+        )
+        results["runnel live (topic)"] = live
     print(json.dumps(results))
 
 

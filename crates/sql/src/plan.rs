@@ -347,16 +347,18 @@ fn plan_stream_join(
 ) -> Result<Option<StreamingPlan>> {
     let mut joins = Vec::new();
     let mut streaming_aggregate = false;
-    let mut conditions: Vec<Expr> = Vec::new();
+    let mut above = Vec::new();
     plan.apply(|p| {
         match p {
             LogicalPlan::Join(j) if is_streaming(&j.left) && is_streaming(&j.right) => {
                 joins.push(j.clone());
             }
             LogicalPlan::Aggregate(a) if is_streaming(&a.input) => streaming_aggregate = true,
-            // A WHERE right above a join bounds it as much as its ON clause does.
-            LogicalPlan::Filter(f) if matches!(f.input.as_ref(), LogicalPlan::Join(_)) => {
-                conditions.push(f.predicate.clone());
+            // A WHERE right above the join bounds it as much as its ON clause does.
+            LogicalPlan::Filter(f) => {
+                if let LogicalPlan::Join(under) = f.input.as_ref() {
+                    above.push((f.predicate.clone(), under.clone()));
+                }
             }
             _ => {}
         }
@@ -385,6 +387,11 @@ fn plan_stream_join(
     if has_sort(plan) {
         return Err(sorting_unsupported());
     }
+    let mut conditions: Vec<Expr> = above
+        .into_iter()
+        .filter(|(_, under)| under == &j)
+        .map(|(predicate, _)| predicate)
+        .collect();
     if let Some(f) = &j.filter {
         conditions.push(f.clone());
     }
