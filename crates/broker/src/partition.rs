@@ -114,6 +114,25 @@ impl Partition {
         });
     }
 
+    /// A coordinator's own write (offsets, group or transaction state) counts once it is
+    /// on disk and, in a cluster, in every in-sync replica: KAFKA_STORAGE_ERROR,
+    /// NOT_LEADER_OR_FOLLOWER or REQUEST_TIMED_OUT otherwise.
+    pub async fn wait_acknowledged(&self, offset: i64) -> Result<(), crate::error::ErrorCode> {
+        self.wait_durable(offset)
+            .await
+            .map_err(|_| crate::error::ErrorCode::KafkaStorageError)?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        self.wait_replicated(offset, deadline)
+            .await
+            .map_err(|code| match code {
+                // The coordinator lost its partition: the client finds the new one.
+                crate::error::ErrorCode::NotLeaderOrFollower => {
+                    crate::error::ErrorCode::NotCoordinator
+                }
+                other => other,
+            })
+    }
+
     /// Waits until the high watermark reaches `offset`, or this broker stops leading the
     /// partition (Err: NOT_LEADER_OR_FOLLOWER), or `deadline` passes (Err: timeout).
     pub async fn wait_replicated(

@@ -395,3 +395,67 @@ def test_kafka_python_and_old_librdkafka_follow_a_leader_change(cluster):
         r = subprocess.run([kcat, "-b", cluster.alive_bootstrap(), "-C", "-t", topic, "-p", "0",
                             "-o", "beginning", "-e", "-q"], capture_output=True, text=True, timeout=60)
         assert r.stdout.split() == expected, r.stderr
+
+
+def read_isolated(bootstrap, topic, partitions, isolation):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("iso"), "enable.auto.commit": False,
+                  "isolation.level": isolation, "enable.partition.eof": True,
+                  "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out, eof = [], set()
+    deadline = time.monotonic() + 30
+    try:
+        while len(eof) < partitions and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    eof.add(m.partition())
+                continue
+            eof.discard(m.partition())
+            out.append(m.value().decode())
+    finally:
+        c.close()
+    assert len(eof) == partitions, "read did not reach the end of every partition"
+    return sorted(out)
+
+
+def test_transactions_span_partitions_led_by_different_brokers(cluster):
+    topic = unique("txn")
+    create_topic(cluster, topic, partitions=3)
+    leaders = {cluster.partition_state(topic, p)[0] for p in range(3)}
+    assert len(leaders) == 3, "the test wants each partition led by another broker"
+    tid = unique("tid")
+
+    def producer():
+        p = Producer({"bootstrap.servers": cluster.alive_bootstrap(), "transactional.id": tid,
+                      "transaction.timeout.ms": 30000, "topic.metadata.refresh.interval.ms": 1000})
+        p.init_transactions(60)
+        return p
+
+    def txn(p, prefix, commit):
+        p.begin_transaction()
+        for part in range(3):
+            for i in range(10):
+                p.produce(topic, value=f"{prefix}-{part}-{i}".encode(), partition=part)
+        if commit:
+            p.commit_transaction(60)
+        else:
+            p.flush(30)  # written, then aborted (an abort purges what was not sent yet)
+            p.abort_transaction(60)
+
+    p = producer()
+    txn(p, "a", True)
+    txn(p, "b", False)
+    txn(p, "c", True)
+    committed = sorted(f"{x}-{part}-{i}" for x in "ac" for part in range(3) for i in range(10))
+    assert read_isolated(cluster.bootstrap, topic, 3, "read_committed") == committed
+    assert len(read_isolated(cluster.bootstrap, topic, 3, "read_uncommitted")) == 90
+    # A broker dies between transactions (a partition leader, perhaps the coordinator);
+    # a new producer with the same id fences the old one and carries on.
+    cluster.node(cluster.partition_state(topic, 0)[0]).kill9()
+    p2 = producer()
+    txn(p2, "d", True)
+    committed += [f"d-{part}-{i}" for part in range(3) for i in range(10)]
+    assert read_isolated(cluster.alive_bootstrap(), topic, 3, "read_committed") == sorted(committed)

@@ -8,6 +8,7 @@
 //! - sends ISR changes to the controller (AlterPartition) for partitions it leads;
 //! - on SIGTERM, a controlled shutdown: asks the controller to move leadership away first.
 
+mod markers;
 pub mod reconcile;
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -43,6 +44,8 @@ pub struct Cluster {
     pub incarnation: Uuid,
     pub fetchers: Fetchers,
     isr_changes: mpsc::UnboundedSender<IsrChange>,
+    /// For background work that calls back into the broker (transaction markers).
+    broker: std::sync::Weak<Broker>,
 }
 
 impl Cluster {
@@ -98,9 +101,11 @@ impl Cluster {
             incarnation: Uuid::new_v4(),
             fetchers: Fetchers::default(),
             isr_changes: isr_tx,
+            broker: Arc::downgrade(broker),
         });
         if cfg.broker_role {
             broker.groups.set_replicated();
+            broker.txns.set_replicated();
             cluster.register(broker).await?;
             tokio::spawn(heartbeat_loop(broker.clone(), cluster.clone()));
             tokio::spawn(reconcile::run(broker.clone(), cluster.clone()));
@@ -185,6 +190,30 @@ impl Cluster {
         tokio::time::timeout(Duration::from_secs(10), wait)
             .await
             .unwrap_or(false)
+    }
+
+    /// Sends a transaction's markers to the leaders of its partitions in the background
+    /// and, once every leader has them replicated, records the transaction complete.
+    pub fn send_markers(
+        &self,
+        tid: String,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        partitions: Vec<(String, i32)>,
+    ) {
+        let Some(broker) = self.broker.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            if markers::send(&broker, producer_id, epoch, commit, partitions).await {
+                broker
+                    .txns
+                    .markers_written(&broker, &tid, producer_id, commit);
+            } else {
+                tracing::error!(transactional_id = %tid, "transaction markers not delivered in time; the next coordinator of this id will finish them");
+            }
+        });
     }
 
     /// Asks the controller to record a new ISR for a partition this broker leads.

@@ -126,13 +126,21 @@ fn apply_partition_in(
 }
 
 /// The group coordinator moves with the leadership of `__consumer_offsets` partitions.
+/// ... and so does the transaction coordinator with `__transaction_state` partitions.
 fn on_group_leadership(broker: &Broker, image: &ClusterImage, p: &Partition, leader: bool) {
-    if p.topic != crate::groups::OFFSETS_TOPIC {
-        return;
+    let count = |topic: &str| {
+        image
+            .topics
+            .get(topic)
+            .map_or(0, |t| t.partitions.len() as i32)
+    };
+    if p.topic == crate::groups::OFFSETS_TOPIC {
+        broker
+            .groups
+            .on_leadership(p, count(crate::groups::OFFSETS_TOPIC), leader);
+    } else if p.topic == crate::txn::TXN_TOPIC {
+        broker
+            .txns
+            .on_leadership(broker, p, count(crate::txn::TXN_TOPIC), leader);
     }
-    let count = image
-        .topics
-        .get(crate::groups::OFFSETS_TOPIC)
-        .map_or(0, |t| t.partitions.len() as i32);
-    broker.groups.on_leadership(p, count, leader);
 }

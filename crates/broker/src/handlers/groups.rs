@@ -116,27 +116,33 @@ async fn find_in_cluster(
         vec![body.key.clone()]
     };
     let mut setup_error: Option<(ErrorCode, String)> = None;
-    if body.key_type == KEY_TYPE_TRANSACTION {
-        setup_error = Some((
-            ErrorCode::CoordinatorNotAvailable,
-            "transactions are not available on a multi-node cluster yet (single node only)".into(),
-        ));
-    } else if body.key_type != KEY_TYPE_GROUP {
-        setup_error = Some((
-            ErrorCode::InvalidRequest,
-            format!("unknown coordinator key type {}", body.key_type),
-        ));
-    } else if !cluster.current_image().topics.contains_key(OFFSETS_TOPIC) {
+    // Groups live in __consumer_offsets, transactional ids in __transaction_state; the
+    // coordinator is the leader of the key's partition there.
+    let (internal, partitions, rf) = match body.key_type {
+        KEY_TYPE_GROUP => (
+            OFFSETS_TOPIC,
+            broker.groups.config.offsets_topic_partitions,
+            broker.config.cluster.offsets_topic_replication_factor,
+        ),
+        KEY_TYPE_TRANSACTION => (
+            crate::txn::TXN_TOPIC,
+            broker.txns.config.partitions,
+            broker.config.cluster.transaction_state_replication_factor,
+        ),
+        other => {
+            setup_error = Some((
+                ErrorCode::InvalidRequest,
+                format!("unknown coordinator key type {other}"),
+            ));
+            (OFFSETS_TOPIC, 0, 0)
+        }
+    };
+    if setup_error.is_none() && !cluster.current_image().topics.contains_key(internal) {
         let live = cluster.current_image().live_brokers().count() as i16;
-        let rf = broker
-            .config
-            .cluster
-            .offsets_topic_replication_factor
-            .min(live.max(1));
         let topic = runnel_meta::NewTopic {
-            name: OFFSETS_TOPIC.to_string(),
-            num_partitions: broker.groups.config.offsets_topic_partitions,
-            replication_factor: rf,
+            name: internal.to_string(),
+            num_partitions: partitions,
+            replication_factor: rf.min(live.max(1)),
             assignments: None,
             configs: std::collections::BTreeMap::from([(
                 "cleanup.policy".to_string(),
@@ -150,7 +156,7 @@ async fn find_in_cluster(
             }
         }
         cluster
-            .wait_for_image(|img| img.topics.contains_key(OFFSETS_TOPIC))
+            .wait_for_image(|img| img.topics.contains_key(internal))
             .await;
     }
     let image = cluster.current_image();
@@ -161,9 +167,9 @@ async fn find_in_cluster(
         if key.is_empty() {
             return Err((ErrorCode::InvalidRequest, "empty group id".into()));
         }
-        let topic = image.topics.get(OFFSETS_TOPIC).ok_or((
+        let topic = image.topics.get(internal).ok_or((
             ErrorCode::CoordinatorNotAvailable,
-            "__consumer_offsets is being created".to_string(),
+            format!("{internal} is being created"),
         ))?;
         let index = crate::groups::records::partition_for(key, topic.partitions.len() as i32);
         let leader = topic
@@ -174,7 +180,7 @@ async fn find_in_cluster(
             Some(b) => Ok((b.id, b.host.clone(), b.port)),
             None => Err((
                 ErrorCode::CoordinatorNotAvailable,
-                format!("__consumer_offsets-{index} has no leader right now"),
+                format!("{internal}-{index} has no leader right now"),
             )),
         }
     };
@@ -450,13 +456,11 @@ pub fn offset_commit(
         // Acknowledge a commit only once it is durable and replicated, like an acks=all
         // produce.
         if let Some((partition, offset)) = wait {
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-            let replicated = partition.wait_replicated(offset, deadline).await;
-            if partition.wait_durable(offset).await.is_err() || replicated.is_err() {
+            if let Err(code) = partition.wait_acknowledged(offset).await {
                 for t in &mut topics {
                     for p in &mut t.partitions {
                         if p.error_code == 0 {
-                            p.error_code = ErrorCode::KafkaStorageError.code();
+                            p.error_code = code.code();
                         }
                     }
                 }

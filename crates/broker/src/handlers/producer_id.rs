@@ -36,14 +36,10 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
         let req = req.clone();
         return Ok(Box::pin(async move {
             let failed = match durable {
-                Some((p, offset)) => p.wait_durable(offset).await.is_err(),
-                None => false,
+                Some((p, offset)) => p.wait_acknowledged(offset).await.err(),
+                None => None,
             };
-            let code = if failed {
-                ErrorCode::KafkaStorageError
-            } else {
-                code
-            };
+            let code = failed.unwrap_or(code);
             if code != ErrorCode::None {
                 response = response
                     .with_producer_id(ProducerId(-1))

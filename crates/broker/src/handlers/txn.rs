@@ -25,19 +25,15 @@ use crate::broker::Broker;
 use crate::error::{BrokerError, ErrorCode};
 use crate::txn::Durable;
 
-/// Answers once the coordinator's state write is on disk (like an acks=all produce).
-fn after_durable<F>(durable: Durable, req: &ParsedRequest, build: F) -> ResponseFuture
+/// Answers once the coordinator's state write is on disk and replicated (like an
+/// acks=all produce).
+fn after_durable<F>(durable: Durable, build: F) -> ResponseFuture
 where
     F: FnOnce(Option<ErrorCode>) -> Option<bytes::Bytes> + Send + 'static,
 {
-    let _ = req;
     Box::pin(async move {
         let failed = match durable {
-            Some((p, offset)) => p
-                .wait_durable(offset)
-                .await
-                .err()
-                .map(|_| ErrorCode::KafkaStorageError),
+            Some((p, offset)) => p.wait_acknowledged(offset).await.err(),
             None => None,
         };
         build(failed)
@@ -70,7 +66,7 @@ pub fn add_partitions(
         };
         let topics = body.v3_and_below_topics.clone();
         let req2 = req.clone();
-        return Ok(after_durable(durable, req, move |failed| {
+        return Ok(after_durable(durable, move |failed| {
             let mut codes = codes.into_iter();
             let results = topics
                 .iter()
@@ -183,7 +179,7 @@ pub fn add_offsets(
         Err(e) => (e.code, None),
     };
     let req2 = req.clone();
-    Ok(after_durable(durable, req, move |failed| {
+    Ok(after_durable(durable, move |failed| {
         encode(
             &req2,
             &AddOffsetsToTxnResponse::default().with_error_code(failed.unwrap_or(code).code()),
@@ -241,7 +237,7 @@ pub fn txn_offset_commit(
     };
     let topics = body.topics.clone();
     let req2 = req.clone();
-    Ok(after_durable(wait, req, move |failed| {
+    Ok(after_durable(wait, move |failed| {
         let mut codes = codes.into_iter();
         let results = topics
             .iter()
@@ -287,7 +283,7 @@ pub fn end_txn(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutu
         }
     };
     let req2 = req.clone();
-    Ok(after_durable(durable, req, move |failed| {
+    Ok(after_durable(durable, move |failed| {
         encode(
             &req2,
             &EndTxnResponse::default().with_error_code(failed.unwrap_or(code).code()),
@@ -301,17 +297,24 @@ pub fn write_markers(
 ) -> Result<ResponseFuture, DecodeError> {
     let body: WriteTxnMarkersRequest = decode_body(&req.body, req.api_version)?;
     let mut results = Vec::new();
-    for m in &body.markers {
+    // (marker, topic, partition slot) -> the marker's offset, for the replication wait.
+    let mut waits: Vec<((usize, usize, usize), Arc<crate::partition::Partition>, i64)> = Vec::new();
+    for (mi, m) in body.markers.iter().enumerate() {
         let topics = m
             .topics
             .iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(ti, t)| {
                 let partitions = t
                     .partition_indexes
                     .iter()
-                    .map(|&p| {
+                    .enumerate()
+                    .map(|(pi, &p)| {
                         let code = match broker.topics.partition(&t.name.0, p) {
                             None => ErrorCode::UnknownTopicOrPartition,
+                            Some(part) if !part.replica.lock().is_leader() => {
+                                ErrorCode::NotLeaderOrFollower
+                            }
                             Some(part) => match part.log.lock().append_marker(
                                 m.producer_id.0,
                                 m.producer_epoch,
@@ -320,7 +323,8 @@ pub fn write_markers(
                                 part.leader_epoch(),
                                 now_ms(),
                             ) {
-                                Ok(_) => {
+                                Ok(offset) => {
+                                    waits.push(((mi, ti, pi), part.clone(), offset + 1));
                                     if t.name.0.as_str() == crate::groups::OFFSETS_TOPIC {
                                         broker.groups.complete_txn_offsets(
                                             m.producer_id.0,
@@ -349,10 +353,23 @@ pub fn write_markers(
         );
     }
     broker.notify_appended();
-    ready(
-        req,
-        &WriteTxnMarkersResponse::default().with_markers(results),
-    )
+    for (_, p, _) in &waits {
+        crate::replication::maybe_advance_high_watermark(p);
+    }
+    let req = req.clone();
+    Ok(Box::pin(async move {
+        // The coordinator records the transaction complete only after this answer, so a
+        // marker must be in every in-sync replica first.
+        for ((mi, ti, pi), p, offset) in waits {
+            if let Err(code) = p.wait_acknowledged(offset).await {
+                results[mi].topics[ti].partitions[pi].error_code = code.code();
+            }
+        }
+        encode(
+            &req,
+            &WriteTxnMarkersResponse::default().with_markers(results),
+        )
+    }))
 }
 
 pub fn describe_transactions(

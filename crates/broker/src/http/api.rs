@@ -828,8 +828,18 @@ fn snapshot(b: &Arc<Broker>) -> Snapshot {
         apis: b.metrics.api_stats(),
         topic_stats: b.metrics.topic_stats(),
         partitions,
-        // A single node: every online replica is the leader and in sync.
-        under_replicated: 0,
+        // Kafka counts, on each leader, the partitions whose ISR is smaller than their
+        // replica set (always 0 on a single node).
+        under_replicated: b
+            .topics
+            .all()
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| {
+                let r = p.replica.lock();
+                r.replicated && r.leader == r.local_id && r.isr.len() < r.replicas.len()
+            })
+            .count(),
         offline,
         log_dirs: b
             .config

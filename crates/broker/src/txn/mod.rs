@@ -140,6 +140,19 @@ pub type Durable = Option<(Arc<Partition>, i64)>;
 pub struct TxnCoordinator {
     pub config: TxnConfig,
     state: Mutex<State>,
+    /// Replicated mode: the `__transaction_state` partitions this broker leads (and so
+    /// the transactional ids it coordinates), with the topic's partition count. None on a
+    /// single node, which coordinates every id.
+    owned: parking_lot::RwLock<Option<(BTreeSet<i32>, i32)>>,
+}
+
+/// What ending a transaction still needs once its outcome is recorded.
+enum Markers {
+    /// Every marker is written: record Complete* now.
+    Written,
+    /// Markers are on their way to partition leaders (replicated mode); the sender
+    /// records Complete* when every leader has them.
+    Sending,
 }
 
 fn now_ms() -> i64 {
@@ -189,7 +202,77 @@ impl TxnCoordinator {
         TxnCoordinator {
             config,
             state: Mutex::new(State::default()),
+            owned: parking_lot::RwLock::new(None),
         }
+    }
+
+    /// Replicated mode: coordinates nothing until it leads `__transaction_state` partitions.
+    pub fn set_replicated(&self) {
+        let mut owned = self.owned.write();
+        if owned.is_none() {
+            *owned = Some((BTreeSet::new(), self.config.partitions));
+        }
+    }
+
+    fn is_replicated(&self) -> bool {
+        self.owned.read().is_some()
+    }
+
+    /// NOT_COORDINATOR unless this broker leads the id's `__transaction_state` partition.
+    pub fn check_coordinator(&self, tid: &str) -> Result<(), BrokerError> {
+        match &*self.owned.read() {
+            None => Ok(()),
+            Some((owned, count))
+                if owned.contains(&crate::groups::records::partition_for(tid, *count)) =>
+            {
+                Ok(())
+            }
+            Some(_) => Err(err(
+                ErrorCode::NotCoordinator,
+                format!("this broker does not coordinate transactional id '{tid}'"),
+            )),
+        }
+    }
+
+    /// Replicated mode: this broker became leader of `__transaction_state` partition `p`
+    /// (load its transactional ids and finish what was prepared), or stopped leading it.
+    pub fn on_leadership(&self, broker: &Broker, p: &Partition, partitions: i32, leader: bool) {
+        {
+            let mut owned = self.owned.write();
+            let (set, count) = owned.get_or_insert_with(|| (BTreeSet::new(), partitions));
+            *count = partitions;
+            if leader {
+                set.insert(p.index);
+            } else {
+                set.remove(&p.index);
+            }
+        }
+        let mine = |tid: &str| crate::groups::records::partition_for(tid, partitions) == p.index;
+        let mut state = self.state.lock();
+        let gone: Vec<String> = state.txns.keys().filter(|t| mine(t)).cloned().collect();
+        for tid in gone {
+            if let Some(m) = state.txns.remove(&tid) {
+                state.by_producer.remove(&m.producer_id);
+            }
+        }
+        if !leader {
+            tracing::info!(
+                partition = p.index,
+                "no longer coordinating the transactions of a __transaction_state partition"
+            );
+            return;
+        }
+        if let Err(e) = replay_partition(&mut state, p) {
+            tracing::error!(partition = p.index, error = %e, "cannot load transaction state");
+            return;
+        }
+        let n = state.txns.keys().filter(|t| mine(t)).count();
+        tracing::info!(
+            partition = p.index,
+            transactions = n,
+            "coordinating the transactions of a __transaction_state partition"
+        );
+        self.finish_prepared(broker, &mut state, |tid| mine(tid));
     }
 
     /// Replays `__transaction_state` and finishes transactions a crash left prepared.
@@ -197,86 +280,78 @@ impl TxnCoordinator {
         let Some(topic) = broker.topics.get(TXN_TOPIC) else {
             return Ok(());
         };
+        if self.is_replicated() {
+            // In a cluster the leader of each partition loads it when it takes it over.
+            return Ok(());
+        }
         let mut state = self.state.lock();
         for p in &topic.partitions {
-            let log = p.log.lock();
-            let (mut offset, end) = (log.log_start_offset(), log.log_end_offset());
-            while offset < end {
-                let read = log
-                    .read(offset, 1 << 20, end, true)
-                    .map_err(BrokerError::from)?;
-                if read.records.is_empty() {
-                    break;
-                }
-                let mut at = 0;
-                while at < read.records.len() {
-                    let h = runnel_log::BatchHeader::parse(&read.records[at..])
-                        .map_err(BrokerError::from)?;
-                    runnel_log::batch::for_each_record(
-                        &read.records[at..at + h.total_size()],
-                        |r| {
-                            let Some(tid) = r.key.and_then(records::decode_key) else {
-                                return;
-                            };
-                            match r.value.and_then(records::decode_value) {
-                                Some(v) => {
-                                    state.by_producer.insert(v.producer_id, tid.clone());
-                                    state.txns.insert(
-                                        tid.clone(),
-                                        TxnMetadata {
-                                            transactional_id: tid,
-                                            producer_id: v.producer_id,
-                                            producer_epoch: v.producer_epoch,
-                                            timeout_ms: v.timeout_ms,
-                                            state: v.state,
-                                            partitions: v
-                                                .partitions
-                                                .into_iter()
-                                                .flat_map(|(t, ps)| {
-                                                    ps.into_iter().map(move |p| (t.clone(), p))
-                                                })
-                                                .collect(),
-                                            start_ms: v.start_ms,
-                                            last_update_ms: v.last_update_ms,
-                                        },
-                                    );
-                                }
-                                None => {
-                                    state.txns.remove(&tid);
-                                }
-                            }
-                        },
-                    )
-                    .map_err(BrokerError::from)?;
-                    offset = h.last_offset() + 1;
-                    at += h.total_size();
-                }
-            }
+            replay_partition(&mut state, p)?;
         }
+        self.finish_prepared(broker, &mut state, |_| true);
+        tracing::info!(transactions = state.txns.len(), "loaded transaction state");
+        Ok(())
+    }
+
+    /// Finishes the transactions (chosen by `which`) a crash or a coordinator move left
+    /// prepared: their outcome is decided, only the markers may be missing.
+    fn finish_prepared(&self, broker: &Broker, state: &mut State, which: impl Fn(&str) -> bool) {
         let prepared: Vec<String> = state
             .txns
             .values()
             .filter(|m| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
             .map(|m| m.transactional_id.clone())
+            .filter(|tid| which(tid))
             .collect();
         for tid in prepared {
-            let m = state.txns.get_mut(&tid).expect("listed above");
+            let m = state.txns.get(&tid).expect("listed above").clone();
             let commit = m.state == TxnState::PrepareCommit;
-            tracing::info!(transactional_id = %tid, commit, "completing a transaction a restart interrupted");
-            let epoch = m.producer_epoch;
-            self.write_markers(broker, m, epoch, commit);
-            m.state = if commit {
-                TxnState::CompleteCommit
-            } else {
-                TxnState::CompleteAbort
-            };
-            m.partitions.clear();
-            m.last_update_ms = now_ms();
-            let m = m.clone();
-            self.persist(broker, &m)?;
+            tracing::info!(transactional_id = %tid, commit, "completing a prepared transaction");
+            if let Markers::Written = self.write_markers(broker, &m, m.producer_epoch, commit) {
+                if let Err(e) = self.complete_locked(broker, state, &tid, m.producer_id, commit) {
+                    tracing::error!(transactional_id = %tid, error = %e, "could not record a completed transaction");
+                }
+            }
         }
-        tracing::info!(transactions = state.txns.len(), "loaded transaction state");
-        Ok(())
+    }
+
+    /// Records Complete* for a prepared transaction whose markers are all written.
+    fn complete_locked(
+        &self,
+        broker: &Broker,
+        state: &mut State,
+        tid: &str,
+        producer_id: i64,
+        commit: bool,
+    ) -> Result<Durable, BrokerError> {
+        let Some(m) = state.txns.get_mut(tid) else {
+            return Ok(None);
+        };
+        let expected = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        if m.producer_id != producer_id || m.state != expected {
+            return Ok(None);
+        }
+        m.state = if commit {
+            TxnState::CompleteCommit
+        } else {
+            TxnState::CompleteAbort
+        };
+        m.partitions.clear();
+        m.last_update_ms = now_ms();
+        let done = m.clone();
+        Ok(Some(self.persist(broker, &done)?))
+    }
+
+    /// Called by the marker sender once every partition leader has the markers.
+    pub fn markers_written(&self, broker: &Broker, tid: &str, producer_id: i64, commit: bool) {
+        let mut state = self.state.lock();
+        if let Err(e) = self.complete_locked(broker, &mut state, tid, producer_id, commit) {
+            tracing::error!(transactional_id = %tid, error = %e, "could not record a completed transaction");
+        }
     }
 
     fn persist(
@@ -286,6 +361,13 @@ impl TxnCoordinator {
     ) -> Result<(Arc<Partition>, i64), BrokerError> {
         let topic = match broker.topics.get(TXN_TOPIC) {
             Some(t) => t,
+            None if self.is_replicated() => {
+                // Only the controller creates topics (FindCoordinator asks it).
+                return Err(err(
+                    ErrorCode::CoordinatorNotAvailable,
+                    "__transaction_state does not exist yet",
+                ));
+            }
             None => {
                 let configs =
                     BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
@@ -317,8 +399,23 @@ impl TxnCoordinator {
         Ok((partition, r.last_offset + 1))
     }
 
-    /// Writes a commit or abort marker to every partition of the transaction.
-    fn write_markers(&self, broker: &Broker, m: &TxnMetadata, epoch: i16, commit: bool) {
+    /// Writes a commit or abort marker to every partition of the transaction. In a
+    /// cluster the markers go to each partition's leader (WriteTxnMarkers, answered once
+    /// replicated) from a background sender, which records Complete* when all landed.
+    fn write_markers(&self, broker: &Broker, m: &TxnMetadata, epoch: i16, commit: bool) -> Markers {
+        if let Some(cluster) = broker.cluster() {
+            if m.partitions.is_empty() {
+                return Markers::Written;
+            }
+            cluster.send_markers(
+                m.transactional_id.clone(),
+                m.producer_id,
+                epoch,
+                commit,
+                m.partitions.iter().cloned().collect(),
+            );
+            return Markers::Sending;
+        }
         for (topic, index) in &m.partitions {
             let Some(p) = broker.topics.partition(topic, *index) else {
                 continue;
@@ -343,6 +440,7 @@ impl TxnCoordinator {
             }
         }
         broker.notify_appended();
+        Markers::Written
     }
 
     /// InitProducerId with a transactional id: a new producer id, or the existing one
@@ -358,6 +456,7 @@ impl TxnCoordinator {
         if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
             return Err(err(ErrorCode::InvalidTransactionTimeout, format!("transaction timeout {timeout_ms} ms is outside 1..={} (transaction.max.timeout.ms)", self.config.max_timeout_ms)));
         }
+        self.check_coordinator(tid)?;
         let mut state = self.state.lock();
         let now = now_ms();
         let existing = state.txns.get(tid).cloned();
@@ -377,10 +476,34 @@ impl TxnCoordinator {
                     return Err(err(ErrorCode::ProducerFenced, format!("producer {req_pid} epoch {req_epoch} is not the current producer of '{tid}'")));
                 }
                 let new_epoch = m.producer_epoch.checked_add(1).filter(|e| *e < i16::MAX);
+                if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+                    // Markers of the previous transaction are still on their way.
+                    return Err(err(
+                        ErrorCode::ConcurrentTransactions,
+                        format!("transaction '{tid}' is still completing; retry"),
+                    ));
+                }
                 if m.state == TxnState::Ongoing {
                     // Fence the previous producer: its open transaction is aborted with the
                     // bumped epoch, so its late writes are refused everywhere it wrote.
                     let fence_epoch = new_epoch.unwrap_or(m.producer_epoch);
+                    if self.is_replicated() {
+                        // The abort is recorded first and its markers sent; the producer
+                        // retries (CONCURRENT_TRANSACTIONS) until it completes.
+                        m.producer_epoch = fence_epoch;
+                        m.state = TxnState::PrepareAbort;
+                        m.last_update_ms = now;
+                        self.persist(broker, &m)?;
+                        state.txns.insert(tid.to_string(), m.clone());
+                        if let Markers::Written = self.write_markers(broker, &m, fence_epoch, false)
+                        {
+                            self.complete_locked(broker, &mut state, tid, m.producer_id, false)?;
+                        }
+                        return Err(err(
+                            ErrorCode::ConcurrentTransactions,
+                            format!("aborting the open transaction of '{tid}'; retry"),
+                        ));
+                    }
                     self.write_markers(broker, &m, fence_epoch, false);
                 }
                 match new_epoch {
@@ -417,6 +540,7 @@ impl TxnCoordinator {
         partitions: &[(String, i32)],
         verify_only: bool,
     ) -> Result<(Vec<ErrorCode>, Durable), BrokerError> {
+        self.check_coordinator(tid)?;
         let mut state = self.state.lock();
         let m = state.txns.get_mut(tid).ok_or_else(|| {
             err(
@@ -492,6 +616,7 @@ impl TxnCoordinator {
         epoch: i16,
         commit: bool,
     ) -> Result<Durable, BrokerError> {
+        self.check_coordinator(tid)?;
         let mut state = self.state.lock();
         let m = state.txns.get_mut(tid).ok_or_else(|| {
             err(
@@ -524,18 +649,15 @@ impl TxnCoordinator {
         };
         m.last_update_ms = now_ms();
         let prepared = m.clone();
-        self.persist(broker, &prepared)?;
-        self.write_markers(broker, &prepared, epoch, commit);
-        let m = state.txns.get_mut(tid).expect("present");
-        m.state = if commit {
-            TxnState::CompleteCommit
-        } else {
-            TxnState::CompleteAbort
-        };
-        m.partitions.clear();
-        m.last_update_ms = now_ms();
-        let done = m.clone();
-        Ok(Some(self.persist(broker, &done)?))
+        let prepare_written = self.persist(broker, &prepared)?;
+        match self.write_markers(broker, &prepared, epoch, commit) {
+            Markers::Written => {
+                self.complete_locked(broker, &mut state, tid, prepared.producer_id, commit)
+            }
+            // The outcome is decided once PrepareCommit/PrepareAbort is durable (Kafka
+            // answers EndTxn then too); the sender finishes the markers.
+            Markers::Sending => Ok(Some(prepare_written)),
+        }
     }
 
     /// Produce-side check: a transactional batch may only go to a partition that was
@@ -547,6 +669,11 @@ impl TxnCoordinator {
         topic: &str,
         partition: i32,
     ) -> Result<(), BrokerError> {
+        if self.is_replicated() {
+            // The coordinator may be another broker; like Kafka before KIP-890, the
+            // partition leader takes the producer's word (epochs still fence zombies).
+            return Ok(());
+        }
         let state = self.state.lock();
         let Some(m) = state
             .by_producer
@@ -586,6 +713,10 @@ impl TxnCoordinator {
         epoch: i16,
         group: &str,
     ) -> Result<(), BrokerError> {
+        if self.is_replicated() {
+            // The transaction coordinator may be another broker (see verify_produce).
+            return Ok(());
+        }
         let state = self.state.lock();
         let m = state.txns.get(tid).ok_or_else(|| {
             err(
@@ -639,13 +770,12 @@ impl TxnCoordinator {
                 tracing::error!(transactional_id = %tid, error = %e, "could not record the timeout abort");
                 continue;
             }
-            self.write_markers(broker, &prepared, fence_epoch, false);
-            let m = state.txns.get_mut(&tid).expect("present");
-            m.state = TxnState::CompleteAbort;
-            m.partitions.clear();
-            let done = m.clone();
-            if let Err(e) = self.persist(broker, &done) {
-                tracing::error!(transactional_id = %tid, error = %e, "could not record the completed abort");
+            if let Markers::Written = self.write_markers(broker, &prepared, fence_epoch, false) {
+                if let Err(e) =
+                    self.complete_locked(broker, &mut state, &tid, prepared.producer_id, false)
+                {
+                    tracing::error!(transactional_id = %tid, error = %e, "could not record the completed abort");
+                }
             }
         }
     }
@@ -659,4 +789,57 @@ impl TxnCoordinator {
         all.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
         all
     }
+}
+
+/// Replays one `__transaction_state` partition into `state`.
+fn replay_partition(state: &mut State, p: &Partition) -> Result<(), BrokerError> {
+    let log = p.log.lock();
+    let (mut offset, end) = (log.log_start_offset(), log.log_end_offset());
+    while offset < end {
+        let read = log
+            .read(offset, 1 << 20, end, true)
+            .map_err(BrokerError::from)?;
+        if read.records.is_empty() {
+            break;
+        }
+        let mut at = 0;
+        while at < read.records.len() {
+            let h =
+                runnel_log::BatchHeader::parse(&read.records[at..]).map_err(BrokerError::from)?;
+            runnel_log::batch::for_each_record(&read.records[at..at + h.total_size()], |r| {
+                let Some(tid) = r.key.and_then(records::decode_key) else {
+                    return;
+                };
+                match r.value.and_then(records::decode_value) {
+                    Some(v) => {
+                        state.by_producer.insert(v.producer_id, tid.clone());
+                        state.txns.insert(
+                            tid.clone(),
+                            TxnMetadata {
+                                transactional_id: tid,
+                                producer_id: v.producer_id,
+                                producer_epoch: v.producer_epoch,
+                                timeout_ms: v.timeout_ms,
+                                state: v.state,
+                                partitions: v
+                                    .partitions
+                                    .into_iter()
+                                    .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+                                    .collect(),
+                                start_ms: v.start_ms,
+                                last_update_ms: v.last_update_ms,
+                            },
+                        );
+                    }
+                    None => {
+                        state.txns.remove(&tid);
+                    }
+                }
+            })
+            .map_err(BrokerError::from)?;
+            offset = h.last_offset() + 1;
+            at += h.total_size();
+        }
+    }
+    Ok(())
 }
