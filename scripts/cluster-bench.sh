@@ -44,7 +44,7 @@ node_pid() { pgrep -f -- "--set node.id=$1 .*$DIR" | head -1; }
 leader_of() { "$BIN" topics describe "$1" --json -b "$B" | jq -r '.partitions[0].leader'; }
 isr_size() { "$BIN" topics describe "$1" --json -b "$B" 2>/dev/null | jq -r '.partitions[0].isr | length'; }
 
-"$BIN" topics create bench-rf1 -p 1 -r 1 -b "$B" >/dev/null
+"$BIN" topics create bench-rf1 -p 1 -r 1 -c min.insync.replicas=1 -b "$B" >/dev/null
 "$BIN" topics create bench-rf3 -p 1 -r 3 -b "$B" >/dev/null
 sleep 1
 
