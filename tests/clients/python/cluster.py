@@ -84,14 +84,14 @@ DEFAULTS = {
 
 
 class Cluster:
-    def __init__(self, tmp_path, n=3, configs=None):
+    def __init__(self, tmp_path, n=3, configs=None, node_configs=None):
         ports = free_ports(2 * n)
         kafka_ports, controller_ports = ports[:n], ports[n:]
         voters = ",".join(f"{i + 1}@127.0.0.1:{controller_ports[i]}" for i in range(n))
         merged = {**DEFAULTS, **(configs or {})}
         self.nodes = [
             ClusterNode(tmp_path / f"node{i + 1}", i + 1, kafka_ports[i], controller_ports[i],
-                        voters, merged)
+                        voters, {**merged, **(node_configs or {}).get(i + 1, {})})
             for i in range(n)
         ]
 

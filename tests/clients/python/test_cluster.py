@@ -220,7 +220,7 @@ def run_history(cluster, faults, seconds):
     assert not any(anomalies.values()), {k: v[:5] for k, v in anomalies.items()}
 
 
-def test_history_under_leader_kills_and_pauses(cluster):
+def test_history_under_leader_and_controller_kills_and_pauses(cluster):
     def faults(topic, until):
         round_ = 0
         while time.monotonic() < until:
@@ -229,14 +229,21 @@ def test_history_under_leader_kills_and_pauses(cluster):
             if leader < 0:
                 continue
             node = cluster.node(leader)
-            if round_ % 2 == 0:
+            if round_ % 3 == 0:
                 node.kill9()
                 time.sleep(4)
                 node.start()
-            else:
+            elif round_ % 3 == 1:
                 node.pause()
                 time.sleep(4)
                 node.resume()
+            else:
+                # The active controller (the metadata quorum's leader) dies instead.
+                admin = AdminClient({"bootstrap.servers": cluster.alive_bootstrap()})
+                controller = cluster.node(admin.list_topics(timeout=10).controller_id)
+                controller.kill9()
+                time.sleep(4)
+                controller.start()
             cluster.wait_for("ISR of three again",
                              lambda: all(len(cluster.partition_state(topic, p)[2]) == 3 for p in range(3)),
                              timeout=60)
@@ -459,3 +466,50 @@ def test_transactions_span_partitions_led_by_different_brokers(cluster):
     txn(p2, "d", True)
     committed += [f"d-{part}-{i}" for part in range(3) for i in range(10)]
     assert read_isolated(cluster.alive_bootstrap(), topic, 3, "read_committed") == sorted(committed)
+
+
+def test_kafkajs_produces_and_consumes_across_a_leader_kill(cluster):
+    import json
+    import shutil
+    js_dir = os.path.join(os.path.dirname(__file__), "..", "js")
+    if not os.path.isdir(os.path.join(js_dir, "node_modules", "kafkajs")):
+        pytest.fail("kafkajs is not installed in tests/clients/js (scripts/test.sh installs it)")
+    topic = unique("js")
+    create_topic(cluster, topic)
+    proc = subprocess.Popen([shutil.which("node"), os.path.join(js_dir, "cluster_client.js"),
+                             cluster.bootstrap, topic], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        leader, _, _ = cluster.partition_state(topic)
+        cluster.node(leader).kill9()
+        cluster.wait_for("a new leader", lambda: cluster.partition_state(topic)[0] not in (leader, -1))
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    values = json.loads(out.strip().splitlines()[-1])["values"]
+    assert values == [f"js{i}" for i in range(200)]
+
+
+def test_replicas_of_a_partition_go_to_different_racks(tmp_path):
+    racks = {1: "az-a", 2: "az-b", 3: "az-a", 4: "az-b"}
+    c = Cluster(tmp_path, n=4, node_configs={i: {"broker.rack": r} for i, r in racks.items()}).start()
+    try:
+        topic = unique("racks")
+        create_topic(c, topic, partitions=8, rf=2)
+        admin = AdminClient({"bootstrap.servers": c.bootstrap})
+        md = admin.list_topics(topic, timeout=10)
+        for p, meta in md.topics[topic].partitions.items():
+            assert {racks[r] for r in meta.replicas} == {"az-a", "az-b"}, (p, meta.replicas)
+        counts = {}
+        for meta in md.topics[topic].partitions.values():
+            for r in meta.replicas:
+                counts[r] = counts.get(r, 0) + 1
+        assert sorted(counts.values()) == [4, 4, 4, 4], counts
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)
