@@ -220,6 +220,7 @@ def run_history(cluster, faults, seconds):
     assert not any(anomalies.values()), {k: v[:5] for k, v in anomalies.items()}
 
 
+@pytest.mark.timeout_s(int(HISTORY_SECONDS) + 200)
 def test_history_under_leader_and_controller_kills_and_pauses(cluster):
     def faults(topic, until):
         round_ = 0
@@ -510,6 +511,34 @@ def test_replicas_of_a_partition_go_to_different_racks(tmp_path):
             for r in meta.replicas:
                 counts[r] = counts.get(r, 0) + 1
         assert sorted(counts.values()) == [4, 4, 4, 4], counts
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)
+
+
+def test_a_stalled_follower_leaves_the_isr_after_the_lag_limit_and_returns(tmp_path):
+    # The follower is paused but not fenced (its session outlasts the test): only the
+    # leader's replica.lag.time.max.ms check can take it out of the ISR.
+    c = Cluster(tmp_path, configs={"broker.session.timeout.ms": "60000",
+                                   "replica.lag.time.max.ms": "2000"}).start()
+    try:
+        topic = unique("lag")
+        create_topic(c, topic)
+        leader, replicas, _ = c.partition_state(topic)
+        follower = next(r for r in replicas if r != leader and r != c.node(leader).node_id)
+        c.node(follower).pause()
+        started = time.monotonic()
+        try:
+            # acks=all waits for the stalled follower until the ISR shrinks, then succeeds.
+            assert all(err is None for err, _ in produce(c.bootstrap, topic, [f"l{i}" for i in range(50)]))
+            c.wait_for("ISR without the stalled follower",
+                       lambda: follower not in c.partition_state(topic)[2])
+            shrunk_after = time.monotonic() - started
+            assert shrunk_after < 15, shrunk_after
+        finally:
+            c.node(follower).resume()
+        c.wait_for("the follower back in the ISR", lambda: follower in c.partition_state(topic)[2])
+        assert read_all(c.bootstrap, topic) == [f"l{i}" for i in range(50)]
     finally:
         problems = c.stop()
         assert not problems, "\n".join(problems)
