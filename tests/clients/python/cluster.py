@@ -84,16 +84,42 @@ DEFAULTS = {
 
 
 class Cluster:
-    def __init__(self, tmp_path, n=3, configs=None, node_configs=None):
+    def __init__(self, tmp_path, n=3, configs=None, node_configs=None, partitionable=False):
+        """`partitionable`: every node reaches every other node's quorum port through its
+        own proxy (netfault.Proxy), so `isolate(id)` cuts a node off the metadata quorum
+        and the controller while clients and replication still reach it."""
         ports = free_ports(2 * n)
         kafka_ports, controller_ports = ports[:n], ports[n:]
-        voters = ",".join(f"{i + 1}@127.0.0.1:{controller_ports[i]}" for i in range(n))
+        self.proxies = {}
+        if partitionable:
+            from netfault import Proxy
+            for i in range(n):
+                for j in range(n):
+                    if i != j:
+                        self.proxies[(i + 1, j + 1)] = Proxy(controller_ports[j])
+
+        def voters_of(i):
+            return ",".join(
+                f"{j + 1}@127.0.0.1:"
+                + str(self.proxies[(i + 1, j + 1)].port if (i + 1, j + 1) in self.proxies
+                      else controller_ports[j])
+                for j in range(n))
         merged = {**DEFAULTS, **(configs or {})}
         self.nodes = [
             ClusterNode(tmp_path / f"node{i + 1}", i + 1, kafka_ports[i], controller_ports[i],
-                        voters, {**merged, **(node_configs or {}).get(i + 1, {})})
+                        voters_of(i), {**merged, **(node_configs or {}).get(i + 1, {})})
             for i in range(n)
         ]
+
+    def isolate(self, node_id):
+        """Cuts every quorum/controller connection to and from `node_id`."""
+        for (a, b), proxy in self.proxies.items():
+            if node_id in (a, b):
+                proxy.cut()
+
+    def heal(self):
+        for proxy in self.proxies.values():
+            proxy.heal()
 
     def add_broker(self, tmp_path, configs=None):
         """Starts one more node as a broker only (process.roles=broker): the quorum's
@@ -147,6 +173,8 @@ class Cluster:
 
     def stop(self):
         problems = []
+        for proxy in self.proxies.values():
+            proxy.close()
         for n in self.nodes:
             if n.proc is not None and n.proc.poll() is None:
                 n.resume()

@@ -542,3 +542,52 @@ def test_a_stalled_follower_leaves_the_isr_after_the_lag_limit_and_returns(tmp_p
     finally:
         problems = c.stop()
         assert not problems, "\n".join(problems)
+
+
+def test_a_leader_cut_off_from_the_quorum_acknowledges_nothing_it_will_lose(tmp_path):
+    """A network partition: the leader keeps running and clients still reach it, but it
+    is cut off from the metadata quorum and the controller. The majority side fences it
+    and elects another leader; the zombie must not acknowledge an acks=all write (its
+    followers moved on, so its high watermark cannot advance). After the partition heals
+    it follows the new leader and drops what it wrote meanwhile."""
+    c = Cluster(tmp_path, partitionable=True).start()
+    try:
+        topic = unique("netsplit")
+        create_topic(c, topic)
+        before = [f"n{i}" for i in range(100)]
+        assert all(err is None for err, _ in produce(c.bootstrap, topic, before))
+        zombie, _, _ = c.partition_state(topic)
+        majority = ",".join(f"127.0.0.1:{n.fixed_port}" for n in c.nodes if n.node_id != zombie)
+        c.isolate(zombie)
+
+        def new_leader():
+            md = AdminClient({"bootstrap.servers": majority}).list_topics(topic, timeout=5)
+            leader = md.topics[topic].partitions[0].leader
+            return leader not in (zombie, -1) and leader
+        c.wait_for("a leader elected on the majority side", new_leader)
+        # A client that only knows the zombie keeps writing to it.
+        zp = Producer({"bootstrap.servers": f"127.0.0.1:{c.node(zombie).fixed_port}", "acks": "all",
+                       "message.timeout.ms": 6000, "request.timeout.ms": 3000, "retries": 0})
+        zombie_results = []
+        for i in range(20):
+            zp.produce(topic, value=f"z{i}".encode(), partition=0,
+                       on_delivery=lambda err, msg: zombie_results.append(err))
+        zp.flush(30)
+        assert len(zombie_results) == 20
+        assert all(err is not None for err in zombie_results), \
+            f"the zombie acknowledged acks=all writes: {zombie_results}"
+        # The majority side takes writes meanwhile.
+        during = [f"m{i}" for i in range(100)]
+        assert all(err is None for err, _ in produce(majority, topic, during))
+        c.heal()
+        c.wait_for("the old leader back in the ISR", lambda: zombie in c.partition_state(topic)[2], timeout=60)
+        assert read_all(c.bootstrap, topic) == before + during
+        # And the old leader's own copy agrees: read it after making it lead again.
+        run = subprocess.run([runnel_bin(), "partitions", "elect-leaders", "--topic", topic,
+                              "-b", c.bootstrap], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        c.wait_for("the preferred replica leading", lambda: c.partition_state(topic)[0] == c.partition_state(topic)[1][0])
+        assert read_all(c.bootstrap, topic) == before + during
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)
