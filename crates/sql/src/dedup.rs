@@ -171,6 +171,10 @@ impl StateOperator for StreamDedup {
         Some(self.max_event_time_ms? - self.spec.delay_ms?)
     }
 
+    fn has_expired(&self, watermark_ms: i64) -> bool {
+        self.state.values().any(|&expires| expires <= watermark_ms)
+    }
+
     fn max_event_time_ms(&self) -> Option<i64> {
         self.max_event_time_ms
     }

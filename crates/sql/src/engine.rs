@@ -463,11 +463,7 @@ impl StreamingQuery {
             let get_offset_ms = trigger_start.elapsed().as_millis() as u64;
             let num_rows: u64 = inputs.iter().flatten().map(|b| b.num_rows() as u64).sum();
             let has_new_offsets = starts != ends;
-            let no_data_batch = !has_new_offsets
-                && self
-                    .aggregate
-                    .as_ref()
-                    .is_some_and(|a| a.has_expired(self.watermark_ms));
+            let no_data_batch = !has_new_offsets && self.state_expired();
             if !has_new_offsets && !no_data_batch && replay.is_none() {
                 let all_done = self.sources.iter().all(|s| s.source.finished())
                     || targets.as_ref().is_some_and(|t| {
@@ -549,14 +545,23 @@ impl StreamingQuery {
                         .zip(t)
                         .all(|(s, t)| reached(&s.source.positions(), t))
                 });
-            let more_to_close = self
-                .aggregate
-                .as_ref()
-                .is_some_and(|a| a.has_expired(self.watermark_ms));
+            let more_to_close = self.state_expired();
             if finished && !more_to_close {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether the watermark lets state go that is still held: then a batch runs even
+    /// without new data (Spark's no-data batch), to emit and evict it.
+    fn state_expired(&self) -> bool {
+        self.aggregate
+            .as_ref()
+            .is_some_and(|a| a.has_expired(self.watermark_ms))
+            || self
+                .operator
+                .as_ref()
+                .is_some_and(|o| o.has_expired(self.watermark_ms))
     }
 
     /// Executes one batch over `inputs` and writes the sink. Returns output rows and the

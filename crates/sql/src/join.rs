@@ -23,9 +23,10 @@ use crate::operator::StateOperator;
 use crate::progress::StateOperatorProgress;
 use crate::script::WatermarkDecl;
 use crate::table::SlotTable;
-use datafusion::arrow::array::BooleanArray;
+use datafusion::arrow::array::{new_null_array, ArrayRef, AsArray, BooleanArray, UInt64Array};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::UInt64Type;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -34,6 +35,7 @@ use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::logical_expr::{
     BinaryExpr, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
 };
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// One side of the join as the planner sees it.
@@ -59,21 +61,38 @@ pub struct JoinPlan {
     pub output: Arc<SlotTable>,
     pub left: JoinSideSpec,
     pub right: JoinSideSpec,
+    /// Inner, Left, Right or Full: the per-batch joins are inner; a preserved side's
+    /// rows that never matched are written with nulls when they leave the state.
+    pub join_type: JoinType,
+    /// Columns per side (without the row id the state adds).
+    pub left_width: usize,
+    pub right_width: usize,
 }
 
 /// A slot table standing in for a plan with `schema`: a scan renamed to the same
 /// (qualified) column names, so expressions over the original plan still resolve.
 pub fn slot_for(schema: &DFSchema, name: &str) -> Result<(Arc<SlotTable>, LogicalPlan)> {
-    let slot_schema = Arc::new(Schema::new(
-        schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| Field::new(format!("__c{i}"), f.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    ));
-    let table = Arc::new(SlotTable::new(slot_schema, false, None));
-    let renames: Vec<Expr> = schema
+    slot_with_row_id(schema, name, None)
+}
+
+/// `slot_for`, plus (with `row_id`) a last UInt64 column of that name: the join state's
+/// row ids, carried through the join to tell which rows matched.
+pub fn slot_with_row_id(
+    schema: &DFSchema,
+    name: &str,
+    row_id: Option<&str>,
+) -> Result<(Arc<SlotTable>, LogicalPlan)> {
+    let mut fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Field::new(format!("__c{i}"), f.data_type().clone(), true))
+        .collect();
+    if row_id.is_some() {
+        fields.push(Field::new("__rid", DataType::UInt64, false));
+    }
+    let table = Arc::new(SlotTable::new(Arc::new(Schema::new(fields)), false, None));
+    let mut renames: Vec<Expr> = schema
         .iter()
         .enumerate()
         .map(|(i, (q, f))| {
@@ -81,6 +100,9 @@ pub fn slot_for(schema: &DFSchema, name: &str) -> Result<(Arc<SlotTable>, Logica
                 .alias_qualified(q.cloned(), f.name())
         })
         .collect();
+    if let Some(rid) = row_id {
+        renames.push(Expr::Column(Column::new(Some(name), "__rid")).alias(rid));
+    }
     let plan = LogicalPlanBuilder::scan(name, provider_as_source(table.clone()), None)?
         .project(renames)?
         .build()?;
@@ -218,48 +240,61 @@ pub fn side_watermark(
     })
 }
 
+/// Which sides an outer join preserves (left, right).
+fn preserved(t: JoinType) -> (bool, bool) {
+    match t {
+        JoinType::Left => (true, false),
+        JoinType::Right => (false, true),
+        JoinType::Full => (true, true),
+        _ => (false, false),
+    }
+}
+
 /// Spark's checks on a stream-stream join, before it is planned.
 pub fn check_join_type(
     join_type: JoinType,
     left: &JoinSideSpec,
     right: &JoinSideSpec,
 ) -> Result<()> {
-    let nullable_ok =
-        |side: &JoinSideSpec| side.event_time.is_some() && side.lower_bound_ms.is_some();
-    let name = match join_type {
+    // A preserved side's rows are written with nulls when they leave the state, so they
+    // must leave it: a time bound on that side, and a watermark on the nullable side so
+    // that no later row of it can still match.
+    let evictable = |p: &JoinSideSpec, nullable: &JoinSideSpec| {
+        p.event_time.is_some() && p.lower_bound_ms.is_some() && nullable.event_time.is_some()
+    };
+    let (name, ok) = match join_type {
         JoinType::Inner => return Ok(()),
-        JoinType::Left => "LeftOuter",
-        JoinType::Right => "RightOuter",
-        JoinType::Full => "FullOuter",
-        JoinType::LeftSemi => "LeftSemi",
+        JoinType::Left => ("LeftOuter", evictable(left, right)),
+        JoinType::Right => ("RightOuter", evictable(right, left)),
+        JoinType::Full => ("FullOuter", evictable(left, right) && evictable(right, left)),
+        JoinType::LeftSemi => {
+            return Err(SqlError::Unsupported(
+                "stream-stream LeftSemi joins are not supported by Runnel yet (inner and outer joins are)".into(),
+            ))
+        }
         other => {
             return Err(SqlError::Unsupported(format!(
                 "{other} join between two streaming DataFrames/Datasets is not supported"
             )))
         }
     };
-    let supported_by_spark = match join_type {
-        // The nullable side needs a watermark and a range condition bounding it.
-        JoinType::Left => nullable_ok(right),
-        JoinType::Right => nullable_ok(left),
-        JoinType::Full => nullable_ok(left) && nullable_ok(right),
-        _ => nullable_ok(right),
-    };
-    if !supported_by_spark {
+    if !ok {
         return Err(SqlError::Unsupported(format!(
             "Stream-stream {name} join between two streaming DataFrame/Datasets is not supported without a watermark in the join keys, or a watermark on the nullable side and an appropriate range condition"
         )));
     }
-    Err(SqlError::Unsupported(format!(
-        "stream-stream {name} joins are not supported by Runnel yet (inner joins are)"
-    )))
+    Ok(())
 }
 
 /// One side's buffered rows.
 #[derive(Default)]
 struct SideState {
+    /// Buffered rows, with a last column of row ids.
     rows: Vec<RecordBatch>,
     max_event_time_ms: Option<i64>,
+    next_row_id: u64,
+    /// Ids of buffered rows that matched (kept for a preserved side of an outer join).
+    matched: HashSet<u64>,
 }
 
 impl SideState {
@@ -302,28 +337,43 @@ impl StreamJoin {
     }
 
     /// Drops late rows from a side's new rows and advances its max event time.
+    /// Drops late rows from a side's new rows, advances its max event time, and gives
+    /// each row an id; the rows come back in the side's slot schema.
     fn admit(&mut self, left: bool, rows: Vec<RecordBatch>, wm: i64) -> Result<Vec<RecordBatch>> {
-        let (spec, side) = if left {
-            (&self.left_spec, &mut self.left)
+        let (spec, side, schema) = if left {
+            (&self.left_spec, &mut self.left, &self.left_schema)
         } else {
-            (&self.right_spec, &mut self.right)
-        };
-        let Some((col, _)) = spec.event_time else {
-            return Ok(rows);
+            (&self.right_spec, &mut self.right, &self.right_schema)
         };
         let mut out = Vec::with_capacity(rows.len());
         for b in rows {
-            let ts = to_millis(b.column(col))?;
-            if let Some(m) = datafusion::arrow::compute::max(&ts) {
-                side.max_event_time_ms = Some(side.max_event_time_ms.map_or(m, |c| c.max(m)));
+            let kept = match spec.event_time {
+                Some((col, _)) => {
+                    let ts = to_millis(b.column(col))?;
+                    if let Some(m) = datafusion::arrow::compute::max(&ts) {
+                        side.max_event_time_ms =
+                            Some(side.max_event_time_ms.map_or(m, |c| c.max(m)));
+                    }
+                    // Spark: a row whose event time is at or below the watermark is late.
+                    let keep: BooleanArray =
+                        ts.iter().map(|t| Some(t.is_some_and(|t| t > wm))).collect();
+                    let kept = filter_record_batch(&b, &keep)?;
+                    self.metrics.num_rows_dropped_by_watermark +=
+                        (b.num_rows() - kept.num_rows()) as u64;
+                    kept
+                }
+                None => b,
+            };
+            if kept.num_rows() == 0 {
+                continue;
             }
-            // Spark: a row whose event time is at or below the watermark is late.
-            let keep: BooleanArray = ts.iter().map(|t| Some(t.is_some_and(|t| t > wm))).collect();
-            let kept = filter_record_batch(&b, &keep)?;
-            self.metrics.num_rows_dropped_by_watermark += (b.num_rows() - kept.num_rows()) as u64;
-            if kept.num_rows() > 0 {
-                out.push(kept);
-            }
+            let first = side.next_row_id;
+            side.next_row_id += kept.num_rows() as u64;
+            let mut cols = kept.columns().to_vec();
+            cols.push(Arc::new(UInt64Array::from_iter_values(
+                first..side.next_row_id,
+            )));
+            out.push(RecordBatch::try_new(schema.clone(), cols)?);
         }
         Ok(out)
     }
@@ -345,11 +395,8 @@ impl StreamJoin {
         );
         let (left_input, right_input, join) =
             (p.left_input.clone(), p.right_input.clone(), p.join.clone());
-        let wrap = |t: &SlotTable, v: Vec<RecordBatch>| -> Result<Vec<RecordBatch>> {
-            v.iter().map(|b| to_slot(t, b)).collect()
-        };
-        let new_left = wrap(&left_new, crate::engine::execute(ctx, &left_input).await?)?;
-        let new_right = wrap(&right_new, crate::engine::execute(ctx, &right_input).await?)?;
+        let new_left = crate::engine::execute(ctx, &left_input).await?;
+        let new_right = crate::engine::execute(ctx, &right_input).await?;
         let new_left = self.admit(true, new_left, watermark_ms)?;
         let new_right = self.admit(false, new_right, watermark_ms)?;
         self.metrics.num_rows_updated = new_left
@@ -367,19 +414,80 @@ impl StreamJoin {
         for t in [&left_new, &left_state, &right_new, &right_all] {
             t.set(Vec::new());
         }
-        let out = out?;
+        let mut out = self.record_matches(out?)?;
         self.left.rows.extend(new_left);
         self.right.rows.extend(new_right);
-        self.evict(watermark_ms)?;
+        out.extend(self.evict(watermark_ms)?);
         Ok(out)
     }
 
-    fn evict(&mut self, wm: i64) -> Result<()> {
+    /// Notes which rows of a preserved side matched, and drops the row-id columns.
+    fn record_matches(&mut self, joined: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        let (lw, rw) = (self.plan.left_width, self.plan.right_width);
+        let (keep_left, keep_right) = preserved(self.plan.join_type);
+        let mut out = Vec::with_capacity(joined.len());
+        for b in joined {
+            for (keep, col, side) in [
+                (keep_left, lw, &mut self.left),
+                (keep_right, lw + 1 + rw, &mut self.right),
+            ] {
+                if keep {
+                    side.matched
+                        .extend(b.column(col).as_primitive::<UInt64Type>().values().iter());
+                }
+            }
+            let cols: Vec<usize> = (0..lw).chain(lw + 1..lw + 1 + rw).collect();
+            out.push(b.project(&cols)?);
+        }
+        Ok(out)
+    }
+
+    /// A preserved side's evicted rows that never matched, padded with nulls for the
+    /// other side's columns (the outer join's rows).
+    fn unmatched(&self, left: bool, evicted: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let side = if left { &self.left } else { &self.right };
+        let ids = evicted
+            .column(evicted.num_columns() - 1)
+            .as_primitive::<UInt64Type>();
+        let keep: BooleanArray = ids
+            .values()
+            .iter()
+            .map(|id| Some(!side.matched.contains(id)))
+            .collect();
+        let rows = filter_record_batch(evicted, &keep)?;
+        if rows.num_rows() == 0 {
+            return Ok(None);
+        }
+        let schema = self.plan.output.schema_ref();
+        let (lw, n) = (self.plan.left_width, rows.num_rows());
+        let nulls = |range: std::ops::Range<usize>| -> Vec<ArrayRef> {
+            range
+                .map(|i| new_null_array(schema.field(i).data_type(), n))
+                .collect()
+        };
+        let own = rows.columns()[..rows.num_columns() - 1].to_vec();
+        let cols = if left {
+            own.into_iter()
+                .chain(nulls(lw..schema.fields().len()))
+                .collect()
+        } else {
+            nulls(0..lw).into_iter().chain(own).collect()
+        };
+        Ok(Some(RecordBatch::try_new(schema, cols)?))
+    }
+
+    /// Removes the rows no future row can match; returns the outer join's null-padded
+    /// rows for those of a preserved side that never matched.
+    fn evict(&mut self, wm: i64) -> Result<Vec<RecordBatch>> {
         let mut removed = 0u64;
-        for (spec, side, schema) in [
-            (&self.left_spec, &mut self.left, &self.left_schema),
-            (&self.right_spec, &mut self.right, &self.right_schema),
-        ] {
+        let mut outer = Vec::new();
+        let (keep_left, keep_right) = preserved(self.plan.join_type);
+        for left in [true, false] {
+            let (spec, side, schema) = if left {
+                (&self.left_spec, &self.left, &self.left_schema)
+            } else {
+                (&self.right_spec, &self.right, &self.right_schema)
+            };
             let (Some((col, _)), Some(c)) = (spec.event_time, spec.lower_bound_ms) else {
                 continue;
             };
@@ -395,6 +503,29 @@ impl StreamJoin {
                 .collect();
             let kept = filter_record_batch(&all, &keep)?;
             removed += (all.num_rows() - kept.num_rows()) as u64;
+            if (left && keep_left) || (!left && keep_right) {
+                let gone = filter_record_batch(&all, &datafusion::arrow::compute::not(&keep)?)?;
+                if let Some(rows) = self.unmatched(left, &gone)? {
+                    outer.push(rows);
+                }
+                let side = if left {
+                    &mut self.left
+                } else {
+                    &mut self.right
+                };
+                for id in gone
+                    .column(gone.num_columns() - 1)
+                    .as_primitive::<UInt64Type>()
+                    .values()
+                {
+                    side.matched.remove(id);
+                }
+            }
+            let side = if left {
+                &mut self.left
+            } else {
+                &mut self.right
+            };
             side.rows = if kept.num_rows() > 0 {
                 vec![kept]
             } else {
@@ -402,7 +533,7 @@ impl StreamJoin {
             };
         }
         self.metrics.num_rows_removed = removed;
-        Ok(())
+        Ok(outer)
     }
 
     /// Serialises the state (for the checkpoint): both sides' rows as Arrow IPC streams.
@@ -414,6 +545,13 @@ impl StreamJoin {
             (&self.right, &self.right_schema),
         ] {
             out.extend_from_slice(&side.max_event_time_ms.unwrap_or(i64::MIN).to_le_bytes());
+            out.extend_from_slice(&side.next_row_id.to_le_bytes());
+            let mut matched: Vec<u64> = side.matched.iter().copied().collect();
+            matched.sort_unstable();
+            out.extend_from_slice(&(matched.len() as u64).to_le_bytes());
+            for id in matched {
+                out.extend_from_slice(&id.to_le_bytes());
+            }
             let mut ipc = Vec::new();
             {
                 let mut w = StreamWriter::try_new(&mut ipc, schema)?;
@@ -448,12 +586,25 @@ impl StreamJoin {
         };
         let mut sides = Vec::new();
         for schema in [&self.left_schema, &self.right_schema] {
-            if rest.len() < 16 {
+            let u64_at = |rest: &mut &[u8]| -> Result<u64> {
+                if rest.len() < 8 {
+                    return Err(err("join state file is truncated".into()));
+                }
+                let v = u64::from_le_bytes(rest[..8].try_into().expect("8"));
+                *rest = &rest[8..];
+                Ok(v)
+            };
+            let max = u64_at(&mut rest)? as i64;
+            let next_row_id = u64_at(&mut rest)?;
+            let n_matched = u64_at(&mut rest)?;
+            if n_matched > rest.len() as u64 / 8 {
                 return Err(err("join state file is truncated".into()));
             }
-            let max = i64::from_le_bytes(rest[..8].try_into().expect("8"));
-            let len = u64::from_le_bytes(rest[8..16].try_into().expect("8"));
-            rest = &rest[16..];
+            let mut matched = HashSet::with_capacity(n_matched as usize);
+            for _ in 0..n_matched {
+                matched.insert(u64_at(&mut rest)?);
+            }
+            let len = u64_at(&mut rest)?;
             if (rest.len() as u64) < len {
                 return Err(err("join state file is truncated".into()));
             }
@@ -476,6 +627,8 @@ impl StreamJoin {
             sides.push(SideState {
                 rows,
                 max_event_time_ms: (max != i64::MIN).then_some(max),
+                next_row_id,
+                matched,
             });
         }
         if !rest.is_empty() {
@@ -535,6 +688,25 @@ impl StateOperator for StreamJoin {
         wm
     }
 
+    fn has_expired(&self, watermark_ms: i64) -> bool {
+        [
+            (&self.left_spec, &self.left),
+            (&self.right_spec, &self.right),
+        ]
+        .into_iter()
+        .any(|(spec, side)| {
+            let (Some((col, _)), Some(c)) = (spec.event_time, spec.lower_bound_ms) else {
+                return false;
+            };
+            let threshold = watermark_ms.saturating_add(c);
+            side.rows.iter().any(|b| {
+                to_millis(b.column(col)).is_ok_and(|ts| {
+                    datafusion::arrow::compute::min(&ts).is_some_and(|m| m <= threshold)
+                })
+            })
+        })
+    }
+
     fn max_event_time_ms(&self) -> Option<i64> {
         self.left
             .max_event_time_ms
@@ -558,7 +730,7 @@ impl StateOperator for StreamJoin {
     }
 }
 
-const JOIN_STATE_MAGIC: &[u8] = b"RUNNEL-JOIN-STATE-1\n";
+const JOIN_STATE_MAGIC: &[u8] = b"RUNNEL-JOIN-STATE-2\n";
 
 #[cfg(test)]
 mod tests {
@@ -610,9 +782,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("FullOuter"), "{e}");
-        let e = check_join_type(JoinType::Left, &none, &bounded)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not supported by Runnel yet"), "{e}");
+        // Left outer: the left side bounded, a watermark on the right.
+        let watermarked = JoinSideSpec {
+            event_time: Some((0, 1000)),
+            lower_bound_ms: None,
+        };
+        assert!(check_join_type(JoinType::Left, &bounded, &watermarked).is_ok());
+        assert!(check_join_type(JoinType::Right, &bounded, &watermarked).is_err());
+        assert!(check_join_type(JoinType::Full, &bounded, &bounded).is_ok());
     }
 }

@@ -18,6 +18,8 @@ pub trait StateOperator: Send + Sync {
     fn clear_output(&self);
     /// The watermark this operator's inputs allow (None until it can tell).
     fn watermark_ms(&self) -> Option<i64>;
+    /// Whether state would leave at watermark `watermark_ms` (a no-data batch is useful).
+    fn has_expired(&self, watermark_ms: i64) -> bool;
     /// The largest event time seen.
     fn max_event_time_ms(&self) -> Option<i64>;
     /// Spark's `stateOperators` entry for the last batch.

@@ -16,7 +16,8 @@ use crate::dedup::{DedupSpec, StreamDedup, WITHIN_WATERMARK_MARKER};
 use crate::error::{Result, SqlError};
 use crate::functions::WindowSpec;
 use crate::join::{
-    check_join_type, lower_bound, side_watermark, slot_for, JoinPlan, JoinSideSpec, StreamJoin,
+    check_join_type, lower_bound, side_watermark, slot_for, slot_with_row_id, JoinPlan,
+    JoinSideSpec, StreamJoin,
 };
 use crate::operator::StateOperator;
 use crate::script::WatermarkDecl;
@@ -412,11 +413,16 @@ fn plan_stream_join(
     };
     check_join_type(j.join_type, &left, &right)?;
     let state = ctx.state();
-    let (left_new, ln) = slot_for(j.left.schema(), "__join_left_new")?;
-    let (left_state, ls) = slot_for(j.left.schema(), "__join_left_state")?;
-    let (right_new, rn) = slot_for(j.right.schema(), "__join_right_new")?;
-    let (right_all, ra) = slot_for(j.right.schema(), "__join_right_all")?;
-    let original = LogicalPlan::Join(j.clone());
+    // The state's rows carry row ids through the join (to tell which rows matched).
+    let (l, r) = (j.left.schema(), j.right.schema());
+    let (left_new, ln) = slot_with_row_id(l, "__join_left_new", Some("__rid_l"))?;
+    let (left_state, ls) = slot_with_row_id(l, "__join_left_state", Some("__rid_l"))?;
+    let (right_new, rn) = slot_with_row_id(r, "__join_right_new", Some("__rid_r"))?;
+    let (right_all, ra) = slot_with_row_id(r, "__join_right_all", Some("__rid_r"))?;
+    // Each batch joins inner; the operator adds an outer join's null-padded rows.
+    let mut inner = j.clone();
+    inner.join_type = datafusion::logical_expr::JoinType::Inner;
+    let original = LogicalPlan::Join(inner);
     let exprs = original.expressions();
     let first = original.with_new_exprs(exprs.clone(), vec![ln, ra])?;
     let second = original.with_new_exprs(exprs, vec![ls, rn])?;
@@ -447,6 +453,9 @@ fn plan_stream_join(
             output,
             left,
             right,
+            join_type: j.join_type,
+            left_width: j.left.schema().fields().len(),
+            right_width: j.right.schema().fields().len(),
         }))),
         mode,
         watermark_delay_ms: delay,

@@ -545,6 +545,17 @@ async fn produce_records(broker: &Broker, topic: &str, records: &[(String, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_stream_join_with_watermarks_and_time_bound_matches_independent_answer() {
+    check_ad_clicks_join(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_stream_left_outer_join_writes_unmatched_rows_when_the_watermark_passes() {
+    check_ad_clicks_join(true).await;
+}
+
+/// `examples/joins/ad_clicks.sql` (as a LEFT JOIN if `outer`) against generated
+/// impressions and clicks, checked against the answer computed here.
+async fn check_ad_clicks_join(outer: bool) {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let broker = start_broker().await;
         // 1200 impressions, one every 500 ms over 25 ads; about half are clicked 0-90 s
@@ -583,13 +594,28 @@ async fn stream_stream_join_with_watermarks_and_time_bound_matches_independent_a
                 }
             }
         }
-        expected.sort();
         assert!(expected.len() > 200, "{}", expected.len());
+        if outer {
+            // Impressions that never matched, once the watermark is a minute past them:
+            // the final watermark is the smaller of the two sides' (max - 90 s).
+            let max = |v: &[(String, String, i64)]| v.iter().map(|r| r.2).max().unwrap();
+            let watermark = (max(&imps) - 90_000).min(max(&clicks) - 90_000);
+            let matched: BTreeSet<&String> = expected.iter().map(|(i, _)| i).collect();
+            let unmatched: Vec<(String, String)> = imps
+                .iter()
+                .filter(|(_, imp, it)| !matched.contains(imp) && it + 60_000 <= watermark)
+                .map(|(_, imp, _)| (imp.clone(), "-".to_string()))
+                .collect();
+            assert!(unmatched.len() > 20, "{}", unmatched.len());
+            expected.extend(unmatched);
+        }
+        expected.sort();
         let ck = tempfile::tempdir().unwrap();
         let text = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/joins/ad_clicks.sql"),
         )
         .unwrap();
+        let text = if outer { text.replace("\nJOIN clicks", "\nLEFT JOIN clicks") } else { text };
         let text = text.replace(
             "CREATE TEMPORARY VIEW out USING console OPTIONS (truncate 'false');",
             &format!("CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'joined', checkpointLocation '{}');", ck.path().display()),
@@ -599,15 +625,14 @@ async fn stream_stream_join_with_watermarks_and_time_bound_matches_independent_a
         d.insert("delay".into(), "90 SECONDS".into());
         // Two runs: a restart in the middle must bring the join state back.
         let first = run_script(&text, &d, QueryOptions { max_batches: Some(4), ..Default::default() }).await;
-        let mut got: Vec<(String, String)> = memory_rows(&first)
-            .iter()
-            .map(|r| (r["imp_id"].as_str().unwrap().to_string(), r["click_id"].as_str().unwrap().to_string()))
-            .collect();
+        let pair = |r: &serde_json::Map<String, serde_json::Value>| {
+            let click = r.get("click_id").and_then(|c| c.as_str()).unwrap_or("-");
+            (r["imp_id"].as_str().unwrap().to_string(), click.to_string())
+        };
+        let mut got: Vec<(String, String)> = memory_rows(&first).iter().map(pair).collect();
         let mut progress = first.progress_log().recent();
         let q = run_script(&text, &d, QueryOptions::default()).await;
-        got.extend(memory_rows(&q).iter().map(|r| {
-            (r["imp_id"].as_str().unwrap().to_string(), r["click_id"].as_str().unwrap().to_string())
-        }));
+        got.extend(memory_rows(&q).iter().map(pair));
         progress.extend(q.progress_log().recent());
         got.sort();
         assert_eq!(got.len(), expected.len(), "each pair once");
