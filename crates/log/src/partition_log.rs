@@ -432,7 +432,7 @@ impl PartitionLog {
             }
             let index_interval = self.config.index_interval_bytes;
             self.active_mut()
-                .append(bytes, &[h.clone()], index_interval)?;
+                .append(bytes, std::slice::from_ref(&h), index_interval)?;
             self.next_offset = h.last_offset() + 1;
             if h.has_producer_id() {
                 if h.is_control() {
