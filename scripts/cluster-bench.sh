@@ -81,4 +81,6 @@ RESTARTED_PID=$!
 until [[ "$(isr_size bench-rf3)" == 3 ]]; do sleep 0.1; done
 t1=$(date +%s.%N)
 secs=$(echo "$t1 - $t0" | bc)
+NEW=$(leader_of bench-rf3)
 echo "catch-up: ${CATCHUP_MB} MiB in ${secs} s (start included): $(echo "scale=1; $CATCHUP_MB / $secs" | bc) MiB/s"
+echo "  restarted node's copy: $(du -sb "$DIR/node-$L/bench-rf3-0" | cut -f1) bytes; leader's: $(du -sb "$DIR/node-$NEW/bench-rf3-0" | cut -f1) bytes"
