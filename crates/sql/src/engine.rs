@@ -272,6 +272,15 @@ impl StreamingQuery {
             .transpose()?;
         let mut plan = plan;
         let operator = plan.operator.take();
+        // An aggregation folds its input in any order: its sources' rows may be spread
+        // over the session's partitions (cores). Elsewhere order is kept (a source
+        // partition's rows reach the sink in offset order; dedup keeps the first row).
+        if plan.aggregate.is_some() {
+            let n = ctx.state().config().target_partitions();
+            for s in &sources {
+                s.table.set_partitions(n);
+            }
+        }
         Ok(StreamingQuery {
             ctx,
             sources,

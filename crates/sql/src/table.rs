@@ -12,6 +12,7 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Thread-safe: the slot is behind a mutex.
@@ -23,6 +24,9 @@ pub struct SlotTable {
     /// Index of the streaming source (declaration order), if it is one.
     pub source_index: Option<usize>,
     slot: Mutex<Vec<RecordBatch>>,
+    /// Scan partitions the slot's batches are dealt across (round robin). More than one
+    /// lets DataFusion use several cores, but only where row order does not matter.
+    partitions: AtomicUsize,
 }
 
 impl SlotTable {
@@ -32,7 +36,13 @@ impl SlotTable {
             streaming,
             source_index,
             slot: Mutex::new(Vec::new()),
+            partitions: AtomicUsize::new(1),
         }
+    }
+
+    /// Deals the rows over `n` scan partitions from now on (1: one partition, in order).
+    pub fn set_partitions(&self, n: usize) {
+        self.partitions.store(n.max(1), Ordering::Relaxed);
     }
 
     pub fn schema_ref(&self) -> SchemaRef {
@@ -62,8 +72,17 @@ impl TableProvider for SlotTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let batches = self.slot.lock().clone();
+        let n = self
+            .partitions
+            .load(Ordering::Relaxed)
+            .min(batches.len())
+            .max(1);
+        let mut parts = vec![Vec::new(); n];
+        for (i, b) in batches.into_iter().enumerate() {
+            parts[i % n].push(b);
+        }
         Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
+            &parts,
             self.schema.clone(),
             projection.cloned(),
         )?)
