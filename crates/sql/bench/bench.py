@@ -77,7 +77,7 @@ def run_live(args, port, data):
     boot = f"127.0.0.1:{port}"
     for topic, parts in (("tweets-live", "4"), ("trending-live", "1")):
         subprocess.run(
-            [args.runnel, "topics", "--bootstrap-server", boot, "create", topic, "-p", parts],
+            [args.runnel, "topics", "create", topic, "-p", parts, "--bootstrap-server", boot],
             check=True, stdout=subprocess.DEVNULL,
         )
     query = subprocess.Popen(
