@@ -33,7 +33,7 @@ pub const CONTROLLER_DEADLINE: Duration = Duration::from_secs(15);
 pub struct IsrChange {
     pub partition: Arc<Partition>,
     pub topic_id: Uuid,
-    pub new_isr: Vec<i32>,
+    pub proposal: crate::replication::ProposedIsr,
 }
 
 pub struct Cluster {
@@ -294,9 +294,9 @@ async fn isr_loop(
             _ = check.tick() => {
                 for t in broker.topics.all() {
                     for p in &t.partitions {
-                        if let Some(isr) = crate::replication::lagging_isr(p, lag_max) {
-                            tracing::info!(topic = %p.topic, partition = p.index, isr = ?isr, "shrinking ISR: followers fell behind");
-                            let _ = cluster.isr_changes.send(IsrChange { partition: p.clone(), topic_id: t.id, new_isr: isr });
+                        if let Some(proposal) = crate::replication::lagging_isr(p, lag_max) {
+                            tracing::info!(topic = %p.topic, partition = p.index, isr = ?proposal.isr, "shrinking ISR: followers fell behind");
+                            let _ = cluster.isr_changes.send(IsrChange { partition: p.clone(), topic_id: t.id, proposal });
                         }
                     }
                 }
@@ -304,7 +304,7 @@ async fn isr_loop(
             }
         };
         let p = &change.partition;
-        let (epoch, partition_epoch) = (p.leader_epoch(), p.replica.lock().partition_epoch);
+        let proposal = &change.proposal;
         let result = cluster
             .controller
             .alter_partition(
@@ -312,9 +312,9 @@ async fn isr_loop(
                 cluster.broker_epoch.load(Ordering::Acquire),
                 change.topic_id,
                 p.index,
-                epoch,
-                partition_epoch,
-                change.new_isr.clone(),
+                proposal.leader_epoch,
+                proposal.partition_epoch,
+                proposal.isr.clone(),
             )
             .await;
         match result {
@@ -325,7 +325,11 @@ async fn isr_loop(
             }
             Err(e) => {
                 tracing::info!(topic = %p.topic, partition = p.index, error = %e, "AlterPartition refused");
-                p.replica.lock().isr_change_pending = false;
+                let mut r = p.replica.lock();
+                // Unless something newer was applied meanwhile (which reset it already).
+                if r.partition_epoch == proposal.partition_epoch {
+                    r.pending_isr = None;
+                }
             }
         }
     }

@@ -193,13 +193,13 @@ fn read_all(
                         // Consumers long-polling for the new records may read them now.
                         broker.notify_appended();
                     }
-                    if let Some(isr) = news.expand_isr {
+                    if let Some(proposal) = news.expand_isr {
                         if let (Some(cluster), Some(t)) = (broker.cluster(), topic.as_ref()) {
-                            tracing::info!(topic = %p.topic, partition = p.index, follower, isr = ?isr, "expanding ISR: follower caught up");
+                            tracing::info!(topic = %p.topic, partition = p.index, follower, isr = ?proposal.isr, "expanding ISR: follower caught up");
                             cluster.request_isr_change(crate::cluster::IsrChange {
                                 partition: p.clone(),
                                 topic_id: t.id,
-                                new_isr: isr,
+                                proposal,
                             });
                         }
                     }

@@ -22,7 +22,9 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     let timeout = std::time::Duration::from_millis(body.timeout_ms.max(0) as u64);
     let mut responses = Vec::with_capacity(body.topic_data.len());
     // (topic index, partition index in response, partition, offset that must be durable)
-    let mut durable_waits: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    // (topic index, partition index in response, partition, offset that must be durable,
+    // min.insync.replicas)
+    let mut durable_waits: Vec<(usize, usize, Arc<Partition>, i64, usize)> = Vec::new();
     let mut appended = false;
     for topic in body.topic_data {
         let name = topic.name.0.to_string();
@@ -61,11 +63,11 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                         .unwrap_or(broker.effective_min_isr());
                     check_replicas(&p, acks, min_isr)
                         .and_then(|()| append(broker, &p, &records, compacted))
-                        .map(|r| (p, r, batch_bytes))
+                        .map(|r| (p, r, batch_bytes, min_isr))
                 }
             };
             match result {
-                Ok((p, r, batch_bytes)) => {
+                Ok((p, r, batch_bytes, min_isr)) => {
                     appended |= !r.duplicate;
                     if !r.duplicate {
                         broker
@@ -83,6 +85,7 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                             partitions.len(),
                             p,
                             r.last_offset + 1,
+                            min_isr,
                         ));
                     }
                 }
@@ -111,7 +114,7 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             return None;
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        for (t, p, partition, offset) in durable_waits {
+        for (t, p, partition, offset, min_isr) in durable_waits {
             let resp = &mut responses[t].partition_responses[p];
             if flush_on_acks_all {
                 if let Err(e) = partition.wait_durable(offset).await {
@@ -125,6 +128,20 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 resp.error_code = code.code();
                 resp.error_message = Some(str_bytes(&format!(
                     "{}-{}: not acknowledged by the in-sync replicas: {code:?}",
+                    partition.topic, partition.index
+                )));
+                continue;
+            }
+            // Kafka's rule: the ISR shrank below min.insync.replicas while the batch
+            // waited, so fewer copies than asked for hold it.
+            let isr = {
+                let r = partition.replica.lock();
+                r.replicated.then_some(r.isr.len())
+            };
+            if let Some(isr) = isr.filter(|n| *n < min_isr) {
+                resp.error_code = ErrorCode::NotEnoughReplicasAfterAppend.code();
+                resp.error_message = Some(str_bytes(&format!(
+                    "{}-{}: written, but the ISR shrank to {isr}, below min.insync.replicas={min_isr}",
                     partition.topic, partition.index
                 )));
             }

@@ -28,6 +28,16 @@ pub struct FollowerProgress {
     last_fetch_ms: i64,
 }
 
+/// An ISR the leader wants, with the epochs it was computed under: the controller
+/// refuses it if either moved since, so a request that waited in line cannot undo a newer
+/// decision (e.g. put back a follower the controller removed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProposedIsr {
+    pub isr: Vec<i32>,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
 /// A partition's replica state. On a single node `replicated` is false and nothing here
 /// is consulted.
 #[derive(Debug, Default)]
@@ -42,8 +52,14 @@ pub struct ReplicaState {
     pub adding: Vec<i32>,
     /// Leader only.
     pub followers: BTreeMap<i32, FollowerProgress>,
-    /// Leader only: an AlterPartition is on its way to the controller.
-    pub isr_change_pending: bool,
+    /// Leader only: the ISR of an AlterPartition on its way to the controller. Until the
+    /// answer, the high watermark counts the union of this and `isr` (Kafka's "maximal
+    /// ISR"): the controller may already have recorded a newcomer, and could elect it.
+    pub pending_isr: Option<Vec<i32>>,
+    /// Leader only: the log end when it became leader. A follower joins the ISR only
+    /// once it has everything up to here (all the previous leader committed), as in
+    /// Kafka; the high watermark of a new leader may lag behind that.
+    pub epoch_start_offset: i64,
 }
 
 impl ReplicaState {
@@ -86,7 +102,7 @@ pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Tran
     r.replicas = state.replicas.clone();
     r.isr = state.isr.clone();
     r.adding = state.adding_replicas.clone();
-    r.isr_change_pending = false;
+    r.pending_isr = None;
     if !(epoch_changed || leader_changed || membership_changed) {
         if r.leader == local_id {
             // Same leader, new replica set (a reassignment adding or dropping replicas):
@@ -109,6 +125,7 @@ pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Tran
     p.set_leader_epoch(state.leader_epoch);
     let log_end = log.log_end_offset();
     if state.leader == local_id {
+        r.epoch_start_offset = log_end;
         r.followers = state
             .replicas
             .iter()
@@ -145,7 +162,7 @@ pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Tran
 /// What a follower's fetch changed on the leader.
 pub struct FollowerFetch {
     /// The ISR the partition should have: the follower caught up and is outside it.
-    pub expand_isr: Option<Vec<i32>>,
+    pub expand_isr: Option<ProposedIsr>,
     pub high_watermark_moved: bool,
 }
 
@@ -170,13 +187,17 @@ pub fn on_follower_fetch(p: &Partition, follower: i32, fetch_offset: i64) -> Fol
         f.log_end = fetch_offset;
         f.leader_end_at_last_fetch = leader_end;
         f.last_fetch_ms = now;
-        let caught_up = fetch_offset >= hw;
-        if !r.isr.contains(&follower) && caught_up && !r.isr_change_pending {
-            r.isr_change_pending = true;
+        let caught_up = fetch_offset >= hw && fetch_offset >= r.epoch_start_offset;
+        if !r.isr.contains(&follower) && caught_up && r.pending_isr.is_none() {
             let mut isr = r.isr.clone();
             isr.push(follower);
             isr.sort_unstable();
-            Some(isr)
+            r.pending_isr = Some(isr.clone());
+            Some(ProposedIsr {
+                isr,
+                leader_epoch: p.leader_epoch(),
+                partition_epoch: r.partition_epoch,
+            })
         } else {
             None
         }
@@ -189,10 +210,10 @@ pub fn on_follower_fetch(p: &Partition, follower: i32, fetch_offset: i64) -> Fol
 
 /// Leader: the ISR without followers that have not caught up for `lag_max_ms`, if that
 /// differs from the current ISR.
-pub fn lagging_isr(p: &Partition, lag_max_ms: u64) -> Option<Vec<i32>> {
+pub fn lagging_isr(p: &Partition, lag_max_ms: u64) -> Option<ProposedIsr> {
     let now = now_ms();
     let mut r = p.replica.lock();
-    if !r.replicated || r.leader != r.local_id || r.isr_change_pending {
+    if !r.replicated || r.leader != r.local_id || r.pending_isr.is_some() {
         return None;
     }
     let lagging: Vec<i32> = r
@@ -209,14 +230,18 @@ pub fn lagging_isr(p: &Partition, lag_max_ms: u64) -> Option<Vec<i32>> {
     if lagging.is_empty() {
         return None;
     }
-    r.isr_change_pending = true;
-    Some(
-        r.isr
-            .iter()
-            .copied()
-            .filter(|id| !lagging.contains(id))
-            .collect(),
-    )
+    let isr: Vec<i32> = r
+        .isr
+        .iter()
+        .copied()
+        .filter(|id| !lagging.contains(id))
+        .collect();
+    r.pending_isr = Some(isr.clone());
+    Some(ProposedIsr {
+        isr,
+        leader_epoch: p.leader_epoch(),
+        partition_epoch: r.partition_epoch,
+    })
 }
 
 /// Leader: high watermark = the smallest log end over the ISR (followers not heard from
@@ -229,7 +254,8 @@ pub fn maybe_advance_high_watermark(p: &Partition) -> bool {
             return false;
         }
         let mut hw = leader_end;
-        for id in r.isr.iter().filter(|id| **id != r.local_id) {
+        let pending = r.pending_isr.iter().flatten();
+        for id in r.isr.iter().chain(pending).filter(|id| **id != r.local_id) {
             match r.followers.get(id) {
                 Some(f) if f.log_end >= 0 => hw = hw.min(f.log_end),
                 _ => return false,
