@@ -392,6 +392,29 @@ impl PartitionLog {
         Ok(offset)
     }
 
+    /// Calls `f` with every batch of the log, header and bytes, in offset order (how the
+    /// coordinators replay their internal topics).
+    pub fn for_each_batch<E: From<LogError>>(
+        &self,
+        mut f: impl FnMut(&BatchHeader, &[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let (mut offset, end) = (self.log_start_offset, self.next_offset);
+        while offset < end {
+            let read = self.read(offset, 1 << 20, end, true)?;
+            if read.records.is_empty() {
+                break;
+            }
+            let mut at = 0;
+            while at < read.records.len() {
+                let h = BatchHeader::parse(&read.records[at..])?;
+                f(&h, &read.records[at..at + h.total_size()])?;
+                offset = h.last_offset() + 1;
+                at += h.total_size();
+            }
+        }
+        Ok(())
+    }
+
     /// Appends batches copied from the partition's leader (a follower's fetch). Offsets,
     /// leader epochs and timestamps are the leader's and are kept; CRCs are checked, but
     /// sequence numbers are not (the leader already did), and producer and transaction

@@ -413,49 +413,33 @@ impl GroupCoordinator {
         let mut groups = self.groups.lock();
         // Transactional offset commits not yet decided by a marker, by producer id.
         let mut pending_txn: HashMap<i64, Vec<(Vec<u8>, Option<Vec<u8>>)>> = HashMap::new();
-        {
-            let log = p.log.lock();
-            let mut offset = log.log_start_offset();
-            let end = log.log_end_offset();
-            while offset < end {
-                let read = log
-                    .read(offset, 1 << 20, end, true)
-                    .map_err(BrokerError::from)?;
-                if read.records.is_empty() {
-                    break;
-                }
-                let mut at = 0;
-                while at < read.records.len() {
-                    let h = runnel_log::BatchHeader::parse(&read.records[at..])
-                        .map_err(BrokerError::from)?;
-                    let batch = &read.records[at..at + h.total_size()];
-                    if h.is_control() {
-                        // A transaction marker: its producer's pending offsets apply or go.
-                        let pending = pending_txn.remove(&h.producer_id).unwrap_or_default();
-                        if runnel_log::batch::marker_type(batch) == Some(true) {
-                            for (k, v) in pending {
-                                replay(&mut groups, Some(&k), v.as_deref());
-                            }
+        p.log
+            .lock()
+            .for_each_batch(|h, batch| -> Result<(), BrokerError> {
+                if h.is_control() {
+                    // A transaction marker: its producer's pending offsets apply or go.
+                    let pending = pending_txn.remove(&h.producer_id).unwrap_or_default();
+                    if runnel_log::batch::marker_type(batch) == Some(true) {
+                        for (k, v) in pending {
+                            replay(&mut groups, Some(&k), v.as_deref());
                         }
-                    } else if h.is_transactional() {
-                        let pending = pending_txn.entry(h.producer_id).or_default();
-                        runnel_log::batch::for_each_record(batch, |r| {
-                            if let Some(k) = r.key {
-                                pending.push((k.to_vec(), r.value.map(<[u8]>::to_vec)));
-                            }
-                        })
-                        .map_err(BrokerError::from)?;
-                    } else {
-                        runnel_log::batch::for_each_record(batch, |r| {
-                            replay(&mut groups, r.key, r.value)
-                        })
-                        .map_err(BrokerError::from)?;
                     }
-                    offset = h.last_offset() + 1;
-                    at += h.total_size();
+                } else if h.is_transactional() {
+                    let pending = pending_txn.entry(h.producer_id).or_default();
+                    runnel_log::batch::for_each_record(batch, |r| {
+                        if let Some(k) = r.key {
+                            pending.push((k.to_vec(), r.value.map(<[u8]>::to_vec)));
+                        }
+                    })
+                    .map_err(BrokerError::from)?;
+                } else {
+                    runnel_log::batch::for_each_record(batch, |r| {
+                        replay(&mut groups, r.key, r.value)
+                    })
+                    .map_err(BrokerError::from)?;
                 }
-            }
-        }
+                Ok(())
+            })?;
         groups.retain(|_, g| !(g.members.is_empty() && g.offsets.is_empty() && g.generation == 0));
         Ok(groups.len())
     }

@@ -132,12 +132,7 @@ fn describe(broker: &Broker, t: &Topic, ops: i32) -> MetadataResponseTopic {
             }
         })
         .collect();
-    MetadataResponseTopic::default()
-        .with_name(Some(TopicName(str_bytes(&t.name))))
-        .with_topic_id(t.id)
-        .with_is_internal(t.name.starts_with("__"))
-        .with_partitions(partitions)
-        .with_topic_authorized_operations(ops)
+    topic_entry(&t.name, t.id, partitions, ops)
 }
 
 /// Metadata in replicated mode: brokers, leaders, replicas and ISRs from the metadata
@@ -284,10 +279,19 @@ fn describe_image_topic(
                 .with_offline_replicas(ids(&offline))
         })
         .collect();
+    topic_entry(&t.name, t.id, partitions, ops)
+}
+
+fn topic_entry(
+    name: &str,
+    id: Uuid,
+    partitions: Vec<MetadataResponsePartition>,
+    ops: i32,
+) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
-        .with_name(Some(TopicName(str_bytes(&t.name))))
-        .with_topic_id(t.id)
-        .with_is_internal(t.name.starts_with("__"))
+        .with_name(Some(TopicName(str_bytes(name))))
+        .with_topic_id(id)
+        .with_is_internal(name.starts_with("__"))
         .with_partitions(partitions)
         .with_topic_authorized_operations(ops)
 }

@@ -793,53 +793,37 @@ impl TxnCoordinator {
 
 /// Replays one `__transaction_state` partition into `state`.
 fn replay_partition(state: &mut State, p: &Partition) -> Result<(), BrokerError> {
-    let log = p.log.lock();
-    let (mut offset, end) = (log.log_start_offset(), log.log_end_offset());
-    while offset < end {
-        let read = log
-            .read(offset, 1 << 20, end, true)
-            .map_err(BrokerError::from)?;
-        if read.records.is_empty() {
-            break;
-        }
-        let mut at = 0;
-        while at < read.records.len() {
-            let h =
-                runnel_log::BatchHeader::parse(&read.records[at..]).map_err(BrokerError::from)?;
-            runnel_log::batch::for_each_record(&read.records[at..at + h.total_size()], |r| {
-                let Some(tid) = r.key.and_then(records::decode_key) else {
-                    return;
-                };
-                match r.value.and_then(records::decode_value) {
-                    Some(v) => {
-                        state.by_producer.insert(v.producer_id, tid.clone());
-                        state.txns.insert(
-                            tid.clone(),
-                            TxnMetadata {
-                                transactional_id: tid,
-                                producer_id: v.producer_id,
-                                producer_epoch: v.producer_epoch,
-                                timeout_ms: v.timeout_ms,
-                                state: v.state,
-                                partitions: v
-                                    .partitions
-                                    .into_iter()
-                                    .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
-                                    .collect(),
-                                start_ms: v.start_ms,
-                                last_update_ms: v.last_update_ms,
-                            },
-                        );
-                    }
-                    None => {
-                        state.txns.remove(&tid);
-                    }
+    p.log.lock().for_each_batch(|_, batch| {
+        runnel_log::batch::for_each_record(batch, |r| {
+            let Some(tid) = r.key.and_then(records::decode_key) else {
+                return;
+            };
+            match r.value.and_then(records::decode_value) {
+                Some(v) => {
+                    state.by_producer.insert(v.producer_id, tid.clone());
+                    state.txns.insert(
+                        tid.clone(),
+                        TxnMetadata {
+                            transactional_id: tid,
+                            producer_id: v.producer_id,
+                            producer_epoch: v.producer_epoch,
+                            timeout_ms: v.timeout_ms,
+                            state: v.state,
+                            partitions: v
+                                .partitions
+                                .into_iter()
+                                .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+                                .collect(),
+                            start_ms: v.start_ms,
+                            last_update_ms: v.last_update_ms,
+                        },
+                    );
                 }
-            })
-            .map_err(BrokerError::from)?;
-            offset = h.last_offset() + 1;
-            at += h.total_size();
-        }
-    }
-    Ok(())
+                None => {
+                    state.txns.remove(&tid);
+                }
+            }
+        })
+        .map_err(BrokerError::from)
+    })
 }
