@@ -63,11 +63,19 @@ class ClusterNode(Broker):
                  "--set", "http.listeners="]
         return args
 
+    paused = False
+
     def pause(self):
         self.proc.send_signal(19)  # SIGSTOP
+        self.paused = True
 
     def resume(self):
         self.proc.send_signal(18)  # SIGCONT
+        self.paused = False
+
+    def answers(self):
+        """Running and not stopped: it can answer a request."""
+        return self.alive() and not self.paused
 
 
 DEFAULTS = {
@@ -148,14 +156,34 @@ class Cluster:
         return ",".join(f"127.0.0.1:{n.fixed_port}" for n in self.nodes)
 
     def alive_bootstrap(self):
-        return ",".join(f"127.0.0.1:{n.fixed_port}" for n in self.nodes if n.alive())
+        return ",".join(f"127.0.0.1:{n.fixed_port}" for n in self.nodes if n.answers())
 
-    def partition_state(self, topic, partition=0, timeout=10):
-        """(leader, replicas, isr) as the cluster's metadata says, asked of a live node."""
-        admin = AdminClient({"bootstrap.servers": self.alive_bootstrap()})
-        md = admin.list_topics(topic, timeout=timeout)
-        p = md.topics[topic].partitions[partition]
-        return p.leader, list(p.replicas), list(p.isrs)
+    def partition_state(self, topic, partition=0, timeout=20):
+        """(leader, replicas, isr) once every live node's metadata agrees on it. A node
+        that was paused, cut off or just restarted can answer from an older image for a
+        moment (as a Kafka broker does), so one node's word is not enough."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            views = set()
+            try:
+                for n in self.nodes:
+                    if not n.answers():
+                        continue
+                    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{n.fixed_port}"})
+                    p = admin.list_topics(topic, timeout=5).topics[topic].partitions[partition]
+                    views.add((p.leader, tuple(p.replicas), tuple(sorted(p.isrs))))
+            except Exception as e:  # noqa: BLE001 - a node may be going down meanwhile
+                last = e
+                views = set()
+            if len(views) == 1:
+                leader, replicas, isr = views.pop()
+                return leader, list(replicas), list(isr)
+            if views:
+                last = views
+            if time.monotonic() > deadline:
+                raise BrokerError(f"the nodes disagree about {topic}-{partition}: {last!r}")
+            time.sleep(0.2)
 
     def wait_for(self, what, check, timeout=30, interval=0.2):
         deadline = time.monotonic() + timeout
