@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::config::{topic_log_config, validate_topic_config, BrokerConfig};
 use crate::error::{BrokerError, ErrorCode};
+use crate::handlers::now_ms;
 use crate::partition::Partition;
 
 pub struct Topic {
@@ -72,12 +73,6 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
         return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn partition_dir_name(topic: &str, partition: i32) -> String {
@@ -268,13 +263,7 @@ impl TopicRegistry {
                 configs: rec.configs,
             }));
         }
-        let topic = Arc::new(self.open_topic(&rec)?);
-        topics.insert(name.to_string(), topic.clone());
-        if let Err(e) = self.persist(&topics) {
-            topics.remove(name);
-            self.remove_partitions(&topic);
-            return Err(e);
-        }
+        let topic = self.add_topic(&mut topics, &rec)?;
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
     }
@@ -538,19 +527,29 @@ impl TopicRegistry {
             partitions,
             configs: configs.clone(),
         };
-        let mut topics = self.topics.write();
-        let topic = Arc::new(self.open_topic(&rec)?);
-        topics.insert(name.to_string(), topic.clone());
-        if let Err(e) = self.persist(&topics) {
-            topics.remove(name);
-            self.remove_partitions(&topic);
-            return Err(e);
-        }
+        let topic = self.add_topic(&mut self.topics.write(), &rec)?;
         tracing::info!(
             topic = name,
             partitions,
             "topic created from cluster metadata"
         );
+        Ok(topic)
+    }
+
+    /// Opens a new topic's partitions and records it durably; on a failed write the
+    /// topic is taken out again and its partition directories removed.
+    fn add_topic(
+        &self,
+        topics: &mut BTreeMap<String, Arc<Topic>>,
+        rec: &TopicRecord,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let topic = Arc::new(self.open_topic(rec)?);
+        topics.insert(rec.name.clone(), topic.clone());
+        if let Err(e) = self.persist(topics) {
+            topics.remove(&rec.name);
+            self.remove_partitions(&topic);
+            return Err(e);
+        }
         Ok(topic)
     }
 

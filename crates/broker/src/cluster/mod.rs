@@ -26,9 +26,6 @@ use crate::error::{BrokerError, ErrorCode};
 use crate::partition::Partition;
 use crate::replication::fetcher::Fetchers;
 
-/// How long a broker-side wait for the controller may take before the client is told.
-pub const CONTROLLER_DEADLINE: Duration = Duration::from_secs(15);
-
 /// An ISR the leader wants the controller to record.
 pub struct IsrChange {
     pub partition: Arc<Partition>,

@@ -26,6 +26,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::error::{BrokerError, ErrorCode};
+use crate::handlers::now_ms;
 use crate::partition::Partition;
 use crate::topics::TopicRegistry;
 use records::{GroupValue, MemberValue, OffsetValue, RecordKey};
@@ -297,12 +298,6 @@ impl Group {
                 .collect(),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A description of a group for DescribeGroups and the admin API.

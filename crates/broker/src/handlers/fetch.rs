@@ -167,6 +167,9 @@ fn read_all(
                 .ok()
                 .and_then(|i| t.partitions.get(i).cloned())
         });
+        let refused = partition
+            .as_ref()
+            .and_then(|p| leadership_error(p, w.current_leader_epoch));
         match (topic.is_some(), partition) {
             (false, _) if by_id => {
                 data = data.with_error_code(ErrorCode::UnknownTopicId.code());
@@ -180,9 +183,8 @@ fn read_all(
                 data = data.with_error_code(ErrorCode::KafkaStorageError.code());
                 any_error = true;
             }
-            (_, Some(p)) if leadership_error(&p, w.current_leader_epoch).is_some() => {
-                let code = leadership_error(&p, w.current_leader_epoch).unwrap_or(ErrorCode::None);
-                data = data.with_error_code(code.code());
+            (_, Some(_)) if refused.is_some() => {
+                data = data.with_error_code(refused.map_or(0, ErrorCode::code));
                 any_error = true;
             }
             (_, Some(p)) => {

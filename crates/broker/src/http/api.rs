@@ -837,7 +837,7 @@ fn snapshot(b: &Arc<Broker>) -> Snapshot {
             .flat_map(|t| t.partitions.iter())
             .filter(|p| {
                 let r = p.replica.lock();
-                r.replicated && r.leader == r.local_id && r.isr.len() < r.replicas.len()
+                r.is_replicated_leader() && r.isr.len() < r.replicas.len()
             })
             .count(),
         offline,

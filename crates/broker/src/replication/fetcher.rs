@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 
 use crate::broker::Broker;
 use crate::error::ErrorCode;
+use crate::handlers::now_ms;
 use crate::partition::Partition;
 
 const FETCH_VERSION: i16 = 12;
@@ -108,21 +109,6 @@ impl Fetchers {
         for (_, t) in self.tasks.lock().drain() {
             t.stop();
         }
-    }
-
-    /// (topic, partition, leader) of every partition being copied.
-    pub fn followed(&self) -> Vec<(String, i32, i32)> {
-        let tasks = self.tasks.lock();
-        tasks
-            .values()
-            .flat_map(|t| {
-                t.partitions
-                    .lock()
-                    .keys()
-                    .map(|(topic, p)| (topic.clone(), *p, t.leader))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
     }
 }
 
@@ -400,12 +386,6 @@ async fn fetch_once(
         }
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Bytes to ask for per partition: `replica.fetch.max.bytes`, and no more than one

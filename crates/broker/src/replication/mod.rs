@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use runnel_meta::PartitionImage;
 
+use crate::handlers::now_ms;
 use crate::partition::Partition;
 
 /// What the leader knows of one follower, from its fetches.
@@ -65,6 +66,11 @@ pub struct ReplicaState {
 impl ReplicaState {
     pub fn is_leader(&self) -> bool {
         !self.replicated || self.leader == self.local_id
+    }
+
+    /// The leader of a replicated partition (the one with followers to track).
+    pub fn is_replicated_leader(&self) -> bool {
+        self.replicated && self.leader == self.local_id
     }
 }
 
@@ -213,7 +219,7 @@ pub fn on_follower_fetch(p: &Partition, follower: i32, fetch_offset: i64) -> Fol
 pub fn lagging_isr(p: &Partition, lag_max_ms: u64) -> Option<ProposedIsr> {
     let now = now_ms();
     let mut r = p.replica.lock();
-    if !r.replicated || r.leader != r.local_id || r.pending_isr.is_some() {
+    if !r.is_replicated_leader() || r.pending_isr.is_some() {
         return None;
     }
     let lagging: Vec<i32> = r
@@ -247,10 +253,15 @@ pub fn lagging_isr(p: &Partition, lag_max_ms: u64) -> Option<ProposedIsr> {
 /// Leader: high watermark = the smallest log end over the ISR (followers not heard from
 /// since the leader took over hold it where it is). Wakes waiters when it moves.
 pub fn maybe_advance_high_watermark(p: &Partition) -> bool {
+    // Called after every append: a single node (or a follower) returns before touching
+    // the log lock. The lock order is log before replica, so the check is repeated below.
+    if !p.replica.lock().is_replicated_leader() {
+        return false;
+    }
     let leader_end = p.log.lock().log_end_offset();
     let target = {
         let r = p.replica.lock();
-        if !r.replicated || r.leader != r.local_id {
+        if !r.is_replicated_leader() {
             return false;
         }
         let mut hw = leader_end;
@@ -264,10 +275,4 @@ pub fn maybe_advance_high_watermark(p: &Partition) -> bool {
         hw
     };
     p.advance_high_watermark(target)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 
 use crate::broker::Broker;
 use crate::error::{BrokerError, ErrorCode};
+use crate::handlers::now_ms;
 use crate::partition::Partition;
 use records::TxnValue;
 
@@ -153,12 +154,6 @@ enum Markers {
     /// Markers are on their way to partition leaders (replicated mode); the sender
     /// records Complete* when every leader has them.
     Sending,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> BrokerError {
