@@ -119,32 +119,45 @@ fn local(args: LocalArgs) -> ExitCode {
         }
         eprintln!("starting node {id} (log: {})", log_path.display());
     }
-    // Every node prints "listening on HOST:PORT" once it has joined the quorum.
+    // Every node prints "listening on HOST:PORT" once it has joined the quorum. Each
+    // first line is read on its own thread, so a node that hangs cannot block the
+    // deadline.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut bootstrap = Vec::new();
+    let (tx, rx) = std::sync::mpsc::channel();
     for (id, child) in &mut children {
-        let Some(out) = child.stdout.take() else {
-            continue;
-        };
-        let mut lines = BufReader::new(out).lines();
-        let line = lines.next().and_then(Result::ok).unwrap_or_default();
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            eprintln!("node {id} is up on {addr}");
-            bootstrap.push(addr.to_string());
-        } else {
-            eprintln!(
-                "runnel cluster local: node {id} did not start; see {}",
-                args.dir.join(format!("node-{id}.log")).display()
-            );
-            stop_all(&mut children);
-            return ExitCode::FAILURE;
+        if let Some(out) = child.stdout.take() {
+            let (tx, id) = (tx.clone(), *id);
+            std::thread::spawn(move || {
+                let line = BufReader::new(out).lines().next().and_then(Result::ok);
+                let _ = tx.send((id, line.unwrap_or_default()));
+            });
         }
-        if Instant::now() > deadline {
+    }
+    let mut up: Vec<(u16, String)> = Vec::new();
+    while up.len() < children.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok((id, line)) = rx.recv_timeout(left) else {
             eprintln!("runnel cluster local: nodes took longer than 60 s to start");
             stop_all(&mut children);
             return ExitCode::FAILURE;
+        };
+        match line.strip_prefix("listening on ") {
+            Some(addr) => {
+                eprintln!("node {id} is up on {addr}");
+                up.push((id, addr.to_string()));
+            }
+            None => {
+                eprintln!(
+                    "runnel cluster local: node {id} did not start; see {}",
+                    args.dir.join(format!("node-{id}.log")).display()
+                );
+                stop_all(&mut children);
+                return ExitCode::FAILURE;
+            }
         }
     }
+    up.sort();
+    let bootstrap: Vec<String> = up.into_iter().map(|(_, addr)| addr).collect();
     println!("cluster up: bootstrap.servers={}", bootstrap.join(","));
     let _ = std::io::stdout().flush();
     wait_for_signal_or_exit(&mut children);
