@@ -22,18 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from confluent_kafka import Producer  # noqa: E402
 
 import ck  # noqa: E402
-from harness import Broker, unique  # noqa: E402
-
-
-def pick_binary():
-    if os.environ.get("RUNNEL_BIN"):
-        return os.environ["RUNNEL_BIN"], "RUNNEL_BIN"
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/runnel-target"))
-    for profile in ("release", "debug"):
-        path = os.path.join(target, profile, "runnel")
-        if os.access(path, os.X_OK):
-            return path, profile
-    sys.exit(f"no runnel binary under {target}/release or {target}/debug; build it first")
+from harness import Broker, pick_binary, unique  # noqa: E402
 
 
 def run_plain(b, topic, n, payload):

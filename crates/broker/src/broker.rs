@@ -1,10 +1,9 @@
-//! The broker's shared state: configuration, topics, identity, and the signals that tie
-//! producers to waiting consumers. One `Broker` per process, shared by every connection.
+//! The broker's shared state: configuration, topics, identity, offline log dirs. One
+//! `Broker` per process, shared by every connection.
 
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -22,11 +21,13 @@ pub struct Broker {
     pub config: Arc<BrokerConfig>,
     pub topics: TopicRegistry,
     pub cluster_id: String,
-    /// Host and port put in Metadata responses.
+    /// The inter-broker listener's advertised host and port (what other brokers and the
+    /// HTTP API are told).
     pub advertised_host: String,
     pub advertised_port: i32,
-    /// Bumped after every append; long-polling fetches wait on it.
-    pub appended: watch::Sender<u64>,
+    /// Every broker listener's advertised (host, port), by listener name: clients are
+    /// told the endpoints of the listener they came in on.
+    pub endpoints: std::collections::BTreeMap<String, (String, u16)>,
     producer_ids: Mutex<ProducerIdBlock>,
     pub fetch_sessions: FetchSessions,
     pub groups: GroupCoordinator,
@@ -48,10 +49,13 @@ impl Broker {
     /// Opens the data directories (recovering every partition) and the broker identity.
     pub fn open(
         config: BrokerConfig,
-        advertised_host: String,
-        advertised_port: u16,
+        endpoints: std::collections::BTreeMap<String, (String, u16)>,
     ) -> Result<Self, BrokerError> {
         let config = Arc::new(config);
+        let (advertised_host, advertised_port) = endpoints
+            .get(&config.listeners.inter_broker)
+            .cloned()
+            .unwrap_or_else(|| ("127.0.0.1".to_string(), 0));
         for dir in &config.log_dirs {
             std::fs::create_dir_all(dir).map_err(|e| BrokerError::storage(dir, e))?;
         }
@@ -60,14 +64,13 @@ impl Broker {
         let config_txn = config.txn.clone();
         let groups = GroupCoordinator::new(config.groups.clone());
         groups.load(&topics)?;
-        let (appended, _) = watch::channel(0);
         let broker = Broker {
             config,
             topics,
             cluster_id,
             advertised_host,
             advertised_port: advertised_port as i32,
-            appended,
+            endpoints,
             producer_ids: Mutex::new(ProducerIdBlock { next: 0, end: 0 }),
             fetch_sessions: FetchSessions::default(),
             groups,
@@ -95,9 +98,57 @@ impl Broker {
         self.config.node_id
     }
 
-    /// Wakes long-polling fetches after an append.
-    pub fn notify_appended(&self) {
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    /// This broker's advertised (host, port) on `listener` (the inter-broker endpoint
+    /// for a listener it does not have).
+    pub fn endpoint(&self, listener: &str) -> (&str, i32) {
+        self.endpoints
+            .get(listener)
+            .map_or((self.advertised_host.as_str(), self.advertised_port), |(h, p)| {
+                (h.as_str(), i32::from(*p))
+            })
+    }
+
+    /// Every broker listener's endpoint, for the broker's registration.
+    pub fn registered_endpoints(&self) -> Vec<runnel_meta::BrokerEndpoint> {
+        self.endpoints
+            .iter()
+            .map(|(name, (host, port))| runnel_meta::BrokerEndpoint {
+                name: name.clone(),
+                host: host.clone(),
+                port: i32::from(*port),
+            })
+            .collect()
+    }
+
+    /// Wakes every parked fetch (a new metadata image may have changed any partition's
+    /// role; the fetches re-check and answer with the news).
+    pub fn wake_all_fetches(&self) {
+        for t in self.topics.all() {
+            for p in &t.partitions {
+                p.wake();
+            }
+        }
+    }
+
+    /// Appends to `p` as its leader (see `Partition::append_as_leader`), refusing a
+    /// partition on an offline log dir; an I/O error takes the dir offline.
+    pub fn append_as_leader<T>(
+        &self,
+        p: &crate::partition::Partition,
+        write: impl FnOnce(&mut runnel_log::PartitionLog, i32) -> Result<T, runnel_log::LogError>,
+    ) -> Result<T, BrokerError> {
+        if self.is_offline(p) {
+            return Err(BrokerError::new(
+                crate::error::ErrorCode::KafkaStorageError,
+                format!("{}-{} is on a failed log dir", p.topic, p.index),
+            ));
+        }
+        p.append_as_leader(write).map_err(|e| {
+            if let crate::partition::AppendError::Log(e) = &e {
+                self.note_storage_error(p, e);
+            }
+            BrokerError::from(e)
+        })
     }
 
     /// Whether the partition's log dir has been taken offline.

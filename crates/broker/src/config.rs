@@ -49,9 +49,8 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "transaction.state.log.min.isr",
     "log.cleaner.threads",
     "compression.type",
-    "inter.broker.listener.name",
-    "listener.security.protocol.map",
-    "controller.listener.names",
+    "share.coordinator.state.topic.replication.factor",
+    "share.coordinator.state.topic.min.isr",
 ];
 
 /// Replication and cluster membership (Kafka's KRaft keys).
@@ -108,12 +107,13 @@ impl ClusterConfig {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
-    pub listener: SocketAddr,
+    /// The listener keys as set (`listeners`, `advertised.listeners`, ...).
+    pub listener_config: crate::listeners::ListenerConfig,
+    /// The same, validated together: what the server binds and what clients are told.
+    pub listeners: crate::listeners::Listeners,
     /// `http.listeners`: the HTTP admin API's address (host:port, port 0 for a free
     /// port); None when set to an empty value (disabled).
     pub http_listener: Option<SocketAddr>,
-    /// (host, port) clients are told to connect to; port 0 means "the bound port".
-    pub advertised: Option<(String, u16)>,
     pub log_dirs: Vec<PathBuf>,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -174,29 +174,6 @@ fn parse_timestamp_type(key: &str, v: &str) -> Result<TimestampType, ConfigError
     }
 }
 
-/// Parses `PLAINTEXT://host:port` (one listener; security protocols other than
-/// PLAINTEXT are not offered yet).
-fn parse_listener(key: &str, v: &str) -> Result<(String, u16), ConfigError> {
-    let first = v.split(',').next().unwrap_or("").trim();
-    if v.contains(',') {
-        return Err(invalid(key, v, "only one listener is supported"));
-    }
-    let rest = first
-        .strip_prefix("PLAINTEXT://")
-        .ok_or_else(|| invalid(key, v, "expected PLAINTEXT://host:port"))?;
-    let (host, port) = rest
-        .rsplit_once(':')
-        .ok_or_else(|| invalid(key, v, "expected PLAINTEXT://host:port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| invalid(key, v, "port must be 0-65535"))?;
-    let host = if host.is_empty() { "0.0.0.0" } else { host };
-    Ok((
-        host.trim_matches(|c| c == '[' || c == ']').to_string(),
-        port,
-    ))
-}
-
 impl BrokerConfig {
     /// Reads a properties file (Kafka's format: `key=value`, `#` and `!` comments).
     pub fn read_properties(path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigError> {
@@ -231,9 +208,11 @@ impl BrokerConfig {
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, ConfigError> {
         let mut c = BrokerConfig {
             node_id: 1,
-            listener: "127.0.0.1:9092".parse().expect("valid"),
+            listener_config: Default::default(),
+            listeners: crate::listeners::ListenerConfig::default()
+                .validate(true, None)
+                .expect("the default listener is valid"),
             http_listener: Some("127.0.0.1:9644".parse().expect("valid")),
-            advertised: None,
             log_dirs: vec![PathBuf::from("./runnel-data")],
             num_partitions: 1,
             default_replication_factor: 1,
@@ -255,6 +234,7 @@ impl BrokerConfig {
         // Kafka resolves retention and roll from the most precise unit given.
         let (mut retention_ms, mut retention_minutes, mut retention_hours) = (None, None, None);
         let (mut roll_ms, mut roll_hours) = (None, None);
+        let mut quorum_bootstrap: Option<String> = None;
         for (key, v) in pairs {
             let k = key.as_str();
             match k {
@@ -264,13 +244,33 @@ impl BrokerConfig {
                         .map_err(|_| invalid(k, v, "too large"))?
                 }
                 "listeners" => {
-                    let (host, port) = parse_listener(k, v)?;
-                    c.listener = format!("{host}:{port}")
-                        .parse()
-                        .or_else(|_| format!("[{host}]:{port}").parse())
-                        .map_err(|_| invalid(k, v, "host must be an IP address"))?;
+                    let endpoints = crate::listeners::parse_endpoints(k, v)?;
+                    for e in &endpoints {
+                        e.bind_addr().map_err(|why| invalid(k, v, why))?;
+                    }
+                    c.listener_config.listeners = endpoints;
                 }
-                "advertised.listeners" => c.advertised = Some(parse_listener(k, v)?),
+                "advertised.listeners" => {
+                    c.listener_config.advertised = crate::listeners::parse_endpoints(k, v)?
+                }
+                "listener.security.protocol.map" => {
+                    c.listener_config.protocol_map = crate::listeners::parse_protocol_map(k, v)?;
+                    c.listener_config.protocol_map_set = true;
+                }
+                "inter.broker.listener.name" => {
+                    c.listener_config.inter_broker = Some(v.trim().to_ascii_uppercase())
+                }
+                "security.inter.broker.protocol" => {
+                    if v.trim() != "PLAINTEXT" {
+                        return Err(invalid(k, v, "only PLAINTEXT is served yet (TLS and SASL are not built)"));
+                    }
+                }
+                "controller.listener.names" => {
+                    c.listener_config.controller_names = crate::listeners::parse_names(v)
+                }
+                "controller.quorum.bootstrap.servers" => {
+                    quorum_bootstrap = Some(v.trim().to_string());
+                }
                 "http.listeners" => {
                     let addr = v.trim().trim_start_matches("http://");
                     c.http_listener = if addr.is_empty() {
@@ -461,6 +461,18 @@ impl BrokerConfig {
         if let Some(ms) = roll_ms.or(roll_hours.map(|h| h * 3_600_000)) {
             c.log_defaults.segment_ms = ms;
         }
+        if let Some(servers) = quorum_bootstrap.filter(|_| c.cluster.voters.is_empty()) {
+            c.cluster.voters = standalone_voter(&c, &servers)?;
+        }
+        let voter_port = c
+            .cluster
+            .voters
+            .iter()
+            .find(|(id, _)| *id == c.node_id)
+            .map(|(_, addr)| addr.port());
+        c.listeners = c
+            .listener_config
+            .validate(c.cluster.broker_role, voter_port)?;
         Ok(c)
     }
 
@@ -772,14 +784,33 @@ impl BrokerConfig {
     }
 }
 
+/// KIP-853's `controller.quorum.bootstrap.servers` without `controller.quorum.voters`:
+/// Runnel's quorum has a static voter set, so it can only be the one node given, this
+/// controller itself (what `kafka-storage format --standalone` makes). Any other shape
+/// needs the voters' ids, which only `controller.quorum.voters` gives.
+fn standalone_voter(c: &BrokerConfig, servers: &str) -> Result<Vec<(i32, SocketAddr)>, ConfigError> {
+    let key = "controller.quorum.bootstrap.servers";
+    let entries: Vec<&str> = servers.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if entries.len() != 1 || !c.cluster.controller_role {
+        return Err(invalid(
+            key,
+            servers,
+            "Runnel's metadata quorum has a fixed voter set: set controller.quorum.voters \
+             (id@host:port for each voter); a bootstrap list alone works only for one \
+             combined node that is its own single voter",
+        ));
+    }
+    runnel_meta::parse_voters(&format!("{}@{}", c.node_id, entries[0]))
+        .map_err(|why| invalid(key, servers, why))
+}
+
 /// The broker's settings as (key, value, set explicitly) for DescribeConfigs.
 pub fn broker_config_entries(c: &BrokerConfig) -> Vec<(String, String, bool)> {
     let d = &c.log_defaults;
     let dirs: Vec<String> = c.log_dirs.iter().map(|p| p.display().to_string()).collect();
-    let listener = format!("PLAINTEXT://{}", c.listener);
-    let mut entries: Vec<(&str, String)> = vec![
-        ("node.id", c.node_id.to_string()),
-        ("listeners", listener),
+    let mut entries: Vec<(&str, String)> = vec![("node.id", c.node_id.to_string())];
+    entries.extend(c.listeners.describe());
+    entries.extend([
         ("log.dirs", dirs.join(",")),
         ("num.partitions", c.num_partitions.to_string()),
         (
@@ -837,7 +868,7 @@ pub fn broker_config_entries(c: &BrokerConfig) -> Vec<(String, String, bool)> {
             "transaction.state.log.num.partitions",
             c.txn.partitions.to_string(),
         ),
-    ];
+    ]);
     if let Some(ms) = c.flush_interval_ms {
         entries.push(("log.flush.interval.ms", ms.to_string()));
     }
@@ -868,7 +899,7 @@ mod tests {
     #[test]
     fn defaults_are_kafkas() {
         let c = BrokerConfig::default();
-        assert_eq!(c.listener.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.listeners.broker[0].to_string(), "PLAINTEXT://127.0.0.1:9092");
         assert_eq!(c.num_partitions, 1);
         assert!(c.auto_create_topics);
         assert_eq!(c.log_defaults.retention_ms, 7 * 24 * 3600 * 1000);
@@ -882,6 +913,31 @@ mod tests {
         let e = BrokerConfig::from_pairs(&pairs(&[("num.partitions", "three")])).unwrap_err();
         assert!(e.to_string().contains("num.partitions") && e.to_string().contains("three"));
         assert!(BrokerConfig::from_pairs(&pairs(&[("listeners", "127.0.0.1:9092")])).is_err());
+    }
+
+    #[test]
+    fn kafkas_kraft_server_properties_are_accepted() {
+        let c = BrokerConfig::from_pairs(&pairs(&[
+            ("process.roles", "broker,controller"),
+            ("node.id", "2"),
+            ("controller.quorum.voters", "1@127.0.0.1:19093,2@127.0.0.1:19094,3@127.0.0.1:19095"),
+            ("listeners", "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:19094"),
+            ("advertised.listeners", "PLAINTEXT://localhost:9092"),
+            ("controller.listener.names", "CONTROLLER"),
+            ("inter.broker.listener.name", "PLAINTEXT"),
+            ("listener.security.protocol.map", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"),
+        ]))
+        .unwrap();
+        assert_eq!(c.listeners.broker.len(), 1);
+        assert_eq!(c.listeners.advertised["PLAINTEXT"].host, "localhost");
+        let e = BrokerConfig::from_pairs(&pairs(&[
+            ("node.id", "2"),
+            ("controller.quorum.voters", "1@127.0.0.1:19093,2@127.0.0.1:19094"),
+            ("listeners", "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:19093"),
+            ("controller.listener.names", "CONTROLLER"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("19094"), "{e}");
     }
 
     #[test]

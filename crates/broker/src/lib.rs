@@ -14,6 +14,7 @@ pub mod fetch_session;
 pub mod groups;
 mod handlers;
 pub mod http;
+pub mod listeners;
 pub mod metrics;
 pub mod partition;
 pub mod replication;

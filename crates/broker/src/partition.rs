@@ -1,6 +1,13 @@
 //! One partition this broker holds: its log behind a mutex, its replica state (leader or
-//! follower, ISR, high watermark), and the group-commit machinery that makes acks=all
-//! wait for an fdatasync shared by concurrent producers.
+//! follower, ISR, high watermark), the group-commit machinery that makes acks=all
+//! wait for an fdatasync shared by concurrent producers, and the fetches parked on it.
+//!
+//! Every write goes through `append_as_leader` or `append_as_follower`, which apply the
+//! policy once: the leadership check under the log lock, the high-watermark advance and
+//! the wake-up of the fetches parked on this partition (consumers and followers alike).
+//!
+//! Lock order: `log` before `replica` before `waiters`; none of them is held across an
+//! await.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
@@ -28,6 +35,29 @@ pub struct Partition {
     durable: watch::Sender<i64>,
     flush_wanted: Notify,
     closed: AtomicBool,
+    /// Fetches parked on this partition (Kafka's delayed-fetch purgatory, keyed by
+    /// partition): woken when its log end or high watermark moves, or its role changes.
+    waiters: Mutex<Vec<Arc<Notify>>>,
+}
+
+/// Why a leader append was refused.
+#[derive(Debug)]
+pub enum AppendError {
+    /// This broker does not lead the partition (checked under the log lock).
+    NotLeader,
+    Log(LogError),
+}
+
+impl From<AppendError> for crate::error::BrokerError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::NotLeader => crate::error::BrokerError::new(
+                crate::error::ErrorCode::NotLeaderOrFollower,
+                "this broker is not the partition's leader",
+            ),
+            AppendError::Log(e) => e.into(),
+        }
+    }
 }
 
 impl Partition {
@@ -52,6 +82,7 @@ impl Partition {
             durable,
             flush_wanted: Notify::new(),
             closed: AtomicBool::new(false),
+            waiters: Mutex::new(Vec::new()),
         });
         tokio::spawn(group_commit_loop(p.clone()));
         p
@@ -61,6 +92,75 @@ impl Partition {
     pub fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
         self.flush_wanted.notify_one();
+        self.wake();
+    }
+
+    /// Parks a fetch on this partition until the next `wake`. Register before reading:
+    /// a wake between the read and the wait leaves a permit, so nothing is missed.
+    pub fn park(&self, waiter: &Arc<Notify>) {
+        let mut waiters = self.waiters.lock();
+        // Fetches that finished without a wake from here hold no other reference.
+        waiters.retain(|w| Arc::strong_count(w) > 1);
+        if !waiters.iter().any(|w| Arc::ptr_eq(w, waiter)) {
+            waiters.push(waiter.clone());
+        }
+    }
+
+    /// Wakes every fetch parked on this partition.
+    pub fn wake(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.lock());
+        for w in waiters {
+            w.notify_one();
+        }
+    }
+
+    /// The one way to write to this partition as its leader (produce, coordinator
+    /// records, transaction markers). `write` runs under the log lock with the leader
+    /// epoch to stamp, after the leadership check, so a leader change (which takes the
+    /// same lock) cannot interleave; then the high watermark advances and parked fetches
+    /// (followers, and consumers on a single node) are woken.
+    pub fn append_as_leader<T>(
+        &self,
+        write: impl FnOnce(&mut PartitionLog, i32) -> Result<T, LogError>,
+    ) -> Result<T, AppendError> {
+        let written = {
+            let mut log = self.log.lock();
+            if !self.replica.lock().is_leader() {
+                return Err(AppendError::NotLeader);
+            }
+            write(&mut log, self.leader_epoch()).map_err(AppendError::Log)?
+        };
+        crate::replication::maybe_advance_high_watermark(self);
+        self.wake();
+        Ok(written)
+    }
+
+    /// The one way to write to this partition as a follower: `records` copied byte for
+    /// byte from the leader, then the leader's log start and high watermark (capped by
+    /// the local log end) taken over. Wakes parked fetches.
+    pub fn append_as_follower(
+        &self,
+        records: &[u8],
+        leader_log_start: i64,
+        leader_high_watermark: i64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let end = {
+            let mut log = self.log.lock();
+            if !records.is_empty() {
+                log.append_replicated(records, now_ms)?;
+            }
+            let end = log.log_end_offset();
+            if leader_log_start > log.log_start_offset() {
+                let _ = log.delete_records_before(leader_log_start.min(end));
+            }
+            end
+        };
+        self.set_high_watermark(leader_high_watermark.min(end));
+        if !records.is_empty() {
+            self.wake();
+        }
+        Ok(())
     }
 
     /// The offset below which consumers may read. On a single node every appended
@@ -96,22 +196,30 @@ impl Partition {
 
     /// Moves the high watermark forward (never back); true if it moved.
     pub(crate) fn advance_high_watermark(&self, to: i64) -> bool {
-        self.high_watermark.send_if_modified(|hw| {
+        let moved = self.high_watermark.send_if_modified(|hw| {
             let moved = to > *hw;
             if moved {
                 *hw = to;
             }
             moved
-        })
+        });
+        if moved {
+            // Consumers long-polling for the newly committed records may read them now.
+            self.wake();
+        }
+        moved
     }
 
     /// Sets the high watermark outright (a follower copying its leader's, or a reset).
     pub(crate) fn set_high_watermark(&self, to: i64) {
-        self.high_watermark.send_if_modified(|hw| {
+        let moved = self.high_watermark.send_if_modified(|hw| {
             let moved = to != *hw;
             *hw = to;
             moved
         });
+        if moved {
+            self.wake();
+        }
     }
 
     /// A coordinator's own write (offsets, group or transaction state) counts once it is

@@ -29,31 +29,58 @@ use crate::handlers::{self, ResponseFuture};
 /// most a handful; this bounds the memory a single client can pin).
 const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
 
+/// What a request's handler knows of its connection.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    /// The listener the connection came in on: clients are told the endpoints of the
+    /// same listener (Kafka's rule), so each network sees addresses it can reach.
+    pub listener: Arc<str>,
+}
+
 pub struct Server {
     broker: Arc<Broker>,
-    listener: TcpListener,
+    /// One per broker listener (`listeners` less `controller.listener.names`), by name.
+    listeners: Vec<(Arc<str>, TcpListener)>,
     /// The HTTP admin API's listener (`http.listeners`), if enabled.
     http: Option<TcpListener>,
 }
 
 impl Server {
-    /// Binds the listener, then opens storage (recovering partitions).
+    /// Binds the listeners, then opens storage (recovering partitions).
     pub async fn start(config: BrokerConfig) -> Result<Server, BrokerError> {
-        let listener = TcpListener::bind(config.listener).await.map_err(|e| {
-            BrokerError::new(
-                crate::error::ErrorCode::UnknownServerError,
-                format!("cannot listen on {} (listeners): {e}", config.listener),
-            )
-        })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| BrokerError::storage(std::path::Path::new("listener"), e))?;
+        let mut listeners = Vec::new();
+        let mut endpoints = std::collections::BTreeMap::new();
+        for e in &config.listeners.broker {
+            let cannot = |why: String| {
+                BrokerError::new(
+                    crate::error::ErrorCode::UnknownServerError,
+                    format!("cannot listen on {e} (listeners): {why}"),
+                )
+            };
+            let addr = e.bind_addr().map_err(cannot)?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|err| cannot(err.to_string()))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|err| cannot(err.to_string()))?;
+            let advertised = &config.listeners.advertised[&e.name];
+            let host = if advertised.host.is_empty() {
+                bound.ip().to_string()
+            } else {
+                advertised.host.clone()
+            };
+            // Port 0 in `listeners` (a free port) is advertised as the bound port.
+            let port = match advertised.port {
+                0 => bound.port(),
+                p => p,
+            };
+            endpoints.insert(e.name.clone(), (host, port));
+            listeners.push((Arc::<str>::from(e.name.as_str()), listener));
+        }
         let http = crate::http::bind(&config).await?;
-        let (host, port) = match &config.advertised {
-            Some((h, p)) => (h.clone(), if *p == 0 { bound.port() } else { *p }),
-            None => (bound.ip().to_string(), bound.port()),
-        };
-        let broker = tokio::task::spawn_blocking(move || Broker::open(config, host, port))
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config, endpoints))
             .await
             .map_err(|e| {
                 BrokerError::new(crate::error::ErrorCode::UnknownServerError, e.to_string())
@@ -65,15 +92,25 @@ impl Server {
         }
         Ok(Server {
             broker,
-            listener,
+            listeners,
             http,
         })
     }
 
+    /// The address of the first broker listener.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
+        self.listeners[0]
+            .1
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Every broker listener's name and bound address.
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|(name, l)| Some((name.to_string(), l.local_addr().ok()?)))
+            .collect()
     }
 
     /// The HTTP admin API's bound address, when it is enabled.
@@ -92,26 +129,17 @@ impl Server {
         let group_timers = tokio::spawn(group_timer_loop(broker.clone()));
         let txn_timers = tokio::spawn(txn_timer_loop(broker.clone()));
         let http = self.http.map(|l| {
-            let kafka_addr = self.listener.local_addr().ok();
+            let kafka_addr = self.listeners[0].1.local_addr().ok();
             tokio::spawn(crate::http::serve(l, broker.clone(), kafka_addr))
         });
-        let accept = async {
-            loop {
-                match self.listener.accept().await {
-                    Ok((stream, peer)) => {
-                        tokio::spawn(serve_connection(broker.clone(), stream, peer));
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        };
-        tokio::select! {
-            _ = accept => {}
-            _ = shutdown => {}
+        let accepts: Vec<_> = self
+            .listeners
+            .into_iter()
+            .map(|(name, l)| tokio::spawn(accept_loop(name, l, broker.clone())))
+            .collect();
+        shutdown.await;
+        for a in accepts {
+            a.abort();
         }
         maintenance.abort();
         group_timers.abort();
@@ -128,6 +156,26 @@ impl Server {
         tracing::info!("shutting down: closing partitions");
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || b.topics.close_all()).await;
+    }
+}
+
+/// Accepts connections on one listener, forever.
+async fn accept_loop(name: Arc<str>, listener: TcpListener, broker: Arc<Broker>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let conn = Conn {
+                    peer,
+                    listener: name.clone(),
+                };
+                tokio::spawn(serve_connection(broker.clone(), stream, conn));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 
@@ -205,13 +253,14 @@ fn timed(broker: Arc<Broker>, api: i16, response: ResponseFuture) -> ResponseFut
     })
 }
 
-async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, conn: Conn) {
     broker.metrics.connection_opened();
-    serve_connection_inner(broker.clone(), stream, peer).await;
+    serve_connection_inner(broker.clone(), stream, conn).await;
     broker.metrics.connection_closed();
 }
 
-async fn serve_connection_inner(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+async fn serve_connection_inner(broker: Arc<Broker>, stream: TcpStream, conn: Conn) {
+    let peer = conn.peer;
     let _ = stream.set_nodelay(true);
     let (read_half, mut write_half) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<ResponseFuture>(MAX_IN_FLIGHT_PER_CONNECTION);
@@ -237,7 +286,7 @@ async fn serve_connection_inner(broker: Arc<Broker>, stream: TcpStream, peer: So
             }
         };
         let response = match parse_request(frame) {
-            Ok(request) => match handlers::dispatch(&broker, request.clone(), peer) {
+            Ok(request) => match handlers::dispatch(&broker, request.clone(), &conn) {
                 Ok(response) => timed(broker.clone(), request.api_key as i16, response),
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "closing connection: bad request body");

@@ -77,6 +77,9 @@ pub fn run(args: ServerArgs) -> ExitCode {
             println!("http listening on {addr}");
         }
         let _ = std::io::stdout().flush();
+        for (listener, addr) in server.local_addrs() {
+            tracing::info!(%listener, %addr, "listening");
+        }
         tracing::info!(addr = %server.local_addr(), log_dirs = ?dirs, "broker started");
         server.run(shutdown_signal()).await;
         tracing::info!("broker stopped cleanly");

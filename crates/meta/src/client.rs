@@ -177,6 +177,7 @@ impl ControllerClient {
         id: i32,
         host: &str,
         port: i32,
+        endpoints: Vec<crate::image::BrokerEndpoint>,
         rack: Option<String>,
         incarnation: Uuid,
     ) -> Result<i64, ControllerError> {
@@ -185,6 +186,7 @@ impl ControllerClient {
                 id,
                 host: host.to_string(),
                 port,
+                endpoints,
                 rack,
                 incarnation,
             })

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::config::ControllerDefaults;
 use crate::error::{ControllerError, ErrorKind};
-use crate::image::{BrokerImage, ClusterImage, MetadataRecord, PartitionImage, NO_LEADER};
+use crate::image::{BrokerEndpoint, BrokerImage, ClusterImage, MetadataRecord, PartitionImage, NO_LEADER};
 use crate::rpc::{AlterPartitionRequest, Elections, HeartbeatReply, NewTopic};
 
 type Records = Vec<MetadataRecord>;
@@ -146,6 +146,7 @@ pub fn register_broker(
     id: i32,
     host: &str,
     port: i32,
+    endpoints: Vec<BrokerEndpoint>,
     rack: Option<String>,
     incarnation: Uuid,
 ) -> Result<(Records, i64), ControllerError> {
@@ -161,6 +162,7 @@ pub fn register_broker(
         if old.incarnation == incarnation
             && old.host == host
             && old.port == port
+            && old.endpoints == endpoints
             && old.rack == rack
         {
             // A retried registration of the same process.
@@ -174,6 +176,7 @@ pub fn register_broker(
         id,
         host: host.to_string(),
         port,
+        endpoints,
         rack,
         epoch,
         incarnation,

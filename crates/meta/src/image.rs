@@ -10,11 +10,25 @@ use uuid::Uuid;
 /// No leader: every in-sync replica is fenced (the partition is offline).
 pub const NO_LEADER: i32 = -1;
 
+/// One of a broker's listeners as clients reach it (Kafka's BrokerEndpoint).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEndpoint {
+    /// The listener name (`PLAINTEXT`, `CLIENT`, ...).
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerImage {
     pub id: i32,
+    /// The inter-broker listener's endpoint (followers fetch from it).
     pub host: String,
     pub port: i32,
+    /// Every broker listener's endpoint; empty in records written before listeners
+    /// were named (then `host:port` serves every client).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<BrokerEndpoint>,
     pub rack: Option<String>,
     /// Changes at every registration: a restarted broker is a new incarnation.
     pub epoch: i64,
@@ -22,6 +36,18 @@ pub struct BrokerImage {
     /// Missed its heartbeats (or shut down): leads nothing, is in no ISR it can be taken
     /// out of, and is not listed to clients.
     pub fenced: bool,
+}
+
+impl BrokerImage {
+    /// The (host, port) of `listener`, for a client that came in on that listener:
+    /// Kafka tells each client the endpoints of its own listener. A broker without that
+    /// listener is reached at its inter-broker endpoint.
+    pub fn endpoint(&self, listener: &str) -> (&str, i32) {
+        self.endpoints
+            .iter()
+            .find(|e| e.name == listener)
+            .map_or((self.host.as_str(), self.port), |e| (e.host.as_str(), e.port))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

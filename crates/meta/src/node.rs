@@ -467,11 +467,19 @@ impl Actor {
                 id,
                 host,
                 port,
+                endpoints,
                 rack,
                 incarnation,
             } => {
-                let (records, epoch) =
-                    controller::register_broker(img, id, &host, port, rack, incarnation)?;
+                let (records, epoch) = controller::register_broker(
+                    img,
+                    id,
+                    &host,
+                    port,
+                    endpoints,
+                    rack,
+                    incarnation,
+                )?;
                 self.write(records).await?;
                 tracing::info!(broker = id, epoch, "broker registered");
                 Ok(ControllerReply::BrokerEpoch(epoch))

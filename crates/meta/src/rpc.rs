@@ -89,6 +89,8 @@ pub enum ControllerRequest {
         id: i32,
         host: String,
         port: i32,
+        #[serde(default)]
+        endpoints: Vec<crate::image::BrokerEndpoint>,
         rack: Option<String>,
         incarnation: Uuid,
     },

@@ -275,7 +275,7 @@ async fn a_client_without_a_quorum_times_out_naming_the_voters() {
         c.stop(1).await;
         let client = c.client().with_timeout(Duration::from_millis(1500));
         let e = client
-            .register_broker(1, "h", 1, None, uuid::Uuid::new_v4())
+            .register_broker(1, "h", 1, Vec::new(), None, uuid::Uuid::new_v4())
             .await
             .unwrap_err();
         assert!(
@@ -325,7 +325,7 @@ async fn leadership_returns_to_the_preferred_replica_automatically() {
                 .shutdown_ready
         );
         let img = c
-            .wait_all(|i| i.partition("p", 0).unwrap().leader == 2)
+            .wait_all(|i| i.partition("p", 0).is_some_and(|p| p.leader == 2))
             .await;
         let p = img[0].partition("p", 0).unwrap().clone();
         assert_eq!(p.isr, vec![2, 3]);
@@ -350,7 +350,7 @@ async fn leadership_returns_to_the_preferred_replica_automatically() {
             .await
             .unwrap();
         let img = c
-            .wait_all(|i| i.partition("p", 0).unwrap().leader == 1)
+            .wait_all(|i| i.partition("p", 0).is_some_and(|p| p.leader == 1))
             .await;
         assert_eq!(
             img[0].partition("p", 0).unwrap().leader_epoch,

@@ -47,18 +47,33 @@ def consecutive_free_ports(n, attempts=200):
 
 
 class ClusterNode(Broker):
-    def __init__(self, workdir, node_id, port, controller_port, voters, configs):
+    def __init__(self, workdir, node_id, port, controller_port, voters, configs,
+                 replication_port=None):
         super().__init__(workdir, configs, name=f"node{node_id}")
         self.node_id = node_id
         self.fixed_port = port
         self.controller_port = controller_port
         self.voters = voters
+        # Kafka's KRaft listener layout: clients on PLAINTEXT, brokers on REPLICATION,
+        # the quorum on CONTROLLER (each its own port).
+        self.replication_port = replication_port
 
     def argv(self):
         args = super().argv()
         # The last --set wins: a fixed Kafka port, so a restarted node is where it was.
-        args += ["--set", f"listeners=PLAINTEXT://127.0.0.1:{self.fixed_port}",
-                 "--set", f"node.id={self.node_id}",
+        if self.replication_port is None:
+            args += ["--set", f"listeners=PLAINTEXT://127.0.0.1:{self.fixed_port}"]
+        else:
+            listeners = [f"PLAINTEXT://127.0.0.1:{self.fixed_port}",
+                         f"REPLICATION://127.0.0.1:{self.replication_port}"]
+            if self.controller_port is not None:
+                listeners.append(f"CONTROLLER://127.0.0.1:{self.controller_port}")
+            args += ["--set", "listeners=" + ",".join(listeners),
+                     "--set", "listener.security.protocol.map="
+                              "PLAINTEXT:PLAINTEXT,REPLICATION:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                     "--set", "inter.broker.listener.name=REPLICATION",
+                     "--set", "controller.listener.names=CONTROLLER"]
+        args += ["--set", f"node.id={self.node_id}",
                  "--set", f"controller.quorum.voters={self.voters}",
                  "--set", "http.listeners="]
         return args
@@ -92,12 +107,16 @@ DEFAULTS = {
 
 
 class Cluster:
-    def __init__(self, tmp_path, n=3, configs=None, node_configs=None, partitionable=False):
+    def __init__(self, tmp_path, n=3, configs=None, node_configs=None, partitionable=False,
+                 kraft_listeners=False):
         """`partitionable`: every node reaches every other node's quorum port through its
         own proxy (netfault.Proxy), so `isolate(id)` cuts a node off the metadata quorum
-        and the controller while clients and replication still reach it."""
-        ports = free_ports(2 * n)
-        kafka_ports, controller_ports = ports[:n], ports[n:]
+        and the controller while clients and replication still reach it.
+        `kraft_listeners`: each node has Kafka's KRaft listener layout (PLAINTEXT for
+        clients, REPLICATION for brokers, CONTROLLER for the quorum)."""
+        ports = free_ports(3 * n)
+        kafka_ports, controller_ports = ports[:n], ports[n:2 * n]
+        replication_ports = ports[2 * n:] if kraft_listeners else [None] * n
         self.proxies = {}
         if partitionable:
             from netfault import Proxy
@@ -115,7 +134,8 @@ class Cluster:
         merged = {**DEFAULTS, **(configs or {})}
         self.nodes = [
             ClusterNode(tmp_path / f"node{i + 1}", i + 1, kafka_ports[i], controller_ports[i],
-                        voters_of(i), {**merged, **(node_configs or {}).get(i + 1, {})})
+                        voters_of(i), {**merged, **(node_configs or {}).get(i + 1, {})},
+                        replication_port=replication_ports[i])
             for i in range(n)
         ]
 

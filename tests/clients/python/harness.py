@@ -44,6 +44,19 @@ def runnel_bin():
     return path
 
 
+def pick_binary():
+    """For the scripts: $RUNNEL_BIN, else the release build, else the debug build under
+    $CARGO_TARGET_DIR (default ~/.cache/runnel-target); returns (path, which)."""
+    if os.environ.get("RUNNEL_BIN"):
+        return os.environ["RUNNEL_BIN"], "RUNNEL_BIN"
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/runnel-target"))
+    for profile in ("release", "debug"):
+        path = os.path.join(target, profile, "runnel")
+        if os.access(path, os.X_OK):
+            return path, profile
+    raise SystemExit(f"no runnel binary under {target}/release or {target}/debug; build it first")
+
+
 def unique(prefix="t"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

@@ -220,8 +220,9 @@ def run_history(cluster, faults, seconds):
     assert not any(anomalies.values()), {k: v[:5] for k, v in anomalies.items()}
 
 
-@pytest.mark.timeout_s(int(HISTORY_SECONDS) + 200)
-def test_history_under_leader_and_controller_kills_and_pauses(cluster):
+def kills_and_pauses(cluster):
+    """Leader kill -9, leader SIGSTOP, controller kill -9, in rotation, each followed by
+    a restart and a wait for the ISR to be whole again."""
     def faults(topic, until):
         round_ = 0
         while time.monotonic() < until:
@@ -249,7 +250,28 @@ def test_history_under_leader_and_controller_kills_and_pauses(cluster):
                              lambda: all(len(cluster.partition_state(topic, p)[2]) == 3 for p in range(3)),
                              timeout=60)
             round_ += 1
-    run_history(cluster, faults, HISTORY_SECONDS)
+    return faults
+
+
+@pytest.mark.timeout_s(int(HISTORY_SECONDS) + 200)
+def test_history_under_leader_and_controller_kills_and_pauses(cluster):
+    run_history(cluster, kills_and_pauses(cluster), HISTORY_SECONDS)
+
+
+@pytest.mark.timeout_s(int(HISTORY_SECONDS) + 200)
+def test_history_with_kafkas_kraft_listeners(tmp_path):
+    """Each node configured as Kafka documents KRaft: clients on PLAINTEXT, replication
+    on its own REPLICATION listener (inter.broker.listener.name), the quorum on
+    CONTROLLER (controller.listener.names). Same faults and checks as above."""
+    c = Cluster(tmp_path, kraft_listeners=True).start()
+    try:
+        md = AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(timeout=10)
+        # Clients are told the PLAINTEXT endpoints, never the replication ones.
+        assert sorted(b.port for b in md.brokers.values()) == sorted(n.fixed_port for n in c.nodes)
+        run_history(c, kills_and_pauses(c), min(HISTORY_SECONDS, 15))
+    finally:
+        problems = c.stop()
+    assert not problems, "\n".join(problems)
 
 
 def test_rolling_restart_under_load(cluster):

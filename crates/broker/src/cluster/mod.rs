@@ -130,6 +130,7 @@ impl Cluster {
                     broker.node_id(),
                     &broker.advertised_host,
                     broker.advertised_port,
+                    broker.registered_endpoints(),
                     broker.config.rack.clone(),
                     self.incarnation,
                 )
@@ -318,7 +319,7 @@ async fn isr_loop(
             Ok(state) => {
                 reconcile::apply_partition(&broker, &cluster, p, &state);
                 crate::replication::maybe_advance_high_watermark(p);
-                broker.notify_appended();
+                p.wake();
             }
             Err(e) => {
                 tracing::info!(topic = %p.topic, partition = p.index, error = %e, "AlterPartition refused");

@@ -72,7 +72,7 @@ fn apply_image(broker: &Arc<Broker>, cluster: &Cluster, image: &ClusterImage) {
             }
         }
     }
-    broker.notify_appended();
+    broker.wake_all_fetches();
 }
 
 /// Applies one partition's state (from an AlterPartition reply).

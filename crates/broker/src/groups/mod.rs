@@ -534,11 +534,8 @@ impl GroupCoordinator {
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
             .collect();
         let mut batch = runnel_log::batch::build_batch(&refs, now_ms());
-        let result = partition
-            .log
-            .lock()
-            .append(&mut batch, partition.leader_epoch(), now_ms())
-            .map_err(BrokerError::from)?;
+        let result =
+            partition.append_as_leader(|log, epoch| log.append(&mut batch, epoch, now_ms()))?;
         Ok((partition, result.last_offset + 1))
     }
 
@@ -1352,16 +1349,9 @@ impl GroupCoordinator {
                 .collect();
             let mut batch = runnel_log::batch::build_batch(&refs, now);
             runnel_log::batch::set_producer(&mut batch, producer_id, producer_epoch, true);
-            let r = partition
-                .log
-                .lock()
-                .append_from(
-                    &mut batch,
-                    partition.leader_epoch(),
-                    now,
-                    runnel_log::AppendOrigin::Coordinator,
-                )
-                .map_err(BrokerError::from)?;
+            let r = partition.append_as_leader(|log, epoch| {
+                log.append_from(&mut batch, epoch, now, runnel_log::AppendOrigin::Coordinator)
+            })?;
             Ok((partition, r.last_offset + 1))
         })();
         match written {

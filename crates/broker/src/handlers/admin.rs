@@ -441,6 +441,7 @@ pub fn create_partitions(
 pub fn describe_cluster(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    listener: &str,
 ) -> Result<ResponseFuture, DecodeError> {
     let _: DescribeClusterRequest = decode_body(&req.body, req.api_version)?;
     if let Some(cluster) = broker.cluster() {
@@ -448,10 +449,11 @@ pub fn describe_cluster(
         let brokers = image
             .live_brokers()
             .map(|b| {
+                let (host, port) = b.endpoint(listener);
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(b.id))
-                    .with_host(str_bytes(&b.host))
-                    .with_port(b.port)
+                    .with_host(str_bytes(host))
+                    .with_port(port)
                     .with_rack(b.rack.as_deref().map(str_bytes))
             })
             .collect();
@@ -466,10 +468,11 @@ pub fn describe_cluster(
             .with_endpoint_type(1);
         return ready(req, &response);
     }
+    let (host, port) = broker.endpoint(listener);
     let node = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(broker.node_id()))
-        .with_host(str_bytes(&broker.advertised_host))
-        .with_port(broker.advertised_port)
+        .with_host(str_bytes(host))
+        .with_port(port)
         .with_rack(broker.config.rack.as_deref().map(str_bytes));
     let response = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(&broker.cluster_id))

@@ -109,18 +109,29 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     let req = req.clone();
     Ok(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + max_wait;
-        let mut appended = broker.appended.subscribe();
+        // Parked on the wanted partitions only (Kafka's purgatory): an append elsewhere
+        // does not wake this fetch.
+        let waiter = Arc::new(tokio::sync::Notify::new());
+        // A follower's progress (its fetch offsets) is recorded once per request, on
+        // the first pass, as Kafka does; later passes only read.
+        let mut follower = replica;
         loop {
-            appended.borrow_and_update();
-            let (datas, bytes, any_error) =
-                read_all(&broker, &wanted, max_bytes, read_committed, by_id, replica);
+            let (datas, bytes, any_error) = read_all(
+                &broker,
+                &wanted,
+                max_bytes,
+                read_committed,
+                by_id,
+                (replica, follower.take()),
+                &waiter,
+            );
             let expired = tokio::time::Instant::now() >= deadline;
             if bytes >= min_bytes || any_error || expired || wanted.is_empty() {
                 let response = assemble(&broker, mode, &wanted, datas, by_id);
                 return encode(&req, &response);
             }
             tokio::select! {
-                _ = appended.changed() => {}
+                _ = waiter.notified() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
@@ -133,13 +144,16 @@ fn session_error(req: &ParsedRequest, code: ErrorCode) -> Result<ResponseFuture,
 
 /// One pass over the wanted partitions, in order; returns each partition's data, the
 /// bytes read, and whether any partition has an error (Kafka then answers at once).
+/// `waiter` is parked on every partition found, before it is read. `replicas`: the
+/// fetching follower's id, and again when its fetch offsets are to be recorded.
 fn read_all(
     broker: &Broker,
     wanted: &[SessionPartition],
     max_bytes: usize,
     read_committed: bool,
     by_id: bool,
-    replica: Option<i32>,
+    (replica, record_progress): (Option<i32>, Option<i32>),
+    waiter: &Arc<tokio::sync::Notify>,
 ) -> (Vec<PartitionData>, usize, bool) {
     let mut out = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
@@ -167,6 +181,9 @@ fn read_all(
                 .ok()
                 .and_then(|i| t.partitions.get(i).cloned())
         });
+        if let Some(p) = &partition {
+            p.park(waiter);
+        }
         let refused = partition
             .as_ref()
             .and_then(|p| leadership_error(p, w.current_leader_epoch));
@@ -188,13 +205,10 @@ fn read_all(
                 any_error = true;
             }
             (_, Some(p)) => {
-                if let Some(follower) = replica {
+                if let Some(follower) = record_progress {
                     // The follower has everything below its fetch offset.
+                    // A moved high watermark wakes the consumers parked on `p`.
                     let news = crate::replication::on_follower_fetch(&p, follower, w.fetch_offset);
-                    if news.high_watermark_moved {
-                        // Consumers long-polling for the new records may read them now.
-                        broker.notify_appended();
-                    }
                     if let Some(proposal) = news.expand_isr {
                         if let (Some(cluster), Some(t)) = (broker.cluster(), topic.as_ref()) {
                             tracing::info!(topic = %p.topic, partition = p.index, follower, isr = ?proposal.isr, "expanding ISR: follower caught up");

@@ -38,12 +38,14 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 pub fn find_coordinator(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    listener: &Arc<str>,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: FindCoordinatorRequest = decode_body(&req.body, req.api_version)?;
     if let Some(cluster) = broker.cluster() {
         let (broker, cluster, req) = (broker.clone(), cluster.clone(), req.clone());
+        let listener = listener.clone();
         return Ok(Box::pin(async move {
-            let response = find_in_cluster(&broker, &cluster, &req, body).await;
+            let response = find_in_cluster(&broker, &cluster, &req, &listener, body).await;
             encode(&req, &response)
         }));
     }
@@ -61,7 +63,8 @@ pub fn find_coordinator(
         (ErrorCode::None, None)
     };
     let node = BrokerId(broker.node_id());
-    let host = str_bytes(&broker.advertised_host);
+    let (host, port) = broker.endpoint(listener);
+    let host = str_bytes(host);
     let response = if req.api_version >= 4 {
         let coordinators = body
             .coordinator_keys
@@ -73,9 +76,7 @@ pub fn find_coordinator(
                     .with_error_code(error.code())
                     .with_error_message(message.as_deref().map(str_bytes));
                 if error == ErrorCode::None {
-                    c.with_node_id(node)
-                        .with_host(host.clone())
-                        .with_port(broker.advertised_port)
+                    c.with_node_id(node).with_host(host.clone()).with_port(port)
                 } else {
                     c.with_node_id(BrokerId(-1)).with_port(-1)
                 }
@@ -91,9 +92,7 @@ pub fn find_coordinator(
             r
         };
         if error == ErrorCode::None {
-            r.with_node_id(node)
-                .with_host(host)
-                .with_port(broker.advertised_port)
+            r.with_node_id(node).with_host(host).with_port(port)
         } else {
             r.with_node_id(BrokerId(-1)).with_port(-1)
         }
@@ -107,6 +106,7 @@ async fn find_in_cluster(
     broker: &Broker,
     cluster: &crate::cluster::Cluster,
     req: &ParsedRequest,
+    listener: &str,
     body: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     use crate::groups::OFFSETS_TOPIC;
@@ -177,7 +177,10 @@ async fn find_in_cluster(
             .get(index as usize)
             .map_or(-1, |p| p.leader);
         match image.brokers.get(&leader).filter(|b| !b.fenced) {
-            Some(b) => Ok((b.id, b.host.clone(), b.port)),
+            Some(b) => {
+                let (host, port) = b.endpoint(listener);
+                Ok((b.id, host.to_string(), port))
+            }
             None => Err((
                 ErrorCode::CoordinatorNotAvailable,
                 format!("{internal}-{index} has no leader right now"),

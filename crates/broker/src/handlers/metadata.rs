@@ -21,7 +21,11 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 const ALL_TOPIC_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 
-pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    listener: &Arc<str>,
+) -> Result<ResponseFuture, DecodeError> {
     let body: MetadataRequest = decode_body(&req.body, req.api_version)?;
     let v = req.api_version;
     // v0: an empty list means all topics; v1+: null means all, empty means none.
@@ -41,9 +45,12 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
         let local_id = broker.node_id();
         let req = req.clone();
         let requested = body.topics.unwrap_or_default();
+        let listener = listener.clone();
         return Ok(Box::pin(async move {
-            let response =
-                cluster_metadata(&cluster, local_id, all, requested, may_create, ops).await;
+            let response = cluster_metadata(
+                &cluster, local_id, &listener, all, requested, may_create, ops,
+            )
+            .await;
             super::encode(&req, &response)
         }));
     }
@@ -60,10 +67,11 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             });
         }
     }
+    let (host, port) = broker.endpoint(listener);
     let node = MetadataResponseBroker::default()
         .with_node_id(BrokerId(broker.node_id()))
-        .with_host(str_bytes(&broker.advertised_host))
-        .with_port(broker.advertised_port)
+        .with_host(str_bytes(host))
+        .with_port(port)
         .with_rack(broker.config.rack.as_deref().map(str_bytes));
     let response = MetadataResponse::default()
         .with_brokers(vec![node])
@@ -140,6 +148,7 @@ fn describe(broker: &Broker, t: &Topic, ops: i32) -> MetadataResponseTopic {
 async fn cluster_metadata(
     cluster: &crate::cluster::Cluster,
     local_id: i32,
+    listener: &str,
     all: bool,
     requested: Vec<runnel_protocol::kp::messages::metadata_request::MetadataRequestTopic>,
     may_create: bool,
@@ -231,10 +240,11 @@ async fn cluster_metadata(
     let brokers = image
         .live_brokers()
         .map(|b| {
+            let (host, port) = b.endpoint(listener);
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))
-                .with_host(str_bytes(&b.host))
-                .with_port(b.port)
+                .with_host(str_bytes(host))
+                .with_port(port)
                 .with_rack(b.rack.as_deref().map(str_bytes))
         })
         .collect();

@@ -32,11 +32,12 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
 pub fn dispatch(
     broker: &Arc<Broker>,
     req: ParsedRequest,
-    peer: std::net::SocketAddr,
+    conn: &crate::server::Conn,
 ) -> Result<ResponseFuture, DecodeError> {
+    let peer = conn.peer;
     match req.api_key {
         ApiKey::ApiVersions => api_versions::handle(&req),
-        ApiKey::Metadata => metadata::handle(broker, &req),
+        ApiKey::Metadata => metadata::handle(broker, &req, &conn.listener),
         ApiKey::Produce => produce::handle(broker, &req),
         ApiKey::Fetch => fetch::handle(broker, &req),
         ApiKey::ListOffsets => list_offsets::handle(broker, &req),
@@ -44,7 +45,7 @@ pub fn dispatch(
         ApiKey::DeleteTopics => topics_admin::delete(broker, &req),
         ApiKey::InitProducerId => producer_id::handle(broker, &req),
         ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, &req),
-        ApiKey::FindCoordinator => groups::find_coordinator(broker, &req),
+        ApiKey::FindCoordinator => groups::find_coordinator(broker, &req, &conn.listener),
         ApiKey::JoinGroup => groups::join(broker, &req, peer),
         ApiKey::SyncGroup => groups::sync(broker, &req),
         ApiKey::Heartbeat => groups::heartbeat(broker, &req),
@@ -61,7 +62,7 @@ pub fn dispatch(
         ApiKey::AlterConfigs => admin::alter_configs(broker, &req),
         ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(broker, &req),
         ApiKey::CreatePartitions => admin::create_partitions(broker, &req),
-        ApiKey::DescribeCluster => admin::describe_cluster(broker, &req),
+        ApiKey::DescribeCluster => admin::describe_cluster(broker, &req, &conn.listener),
         ApiKey::DeleteRecords => admin::delete_records(broker, &req),
         ApiKey::DescribeLogDirs => admin::describe_log_dirs(broker, &req),
         ApiKey::AlterReplicaLogDirs => admin::alter_replica_log_dirs(broker, &req),

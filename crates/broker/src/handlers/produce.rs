@@ -25,7 +25,6 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     // (topic index, partition index in response, partition, offset that must be durable,
     // min.insync.replicas)
     let mut durable_waits: Vec<(usize, usize, Arc<Partition>, i64, usize)> = Vec::new();
-    let mut appended = false;
     for topic in body.topic_data {
         let name = topic.name.0.to_string();
         let topic_entry = broker.topics.get(&name);
@@ -68,7 +67,6 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             };
             match result {
                 Ok((p, r, batch_bytes, min_isr)) => {
-                    appended |= !r.duplicate;
                     if !r.duplicate {
                         broker
                             .metrics
@@ -78,7 +76,6 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                         .with_base_offset(r.base_offset)
                         .with_log_append_time_ms(r.log_append_time_ms)
                         .with_log_start_offset(p.log.lock().log_start_offset());
-                    crate::replication::maybe_advance_high_watermark(&p);
                     if acks == -1 {
                         durable_waits.push((
                             responses.len(),
@@ -103,9 +100,6 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 .with_name(topic.name)
                 .with_partition_responses(partitions),
         );
-    }
-    if appended {
-        broker.notify_appended();
     }
     let req = req.clone();
     let flush_on_acks_all = broker.config.flush_on_acks_all;
@@ -215,25 +209,5 @@ fn append(
         check_keys(records, &first)?;
     }
     let mut buf = BytesMut::from(&records[..]);
-    if broker.is_offline(p) {
-        return Err(BrokerError::new(
-            ErrorCode::KafkaStorageError,
-            format!("{}-{} is on a failed log dir", p.topic, p.index),
-        ));
-    }
-    let mut log = p.log.lock();
-    // Checked again under the log lock: a leader change takes the same lock, so the
-    // batch is stamped with the epoch of a leader that is still the leader.
-    if !p.replica.lock().is_leader() {
-        return Err(BrokerError::new(
-            ErrorCode::NotLeaderOrFollower,
-            format!("this broker is not the leader of {}-{}", p.topic, p.index),
-        ));
-    }
-    let result = log.append(&mut buf, p.leader_epoch(), now_ms());
-    drop(log);
-    if let Err(e) = &result {
-        broker.note_storage_error(p, e);
-    }
-    result.map_err(BrokerError::from)
+    broker.append_as_leader(p, |log, epoch| log.append(&mut buf, epoch, now_ms()))
 }

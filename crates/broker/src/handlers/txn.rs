@@ -22,7 +22,7 @@ use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 
 use super::{encode, now_ms, ready, str_bytes, ResponseFuture};
 use crate::broker::Broker;
-use crate::error::{BrokerError, ErrorCode};
+use crate::error::ErrorCode;
 use crate::txn::Durable;
 
 /// Answers once the coordinator's state write is on disk and replicated (like an
@@ -312,17 +312,16 @@ pub fn write_markers(
                     .map(|(pi, &p)| {
                         let code = match broker.topics.partition(&t.name.0, p) {
                             None => ErrorCode::UnknownTopicOrPartition,
-                            Some(part) if !part.replica.lock().is_leader() => {
-                                ErrorCode::NotLeaderOrFollower
-                            }
-                            Some(part) => match part.log.lock().append_marker(
-                                m.producer_id.0,
-                                m.producer_epoch,
-                                m.transaction_result,
-                                m.coordinator_epoch,
-                                part.leader_epoch(),
-                                now_ms(),
-                            ) {
+                            Some(part) => match broker.append_as_leader(&part, |log, epoch| {
+                                log.append_marker(
+                                    m.producer_id.0,
+                                    m.producer_epoch,
+                                    m.transaction_result,
+                                    m.coordinator_epoch,
+                                    epoch,
+                                    now_ms(),
+                                )
+                            }) {
                                 Ok(offset) => {
                                     waits.push(((mi, ti, pi), part.clone(), offset + 1));
                                     if t.name.0.as_str() == crate::groups::OFFSETS_TOPIC {
@@ -333,7 +332,7 @@ pub fn write_markers(
                                     }
                                     ErrorCode::None
                                 }
-                                Err(e) => BrokerError::from(e).code,
+                                Err(e) => e.code,
                             },
                         };
                         WritableTxnMarkerPartitionResult::default()
@@ -351,10 +350,6 @@ pub fn write_markers(
                 .with_producer_id(m.producer_id)
                 .with_topics(topics),
         );
-    }
-    broker.notify_appended();
-    for (_, p, _) in &waits {
-        crate::replication::maybe_advance_high_watermark(p);
     }
     let req = req.clone();
     Ok(Box::pin(async move {

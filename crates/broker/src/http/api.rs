@@ -492,13 +492,6 @@ fn broker_entries(c: &BrokerConfig, dynamic: &BTreeMap<String, String>) -> Vec<C
     let g = &c.groups;
     let mut values: BTreeMap<&str, Option<String>> = BTreeMap::from([
         ("node.id", Some(c.node_id.to_string())),
-        ("listeners", Some(format!("PLAINTEXT://{}", c.listener))),
-        (
-            "advertised.listeners",
-            c.advertised
-                .as_ref()
-                .map(|(h, p)| format!("PLAINTEXT://{}", bootstrap(h, i32::from(*p)))),
-        ),
         (
             "http.listeners",
             Some(c.http_listener.map(|a| a.to_string()).unwrap_or_default()),
@@ -613,6 +606,9 @@ fn broker_entries(c: &BrokerConfig, dynamic: &BTreeMap<String, String>) -> Vec<C
             Some(c.txn.abort_check_interval_ms.to_string()),
         ),
     ]);
+    for (k, v) in c.listeners.describe() {
+        values.insert(k, Some(v));
+    }
     // Keys set that the table above does not derive (accepted without effect, or the
     // coarser units of retention and roll) are reported as given.
     for (k, v) in &c.explicit {

@@ -333,22 +333,18 @@ async fn fetch_once(
                     if p.replica.lock().adding.contains(&me) {
                         throttled_bytes += records.len() as u64;
                     }
-                    let mut log = p.log.lock();
-                    if !records.is_empty() {
-                        if let Err(e) = log.append_replicated(&records, now_ms()) {
-                            drop(log);
-                            tracing::warn!(topic = %key.0, partition = key.1, error = %e, "cannot append replicated records");
-                            broker.note_storage_error(p, &e);
-                            backoff = true;
-                            continue;
-                        }
+                    let appended = p.append_as_follower(
+                        &records,
+                        d.log_start_offset,
+                        d.high_watermark,
+                        now_ms(),
+                    );
+                    if let Err(e) = appended {
+                        tracing::warn!(topic = %key.0, partition = key.1, error = %e, "cannot append replicated records");
+                        broker.note_storage_error(p, &e);
+                        backoff = true;
+                        continue;
                     }
-                    let end = log.log_end_offset();
-                    if d.log_start_offset > log.log_start_offset() {
-                        let _ = log.delete_records_before(d.log_start_offset.min(end));
-                    }
-                    drop(log);
-                    p.set_high_watermark(d.high_watermark.min(end));
                 }
                 c if c == ErrorCode::OffsetOutOfRange.code() => {
                     let mut log = p.log.lock();

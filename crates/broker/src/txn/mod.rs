@@ -386,11 +386,9 @@ impl TxnCoordinator {
         let key = records::encode_key(&m.transactional_id);
         let value = records::encode_value(&m.value());
         let mut batch = runnel_log::batch::build_batch(&[(Some(&key), Some(&value))], now_ms());
-        let r = partition
-            .log
-            .lock()
-            .append(&mut batch, partition.leader_epoch(), now_ms())
-            .map_err(BrokerError::from)?;
+        let r = broker.append_as_leader(&partition, |log, epoch| {
+            log.append(&mut batch, epoch, now_ms())
+        })?;
         Ok((partition, r.last_offset + 1))
     }
 
@@ -415,14 +413,9 @@ impl TxnCoordinator {
             let Some(p) = broker.topics.partition(topic, *index) else {
                 continue;
             };
-            let result = p.log.lock().append_marker(
-                m.producer_id,
-                epoch,
-                commit,
-                0,
-                p.leader_epoch(),
-                now_ms(),
-            );
+            let result = broker.append_as_leader(&p, |log, leader_epoch| {
+                log.append_marker(m.producer_id, epoch, commit, 0, leader_epoch, now_ms())
+            });
             match result {
                 Ok(_) => {
                     if topic == crate::groups::OFFSETS_TOPIC {
@@ -434,7 +427,6 @@ impl TxnCoordinator {
                 }
             }
         }
-        broker.notify_appended();
         Markers::Written
     }
 

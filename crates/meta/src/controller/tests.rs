@@ -6,6 +6,7 @@ fn broker(id: i32, rack: Option<&str>, fenced: bool) -> BrokerImage {
         id,
         host: "h".into(),
         port: 9000 + id,
+        endpoints: Vec::new(),
         rack: rack.map(str::to_string),
         epoch: 10 + id as i64,
         incarnation: Uuid::nil(),
@@ -135,14 +136,14 @@ fn controlled_shutdown_moves_everything_then_fences() {
 fn reregistration_with_a_new_incarnation_bumps_the_epoch_and_fences() {
     let mut img = image_with(2, vec![PartitionImage::new(vec![1, 2])]);
     img.applied_index = 3;
-    let (records, epoch) = register_broker(&img, 1, "h", 9001, None, Uuid::new_v4()).unwrap();
+    let (records, epoch) = register_broker(&img, 1, "h", 9001, Vec::new(), None, Uuid::new_v4()).unwrap();
     assert_eq!(epoch, 12);
     apply(&mut img, &records);
     assert!(img.brokers[&1].fenced);
     assert_eq!(img.partition("t", 0).unwrap().leader, 2);
     // The same incarnation again (a retry): same epoch, nothing written.
     let inc = img.brokers[&1].incarnation;
-    let (records, again) = register_broker(&img, 1, "h", 9001, None, inc).unwrap();
+    let (records, again) = register_broker(&img, 1, "h", 9001, Vec::new(), None, inc).unwrap();
     assert!(records.is_empty());
     assert_eq!(again, 12);
 }

@@ -143,6 +143,7 @@ pub async fn live_broker(
             id,
             "127.0.0.1",
             9000 + id,
+            Vec::new(),
             rack.map(str::to_string),
             Uuid::new_v4(),
         )

@@ -1,0 +1,171 @@
+"""Kafka's listener model: a KRaft server.properties as Kafka ships it starts Runnel, each
+client is told the endpoints of the listener it came in on, and listeners Runnel cannot
+serve yet are refused at start with the key named.
+
+The 3-node form (a REPLICATION listener for broker traffic, CONTROLLER for the quorum,
+under kill -9 and SIGSTOP) is test_cluster.py::test_history_with_kafkas_kraft_listeners.
+"""
+
+import subprocess
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from cluster import free_ports
+from harness import Broker, runnel_bin, unique
+
+# Kafka 4's config/server.properties (KRaft, combined node), with 127.0.0.1 for the bind
+# addresses and test-chosen ports: the quorum from controller.quorum.bootstrap.servers
+# with this node as its only voter (what `kafka-storage format --standalone` makes).
+KAFKA_SERVER_PROPERTIES = """\
+############################# Server Basics #############################
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=localhost:{controller}
+
+############################# Socket Server Settings #############################
+listeners=PLAINTEXT://127.0.0.1:{kafka},CONTROLLER://127.0.0.1:{controller}
+inter.broker.listener.name=PLAINTEXT
+advertised.listeners=PLAINTEXT://localhost:{kafka},CONTROLLER://localhost:{controller}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+num.network.threads=3
+num.io.threads=8
+socket.send.buffer.bytes=102400
+socket.receive.buffer.bytes=102400
+socket.request.max.bytes=104857600
+
+############################# Log Basics #############################
+log.dirs={data}
+num.partitions=1
+num.recovery.threads.per.data.dir=1
+
+############################# Internal Topic Settings  #############################
+offsets.topic.replication.factor=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+
+############################# Log Retention Policy #############################
+log.retention.hours=168
+log.segment.bytes=1073741824
+log.retention.check.interval.ms=300000
+"""
+
+
+class PropertiesBroker(Broker):
+    """A broker started from a server.properties file alone."""
+
+    def __init__(self, workdir, properties, **ports):
+        super().__init__(workdir)
+        self.properties = workdir / "server.properties"
+        self.properties.write_text(properties.format(data=self.data_dir, **ports))
+
+    def argv(self):
+        return [runnel_bin(), "server", "--config", str(self.properties)]
+
+
+def test_kafkas_kraft_server_properties_start_runnel(tmp_path):
+    kafka, controller = free_ports(2)
+    b = PropertiesBroker(tmp_path, KAFKA_SERVER_PROPERTIES, kafka=kafka, controller=controller)
+    b.start()
+    try:
+        assert b.port == kafka
+        topic = unique("kraft")
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all"})
+        delivered = []
+        for i in range(10):
+            p.produce(topic, value=f"v{i}".encode(), on_delivery=lambda e, m: delivered.append(e))
+        assert p.flush(30) == 0
+        assert delivered == [None] * 10
+        md = AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10)
+        # The advertised PLAINTEXT endpoint, not the bind address or the controller's.
+        assert [(br.host, br.port) for br in md.brokers.values()] == [("localhost", kafka)]
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique("g"),
+                      "auto.offset.reset": "earliest"})
+        c.subscribe([topic])
+        got = []
+        for _ in range(60):
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append(m.value().decode())
+            if len(got) == 10:
+                break
+        c.commit(asynchronous=False)
+        c.close()
+        assert got == [f"v{i}" for i in range(10)]
+    finally:
+        problems = b.stop()
+    assert not problems, problems
+    # A restart on the same properties finds its quorum state and its data.
+    b.start()
+    try:
+        md = AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(topic, timeout=10)
+        assert topic in md.topics and md.topics[topic].error is None
+    finally:
+        problems = b.stop()
+    assert not problems, problems
+
+
+def test_each_listener_advertises_its_own_endpoints(tmp_path):
+    internal, external = free_ports(2)
+    b = Broker(tmp_path, {
+        "listeners": f"INTERNAL://127.0.0.1:{internal},EXTERNAL://127.0.0.1:{external}",
+        "advertised.listeners": f"INTERNAL://127.0.0.1:{internal},EXTERNAL://localhost:{external}",
+        "listener.security.protocol.map": "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT",
+        "inter.broker.listener.name": "INTERNAL",
+    })
+    # The harness's own `listeners` comes first; ours (set later) wins.
+    b.start()
+    try:
+        assert b.port == internal
+        seen = {}
+        for name, port in (("internal", internal), ("external", external)):
+            md = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"}).list_topics(timeout=10)
+            seen[name] = [(br.host, br.port) for br in md.brokers.values()]
+        assert seen == {"internal": [("127.0.0.1", internal)], "external": [("localhost", external)]}
+        # FindCoordinator answers with the same listener's endpoint: a group works
+        # through the external listener.
+        topic = unique("ext")
+        p = Producer({"bootstrap.servers": f"127.0.0.1:{external}"})
+        p.produce(topic, value=b"x")
+        assert p.flush(30) == 0
+        c = Consumer({"bootstrap.servers": f"127.0.0.1:{external}", "group.id": unique("g"),
+                      "auto.offset.reset": "earliest"})
+        c.subscribe([topic])
+        msg = None
+        for _ in range(60):
+            msg = c.poll(0.5)
+            if msg is not None and not msg.error():
+                break
+        assert msg is not None and msg.value() == b"x"
+        c.commit(asynchronous=False)
+        c.close()
+    finally:
+        problems = b.stop()
+    assert not problems, problems
+
+
+def refused(tmp_path, *sets):
+    argv = [runnel_bin(), "server", "--set", f"log.dirs={tmp_path}"]
+    for s in sets:
+        argv += ["--set", s]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    return r.returncode, r.stderr
+
+
+def test_listeners_runnel_cannot_serve_are_refused_by_key(tmp_path):
+    port, = free_ports(1)
+    code, err = refused(tmp_path, f"listeners=SSL://127.0.0.1:{port}")
+    assert code == 2 and "listeners" in err and "only PLAINTEXT" in err, err
+    code, err = refused(tmp_path, f"listeners=A://127.0.0.1:{port}",
+                        "listener.security.protocol.map=B:PLAINTEXT")
+    assert code == 2 and "listener.security.protocol.map" in err and "A" in err, err
+    code, err = refused(tmp_path, f"listeners=PLAINTEXT://127.0.0.1:{port}",
+                        "inter.broker.listener.name=REPLICATION")
+    assert code == 2 and "inter.broker.listener.name" in err, err
+    # A multi-voter quorum needs the voters' ids.
+    code, err = refused(tmp_path, "process.roles=broker,controller",
+                        "controller.quorum.bootstrap.servers=127.0.0.1:19093,127.0.0.1:19094")
+    assert code == 2 and "controller.quorum.voters" in err, err
