@@ -233,6 +233,32 @@ def test_completions_and_man_page_come_from_the_cli_definition():
     run("completions", "tcsh", expect=2)
 
 
+def test_bench_lists_its_own_settings_and_deletes_the_topic_it_made(broker):
+    b = broker.bootstrap
+    topic = unique("bench")
+    r = run("bench", "consume", "--topic", topic, "--count", "200", "--record-size", "64", "--json", "-b", b)
+    doc = json.loads(r.stdout)
+    assert doc["bench"] == "consume" and doc["records"] == 200, doc
+    assert "fetch_partition_max_bytes" in doc and "acks" not in doc and "producers" not in doc, doc
+    assert f"deleted topic {topic}" in r.stderr, r.stderr
+    assert topic not in run("topics", "list", "-b", b).stdout.split()
+    text = run("bench", "produce", "--topic", topic, "--count", "200", "--record-size", "64",
+               "--keep-topic", "-b", b).stdout
+    assert "acks=1" in text and "fetch" not in text, text
+    assert topic in run("topics", "list", "-b", b).stdout.split()
+    # A topic that was there before the run is never deleted.
+    run("bench", "produce", "--topic", topic, "--count", "10", "--record-size", "64", "-b", b)
+    assert topic in run("topics", "list", "-b", b).stdout.split()
+
+
+def test_a_broker_only_build_says_how_to_get_sql():
+    if "\n  sql " in run("--help").stdout:
+        pytest.skip("this binary was built with the sql feature")
+    for args in (["sql", "-f", "q.sql"], ["demo", "tweets", "--bootstrap-server", "x:1"]):
+        r = run(*args, expect=2)
+        assert "not in this build" in r.stderr and "cargo install --path crates/cli" in r.stderr, r.stderr
+
+
 # ------------------------------------------------------------------ cluster local
 
 def wait_for(what, cond, timeout=20):
