@@ -184,6 +184,8 @@ mod tests {
             "runnel consume --topic t --group g -X auto.offset.reset=earliest",
             "runnel topics list --command-config c.properties",
             "runnel topics list -X bootstrap.servers=h:1 --timeout 2",
+            "runnel consume --topic t --consumer.config c.properties --consumer-property client.id=x",
+            "runnel produce --topic t --broker-list h:1 --producer-property client.id=x",
             "runnel cluster info --json -b h:1",
             "runnel completions bash",
             "runnel man",

@@ -125,6 +125,33 @@ def test_consume_group_is_a_real_member_that_commits(start_broker):
     assert "panicked" not in err
 
 
+@pytest.mark.timeout_s(60)
+def test_two_group_members_split_the_partitions(broker):
+    topic = ck.create_topic(broker, unique("split"), partitions=2)
+    group = unique("g")
+    p = ck.producer(broker)
+    values = {part: [f"p{part}-{i}" for i in range(20)] for part in (0, 1)}
+    for part, vs in values.items():
+        assert ck.produce_all(p, topic, [{"value": v.encode()} for v in vs], partition=part).failed == []
+    procs = [subprocess.Popen([runnel_bin(), "consume", "-t", topic, "-G", group, "-o", "beginning",
+                               "--timeout-ms", "40000", "-b", broker.bootstrap],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        def split():
+            d = json.loads(run("groups", "describe", group, "--json", "-b", broker.bootstrap).stdout)
+            owned = sorted(tuple(a["partitions"]) for m in d["members"] for a in m["assignment"])
+            return owned == [(0,), (1,)]
+        wait_for("each member to own one partition", split, timeout=30)
+    finally:
+        outs = []
+        for proc in procs:
+            proc.terminate()
+            out, err = proc.communicate(timeout=20)
+            assert proc.returncode == 0 and "panicked" not in err, err
+            outs += out.split()
+    assert set(outs) == set(values[0] + values[1])
+
+
 # ------------------------------------------------------------------ where the cluster is
 
 def test_bootstrap_from_env_properties_file_and_x(broker, tmp_path):

@@ -40,15 +40,28 @@ pub struct ConnArgs {
         short = 'b',
         long = "bootstrap-server",
         visible_alias = "bootstrap-servers",
+        alias = "broker-list",
         value_name = "HOST:PORT"
     )]
     pub bootstrap_server: Option<String>,
     /// Client properties file, as Kafka's tools take it (bootstrap.servers, client.id,
     /// request.timeout.ms; TLS and SASL keys are refused: not supported yet).
-    #[arg(long = "command-config", value_name = "FILE")]
+    #[arg(
+        long = "command-config",
+        alias = "consumer.config",
+        alias = "producer.config",
+        value_name = "FILE"
+    )]
     pub command_config: Option<PathBuf>,
     /// A client property, as kcat takes it, e.g. -X bootstrap.servers=HOST:PORT (repeatable).
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
+    #[arg(
+        short = 'X',
+        long = "property",
+        alias = "consumer-property",
+        alias = "producer-property",
+        value_name = "KEY=VALUE",
+        value_parser = super::parse_key_value
+    )]
     pub properties: Vec<(String, String)>,
     /// Give up when no broker answers within this many seconds.
     #[arg(long = "timeout", value_name = "SECS", default_value_t = 10.0,

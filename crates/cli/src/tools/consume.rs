@@ -228,6 +228,9 @@ impl Group {
             for p in &revoked {
                 positions.remove(p);
             }
+            // Tell the coordinator at once that they are released (as Kafka's consumer
+            // does after reconciling), so the next owner need not wait an interval.
+            self.next_heartbeat = Instant::now();
         }
         let added: Vec<i32> = mine
             .iter()
@@ -259,6 +262,7 @@ impl Group {
                 }
             }
             positions.extend(starts);
+            self.next_heartbeat = Instant::now();
         }
         Ok(())
     }
