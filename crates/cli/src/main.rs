@@ -157,6 +157,9 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(output::stderr_is_terminal())
+        // Its own report of a failed write is an eprintln!, which panics when stderr is
+        // closed: a broker must outlive whoever read its stderr.
+        .log_internal_errors(false)
         .try_init();
 }
 

@@ -251,6 +251,24 @@ def test_a_closed_stdout_ends_the_tool_quietly(broker):
         assert "panicked" not in err, err
 
 
+def test_a_broker_outlives_the_reader_of_its_stdout_and_stderr(tmp_path):
+    # A launcher that read the start-up line and went away: every later line the broker
+    # writes (the HTTP line, its logs) meets a closed pipe and must not stop it.
+    proc = subprocess.Popen([runnel_bin(), "server", "--set", "listeners=PLAINTEXT://127.0.0.1:0",
+                             "--set", f"log.dirs={tmp_path}", "--set", "http.listeners=127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stderr.close()
+        addr = proc.stdout.readline().split()[-1]
+        proc.stdout.close()
+        for i in range(3):
+            run("topics", "create", f"closed-{i}", "-b", addr)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+
+
 def test_completions_and_man_page_come_from_the_cli_definition():
     bash = run("completions", "bash").stdout
     assert "_runnel()" in bash and "--bootstrap-server" in bash
