@@ -379,6 +379,29 @@ def test_cluster_local_status_kill_restart_stop(tmp_path):
             launcher.wait()
 
 
+@pytest.mark.timeout_s(60)
+def test_cluster_local_detach_leaves_nodes_for_stop(tmp_path):
+    base = consecutive_free_ports(2)
+    d = str(tmp_path / "one")
+    r = run("cluster", "local", "--nodes", "1", "--dir", d, "--base-port", str(base),
+            "--controller-base-port", str(base + 1), "--http-base-port", "0", "--detach", timeout=50)
+    assert r.stdout.startswith(f"cluster up: bootstrap.servers=127.0.0.1:{base}"), r.stdout + r.stderr
+    try:
+        st = json.loads(run("cluster", "local", "status", "--json", "--dir", d).stdout)
+        assert st["launcher_pid"] is None and st["nodes"][0]["running"], st
+        topic = unique("detached")
+        run("topics", "create", topic, "-b", st["bootstrap_servers"])
+        # A second start on a running cluster is refused, naming how to stop it.
+        r = run("cluster", "local", "--nodes", "1", "--dir", d, "--base-port", str(base), expect=1)
+        assert "is running" in r.stderr and "cluster local stop" in r.stderr, r.stderr
+    finally:
+        run("cluster", "local", "stop", "--dir", d, timeout=40)
+    st = json.loads(run("cluster", "local", "status", "--json", "--dir", d).stdout)
+    assert not st["nodes"][0]["running"]
+    r = run("cluster", "local", "status", "--dir", str(tmp_path / "none"), expect=1)
+    assert "cluster local --dir" in r.stderr, r.stderr
+
+
 # ------------------------------------------------------------------ the README
 
 def readme_first_commands():
