@@ -124,7 +124,7 @@ BEST_PRODUCE=
 for parts in 1 16; do
     for acks in 1 all; do
         echo "produce: $parts partition(s), acks=$acks" >&2
-        J=$(step produce -b "$ADDR" --topic "bench-p$parts-acks$acks" --partitions "$parts" --acks "$acks" \
+        J=$(step produce -b "$ADDR" --topic "bench-p$parts-acks$acks" --partitions "$parts" --acks "$acks" --keep-topic \
             --record-size $RECORD_SIZE --count "$COUNT")
         add_row "produce ${parts}p acks=$acks" "$J"
         if [[ $acks == 1 ]]; then

@@ -2,7 +2,6 @@
 
 use clap::Args;
 use runnel_broker::{BrokerConfig, Server};
-use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -31,7 +30,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
     let config = match load_config(&args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("runnel server: configuration error: {e}");
+            errln!("runnel server: configuration error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -47,7 +46,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("runnel server: cannot start the runtime: {e}");
+            errln!("runnel server: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -57,15 +56,19 @@ pub fn run(args: ServerArgs) -> ExitCode {
             .iter()
             .map(|d| d.display().to_string())
             .collect();
+        // Before the start-up line: a SIGTERM right after it must stop the broker cleanly.
+        let stop = crate::stop_signal();
         let server = match Server::start(config).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("runnel server: cannot start: {e}");
+                errln!("runnel server: cannot start: {e}");
                 return ExitCode::FAILURE;
             }
         };
         // Tests and scripts read this line to learn the port when listeners asks for 0.
-        println!("listening on {}", server.local_addr());
+        // Written with errors ignored: a reader that went away (a launcher that read only
+        // this line) must not stop the broker.
+        crate::output::stdout_line_lossy(format_args!("listening on {}", server.local_addr()));
         // Only when `http.listeners` is set: the client-suite harness expects exactly one
         // start-up line from a broker it configures itself.
         let http_set = server
@@ -74,24 +77,14 @@ pub fn run(args: ServerArgs) -> ExitCode {
             .explicit
             .contains_key("http.listeners");
         if let (Some(addr), true) = (server.http_addr(), http_set) {
-            println!("http listening on {addr}");
+            crate::output::stdout_line_lossy(format_args!("http listening on {addr}"));
         }
-        let _ = std::io::stdout().flush();
         for (listener, addr) in server.local_addrs() {
             tracing::info!(%listener, %addr, "listening");
         }
         tracing::info!(addr = %server.local_addr(), log_dirs = ?dirs, "broker started");
-        server.run(shutdown_signal()).await;
+        server.run(stop).await;
         tracing::info!("broker stopped cleanly");
         ExitCode::SUCCESS
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -59,11 +59,14 @@ pub enum DemoCommand {
 
 #[derive(Args, Debug)]
 pub struct TweetsArgs {
+    /// Broker(s) to produce to, host:port[,host:port...] (--bootstrap is the old spelling).
     #[arg(
         short = 'b',
-        long = "bootstrap",
-        visible_alias = "bootstrap-server",
-        default_value = "127.0.0.1:9092"
+        long = "bootstrap-server",
+        visible_alias = "bootstrap-servers",
+        alias = "bootstrap",
+        default_value = "127.0.0.1:9092",
+        value_name = "HOST:PORT"
     )]
     pub bootstrap: String,
     #[arg(short = 't', long, default_value = "tweets")]
@@ -102,7 +105,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("runnel: {msg}");
+    errln!("runnel: {msg}");
     ExitCode::from(2)
 }
 
@@ -112,7 +115,7 @@ pub fn run_sql(args: SqlArgs) -> ExitCode {
         (Some(f), _) => match std::fs::read_to_string(f) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("runnel sql: cannot read {}: {e}", f.display());
+                errln!("runnel sql: cannot read {}: {e}", f.display());
                 return ExitCode::from(1);
             }
         },
@@ -147,7 +150,7 @@ pub fn run_sql(args: SqlArgs) -> ExitCode {
     let script = match Script::parse(&text, &defines) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("runnel sql: {e}");
+            errln!("runnel sql: {e}");
             return ExitCode::from(1);
         }
     };
@@ -162,7 +165,7 @@ pub fn run_sql(args: SqlArgs) -> ExitCode {
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("runnel sql: cannot start the runtime: {e}");
+            errln!("runnel sql: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -172,7 +175,7 @@ pub fn run_sql(args: SqlArgs) -> ExitCode {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| runnel_sql::SqlError::io(format!("--http {addr}"), e))?;
-            eprintln!(
+            errln!(
                 "runnel sql: progress at http://{}/progress",
                 listener
                     .local_addr()
@@ -190,17 +193,25 @@ pub fn run_sql(args: SqlArgs) -> ExitCode {
             tokio::spawn(runnel_sql::http::serve(listener, state));
         }
         let stop = query.stop_handle();
+        // Ctrl-C or SIGTERM (a service manager, `kill`): stop after the current batch.
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
+            crate::stop_signal().await;
+            errln!("runnel sql: stopping after the current batch");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
         });
+        errln!(
+            "runnel sql: query running ({}); Ctrl-C or SIGTERM stops it after the current batch",
+            args.file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_else(|| "-e".to_string())
+        );
         query.run().await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("runnel sql: {e}");
+            errln!("runnel sql: {e}");
             ExitCode::from(1)
         }
     }
@@ -235,7 +246,7 @@ pub fn run_demo(cmd: DemoCommand) -> ExitCode {
         return match runnel_sql::demo::write_tweets_file(path, &generator, count) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("runnel demo tweets: {e}");
+                errln!("runnel demo tweets: {e}");
                 ExitCode::from(1)
             }
         };
@@ -253,13 +264,13 @@ pub fn run_demo(cmd: DemoCommand) -> ExitCode {
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("runnel demo: cannot start the runtime: {e}");
+            errln!("runnel demo: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
     match rt.block_on(runnel_sql::demo::produce_tweets(&opts)) {
         Ok(s) => {
-            eprintln!(
+            errln!(
                 "runnel demo tweets: sent {} tweets to {} in {:.1} s ({:.0}/s)",
                 s.sent,
                 opts.topic,
@@ -269,7 +280,7 @@ pub fn run_demo(cmd: DemoCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("runnel demo tweets: {e}");
+            errln!("runnel demo tweets: {e}");
             ExitCode::from(1)
         }
     }

@@ -6,7 +6,9 @@
 
 mod baseline;
 mod bench;
+mod cluster_info;
 mod configs;
+mod conn;
 mod consume;
 mod format;
 mod groups;
@@ -16,9 +18,13 @@ mod produce;
 mod records;
 mod topics;
 
-use clap::{Args, Subcommand};
-use runnel_client::{Client, ClientConfig, Compression};
+use clap::Subcommand;
+use runnel_client::Compression;
+use std::future::Future;
 use std::process::ExitCode;
+
+pub use cluster_info::InfoArgs;
+pub use conn::ConnArgs;
 
 #[derive(Subcommand)]
 pub enum ToolCommand {
@@ -52,26 +58,6 @@ pub enum ToolCommand {
     Bench(bench::BenchCommand),
 }
 
-/// Where the cluster is.
-#[derive(Args, Debug, Clone)]
-pub struct ConnArgs {
-    /// Broker(s) to bootstrap from, host:port[,host:port...].
-    #[arg(
-        short = 'b',
-        long = "bootstrap-server",
-        visible_alias = "bootstrap-servers",
-        default_value = "127.0.0.1:9092",
-        value_name = "HOST:PORT"
-    )]
-    pub bootstrap_server: String,
-}
-
-impl ConnArgs {
-    pub async fn connect(&self, config: ClientConfig) -> anyhow::Result<Client> {
-        Ok(Client::connect(&self.bootstrap_server, config).await?)
-    }
-}
-
 /// A value that is wrong for reasons clap cannot see; exits with status 2.
 #[derive(Debug)]
 pub struct UsageError(pub String);
@@ -85,17 +71,7 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 pub fn run(cmd: ToolCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
+    block_on(async move {
         match cmd {
             ToolCommand::Topics(c) => topics::run(c).await,
             ToolCommand::Produce(a) => produce::run(a).await,
@@ -107,24 +83,52 @@ pub fn run(cmd: ToolCommand) -> ExitCode {
             ToolCommand::Partitions(c) => partitions::run(c).await,
             ToolCommand::Groups(c) => groups::run(c).await,
         }
-    });
+    })
+}
+
+/// `runnel cluster info`.
+pub fn cluster_info(args: InfoArgs) -> ExitCode {
+    block_on(cluster_info::run(args))
+}
+
+/// Runs one tool on a fresh runtime and turns its result into an exit code.
+fn block_on(tool: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            errln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(tool);
     // Tasks still running (a blocked stdin reader, say) must not hold the exit.
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => report(&e),
     }
 }
 
+/// The reader of our stdout went away (`| head`): a normal way to stop.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 /// Prints an error with its causes and a hint, and picks the exit code.
 fn report(e: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {e:#}");
+    errln!("error: {e:#}");
     if let Some(hint) = e
         .chain()
         .find_map(|c| c.downcast_ref::<runnel_client::Error>())
         .and_then(|c| c.hint())
     {
-        eprintln!("hint: {hint}");
+        errln!("hint: {hint}");
     }
     if e.downcast_ref::<UsageError>().is_some() {
         ExitCode::from(2)

@@ -3,7 +3,7 @@
 //! consumer protocol's assignment bytes decoded; KIP-848 groups with
 //! ConsumerGroupDescribe), fetch committed offsets, commit offsets from outside the group
 //! (generation -1, no member id: the coordinator accepts that only for an empty group), and
-//! delete groups. This client is never a group member itself.
+//! delete groups. `member.rs` (`Membership`) is the one way this client joins a group itself (KIP-848).
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
@@ -101,6 +101,58 @@ fn s(b: &StrBytes) -> String {
 
 fn group_id(g: &str) -> GroupId {
     GroupId(StrBytes::from_string(g.to_string()))
+}
+
+/// OffsetCommit to `conn` (the group's coordinator) as member `member_id` at
+/// `member_epoch` (empty and -1: from outside the group).
+pub(crate) async fn commit_offsets(
+    conn: &Connection,
+    group: &str,
+    member_id: &str,
+    member_epoch: i32,
+    offsets: &[(String, i32, i64)],
+) -> Result<()> {
+    let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+    for (topic, partition, offset) in offsets {
+        by_topic.entry(topic).or_default().push(
+            OffsetCommitRequestPartition::default()
+                .with_partition_index(*partition)
+                .with_committed_offset(*offset)
+                .with_committed_leader_epoch(-1)
+                .with_committed_metadata(Some(StrBytes::from_static_str(""))),
+        );
+    }
+    let request = OffsetCommitRequest::default()
+        .with_group_id(group_id(group))
+        .with_generation_id_or_member_epoch(member_epoch)
+        .with_member_id(StrBytes::from_string(member_id.to_string()))
+        .with_topics(
+            by_topic
+                .into_iter()
+                .map(|(t, ps)| {
+                    OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
+    let response = conn.send(&request, OFFSET_COMMIT).await?;
+    for t in response.topics {
+        for p in t.partitions {
+            Error::check(
+                p.error_code,
+                || {
+                    format!(
+                        "commit the offset of group {group} for {}/{}",
+                        t.name.0.as_str(),
+                        p.partition_index
+                    )
+                },
+                None,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Decodes a classic group member's assignment (the consumer protocol's
@@ -371,47 +423,7 @@ impl Client {
         offsets: &[(String, i32, i64)],
     ) -> Result<()> {
         let conn = self.group_coordinator(group).await?;
-        let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for (topic, partition, offset) in offsets {
-            by_topic.entry(topic).or_default().push(
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(*partition)
-                    .with_committed_offset(*offset)
-                    .with_committed_leader_epoch(-1)
-                    .with_committed_metadata(Some(StrBytes::from_static_str(""))),
-            );
-        }
-        let request = OffsetCommitRequest::default()
-            .with_group_id(group_id(group))
-            .with_generation_id_or_member_epoch(-1)
-            .with_member_id(StrBytes::from_static_str(""))
-            .with_topics(
-                by_topic
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        OffsetCommitRequestTopic::default()
-                            .with_name(TopicName(StrBytes::from_string(t.to_string())))
-                            .with_partitions(ps)
-                    })
-                    .collect(),
-            );
-        let response = conn.send(&request, OFFSET_COMMIT).await?;
-        for t in response.topics {
-            for p in t.partitions {
-                Error::check(
-                    p.error_code,
-                    || {
-                        format!(
-                            "commit the offset of group {group} for {}/{}",
-                            t.name.0.as_str(),
-                            p.partition_index
-                        )
-                    },
-                    None,
-                )?;
-            }
-        }
-        Ok(())
+        commit_offsets(&conn, group, "", -1, offsets).await
     }
 
     /// Deletes groups (DeleteGroups); one result per group, in the order given.

@@ -11,6 +11,7 @@ mod client;
 mod connection;
 mod error;
 mod groups;
+mod member;
 pub mod records;
 pub mod versions;
 
@@ -28,4 +29,5 @@ pub use error::{Error, Result};
 pub use groups::{decode_assignment, CommittedOffset, GroupDescription, GroupListing, GroupMember};
 pub use kafka_protocol::records::Compression;
 pub use kafka_protocol::ResponseError;
+pub use member::Membership;
 pub use records::{ConsumerRecord, ProducerIdentity, ProducerRecord};

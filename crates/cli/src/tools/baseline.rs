@@ -63,17 +63,17 @@ pub async fn loopback(a: LoopbackArgs) -> anyhow::Result<()> {
             .await??;
     let mbs = mb_per_s(total, result);
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"bench": "loopback", "bytes": total, "connections": a.producers, "elapsed_s": result.as_secs_f64(), "mb_per_s": mbs})
         );
     } else {
-        println!(
+        outln!(
             "bench loopback: {total} bytes over {} TCP connection(s) on 127.0.0.1",
             a.producers
         );
-        println!("  {:<26}{:.3} s", "elapsed", result.as_secs_f64());
-        println!("  {:<26}{mbs:.1} MB/s", "throughput");
+        outln!("  {:<26}{:.3} s", "elapsed", result.as_secs_f64());
+        outln!("  {:<26}{mbs:.1} MB/s", "throughput");
     }
     Ok(())
 }
@@ -163,7 +163,7 @@ pub async fn disk(a: DiskArgs) -> anyhow::Result<()> {
         .await??;
     let with_final = no_sync + final_sync;
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "bench": "disk",
@@ -176,21 +176,21 @@ pub async fn disk(a: DiskArgs) -> anyhow::Result<()> {
             })
         );
     } else {
-        println!(
+        outln!(
             "bench disk: {total} bytes written sequentially in {}",
             a.dir.display()
         );
-        println!(
+        outln!(
             "  {:<34}{:.1} MB/s",
             "no fdatasync (page cache)",
             mb_per_s(total, no_sync)
         );
-        println!(
+        outln!(
             "  {:<34}{:.1} MB/s",
             "no fdatasync, one at the end",
             mb_per_s(total, with_final)
         );
-        println!(
+        outln!(
             "  {:<34}{:.1} MB/s",
             format!("fdatasync every {} MiB", a.sync_every_mib),
             mb_per_s(total, synced)

@@ -73,6 +73,10 @@ pub struct ClientBenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Keep the topic at the end when the benchmark created it (by default it is deleted,
+    /// so runs leave no data behind; a topic that existed before is always kept).
+    #[arg(long)]
+    pub keep_topic: bool,
     #[command(flatten)]
     pub conn: ConnArgs,
 }
@@ -94,17 +98,19 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Produce(a) => {
             validate(&a)?;
             let client = a.conn.connect(ClientConfig::default()).await?;
-            let topic = ensure_topic(&client, &a).await?;
+            let (topic, created) = ensure_topic(&client, &a).await?;
             let limit = Limit::from_args(&a, DEFAULT_COUNT);
-            let result = produce_load(&a, &topic, limit, None, true).await?;
-            report(&a, &topic, "produce", &result, "latency (ms)");
+            let result = produce_load(&a, &topic, limit, None, true).await;
+            cleanup(&client, &a, &topic, created).await;
+            report(&a, &topic, Kind::Produce, &result?, "latency (ms)");
         }
         BenchCommand::Consume(a) => {
             validate(&a)?;
             let client = a.conn.connect(ClientConfig::default()).await?;
-            let topic = ensure_topic(&client, &a).await?;
-            let result = consume_load(&client, &a, &topic).await?;
-            report(&a, &topic, "consume", &result, "fetch latency (ms)");
+            let (topic, created) = ensure_topic(&client, &a).await?;
+            let result = consume_load(&client, &a, &topic).await;
+            cleanup(&client, &a, &topic, created).await;
+            report(&a, &topic, Kind::Consume, &result?, "fetch latency (ms)");
         }
         BenchCommand::E2e(e) => {
             validate(&e.common)?;
@@ -112,9 +118,16 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 return Err(UsageError("--rate must be at least 1".into()).into());
             }
             let client = e.common.conn.connect(ClientConfig::default()).await?;
-            let topic = ensure_topic(&client, &e.common).await?;
-            let result = e2e(&client, &e, &topic).await?;
-            report(&e.common, &topic, "e2e", &result, "end-to-end latency (ms)");
+            let (topic, created) = ensure_topic(&client, &e.common).await?;
+            let result = e2e(&client, &e, &topic).await;
+            cleanup(&client, &e.common, &topic, created).await;
+            report(
+                &e.common,
+                &topic,
+                Kind::E2e,
+                &result?,
+                "end-to-end latency (ms)",
+            );
         }
         BenchCommand::Loopback(a) => baseline::loopback(a).await?,
         BenchCommand::Disk(a) => baseline::disk(a).await?,
@@ -154,9 +167,21 @@ impl Limit {
     }
 }
 
+/// Deletes the topic if this run created it and --keep-topic was not given.
+async fn cleanup(client: &Client, a: &ClientBenchArgs, topic: &str, created: bool) {
+    if !created || a.keep_topic {
+        return;
+    }
+    match client.delete_topic(topic).await {
+        Ok(()) => errln!("deleted topic {topic} (--keep-topic keeps it)"),
+        Err(e) => errln!("warning: cannot delete the benchmark topic {topic}: {e}"),
+    }
+}
+
 /// Creates the benchmark topic if it is missing and waits until every partition has a
-/// leader. An existing topic with fewer partitions than asked for is an error.
-async fn ensure_topic(client: &Client, a: &ClientBenchArgs) -> anyhow::Result<String> {
+/// leader; says whether it created it. An existing topic with fewer partitions than asked
+/// for is an error.
+async fn ensure_topic(client: &Client, a: &ClientBenchArgs) -> anyhow::Result<(String, bool)> {
     let name = a
         .topic
         .clone()
@@ -167,7 +192,7 @@ async fn ensure_topic(client: &Client, a: &ClientBenchArgs) -> anyhow::Result<St
             t.partitions.len(),
             a.partitions
         ),
-        Ok(_) => return Ok(name),
+        Ok(_) => return Ok((name, false)),
         Err(e) if e.kafka_error() == Some(ResponseError::UnknownTopicOrPartition) => {}
         Err(e) => return Err(e).with_context(|| format!("cannot look up topic {name}")),
     }
@@ -177,11 +202,14 @@ async fn ensure_topic(client: &Client, a: &ClientBenchArgs) -> anyhow::Result<St
         replication_factor: -1,
         configs: vec![],
     };
-    match client.create_topic(&topic).await {
-        Ok(()) => eprintln!("created topic {name} with {} partition(s)", a.partitions),
-        Err(e) if e.kafka_error() == Some(ResponseError::TopicAlreadyExists) => {}
+    let created = match client.create_topic(&topic).await {
+        Ok(()) => {
+            errln!("created topic {name} with {} partition(s)", a.partitions);
+            true
+        }
+        Err(e) if e.kafka_error() == Some(ResponseError::TopicAlreadyExists) => false,
         Err(e) => return Err(e).with_context(|| format!("cannot create topic {name}")),
-    }
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let ready = client
@@ -198,7 +226,7 @@ async fn ensure_topic(client: &Client, a: &ClientBenchArgs) -> anyhow::Result<St
                     })
             });
         if ready.is_some() {
-            return Ok(name);
+            return Ok((name, created));
         }
         if Instant::now() > deadline {
             bail!("topic {name} was created but its partitions have no leader after 10 s");
@@ -230,19 +258,56 @@ pub fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
 }
 
-fn report(a: &ClientBenchArgs, topic: &str, kind: &str, r: &BenchResult, latency_label: &str) {
+/// Which benchmark a report is for: each lists the settings that shaped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Produce,
+    Consume,
+    E2e,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Produce => "produce",
+            Kind::Consume => "consume",
+            Kind::E2e => "e2e",
+        }
+    }
+}
+
+/// The settings of a run, as (name, value): producer settings for produce, consumer
+/// settings for consume, both for e2e.
+fn settings(a: &ClientBenchArgs, kind: Kind) -> Vec<(&'static str, serde_json::Value)> {
+    let mut s = vec![
+        ("record_size", a.record_size.into()),
+        ("partitions", a.partitions.into()),
+    ];
+    if kind != Kind::Consume {
+        s.push(("acks", acks_name(a.acks).into()));
+        s.push(("compression", compression_name(a.compression).into()));
+        s.push(("producers", a.producers.into()));
+        s.push(("batch_bytes", a.batch_bytes.into()));
+        s.push(("max_in_flight", a.max_in_flight.into()));
+    }
+    if kind != Kind::Produce {
+        s.push((
+            "fetch_partition_max_bytes",
+            a.fetch_partition_max_bytes.into(),
+        ));
+    }
+    s
+}
+
+fn report(a: &ClientBenchArgs, topic: &str, kind: Kind, r: &BenchResult, latency_label: &str) {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     let h = &r.latency;
     let have_latency = !h.is_empty();
+    let settings = settings(a, kind);
     if a.json {
         let mut v = serde_json::json!({
-            "bench": kind,
+            "bench": kind.name(),
             "topic": topic,
-            "record_size": a.record_size,
-            "partitions": a.partitions,
-            "acks": acks_name(a.acks),
-            "compression": compression_name(a.compression),
-            "producers": a.producers,
             "records": r.records,
             "bytes": r.bytes,
             "elapsed_s": secs,
@@ -259,30 +324,43 @@ fn report(a: &ClientBenchArgs, topic: &str, kind: &str, r: &BenchResult, latency
                 serde_json::Value::Null
             },
         });
+        for (k, val) in &settings {
+            v[*k] = val.clone();
+        }
         for (k, val) in &r.notes {
             v[k] = val.clone();
         }
-        println!("{v}");
+        outln!("{v}");
         return;
     }
-    println!(
-        "bench {kind}: {} records of {} B, topic {topic} ({} partition(s), acks={}, compression={}, {} producer(s))",
+    let listed: Vec<String> = settings
+        .iter()
+        .skip(2)
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                k.replace('_', "."),
+                v.as_str().map_or(v.to_string(), str::to_string)
+            )
+        })
+        .collect();
+    outln!(
+        "bench {}: {} records of {} B, topic {topic} ({} partition(s), {})",
+        kind.name(),
         r.records,
         a.record_size,
         a.partitions,
-        acks_name(a.acks),
-        compression_name(a.compression),
-        a.producers
+        listed.join(", ")
     );
-    println!("  {:<26}{:.3} s", "elapsed", secs);
-    println!(
+    outln!("  {:<26}{:.3} s", "elapsed", secs);
+    outln!(
         "  {:<26}{:.0} records/s   {:.1} MB/s",
         "throughput",
         r.records as f64 / secs,
         mb_per_s(r.bytes, r.elapsed)
     );
     if have_latency {
-        println!(
+        outln!(
             "  {:<26}p50 {:.3}   p99 {:.3}   p99.9 {:.3}   max {:.3}",
             latency_label,
             ms(h.value_at_quantile(0.5)),
@@ -292,7 +370,7 @@ fn report(a: &ClientBenchArgs, topic: &str, kind: &str, r: &BenchResult, latency
         );
     }
     for (k, v) in &r.notes {
-        println!("  {:<26}{}", k.replace('_', " "), v);
+        outln!("  {:<26}{}", k.replace('_', " "), v);
     }
 }
 
@@ -337,7 +415,7 @@ fn spawn_progress(label: &'static str, progress: Arc<Progress>) {
             }
             let records = progress.records.load(Ordering::Relaxed);
             let bytes = progress.bytes.load(Ordering::Relaxed);
-            eprintln!(
+            errln!(
                 "[{:>5.1} s] {label}: {records} records, {:.0} records/s, {:.1} MB/s",
                 start.elapsed().as_secs_f64(),
                 (records - last_records) as f64,
@@ -571,7 +649,7 @@ async fn consume_load(
     };
     if available < wanted {
         let missing = wanted - available;
-        eprintln!("topic {topic} holds {available} records; producing {missing} more first");
+        errln!("topic {topic} holds {available} records; producing {missing} more first");
         produce_load(a, topic, Limit::Count(missing), None, false).await?;
     }
     let mut positions: Vec<(i32, i64)> = earliest.iter().map(|o| (o.partition, o.offset)).collect();
@@ -696,7 +774,7 @@ async fn e2e(client: &Client, e: &E2eArgs, topic: &str) -> anyhow::Result<BenchR
     stop.store(true, Ordering::Relaxed);
     let (seen, latency) = consumer.await.context("the e2e consumer task failed")??;
     if waited.is_err() || seen < produced.records {
-        eprintln!(
+        errln!(
             "warning: the consumer saw {seen} of {} produced records within 10 s",
             produced.records
         );
@@ -759,6 +837,32 @@ async fn e2e_consumer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_summary_lists_its_own_settings() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct P {
+            #[command(flatten)]
+            a: ClientBenchArgs,
+        }
+        let a = P::parse_from(["bench"]).a;
+        let names = |k| {
+            settings(&a, k)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+        };
+        assert!(!names(Kind::Consume).contains(&"acks"));
+        assert!(!names(Kind::Consume).contains(&"producers"));
+        assert!(names(Kind::Consume).contains(&"fetch_partition_max_bytes"));
+        assert!(names(Kind::Produce).contains(&"acks"));
+        assert!(!names(Kind::Produce).contains(&"fetch_partition_max_bytes"));
+        assert!(
+            names(Kind::E2e).contains(&"acks")
+                && names(Kind::E2e).contains(&"fetch_partition_max_bytes")
+        );
+    }
 
     #[test]
     fn payloads_are_distinct_letters() {

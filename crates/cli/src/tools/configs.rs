@@ -154,9 +154,9 @@ pub async fn run(cmd: ConfigsCommand) -> anyhow::Result<()> {
                 entries.retain(ConfigEntry::is_override);
             }
             if json {
-                println!("{}", entries_json(&resource, &entries));
+                outln!("{}", entries_json(&resource, &entries));
             } else {
-                print!("{}", entries_table(&entries));
+                out!("{}", entries_table(&entries));
             }
         }
         ConfigsCommand::Alter {
@@ -193,12 +193,12 @@ pub async fn run(cmd: ConfigsCommand) -> anyhow::Result<()> {
                 Err(e) => return Err(e.into()),
             }
             if validate_only {
-                println!(
+                outln!(
                     "Validated configs of {resource} (nothing changed): {}.",
                     describe_ops(&ops)
                 );
             } else {
-                println!("Updated configs of {resource}: {}.", describe_ops(&ops));
+                outln!("Updated configs of {resource}: {}.", describe_ops(&ops));
             }
         }
     }

@@ -101,15 +101,15 @@ pub async fn run(cmd: GroupsCommand) -> anyhow::Result<()> {
             let states: Vec<String> = states.iter().map(|s| canonical_state(s)).collect();
             for g in client.list_groups(&states).await? {
                 if json {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::json!({"group": g.group_id, "state": g.state,
                             "type": g.group_type, "protocol_type": g.protocol_type})
                     );
                 } else if verbose || !states.is_empty() {
-                    println!("{}\t{}\t{}", g.group_id, g.state, g.group_type);
+                    outln!("{}\t{}\t{}", g.group_id, g.state, g.group_type);
                 } else {
-                    println!("{}", g.group_id);
+                    outln!("{}", g.group_id);
                 }
             }
         }
@@ -118,12 +118,12 @@ pub async fn run(cmd: GroupsCommand) -> anyhow::Result<()> {
             for (i, group) in groups.iter().enumerate() {
                 let d = describe(&client, group).await?;
                 if json {
-                    println!("{}", d.to_json());
+                    outln!("{}", d.to_json());
                 } else {
                     if i > 0 {
-                        println!();
+                        outln!();
                     }
-                    print!("{}", d.to_text());
+                    out!("{}", d.to_text());
                 }
             }
         }
@@ -132,7 +132,7 @@ pub async fn run(cmd: GroupsCommand) -> anyhow::Result<()> {
             let mut failed = Vec::new();
             for (group, result) in client.delete_groups(&groups).await? {
                 match result {
-                    Ok(()) => println!("Deleted group {group}."),
+                    Ok(()) => outln!("Deleted group {group}."),
                     Err(e) => {
                         let why = match e.kafka_error() {
                             Some(ResponseError::NonEmptyGroup) => {
@@ -141,7 +141,7 @@ pub async fn run(cmd: GroupsCommand) -> anyhow::Result<()> {
                             Some(ResponseError::GroupIdNotFound) => " (no such group)".to_string(),
                             _ => String::new(),
                         };
-                        eprintln!("error: {e}{why}");
+                        errln!("error: {e}{why}");
                         failed.push(group);
                     }
                 }
@@ -597,7 +597,7 @@ async fn reset(args: ResetArgs) -> anyhow::Result<()> {
     }
     if args.json {
         for (t, p, o) in &plan {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({"group": group, "topic": t, "partition": p,
                     "previous_offset": committed.get(&(t.clone(), *p)), "new_offset": o,
@@ -621,7 +621,7 @@ async fn reset(args: ResetArgs) -> anyhow::Result<()> {
                 o.to_string(),
             ]);
         }
-        print!("{}", table(&rows));
+        out!("{}", table(&rows));
     }
     if args.execute {
         client
@@ -629,10 +629,10 @@ async fn reset(args: ResetArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot commit the new offsets of group {group}"))?;
         if !args.json {
-            println!("Reset the offsets of {} partition(s).", plan.len());
+            outln!("Reset the offsets of {} partition(s).", plan.len());
         }
     } else if !args.json {
-        println!("(dry run: nothing was changed; add --execute to commit these offsets)");
+        outln!("(dry run: nothing was changed; add --execute to commit these offsets)");
     }
     Ok(())
 }

@@ -59,9 +59,9 @@ pub async fn run(cmd: LogdirsCommand) -> anyhow::Result<()> {
                 let dirs = client.describe_log_dirs(id, filter).await?;
                 for d in &dirs {
                     if json {
-                        println!("{}", dir_json(d));
+                        outln!("{}", dir_json(d));
                     } else {
-                        print!("{}", dir_text(d));
+                        out!("{}", dir_text(d));
                     }
                 }
             }
@@ -103,9 +103,9 @@ pub async fn run(cmd: LogdirsCommand) -> anyhow::Result<()> {
                 .context("the move was accepted, but the log dirs cannot be described")?;
             match where_is(&dirs, &topic, partition) {
                 Some((path, false)) if same_dir(path, &dir) => {
-                    println!("Moved {topic}/{partition} to {path} on broker {broker}.")
+                    outln!("Moved {topic}/{partition} to {path} on broker {broker}.")
                 }
-                _ => println!(
+                _ => outln!(
                     "Moving {topic}/{partition} to {dir} on broker {broker}; \
                      runnel logdirs describe --topic {topic} shows when it is done."
                 ),

@@ -229,21 +229,21 @@ async fn reassign(
         .filter(|(new, old)| new.2 != old.2)
         .map(|(new, _)| new)
         .collect();
-    println!(
+    outln!(
         "Current partition replica assignment\n{}\n",
         plan_json(&current)
     );
-    println!(
+    outln!(
         "Proposed partition reassignment configuration\n{}",
         plan_json(&plan)
     );
-    eprintln!(
+    errln!(
         "{} of {} partitions change replicas",
         moves.len(),
         plan.len()
     );
     if !execute {
-        eprintln!("(a plan only: run again with --execute to apply it)");
+        errln!("(a plan only: run again with --execute to apply it)");
         return Ok(());
     }
     let involved: BTreeSet<i32> = current
@@ -262,7 +262,7 @@ async fn reassign(
                 .await
                 .with_context(|| format!("set the replication throttle on broker {b}"))?;
         }
-        eprintln!("throttle: {rate} bytes/s per broker while moving");
+        errln!("throttle: {rate} bytes/s per broker while moving");
     }
     let mut by_topic: BTreeMap<&str, Vec<ReassignablePartition>> = BTreeMap::new();
     for (t, p, r) in &moves {
@@ -307,7 +307,7 @@ async fn reassign(
             )
             .await?;
         let moving: usize = ongoing.topics.iter().map(|t| t.partitions.len()).sum();
-        eprintln!(
+        errln!(
             "[{:>5.1}s] {} of {} partitions still moving",
             started.elapsed().as_secs_f64(),
             moving,
@@ -334,11 +334,11 @@ async fn reassign(
                 .await
                 .with_context(|| format!("remove the replication throttle from broker {b}"))?;
         }
-        eprintln!("throttle removed");
+        errln!("throttle removed");
     }
     let moved: Vec<(String, i32)> = moves.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
     elect_preferred(&bootstrap, Some(moved)).await?;
-    eprintln!("done in {:.1}s", started.elapsed().as_secs_f64());
+    errln!("done in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -372,9 +372,10 @@ async fn elect_preferred(
             match p.error_code {
                 0 => {
                     elected += 1;
-                    eprintln!(
+                    errln!(
                         "{}-{}: leadership moved to the preferred replica",
-                        t.topic.0, p.partition_id
+                        t.topic.0,
+                        p.partition_id
                     );
                 }
                 ELECTION_NOT_NEEDED => {}
@@ -410,7 +411,7 @@ async fn elect(conn: &ConnArgs, topic: Option<String>) -> anyhow::Result<()> {
     };
     let bootstrap = client.bootstrap_connection().await?;
     let n = elect_preferred(&bootstrap, partitions).await?;
-    println!("{n} partitions changed leader");
+    outln!("{n} partitions changed leader");
     Ok(())
 }
 

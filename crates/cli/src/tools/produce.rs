@@ -348,7 +348,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         } else {
             format!(", offsets {}", offsets.join(" "))
         };
-        eprintln!(
+        errln!(
             "{what} {lines} records ({}) to {} in {elapsed:.3} s ({rate:.0} records/s, acks={}){offsets}",
             human_bytes(bytes),
             args.topic,

@@ -67,17 +67,17 @@ pub async fn run(cmd: RecordsCommand) -> anyhow::Result<()> {
             let mut failed = Vec::new();
             for (partition, result) in results {
                 match result {
-                    Ok(low) if json => println!(
+                    Ok(low) if json => outln!(
                         "{}",
                         serde_json::json!({"topic": topic, "partition": partition, "low_watermark": low})
                     ),
                     Ok(low) => {
-                        println!("Topic: {topic}\tPartition: {partition}\tLowWatermark: {low}")
+                        outln!("Topic: {topic}\tPartition: {partition}\tLowWatermark: {low}")
                     }
                     Err(e) => {
-                        eprintln!("error: {e}");
+                        errln!("error: {e}");
                         if let Some(h) = e.hint() {
-                            eprintln!("hint: {h}");
+                            errln!("hint: {h}");
                         }
                         failed.push(partition);
                     }

@@ -2,15 +2,15 @@
 
 use super::{parse_key_value, ConnArgs};
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use runnel_client::{ClientConfig, ClusterMetadata, Error, NewTopic, ResponseError, TopicMetadata};
 
 #[derive(Subcommand)]
 pub enum TopicsCommand {
     /// Create a topic.
     Create {
-        /// Topic name.
-        name: String,
+        #[command(flatten)]
+        name: TopicArg,
         /// Number of partitions (default: the broker's num.partitions).
         #[arg(long, short = 'p', value_parser = clap::value_parser!(i32).range(1..))]
         partitions: Option<i32>,
@@ -28,13 +28,16 @@ pub enum TopicsCommand {
     },
     /// List topic names, one a line.
     List {
+        /// One JSON object per topic: name, partitions, replication factor, internal.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: ConnArgs,
     },
     /// Show partitions, leaders, replicas and in-sync replicas of one topic or all.
     Describe {
-        /// Topic name (all topics when omitted).
-        name: Option<String>,
+        #[command(flatten)]
+        name: OptionalTopicArg,
         /// One JSON object per topic instead of text.
         #[arg(long)]
         json: bool,
@@ -43,8 +46,8 @@ pub enum TopicsCommand {
     },
     /// Add partitions to a topic and change its configs (keys not named keep their values).
     Alter {
-        /// Topic name.
-        name: String,
+        #[command(flatten)]
+        name: TopicArg,
         /// The new total number of partitions (Kafka can add partitions, not remove them).
         #[arg(long, short = 'p', value_parser = clap::value_parser!(i32).range(1..))]
         partitions: Option<i32>,
@@ -58,14 +61,42 @@ pub enum TopicsCommand {
     },
     /// Delete a topic and its data.
     Delete {
-        /// Topic name.
-        name: String,
+        #[command(flatten)]
+        name: TopicArg,
         /// Succeed if the topic does not exist.
         #[arg(long)]
         if_exists: bool,
         #[command(flatten)]
         conn: ConnArgs,
     },
+}
+
+/// A topic named positionally (`topics create T`) or as Kafka's tools do (`--topic T`).
+#[derive(Args, Debug)]
+pub struct TopicArg {
+    /// Topic name.
+    #[arg(value_name = "TOPIC", required_unless_present = "topic")]
+    name: Option<String>,
+    /// Topic name (kafka-topics' spelling of the positional TOPIC).
+    #[arg(long = "topic", value_name = "TOPIC", conflicts_with = "name")]
+    topic: Option<String>,
+}
+
+impl TopicArg {
+    fn get(self) -> String {
+        self.name.or(self.topic).unwrap_or_default()
+    }
+}
+
+/// [`TopicArg`] where leaving the topic out means every topic.
+#[derive(Args, Debug)]
+pub struct OptionalTopicArg {
+    /// Topic name (every topic when omitted).
+    #[arg(value_name = "TOPIC")]
+    name: Option<String>,
+    /// Topic name (kafka-topics' spelling of the positional TOPIC).
+    #[arg(long = "topic", value_name = "TOPIC", conflicts_with = "name")]
+    topic: Option<String>,
 }
 
 pub async fn run(cmd: TopicsCommand) -> anyhow::Result<()> {
@@ -78,6 +109,7 @@ pub async fn run(cmd: TopicsCommand) -> anyhow::Result<()> {
             if_not_exists,
             conn,
         } => {
+            let name = name.get();
             let client = conn.connect(ClientConfig::default()).await?;
             let topic = NewTopic {
                 name: name.clone(),
@@ -86,32 +118,42 @@ pub async fn run(cmd: TopicsCommand) -> anyhow::Result<()> {
                 configs,
             };
             match client.create_topic(&topic).await {
-                Ok(()) => println!("Created topic {name}."),
+                Ok(()) => outln!("Created topic {name}."),
                 Err(e)
                     if if_not_exists
                         && e.kafka_error() == Some(ResponseError::TopicAlreadyExists) =>
                 {
-                    println!("Topic {name} already exists.")
+                    outln!("Topic {name} already exists.")
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        TopicsCommand::List { conn } => {
+        TopicsCommand::List { json, conn } => {
             let client = conn.connect(ClientConfig::default()).await?;
-            for name in client.list_topics().await? {
-                println!("{name}");
+            if json {
+                let metadata = client.metadata(None, false).await?;
+                let mut topics = select_topics(&metadata, None)?;
+                topics.sort_by(|a, b| a.name.cmp(&b.name));
+                for t in topics {
+                    outln!("{}", list_json(t));
+                }
+            } else {
+                for name in client.list_topics().await? {
+                    outln!("{name}");
+                }
             }
         }
         TopicsCommand::Describe { name, json, conn } => {
+            let name = name.name.or(name.topic);
             let client = conn.connect(ClientConfig::default()).await?;
             let names = name.as_ref().map(|n| vec![n.clone()]);
             let metadata = client.metadata(names.as_deref(), false).await?;
             let topics = select_topics(&metadata, name.as_deref())?;
             for t in topics {
                 if json {
-                    println!("{}", describe_json(t));
+                    outln!("{}", describe_json(t));
                 } else {
-                    print!("{}", describe_text(t));
+                    out!("{}", describe_text(t));
                 }
             }
         }
@@ -121,20 +163,26 @@ pub async fn run(cmd: TopicsCommand) -> anyhow::Result<()> {
             ops,
             validate_only,
             conn,
-        } => alter(name, partitions, ops, validate_only, conn).await?,
+        } => alter(name.get(), partitions, ops, validate_only, conn).await?,
         TopicsCommand::Delete {
             name,
             if_exists,
             conn,
         } => {
+            let name = name.get();
             let client = conn.connect(ClientConfig::default()).await?;
             match client.delete_topic(&name).await {
-                Ok(()) => println!("Deleted topic {name}."),
-                Err(e)
-                    if if_exists
-                        && e.kafka_error() == Some(ResponseError::UnknownTopicOrPartition) =>
-                {
-                    println!("Topic {name} does not exist.")
+                Ok(()) => outln!("Deleted topic {name}."),
+                Err(e) if e.kafka_error() == Some(ResponseError::UnknownTopicOrPartition) => {
+                    if !if_exists {
+                        // The client's hint says "create it", which is no advice for a delete.
+                        anyhow::bail!(
+                            "cannot delete topic {name}: it does not exist\n\
+                             hint: runnel topics list shows the topics there are \
+                             (--if-exists makes this a success)"
+                        );
+                    }
+                    outln!("Topic {name} does not exist.")
                 }
                 Err(e) => return Err(e).with_context(|| format!("cannot delete topic {name}")),
             }
@@ -176,7 +224,7 @@ async fn alter(
             })
             .map(|t| t.partitions.len());
         if current == Some(n as usize) {
-            println!("Topic {name} already has {n} partitions.");
+            outln!("Topic {name} already has {n} partitions.");
         } else {
             match client.create_partitions(&name, n, validate_only).await {
                 Ok(()) => {}
@@ -191,9 +239,9 @@ async fn alter(
                 Err(e) => return Err(e.into()),
             }
             match (validate_only, current) {
-                (true, _) => println!("Validated: topic {name} can grow to {n} partitions."),
-                (false, Some(c)) => println!("Topic {name} now has {n} partitions (was {c})."),
-                (false, None) => println!("Topic {name} now has {n} partitions."),
+                (true, _) => outln!("Validated: topic {name} can grow to {n} partitions."),
+                (false, Some(c)) => outln!("Topic {name} now has {n} partitions (was {c})."),
+                (false, None) => outln!("Topic {name} now has {n} partitions."),
             }
         }
     }
@@ -202,7 +250,7 @@ async fn alter(
         client
             .incremental_alter_configs(&resource, &ops, validate_only)
             .await?;
-        println!(
+        outln!(
             "{verb} configs of topic {name}: {}.",
             super::configs::describe_ops(&ops)
         );
@@ -276,6 +324,15 @@ fn describe_text(t: &TopicMetadata) -> String {
         s.push('\n');
     }
     s
+}
+
+fn list_json(t: &TopicMetadata) -> serde_json::Value {
+    serde_json::json!({
+        "topic": t.name,
+        "partitions": t.partitions.len(),
+        "replication_factor": t.partitions.first().map_or(0, |p| p.replicas.len()),
+        "internal": t.is_internal,
+    })
 }
 
 fn describe_json(t: &TopicMetadata) -> serde_json::Value {
