@@ -28,6 +28,9 @@ pub struct Partition {
     durable: watch::Sender<i64>,
     flush_wanted: Notify,
     closed: AtomicBool,
+    /// The log's files failed recovery at open: the partition answers
+    /// KAFKA_STORAGE_ERROR until a restart finds them repaired.
+    pub storage_offline: bool,
 }
 
 impl Partition {
@@ -36,6 +39,7 @@ impl Partition {
     /// not take writes for what it led before it died.
     pub fn new(topic: &str, index: i32, log: PartitionLog, replicated: bool) -> Arc<Self> {
         let end = log.log_end_offset();
+        let storage_offline = log.offline_reason().is_some();
         let (durable, _) = watch::channel(end);
         let (high_watermark, _) = watch::channel(0);
         let p = Arc::new(Partition {
@@ -52,6 +56,7 @@ impl Partition {
             durable,
             flush_wanted: Notify::new(),
             closed: AtomicBool::new(false),
+            storage_offline,
         });
         tokio::spawn(group_commit_loop(p.clone()));
         p
@@ -202,6 +207,9 @@ async fn group_commit_loop(p: Arc<Partition>) {
         let (end, file) = {
             let log = p.log.lock();
             (log.log_end_offset(), log.active_file())
+        };
+        let Some(file) = file else {
+            continue; // an offline partition takes no writes, so has nothing to sync
         };
         let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
         match synced {

@@ -406,6 +406,10 @@ impl GroupCoordinator {
     /// Replays one `__consumer_offsets` partition into memory; returns the group count.
     fn load_partition(&self, p: &Partition) -> Result<usize, BrokerError> {
         let mut groups = self.groups.lock();
+        if p.storage_offline {
+            tracing::error!(topic = %p.topic, partition = p.index, "not replaying an offline partition: its groups start empty");
+            return Ok(0);
+        }
         // Transactional offset commits not yet decided by a marker, by producer id.
         let mut pending_txn: HashMap<i64, Vec<(Vec<u8>, Option<Vec<u8>>)>> = HashMap::new();
         p.log
@@ -421,17 +425,17 @@ impl GroupCoordinator {
                     }
                 } else if h.is_transactional() {
                     let pending = pending_txn.entry(h.producer_id).or_default();
-                    runnel_log::batch::for_each_record(batch, |r| {
+                    let read = runnel_log::batch::for_each_record(batch, |r| {
                         if let Some(k) = r.key {
                             pending.push((k.to_vec(), r.value.map(<[u8]>::to_vec)));
                         }
-                    })
-                    .map_err(BrokerError::from)?;
+                    });
+                    skip_unreadable(p, h, read);
                 } else {
-                    runnel_log::batch::for_each_record(batch, |r| {
+                    let read = runnel_log::batch::for_each_record(batch, |r| {
                         replay(&mut groups, r.key, r.value)
-                    })
-                    .map_err(BrokerError::from)?;
+                    });
+                    skip_unreadable(p, h, read);
                 }
                 Ok(())
             })?;
@@ -1694,5 +1698,18 @@ fn replay(groups: &mut HashMap<String, Group>, key: Option<&[u8]>, value: Option
                 groups.remove(&group);
             }
         },
+    }
+}
+
+/// Replay of an internal topic reads every batch a past version or a client could have
+/// written there; a record it cannot read (damaged, or inflating past the cap) is skipped
+/// with a log line naming where it is, never a refusal to start.
+pub(crate) fn skip_unreadable(
+    p: &Partition,
+    h: &runnel_log::BatchHeader,
+    read: Result<(), runnel_log::LogError>,
+) {
+    if let Err(e) = read {
+        tracing::warn!(topic = %p.topic, partition = p.index, offset = h.base_offset, last_offset = h.last_offset(), error = %e, "replay skipped records it cannot read");
     }
 }

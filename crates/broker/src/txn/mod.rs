@@ -788,8 +788,12 @@ impl TxnCoordinator {
 
 /// Replays one `__transaction_state` partition into `state`.
 fn replay_partition(state: &mut State, p: &Partition) -> Result<(), BrokerError> {
-    p.log.lock().for_each_batch(|_, batch| {
-        runnel_log::batch::for_each_record(batch, |r| {
+    if p.storage_offline {
+        tracing::error!(topic = %p.topic, partition = p.index, "not replaying an offline partition: its transactions start empty");
+        return Ok(());
+    }
+    p.log.lock().for_each_batch(|h, batch| {
+        let read = runnel_log::batch::for_each_record(batch, |r| {
             let Some(tid) = r.key.and_then(records::decode_key) else {
                 return;
             };
@@ -818,7 +822,8 @@ fn replay_partition(state: &mut State, p: &Partition) -> Result<(), BrokerError>
                     state.txns.remove(&tid);
                 }
             }
-        })
-        .map_err(BrokerError::from)
+        });
+        crate::groups::skip_unreadable(p, h, read);
+        Ok::<(), BrokerError>(())
     })
 }
