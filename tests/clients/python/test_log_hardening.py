@@ -1,0 +1,163 @@
+"""Issue 12, log layer, through the raw wire and real clients: a compression bomb on a
+compacted topic is refused with the broker's memory bounded, a garbage zstd payload is
+refused, a batch sent with maxTimestamp -1 (old sarama) gets its max timestamp
+recomputed (ListOffsets by time finds it, time retention deletes it), offsets_for_times
+is exact inside a gzip batch, and a second broker on the same log.dirs refuses to start.
+"""
+
+import gzip
+import struct
+import time
+
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import NewTopic
+
+import ck
+import kwire
+from harness import Broker, unique
+
+# ---------------------------------------------------------------- batches
+
+
+def batch(records, base_ts, max_ts=None, codec=0, payload=None):
+    """A v2 batch of (key, value, timestamp delta) records. codec 1 = gzip (stdlib);
+    `payload` replaces the records section as is (with `codec` in the attributes)."""
+    recs = b"".join(kwire.record(k, v, offset_delta=i, timestamp_delta=d)
+                    for i, (k, v, d) in enumerate(records))
+    if payload is None:
+        payload = gzip.compress(recs) if codec == 1 else recs
+    if max_ts is None:
+        max_ts = base_ts + max(d for _, _, d in records)
+    after_crc = struct.pack(">hiqqqhii", codec, len(records) - 1, base_ts, max_ts,
+                            -1, -1, -1, len(records)) + payload
+    after_length = struct.pack(">ibI", -1, 2, kwire.crc32c(after_crc)) + after_crc
+    return struct.pack(">qi", 0, len(after_length)) + after_length
+
+
+def zstd_frame(prefix: bytes, zeros: int) -> bytes:
+    """A zstd frame, written by hand (no zstd module here): one raw block holding
+    `prefix`, then RLE blocks of zero bytes, `zeros` in all. Each 128 KiB RLE block is
+    4 bytes, so a few hundred KiB inflate to gigabytes."""
+    out = bytearray(b"\x28\xb5\x2f\xfd")  # magic
+    out += bytes([0x00, 0x38])  # no content size, no checksum; window 2^17
+    out += ((len(prefix) << 3) | (0 << 1) | 0).to_bytes(3, "little") + prefix  # raw block
+    block = 128 * 1024
+    n = zeros // block
+    for i in range(n):
+        last = 1 if i == n - 1 else 0
+        out += ((block << 3) | (1 << 1) | last).to_bytes(3, "little") + b"\x00"
+    return bytes(out)
+
+
+def create(b, name, **configs):
+    a = ck.admin(b)
+    cfg = {k.replace("_", "."): str(v) for k, v in configs.items()}
+    a.create_topics([NewTopic(name, num_partitions=1, replication_factor=1, config=cfg)],
+                    operation_timeout=15, request_timeout=15)[name].result(15)
+    ck.wait_for_topic(a, name, 1)
+    return name
+
+
+def vm_hwm_kib(b):
+    with open(f"/proc/{b.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+# ---------------------------------------------------------------- tests
+
+
+@pytest.mark.timeout_s(120)
+def test_a_zstd_bomb_on_a_compacted_topic_is_refused_with_memory_bounded(start_broker):
+    b = start_broker()
+    topic = create(b, unique("bomb"), cleanup_policy="compact")
+    # One keyed record declaring a 2 GiB value, then 8 GiB of zeros: ~256 KiB on the wire.
+    prefix = kwire.varint(2**31 - 1) + b"\x00" + kwire.varint(0) + kwire.varint(0) \
+        + kwire.varint(1) + b"k" + kwire.varint(2**31 - 100)
+    payload = zstd_frame(prefix, 8 * 1024**3)
+    assert len(payload) < 1024 * 1024
+    bomb = batch([(b"k", b"v", 0)], int(time.time() * 1000), codec=4, payload=payload)
+    before = vm_hwm_kib(b)
+    with kwire.Conn(*b.address) as c:
+        for _ in range(3):
+            started = time.monotonic()
+            err, _ = c.produce(topic, 0, bomb, acks=1)
+            assert err == kwire.MESSAGE_TOO_LARGE, err
+            assert time.monotonic() - started < 20
+        # A garbage zstd payload is CORRUPT_MESSAGE, not stored.
+        garbage = batch([(b"k", b"v", 0)], int(time.time() * 1000), codec=4,
+                        payload=b"\x28\xb5\x2f\xfd" + b"\xff" * 64)  # reserved header bit set
+        err, _ = c.produce(topic, 0, garbage, acks=1)
+        assert err == kwire.CORRUPT_MESSAGE, err
+        # The broker still serves.
+        err, base = c.produce(topic, 0, batch([(b"k", b"fine", 0)], int(time.time() * 1000)), acks=1)
+        assert (err, base) == (0, 0)
+    peak = vm_hwm_kib(b)
+    print(f"broker VmHWM before the bombs {before} KiB, after {peak} KiB")
+    assert peak < 300 * 1024, f"peak RSS {peak} KiB"
+    assert ck.watermarks(b, topic) == (0, 1)
+    assert [m.value() for m in ck.consume(b, topic)] == [b"fine"]
+
+
+@pytest.mark.timeout_s(120)
+def test_a_batch_sent_with_max_timestamp_minus_one_is_found_by_time_and_expires(start_broker):
+    b = start_broker({"log.retention.check.interval.ms": 300})
+    topic = create(b, unique("sarama"), retention_ms=3000)
+    base = int(time.time() * 1000)
+    # Old sarama: the records carry timestamps, the batch says maxTimestamp -1.
+    sent = batch([(None, f"v{i}".encode(), i * 10) for i in range(50)], base, max_ts=-1)
+    with kwire.Conn(*b.address) as c:
+        err, first = c.produce(topic, 0, sent, acks=1)
+    assert (err, first) == (0, 0)
+    c = ck.consumer(b)
+    try:
+        got = c.offsets_for_times([TopicPartition(topic, 0, base + 205)], timeout=10)
+        assert got[0].offset == 21, got
+    finally:
+        c.close()
+    deadline = time.monotonic() + 30
+    while ck.watermarks(b, topic) != (50, 50):
+        assert time.monotonic() < deadline, f"retention.ms=3000 kept {ck.watermarks(b, topic)}"
+        time.sleep(0.3)
+
+
+@pytest.mark.timeout_s(90)
+def test_offsets_for_times_is_exact_inside_a_gzip_batch(start_broker):
+    b = start_broker()
+    topic = ck.create_topic(b, unique("gz"))
+    base = int(time.time() * 1000) - 60_000
+    sent = batch([(None, f"v{i}".encode(), i * 1000) for i in range(10)], base, codec=1)
+    with kwire.Conn(*b.address) as c:
+        assert c.produce(topic, 0, sent, acks=1) == (0, 0)
+    c = ck.consumer(b)
+    try:
+        for i in range(10):
+            got = c.offsets_for_times([TopicPartition(topic, 0, base + i * 1000 - 1)], timeout=10)
+            assert got[0].offset == i, (i, got)
+    finally:
+        c.close()
+    assert [m.value() for m in ck.consume(b, topic)] == [f"v{i}".encode() for i in range(10)]
+
+
+@pytest.mark.timeout_s(90)
+def test_a_second_broker_on_the_same_log_dirs_refuses_to_start(start_broker, tmp_path):
+    first = start_broker()
+    topic = ck.create_topic(first, unique("lock"))
+    second = Broker(tmp_path / "second", name="second")
+    second.data_dir = first.data_dir
+    second.launch()
+    try:
+        code = second.proc.wait(30)
+    finally:
+        second.kill9()
+    second.expected_exit = True
+    log = open(second.log_path, errors="replace").read()
+    assert code != 0, log
+    assert "is in use by another process" in log and first.data_dir in log, log
+    assert f"pid {first.proc.pid}" in log, log
+    # The first broker is untouched and still serves.
+    d = ck.produce_all(ck.producer(first), topic, [{"value": b"x"}], partition=0)
+    assert d.failed == []
