@@ -6,6 +6,8 @@ is exact inside a gzip batch, and a second broker on the same log.dirs refuses t
 """
 
 import gzip
+import os
+import re
 import struct
 import time
 
@@ -161,3 +163,124 @@ def test_a_second_broker_on_the_same_log_dirs_refuses_to_start(start_broker, tmp
     # The first broker is untouched and still serves.
     d = ck.produce_all(ck.producer(first), topic, [{"value": b"x"}], partition=0)
     assert d.failed == []
+
+
+# ---------------------------------------------------------------- recovery and replay
+
+
+def partition_dir(b, topic, partition=0):
+    d = os.path.join(b.data_dir, f"{topic}-{partition}")
+    assert os.path.isdir(d), d
+    return d
+
+
+def segments(d):
+    return sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".log") and f[:-4].isdigit())
+
+
+def batch_offsets(path):
+    """[(file position, base offset, last offset)] of every batch in a segment file."""
+    raw = open(path, "rb").read()
+    out, at = [], 0
+    while at + 61 <= len(raw):
+        base, length = struct.unpack_from(">qi", raw, at)
+        (delta,) = struct.unpack_from(">i", raw, at + 23)
+        out.append((at, base, base + delta))
+        at += 12 + length
+    return out
+
+
+def plain_log(b):
+    """The broker's log of its current run, without terminal colours."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", open(b.log_path, errors="replace").read())
+
+
+def flip(path, at, mask):
+    with open(path, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)[0]
+        f.seek(at)
+        f.write(bytes([byte ^ mask]))
+
+
+@pytest.mark.timeout_s(120)
+@pytest.mark.parametrize("damage", ["batch-length", "magic", "base-offset", "missing-segment"])
+def test_damage_in_an_older_segment_takes_one_partition_offline_and_loses_nothing(start_broker, damage):
+    b = start_broker()
+    topic = create(b, unique("older"), segment_bytes=4096)
+    other = ck.create_topic(b, unique("other"))
+    p = ck.producer(b, linger_ms=0)
+    values = [f"record {i:04d} ".encode() * 4 for i in range(400)]
+    for i in range(0, len(values), 10):
+        d = ck.produce_all(p, topic, [{"value": v} for v in values[i:i + 10]], partition=0)
+        assert d.failed == []
+    assert b.terminate() == 0
+    segs = segments(partition_dir(b, topic))
+    assert len(segs) >= 4, segs
+    victim = segs[1]
+    pos, _, _ = batch_offsets(victim)[-1]
+    aside = victim + ".aside"
+    if damage == "batch-length":
+        undo = lambda: flip(victim, pos + 11, 0x10)  # noqa: E731
+    elif damage == "magic":
+        undo = lambda: flip(victim, pos + 16, 0x01)  # noqa: E731
+    elif damage == "base-offset":
+        undo = lambda: flip(victim, pos + 7, 0x40)  # noqa: E731
+    else:
+        undo = lambda: os.rename(aside, victim) if os.path.exists(aside) else os.rename(victim, aside)  # noqa: E731
+    undo()  # apply the damage (each undo is its own inverse)
+    before = {s: open(s, "rb").read() for s in segments(partition_dir(b, topic))}
+    b.start()
+    with kwire.Conn(*b.address) as c:
+        err, _ = c.produce(topic, 0, kwire.record_batch([(None, b"x")]), acks=1)
+        assert err == 56, err  # KAFKA_STORAGE_ERROR
+        err, _ = c.produce(other, 0, kwire.record_batch([(None, b"x")]), acks=1)
+        assert err == 0, err
+    log = plain_log(b)
+    assert "partition offline" in log, b.log_tail()
+    named = os.path.basename(segs[2] if damage == "missing-segment" else victim)
+    assert named in log, b.log_tail()
+    assert {s: open(s, "rb").read() for s in segments(partition_dir(b, topic))} == before, "recovery changed a file"
+    # Repaired, every acknowledged record is back.
+    assert b.terminate() == 0
+    undo()
+    b.start()
+    assert ck.watermarks(b, topic) == (0, len(values))
+    assert [m.value() for m in ck.consume(b, topic)] == values
+
+
+@pytest.mark.timeout_s(120)
+def test_replay_reads_compressed_batches_and_skips_unreadable_ones(start_broker):
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    b = start_broker()
+    topic = ck.create_topic(b, unique("replay"))
+    group = unique("g")
+    a = ck.admin(b)
+    a.alter_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, 7)])])[group].result(15)
+
+    def committed():
+        a = ck.admin(b)  # kept alive until the result is in
+        res = a.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=10)[group].result(10)
+        return {(tp.topic, tp.partition): tp.offset for tp in res.topic_partitions}
+
+    assert committed() == {(topic, 0): 7}
+    assert b.terminate() == 0
+    # What a past version or a client could have left in __consumer_offsets: a gzip batch
+    # of records the coordinator does not know, and a gzip batch that does not inflate.
+    d = max((os.path.join(b.data_dir, n) for n in os.listdir(b.data_dir) if n.startswith("__consumer_offsets-")),
+            key=lambda d: sum(os.path.getsize(s) for s in segments(d)))
+    seg = segments(d)[-1]
+    last = batch_offsets(seg)[-1][2]
+    now = int(time.time() * 1000)
+    readable = bytearray(batch([(b"\x00\x09junk", b"junk", 0)], now, codec=1))
+    unreadable = bytearray(batch([(b"k", b"v", 0)], now, codec=1, payload=b"\x1f\x8b" + b"\x00" * 30))
+    struct.pack_into(">q", readable, 0, last + 1)
+    struct.pack_into(">q", unreadable, 0, last + 2)
+    with open(seg, "ab") as f:
+        f.write(readable + unreadable)
+    b.start()
+    assert committed() == {(topic, 0): 7}
+    log = plain_log(b)
+    assert "replay skipped records it cannot read" in log and f"offset={last + 2}" in log, b.log_tail()
