@@ -122,6 +122,22 @@ impl BatchHeader {
 /// magic, length, CRC, codec, and record count against the record framing when the batch
 /// is uncompressed. Returns the parsed header.
 pub fn validate_batch(b: &[u8]) -> Result<BatchHeader> {
+    let h = check_frame(b)?;
+    if h.compression()? == CompressionCodec::None {
+        let walked = walk_records(&b[BATCH_HEADER_BYTES..], |_| ())?;
+        if walked != h.record_count as usize {
+            return Err(LogError::InvalidRecord(format!(
+                "batch header says {} records, its bytes hold {walked}",
+                h.record_count
+            )));
+        }
+    }
+    Ok(h)
+}
+
+/// The checks of [`validate_batch`] that do not look at the records: magic, length, CRC,
+/// codec, non-negative counts. (The validator walks the records itself.)
+pub fn check_frame(b: &[u8]) -> Result<BatchHeader> {
     let h = BatchHeader::parse(b)?;
     if h.magic != 2 {
         return Err(LogError::UnsupportedMagic(h.magic));
@@ -140,21 +156,12 @@ pub fn validate_batch(b: &[u8]) -> Result<BatchHeader> {
             h.crc
         )));
     }
-    let codec = h.compression()?;
+    h.compression()?;
     if h.record_count < 0 || h.last_offset_delta < 0 {
         return Err(LogError::InvalidRecord(format!(
             "negative record count {} or offset delta",
             h.record_count
         )));
-    }
-    if codec == CompressionCodec::None {
-        let walked = walk_records(&b[BATCH_HEADER_BYTES..], |_| ())?;
-        if walked != h.record_count as usize {
-            return Err(LogError::InvalidRecord(format!(
-                "batch header says {} records, its bytes hold {walked}",
-                h.record_count
-            )));
-        }
     }
     Ok(h)
 }

@@ -4,7 +4,7 @@
 //! kept in memory. What is checked (and refused with Kafka's error) and what is
 //! rewritten, as Kafka's `LogValidator` does for a v2 batch from a client:
 //! - the batch's size against `max.message.bytes` (RECORD_TOO_LARGE), its magic, length,
-//!   CRC and codec (CORRUPT_MESSAGE / UNSUPPORTED_*), see [`batch::validate_batch`];
+//!   CRC and codec (CORRUPT_MESSAGE / UNSUPPORTED_*), see [`batch::check_frame`];
 //! - no control batch; from a client, `lastOffsetDelta + 1 == recordCount > 0` and a
 //!   base sequence when there is a producer id (INVALID_RECORD);
 //! - every record, read through the bounded inflater for compressed batches (a payload
@@ -25,7 +25,7 @@
 
 use std::io::{self, BufReader, Read};
 
-use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use crate::batch::{self, BatchHeader, CompressionCodec, BATCH_HEADER_BYTES};
 use crate::compression::{self, inflate_error};
 use crate::config::TimestampType;
 use crate::error::{LogError, Result};
@@ -60,7 +60,7 @@ pub fn validate(b: &mut [u8], ctx: &ValidationContext) -> Result<BatchHeader> {
             max: ctx.max_message_bytes,
         });
     }
-    let h = batch::validate_batch(b)?;
+    let h = batch::check_frame(b)?;
     if h.is_control() {
         // Markers are written by the transaction coordinator through their own path.
         return Err(LogError::InvalidRecord(
@@ -150,14 +150,12 @@ pub fn stream_records(
     b: &[u8],
     h: &BatchHeader,
     cap: u64,
-    mut f: impl FnMut(usize, StreamedRecord) -> Result<()>,
+    f: impl FnMut(usize, StreamedRecord) -> Result<()>,
 ) -> Result<usize> {
     let codec = h.compression()?;
     let body = b
         .get(BATCH_HEADER_BYTES..h.total_size().min(b.len()))
         .unwrap_or(&[]);
-    let inflating = compression::inflating_reader(codec, body, cap)?;
-    let mut r = BufReader::with_capacity(16 * 1024, inflating);
     let fail = |e: io::Error| {
         let message = e.to_string();
         if message == RECORD_EOF || message == OVERLONG_VARINT {
@@ -166,12 +164,25 @@ pub fn stream_records(
             inflate_error(codec, cap, &e)
         }
     };
+    if codec == CompressionCodec::None {
+        // A slice is its own buffer: no inflater, no copy.
+        return walk_stream(body, fail, f);
+    }
+    let inflating = compression::inflating_reader(codec, body, cap)?;
+    walk_stream(BufReader::with_capacity(16 * 1024, inflating), fail, f)
+}
+
+fn walk_stream<R: Read>(
+    mut r: R,
+    fail: impl Fn(io::Error) -> LogError,
+    mut f: impl FnMut(usize, StreamedRecord) -> Result<()>,
+) -> Result<usize> {
     let mut index = 0usize;
     loop {
-        let Some(first) = read_byte(&mut r).map_err(fail)? else {
+        let Some(first) = read_byte(&mut r).map_err(&fail)? else {
             return Ok(index);
         };
-        let (len, _) = varint_from(first, &mut r).map_err(fail)?;
+        let (len, _) = varint_from(first, &mut r).map_err(&fail)?;
         if len < 1 {
             return Err(LogError::InvalidRecord(format!(
                 "record {index} has length {len}"

@@ -165,6 +165,21 @@ def test_a_second_broker_on_the_same_log_dirs_refuses_to_start(start_broker, tmp
     assert d.failed == []
 
 
+@pytest.mark.timeout_s(60)
+def test_keyless_records_on_a_compacted_topic_get_kip_467_record_errors(start_broker):
+    b = start_broker()
+    topic = create(b, unique("keys"), cleanup_policy="compact")
+    now = int(time.time() * 1000)
+    mixed = batch([(b"k0", b"v", 0), (None, b"v", 0), (b"k2", b"v", 0), (None, b"v", 0)], now, codec=1)
+    with kwire.Conn(*b.address) as c:
+        err, _ = c.produce(topic, 0, mixed, acks=1, version=8)
+        assert err == kwire.INVALID_RECORD, err
+        assert [i for i, _ in c.last_record_errors] == [1, 3], c.last_record_errors
+        assert all("without a key" in m for _, m in c.last_record_errors)
+        assert "without a key" in c.last_error_message
+    assert ck.watermarks(b, topic) == (0, 0)
+
+
 # ---------------------------------------------------------------- recovery and replay
 
 
