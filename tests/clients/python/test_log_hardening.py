@@ -268,23 +268,47 @@ def test_damage_in_an_older_segment_takes_one_partition_offline_and_loses_nothin
     assert [m.value() for m in ck.consume(b, topic)] == values
 
 
-@pytest.mark.timeout_s(120)
-def test_replay_reads_compressed_batches_and_skips_unreadable_ones(start_broker):
+def offsets_partition(group, partitions=50):
+    """Kafka's Utils.abs(group.hashCode()) % partitions (UTF-16 units; ASCII here)."""
+    h = 0
+    for ch in group:
+        h = (31 * h + ord(ch)) & 0xFFFFFFFF
+    h = h - (1 << 32) if h >= 1 << 31 else h
+    return (0 if h == -(1 << 31) else abs(h)) % partitions
+
+
+def offset_fetch(b, group):
+    """OffsetFetch v3 for every offset of `group`: (top-level error code, {(topic, partition): offset})."""
+    offsets = {}
+    with kwire.Conn(*b.address) as c:
+        r = c.request(9, 3, kwire.string(group) + struct.pack(">i", -1))
+        r.int32()  # throttle
+        for _ in range(r.int32()):
+            name = r.string()
+            for _ in range(r.int32()):
+                part, off = r.int32(), r.int64()
+                r.string(), r.int16()
+                offsets[(name, part)] = off
+        return r.int16(), offsets
+
+
+
+def broker_with_a_committed_offset(start_broker, prefix, offset):
+    """A broker, a topic, and a group that committed `offset` on its partition 0."""
     from confluent_kafka import ConsumerGroupTopicPartitions
     b = start_broker()
-    topic = ck.create_topic(b, unique("replay"))
+    topic = ck.create_topic(b, unique(prefix))
     group = unique("g")
     a = ck.admin(b)
     a.alter_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, 7)])])[group].result(15)
+        [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, offset)])])[group].result(15)
+    return b, topic, group
 
-    def committed():
-        a = ck.admin(b)  # kept alive until the result is in
-        res = a.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group)], request_timeout=10)[group].result(10)
-        return {(tp.topic, tp.partition): tp.offset for tp in res.topic_partitions}
 
-    assert committed() == {(topic, 0): 7}
+@pytest.mark.timeout_s(120)
+def test_replay_reads_compressed_batches_and_skips_unreadable_ones(start_broker):
+    b, topic, group = broker_with_a_committed_offset(start_broker, "replay", 7)
+    assert offset_fetch(b, group) == (0, {(topic, 0): 7})
     assert b.terminate() == 0
     # What a past version or a client could have left in __consumer_offsets: a gzip batch
     # of records the coordinator does not know, and a gzip batch that does not inflate.
@@ -300,6 +324,24 @@ def test_replay_reads_compressed_batches_and_skips_unreadable_ones(start_broker)
     with open(seg, "ab") as f:
         f.write(readable + unreadable)
     b.start()
-    assert committed() == {(topic, 0): 7}
+    assert offset_fetch(b, group) == (0, {(topic, 0): 7})
     log = plain_log(b)
     assert "replay skipped records it cannot read" in log and f"offset={last + 2}" in log, b.log_tail()
+
+
+@pytest.mark.timeout_s(120)
+def test_groups_on_an_offline_offsets_partition_answer_coordinator_not_available(start_broker):
+    b, topic, group = broker_with_a_committed_offset(start_broker, "coord", 3)
+    other = next(g for g in (f"other-{i}" for i in range(1000))
+                 if offsets_partition(g) != offsets_partition(group))
+    assert b.terminate() == 0
+    seg = segments(os.path.join(b.data_dir, f"__consumer_offsets-{offsets_partition(group)}"))[0]
+    assert os.path.getsize(seg) > 0
+    flip(seg, 16, 0x01)  # magic of the first batch, below the recovery point
+    b.start()
+    assert offset_fetch(b, group) == (15, {})  # COORDINATOR_NOT_AVAILABLE, not "no offsets"
+    assert offset_fetch(b, other) == (0, {})
+    assert b.terminate() == 0
+    flip(seg, 16, 0x01)
+    b.start()
+    assert offset_fetch(b, group) == (0, {(topic, 0): 3})

@@ -324,6 +324,7 @@ pub struct GroupCoordinator {
     /// groups it coordinates (with the topic's partition count). None on a single node,
     /// which coordinates every group.
     owned: parking_lot::RwLock<Option<(std::collections::BTreeSet<i32>, i32)>>,
+    offline: OfflineCoordinatorPartitions,
 }
 
 impl GroupCoordinator {
@@ -334,6 +335,7 @@ impl GroupCoordinator {
             consumer_groups: Mutex::new(HashMap::new()),
             pending_txn: Mutex::new(HashMap::new()),
             owned: parking_lot::RwLock::new(None),
+            offline: OfflineCoordinatorPartitions::default(),
         }
     }
 
@@ -346,7 +348,11 @@ impl GroupCoordinator {
     }
 
     /// NOT_COORDINATOR unless this broker leads the group's `__consumer_offsets` partition.
+    /// COORDINATOR_NOT_AVAILABLE when that partition's files failed recovery.
     pub fn check_coordinator(&self, group_id: &str) -> Result<(), ErrorCode> {
+        if self.offline.holds(group_id) {
+            return Err(ErrorCode::CoordinatorNotAvailable);
+        }
         match &*self.owned.read() {
             None => Ok(()),
             Some((owned, count)) if owned.contains(&records::partition_for(group_id, *count)) => {
@@ -375,6 +381,7 @@ impl GroupCoordinator {
         self.groups.lock().retain(|id, _| !mine(id));
         self.consumer_groups.lock().retain(|id, _| !mine(id));
         if leader {
+            self.offline.note(p, partitions);
             match self.load_partition(p) {
                 Ok(n) => tracing::info!(
                     partition = index,
@@ -397,6 +404,7 @@ impl GroupCoordinator {
             return Ok(());
         };
         for p in &topic.partitions {
+            self.offline.note(p, topic.partitions.len() as i32);
             self.load_partition(p)?;
         }
         tracing::info!(groups = self.groups.lock().len(), "loaded consumer groups");
@@ -407,7 +415,7 @@ impl GroupCoordinator {
     fn load_partition(&self, p: &Partition) -> Result<usize, BrokerError> {
         let mut groups = self.groups.lock();
         if p.storage_offline {
-            tracing::error!(topic = %p.topic, partition = p.index, "not replaying an offline partition: its groups start empty");
+            tracing::error!(topic = %p.topic, partition = p.index, "not replaying an offline partition: its groups answer COORDINATOR_NOT_AVAILABLE");
             return Ok(0);
         }
         // Transactional offset commits not yet decided by a marker, by producer id.
@@ -1711,5 +1719,31 @@ pub(crate) fn skip_unreadable(
 ) {
     if let Err(e) = read {
         tracing::warn!(topic = %p.topic, partition = p.index, offset = h.base_offset, last_offset = h.last_offset(), error = %e, "replay skipped records it cannot read");
+    }
+}
+
+/// The coordinator partitions (of `__consumer_offsets` or `__transaction_state`) whose
+/// files failed recovery: their groups or transactional ids answer
+/// COORDINATOR_NOT_AVAILABLE rather than an empty state, as Kafka does while the
+/// partition is offline. Thread-safe.
+#[derive(Default)]
+pub(crate) struct OfflineCoordinatorPartitions(
+    parking_lot::RwLock<(std::collections::BTreeSet<i32>, i32)>,
+);
+
+impl OfflineCoordinatorPartitions {
+    /// Records `p` (of a topic with `count` partitions) if it is offline.
+    pub(crate) fn note(&self, p: &Partition, count: i32) {
+        let mut offline = self.0.write();
+        offline.1 = count;
+        if p.storage_offline {
+            offline.0.insert(p.index);
+        }
+    }
+
+    /// Whether the partition that holds `id` is offline.
+    pub(crate) fn holds(&self, id: &str) -> bool {
+        let offline = self.0.read();
+        !offline.0.is_empty() && offline.0.contains(&records::partition_for(id, offline.1))
     }
 }
