@@ -38,6 +38,9 @@ pub struct Broker {
     offline_dirs: parking_lot::RwLock<std::collections::BTreeSet<std::path::PathBuf>>,
     /// Replicated mode: the link to the metadata quorum (set once the broker has joined).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// `<log dir>/.lock` of every log dir, held while the broker lives: a second broker
+    /// on the same dirs refuses to start.
+    _dir_locks: Vec<runnel_log::DirLock>,
 }
 
 struct ProducerIdBlock {
@@ -56,8 +59,10 @@ impl Broker {
             .get(&config.listeners.inter_broker)
             .cloned()
             .unwrap_or_else(|| ("127.0.0.1".to_string(), 0));
+        let mut dir_locks = Vec::with_capacity(config.log_dirs.len());
         for dir in &config.log_dirs {
             std::fs::create_dir_all(dir).map_err(|e| BrokerError::storage(dir, e))?;
+            dir_locks.push(runnel_log::DirLock::acquire(dir).map_err(BrokerError::from)?);
         }
         let cluster_id = load_or_create_identity(&config)?;
         let topics = TopicRegistry::open(config.clone())?;
@@ -78,6 +83,7 @@ impl Broker {
             metrics: Default::default(),
             offline_dirs: Default::default(),
             cluster: std::sync::OnceLock::new(),
+            _dir_locks: dir_locks,
         };
         // After groups: completing a prepared transaction applies its offset commits.
         broker.txns.load(&broker)?;
@@ -151,8 +157,11 @@ impl Broker {
         })
     }
 
-    /// Whether the partition's log dir has been taken offline.
+    /// Whether the partition is offline: its files failed recovery, or its log dir failed.
     pub fn is_offline(&self, p: &crate::partition::Partition) -> bool {
+        if p.storage_offline {
+            return true;
+        }
         let dirs = self.offline_dirs.read();
         !dirs.is_empty()
             && p.log

@@ -1,27 +1,12 @@
-//! Kafka's record compression codecs, for the few places the broker must look inside a
-//! compressed batch (keys of compacted topics, the cleaner). The hot produce and fetch
-//! paths never inflate.
+//! Kafka's record compression codecs, for the cleaner re-compressing a batch it filtered.
+//! Inflating is the log's bounded reader (`runnel_log::compression`): the produce path
+//! streams a compressed batch through it once, in the validator.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use runnel_log::{CompressionCodec, RecordCodec};
-use runnel_protocol::kp::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
-
-/// Inflating a batch past this is refused: a compression bomb must not take the broker's
-/// memory (Kafka bounds it by the batch's own limits in the same spirit).
-pub const MAX_INFLATED_BYTES: usize = 256 * 1024 * 1024;
+use runnel_protocol::kp::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
 pub struct KafkaCodecs;
-
-fn inflate<D: Decompressor<Bytes, Buf = Bytes>>(data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut src = Bytes::copy_from_slice(data);
-    D::decompress(&mut src, |out: &mut Bytes| {
-        if out.len() > MAX_INFLATED_BYTES {
-            anyhow::bail!("inflates to more than {MAX_INFLATED_BYTES} bytes");
-        }
-        Ok(out.to_vec())
-    })
-    .map_err(|e| e.to_string())
-}
 
 fn deflate<C: Compressor<BytesMut, BufMut = BytesMut>>(data: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = BytesMut::new();
@@ -34,16 +19,6 @@ fn deflate<C: Compressor<BytesMut, BufMut = BytesMut>>(data: &[u8]) -> Result<Ve
 }
 
 impl RecordCodec for KafkaCodecs {
-    fn decompress(&self, codec: CompressionCodec, data: &[u8]) -> Result<Vec<u8>, String> {
-        match codec {
-            CompressionCodec::None => Ok(data.to_vec()),
-            CompressionCodec::Gzip => inflate::<Gzip>(data),
-            CompressionCodec::Snappy => inflate::<Snappy>(data),
-            CompressionCodec::Lz4 => inflate::<Lz4>(data),
-            CompressionCodec::Zstd => inflate::<Zstd>(data),
-        }
-    }
-
     fn compress(&self, codec: CompressionCodec, data: &[u8]) -> Result<Vec<u8>, String> {
         match codec {
             CompressionCodec::None => Ok(data.to_vec()),
@@ -73,13 +48,10 @@ mod tests {
             let packed = KafkaCodecs.compress(codec, &data).unwrap();
             assert!(packed.len() < data.len(), "{codec:?}");
             assert_eq!(
-                KafkaCodecs.decompress(codec, &packed).unwrap(),
+                runnel_log::compression::inflate(codec, &packed, 1 << 20).unwrap(),
                 data,
                 "{codec:?}"
             );
         }
-        assert!(KafkaCodecs
-            .decompress(CompressionCodec::Gzip, b"not gzip")
-            .is_err());
     }
 }

@@ -616,6 +616,7 @@ pub fn topic_log_config(
             ("max.message.bytes", Some(n)) => c.max_message_bytes = n.max(0) as usize,
             ("index.interval.bytes", Some(n)) => c.index_interval_bytes = n.max(0) as u64,
             ("flush.messages", Some(n)) => c.flush_messages = n.max(1),
+            ("cleanup.policy", _) => c.compacted = v.split(',').any(|p| p.trim() == "compact"),
             ("message.timestamp.type", _) => {
                 c.timestamp_type = if v == "LogAppendTime" {
                     TimestampType::LogAppendTime

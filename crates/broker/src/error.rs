@@ -116,6 +116,11 @@ impl From<LogError> for BrokerError {
             LogError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
             LogError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
             LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            LogError::InflatedTooLarge { .. } => ErrorCode::MessageTooLarge,
+            LogError::RecordErrors { .. } => ErrorCode::InvalidRecord,
+            LogError::Damaged { .. } | LogError::Offline { .. } | LogError::DirLocked { .. } => {
+                ErrorCode::KafkaStorageError
+            }
         };
         BrokerError::new(code, e.to_string())
     }

@@ -35,6 +35,9 @@ pub struct Partition {
     durable: watch::Sender<i64>,
     flush_wanted: Notify,
     closed: AtomicBool,
+    /// The log's files failed recovery at open: the partition answers
+    /// KAFKA_STORAGE_ERROR until a restart finds them repaired.
+    pub storage_offline: bool,
     /// Fetches parked on this partition (Kafka's delayed-fetch purgatory, keyed by
     /// partition): woken when its log end or high watermark moves, or its role changes.
     waiters: Mutex<Vec<Arc<Notify>>>,
@@ -66,6 +69,7 @@ impl Partition {
     /// not take writes for what it led before it died.
     pub fn new(topic: &str, index: i32, log: PartitionLog, replicated: bool) -> Arc<Self> {
         let end = log.log_end_offset();
+        let storage_offline = log.offline_reason().is_some();
         let (durable, _) = watch::channel(end);
         let (high_watermark, _) = watch::channel(0);
         let p = Arc::new(Partition {
@@ -82,6 +86,7 @@ impl Partition {
             durable,
             flush_wanted: Notify::new(),
             closed: AtomicBool::new(false),
+            storage_offline,
             waiters: Mutex::new(Vec::new()),
         });
         tokio::spawn(group_commit_loop(p.clone()));
@@ -310,6 +315,9 @@ async fn group_commit_loop(p: Arc<Partition>) {
         let (end, file) = {
             let log = p.log.lock();
             (log.log_end_offset(), log.active_file())
+        };
+        let Some(file) = file else {
+            continue; // an offline partition takes no writes, so has nothing to sync
         };
         let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
         match synced {

@@ -122,6 +122,22 @@ impl BatchHeader {
 /// magic, length, CRC, codec, and record count against the record framing when the batch
 /// is uncompressed. Returns the parsed header.
 pub fn validate_batch(b: &[u8]) -> Result<BatchHeader> {
+    let h = check_frame(b)?;
+    if h.compression()? == CompressionCodec::None {
+        let walked = walk_records(&b[BATCH_HEADER_BYTES..], |_| ())?;
+        if walked != h.record_count as usize {
+            return Err(LogError::InvalidRecord(format!(
+                "batch header says {} records, its bytes hold {walked}",
+                h.record_count
+            )));
+        }
+    }
+    Ok(h)
+}
+
+/// The checks of [`validate_batch`] that do not look at the records: magic, length, CRC,
+/// codec, non-negative counts. (The validator walks the records itself.)
+pub fn check_frame(b: &[u8]) -> Result<BatchHeader> {
     let h = BatchHeader::parse(b)?;
     if h.magic != 2 {
         return Err(LogError::UnsupportedMagic(h.magic));
@@ -140,21 +156,12 @@ pub fn validate_batch(b: &[u8]) -> Result<BatchHeader> {
             h.crc
         )));
     }
-    let codec = h.compression()?;
+    h.compression()?;
     if h.record_count < 0 || h.last_offset_delta < 0 {
         return Err(LogError::InvalidRecord(format!(
             "negative record count {} or offset delta",
             h.record_count
         )));
-    }
-    if codec == CompressionCodec::None {
-        let walked = walk_records(&b[BATCH_HEADER_BYTES..], |_| ())?;
-        if walked != h.record_count as usize {
-            return Err(LogError::InvalidRecord(format!(
-                "batch header says {} records, its bytes hold {walked}",
-                h.record_count
-            )));
-        }
     }
     Ok(h)
 }
@@ -208,6 +215,14 @@ pub fn set_log_append_time(b: &mut [u8], now_ms: i64) {
     b[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Sets a batch's max timestamp and re-computes the CRC (the validator's rewrite of a
+/// max timestamp that does not match the records).
+pub fn set_max_timestamp(b: &mut [u8], max_timestamp: i64) {
+    b[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// One record's position data, as seen while walking an uncompressed batch.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordPosition {
@@ -242,7 +257,7 @@ pub fn walk_records(mut body: &[u8], mut f: impl FnMut(RecordPosition)) -> Resul
     Ok(count)
 }
 
-pub(crate) fn read_varlong(b: &[u8]) -> Result<(i64, usize)> {
+pub fn read_varlong(b: &[u8]) -> Result<(i64, usize)> {
     let mut value: u64 = 0;
     for (i, byte) in b.iter().enumerate().take(10) {
         value |= ((byte & 0x7f) as u64) << (7 * i);
@@ -256,7 +271,7 @@ pub(crate) fn read_varlong(b: &[u8]) -> Result<(i64, usize)> {
     ))
 }
 
-pub(crate) fn read_varint(b: &[u8]) -> Result<(i64, usize)> {
+pub fn read_varint(b: &[u8]) -> Result<(i64, usize)> {
     let (v, n) = read_varlong(b)?;
     if n > 5 || v < i32::MIN as i64 || v > i32::MAX as i64 {
         return Err(LogError::InvalidRecord("varint out of i32 range".into()));
@@ -273,18 +288,27 @@ pub struct RecordView<'a> {
     pub value: Option<&'a [u8]>,
 }
 
-/// Calls `f` with every record of an uncompressed batch (the broker's own internal
-/// topics are written uncompressed). A compressed batch is an error.
-pub fn for_each_record<'a>(b: &'a [u8], mut f: impl FnMut(RecordView<'a>)) -> Result<()> {
+/// The cap on inflating a stored batch of an internal topic or during replay when no
+/// topic limit is at hand: what [`crate::compression::inflated_cap`] allows at Kafka's
+/// default `max.message.bytes`.
+pub const DEFAULT_INFLATED_CAP: u64 = 64 << 20;
+
+/// Calls `f` with every record of a batch. A compressed batch is inflated through the
+/// bounded reader (at most [`DEFAULT_INFLATED_CAP`] bytes), so coordinators can replay
+/// what a past version or a client wrote compressed into their topics.
+pub fn for_each_record(b: &[u8], mut f: impl FnMut(RecordView<'_>)) -> Result<()> {
     let h = BatchHeader::parse(b)?;
-    if h.compression()? != CompressionCodec::None {
-        return Err(LogError::InvalidRecord(
-            "records of a compressed batch cannot be read here".into(),
-        ));
-    }
-    let mut body = b
+    let body = b
         .get(BATCH_HEADER_BYTES..h.total_size().min(b.len()))
         .unwrap_or(&[]);
+    let inflated;
+    let mut body = match h.compression()? {
+        CompressionCodec::None => body,
+        codec => {
+            inflated = crate::compression::inflate(codec, body, DEFAULT_INFLATED_CAP)?;
+            &inflated[..]
+        }
+    };
     while !body.is_empty() {
         let (len, n) = read_varint(body)?;
         if len < 1 || n + len as usize > body.len() {
@@ -300,8 +324,8 @@ pub fn for_each_record<'a>(b: &'a [u8], mut f: impl FnMut(RecordView<'a>)) -> Re
         let (key, rest) = read_nullable_bytes(r)?;
         let (value, _) = read_nullable_bytes(rest)?;
         f(RecordView {
-            offset: h.base_offset + offset_delta,
-            timestamp: h.base_timestamp + ts_delta,
+            offset: h.base_offset.wrapping_add(offset_delta),
+            timestamp: h.base_timestamp.wrapping_add(ts_delta),
             key,
             value,
         });

@@ -19,14 +19,10 @@ use std::collections::HashMap;
 use crate::batch::{self, BatchHeader, CompressionCodec, BATCH_HEADER_BYTES};
 use crate::error::{LogError, Result};
 
-/// Inflates and deflates record sections. The broker supplies it (the codecs live with
-/// the wire protocol), keeping this crate free of compression libraries.
+/// Deflates record sections the cleaner rewrote. The broker supplies it (it owns the
+/// producers' compression settings); inflating is the log's own bounded reader
+/// (`compression.rs`).
 pub trait RecordCodec {
-    fn decompress(
-        &self,
-        codec: CompressionCodec,
-        data: &[u8],
-    ) -> std::result::Result<Vec<u8>, String>;
     fn compress(
         &self,
         codec: CompressionCodec,
@@ -100,30 +96,23 @@ pub fn split_records(body: &[u8], base_offset: i64) -> Result<Vec<RawRecord<'_>>
     Ok(out)
 }
 
-/// The records section of a batch, inflated if needed.
-pub fn records_section(b: &[u8], h: &BatchHeader, codec: &dyn RecordCodec) -> Result<Vec<u8>> {
-    let section = &b[BATCH_HEADER_BYTES..h.total_size()];
-    match h.compression()? {
-        CompressionCodec::None => Ok(section.to_vec()),
-        c => codec
-            .decompress(c, section)
-            .map_err(|e| LogError::CorruptBatch(format!("cannot inflate a {c:?} batch: {e}"))),
-    }
+/// The records section of a batch, inflated if needed (at most `cap` bytes).
+pub fn records_section(b: &[u8], h: &BatchHeader, cap: u64) -> Result<Vec<u8>> {
+    let section = b
+        .get(BATCH_HEADER_BYTES..h.total_size())
+        .ok_or_else(|| LogError::CorruptBatch("batch shorter than its length field".into()))?;
+    crate::compression::inflate(h.compression()?, section, cap)
 }
 
 /// Records (key -> latest offset) from every keyed record of `batches`.
-pub fn index_keys(
-    batches: &[u8],
-    codec: &dyn RecordCodec,
-    map: &mut HashMap<Vec<u8>, i64>,
-) -> Result<()> {
+pub fn index_keys(batches: &[u8], cap: u64, map: &mut HashMap<Vec<u8>, i64>) -> Result<()> {
     batch::for_each_batch(batches, |range| {
         let b = &batches[range];
         let h = BatchHeader::parse(b)?;
         if h.is_control() {
             return Ok(());
         }
-        let section = records_section(b, &h, codec)?;
+        let section = records_section(b, &h, cap)?;
         for r in split_records(&section, h.base_offset)? {
             if let Some(k) = r.key {
                 map.insert(k.to_vec(), r.offset);
@@ -139,6 +128,7 @@ pub fn filter_batches(
     batches: &[u8],
     map: &HashMap<Vec<u8>, i64>,
     tombstone_cutoff_ms: i64,
+    cap: u64,
     codec: &dyn RecordCodec,
     out: &mut Vec<u8>,
     stats: &mut CompactionStats,
@@ -150,7 +140,7 @@ pub fn filter_batches(
             out.extend_from_slice(b);
             return Ok(());
         }
-        let section = records_section(b, &h, codec)?;
+        let section = records_section(b, &h, cap)?;
         let records = split_records(&section, h.base_offset)?;
         let total = records.len() as u64;
         let kept: Vec<&RawRecord> = records

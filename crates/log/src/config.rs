@@ -24,6 +24,8 @@ pub struct LogConfig {
     pub timestamp_type: TimestampType,
     /// `flush.messages`: fsync after this many records (i64::MAX = leave it to the OS).
     pub flush_messages: i64,
+    /// `cleanup.policy` includes `compact`: the validator requires a key on every record.
+    pub compacted: bool,
 }
 
 impl Default for LogConfig {
@@ -38,6 +40,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             timestamp_type: TimestampType::CreateTime,
             flush_messages: i64::MAX,
+            compacted: false,
         }
     }
 }

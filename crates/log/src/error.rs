@@ -30,6 +30,32 @@ pub enum LogError {
         current: i16,
         got: i16,
     },
+    #[error(
+        "the {codec:?} payload inflates past {cap} bytes (the cap derived from max.message.bytes)"
+    )]
+    InflatedTooLarge {
+        codec: crate::batch::CompressionCodec,
+        cap: u64,
+    },
+    /// Records refused one by one (KIP-467): (batch index, message) for each.
+    #[error("{message}")]
+    RecordErrors {
+        message: String,
+        record_errors: Vec<(i32, String)>,
+    },
+    #[error("log dir {dir} is in use by another process{} ({dir}/.lock is locked); stop that broker or point log.dirs elsewhere", holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    DirLocked { dir: String, holder: Option<u32> },
+    /// A segment file fails its checks somewhere recovery may not cut.
+    #[error("{path} is damaged at byte {position}: {what}")]
+    Damaged {
+        path: String,
+        position: u64,
+        what: String,
+    },
+    /// The partition's files failed their checks at open: nothing is read or written
+    /// until an operator repairs them (KAFKA_STORAGE_ERROR).
+    #[error("partition {dir} is offline: {reason}")]
+    Offline { dir: String, reason: String },
     #[error("offset {offset} is outside the log's range [{start}, {end}]")]
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
 }

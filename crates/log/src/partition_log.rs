@@ -11,19 +11,22 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::batch::{self, BatchHeader, CompressionCodec, LOG_OVERHEAD};
+use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
 use crate::cleaner::{self, CompactionConfig, CompactionStats, RecordCodec};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{LogError, Result};
 use crate::index::write_atomically;
 use crate::producer_state::{ProducerEntry, ProducerStateManager, SequenceCheck};
-use crate::segment::LogSegment;
+use crate::segment::{LogSegment, ScanPolicy};
+use crate::validator::{self, ValidationContext};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 const SNAPSHOT_FILE: &str = "producer.snapshot";
 const EPOCH_FILE: &str = "leader-epoch-checkpoint";
 const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+/// Everything below this offset was fsynced (Kafka's name; here one file per partition).
+const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 
 /// What an append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,12 +66,66 @@ pub struct PartitionLog {
     unflushed_records: i64,
     /// Compaction has cleaned everything below this offset (`cleaner-offset-checkpoint`).
     cleaned_up_to: i64,
+    /// Everything below this offset is on disk (`recovery-point-offset-checkpoint`).
+    recovery_point: i64,
+    /// Set when the files failed recovery: the log then serves and changes nothing.
+    offline: Option<String>,
 }
 
 impl PartitionLog {
     /// Opens (or creates) the log in `dir`, recovering from an unclean shutdown.
+    ///
+    /// Recovery never deletes what it cannot prove torn: only batches past the recovery
+    /// point in the active segment may be cut. Anything else that fails its checks (a
+    /// damaged batch in an older segment, overlapping or missing segments, a file that
+    /// cannot be read) leaves every file as it is and opens the partition *offline*: it
+    /// answers KAFKA_STORAGE_ERROR to every read and write, and the error is logged with
+    /// the file and byte. Only failing to create `dir` itself is an error here.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
+        match Self::recover(dir, config.clone(), now_ms) {
+            Ok(log) => Ok(log),
+            Err(e) => {
+                tracing::error!(partition = %dir.display(), error = %e, "partition offline: its files failed the recovery checks; nothing was deleted; repair or move the named file aside and restart");
+                Ok(Self::offline(dir, config, e.to_string()))
+            }
+        }
+    }
+
+    /// A log whose files failed recovery: it holds no segment and refuses every read and
+    /// write with [`LogError::Offline`].
+    fn offline(dir: &Path, config: LogConfig, reason: String) -> Self {
+        PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            segments: BTreeMap::new(),
+            log_start_offset: 0,
+            next_offset: 0,
+            producers: ProducerStateManager::default(),
+            epochs: Vec::new(),
+            unflushed_records: 0,
+            cleaned_up_to: 0,
+            recovery_point: 0,
+            offline: Some(reason),
+        }
+    }
+
+    /// Why the partition is offline, if it is.
+    pub fn offline_reason(&self) -> Option<&str> {
+        self.offline.as_deref()
+    }
+
+    fn check_online(&self) -> Result<()> {
+        match &self.offline {
+            None => Ok(()),
+            Some(reason) => Err(LogError::Offline {
+                dir: self.dir.display().to_string(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    fn recover(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Self> {
         finish_interrupted_compaction(dir)?;
         let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = clean_marker.exists();
@@ -76,21 +133,35 @@ impl PartitionLog {
         for entry in fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
             let name = entry.map_err(|e| LogError::io(dir, e))?.file_name();
             let name = name.to_string_lossy();
-            if let Some(stem) = name.strip_suffix(".log") {
-                if let Ok(base) = stem.parse::<i64>() {
-                    bases.push(base);
+            match name.strip_suffix(".log").map(str::parse::<i64>) {
+                Some(Ok(base)) if base >= 0 => bases.push(base),
+                Some(_) => {
+                    tracing::warn!(partition = %dir.display(), file = %name, "ignoring a file that is not named like a segment");
                 }
+                None => {}
             }
         }
         bases.sort_unstable();
-        let mut segments = BTreeMap::new();
+        let cleaned_up_to = read_offset_file(&dir.join(CLEANER_CHECKPOINT_FILE)).unwrap_or(0);
         let last = bases.last().copied();
+        // Without a checkpoint (a log written before it existed): a clean shutdown flushed
+        // everything; after a crash the segments older than the active one were fsynced
+        // when they were rolled.
+        let recovery_point = read_offset_file(&dir.join(RECOVERY_POINT_FILE)).unwrap_or(if clean {
+            i64::MAX
+        } else {
+            last.unwrap_or(0)
+        });
+        let dense = !config.compacted && cleaned_up_to == 0;
+        let mut segments = BTreeMap::new();
         for base in bases {
-            // After a crash only the active segment can hold a torn write: older ones were
-            // fsynced when they were rolled.
-            let verify = !clean && Some(base) == last;
+            let policy = ScanPolicy {
+                recovery_point,
+                may_cut: Some(base) == last,
+                dense,
+            };
             let (seg, _cut) =
-                LogSegment::open(dir, base, verify, config.index_interval_bytes, now_ms)?;
+                LogSegment::open(dir, base, policy, config.index_interval_bytes, now_ms)?;
             segments.insert(base, seg);
         }
         if segments.is_empty() {
@@ -98,25 +169,14 @@ impl PartitionLog {
         }
         let first = segments.values().next().expect("at least one segment");
         // DeleteRecords may have moved the start inside the first segment.
-        let recorded_start = fs::read_to_string(dir.join(LOG_START_FILE))
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .unwrap_or(0);
+        let recorded_start = read_offset_file(&dir.join(LOG_START_FILE)).unwrap_or(0);
         let last_end = segments
             .values()
             .next_back()
             .expect("at least one segment")
             .next_offset;
         let log_start_offset = first.base_offset.max(recorded_start.min(last_end));
-        let next_offset = segments
-            .values()
-            .next_back()
-            .expect("at least one segment")
-            .next_offset;
-        let cleaned_up_to = fs::read_to_string(dir.join(CLEANER_CHECKPOINT_FILE))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
+        let next_offset = last_end;
         let mut log = PartitionLog {
             cleaned_up_to,
             dir: dir.to_path_buf(),
@@ -127,8 +187,10 @@ impl PartitionLog {
             producers: ProducerStateManager::default(),
             epochs: Vec::new(),
             unflushed_records: 0,
+            recovery_point: recovery_point.min(next_offset),
+            offline: None,
         };
-        log.check_contiguous()?;
+        log.check_contiguous(dense)?;
         log.epochs = read_epochs(&dir.join(EPOCH_FILE))
             .into_iter()
             .filter(|&(_, start)| start < next_offset)
@@ -140,22 +202,43 @@ impl PartitionLog {
         Ok(log)
     }
 
-    fn check_contiguous(&self) -> Result<()> {
-        let mut expected: Option<i64> = None;
+    /// Segments never overlap; without compaction they also leave no gap (a gap is a
+    /// segment file gone missing).
+    fn check_contiguous(&self, dense: bool) -> Result<()> {
+        let mut prev: Option<&LogSegment> = None;
         for seg in self.segments.values() {
-            if let Some(e) = expected {
-                // Compaction leaves gaps between segments; overlap is what must never happen.
-                if seg.base_offset < e {
-                    return Err(LogError::CorruptBatch(format!(
-                        "segment {} starts at {} but the previous one ends at {e}; move the later segments aside to recover",
-                        seg.log_path().display(),
-                        seg.base_offset
-                    )));
+            if let Some(p) = prev {
+                if seg.base_offset < p.next_offset || (dense && seg.base_offset > p.next_offset) {
+                    let what = if seg.base_offset < p.next_offset {
+                        "overlaps the previous segment, which ends at"
+                    } else {
+                        "leaves a gap (a missing segment file?) after the previous segment, which ends at"
+                    };
+                    return Err(LogError::Damaged {
+                        path: seg.log_path().display().to_string(),
+                        position: 0,
+                        what: format!(
+                            "segment starts at offset {} and {what} {} ({})",
+                            seg.base_offset,
+                            p.next_offset,
+                            p.log_path().display()
+                        ),
+                    });
                 }
             }
-            expected = Some(seg.next_offset);
+            prev = Some(seg);
         }
         Ok(())
+    }
+
+    /// Records that everything below `offset` is on disk (`recovery-point-offset-checkpoint`):
+    /// the next open only CRC-checks, and may only cut, what lies past it.
+    fn set_recovery_point(&mut self, offset: i64) -> Result<()> {
+        self.recovery_point = offset;
+        write_atomically(
+            &self.dir.join(RECOVERY_POINT_FILE),
+            offset.to_string().as_bytes(),
+        )
     }
 
     /// Loads the producer snapshot and replays batch headers written after it.
@@ -232,9 +315,13 @@ impl PartitionLog {
     pub fn producer(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(producer_id)
     }
-    /// The active segment's file, for an fsync done outside the partition lock.
-    pub fn active_file(&self) -> Arc<File> {
-        self.active().file_handle()
+    /// The active segment's file, for an fsync done outside the partition lock (None
+    /// when the partition is offline).
+    pub fn active_file(&self) -> Option<Arc<File>> {
+        self.segments
+            .values()
+            .next_back()
+            .map(LogSegment::file_handle)
     }
 
     /// Validates and appends the batches in `records` (a produce request's bytes for this
@@ -258,6 +345,7 @@ impl PartitionLog {
         now_ms: i64,
         origin: AppendOrigin,
     ) -> Result<AppendResult> {
+        self.check_online()?;
         let mut ranges = Vec::new();
         batch::for_each_batch(records, |r| {
             ranges.push(r);
@@ -268,21 +356,15 @@ impl PartitionLog {
                 "produce request carries no record batch".into(),
             ));
         }
+        let ctx = ValidationContext {
+            max_message_bytes: self.config.max_message_bytes,
+            compacted: self.config.compacted,
+            timestamp_type: self.config.timestamp_type,
+            from_client: origin == AppendOrigin::Client,
+        };
         let mut headers = Vec::with_capacity(ranges.len());
         for r in &ranges {
-            let size = r.len();
-            if size > self.config.max_message_bytes {
-                return Err(LogError::BatchTooLarge {
-                    size,
-                    max: self.config.max_message_bytes,
-                });
-            }
-            let h = batch::validate_batch(&records[r.clone()])?;
-            if h.is_control() {
-                return Err(LogError::InvalidRecord(
-                    "clients may not write control batches".into(),
-                ));
-            }
+            let h = validator::validate(&mut records[r.clone()], &ctx)?;
             if h.has_producer_id() && origin == AppendOrigin::Coordinator {
                 if let Some(entry) = self.producers.get(h.producer_id) {
                     if h.producer_epoch < entry.epoch {
@@ -368,6 +450,7 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<i64> {
+        self.check_online()?;
         if let Some(entry) = self.producers.get(producer_id) {
             if epoch < entry.epoch {
                 return Err(LogError::InvalidProducerEpoch {
@@ -422,6 +505,7 @@ impl PartitionLog {
     /// deduplicates and tracks open transactions like the old leader did.
     /// Batches wholly below the log end (a refetch) are skipped. Returns the new log end.
     pub fn append_replicated(&mut self, records: &[u8], now_ms: i64) -> Result<i64> {
+        self.check_online()?;
         let mut ranges = Vec::new();
         batch::for_each_batch(records, |r| {
             ranges.push(r);
@@ -484,6 +568,7 @@ impl PartitionLog {
     /// OffsetForLeaderEpoch told it). A batch that straddles `offset` goes whole. Leader
     /// epochs and producer state are rebuilt for what remains. Returns the new log end.
     pub fn truncate_to(&mut self, offset: i64, now_ms: i64) -> Result<i64> {
+        self.check_online()?;
         if offset >= self.next_offset {
             return Ok(self.next_offset);
         }
@@ -507,7 +592,13 @@ impl PartitionLog {
         file.set_len(cut_at).map_err(|e| LogError::io(&path, e))?;
         file.sync_data().map_err(|e| LogError::io(&path, e))?;
         let index_interval = self.config.index_interval_bytes;
-        let (seg, _) = LogSegment::open(&self.dir, base, false, index_interval, now_ms)?;
+        let (seg, _) = LogSegment::open(
+            &self.dir,
+            base,
+            ScanPolicy::trusted(),
+            index_interval,
+            now_ms,
+        )?;
         self.next_offset = seg.next_offset.max(seg.base_offset);
         self.segments.insert(base, seg);
         self.after_cut()?;
@@ -517,6 +608,7 @@ impl PartitionLog {
     /// Empties the log and starts it at `offset` (a follower that is behind the leader's
     /// log start, or truncating everything it has).
     pub fn reset_to(&mut self, offset: i64, now_ms: i64) -> Result<i64> {
+        self.check_online()?;
         while let Some((_, seg)) = self.segments.pop_first() {
             seg.delete_files()?;
         }
@@ -535,6 +627,9 @@ impl PartitionLog {
     /// After the log lost its tail: forget epochs and producer state from what is gone.
     fn after_cut(&mut self) -> Result<()> {
         let end = self.next_offset;
+        if self.recovery_point > end {
+            self.set_recovery_point(end)?;
+        }
         self.epochs.retain(|&(_, start)| start < end);
         write_epochs(&self.dir.join(EPOCH_FILE), &self.epochs)?;
         let snapshot = self.dir.join(SNAPSHOT_FILE);
@@ -587,9 +682,11 @@ impl PartitionLog {
     /// Closes the active segment (fsynced, so recovery never needs to look at it again)
     /// and starts a new one at the log end.
     pub fn roll(&mut self, now_ms: i64) -> Result<()> {
+        self.check_online()?;
         self.active().flush()?;
         let seg = LogSegment::create(&self.dir, self.next_offset, now_ms)?;
         self.segments.insert(self.next_offset, seg);
+        self.set_recovery_point(self.next_offset)?;
         self.producers
             .save(&self.dir.join(SNAPSHOT_FILE), self.next_offset)?;
         self.unflushed_records = 0;
@@ -598,6 +695,9 @@ impl PartitionLog {
 
     /// fsyncs the active segment.
     pub fn flush(&mut self) -> Result<()> {
+        if self.offline.is_some() {
+            return Ok(());
+        }
         self.active().flush()?;
         self.unflushed_records = 0;
         Ok(())
@@ -614,6 +714,7 @@ impl PartitionLog {
         upper_bound: i64,
         min_one: bool,
     ) -> Result<ReadResult> {
+        self.check_online()?;
         if offset < self.log_start_offset || offset > self.next_offset {
             return Err(LogError::OffsetOutOfRange {
                 offset,
@@ -667,9 +768,10 @@ impl PartitionLog {
     }
 
     /// The first offset whose record timestamp is >= `timestamp`, with that timestamp
-    /// (ListOffsets by time). Exact per record for uncompressed batches; for compressed
-    /// batches the batch's first offset and max timestamp (the broker does not inflate).
+    /// (ListOffsets by time). Exact per record, compressed batches included (inflated
+    /// through the bounded reader); LogAppendTime batches answer their first offset.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        self.check_online()?;
         for seg in self.segments.values() {
             if seg.max_timestamp < timestamp {
                 continue;
@@ -689,6 +791,7 @@ impl PartitionLog {
 
     /// The offset and timestamp of the record with the largest timestamp (KIP-734).
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>> {
+        self.check_online()?;
         let Some(seg) = self
             .segments
             .values()
@@ -712,16 +815,20 @@ impl PartitionLog {
         h: &BatchHeader,
         pred: impl Fn(i64) -> bool,
     ) -> Result<(i64, i64)> {
-        if h.compression()? != CompressionCodec::None || h.is_log_append_time() {
+        if h.is_log_append_time() {
             return Ok((h.base_offset, h.max_timestamp));
         }
+        // Compressed batches are streamed through the bounded inflater: the answer is the
+        // exact record, as Kafka gives it.
         let bytes = seg.read_at(pos, h.total_size())?;
+        let cap = crate::compression::inflated_cap(self.config.max_message_bytes);
         let mut hit = None;
-        batch::walk_records(&bytes[batch::BATCH_HEADER_BYTES..], |r| {
-            let ts = h.base_timestamp + r.timestamp_delta;
+        crate::validator::stream_records(&bytes, h, cap, |_, r| {
+            let ts = h.base_timestamp.saturating_add(r.timestamp_delta);
             if hit.is_none() && pred(ts) {
                 hit = Some((h.base_offset + r.offset_delta as i64, ts));
             }
+            Ok(())
         })?;
         Ok(hit.unwrap_or((h.base_offset, h.max_timestamp)))
     }
@@ -749,6 +856,7 @@ impl PartitionLog {
     /// DeleteRecords: makes `offset` the new log start (records below it are no longer
     /// readable) and deletes segments wholly below it. Returns the new log start.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
+        self.check_online()?;
         if offset < 0 || offset > self.next_offset {
             return Err(LogError::OffsetOutOfRange {
                 offset,
@@ -778,6 +886,9 @@ impl PartitionLog {
     }
 
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
+        if self.offline.is_some() {
+            return Ok(0);
+        }
         let mut deleted = 0;
         let retention_ms = self.config.retention_ms;
         let expired = |s: &LogSegment| {
@@ -823,6 +934,9 @@ impl PartitionLog {
         cfg: &CompactionConfig,
         codec: &dyn RecordCodec,
     ) -> Result<CompactionStats> {
+        if self.offline.is_some() {
+            return Ok(CompactionStats::default());
+        }
         let mut stats = CompactionStats::default();
         let active_base = self.active().base_offset;
         let lag_cutoff = now_ms.saturating_sub(cfg.min_compaction_lag_ms);
@@ -850,10 +964,11 @@ impl PartitionLog {
         if total == 0 || (dirty as f64) / (total as f64) < cfg.min_cleanable_dirty_ratio {
             return Ok(stats);
         }
+        let cap = crate::compression::inflated_cap(self.config.max_message_bytes);
         let mut map = HashMap::new();
         for b in &cleanable {
             let seg = &self.segments[b];
-            cleaner::index_keys(&seg.read_at(0, seg.size as usize)?, codec, &mut map)?;
+            cleaner::index_keys(&seg.read_at(0, seg.size as usize)?, cap, &mut map)?;
         }
         // Consecutive segments are merged while they fit in one segment.
         let mut groups: Vec<Vec<i64>> = Vec::new();
@@ -887,6 +1002,7 @@ impl PartitionLog {
                     &seg.read_at(0, seg.size as usize)?,
                     &map,
                     tombstone_cutoff,
+                    cap,
                     codec,
                     &mut out,
                     &mut stats,
@@ -928,7 +1044,7 @@ impl PartitionLog {
         let (seg, _) = LogSegment::open(
             &self.dir,
             first,
-            false,
+            ScanPolicy::trusted(),
             self.config.index_interval_bytes,
             now_ms,
         )?;
@@ -938,7 +1054,11 @@ impl PartitionLog {
 
     /// Flushes everything and leaves a marker so the next open skips crash recovery.
     pub fn close(&mut self) -> Result<()> {
+        if self.offline.is_some() {
+            return Ok(());
+        }
         self.flush()?;
+        self.set_recovery_point(self.next_offset)?;
         self.producers
             .save(&self.dir.join(SNAPSHOT_FILE), self.next_offset)?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
@@ -990,6 +1110,12 @@ fn finish_interrupted_compaction(dir: &Path) -> Result<()> {
         }
         let target = dir.join(format!("{}.log", crate::segment::file_stem(first)));
         fs::rename(&swap, &target).map_err(|e| LogError::io(&target, e))?;
+        // The swapped range was cleaned: its gaps are compaction's, not missing segments.
+        let checkpoint = dir.join(CLEANER_CHECKPOINT_FILE);
+        let cleaned = read_offset_file(&checkpoint).unwrap_or(0);
+        if end > cleaned {
+            write_atomically(&checkpoint, end.to_string().as_bytes())?;
+        }
     }
     sync_dir(dir)
 }
@@ -998,6 +1124,11 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| LogError::io(dir, e))
+}
+
+/// An offset checkpoint file (one number); None when absent or unreadable.
+fn read_offset_file(path: &Path) -> Option<i64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 fn read_epochs(path: &Path) -> Vec<(i32, i64)> {

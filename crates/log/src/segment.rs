@@ -16,6 +16,31 @@ pub fn file_stem(base_offset: i64) -> String {
     format!("{base_offset:020}")
 }
 
+/// What recovery may assume about a segment at open.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanPolicy {
+    /// Batches at or after this offset may not have reached the disk (Kafka's recovery
+    /// point): they are CRC-checked. Below it only the batch framing is walked.
+    pub recovery_point: i64,
+    /// This is the active segment: a bad batch past the recovery point is a torn write
+    /// and is cut, with everything after it. Anywhere else damage is reported.
+    pub may_cut: bool,
+    /// Offsets must follow each other with no gap: the log is not compacted (a
+    /// compacted topic, or a follower of one, has gaps).
+    pub dense: bool,
+}
+
+impl ScanPolicy {
+    /// Trust the whole segment's framing, cut nothing (a segment just written whole).
+    pub fn trusted() -> Self {
+        ScanPolicy {
+            recovery_point: i64::MAX,
+            may_cut: false,
+            dense: false,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct LogSegment {
     pub base_offset: i64,
@@ -64,13 +89,14 @@ impl LogSegment {
     }
 
     /// Opens an existing segment and rebuilds its in-memory indexes from the batch
-    /// headers (one 61-byte read per batch). With `verify`, every batch is also read whole
-    /// and CRC-checked, and the file is cut at the first torn or corrupt batch (crash
-    /// recovery of the active segment). Returns the segment and how many bytes were cut.
+    /// headers (one 61-byte read per batch). See [`ScanPolicy`] for what is checked and
+    /// what may be cut. Returns the segment and how many bytes were cut; damage that may
+    /// not be cut is an error naming the file and the byte where it starts, and the file
+    /// is left exactly as it was.
     pub fn open(
         dir: &Path,
         base_offset: i64,
-        verify: bool,
+        policy: ScanPolicy,
         index_interval: u64,
         now_ms: i64,
     ) -> Result<(Self, u64)> {
@@ -87,10 +113,10 @@ impl LogSegment {
             .map_err(|e| LogError::io(&log_path, e))?
             .len();
         let mut seg = Self::new(file, log_path, base_offset, now_ms);
-        let valid_end = seg.scan(file_size, verify, index_interval)?;
+        let valid_end = seg.scan(file_size, policy, index_interval)?;
         let cut = file_size - valid_end;
         if cut > 0 {
-            tracing::warn!(segment = %seg.log_path.display(), valid_end, cut, "truncating torn or corrupt tail");
+            tracing::warn!(segment = %seg.log_path.display(), valid_end, cut, recovery_point = policy.recovery_point, "truncating the torn tail written after the recovery point");
             seg.file
                 .set_len(valid_end)
                 .map_err(|e| LogError::io(&seg.log_path, e))?;
@@ -101,37 +127,94 @@ impl LogSegment {
 
     /// Walks batches from the start to `to`, rebuilding the indexes and the segment's
     /// offsets and timestamps. Returns where the last good batch ends.
-    fn scan(&mut self, to: u64, verify: bool, index_interval: u64) -> Result<u64> {
+    fn scan(&mut self, to: u64, policy: ScanPolicy, index_interval: u64) -> Result<u64> {
         let mut pos = 0;
         let mut buf = Vec::new();
-        while pos + BATCH_HEADER_BYTES as u64 <= to {
-            let mut head = [0u8; BATCH_HEADER_BYTES];
-            self.file
-                .read_exact_at(&mut head, pos)
-                .map_err(|e| LogError::io(&self.log_path, e))?;
-            let h = BatchHeader::parse(&head)?;
-            let total = h.total_size() as u64;
-            if h.batch_length < (BATCH_HEADER_BYTES - LOG_OVERHEAD) as i32
-                || pos + total > to
-                || h.magic != 2
-            {
+        while pos < to {
+            // Offsets below the recovery point were fsynced: damage there is not a torn
+            // write, whatever the bytes now say, so it is reported, never cut.
+            let unflushed = self.next_offset >= policy.recovery_point;
+            let problem = match self.check_batch_at(pos, to, policy, unflushed, &mut buf)? {
+                Ok(h) => {
+                    let total = h.total_size() as u64;
+                    self.track(&h, pos, total, index_interval);
+                    pos += total;
+                    continue;
+                }
+                Err(problem) => problem,
+            };
+            if unflushed && policy.may_cut {
                 break;
             }
-            if verify {
-                buf.resize(total as usize, 0);
-                self.file
-                    .read_exact_at(&mut buf, pos)
-                    .map_err(|e| LogError::io(&self.log_path, e))?;
-                // Offsets inside the active segment are dense; the base offset is outside the
-                // CRC, so density is what catches a damaged one.
-                if batch::validate_batch(&buf).is_err() || h.base_offset != self.next_offset {
-                    break;
-                }
-            }
-            self.track(&h, pos, total, index_interval);
-            pos += total;
+            return Err(LogError::Damaged {
+                path: self.log_path.display().to_string(),
+                position: pos,
+                what: problem,
+            });
         }
         Ok(pos)
+    }
+
+    /// The batch at `pos` if it passes the checks `policy` asks for, else what is wrong.
+    fn check_batch_at(
+        &self,
+        pos: u64,
+        to: u64,
+        policy: ScanPolicy,
+        unflushed: bool,
+        buf: &mut Vec<u8>,
+    ) -> Result<std::result::Result<BatchHeader, String>> {
+        if to - pos < BATCH_HEADER_BYTES as u64 {
+            return Ok(Err(format!(
+                "{} trailing bytes, shorter than a batch header",
+                to - pos
+            )));
+        }
+        let mut head = [0u8; BATCH_HEADER_BYTES];
+        self.file
+            .read_exact_at(&mut head, pos)
+            .map_err(|e| LogError::io(&self.log_path, e))?;
+        let h = BatchHeader::parse(&head)?;
+        let total = h.total_size() as u64;
+        if h.batch_length < (BATCH_HEADER_BYTES - LOG_OVERHEAD) as i32 || pos + total > to {
+            return Ok(Err(format!(
+                "batch length {} does not fit the {} bytes left in the file",
+                h.batch_length,
+                to - pos
+            )));
+        }
+        if h.magic != 2 {
+            return Ok(Err(format!(
+                "magic byte {} (only v2 batches are stored)",
+                h.magic
+            )));
+        }
+        if h.last_offset_delta < 0 || h.base_offset < self.next_offset {
+            return Ok(Err(format!(
+                "batch offsets [{}, {}] go back before {}",
+                h.base_offset,
+                h.last_offset(),
+                self.next_offset
+            )));
+        }
+        // Offsets are dense unless compaction (or a compacted leader) left gaps; the base
+        // offset is outside the CRC, so density is what catches a damaged one.
+        if policy.dense && h.base_offset != self.next_offset {
+            return Ok(Err(format!(
+                "batch starts at offset {}, expected {}",
+                h.base_offset, self.next_offset
+            )));
+        }
+        if unflushed {
+            buf.resize(total as usize, 0);
+            self.file
+                .read_exact_at(buf, pos)
+                .map_err(|e| LogError::io(&self.log_path, e))?;
+            if let Err(e) = batch::validate_batch(buf) {
+                return Ok(Err(e.to_string()));
+            }
+        }
+        Ok(Ok(h))
     }
 
     fn track(&mut self, h: &BatchHeader, pos: u64, total: u64, index_interval: u64) {

@@ -11,9 +11,6 @@ use runnel_log::{
 
 struct NoCodec;
 impl RecordCodec for NoCodec {
-    fn decompress(&self, _: CompressionCodec, _: &[u8]) -> Result<Vec<u8>, String> {
-        Err("test batches are uncompressed".into())
-    }
     fn compress(&self, _: CompressionCodec, _: &[u8]) -> Result<Vec<u8>, String> {
         Err("test batches are uncompressed".into())
     }

@@ -311,12 +311,12 @@ class Conn:
         r.int64()  # log append time
         if version >= 5:
             r.int64()  # log start offset
+        self.last_record_errors, self.last_error_message = [], None
         if version >= 8:
             nrec = r.int32()
             for _ in range(max(nrec, 0)):
-                r.int32()
-                r.string()
-            r.string()  # error message
+                self.last_record_errors.append((r.int32(), r.string()))  # KIP-467
+            self.last_error_message = r.string()
         return err, base_offset
 
 

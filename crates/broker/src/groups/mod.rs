@@ -324,6 +324,7 @@ pub struct GroupCoordinator {
     /// groups it coordinates (with the topic's partition count). None on a single node,
     /// which coordinates every group.
     owned: parking_lot::RwLock<Option<(std::collections::BTreeSet<i32>, i32)>>,
+    offline: OfflineCoordinatorPartitions,
 }
 
 impl GroupCoordinator {
@@ -334,6 +335,7 @@ impl GroupCoordinator {
             consumer_groups: Mutex::new(HashMap::new()),
             pending_txn: Mutex::new(HashMap::new()),
             owned: parking_lot::RwLock::new(None),
+            offline: OfflineCoordinatorPartitions::default(),
         }
     }
 
@@ -346,7 +348,11 @@ impl GroupCoordinator {
     }
 
     /// NOT_COORDINATOR unless this broker leads the group's `__consumer_offsets` partition.
+    /// COORDINATOR_NOT_AVAILABLE when that partition's files failed recovery.
     pub fn check_coordinator(&self, group_id: &str) -> Result<(), ErrorCode> {
+        if self.offline.holds(group_id) {
+            return Err(ErrorCode::CoordinatorNotAvailable);
+        }
         match &*self.owned.read() {
             None => Ok(()),
             Some((owned, count)) if owned.contains(&records::partition_for(group_id, *count)) => {
@@ -375,6 +381,7 @@ impl GroupCoordinator {
         self.groups.lock().retain(|id, _| !mine(id));
         self.consumer_groups.lock().retain(|id, _| !mine(id));
         if leader {
+            self.offline.note(p, partitions);
             match self.load_partition(p) {
                 Ok(n) => tracing::info!(
                     partition = index,
@@ -397,6 +404,7 @@ impl GroupCoordinator {
             return Ok(());
         };
         for p in &topic.partitions {
+            self.offline.note(p, topic.partitions.len() as i32);
             self.load_partition(p)?;
         }
         tracing::info!(groups = self.groups.lock().len(), "loaded consumer groups");
@@ -406,6 +414,10 @@ impl GroupCoordinator {
     /// Replays one `__consumer_offsets` partition into memory; returns the group count.
     fn load_partition(&self, p: &Partition) -> Result<usize, BrokerError> {
         let mut groups = self.groups.lock();
+        if p.storage_offline {
+            tracing::error!(topic = %p.topic, partition = p.index, "not replaying an offline partition: its groups answer COORDINATOR_NOT_AVAILABLE");
+            return Ok(0);
+        }
         // Transactional offset commits not yet decided by a marker, by producer id.
         let mut pending_txn: HashMap<i64, Vec<(Vec<u8>, Option<Vec<u8>>)>> = HashMap::new();
         p.log
@@ -421,17 +433,17 @@ impl GroupCoordinator {
                     }
                 } else if h.is_transactional() {
                     let pending = pending_txn.entry(h.producer_id).or_default();
-                    runnel_log::batch::for_each_record(batch, |r| {
+                    let read = runnel_log::batch::for_each_record(batch, |r| {
                         if let Some(k) = r.key {
                             pending.push((k.to_vec(), r.value.map(<[u8]>::to_vec)));
                         }
-                    })
-                    .map_err(BrokerError::from)?;
+                    });
+                    skip_unreadable(p, h, read);
                 } else {
-                    runnel_log::batch::for_each_record(batch, |r| {
+                    let read = runnel_log::batch::for_each_record(batch, |r| {
                         replay(&mut groups, r.key, r.value)
-                    })
-                    .map_err(BrokerError::from)?;
+                    });
+                    skip_unreadable(p, h, read);
                 }
                 Ok(())
             })?;
@@ -1684,5 +1696,44 @@ fn replay(groups: &mut HashMap<String, Group>, key: Option<&[u8]>, value: Option
                 groups.remove(&group);
             }
         },
+    }
+}
+
+/// Replay of an internal topic reads every batch a past version or a client could have
+/// written there; a record it cannot read (damaged, or inflating past the cap) is skipped
+/// with a log line naming where it is, never a refusal to start.
+pub(crate) fn skip_unreadable(
+    p: &Partition,
+    h: &runnel_log::BatchHeader,
+    read: Result<(), runnel_log::LogError>,
+) {
+    if let Err(e) = read {
+        tracing::warn!(topic = %p.topic, partition = p.index, offset = h.base_offset, last_offset = h.last_offset(), error = %e, "replay skipped records it cannot read");
+    }
+}
+
+/// The coordinator partitions (of `__consumer_offsets` or `__transaction_state`) whose
+/// files failed recovery: their groups or transactional ids answer
+/// COORDINATOR_NOT_AVAILABLE rather than an empty state, as Kafka does while the
+/// partition is offline. Thread-safe.
+#[derive(Default)]
+pub(crate) struct OfflineCoordinatorPartitions(
+    parking_lot::RwLock<(std::collections::BTreeSet<i32>, i32)>,
+);
+
+impl OfflineCoordinatorPartitions {
+    /// Records `p` (of a topic with `count` partitions) if it is offline.
+    pub(crate) fn note(&self, p: &Partition, count: i32) {
+        let mut offline = self.0.write();
+        offline.1 = count;
+        if p.storage_offline {
+            offline.0.insert(p.index);
+        }
+    }
+
+    /// Whether the partition that holds `id` is offline.
+    pub(crate) fn holds(&self, id: &str) -> bool {
+        let offline = self.0.read();
+        !offline.0.is_empty() && offline.0.contains(&records::partition_for(id, offline.1))
     }
 }

@@ -34,6 +34,9 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 Some(partition) if !partition.replica.lock().is_leader() => {
                     resp = resp.with_error_code(ErrorCode::NotLeaderOrFollower.code())
                 }
+                Some(partition) if broker.is_offline(&partition) => {
+                    resp = resp.with_error_code(ErrorCode::KafkaStorageError.code())
+                }
                 Some(partition) => {
                     let log = partition.log.lock();
                     // Clients see offsets up to the high watermark (the log end on a

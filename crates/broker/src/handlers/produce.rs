@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use runnel_log::BatchHeader;
 use runnel_protocol::kp::messages::produce_response::{
-    PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use runnel_protocol::kp::messages::{ProduceRequest, ProduceResponse};
 use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
@@ -35,6 +35,7 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
+            let mut record_errors = Vec::new();
             let partition = topic_entry.as_ref().and_then(|t| {
                 usize::try_from(pd.index)
                     .ok()
@@ -51,9 +52,6 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 )),
                 (Some(_), None) => Err(BrokerError::new(ErrorCode::InvalidRecord, "no records")),
                 (Some(p), Some(records)) => {
-                    let compacted = topic_entry
-                        .as_ref()
-                        .is_some_and(|t| crate::config::topic_compaction(&t.configs).is_some());
                     let batch_bytes = records.len() as u64;
                     let min_isr = topic_entry
                         .as_ref()
@@ -61,7 +59,7 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                         .and_then(|v| v.parse::<usize>().ok())
                         .unwrap_or(broker.effective_min_isr());
                     check_replicas(&p, acks, min_isr)
-                        .and_then(|()| append(broker, &p, &records, compacted))
+                        .and_then(|()| append(broker, &p, &records, &mut record_errors))
                         .map(|r| (p, r, batch_bytes, min_isr))
                 }
             };
@@ -90,7 +88,17 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                     tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
                     resp = resp
                         .with_error_code(e.code.code())
-                        .with_error_message(Some(str_bytes(&e.message)));
+                        .with_error_message(Some(str_bytes(&e.message)))
+                        .with_record_errors(
+                            record_errors
+                                .iter()
+                                .map(|(i, m)| {
+                                    BatchIndexAndErrorMessage::default()
+                                        .with_batch_index(*i)
+                                        .with_batch_index_error_message(Some(str_bytes(m)))
+                                })
+                                .collect(),
+                        );
                 }
             }
             partitions.push(resp);
@@ -167,26 +175,13 @@ fn check_replicas(p: &Partition, acks: i16, min_isr: usize) -> Result<(), Broker
     Ok(())
 }
 
-/// Kafka refuses keyless records on compacted topics: they could never be cleaned.
-fn check_keys(records: &[u8], h: &BatchHeader) -> Result<(), BrokerError> {
-    let section = runnel_log::cleaner::records_section(records, h, &crate::codec::KafkaCodecs)
-        .map_err(BrokerError::from)?;
-    let parsed =
-        runnel_log::cleaner::split_records(&section, h.base_offset).map_err(BrokerError::from)?;
-    if parsed.iter().any(|r| r.key.is_none()) {
-        return Err(BrokerError::new(
-            ErrorCode::InvalidRecord,
-            "compacted topic cannot accept a record without a key",
-        ));
-    }
-    Ok(())
-}
-
+/// Appends one partition's batch. The log's validator checks it (and requires keys on a
+/// compacted topic); per-record refusals (KIP-467) land in `record_errors`.
 fn append(
     broker: &Broker,
     p: &Partition,
     records: &bytes::Bytes,
-    compacted: bool,
+    record_errors: &mut Vec<(i32, String)>,
 ) -> Result<runnel_log::AppendResult, BrokerError> {
     // Produce v3+ carries exactly one batch per partition (Kafka refuses more).
     let first = BatchHeader::parse(records).map_err(BrokerError::from)?;
@@ -203,11 +198,19 @@ fn append(
             .txns
             .verify_produce(first.producer_id, first.producer_epoch, &p.topic, p.index)?;
     }
-    if compacted {
-        // Validate first so a corrupt batch gets CORRUPT_MESSAGE, not a key error.
-        runnel_log::batch::validate_batch(records).map_err(BrokerError::from)?;
-        check_keys(records, &first)?;
-    }
     let mut buf = BytesMut::from(&records[..]);
-    broker.append_as_leader(p, |log, epoch| log.append(&mut buf, epoch, now_ms()))
+    // KIP-467: a batch refused for some of its records names them.
+    let written = broker.append_as_leader(p, |log, epoch| {
+        match log.append(&mut buf, epoch, now_ms()) {
+            Err(runnel_log::LogError::RecordErrors {
+                message,
+                record_errors: errors,
+            }) => {
+                *record_errors = errors;
+                Ok(Err(message))
+            }
+            other => other.map(Ok),
+        }
+    })?;
+    written.map_err(|message| BrokerError::new(ErrorCode::InvalidRecord, message))
 }

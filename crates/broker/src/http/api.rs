@@ -151,8 +151,9 @@ fn log_dir_of(log: &runnel_log::PartitionLog) -> PathBuf {
 fn partition_view(node: i32, p: &Partition, offline_dirs: &[PathBuf]) -> PartitionView {
     let log = p.log.lock();
     let dir = log_dir_of(&log);
-    // The only replica is on a failed log dir: no leader, as Metadata reports it.
-    let offline = offline_dirs.contains(&dir);
+    // The only replica is on a failed log dir, or its files failed recovery: no leader,
+    // as Metadata reports it.
+    let offline = p.storage_offline || offline_dirs.contains(&dir);
     PartitionView {
         partition: p.index,
         leader: if offline { -1 } else { node },
@@ -786,7 +787,7 @@ fn snapshot(b: &Arc<Broker>) -> Snapshot {
         .flat_map(|t| t.partitions.iter())
         .map(|p| {
             let log = p.log.lock();
-            offline += usize::from(offline_dirs.contains(&log_dir_of(&log)));
+            offline += usize::from(p.storage_offline || offline_dirs.contains(&log_dir_of(&log)));
             PartitionSample {
                 topic: p.topic.clone(),
                 partition: p.index,

@@ -145,6 +145,7 @@ pub struct TxnCoordinator {
     /// the transactional ids it coordinates), with the topic's partition count. None on a
     /// single node, which coordinates every id.
     owned: parking_lot::RwLock<Option<(BTreeSet<i32>, i32)>>,
+    offline: crate::groups::OfflineCoordinatorPartitions,
 }
 
 /// What ending a transaction still needs once its outcome is recorded.
@@ -198,6 +199,7 @@ impl TxnCoordinator {
             config,
             state: Mutex::new(State::default()),
             owned: parking_lot::RwLock::new(None),
+            offline: Default::default(),
         }
     }
 
@@ -214,7 +216,14 @@ impl TxnCoordinator {
     }
 
     /// NOT_COORDINATOR unless this broker leads the id's `__transaction_state` partition.
+    /// COORDINATOR_NOT_AVAILABLE when that partition's files failed recovery.
     pub fn check_coordinator(&self, tid: &str) -> Result<(), BrokerError> {
+        if self.offline.holds(tid) {
+            return Err(err(
+                ErrorCode::CoordinatorNotAvailable,
+                format!("the __transaction_state partition of '{tid}' is offline"),
+            ));
+        }
         match &*self.owned.read() {
             None => Ok(()),
             Some((owned, count))
@@ -257,6 +266,7 @@ impl TxnCoordinator {
             );
             return;
         }
+        self.offline.note(p, partitions);
         if let Err(e) = replay_partition(&mut state, p) {
             tracing::error!(partition = p.index, error = %e, "cannot load transaction state");
             return;
@@ -281,6 +291,7 @@ impl TxnCoordinator {
         }
         let mut state = self.state.lock();
         for p in &topic.partitions {
+            self.offline.note(p, topic.partitions.len() as i32);
             replay_partition(&mut state, p)?;
         }
         self.finish_prepared(broker, &mut state, |_| true);
@@ -780,8 +791,12 @@ impl TxnCoordinator {
 
 /// Replays one `__transaction_state` partition into `state`.
 fn replay_partition(state: &mut State, p: &Partition) -> Result<(), BrokerError> {
-    p.log.lock().for_each_batch(|_, batch| {
-        runnel_log::batch::for_each_record(batch, |r| {
+    if p.storage_offline {
+        tracing::error!(topic = %p.topic, partition = p.index, "not replaying an offline partition: its transactional ids answer COORDINATOR_NOT_AVAILABLE");
+        return Ok(());
+    }
+    p.log.lock().for_each_batch(|h, batch| {
+        let read = runnel_log::batch::for_each_record(batch, |r| {
             let Some(tid) = r.key.and_then(records::decode_key) else {
                 return;
             };
@@ -810,7 +825,8 @@ fn replay_partition(state: &mut State, p: &Partition) -> Result<(), BrokerError>
                     state.txns.remove(&tid);
                 }
             }
-        })
-        .map_err(BrokerError::from)
+        });
+        crate::groups::skip_unreadable(p, h, read);
+        Ok::<(), BrokerError>(())
     })
 }
