@@ -325,6 +325,14 @@ impl ControllerClient {
             .await
     }
 
+    /// The metadata quorum's state, from its leader (Kafka's DescribeQuorum).
+    pub async fn describe_quorum(&self) -> Result<crate::rpc::QuorumState, ControllerError> {
+        match self.call(ControllerRequest::DescribeQuorum).await? {
+            ControllerReply::Quorum(q) => Ok(q),
+            other => Err(Self::unexpected(other)),
+        }
+    }
+
     /// ElectLeaders: `None` = every partition (then partitions needing no election are left
     /// out of the results); `preferred` = preferred-leader election, else unclean election.
     pub async fn elect_leaders(

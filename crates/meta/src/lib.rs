@@ -24,5 +24,5 @@ pub use config::{format_voters, parse_voters, ControllerDefaults, MetaConfig};
 pub use error::{ControllerError, ErrorKind, MetaError};
 pub use image::{BrokerEndpoint, BrokerImage, ClusterImage, MetadataRecord, PartitionImage, TopicImage, NO_LEADER};
 pub use node::MetaNode;
-pub use rpc::{AlterPartitionRequest, Elections, HeartbeatReply, NewTopic};
+pub use rpc::{AlterPartitionRequest, Elections, HeartbeatReply, NewTopic, QuorumReplica, QuorumState};
 pub use store::RecordBatch;

@@ -591,6 +591,44 @@ impl Actor {
                 self.write(records).await?;
                 Ok(ControllerReply::Done)
             }
+            ControllerRequest::DescribeQuorum => Ok(ControllerReply::Quorum(self.quorum_state(img))),
+        }
+    }
+
+    /// The quorum as this leader sees it: Raft's term is the epoch, the applied index the
+    /// high watermark, each voter's next index from replication progress.
+    fn quorum_state(&self, img: &ClusterImage) -> crate::rpc::QuorumState {
+        let m = self.raft.metrics().borrow().clone();
+        let next = |id: u64| -> i64 {
+            if id == self.me as u64 {
+                return m.last_log_index.map_or(0, |i| i as i64 + 1);
+            }
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(&id).cloned().flatten())
+                .map_or(-1, |log_id| log_id.index as i64 + 1)
+        };
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        crate::rpc::QuorumState {
+            leader: m.current_leader.map_or(-1, |l| l as i32),
+            epoch: m.current_term.min(i32::MAX as u64) as i32,
+            high_watermark: m.last_applied.map_or(0, |l| l.index as i64 + 1),
+            voters: voters
+                .iter()
+                .map(|&id| crate::rpc::QuorumReplica {
+                    id: id as i32,
+                    log_end_offset: next(id),
+                })
+                .collect(),
+            observers: img
+                .brokers
+                .keys()
+                .filter(|id| !voters.contains(&(**id as u64)))
+                .map(|&id| crate::rpc::QuorumReplica {
+                    id,
+                    log_end_offset: -1,
+                })
+                .collect(),
         }
     }
 

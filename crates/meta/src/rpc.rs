@@ -132,6 +132,28 @@ pub enum ControllerRequest {
         partition: i32,
         replicas: Option<Vec<i32>>,
     },
+    /// The quorum's state as its leader sees it (Kafka's DescribeQuorum).
+    DescribeQuorum,
+}
+
+/// One replica of the metadata log, as the quorum leader sees it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QuorumReplica {
+    pub id: i32,
+    /// The next log index it needs (-1: not known to the leader).
+    pub log_end_offset: i64,
+}
+
+/// DescribeQuorum's answer: leader, epoch (Raft term), the committed index and each
+/// voter's and observer's progress.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QuorumState {
+    pub leader: i32,
+    pub epoch: i32,
+    pub high_watermark: i64,
+    pub voters: Vec<QuorumReplica>,
+    /// Brokers that are not voters (they follow the image, not the log).
+    pub observers: Vec<QuorumReplica>,
 }
 
 /// ElectLeaders results: per partition, elected or why not.
@@ -146,6 +168,7 @@ pub enum ControllerReply {
     Deleted(Vec<Result<(), ControllerError>>),
     Partition(PartitionImage),
     Elected(Elections),
+    Quorum(QuorumState),
     Done,
 }
 

@@ -6,13 +6,55 @@ The 3-node form (a REPLICATION listener for broker traffic, CONTROLLER for the q
 under kill -9 and SIGSTOP) is test_cluster.py::test_history_with_kafkas_kraft_listeners.
 """
 
+import struct
 import subprocess
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+import kwire
 from cluster import free_ports
 from harness import Broker, runnel_bin, unique
+
+DESCRIBE_QUORUM = 55
+
+
+def uvarint(r):
+    shift = value = 0
+    while True:
+        b = r.take(1)[0]
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value
+        shift += 7
+
+
+def describe_quorum(address):
+    """DescribeQuorum v0 for __cluster_metadata-0: (error, [(partition error, leader,
+    epoch, high watermark, [(voter, log end)], [(observer, log end)])])."""
+    body = (kwire.uvarint(2) + kwire.compact_string("__cluster_metadata")
+            + kwire.uvarint(2) + struct.pack(">i", 0) + kwire.uvarint(0)
+            + kwire.uvarint(0) + kwire.uvarint(0))
+    with kwire.Conn(*address) as c:
+        r = c.request(DESCRIBE_QUORUM, 0, body, header_version=2)
+    uvarint(r)  # response header tagged fields
+    error = r.int16()
+
+    def replicas():
+        out = []
+        for _ in range(uvarint(r) - 1):
+            out.append((r.int32(), r.int64()))
+            uvarint(r)
+        return out
+    partitions = []
+    for _ in range(uvarint(r) - 1):
+        r.take(uvarint(r) - 1)  # topic name
+        for _ in range(uvarint(r) - 1):
+            r.int32()
+            partitions.append((r.int16(), r.int32(), r.int32(), r.int64(), replicas(), replicas()))
+            uvarint(r)
+        uvarint(r)
+    return error, partitions
 
 # Kafka 4's config/server.properties (KRaft, combined node), with 127.0.0.1 for the bind
 # addresses and test-chosen ports: the quorum from controller.quorum.bootstrap.servers
@@ -95,6 +137,12 @@ def test_kafkas_kraft_server_properties_start_runnel(tmp_path):
         c.commit(asynchronous=False)
         c.close()
         assert got == [f"v{i}" for i in range(10)]
+        # KIP-595's DescribeQuorum: this node leads its one-voter quorum.
+        error, partitions = describe_quorum(b.address)
+        assert error == 0, error
+        [(perror, leader, epoch, hw, voters, observers)] = partitions
+        assert (perror, leader, observers) == (0, 1, []), partitions
+        assert epoch >= 1 and hw > 0 and [v for v, _ in voters] == [1], partitions
     finally:
         problems = b.stop()
     assert not problems, problems
@@ -142,6 +190,9 @@ def test_each_listener_advertises_its_own_endpoints(tmp_path):
         assert msg is not None and msg.value() == b"x"
         c.commit(asynchronous=False)
         c.close()
+        # No quorum on this node: DescribeQuorum says so rather than inventing one.
+        error, partitions = describe_quorum(b.address)
+        assert (error, partitions) == (42, []), (error, partitions)
     finally:
         problems = b.stop()
     assert not problems, problems

@@ -722,3 +722,87 @@ pub fn describe_topic_partitions(
             .with_next_cursor(next_cursor),
     )
 }
+
+/// DescribeQuorum (KIP-595): the metadata quorum's leader, epoch, high watermark and each
+/// voter's and observer's progress, asked of the active controller (any node forwards).
+pub fn describe_quorum(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
+    use runnel_protocol::kp::messages::describe_quorum_response::{
+        Listener, Node, PartitionData, ReplicaState, TopicData,
+    };
+    let body: DescribeQuorumRequest = decode_body(&req.body, req.api_version)?;
+    let Some(cluster) = broker.cluster().cloned() else {
+        let response = DescribeQuorumResponse::default()
+            .with_error_code(ErrorCode::InvalidRequest.code())
+            .with_error_message(Some(str_bytes(
+                "this node runs without a metadata quorum: set controller.quorum.voters (or, for \
+                 one combined node, controller.quorum.bootstrap.servers) to run one",
+            )));
+        return ready(req, &response);
+    };
+    let voters = broker.config.cluster.voters.clone();
+    let req = req.clone();
+    Ok(Box::pin(async move {
+        let quorum = cluster.controller.describe_quorum().await;
+        let response = match quorum {
+            Err(e) => DescribeQuorumResponse::default()
+                .with_error_code(crate::cluster::error_code(e.kind).code())
+                .with_error_message(Some(str_bytes(&e.to_string()))),
+            Ok(q) => {
+                let replica = |r: &runnel_meta::QuorumReplica| {
+                    ReplicaState::default()
+                        .with_replica_id(BrokerId(r.id))
+                        .with_log_end_offset(r.log_end_offset)
+                        .with_last_fetch_timestamp(-1)
+                        .with_last_caught_up_timestamp(-1)
+                };
+                let topics = body
+                    .topics
+                    .iter()
+                    .map(|t| {
+                        let partitions = t
+                            .partitions
+                            .iter()
+                            .map(|p| {
+                                let data = PartitionData::default()
+                                    .with_partition_index(p.partition_index);
+                                if t.topic_name.0.as_str() != "__cluster_metadata"
+                                    || p.partition_index != 0
+                                {
+                                    return data
+                                        .with_error_code(ErrorCode::UnknownTopicOrPartition.code());
+                                }
+                                data.with_leader_id(BrokerId(q.leader))
+                                    .with_leader_epoch(q.epoch)
+                                    .with_high_watermark(q.high_watermark)
+                                    .with_current_voters(q.voters.iter().map(replica).collect())
+                                    .with_observers(q.observers.iter().map(replica).collect())
+                            })
+                            .collect();
+                        TopicData::default()
+                            .with_topic_name(t.topic_name.clone())
+                            .with_partitions(partitions)
+                    })
+                    .collect();
+                // v2: where each voter's controller listens.
+                let nodes = voters
+                    .iter()
+                    .map(|(id, addr)| {
+                        Node::default().with_node_id(BrokerId(*id)).with_listeners(vec![
+                            Listener::default()
+                                .with_name(str_bytes("CONTROLLER"))
+                                .with_host(str_bytes(&addr.ip().to_string()))
+                                .with_port(addr.port()),
+                        ])
+                    })
+                    .collect();
+                DescribeQuorumResponse::default()
+                    .with_topics(topics)
+                    .with_nodes(if req.api_version >= 2 { nodes } else { Vec::new() })
+            }
+        };
+        super::encode(&req, &response)
+    }))
+}

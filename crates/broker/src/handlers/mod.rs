@@ -76,6 +76,7 @@ pub fn dispatch(
         ApiKey::ListTransactions => txn::list_transactions(broker, &req),
         ApiKey::DescribeProducers => txn::describe_producers(broker, &req),
         ApiKey::ElectLeaders => reassign::elect_leaders(broker, &req),
+        ApiKey::DescribeQuorum => admin::describe_quorum(broker, &req),
         ApiKey::AlterPartitionReassignments => reassign::alter_reassignments(broker, &req),
         ApiKey::ListPartitionReassignments => reassign::list_reassignments(broker, &req),
         // parse_request only lets through APIs in the supported table.
