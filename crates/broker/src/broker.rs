@@ -37,6 +37,8 @@ pub struct Broker {
     offline_dirs: parking_lot::RwLock<std::collections::BTreeSet<std::path::PathBuf>>,
     /// Replicated mode: the link to the metadata quorum (set once the broker has joined).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Open client connections and the request bytes they hold, with their bounds.
+    pub connections: Arc<crate::connections::Connections>,
 }
 
 struct ProducerIdBlock {
@@ -51,6 +53,9 @@ impl Broker {
         advertised_host: String,
         advertised_port: u16,
     ) -> Result<Self, BrokerError> {
+        // Before any partition opens: every partition and connection holds descriptors.
+        let fd_limit = crate::fds::raise_limit();
+        let connections = crate::connections::Connections::new(&config.limits, fd_limit);
         let config = Arc::new(config);
         for dir in &config.log_dirs {
             std::fs::create_dir_all(dir).map_err(|e| BrokerError::storage(dir, e))?;
@@ -75,6 +80,7 @@ impl Broker {
             metrics: Default::default(),
             offline_dirs: Default::default(),
             cluster: std::sync::OnceLock::new(),
+            connections,
         };
         // After groups: completing a prepared transaction applies its offset commits.
         broker.txns.load(&broker)?;

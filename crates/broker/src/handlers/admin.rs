@@ -375,11 +375,25 @@ pub fn create_partitions(
     req: &ParsedRequest,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: CreatePartitionsRequest = decode_body(&req.body, req.api_version)?;
+    // The partitions the whole request adds, against the bounds, before any is added.
+    let adding: usize = body
+        .topics
+        .iter()
+        .map(|t| {
+            let current = broker
+                .topics
+                .get(&t.name.0)
+                .map_or(0, |x| x.partitions.len() as i64);
+            (t.count as i64 - current).max(0) as usize
+        })
+        .fold(0usize, usize::saturating_add);
+    let budget = broker.topics.check_partition_budget(adding);
     let results = body
         .topics
         .iter()
         .map(|t| {
             let outcome = match &t.assignments {
+                _ if budget.is_err() => budget.clone(),
                 _ if broker.cluster().is_some() => {
                     let cluster = broker.cluster().expect("checked");
                     let assignments = t.assignments.as_ref().map(|a| {
@@ -407,6 +421,13 @@ pub fn create_partitions(
                         Ok(())
                     })
                 }
+                _ if crate::topics::is_internal(&t.name.0) => Err(BrokerError::new(
+                    ErrorCode::InvalidTopic,
+                    format!(
+                        "'{}' is an internal topic: its partition count is fixed",
+                        t.name.0.as_str()
+                    ),
+                )),
                 Some(a)
                     if a.iter()
                         .any(|x| x.broker_ids.iter().any(|b| b.0 != broker.node_id())) =>

@@ -28,6 +28,7 @@ pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     for t in &body.topics {
         *seen.entry(t.name.0.to_string()).or_default() += 1;
     }
+    let budget = request_budget(broker, &body);
     if let Some(cluster) = broker.cluster() {
         return Ok(create_in_cluster(
             broker.clone(),
@@ -35,6 +36,7 @@ pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             req.clone(),
             body,
             seen,
+            budget,
         ));
     }
     let mut results = Vec::with_capacity(body.topics.len());
@@ -49,8 +51,11 @@ pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 ErrorCode::InvalidRequest,
                 format!("topic '{name}' appears more than once in the request"),
             ))
+        } else if let Err(e) = budget.as_ref() {
+            Err(e.clone())
         } else {
-            create_one(broker, &name, &t, body.validate_only)
+            crate::topics::check_client_creatable(&name, broker.topics.get(&name).is_some())
+                .and_then(|()| create_one(broker, &name, &t, body.validate_only))
         };
         match outcome {
             Ok((id, partitions, configs)) => {
@@ -80,6 +85,7 @@ fn create_in_cluster(
     req: ParsedRequest,
     body: CreateTopicsRequest,
     seen: HashMap<String, usize>,
+    budget: Result<(), BrokerError>,
 ) -> ResponseFuture {
     Box::pin(async move {
         let mut results: Vec<Result<(), BrokerError>> = Vec::new();
@@ -91,8 +97,11 @@ fn create_in_cluster(
                     ErrorCode::InvalidRequest,
                     format!("topic '{name}' appears more than once in the request"),
                 ))
+            } else if let Err(e) = budget.as_ref() {
+                Err(e.clone())
             } else {
-                create_one(&broker, &name, t, true).map(|_| ())
+                crate::topics::check_client_creatable(&name, broker.topics.get(&name).is_some())
+                    .and_then(|()| create_one(&broker, &name, t, true).map(|_| ()))
             };
             if checked.is_ok() {
                 let assignments = (!t.assignments.is_empty()).then(|| {
@@ -173,6 +182,23 @@ fn create_in_cluster(
             .collect();
         super::encode(&req, &CreateTopicsResponse::default().with_topics(out))
     })
+}
+
+/// The partitions the whole request would add, against `max.partitions.per.request`
+/// and the broker's budget (checked before any topic of it is created, so a request
+/// over the bound creates nothing).
+fn request_budget(broker: &Broker, body: &CreateTopicsRequest) -> Result<(), BrokerError> {
+    let default = broker.config.num_partitions.max(1) as usize;
+    let total: usize = body
+        .topics
+        .iter()
+        .map(|t| match (t.assignments.len(), t.num_partitions) {
+            (0, -1) => default,
+            (0, n) => n.max(0) as usize,
+            (n, _) => n,
+        })
+        .fold(0usize, usize::saturating_add);
+    broker.topics.check_partition_budget(total)
 }
 
 fn create_one(
@@ -276,6 +302,10 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             (_, false) => Err(BrokerError::new(
                 ErrorCode::TopicDeletionDisabled,
                 "delete.topic.enable is false on this broker",
+            )),
+            (Some(t), _) if crate::topics::is_internal(&t.name) => Err(BrokerError::new(
+                ErrorCode::InvalidTopic,
+                format!("'{}' is an internal topic and cannot be deleted", t.name),
             )),
             (None, _) if name.is_none() => Err(BrokerError::new(
                 ErrorCode::UnknownTopicId,
