@@ -323,10 +323,12 @@ async fn read_frame(
     let mut prefix = [0u8; 4];
     let first = match tokio::time::timeout(limits.idle, reader.read_u8()).await {
         Err(_) => {
-            return Err(format!(
-                "idle for {} ms (connections.max.idle.ms)",
-                limits.idle.as_millis()
-            ))
+            // Routine, as in Kafka: closed without a warning.
+            tracing::debug!(
+                idle_ms = limits.idle.as_millis() as u64,
+                "closing an idle connection (connections.max.idle.ms)"
+            );
+            return Ok(None);
         }
         Ok(Ok(b)) => b,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
