@@ -21,6 +21,7 @@ from kwire import Conn, Reader, compact_string, nbytes, string, uvarint
 
 CREATE_TOPICS = 19
 DELETE_TOPICS = 20
+DELETE_RECORDS = 21
 CONSUMER_GROUP_HEARTBEAT = 68
 
 INVALID_TOPIC = 17
@@ -158,6 +159,18 @@ def test_clients_cannot_write_create_or_delete_internal_topics(start_broker):
         assert created["__cluster_metadata"][0] == kwire.INVALID_REQUEST, created
         deleted = dict(delete_topics_v1(conn, ["__consumer_offsets"]))
         assert deleted["__consumer_offsets"] == INVALID_TOPIC, deleted
+        # DeleteRecords v0 of every offsets partition up to its end.
+        body = struct.pack(">i", 1) + string("__consumer_offsets")
+        body += struct.pack(">i", 50) + b"".join(struct.pack(">iq", p, -1) for p in range(50))
+        r = conn.request(DELETE_RECORDS, 0, body + struct.pack(">i", 5000))
+        r.int32()
+        assert r.int32() == 1 and r.string() == "__consumer_offsets"
+        codes = set()
+        for _ in range(r.int32()):
+            r.int32()
+            r.int64()
+            codes.add(r.int16())
+        assert codes == {INVALID_TOPIC}, codes
     got = c.committed([TopicPartition(topic, 0)], timeout=10)
     assert got[0].offset == 7, got
     c.close()

@@ -517,6 +517,10 @@ pub fn delete_records(
                     let r = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    // Kafka's ReplicaManager: "Cannot delete records of internal topic".
+                    if crate::topics::is_internal(&t.name.0) {
+                        return r.with_error_code(ErrorCode::InvalidTopic.code());
+                    }
                     let Some(part) = broker.topics.partition(&t.name.0, p.partition_index) else {
                         return r.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                     };
