@@ -1046,6 +1046,50 @@ pub fn broker_config_entries(c: &BrokerConfig) -> Vec<(String, String, bool)> {
             c.txn.partitions.to_string(),
         ),
     ];
+    let l = &c.limits;
+    let overrides: Vec<String> = l
+        .max_connections_per_ip_overrides
+        .iter()
+        .map(|(ip, n)| format!("{ip}:{n}"))
+        .collect();
+    entries.extend([
+        ("fetch.max.bytes", l.fetch_max_bytes.to_string()),
+        (
+            "replica.fetch.response.max.bytes",
+            l.replica_fetch_response_max_bytes.to_string(),
+        ),
+        (
+            "queued.max.request.bytes",
+            l.queued_max_request_bytes
+                .map_or("-1".to_string(), |n| n.to_string()),
+        ),
+        (
+            "connection.queued.max.request.bytes",
+            l.connection_queued_max_request_bytes.to_string(),
+        ),
+        (
+            "connections.max.idle.ms",
+            l.connections_max_idle_ms.to_string(),
+        ),
+        (
+            "request.read.timeout.ms",
+            l.request_read_timeout_ms.to_string(),
+        ),
+        ("max.connections", l.max_connections.to_string()),
+        (
+            "max.connections.per.ip",
+            l.max_connections_per_ip.to_string(),
+        ),
+        ("max.connections.per.ip.overrides", overrides.join(",")),
+        (
+            "max.partitions.per.request",
+            l.max_partitions_per_request.to_string(),
+        ),
+        (
+            "max.partitions.per.broker",
+            l.max_partitions_per_broker.to_string(),
+        ),
+    ]);
     if let Some(ms) = c.flush_interval_ms {
         entries.push(("log.flush.interval.ms", ms.to_string()));
     }

@@ -421,6 +421,13 @@ def test_max_connections_per_ip(start_broker):
         assert again.api_versions_v0()[0] == 0
     for c in conns:
         c.close()
+    # The bound is reported like any broker config.
+    from confluent_kafka.admin import ConfigResource
+    admin = admin_for(b)
+    res = ConfigResource(ConfigResource.Type.BROKER, "1")
+    described = admin.describe_configs([res])[res].result(30)
+    assert described["max.connections.per.ip"].value == "4"
+    assert described["fetch.max.bytes"].value == "57671680"
 
 
 def test_per_ip_overrides(start_broker):
