@@ -234,12 +234,34 @@ def test_huge_partition_counts_are_refused_quickly_and_leave_nothing(start_broke
         print(f"\n100,000 partitions refused in {refused_s * 1000:.1f} ms; "
               f"fds before {fds_before}, after {fds_after}")
 
+        # Meanwhile another client produces: the creation holds no lock it needs and
+        # no runtime worker.
+        other = unique("busy")
+        assert create_topics_v2(conn, [(other, 1)])[0][1] == kwire.NONE
+        done = threading.Event()
+        latencies = []
+
+        def produce_meanwhile():
+            with Conn(*b.address) as pc:
+                while not done.is_set():
+                    t = time.monotonic()
+                    err, _ = pc.produce(other, 0, kwire.record_batch([(b"k", b"v")]), acks=1)
+                    latencies.append(time.monotonic() - t)
+                    assert err == 0
+                    time.sleep(0.05)
+
+        side = threading.Thread(target=produce_meanwhile, daemon=True)
+        side.start()
         t0 = time.monotonic()
         big = unique("five-k")
         out = create_topics_v2(conn, [(big, 5000)], timeout_ms=120000)
         took = time.monotonic() - t0
+        done.set()
+        side.join(10)
         assert out[0][1] == kwire.NONE, out
-        print(f"5,000 partitions created in {took:.2f} s; broker holds {open_fds(pid)} fds")
+        print(f"5,000 partitions created in {took:.2f} s; broker holds {open_fds(pid)} fds; "
+              f"{len(latencies)} produces meanwhile, slowest {max(latencies) * 1000:.0f} ms")
+        assert len(latencies) > 10 and max(latencies) < 2, (len(latencies), max(latencies))
         # The broker kept serving meanwhile and still does.
         assert conn.api_versions_v0()[0] == 0
     # A clean close of 5,000 partitions (a flush and snapshot each) outlasts the

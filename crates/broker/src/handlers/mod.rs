@@ -107,6 +107,26 @@ pub fn ready<T: Encodable>(req: &ParsedRequest, body: &T) -> Result<ResponseFutu
     Ok(Box::pin(async move { bytes }))
 }
 
+/// Runs `f` on the blocking pool and encodes what it returns: for a handler whose work
+/// a request can make long (creating thousands of partitions), so it never holds up
+/// the runtime's worker threads and the other connections they serve. Requests of one
+/// connection still get their responses in order.
+pub fn off_runtime<T: Encodable + Send + 'static>(
+    req: &ParsedRequest,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> ResponseFuture {
+    let req = req.clone();
+    Box::pin(async move {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(body) => encode(&req, &body),
+            Err(e) => {
+                tracing::error!(api = ?req.api_key, error = %e, "a handler failed; closing the connection");
+                Some(UNENCODABLE)
+            }
+        }
+    })
+}
+
 pub fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }

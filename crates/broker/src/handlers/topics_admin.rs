@@ -39,41 +39,44 @@ pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             budget,
         ));
     }
-    let mut results = Vec::with_capacity(body.topics.len());
-    for t in body.topics {
-        let name = t.name.0.to_string();
-        let mut result = CreatableTopicResult::default()
-            .with_name(t.name.clone())
-            .with_num_partitions(-1)
-            .with_replication_factor(-1);
-        let outcome = if seen[&name] > 1 {
-            Err(BrokerError::new(
-                ErrorCode::InvalidRequest,
-                format!("topic '{name}' appears more than once in the request"),
-            ))
-        } else if let Err(e) = budget.as_ref() {
-            Err(e.clone())
-        } else {
-            crate::topics::check_client_creatable(&name, broker.topics.get(&name).is_some())
-                .and_then(|()| create_one(broker, &name, &t, body.validate_only))
-        };
-        match outcome {
-            Ok((id, partitions, configs)) => {
-                result = result
-                    .with_topic_id(id)
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(1)
-                    .with_configs(Some(describe_configs(broker, &configs)));
+    let broker = broker.clone();
+    Ok(super::off_runtime(req, move || {
+        let mut results = Vec::with_capacity(body.topics.len());
+        for t in body.topics {
+            let name = t.name.0.to_string();
+            let mut result = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_num_partitions(-1)
+                .with_replication_factor(-1);
+            let outcome = if seen[&name] > 1 {
+                Err(BrokerError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("topic '{name}' appears more than once in the request"),
+                ))
+            } else if let Err(e) = budget.as_ref() {
+                Err(e.clone())
+            } else {
+                crate::topics::check_client_creatable(&name, broker.topics.get(&name).is_some())
+                    .and_then(|()| create_one(&broker, &name, &t, body.validate_only))
+            };
+            match outcome {
+                Ok((id, partitions, configs)) => {
+                    result = result
+                        .with_topic_id(id)
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(1)
+                        .with_configs(Some(describe_configs(&broker, &configs)));
+                }
+                Err(e) => {
+                    result = result
+                        .with_error_code(e.code.code())
+                        .with_error_message(Some(str_bytes(&e.message)));
+                }
             }
-            Err(e) => {
-                result = result
-                    .with_error_code(e.code.code())
-                    .with_error_message(Some(str_bytes(&e.message)));
-            }
+            results.push(result);
         }
-        results.push(result);
-    }
-    ready(req, &CreateTopicsResponse::default().with_topics(results))
+        CreateTopicsResponse::default().with_topics(results)
+    }))
 }
 
 /// CreateTopics in replicated mode: checked here as on a single node (names, configs,
