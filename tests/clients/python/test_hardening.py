@@ -107,6 +107,26 @@ def consumer_heartbeat_v1(conn, group, regex, member_id="", epoch=0):
     return code, message
 
 
+def produce_meanwhile(b, topic, pause=0.0):
+    """Produces to partition 0 of `topic` in a thread until the returned event is set;
+    -> (event, latencies in s, thread)."""
+    done = threading.Event()
+    latencies = []
+
+    def run():
+        with Conn(*b.address) as pc:
+            while not done.is_set():
+                t = time.monotonic()
+                err, _ = pc.produce(topic, 0, kwire.record_batch([(b"k", b"v")]), acks=1)
+                latencies.append(time.monotonic() - t)
+                assert err == 0
+                time.sleep(pause)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return done, latencies, thread
+
+
 def admin_for(b):
     return AdminClient({"bootstrap.servers": b.bootstrap})
 
@@ -238,20 +258,7 @@ def test_huge_partition_counts_are_refused_quickly_and_leave_nothing(start_broke
         # no runtime worker.
         other = unique("busy")
         assert create_topics_v2(conn, [(other, 1)])[0][1] == kwire.NONE
-        done = threading.Event()
-        latencies = []
-
-        def produce_meanwhile():
-            with Conn(*b.address) as pc:
-                while not done.is_set():
-                    t = time.monotonic()
-                    err, _ = pc.produce(other, 0, kwire.record_batch([(b"k", b"v")]), acks=1)
-                    latencies.append(time.monotonic() - t)
-                    assert err == 0
-                    time.sleep(0.05)
-
-        side = threading.Thread(target=produce_meanwhile, daemon=True)
-        side.start()
+        done, latencies, side = produce_meanwhile(b, other, pause=0.05)
         t0 = time.monotonic()
         big = unique("five-k")
         out = create_topics_v2(conn, [(big, 5000)], timeout_ms=120000)
@@ -317,19 +324,7 @@ def test_subscription_regexes_are_bounded(start_broker):
         # The heaviest pattern still accepted, joined by many members while another
         # client produces: each answer stays prompt.
         heavy = "(.*a){50}"
-        stop = threading.Event()
-        latencies = []
-
-        def producer():
-            with Conn(*b.address) as pc:
-                while not stop.is_set():
-                    t0 = time.monotonic()
-                    err, _ = pc.produce("rx-000-" + "a" * 200, 0, kwire.record_batch([(b"k", b"v")]), acks=1)
-                    latencies.append(time.monotonic() - t0)
-                    assert err == 0
-
-        t = threading.Thread(target=producer, daemon=True)
-        t.start()
+        stop, latencies, t = produce_meanwhile(b, "rx-000-" + "a" * 200)
         group = unique("heavy")
         joins = []
         for _ in range(30):

@@ -48,17 +48,8 @@ pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 .with_name(t.name.clone())
                 .with_num_partitions(-1)
                 .with_replication_factor(-1);
-            let outcome = if seen[&name] > 1 {
-                Err(BrokerError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("topic '{name}' appears more than once in the request"),
-                ))
-            } else if let Err(e) = budget.as_ref() {
-                Err(e.clone())
-            } else {
-                crate::topics::check_client_creatable(&name, broker.topics.get(&name).is_some())
-                    .and_then(|()| create_one(&broker, &name, &t, body.validate_only))
-            };
+            let outcome = precheck(&broker, &name, &seen, &budget)
+                .and_then(|()| create_one(&broker, &name, &t, body.validate_only));
             match outcome {
                 Ok((id, partitions, configs)) => {
                     result = result
@@ -95,17 +86,8 @@ fn create_in_cluster(
         let mut to_create = Vec::new();
         for t in &body.topics {
             let name = t.name.0.to_string();
-            let checked = if seen[&name] > 1 {
-                Err(BrokerError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("topic '{name}' appears more than once in the request"),
-                ))
-            } else if let Err(e) = budget.as_ref() {
-                Err(e.clone())
-            } else {
-                crate::topics::check_client_creatable(&name, broker.topics.get(&name).is_some())
-                    .and_then(|()| create_one(&broker, &name, t, true).map(|_| ()))
-            };
+            let checked = precheck(&broker, &name, &seen, &budget)
+                .and_then(|()| create_one(&broker, &name, t, true).map(|_| ()));
             if checked.is_ok() {
                 let assignments = (!t.assignments.is_empty()).then(|| {
                     t.assignments
@@ -185,6 +167,24 @@ fn create_in_cluster(
             .collect();
         super::encode(&req, &CreateTopicsResponse::default().with_topics(out))
     })
+}
+
+/// What refuses a topic of a CreateTopics before its own checks: a name given twice,
+/// the request over the partition bounds, an internal or reserved name.
+fn precheck(
+    broker: &Broker,
+    name: &str,
+    seen: &HashMap<String, usize>,
+    budget: &Result<(), BrokerError>,
+) -> Result<(), BrokerError> {
+    if seen[name] > 1 {
+        return Err(BrokerError::new(
+            ErrorCode::InvalidRequest,
+            format!("topic '{name}' appears more than once in the request"),
+        ));
+    }
+    budget.clone()?;
+    crate::topics::check_client_creatable(name, broker.topics.get(name).is_some())
 }
 
 /// The partitions the whole request would add, against `max.partitions.per.request`
