@@ -41,6 +41,8 @@ pub struct Broker {
     /// `<log dir>/.lock` of every log dir, held while the broker lives: a second broker
     /// on the same dirs refuses to start.
     _dir_locks: Vec<runnel_log::DirLock>,
+    /// Open client connections and the request bytes they hold, with their bounds.
+    pub connections: Arc<crate::connections::Connections>,
 }
 
 struct ProducerIdBlock {
@@ -54,6 +56,9 @@ impl Broker {
         config: BrokerConfig,
         endpoints: std::collections::BTreeMap<String, (String, u16)>,
     ) -> Result<Self, BrokerError> {
+        // Before any partition opens: every partition and connection holds descriptors.
+        let fd_limit = crate::fds::raise_limit();
+        let connections = crate::connections::Connections::new(&config.limits, fd_limit);
         let config = Arc::new(config);
         let (advertised_host, advertised_port) = endpoints
             .get(&config.listeners.inter_broker)
@@ -84,6 +89,7 @@ impl Broker {
             offline_dirs: Default::default(),
             cluster: std::sync::OnceLock::new(),
             _dir_locks: dir_locks,
+            connections,
         };
         // After groups: completing a prepared transaction applies its offset commits.
         broker.txns.load(&broker)?;

@@ -53,6 +53,74 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "share.coordinator.state.topic.min.isr",
 ];
 
+/// Bounds on what one request, one connection and all connections may hold. Kafka's
+/// keys where Kafka has one; `connection.queued.max.request.bytes`,
+/// `request.read.timeout.ms` and `max.partitions.per.*` are Runnel's.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    /// `fetch.max.bytes`: the most a consumer's Fetch response carries, whatever it asks.
+    pub fetch_max_bytes: usize,
+    /// `replica.fetch.response.max.bytes`: the same for a follower's Fetch.
+    pub replica_fetch_response_max_bytes: usize,
+    /// `queued.max.request.bytes`: request bytes read but not yet answered, all
+    /// connections together; None = unbounded (Kafka's -1). A reader waits for room.
+    pub queued_max_request_bytes: Option<usize>,
+    /// `connection.queued.max.request.bytes`: the same for one connection.
+    pub connection_queued_max_request_bytes: usize,
+    /// `connections.max.idle.ms`: a connection that sends nothing this long is closed.
+    pub connections_max_idle_ms: u64,
+    /// `request.read.timeout.ms`: a frame must arrive whole within this of its first byte.
+    pub request_read_timeout_ms: u64,
+    /// `max.connections`: client connections at once (a newer one is closed).
+    pub max_connections: usize,
+    /// `max.connections.per.ip` and `max.connections.per.ip.overrides`.
+    pub max_connections_per_ip: usize,
+    pub max_connections_per_ip_overrides: BTreeMap<std::net::IpAddr, usize>,
+    /// `max.partitions.per.request`: partitions one CreateTopics or CreatePartitions may
+    /// add, all its topics together.
+    pub max_partitions_per_request: usize,
+    /// `max.partitions.per.broker`: partitions this broker may hold.
+    pub max_partitions_per_broker: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            fetch_max_bytes: 57_671_680,
+            replica_fetch_response_max_bytes: 10_485_760,
+            queued_max_request_bytes: Some(512 * 1024 * 1024),
+            connection_queued_max_request_bytes: 104_857_600,
+            connections_max_idle_ms: 600_000,
+            request_read_timeout_ms: 30_000,
+            max_connections: i32::MAX as usize,
+            max_connections_per_ip: i32::MAX as usize,
+            max_connections_per_ip_overrides: BTreeMap::new(),
+            max_partitions_per_request: 10_000,
+            max_partitions_per_broker: 50_000,
+        }
+    }
+}
+
+/// `ip:count,ip:count` (Kafka also takes host names; Runnel takes addresses).
+fn parse_ip_overrides(
+    key: &str,
+    v: &str,
+) -> Result<BTreeMap<std::net::IpAddr, usize>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (ip, n) = item
+            .rsplit_once(':')
+            .ok_or_else(|| invalid(key, v, "expected ip:count,ip:count"))?;
+        let ip: std::net::IpAddr = ip
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse()
+            .map_err(|_| invalid(key, v, format!("'{ip}' is not an IP address")))?;
+        let n = parse_int(key, n, 0)? as usize;
+        out.insert(ip, n);
+    }
+    Ok(out)
+}
+
 /// Replication and cluster membership (Kafka's KRaft keys).
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -120,6 +188,8 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub delete_topic_enable: bool,
     pub socket_request_max_bytes: usize,
+    /// Memory and connection bounds of the request path.
+    pub limits: RequestLimits,
     pub retention_check_interval_ms: u64,
     /// `log.cleaner.backoff.ms`: how often compacted topics are checked for cleaning.
     pub cleaner_backoff_ms: u64,
@@ -156,6 +226,89 @@ fn parse_i64(key: &str, v: &str, min: i64) -> Result<i64, ConfigError> {
         return Err(invalid(key, v, format!("must be at least {min}")));
     }
     Ok(n)
+}
+
+/// An integer in `min..=max`; outside it is an error naming the range (never clamped).
+fn parse_range(key: &str, v: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+    let n = parse_i64(key, v, min)?;
+    if n > max {
+        return Err(invalid(key, v, format!("must be between {min} and {max}")));
+    }
+    Ok(n)
+}
+
+/// A Kafka int: `min..=2147483647`.
+fn parse_int(key: &str, v: &str, min: i64) -> Result<i64, ConfigError> {
+    parse_range(key, v, min, i32::MAX as i64)
+}
+
+/// `n * unit` (a value given in hours or minutes, in ms); an overflow is an error
+/// naming the key, never a wrapped or saturated number.
+fn checked_mul(key: &str, v: &str, n: i64, unit: i64) -> Result<i64, ConfigError> {
+    n.checked_mul(unit).ok_or_else(|| {
+        invalid(
+            key,
+            v,
+            format!("too large: {n} x {unit} ms overflows a 64-bit millisecond count"),
+        )
+    })
+}
+
+/// Two entries of `log.dirs` naming one directory (spelled alike, or reached through
+/// `..`, `.` or a symlink) would hold the same partitions twice.
+fn refuse_duplicate_dirs(key: &str, v: &str, dirs: &[PathBuf]) -> Result<(), ConfigError> {
+    let mut seen: Vec<(PathBuf, &PathBuf)> = Vec::with_capacity(dirs.len());
+    for d in dirs {
+        let same = comparable_path(d);
+        if let Some((_, first)) = seen.iter().find(|(p, _)| *p == same) {
+            return Err(invalid(
+                key,
+                v,
+                format!(
+                    "'{}' and '{}' are the same directory; list each data directory once",
+                    first.display(),
+                    d.display()
+                ),
+            ));
+        }
+        seen.push((same, d));
+    }
+    Ok(())
+}
+
+/// The path with `.`/`..` resolved and, as far as it exists, symlinks followed (a log
+/// dir need not exist before the first start).
+fn comparable_path(p: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = std::env::current_dir().map_or_else(|_| p.to_path_buf(), |cwd| cwd.join(p));
+    let mut lexical = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            other => lexical.push(other),
+        }
+    }
+    // Canonicalize the longest existing ancestor, then append the rest.
+    let mut rest = Vec::new();
+    let mut head = lexical.clone();
+    loop {
+        if let Ok(real) = head.canonicalize() {
+            return rest
+                .iter()
+                .rev()
+                .fold(real, |acc, part: &std::ffi::OsString| acc.join(part));
+        }
+        match (head.file_name().map(|f| f.to_os_string()), head.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                head = parent.to_path_buf();
+            }
+            _ => return lexical,
+        }
+    }
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
@@ -219,6 +372,7 @@ impl BrokerConfig {
             auto_create_topics: true,
             delete_topic_enable: true,
             socket_request_max_bytes: runnel_protocol::frame::DEFAULT_MAX_REQUEST_BYTES,
+            limits: RequestLimits::default(),
             retention_check_interval_ms: 300_000,
             cleaner_backoff_ms: 15_000,
             flush_interval_ms: None,
@@ -301,32 +455,78 @@ impl BrokerConfig {
                     if dirs.is_empty() {
                         return Err(invalid(k, v, "at least one directory"));
                     }
+                    refuse_duplicate_dirs(k, v, &dirs)?;
                     c.log_dirs = dirs;
                 }
-                "num.partitions" => {
-                    c.num_partitions = parse_i64(k, v, 1)?.min(i32::MAX as i64) as i32
-                }
+                "num.partitions" => c.num_partitions = parse_int(k, v, 1)? as i32,
                 "default.replication.factor" => {
-                    c.default_replication_factor = parse_i64(k, v, 1)?.min(i16::MAX as i64) as i16
+                    c.default_replication_factor = parse_range(k, v, 1, i16::MAX as i64)? as i16
                 }
                 "auto.create.topics.enable" => c.auto_create_topics = parse_bool(k, v)?,
                 "delete.topic.enable" => c.delete_topic_enable = parse_bool(k, v)?,
                 "message.max.bytes" => {
-                    c.log_defaults.max_message_bytes =
-                        parse_i64(k, v, 0)?.min(i32::MAX as i64) as usize
+                    c.log_defaults.max_message_bytes = parse_int(k, v, 0)? as usize
                 }
                 "socket.request.max.bytes" => {
-                    c.socket_request_max_bytes =
-                        parse_i64(k, v, 1024)?.min(i32::MAX as i64) as usize
+                    c.socket_request_max_bytes = parse_int(k, v, 1024)? as usize
                 }
-                "log.segment.bytes" => {
-                    c.log_defaults.segment_bytes = parse_i64(k, v, 14)?.min(i32::MAX as i64) as u64
+                "fetch.max.bytes" => c.limits.fetch_max_bytes = parse_int(k, v, 1024)? as usize,
+                "replica.fetch.response.max.bytes" => {
+                    c.limits.replica_fetch_response_max_bytes = parse_int(k, v, 0)? as usize
                 }
+                "queued.max.request.bytes" => {
+                    let n = parse_i64(k, v, -1)?;
+                    if n == 0 {
+                        return Err(invalid(k, v, "must be -1 (unbounded) or at least 1"));
+                    }
+                    c.limits.queued_max_request_bytes = (n > 0).then_some(n as usize)
+                }
+                "connection.queued.max.request.bytes" => {
+                    c.limits.connection_queued_max_request_bytes = parse_i64(k, v, 1)? as usize
+                }
+                "connections.max.idle.ms" => {
+                    c.limits.connections_max_idle_ms = parse_i64(k, v, 1)? as u64
+                }
+                "request.read.timeout.ms" => {
+                    c.limits.request_read_timeout_ms = parse_i64(k, v, 1)? as u64
+                }
+                "max.connections" => c.limits.max_connections = parse_int(k, v, 0)? as usize,
+                "max.connections.per.ip" => {
+                    c.limits.max_connections_per_ip = parse_int(k, v, 0)? as usize
+                }
+                "max.connections.per.ip.overrides" => {
+                    c.limits.max_connections_per_ip_overrides = parse_ip_overrides(k, v)?
+                }
+                "max.partitions.per.request" => {
+                    c.limits.max_partitions_per_request = parse_int(k, v, 1)? as usize
+                }
+                "max.partitions.per.broker" => {
+                    c.limits.max_partitions_per_broker = parse_int(k, v, 1)? as usize
+                }
+                "log.segment.bytes" => c.log_defaults.segment_bytes = parse_int(k, v, 14)? as u64,
+                // Kafka's types: the ms keys are longs, the hour and minute keys ints.
                 "log.roll.ms" => roll_ms = Some(parse_i64(k, v, 1)?),
-                "log.roll.hours" => roll_hours = Some(parse_i64(k, v, 1)?),
+                "log.roll.hours" => {
+                    let h = parse_int(k, v, 1)?;
+                    roll_hours = Some(checked_mul(k, v, h, 3_600_000)?)
+                }
                 "log.retention.ms" => retention_ms = Some(parse_i64(k, v, -1)?),
-                "log.retention.minutes" => retention_minutes = Some(parse_i64(k, v, -1)?),
-                "log.retention.hours" => retention_hours = Some(parse_i64(k, v, -1)?),
+                "log.retention.minutes" => {
+                    let m = parse_int(k, v, -1)?;
+                    retention_minutes = Some(if m < 0 {
+                        -1
+                    } else {
+                        checked_mul(k, v, m, 60_000)?
+                    })
+                }
+                "log.retention.hours" => {
+                    let h = parse_int(k, v, -1)?;
+                    retention_hours = Some(if h < 0 {
+                        -1
+                    } else {
+                        checked_mul(k, v, h, 3_600_000)?
+                    })
+                }
                 "log.retention.bytes" => c.log_defaults.retention_bytes = parse_i64(k, v, -1)?,
                 "log.retention.check.interval.ms" => {
                     c.retention_check_interval_ms = parse_i64(k, v, 1)? as u64
@@ -348,43 +548,35 @@ impl BrokerConfig {
                     }
                 }
                 "log.flush.on.acks.all" => c.flush_on_acks_all = parse_bool(k, v)?,
-                "min.insync.replicas" => {
-                    c.min_insync_replicas = parse_i64(k, v, 1)?.min(i32::MAX as i64) as i32
-                }
+                "min.insync.replicas" => c.min_insync_replicas = parse_int(k, v, 1)? as i32,
                 "broker.rack" => c.rack = Some(v.clone()),
                 "group.initial.rebalance.delay.ms" => {
                     c.groups.initial_rebalance_delay_ms = parse_i64(k, v, 0)? as u64
                 }
                 "group.min.session.timeout.ms" => {
-                    c.groups.min_session_timeout_ms =
-                        parse_i64(k, v, 0)?.min(i32::MAX as i64) as i32
+                    c.groups.min_session_timeout_ms = parse_int(k, v, 0)? as i32
                 }
                 "group.max.session.timeout.ms" => {
-                    c.groups.max_session_timeout_ms =
-                        parse_i64(k, v, 0)?.min(i32::MAX as i64) as i32
+                    c.groups.max_session_timeout_ms = parse_int(k, v, 0)? as i32
                 }
                 "offsets.retention.minutes" => {
-                    c.groups.offsets_retention_ms = parse_i64(k, v, 1)?.saturating_mul(60_000)
+                    c.groups.offsets_retention_ms = checked_mul(k, v, parse_i64(k, v, 1)?, 60_000)?
                 }
                 "offsets.topic.num.partitions" => {
-                    c.groups.offsets_topic_partitions = parse_i64(k, v, 1)?.min(100_000) as i32
+                    c.groups.offsets_topic_partitions = parse_range(k, v, 1, 100_000)? as i32
                 }
-                "transaction.max.timeout.ms" => {
-                    c.txn.max_timeout_ms = parse_i64(k, v, 1)?.min(i32::MAX as i64) as i32
-                }
+                "transaction.max.timeout.ms" => c.txn.max_timeout_ms = parse_int(k, v, 1)? as i32,
                 "transaction.state.log.num.partitions" => {
-                    c.txn.partitions = parse_i64(k, v, 1)?.min(100_000) as i32
+                    c.txn.partitions = parse_range(k, v, 1, 100_000)? as i32
                 }
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
                     c.txn.abort_check_interval_ms = parse_i64(k, v, 1)? as u64
                 }
                 "group.consumer.heartbeat.interval.ms" => {
-                    c.groups.consumer_heartbeat_interval_ms =
-                        parse_i64(k, v, 1)?.min(i32::MAX as i64) as i32
+                    c.groups.consumer_heartbeat_interval_ms = parse_int(k, v, 1)? as i32
                 }
                 "group.consumer.session.timeout.ms" => {
-                    c.groups.consumer_session_timeout_ms =
-                        parse_i64(k, v, 1)?.min(i32::MAX as i64) as i32
+                    c.groups.consumer_session_timeout_ms = parse_int(k, v, 1)? as i32
                 }
                 "controller.quorum.voters" => {
                     c.cluster.voters =
@@ -409,11 +601,10 @@ impl BrokerConfig {
                     c.cluster.replica_lag_time_max_ms = parse_i64(k, v, 1)? as u64
                 }
                 "replica.fetch.wait.max.ms" => {
-                    c.cluster.replica_fetch_wait_max_ms = parse_i64(k, v, 1)?.min(60_000) as u64
+                    c.cluster.replica_fetch_wait_max_ms = parse_range(k, v, 1, 60_000)? as u64
                 }
                 "replica.fetch.max.bytes" => {
-                    c.cluster.replica_fetch_max_bytes =
-                        parse_i64(k, v, 1)?.min(i32::MAX as i64) as usize
+                    c.cluster.replica_fetch_max_bytes = parse_int(k, v, 1)? as usize
                 }
                 "broker.session.timeout.ms" => {
                     c.cluster.broker_session_timeout_ms = parse_i64(k, v, 1)? as u64
@@ -423,11 +614,11 @@ impl BrokerConfig {
                 }
                 "offsets.topic.replication.factor" => {
                     c.cluster.offsets_topic_replication_factor =
-                        parse_i64(k, v, 1)?.min(i16::MAX as i64) as i16
+                        parse_range(k, v, 1, i16::MAX as i64)? as i16
                 }
                 "transaction.state.log.replication.factor" => {
                     c.cluster.transaction_state_replication_factor =
-                        parse_i64(k, v, 1)?.min(i16::MAX as i64) as i16
+                        parse_range(k, v, 1, i16::MAX as i64)? as i16
                 }
                 "unclean.leader.election.enable" => {
                     if parse_bool(k, v)? {
@@ -452,13 +643,30 @@ impl BrokerConfig {
             }
             c.explicit.insert(k.to_string(), v.clone());
         }
-        if let Some(ms) = retention_ms
-            .or(retention_minutes.map(|m| if m < 0 { -1 } else { m * 60_000 }))
-            .or(retention_hours.map(|h| if h < 0 { -1 } else { h * 3_600_000 }))
-        {
+        let frame = c.socket_request_max_bytes;
+        for (key, n) in [
+            (
+                "queued.max.request.bytes",
+                c.limits.queued_max_request_bytes,
+            ),
+            (
+                "connection.queued.max.request.bytes",
+                Some(c.limits.connection_queued_max_request_bytes),
+            ),
+        ] {
+            if n.is_some_and(|n| n < frame) {
+                let v = n.unwrap_or(0).to_string();
+                return Err(invalid(
+                    key,
+                    &v,
+                    format!("must be at least socket.request.max.bytes ({frame}), or a largest request could never be read"),
+                ));
+            }
+        }
+        if let Some(ms) = retention_ms.or(retention_minutes).or(retention_hours) {
             c.log_defaults.retention_ms = ms;
         }
-        if let Some(ms) = roll_ms.or(roll_hours.map(|h| h * 3_600_000)) {
+        if let Some(ms) = roll_ms.or(roll_hours) {
             c.log_defaults.segment_ms = ms;
         }
         if let Some(servers) = quorum_bootstrap.filter(|_| c.cluster.voters.is_empty()) {
@@ -870,6 +1078,50 @@ pub fn broker_config_entries(c: &BrokerConfig) -> Vec<(String, String, bool)> {
             c.txn.partitions.to_string(),
         ),
     ]);
+    let l = &c.limits;
+    let overrides: Vec<String> = l
+        .max_connections_per_ip_overrides
+        .iter()
+        .map(|(ip, n)| format!("{ip}:{n}"))
+        .collect();
+    entries.extend([
+        ("fetch.max.bytes", l.fetch_max_bytes.to_string()),
+        (
+            "replica.fetch.response.max.bytes",
+            l.replica_fetch_response_max_bytes.to_string(),
+        ),
+        (
+            "queued.max.request.bytes",
+            l.queued_max_request_bytes
+                .map_or("-1".to_string(), |n| n.to_string()),
+        ),
+        (
+            "connection.queued.max.request.bytes",
+            l.connection_queued_max_request_bytes.to_string(),
+        ),
+        (
+            "connections.max.idle.ms",
+            l.connections_max_idle_ms.to_string(),
+        ),
+        (
+            "request.read.timeout.ms",
+            l.request_read_timeout_ms.to_string(),
+        ),
+        ("max.connections", l.max_connections.to_string()),
+        (
+            "max.connections.per.ip",
+            l.max_connections_per_ip.to_string(),
+        ),
+        ("max.connections.per.ip.overrides", overrides.join(",")),
+        (
+            "max.partitions.per.request",
+            l.max_partitions_per_request.to_string(),
+        ),
+        (
+            "max.partitions.per.broker",
+            l.max_partitions_per_broker.to_string(),
+        ),
+    ]);
     if let Some(ms) = c.flush_interval_ms {
         entries.push(("log.flush.interval.ms", ms.to_string()));
     }
@@ -951,6 +1203,68 @@ mod tests {
         assert_eq!(c.log_defaults.retention_ms, 5000);
         let c = BrokerConfig::from_pairs(&pairs(&[("log.retention.hours", "2")])).unwrap();
         assert_eq!(c.log_defaults.retention_ms, 7_200_000);
+    }
+
+    #[test]
+    fn overflowing_units_are_errors_naming_the_key() {
+        for (k, v) in [
+            ("log.retention.hours", "26476201841349237"),
+            ("log.retention.minutes", "2147483648"),
+            ("log.roll.hours", "9999999999"),
+            ("offsets.retention.minutes", "9223372036854775807"),
+        ] {
+            let e = BrokerConfig::from_pairs(&pairs(&[(k, v)])).unwrap_err();
+            assert!(e.to_string().contains(k), "{k}: {e}");
+        }
+        // The largest int of hours is still a valid (long) number of ms.
+        let c = BrokerConfig::from_pairs(&pairs(&[("log.retention.hours", "2147483647")])).unwrap();
+        assert_eq!(c.log_defaults.retention_ms, 2_147_483_647 * 3_600_000);
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_not_clamped() {
+        for (k, v) in [
+            ("log.segment.bytes", "1099511627776"),
+            ("log.segment.bytes", "13"),
+            ("num.partitions", "3000000000"),
+            ("offsets.topic.num.partitions", "100001"),
+            ("replica.fetch.wait.max.ms", "60001"),
+            ("fetch.max.bytes", "100"),
+            ("queued.max.request.bytes", "0"),
+            ("queued.max.request.bytes", "1024"),
+            ("max.connections.per.ip.overrides", "somehost:3"),
+        ] {
+            let e = BrokerConfig::from_pairs(&pairs(&[(k, v)])).unwrap_err();
+            assert!(e.to_string().contains(k), "{k}={v}: {e}");
+        }
+        let c = BrokerConfig::from_pairs(&pairs(&[
+            ("log.segment.bytes", "2147483647"),
+            ("queued.max.request.bytes", "-1"),
+            ("max.connections.per.ip.overrides", "127.0.0.1:3,[::1]:4"),
+        ]))
+        .unwrap();
+        assert_eq!(c.log_defaults.segment_bytes, 2_147_483_647);
+        assert_eq!(c.limits.queued_max_request_bytes, None);
+        assert_eq!(c.limits.max_connections_per_ip_overrides.len(), 2);
+    }
+
+    #[test]
+    fn a_log_dir_listed_twice_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("d");
+        std::fs::create_dir(&d).unwrap();
+        std::os::unix::fs::symlink(&d, tmp.path().join("link")).unwrap();
+        let t = tmp.path().display();
+        for dirs in [
+            format!("{t}/d,{t}/d"),
+            format!("{t}/d,{t}/x/../d"),
+            format!("{t}/d,{t}/./link"),
+            format!("{t}/new,{t}/new/"),
+        ] {
+            let e = BrokerConfig::from_pairs(&pairs(&[("log.dirs", &dirs)])).unwrap_err();
+            assert!(e.to_string().contains("same directory"), "{dirs}: {e}");
+        }
+        assert!(BrokerConfig::from_pairs(&pairs(&[("log.dirs", &format!("{t}/a,{t}/b"))])).is_ok());
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub enum ErrorCode {
     InvalidPartitions = 37,
     InvalidReplicationFactor = 38,
     InvalidRequest = 42,
+    PolicyViolation = 44,
+    InvalidRegularExpression = 128,
     UnsupportedForMessageFormat = 43,
     OutOfOrderSequenceNumber = 45,
     InvalidProducerEpoch = 47,
@@ -81,6 +83,9 @@ impl ErrorCode {
     }
 }
 
+/// The longest error message sent to a client.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+
 /// An error with the Kafka code a client will see and a message for humans.
 #[derive(Debug, Error, Clone)]
 #[error("{message}")]
@@ -90,11 +95,20 @@ pub struct BrokerError {
 }
 
 impl BrokerError {
+    /// `message` is cut to [`MAX_ERROR_MESSAGE_BYTES`]: it may echo client input (a
+    /// topic name, a config value), and a response field in a non-flexible version holds
+    /// at most 32,767 bytes; an over-long one could not be encoded at all.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        BrokerError {
-            code,
-            message: message.into(),
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE_BYTES {
+            let mut end = MAX_ERROR_MESSAGE_BYTES - 3;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("...");
         }
+        BrokerError { code, message }
     }
     pub fn storage(path: &std::path::Path, e: std::io::Error) -> Self {
         BrokerError::new(
@@ -123,5 +137,21 @@ impl From<LogError> for BrokerError {
             }
         };
         BrokerError::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_char_boundary() {
+        let e = BrokerError::new(ErrorCode::InvalidTopic, "é".repeat(40_000));
+        assert!(e.message.len() <= MAX_ERROR_MESSAGE_BYTES);
+        assert!(e.message.ends_with("..."));
+        assert_eq!(
+            BrokerError::new(ErrorCode::InvalidTopic, "short").message,
+            "short"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use runnel_protocol::frame::frame_body_len;
 use runnel_protocol::kp::messages::ApiKey;
 use runnel_protocol::{parse_request, DecodeError};
@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
+use crate::connections::{Held, RequestBudget};
 use crate::error::BrokerError;
 use crate::handlers::{self, ResponseFuture};
 
@@ -37,6 +38,9 @@ pub struct Conn {
     /// same listener (Kafka's rule), so each network sees addresses it can reach.
     pub listener: Arc<str>,
 }
+
+/// How much of a frame is claimed and read at a time.
+const READ_CHUNK: usize = 64 * 1024;
 
 pub struct Server {
     broker: Arc<Broker>,
@@ -254,30 +258,68 @@ fn timed(broker: Arc<Broker>, api: i16, response: ResponseFuture) -> ResponseFut
 }
 
 async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, conn: Conn) {
+    let peer = conn.peer;
+    let _slot = match broker.connections.admit(peer.ip()) {
+        Ok(slot) => slot,
+        Err(why) => {
+            tracing::warn!(%peer, reason = %why, "refusing connection");
+            return;
+        }
+    };
     broker.metrics.connection_opened();
     serve_connection_inner(broker.clone(), stream, conn).await;
     broker.metrics.connection_closed();
+}
+
+/// Per-connection timing bounds, from the broker's config.
+#[derive(Clone, Copy)]
+struct ReadLimits {
+    /// Largest frame (`socket.request.max.bytes`).
+    max_frame: usize,
+    /// Wait for the next frame's first byte (`connections.max.idle.ms`).
+    idle: Duration,
+    /// From a frame's first byte to its last (`request.read.timeout.ms`).
+    frame: Duration,
 }
 
 async fn serve_connection_inner(broker: Arc<Broker>, stream: TcpStream, conn: Conn) {
     let peer = conn.peer;
     let _ = stream.set_nodelay(true);
     let (read_half, mut write_half) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<ResponseFuture>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let (tx, mut rx) = mpsc::channel::<(ResponseFuture, Held)>(MAX_IN_FLIGHT_PER_CONNECTION);
     let writer = tokio::spawn(async move {
-        while let Some(response) = rx.recv().await {
-            if let Some(bytes) = response.await {
-                if write_half.write_all(&bytes).await.is_err() {
-                    return;
+        while let Some((response, held)) = rx.recv().await {
+            let bytes = response.await;
+            // The request's bytes count against the memory bounds until it is answered.
+            drop(held);
+            match bytes {
+                Some(b) if b.is_empty() => {
+                    // handlers::UNENCODABLE: an answer is missing; a client would take
+                    // the next response for it, so the connection ends here (logged
+                    // where the encoding failed).
+                    break;
                 }
+                Some(b) => {
+                    if write_half.write_all(&b).await.is_err() {
+                        return;
+                    }
+                }
+                None => {}
             }
         }
         let _ = write_half.shutdown().await;
     });
-    let max = broker.config.socket_request_max_bytes;
+    let limits = &broker.config.limits;
+    let read_limits = ReadLimits {
+        max_frame: broker.config.socket_request_max_bytes,
+        idle: Duration::from_millis(limits.connections_max_idle_ms),
+        frame: Duration::from_millis(limits.request_read_timeout_ms),
+    };
+    let budget = broker.connections.budget();
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     loop {
-        let frame = match read_frame(&mut reader, max).await {
+        let mut held = Held::default();
+        let frame = match read_frame(&mut reader, read_limits, &budget, &mut held).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(reason) => {
@@ -308,7 +350,7 @@ async fn serve_connection_inner(broker: Arc<Broker>, stream: TcpStream, conn: Co
                 break;
             }
         };
-        if tx.send(response).await.is_err() {
+        if tx.send((response, held)).await.is_err() {
             break;
         }
     }
@@ -317,21 +359,70 @@ async fn serve_connection_inner(broker: Arc<Broker>, stream: TcpStream, conn: Co
 }
 
 /// Reads one frame body. Ok(None) on a clean end of stream between frames.
+///
+/// The body buffer grows as bytes arrive (never sized from the untrusted prefix alone),
+/// and each byte is claimed from the connection's and the broker's request-memory
+/// bounds before more is read. A connection silent for `idle` between frames, or a
+/// frame not complete within `frame` of its first byte, is closed.
 async fn read_frame(
     reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    max: usize,
+    limits: ReadLimits,
+    budget: &RequestBudget,
+    held: &mut Held,
 ) -> Result<Option<Bytes>, String> {
     let mut prefix = [0u8; 4];
-    match reader.read_exact(&mut prefix).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+    let first = match tokio::time::timeout(limits.idle, reader.read_u8()).await {
+        Err(_) => {
+            // Routine, as in Kafka: closed without a warning.
+            tracing::debug!(
+                idle_ms = limits.idle.as_millis() as u64,
+                "closing an idle connection (connections.max.idle.ms)"
+            );
+            return Ok(None);
+        }
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Ok(Err(e)) => return Err(e.to_string()),
+    };
+    prefix[0] = first;
+    let deadline = tokio::time::Instant::now() + limits.frame;
+    let rest = async {
+        reader
+            .read_exact(&mut prefix[1..])
+            .await
+            .map_err(|e| format!("truncated frame size: {e}"))?;
+        let len = frame_body_len(prefix, limits.max_frame).map_err(|e| e.to_string())?;
+        let mut body: Vec<u8> = Vec::with_capacity(len.min(READ_CHUNK));
+        while body.len() < len {
+            let want = (len - body.len()).min(READ_CHUNK);
+            budget.claim(held, want).await;
+            if body.capacity() - body.len() < want {
+                // Double, but never past the frame's length.
+                let grow = body.capacity().max(want).min(len - body.len());
+                body.reserve_exact(grow);
+            }
+            let target = body.len() + want;
+            while body.len() < target {
+                let mut chunk = (&mut *reader).take((target - body.len()) as u64);
+                let n = chunk
+                    .read_buf(&mut body)
+                    .await
+                    .map_err(|e| format!("truncated frame of {len} bytes: {e}"))?;
+                if n == 0 {
+                    return Err(format!(
+                        "truncated frame: {} of {len} bytes before the end of the stream",
+                        body.len()
+                    ));
+                }
+            }
+        }
+        Ok(Some(Bytes::from(body)))
+    };
+    match tokio::time::timeout_at(deadline, rest).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "a frame was not complete {} ms after its first byte (request.read.timeout.ms)",
+            limits.frame.as_millis()
+        )),
     }
-    let len = frame_body_len(prefix, max).map_err(|e| e.to_string())?;
-    let mut body = BytesMut::zeroed(len);
-    reader
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| format!("truncated frame of {len} bytes: {e}"))?;
-    Ok(Some(body.freeze()))
 }

@@ -46,7 +46,53 @@ pub struct TopicRegistry {
     effective: RwLock<Arc<BrokerConfig>>,
     dynamic_path: PathBuf,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises the creators of topics and partitions (CreateTopics, CreatePartitions,
+    /// the coordinators, the metadata image). Partition logs are opened under this lock
+    /// only; `topics` is write-locked just to insert the result, so producers, fetches and
+    /// metadata requests never wait for a creation.
+    creating: parking_lot::Mutex<()>,
     metadata_path: PathBuf,
+}
+
+/// The topics the broker writes itself (Kafka's `Topic.isInternal`): clients may not
+/// produce to, create or delete them.
+pub const INTERNAL_TOPICS: &[&str] = &[crate::groups::OFFSETS_TOPIC, crate::txn::TXN_TOPIC];
+
+/// The KRaft metadata log's name: never a topic a client may create (Kafka's
+/// ControllerApis refuses it with INVALID_REQUEST).
+pub const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
+
+pub fn is_internal(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
+/// Whether a client's CreateTopics may use this name: refuses internal and reserved
+/// names; the rest of Kafka's rules are `validate_topic_name`'s.
+pub fn check_client_creatable(name: &str, exists: bool) -> Result<(), BrokerError> {
+    if name == CLUSTER_METADATA_TOPIC {
+        return Err(BrokerError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{CLUSTER_METADATA_TOPIC} is the metadata log, not a topic that can be created"
+            ),
+        ));
+    }
+    if is_internal(name) {
+        return Err(if exists {
+            BrokerError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic '{name}' already exists"),
+            )
+        } else {
+            BrokerError::new(
+                ErrorCode::InvalidTopic,
+                format!(
+                    "'{name}' is an internal topic: the broker creates it when it is first needed"
+                ),
+            )
+        });
+    }
+    Ok(())
 }
 
 /// Kafka's rules: 1-249 characters of [a-zA-Z0-9._-], and not "." or "..".
@@ -54,7 +100,12 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
     let bad = |why: &str| {
         Err(BrokerError::new(
             ErrorCode::InvalidTopic,
-            format!("topic name '{name}' is invalid: {why}"),
+            // The name is echoed only when short: it is client input of any length.
+            if name.len() <= 249 {
+                format!("topic name '{name}' is invalid: {why}")
+            } else {
+                format!("topic name of {} bytes is invalid: {why}", name.len())
+            },
         ))
     };
     if name.is_empty() {
@@ -77,6 +128,45 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
 
 fn partition_dir_name(topic: &str, partition: i32) -> String {
     format!("{topic}-{partition}")
+}
+
+/// Chooses partition directories: an existing one in any log dir, or a new one in the
+/// log dir holding the fewest partitions. Each log dir is listed once, when the placer
+/// is made, and the counts are kept as it places, so placing n partitions is O(n).
+struct Placer<'a> {
+    dirs: &'a [PathBuf],
+    load: Vec<usize>,
+}
+
+impl<'a> Placer<'a> {
+    fn new(dirs: &'a [PathBuf]) -> Self {
+        let load = dirs
+            .iter()
+            .map(|d| {
+                std::fs::read_dir(d).map_or(0, |it| {
+                    it.filter_map(Result::ok)
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .count()
+                })
+            })
+            .collect();
+        Placer { dirs, load }
+    }
+
+    fn place(&mut self, topic: &str, partition: i32) -> PathBuf {
+        let name = partition_dir_name(topic, partition);
+        if let Some(existing) = self.dirs.iter().map(|d| d.join(&name)).find(|p| p.is_dir()) {
+            return existing;
+        }
+        let (i, _) = self
+            .load
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| **n)
+            .expect("log.dirs is never empty");
+        self.load[i] += 1;
+        self.dirs[i].join(name)
+    }
 }
 
 impl TopicRegistry {
@@ -117,6 +207,7 @@ impl TopicRegistry {
             effective: RwLock::new(Arc::new(effective)),
             dynamic_path,
             topics: RwLock::new(BTreeMap::new()),
+            creating: parking_lot::Mutex::new(()),
             metadata_path,
         };
         let mut topics = BTreeMap::new();
@@ -129,19 +220,7 @@ impl TopicRegistry {
     }
 
     fn open_topic(&self, rec: &TopicRecord) -> Result<Topic, BrokerError> {
-        let log_config = topic_log_config(&self.effective_config().log_defaults, &rec.configs);
-        let mut partitions = Vec::with_capacity(rec.partitions as usize);
-        for p in 0..rec.partitions {
-            let dir = self.partition_dir(&rec.name, p);
-            let log = PartitionLog::open(&dir, log_config.clone(), now_ms())
-                .map_err(BrokerError::from)?;
-            partitions.push(Partition::new(
-                &rec.name,
-                p,
-                log,
-                self.config.cluster.is_clustered(),
-            ));
-        }
+        let partitions = self.open_partitions(&rec.name, &rec.configs, 0..rec.partitions, false)?;
         Ok(Topic {
             name: rec.name.clone(),
             id: rec.id,
@@ -150,26 +229,95 @@ impl TopicRegistry {
         })
     }
 
-    /// An existing partition directory in any log dir, or a new one in the log dir that
-    /// holds the fewest partitions.
-    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        let name = partition_dir_name(topic, partition);
-        let dirs = &self.config.log_dirs;
-        if let Some(existing) = dirs.iter().map(|d| d.join(&name)).find(|p| p.is_dir()) {
-            return existing;
+    /// Opens partitions `range` of a topic. With `fresh` (a creation, not a start-up),
+    /// a failure stops and closes the partitions this call opened and removes their
+    /// directories, so a refused creation leaves no descriptors, tasks or files behind.
+    /// Linear in the number of partitions: the log dirs are listed once, not per partition.
+    fn open_partitions(
+        &self,
+        topic: &str,
+        configs: &BTreeMap<String, String>,
+        range: std::ops::Range<i32>,
+        fresh: bool,
+    ) -> Result<Vec<Arc<Partition>>, BrokerError> {
+        let log_config = topic_log_config(&self.effective_config().log_defaults, configs);
+        let mut placer = Placer::new(&self.config.log_dirs);
+        let mut opened: Vec<Arc<Partition>> = Vec::with_capacity(range.len());
+        for p in range {
+            let dir = placer.place(topic, p);
+            let log = match PartitionLog::open(&dir, log_config.clone(), now_ms()) {
+                Ok(log) => log,
+                Err(e) => {
+                    if fresh {
+                        tracing::warn!(topic, partition = p, error = %e, "could not create a partition; undoing the creation");
+                        Self::discard(&opened);
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                    return Err(BrokerError::from(e));
+                }
+            };
+            opened.push(Partition::new(
+                topic,
+                p,
+                log,
+                self.config.cluster.is_clustered(),
+            ));
         }
-        let load = |d: &Path| {
-            std::fs::read_dir(d).map_or(0, |it| {
-                it.filter_map(Result::ok)
-                    .filter(|e| e.path().is_dir())
-                    .count()
-            })
-        };
-        let least = dirs
-            .iter()
-            .min_by_key(|d| load(d))
-            .expect("log.dirs is never empty");
-        least.join(name)
+        Ok(opened)
+    }
+
+    /// Stops partitions that were never published and removes their directories.
+    fn discard(partitions: &[Arc<Partition>]) {
+        for p in partitions {
+            p.shutdown();
+            let dir = p.log.lock().dir().to_path_buf();
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove the directory of a removed partition");
+            }
+        }
+    }
+
+    /// Refuses a creation that would take more than `max.partitions.per.request`
+    /// partitions, push the broker past `max.partitions.per.broker`, or need more file
+    /// descriptors than the process may still open.
+    pub fn check_partition_budget(&self, adding: usize) -> Result<(), BrokerError> {
+        let limits = &self.config.limits;
+        if adding > limits.max_partitions_per_request {
+            return Err(BrokerError::new(
+                ErrorCode::PolicyViolation,
+                format!(
+                    "{adding} new partitions exceed max.partitions.per.request ({})",
+                    limits.max_partitions_per_request
+                ),
+            ));
+        }
+        let held: usize = self
+            .topics
+            .read()
+            .values()
+            .map(|t| t.partitions.len())
+            .sum();
+        if held + adding > limits.max_partitions_per_broker {
+            return Err(BrokerError::new(
+                ErrorCode::PolicyViolation,
+                format!(
+                    "this broker holds {held} partitions; {adding} more would exceed max.partitions.per.broker ({})",
+                    limits.max_partitions_per_broker
+                ),
+            ));
+        }
+        if let Some((open, limit)) = crate::fds::usage() {
+            let needed = adding * crate::fds::PER_PARTITION;
+            if open + needed + crate::fds::reserve(limit) > limit {
+                return Err(BrokerError::new(
+                    ErrorCode::PolicyViolation,
+                    format!(
+                        "{adding} new partitions need about {needed} file descriptors; {open} of the process's limit of {limit} are open (raise the open-file limit, ulimit -n)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -213,12 +361,6 @@ impl TopicRegistry {
                 format!("number of partitions must be at least 1, got {partitions}"),
             ));
         }
-        if partitions > 100_000 {
-            return Err(BrokerError::new(
-                ErrorCode::InvalidPartitions,
-                format!("{partitions} partitions is above the limit of 100000"),
-            ));
-        }
         let rf = if replication_factor == -1 {
             self.config.default_replication_factor
         } else {
@@ -234,7 +376,8 @@ impl TopicRegistry {
             validate_topic_config(k, v)
                 .map_err(|e| BrokerError::new(ErrorCode::InvalidConfig, e.to_string()))?;
         }
-        let mut topics = self.topics.write();
+        let _creating = self.creating.lock();
+        let topics = self.topics.read();
         if topics.contains_key(name) {
             return Err(BrokerError::new(
                 ErrorCode::TopicAlreadyExists,
@@ -249,6 +392,8 @@ impl TopicRegistry {
                 format!("topic '{name}' collides with existing topic '{other}'"),
             ));
         }
+        drop(topics);
+        self.check_partition_budget(partitions as usize)?;
         let rec = TopicRecord {
             name: name.to_string(),
             id: Uuid::new_v4(),
@@ -263,7 +408,7 @@ impl TopicRegistry {
                 configs: rec.configs,
             }));
         }
-        let topic = self.add_topic(&mut topics, &rec)?;
+        let topic = self.add_topic(&rec)?;
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
     }
@@ -308,8 +453,8 @@ impl TopicRegistry {
         count: i32,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
-        let mut topics = self.topics.write();
-        let old = topics.get(name).cloned().ok_or_else(|| {
+        let _creating = self.creating.lock();
+        let old = self.get(name).ok_or_else(|| {
             BrokerError::new(
                 ErrorCode::UnknownTopicOrPartition,
                 format!("topic '{name}' does not exist"),
@@ -324,40 +469,44 @@ impl TopicRegistry {
                 ),
             ));
         }
-        if count > 100_000 {
-            return Err(BrokerError::new(
-                ErrorCode::InvalidPartitions,
-                format!("{count} partitions is above the limit of 100000"),
-            ));
-        }
+        self.check_partition_budget((count - current) as usize)?;
         if validate_only {
             return Ok(());
         }
-        let log_config = topic_log_config(&self.effective_config().log_defaults, &old.configs);
-        let mut partitions = old.partitions.clone();
-        for p in current..count {
-            let dir = self.partition_dir(name, p);
-            let log = PartitionLog::open(&dir, log_config.clone(), now_ms())
-                .map_err(BrokerError::from)?;
-            partitions.push(Partition::new(
-                name,
-                p,
-                log,
-                self.config.cluster.is_clustered(),
+        let added = self.open_partitions(name, &old.configs, current..count, true)?;
+        let mut topics = self.topics.write();
+        // Configs may have changed while the logs opened (set_configs does not wait for
+        // creators); keep the newest. A deletion meanwhile undoes the growth.
+        let Some(now) = topics.get(name).cloned().filter(|t| t.id == old.id) else {
+            drop(topics);
+            Self::discard(&added);
+            return Err(BrokerError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{name}' was deleted while its partitions were added"),
             ));
-        }
+        };
+        let mut partitions = now.partitions.clone();
+        partitions.extend(added.iter().cloned());
         topics.insert(
             name.to_string(),
             Arc::new(Topic {
-                name: old.name.clone(),
-                id: old.id,
+                name: now.name.clone(),
+                id: now.id,
                 partitions,
-                configs: old.configs.clone(),
+                configs: now.configs.clone(),
             }),
         );
         if let Err(e) = self.persist(&topics) {
-            topics.insert(name.to_string(), old);
+            topics.insert(name.to_string(), now);
+            drop(topics);
+            Self::discard(&added);
             return Err(e);
+        }
+        if now.configs != old.configs {
+            let log_config = topic_log_config(&self.effective_config().log_defaults, &now.configs);
+            for p in &added {
+                p.log.lock().set_config(log_config.clone());
+            }
         }
         tracing::info!(topic = name, from = current, to = count, "added partitions");
         Ok(())
@@ -527,7 +676,8 @@ impl TopicRegistry {
             partitions,
             configs: configs.clone(),
         };
-        let topic = self.add_topic(&mut self.topics.write(), &rec)?;
+        let _creating = self.creating.lock();
+        let topic = self.add_topic(&rec)?;
         tracing::info!(
             topic = name,
             partitions,
@@ -536,18 +686,23 @@ impl TopicRegistry {
         Ok(topic)
     }
 
-    /// Opens a new topic's partitions and records it durably; on a failed write the
-    /// topic is taken out again and its partition directories removed.
-    fn add_topic(
-        &self,
-        topics: &mut BTreeMap<String, Arc<Topic>>,
-        rec: &TopicRecord,
-    ) -> Result<Arc<Topic>, BrokerError> {
-        let topic = Arc::new(self.open_topic(rec)?);
+    /// Opens a new topic's partitions (without holding the registry lock) and records
+    /// it durably; on a failed write the topic is taken out again and its partition
+    /// directories removed. The caller holds `creating`.
+    fn add_topic(&self, rec: &TopicRecord) -> Result<Arc<Topic>, BrokerError> {
+        let partitions = self.open_partitions(&rec.name, &rec.configs, 0..rec.partitions, true)?;
+        let topic = Arc::new(Topic {
+            name: rec.name.clone(),
+            id: rec.id,
+            partitions,
+            configs: rec.configs.clone(),
+        });
+        let mut topics = self.topics.write();
         topics.insert(rec.name.clone(), topic.clone());
-        if let Err(e) = self.persist(topics) {
+        if let Err(e) = self.persist(&topics) {
             topics.remove(&rec.name);
-            self.remove_partitions(&topic);
+            drop(topics);
+            Self::discard(&topic.partitions);
             return Err(e);
         }
         Ok(topic)
@@ -573,13 +728,7 @@ impl TopicRegistry {
     }
 
     fn remove_partitions(&self, topic: &Topic) {
-        for p in &topic.partitions {
-            p.shutdown();
-            let dir = p.log.lock().dir().to_path_buf();
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted partition's directory");
-            }
-        }
+        Self::discard(&topic.partitions);
     }
 
     fn persist(&self, topics: &BTreeMap<String, Arc<Topic>>) -> Result<(), BrokerError> {

@@ -16,6 +16,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use regex_lite::Regex;
+use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::error::ErrorCode;
@@ -36,6 +38,8 @@ pub struct ConsumerMember {
     pub client_host: String,
     pub subscribed_names: Vec<String>,
     pub subscribed_regex: Option<String>,
+    /// `subscribed_regex` compiled (once, when it was set).
+    regex: Option<Arc<Regex>>,
     pub rebalance_timeout_ms: i32,
     /// What the coordinator has given the member and not taken back.
     pub owned: Assignment,
@@ -57,6 +61,11 @@ pub struct ConsumerGroup {
     pub target: BTreeMap<String, Assignment>,
     /// The subscribed topics' partition counts at the last target computation.
     topology: Vec<(Uuid, i32)>,
+    /// Topic ids each subscription regex matched, for the catalog in `regex_catalog`:
+    /// a regex is matched against the topic names once per change of the topic set,
+    /// not at every assignment.
+    regex_matches: HashMap<String, Vec<Uuid>>,
+    regex_catalog: Vec<Uuid>,
 }
 
 pub struct HeartbeatParams {
@@ -67,6 +76,8 @@ pub struct HeartbeatParams {
     pub rebalance_timeout_ms: i32,
     pub subscribed_names: Option<Vec<String>>,
     pub subscribed_regex: Option<String>,
+    /// `subscribed_regex` compiled by [`compile_regex`] (the caller refuses a bad one).
+    pub compiled_regex: Option<Arc<Regex>>,
     pub server_assignor: Option<String>,
     pub owned: Option<Assignment>,
     pub client_id: String,
@@ -84,6 +95,29 @@ pub struct HeartbeatResult {
 }
 
 pub const ASSIGNORS: &[&str] = &["uniform", "range"];
+
+/// Bounds on a subscription regex: its text, its compiled size (regex-lite matches in
+/// O(compiled size x name length), so this bounds the time per topic name), and its
+/// nesting depth.
+pub const REGEX_MAX_LEN: usize = 1024;
+const REGEX_SIZE_LIMIT: usize = 16 * 1024;
+const REGEX_NEST_LIMIT: u32 = 32;
+
+/// Compiles a KIP-848 SubscribedTopicRegex (anchored, as Kafka's RE2J `matches`), or
+/// says why it is refused (INVALID_REGULAR_EXPRESSION).
+pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    if pattern.len() > REGEX_MAX_LEN {
+        return Err(format!(
+            "the subscription regex is {} bytes; at most {REGEX_MAX_LEN} are accepted",
+            pattern.len()
+        ));
+    }
+    regex_lite::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .nest_limit(REGEX_NEST_LIMIT)
+        .build()
+        .map_err(|e| format!("invalid subscription regex: {e}"))
+}
 const LEAVE_EPOCH: i32 = -1;
 const STATIC_LEAVE_EPOCH: i32 = -2;
 
@@ -107,6 +141,8 @@ impl ConsumerGroup {
             members: BTreeMap::new(),
             target: BTreeMap::new(),
             topology: Vec::new(),
+            regex_matches: HashMap::new(),
+            regex_catalog: Vec::new(),
         }
     }
 
@@ -127,19 +163,42 @@ impl ConsumerGroup {
         }
     }
 
-    fn subscribed(&self, m: &ConsumerMember, catalog: &TopicCatalog) -> Vec<Uuid> {
-        let regex = m
-            .subscribed_regex
-            .as_deref()
-            .and_then(|r| regex_lite::Regex::new(&format!("^(?:{r})$")).ok());
-        catalog
-            .iter()
-            .filter(|(_, name, _)| {
-                m.subscribed_names.iter().any(|n| n == name)
-                    || regex.as_ref().is_some_and(|re| re.is_match(name))
-            })
-            .map(|(id, _, _)| *id)
-            .collect()
+    /// The topic ids each member subscribes to. Regexes are matched against the names
+    /// only for a regex not yet matched against this topic set.
+    fn subscriptions(&mut self, catalog: &TopicCatalog) -> BTreeMap<String, Vec<Uuid>> {
+        let ids: Vec<Uuid> = catalog.iter().map(|(id, _, _)| *id).collect();
+        if ids != self.regex_catalog {
+            self.regex_matches.clear();
+            self.regex_catalog = ids;
+        }
+        let cache = &mut self.regex_matches;
+        cache.retain(|r, _| {
+            self.members
+                .values()
+                .any(|m| m.subscribed_regex.as_ref() == Some(r))
+        });
+        let mut subs = BTreeMap::new();
+        for m in self.members.values() {
+            let by_regex: &[Uuid] = match (&m.subscribed_regex, &m.regex) {
+                (Some(source), Some(re)) => cache.entry(source.clone()).or_insert_with(|| {
+                    catalog
+                        .iter()
+                        .filter(|(_, name, _)| re.is_match(name))
+                        .map(|(id, _, _)| *id)
+                        .collect()
+                }),
+                _ => &[],
+            };
+            let ids = catalog
+                .iter()
+                .filter(|(id, name, _)| {
+                    m.subscribed_names.iter().any(|n| n == name) || by_regex.contains(id)
+                })
+                .map(|(id, _, _)| *id)
+                .collect();
+            subs.insert(m.id.clone(), ids);
+        }
+        subs
     }
 
     pub fn heartbeat(
@@ -207,6 +266,7 @@ impl ConsumerGroup {
                     client_host: p.client_host.clone(),
                     subscribed_names: p.subscribed_names.clone().unwrap_or_default(),
                     subscribed_regex: p.subscribed_regex.clone(),
+                    regex: p.compiled_regex.clone(),
                     rebalance_timeout_ms: p.rebalance_timeout_ms,
                     owned: Assignment::new(),
                     revoking: Assignment::new(),
@@ -254,6 +314,7 @@ impl ConsumerGroup {
             }
             if p.subscribed_regex.is_some() && p.subscribed_regex != m.subscribed_regex {
                 m.subscribed_regex = p.subscribed_regex.clone();
+                m.regex = p.compiled_regex.clone();
                 changed = true;
             }
             if let Some(reported) = &p.owned {
@@ -292,11 +353,7 @@ impl ConsumerGroup {
             self.group_epoch += 1;
         }
         self.topology = topology;
-        let subs: BTreeMap<String, Vec<Uuid>> = self
-            .members
-            .values()
-            .map(|m| (m.id.clone(), self.subscribed(m, catalog)))
-            .collect();
+        let subs = self.subscriptions(catalog);
         let counts: HashMap<Uuid, i32> = catalog.iter().map(|(id, _, n)| (*id, *n)).collect();
         let previous = std::mem::take(&mut self.target);
         self.target = match self.assignor.as_str() {
@@ -551,6 +608,7 @@ mod tests {
             rebalance_timeout_ms: 30_000,
             subscribed_names: Some(vec!["t".into()]),
             subscribed_regex: None,
+            compiled_regex: None,
             server_assignor: None,
             owned,
             client_id: "c".into(),
@@ -617,5 +675,40 @@ mod tests {
         }
         let range = assign_range(&subs, &counts);
         assert_eq!(range["m0"][&t1], BTreeSet::from([0, 1, 2]));
+    }
+    #[test]
+    fn subscription_regexes_are_bounded_and_follow_the_topic_set() {
+        assert!(compile_regex("(unclosed").is_err());
+        assert!(compile_regex(&"x".repeat(REGEX_MAX_LEN + 1)).is_err());
+        assert!(compile_regex("(.*a){400}")
+            .unwrap_err()
+            .contains("size limit"));
+        let re = Arc::new(compile_regex("orders-.*").unwrap());
+        assert!(re.is_match("orders-eu") && !re.is_match("x-orders-eu"));
+
+        let mut g = ConsumerGroup::new("g");
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let p = HeartbeatParams {
+            member_id: String::new(),
+            member_epoch: 0,
+            instance_id: None,
+            rack_id: None,
+            rebalance_timeout_ms: 30_000,
+            subscribed_names: None,
+            subscribed_regex: Some("orders-.*".into()),
+            compiled_regex: Some(re),
+            server_assignor: None,
+            owned: None,
+            client_id: "c".into(),
+            client_host: "h".into(),
+        };
+        let mut catalog: TopicCatalog = vec![(a, "orders-eu".into(), 1), (b, "audit".into(), 1)];
+        let r = g.heartbeat(p, &catalog, Instant::now());
+        let member = r.member_id.clone();
+        assert_eq!(g.subscriptions(&catalog)[&member], vec![a]);
+        // A new matching topic is seen once the topic set changes.
+        let c = Uuid::new_v4();
+        catalog.push((c, "orders-us".into(), 1));
+        assert_eq!(g.subscriptions(&catalog)[&member], vec![a, c]);
     }
 }

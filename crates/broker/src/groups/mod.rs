@@ -325,9 +325,32 @@ pub struct GroupCoordinator {
     /// which coordinates every group.
     owned: parking_lot::RwLock<Option<(std::collections::BTreeSet<i32>, i32)>>,
     offline: OfflineCoordinatorPartitions,
+    /// Subscription regexes compiled once per distinct pattern (at most
+    /// `REGEX_CACHE_ENTRIES`; emptied when full), so a heartbeat never recompiles one.
+    regexes: Mutex<HashMap<String, std::sync::Arc<regex_lite::Regex>>>,
 }
 
+const REGEX_CACHE_ENTRIES: usize = 1024;
+
 impl GroupCoordinator {
+    /// The compiled form of a KIP-848 subscription regex, or why it is refused. Compiled
+    /// outside every coordinator lock.
+    pub fn subscription_regex(
+        &self,
+        pattern: &str,
+    ) -> Result<std::sync::Arc<regex_lite::Regex>, String> {
+        if let Some(re) = self.regexes.lock().get(pattern) {
+            return Ok(re.clone());
+        }
+        let re = std::sync::Arc::new(consumer::compile_regex(pattern)?);
+        let mut cache = self.regexes.lock();
+        if cache.len() >= REGEX_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(pattern.to_string(), re.clone());
+        Ok(re)
+    }
+
     pub fn new(config: GroupConfig) -> Self {
         GroupCoordinator {
             config,
@@ -336,6 +359,7 @@ impl GroupCoordinator {
             pending_txn: Mutex::new(HashMap::new()),
             owned: parking_lot::RwLock::new(None),
             offline: OfflineCoordinatorPartitions::default(),
+            regexes: Mutex::new(HashMap::new()),
         }
     }
 

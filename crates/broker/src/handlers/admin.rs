@@ -375,67 +375,95 @@ pub fn create_partitions(
     req: &ParsedRequest,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: CreatePartitionsRequest = decode_body(&req.body, req.api_version)?;
-    let results = body
-        .topics
-        .iter()
-        .map(|t| {
-            let outcome = match &t.assignments {
-                _ if broker.cluster().is_some() => {
-                    let cluster = broker.cluster().expect("checked");
-                    let assignments = t.assignments.as_ref().map(|a| {
-                        a.iter()
-                            .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
-                            .collect()
-                    });
-                    let name = t.name.0.as_str();
-                    wait_for_controller(async {
-                        if body.validate_only {
-                            return Ok(());
-                        }
-                        cluster
-                            .controller
-                            .create_partitions(name, t.count, assignments)
-                            .await
-                            .map_err(crate::cluster::controller_error)?;
-                        cluster
-                            .wait_for_image(|img| {
-                                img.topics
-                                    .get(name)
-                                    .is_some_and(|x| x.partitions.len() as i32 >= t.count)
-                            })
-                            .await;
-                        Ok(())
-                    })
-                }
-                Some(a)
-                    if a.iter()
-                        .any(|x| x.broker_ids.iter().any(|b| b.0 != broker.node_id())) =>
-                {
-                    Err(BrokerError::new(
-                        ErrorCode::InvalidReplicaAssignment,
-                        format!(
-                            "assignments name brokers other than this one ({})",
-                            broker.node_id()
-                        ),
-                    ))
-                }
-                _ => broker
+    let clustered = broker.cluster().is_some();
+    let broker = broker.clone();
+    let compute = move || {
+        // The partitions the whole request adds, against the bounds, before any is added.
+        let adding: usize = body
+            .topics
+            .iter()
+            .map(|t| {
+                let current = broker
                     .topics
-                    .add_partitions(&t.name.0, t.count, body.validate_only),
-            };
-            let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            match outcome {
-                Ok(()) => r,
-                Err(e) => r
-                    .with_error_code(e.code.code())
-                    .with_error_message(Some(str_bytes(&e.message))),
-            }
-        })
-        .collect();
-    ready(
-        req,
-        &CreatePartitionsResponse::default().with_results(results),
-    )
+                    .get(&t.name.0)
+                    .map_or(0, |x| x.partitions.len() as i64);
+                (t.count as i64 - current).max(0) as usize
+            })
+            .fold(0usize, usize::saturating_add);
+        let budget = broker.topics.check_partition_budget(adding);
+        let results = body
+            .topics
+            .iter()
+            .map(|t| {
+                let outcome = match &t.assignments {
+                    _ if budget.is_err() => budget.clone(),
+                    _ if broker.cluster().is_some() => {
+                        let cluster = broker.cluster().expect("checked");
+                        let assignments = t.assignments.as_ref().map(|a| {
+                            a.iter()
+                                .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                                .collect()
+                        });
+                        let name = t.name.0.as_str();
+                        wait_for_controller(async {
+                            if body.validate_only {
+                                return Ok(());
+                            }
+                            cluster
+                                .controller
+                                .create_partitions(name, t.count, assignments)
+                                .await
+                                .map_err(crate::cluster::controller_error)?;
+                            cluster
+                                .wait_for_image(|img| {
+                                    img.topics
+                                        .get(name)
+                                        .is_some_and(|x| x.partitions.len() as i32 >= t.count)
+                                })
+                                .await;
+                            Ok(())
+                        })
+                    }
+                    _ if crate::topics::is_internal(&t.name.0) => Err(BrokerError::new(
+                        ErrorCode::InvalidTopic,
+                        format!(
+                            "'{}' is an internal topic: its partition count is fixed",
+                            t.name.0.as_str()
+                        ),
+                    )),
+                    Some(a)
+                        if a.iter()
+                            .any(|x| x.broker_ids.iter().any(|b| b.0 != broker.node_id())) =>
+                    {
+                        Err(BrokerError::new(
+                            ErrorCode::InvalidReplicaAssignment,
+                            format!(
+                                "assignments name brokers other than this one ({})",
+                                broker.node_id()
+                            ),
+                        ))
+                    }
+                    _ => broker
+                        .topics
+                        .add_partitions(&t.name.0, t.count, body.validate_only),
+                };
+                let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+                match outcome {
+                    Ok(()) => r,
+                    Err(e) => r
+                        .with_error_code(e.code.code())
+                        .with_error_message(Some(str_bytes(&e.message))),
+                }
+            })
+            .collect();
+        CreatePartitionsResponse::default().with_results(results)
+    };
+    // Opening thousands of partitions is long: off the runtime's workers (a cluster's
+    // path waits for the controller in place, so it stays where it is).
+    if !clustered {
+        return Ok(super::off_runtime(req, compute));
+    }
+    ready(req, &compute())
 }
 
 pub fn describe_cluster(
@@ -499,6 +527,10 @@ pub fn delete_records(
                     let r = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    // Kafka's ReplicaManager: "Cannot delete records of internal topic".
+                    if crate::topics::is_internal(&t.name.0) {
+                        return r.with_error_code(ErrorCode::InvalidTopic.code());
+                    }
                     let Some(part) = broker.topics.partition(&t.name.0, p.partition_index) else {
                         return r.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                     };

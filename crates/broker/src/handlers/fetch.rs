@@ -99,10 +99,18 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     };
     let replica = (replica_id >= 0).then_some(replica_id);
     let min_bytes = body.min_bytes.max(0) as usize;
-    let max_bytes = if body.max_bytes <= 0 {
-        i32::MAX as usize
+    // The broker's cap (Kafka's fetch.max.bytes, replica.fetch.response.max.bytes)
+    // bounds the response whatever the client asks; as in Kafka the first batch still
+    // goes out whole when it alone is larger, so a consumer can always make progress.
+    let cap = if replica.is_some() {
+        broker.config.limits.replica_fetch_response_max_bytes
     } else {
-        body.max_bytes as usize
+        broker.config.limits.fetch_max_bytes
+    };
+    let max_bytes = if body.max_bytes <= 0 {
+        cap
+    } else {
+        (body.max_bytes as usize).min(cap)
     };
     let max_wait = Duration::from_millis((body.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP_MS));
     let broker = broker.clone();

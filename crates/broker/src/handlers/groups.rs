@@ -718,6 +718,29 @@ pub fn consumer_heartbeat(
             .map(|tp| (tp.topic_id, tp.partitions.iter().copied().collect()))
             .collect::<crate::groups::consumer::Assignment>()
     });
+    let regex = body
+        .subscribed_topic_regex
+        .as_ref()
+        .map(|s| s.to_string())
+        .filter(|s| !s.is_empty());
+    let compiled_regex = match regex
+        .as_deref()
+        .map(|r| broker.groups.subscription_regex(r))
+    {
+        None => None,
+        Some(Ok(re)) => Some(re),
+        Some(Err(why)) => {
+            let e = crate::error::BrokerError::new(ErrorCode::InvalidRegularExpression, why);
+            return ready(
+                req,
+                &ConsumerGroupHeartbeatResponse::default()
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(str_bytes(&e.message)))
+                    .with_member_id(Some(body.member_id.clone()))
+                    .with_member_epoch(-1),
+            );
+        }
+    };
     let params = crate::groups::consumer::HeartbeatParams {
         member_id: body.member_id.to_string(),
         member_epoch: body.member_epoch,
@@ -728,11 +751,8 @@ pub fn consumer_heartbeat(
             .subscribed_topic_names
             .as_ref()
             .map(|ns| ns.iter().map(|n| n.0.to_string()).collect()),
-        subscribed_regex: body
-            .subscribed_topic_regex
-            .as_ref()
-            .map(|s| s.to_string())
-            .filter(|s| !s.is_empty()),
+        subscribed_regex: regex,
+        compiled_regex,
         server_assignor: body.server_assignor.as_ref().map(|s| s.to_string()),
         owned,
         client_id: req

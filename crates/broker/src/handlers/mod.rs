@@ -26,8 +26,13 @@ use runnel_protocol::{encode_response, DecodeError, ParsedRequest};
 use crate::broker::Broker;
 
 /// Resolves to the encoded response, or None when the request gets no response
-/// (acks=0 produce) or the response could not be encoded (logged).
+/// (acks=0 produce). [`UNENCODABLE`] (empty bytes) means the response could not be
+/// encoded: the connection is closed, since a client that got no answer would take the
+/// next response for this one.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+
+/// The marker for a response that could not be encoded (no real response is empty).
+pub const UNENCODABLE: Bytes = Bytes::new();
 
 pub fn dispatch(
     broker: &Arc<Broker>,
@@ -92,8 +97,8 @@ pub fn encode<T: Encodable>(req: &ParsedRequest, body: &T) -> Option<Bytes> {
     match encode_response(req.api_key, req.api_version, req.correlation_id, body) {
         Ok(bytes) => Some(bytes),
         Err(e) => {
-            tracing::error!(api = ?req.api_key, version = req.api_version, error = %e, "could not encode a response");
-            None
+            tracing::error!(api = ?req.api_key, version = req.api_version, correlation_id = req.correlation_id, error = %e, "could not encode a response; closing the connection");
+            Some(UNENCODABLE)
         }
     }
 }
@@ -102,6 +107,26 @@ pub fn encode<T: Encodable>(req: &ParsedRequest, body: &T) -> Option<Bytes> {
 pub fn ready<T: Encodable>(req: &ParsedRequest, body: &T) -> Result<ResponseFuture, DecodeError> {
     let bytes = encode(req, body);
     Ok(Box::pin(async move { bytes }))
+}
+
+/// Runs `f` on the blocking pool and encodes what it returns: for a handler whose work
+/// a request can make long (creating thousands of partitions), so it never holds up
+/// the runtime's worker threads and the other connections they serve. Requests of one
+/// connection still get their responses in order.
+pub fn off_runtime<T: Encodable + Send + 'static>(
+    req: &ParsedRequest,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> ResponseFuture {
+    let req = req.clone();
+    Box::pin(async move {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(body) => encode(&req, &body),
+            Err(e) => {
+                tracing::error!(api = ?req.api_key, error = %e, "a handler failed; closing the connection");
+                Some(UNENCODABLE)
+            }
+        }
+    })
 }
 
 pub fn str_bytes(s: &str) -> StrBytes {

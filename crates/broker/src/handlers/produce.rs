@@ -46,6 +46,12 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                     ErrorCode::InvalidRequiredAcks,
                     format!("acks={acks} is not 0, 1 or -1"),
                 )),
+                // Kafka's ReplicaManager.appendToLocalLog: only the broker writes its
+                // internal topics (group and transaction state).
+                _ if crate::topics::is_internal(&name) => Err(BrokerError::new(
+                    ErrorCode::InvalidTopic,
+                    format!("cannot append to internal topic {name}"),
+                )),
                 (None, _) => Err(BrokerError::new(
                     ErrorCode::UnknownTopicOrPartition,
                     format!("{name}-{} does not exist", pd.index),

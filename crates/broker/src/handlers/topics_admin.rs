@@ -28,6 +28,7 @@ pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     for t in &body.topics {
         *seen.entry(t.name.0.to_string()).or_default() += 1;
     }
+    let budget = request_budget(broker, &body);
     if let Some(cluster) = broker.cluster() {
         return Ok(create_in_cluster(
             broker.clone(),
@@ -35,40 +36,38 @@ pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             req.clone(),
             body,
             seen,
+            budget,
         ));
     }
-    let mut results = Vec::with_capacity(body.topics.len());
-    for t in body.topics {
-        let name = t.name.0.to_string();
-        let mut result = CreatableTopicResult::default()
-            .with_name(t.name.clone())
-            .with_num_partitions(-1)
-            .with_replication_factor(-1);
-        let outcome = if seen[&name] > 1 {
-            Err(BrokerError::new(
-                ErrorCode::InvalidRequest,
-                format!("topic '{name}' appears more than once in the request"),
-            ))
-        } else {
-            create_one(broker, &name, &t, body.validate_only)
-        };
-        match outcome {
-            Ok((id, partitions, configs)) => {
-                result = result
-                    .with_topic_id(id)
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(1)
-                    .with_configs(Some(describe_configs(broker, &configs)));
+    let broker = broker.clone();
+    Ok(super::off_runtime(req, move || {
+        let mut results = Vec::with_capacity(body.topics.len());
+        for t in body.topics {
+            let name = t.name.0.to_string();
+            let mut result = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_num_partitions(-1)
+                .with_replication_factor(-1);
+            let outcome = precheck(&broker, &name, &seen, &budget)
+                .and_then(|()| create_one(&broker, &name, &t, body.validate_only));
+            match outcome {
+                Ok((id, partitions, configs)) => {
+                    result = result
+                        .with_topic_id(id)
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(1)
+                        .with_configs(Some(describe_configs(&broker, &configs)));
+                }
+                Err(e) => {
+                    result = result
+                        .with_error_code(e.code.code())
+                        .with_error_message(Some(str_bytes(&e.message)));
+                }
             }
-            Err(e) => {
-                result = result
-                    .with_error_code(e.code.code())
-                    .with_error_message(Some(str_bytes(&e.message)));
-            }
+            results.push(result);
         }
-        results.push(result);
-    }
-    ready(req, &CreateTopicsResponse::default().with_topics(results))
+        CreateTopicsResponse::default().with_topics(results)
+    }))
 }
 
 /// CreateTopics in replicated mode: checked here as on a single node (names, configs,
@@ -80,20 +79,15 @@ fn create_in_cluster(
     req: ParsedRequest,
     body: CreateTopicsRequest,
     seen: HashMap<String, usize>,
+    budget: Result<(), BrokerError>,
 ) -> ResponseFuture {
     Box::pin(async move {
         let mut results: Vec<Result<(), BrokerError>> = Vec::new();
         let mut to_create = Vec::new();
         for t in &body.topics {
             let name = t.name.0.to_string();
-            let checked = if seen[&name] > 1 {
-                Err(BrokerError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("topic '{name}' appears more than once in the request"),
-                ))
-            } else {
-                create_one(&broker, &name, t, true).map(|_| ())
-            };
+            let checked = precheck(&broker, &name, &seen, &budget)
+                .and_then(|()| create_one(&broker, &name, t, true).map(|_| ()));
             if checked.is_ok() {
                 let assignments = (!t.assignments.is_empty()).then(|| {
                     t.assignments
@@ -173,6 +167,41 @@ fn create_in_cluster(
             .collect();
         super::encode(&req, &CreateTopicsResponse::default().with_topics(out))
     })
+}
+
+/// What refuses a topic of a CreateTopics before its own checks: a name given twice,
+/// the request over the partition bounds, an internal or reserved name.
+fn precheck(
+    broker: &Broker,
+    name: &str,
+    seen: &HashMap<String, usize>,
+    budget: &Result<(), BrokerError>,
+) -> Result<(), BrokerError> {
+    if seen[name] > 1 {
+        return Err(BrokerError::new(
+            ErrorCode::InvalidRequest,
+            format!("topic '{name}' appears more than once in the request"),
+        ));
+    }
+    budget.clone()?;
+    crate::topics::check_client_creatable(name, broker.topics.get(name).is_some())
+}
+
+/// The partitions the whole request would add, against `max.partitions.per.request`
+/// and the broker's budget (checked before any topic of it is created, so a request
+/// over the bound creates nothing).
+fn request_budget(broker: &Broker, body: &CreateTopicsRequest) -> Result<(), BrokerError> {
+    let default = broker.config.num_partitions.max(1) as usize;
+    let total: usize = body
+        .topics
+        .iter()
+        .map(|t| match (t.assignments.len(), t.num_partitions) {
+            (0, -1) => default,
+            (0, n) => n.max(0) as usize,
+            (n, _) => n,
+        })
+        .fold(0usize, usize::saturating_add);
+    broker.topics.check_partition_budget(total)
 }
 
 fn create_one(
@@ -276,6 +305,10 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             (_, false) => Err(BrokerError::new(
                 ErrorCode::TopicDeletionDisabled,
                 "delete.topic.enable is false on this broker",
+            )),
+            (Some(t), _) if crate::topics::is_internal(&t.name) => Err(BrokerError::new(
+                ErrorCode::InvalidTopic,
+                format!("'{}' is an internal topic and cannot be deleted", t.name),
             )),
             (None, _) if name.is_none() => Err(BrokerError::new(
                 ErrorCode::UnknownTopicId,

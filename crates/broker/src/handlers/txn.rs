@@ -431,10 +431,23 @@ pub fn list_transactions(
         .filter(|s| !KNOWN.contains(&s.as_str()))
         .cloned()
         .collect();
-    let pattern = body
+    // Bounded like a subscription regex; a bad one is refused as Kafka does.
+    let pattern = match body
         .transactional_id_pattern
         .as_ref()
-        .and_then(|p| regex_lite::Regex::new(&format!("^(?:{})$", p.as_str())).ok());
+        .filter(|p| !p.is_empty())
+        .map(|p| crate::groups::consumer::compile_regex(p.as_str()))
+    {
+        None => None,
+        Some(Ok(re)) => Some(re),
+        Some(Err(_)) => {
+            return ready(
+                req,
+                &ListTransactionsResponse::default()
+                    .with_error_code(crate::error::ErrorCode::InvalidRegularExpression.code()),
+            )
+        }
+    };
     let now = now_ms();
     let states = broker
         .txns
