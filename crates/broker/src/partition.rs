@@ -105,13 +105,14 @@ impl Partition {
         })
     }
 
-    /// Sets the high watermark outright (a follower copying its leader's, or a reset).
-    pub(crate) fn set_high_watermark(&self, to: i64) {
+    /// Sets the high watermark outright (a follower copying its leader's, or a reset);
+    /// true if it changed.
+    pub(crate) fn set_high_watermark(&self, to: i64) -> bool {
         self.high_watermark.send_if_modified(|hw| {
             let moved = to != *hw;
             *hw = to;
             moved
-        });
+        })
     }
 
     /// A coordinator's own write (offsets, group or transaction state) counts once it is

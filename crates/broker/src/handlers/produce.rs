@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use runnel_log::BatchHeader;
 use runnel_protocol::kp::messages::produce_response::{
-    PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use runnel_protocol::kp::messages::{ProduceRequest, ProduceResponse};
 use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
@@ -93,7 +93,17 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                     tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
                     resp = resp
                         .with_error_code(e.code.code())
-                        .with_error_message(Some(str_bytes(&e.message)));
+                        .with_error_message(Some(str_bytes(&e.message)))
+                        .with_record_errors(
+                            e.record_errors
+                                .iter()
+                                .map(|(i, m)| {
+                                    BatchIndexAndErrorMessage::default()
+                                        .with_batch_index(*i)
+                                        .with_batch_index_error_message(Some(str_bytes(m)))
+                                })
+                                .collect(),
+                        );
                 }
             }
             partitions.push(resp);
@@ -173,17 +183,28 @@ fn check_replicas(p: &Partition, acks: i16, min_isr: usize) -> Result<(), Broker
     Ok(())
 }
 
-/// Kafka refuses keyless records on compacted topics: they could never be cleaned.
-fn check_keys(records: &[u8], h: &BatchHeader) -> Result<(), BrokerError> {
+/// Kafka refuses keyless records on compacted topics: they could never be cleaned. The
+/// whole batch is refused, naming each keyless record (KIP-467), so the client fails
+/// those with INVALID_RECORD and retries or fails the others on their own.
+fn check_keys(records: &[u8], h: &BatchHeader, p: &Partition) -> Result<(), BrokerError> {
     let section = runnel_log::cleaner::records_section(records, h, &crate::codec::KafkaCodecs)
         .map_err(BrokerError::from)?;
     let parsed =
         runnel_log::cleaner::split_records(&section, h.base_offset).map_err(BrokerError::from)?;
-    if parsed.iter().any(|r| r.key.is_none()) {
-        return Err(BrokerError::new(
-            ErrorCode::InvalidRecord,
-            "compacted topic cannot accept a record without a key",
-        ));
+    let keyless: Vec<(i32, String)> = parsed
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.key.is_none())
+        .map(|(i, _)| {
+            let message = format!(
+                "Compacted topic cannot accept message without key in topic partition {}-{}.",
+                p.topic, p.index
+            );
+            (i as i32, message)
+        })
+        .collect();
+    if !keyless.is_empty() {
+        return Err(BrokerError::records(ErrorCode::InvalidRecord, keyless));
     }
     Ok(())
 }
@@ -212,7 +233,7 @@ fn append(
     if compacted {
         // Validate first so a corrupt batch gets CORRUPT_MESSAGE, not a key error.
         runnel_log::batch::validate_batch(records).map_err(BrokerError::from)?;
-        check_keys(records, &first)?;
+        check_keys(records, &first, p)?;
     }
     let mut buf = BytesMut::from(&records[..]);
     if broker.is_offline(p) {

@@ -310,6 +310,7 @@ async fn fetch_once(
         );
     let response = conn.send(&request, FETCH_VERSION).await?;
     let mut backoff = false;
+    let mut hw_moved = false;
     // Bytes copied for replicas this broker is being added as (a reassignment).
     let mut throttled_bytes = 0u64;
     let me = broker.node_id();
@@ -348,7 +349,8 @@ async fn fetch_once(
                         let _ = log.delete_records_before(d.log_start_offset.min(end));
                     }
                     drop(log);
-                    p.set_high_watermark(d.high_watermark.min(end));
+                    // KIP-392: consumers reading from this follower see up to here.
+                    hw_moved |= p.set_high_watermark(d.high_watermark.min(end));
                 }
                 c if c == ErrorCode::OffsetOutOfRange.code() => {
                     let mut log = p.log.lock();
@@ -368,6 +370,10 @@ async fn fetch_once(
                 }
             }
         }
+    }
+    if hw_moved {
+        // Consumers long-polling on this follower (fetch from follower) may read on.
+        broker.notify_appended();
     }
     if backoff {
         tokio::time::sleep(RETRY_BACKOFF).await;
