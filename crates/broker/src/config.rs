@@ -35,6 +35,10 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// KIP-392's rack-aware replica selector, the one `replica.selector.class` Runnel has.
+pub const RACK_AWARE_REPLICA_SELECTOR: &str =
+    "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+
 /// Kafka keys Runnel accepts in server.properties but that change nothing here (thread
 /// pools and buffers Runnel sizes itself, settings of features not yet built). They are
 /// accepted so an existing Kafka properties file starts; each one is logged at start.
@@ -142,6 +146,9 @@ pub struct ClusterConfig {
     /// `follower.replication.throttled.rate`: bytes/s this broker copies for replicas it
     /// is being added as (a reassignment); None = unlimited.
     pub follower_throttle_rate: Option<u64>,
+    /// `replica.selector.class` = Kafka's `RackAwareReplicaSelector` (KIP-392): a leader
+    /// points a consumer at an in-sync follower in the consumer's `client.rack`.
+    pub rack_aware_replica_selector: bool,
 }
 
 impl Default for ClusterConfig {
@@ -160,6 +167,7 @@ impl Default for ClusterConfig {
             transaction_state_replication_factor: 3,
             controlled_shutdown: true,
             follower_throttle_rate: None,
+            rack_aware_replica_selector: false,
         }
     }
 }
@@ -626,6 +634,19 @@ impl BrokerConfig {
                     }
                 }
                 "controlled.shutdown.enable" => c.cluster.controlled_shutdown = parse_bool(k, v)?,
+                "replica.selector.class" => {
+                    c.cluster.rack_aware_replica_selector = match v.trim() {
+                        RACK_AWARE_REPLICA_SELECTOR => true,
+                        "" => false,
+                        _ => return Err(invalid(
+                            k,
+                            v,
+                            format!(
+                                "Runnel has one replica selector: {RACK_AWARE_REPLICA_SELECTOR}"
+                            ),
+                        )),
+                    }
+                }
                 "follower.replication.throttled.rate" => {
                     c.cluster.follower_throttle_rate = Some(parse_i64(k, v, 1)? as u64)
                 }
@@ -704,6 +725,10 @@ enum Kind {
     OneOf(&'static [&'static str]),
     ListOf(&'static [&'static str]),
     List,
+    /// Any text (a class name, a path, a password).
+    Str,
+    /// A non-negative number.
+    Double,
 }
 
 /// Every topic config Kafka lets a user set, with its check. Runnel acts on
@@ -760,12 +785,17 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), ConfigError> 
             hint: " (not a Kafka topic config)".into(),
         });
     };
+    check_kind(key, value, *kind)
+}
+
+/// Checks a value against its kind; the error names the key and says what is wrong.
+fn check_kind(key: &str, value: &str, kind: Kind) -> Result<(), ConfigError> {
     match kind {
         Kind::Long(min) => {
-            parse_i64(key, value, *min)?;
+            parse_i64(key, value, min)?;
         }
         Kind::Int(min) => {
-            let n = parse_i64(key, value, *min)?;
+            let n = parse_i64(key, value, min)?;
             if n > i32::MAX as i64 {
                 return Err(invalid(key, value, "must fit in a 32-bit integer"));
             }
@@ -802,7 +832,16 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), ConfigError> 
                 }
             }
         }
-        Kind::List => {}
+        Kind::Double => {
+            let r: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid(key, value, "expected a number"))?;
+            if r.is_nan() || r < 0.0 {
+                return Err(invalid(key, value, "must be at least 0"));
+            }
+        }
+        Kind::List | Kind::Str => {}
     }
     Ok(())
 }
@@ -924,18 +963,20 @@ pub fn topic_config_default(key: &str, broker: &BrokerConfig) -> Option<String> 
 /// Kafka's ConfigType code for a topic config (DescribeConfigs v3+): BOOLEAN 1,
 /// STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7.
 pub fn topic_config_type(key: &str) -> i8 {
-    match TOPIC_CONFIGS
+    TOPIC_CONFIGS
         .iter()
         .find(|(k, _)| *k == key)
-        .map(|(_, kind)| *kind)
-    {
-        Some(Kind::Bool) => 1,
-        Some(Kind::OneOf(_)) => 2,
-        Some(Kind::Int(_)) => 3,
-        Some(Kind::Long(_)) => 5,
-        Some(Kind::Ratio) => 6,
-        Some(Kind::ListOf(_)) | Some(Kind::List) => 7,
-        None => 0,
+        .map_or(0, |(_, kind)| kind_type_code(*kind))
+}
+
+fn kind_type_code(kind: Kind) -> i8 {
+    match kind {
+        Kind::Bool => 1,
+        Kind::OneOf(_) | Kind::Str => 2,
+        Kind::Int(_) => 3,
+        Kind::Long(_) => 5,
+        Kind::Ratio | Kind::Double => 6,
+        Kind::ListOf(_) | Kind::List => 7,
     }
 }
 
@@ -953,7 +994,139 @@ pub const DYNAMIC_BROKER_KEYS: &[&str] = &[
     "log.flush.interval.messages",
     "min.insync.replicas",
     "follower.replication.throttled.rate",
+    // Acted on as a file key is: `false` (Runnel's only election) is accepted, `true` refused.
+    "unclean.leader.election.enable",
 ];
+
+/// Kafka's other dynamic broker keys (those its documentation lists with update mode
+/// per-broker or cluster-wide): security, thread pools, connection quotas, cleaner and
+/// remote-storage tuning, and log defaults Runnel does not have. Runnel validates their
+/// type, stores them and reports them as set, but does not act on them (logged when set).
+const DYNAMIC_BROKER_KEYS_IGNORED: &[(&str, Kind)] = &[
+    ("advertised.listeners", Kind::List),
+    ("background.threads", Kind::Int(1)),
+    ("compression.gzip.level", Kind::Int(-1)),
+    ("compression.lz4.level", Kind::Int(1)),
+    (
+        "compression.type",
+        Kind::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
+    ),
+    ("compression.zstd.level", Kind::Int(-131072)),
+    ("leader.replication.throttled.rate", Kind::Long(0)),
+    ("listener.security.protocol.map", Kind::List),
+    ("listeners", Kind::List),
+    ("log.cleaner.backoff.ms", Kind::Long(0)),
+    ("log.cleaner.dedupe.buffer.size", Kind::Long(0)),
+    ("log.cleaner.delete.retention.ms", Kind::Long(0)),
+    ("log.cleaner.io.buffer.load.factor", Kind::Double),
+    ("log.cleaner.io.buffer.size", Kind::Int(0)),
+    ("log.cleaner.io.max.bytes.per.second", Kind::Double),
+    ("log.cleaner.max.compaction.lag.ms", Kind::Long(1)),
+    ("log.cleaner.min.cleanable.ratio", Kind::Ratio),
+    ("log.cleaner.min.compaction.lag.ms", Kind::Long(0)),
+    ("log.cleaner.threads", Kind::Int(0)),
+    ("log.cleanup.policy", Kind::ListOf(&["delete", "compact"])),
+    ("log.flush.interval.ms", Kind::Long(0)),
+    ("log.index.size.max.bytes", Kind::Int(4)),
+    ("log.local.retention.bytes", Kind::Long(-2)),
+    ("log.local.retention.ms", Kind::Long(-2)),
+    ("log.message.timestamp.after.max.ms", Kind::Long(0)),
+    ("log.message.timestamp.before.max.ms", Kind::Long(0)),
+    ("log.preallocate", Kind::Bool),
+    ("log.roll.jitter.ms", Kind::Long(0)),
+    ("log.segment.delete.delay.ms", Kind::Long(0)),
+    ("max.connection.creation.rate", Kind::Int(0)),
+    ("max.connections", Kind::Int(0)),
+    ("max.connections.per.ip", Kind::Int(0)),
+    ("max.connections.per.ip.overrides", Kind::Str),
+    ("metric.reporters", Kind::List),
+    ("num.io.threads", Kind::Int(1)),
+    ("num.network.threads", Kind::Int(1)),
+    ("num.recovery.threads.per.data.dir", Kind::Int(1)),
+    ("num.replica.fetchers", Kind::Int(1)),
+    ("producer.id.expiration.ms", Kind::Int(1)),
+    ("remote.fetch.max.wait.ms", Kind::Int(1)),
+    ("remote.list.offsets.request.timeout.ms", Kind::Long(1)),
+    (
+        "remote.log.index.file.cache.total.size.bytes",
+        Kind::Long(1),
+    ),
+    ("remote.log.manager.copier.thread.pool.size", Kind::Int(1)),
+    (
+        "remote.log.manager.copy.max.bytes.per.second",
+        Kind::Long(1),
+    ),
+    (
+        "remote.log.manager.expiration.thread.pool.size",
+        Kind::Int(1),
+    ),
+    (
+        "remote.log.manager.fetch.max.bytes.per.second",
+        Kind::Long(1),
+    ),
+    ("remote.log.manager.follower.thread.pool.size", Kind::Int(1)),
+    (
+        "replica.alter.log.dirs.io.max.bytes.per.second",
+        Kind::Long(0),
+    ),
+    ("sasl.enabled.mechanisms", Kind::List),
+    ("sasl.jaas.config", Kind::Str),
+    ("sasl.kerberos.kinit.cmd", Kind::Str),
+    ("sasl.kerberos.min.time.before.relogin", Kind::Long(0)),
+    ("sasl.kerberos.principal.to.local.rules", Kind::List),
+    ("sasl.kerberos.service.name", Kind::Str),
+    ("sasl.kerberos.ticket.renew.jitter", Kind::Double),
+    ("sasl.kerberos.ticket.renew.window.factor", Kind::Double),
+    ("sasl.login.refresh.buffer.seconds", Kind::Int(0)),
+    ("sasl.login.refresh.min.period.seconds", Kind::Int(0)),
+    ("sasl.login.refresh.window.factor", Kind::Double),
+    ("sasl.login.refresh.window.jitter", Kind::Double),
+    ("sasl.mechanism.inter.broker.protocol", Kind::Str),
+    ("ssl.allow.dn.changes", Kind::Bool),
+    ("ssl.allow.san.changes", Kind::Bool),
+    ("ssl.cipher.suites", Kind::List),
+    (
+        "ssl.client.auth",
+        Kind::OneOf(&["required", "requested", "none"]),
+    ),
+    ("ssl.enabled.protocols", Kind::List),
+    ("ssl.endpoint.identification.algorithm", Kind::Str),
+    ("ssl.engine.factory.class", Kind::Str),
+    ("ssl.key.password", Kind::Str),
+    ("ssl.keymanager.algorithm", Kind::Str),
+    ("ssl.keystore.certificate.chain", Kind::Str),
+    ("ssl.keystore.key", Kind::Str),
+    ("ssl.keystore.location", Kind::Str),
+    ("ssl.keystore.password", Kind::Str),
+    ("ssl.keystore.type", Kind::Str),
+    ("ssl.protocol", Kind::Str),
+    ("ssl.provider", Kind::Str),
+    ("ssl.secure.random.implementation", Kind::Str),
+    ("ssl.trustmanager.algorithm", Kind::Str),
+    ("ssl.truststore.certificates", Kind::Str),
+    ("ssl.truststore.location", Kind::Str),
+    ("ssl.truststore.password", Kind::Str),
+    ("ssl.truststore.type", Kind::Str),
+    ("transaction.partition.verification.enable", Kind::Bool),
+];
+
+/// A dynamic broker key Runnel stores and reports but does not act on.
+pub fn is_ignored_dynamic_key(key: &str) -> bool {
+    DYNAMIC_BROKER_KEYS_IGNORED.iter().any(|(k, _)| *k == key)
+}
+
+/// Any key AlterConfigs may change on a broker while it runs.
+pub fn is_dynamic_broker_key(key: &str) -> bool {
+    DYNAMIC_BROKER_KEYS.contains(&key) || is_ignored_dynamic_key(key)
+}
+
+/// Kafka's ConfigType code of a broker key Runnel stores without acting on (0 otherwise).
+pub fn ignored_dynamic_key_type(key: &str) -> i8 {
+    DYNAMIC_BROKER_KEYS_IGNORED
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or(0, |(_, kind)| kind_type_code(*kind))
+}
 
 impl BrokerConfig {
     /// The static configuration with dynamic overrides applied (validated like a file).
@@ -967,6 +1140,10 @@ impl BrokerConfig {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (k, v) in dynamic {
+            if let Some((_, kind)) = DYNAMIC_BROKER_KEYS_IGNORED.iter().find(|(key, _)| key == k) {
+                check_kind(k, v, *kind)?;
+                continue;
+            }
             if !DYNAMIC_BROKER_KEYS.contains(&k.as_str()) {
                 return Err(ConfigError::UnknownKey {
                     key: k.clone(),
@@ -1127,6 +1304,12 @@ pub fn broker_config_entries(c: &BrokerConfig) -> Vec<(String, String, bool)> {
     }
     if let Some(rack) = &c.rack {
         entries.push(("broker.rack", rack.clone()));
+    }
+    if c.cluster.rack_aware_replica_selector {
+        entries.push((
+            "replica.selector.class",
+            RACK_AWARE_REPLICA_SELECTOR.to_string(),
+        ));
     }
     entries
         .into_iter()

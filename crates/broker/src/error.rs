@@ -92,6 +92,9 @@ pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 pub struct BrokerError {
     pub code: ErrorCode,
     pub message: String,
+    /// KIP-467: the records of a batch that caused the refusal, as (index in the batch,
+    /// message); empty when the refusal concerns the batch as a whole.
+    pub record_errors: Vec<(i32, String)>,
 }
 
 impl BrokerError {
@@ -108,7 +111,31 @@ impl BrokerError {
             message.truncate(end);
             message.push_str("...");
         }
-        BrokerError { code, message }
+        BrokerError {
+            code,
+            message,
+            record_errors: Vec::new(),
+        }
+    }
+
+    /// A refusal caused by single records of a batch, worded as Kafka's
+    /// `RecordValidationException` (naming the first three).
+    pub fn records(code: ErrorCode, record_errors: Vec<(i32, String)>) -> Self {
+        let shown: Vec<String> = record_errors
+            .iter()
+            .take(3)
+            .map(|(i, m)| format!("record {i}: {m}"))
+            .collect();
+        let message = format!(
+            "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+            record_errors.len(),
+            shown.join(", ")
+        );
+        BrokerError {
+            code,
+            message,
+            record_errors,
+        }
     }
     pub fn storage(path: &std::path::Path, e: std::io::Error) -> Self {
         BrokerError::new(

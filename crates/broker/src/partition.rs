@@ -215,8 +215,9 @@ impl Partition {
         moved
     }
 
-    /// Sets the high watermark outright (a follower copying its leader's, or a reset).
-    pub(crate) fn set_high_watermark(&self, to: i64) {
+    /// Sets the high watermark outright (a follower copying its leader's, or a reset);
+    /// true if it changed. Wakes the fetches parked here when it did.
+    pub(crate) fn set_high_watermark(&self, to: i64) -> bool {
         let moved = self.high_watermark.send_if_modified(|hw| {
             let moved = to != *hw;
             *hw = to;
@@ -225,6 +226,7 @@ impl Partition {
         if moved {
             self.wake();
         }
+        moved
     }
 
     /// A coordinator's own write (offsets, group or transaction state) counts once it is

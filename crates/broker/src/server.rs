@@ -238,12 +238,18 @@ async fn txn_timer_loop(broker: Arc<Broker>) {
     }
 }
 
-/// Drives the group coordinator's deadlines (join, sync, session, offset expiry).
+/// Drives the group coordinator's deadlines (join, sync, session, offset expiry): wakes
+/// at the earliest deadline, and at least every 100 ms for the ones created meanwhile
+/// (a new deadline is never nearer than that: session timeouts are far longer).
 async fn group_timer_loop(broker: Arc<Broker>) {
-    let mut interval = tokio::time::interval(Duration::from_millis(100));
+    const MAX_SLEEP: Duration = Duration::from_millis(100);
     loop {
-        interval.tick().await;
-        broker.groups.tick(&broker.topics);
+        let next = broker.groups.tick(&broker.topics);
+        let now = std::time::Instant::now();
+        let sleep = next.map_or(MAX_SLEEP, |t| {
+            t.saturating_duration_since(now).min(MAX_SLEEP)
+        });
+        tokio::time::sleep(sleep.max(Duration::from_millis(1))).await;
     }
 }
 

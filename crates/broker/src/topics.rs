@@ -633,6 +633,14 @@ impl TopicRegistry {
             }
         }
         tracing::info!(changes = ?changes, "dynamic broker configs changed");
+        let ignored: Vec<&str> = changes
+            .iter()
+            .filter(|(k, v)| v.is_some() && crate::config::is_ignored_dynamic_key(k))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if !ignored.is_empty() {
+            tracing::info!(keys = ?ignored, "stored dynamic broker configs that Runnel does not act on (Kafka accepts them)");
+        }
         Ok(())
     }
 

@@ -320,6 +320,61 @@ class Conn:
         return err, base_offset
 
 
+    def produce_v8(self, topic, partition, batch: bytes, acks=-1, timeout_ms=10000):
+        """Produce v8 (KIP-467). -> (error_code, base_offset, [(batch_index, message)],
+        error_message)"""
+        body = string(None) + struct.pack(">hi", acks, timeout_ms)
+        body += struct.pack(">i", 1) + string(topic)
+        body += struct.pack(">i", 1) + struct.pack(">i", partition) + nbytes(batch)
+        r = self.request(PRODUCE, 8, body)
+        assert r.int32() == 1
+        assert r.string() == topic
+        assert r.int32() == 1
+        assert r.int32() == partition
+        err = r.int16()
+        base_offset = r.int64()
+        r.int64()  # log append time
+        r.int64()  # log start offset
+        record_errors = [(r.int32(), r.string()) for _ in range(max(r.int32(), 0))]
+        return err, base_offset, record_errors, r.string()
+
+    def fetch_v11(self, topic, partition, offset, rack="", max_wait_ms=0, leader_epoch=-1):
+        """Fetch v11 (KIP-392), sessionless, one partition. -> dict with error,
+        high_watermark, preferred_read_replica, and batches [(base_offset, record_count)]."""
+        body = struct.pack(">iiiib", -1, max_wait_ms, 1, 1 << 20, 0)
+        body += struct.pack(">ii", 0, -1)  # no session
+        body += struct.pack(">i", 1) + string(topic)
+        body += struct.pack(">i", 1) + struct.pack(">iiqqi", partition, leader_epoch, offset, -1, 1 << 20)
+        body += struct.pack(">i", 0)  # forgotten topics
+        body += string(rack)
+        r = self.request(FETCH, 11, body)
+        r.int32()  # throttle
+        top_error = r.int16()
+        r.int32()  # session id
+        assert r.int32() == 1
+        assert r.string() == topic
+        assert r.int32() == 1
+        assert r.int32() == partition
+        out = {"top_error": top_error, "error": r.int16(), "high_watermark": r.int64()}
+        r.int64()  # last stable offset
+        r.int64()  # log start offset
+        for _ in range(max(r.int32(), 0)):  # aborted transactions
+            r.int64()
+            r.int64()
+        out["preferred_read_replica"] = r.int32()
+        n = r.int32()
+        records = r.take(n) if n > 0 else b""
+        batches = []
+        pos = 0
+        while pos + 61 <= len(records):
+            base, length = struct.unpack(">qi", records[pos:pos + 12])
+            (count,) = struct.unpack(">i", records[pos + 57:pos + 61])
+            batches.append((base, count))
+            pos += 12 + length
+        out["batches"] = batches
+        return out
+
+
 def parse_api_versions_v0(r: Reader):
     err = r.int16()
     n = r.int32()

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import history
+import kwire
 from cluster import Cluster, consecutive_free_ports
 from harness import runnel_bin, unique
 
@@ -538,6 +539,54 @@ def test_replicas_of_a_partition_go_to_different_racks(tmp_path):
             for r in meta.replicas:
                 counts[r] = counts.get(r, 0) + 1
         assert sorted(counts.values()) == [4, 4, 4, 4], counts
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)
+
+
+def test_fetch_from_follower_in_the_consumers_rack(tmp_path):
+    """KIP-392: with RackAwareReplicaSelector the leader sends a consumer (Fetch v11+,
+    client.rack) to the follower in its rack, which serves records up to the high
+    watermark it learned from the leader."""
+    racks = {1: "az-a", 2: "az-b", 3: "az-c"}
+    selector = {"replica.selector.class": "org.apache.kafka.common.replica.RackAwareReplicaSelector"}
+    c = Cluster(tmp_path, configs=selector,
+                node_configs={i: {"broker.rack": r} for i, r in racks.items()}).start()
+    try:
+        topic = unique("ffr")
+        create_topic(c, topic)
+        assert all(err is None for err, _ in produce(c.bootstrap, topic, [f"v{i}" for i in range(50)]))
+        leader, replicas, _ = c.partition_state(topic)
+        follower = next(r for r in replicas if r != leader)
+        rack = racks[follower]
+        with kwire.Conn("127.0.0.1", c.node(leader).fixed_port) as conn:
+            r = conn.fetch_v11(topic, 0, 0, rack=rack)
+            assert (r["error"], r["preferred_read_replica"], r["batches"]) == (0, follower, []), r
+            # A consumer in the leader's rack, or in none, reads from the leader.
+            for own in (racks[leader], ""):
+                r = conn.fetch_v11(topic, 0, 0, rack=own)
+                assert r["preferred_read_replica"] == -1 and r["batches"], r
+        with kwire.Conn("127.0.0.1", c.node(follower).fixed_port) as conn:
+            r = c.wait_for("the follower to know the high watermark",
+                           lambda: (lambda r: r if r["high_watermark"] == 50 else None)(
+                               conn.fetch_v11(topic, 0, 0, rack=rack)))
+            assert r["error"] == 0 and r["preferred_read_replica"] == -1
+            assert sum(n for _, n in r["batches"]) == 50
+        # librdkafka follows the redirection and reads everything.
+        consumer = Consumer({"bootstrap.servers": c.bootstrap, "group.id": unique("ffr-g"),
+                             "client.rack": rack, "auto.offset.reset": "earliest",
+                             "enable.auto.commit": False})
+        try:
+            consumer.assign([TopicPartition(topic, 0, 0)])
+            got = []
+            deadline = time.monotonic() + 30
+            while len(got) < 50 and time.monotonic() < deadline:
+                m = consumer.poll(0.5)
+                if m is not None and m.error() is None:
+                    got.append(m.value().decode())
+            assert got == [f"v{i}" for i in range(50)]
+        finally:
+            consumer.close()
     finally:
         problems = c.stop()
         assert not problems, "\n".join(problems)

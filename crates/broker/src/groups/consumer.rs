@@ -418,12 +418,20 @@ impl ConsumerGroup {
     pub fn expire(&mut self, session_timeout: Duration, now: Instant) -> bool {
         let before = self.members.len();
         self.members
-            .retain(|_, m| now.duration_since(m.last_heartbeat) <= session_timeout);
+            .retain(|_, m| now < m.last_heartbeat + session_timeout);
         let removed = self.members.len() != before;
         if removed {
             self.bump();
         }
         removed
+    }
+
+    /// When the first member's session ends without a heartbeat.
+    pub fn next_session_deadline(&self, session_timeout: Duration) -> Option<Instant> {
+        self.members
+            .values()
+            .map(|m| m.last_heartbeat + session_timeout)
+            .min()
     }
 
     pub fn has_member_epoch(&self, member_id: &str, epoch: i32) -> Result<(), ErrorCode> {

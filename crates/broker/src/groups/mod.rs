@@ -15,6 +15,7 @@
 //! the rebalance completes) happens on oneshot channels outside it.
 
 pub mod consumer;
+pub mod group_configs;
 pub mod records;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -171,12 +172,14 @@ impl Member {
             .map(|(_, m)| m.clone())
             .unwrap_or_default()
     }
-    /// Members waiting on a join or sync are alive by definition (Kafka's shouldKeepAlive).
+    /// When the session ends without a heartbeat.
+    fn session_deadline(&self) -> Instant {
+        self.last_heartbeat + Duration::from_millis(self.session_timeout_ms.max(0) as u64)
+    }
+    /// Members waiting on a join or sync are alive by definition (Kafka's shouldKeepAlive);
+    /// the others expire at their session deadline, as Kafka's heartbeat timer fires then.
     fn expired(&self, now: Instant) -> bool {
-        self.join_waiter.is_none()
-            && self.sync_waiter.is_none()
-            && now.duration_since(self.last_heartbeat)
-                > Duration::from_millis(self.session_timeout_ms.max(0) as u64)
+        self.join_waiter.is_none() && self.sync_waiter.is_none() && now >= self.session_deadline()
     }
 }
 
@@ -188,7 +191,10 @@ pub struct Group {
     generation: i32,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
-    pending_members: HashSet<String>,
+    /// KIP-394: ids handed out with MEMBER_ID_REQUIRED and not yet used to join, with
+    /// the deadline (the session timeout) after which an abandoned id stops blocking
+    /// the join phase, as Kafka's pending-member expiration does.
+    pending_members: HashMap<String, Instant>,
     static_members: HashMap<String, String>,
     offsets: HashMap<(String, i32), OffsetValue>,
     rebalance_deadline: Instant,
@@ -207,7 +213,7 @@ impl Group {
             generation: 0,
             leader: None,
             members: BTreeMap::new(),
-            pending_members: HashSet::new(),
+            pending_members: HashMap::new(),
             static_members: HashMap::new(),
             offsets: HashMap::new(),
             rebalance_deadline: now,
@@ -314,6 +320,8 @@ pub type CommitWait = Option<(Arc<Partition>, i64)>;
 
 pub struct GroupCoordinator {
     pub config: GroupConfig,
+    /// Per-group config overrides (config resource GROUP).
+    pub configs: group_configs::GroupConfigStore,
     groups: Mutex<HashMap<String, Group>>,
     /// KIP-848 groups. Lock order: `consumer_groups` before `groups`.
     consumer_groups: Mutex<HashMap<String, consumer::ConsumerGroup>>,
@@ -354,6 +362,7 @@ impl GroupCoordinator {
     pub fn new(config: GroupConfig) -> Self {
         GroupCoordinator {
             config,
+            configs: Default::default(),
             groups: Mutex::new(HashMap::new()),
             consumer_groups: Mutex::new(HashMap::new()),
             pending_txn: Mutex::new(HashMap::new()),
@@ -424,6 +433,9 @@ impl GroupCoordinator {
 
     /// Replays `__consumer_offsets` into memory (at start-up).
     pub fn load(&self, topics: &TopicRegistry) -> Result<(), BrokerError> {
+        if let Some(dir) = topics.log_dirs().first() {
+            self.configs.open_local(&dir.join("__cluster_metadata"))?;
+        }
         let Some(topic) = topics.get(OFFSETS_TOPIC) else {
             return Ok(());
         };
@@ -677,7 +689,8 @@ impl GroupCoordinator {
             }
             g.static_members.insert(instance, new_id.clone());
         } else if p.require_known_member_id {
-            g.pending_members.insert(new_id.clone());
+            let deadline = Instant::now() + Duration::from_millis(p.session_timeout_ms as u64);
+            g.pending_members.insert(new_id.clone(), deadline);
             return Some(JoinResult::error(ErrorCode::MemberIdRequired, &new_id));
         }
         let mut m = Self::new_member(g, new_id.clone(), &p);
@@ -767,7 +780,7 @@ impl GroupCoordinator {
                 return Some(JoinResult::error(ErrorCode::FencedInstanceId, &p.member_id));
             }
         }
-        if g.pending_members.remove(&p.member_id) {
+        if g.pending_members.remove(&p.member_id).is_some() {
             let mut m = Self::new_member(g, p.member_id.clone(), &p);
             m.join_waiter = Some(tx);
             g.members.insert(p.member_id.clone(), m);
@@ -1056,7 +1069,9 @@ impl GroupCoordinator {
                     removed = true;
                     results.push(ErrorCode::None);
                 }
-                None if g.pending_members.remove(member_id) => results.push(ErrorCode::None),
+                None if g.pending_members.remove(member_id).is_some() => {
+                    results.push(ErrorCode::None)
+                }
                 None => results.push(ErrorCode::UnknownMemberId),
             }
         }
@@ -1483,6 +1498,22 @@ impl GroupCoordinator {
         g.heartbeat(p, &catalog, Instant::now())
     }
 
+    /// A KIP-848 group's session timeout: its `consumer.session.timeout.ms` group config,
+    /// else the broker's `group.consumer.session.timeout.ms`.
+    pub fn consumer_session_timeout_ms(&self, group_id: &str) -> i32 {
+        self.configs
+            .get_i32(group_id, group_configs::CONSUMER_SESSION_TIMEOUT_MS)
+            .unwrap_or(self.config.consumer_session_timeout_ms)
+            .max(0)
+    }
+
+    /// A KIP-848 group's heartbeat interval, likewise (`consumer.heartbeat.interval.ms`).
+    pub fn consumer_heartbeat_interval_ms(&self, group_id: &str) -> i32 {
+        self.configs
+            .get_i32(group_id, group_configs::CONSUMER_HEARTBEAT_INTERVAL_MS)
+            .unwrap_or(self.config.consumer_heartbeat_interval_ms)
+    }
+
     /// Runs `f` on a KIP-848 group, if it exists.
     pub fn with_consumer_group<R>(
         &self,
@@ -1492,21 +1523,45 @@ impl GroupCoordinator {
         self.consumer_groups.lock().get(group_id).map(f)
     }
 
-    /// Runs the timers: join and sync deadlines, session expiry, offset expiry.
-    pub fn tick(&self, topics: &TopicRegistry) {
+    /// Runs the timers: join and sync deadlines, session expiry, pending-member expiry,
+    /// offset expiry. Returns the earliest deadline still ahead, so the timer loop can
+    /// wake exactly then (Kafka expires a session at its deadline, not on a coarse tick).
+    pub fn tick(&self, topics: &TopicRegistry) -> Option<Instant> {
         let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| {
+            if t > now && next.is_none_or(|n| t < n) {
+                next = Some(t);
+            }
+        };
         {
-            let timeout =
-                Duration::from_millis(self.config.consumer_session_timeout_ms.max(0) as u64);
             let mut consumer_groups = self.consumer_groups.lock();
             for g in consumer_groups.values_mut() {
+                let timeout = Duration::from_millis(self.consumer_session_timeout_ms(&g.id) as u64);
                 if g.expire(timeout, now) {
                     tracing::info!(group = %g.id, "consumer-protocol members' sessions expired");
+                }
+                if let Some(t) = g.next_session_deadline(timeout) {
+                    consider(t);
                 }
             }
         }
         let mut groups = self.groups.lock();
         for g in groups.values_mut() {
+            let abandoned: Vec<String> = g
+                .pending_members
+                .iter()
+                .filter(|(_, deadline)| now >= **deadline)
+                .map(|(id, _)| id.clone())
+                .collect();
+            if !abandoned.is_empty() {
+                // KIP-394: the client never joined with the id it was given.
+                tracing::info!(group = %g.id, members = ?abandoned, "pending members expired");
+                for id in &abandoned {
+                    g.pending_members.remove(id);
+                }
+                self.try_complete_join(topics, g);
+            }
             let expired: Vec<String> = g
                 .members
                 .values()
@@ -1532,6 +1587,18 @@ impl GroupCoordinator {
                     tracing::info!(group = %g.id, "leader did not sync within the rebalance timeout");
                     self.prepare_rebalance(topics, g);
                 }
+                _ => {}
+            }
+            g.pending_members.values().for_each(|t| consider(*t));
+            g.members
+                .values()
+                .for_each(|m| consider(m.session_deadline()));
+            match g.state {
+                GroupState::PreparingRebalance => {
+                    consider(g.rebalance_deadline);
+                    consider(g.join_not_before);
+                }
+                GroupState::CompletingRebalance => consider(g.rebalance_deadline),
                 _ => {}
             }
         }
@@ -1579,6 +1646,7 @@ impl GroupCoordinator {
                 groups.remove(&id);
             }
         }
+        next
     }
 }
 
@@ -1759,5 +1827,130 @@ impl OfflineCoordinatorPartitions {
     pub(crate) fn holds(&self, id: &str) -> bool {
         let offline = self.0.read();
         !offline.0.is_empty() && offline.0.contains(&records::partition_for(id, offline.1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(dir: &std::path::Path) -> TopicRegistry {
+        let pairs = [("log.dirs".to_string(), dir.display().to_string())];
+        let config = crate::config::BrokerConfig::from_pairs(&pairs).expect("valid config");
+        TopicRegistry::open(Arc::new(config)).expect("registry opens")
+    }
+
+    fn coordinator() -> GroupCoordinator {
+        GroupCoordinator::new(GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            min_session_timeout_ms: 10,
+            ..GroupConfig::default()
+        })
+    }
+
+    fn params(member_id: &str, instance_id: Option<&str>, session_timeout_ms: i32) -> JoinParams {
+        JoinParams {
+            group_id: "g".into(),
+            member_id: member_id.into(),
+            instance_id: instance_id.map(String::from),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            session_timeout_ms,
+            rebalance_timeout_ms: 300_000,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            require_known_member_id: true,
+        }
+    }
+
+    fn ready(p: Pending<JoinResult>) -> JoinResult {
+        match p {
+            Pending::Ready(r) => r,
+            Pending::Wait(mut rx) => rx.try_recv().expect("join answered at once"),
+        }
+    }
+
+    /// A member in a Stable group of one: joins with the id it is given, then syncs.
+    fn stable_member(c: &GroupCoordinator, topics: &TopicRegistry, session_ms: i32) -> String {
+        let first = ready(c.join(topics, params("", None, session_ms)));
+        assert_eq!(first.error, ErrorCode::MemberIdRequired);
+        let joined = ready(c.join(topics, params(&first.member_id, None, session_ms)));
+        assert_eq!(joined.error, ErrorCode::None);
+        let synced = c.sync(
+            topics,
+            "g",
+            joined.generation,
+            &joined.member_id,
+            None,
+            None,
+            None,
+            vec![],
+        );
+        assert!(matches!(synced, Pending::Wait(_)));
+        joined.member_id
+    }
+
+    // A runtime: partitions start their group-commit task.
+    #[tokio::test]
+    async fn an_abandoned_pending_member_stops_blocking_the_join_after_its_session_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = registry(dir.path());
+        let c = coordinator();
+        let a = stable_member(&c, &topics, 10_000);
+        // A second client gets an id (KIP-394) and never joins with it.
+        let pending = ready(c.join(&topics, params("", None, 300)));
+        assert_eq!(pending.error, ErrorCode::MemberIdRequired);
+        // The first member rejoins with new metadata: a rebalance that waits for the
+        // pending member, but only for its session timeout, not the rebalance timeout.
+        let mut p = params(&a, None, 10_000);
+        p.protocols = vec![("range".into(), Bytes::from_static(b"changed"))];
+        let Pending::Wait(mut rx) = c.join(&topics, p) else {
+            panic!("the join completed while a pending member was outstanding");
+        };
+        let next = c.tick(&topics).expect("a deadline is ahead");
+        assert!(next <= Instant::now() + Duration::from_millis(300));
+        assert!(
+            rx.try_recv().is_err(),
+            "completed before the pending member expired"
+        );
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        c.tick(&topics);
+        let r = rx
+            .try_recv()
+            .expect("join completed once the pending member expired");
+        assert_eq!(r.error, ErrorCode::None);
+        assert_eq!(r.generation, 2);
+    }
+
+    #[tokio::test]
+    async fn a_session_expires_at_its_deadline_and_an_offset_commit_counts_as_a_heartbeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = registry(dir.path());
+        let c = coordinator();
+        topics
+            .create("t", 1, 1, BTreeMap::new(), false)
+            .expect("topic created");
+        let a = stable_member(&c, &topics, 400);
+        // Stable: the leader's sync completed the rebalance.
+        std::thread::sleep(Duration::from_millis(200));
+        let committed = Instant::now();
+        let (codes, _) = c.commit_offsets(
+            &topics,
+            "g",
+            1,
+            &a,
+            None,
+            vec![("t".into(), 0, 5, -1, String::new())],
+        );
+        assert_eq!(codes, vec![ErrorCode::None]);
+        // The timer's next wake-up is the session deadline counted from the commit.
+        let next = c.tick(&topics).expect("the session deadline is ahead");
+        let deadline = committed + Duration::from_millis(400);
+        assert!(next >= deadline && next <= deadline + Duration::from_millis(20));
+        assert_eq!(c.delete_group(&topics, "g"), ErrorCode::NonEmptyGroup);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        c.tick(&topics);
+        // At the deadline, not a timer tick later: the group can be deleted at once.
+        assert_eq!(c.delete_group(&topics, "g"), ErrorCode::None);
     }
 }

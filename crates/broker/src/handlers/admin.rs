@@ -23,18 +23,148 @@ use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 use super::{ready, str_bytes, ResponseFuture};
 use crate::broker::Broker;
 use crate::config::{
-    broker_config_entries, topic_config_default, topic_config_names, topic_config_type,
-    validate_topic_config, DYNAMIC_BROKER_KEYS,
+    broker_config_entries, is_dynamic_broker_key, is_ignored_dynamic_key, topic_config_default,
+    topic_config_names, topic_config_type, validate_topic_config,
 };
 use crate::error::{BrokerError, ErrorCode};
+use crate::groups::group_configs;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_GROUP: i8 = 32;
 /// Kafka's ConfigSource values.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DYNAMIC_BROKER: i8 = 2;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
+const SOURCE_GROUP: i8 = 8;
+
+/// One DescribeConfigs entry; `config_type` from v3 on.
+fn config_entry(
+    name: &str,
+    value: Option<&str>,
+    source: i8,
+    synonyms: bool,
+    config_type: Option<i8>,
+) -> DescribeConfigsResourceResult {
+    let mut entry = DescribeConfigsResourceResult::default()
+        .with_name(str_bytes(name))
+        .with_value(value.map(str_bytes))
+        .with_config_source(source);
+    if synonyms {
+        entry = entry.with_synonyms(vec![DescribeConfigsSynonym::default()
+            .with_name(str_bytes(name))
+            .with_value(value.map(str_bytes))
+            .with_source(source)]);
+    }
+    if let Some(t) = config_type {
+        entry = entry.with_config_type(t);
+    }
+    entry
+}
+
+fn check_group_name(name: &str) -> Result<(), BrokerError> {
+    if name.is_empty() {
+        return Err(BrokerError::new(
+            ErrorCode::InvalidRequest,
+            "Group name must not be empty",
+        ));
+    }
+    Ok(())
+}
+
+/// A group's configs (Kafka 4.0 GroupConfig): its overrides, else the defaults. As in
+/// Kafka, the group need not exist.
+fn describe_group(
+    broker: &Broker,
+    name: &str,
+    keys: Option<&Vec<StrBytes>>,
+    synonyms: bool,
+    v: i16,
+) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
+    check_group_name(name)?;
+    let overrides = broker.groups.configs.get(name);
+    Ok(group_configs::defaults(&broker.groups.config)
+        .into_iter()
+        .filter(|(k, _, _)| keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == *k)))
+        .map(|(k, config_type, default)| {
+            let (value, source) = match overrides.get(k) {
+                Some(v) => (v.clone(), SOURCE_GROUP),
+                None => (default, SOURCE_DEFAULT),
+            };
+            config_entry(
+                k,
+                Some(&value),
+                source,
+                synonyms,
+                (v >= 3).then_some(config_type),
+            )
+        })
+        .collect())
+}
+
+/// IncrementalAlterConfigs on a group: SET and DELETE (group configs hold no lists).
+fn alter_group(
+    broker: &Broker,
+    name: &str,
+    ops: &[(i8, String, Option<String>)],
+    validate_only: bool,
+) -> Result<(), BrokerError> {
+    check_group_name(name)?;
+    let mut configs = broker.groups.configs.get(name);
+    for (op, key, value) in ops {
+        match (*op, value) {
+            (OP_SET, Some(v)) => {
+                configs.insert(key.clone(), v.clone());
+            }
+            (OP_SET, None) => {
+                return Err(BrokerError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("null value to SET for group config '{key}'"),
+                ))
+            }
+            (OP_DELETE, _) => {
+                configs.remove(key);
+            }
+            (OP_APPEND | OP_SUBTRACT, _) => {
+                return Err(BrokerError::new(
+                    ErrorCode::InvalidConfig,
+                    format!(
+                        "'{key}' is not a list; APPEND and SUBTRACT apply to list configs only"
+                    ),
+                ))
+            }
+            (op, _) => {
+                return Err(BrokerError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("unknown config operation {op} for '{key}'"),
+                ))
+            }
+        }
+    }
+    group_configs::validate(&configs, &broker.groups.config)?;
+    if validate_only {
+        return Ok(());
+    }
+    if let Some(cluster) = broker.cluster() {
+        // Group configs live in the metadata log, so every coordinator applies them.
+        let (key, value) = group_configs::GroupConfigStore::image_record(name, &configs);
+        return wait_for_controller(async {
+            cluster
+                .controller
+                .alter_broker_configs(BTreeMap::from([(key.clone(), value.clone())]))
+                .await
+                .map_err(crate::cluster::controller_error)?;
+            cluster
+                .wait_for_image(|img| img.broker_configs.get(&key) == value.as_ref())
+                .await;
+            Ok(())
+        });
+    }
+    broker.groups.configs.set_local(name, configs)?;
+    tracing::info!(group = name, "group configs changed");
+    Ok(())
+}
 
 fn describe_topic(
     broker: &Broker,
@@ -59,20 +189,8 @@ fn describe_topic(
                     SOURCE_DEFAULT,
                 ),
             };
-            let mut entry = DescribeConfigsResourceResult::default()
-                .with_name(str_bytes(k))
-                .with_value(Some(str_bytes(&value)))
-                .with_config_source(source);
-            if synonyms {
-                entry = entry.with_synonyms(vec![DescribeConfigsSynonym::default()
-                    .with_name(str_bytes(k))
-                    .with_value(Some(str_bytes(&value)))
-                    .with_source(source)]);
-            }
-            if v >= 3 {
-                entry = entry.with_config_type(topic_config_type(k));
-            }
-            Some(entry)
+            let config_type = (v >= 3).then(|| topic_config_type(k));
+            Some(config_entry(k, Some(&value), source, synonyms, config_type))
         })
         .collect())
 }
@@ -90,7 +208,15 @@ fn describe_broker(
         ));
     }
     let dynamic = broker.topics.dynamic_configs();
-    Ok(broker_config_entries(&broker.topics.effective_config())
+    let mut entries = broker_config_entries(&broker.topics.effective_config());
+    // Keys Runnel stores without acting on are reported as set, as Kafka reports them.
+    for (k, v) in dynamic.iter().filter(|(k, _)| is_ignored_dynamic_key(k)) {
+        match entries.iter_mut().find(|(key, _, _)| key == k) {
+            Some(entry) => entry.1 = v.clone(),
+            None => entries.push((k.clone(), v.clone(), true)),
+        }
+    }
+    Ok(entries
         .into_iter()
         .filter(|(k, _, _)| keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == k)))
         .map(|(k, value, explicit)| {
@@ -101,19 +227,14 @@ fn describe_broker(
             } else {
                 SOURCE_DEFAULT
             };
-            let mut entry = DescribeConfigsResourceResult::default()
-                .with_name(str_bytes(&k))
-                .with_value(Some(str_bytes(&value)))
-                .with_config_source(source)
+            // Kafka never sends passwords back: PASSWORD keys are sensitive, value null.
+            let sensitive =
+                k.ends_with(".password") || k == "sasl.jaas.config" || k == "ssl.keystore.key";
+            let value = (!sensitive).then_some(value.as_str());
+            config_entry(&k, value, source, synonyms, None)
+                .with_is_sensitive(sensitive)
                 // Only the dynamic keys change without a restart.
-                .with_read_only(!DYNAMIC_BROKER_KEYS.contains(&k.as_str()));
-            if synonyms {
-                entry = entry.with_synonyms(vec![DescribeConfigsSynonym::default()
-                    .with_name(str_bytes(&k))
-                    .with_value(Some(str_bytes(&value)))
-                    .with_source(source)]);
-            }
-            entry
+                .with_read_only(!is_dynamic_broker_key(&k))
         })
         .collect())
 }
@@ -140,6 +261,13 @@ pub fn describe_configs(
                 RESOURCE_BROKER => {
                     describe_broker(broker, &r.resource_name, keys, body.include_synonyms)
                 }
+                RESOURCE_GROUP => describe_group(
+                    broker,
+                    &r.resource_name,
+                    keys,
+                    body.include_synonyms,
+                    req.api_version,
+                ),
                 other => Err(BrokerError::new(
                     ErrorCode::InvalidRequest,
                     format!("resource type {other} is not supported"),
@@ -354,6 +482,14 @@ pub fn incremental_alter_configs(
                         .collect::<Result<Vec<_>, _>>()?;
                     broker.topics.set_dynamic_configs(&changes, body.validate_only)
                 }),
+                RESOURCE_GROUP => {
+                    let ops: Vec<(i8, String, Option<String>)> = r
+                        .configs
+                        .iter()
+                        .map(|c| (c.config_operation, c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                        .collect();
+                    alter_group(broker, &r.resource_name, &ops, body.validate_only)
+                }
                 other => Err(BrokerError::new(ErrorCode::InvalidRequest, format!("resource type {other} is not supported"))),
             };
             let r = alter_response(r.resource_type, &r.resource_name, outcome);
@@ -471,7 +607,11 @@ pub fn describe_cluster(
     req: &ParsedRequest,
     listener: &str,
 ) -> Result<ResponseFuture, DecodeError> {
-    let _: DescribeClusterRequest = decode_body(&req.body, req.api_version)?;
+    let body: DescribeClusterRequest = decode_body(&req.body, req.api_version)?;
+    let ops = super::authorized::if_requested(
+        body.include_cluster_authorized_operations,
+        super::authorized::CLUSTER,
+    );
     if let Some(cluster) = broker.cluster() {
         let image = cluster.current_image();
         let brokers = image
@@ -492,7 +632,7 @@ pub fn describe_cluster(
             ))
             .with_controller_id(BrokerId(controller))
             .with_brokers(brokers)
-            .with_cluster_authorized_operations(i32::MIN)
+            .with_cluster_authorized_operations(ops)
             .with_endpoint_type(1);
         return ready(req, &response);
     }
@@ -506,7 +646,7 @@ pub fn describe_cluster(
         .with_cluster_id(str_bytes(&broker.cluster_id))
         .with_controller_id(BrokerId(broker.node_id()))
         .with_brokers(vec![node])
-        .with_cluster_authorized_operations(i32::MIN)
+        .with_cluster_authorized_operations(ops)
         .with_endpoint_type(1);
     ready(req, &response)
 }
@@ -741,7 +881,7 @@ pub fn describe_topic_partitions(
                 .with_topic_id(t.id)
                 .with_is_internal(name.starts_with("__"))
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(i32::MIN),
+                .with_topic_authorized_operations(super::authorized::TOPIC),
         );
         if next_cursor.is_some() {
             break;

@@ -98,6 +98,10 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
         body.replica_id.0
     };
     let replica = (replica_id >= 0).then_some(replica_id);
+    // KIP-392 (Fetch v11+): a consumer may read from a follower, and names its rack.
+    let consumer = (replica.is_none() && req.api_version >= 11).then(|| ConsumerFetch {
+        rack: body.rack_id.to_string(),
+    });
     let min_bytes = body.min_bytes.max(0) as usize;
     // The broker's cap (Kafka's fetch.max.bytes, replica.fetch.response.max.bytes)
     // bounds the response whatever the client asks; as in Kafka the first batch still
@@ -130,8 +134,12 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 max_bytes,
                 read_committed,
                 by_id,
-                (replica, follower.take()),
-                &waiter,
+                Pass {
+                    replica,
+                    record_progress: follower.take(),
+                    consumer: consumer.as_ref(),
+                    waiter: &waiter,
+                },
             );
             let expired = tokio::time::Instant::now() >= deadline;
             if bytes >= min_bytes || any_error || expired || wanted.is_empty() {
@@ -150,19 +158,41 @@ fn session_error(req: &ParsedRequest, code: ErrorCode) -> Result<ResponseFuture,
     super::ready(req, &FetchResponse::default().with_error_code(code.code()))
 }
 
+/// Who reads in one pass of `read_all`, and where it parks.
+struct Pass<'a> {
+    /// The fetching follower's id (a replica fetch).
+    replica: Option<i32>,
+    /// The follower again, on the first pass only: its fetch offsets are recorded once
+    /// per request, as Kafka does.
+    record_progress: Option<i32>,
+    consumer: Option<&'a ConsumerFetch>,
+    /// Parked on every partition found, before it is read.
+    waiter: &'a Arc<tokio::sync::Notify>,
+}
+
+/// A fetch from a consumer that knows KIP-392 (Fetch v11+).
+struct ConsumerFetch {
+    /// `client.rack`, empty when not set.
+    rack: String,
+}
+
 /// One pass over the wanted partitions, in order; returns each partition's data, the
-/// bytes read, and whether any partition has an error (Kafka then answers at once).
-/// `waiter` is parked on every partition found, before it is read. `replicas`: the
-/// fetching follower's id, and again when its fetch offsets are to be recorded.
+/// bytes read, and whether any partition has an error or a preferred read replica
+/// (Kafka then answers at once).
 fn read_all(
     broker: &Broker,
     wanted: &[SessionPartition],
     max_bytes: usize,
     read_committed: bool,
     by_id: bool,
-    (replica, record_progress): (Option<i32>, Option<i32>),
-    waiter: &Arc<tokio::sync::Notify>,
+    pass: Pass<'_>,
 ) -> (Vec<PartitionData>, usize, bool) {
+    let Pass {
+        replica,
+        record_progress,
+        consumer,
+        waiter,
+    } = pass;
     let mut out = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
     let mut any_error = false;
@@ -194,7 +224,7 @@ fn read_all(
         }
         let refused = partition
             .as_ref()
-            .and_then(|p| leadership_error(p, w.current_leader_epoch));
+            .and_then(|p| leadership_error(p, w.current_leader_epoch, consumer.is_some()));
         match (topic.is_some(), partition) {
             (false, _) if by_id => {
                 data = data.with_error_code(ErrorCode::UnknownTopicId.code());
@@ -231,6 +261,19 @@ fn read_all(
                 let log = p.log.lock();
                 let hw = p.high_watermark_with(&log);
                 let lso = log.last_stable_offset().min(hw);
+                let preferred = consumer
+                    .and_then(|c| preferred_read_replica(broker, &p, w.fetch_offset, &c.rack));
+                if let Some(id) = preferred {
+                    // KIP-392: no records, only where to read them (Kafka's answer too).
+                    data = data
+                        .with_high_watermark(hw)
+                        .with_last_stable_offset(lso)
+                        .with_log_start_offset(log.log_start_offset())
+                        .with_preferred_read_replica(BrokerId(id));
+                    any_error = true;
+                    out.push(data);
+                    continue;
+                }
                 // Consumers see nothing past the high watermark (read_committed: the last
                 // stable offset); followers copy everything.
                 let upper = match replica {
@@ -285,9 +328,22 @@ fn read_all(
 }
 
 /// Why this broker cannot serve a fetch of `p` for a client that believes the leader epoch
-/// is `current_epoch` (-1: unchecked): not the leader, or an epoch mismatch (KIP-320).
-fn leadership_error(p: &crate::partition::Partition, current_epoch: i32) -> Option<ErrorCode> {
-    if !p.replica.lock().is_leader() {
+/// is `current_epoch` (-1: unchecked): not the leader (nor, for a KIP-392 consumer, a
+/// follower), or an epoch mismatch (KIP-320).
+fn leadership_error(
+    p: &crate::partition::Partition,
+    current_epoch: i32,
+    follower_may_serve: bool,
+) -> Option<ErrorCode> {
+    let serves = {
+        let r = p.replica.lock();
+        r.is_leader()
+            || (follower_may_serve
+                && r.replicated
+                && r.leader >= 0
+                && r.replicas.contains(&r.local_id))
+    };
+    if !serves {
         return Some(ErrorCode::NotLeaderOrFollower);
     }
     let epoch = p.leader_epoch();
@@ -298,6 +354,39 @@ fn leadership_error(p: &crate::partition::Partition, current_epoch: i32) -> Opti
     } else {
         None
     }
+}
+
+/// KIP-392 with `replica.selector.class` = RackAwareReplicaSelector, on the leader: the
+/// follower in the consumer's rack that has the fetch offset (the most caught-up one),
+/// unless the leader is in that rack itself or the consumer names no rack.
+fn preferred_read_replica(
+    broker: &Broker,
+    p: &crate::partition::Partition,
+    fetch_offset: i64,
+    rack: &str,
+) -> Option<i32> {
+    if rack.is_empty() || !broker.config.cluster.rack_aware_replica_selector {
+        return None;
+    }
+    if broker.config.rack.as_deref() == Some(rack) {
+        return None;
+    }
+    let image = broker.cluster()?.current_image();
+    let in_rack = |id: &i32| {
+        image
+            .brokers
+            .get(id)
+            .is_some_and(|b| !b.fenced && b.rack.as_deref() == Some(rack))
+    };
+    let r = p.replica.lock();
+    if !r.is_replicated_leader() {
+        return None;
+    }
+    r.followers
+        .iter()
+        .filter(|(id, f)| f.log_end >= fetch_offset && in_rack(id))
+        .max_by_key(|(_, f)| (f.log_end, f.caught_up_ms))
+        .map(|(id, _)| *id)
 }
 
 /// Groups partition data by topic; in an incremental session keeps only partitions with

@@ -596,6 +596,10 @@ pub fn list(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture,
 
 pub fn describe(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
     let body: DescribeGroupsRequest = decode_body(&req.body, req.api_version)?;
+    let ops = super::authorized::if_requested(
+        body.include_authorized_operations,
+        super::authorized::GROUP,
+    );
     let groups = body
         .groups
         .iter()
@@ -605,9 +609,11 @@ pub fn describe(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFut
                 .with_error_code(ErrorCode::NotCoordinator.code()),
             None => DescribedGroup::default()
                 .with_group_id(id.clone())
-                .with_group_state(str_bytes("Dead")),
+                .with_group_state(str_bytes("Dead"))
+                .with_authorized_operations(ops),
             Some(d) => DescribedGroup::default()
                 .with_group_id(id.clone())
+                .with_authorized_operations(ops)
                 .with_group_state(str_bytes(d.state.name()))
                 .with_protocol_type(str_bytes(&d.protocol_type))
                 .with_protocol_data(str_bytes(&d.protocol))
@@ -770,7 +776,11 @@ pub fn consumer_heartbeat(
         .with_error_message(r.message.as_deref().map(str_bytes))
         .with_member_id(Some(str_bytes(&r.member_id)))
         .with_member_epoch(r.member_epoch)
-        .with_heartbeat_interval_ms(broker.groups.config.consumer_heartbeat_interval_ms)
+        .with_heartbeat_interval_ms(
+            broker
+                .groups
+                .consumer_heartbeat_interval_ms(&body.group_id.0),
+        )
         .with_assignment(r.assignment.as_ref().map(|a| {
             consumer_group_heartbeat_response::Assignment::default()
                 .with_topic_partitions(wire_assignment(a))
@@ -784,6 +794,10 @@ pub fn consumer_describe(
 ) -> Result<ResponseFuture, DecodeError> {
     use consumer_group_describe_response as cgd;
     let body: ConsumerGroupDescribeRequest = decode_body(&req.body, req.api_version)?;
+    let ops = super::authorized::if_requested(
+        body.include_authorized_operations,
+        super::authorized::GROUP,
+    );
     let names: std::collections::HashMap<uuid::Uuid, String> = broker
         .topics
         .all()
@@ -817,6 +831,7 @@ pub fn consumer_describe(
                         .with_group_epoch(g.group_epoch)
                         .with_assignment_epoch(g.assignment_epoch)
                         .with_assignor_name(str_bytes(&g.assignor))
+                        .with_authorized_operations(ops)
                         .with_members(
                             g.members
                                 .values()

@@ -15,11 +15,7 @@ use crate::broker::Broker;
 use crate::error::{BrokerError, ErrorCode};
 use crate::topics::Topic;
 
-/// Kafka's "not requested" value for authorized-operations fields.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
-/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS: no ACLs yet.
-const ALL_TOPIC_OPERATIONS: i32 =
-    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+use super::authorized;
 
 pub fn handle(
     broker: &Arc<Broker>,
@@ -35,11 +31,12 @@ pub fn handle(
     };
     // Before v4 there is no flag and auto-creation is implied.
     let may_create = broker.config.auto_create_topics && (v < 4 || body.allow_auto_topic_creation);
-    let ops = if body.include_topic_authorized_operations {
-        ALL_TOPIC_OPERATIONS
-    } else {
-        AUTHORIZED_OPERATIONS_OMITTED
-    };
+    let ops = authorized::if_requested(body.include_topic_authorized_operations, authorized::TOPIC);
+    // Metadata v8-v10 only; later versions ask DescribeCluster.
+    let cluster_ops = authorized::if_requested(
+        body.include_cluster_authorized_operations,
+        authorized::CLUSTER,
+    );
     if let Some(cluster) = broker.cluster() {
         let cluster = cluster.clone();
         let local_id = broker.node_id();
@@ -50,7 +47,8 @@ pub fn handle(
             let response = cluster_metadata(
                 &cluster, local_id, &listener, all, requested, may_create, ops,
             )
-            .await;
+            .await
+            .with_cluster_authorized_operations(cluster_ops);
             super::encode(&req, &response)
         }));
     }
@@ -78,7 +76,7 @@ pub fn handle(
         .with_cluster_id(Some(str_bytes(&broker.cluster_id)))
         .with_controller_id(BrokerId(broker.node_id()))
         .with_topics(topics)
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+        .with_cluster_authorized_operations(cluster_ops);
     ready(req, &response)
 }
 
@@ -254,7 +252,7 @@ async fn cluster_metadata(
         .with_cluster_id(image.cluster_id.as_deref().map(str_bytes))
         .with_controller_id(BrokerId(controller))
         .with_topics(topics)
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(authorized::OMITTED)
 }
 
 fn describe_image_topic(

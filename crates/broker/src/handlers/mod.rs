@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod api_versions;
+mod authorized;
 mod fetch;
 mod groups;
 mod leader_epoch;

@@ -35,7 +35,6 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let mut record_errors = Vec::new();
             let partition = topic_entry.as_ref().and_then(|t| {
                 usize::try_from(pd.index)
                     .ok()
@@ -65,7 +64,7 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                         .and_then(|v| v.parse::<usize>().ok())
                         .unwrap_or(broker.effective_min_isr());
                     check_replicas(&p, acks, min_isr)
-                        .and_then(|()| append(broker, &p, &records, &mut record_errors))
+                        .and_then(|()| append(broker, &p, &records))
                         .map(|r| (p, r, batch_bytes, min_isr))
                 }
             };
@@ -96,7 +95,7 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                         .with_error_code(e.code.code())
                         .with_error_message(Some(str_bytes(&e.message)))
                         .with_record_errors(
-                            record_errors
+                            e.record_errors
                                 .iter()
                                 .map(|(i, m)| {
                                     BatchIndexAndErrorMessage::default()
@@ -182,12 +181,11 @@ fn check_replicas(p: &Partition, acks: i16, min_isr: usize) -> Result<(), Broker
 }
 
 /// Appends one partition's batch. The log's validator checks it (and requires keys on a
-/// compacted topic); per-record refusals (KIP-467) land in `record_errors`.
+/// compacted topic); a refusal that concerns single records names them (KIP-467).
 fn append(
     broker: &Broker,
     p: &Partition,
     records: &bytes::Bytes,
-    record_errors: &mut Vec<(i32, String)>,
 ) -> Result<runnel_log::AppendResult, BrokerError> {
     // Produce v3+ carries exactly one batch per partition (Kafka refuses more).
     let first = BatchHeader::parse(records).map_err(BrokerError::from)?;
@@ -208,15 +206,11 @@ fn append(
     // KIP-467: a batch refused for some of its records names them.
     let written = broker.append_as_leader(p, |log, epoch| {
         match log.append(&mut buf, epoch, now_ms()) {
-            Err(runnel_log::LogError::RecordErrors {
-                message,
-                record_errors: errors,
-            }) => {
-                *record_errors = errors;
-                Ok(Err(message))
+            Err(runnel_log::LogError::RecordErrors { record_errors, .. }) => {
+                Ok(Err(record_errors))
             }
             other => other.map(Ok),
         }
     })?;
-    written.map_err(|message| BrokerError::new(ErrorCode::InvalidRecord, message))
+    written.map_err(|errors| BrokerError::records(ErrorCode::InvalidRecord, errors))
 }

@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 use super::prometheus::{self, LagSample, PartitionSample, Snapshot};
 use super::{ApiError, HttpState};
 use crate::broker::Broker;
-use crate::config::{topic_config_default, topic_config_names, BrokerConfig, DYNAMIC_BROKER_KEYS};
+use crate::config::{
+    is_dynamic_broker_key, topic_config_default, topic_config_names, BrokerConfig,
+};
 use crate::partition::Partition;
 use crate::topics::{validate_topic_name, Topic};
 
@@ -621,7 +623,7 @@ fn broker_entries(c: &BrokerConfig, dynamic: &BTreeMap<String, String>) -> Vec<C
             name: k.to_string(),
             value: v,
             source: broker_source(c, dynamic, &[k]),
-            read_only: !DYNAMIC_BROKER_KEYS.contains(&k),
+            read_only: !is_dynamic_broker_key(k),
             sensitive: false,
         })
         .collect()
