@@ -100,13 +100,13 @@ pub fn validate(b: &mut [u8], ctx: &ValidationContext) -> Result<BatchHeader> {
     }
     if !keyless.is_empty() {
         return Err(LogError::RecordErrors {
-            message: "compacted topic cannot accept a record without a key".into(),
+            message: "Compacted topic cannot accept message without key.".into(),
             record_errors: keyless
                 .into_iter()
                 .map(|i| {
                     (
                         i,
-                        "compacted topic cannot accept a record without a key".into(),
+                        "Compacted topic cannot accept message without key.".into(),
                     )
                 })
                 .collect(),
