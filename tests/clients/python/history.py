@@ -18,7 +18,7 @@ Indeterminate values may appear (once) or not; they are not counted as lost.
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 
 class History:
@@ -87,6 +87,22 @@ class Writer(threading.Thread):
         self.producer.flush(60)
 
 
+def high_watermark(consumer, topic, partition, timeout=30):
+    """The partition's high watermark, retried while leadership moves (a preferred-leader
+    election right after a fault answers NOT_LEADER_OR_FOLLOWER for a moment; librdkafka
+    hands that to the caller instead of retrying)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+        except KafkaException as e:
+            retriable = e.args[0].code() in (KafkaError.NOT_LEADER_FOR_PARTITION,
+                                              KafkaError.LEADER_NOT_AVAILABLE)
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def read_back(bootstrap, topic, partitions, timeout=60):
     """Every record of every partition, as {partition: [(offset, value)]}, read up to the
     high watermark each partition has when reading starts."""
@@ -96,8 +112,7 @@ def read_back(bootstrap, topic, partitions, timeout=60):
     try:
         ends = {}
         for p in range(partitions):
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            ends[p] = high
+            ends[p] = high_watermark(consumer, topic, p)
         consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         out = {p: [] for p in range(partitions)}
         done = {p for p in range(partitions) if ends[p] == 0}
