@@ -3,8 +3,9 @@
 #
 #   1. cargo build --workspace --bins, then cargo test --workspace (Rust unit/property tests)
 #   2. installs what the client suites need, only when missing or outdated:
-#        kcat (Debian package), a Python venv at $HOME/.cache/runnel-venv with
-#        tests/clients/python/requirements.txt, kafkajs in tests/clients/js/node_modules
+#        kcat and chromium (Debian packages), a Python venv at $HOME/.cache/runnel-venv with
+#        tests/clients/python/requirements.txt, kafkajs and playwright-core in
+#        tests/clients/js/node_modules
 #   3. runs the client suites against the built broker ($RUNNEL_BIN):
 #        pytest tests/clients/python, node --test tests/clients/js/
 #   4. ends with one line: "clients: N passed, N failed, N skipped" (skipped = known
@@ -58,8 +59,9 @@ fi
 
 # ------------------------------------------------------------------ 2. client tools
 
-step "client tools: kcat, Python venv, kafkajs"
+step "client tools: kcat, chromium, Python venv, kafkajs and playwright-core"
 if ! ensure_kcat; then SETUP_FAILURES+=("kcat could not be installed"); fi
+if ! ensure_chromium; then SETUP_FAILURES+=("chromium could not be installed (the console browser test skips)"); fi
 if ! ensure_venv "$VENV" "$PY_REQ"; then SETUP_FAILURES+=("Python venv could not be set up"); fi
 if ! ensure_node_modules "$JS_DIR"; then SETUP_FAILURES+=("npm install of kafkajs failed"); fi
 

@@ -56,6 +56,14 @@ ensure_kcat() {
   apt_install kcat && command -v kcat >/dev/null 2>&1
 }
 
+# chromium (Debian's) for the web console's browser test (tests/clients/js/console.test.js,
+# driven by playwright-core with this browser; no browser download): install when missing.
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && { echo "chromium: already installed"; return 0; }
+  echo "chromium: installing with apt-get"
+  apt_install chromium && command -v chromium >/dev/null 2>&1
+}
+
 _sha256() {
   sha256sum "$@" | awk '{print $1}' | sha256sum | awk '{print $1}'
 }
