@@ -60,6 +60,11 @@ test('web console: topics, messages, configs, groups in headless Chromium', { sk
     page.setDefaultTimeout(15000);
     const pageErrors = [];
     page.on('pageerror', (e) => pageErrors.push(e.message));
+    // Console errors other than the refusals this test provokes (Chromium logs a 4xx
+    // answer to fetch as "Failed to load resource"): a CSP violation, a script error.
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(m.text());
+    });
     page.on('dialog', (d) => d.accept());
     const shot = (name, fullPage = true) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage });
     // Waits for the view at `hash` to have rendered.

@@ -889,3 +889,43 @@ def test_console_offset_reset_previews_and_is_refused_while_members(hb):
     finally:
         live.close()
     assert get_json(hb, f"/v1/groups/{q(group)}")["total_lag"] == 0, "the refused reset changed nothing"
+
+
+@pytest.mark.timeout_s(120)
+def test_console_views_of_a_replicated_cluster(tmp_path):
+    """Three nodes, the API on node 1: every broker with its fenced flag, the quorum,
+    replicas and ISR from the replica state, and a dead node shown fenced and out of
+    the ISR (what the console's overview and partition tables show)."""
+    from cluster import Cluster, free_ports
+    c = Cluster(tmp_path)
+    (port,) = free_ports(1)
+    node1 = c.node(1)
+    argv = node1.argv
+    node1.argv = lambda: argv() + ["--set", f"http.listeners=127.0.0.1:{port}"]
+    node1.http_port = port
+    node1.url = lambda path: f"http://127.0.0.1:{port}{path}"
+    c.start()
+    try:
+        doc = get_json(node1, "/v1/brokers")
+        check_schema(load_spec(), response_schema(load_spec(), "/v1/brokers", "get", "200"), doc, "brokers")
+        assert [b["node_id"] for b in doc["brokers"]] == [1, 2, 3]
+        assert doc["quorum"]["voters"] == [1, 2, 3]
+        assert doc["quorum"]["leader"] in (1, 2, 3)
+        assert len(doc["bootstrap_servers"].split(",")) == 3
+        topic = unique("replicated")
+        send(node1, "POST", "/v1/topics", {"name": topic, "partitions": 2, "replication_factor": 3}, 201)
+        c.wait_for("the topic fully in sync", lambda: all(
+            len(p["isr"]) == 3 for p in get_json(node1, "/v1/topics/" + topic)["partitions"]))
+        t = get_json(node1, "/v1/topics/" + topic)
+        assert t["replication_factor"] == 3
+        assert all(sorted(p["replicas"]) == [1, 2, 3] and p["leader"] in (1, 2, 3) for p in t["partitions"])
+        c.node(3).kill9()
+        c.wait_for("node 3 fenced", lambda: next(
+            b for b in get_json(node1, "/v1/brokers")["brokers"] if b["node_id"] == 3)["fenced"])
+        c.wait_for("node 3 out of every ISR", lambda: all(
+            3 not in p["isr"] and p["leader"] != 3 for p in get_json(node1, "/v1/topics/" + topic)["partitions"]))
+        live = get_json(node1, "/v1/brokers")["bootstrap_servers"].split(",")
+        assert f"127.0.0.1:{c.node(3).fixed_port}" not in live and len(live) == 2
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)

@@ -183,21 +183,39 @@ fn log_dir_of(log: &runnel_log::PartitionLog) -> PathBuf {
         .unwrap_or_default()
 }
 
+/// One partition as this broker sees it: on a single node it is the only replica; in a
+/// replicated cluster, leader, replicas and ISR come from the partition's replica state
+/// (the metadata image as last applied here).
 fn partition_view(node: i32, p: &Partition, offline_dirs: &[PathBuf]) -> PartitionView {
     let log = p.log.lock();
     let dir = log_dir_of(&log);
-    // The only replica is on a failed log dir: no leader, as Metadata reports it.
+    // The local replica is on a failed log dir: offline here, as Metadata reports it.
     let offline = offline_dirs.contains(&dir);
+    let high_watermark = p.high_watermark_with(&log);
+    // Lock order: the log before the replica state.
+    let r = p.replica.lock();
+    let (mut leader, replicas, mut isr) = if r.replicated {
+        (r.leader, r.replicas.clone(), r.isr.clone())
+    } else {
+        (node, vec![node], vec![node])
+    };
+    drop(r);
+    if offline {
+        isr.retain(|id| *id != node);
+        if leader == node {
+            leader = -1;
+        }
+    }
     PartitionView {
         partition: p.index,
-        leader: if offline { -1 } else { node },
+        leader,
         leader_epoch: p.leader_epoch(),
-        replicas: vec![node],
-        isr: if offline { vec![] } else { vec![node] },
+        replicas,
+        isr,
         offline_replicas: if offline { vec![node] } else { vec![] },
         log_start_offset: log.log_start_offset(),
         log_end_offset: log.log_end_offset(),
-        high_watermark: log.log_end_offset(),
+        high_watermark,
         last_stable_offset: log.last_stable_offset(),
         size_bytes: log.size_bytes(),
         segments: log.segment_count(),
@@ -219,7 +237,10 @@ fn topic_view(b: &Broker, t: &Topic, only: Option<i32>) -> TopicView {
         id: t.id.to_string(),
         internal: is_internal(&t.name),
         partition_count: t.partitions.len(),
-        replication_factor: 1,
+        replication_factor: t
+            .partitions
+            .first()
+            .map_or(1, |p| p.replica.lock().replicas.len().max(1)),
         size_bytes: partitions.iter().map(|p| p.size_bytes).sum(),
         configs: t.configs.clone(),
         partitions,
