@@ -8,8 +8,10 @@ const POLL_MS = 2000;
 /** Samples kept for the charts (2 minutes at the poll interval). */
 const HISTORY = 60;
 
-/** Shared state the views read: metric samples and each group's lag over time. */
+/** Shared state the views read: metric samples and each group's lag over time, and
+ * which server this is: a broker (`/v1/...`) or `runnel sql --http` (`/progress`). */
 export const store = {
+  mode: 'broker',
   samples: [], // [{t, bytesIn, recordsIn, bytesOut, gauges}]
   lag: new Map(), // group id -> [{t, lag}]
 };
@@ -51,7 +53,23 @@ function parseHash() {
   const raw = location.hash.replace(/^#\/?/, '');
   const [p, q] = raw.split('?');
   const parts = p.split('/').filter(Boolean).map(decodeURIComponent);
-  return { parts: parts.length ? parts : ['overview'], params: new URLSearchParams(q || '') };
+  const home = store.mode === 'sql' ? 'queries' : 'overview';
+  return { parts: parts.length ? parts : [home], params: new URLSearchParams(q || '') };
+}
+
+/** A broker answers /v1/health; `runnel sql --http` answers /progress/last instead. */
+async function detectMode() {
+  try {
+    await api('/v1/health');
+    return 'broker';
+  } catch {
+    try {
+      await api('/progress/last');
+      return 'sql';
+    } catch {
+      return 'broker'; // neither answers: the broker views will say what is wrong
+    }
+  }
 }
 
 let current = null; // {refresh, key}
@@ -83,7 +101,7 @@ async function route() {
 async function tick() {
   const status = document.getElementById('status');
   try {
-    await sampleMetrics();
+    if (store.mode === 'broker') await sampleMetrics();
     if (current && current.refresh) await current.refresh();
     const d = new Date();
     status.textContent = `live · updated ${d.toLocaleTimeString('en-GB')}`;
@@ -101,7 +119,12 @@ export function go(hash) {
 }
 
 window.addEventListener('hashchange', route);
-sampleMetrics().catch(() => {}).finally(() => {
+detectMode().then(async (mode) => {
+  store.mode = mode;
+  for (const a of document.querySelectorAll('#nav a')) {
+    a.hidden = mode === 'sql' && a.dataset.view !== 'queries';
+  }
+  if (mode === 'broker') await sampleMetrics().catch(() => {});
   route();
   setInterval(tick, POLL_MS);
 });

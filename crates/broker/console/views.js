@@ -484,6 +484,70 @@ async function group(root, [id]) {
   return { title: id, refresh };
 }
 
+// ------------------------------------------------------------------ streaming queries
+
+/** Compact JSON of an offsets value (Spark's {"topic": {"0": 12}} shape). */
+function offsets(v) {
+  return v === null || v === undefined ? '–' : h('span.mono', typeof v === 'string' ? v : JSON.stringify(v));
+}
+
+/** Rows (objects) as a table with the union of their keys as columns. */
+function rowsTable(rows) {
+  const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  return table(cols, rows.map((r) => cols.map((c) => {
+    const v = r[c];
+    return v === null || v === undefined ? h('span.muted', 'null') : typeof v === 'object' ? JSON.stringify(v) : String(v);
+  })), 'no rows yet');
+}
+
+async function queries(root) {
+  if (store.mode !== 'sql') {
+    root.append(h('h1', 'Streaming queries'), h('div.panel',
+      h('p', 'Streaming SQL queries run in their own process. Start one with its HTTP server:'),
+      h('pre.mono', 'runnel sql -f examples/tweets/trending.sql --http 127.0.0.1:4040'),
+      h('p', 'and open that address: this console, served by the query, shows its progress (batches, rates, watermark, state) and its memory tables.')));
+    return { title: 'Streaming queries' };
+  }
+  const head = h('div');
+  const cards = h('div.cards');
+  const charts = h('div.row');
+  const sources = h('div');
+  const state = h('div');
+  const tables = h('div', { id: 'memory-tables' });
+  root.append(head, cards, h('div.panel', h('h2', 'Rates (recent batches)'), charts),
+    h('div.row', h('div.panel', h('h2', 'Sources'), sources), h('div.panel', h('h2', 'State'), state)),
+    h('div.panel', h('h2', 'Memory tables'), tables));
+  async function refresh() {
+    const [recent, names] = await Promise.all([api('/progress'), api('/tables')]);
+    const last = recent.length ? recent[recent.length - 1] : null;
+    fill(head, h('h1', 'Streaming query', last ? h('small', last.name || last.id) : null),
+      h('p.muted', last ? `run ${last.runId}; last batch at ${last.timestamp}` : 'no batch has run yet'));
+    const stateRows = last ? last.stateOperators.reduce((n, o) => n + o.numRowsTotal, 0) : 0;
+    fill(cards,
+      card('Batch', last ? num(last.batchId) : '–'),
+      card('Input rows/s', last ? rate(last.inputRowsPerSecond, '') : '–'),
+      card('Processed rows/s', last ? rate(last.processedRowsPerSecond, '') : '–'),
+      card('Batch duration', last ? `${num(last.batchDuration)} ms` : '–'),
+      card('Watermark', last?.eventTime?.watermark ?? '–', '', true),
+      card('State rows', num(stateRows)),
+      card('Sink rows (last batch)', last ? num(last.sink.numOutputRows) : '–'));
+    fill(charts, [['Input rows/s', 'inputRowsPerSecond'], ['Processed rows/s', 'processedRowsPerSecond'], ['Input rows per batch', 'numInputRows']]
+      .map(([label, key]) => h('div.metric', h('div.muted', label),
+        sparkline(recent.map((p) => p[key]), { width: 320, height: 48, label }))));
+    fill(sources, table(['Source', 'Start', 'End', 'Latest', 'Rows'], (last?.sources || []).map((x) => [
+      h('span.mono', x.description), offsets(x.startOffset), offsets(x.endOffset), offsets(x.latestOffset), num(x.numInputRows)])));
+    fill(state, table(['Operator', 'Rows', 'Updated', 'Removed', 'Late (dropped)', 'Memory'], (last?.stateOperators || []).map((o) => [
+      o.operatorName, num(o.numRowsTotal), num(o.numRowsUpdated), num(o.numRowsRemoved), num(o.numRowsDroppedByWatermark), bytes(o.memoryUsedBytes)]),
+    'no stateful operator'));
+    const contents = await Promise.all(names.map((n) => api(`/tables/${enc(n)}`)));
+    fill(tables, names.length ? names.map((n, i) => h('div', { 'data-table': n },
+      h('h2', n, h('small.muted', ` ${num(contents[i].length)} rows${contents[i].length > 200 ? ', the last 200 shown' : ''}`)),
+      rowsTable(contents[i].slice(-200)))) : h('p.muted', 'This query has no memory sink (format "memory").'));
+  }
+  await refresh();
+  return { title: 'Streaming query', refresh };
+}
+
 function notFound(root) {
   root.append(h('h1', 'Not found'), h('p', 'No such view. ', h('a', { href: '#/overview' }, 'Back to the overview')));
   return { title: 'Not found' };
@@ -494,5 +558,6 @@ export const views = {
   overview,
   topics: (root, parts, params) => (parts.length ? topic(root, parts, params) : topics(root)),
   groups: (root, parts) => (parts.length ? group(root, parts) : groups(root)),
+  queries,
   notFound,
 };

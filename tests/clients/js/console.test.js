@@ -209,6 +209,10 @@ test('web console: topics, messages, configs, groups in headless Chromium', { sk
     const after = await (await fetch(`${origin}/v1/topics`)).json();
     assert.ok(!after.topics.some((t) => t.name === scratch));
 
+    // ---- Streaming queries live in `runnel sql --http`: the broker's page says so.
+    await open('#/queries');
+    assert.match(await page.textContent('#view'), /runnel sql .*--http/);
+
     // ---- Overview again, with throughput from the traffic above.
     await open('#/overview');
     await sleep(2100); // one more metrics sample for the sparklines
@@ -236,3 +240,4 @@ test('web console: topics, messages, configs, groups in headless Chromium', { sk
     assert.deepEqual(problems, []);
   }
 });
+

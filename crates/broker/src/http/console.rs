@@ -1,6 +1,10 @@
 //! The web console: plain HTML, CSS and JavaScript modules compiled into the binary
 //! (no build step, no request to any other host), served at `/` and `/console/*`.
 //! The sources in `crates/broker/console/` are the assets, byte for byte.
+//!
+//! [`asset_for_path`] and [`CONTENT_SECURITY_POLICY`] are all a server needs: the
+//! broker's admin API serves them here, and `runnel sql --http` (crates/sql/src/http.rs)
+//! serves the same console for its streaming-queries page.
 
 use axum::extract::Path;
 use axum::http::header;
@@ -37,35 +41,46 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// What the page may load: this origin only (images also as data: URLs).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+/// The asset a request path names (`/` is the page; `/console/<file>` the rest), as
+/// (content type, body); None for any other path.
+pub fn asset_for_path(path: &str) -> Option<(&'static str, &'static str)> {
+    let name = match path {
+        "/" | "/index.html" => "index.html",
+        p => p.strip_prefix("/console/")?,
+    };
+    ASSETS
+        .iter()
+        .find(|a| a.0 == name)
+        .map(|(_, ctype, body)| (*ctype, *body))
+}
+
 /// Total bytes of the console's assets.
 pub fn bundle_bytes() -> usize {
     ASSETS.iter().map(|a| a.2.len()).sum()
 }
 
-fn serve(name: &str) -> Result<Response, ApiError> {
-    let (_, ctype, body) = ASSETS
-        .iter()
-        .find(|a| a.0 == name)
-        .ok_or_else(|| ApiError::not_found(format!("no console asset '{name}'")))?;
+fn serve(path: &str) -> Result<Response, ApiError> {
+    let (ctype, body) = asset_for_path(path)
+        .ok_or_else(|| ApiError::not_found(format!("no console asset at '{path}'")))?;
     Ok((
         [
-            (header::CONTENT_TYPE, *ctype),
+            (header::CONTENT_TYPE, ctype),
             // The assets change with the binary: revalidate rather than cache stale ones.
             (header::CACHE_CONTROL, "no-cache"),
             // Nothing but this origin, whatever an injected string might try.
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src 'self' data:; style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-            ),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         ],
-        *body,
+        body,
     )
         .into_response())
 }
 
 /// GET /: the console's page.
 pub async fn index() -> Result<Response, ApiError> {
-    serve("index.html")
+    serve("/")
 }
 
 /// GET /console/{file}.
@@ -75,7 +90,7 @@ pub async fn asset(
     let Ok(Path(file)) = file else {
         return Err(ApiError::bad_request("malformed asset path"));
     };
-    serve(&file)
+    serve(&format!("/console/{file}"))
 }
 
 #[cfg(test)]
@@ -115,5 +130,12 @@ mod tests {
             }
         }
         assert!(bundle_bytes() > 0);
+        assert_eq!(asset_for_path("/").unwrap().1, ASSETS[0].2);
+        assert!(asset_for_path("/console/app.js")
+            .unwrap()
+            .0
+            .starts_with("text/javascript"));
+        assert!(asset_for_path("/console/../Cargo.toml").is_none());
+        assert!(asset_for_path("/app.js").is_none());
     }
 }
