@@ -119,12 +119,13 @@ export function go(hash) {
 }
 
 window.addEventListener('hashchange', route);
-detectMode().then(async (mode) => {
+// The first metrics sample (the overview's gauges) is fetched while the server is
+// identified; on `runnel sql --http` it fails and is ignored.
+Promise.all([detectMode(), sampleMetrics().catch(() => {})]).then(([mode]) => {
   store.mode = mode;
   for (const a of document.querySelectorAll('#nav a')) {
     a.hidden = mode === 'sql' && a.dataset.view !== 'queries';
   }
-  if (mode === 'broker') await sampleMetrics().catch(() => {});
   route();
   setInterval(tick, POLL_MS);
 });

@@ -196,7 +196,9 @@ export function parseMetrics(text) {
     const m = /^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)/.exec(line);
     if (!m) continue;
     const labels = {};
-    for (const l of (m[3] || '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
+    for (const l of (m[3] || '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
+      labels[l[1]] = l[2].replace(/\\(.)/g, (_, c) => (c === 'n' ? '\n' : c)); // the format's escapes
+    }
     out.push({ name: m[1], labels, value: Number(m[4]) });
   }
   return out;
