@@ -84,9 +84,11 @@ async function overview(root) {
       ['Bytes in', rates('bytesIn'), (v) => `${bytes(v)}/s`],
       ['Bytes out', rates('bytesOut'), (v) => `${bytes(v)}/s`],
     ];
-    fill(charts, series.map(([name, vs, f]) => h('div.metric',
+    const span = store.samples.length > 1 ? Math.round((store.samples[store.samples.length - 1].t - store.samples[0].t) / 1000) : 0;
+    fill(charts, series.map(([name, vs, f]) => h('div.metric.wide',
       h('div.muted', name), h('div.now', vs.length ? f(vs[vs.length - 1]) : '–'),
-      sparkline(vs, { width: 320, height: 48, label: name }))));
+      sparkline(vs, { width: 320, height: 48, label: name, stretch: true }),
+      h('div.muted.small', vs.length ? `peak ${f(Math.max(...vs))} over the last ${span} s` : ''))));
     const quorum = b.quorum;
     fill(brokers,
       table(['ID', 'Address', 'Rack', 'Role', 'Status'], b.brokers.map((x) => [
@@ -532,8 +534,8 @@ async function queries(root) {
       card('State rows', num(stateRows)),
       card('Sink rows (last batch)', last ? num(last.sink.numOutputRows) : '–'));
     fill(charts, [['Input rows/s', 'inputRowsPerSecond'], ['Processed rows/s', 'processedRowsPerSecond'], ['Input rows per batch', 'numInputRows']]
-      .map(([label, key]) => h('div.metric', h('div.muted', label),
-        sparkline(recent.map((p) => p[key]), { width: 320, height: 48, label }))));
+      .map(([label, key]) => h('div.metric.wide', h('div.muted', label),
+        sparkline(recent.map((p) => p[key]), { width: 320, height: 48, label, stretch: true }))));
     fill(sources, table(['Source', 'Start', 'End', 'Latest', 'Rows'], (last?.sources || []).map((x) => [
       h('span.mono', x.description), offsets(x.startOffset), offsets(x.endOffset), offsets(x.latestOffset), num(x.numInputRows)])));
     fill(state, table(['Operator', 'Rows', 'Updated', 'Removed', 'Late (dropped)', 'Memory'], (last?.stateOperators || []).map((o) => [
