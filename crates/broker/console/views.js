@@ -295,6 +295,7 @@ async function messages(root, name, params) {
   const summary = h('div.muted');
   const list = h('div.records', { id: 'records' });
   let loaded = [];
+  let truncated = false;
 
   // The produce form.
   const pPart = h('select', { name: 'partition' }, h('option', { value: '' }, 'by key'),
@@ -339,6 +340,7 @@ async function messages(root, name, params) {
   }
   async function fetchRecords() {
     const r = await api(`/v1/topics/${enc(name)}/records?${query()}`);
+    truncated = r.truncated;
     loaded = r.records.map((x) => ({
       ...x, key: unbase64(x.key), value: unbase64(x.value),
       headers: x.headers.map((hd) => ({ key: hd.key, value: unbase64(hd.value) })),
@@ -365,7 +367,7 @@ async function messages(root, name, params) {
           hs.length ? h('div.hdrs', h('span.k', 'headers '), hs.map((x) => h('span.badge', x)), ' ') : null)));
     }
     fill(summary, needle ? `${matches} of ${loaded.length} loaded records match "${search.value.trim()}"`
-      : `${loaded.length} records loaded`);
+      : `${loaded.length} records loaded`, truncated ? ' (the read stopped at its 32 MiB budget: pick a partition to see more)' : '');
     fill(list, rows.length ? rows : h('p.muted', loaded.length ? 'no loaded record matches' : 'no records in this range'));
   }
   function mark(el, text, needle) {

@@ -56,6 +56,9 @@ pub const MAX_RECORDS: usize = 500;
 /// Bytes fetched per partition per Fetch round, and rounds per read.
 const FETCH_BYTES: i32 = 1 << 20;
 const FETCH_ROUNDS: usize = 16;
+/// Record bytes one read may fetch over all its partitions (a topic with many
+/// partitions read "from all" stops here, and says so with `truncated`).
+const MAX_READ_BYTES: usize = 32 << 20;
 
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     b.map(|Json(v)| v)
@@ -342,11 +345,12 @@ async fn fetch_range(
     from: i64,
     to: i64,
     limit: usize,
+    budget: &mut usize,
 ) -> ApiResult<Vec<runnel_client::ConsumerRecord>> {
     let mut out = Vec::new();
     let mut offset = from;
     for _ in 0..FETCH_ROUNDS {
-        if offset >= to || out.len() >= limit {
+        if offset >= to || out.len() >= limit || *budget == 0 {
             break;
         }
         let req = FetchRequest::default()
@@ -374,7 +378,9 @@ async fn fetch_range(
             None,
             &format!("topic '{topic}' partition {partition} at offset {offset}"),
         )?;
-        let decoded = decode_batches(p.records.unwrap_or_default(), offset).map_err(|e| {
+        let bytes = p.records.unwrap_or_default();
+        *budget = budget.saturating_sub(bytes.len());
+        let decoded = decode_batches(bytes, offset).map_err(|e| {
             ApiError::internal(format!("topic '{topic}' partition {partition}: {e}"))
         })?;
         let Some(next) = decoded.next_offset else {
@@ -433,7 +439,11 @@ pub async fn records(
     };
     let mut all = Vec::new();
     let mut views = Vec::new();
+    let mut budget = MAX_READ_BYTES;
     for p in &parts {
+        if budget == 0 {
+            break;
+        }
         let (start, end) = (starts[p], ends[p]);
         // The position asked for, within the log: an offset, the first record at the
         // timestamp (the log end when none is that recent), or the end.
@@ -450,7 +460,7 @@ pub async fn records(
         } else {
             (at.unwrap_or(start), end)
         };
-        let mut recs = fetch_range(b, &topic, *p, from, to, limit).await?;
+        let mut recs = fetch_range(b, &topic, *p, from, to, limit, &mut budget).await?;
         if newest {
             recs.reverse();
         }
@@ -487,6 +497,7 @@ pub async fn records(
         "order": if newest { "newest" } else { "oldest" },
         "partitions": views,
         "records": records,
+        "truncated": budget == 0,
     })))
 }
 
