@@ -12,25 +12,13 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const { Kafka, logLevel } = require('kafkajs');
 const { Broker, unique } = require('./broker');
+const { browserSkip, launch, screenshotDir, guardedContext, pageErrors, sleep } = require('./browser');
 
-const CHROMIUM = process.env.CHROMIUM_BIN || ['/usr/bin/chromium', '/usr/bin/chromium-browser']
-  .find((p) => fs.existsSync(p));
-let playwright = null;
-try { playwright = require('playwright-core'); } catch { /* reported as the skip reason */ }
-
-const skip = !CHROMIUM ? 'no chromium (apt-get install chromium; scripts/test.sh installs it)'
-  : !playwright ? 'playwright-core is not installed (npm ci in tests/clients/js)' : false;
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-test('web console: topics, messages, configs, groups in headless Chromium', { skip, timeout: 90000 }, async () => {
-  const shots = path.join(process.env.RUNNEL_ARTIFACTS || fs.mkdtempSync(path.join(os.tmpdir(), 'runnel-')), 'console');
-  fs.mkdirSync(shots, { recursive: true });
+test('web console: topics, messages, configs, groups in headless Chromium', { skip: browserSkip, timeout: 90000 }, async () => {
+  const shots = screenshotDir();
   const broker = await new Broker({
     'http.listeners': '127.0.0.1:0',
     'group.initial.rebalance.delay.ms': '0',
@@ -38,33 +26,18 @@ test('web console: topics, messages, configs, groups in headless Chromium', { sk
   }).start();
   const origin = `http://127.0.0.1:${broker.httpPort}`;
   const kafka = new Kafka({ clientId: 'console-test', brokers: [broker.bootstrap], logLevel: logLevel.NOTHING });
-  const browser = await playwright.chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  const browser = await launch();
   const producer = kafka.producer();
   const admin = kafka.admin();
   let consumer = null;
   let page = null;
-  const foreign = [];
-  const seen = [];
   try {
-    const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 });
     // Every request the page makes: the broker's origin goes through, anything else is
     // recorded and aborted.
-    await context.route('**/*', (route) => {
-      const url = route.request().url();
-      seen.push(url);
-      if (url.startsWith(`${origin}/`) || url.startsWith('data:')) return route.continue();
-      foreign.push(url);
-      return route.abort();
-    });
+    const { context, seen, foreign } = await guardedContext(browser, origin);
     page = await context.newPage();
     page.setDefaultTimeout(15000);
-    const pageErrors = [];
-    page.on('pageerror', (e) => pageErrors.push(e.message));
-    // Console errors other than the refusals this test provokes (Chromium logs a 4xx
-    // answer to fetch as "Failed to load resource"): a CSP violation, a script error.
-    page.on('console', (m) => {
-      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(m.text());
-    });
+    const errors = pageErrors(page);
     page.on('dialog', (d) => d.accept());
     const shot = (name, fullPage = true) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage });
     // Waits for the view at `hash` to have rendered.
@@ -220,7 +193,7 @@ test('web console: topics, messages, configs, groups in headless Chromium', { sk
     await sleep(2100); // one more metrics sample for the sparklines
     await shot('overview');
 
-    assert.deepEqual(pageErrors, [], 'uncaught errors in the page');
+    assert.deepEqual(errors, [], 'uncaught errors in the page');
     assert.deepEqual(foreign, [], 'requests to hosts other than the broker');
     assert.ok(seen.length > 10 && seen.every((u) => u.startsWith(origin)), 'every request went to the broker');
     const assets = seen.filter((u) => u === `${origin}/` || u.startsWith(`${origin}/console/`));
