@@ -507,9 +507,9 @@ function rowsTable(rows) {
 async function queries(root) {
   if (store.mode !== 'sql') {
     root.append(h('h1', 'Streaming queries'), h('div.panel',
-      h('p', 'Streaming SQL queries run in their own process. Start one with its HTTP server:'),
+      h('p', 'Streaming SQL queries run in their own process, which serves their progress and memory tables as JSON:'),
       h('pre.mono', 'runnel sql -f examples/tweets/trending.sql --http 127.0.0.1:4040'),
-      h('p', 'and open that address: this console, served by the query, shows its progress (batches, rates, watermark, state) and its memory tables.')));
+      h('p', 'then GET /progress and /tables/<name> there. (This page renders them when the query\'s server serves the console; it does not yet.)')));
     return { title: 'Streaming queries' };
   }
   const head = h('div');
