@@ -3,10 +3,12 @@
 #
 #   1. cargo build --workspace --bins, then cargo test --workspace (Rust unit/property tests)
 #   2. installs what the client suites need, only when missing or outdated:
-#        kcat (Debian package), a Python venv at $HOME/.cache/runnel-venv with
-#        tests/clients/python/requirements.txt, kafkajs in tests/clients/js/node_modules
+#        kcat and chromium (Debian packages), a Python venv at $HOME/.cache/runnel-venv with
+#        tests/clients/python/requirements.txt, kafkajs and playwright-core in
+#        tests/clients/js/node_modules
 #   3. runs the client suites against the built broker ($RUNNEL_BIN):
-#        pytest tests/clients/python, node --test tests/clients/js/
+#        pytest tests/clients/python, node --test tests/clients/js/, and librdkafka's own
+#        integration tests (quick subset, scripts/librdkafka-suite.sh)
 #   4. ends with one line: "clients: N passed, N failed, N skipped" (skipped = known
 #      broker gaps marked xfail(strict) or node:test todo), and exits non-zero if anything failed.
 #
@@ -58,8 +60,9 @@ fi
 
 # ------------------------------------------------------------------ 2. client tools
 
-step "client tools: kcat, Python venv, kafkajs"
+step "client tools: kcat, chromium, Python venv, kafkajs and playwright-core"
 if ! ensure_kcat; then SETUP_FAILURES+=("kcat could not be installed"); fi
+if ! ensure_chromium; then SETUP_FAILURES+=("chromium could not be installed (the console browser test skips)"); fi
 if ! ensure_venv "$VENV" "$PY_REQ"; then SETUP_FAILURES+=("Python venv could not be set up"); fi
 if ! ensure_node_modules "$JS_DIR"; then SETUP_FAILURES+=("npm install of kafkajs failed"); fi
 
@@ -124,6 +127,32 @@ else
   NOTES+=("node --test not run")
 fi
 
+# ------------------------------------------------------------------ 3b. librdkafka's suite
+
+# librdkafka's own integration tests, the quick subset (docs/librdkafka-suite.md): built
+# once into ~/.cache/runnel-librdkafka (several minutes), then about 3 minutes a run.
+# RUNNEL_LIBRDKAFKA_SUITE=0 skips it (noted in the summary).
+LRK_PASSED=0 LRK_FAILED=0
+if [ "${RUNNEL_LIBRDKAFKA_SUITE:-1}" = 0 ]; then
+  NOTES+=("librdkafka suite skipped (RUNNEL_LIBRDKAFKA_SUITE=0)")
+elif [ "$BUILD_OK" -eq 1 ]; then
+  step "librdkafka's own test suite, quick subset (scripts/librdkafka-suite.sh quick)"
+  if ! ensure_librdkafka_build_deps; then
+    SETUP_FAILURES+=("librdkafka's build dependencies could not be installed")
+  else
+    LRK_LOG=$(mktemp)
+    RUNNEL_BIN="$RUNNEL_BIN" SUITE_TIMEOUT_S=900 run_bounded 2400 bash scripts/librdkafka-suite.sh quick 2>&1 | tee "$LRK_LOG"
+    LRK_RC=${PIPESTATUS[0]}
+    # The script prints failed rows twice (stderr, then the table): count rows once.
+    LRK_PASSED=$(grep -E "^\| [0-9]{4}.*\| +PASSED" "$LRK_LOG" | sort -u | wc -l)
+    LRK_FAILED=$(grep -E "^\| [0-9]{4}.*\| +FAILED" "$LRK_LOG" | sort -u | wc -l)
+    rm -f "$LRK_LOG"
+    if [ "$LRK_RC" -ne 0 ] && [ "$LRK_FAILED" -eq 0 ]; then
+      SETUP_FAILURES+=("librdkafka suite exited $LRK_RC without a failed test (build, start-up or time limit)")
+    fi
+  fi
+fi
+
 # ------------------------------------------------------------------ 4. summary
 
 ELAPSED=$(( $(date +%s) - STARTED ))
@@ -132,11 +161,12 @@ echo "=== summary ($((ELAPSED / 60))m$((ELAPSED % 60))s) ==="
 echo "rust (cargo test):  passed=$RUST_PASSED failed=$RUST_FAILED"
 echo "python (pytest):    passed=$PY_PASSED failed=$PY_FAILED xfailed=$PY_XFAILED (known broker gaps, strict)"
 echo "js (node --test):   passed=$JS_PASSED failed=$JS_FAILED todo=$JS_TODO"
+echo "librdkafka suite:   passed=$LRK_PASSED failed=$LRK_FAILED"
 for n in "${NOTES[@]+"${NOTES[@]}"}"; do echo "note: $n"; done
 for f in "${SETUP_FAILURES[@]+"${SETUP_FAILURES[@]}"}"; do echo "FAILED: $f"; done
 
-PASSED=$((PY_PASSED + JS_PASSED))
-FAILED=$((PY_FAILED + JS_FAILED + ${#SETUP_FAILURES[@]}))
+PASSED=$((PY_PASSED + JS_PASSED + LRK_PASSED))
+FAILED=$((PY_FAILED + JS_FAILED + LRK_FAILED + ${#SETUP_FAILURES[@]}))
 SKIPPED=$((PY_XFAILED + JS_TODO))
 STATUS=0
 if [ "$FAILED" -ne 0 ] || [ "$RUST_FAILED" -ne 0 ] || [ "$PASSED" -eq 0 ]; then

@@ -56,6 +56,14 @@ ensure_kcat() {
   apt_install kcat && command -v kcat >/dev/null 2>&1
 }
 
+# chromium (Debian's) for the web console's browser test (tests/clients/js/console.test.js,
+# driven by playwright-core with this browser; no browser download): install when missing.
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && { echo "chromium: already installed"; return 0; }
+  echo "chromium: installing with apt-get"
+  apt_install chromium && command -v chromium >/dev/null 2>&1
+}
+
 _sha256() {
   sha256sum "$@" | awk '{print $1}' | sha256sum | awk '{print $1}'
 }
@@ -100,4 +108,17 @@ ensure_node_modules() {
   (cd "$dir" && timeout 600 npm ci --no-audit --no-fund --loglevel=error </dev/null) || return 1
   echo "$want" >"$stamp"
   echo "npm: kafkajs $(node -p "require('$dir/node_modules/kafkajs/package.json').version")"
+}
+
+# What scripts/librdkafka-suite.sh needs to build librdkafka's test runner, installed
+# only while the runner is not built yet.
+ensure_librdkafka_build_deps() {
+  if [ -x "${LIBRDKAFKA_DIR:-$HOME/.cache/runnel-librdkafka}/librdkafka-2.15.1/tests/test-runner" ]; then
+    return 0
+  fi
+  if dpkg -s libssl-dev zlib1g-dev g++ make >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "librdkafka: installing build dependencies with apt-get"
+  apt_install libssl-dev zlib1g-dev g++ make
 }

@@ -114,6 +114,26 @@ pub struct NewTopic {
     pub configs: Vec<(String, String)>,
 }
 
+impl NewTopic {
+    /// The topic as a CreateTopics request entry.
+    pub fn to_creatable(&self) -> CreatableTopic {
+        CreatableTopic::default()
+            .with_name(topic_name(&self.name))
+            .with_num_partitions(self.partitions)
+            .with_replication_factor(self.replication_factor)
+            .with_configs(
+                self.configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(k.clone()))
+                            .with_value(Some(StrBytes::from_string(v.clone())))
+                    })
+                    .collect(),
+            )
+    }
+}
+
 /// Per-request produce settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ProduceOptions {
@@ -843,27 +863,7 @@ impl Client {
         let request = CreateTopicsRequest::default()
             .with_timeout_ms(30_000)
             .with_validate_only(validate_only)
-            .with_topics(
-                topics
-                    .iter()
-                    .map(|t| {
-                        CreatableTopic::default()
-                            .with_name(topic_name(&t.name))
-                            .with_num_partitions(t.partitions)
-                            .with_replication_factor(t.replication_factor)
-                            .with_configs(
-                                t.configs
-                                    .iter()
-                                    .map(|(k, v)| {
-                                        CreatableTopicConfig::default()
-                                            .with_name(StrBytes::from_string(k.clone()))
-                                            .with_value(Some(StrBytes::from_string(v.clone())))
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            );
+            .with_topics(topics.iter().map(NewTopic::to_creatable).collect());
         let response = conn.send(&request, versions::CREATE_TOPICS).await?;
         let mut out = Vec::with_capacity(topics.len());
         for t in topics {

@@ -1,6 +1,7 @@
 // Start, stop, kill and restart a Runnel broker for the kafkajs suite.
 // The broker is `$RUNNEL_BIN server` on 127.0.0.1 with a port it picks (port 0); it prints
-// exactly one stdout line `listening on 127.0.0.1:PORT` when ready. stderr goes to a log file.
+// one stdout line `listening on 127.0.0.1:PORT` when ready (and, with `http.listeners`
+// set, a second one `http listening on 127.0.0.1:PORT`). stderr goes to a log file.
 'use strict';
 
 const { spawn } = require('node:child_process');
@@ -10,6 +11,7 @@ const path = require('node:path');
 const crypto = require('node:crypto');
 
 const LISTENING = /^listening on 127\.0\.0\.1:(\d+)\s*$/;
+const HTTP_LISTENING = /^http listening on 127\.0\.0\.1:(\d+)\s*$/m;
 const START_TIMEOUT_MS = 30000;
 const STOP_TIMEOUT_MS = 20000;
 
@@ -55,20 +57,30 @@ class Broker {
         proc.kill('SIGKILL');
         reject(new Error(`broker printed no 'listening on' line within ${START_TIMEOUT_MS} ms\n${this.logTail()}`));
       }, START_TIMEOUT_MS);
+      // With `http.listeners` set, a second line `http listening on 127.0.0.1:PORT` follows.
+      const wantHttp = Boolean(this.configs['http.listeners']);
       const onData = (chunk) => {
         buf += chunk.toString();
         const nl = buf.indexOf('\n');
         if (nl < 0) return;
-        clearTimeout(timer);
-        proc.stdout.off('data', onData);
-        proc.stdout.resume(); // drain anything else
         const m = LISTENING.exec(buf.slice(0, nl));
         if (!m) {
+          clearTimeout(timer);
           proc.kill('SIGKILL');
           reject(new Error(`first stdout line was ${JSON.stringify(buf.slice(0, nl))}\n${this.logTail()}`));
           return;
         }
+        let httpPort = null;
+        if (wantHttp) {
+          const h = HTTP_LISTENING.exec(buf.slice(nl + 1));
+          if (!h) return; // wait for the second line
+          httpPort = Number(h[1]);
+        }
+        clearTimeout(timer);
+        proc.stdout.off('data', onData);
+        proc.stdout.resume(); // drain anything else
         this.port = Number(m[1]);
+        this.httpPort = httpPort;
         resolve(this);
       };
       proc.stdout.on('data', onData);

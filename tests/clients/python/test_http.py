@@ -1,12 +1,16 @@
 """The HTTP admin API (crates/broker/src/http) against a running broker: every JSON
 endpoint, /metrics against docs/metrics.md, the error cases (unknown topic 404, bad
 input 400, other methods 405), and every path, method and status of docs/openapi.yaml
-answering as described there (response bodies checked against its schemas).
+answering as described there (response bodies checked against its schemas). The
+console's changes (create/delete topics, partitions, configs, produce, records, offset
+resets) are checked against what Kafka clients see; the console itself is driven in a
+browser by tests/clients/js/console.test.js.
 
 The broker is started with `http.listeners=127.0.0.1:0`; it then prints a second
 start-up line, `http listening on 127.0.0.1:PORT`, read here.
 """
 
+import base64
 import json
 import os
 import re
@@ -85,9 +89,11 @@ def hb(tmp_path_factory):
         _stop(b)
 
 
-def call(b, path, method="GET"):
-    """(status, content type, body bytes)."""
-    req = urllib.request.Request(b.url(path), method=method)
+def call(b, path, method="GET", body=None):
+    """(status, content type, body bytes); `body` is sent as JSON."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(b.url(path), method=method, data=data,
+                                 headers={} if data is None else {"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.headers.get("Content-Type", ""), r.read()
@@ -102,8 +108,16 @@ def get_json(b, path, status=200):
     return json.loads(body)
 
 
-def expect_error(b, path, status, *words, method="GET"):
-    code, ctype, body = call(b, path, method)
+def send(b, method, path, body, status=200):
+    """A change through the API; its JSON answer."""
+    code, ctype, out = call(b, path, method, body)
+    assert code == status, f"{method} {path}: {code} {out[:500]!r}"
+    assert ctype.startswith("application/json"), f"{method} {path}: content type {ctype}"
+    return json.loads(out)
+
+
+def expect_error(b, path, status, *words, method="GET", body=None):
+    code, ctype, body = call(b, path, method, body)
     assert code == status, f"{method} {path}: expected {status}, got {code} {body[:300]!r}"
     assert ctype.startswith("application/json"), f"{method} {path}: content type {ctype}"
     doc = json.loads(body)
@@ -166,7 +180,8 @@ def test_brokers_gives_the_bootstrap_string(hb):
     assert doc["bootstrap_servers"] == hb.bootstrap
     assert doc["controller_id"] == 1 and len(doc["cluster_id"]) == 22
     assert doc["brokers"] == [{"node_id": 1, "host": "127.0.0.1", "port": hb.port,
-                               "rack": "rack-a", "bootstrap": hb.bootstrap}]
+                               "rack": "rack-a", "bootstrap": hb.bootstrap, "fenced": False}]
+    assert doc["quorum"] is None, "a single node has no metadata quorum"
     # The string works as a client's bootstrap.servers.
     md = AdminClient({"bootstrap.servers": doc["bootstrap_servers"], **ck.QUIET}).list_topics(timeout=10)
     assert 1 in md.brokers
@@ -230,9 +245,14 @@ def test_bad_input_is_400(hb, data):
 
 def test_unknown_paths_and_other_methods(hb):
     expect_error(hb, "/v1/nothing", 404, "/v1/nothing")
-    expect_error(hb, "/", 404)
+    expect_error(hb, "/console/nothing.js", 404, "nothing.js")
     for method in ("POST", "PUT", "DELETE", "PATCH"):
-        expect_error(hb, "/v1/topics", 405, method, method=method)
+        expect_error(hb, "/v1/brokers", 405, method, method=method)
+    req = urllib.request.Request(hb.url("/v1/topics"), method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 405
+    assert set(e.value.headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "POST"}
     code, _, body = call(hb, "/v1/health", "HEAD")
     assert code == 200 and body == b""
 
@@ -621,6 +641,8 @@ def test_every_documented_path_and_status_answers_as_described(hb, data):
         for method, op in ops.items():
             for code, resp in op["responses"].items():
                 resp = resolve(spec, resp)
+                if method != "get" and code != "400":
+                    continue  # changes need a body: test_console_* below
                 if code == "200":
                     url = concrete(path, data)
                 elif code == "400":
@@ -656,7 +678,8 @@ def test_openapi_describes_every_route_the_server_has(hb):
     paths = set(spec["paths"])
     assert paths == {"/v1/brokers", "/v1/topics", "/v1/topics/{name}", "/v1/groups",
                      "/v1/groups/{id}", "/v1/configs/broker", "/v1/configs/topics/{name}",
-                     "/v1/health", "/v1/ready", "/metrics"}
+                     "/v1/health", "/v1/ready", "/metrics", "/v1/topics/{name}/partitions",
+                     "/v1/topics/{name}/records", "/v1/groups/{id}/offsets/reset"}
     schema = spec["paths"]["/v1/brokers"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     check_schema(spec, schema, get_json(hb, "/v1/brokers"), "brokers")
 
@@ -683,3 +706,226 @@ def test_kip848_consumer_group(hb, data):
         assert summary["type"] == "consumer" and summary["members"] == 1
     finally:
         c.close()
+
+
+# ------------------------------------------------------------------ the console's changes
+
+
+def response_schema(spec, path, method, code):
+    return spec["paths"][path][method]["responses"][code]["content"]["application/json"]["schema"]
+
+
+def test_console_page_and_assets_are_served_from_the_binary(hb):
+    code, ctype, body = call(hb, "/")
+    assert code == 200 and ctype.startswith("text/html"), (code, ctype)
+    assert b"Runnel console" in body
+    scripts = re.findall(rb'(?:src|href)="(/console/[^"]+)"', body)
+    assert b"/console/app.js" in scripts and b"/console/style.css" in scripts
+    for path in [s.decode() for s in scripts] + ["/console/views.js", "/console/lib.js"]:
+        code, ctype, asset = call(hb, path)
+        assert code == 200 and asset, path
+        assert ctype.startswith("text/javascript" if path.endswith(".js") else "text/css"), (path, ctype)
+        assert b"https://" not in asset, path
+
+
+def test_console_topic_lifecycle_goes_through_kafka_validation(hb):
+    spec = load_spec()
+    topic = unique("console")
+    body = {"name": topic, "partitions": 2, "configs": {"retention.ms": "86400000"}}
+    doc = send(hb, "POST", "/v1/topics", body, 201)
+    check_schema(spec, response_schema(spec, "/v1/topics", "post", "201"), doc, "create")
+    assert doc["partition_count"] == 2 and doc["replication_factor"] == 1
+    a = ck.admin(hb)
+    ck.wait_for_topic(a, topic, 2)
+    # The same refusals a Kafka client gets, named as Kafka names them.
+    expect_error(hb, "/v1/topics", 409, "TOPIC_ALREADY_EXISTS", method="POST", body=body)
+    expect_error(hb, "/v1/topics", 400, "INVALID_CONFIG", "retention.ms", method="POST",
+                 body={"name": unique("bad"), "configs": {"retention.ms": "soon"}})
+    expect_error(hb, "/v1/topics", 400, "INVALID_TOPIC_EXCEPTION", method="POST", body={"name": "bad name!"})
+    expect_error(hb, "/v1/topics", 400, "INVALID_PARTITIONS", method="POST",
+                 body={"name": unique("bad"), "partitions": 0})
+    expect_error(hb, "/v1/topics", 400, "malformed JSON body", method="POST", body={"nom": "x"})
+    # Configs: a bad value is refused and nothing changes; a good one is what AdminClient sees.
+    path = "/v1/configs/topics/" + topic
+    expect_error(hb, path, 400, "INVALID_CONFIG", "retention.ms", method="PATCH",
+                 body={"configs": {"retention.ms": "soon"}})
+    expect_error(hb, path, 400, "INVALID_CONFIG", "no.such.key", method="PATCH",
+                 body={"configs": {"no.such.key": "1"}})
+    doc = send(hb, "PATCH", path + "?validate_only=true", {"configs": {"retention.ms": "5000"}})
+    assert doc["validate_only"] is True
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    assert a.describe_configs([res])[res].result(10)["retention.ms"].value == "86400000"
+    doc = send(hb, "PATCH", path, {"configs": {"retention.ms": "3600000", "cleanup.policy": "compact"}})
+    check_schema(spec, response_schema(spec, "/v1/configs/topics/{name}", "patch", "200"), doc, "alter")
+    got = a.describe_configs([res])[res].result(10)
+    assert got["retention.ms"].value == "3600000" and got["cleanup.policy"].value == "compact"
+    send(hb, "PATCH", path, {"configs": {"cleanup.policy": None}})
+    assert a.describe_configs([res])[res].result(10)["cleanup.policy"].value == "delete"
+    # Partitions: grow, and the broker's refusal to shrink.
+    doc = send(hb, "POST", f"/v1/topics/{topic}/partitions", {"count": 3})
+    assert doc["partition_count"] == 3
+    ck.wait_for_topic(a, topic, 3)
+    expect_error(hb, f"/v1/topics/{topic}/partitions", 400, "INVALID_PARTITIONS", method="POST",
+                 body={"count": 1})
+    expect_error(hb, f"/v1/topics/{unique('missing')}/partitions", 404, "UNKNOWN_TOPIC_OR_PARTITION",
+                 method="POST", body={"count": 5})
+    # Delete.
+    doc = send(hb, "DELETE", "/v1/topics/" + topic, None)
+    assert doc == {"deleted": topic}
+    expect_error(hb, "/v1/topics/" + topic, 404, method="DELETE")
+    get_json(hb, "/v1/topics/" + topic, 404)
+
+
+def console_topic(hb, prefix):
+    """A 2-partition topic created through the API; (name, a producer, now in ms)."""
+    topic = unique(prefix)
+    send(hb, "POST", "/v1/topics", {"name": topic, "partitions": 2}, 201)
+    ck.wait_for_topic(ck.admin(hb), topic, 2)
+    return topic, ck.producer(hb), int(time.time() * 1000)
+
+
+def test_console_produce_and_read_records(hb):
+    spec = load_spec()
+    topic, p, t0 = console_topic(hb, "records")
+    d = ck.produce_all(p, topic, [{"value": f"old{i}".encode(), "timestamp": t0 - 60_000 + i} for i in range(5)],
+                       partition=0)
+    assert d.failed == []
+    d = ck.produce_all(p, topic, [{"value": bytes([0xff, i]), "timestamp": t0 + i} for i in range(5)], partition=1)
+    assert d.failed == []
+    def values(doc):
+        return [base64.b64decode(r["value"]) for r in doc["records"]]
+    schema = response_schema(spec, "/v1/topics/{name}/records", "get", "200")
+    doc = get_json(hb, f"/v1/topics/{topic}/records?partition=0&order=oldest")
+    check_schema(spec, schema, doc, "records")
+    assert values(doc) == [f"old{i}".encode() for i in range(5)]
+    doc = get_json(hb, f"/v1/topics/{topic}/records?partition=0&limit=2")
+    assert values(doc) == [b"old4", b"old3"] and doc["order"] == "newest"
+    doc = get_json(hb, f"/v1/topics/{topic}/records?partition=0&offset=2&order=oldest&limit=2")
+    assert [r["offset"] for r in doc["records"]] == [2, 3]
+    doc = get_json(hb, f"/v1/topics/{topic}/records?partition=0&offset=2&limit=5")
+    assert [r["offset"] for r in doc["records"]] == [2, 1, 0]
+    # From a time: partition 1's records are newer than partition 0's.
+    doc = get_json(hb, f"/v1/topics/{topic}/records?timestamp={t0}&order=oldest")
+    check_schema(spec, schema, doc, "records")
+    assert values(doc)[:5] == [bytes([0xff, i]) for i in range(5)]
+    assert all(r["timestamp"] >= t0 for r in doc["records"])
+    doc = send(hb, "POST", f"/v1/topics/{topic}/records",
+               {"key": "k", "value": '{"a": 1}', "headers": [{"key": "h", "value": "v"}, {"key": "n", "value": None}]},
+               201)
+    check_schema(spec, response_schema(spec, "/v1/topics/{name}/records", "post", "201"), doc, "produce")
+    # The key's partition is the one Kafka's Java producer picks (murmur2).
+    java = ck.producer(hb, **{"partitioner": "murmur2_random"})
+    d = ck.produce_all(java, topic, [{"key": b"k", "value": b"probe"}])
+    assert d.failed == [] and doc["partition"] == d.ok[0][0]
+    # A Kafka consumer reads what the console produced.
+    c = ck.consumer(hb, **{"group.id": unique("rd")})
+    c.assign([TopicPartition(topic, doc["partition"], doc["offset"])])
+    m = None
+    deadline = time.monotonic() + 15
+    while m is None and time.monotonic() < deadline:
+        m = c.poll(0.5)
+    c.close()
+    assert m is not None and m.key() == b"k" and m.value() == b'{"a": 1}'
+    assert m.headers() == [("h", b"v"), ("n", None)]
+
+    # All partitions, newest first, merged by time.
+    doc = get_json(hb, f"/v1/topics/{topic}/records?limit=500")
+    ts = [r["timestamp"] for r in doc["records"]]
+    assert ts == sorted(ts, reverse=True) and len(ts) == 12
+    r = next(r for r in doc["records"] if r["headers"])
+    assert r["headers"] == [{"key": "h", "value": base64.b64encode(b"v").decode()}, {"key": "n", "value": None}]
+    for bad, word in [("limit=0", "limit"), ("limit=501", "limit"), ("order=up", "order"), ("offset=x", "offset"),
+                      ("offset=1&timestamp=1", "not both"), ("partition=-1", "partition")]:
+        expect_error(hb, f"/v1/topics/{topic}/records?{bad}", 400, word)
+    expect_error(hb, f"/v1/topics/{topic}/records?partition=7", 404, "partition 7")
+    expect_error(hb, f"/v1/topics/{unique('missing')}/records", 404, "unknown topic")
+    expect_error(hb, f"/v1/topics/{topic}/records", 404, "partition 9", method="POST", body={"partition": 9})
+
+
+@pytest.mark.timeout_s(60)
+def test_console_offset_reset_previews_and_is_refused_while_members(hb):
+    spec = load_spec()
+    topic, p, t0 = console_topic(hb, "reset")
+    for part in (0, 1):
+        d = ck.produce_all(p, topic, [{"value": b"x", "timestamp": t0 + i * 1000} for i in range(10)], partition=part)
+        assert d.failed == []
+    group = unique("rg")
+    c = ck.consumer(hb, **{"group.id": group})
+    c.commit(offsets=[TopicPartition(topic, 0, 7), TopicPartition(topic, 1, 9)], asynchronous=False)
+    c.close()
+    url = f"/v1/groups/{q(group)}/offsets/reset"
+    schema = response_schema(spec, "/v1/groups/{id}/offsets/reset", "post", "200")
+    doc = send(hb, "POST", url, {"to": "earliest", "dry_run": True})
+    check_schema(spec, schema, doc, "reset")
+    assert [(o["partition"], o["current_offset"], o["new_offset"]) for o in doc["offsets"]] == [(0, 7, 0), (1, 9, 0)]
+    g = get_json(hb, f"/v1/groups/{q(group)}")
+    assert g["total_lag"] == 3 + 1, "a dry run commits nothing"
+    doc = send(hb, "POST", url, {"to": "timestamp", "value": t0 + 4500, "topic": topic})
+    assert [o["new_offset"] for o in doc["offsets"]] == [5, 5]
+    assert get_json(hb, f"/v1/groups/{q(group)}")["total_lag"] == 10
+    doc = send(hb, "POST", url, {"to": "offset", "value": 1000})
+    assert [o["new_offset"] for o in doc["offsets"]] == [10, 10], "clamped to the log end"
+    send(hb, "POST", url, {"to": "latest"})
+    assert get_json(hb, f"/v1/groups/{q(group)}")["total_lag"] == 0
+    # What a Kafka client reads back.
+    c = ck.consumer(hb, **{"group.id": group})
+    got = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
+    c.close()
+    assert [t.offset for t in got] == [10, 10]
+    expect_error(hb, url, 400, "earliest, latest", method="POST", body={"to": "soon"})
+    expect_error(hb, url, 400, "needs a 'value'", method="POST", body={"to": "offset"})
+    expect_error(hb, f"/v1/groups/{unique('nogroup')}/offsets/reset", 404, "unknown group", method="POST",
+                 body={"to": "earliest"})
+    # With a live member: a preview is fine, a reset is refused.
+    live = Consumer({"bootstrap.servers": hb.bootstrap, "group.id": group, "session.timeout.ms": 10000,
+                     "log_level": 3})
+    try:
+        live.subscribe([topic])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not get_json(hb, f"/v1/groups/{q(group)}")["members"]:
+            live.poll(0.2)
+        send(hb, "POST", url, {"to": "earliest", "dry_run": True})
+        expect_error(hb, url, 409, "member", method="POST", body={"to": "earliest"})
+    finally:
+        live.close()
+    assert get_json(hb, f"/v1/groups/{q(group)}")["total_lag"] == 0, "the refused reset changed nothing"
+
+
+@pytest.mark.timeout_s(120)
+def test_console_views_of_a_replicated_cluster(tmp_path):
+    """Three nodes, the API on node 1: every broker with its fenced flag, the quorum,
+    replicas and ISR from the replica state, and a dead node shown fenced and out of
+    the ISR (what the console's overview and partition tables show)."""
+    from cluster import Cluster, free_ports
+    c = Cluster(tmp_path)
+    (port,) = free_ports(1)
+    node1 = c.node(1)
+    argv = node1.argv
+    node1.argv = lambda: argv() + ["--set", f"http.listeners=127.0.0.1:{port}"]
+    node1.http_port = port
+    node1.url = lambda path: f"http://127.0.0.1:{port}{path}"
+    c.start()
+    try:
+        doc = get_json(node1, "/v1/brokers")
+        check_schema(load_spec(), response_schema(load_spec(), "/v1/brokers", "get", "200"), doc, "brokers")
+        assert [b["node_id"] for b in doc["brokers"]] == [1, 2, 3]
+        assert doc["quorum"]["voters"] == [1, 2, 3]
+        assert doc["quorum"]["leader"] in (1, 2, 3)
+        assert len(doc["bootstrap_servers"].split(",")) == 3
+        topic = unique("replicated")
+        send(node1, "POST", "/v1/topics", {"name": topic, "partitions": 2, "replication_factor": 3}, 201)
+        c.wait_for("the topic fully in sync", lambda: all(
+            len(p["isr"]) == 3 for p in get_json(node1, "/v1/topics/" + topic)["partitions"]))
+        t = get_json(node1, "/v1/topics/" + topic)
+        assert t["replication_factor"] == 3
+        assert all(sorted(p["replicas"]) == [1, 2, 3] and p["leader"] in (1, 2, 3) for p in t["partitions"])
+        c.node(3).kill9()
+        c.wait_for("node 3 fenced", lambda: next(
+            b for b in get_json(node1, "/v1/brokers")["brokers"] if b["node_id"] == 3)["fenced"])
+        c.wait_for("node 3 out of every ISR", lambda: all(
+            3 not in p["isr"] and p["leader"] != 3 for p in get_json(node1, "/v1/topics/" + topic)["partitions"]))
+        live = get_json(node1, "/v1/brokers")["bootstrap_servers"].split(",")
+        assert f"127.0.0.1:{c.node(3).fixed_port}" not in live and len(live) == 2
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)

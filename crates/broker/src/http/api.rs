@@ -26,8 +26,8 @@ use crate::partition::Partition;
 use crate::topics::{validate_topic_name, Topic};
 
 type ApiResult<T> = Result<T, ApiError>;
-type MaybePath = Result<Path<String>, PathRejection>;
-type MaybeQuery = Result<Query<HashMap<String, String>>, QueryRejection>;
+pub(super) type MaybePath = Result<Path<String>, PathRejection>;
+pub(super) type MaybeQuery = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 /// Runs `f` on the blocking pool (it may wait on partition locks).
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
@@ -36,13 +36,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| ApiError::internal(format!("internal error: {e}")))
 }
 
-fn path(p: MaybePath) -> ApiResult<String> {
+pub(super) fn path(p: MaybePath) -> ApiResult<String> {
     p.map(|Path(s)| s)
         .map_err(|e| ApiError::bad_request(format!("malformed path: {}", e.body_text())))
 }
 
 /// The query parameters, refusing any not in `allowed`.
-fn query(q: MaybeQuery, allowed: &[&str]) -> ApiResult<HashMap<String, String>> {
+pub(super) fn query(q: MaybeQuery, allowed: &[&str]) -> ApiResult<HashMap<String, String>> {
     let Query(q) =
         q.map_err(|e| ApiError::bad_request(format!("malformed query string: {}", e.body_text())))?;
     if let Some(k) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -58,7 +58,7 @@ fn query(q: MaybeQuery, allowed: &[&str]) -> ApiResult<HashMap<String, String>> 
     Ok(q)
 }
 
-fn bool_param(q: &HashMap<String, String>, key: &str, default: bool) -> ApiResult<bool> {
+pub(super) fn bool_param(q: &HashMap<String, String>, key: &str, default: bool) -> ApiResult<bool> {
     match q.get(key).map(String::as_str) {
         None => Ok(default),
         Some("true") => Ok(true),
@@ -69,7 +69,7 @@ fn bool_param(q: &HashMap<String, String>, key: &str, default: bool) -> ApiResul
     }
 }
 
-fn topic_name(p: MaybePath) -> ApiResult<String> {
+pub(super) fn topic_name(p: MaybePath) -> ApiResult<String> {
     let name = path(p)?;
     validate_topic_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(name)
@@ -97,17 +97,52 @@ pub async fn brokers(State(s): State<HttpState>, q: MaybeQuery) -> ApiResult<Jso
     query(q, &[])?;
     let b = &s.broker;
     let addr = bootstrap(&b.advertised_host, b.advertised_port);
+    let Some(cluster) = b.cluster() else {
+        return Ok(Json(json!({
+            "cluster_id": b.cluster_id,
+            "controller_id": b.node_id(),
+            "bootstrap_servers": addr,
+            "brokers": [{
+                "node_id": b.node_id(),
+                "host": b.advertised_host,
+                "port": b.advertised_port,
+                "rack": b.config.rack,
+                "bootstrap": addr,
+                "fenced": false,
+            }],
+            "quorum": null,
+        })));
+    };
+    // Replicated: every registered broker from the metadata image, fenced ones included
+    // (Metadata leaves those out; an operator wants to see them).
+    let image = cluster.current_image();
+    let brokers: Vec<Value> = image
+        .brokers
+        .values()
+        .map(|x| {
+            json!({
+                "node_id": x.id,
+                "host": x.host,
+                "port": x.port,
+                "rack": x.rack,
+                "bootstrap": bootstrap(&x.host, x.port),
+                "fenced": x.fenced,
+            })
+        })
+        .collect();
+    let live: Vec<String> = image
+        .live_brokers()
+        .map(|x| bootstrap(&x.host, x.port))
+        .collect();
     Ok(Json(json!({
         "cluster_id": b.cluster_id,
-        "controller_id": b.node_id(),
-        "bootstrap_servers": addr,
-        "brokers": [{
-            "node_id": b.node_id(),
-            "host": b.advertised_host,
-            "port": b.advertised_port,
-            "rack": b.config.rack,
-            "bootstrap": addr,
-        }],
+        "controller_id": cluster.controller_id_for_clients(b.node_id()),
+        "bootstrap_servers": if live.is_empty() { addr } else { live.join(",") },
+        "brokers": brokers,
+        "quorum": {
+            "voters": b.config.cluster.voters.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            "leader": cluster.meta.as_ref().and_then(|m| m.leader()),
+        },
     })))
 }
 
@@ -150,22 +185,40 @@ fn log_dir_of(log: &runnel_log::PartitionLog) -> PathBuf {
         .unwrap_or_default()
 }
 
+/// One partition as this broker sees it: on a single node it is the only replica; in a
+/// replicated cluster, leader, replicas and ISR come from the partition's replica state
+/// (the metadata image as last applied here).
 fn partition_view(node: i32, p: &Partition, offline_dirs: &[PathBuf]) -> PartitionView {
     let log = p.log.lock();
     let dir = log_dir_of(&log);
-    // The only replica is on a failed log dir, or its files failed recovery: no leader,
-    // as Metadata reports it.
+    // The local replica is on a failed log dir, or its files failed recovery: offline
+    // here, as Metadata reports it.
     let offline = p.storage_offline || offline_dirs.contains(&dir);
+    let high_watermark = p.high_watermark_with(&log);
+    // Lock order: the log before the replica state.
+    let r = p.replica.lock();
+    let (mut leader, replicas, mut isr) = if r.replicated {
+        (r.leader, r.replicas.clone(), r.isr.clone())
+    } else {
+        (node, vec![node], vec![node])
+    };
+    drop(r);
+    if offline {
+        isr.retain(|id| *id != node);
+        if leader == node {
+            leader = -1;
+        }
+    }
     PartitionView {
         partition: p.index,
-        leader: if offline { -1 } else { node },
+        leader,
         leader_epoch: p.leader_epoch(),
-        replicas: vec![node],
-        isr: if offline { vec![] } else { vec![node] },
+        replicas,
+        isr,
         offline_replicas: if offline { vec![node] } else { vec![] },
         log_start_offset: log.log_start_offset(),
         log_end_offset: log.log_end_offset(),
-        high_watermark: log.log_end_offset(),
+        high_watermark,
         last_stable_offset: log.last_stable_offset(),
         size_bytes: log.size_bytes(),
         segments: log.segment_count(),
@@ -187,7 +240,10 @@ fn topic_view(b: &Broker, t: &Topic, only: Option<i32>) -> TopicView {
         id: t.id.to_string(),
         internal: is_internal(&t.name),
         partition_count: t.partitions.len(),
-        replication_factor: 1,
+        replication_factor: t
+            .partitions
+            .first()
+            .map_or(1, |p| p.replica.lock().replicas.len().max(1)),
         size_bytes: partitions.iter().map(|p| p.size_bytes).sum(),
         configs: t.configs.clone(),
         partitions,
@@ -246,7 +302,7 @@ pub async fn topic(
 
 /// Kafka accepts any group id up to the wire's 16-bit string length; control
 /// characters are refused here as malformed (they never come from a real client).
-fn group_id(p: MaybePath) -> ApiResult<String> {
+pub(super) fn group_id(p: MaybePath) -> ApiResult<String> {
     let id = path(p)?;
     if id.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
@@ -323,7 +379,7 @@ fn decode_assignment(bytes: &bytes::Bytes) -> Vec<AssignedTopic> {
     }
 }
 
-fn members_of(b: &Broker, id: &str) -> Option<(String, String, Vec<MemberView>)> {
+pub(super) fn members_of(b: &Broker, id: &str) -> Option<(String, String, Vec<MemberView>)> {
     if let Some(v) = b.groups.with_consumer_group(id, |g| {
         let members = g
             .members

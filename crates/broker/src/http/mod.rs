@@ -1,13 +1,21 @@
 //! The HTTP admin API (`http.listeners`, default 127.0.0.1:9644): JSON views of the
-//! brokers, topics, consumer groups and configs, liveness and readiness, and `/metrics`
-//! for Prometheus. Read-only: changes go through the Kafka protocol.
+//! brokers, topics, consumer groups and configs, liveness and readiness, `/metrics` for
+//! Prometheus, and the web console at `/` (`console.rs`, assets in the binary).
+//!
+//! Changes (create/delete topics, add partitions, alter topic configs, produce, reset a
+//! group's offsets) and record reads are Kafka requests run through the Kafka handlers
+//! (`kafka.rs`): one validation path, the same refusals a Kafka client gets.
 //!
 //! `docs/openapi.yaml` describes the JSON API and `docs/metrics.md` every metric; the
 //! client suite (tests/clients/python/test_http.py) checks the server against both.
 //! Every error is JSON `{"error": "..."}`: 400 for bad input, 404 for an unknown topic,
-//! group or path, 405 for a method other than GET.
+//! group or path, 405 for a method a path does not take (its `Allow` header lists those
+//! it does), 409 for a change the current state refuses.
 
+mod actions;
 mod api;
+pub mod console;
+mod kafka;
 pub mod prometheus;
 
 use std::net::SocketAddr;
@@ -15,7 +23,7 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
@@ -63,16 +71,36 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, kafka_addr: Optio
     }
 }
 
-/// The routes; every path is GET only.
+/// The routes.
 pub fn router(state: HttpState) -> Router {
     Router::new()
+        .route("/", get(console::index))
+        .route("/console/{file}", get(console::asset))
         .route("/v1/brokers", get(api::brokers))
-        .route("/v1/topics", get(api::topics))
-        .route("/v1/topics/{name}", get(api::topic))
+        .route("/v1/topics", get(api::topics).post(actions::create_topic))
+        .route(
+            "/v1/topics/{name}",
+            get(api::topic).delete(actions::delete_topic),
+        )
+        .route(
+            "/v1/topics/{name}/partitions",
+            post(actions::add_partitions),
+        )
+        .route(
+            "/v1/topics/{name}/records",
+            get(actions::records).post(actions::produce),
+        )
         .route("/v1/groups", get(api::groups))
         .route("/v1/groups/{id}", get(api::group))
+        .route(
+            "/v1/groups/{id}/offsets/reset",
+            post(actions::reset_offsets),
+        )
         .route("/v1/configs/broker", get(api::broker_configs))
-        .route("/v1/configs/topics/{name}", get(api::topic_configs))
+        .route(
+            "/v1/configs/topics/{name}",
+            get(api::topic_configs).patch(actions::alter_topic_configs),
+        )
         .route("/v1/health", get(api::health))
         .route("/v1/ready", get(api::ready))
         .route("/metrics", get(api::metrics))
@@ -125,20 +153,15 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!("no such endpoint: {method} {}", uri.path()))
 }
 
-async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    let mut r = ApiError {
+/// axum adds the `Allow` header listing the path's methods.
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError {
         status: StatusCode::METHOD_NOT_ALLOWED,
         message: format!(
-            "method {method} is not allowed on {}; the admin API is read-only (GET)",
+            "method {method} is not allowed on {} (the Allow header lists those it takes)",
             uri.path()
         ),
     }
-    .into_response();
-    r.headers_mut().insert(
-        axum::http::header::ALLOW,
-        "GET, HEAD".parse().expect("valid"),
-    );
-    r
 }
 
 #[cfg(test)]
