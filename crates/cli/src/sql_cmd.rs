@@ -7,7 +7,7 @@
 use clap::{Args, Subcommand};
 use runnel_sql::demo::{DemoOptions, KeyBy};
 use runnel_sql::tweets::GeneratorConfig;
-use runnel_sql::{OutputMode, QueryOptions, Script, StreamingQuery, Trigger};
+use runnel_sql::{OutputMode, ProgressOutput, QueryOptions, Script, StreamingQuery, Trigger};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,9 +40,17 @@ pub struct SqlArgs {
     /// Checkpoint directory; overrides the sink's checkpointLocation option.
     #[arg(long = "checkpoint", value_name = "DIR")]
     pub checkpoint: Option<PathBuf>,
-    /// Print each batch's progress (Spark's StreamingQueryProgress JSON) to stderr.
-    #[arg(long)]
-    pub progress: bool,
+    /// Progress on stderr after each batch: `line` (one summary line per batch that read
+    /// or wrote rows), `json` (Spark's StreamingQueryProgress; a bare --progress means
+    /// json) or `none`.
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        num_args = 0..=1,
+        default_value = "line",
+        default_missing_value = "json"
+    )]
+    pub progress: String,
     /// Serve progress and memory tables over HTTP at this address (e.g. 127.0.0.1:4040).
     #[arg(long = "http", value_name = "ADDR")]
     pub http: Option<String>,
@@ -147,6 +155,10 @@ pub fn run_sql(args: SqlArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return usage(e),
     };
+    let progress = match ProgressOutput::parse(&args.progress) {
+        Ok(p) => p,
+        Err(e) => return usage(format!("--progress: {e}")),
+    };
     let script = match Script::parse(&text, &defines) {
         Ok(s) => s,
         Err(e) => {
@@ -160,7 +172,7 @@ pub fn run_sql(args: SqlArgs) -> ExitCode {
         checkpoint_location: args.checkpoint.clone(),
         query_name: None,
         max_batches: args.max_batches,
-        print_progress: args.progress,
+        progress,
     };
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -260,6 +272,8 @@ pub fn run_demo(cmd: DemoCommand) -> ExitCode {
         from_file: a.from_file,
         generator,
         producer: Vec::new(),
+        progress_every: Some(std::time::Duration::from_secs(5)),
+        stop: Default::default(),
     };
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -268,7 +282,16 @@ pub fn run_demo(cmd: DemoCommand) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(runnel_sql::demo::produce_tweets(&opts)) {
+    let stop = opts.stop.clone();
+    let result = rt.block_on(async {
+        // Ctrl-C or SIGTERM: flush what was sent and print the summary.
+        tokio::spawn(async move {
+            crate::stop_signal().await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        runnel_sql::demo::produce_tweets(&opts).await
+    });
+    match result {
         Ok(s) => {
             errln!(
                 "runnel demo tweets: sent {} tweets to {} in {:.1} s ({:.0}/s)",

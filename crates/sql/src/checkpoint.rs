@@ -1,7 +1,7 @@
 //! The checkpoint directory, in Spark's layout:
 //!
 //! ```text
-//! <checkpointLocation>/metadata          {"id":"<query id>"}
+//! <checkpointLocation>/metadata          {"id":"<query id>","runnel":{query identity}}
 //! <checkpointLocation>/offsets/<batchId> v1, batch metadata JSON, one offsets JSON per source
 //! <checkpointLocation>/commits/<batchId> v1, {"nextBatchWatermarkMs":...}
 //! <checkpointLocation>/state/<batchId>   the stateful operator's snapshot after the batch
@@ -11,6 +11,10 @@
 //! its output and state are durable. A restart re-runs the last batch that has offsets but
 //! no commit, with the same offsets and the state of the batch before it.
 //! Old entries are deleted beyond `MIN_BATCHES_TO_RETAIN`.
+//!
+//! The query's identity (a hash of its text, and its sources) is recorded in `metadata`
+//! at its first start; another query on the same checkpoint is refused, as Spark refuses
+//! incompatible changes, instead of resuming from offsets and state that are not its own.
 
 use crate::error::{Result, SqlError};
 use crate::source::{offsets_json, parse_offsets_json, PartitionOffsets};
@@ -40,6 +44,41 @@ pub struct OffsetEntry {
 pub struct Checkpoint {
     root: PathBuf,
     pub query_id: String,
+    /// The `metadata` file's JSON.
+    meta: serde_json::Value,
+}
+
+/// What makes a checkpoint's query that query: its text (None from the Rust API, which
+/// has no text) and its streaming sources' descriptions, in declaration order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryIdentity {
+    pub text: Option<String>,
+    pub sources: Vec<String>,
+}
+
+impl QueryIdentity {
+    /// The text with whitespace runs folded, so reformatting a query is no change.
+    fn folded_text(&self) -> Option<String> {
+        self.text
+            .as_ref()
+            .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+
+    /// CRC32C of the folded text, in hex.
+    fn text_hash(&self) -> Option<String> {
+        self.folded_text()
+            .map(|t| format!("{:08x}", crc32c::crc32c(t.as_bytes())))
+    }
+}
+
+/// At most this much of a query's text goes into an error message.
+const QUERY_TEXT_SHOWN: usize = 160;
+
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(QUERY_TEXT_SHOWN) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> SqlError {
@@ -86,7 +125,7 @@ impl Checkpoint {
             fs::create_dir_all(&d).map_err(|e| io_err(&d, e))?;
         }
         let meta = root.join("metadata");
-        let query_id = if meta.exists() {
+        let (query_id, meta_json) = if meta.exists() {
             let v: serde_json::Value =
                 serde_json::from_slice(&read_limited(&meta)?).map_err(|e| {
                     SqlError::Checkpoint {
@@ -94,19 +133,75 @@ impl Checkpoint {
                         message: e.to_string(),
                     }
                 })?;
-            v["id"]
+            let id = v["id"]
                 .as_str()
                 .map(str::to_string)
                 .ok_or_else(|| SqlError::Checkpoint {
                     path: meta.display().to_string(),
                     message: "no id".into(),
-                })?
+                })?;
+            (id, v)
         } else {
             let id = uuid::Uuid::new_v4().to_string();
-            write_atomic(&meta, json!({ "id": id }).to_string().as_bytes())?;
-            id
+            let v = json!({ "id": id });
+            write_atomic(&meta, v.to_string().as_bytes())?;
+            (id, v)
         };
-        Ok(Checkpoint { root, query_id })
+        Ok(Checkpoint {
+            root,
+            query_id,
+            meta: meta_json,
+        })
+    }
+
+    /// Records `identity` in `metadata` if none is recorded yet (a new checkpoint, or
+    /// one from before identities were kept); otherwise refuses a query whose sources or
+    /// text differ from the recorded ones, saying what differs.
+    pub fn check_identity(&mut self, identity: &QueryIdentity) -> Result<()> {
+        let refuse = |what: String| SqlError::Checkpoint {
+            path: self.root.display().to_string(),
+            message: format!(
+                "{what}; a checkpoint belongs to one query (Spark refuses such changes): \
+                 give this query a new checkpointLocation, or delete the directory to start over"
+            ),
+        };
+        let recorded = &self.meta["runnel"];
+        if recorded.is_object() {
+            let sources: Vec<String> = recorded["sources"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if sources != identity.sources {
+                return Err(refuse(format!(
+                    "written by a query reading {}, this query reads {}",
+                    sources.join(", "),
+                    identity.sources.join(", ")
+                )));
+            }
+            if let (Some(old), Some(new)) = (recorded["queryHash"].as_str(), identity.text_hash()) {
+                if old != new {
+                    return Err(refuse(format!(
+                        "written by another query (text hash {old}: {:?}), this query's text hash is {new}: {:?}",
+                        shown(recorded["query"].as_str().unwrap_or("")),
+                        shown(&identity.folded_text().unwrap_or_default())
+                    )));
+                }
+            }
+            return Ok(());
+        }
+        self.meta["runnel"] = json!({
+            "queryHash": identity.text_hash(),
+            "query": identity.folded_text(),
+            "sources": identity.sources,
+        });
+        write_atomic(
+            &self.root.join("metadata"),
+            self.meta.to_string().as_bytes(),
+        )
     }
 
     pub fn root(&self) -> &Path {
@@ -223,6 +318,79 @@ impl Checkpoint {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    fn identity(text: Option<&str>, sources: &[&str]) -> QueryIdentity {
+        QueryIdentity {
+            text: text.map(str::to_string),
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn another_query_or_topic_on_a_checkpoint_is_refused() {
+        let dir = std::env::temp_dir().join(format!("runnel-cp-id-{}", uuid::Uuid::new_v4()));
+        let first = identity(Some("SELECT a\n  FROM s"), &["KafkaV2[Subscribe[t]]"]);
+        Checkpoint::open(&dir)
+            .unwrap()
+            .check_identity(&first)
+            .unwrap();
+        // Reopened: the same query (reformatted) and the Rust API (no text) are accepted.
+        let mut cp = Checkpoint::open(&dir).unwrap();
+        cp.check_identity(&identity(
+            Some("SELECT a FROM s"),
+            &["KafkaV2[Subscribe[t]]"],
+        ))
+        .unwrap();
+        cp.check_identity(&identity(None, &["KafkaV2[Subscribe[t]]"]))
+            .unwrap();
+        // Another topic.
+        let e = Checkpoint::open(&dir)
+            .unwrap()
+            .check_identity(&identity(
+                Some("SELECT a FROM s"),
+                &["KafkaV2[Subscribe[u]]"],
+            ))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&dir.display().to_string()), "{e}");
+        assert!(
+            e.contains("Subscribe[t]") && e.contains("Subscribe[u]"),
+            "{e}"
+        );
+        // Another query text.
+        let e = Checkpoint::open(&dir)
+            .unwrap()
+            .check_identity(&identity(
+                Some("SELECT b FROM s"),
+                &["KafkaV2[Subscribe[t]]"],
+            ))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("another query")
+                && e.contains("SELECT a FROM s")
+                && e.contains("SELECT b FROM s"),
+            "{e}"
+        );
+        // A checkpoint from before identities were recorded adopts the first one it sees.
+        let old = std::env::temp_dir().join(format!("runnel-cp-old-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join("metadata"), r#"{"id":"q1"}"#).unwrap();
+        let mut cp = Checkpoint::open(&old).unwrap();
+        assert_eq!(cp.query_id, "q1");
+        cp.check_identity(&first).unwrap();
+        assert!(Checkpoint::open(&old)
+            .unwrap()
+            .check_identity(&identity(Some("x"), &["y"]))
+            .is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&old);
     }
 }
 

@@ -7,7 +7,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use std::io::BufRead;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long the producer may wait for the first broker answer before the demo fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which field keys each record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +35,36 @@ pub struct DemoOptions {
     pub generator: GeneratorConfig,
     /// Extra producer settings.
     pub producer: Vec<(String, String)>,
+    /// Print a line (tweets sent, rate) to stderr this often; None: quiet.
+    pub progress_every: Option<Duration>,
+    /// Set to stop producing: what was sent is flushed and summed up.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Prints how many tweets were sent, and the rate since the last line, every `every`.
+/// Not thread-safe: the producing task owns it.
+struct ProgressLines<'a> {
+    topic: &'a str,
+    every: Option<Duration>,
+    last: Instant,
+    last_sent: u64,
+}
+
+impl ProgressLines<'_> {
+    fn tick(&mut self, sent: u64) {
+        let Some(every) = self.every else { return };
+        let dt = self.last.elapsed();
+        if dt < every {
+            return;
+        }
+        eprintln!(
+            "runnel demo tweets: {sent} sent to {} ({:.0}/s)",
+            self.topic,
+            (sent - self.last_sent) as f64 / dt.as_secs_f64()
+        );
+        self.last = Instant::now();
+        self.last_sent = sent;
+    }
 }
 
 /// What was sent.
@@ -52,9 +87,26 @@ pub async fn produce_tweets(opts: &DemoOptions) -> Result<DemoSummary> {
         cfg.set(k, v);
     }
     let producer: FutureProducer = cfg.create()?;
+    // A wrong address fails here, not after librdkafka's 5-minute delivery timeout.
+    rdkafka::producer::Producer::client(&producer)
+        .fetch_metadata(None, CONNECT_TIMEOUT)
+        .map_err(|e| {
+            SqlError::Broker(format!(
+                "no Kafka broker answered at {} (--bootstrap-server) within {} s: {e}",
+                opts.bootstrap,
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })?;
     let mut sender = BoundedSender::new(50_000);
     let started = Instant::now();
     let mut sent = 0u64;
+    let mut progress = ProgressLines {
+        topic: &opts.topic,
+        every: opts.progress_every,
+        last: started,
+        last_sent: 0,
+    };
+    let stopped = || opts.stop.load(Ordering::Relaxed);
     let pace = |sent: u64| async move {
         if opts.rate > 0 {
             let due = started + Duration::from_secs_f64(sent as f64 / opts.rate as f64);
@@ -68,7 +120,7 @@ pub async fn produce_tweets(opts: &DemoOptions) -> Result<DemoSummary> {
         let f =
             std::fs::File::open(path).map_err(|e| SqlError::io(path.display().to_string(), e))?;
         for line in std::io::BufReader::new(f).lines() {
-            if opts.count.is_some_and(|c| sent >= c) {
+            if opts.count.is_some_and(|c| sent >= c) || stopped() {
                 break;
             }
             let line = line.map_err(|e| SqlError::io(path.display().to_string(), e))?;
@@ -108,12 +160,13 @@ pub async fn produce_tweets(opts: &DemoOptions) -> Result<DemoSummary> {
             }
             sender.send(&producer, rec).await?;
             sent += 1;
+            progress.tick(sent);
         }
     } else {
         let mut g = Generator::new(opts.generator.clone());
         let mut i = 0u64;
         loop {
-            if opts.count.is_some_and(|c| i >= c) {
+            if opts.count.is_some_and(|c| i >= c) || stopped() {
                 break;
             }
             let t = g.tweet(i);
@@ -132,6 +185,7 @@ pub async fn produce_tweets(opts: &DemoOptions) -> Result<DemoSummary> {
             }
             sender.send(&producer, rec).await?;
             sent += 1;
+            progress.tick(sent);
             i += 1;
         }
     }

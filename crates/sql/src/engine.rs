@@ -7,13 +7,15 @@
 //! the watermark moved far enough to close state (Spark's no-data batch).
 
 use crate::aggregate::{OutputMode, StatefulAggregate};
-use crate::checkpoint::{Checkpoint, OffsetEntry};
+use crate::checkpoint::{Checkpoint, OffsetEntry, QueryIdentity};
 use crate::error::{Result, SqlError};
 use crate::file_source::{FileSource, StreamSource};
 use crate::functions;
 use crate::operator::StateOperator;
 use crate::plan::{plan_query, StreamingPlan};
-use crate::progress::{Progress, ProgressLog, SourceProgress, StateOperatorProgress};
+use crate::progress::{
+    Progress, ProgressLog, ProgressOutput, SourceProgress, StateOperatorProgress,
+};
 use crate::script::{Declaration, Script, Statement};
 use crate::sink::{now_ms, Sink};
 use crate::source::{offset_span, KafkaSource, KafkaSourceOptions, PartitionOffsets};
@@ -72,8 +74,8 @@ pub struct QueryOptions {
     pub query_name: Option<String>,
     /// Stop after this many batches (tests, benchmarks).
     pub max_batches: Option<u64>,
-    /// Print each batch's progress JSON to stderr.
-    pub print_progress: bool,
+    /// What to print to stderr after each batch (nothing, a line, Spark's JSON).
+    pub progress: ProgressOutput,
 }
 
 struct SourceSlot {
@@ -98,7 +100,7 @@ pub struct StreamingQuery {
     next_batch_id: u64,
     watermark_ms: i64,
     max_batches: Option<u64>,
-    print_progress: bool,
+    progress_output: ProgressOutput,
     progress: ProgressLog,
     /// A logged but uncommitted batch to re-run first (after a restart).
     pending_replay: Option<OffsetEntry>,
@@ -161,6 +163,8 @@ impl StreamingQuery {
             options.query_name = opt(&sink_opts, "queryName").cloned();
         }
         let mut sources = Vec::new();
+        // The query's text for the checkpoint's identity: its views, then the query.
+        let mut views = String::new();
         for stmt in &script.statements {
             match stmt {
                 Statement::Declare(d) if Some(d.name.as_str()) == sink_name => {}
@@ -197,20 +201,14 @@ impl StreamingQuery {
                 Statement::View { name, sql } => {
                     ctx.sql(&format!("CREATE OR REPLACE VIEW {name} AS {sql}"))
                         .await?;
+                    views.push_str(&format!("VIEW {name} AS {sql}; "));
                 }
                 Statement::Query { .. } => {}
             }
         }
         let plan = plan_query(&ctx, sql, options.output_mode, &script.watermarks).await?;
-        let checkpoint = options
-            .checkpoint_location
-            .as_ref()
-            .map(Checkpoint::open)
-            .transpose()?;
-        let query_id = checkpoint
-            .as_ref()
-            .map(|c| c.query_id.clone())
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        views.push_str(sql);
+        let (checkpoint, query_id) = open_checkpoint(&options, &sources, Some(views))?;
         let sink = match &sink_decl {
             Some(d) => Sink::from_options(&d.format, &d.name, &d.options, &query_id)?,
             None => Sink::Console {
@@ -231,22 +229,14 @@ impl StreamingQuery {
         sink: Sink,
         options: QueryOptions,
     ) -> Result<StreamingQuery> {
-        let checkpoint = options
-            .checkpoint_location
-            .as_ref()
-            .map(Checkpoint::open)
-            .transpose()?;
-        let query_id = checkpoint
-            .as_ref()
-            .map(|c| c.query_id.clone())
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let sources = sources
+        let sources: Vec<SourceSlot> = sources
             .into_iter()
             .map(|(source, table)| SourceSlot {
                 source: StreamSource::Kafka(Box::new(source)),
                 table,
             })
             .collect();
+        let (checkpoint, query_id) = open_checkpoint(&options, &sources, None)?;
         Self::assemble(ctx, sources, plan, sink, checkpoint, query_id, options)
     }
 
@@ -296,7 +286,7 @@ impl StreamingQuery {
             next_batch_id: 0,
             watermark_ms: 0,
             max_batches: options.max_batches,
-            print_progress: options.print_progress,
+            progress_output: options.progress,
             progress: ProgressLog::default(),
             pending_replay: None,
             stop: Arc::new(AtomicBool::new(false)),
@@ -543,8 +533,8 @@ impl StreamingQuery {
                     ("walCommit", wal_ms),
                 ],
             );
-            if self.print_progress {
-                eprintln!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
+            if let Some(text) = self.progress_output.render(&p) {
+                eprintln!("{text}");
             }
             self.progress.push(p);
             let finished = self.sources.iter().all(|s| s.source.finished())
@@ -735,7 +725,27 @@ pub async fn execute(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Vec<Rec
     Ok(collect(physical, ctx.task_ctx()).await?)
 }
 
+/// Opens the query's checkpoint, if it has one, refusing one written by another query
+/// (see `Checkpoint::check_identity`). Returns it and the query id.
+fn open_checkpoint(
+    options: &QueryOptions,
+    sources: &[SourceSlot],
+    text: Option<String>,
+) -> Result<(Option<Checkpoint>, String)> {
+    let Some(dir) = &options.checkpoint_location else {
+        return Ok((None, uuid::Uuid::new_v4().to_string()));
+    };
+    let mut cp = Checkpoint::open(dir)?;
+    cp.check_identity(&QueryIdentity {
+        text,
+        sources: sources.iter().map(|s| s.source.description()).collect(),
+    })?;
+    let id = cp.query_id.clone();
+    Ok((Some(cp), id))
+}
+
 async fn register_static(ctx: &SessionContext, d: &Declaration) -> Result<()> {
+    crate::options::check(&crate::options::STATIC_FILE, &d.options)?;
     let path = opt(&d.options, "path").ok_or_else(|| {
         SqlError::option(
             "path",

@@ -19,6 +19,9 @@ pub enum SqlError {
     DataFusion(#[from] datafusion::error::DataFusionError),
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// The cluster cannot be reached, or a topic a query names is not there.
+    #[error("kafka: {0}")]
+    Broker(String),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     /// A checkpoint file is unreadable or inconsistent.

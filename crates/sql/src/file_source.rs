@@ -33,6 +33,7 @@ pub struct FileSource {
 
 impl FileSource {
     pub fn from_options(opts: &BTreeMap<String, String>) -> Result<FileSource> {
+        crate::options::check(&crate::options::TEXT_SOURCE, opts)?;
         let get = |k: &str| {
             opts.iter()
                 .find(|(key, _)| key.eq_ignore_ascii_case(k))

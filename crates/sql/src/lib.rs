@@ -13,6 +13,7 @@
 //! - `join`       the stream-stream join operator and its state
 //! - `dedup`      deduplication (DISTINCT [ON (...)] [WITHIN WATERMARK]) and its state
 //! - `checkpoint` offsets/commits logs and state snapshots
+//! - `options`    the option names each source and sink knows; typo suggestions
 //! - `sink`       console, kafka, files, memory, callback sinks
 //! - `engine`     the micro-batch driver, triggers, recovery
 //! - `progress`   Spark-shaped progress reports
@@ -33,6 +34,7 @@ pub mod functions;
 pub mod http;
 pub mod join;
 pub mod operator;
+pub mod options;
 pub mod plan;
 pub mod progress;
 pub mod script;
@@ -44,6 +46,7 @@ pub mod tweets;
 pub use aggregate::OutputMode;
 pub use engine::{QueryOptions, StreamingQuery, Trigger};
 pub use error::{Result, SqlError};
+pub use progress::ProgressOutput;
 pub use script::Script;
 
 /// Re-exported so users of the API get matching versions.

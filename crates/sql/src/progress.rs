@@ -57,6 +57,66 @@ pub struct SinkProgress {
     pub num_output_rows: i64,
 }
 
+/// What a query prints to stderr after each batch. Thread-safe (a value).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProgressOutput {
+    /// Nothing (the library's default).
+    #[default]
+    None,
+    /// One summary line per batch that read or wrote rows (`runnel sql`'s default):
+    /// no-data batches of an idle query print nothing.
+    Line,
+    /// Spark's full `StreamingQueryProgress` JSON for every batch.
+    Json,
+}
+
+impl ProgressOutput {
+    pub fn parse(s: &str) -> Result<ProgressOutput, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "line" => Ok(ProgressOutput::Line),
+            "json" => Ok(ProgressOutput::Json),
+            "none" | "off" => Ok(ProgressOutput::None),
+            other => Err(format!(
+                "progress format {other:?}: expected line, json or none"
+            )),
+        }
+    }
+
+    /// The text to print for `p`, if any.
+    pub fn render(self, p: &Progress) -> Option<String> {
+        match self {
+            ProgressOutput::None => None,
+            ProgressOutput::Json => Some(serde_json::to_string_pretty(p).unwrap_or_default()),
+            ProgressOutput::Line => {
+                (p.num_input_rows > 0 || p.sink.num_output_rows > 0).then(|| p.summary_line())
+            }
+        }
+    }
+}
+
+impl Progress {
+    /// `batch 3: 1200 rows in (2400 rows/s), 350 ms, 10 rows out, watermark
+    /// 2024-01-01T00:00:00.000Z, state 42 rows`
+    pub fn summary_line(&self) -> String {
+        let mut line = format!(
+            "batch {}: {} rows in ({:.0} rows/s), {} ms, {} rows out",
+            self.batch_id,
+            self.num_input_rows,
+            self.input_rows_per_second,
+            self.batch_duration,
+            self.sink.num_output_rows.max(0),
+        );
+        if let Some(w) = self.event_time.get("watermark") {
+            line.push_str(&format!(", watermark {w}"));
+        }
+        if !self.state_operators.is_empty() {
+            let rows: u64 = self.state_operators.iter().map(|s| s.num_rows_total).sum();
+            line.push_str(&format!(", state {rows} rows"));
+        }
+        line
+    }
+}
+
 /// The recent progress of a query, shared with the HTTP server. Thread-safe.
 #[derive(Clone, Default)]
 pub struct ProgressLog {
@@ -117,11 +177,67 @@ fn parse_iso_ms(s: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn progress(rows_in: u64, rows_out: i64, state: Option<u64>) -> Progress {
+        Progress {
+            id: "q".into(),
+            run_id: "r".into(),
+            name: None,
+            timestamp: iso_time(0),
+            batch_id: 7,
+            batch_duration: 350,
+            num_input_rows: rows_in,
+            input_rows_per_second: 2400.4,
+            processed_rows_per_second: 0.0,
+            duration_ms: BTreeMap::new(),
+            event_time: [("watermark".to_string(), iso_time(60_000))].into(),
+            state_operators: state
+                .map(|n| StateOperatorProgress {
+                    operator_name: "stateStoreSave".into(),
+                    num_rows_total: n,
+                    num_rows_updated: 0,
+                    num_rows_removed: 0,
+                    num_rows_dropped_by_watermark: 0,
+                    memory_used_bytes: 0,
+                })
+                .into_iter()
+                .collect(),
+            sources: Vec::new(),
+            sink: SinkProgress {
+                description: "s".into(),
+                num_output_rows: rows_out,
+            },
+        }
+    }
+
+    #[test]
+    fn summary_line_and_idle_batches() {
+        let p = progress(1200, 10, Some(42));
+        assert_eq!(
+            ProgressOutput::Line.render(&p).unwrap(),
+            "batch 7: 1200 rows in (2400 rows/s), 350 ms, 10 rows out, \
+             watermark 1970-01-01T00:01:00.000Z, state 42 rows"
+        );
+        // A no-data batch that wrote nothing prints no line, but its JSON.
+        let idle = progress(0, 0, None);
+        assert_eq!(ProgressOutput::Line.render(&idle), None);
+        let json = ProgressOutput::Json.render(&idle).unwrap();
+        assert!(json.contains("\"batchId\": 7"), "{json}");
+        assert_eq!(ProgressOutput::None.render(&p), None);
+        // A no-data batch that closed windows (rows out) prints its line.
+        assert!(ProgressOutput::Line
+            .render(&progress(0, 3, Some(0)))
+            .is_some());
+        assert_eq!(ProgressOutput::parse("JSON"), Ok(ProgressOutput::Json));
+        assert!(ProgressOutput::parse("yaml").is_err());
+    }
+
     #[test]
     fn iso_round_trip() {
         for ms in [0i64, 1_539_202_764_123, 1_700_000_000_000] {
-            assert_eq!(super::parse_iso_ms(&super::iso_time(ms)), Some(ms));
+            assert_eq!(parse_iso_ms(&iso_time(ms)), Some(ms));
         }
-        assert_eq!(super::iso_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso_time(0), "1970-01-01T00:00:00.000Z");
     }
 }

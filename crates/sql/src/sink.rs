@@ -68,6 +68,9 @@ impl Sink {
         options: &BTreeMap<String, String>,
         query_id: &str,
     ) -> Result<Sink> {
+        if let Some(known) = crate::options::sink_options(format) {
+            crate::options::check_sink(known, options)?;
+        }
         Ok(match format {
             "console" => Sink::Console {
                 num_rows: opt(options, "numRows").map_or(Ok(20), |v| {

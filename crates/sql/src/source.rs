@@ -14,6 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, T
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage, Timestamp};
+use rdkafka::metadata::Metadata;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -32,6 +33,8 @@ const ROWS_PER_ARROW_BATCH: usize = 8192;
 pub const MAX_ROWS_PER_BATCH: u64 = 2_000_000;
 /// How long metadata and offset look-ups may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the first metadata request may wait for a broker when the source starts.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long reading a planned batch (offsets known to exist) may take.
 const BATCH_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often new partitions (and pattern matches) are looked for.
@@ -67,6 +70,7 @@ pub struct KafkaSourceOptions {
 
 impl KafkaSourceOptions {
     pub fn from_options(opts: &BTreeMap<String, String>) -> Result<Self> {
+        crate::options::check(&crate::options::KAFKA_SOURCE, opts)?;
         let get = |k: &str| {
             opts.iter()
                 .find(|(key, _)| key.eq_ignore_ascii_case(k))
@@ -421,25 +425,63 @@ impl KafkaSource {
         &self.opts
     }
 
-    /// The partitions the subscription covers now.
-    fn discover(&self) -> Result<Vec<(String, i32)>> {
+    /// The cluster's metadata for `topic` (None: every topic). No answer within `timeout`
+    /// is an error naming the bootstrap address: a wrong port must not look like an idle
+    /// topic.
+    fn metadata(&self, topic: Option<&str>, timeout: Duration) -> Result<Metadata> {
+        self.consumer.fetch_metadata(topic, timeout).map_err(|e| {
+            SqlError::Broker(format!(
+                "no Kafka broker answered at {} (kafka.bootstrap.servers) within {} s: {e}",
+                self.opts.bootstrap_servers,
+                timeout.as_secs()
+            ))
+        })
+    }
+
+    /// The partitions the subscription covers now. A subscribed topic that does not
+    /// exist is waited for, as Spark does, with a warning naming it; an assigned partition
+    /// that does not exist fails the query (Spark's UnknownTopicOrPartition).
+    fn discover(&self, timeout: Duration) -> Result<Vec<(String, i32)>> {
         let mut out = Vec::new();
         match &self.opts.subscription {
-            Subscription::Assign(a) => out.extend(a.iter().cloned()),
+            Subscription::Assign(a) => {
+                for (t, p) in a {
+                    let md = self.metadata(Some(t), timeout)?;
+                    let found = md.topics().iter().any(|topic| {
+                        topic.name() == t
+                            && topic.error().is_none()
+                            && topic.partitions().iter().any(|q| q.id() == *p)
+                    });
+                    if !found {
+                        return Err(SqlError::Broker(format!(
+                            "UnknownTopicOrPartition: assign names {t}-{p}, which does not exist at {}",
+                            self.opts.bootstrap_servers
+                        )));
+                    }
+                    out.push((t.clone(), *p));
+                }
+            }
             Subscription::Topics(topics) => {
                 for t in topics {
-                    let md = self.consumer.fetch_metadata(Some(t), METADATA_TIMEOUT)?;
+                    let md = self.metadata(Some(t), timeout)?;
+                    let before = out.len();
                     for topic in md.topics() {
                         if topic.name() == t && topic.error().is_none() {
                             out.extend(topic.partitions().iter().map(|p| (t.clone(), p.id())));
                         }
+                    }
+                    if out.len() == before {
+                        tracing::warn!(
+                            "kafka source: topic {t:?} does not exist at {} (yet); waiting for it (subscribe)",
+                            self.opts.bootstrap_servers
+                        );
                     }
                 }
             }
             Subscription::Pattern(p) => {
                 let re = regex::Regex::new(p)
                     .map_err(|e| SqlError::option("subscribePattern", e.to_string()))?;
-                let md = self.consumer.fetch_metadata(None, METADATA_TIMEOUT)?;
+                let md = self.metadata(None, timeout)?;
                 for topic in md.topics() {
                     if re.is_match(topic.name()) && !topic.name().starts_with("__") {
                         out.extend(
@@ -449,6 +491,12 @@ impl KafkaSource {
                                 .map(|q| (topic.name().to_string(), q.id())),
                         );
                     }
+                }
+                if out.is_empty() {
+                    tracing::warn!(
+                        "kafka source: no topic matching {p:?} at {}; waiting for one (subscribePattern)",
+                        self.opts.bootstrap_servers
+                    );
                 }
             }
         }
@@ -494,7 +542,7 @@ impl KafkaSource {
 
     /// Starts the source: from `resume` (a checkpoint's end offsets) or `startingOffsets`.
     pub fn start(&mut self, resume: Option<&PartitionOffsets>) -> Result<()> {
-        let parts = self.discover()?;
+        let parts = self.discover(CONNECT_TIMEOUT)?;
         for tp in &parts {
             let pos = match resume {
                 Some(r) => match r.get(&tp.0).and_then(|ps| ps.get(&tp.1)) {
@@ -534,7 +582,7 @@ impl KafkaSource {
             return Ok(());
         }
         self.last_discovery = Instant::now();
-        let parts = self.discover()?;
+        let parts = self.discover(METADATA_TIMEOUT)?;
         let mut changed = false;
         for tp in parts {
             if !self.positions.contains_key(&tp) {
@@ -878,7 +926,7 @@ const TABLE_READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// compacted it yet. Rows have the Kafka source's schema.
 pub fn read_latest_per_key(opts: &KafkaSourceOptions) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let source = KafkaSource::new(opts.clone())?;
-    let parts = source.discover()?;
+    let parts = source.discover(CONNECT_TIMEOUT)?;
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for tp in &parts {
@@ -1015,13 +1063,7 @@ pub fn offset_span(start: &PartitionOffsets, end: &PartitionOffsets) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::options::tests::opts;
 
     #[test]
     fn spark_options() {

@@ -53,6 +53,8 @@ async fn produce(broker: &Broker, topic: &str, config: &GeneratorConfig, count: 
         from_file: None,
         generator: config.clone(),
         producer: vec![],
+        progress_every: None,
+        stop: Default::default(),
     };
     let s = produce_tweets(&opts).await.unwrap();
     assert_eq!(s.sent, count);
