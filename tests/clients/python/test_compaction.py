@@ -183,7 +183,9 @@ def test_keyless_records_refused_on_compacted_topic(start_broker, policy):
     assert ck.watermarks(b, topic) == (0, 1)
 
 
-@pytest.mark.timeout_s(150)
+# What this checks is that nothing is lost; how soon the cleaner catches up depends on
+# the machine's load, so the waits are generous.
+@pytest.mark.timeout_s(260)
 def test_kill9_during_compaction_loses_nothing(start_broker):
     b = start_broker(CLEANER)
     topic = create_compacted(b, unique("crash"), segment_bytes=16384)
@@ -203,7 +205,7 @@ def test_kill9_during_compaction_loses_nothing(start_broker):
         assert_latest_values_present(log, expect)
         assert ck.watermarks(b, topic)[1] == end, "the log end moved after a kill during cleaning"
     assert kills == 6
-    log = wait_compacted(b, topic, expect, timeout=60)
+    log = wait_compacted(b, topic, expect, timeout=100)
     assert_latest_values_present(log, expect)
     assert len(log) < 2000
     # The restarted broker keeps appending where the log ends, and compacts that too.
@@ -211,5 +213,5 @@ def test_kill9_during_compaction_loses_nothing(start_broker):
     assert more[0][0] == end
     expect.update(model(more))
     write(b, topic, filler(300, "b"), chunk=100)
-    log = wait_compacted(b, topic, expect, timeout=60)
+    log = wait_compacted(b, topic, expect, timeout=100)
     assert_latest_values_present(log, expect)

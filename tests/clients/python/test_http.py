@@ -904,6 +904,8 @@ def test_console_views_of_a_replicated_cluster(tmp_path):
     node1.argv = lambda: argv() + ["--set", f"http.listeners=127.0.0.1:{port}"]
     node1.http_port = port
     node1.url = lambda path: f"http://127.0.0.1:{port}{path}"
+    # Node 1 prints a second start-up line (the HTTP listener): read both.
+    node1._read_first_line = HttpBroker._read_first_line.__get__(node1)
     c.start()
     try:
         doc = get_json(node1, "/v1/brokers")

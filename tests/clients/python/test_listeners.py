@@ -115,7 +115,9 @@ def test_kafkas_kraft_server_properties_start_runnel(tmp_path):
     try:
         assert b.port == kafka
         topic = unique("kraft")
-        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all"})
+        # Idempotent: the first sends race the topic's auto-creation and may be retried;
+        # idempotence keeps them in order, as the read-back below expects.
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "enable.idempotence": True})
         delivered = []
         for i in range(10):
             p.produce(topic, value=f"v{i}".encode(), on_delivery=lambda e, m: delivered.append(e))
