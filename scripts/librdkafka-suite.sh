@@ -135,8 +135,10 @@ if [ "${NODES:-1}" -gt 1 ]; then start_cluster "$NODES"; else start_single; fi
 case "$MODE" in
     quick) TESTS_LIST="$QUICK"; ARGS=(-Q); LIMIT="${SUITE_TIMEOUT_S:-900}" ;;
     full) TESTS_LIST=""; ARGS=(); LIMIT="${SUITE_TIMEOUT_S:-5400}"
-        # These set ACLs with Kafka's kafka-acls.sh: Runnel has no authorizer.
-        export TESTS_SKIP="${TESTS_SKIP:-0109,0115,0119}" ;;
+        # These set ACLs with Kafka's kafka-acls.sh, and 0081 calls CreateAcls before its
+        # config, group and authorized-operations parts: Runnel has no authorizer or ACL
+        # APIs yet (the security issue). test_fidelity.py covers 0081's other parts.
+        export TESTS_SKIP="${TESTS_SKIP:-0081,0109,0115,0119}" ;;
     *) TESTS_LIST="$MODE"; ARGS=(); LIMIT="${SUITE_TIMEOUT_S:-5400}" ;;
 esac
 
