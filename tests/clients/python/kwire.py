@@ -126,6 +126,16 @@ class Reader:
         n = self.int16()
         return None if n < 0 else self.take(n).decode()
 
+    def uvarint(self):
+        """An unsigned varint (flexible versions' lengths and tag counts)."""
+        shift = value = 0
+        while True:
+            b = self.take(1)[0]
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value
+            shift += 7
+
     def remaining(self):
         return len(self.data) - self.pos
 

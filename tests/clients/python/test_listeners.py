@@ -19,16 +19,6 @@ from harness import Broker, runnel_bin, unique
 DESCRIBE_QUORUM = 55
 
 
-def uvarint(r):
-    shift = value = 0
-    while True:
-        b = r.take(1)[0]
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value
-        shift += 7
-
-
 def describe_quorum(address):
     """DescribeQuorum v0 for __cluster_metadata-0: (error, [(partition error, leader,
     epoch, high watermark, [(voter, log end)], [(observer, log end)])])."""
@@ -37,23 +27,23 @@ def describe_quorum(address):
             + kwire.uvarint(0) + kwire.uvarint(0))
     with kwire.Conn(*address) as c:
         r = c.request(DESCRIBE_QUORUM, 0, body, header_version=2)
-    uvarint(r)  # response header tagged fields
+    r.uvarint()  # response header tagged fields
     error = r.int16()
 
     def replicas():
         out = []
-        for _ in range(uvarint(r) - 1):
+        for _ in range(r.uvarint() - 1):
             out.append((r.int32(), r.int64()))
-            uvarint(r)
+            r.uvarint()
         return out
     partitions = []
-    for _ in range(uvarint(r) - 1):
-        r.take(uvarint(r) - 1)  # topic name
-        for _ in range(uvarint(r) - 1):
+    for _ in range(r.uvarint() - 1):
+        r.take(r.uvarint() - 1)  # topic name
+        for _ in range(r.uvarint() - 1):
             r.int32()
             partitions.append((r.int16(), r.int32(), r.int32(), r.int64(), replicas(), replicas()))
-            uvarint(r)
-        uvarint(r)
+            r.uvarint()
+        r.uvarint()
     return error, partitions
 
 # Kafka 4's config/server.properties (KRaft, combined node), with 127.0.0.1 for the bind
