@@ -138,7 +138,11 @@ def test_two_group_members_split_the_partitions(broker):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         def split():
-            d = json.loads(run("groups", "describe", group, "--json", "-b", broker.bootstrap).stdout)
+            try:
+                d = json.loads(run("groups", "describe", group, "--json", "-b", broker.bootstrap).stdout)
+            except AssertionError:
+                # GROUP_ID_NOT_FOUND until the first member has joined.
+                return False
             owned = sorted(tuple(a["partitions"]) for m in d["members"] for a in m["assignment"])
             return owned == [(0,), (1,)]
         wait_for("each member to own one partition", split, timeout=30)
