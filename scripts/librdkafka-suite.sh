@@ -15,7 +15,8 @@
 # tests that create replication-factor-3 topics need), RUNNEL_BIN (default:
 # target/debug/runnel, built with --no-default-features if missing), LIBRDKAFKA_DIR, TEST_TIMEOUT_MULT (librdkafka's
 # test.timeout.multiplier, default 2: shared CI machines are slow), SUITE_TIMEOUT_S
-# (whole run, default 900 for quick and 5400 otherwise), KEEP=1 keeps the broker's dir.
+# (whole run, default 900 for quick and 5400 otherwise), KEEP=1 keeps the broker's dir
+# (a failed run always keeps it).
 set -euo pipefail
 
 MODE="${1:-quick}"
@@ -71,8 +72,14 @@ runnel_bin() {
 BROKER_PID=""
 WORK=""
 cleanup() {
+    local rc=$?
     if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
-    if [ -n "$WORK" ] && [ -z "${KEEP:-}" ]; then rm -rf "$WORK"; fi
+    # A failed run keeps its output and broker log: they are the evidence.
+    if [ -n "$WORK" ] && [ -z "${KEEP:-}" ] && [ "$rc" = 0 ]; then
+        rm -rf "$WORK"
+    elif [ -n "$WORK" ] && [ -z "${KEEP:-}" ]; then
+        log "the run failed (exit $rc): kept $WORK"
+    fi
 }
 trap cleanup EXIT
 
