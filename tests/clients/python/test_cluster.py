@@ -266,9 +266,12 @@ def test_history_with_kafkas_kraft_listeners(tmp_path):
     CONTROLLER (controller.listener.names). Same faults and checks as above."""
     c = Cluster(tmp_path, kraft_listeners=True).start()
     try:
-        md = AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(timeout=10)
-        # Clients are told the PLAINTEXT endpoints, never the replication ones.
-        assert sorted(b.port for b in md.brokers.values()) == sorted(n.fixed_port for n in c.nodes)
+        admin = AdminClient({"bootstrap.servers": c.bootstrap})
+        # Clients are told the PLAINTEXT endpoints, never the replication ones (once every
+        # node is registered and unfenced in the answering node's image).
+        c.wait_for("all three brokers listed at their PLAINTEXT ports",
+                   lambda: sorted(b.port for b in admin.list_topics(timeout=10).brokers.values())
+                   == sorted(n.fixed_port for n in c.nodes))
         run_history(c, kills_and_pauses(c), min(HISTORY_SECONDS, 15))
     finally:
         problems = c.stop()
