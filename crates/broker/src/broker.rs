@@ -113,11 +113,10 @@ impl Broker {
     /// This broker's advertised (host, port) on `listener` (the inter-broker endpoint
     /// for a listener it does not have).
     pub fn endpoint(&self, listener: &str) -> (&str, i32) {
-        self.endpoints
-            .get(listener)
-            .map_or((self.advertised_host.as_str(), self.advertised_port), |(h, p)| {
-                (h.as_str(), i32::from(*p))
-            })
+        self.endpoints.get(listener).map_or(
+            (self.advertised_host.as_str(), self.advertised_port),
+            |(h, p)| (h.as_str(), i32::from(*p)),
+        )
     }
 
     /// Every broker listener's endpoint, for the broker's registration.

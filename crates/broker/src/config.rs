@@ -424,7 +424,11 @@ impl BrokerConfig {
                 }
                 "security.inter.broker.protocol" => {
                     if v.trim() != "PLAINTEXT" {
-                        return Err(invalid(k, v, "only PLAINTEXT is served yet (TLS and SASL are not built)"));
+                        return Err(invalid(
+                            k,
+                            v,
+                            "only PLAINTEXT is served yet (TLS and SASL are not built)",
+                        ));
                     }
                 }
                 "controller.listener.names" => {
@@ -638,13 +642,15 @@ impl BrokerConfig {
                     c.cluster.rack_aware_replica_selector = match v.trim() {
                         RACK_AWARE_REPLICA_SELECTOR => true,
                         "" => false,
-                        _ => return Err(invalid(
-                            k,
-                            v,
-                            format!(
+                        _ => {
+                            return Err(invalid(
+                                k,
+                                v,
+                                format!(
                                 "Runnel has one replica selector: {RACK_AWARE_REPLICA_SELECTOR}"
                             ),
-                        )),
+                            ))
+                        }
                     }
                 }
                 "follower.replication.throttled.rate" => {
@@ -1174,9 +1180,16 @@ impl BrokerConfig {
 /// Runnel's quorum has a static voter set, so it can only be the one node given, this
 /// controller itself (what `kafka-storage format --standalone` makes). Any other shape
 /// needs the voters' ids, which only `controller.quorum.voters` gives.
-fn standalone_voter(c: &BrokerConfig, servers: &str) -> Result<Vec<(i32, SocketAddr)>, ConfigError> {
+fn standalone_voter(
+    c: &BrokerConfig,
+    servers: &str,
+) -> Result<Vec<(i32, SocketAddr)>, ConfigError> {
     let key = "controller.quorum.bootstrap.servers";
-    let entries: Vec<&str> = servers.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let entries: Vec<&str> = servers
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     if entries.len() != 1 || !c.cluster.controller_role {
         return Err(invalid(
             key,
@@ -1335,7 +1348,10 @@ mod tests {
     #[test]
     fn defaults_are_kafkas() {
         let c = BrokerConfig::default();
-        assert_eq!(c.listeners.broker[0].to_string(), "PLAINTEXT://127.0.0.1:9092");
+        assert_eq!(
+            c.listeners.broker[0].to_string(),
+            "PLAINTEXT://127.0.0.1:9092"
+        );
         assert_eq!(c.num_partitions, 1);
         assert!(c.auto_create_topics);
         assert_eq!(c.log_defaults.retention_ms, 7 * 24 * 3600 * 1000);
@@ -1356,20 +1372,35 @@ mod tests {
         let c = BrokerConfig::from_pairs(&pairs(&[
             ("process.roles", "broker,controller"),
             ("node.id", "2"),
-            ("controller.quorum.voters", "1@127.0.0.1:19093,2@127.0.0.1:19094,3@127.0.0.1:19095"),
-            ("listeners", "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:19094"),
+            (
+                "controller.quorum.voters",
+                "1@127.0.0.1:19093,2@127.0.0.1:19094,3@127.0.0.1:19095",
+            ),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:19094",
+            ),
             ("advertised.listeners", "PLAINTEXT://localhost:9092"),
             ("controller.listener.names", "CONTROLLER"),
             ("inter.broker.listener.name", "PLAINTEXT"),
-            ("listener.security.protocol.map", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"),
+            (
+                "listener.security.protocol.map",
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            ),
         ]))
         .unwrap();
         assert_eq!(c.listeners.broker.len(), 1);
         assert_eq!(c.listeners.advertised["PLAINTEXT"].host, "localhost");
         let e = BrokerConfig::from_pairs(&pairs(&[
             ("node.id", "2"),
-            ("controller.quorum.voters", "1@127.0.0.1:19093,2@127.0.0.1:19094"),
-            ("listeners", "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:19093"),
+            (
+                "controller.quorum.voters",
+                "1@127.0.0.1:19093,2@127.0.0.1:19094",
+            ),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:19093",
+            ),
             ("controller.listener.names", "CONTROLLER"),
         ]))
         .unwrap_err();

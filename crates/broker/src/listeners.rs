@@ -118,7 +118,11 @@ pub fn parse_endpoints(key: &str, v: &str) -> Result<Vec<Endpoint>, ConfigError>
             .map_err(|_| invalid(key, v, format!("{item:?}: port must be 0-65535")))?;
         let host = host.trim_matches(|c| c == '[' || c == ']').to_string();
         if out.iter().any(|e| e.name == name) {
-            return Err(invalid(key, v, format!("listener name {name} is used twice")));
+            return Err(invalid(
+                key,
+                v,
+                format!("listener name {name} is used twice"),
+            ));
         }
         out.push(Endpoint { name, host, port });
     }
@@ -140,7 +144,10 @@ pub fn parse_protocol_map(key: &str, v: &str) -> Result<BTreeMap<String, String>
             return Err(invalid(
                 key,
                 v,
-                format!("{protocol}: expected one of {}", SECURITY_PROTOCOLS.join(", ")),
+                format!(
+                    "{protocol}: expected one of {}",
+                    SECURITY_PROTOCOLS.join(", ")
+                ),
             ));
         }
         map.insert(name.trim().to_ascii_uppercase(), protocol);
@@ -246,13 +253,11 @@ impl ListenerConfig {
             }
             None if broker.iter().any(|e| e.name == "PLAINTEXT") => "PLAINTEXT".into(),
             None if broker.len() <= 1 => broker.first().map_or(String::new(), |e| e.name.clone()),
-            None => {
-                return Err(invalid(
-                    "inter.broker.listener.name",
-                    "",
-                    "several broker listeners and none is named PLAINTEXT: name the one brokers use",
-                ))
-            }
+            None => return Err(invalid(
+                "inter.broker.listener.name",
+                "",
+                "several broker listeners and none is named PLAINTEXT: name the one brokers use",
+            )),
         };
         for a in &self.advertised {
             if !self.listeners.iter().any(|e| e.name == a.name) {
@@ -336,7 +341,10 @@ mod tests {
     #[test]
     fn kafkas_kraft_combined_node_is_accepted() {
         let l = config(&[
-            ("listeners", "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+            ),
             ("controller.listener.names", "CONTROLLER"),
         ])
         .validate(true, Some(9093))
@@ -350,7 +358,10 @@ mod tests {
     #[test]
     fn a_separate_replication_listener() {
         let l = config(&[
-            ("listeners", "CLIENT://127.0.0.1:9092,REPLICATION://127.0.0.1:9094,CONTROLLER://:9093"),
+            (
+                "listeners",
+                "CLIENT://127.0.0.1:9092,REPLICATION://127.0.0.1:9094,CONTROLLER://:9093",
+            ),
             (
                 "listener.security.protocol.map",
                 "CLIENT:PLAINTEXT,REPLICATION:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -378,11 +389,17 @@ mod tests {
             ]),
             None,
         );
-        assert!(e.contains("listener.security.protocol.map") && e.contains("CONTROLLER"), "{e}");
+        assert!(
+            e.contains("listener.security.protocol.map") && e.contains("CONTROLLER"),
+            "{e}"
+        );
         let e = err(config(&[("listeners", "SSL://:9093")]), None);
         assert!(e.contains("only PLAINTEXT"), "{e}");
         let e = err(
-            config(&[("listeners", "A://:1,B://:2"), ("listener.security.protocol.map", "A:PLAINTEXT,B:PLAINTEXT")]),
+            config(&[
+                ("listeners", "A://:1,B://:2"),
+                ("listener.security.protocol.map", "A:PLAINTEXT,B:PLAINTEXT"),
+            ]),
             None,
         );
         assert!(e.contains("inter.broker.listener.name"), "{e}");
@@ -395,7 +412,10 @@ mod tests {
         );
         assert!(e.contains("controller.quorum.voters"), "{e}");
         let e = err(
-            config(&[("listeners", "PLAINTEXT://:9092"), ("advertised.listeners", "OTHER://h:1")]),
+            config(&[
+                ("listeners", "PLAINTEXT://:9092"),
+                ("advertised.listeners", "OTHER://h:1"),
+            ]),
             None,
         );
         assert!(e.contains("advertised.listeners"), "{e}");

@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use crate::config::ControllerDefaults;
 use crate::error::{ControllerError, ErrorKind};
-use crate::image::{BrokerEndpoint, BrokerImage, ClusterImage, MetadataRecord, PartitionImage, NO_LEADER};
+use crate::image::{
+    BrokerEndpoint, BrokerImage, ClusterImage, MetadataRecord, PartitionImage, NO_LEADER,
+};
 use crate::rpc::{AlterPartitionRequest, Elections, HeartbeatReply, NewTopic};
 
 type Records = Vec<MetadataRecord>;

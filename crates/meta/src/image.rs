@@ -46,7 +46,9 @@ impl BrokerImage {
         self.endpoints
             .iter()
             .find(|e| e.name == listener)
-            .map_or((self.host.as_str(), self.port), |e| (e.host.as_str(), e.port))
+            .map_or((self.host.as_str(), self.port), |e| {
+                (e.host.as_str(), e.port)
+            })
     }
 }
 

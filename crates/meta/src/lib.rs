@@ -22,7 +22,12 @@ mod store;
 pub use client::ControllerClient;
 pub use config::{format_voters, parse_voters, ControllerDefaults, MetaConfig};
 pub use error::{ControllerError, ErrorKind, MetaError};
-pub use image::{BrokerEndpoint, BrokerImage, ClusterImage, MetadataRecord, PartitionImage, TopicImage, NO_LEADER};
+pub use image::{
+    BrokerEndpoint, BrokerImage, ClusterImage, MetadataRecord, PartitionImage, TopicImage,
+    NO_LEADER,
+};
 pub use node::MetaNode;
-pub use rpc::{AlterPartitionRequest, Elections, HeartbeatReply, NewTopic, QuorumReplica, QuorumState};
+pub use rpc::{
+    AlterPartitionRequest, Elections, HeartbeatReply, NewTopic, QuorumReplica, QuorumState,
+};
 pub use store::RecordBatch;

@@ -591,7 +591,9 @@ impl Actor {
                 self.write(records).await?;
                 Ok(ControllerReply::Done)
             }
-            ControllerRequest::DescribeQuorum => Ok(ControllerReply::Quorum(self.quorum_state(img))),
+            ControllerRequest::DescribeQuorum => {
+                Ok(ControllerReply::Quorum(self.quorum_state(img)))
+            }
         }
     }
 

@@ -363,20 +363,24 @@ async fn leadership_returns_to_the_preferred_replica_automatically() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_quorum_reports_the_leader_and_every_voters_progress() {
-    run(3, |_| {}, |c| async move {
-        let client = Arc::new(c.client());
-        // A registered broker-only node would be an observer; these are all voters.
-        let _live = live_brokers(&client, &[1, 2, 3]).await;
-        let q = client.describe_quorum().await.unwrap();
-        assert!((1..=3).contains(&q.leader), "{q:?}");
-        assert!(q.epoch >= 1 && q.high_watermark > 0, "{q:?}");
-        let mut ids: Vec<i32> = q.voters.iter().map(|v| v.id).collect();
-        ids.sort_unstable();
-        assert_eq!(ids, vec![1, 2, 3]);
-        assert!(q.observers.is_empty(), "{q:?}");
-        let leader = q.voters.iter().find(|v| v.id == q.leader).unwrap();
-        assert!(leader.log_end_offset >= q.high_watermark, "{q:?}");
-        c
-    })
+    run(
+        3,
+        |_| {},
+        |c| async move {
+            let client = Arc::new(c.client());
+            // A registered broker-only node would be an observer; these are all voters.
+            let _live = live_brokers(&client, &[1, 2, 3]).await;
+            let q = client.describe_quorum().await.unwrap();
+            assert!((1..=3).contains(&q.leader), "{q:?}");
+            assert!(q.epoch >= 1 && q.high_watermark > 0, "{q:?}");
+            let mut ids: Vec<i32> = q.voters.iter().map(|v| v.id).collect();
+            ids.sort_unstable();
+            assert_eq!(ids, vec![1, 2, 3]);
+            assert!(q.observers.is_empty(), "{q:?}");
+            let leader = q.voters.iter().find(|v| v.id == q.leader).unwrap();
+            assert!(leader.log_end_offset >= q.high_watermark, "{q:?}");
+            c
+        },
+    )
     .await;
 }

@@ -1401,7 +1401,12 @@ impl GroupCoordinator {
             let mut batch = runnel_log::batch::build_batch(&refs, now);
             runnel_log::batch::set_producer(&mut batch, producer_id, producer_epoch, true);
             let r = partition.append_as_leader(|log, epoch| {
-                log.append_from(&mut batch, epoch, now, runnel_log::AppendOrigin::Coordinator)
+                log.append_from(
+                    &mut batch,
+                    epoch,
+                    now,
+                    runnel_log::AppendOrigin::Coordinator,
+                )
             })?;
             Ok((partition, r.last_offset + 1))
         })();

@@ -943,8 +943,9 @@ pub fn describe_quorum(
                                 if t.topic_name.0.as_str() != "__cluster_metadata"
                                     || p.partition_index != 0
                                 {
-                                    return data
-                                        .with_error_code(ErrorCode::UnknownTopicOrPartition.code());
+                                    return data.with_error_code(
+                                        ErrorCode::UnknownTopicOrPartition.code(),
+                                    );
                                 }
                                 data.with_leader_id(BrokerId(q.leader))
                                     .with_leader_epoch(q.epoch)
@@ -962,17 +963,21 @@ pub fn describe_quorum(
                 let nodes = voters
                     .iter()
                     .map(|(id, addr)| {
-                        Node::default().with_node_id(BrokerId(*id)).with_listeners(vec![
-                            Listener::default()
+                        Node::default()
+                            .with_node_id(BrokerId(*id))
+                            .with_listeners(vec![Listener::default()
                                 .with_name(str_bytes("CONTROLLER"))
                                 .with_host(str_bytes(&addr.ip().to_string()))
-                                .with_port(addr.port()),
-                        ])
+                                .with_port(addr.port())])
                     })
                     .collect();
                 DescribeQuorumResponse::default()
                     .with_topics(topics)
-                    .with_nodes(if req.api_version >= 2 { nodes } else { Vec::new() })
+                    .with_nodes(if req.api_version >= 2 {
+                        nodes
+                    } else {
+                        Vec::new()
+                    })
             }
         };
         super::encode(&req, &response)

@@ -206,9 +206,7 @@ fn append(
     // KIP-467: a batch refused for some of its records names them.
     let written = broker.append_as_leader(p, |log, epoch| {
         match log.append(&mut buf, epoch, now_ms()) {
-            Err(runnel_log::LogError::RecordErrors { record_errors, .. }) => {
-                Ok(Err(record_errors))
-            }
+            Err(runnel_log::LogError::RecordErrors { record_errors, .. }) => Ok(Err(record_errors)),
             other => other.map(Ok),
         }
     })?;

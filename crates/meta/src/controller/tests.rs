@@ -136,7 +136,8 @@ fn controlled_shutdown_moves_everything_then_fences() {
 fn reregistration_with_a_new_incarnation_bumps_the_epoch_and_fences() {
     let mut img = image_with(2, vec![PartitionImage::new(vec![1, 2])]);
     img.applied_index = 3;
-    let (records, epoch) = register_broker(&img, 1, "h", 9001, Vec::new(), None, Uuid::new_v4()).unwrap();
+    let (records, epoch) =
+        register_broker(&img, 1, "h", 9001, Vec::new(), None, Uuid::new_v4()).unwrap();
     assert_eq!(epoch, 12);
     apply(&mut img, &records);
     assert!(img.brokers[&1].fenced);
