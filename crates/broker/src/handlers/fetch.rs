@@ -246,8 +246,9 @@ fn read_all(
                 if let Some(follower) = record_progress {
                     // The follower has everything below its fetch offset.
                     // A moved high watermark wakes the consumers parked on `p`.
-                    let news = crate::replication::on_follower_fetch(&p, follower, w.fetch_offset);
-                    if let Some(proposal) = news.expand_isr {
+                    let expand =
+                        crate::replication::on_follower_fetch(&p, follower, w.fetch_offset);
+                    if let Some(proposal) = expand {
                         if let (Some(cluster), Some(t)) = (broker.cluster(), topic.as_ref()) {
                             tracing::info!(topic = %p.topic, partition = p.index, follower, isr = ?proposal.isr, "expanding ISR: follower caught up");
                             cluster.request_isr_change(crate::cluster::IsrChange {

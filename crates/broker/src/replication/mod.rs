@@ -165,25 +165,17 @@ pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Tran
     }
 }
 
-/// What a follower's fetch changed on the leader.
-pub struct FollowerFetch {
-    /// The ISR the partition should have: the follower caught up and is outside it.
-    pub expand_isr: Option<ProposedIsr>,
-    pub high_watermark_moved: bool,
-}
-
-/// Leader: records a follower's fetch at `fetch_offset` (its log end).
-pub fn on_follower_fetch(p: &Partition, follower: i32, fetch_offset: i64) -> FollowerFetch {
+/// Leader: records a follower's fetch at `fetch_offset` (its log end) and advances the
+/// high watermark (which wakes the fetches parked on `p`). Returns the ISR the partition
+/// should have when the follower caught up and is outside it.
+pub fn on_follower_fetch(p: &Partition, follower: i32, fetch_offset: i64) -> Option<ProposedIsr> {
     let now = now_ms();
     let leader_end = p.log.lock().log_end_offset();
     let expand = {
         let mut r = p.replica.lock();
         let hw = *p.high_watermark_ref();
         let Some(f) = r.followers.get_mut(&follower) else {
-            return FollowerFetch {
-                expand_isr: None,
-                high_watermark_moved: false,
-            };
+            return None;
         };
         if fetch_offset >= leader_end {
             f.caught_up_ms = now;
@@ -208,10 +200,8 @@ pub fn on_follower_fetch(p: &Partition, follower: i32, fetch_offset: i64) -> Fol
             None
         }
     };
-    FollowerFetch {
-        expand_isr: expand,
-        high_watermark_moved: maybe_advance_high_watermark(p),
-    }
+    maybe_advance_high_watermark(p);
+    expand
 }
 
 /// Leader: the ISR without followers that have not caught up for `lag_max_ms`, if that
