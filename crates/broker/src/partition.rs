@@ -143,15 +143,27 @@ impl Partition {
     /// The one way to write to this partition as a follower: `records` copied byte for
     /// byte from the leader, then the leader's log start and high watermark (capped by
     /// the local log end) taken over. Wakes parked fetches.
+    ///
+    /// `fetched_under` is the leader epoch the fetch was sent with. A fetch answered
+    /// after this broker became leader, or moved to another leader, is dropped
+    /// (`Ok(false)`): checked under the log lock, which a role change also takes, so a
+    /// stale response never lands in a leader's log or after a truncation.
     pub fn append_as_follower(
         &self,
+        fetched_under: i32,
         records: &[u8],
         leader_log_start: i64,
         leader_high_watermark: i64,
         now_ms: i64,
-    ) -> Result<(), LogError> {
+    ) -> Result<bool, LogError> {
         let end = {
             let mut log = self.log.lock();
+            {
+                let r = self.replica.lock();
+                if r.is_leader() || self.leader_epoch() != fetched_under {
+                    return Ok(false);
+                }
+            }
             if !records.is_empty() {
                 log.append_replicated(records, now_ms)?;
             }
@@ -165,7 +177,7 @@ impl Partition {
         if !records.is_empty() {
             self.wake();
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The offset below which consumers may read. On a single node every appended

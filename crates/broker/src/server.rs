@@ -37,6 +37,24 @@ pub struct Conn {
     /// The listener the connection came in on: clients are told the endpoints of the
     /// same listener (Kafka's rule), so each network sees addresses it can reach.
     pub listener: Arc<str>,
+    /// Who is asking, as Kafka's `KafkaPrincipal` string (`User:alice`). A connection
+    /// that has not authenticated (PLAINTEXT, SSL without a client certificate) is
+    /// `User:ANONYMOUS`, as in Kafka; authentication replaces it for the connection.
+    pub principal: Arc<str>,
+}
+
+/// Kafka's principal for a connection that did not authenticate.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
+
+impl Conn {
+    /// A connection that has not authenticated.
+    pub fn anonymous(peer: SocketAddr, listener: Arc<str>) -> Conn {
+        Conn {
+            peer,
+            listener,
+            principal: Arc::from(ANONYMOUS),
+        }
+    }
 }
 
 /// How much of a frame is claimed and read at a time.
@@ -168,10 +186,7 @@ async fn accept_loop(name: Arc<str>, listener: TcpListener, broker: Arc<Broker>)
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let conn = Conn {
-                    peer,
-                    listener: name.clone(),
-                };
+                let conn = Conn::anonymous(peer, name.clone());
                 tokio::spawn(serve_connection(broker.clone(), stream, conn));
             }
             Err(e) => {

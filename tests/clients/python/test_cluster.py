@@ -626,9 +626,11 @@ def test_a_stalled_follower_leaves_the_isr_after_the_lag_limit_and_returns(tmp_p
 def test_a_leader_cut_off_from_the_quorum_acknowledges_nothing_it_will_lose(tmp_path):
     """A network partition: the leader keeps running and clients still reach it, but it
     is cut off from the metadata quorum and the controller. The majority side fences it
-    and elects another leader; the zombie must not acknowledge an acks=all write (its
-    followers moved on, so its high watermark cannot advance). After the partition heals
-    it follows the new leader and drops what it wrote meanwhile."""
+    and elects another leader. Kafka's guarantee: whatever the zombie acknowledges
+    (acks=all) is in every ISR member's log, the new leader's included, so it survives.
+    In the moment before the followers apply the new leadership they may still copy from
+    the zombie; after that its high watermark cannot advance, so writes time out. After
+    the partition heals it follows the new leader and drops what only it had."""
     c = Cluster(tmp_path, partitionable=True).start()
     try:
         topic = unique("netsplit")
@@ -650,11 +652,21 @@ def test_a_leader_cut_off_from_the_quorum_acknowledges_nothing_it_will_lose(tmp_
         zombie_results = []
         for i in range(20):
             zp.produce(topic, value=f"z{i}".encode(), partition=0,
-                       on_delivery=lambda err, msg: zombie_results.append(err))
+                       on_delivery=lambda err, msg: zombie_results.append((err, msg.value())))
         zp.flush(30)
         assert len(zombie_results) == 20
-        assert all(err is not None for err in zombie_results), \
-            f"the zombie acknowledged acks=all writes: {zombie_results}"
+        zombie_values = [f"z{i}" for i in range(20)]
+        acked = [v.decode() for err, v in zombie_results if err is None]
+        # Writes sent once the followers have surely moved on cannot be acknowledged.
+        time.sleep(2)
+        late_results = []
+        for i in range(5):
+            zp.produce(topic, value=f"late{i}".encode(), partition=0,
+                       on_delivery=lambda err, msg: late_results.append(err))
+        zp.flush(30)
+        assert len(late_results) == 5
+        assert all(err is not None for err in late_results), \
+            f"the zombie acknowledged acks=all writes after the followers moved on: {late_results}"
         # The majority side takes writes meanwhile.
         during = [f"m{i}" for i in range(100)]
         assert all(err is None for err, _ in produce(majority, topic, during))
@@ -670,13 +682,22 @@ def test_a_leader_cut_off_from_the_quorum_acknowledges_nothing_it_will_lose(tmp_
             return zombie in md.topics[topic].partitions[0].isrs \
                 and own.topics[topic].partitions[0].leader != zombie
         c.wait_for("the old leader back in the ISR and knowing it", rejoined, timeout=60)
-        assert read_all(c.bootstrap, topic) == before + during
+
+        def check(log):
+            # before, then what the new leader had copied of the zombie's writes (a prefix
+            # of them, holding every acknowledged one), then what the majority took.
+            assert log[:len(before)] == before and log[len(log) - len(during):] == during, log
+            copied = log[len(before):len(log) - len(during)]
+            assert copied == zombie_values[:len(copied)], copied
+            assert set(acked) <= set(copied), f"acknowledged {acked}, kept {copied}"
+        final = read_all(c.bootstrap, topic)
+        check(final)
         # And the old leader's own copy agrees: read it after making it lead again.
         run = subprocess.run([runnel_bin(), "partitions", "elect-leaders", "--topic", topic,
                               "-b", c.bootstrap], capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
         c.wait_for("the preferred replica leading", lambda: c.partition_state(topic)[0] == c.partition_state(topic)[1][0])
-        assert read_all(c.bootstrap, topic) == before + during
+        assert read_all(c.bootstrap, topic) == final
     finally:
         problems = c.stop()
         assert not problems, "\n".join(problems)

@@ -45,10 +45,10 @@ pub async fn call<Req: Encodable, Resp: Decodable>(
     };
     // The console's requests count as arriving on the inter-broker listener: the
     // addresses they return are the ones the broker registers.
-    let conn = crate::server::Conn {
+    let conn = crate::server::Conn::anonymous(
         peer,
-        listener: Arc::from(broker.config.listeners.inter_broker.as_str()),
-    };
+        Arc::from(broker.config.listeners.inter_broker.as_str()),
+    );
     let future = dispatch(broker, req, &conn)
         .map_err(|e| ApiError::internal(format!("{key:?} v{version} refused: {e}")))?;
     let Some(mut bytes) = future.await else {

@@ -316,7 +316,7 @@ async fn fetch_once(
     for t in response.responses {
         for d in t.partitions {
             let key = (t.topic.0.to_string(), d.partition_index);
-            let Some((_, p, _)) = ready.iter().find(|(k, ..)| *k == key) else {
+            let Some((_, p, epoch)) = ready.iter().find(|(k, ..)| *k == key) else {
                 continue;
             };
             let still_followed = task
@@ -334,16 +334,23 @@ async fn fetch_once(
                         throttled_bytes += records.len() as u64;
                     }
                     let appended = p.append_as_follower(
+                        *epoch,
                         &records,
                         d.log_start_offset,
                         d.high_watermark,
                         now_ms(),
                     );
-                    if let Err(e) = appended {
-                        tracing::warn!(topic = %key.0, partition = key.1, error = %e, "cannot append replicated records");
-                        broker.note_storage_error(p, &e);
-                        backoff = true;
-                        continue;
+                    match appended {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::debug!(topic = %key.0, partition = key.1, epoch, "replica fetch answered after a leadership change; dropped");
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %key.0, partition = key.1, error = %e, "cannot append replicated records");
+                            broker.note_storage_error(p, &e);
+                            backoff = true;
+                            continue;
+                        }
                     }
                 }
                 c if c == ErrorCode::OffsetOutOfRange.code() => {
