@@ -1082,6 +1082,7 @@ impl PartitionLog {
 fn finish_interrupted_compaction(dir: &Path) -> Result<()> {
     let mut logs = Vec::new();
     let mut swaps = Vec::new();
+    let mut removed = false;
     for entry in fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
         let path = entry.map_err(|e| LogError::io(dir, e))?.path();
         let name = path
@@ -1090,6 +1091,7 @@ fn finish_interrupted_compaction(dir: &Path) -> Result<()> {
             .unwrap_or_default();
         if name.ends_with(".cleaned") {
             fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+            removed = true;
         } else if let Some(stem) = name.strip_suffix(".swap") {
             if let Some((a, b)) = stem.split_once('.') {
                 if let (Ok(first), Ok(end)) = (a.parse::<i64>(), b.parse::<i64>()) {
@@ -1102,6 +1104,7 @@ fn finish_interrupted_compaction(dir: &Path) -> Result<()> {
             }
         }
     }
+    let changed = removed || !swaps.is_empty();
     for (first, end, swap) in swaps {
         tracing::warn!(swap = %swap.display(), "completing a compaction interrupted by a crash");
         for b in logs.iter().filter(|b| **b > first && **b < end) {
@@ -1116,6 +1119,11 @@ fn finish_interrupted_compaction(dir: &Path) -> Result<()> {
         if end > cleaned {
             write_atomically(&checkpoint, end.to_string().as_bytes())?;
         }
+    }
+    // Nothing interrupted (every partition opened at start-up or created): no directory
+    // changed, and an fsync per partition would make creating or opening thousands slow.
+    if !changed {
+        return Ok(());
     }
     sync_dir(dir)
 }

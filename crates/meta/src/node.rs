@@ -38,6 +38,18 @@ const CONTROLLER_REQUEST_LIMIT: Duration = Duration::from_secs(20);
 type Reply = Result<ControllerReply, ControllerError>;
 type Job = (ControllerRequest, oneshot::Sender<Reply>);
 
+/// How long the controller waits for a broker's port to answer a liveness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A broker's heartbeat connection to this voter ended at `at`: the controller probes the
+/// broker's port to tell a dead process from a dropped connection.
+#[derive(Debug, Clone, Copy)]
+struct Lost {
+    id: i32,
+    broker_epoch: i64,
+    at: Instant,
+}
+
 /// A controller voter (in combined mode every node is broker and voter).
 pub struct MetaNode {
     node_id: i32,
@@ -95,6 +107,9 @@ impl MetaNode {
             .map_err(|e| MetaError::Raft(format!("starting node {}: {e}", cfg.node_id)))?;
         let (stop, _) = watch::channel(false);
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(1024);
+        let (lost_tx, lost_rx) = mpsc::unbounded_channel::<Lost>();
+        // Probes report a broker whose port refuses connections here.
+        let (gone_tx, gone_rx) = mpsc::unbounded_channel::<Lost>();
         let node = Arc::new(MetaNode {
             node_id: cfg.node_id,
             raft: raft.clone(),
@@ -108,6 +123,7 @@ impl MetaNode {
             raft.clone(),
             image_tx.clone(),
             jobs_tx,
+            lost_tx,
             stop.subscribe(),
         ));
         let initialized = raft
@@ -141,8 +157,9 @@ impl MetaNode {
             synced_term: None,
             session_start: Instant::now(),
             last_rebalance: Instant::now(),
+            gone: gone_tx,
         };
-        let controller = tokio::spawn(actor.run(jobs_rx, stop.subscribe()));
+        let controller = tokio::spawn(actor.run(jobs_rx, lost_rx, gone_rx, stop.subscribe()));
         node.tasks.lock().extend([server, controller]);
         tracing::info!(node = cfg.node_id, addr = %local_addr, "metadata voter started");
         Ok(node)
@@ -221,6 +238,7 @@ async fn serve(
     raft: Raft<TypeConfig>,
     image: watch::Sender<Arc<ClusterImage>>,
     jobs: mpsc::Sender<Job>,
+    lost: mpsc::UnboundedSender<Lost>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -229,7 +247,7 @@ async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let conn = connection(stream, raft.clone(), image.clone(), jobs.clone());
+                    let conn = connection(stream, raft.clone(), image.clone(), jobs.clone(), lost.clone());
                     let mut stop = stop.clone();
                     tokio::spawn(async move {
                         tokio::select! {
@@ -250,12 +268,33 @@ async fn serve(
 }
 
 /// Serves one connection: requests in order, one response each. A frame that is too large
-/// or does not parse ends the connection.
+/// or does not parse ends the connection. When a connection that carried a broker's
+/// heartbeats ends, the controller hears of it (`lost`).
 async fn connection(
+    stream: TcpStream,
+    raft: Raft<TypeConfig>,
+    image: watch::Sender<Arc<ClusterImage>>,
+    jobs: mpsc::Sender<Job>,
+    lost: mpsc::UnboundedSender<Lost>,
+) -> Result<(), FrameError> {
+    let mut heartbeats_of = None;
+    let served = serve_requests(stream, raft, image, jobs, &mut heartbeats_of).await;
+    if let Some((id, broker_epoch)) = heartbeats_of {
+        let _ = lost.send(Lost {
+            id,
+            broker_epoch,
+            at: Instant::now(),
+        });
+    }
+    served
+}
+
+async fn serve_requests(
     mut stream: TcpStream,
     raft: Raft<TypeConfig>,
     image: watch::Sender<Arc<ClusterImage>>,
     jobs: mpsc::Sender<Job>,
+    heartbeats_of: &mut Option<(i32, i64)>,
 ) -> Result<(), FrameError> {
     loop {
         let req: Request = match read_frame(&mut stream).await {
@@ -269,7 +308,17 @@ async fn connection(
             Request::InstallSnapshot(r) => {
                 Response::InstallSnapshot(raft.install_snapshot(r).await)
             }
-            Request::Controller(r) => Response::Controller(controller_call(&jobs, r).await),
+            Request::Controller(r) => {
+                if let ControllerRequest::Heartbeat {
+                    id,
+                    broker_epoch,
+                    want_shutdown: false,
+                } = r
+                {
+                    *heartbeats_of = Some((id, broker_epoch));
+                }
+                Response::Controller(controller_call(&jobs, r).await)
+            }
             Request::WatchImage {
                 known_index,
                 wait_ms,
@@ -319,6 +368,8 @@ struct Actor {
     /// When this node became the active controller: brokers get a full session from here.
     session_start: Instant,
     last_rebalance: Instant,
+    /// Where probes report a broker whose port refuses connections (its process is gone).
+    gone: mpsc::UnboundedSender<Lost>,
 }
 
 /// Resolves once `stop` says so (or its sender is gone).
@@ -331,7 +382,13 @@ fn random() -> u64 {
 }
 
 impl Actor {
-    async fn run(mut self, mut jobs: mpsc::Receiver<Job>, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut jobs: mpsc::Receiver<Job>,
+        mut lost: mpsc::UnboundedReceiver<Lost>,
+        mut dead: mpsc::UnboundedReceiver<Lost>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let period = (self.cfg.broker_session_timeout / 10)
             .clamp(Duration::from_millis(20), Duration::from_millis(250));
         let mut tick = tokio::time::interval(period);
@@ -345,6 +402,8 @@ impl Actor {
                     let _ = reply.send(r);
                 }
                 _ = tick.tick() => self.tick().await,
+                Some(l) = lost.recv() => self.probe(l),
+                Some(l) = dead.recv() => self.fence_dead(l).await,
             }
         }
     }
@@ -398,6 +457,22 @@ impl Actor {
         self.heartbeats.clear();
         self.session_start = Instant::now();
         self.last_rebalance = Instant::now();
+        // A new controller has heard no heartbeat yet; a broker that died with the old
+        // controller (combined mode) never will. Probe them all now rather than give each
+        // a full session.
+        let live: Vec<(i32, i64)> = self
+            .image
+            .borrow()
+            .live_brokers()
+            .map(|b| (b.id, b.epoch))
+            .collect();
+        for (id, broker_epoch) in live {
+            self.probe(Lost {
+                id,
+                broker_epoch,
+                at: self.session_start,
+            });
+        }
         tracing::info!(node = self.me, term, "active controller");
         if self.image.borrow().cluster_id.is_none() {
             let id = controller::new_cluster_id();
@@ -634,15 +709,67 @@ impl Actor {
         }
     }
 
+    /// A broker's heartbeat connection ended. If this is the active controller, probe the
+    /// broker's port: a refused connection means its process is gone (kill -9, a crash),
+    /// and waiting out the session timeout would only delay failover. A port that accepts
+    /// (a dropped connection, a stopped process whose kernel still accepts) or does not
+    /// answer (a network partition) leaves it to the session timeout.
+    fn probe(&self, l: Lost) {
+        if !self.is_active() {
+            return;
+        }
+        let Some(addr) = self
+            .image
+            .borrow()
+            .brokers
+            .get(&l.id)
+            .filter(|b| !b.fenced && b.epoch == l.broker_epoch && b.id != self.me)
+            .map(|b| format!("{}:{}", b.host, b.port))
+        else {
+            return;
+        };
+        let gone = self.gone.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(&addr)).await {
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    let _ = gone.send(l);
+                }
+                _ => {}
+            }
+        });
+    }
+
+    /// Fences a broker whose heartbeat connection closed and whose port refuses
+    /// connections, unless it heartbeated again since.
+    async fn fence_dead(&mut self, l: Lost) {
+        if !self.is_active() || self.ensure_leader().await.is_err() {
+            return;
+        }
+        if self.heartbeats.get(&l.id).is_some_and(|t| *t > l.at) {
+            return;
+        }
+        let image = self.snapshot();
+        let same = image
+            .brokers
+            .get(&l.id)
+            .is_some_and(|b| !b.fenced && b.epoch == l.broker_epoch);
+        if !same {
+            return;
+        }
+        tracing::warn!(broker = l.id, "broker's controller connection closed and its port refuses connections: fencing it now");
+        let _ = self.write(controller::fence_broker(&image, l.id)).await;
+    }
+
+    fn is_active(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.me as u64)
+    }
+
     /// On the active controller: fences brokers whose session expired, and moves leadership
     /// back to preferred leaders when that is enabled and due.
     async fn tick(&mut self) {
-        let leader_now = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            m.state == ServerState::Leader && m.current_leader == Some(self.me as u64)
-        };
-        if !leader_now {
+        if !self.is_active() {
             self.synced_term = None;
             return;
         }

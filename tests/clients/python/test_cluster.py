@@ -701,3 +701,48 @@ def test_a_leader_cut_off_from_the_quorum_acknowledges_nothing_it_will_lose(tmp_
     finally:
         problems = c.stop()
         assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("victim", ["a partition leader", "the active controller"])
+def test_a_killed_broker_is_fenced_at_once_not_after_the_session_timeout(tmp_path, victim):
+    """kill -9 closes the dead broker's connections and its port refuses new ones: the
+    controller fences it at once (issue 19) instead of waiting out
+    broker.session.timeout.ms, so leadership moves and writes resume in about a second.
+    A stopped or cut-off broker still gets the full session (the netsplit and SIGSTOP
+    tests). The session here is 30 s; the broker must be gone well before."""
+    c = Cluster(tmp_path, configs={"broker.session.timeout.ms": "30000",
+                                   "broker.heartbeat.interval.ms": "2000"}).start()
+    try:
+        topic = unique("fastfence")
+        create_topic(c, topic, partitions=3)
+        admin = AdminClient({"bootstrap.servers": c.bootstrap})
+        controller = admin.list_topics(timeout=10).controller_id
+        assert controller in (1, 2, 3)
+        if victim == "the active controller":
+            dead = controller
+        else:
+            leaders = {c.partition_state(topic, p)[0] for p in range(3)}
+            dead = next(iter(leaders - {controller}), None)
+            if dead is None:  # the controller leads all three: move one away
+                run = subprocess.run([runnel_bin(), "partitions", "elect-leaders", "--topic", topic,
+                                      "-b", c.bootstrap], capture_output=True, text=True, timeout=60)
+                assert run.returncode == 0, run.stderr
+                leaders = {c.partition_state(topic, p)[0] for p in range(3)}
+                dead = next(iter(leaders - {controller}))
+        survivors = ",".join(f"127.0.0.1:{n.fixed_port}" for n in c.nodes if n.node_id != dead)
+        killed_at = time.monotonic()
+        c.node(dead).kill9()
+
+        def fenced():
+            md = AdminClient({"bootstrap.servers": survivors}).list_topics(topic, timeout=5)
+            leaders = [p.leader for p in md.topics[topic].partitions.values()]
+            return dead not in md.brokers and all(l not in (dead, -1) for l in leaders)
+        c.wait_for(f"broker {dead} fenced and its partitions led elsewhere", fenced, timeout=12)
+        assert time.monotonic() - killed_at < 15, "fenced only after half the session timeout"
+        values = [f"v{i}" for i in range(30)]
+        for p in range(3):
+            assert all(err is None for err, _ in produce(survivors, topic, values, partition=p, timeout=20))
+            assert read_all(survivors, topic, p) == values
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)
