@@ -64,11 +64,11 @@ def one_round(controller_case):
             c.wait_for("fully in sync", lambda: all(len(c.partition_state(topic, p)[2]) == 3 for p in range(3)))
             # One producer, connected and warm before the kill; the baseline is its
             # acks=all round trip with every broker up.
-            p = producer(c.bootstrap)
+            prod = producer(c.bootstrap)
             for partition in range(3):
-                produce_one(p, topic, partition, 10)
+                produce_one(prod, topic, partition, 10)
             t0 = time.perf_counter()
-            produce_one(p, topic, 0, 10)
+            produce_one(prod, topic, 0, 10)
             baseline = time.perf_counter() - t0
             controller = leader_of(c.bootstrap, topic, 0)[1]
             victim, partition = None, None
@@ -81,7 +81,7 @@ def one_round(controller_case):
                 return None
             t0 = time.perf_counter()
             c.node(victim).kill9()
-            produce_one(p, topic, partition, 30)
+            produce_one(prod, topic, partition, 30)
             return baseline, time.perf_counter() - t0
         finally:
             c.stop()

@@ -40,6 +40,13 @@ type Job = (ControllerRequest, oneshot::Sender<Reply>);
 
 /// How long the controller waits for a broker's port to answer a liveness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The pauses before each liveness probe of a broker whose connection closed.
+const PROBE_PAUSES: [Duration; 4] = [
+    Duration::ZERO,
+    Duration::from_millis(100),
+    Duration::from_millis(300),
+    Duration::from_millis(600),
+];
 
 /// A broker's heartbeat connection to this voter ended at `at`: the controller probes the
 /// broker's port to tell a dead process from a dropped connection.
@@ -730,12 +737,21 @@ impl Actor {
         };
         let gone = self.gone.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(&addr)).await {
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    let _ = gone.send(l);
+            // A dying process can close the connection a moment before its listening
+            // socket: a port that still accepts is asked again for about a second.
+            for pause in PROBE_PAUSES {
+                tokio::time::sleep(pause).await;
+                match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(&addr)).await {
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        let _ = gone.send(l);
+                        return;
+                    }
+                    Ok(Ok(_)) => continue,
+                    // Unreachable (a partition) or another error: not proof of death.
+                    _ => break,
                 }
-                _ => {}
             }
+            tracing::debug!(broker = l.id, %addr, "broker's controller connection closed; its port did not refuse: leaving it to the session timeout");
         });
     }
 
