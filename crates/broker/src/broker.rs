@@ -43,6 +43,8 @@ pub struct Broker {
     _dir_locks: Vec<runnel_log::DirLock>,
     /// Open client connections and the request bytes they hold, with their bounds.
     pub connections: Arc<crate::connections::Connections>,
+    /// ACLs and the authorization decision (`authorizer.class.name`).
+    pub authz: crate::authz::Authz,
 }
 
 struct ProducerIdBlock {
@@ -72,6 +74,11 @@ impl Broker {
         let cluster_id = load_or_create_identity(&config)?;
         let topics = TopicRegistry::open(config.clone())?;
         let config_txn = config.txn.clone();
+        let meta_dir = config.log_dirs[0].join("__cluster_metadata");
+        let authz = crate::authz::Authz::open(
+            config.authz.clone(),
+            (!config.cluster.is_clustered()).then_some(meta_dir.as_path()),
+        )?;
         let groups = GroupCoordinator::new(config.groups.clone());
         groups.load(&topics)?;
         let broker = Broker {
@@ -90,6 +97,7 @@ impl Broker {
             cluster: std::sync::OnceLock::new(),
             _dir_locks: dir_locks,
             connections,
+            authz,
         };
         // After groups: completing a prepared transaction applies its offset commits.
         broker.txns.load(&broker)?;

@@ -35,7 +35,11 @@ enum Mode {
     Incremental(i32),
 }
 
-pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &crate::authz::Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: FetchRequest = decode_body(&req.body, req.api_version)?;
     let by_id = req.api_version >= 13;
     let requested: Vec<SessionPartition> = body
@@ -102,6 +106,7 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     let consumer = (replica.is_none() && req.api_version >= 11).then(|| ConsumerFetch {
         rack: body.rack_id.to_string(),
     });
+    let denied = denied_partitions(broker, az, &wanted, replica.is_some(), by_id);
     let min_bytes = body.min_bytes.max(0) as usize;
     // The broker's cap (Kafka's fetch.max.bytes, replica.fetch.response.max.bytes)
     // bounds the response whatever the client asks; as in Kafka the first batch still
@@ -139,6 +144,7 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                     record_progress: follower.take(),
                     consumer: consumer.as_ref(),
                     waiter: &waiter,
+                    denied: &denied,
                 },
             );
             let expired = tokio::time::Instant::now() >= deadline;
@@ -168,6 +174,45 @@ struct Pass<'a> {
     consumer: Option<&'a ConsumerFetch>,
     /// Parked on every partition found, before it is read.
     waiter: &'a Arc<tokio::sync::Notify>,
+    /// Per wanted partition: refused by the authorizer.
+    denied: &'a [bool],
+}
+
+/// Kafka's KafkaApis.handleFetchRequest: a follower needs CLUSTER_ACTION on the
+/// cluster, a consumer READ on each topic; what is refused is answered
+/// TOPIC_AUTHORIZATION_FAILED. One entry per wanted partition.
+fn denied_partitions(
+    broker: &Broker,
+    az: &crate::authz::Ctx,
+    wanted: &[SessionPartition],
+    follower: bool,
+    by_id: bool,
+) -> Vec<bool> {
+    use crate::authz::acl::Operation;
+    if !az.enabled() {
+        return vec![false; wanted.len()];
+    }
+    if follower {
+        return vec![!az.cluster(Operation::ClusterAction); wanted.len()];
+    }
+    let mut decided: std::collections::HashMap<String, bool> = Default::default();
+    wanted
+        .iter()
+        .map(|w| {
+            let name = if by_id {
+                match broker.topics.get_by_id(w.key.topic_id) {
+                    Some(t) => t.name.clone(),
+                    // Unknown id: answered UNKNOWN_TOPIC_ID.
+                    None => return false,
+                }
+            } else {
+                w.key.topic.0.to_string()
+            };
+            *decided
+                .entry(name)
+                .or_insert_with_key(|n| !az.topic(Operation::Read, n))
+        })
+        .collect()
 }
 
 /// A fetch from a consumer that knows KIP-392 (Fetch v11+).
@@ -192,11 +237,12 @@ fn read_all(
         record_progress,
         consumer,
         waiter,
+        denied,
     } = pass;
     let mut out = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
     let mut any_error = false;
-    for w in wanted {
+    for (i, w) in wanted.iter().enumerate() {
         let mut data = PartitionData::default()
             .with_partition_index(w.key.partition)
             .with_high_watermark(-1)
@@ -209,6 +255,11 @@ fn read_all(
                 None
             })
             .with_records(Some(Bytes::new()));
+        if denied.get(i).copied().unwrap_or(false) {
+            out.push(data.with_error_code(ErrorCode::TopicAuthorizationFailed.code()));
+            any_error = true;
+            continue;
+        }
         let topic = if by_id {
             broker.topics.get_by_id(w.key.topic_id)
         } else {

@@ -1,6 +1,7 @@
 //! One module per API family. `dispatch` decodes the body and runs the handler's
 //! synchronous part now; what must wait (fsync, long poll) is in the returned future.
 
+mod acls;
 mod admin;
 pub mod api_versions;
 mod authorized;
@@ -41,29 +42,30 @@ pub fn dispatch(
     conn: &crate::server::Conn,
 ) -> Result<ResponseFuture, DecodeError> {
     let peer = conn.peer;
+    let az = crate::authz::Ctx::new(broker, conn, req.api_key);
     match req.api_key {
         ApiKey::ApiVersions => api_versions::handle(&req),
-        ApiKey::Metadata => metadata::handle(broker, &req, &conn.listener),
-        ApiKey::Produce => produce::handle(broker, &req),
-        ApiKey::Fetch => fetch::handle(broker, &req),
-        ApiKey::ListOffsets => list_offsets::handle(broker, &req),
-        ApiKey::CreateTopics => topics_admin::create(broker, &req),
-        ApiKey::DeleteTopics => topics_admin::delete(broker, &req),
+        ApiKey::Metadata => metadata::handle(broker, &req, &conn.listener, &az),
+        ApiKey::Produce => produce::handle(broker, &req, &az),
+        ApiKey::Fetch => fetch::handle(broker, &req, &az),
+        ApiKey::ListOffsets => list_offsets::handle(broker, &req, &az),
+        ApiKey::CreateTopics => topics_admin::create(broker, &req, &az),
+        ApiKey::DeleteTopics => topics_admin::delete(broker, &req, &az),
         ApiKey::InitProducerId => producer_id::handle(broker, &req),
         ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, &req),
-        ApiKey::FindCoordinator => groups::find_coordinator(broker, &req, &conn.listener),
-        ApiKey::JoinGroup => groups::join(broker, &req, peer),
-        ApiKey::SyncGroup => groups::sync(broker, &req),
-        ApiKey::Heartbeat => groups::heartbeat(broker, &req),
-        ApiKey::LeaveGroup => groups::leave(broker, &req),
-        ApiKey::OffsetCommit => groups::offset_commit(broker, &req),
-        ApiKey::OffsetFetch => groups::offset_fetch(broker, &req),
-        ApiKey::ListGroups => groups::list(broker, &req),
-        ApiKey::DescribeGroups => groups::describe(broker, &req),
-        ApiKey::DeleteGroups => groups::delete(broker, &req),
-        ApiKey::OffsetDelete => groups::offset_delete(broker, &req),
-        ApiKey::ConsumerGroupHeartbeat => groups::consumer_heartbeat(broker, &req, peer),
-        ApiKey::ConsumerGroupDescribe => groups::consumer_describe(broker, &req),
+        ApiKey::FindCoordinator => groups::find_coordinator(broker, &req, &conn.listener, &az),
+        ApiKey::JoinGroup => groups::join(broker, &req, peer, &az),
+        ApiKey::SyncGroup => groups::sync(broker, &req, &az),
+        ApiKey::Heartbeat => groups::heartbeat(broker, &req, &az),
+        ApiKey::LeaveGroup => groups::leave(broker, &req, &az),
+        ApiKey::OffsetCommit => groups::offset_commit(broker, &req, &az),
+        ApiKey::OffsetFetch => groups::offset_fetch(broker, &req, &az),
+        ApiKey::ListGroups => groups::list(broker, &req, &az),
+        ApiKey::DescribeGroups => groups::describe(broker, &req, &az),
+        ApiKey::DeleteGroups => groups::delete(broker, &req, &az),
+        ApiKey::OffsetDelete => groups::offset_delete(broker, &req, &az),
+        ApiKey::ConsumerGroupHeartbeat => groups::consumer_heartbeat(broker, &req, peer, &az),
+        ApiKey::ConsumerGroupDescribe => groups::consumer_describe(broker, &req, &az),
         ApiKey::DescribeConfigs => admin::describe_configs(broker, &req),
         ApiKey::AlterConfigs => admin::alter_configs(broker, &req),
         ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(broker, &req),
@@ -85,6 +87,9 @@ pub fn dispatch(
         ApiKey::DescribeQuorum => admin::describe_quorum(broker, &req),
         ApiKey::AlterPartitionReassignments => reassign::alter_reassignments(broker, &req),
         ApiKey::ListPartitionReassignments => reassign::list_reassignments(broker, &req),
+        ApiKey::CreateAcls => acls::create(broker, &req, &az),
+        ApiKey::DescribeAcls => acls::describe(broker, &req, &az),
+        ApiKey::DeleteAcls => acls::delete(broker, &req, &az),
         // parse_request only lets through APIs in the supported table.
         other => Err(DecodeError::Malformed {
             what: "request",

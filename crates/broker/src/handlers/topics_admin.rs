@@ -1,6 +1,6 @@
 //! CreateTopics and DeleteTopics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use runnel_protocol::kp::messages::create_topics_response::{
@@ -14,6 +14,8 @@ use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 use uuid::Uuid;
 
 use super::{ready, str_bytes, ResponseFuture};
+use crate::authz::acl::{Operation, ResourceType};
+use crate::authz::denied_error;
 use crate::broker::Broker;
 use crate::config::{topic_config_default, topic_config_names};
 use crate::error::{BrokerError, ErrorCode};
@@ -22,12 +24,25 @@ use crate::error::{BrokerError, ErrorCode};
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
 
-pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn create(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &crate::authz::Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: CreateTopicsRequest = decode_body(&req.body, req.api_version)?;
     let mut seen: HashMap<String, usize> = HashMap::new();
     for t in &body.topics {
         *seen.entry(t.name.0.to_string()).or_default() += 1;
     }
+    // Kafka: CREATE on the cluster, else CREATE on each topic.
+    let denied: HashSet<String> = if az.cluster(Operation::Create) {
+        HashSet::new()
+    } else {
+        seen.keys()
+            .filter(|n| !az.topic(Operation::Create, n))
+            .cloned()
+            .collect()
+    };
     let budget = request_budget(broker, &body);
     if let Some(cluster) = broker.cluster() {
         return Ok(create_in_cluster(
@@ -36,6 +51,7 @@ pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             req.clone(),
             body,
             seen,
+            denied,
             budget,
         ));
     }
@@ -48,7 +64,7 @@ pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 .with_name(t.name.clone())
                 .with_num_partitions(-1)
                 .with_replication_factor(-1);
-            let outcome = precheck(&broker, &name, &seen, &budget)
+            let outcome = precheck(&broker, &name, &seen, &denied, &budget)
                 .and_then(|()| create_one(&broker, &name, &t, body.validate_only));
             match outcome {
                 Ok((id, partitions, configs)) => {
@@ -79,6 +95,7 @@ fn create_in_cluster(
     req: ParsedRequest,
     body: CreateTopicsRequest,
     seen: HashMap<String, usize>,
+    denied: HashSet<String>,
     budget: Result<(), BrokerError>,
 ) -> ResponseFuture {
     Box::pin(async move {
@@ -86,7 +103,7 @@ fn create_in_cluster(
         let mut to_create = Vec::new();
         for t in &body.topics {
             let name = t.name.0.to_string();
-            let checked = precheck(&broker, &name, &seen, &budget)
+            let checked = precheck(&broker, &name, &seen, &denied, &budget)
                 .and_then(|()| create_one(&broker, &name, t, true).map(|_| ()));
             if checked.is_ok() {
                 let assignments = (!t.assignments.is_empty()).then(|| {
@@ -175,8 +192,12 @@ fn precheck(
     broker: &Broker,
     name: &str,
     seen: &HashMap<String, usize>,
+    denied: &HashSet<String>,
     budget: &Result<(), BrokerError>,
 ) -> Result<(), BrokerError> {
+    if denied.contains(name) {
+        return Err(denied_error(ResourceType::Topic, Operation::Create, name));
+    }
     if seen[name] > 1 {
         return Err(BrokerError::new(
             ErrorCode::InvalidRequest,
@@ -284,7 +305,11 @@ fn describe_configs(broker: &Broker, set: &BTreeMap<String, String>) -> Vec<Crea
         .collect()
 }
 
-pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn delete(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &crate::authz::Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: DeleteTopicsRequest = decode_body(&req.body, req.api_version)?;
     // v0-5 name topics in `topic_names`; v6 in `topics`, by name or by id.
     let mut targets: Vec<(Option<TopicName>, Uuid)> = body
@@ -301,7 +326,13 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             Some(n) => broker.topics.get(&n.0),
             None => broker.topics.get_by_id(id),
         };
-        let outcome = match (&topic, broker.config.delete_topic_enable) {
+        // Kafka: DELETE on the topic, checked before its existence is revealed.
+        let named = name.as_ref().map(|n| n.0.to_string());
+        let authorized = match named.as_deref().or(topic.as_ref().map(|t| t.name.as_str())) {
+            Some(n) => az.require(Operation::Delete, ResourceType::Topic, n),
+            None => Ok(()),
+        };
+        let outcome = authorized.and_then(|()| match (&topic, broker.config.delete_topic_enable) {
             (_, false) => Err(BrokerError::new(
                 ErrorCode::TopicDeletionDisabled,
                 "delete.topic.enable is false on this broker",
@@ -326,7 +357,7 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 .topics
                 .delete(&t.name)
                 .inspect(|_| broker.metrics.forget_topic(&t.name)),
-        };
+        });
         let mut r = DeletableTopicResult::default()
             .with_name(name.or_else(|| topic.as_ref().map(|t| TopicName(str_bytes(&t.name)))))
             .with_topic_id(topic.as_ref().map_or(id, |t| t.id));
