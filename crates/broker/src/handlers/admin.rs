@@ -21,6 +21,8 @@ use runnel_protocol::kp::protocol::StrBytes;
 use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 
 use super::{ready, str_bytes, ResponseFuture};
+use crate::authz::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::authz::Ctx;
 use crate::broker::Broker;
 use crate::config::{
     broker_config_entries, is_dynamic_broker_key, is_ignored_dynamic_key, topic_config_default,
@@ -242,6 +244,7 @@ fn describe_broker(
 pub fn describe_configs(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: DescribeConfigsRequest = decode_body(&req.body, req.api_version)?;
     let results = body
@@ -250,7 +253,13 @@ pub fn describe_configs(
         .map(|r| {
             // Null or empty: every key (Kafka treats both the same).
             let keys = r.configuration_keys.as_ref().filter(|k| !k.is_empty());
-            let outcome = match r.resource_type {
+            let outcome = config_check(
+                az,
+                r.resource_type,
+                &r.resource_name,
+                Operation::DescribeConfigs,
+            )
+            .and_then(|()| match r.resource_type {
                 RESOURCE_TOPIC => describe_topic(
                     broker,
                     &r.resource_name,
@@ -272,7 +281,7 @@ pub fn describe_configs(
                     ErrorCode::InvalidRequest,
                     format!("resource type {other} is not supported"),
                 )),
-            };
+            });
             let result = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
@@ -340,6 +349,17 @@ fn wait_for_controller<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
+/// Kafka: `op` (DESCRIBE_CONFIGS or ALTER_CONFIGS) on the topic or group; on the
+/// cluster for a broker or broker logger.
+fn config_check(az: &Ctx, resource_type: i8, name: &str, op: Operation) -> Result<(), BrokerError> {
+    let rt = match resource_type {
+        RESOURCE_TOPIC => ResourceType::Topic,
+        RESOURCE_GROUP => ResourceType::Group,
+        _ => return az.require(op, ResourceType::Cluster, CLUSTER_NAME),
+    };
+    az.require(op, rt, name)
+}
+
 fn check_broker_name(broker: &Broker, name: &str) -> Result<(), BrokerError> {
     if name.is_empty() || name == broker.node_id().to_string() {
         Ok(())
@@ -370,13 +390,20 @@ fn alter_response(
 pub fn alter_configs(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: AlterConfigsRequest = decode_body(&req.body, req.api_version)?;
     let responses =
         body.resources
             .iter()
             .map(|r| {
-                let outcome = match r.resource_type {
+                let outcome = config_check(
+                    az,
+                    r.resource_type,
+                    &r.resource_name,
+                    Operation::AlterConfigs,
+                )
+                .and_then(|()| match r.resource_type {
                     // Legacy AlterConfigs replaces the whole set: unnamed keys return to defaults.
                     RESOURCE_TOPIC => {
                         let configs = r
@@ -409,7 +436,7 @@ pub fn alter_configs(
                         ErrorCode::InvalidRequest,
                         format!("resource type {other} is not supported"),
                     )),
-                };
+                });
                 alter_response(r.resource_type, &r.resource_name, outcome)
             })
             .collect();
@@ -427,13 +454,14 @@ const OP_SUBTRACT: i8 = 3;
 pub fn incremental_alter_configs(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: IncrementalAlterConfigsRequest = decode_body(&req.body, req.api_version)?;
     let responses = body
         .resources
         .iter()
         .map(|r| {
-            let outcome = match r.resource_type {
+            let outcome = config_check(az, r.resource_type, &r.resource_name, Operation::AlterConfigs).and_then(|()| match r.resource_type {
                 RESOURCE_TOPIC => (|| {
                     let topic = broker.topics.get(&r.resource_name).ok_or_else(|| BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("topic '{}' does not exist", r.resource_name.as_str())))?;
                     let mut configs = topic.configs.clone();
@@ -491,7 +519,7 @@ pub fn incremental_alter_configs(
                     alter_group(broker, &r.resource_name, &ops, body.validate_only)
                 }
                 other => Err(BrokerError::new(ErrorCode::InvalidRequest, format!("resource type {other} is not supported"))),
-            };
+            });
             let r = alter_response(r.resource_type, &r.resource_name, outcome);
             runnel_protocol::kp::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_error_code(r.error_code)
@@ -509,8 +537,16 @@ pub fn incremental_alter_configs(
 pub fn create_partitions(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: CreatePartitionsRequest = decode_body(&req.body, req.api_version)?;
+    // Kafka: ALTER on each topic.
+    let refused: std::collections::HashSet<String> = body
+        .topics
+        .iter()
+        .filter(|t| !az.topic(Operation::Alter, &t.name.0))
+        .map(|t| t.name.0.to_string())
+        .collect();
     let clustered = broker.cluster().is_some();
     let broker = broker.clone();
     let compute = move || {
@@ -532,6 +568,11 @@ pub fn create_partitions(
             .iter()
             .map(|t| {
                 let outcome = match &t.assignments {
+                    _ if refused.contains(t.name.0.as_str()) => Err(crate::authz::denied_error(
+                        ResourceType::Topic,
+                        Operation::Alter,
+                        &t.name.0,
+                    )),
                     _ if budget.is_err() => budget.clone(),
                     _ if broker.cluster().is_some() => {
                         let cluster = broker.cluster().expect("checked");
@@ -654,12 +695,15 @@ pub fn describe_cluster(
 pub fn delete_records(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: DeleteRecordsRequest = decode_body(&req.body, req.api_version)?;
     let topics = body
         .topics
         .iter()
         .map(|t| {
+            // Kafka: DELETE on the topic.
+            let authorized = az.topic(Operation::Delete, &t.name.0);
             let partitions = t
                 .partitions
                 .iter()
@@ -667,6 +711,9 @@ pub fn delete_records(
                     let r = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    if !authorized {
+                        return r.with_error_code(ErrorCode::TopicAuthorizationFailed.code());
+                    }
                     // Kafka's ReplicaManager: "Cannot delete records of internal topic".
                     if crate::topics::is_internal(&t.name.0) {
                         return r.with_error_code(ErrorCode::InvalidTopic.code());
