@@ -238,3 +238,44 @@ def test_super_user_and_allow_everyone_if_no_acl_found(start_broker):
     b.configs["allow.everyone.if.no.acl.found"] = "false"
     b.restart()
     assert produce_one(b, "free") == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_denials_are_logged_counted_in_metrics_and_apply_to_the_http_api(tmp_path):
+    import json
+    import urllib.error
+    import urllib.request
+
+    from test_http import HttpBroker
+
+    b = HttpBroker(tmp_path / "hb", {"authorizer.class.name": AUTHORIZER})
+    b.start()
+    try:
+        # No ACL and allow.everyone.if.no.acl.found=false: every request is refused.
+        assert produce_one(b, "t1") == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        with kwire.Conn("127.0.0.1", b.port) as c:
+            assert c.fetch_v11("t1", 0, 0)["error"] == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        with urllib.request.urlopen(b.url("/metrics"), timeout=10) as r:
+            text = r.read().decode()
+        counts = {}
+        for line in text.splitlines():
+            if line.startswith("runnel_authorization_denials_total{"):
+                labels, value = line.rsplit(" ", 1)
+                counts[labels] = float(value)
+        assert counts.get('runnel_authorization_denials_total'
+                          '{resource_type="TOPIC",operation="READ"}', 0) >= 1, text
+        assert any('operation="CREATE"' in k or 'operation="WRITE"' in k
+                   or 'operation="DESCRIBE"' in k for k in counts), counts
+        # The HTTP API's changes are Kafka requests: the same ACLs refuse them (403).
+        req = urllib.request.Request(b.url("/v1/topics"), method="POST",
+                                     data=json.dumps({"name": "h1", "partitions": 1}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 403
+        assert "TOPIC_AUTHORIZATION_FAILED" in e.value.read().decode()
+        # Kafka's authorizer log line.
+        log = b.log_tail(400)
+        assert "Principal = User:ANONYMOUS is Denied operation = READ from host = 127.0.0.1" \
+               " on resource = Topic:t1" in log, log
+    finally:
+        b.stop()

@@ -647,11 +647,17 @@ pub fn describe_cluster(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     listener: &str,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: DescribeClusterRequest = decode_body(&req.body, req.api_version)?;
+    // Kafka checks nothing here; it reports what the principal may do (KIP-430).
     let ops = super::authorized::if_requested(
         body.include_cluster_authorized_operations,
-        super::authorized::CLUSTER,
+        az.authorized_bits(
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+            super::authorized::CLUSTER,
+        ),
     );
     if let Some(cluster) = broker.cluster() {
         let image = cluster.current_image();
@@ -866,14 +872,24 @@ pub fn alter_replica_log_dirs(
 pub fn describe_topic_partitions(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     use runnel_protocol::kp::messages::describe_topic_partitions_response::{
         Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
     };
     let body: DescribeTopicPartitionsRequest = decode_body(&req.body, req.api_version)?;
     let node = BrokerId(broker.node_id());
-    let mut names: Vec<String> = if body.topics.is_empty() {
-        broker.topics.all().iter().map(|t| t.name.clone()).collect()
+    // Kafka: DESCRIBE on each topic; a listing leaves out the others, a named topic
+    // the principal may not describe is answered TOPIC_AUTHORIZATION_FAILED.
+    let listing = body.topics.is_empty();
+    let mut names: Vec<String> = if listing {
+        broker
+            .topics
+            .all()
+            .iter()
+            .map(|t| t.name.clone())
+            .filter(|n| az.visible(Operation::Describe, ResourceType::Topic, n))
+            .collect()
     } else {
         body.topics.iter().map(|t| t.name.0.to_string()).collect()
     };
@@ -886,6 +902,15 @@ pub fn describe_topic_partitions(
     let mut topics = Vec::new();
     let mut next_cursor = None;
     for name in names.into_iter().filter(|n| *n >= start_topic) {
+        if !listing && !az.topic(Operation::Describe, &name) {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(TopicName(str_bytes(&name))))
+                    .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                    .with_topic_authorized_operations(i32::MIN),
+            );
+            continue;
+        }
         let Some(t) = broker.topics.get(&name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()

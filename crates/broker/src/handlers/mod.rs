@@ -5,6 +5,7 @@ mod acls;
 mod admin;
 pub mod api_versions;
 mod authorized;
+mod cluster_gate;
 mod fetch;
 mod groups;
 mod leader_epoch;
@@ -43,6 +44,11 @@ pub fn dispatch(
 ) -> Result<ResponseFuture, DecodeError> {
     let peer = conn.peer;
     let az = crate::authz::Ctx::new(broker, conn, req.api_key);
+    if let Some(op) = cluster_gate::required(req.api_key) {
+        if !az.cluster(op) {
+            return cluster_gate::refuse(&req);
+        }
+    }
     match req.api_key {
         ApiKey::ApiVersions => api_versions::handle(&req),
         ApiKey::Metadata => metadata::handle(broker, &req, &conn.listener, &az),
@@ -52,7 +58,7 @@ pub fn dispatch(
         ApiKey::CreateTopics => topics_admin::create(broker, &req, &az),
         ApiKey::DeleteTopics => topics_admin::delete(broker, &req, &az),
         ApiKey::InitProducerId => producer_id::handle(broker, &req, &az),
-        ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, &req),
+        ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, &req, &az),
         ApiKey::FindCoordinator => groups::find_coordinator(broker, &req, &conn.listener, &az),
         ApiKey::JoinGroup => groups::join(broker, &req, peer, &az),
         ApiKey::SyncGroup => groups::sync(broker, &req, &az),
@@ -70,11 +76,11 @@ pub fn dispatch(
         ApiKey::AlterConfigs => admin::alter_configs(broker, &req, &az),
         ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(broker, &req, &az),
         ApiKey::CreatePartitions => admin::create_partitions(broker, &req, &az),
-        ApiKey::DescribeCluster => admin::describe_cluster(broker, &req, &conn.listener),
+        ApiKey::DescribeCluster => admin::describe_cluster(broker, &req, &conn.listener, &az),
         ApiKey::DeleteRecords => admin::delete_records(broker, &req, &az),
         ApiKey::DescribeLogDirs => admin::describe_log_dirs(broker, &req),
         ApiKey::AlterReplicaLogDirs => admin::alter_replica_log_dirs(broker, &req),
-        ApiKey::DescribeTopicPartitions => admin::describe_topic_partitions(broker, &req),
+        ApiKey::DescribeTopicPartitions => admin::describe_topic_partitions(broker, &req, &az),
         ApiKey::AddPartitionsToTxn => txn::add_partitions(broker, &req, &az),
         ApiKey::AddOffsetsToTxn => txn::add_offsets(broker, &req, &az),
         ApiKey::TxnOffsetCommit => txn::txn_offset_commit(broker, &req, &az),
