@@ -901,23 +901,19 @@ pub fn describe_topic_partitions(
     let mut budget = limit;
     let mut topics = Vec::new();
     let mut next_cursor = None;
+    let failed = |name: &str, code: ErrorCode| {
+        DescribeTopicPartitionsResponseTopic::default()
+            .with_name(Some(TopicName(str_bytes(name))))
+            .with_error_code(code.code())
+            .with_topic_authorized_operations(i32::MIN)
+    };
     for name in names.into_iter().filter(|n| *n >= start_topic) {
         if !listing && !az.topic(Operation::Describe, &name) {
-            topics.push(
-                DescribeTopicPartitionsResponseTopic::default()
-                    .with_name(Some(TopicName(str_bytes(&name))))
-                    .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
-                    .with_topic_authorized_operations(i32::MIN),
-            );
+            topics.push(failed(&name, ErrorCode::TopicAuthorizationFailed));
             continue;
         }
         let Some(t) = broker.topics.get(&name) else {
-            topics.push(
-                DescribeTopicPartitionsResponseTopic::default()
-                    .with_name(Some(TopicName(str_bytes(&name))))
-                    .with_error_code(ErrorCode::UnknownTopicOrPartition.code())
-                    .with_topic_authorized_operations(i32::MIN),
-            );
+            topics.push(failed(&name, ErrorCode::UnknownTopicOrPartition));
             continue;
         };
         let first = if name == start_topic {
