@@ -45,6 +45,8 @@ pub struct Broker {
     pub connections: Arc<crate::connections::Connections>,
     /// ACLs and the authorization decision (`authorizer.class.name`).
     pub authz: crate::authz::Authz,
+    /// Client quotas (AlterClientQuotas) and their rate sensors.
+    pub quotas: crate::quota::Quotas,
 }
 
 struct ProducerIdBlock {
@@ -75,10 +77,9 @@ impl Broker {
         let topics = TopicRegistry::open(config.clone())?;
         let config_txn = config.txn.clone();
         let meta_dir = config.log_dirs[0].join("__cluster_metadata");
-        let authz = crate::authz::Authz::open(
-            config.authz.clone(),
-            (!config.cluster.is_clustered()).then_some(meta_dir.as_path()),
-        )?;
+        let local_meta = (!config.cluster.is_clustered()).then_some(meta_dir.as_path());
+        let authz = crate::authz::Authz::open(config.authz.clone(), local_meta)?;
+        let quotas = crate::quota::Quotas::open(config.quota.clone(), local_meta)?;
         let groups = GroupCoordinator::new(config.groups.clone());
         groups.load(&topics)?;
         let broker = Broker {
@@ -98,6 +99,7 @@ impl Broker {
             _dir_locks: dir_locks,
             connections,
             authz,
+            quotas,
         };
         // After groups: completing a prepared transaction applies its offset commits.
         broker.txns.load(&broker)?;

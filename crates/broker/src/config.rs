@@ -217,6 +217,8 @@ pub struct BrokerConfig {
     pub cluster: ClusterConfig,
     /// `authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found`.
     pub authz: crate::authz::AuthzConfig,
+    /// `quota.window.num`, `quota.window.size.seconds`.
+    pub quota: crate::quota::QuotaConfig,
     /// The keys that were set, with their values, for DescribeConfigs and logging.
     pub explicit: BTreeMap<String, String>,
 }
@@ -394,6 +396,7 @@ impl BrokerConfig {
             txn: crate::txn::TxnConfig::default(),
             cluster: ClusterConfig::default(),
             authz: Default::default(),
+            quota: Default::default(),
             explicit: BTreeMap::new(),
         };
         // Kafka resolves retention and roll from the most precise unit given.
@@ -663,6 +666,7 @@ impl BrokerConfig {
                     c.groups.offset_metadata_max_bytes = parse_i64(k, v, 0)? as usize
                 }
                 _ if c.authz.set(k, v)? => {}
+                _ if c.quota.set(k, v)? => {}
                 _ if ACCEPTED_WITHOUT_EFFECT.contains(&k) => {}
                 _ => {
                     let hint = " (see docs/configuration.md for the keys Runnel knows)".to_string();

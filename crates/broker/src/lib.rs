@@ -20,6 +20,7 @@ pub mod http;
 pub mod listeners;
 pub mod metrics;
 pub mod partition;
+pub mod quota;
 pub mod replication;
 pub mod server;
 pub mod topics;

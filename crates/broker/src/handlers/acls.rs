@@ -89,7 +89,7 @@ pub fn create(
                 (Ok(()), Ok(_)) => None,
             };
             match error {
-                None => AclCreationResult::default(),
+                None => AclCreationResult::default().with_error_message(None),
                 Some(e) => AclCreationResult::default()
                     .with_error_code(e.code.code())
                     .with_error_message(Some(str_bytes(&e.message))),
@@ -168,7 +168,9 @@ pub fn describe(
                         .with_acls(acls)
                 })
                 .collect();
-            DescribeAclsResponse::default().with_resources(resources)
+            DescribeAclsResponse::default()
+                .with_resources(resources)
+                .with_error_message(None)
         }
     };
     ready(req, &response)
@@ -210,6 +212,7 @@ pub fn delete(
                 (Ok(_), Ok(_)) => {
                     let acls = matched.next().unwrap_or_default();
                     return DeleteAclsFilterResult::default()
+                        .with_error_message(None)
                         .with_matching_acls(acls.iter().map(matching_acl).collect());
                 }
             };
@@ -226,6 +229,7 @@ pub fn delete(
 
 fn matching_acl(a: &AclBinding) -> DeleteAclsMatchingAcl {
     DeleteAclsMatchingAcl::default()
+        .with_error_message(None)
         .with_resource_type(a.resource_type.code())
         .with_resource_name(str_bytes(&a.name))
         .with_pattern_type(a.pattern.code())

@@ -39,6 +39,7 @@ pub fn handle(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     az: &crate::authz::Ctx,
+    qc: &crate::quota::Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: FetchRequest = decode_body(&req.body, req.api_version)?;
     let by_id = req.api_version >= 13;
@@ -124,6 +125,8 @@ pub fn handle(
     let max_wait = Duration::from_millis((body.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP_MS));
     let broker = broker.clone();
     let req = req.clone();
+    // consumer_byte_rate: consumers only, never followers.
+    let quota = replica.is_none().then(|| qc.clone());
     Ok(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + max_wait;
         // Parked on the wanted partitions only (Kafka's purgatory): an append elsewhere
@@ -149,7 +152,11 @@ pub fn handle(
             );
             let expired = tokio::time::Instant::now() >= deadline;
             if bytes >= min_bytes || any_error || expired || wanted.is_empty() {
-                let response = assemble(&broker, mode, &wanted, datas, by_id);
+                let mut response = assemble(&broker, mode, &wanted, datas, by_id);
+                if let Some(qc) = &quota {
+                    response.throttle_time_ms =
+                        qc.record(crate::quota::CONSUMER_BYTE_RATE, bytes as f64);
+                }
                 return encode(&req, &response);
             }
             tokio::select! {

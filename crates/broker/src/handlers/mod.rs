@@ -13,6 +13,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod quotas;
 mod reassign;
 mod topics_admin;
 mod txn;
@@ -42,6 +43,24 @@ pub fn dispatch(
     req: ParsedRequest,
     conn: &crate::server::Conn,
 ) -> Result<ResponseFuture, DecodeError> {
+    let qc = crate::quota::Ctx::new(broker, conn, req.client_id.as_ref());
+    let start = std::time::Instant::now();
+    let response = dispatch_api(broker, req, conn, &qc);
+    // request_percentage: the handler's time in percent of a second (Kafka's
+    // ClientRequestQuotaManager); over the quota, the connection is muted.
+    qc.record(
+        crate::quota::REQUEST_PERCENTAGE,
+        start.elapsed().as_nanos() as f64 * 1e-7,
+    );
+    response
+}
+
+fn dispatch_api(
+    broker: &Arc<Broker>,
+    req: ParsedRequest,
+    conn: &crate::server::Conn,
+    qc: &crate::quota::Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let peer = conn.peer;
     let az = crate::authz::Ctx::new(broker, conn, req.api_key);
     if let Some(op) = cluster_gate::required(req.api_key) {
@@ -52,10 +71,10 @@ pub fn dispatch(
     match req.api_key {
         ApiKey::ApiVersions => api_versions::handle(&req),
         ApiKey::Metadata => metadata::handle(broker, &req, &conn.listener, &az),
-        ApiKey::Produce => produce::handle(broker, &req, &az),
-        ApiKey::Fetch => fetch::handle(broker, &req, &az),
+        ApiKey::Produce => produce::handle(broker, &req, &az, qc),
+        ApiKey::Fetch => fetch::handle(broker, &req, &az, qc),
         ApiKey::ListOffsets => list_offsets::handle(broker, &req, &az),
-        ApiKey::CreateTopics => topics_admin::create(broker, &req, &az),
+        ApiKey::CreateTopics => topics_admin::create(broker, &req, &az, qc),
         ApiKey::DeleteTopics => topics_admin::delete(broker, &req, &az),
         ApiKey::InitProducerId => producer_id::handle(broker, &req, &az),
         ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, &req, &az),
@@ -93,6 +112,8 @@ pub fn dispatch(
         ApiKey::DescribeQuorum => admin::describe_quorum(broker, &req),
         ApiKey::AlterPartitionReassignments => reassign::alter_reassignments(broker, &req),
         ApiKey::ListPartitionReassignments => reassign::list_reassignments(broker, &req),
+        ApiKey::DescribeClientQuotas => quotas::describe(broker, &req, &az),
+        ApiKey::AlterClientQuotas => quotas::alter(broker, &req, &az),
         ApiKey::CreateAcls => acls::create(broker, &req, &az),
         ApiKey::DescribeAcls => acls::describe(broker, &req, &az),
         ApiKey::DeleteAcls => acls::delete(broker, &req, &az),

@@ -21,8 +21,17 @@ pub fn handle(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     az: &crate::authz::Ctx,
+    qc: &crate::quota::Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: ProduceRequest = decode_body(&req.body, req.api_version)?;
+    // producer_byte_rate counts the request's record bytes (Kafka: the request size).
+    let request_bytes: usize = body
+        .topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .filter_map(|p| p.records.as_ref().map(|r| r.len()))
+        .sum();
+    let throttle_ms = qc.record(crate::quota::PRODUCER_BYTE_RATE, request_bytes as f64);
     // Kafka's KafkaApis.handleProduceRequest: WRITE on the transactional id (if any)
     // fails the whole request; then WRITE on each topic.
     let txn_check = match body.transactional_id.as_ref().filter(|t| !t.is_empty()) {
@@ -171,7 +180,10 @@ pub fn handle(
                 )));
             }
         }
-        encode(&req, &ProduceResponse::default().with_responses(responses))
+        let response = ProduceResponse::default()
+            .with_responses(responses)
+            .with_throttle_time_ms(throttle_ms);
+        encode(&req, &response)
     }))
 }
 

@@ -1,6 +1,6 @@
 //! CreateTopics and DeleteTopics.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use runnel_protocol::kp::messages::create_topics_response::{
@@ -28,6 +28,7 @@ pub fn create(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     az: &crate::authz::Ctx,
+    qc: &crate::quota::Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: CreateTopicsRequest = decode_body(&req.body, req.api_version)?;
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -35,14 +36,20 @@ pub fn create(
         *seen.entry(t.name.0.to_string()).or_default() += 1;
     }
     // Kafka: CREATE on the cluster, else CREATE on each topic.
-    let denied: HashSet<String> = if az.cluster(Operation::Create) {
-        HashSet::new()
+    let mut refused: HashMap<String, BrokerError> = if az.cluster(Operation::Create) {
+        HashMap::new()
     } else {
         seen.keys()
             .filter(|n| !az.topic(Operation::Create, n))
-            .cloned()
+            .map(|n| {
+                (
+                    n.clone(),
+                    denied_error(ResourceType::Topic, Operation::Create, n),
+                )
+            })
             .collect()
     };
+    let throttle_ms = mutation_quota(broker, req, &body, qc, &mut refused);
     let budget = request_budget(broker, &body);
     if let Some(cluster) = broker.cluster() {
         return Ok(create_in_cluster(
@@ -51,8 +58,9 @@ pub fn create(
             req.clone(),
             body,
             seen,
-            denied,
+            refused,
             budget,
+            throttle_ms,
         ));
     }
     let broker = broker.clone();
@@ -64,7 +72,7 @@ pub fn create(
                 .with_name(t.name.clone())
                 .with_num_partitions(-1)
                 .with_replication_factor(-1);
-            let outcome = precheck(&broker, &name, &seen, &denied, &budget)
+            let outcome = precheck(&broker, &name, &seen, &refused, &budget)
                 .and_then(|()| create_one(&broker, &name, &t, body.validate_only));
             match outcome {
                 Ok((id, partitions, configs)) => {
@@ -82,7 +90,9 @@ pub fn create(
             }
             results.push(result);
         }
-        CreateTopicsResponse::default().with_topics(results)
+        CreateTopicsResponse::default()
+            .with_topics(results)
+            .with_throttle_time_ms(throttle_ms)
     }))
 }
 
@@ -95,15 +105,16 @@ fn create_in_cluster(
     req: ParsedRequest,
     body: CreateTopicsRequest,
     seen: HashMap<String, usize>,
-    denied: HashSet<String>,
+    refused: HashMap<String, BrokerError>,
     budget: Result<(), BrokerError>,
+    throttle_ms: i32,
 ) -> ResponseFuture {
     Box::pin(async move {
         let mut results: Vec<Result<(), BrokerError>> = Vec::new();
         let mut to_create = Vec::new();
         for t in &body.topics {
             let name = t.name.0.to_string();
-            let checked = precheck(&broker, &name, &seen, &denied, &budget)
+            let checked = precheck(&broker, &name, &seen, &refused, &budget)
                 .and_then(|()| create_one(&broker, &name, t, true).map(|_| ()));
             if checked.is_ok() {
                 let assignments = (!t.assignments.is_empty()).then(|| {
@@ -182,8 +193,48 @@ fn create_in_cluster(
                 }
             })
             .collect();
-        super::encode(&req, &CreateTopicsResponse::default().with_topics(out))
+        let response = CreateTopicsResponse::default()
+            .with_topics(out)
+            .with_throttle_time_ms(throttle_ms);
+        super::encode(&req, &response)
     })
+}
+
+/// KIP-599's controller_mutation_rate on CreateTopics: when the quota is already used
+/// up, v6+ refuses the topics with THROTTLING_QUOTA_EXCEEDED (older versions go ahead,
+/// throttled); the partitions the other topics add are recorded. Returns the throttle
+/// time for the response.
+fn mutation_quota(
+    broker: &Broker,
+    req: &ParsedRequest,
+    body: &CreateTopicsRequest,
+    qc: &crate::quota::Ctx,
+    refused: &mut HashMap<String, BrokerError>,
+) -> i32 {
+    if let Some(ms) = qc.mutation_exceeded() {
+        if req.api_version >= 6 {
+            for t in &body.topics {
+                refused.entry(t.name.0.to_string()).or_insert_with(|| {
+                    BrokerError::new(
+                        ErrorCode::ThrottlingQuotaExceeded,
+                        "controller_mutation_rate quota exceeded; retry after the throttle time",
+                    )
+                });
+            }
+        }
+        return ms.min(i32::MAX as u64) as i32;
+    }
+    let partitions: usize = body
+        .topics
+        .iter()
+        .filter(|t| !refused.contains_key(t.name.0.as_str()))
+        .map(|t| match (t.assignments.len(), t.num_partitions) {
+            (0, n) if n > 0 => n as usize,
+            (0, _) => broker.config.num_partitions.max(1) as usize,
+            (n, _) => n,
+        })
+        .sum();
+    qc.record(crate::quota::CONTROLLER_MUTATION_RATE, partitions as f64)
 }
 
 /// What refuses a topic of a CreateTopics before its own checks: a name given twice,
@@ -192,11 +243,11 @@ fn precheck(
     broker: &Broker,
     name: &str,
     seen: &HashMap<String, usize>,
-    denied: &HashSet<String>,
+    refused: &HashMap<String, BrokerError>,
     budget: &Result<(), BrokerError>,
 ) -> Result<(), BrokerError> {
-    if denied.contains(name) {
-        return Err(denied_error(ResourceType::Topic, Operation::Create, name));
+    if let Some(e) = refused.get(name) {
+        return Err(e.clone());
     }
     if seen[name] > 1 {
         return Err(BrokerError::new(
