@@ -181,3 +181,61 @@ def test_producer_is_held_to_producer_byte_rate(start_broker):
                         for br in json.loads(s)["brokers"].values() if "throttle" in br),
                        default=0)
     assert throttle_max > 0, "no throttle_time_ms seen"
+
+
+def create_topic_v6(conn, name, partitions):
+    """CreateTopics v6 (flexible; KIP-599's strict version) for one topic.
+    -> (throttle_time_ms, error_code)"""
+    body = kwire.uvarint(2) + kwire.compact_string(name) + struct.pack(">ih", partitions, 1)
+    body += kwire.uvarint(1) + kwire.uvarint(1) + kwire.uvarint(0)  # assignments, configs, tags
+    body += struct.pack(">ib", 10000, 0) + kwire.uvarint(0)
+    r = conn.request(19, 6, body, header_version=2)
+    r.uvarint()  # response header tags
+    throttle = r.int32()
+    assert r.uvarint() == 2  # one topic
+    r.take(r.uvarint() - 1)  # name
+    return throttle, r.int16()
+
+
+def test_controller_mutation_rate_refuses_with_throttling_quota_exceeded(broker):
+    THROTTLING_QUOTA_EXCEEDED = 89
+    client = "runnel-tests"  # kwire's client id
+    with kwire.Conn("127.0.0.1", broker.port) as c:
+        assert alter(c, [([("client-id", client)], [("controller_mutation_rate", 1.0)])]) \
+            == [(0, None)]
+        try:
+            # 12 partitions against 1 a second (a 10 s window allows 10): accepted, throttled.
+            throttle, err = create_topic_v6(c, unique("m1"), 12)
+            assert err == 0 and throttle > 0, (throttle, err)
+            # The quota is used up: the next creation is refused, with the wait.
+            t0 = time.monotonic()
+            throttle, err = create_topic_v6(c, unique("m2"), 1)
+            assert err == THROTTLING_QUOTA_EXCEEDED and throttle > 0, (throttle, err)
+            # The channel was muted for the first throttle before this request was read.
+            assert time.monotonic() - t0 >= 0.5
+        finally:
+            alter(c, [([("client-id", client)], [("controller_mutation_rate", None)])])
+
+
+def test_consumer_byte_rate_throttles_consumers_and_mutes_the_channel(broker):
+    client = "runnel-tests"
+    topic = ck.create_topic(broker, unique("cq"))
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for _ in range(50):
+        p.produce(topic, b"y" * 4000)
+    p.flush(10)
+    with kwire.Conn("127.0.0.1", broker.port) as c:
+        assert alter(c, [([("client-id", client)], [("consumer_byte_rate", 16000.0)])]) \
+            == [(0, None)]
+        try:
+            first = c.fetch_v11(topic, 0, 0)
+            assert first["error"] == 0 and first["batches"]
+            # ~200 KB against 16 KB/s over a 10 s window: throttled, and the connection's
+            # next request waits out the mute.
+            assert first["throttle_time_ms"] > 1000, first["throttle_time_ms"]
+            t0 = time.monotonic()
+            c.api_versions_v0()
+            waited = time.monotonic() - t0
+            assert waited >= first["throttle_time_ms"] / 1000 * 0.8, waited
+        finally:
+            alter(c, [([("client-id", client)], [("consumer_byte_rate", None)])])

@@ -538,14 +538,27 @@ pub fn create_partitions(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     az: &Ctx,
+    qc: &crate::quota::Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: CreatePartitionsRequest = decode_body(&req.body, req.api_version)?;
-    // Kafka: ALTER on each topic.
-    let refused: std::collections::HashSet<String> = body
+    // Kafka: ALTER on each topic; then KIP-599's mutation quota (v3+ strict) on the
+    // partitions each adds.
+    let mut throttle_ms = 0;
+    let refused: BTreeMap<String, BrokerError> = body
         .topics
         .iter()
-        .filter(|t| !az.topic(Operation::Alter, &t.name.0))
-        .map(|t| t.name.0.to_string())
+        .filter_map(|t| {
+            let name = t.name.0.as_str();
+            if !az.topic(Operation::Alter, name) {
+                let e = crate::authz::denied_error(ResourceType::Topic, Operation::Alter, name);
+                return Some((name.to_string(), e));
+            }
+            let current = broker.topics.get(name).map_or(0, |x| x.partitions.len());
+            let adding = (t.count.max(0) as usize).saturating_sub(current);
+            let strict = req.api_version >= 3;
+            super::topics_admin::mutation_refused(qc, strict, adding, &mut throttle_ms)
+                .then(|| (name.to_string(), super::topics_admin::throttled()))
+        })
         .collect();
     let clustered = broker.cluster().is_some();
     let broker = broker.clone();
@@ -568,11 +581,9 @@ pub fn create_partitions(
             .iter()
             .map(|t| {
                 let outcome = match &t.assignments {
-                    _ if refused.contains(t.name.0.as_str()) => Err(crate::authz::denied_error(
-                        ResourceType::Topic,
-                        Operation::Alter,
-                        &t.name.0,
-                    )),
+                    _ if refused.contains_key(t.name.0.as_str()) => {
+                        Err(refused[t.name.0.as_str()].clone())
+                    }
                     _ if budget.is_err() => budget.clone(),
                     _ if broker.cluster().is_some() => {
                         let cluster = broker.cluster().expect("checked");
@@ -633,7 +644,9 @@ pub fn create_partitions(
                 }
             })
             .collect();
-        CreatePartitionsResponse::default().with_results(results)
+        CreatePartitionsResponse::default()
+            .with_results(results)
+            .with_throttle_time_ms(throttle_ms)
     };
     // Opening thousands of partitions is long: off the runtime's workers (a cluster's
     // path waits for the controller in place, so it stays where it is).

@@ -200,10 +200,37 @@ fn create_in_cluster(
     })
 }
 
-/// KIP-599's controller_mutation_rate on CreateTopics: when the quota is already used
-/// up, v6+ refuses the topics with THROTTLING_QUOTA_EXCEEDED (older versions go ahead,
-/// throttled); the partitions the other topics add are recorded. Returns the throttle
-/// time for the response.
+/// KIP-599 for one topic's mutation of `partitions`: true when it is refused (a strict
+/// request version while the quota is used up); otherwise the partitions are recorded.
+/// `throttle_ms` keeps the longest throttle for the response.
+pub(super) fn mutation_refused(
+    qc: &crate::quota::Ctx,
+    strict: bool,
+    partitions: usize,
+    throttle_ms: &mut i32,
+) -> bool {
+    if let Some(ms) = qc.mutation_exceeded() {
+        *throttle_ms = (*throttle_ms).max(ms.min(i32::MAX as u64) as i32);
+        if strict {
+            return true;
+        }
+    }
+    let ms = qc.record(crate::quota::CONTROLLER_MUTATION_RATE, partitions as f64);
+    *throttle_ms = (*throttle_ms).max(ms);
+    false
+}
+
+/// THROTTLING_QUOTA_EXCEEDED, as Kafka words it.
+pub(super) fn throttled() -> BrokerError {
+    BrokerError::new(
+        ErrorCode::ThrottlingQuotaExceeded,
+        "controller_mutation_rate quota exceeded; retry after the throttle time",
+    )
+}
+
+/// KIP-599's controller_mutation_rate on CreateTopics: each topic's partitions count;
+/// while the quota is used up, v6+ refuses the topic with THROTTLING_QUOTA_EXCEEDED
+/// (older versions go ahead, throttled). Returns the throttle time for the response.
 fn mutation_quota(
     broker: &Broker,
     req: &ParsedRequest,
@@ -211,30 +238,22 @@ fn mutation_quota(
     qc: &crate::quota::Ctx,
     refused: &mut HashMap<String, BrokerError>,
 ) -> i32 {
-    if let Some(ms) = qc.mutation_exceeded() {
-        if req.api_version >= 6 {
-            for t in &body.topics {
-                refused.entry(t.name.0.to_string()).or_insert_with(|| {
-                    BrokerError::new(
-                        ErrorCode::ThrottlingQuotaExceeded,
-                        "controller_mutation_rate quota exceeded; retry after the throttle time",
-                    )
-                });
-            }
+    let mut throttle_ms = 0;
+    for t in &body.topics {
+        let name = t.name.0.as_str();
+        if refused.contains_key(name) {
+            continue;
         }
-        return ms.min(i32::MAX as u64) as i32;
-    }
-    let partitions: usize = body
-        .topics
-        .iter()
-        .filter(|t| !refused.contains_key(t.name.0.as_str()))
-        .map(|t| match (t.assignments.len(), t.num_partitions) {
+        let partitions = match (t.assignments.len(), t.num_partitions) {
             (0, n) if n > 0 => n as usize,
             (0, _) => broker.config.num_partitions.max(1) as usize,
             (n, _) => n,
-        })
-        .sum();
-    qc.record(crate::quota::CONTROLLER_MUTATION_RATE, partitions as f64)
+        };
+        if mutation_refused(qc, req.api_version >= 6, partitions, &mut throttle_ms) {
+            refused.insert(name.to_string(), throttled());
+        }
+    }
+    throttle_ms
 }
 
 /// What refuses a topic of a CreateTopics before its own checks: a name given twice,
@@ -360,8 +379,12 @@ pub fn delete(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     az: &crate::authz::Ctx,
+    qc: &crate::quota::Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: DeleteTopicsRequest = decode_body(&req.body, req.api_version)?;
+    // KIP-599: v5+ refuses a deletion while the mutation quota is used up.
+    let strict = req.api_version >= 5;
+    let mut throttle_ms = 0;
     // v0-5 name topics in `topic_names`; v6 in `topics`, by name or by id.
     let mut targets: Vec<(Option<TopicName>, Uuid)> = body
         .topic_names
@@ -400,6 +423,9 @@ pub fn delete(
                 ErrorCode::UnknownTopicOrPartition,
                 "topic does not exist",
             )),
+            (Some(t), _) if mutation_refused(qc, strict, t.partitions.len(), &mut throttle_ms) => {
+                Err(throttled())
+            }
             (Some(t), _) if broker.cluster().is_some() => {
                 deletions.push((results.len(), t.name.clone()));
                 Ok(())
@@ -422,7 +448,9 @@ pub fn delete(
     let Some(cluster) = broker.cluster().cloned() else {
         return ready(
             req,
-            &DeleteTopicsResponse::default().with_responses(results),
+            &DeleteTopicsResponse::default()
+                .with_responses(results)
+                .with_throttle_time_ms(throttle_ms),
         );
     };
     let req = req.clone();
@@ -441,7 +469,9 @@ pub fn delete(
             .await;
         super::encode(
             &req,
-            &DeleteTopicsResponse::default().with_responses(results),
+            &DeleteTopicsResponse::default()
+                .with_responses(results)
+                .with_throttle_time_ms(throttle_ms),
         )
     }))
 }
