@@ -279,3 +279,50 @@ def test_denials_are_logged_counted_in_metrics_and_apply_to_the_http_api(tmp_pat
                " on resource = Topic:t1" in log, log
     finally:
         b.stop()
+
+
+def runnel(b, *args):
+    import subprocess
+
+    from harness import runnel_bin
+
+    return subprocess.run([runnel_bin(), *args, "-b", b.bootstrap], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_runnel_acls_cli_add_list_remove(start_broker):
+    b = start_broker(authorizer__class__name=AUTHORIZER, super__users=ANONYMOUS)
+    r = runnel(b, "acls", "--add", "--allow-principal", "User:alice", "--producer",
+               "--topic", "orders", "--transactional-id", "tx")
+    assert r.returncode == 0, r.stderr
+    assert "Adding ACLs for resource `ResourcePattern(resourceType=TOPIC, name=orders, " \
+           "patternType=LITERAL)`" in r.stdout, r.stdout
+    r = runnel(b, "acls", "--add", "--deny-principal", "User:bob", "--deny-host", "10.0.0.1",
+               "--operation", "Read", "--topic", "pay-", "--resource-pattern-type", "prefixed")
+    assert r.returncode == 0, r.stderr
+    # The admin client sees what the tool added.
+    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                  AclOperation.ANY, AclPermissionType.ANY)
+    assert len(admin(b).describe_acls(everything, request_timeout=10).result()) == 6
+    r = runnel(b, "acls", "--list", "--topic", "orders")
+    assert r.returncode == 0, r.stderr
+    for op in ("WRITE", "DESCRIBE", "CREATE"):
+        assert f"(principal=User:alice, host=*, operation={op}, permissionType=ALLOW)" \
+            in r.stdout, r.stdout
+    r = runnel(b, "acls", "--list", "--topic", "pay-eu", "--resource-pattern-type", "match")
+    assert "(principal=User:bob, host=10.0.0.1, operation=READ, permissionType=DENY)" \
+        in r.stdout, r.stdout
+    r = runnel(b, "acls", "--remove", "--force", "--topic", "orders")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("Removed ACL") == 3, r.stdout
+    assert runnel(b, "acls", "--list", "--topic", "orders").stdout.strip() == ""
+    # An operation the resource type does not have is a usage error, named.
+    r = runnel(b, "acls", "--add", "--allow-principal", "User:a", "--operation",
+               "IdempotentWrite", "--topic", "t")
+    assert r.returncode == 2 and "IDEMPOTENT_WRITE" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_runnel_acls_cli_without_an_authorizer_names_security_disabled(broker):
+    r = runnel(broker, "acls", "--list")
+    assert r.returncode == 1, r.stderr
+    assert "SecurityDisabled" in r.stderr and "authorizer.class.name" in r.stderr, r.stderr

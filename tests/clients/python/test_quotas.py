@@ -239,3 +239,35 @@ def test_consumer_byte_rate_throttles_consumers_and_mutes_the_channel(broker):
             assert waited >= first["throttle_time_ms"] / 1000 * 0.8, waited
         finally:
             alter(c, [([("client-id", client)], [("consumer_byte_rate", None)])])
+
+
+def test_runnel_quotas_cli_alter_and_describe(broker):
+    import subprocess
+
+    from harness import runnel_bin
+
+    def run(*args):
+        return subprocess.run([runnel_bin(), "quotas", *args, "-b", broker.bootstrap],
+                              capture_output=True, text=True, timeout=60)
+
+    user = unique("alice")
+    r = run("--alter", "--entity-type", "users", "--entity-name", user, "--add-config",
+            "producer_byte_rate=1048576,consumer_byte_rate=2097152")
+    assert r.returncode == 0, r.stderr
+    assert f"Completed updating config for user-principal '{user}'." in r.stdout
+    r = run("--describe", "--entity-type", "users", "--entity-name", user)
+    assert r.stdout.strip() == (f"Quota configs for user-principal '{user}' are "
+                                "consumer_byte_rate=2097152.0, producer_byte_rate=1048576.0"), r.stdout
+    r = run("--alter", "--user", user, "--client-defaults", "--add-config",
+            "request_percentage=50")
+    assert r.returncode == 0, r.stderr
+    with kwire.Conn("127.0.0.1", broker.port) as c:
+        found = describe(c, [("user", MATCH_EXACT, user)])[1]
+    assert found[(("client-id", None), ("user", user))] == {"request_percentage": 50.0}
+    r = run("--alter", "--entity-type", "users", "--entity-name", user, "--delete-config",
+            "consumer_byte_rate")
+    assert r.returncode == 0, r.stderr
+    r = run("--describe", "--entity-type", "users", "--entity-name", user)
+    assert "consumer_byte_rate" not in r.stdout and "producer_byte_rate=1048576.0" in r.stdout
+    r = run("--alter", "--user", user, "--add-config", "bogus_rate=1")
+    assert r.returncode == 1 and "bogus_rate" in r.stderr, r.stderr
