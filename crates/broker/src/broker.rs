@@ -43,6 +43,10 @@ pub struct Broker {
     _dir_locks: Vec<runnel_log::DirLock>,
     /// Open client connections and the request bytes they hold, with their bounds.
     pub connections: Arc<crate::connections::Connections>,
+    /// ACLs and the authorization decision (`authorizer.class.name`).
+    pub authz: crate::authz::Authz,
+    /// Client quotas (AlterClientQuotas) and their rate sensors.
+    pub quotas: crate::quota::Quotas,
 }
 
 struct ProducerIdBlock {
@@ -72,6 +76,10 @@ impl Broker {
         let cluster_id = load_or_create_identity(&config)?;
         let topics = TopicRegistry::open(config.clone())?;
         let config_txn = config.txn.clone();
+        let meta_dir = config.log_dirs[0].join("__cluster_metadata");
+        let local_meta = (!config.cluster.is_clustered()).then_some(meta_dir.as_path());
+        let authz = crate::authz::Authz::open(config.authz.clone(), local_meta)?;
+        let quotas = crate::quota::Quotas::open(config.quota.clone(), local_meta)?;
         let groups = GroupCoordinator::new(config.groups.clone());
         groups.load(&topics)?;
         let broker = Broker {
@@ -90,6 +98,8 @@ impl Broker {
             cluster: std::sync::OnceLock::new(),
             _dir_locks: dir_locks,
             connections,
+            authz,
+            quotas,
         };
         // After groups: completing a prepared transaction applies its offset commits.
         broker.txns.load(&broker)?;

@@ -215,6 +215,10 @@ pub struct BrokerConfig {
     pub txn: crate::txn::TxnConfig,
     /// Replication and the metadata quorum; `voters` empty means a single node.
     pub cluster: ClusterConfig,
+    /// `authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found`.
+    pub authz: crate::authz::AuthzConfig,
+    /// `quota.window.num`, `quota.window.size.seconds`.
+    pub quota: crate::quota::QuotaConfig,
     /// The keys that were set, with their values, for DescribeConfigs and logging.
     pub explicit: BTreeMap<String, String>,
 }
@@ -391,6 +395,8 @@ impl BrokerConfig {
             groups: crate::groups::GroupConfig::default(),
             txn: crate::txn::TxnConfig::default(),
             cluster: ClusterConfig::default(),
+            authz: Default::default(),
+            quota: Default::default(),
             explicit: BTreeMap::new(),
         };
         // Kafka resolves retention and roll from the most precise unit given.
@@ -659,6 +665,8 @@ impl BrokerConfig {
                 "offset.metadata.max.bytes" => {
                     c.groups.offset_metadata_max_bytes = parse_i64(k, v, 0)? as usize
                 }
+                _ if c.authz.set(k, v)? => {}
+                _ if c.quota.set(k, v)? => {}
                 _ if ACCEPTED_WITHOUT_EFFECT.contains(&k) => {}
                 _ => {
                     let hint = " (see docs/configuration.md for the keys Runnel knows)".to_string();

@@ -75,6 +75,13 @@ pub enum ErrorCode {
     StaleMemberEpoch = 113,
     InvalidRecord = 87,
     UnknownTopicId = 100,
+    // Authorization and quotas (crate::authz).
+    TopicAuthorizationFailed = 29,
+    GroupAuthorizationFailed = 30,
+    ClusterAuthorizationFailed = 31,
+    TransactionalIdAuthorizationFailed = 53,
+    SecurityDisabled = 54,
+    ThrottlingQuotaExceeded = 89,
 }
 
 impl ErrorCode {

@@ -5,6 +5,7 @@
 //! guarded decoding are `runnel-protocol`. This crate owns the request handlers, the
 //! topic registry, and the delayed operations (long-poll fetch, acks=all group commit).
 
+pub mod authz;
 pub mod broker;
 pub mod cluster;
 pub mod codec;
@@ -19,6 +20,7 @@ pub mod http;
 pub mod listeners;
 pub mod metrics;
 pub mod partition;
+pub mod quota;
 pub mod replication;
 pub mod server;
 pub mod topics;

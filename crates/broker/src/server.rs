@@ -41,6 +41,8 @@ pub struct Conn {
     /// that has not authenticated (PLAINTEXT, SSL without a client certificate) is
     /// `User:ANONYMOUS`, as in Kafka; authentication replaces it for the connection.
     pub principal: Arc<str>,
+    /// Muted while a quota throttles it (KIP-219); see `quota::Mute`.
+    pub mute: Arc<crate::quota::Mute>,
 }
 
 /// Kafka's principal for a connection that did not authenticate.
@@ -53,6 +55,7 @@ impl Conn {
             peer,
             listener,
             principal: Arc::from(ANONYMOUS),
+            mute: Default::default(),
         }
     }
 }
@@ -348,6 +351,8 @@ async fn serve_connection_inner(broker: Arc<Broker>, stream: TcpStream, conn: Co
                 break;
             }
         };
+        // A quota's throttle: the next request waits out the mute (KIP-219).
+        conn.mute.wait().await;
         let response = match parse_request(frame) {
             Ok(request) => match handlers::dispatch(&broker, request.clone(), &conn) {
                 Ok(response) => timed(broker.clone(), request.api_key as i16, response),

@@ -1,9 +1,11 @@
-//! Client-side tools: `topics`, `produce`, `consume` and `bench`, on `runnel-client`.
+//! Client-side tools: `topics`, `produce`, `consume`, `acls`, `quotas`, `bench` and the
+//! rest, on `runnel-client`.
 //!
 //! Exit codes a script can rely on: 0 success, 1 an error (the message names the topic,
 //! partition and Kafka error, and says what to do), 2 a usage error (clap's own, or a
 //! value only found wrong at run time).
 
+mod acls;
 mod baseline;
 mod bench;
 mod cluster_info;
@@ -15,6 +17,7 @@ mod groups;
 mod logdirs;
 mod partitions;
 mod produce;
+mod quotas;
 mod records;
 mod topics;
 
@@ -53,9 +56,26 @@ pub enum ToolCommand {
     /// Delete records before an offset (like kafka-delete-records).
     #[command(subcommand)]
     Records(records::RecordsCommand),
+    /// Add, remove and list ACLs (like kafka-acls).
+    Acls(acls::AclsArgs),
+    /// Describe and change client quotas (like kafka-configs --entity-type users/clients).
+    Quotas(quotas::QuotasArgs),
     /// Measure throughput and latency, and this machine's loopback and disk baselines.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+}
+
+/// Parses one tool's flags (`argv` without the program name), for unit tests.
+#[cfg(test)]
+pub fn parse_args<A: clap::Args>(argv: &[&str]) -> A {
+    #[derive(clap::Parser)]
+    struct Cli<T: clap::Args> {
+        #[command(flatten)]
+        args: T,
+    }
+    <Cli<A> as clap::Parser>::try_parse_from(std::iter::once("tool").chain(argv.iter().copied()))
+        .expect("the flags parse")
+        .args
 }
 
 /// A value that is wrong for reasons clap cannot see; exits with status 2.
@@ -82,6 +102,8 @@ pub fn run(cmd: ToolCommand) -> ExitCode {
             ToolCommand::Records(c) => records::run(c).await,
             ToolCommand::Partitions(c) => partitions::run(c).await,
             ToolCommand::Groups(c) => groups::run(c).await,
+            ToolCommand::Acls(a) => acls::run(a).await,
+            ToolCommand::Quotas(a) => quotas::run(a).await,
         }
     })
 }

@@ -358,14 +358,15 @@ class Conn:
         body += struct.pack(">i", 0)  # forgotten topics
         body += string(rack)
         r = self.request(FETCH, 11, body)
-        r.int32()  # throttle
+        throttle_time_ms = r.int32()
         top_error = r.int16()
         r.int32()  # session id
         assert r.int32() == 1
         assert r.string() == topic
         assert r.int32() == 1
         assert r.int32() == partition
-        out = {"top_error": top_error, "error": r.int16(), "high_watermark": r.int64()}
+        out = {"top_error": top_error, "error": r.int16(), "high_watermark": r.int64(),
+               "throttle_time_ms": throttle_time_ms}
         r.int64()  # last stable offset
         r.int64()  # log start offset
         for _ in range(max(r.int32(), 0)):  # aborted transactions

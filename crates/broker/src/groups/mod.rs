@@ -96,7 +96,7 @@ pub struct JoinResult {
 }
 
 impl JoinResult {
-    fn error(error: ErrorCode, member_id: &str) -> Self {
+    pub fn error(error: ErrorCode, member_id: &str) -> Self {
         JoinResult {
             error,
             generation: -1,

@@ -21,6 +21,8 @@ use runnel_protocol::kp::protocol::StrBytes;
 use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 
 use super::{ready, str_bytes, ResponseFuture};
+use crate::authz::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::authz::Ctx;
 use crate::broker::Broker;
 use crate::config::{
     broker_config_entries, is_dynamic_broker_key, is_ignored_dynamic_key, topic_config_default,
@@ -242,6 +244,7 @@ fn describe_broker(
 pub fn describe_configs(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: DescribeConfigsRequest = decode_body(&req.body, req.api_version)?;
     let results = body
@@ -250,7 +253,13 @@ pub fn describe_configs(
         .map(|r| {
             // Null or empty: every key (Kafka treats both the same).
             let keys = r.configuration_keys.as_ref().filter(|k| !k.is_empty());
-            let outcome = match r.resource_type {
+            let outcome = config_check(
+                az,
+                r.resource_type,
+                &r.resource_name,
+                Operation::DescribeConfigs,
+            )
+            .and_then(|()| match r.resource_type {
                 RESOURCE_TOPIC => describe_topic(
                     broker,
                     &r.resource_name,
@@ -272,7 +281,7 @@ pub fn describe_configs(
                     ErrorCode::InvalidRequest,
                     format!("resource type {other} is not supported"),
                 )),
-            };
+            });
             let result = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
@@ -340,6 +349,17 @@ fn wait_for_controller<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
+/// Kafka: `op` (DESCRIBE_CONFIGS or ALTER_CONFIGS) on the topic or group; on the
+/// cluster for a broker or broker logger.
+fn config_check(az: &Ctx, resource_type: i8, name: &str, op: Operation) -> Result<(), BrokerError> {
+    let rt = match resource_type {
+        RESOURCE_TOPIC => ResourceType::Topic,
+        RESOURCE_GROUP => ResourceType::Group,
+        _ => return az.require(op, ResourceType::Cluster, CLUSTER_NAME),
+    };
+    az.require(op, rt, name)
+}
+
 fn check_broker_name(broker: &Broker, name: &str) -> Result<(), BrokerError> {
     if name.is_empty() || name == broker.node_id().to_string() {
         Ok(())
@@ -370,13 +390,20 @@ fn alter_response(
 pub fn alter_configs(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: AlterConfigsRequest = decode_body(&req.body, req.api_version)?;
     let responses =
         body.resources
             .iter()
             .map(|r| {
-                let outcome = match r.resource_type {
+                let outcome = config_check(
+                    az,
+                    r.resource_type,
+                    &r.resource_name,
+                    Operation::AlterConfigs,
+                )
+                .and_then(|()| match r.resource_type {
                     // Legacy AlterConfigs replaces the whole set: unnamed keys return to defaults.
                     RESOURCE_TOPIC => {
                         let configs = r
@@ -409,7 +436,7 @@ pub fn alter_configs(
                         ErrorCode::InvalidRequest,
                         format!("resource type {other} is not supported"),
                     )),
-                };
+                });
                 alter_response(r.resource_type, &r.resource_name, outcome)
             })
             .collect();
@@ -427,13 +454,14 @@ const OP_SUBTRACT: i8 = 3;
 pub fn incremental_alter_configs(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: IncrementalAlterConfigsRequest = decode_body(&req.body, req.api_version)?;
     let responses = body
         .resources
         .iter()
         .map(|r| {
-            let outcome = match r.resource_type {
+            let outcome = config_check(az, r.resource_type, &r.resource_name, Operation::AlterConfigs).and_then(|()| match r.resource_type {
                 RESOURCE_TOPIC => (|| {
                     let topic = broker.topics.get(&r.resource_name).ok_or_else(|| BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("topic '{}' does not exist", r.resource_name.as_str())))?;
                     let mut configs = topic.configs.clone();
@@ -491,7 +519,7 @@ pub fn incremental_alter_configs(
                     alter_group(broker, &r.resource_name, &ops, body.validate_only)
                 }
                 other => Err(BrokerError::new(ErrorCode::InvalidRequest, format!("resource type {other} is not supported"))),
-            };
+            });
             let r = alter_response(r.resource_type, &r.resource_name, outcome);
             runnel_protocol::kp::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_error_code(r.error_code)
@@ -509,8 +537,29 @@ pub fn incremental_alter_configs(
 pub fn create_partitions(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
+    qc: &crate::quota::Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: CreatePartitionsRequest = decode_body(&req.body, req.api_version)?;
+    // Kafka: ALTER on each topic; then KIP-599's mutation quota (v3+ strict) on the
+    // partitions each adds.
+    let mut throttle_ms = 0;
+    let refused: BTreeMap<String, BrokerError> = body
+        .topics
+        .iter()
+        .filter_map(|t| {
+            let name = t.name.0.as_str();
+            if !az.topic(Operation::Alter, name) {
+                let e = crate::authz::denied_error(ResourceType::Topic, Operation::Alter, name);
+                return Some((name.to_string(), e));
+            }
+            let current = broker.topics.get(name).map_or(0, |x| x.partitions.len());
+            let adding = (t.count.max(0) as usize).saturating_sub(current);
+            let strict = req.api_version >= 3;
+            super::topics_admin::mutation_refused(qc, strict, adding, &mut throttle_ms)
+                .then(|| (name.to_string(), super::topics_admin::throttled()))
+        })
+        .collect();
     let clustered = broker.cluster().is_some();
     let broker = broker.clone();
     let compute = move || {
@@ -532,6 +581,9 @@ pub fn create_partitions(
             .iter()
             .map(|t| {
                 let outcome = match &t.assignments {
+                    _ if refused.contains_key(t.name.0.as_str()) => {
+                        Err(refused[t.name.0.as_str()].clone())
+                    }
                     _ if budget.is_err() => budget.clone(),
                     _ if broker.cluster().is_some() => {
                         let cluster = broker.cluster().expect("checked");
@@ -592,7 +644,9 @@ pub fn create_partitions(
                 }
             })
             .collect();
-        CreatePartitionsResponse::default().with_results(results)
+        CreatePartitionsResponse::default()
+            .with_results(results)
+            .with_throttle_time_ms(throttle_ms)
     };
     // Opening thousands of partitions is long: off the runtime's workers (a cluster's
     // path waits for the controller in place, so it stays where it is).
@@ -606,11 +660,17 @@ pub fn describe_cluster(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     listener: &str,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: DescribeClusterRequest = decode_body(&req.body, req.api_version)?;
+    // Kafka checks nothing here; it reports what the principal may do (KIP-430).
     let ops = super::authorized::if_requested(
         body.include_cluster_authorized_operations,
-        super::authorized::CLUSTER,
+        az.authorized_bits(
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+            super::authorized::CLUSTER,
+        ),
     );
     if let Some(cluster) = broker.cluster() {
         let image = cluster.current_image();
@@ -654,12 +714,15 @@ pub fn describe_cluster(
 pub fn delete_records(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: DeleteRecordsRequest = decode_body(&req.body, req.api_version)?;
     let topics = body
         .topics
         .iter()
         .map(|t| {
+            // Kafka: DELETE on the topic.
+            let authorized = az.topic(Operation::Delete, &t.name.0);
             let partitions = t
                 .partitions
                 .iter()
@@ -667,6 +730,9 @@ pub fn delete_records(
                     let r = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    if !authorized {
+                        return r.with_error_code(ErrorCode::TopicAuthorizationFailed.code());
+                    }
                     // Kafka's ReplicaManager: "Cannot delete records of internal topic".
                     if crate::topics::is_internal(&t.name.0) {
                         return r.with_error_code(ErrorCode::InvalidTopic.code());
@@ -819,14 +885,24 @@ pub fn alter_replica_log_dirs(
 pub fn describe_topic_partitions(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     use runnel_protocol::kp::messages::describe_topic_partitions_response::{
         Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
     };
     let body: DescribeTopicPartitionsRequest = decode_body(&req.body, req.api_version)?;
     let node = BrokerId(broker.node_id());
-    let mut names: Vec<String> = if body.topics.is_empty() {
-        broker.topics.all().iter().map(|t| t.name.clone()).collect()
+    // Kafka: DESCRIBE on each topic; a listing leaves out the others, a named topic
+    // the principal may not describe is answered TOPIC_AUTHORIZATION_FAILED.
+    let listing = body.topics.is_empty();
+    let mut names: Vec<String> = if listing {
+        broker
+            .topics
+            .all()
+            .iter()
+            .map(|t| t.name.clone())
+            .filter(|n| az.visible(Operation::Describe, ResourceType::Topic, n))
+            .collect()
     } else {
         body.topics.iter().map(|t| t.name.0.to_string()).collect()
     };
@@ -838,14 +914,19 @@ pub fn describe_topic_partitions(
     let mut budget = limit;
     let mut topics = Vec::new();
     let mut next_cursor = None;
+    let failed = |name: &str, code: ErrorCode| {
+        DescribeTopicPartitionsResponseTopic::default()
+            .with_name(Some(TopicName(str_bytes(name))))
+            .with_error_code(code.code())
+            .with_topic_authorized_operations(i32::MIN)
+    };
     for name in names.into_iter().filter(|n| *n >= start_topic) {
+        if !listing && !az.topic(Operation::Describe, &name) {
+            topics.push(failed(&name, ErrorCode::TopicAuthorizationFailed));
+            continue;
+        }
         let Some(t) = broker.topics.get(&name) else {
-            topics.push(
-                DescribeTopicPartitionsResponseTopic::default()
-                    .with_name(Some(TopicName(str_bytes(&name))))
-                    .with_error_code(ErrorCode::UnknownTopicOrPartition.code())
-                    .with_topic_authorized_operations(i32::MIN),
-            );
+            topics.push(failed(&name, ErrorCode::UnknownTopicOrPartition));
             continue;
         };
         let first = if name == start_topic {

@@ -35,7 +35,12 @@ enum Mode {
     Incremental(i32),
 }
 
-pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &crate::authz::Ctx,
+    qc: &crate::quota::Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: FetchRequest = decode_body(&req.body, req.api_version)?;
     let by_id = req.api_version >= 13;
     let requested: Vec<SessionPartition> = body
@@ -102,6 +107,7 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     let consumer = (replica.is_none() && req.api_version >= 11).then(|| ConsumerFetch {
         rack: body.rack_id.to_string(),
     });
+    let denied = denied_partitions(broker, az, &wanted, replica.is_some(), by_id);
     let min_bytes = body.min_bytes.max(0) as usize;
     // The broker's cap (Kafka's fetch.max.bytes, replica.fetch.response.max.bytes)
     // bounds the response whatever the client asks; as in Kafka the first batch still
@@ -119,6 +125,8 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     let max_wait = Duration::from_millis((body.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP_MS));
     let broker = broker.clone();
     let req = req.clone();
+    // consumer_byte_rate: consumers only, never followers.
+    let quota = replica.is_none().then(|| qc.clone());
     Ok(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + max_wait;
         // Parked on the wanted partitions only (Kafka's purgatory): an append elsewhere
@@ -139,11 +147,16 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                     record_progress: follower.take(),
                     consumer: consumer.as_ref(),
                     waiter: &waiter,
+                    denied: &denied,
                 },
             );
             let expired = tokio::time::Instant::now() >= deadline;
             if bytes >= min_bytes || any_error || expired || wanted.is_empty() {
-                let response = assemble(&broker, mode, &wanted, datas, by_id);
+                let mut response = assemble(&broker, mode, &wanted, datas, by_id);
+                if let Some(qc) = &quota {
+                    response.throttle_time_ms =
+                        qc.record(crate::quota::CONSUMER_BYTE_RATE, bytes as f64);
+                }
                 return encode(&req, &response);
             }
             tokio::select! {
@@ -168,6 +181,45 @@ struct Pass<'a> {
     consumer: Option<&'a ConsumerFetch>,
     /// Parked on every partition found, before it is read.
     waiter: &'a Arc<tokio::sync::Notify>,
+    /// Per wanted partition: refused by the authorizer.
+    denied: &'a [bool],
+}
+
+/// Kafka's KafkaApis.handleFetchRequest: a follower needs CLUSTER_ACTION on the
+/// cluster, a consumer READ on each topic; what is refused is answered
+/// TOPIC_AUTHORIZATION_FAILED. One entry per wanted partition.
+fn denied_partitions(
+    broker: &Broker,
+    az: &crate::authz::Ctx,
+    wanted: &[SessionPartition],
+    follower: bool,
+    by_id: bool,
+) -> Vec<bool> {
+    use crate::authz::acl::Operation;
+    if !az.enabled() {
+        return vec![false; wanted.len()];
+    }
+    if follower {
+        return vec![!az.cluster(Operation::ClusterAction); wanted.len()];
+    }
+    let mut decided: std::collections::HashMap<String, bool> = Default::default();
+    wanted
+        .iter()
+        .map(|w| {
+            let name = if by_id {
+                match broker.topics.get_by_id(w.key.topic_id) {
+                    Some(t) => t.name.clone(),
+                    // Unknown id: answered UNKNOWN_TOPIC_ID.
+                    None => return false,
+                }
+            } else {
+                w.key.topic.0.to_string()
+            };
+            *decided
+                .entry(name)
+                .or_insert_with_key(|n| !az.topic(Operation::Read, n))
+        })
+        .collect()
 }
 
 /// A fetch from a consumer that knows KIP-392 (Fetch v11+).
@@ -192,11 +244,12 @@ fn read_all(
         record_progress,
         consumer,
         waiter,
+        denied,
     } = pass;
     let mut out = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
     let mut any_error = false;
-    for w in wanted {
+    for (i, w) in wanted.iter().enumerate() {
         let mut data = PartitionData::default()
             .with_partition_index(w.key.partition)
             .with_high_watermark(-1)
@@ -209,6 +262,11 @@ fn read_all(
                 None
             })
             .with_records(Some(Bytes::new()));
+        if denied.get(i).copied().unwrap_or(false) {
+            out.push(data.with_error_code(ErrorCode::TopicAuthorizationFailed.code()));
+            any_error = true;
+            continue;
+        }
         let topic = if by_id {
             broker.topics.get_by_id(w.key.topic_id)
         } else {

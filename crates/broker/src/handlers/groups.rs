@@ -28,6 +28,8 @@ use runnel_protocol::kp::protocol::StrBytes;
 use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 
 use super::{encode, ready, str_bytes, ResponseFuture};
+use crate::authz::acl::{Operation, ResourceType};
+use crate::authz::Ctx;
 use crate::broker::Broker;
 use crate::error::ErrorCode;
 use crate::groups::{JoinParams, JoinResult, Pending, SyncResult};
@@ -39,14 +41,16 @@ pub fn find_coordinator(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     listener: &Arc<str>,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: FindCoordinatorRequest = decode_body(&req.body, req.api_version)?;
+    let denied = coordinator_keys_denied(az, &body, req.api_version);
     if let Some(cluster) = broker.cluster() {
         let (broker, cluster, req) = (broker.clone(), cluster.clone(), req.clone());
         let listener = listener.clone();
         return Ok(Box::pin(async move {
             let response = find_in_cluster(&broker, &cluster, &req, &listener, body).await;
-            encode(&req, &response)
+            encode(&req, &refuse_coordinators(response, &denied))
         }));
     }
     // Every group and transactional id is coordinated by this node.
@@ -97,7 +101,56 @@ pub fn find_coordinator(
             r.with_node_id(BrokerId(-1)).with_port(-1)
         }
     };
-    ready(req, &response)
+    ready(req, &refuse_coordinators(response, &denied))
+}
+
+/// Kafka: DESCRIBE on the group or the transactional id whose coordinator is asked
+/// for. Returns the refused keys with their error (v0-3 have one key).
+fn coordinator_keys_denied(
+    az: &Ctx,
+    body: &FindCoordinatorRequest,
+    v: i16,
+) -> Vec<(StrBytes, ErrorCode)> {
+    let rt = match body.key_type {
+        KEY_TYPE_GROUP => ResourceType::Group,
+        KEY_TYPE_TRANSACTION => ResourceType::TransactionalId,
+        _ => return Vec::new(),
+    };
+    let keys = if v >= 4 {
+        body.coordinator_keys.clone()
+    } else {
+        vec![body.key.clone()]
+    };
+    keys.into_iter()
+        .filter(|k| !az.allowed(Operation::Describe, rt, k))
+        .map(|k| (k, crate::authz::denied_code(rt)))
+        .collect()
+}
+
+fn refuse_coordinators(
+    mut r: FindCoordinatorResponse,
+    denied: &[(StrBytes, ErrorCode)],
+) -> FindCoordinatorResponse {
+    let Some((_, code)) = denied.first() else {
+        return r;
+    };
+    if r.coordinators.is_empty() {
+        r.error_code = code.code();
+        r.error_message = None;
+        r.node_id = BrokerId(-1);
+        r.host = StrBytes::default();
+        r.port = -1;
+    }
+    for c in &mut r.coordinators {
+        if let Some((_, code)) = denied.iter().find(|(k, _)| *k == c.key) {
+            c.error_code = code.code();
+            c.error_message = None;
+            c.node_id = BrokerId(-1);
+            c.host = StrBytes::default();
+            c.port = -1;
+        }
+    }
+    r
 }
 
 /// FindCoordinator in replicated mode: a group's coordinator is the leader of its
@@ -262,8 +315,13 @@ pub fn join(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     peer: std::net::SocketAddr,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: JoinGroupRequest = decode_body(&req.body, req.api_version)?;
+    if !az.group(Operation::Read, &body.group_id) {
+        let refused = JoinResult::error(ErrorCode::GroupAuthorizationFailed, &body.member_id);
+        return ready(req, &join_response(req, refused));
+    }
     let params = JoinParams {
         group_id: body.group_id.0.to_string(),
         member_id: body.member_id.to_string(),
@@ -295,23 +353,29 @@ pub fn join(
     Ok(Box::pin(async move {
         let result = match pending {
             Pending::Ready(r) => r,
-            Pending::Wait(rx) => rx.await.unwrap_or_else(|_| JoinResult {
-                error: ErrorCode::RebalanceInProgress,
-                generation: -1,
-                protocol_type: None,
-                protocol_name: None,
-                leader: String::new(),
-                member_id,
-                skip_assignment: false,
-                members: Vec::new(),
-            }),
+            Pending::Wait(rx) => rx
+                .await
+                .unwrap_or_else(|_| JoinResult::error(ErrorCode::RebalanceInProgress, &member_id)),
         };
         encode(&req, &join_response(&req, result))
     }))
 }
 
-pub fn sync(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+/// Kafka: READ on the group for JoinGroup, SyncGroup, Heartbeat, LeaveGroup and the
+/// consumer-group heartbeat; the answer is GROUP_AUTHORIZATION_FAILED.
+fn group_read_denied(az: &Ctx, group: &str) -> Option<i16> {
+    (!az.group(Operation::Read, group)).then_some(ErrorCode::GroupAuthorizationFailed.code())
+}
+
+pub fn sync(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: SyncGroupRequest = decode_body(&req.body, req.api_version)?;
+    if let Some(code) = group_read_denied(az, &body.group_id) {
+        return ready(req, &SyncGroupResponse::default().with_error_code(code));
+    }
     let assignments = body
         .assignments
         .iter()
@@ -350,8 +414,15 @@ pub fn sync(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture,
     }))
 }
 
-pub fn heartbeat(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn heartbeat(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: HeartbeatRequest = decode_body(&req.body, req.api_version)?;
+    if let Some(code) = group_read_denied(az, &body.group_id) {
+        return ready(req, &HeartbeatResponse::default().with_error_code(code));
+    }
     let code = broker.groups.heartbeat(
         &body.group_id.0,
         body.generation_id,
@@ -364,8 +435,15 @@ pub fn heartbeat(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFu
     )
 }
 
-pub fn leave(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn leave(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: LeaveGroupRequest = decode_body(&req.body, req.api_version)?;
+    if let Some(code) = group_read_denied(az, &body.group_id) {
+        return ready(req, &LeaveGroupResponse::default().with_error_code(code));
+    }
     let members: Vec<(String, Option<String>)> = if req.api_version >= 3 {
         body.members
             .iter()
@@ -405,10 +483,28 @@ pub fn leave(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture
 pub fn offset_commit(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: OffsetCommitRequest = decode_body(&req.body, req.api_version)?;
+    // Kafka: READ on the group (else every partition GROUP_AUTHORIZATION_FAILED), then
+    // READ on each topic (TOPIC_AUTHORIZATION_FAILED; nothing of it is committed).
+    let group_ok = az.group(Operation::Read, &body.group_id);
+    let refused: Vec<Option<ErrorCode>> =
+        body.topics
+            .iter()
+            .map(|t| match group_ok {
+                false => Some(ErrorCode::GroupAuthorizationFailed),
+                true => (!az.topic(Operation::Read, &t.name))
+                    .then_some(ErrorCode::TopicAuthorizationFailed),
+            })
+            .collect();
     let mut offsets = Vec::new();
-    for t in &body.topics {
+    for (t, _) in body
+        .topics
+        .iter()
+        .zip(&refused)
+        .filter(|(_, r)| r.is_none())
+    {
         for p in &t.partitions {
             offsets.push((
                 t.name.0.to_string(),
@@ -439,7 +535,8 @@ pub fn offset_commit(
     let mut topics: Vec<OffsetCommitResponseTopic> = body
         .topics
         .iter()
-        .map(|t| {
+        .zip(refused)
+        .map(|(t, refused)| {
             OffsetCommitResponseTopic::default()
                 .with_name(t.name.clone())
                 .with_partitions(
@@ -448,7 +545,12 @@ pub fn offset_commit(
                         .map(|p| {
                             OffsetCommitResponsePartition::default()
                                 .with_partition_index(p.partition_index)
-                                .with_error_code(codes.next().unwrap_or(ErrorCode::None).code())
+                                .with_error_code(
+                                    refused
+                                        .or_else(|| codes.next())
+                                        .unwrap_or(ErrorCode::None)
+                                        .code(),
+                                )
                         })
                         .collect(),
                 )
@@ -476,11 +578,19 @@ pub fn offset_commit(
 pub fn offset_fetch(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: OffsetFetchRequest = decode_body(&req.body, req.api_version)?;
     let v = req.api_version;
+    // Kafka: DESCRIBE on the group (checked below, per group) and on each topic: the
+    // offsets of a topic the principal may not describe are left out.
     let fetch = |group: &str, topics: Option<Vec<(String, i32)>>| {
-        broker.groups.fetch_offsets(group, topics)
+        let mut all = broker.groups.fetch_offsets(group, topics);
+        all.retain(|(t, _, _)| az.visible(Operation::Describe, ResourceType::Topic, t));
+        all
+    };
+    let group_denied = |group: &str| {
+        (!az.group(Operation::Describe, group)).then_some(ErrorCode::GroupAuthorizationFailed)
     };
     let response = if v >= 8 {
         let groups = body
@@ -513,7 +623,8 @@ pub fn offset_fetch(
                     }
                     topics.last_mut().expect("pushed").partitions.push(part);
                 }
-                let code = broker.groups.check_coordinator(&g.group_id.0).err();
+                let code = group_denied(&g.group_id.0)
+                    .or_else(|| broker.groups.check_coordinator(&g.group_id.0).err());
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
                     .with_error_code(code.map_or(0, ErrorCode::code))
@@ -550,7 +661,9 @@ pub fn offset_fetch(
             }
             topics.last_mut().expect("pushed").partitions.push(part);
         }
-        match broker.groups.check_coordinator(&body.group_id.0) {
+        match group_denied(&body.group_id.0)
+            .map_or_else(|| broker.groups.check_coordinator(&body.group_id.0), Err)
+        {
             Err(code) if v >= 2 => OffsetFetchResponse::default().with_error_code(code.code()),
             _ => OffsetFetchResponse::default().with_topics(topics),
         }
@@ -558,12 +671,20 @@ pub fn offset_fetch(
     ready(req, &response)
 }
 
-pub fn list(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn list(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: ListGroupsRequest = decode_body(&req.body, req.api_version)?;
+    // Kafka: DESCRIBE on the cluster lists every group, else those the principal may
+    // DESCRIBE.
+    let all = az.cluster(Operation::Describe);
     let groups = broker
         .groups
         .list()
         .into_iter()
+        .filter(|(id, _, _, _)| all || az.visible(Operation::Describe, ResourceType::Group, id))
         .filter(|(_, _, state, _)| {
             body.states_filter.is_empty()
                 || body
@@ -594,16 +715,20 @@ pub fn list(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture,
     ready(req, &ListGroupsResponse::default().with_groups(groups))
 }
 
-pub fn describe(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn describe(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: DescribeGroupsRequest = decode_body(&req.body, req.api_version)?;
-    let ops = super::authorized::if_requested(
-        body.include_authorized_operations,
-        super::authorized::GROUP,
-    );
     let groups = body
         .groups
         .iter()
-        .map(|id| match broker.groups.describe(&id.0) {
+        .map(|id| (id, group_ops(az, &id.0, body.include_authorized_operations)))
+        .map(|(id, ops)| match broker.groups.describe(&id.0) {
+            _ if !az.group(Operation::Describe, &id.0) => DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_error_code(ErrorCode::GroupAuthorizationFailed.code()),
             _ if broker.groups.check_coordinator(&id.0).is_err() => DescribedGroup::default()
                 .with_group_id(id.clone())
                 .with_error_code(ErrorCode::NotCoordinator.code()),
@@ -640,15 +765,32 @@ pub fn describe(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFut
     ready(req, &DescribeGroupsResponse::default().with_groups(groups))
 }
 
-pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+/// KIP-430 operations of a group for this principal, when asked.
+fn group_ops(az: &Ctx, group: &str, requested: bool) -> i32 {
+    super::authorized::if_requested(
+        requested,
+        az.authorized_bits(ResourceType::Group, group, super::authorized::GROUP),
+    )
+}
+
+pub fn delete(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: DeleteGroupsRequest = decode_body(&req.body, req.api_version)?;
     let results = body
         .groups_names
         .iter()
         .map(|g| {
+            let code = if az.group(Operation::Delete, &g.0) {
+                broker.groups.delete_group(&broker.topics, &g.0)
+            } else {
+                ErrorCode::GroupAuthorizationFailed
+            };
             DeletableGroupResult::default()
                 .with_group_id(g.clone())
-                .with_error_code(broker.groups.delete_group(&broker.topics, &g.0).code())
+                .with_error_code(code.code())
         })
         .collect();
     ready(req, &DeleteGroupsResponse::default().with_results(results))
@@ -657,8 +799,24 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
 pub fn offset_delete(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: OffsetDeleteRequest = decode_body(&req.body, req.api_version)?;
+    // Kafka: DELETE on the group, READ on each topic.
+    if !az.group(Operation::Delete, &body.group_id) {
+        let code = ErrorCode::GroupAuthorizationFailed.code();
+        return ready(req, &OffsetDeleteResponse::default().with_error_code(code));
+    }
+    if let Some(t) = body
+        .topics
+        .iter()
+        .find(|t| !az.topic(Operation::Read, &t.name))
+    {
+        let e = crate::authz::denied_error(ResourceType::Topic, Operation::Read, &t.name);
+        tracing::debug!(error = %e, "offset delete refused");
+        let code = ErrorCode::TopicAuthorizationFailed.code();
+        return ready(req, &OffsetDeleteResponse::default().with_error_code(code));
+    }
     let wanted: Vec<(String, i32)> = body
         .topics
         .iter()
@@ -717,8 +875,15 @@ pub fn consumer_heartbeat(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     peer: std::net::SocketAddr,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: ConsumerGroupHeartbeatRequest = decode_body(&req.body, req.api_version)?;
+    if let Some(code) = group_read_denied(az, &body.group_id) {
+        let r = ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(code)
+            .with_member_id(Some(body.member_id.clone()));
+        return ready(req, &r);
+    }
     let owned = body.topic_partitions.as_ref().map(|tps| {
         tps.iter()
             .map(|tp| (tp.topic_id, tp.partitions.iter().copied().collect()))
@@ -791,13 +956,10 @@ pub fn consumer_heartbeat(
 pub fn consumer_describe(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     use consumer_group_describe_response as cgd;
     let body: ConsumerGroupDescribeRequest = decode_body(&req.body, req.api_version)?;
-    let ops = super::authorized::if_requested(
-        body.include_authorized_operations,
-        super::authorized::GROUP,
-    );
     let names: std::collections::HashMap<uuid::Uuid, String> = broker
         .topics
         .all()
@@ -822,6 +984,12 @@ pub fn consumer_describe(
         .group_ids
         .iter()
         .map(|id| {
+            if !az.group(Operation::Describe, &id.0) {
+                return cgd::DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+            }
+            let ops = group_ops(az, &id.0, body.include_authorized_operations);
             broker
                 .groups
                 .with_consumer_group(&id.0, |g| {

@@ -13,17 +13,29 @@ use super::{ready, ResponseFuture};
 use crate::broker::Broker;
 use crate::error::ErrorCode;
 
-pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &crate::authz::Ctx,
+) -> Result<ResponseFuture, DecodeError> {
+    use crate::authz::acl::Operation;
     let body: OffsetForLeaderEpochRequest = decode_body(&req.body, req.api_version)?;
+    // Kafka: a follower (replica id >= 0) needs CLUSTER_ACTION, a client DESCRIBE on
+    // each topic; refused partitions get TOPIC_AUTHORIZATION_FAILED.
+    let follower_ok = (body.replica_id.0 >= 0).then(|| az.cluster(Operation::ClusterAction));
     let mut topics = Vec::with_capacity(body.topics.len());
     for t in body.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
+        let authorized = follower_ok.unwrap_or_else(|| az.topic(Operation::Describe, &t.topic.0));
         for p in t.partitions {
             let mut r = EpochEndOffset::default()
                 .with_partition(p.partition)
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
             match broker.topics.partition(&t.topic.0, p.partition) {
+                _ if !authorized => {
+                    r = r.with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                }
                 None => r = r.with_error_code(ErrorCode::UnknownTopicOrPartition.code()),
                 Some(part) if !part.replica.lock().is_leader() => {
                     r = r.with_error_code(ErrorCode::NotLeaderOrFollower.code())

@@ -18,11 +18,17 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const EARLIEST_PENDING_UPLOAD: i64 = -5;
 
-pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &crate::authz::Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: ListOffsetsRequest = decode_body(&req.body, req.api_version)?;
     let mut topics = Vec::with_capacity(body.topics.len());
     for t in body.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
+        // Kafka: DESCRIBE on the topic.
+        let authorized = az.topic(crate::authz::acl::Operation::Describe, &t.name.0);
         for p in t.partitions {
             let mut resp = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
@@ -30,6 +36,9 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 .with_offset(-1)
                 .with_leader_epoch(-1);
             match broker.topics.partition(&t.name.0, p.partition_index) {
+                _ if !authorized => {
+                    resp = resp.with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                }
                 None => resp = resp.with_error_code(ErrorCode::UnknownTopicOrPartition.code()),
                 Some(partition) if !partition.replica.lock().is_leader() => {
                     resp = resp.with_error_code(ErrorCode::NotLeaderOrFollower.code())

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use runnel_protocol::kp::messages::metadata_request::MetadataRequestTopic;
 use runnel_protocol::kp::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -11,6 +12,8 @@ use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 use uuid::Uuid;
 
 use super::{ready, str_bytes, ResponseFuture};
+use crate::authz::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::authz::Ctx;
 use crate::broker::Broker;
 use crate::error::{BrokerError, ErrorCode};
 use crate::topics::Topic;
@@ -21,8 +24,9 @@ pub fn handle(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     listener: &Arc<str>,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
-    let body: MetadataRequest = decode_body(&req.body, req.api_version)?;
+    let mut body: MetadataRequest = decode_body(&req.body, req.api_version)?;
     let v = req.api_version;
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let all = match &body.topics {
@@ -35,8 +39,14 @@ pub fn handle(
     // Metadata v8-v10 only; later versions ask DescribeCluster.
     let cluster_ops = authorized::if_requested(
         body.include_cluster_authorized_operations,
-        authorized::CLUSTER,
+        az.authorized_bits(ResourceType::Cluster, CLUSTER_NAME, authorized::CLUSTER),
     );
+    let refused = match body.topics.as_mut() {
+        Some(requested) if !all => authorize_requested(broker, az, requested, may_create),
+        _ => Vec::new(),
+    };
+    let az = az.clone();
+    let finish = move |r: MetadataResponse| authorize_response(&az, r, all, ops, refused);
     if let Some(cluster) = broker.cluster() {
         let cluster = cluster.clone();
         let local_id = broker.node_id();
@@ -49,7 +59,7 @@ pub fn handle(
             )
             .await
             .with_cluster_authorized_operations(cluster_ops);
-            super::encode(&req, &response)
+            super::encode(&req, &finish(response))
         }));
     }
     let mut topics = Vec::new();
@@ -77,7 +87,93 @@ pub fn handle(
         .with_controller_id(BrokerId(broker.node_id()))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_ops);
-    ready(req, &response)
+    ready(req, &finish(response))
+}
+
+/// Kafka's KafkaApis.handleTopicMetadataRequest: a requested topic the principal may not
+/// DESCRIBE, or may not create when it would be auto-created (CREATE on the cluster or
+/// the topic), is taken out of `requested` and answered TOPIC_AUTHORIZATION_FAILED.
+fn authorize_requested(
+    broker: &Broker,
+    az: &Ctx,
+    requested: &mut Vec<MetadataRequestTopic>,
+    may_create: bool,
+) -> Vec<MetadataResponseTopic> {
+    if !az.enabled() {
+        return Vec::new();
+    }
+    let image = broker.cluster().map(|c| c.current_image());
+    let exists = |name: &str| match &image {
+        Some(img) => img.topics.contains_key(name),
+        None => broker.topics.get(name).is_some(),
+    };
+    let name_of_id = |id: Uuid| match &image {
+        Some(img) => img.topic_by_id(id).map(|t| t.name.clone()),
+        None => broker.topics.get_by_id(id).map(|t| t.name.clone()),
+    };
+    let mut cluster_create: Option<bool> = None;
+    let mut refused = Vec::new();
+    requested.retain(|r| {
+        let denied = |name: Option<TopicName>| {
+            MetadataResponseTopic::default()
+                .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+                .with_name(name)
+                .with_topic_id(r.topic_id)
+                .with_is_internal(false)
+        };
+        let Some(name) = r.name.as_ref().map(|n| n.0.to_string()) else {
+            // By id: an unknown id stays UNKNOWN_TOPIC_ID; a known one needs DESCRIBE.
+            let ok = name_of_id(r.topic_id).is_none_or(|n| az.topic(Operation::Describe, &n));
+            if !ok {
+                refused.push(denied(None));
+            }
+            return ok;
+        };
+        let ok = az.topic(Operation::Describe, &name)
+            && (!may_create
+                || exists(&name)
+                || *cluster_create.get_or_insert_with(|| az.cluster(Operation::Create))
+                || az.topic(Operation::Create, &name));
+        if !ok {
+            refused.push(denied(r.name.clone()));
+        }
+        ok
+    });
+    refused
+}
+
+/// Hides, in an all-topics answer, the topics the principal may not DESCRIBE; adds the
+/// refused ones; fills in each topic's authorized operations (KIP-430) when asked.
+fn authorize_response(
+    az: &Ctx,
+    mut response: MetadataResponse,
+    all: bool,
+    ops: i32,
+    refused: Vec<MetadataResponseTopic>,
+) -> MetadataResponse {
+    if !az.enabled() {
+        return response;
+    }
+    if all {
+        response.topics.retain(|t| {
+            t.name
+                .as_ref()
+                .is_some_and(|n| az.visible(Operation::Describe, ResourceType::Topic, &n.0))
+        });
+    }
+    if ops != authorized::OMITTED {
+        for t in &mut response.topics {
+            let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            t.topic_authorized_operations =
+                az.authorized_bits(ResourceType::Topic, &name, authorized::TOPIC);
+        }
+    }
+    response.topics.extend(
+        refused
+            .into_iter()
+            .map(|t| t.with_topic_authorized_operations(ops.min(0))),
+    );
+    response
 }
 
 fn by_name(broker: &Broker, name: &str, may_create: bool, ops: i32) -> MetadataResponseTopic {

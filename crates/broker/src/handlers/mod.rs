@@ -1,9 +1,11 @@
 //! One module per API family. `dispatch` decodes the body and runs the handler's
 //! synchronous part now; what must wait (fsync, long poll) is in the returned future.
 
+mod acls;
 mod admin;
 pub mod api_versions;
 mod authorized;
+mod cluster_gate;
 mod fetch;
 mod groups;
 mod leader_epoch;
@@ -11,6 +13,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod quotas;
 mod reassign;
 mod topics_admin;
 mod txn;
@@ -40,51 +43,80 @@ pub fn dispatch(
     req: ParsedRequest,
     conn: &crate::server::Conn,
 ) -> Result<ResponseFuture, DecodeError> {
+    let qc = crate::quota::Ctx::new(broker, conn, req.client_id.as_ref());
+    let start = std::time::Instant::now();
+    let response = dispatch_api(broker, req, conn, &qc);
+    // request_percentage: the handler's time in percent of a second (Kafka's
+    // ClientRequestQuotaManager); over the quota, the connection is muted.
+    qc.record(
+        crate::quota::REQUEST_PERCENTAGE,
+        start.elapsed().as_nanos() as f64 * 1e-7,
+    );
+    response
+}
+
+fn dispatch_api(
+    broker: &Arc<Broker>,
+    req: ParsedRequest,
+    conn: &crate::server::Conn,
+    qc: &crate::quota::Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let peer = conn.peer;
+    let az = crate::authz::Ctx::new(broker, conn, req.api_key);
+    if let Some(op) = cluster_gate::required(req.api_key) {
+        if !az.cluster(op) {
+            return cluster_gate::refuse(&req);
+        }
+    }
     match req.api_key {
         ApiKey::ApiVersions => api_versions::handle(&req),
-        ApiKey::Metadata => metadata::handle(broker, &req, &conn.listener),
-        ApiKey::Produce => produce::handle(broker, &req),
-        ApiKey::Fetch => fetch::handle(broker, &req),
-        ApiKey::ListOffsets => list_offsets::handle(broker, &req),
-        ApiKey::CreateTopics => topics_admin::create(broker, &req),
-        ApiKey::DeleteTopics => topics_admin::delete(broker, &req),
-        ApiKey::InitProducerId => producer_id::handle(broker, &req),
-        ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, &req),
-        ApiKey::FindCoordinator => groups::find_coordinator(broker, &req, &conn.listener),
-        ApiKey::JoinGroup => groups::join(broker, &req, peer),
-        ApiKey::SyncGroup => groups::sync(broker, &req),
-        ApiKey::Heartbeat => groups::heartbeat(broker, &req),
-        ApiKey::LeaveGroup => groups::leave(broker, &req),
-        ApiKey::OffsetCommit => groups::offset_commit(broker, &req),
-        ApiKey::OffsetFetch => groups::offset_fetch(broker, &req),
-        ApiKey::ListGroups => groups::list(broker, &req),
-        ApiKey::DescribeGroups => groups::describe(broker, &req),
-        ApiKey::DeleteGroups => groups::delete(broker, &req),
-        ApiKey::OffsetDelete => groups::offset_delete(broker, &req),
-        ApiKey::ConsumerGroupHeartbeat => groups::consumer_heartbeat(broker, &req, peer),
-        ApiKey::ConsumerGroupDescribe => groups::consumer_describe(broker, &req),
-        ApiKey::DescribeConfigs => admin::describe_configs(broker, &req),
-        ApiKey::AlterConfigs => admin::alter_configs(broker, &req),
-        ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(broker, &req),
-        ApiKey::CreatePartitions => admin::create_partitions(broker, &req),
-        ApiKey::DescribeCluster => admin::describe_cluster(broker, &req, &conn.listener),
-        ApiKey::DeleteRecords => admin::delete_records(broker, &req),
+        ApiKey::Metadata => metadata::handle(broker, &req, &conn.listener, &az),
+        ApiKey::Produce => produce::handle(broker, &req, &az, qc),
+        ApiKey::Fetch => fetch::handle(broker, &req, &az, qc),
+        ApiKey::ListOffsets => list_offsets::handle(broker, &req, &az),
+        ApiKey::CreateTopics => topics_admin::create(broker, &req, &az, qc),
+        ApiKey::DeleteTopics => topics_admin::delete(broker, &req, &az, qc),
+        ApiKey::InitProducerId => producer_id::handle(broker, &req, &az),
+        ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, &req, &az),
+        ApiKey::FindCoordinator => groups::find_coordinator(broker, &req, &conn.listener, &az),
+        ApiKey::JoinGroup => groups::join(broker, &req, peer, &az),
+        ApiKey::SyncGroup => groups::sync(broker, &req, &az),
+        ApiKey::Heartbeat => groups::heartbeat(broker, &req, &az),
+        ApiKey::LeaveGroup => groups::leave(broker, &req, &az),
+        ApiKey::OffsetCommit => groups::offset_commit(broker, &req, &az),
+        ApiKey::OffsetFetch => groups::offset_fetch(broker, &req, &az),
+        ApiKey::ListGroups => groups::list(broker, &req, &az),
+        ApiKey::DescribeGroups => groups::describe(broker, &req, &az),
+        ApiKey::DeleteGroups => groups::delete(broker, &req, &az),
+        ApiKey::OffsetDelete => groups::offset_delete(broker, &req, &az),
+        ApiKey::ConsumerGroupHeartbeat => groups::consumer_heartbeat(broker, &req, peer, &az),
+        ApiKey::ConsumerGroupDescribe => groups::consumer_describe(broker, &req, &az),
+        ApiKey::DescribeConfigs => admin::describe_configs(broker, &req, &az),
+        ApiKey::AlterConfigs => admin::alter_configs(broker, &req, &az),
+        ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(broker, &req, &az),
+        ApiKey::CreatePartitions => admin::create_partitions(broker, &req, &az, qc),
+        ApiKey::DescribeCluster => admin::describe_cluster(broker, &req, &conn.listener, &az),
+        ApiKey::DeleteRecords => admin::delete_records(broker, &req, &az),
         ApiKey::DescribeLogDirs => admin::describe_log_dirs(broker, &req),
         ApiKey::AlterReplicaLogDirs => admin::alter_replica_log_dirs(broker, &req),
-        ApiKey::DescribeTopicPartitions => admin::describe_topic_partitions(broker, &req),
-        ApiKey::AddPartitionsToTxn => txn::add_partitions(broker, &req),
-        ApiKey::AddOffsetsToTxn => txn::add_offsets(broker, &req),
-        ApiKey::TxnOffsetCommit => txn::txn_offset_commit(broker, &req),
-        ApiKey::EndTxn => txn::end_txn(broker, &req),
-        ApiKey::WriteTxnMarkers => txn::write_markers(broker, &req),
-        ApiKey::DescribeTransactions => txn::describe_transactions(broker, &req),
-        ApiKey::ListTransactions => txn::list_transactions(broker, &req),
-        ApiKey::DescribeProducers => txn::describe_producers(broker, &req),
+        ApiKey::DescribeTopicPartitions => admin::describe_topic_partitions(broker, &req, &az),
+        ApiKey::AddPartitionsToTxn => txn::add_partitions(broker, &req, &az),
+        ApiKey::AddOffsetsToTxn => txn::add_offsets(broker, &req, &az),
+        ApiKey::TxnOffsetCommit => txn::txn_offset_commit(broker, &req, &az),
+        ApiKey::EndTxn => txn::end_txn(broker, &req, &az),
+        ApiKey::WriteTxnMarkers => txn::write_markers(broker, &req, &az),
+        ApiKey::DescribeTransactions => txn::describe_transactions(broker, &req, &az),
+        ApiKey::ListTransactions => txn::list_transactions(broker, &req, &az),
+        ApiKey::DescribeProducers => txn::describe_producers(broker, &req, &az),
         ApiKey::ElectLeaders => reassign::elect_leaders(broker, &req),
         ApiKey::DescribeQuorum => admin::describe_quorum(broker, &req),
         ApiKey::AlterPartitionReassignments => reassign::alter_reassignments(broker, &req),
         ApiKey::ListPartitionReassignments => reassign::list_reassignments(broker, &req),
+        ApiKey::DescribeClientQuotas => quotas::describe(broker, &req, &az),
+        ApiKey::AlterClientQuotas => quotas::alter(broker, &req, &az),
+        ApiKey::CreateAcls => acls::create(broker, &req, &az),
+        ApiKey::DescribeAcls => acls::describe(broker, &req, &az),
+        ApiKey::DeleteAcls => acls::delete(broker, &req, &az),
         // parse_request only lets through APIs in the supported table.
         other => Err(DecodeError::Malformed {
             what: "request",

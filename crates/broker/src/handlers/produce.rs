@@ -12,12 +12,32 @@ use runnel_protocol::kp::messages::{ProduceRequest, ProduceResponse};
 use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 
 use super::{encode, now_ms, str_bytes, ResponseFuture};
+use crate::authz::acl::{Operation, ResourceType};
 use crate::broker::Broker;
 use crate::error::{BrokerError, ErrorCode};
 use crate::partition::Partition;
 
-pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &crate::authz::Ctx,
+    qc: &crate::quota::Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: ProduceRequest = decode_body(&req.body, req.api_version)?;
+    // producer_byte_rate counts the request's record bytes (Kafka: the request size).
+    let request_bytes: usize = body
+        .topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .filter_map(|p| p.records.as_ref().map(|r| r.len()))
+        .sum();
+    let throttle_ms = qc.record(crate::quota::PRODUCER_BYTE_RATE, request_bytes as f64);
+    // Kafka's KafkaApis.handleProduceRequest: WRITE on the transactional id (if any)
+    // fails the whole request; then WRITE on each topic.
+    let txn_check = match body.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+        Some(tid) => az.require(Operation::Write, ResourceType::TransactionalId, tid),
+        None => Ok(()),
+    };
     let acks = body.acks;
     let timeout = std::time::Duration::from_millis(body.timeout_ms.max(0) as u64);
     let mut responses = Vec::with_capacity(body.topic_data.len());
@@ -28,6 +48,9 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     for topic in body.topic_data {
         let name = topic.name.0.to_string();
         let topic_entry = broker.topics.get(&name);
+        let authorized = txn_check
+            .clone()
+            .and_then(|()| az.require(Operation::Write, ResourceType::Topic, &name));
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
             let mut resp = PartitionProduceResponse::default()
@@ -40,34 +63,38 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                     .ok()
                     .and_then(|i| t.partitions.get(i).cloned())
             });
-            let result = match (partition, pd.records) {
-                _ if !matches!(acks, -1..=1) => Err(BrokerError::new(
-                    ErrorCode::InvalidRequiredAcks,
-                    format!("acks={acks} is not 0, 1 or -1"),
-                )),
-                // Kafka's ReplicaManager.appendToLocalLog: only the broker writes its
-                // internal topics (group and transaction state).
-                _ if crate::topics::is_internal(&name) => Err(BrokerError::new(
-                    ErrorCode::InvalidTopic,
-                    format!("cannot append to internal topic {name}"),
-                )),
-                (None, _) => Err(BrokerError::new(
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("{name}-{} does not exist", pd.index),
-                )),
-                (Some(_), None) => Err(BrokerError::new(ErrorCode::InvalidRecord, "no records")),
-                (Some(p), Some(records)) => {
-                    let batch_bytes = records.len() as u64;
-                    let min_isr = topic_entry
-                        .as_ref()
-                        .and_then(|t| t.configs.get("min.insync.replicas"))
-                        .and_then(|v| v.parse::<usize>().ok())
-                        .unwrap_or(broker.effective_min_isr());
-                    check_replicas(&p, acks, min_isr)
-                        .and_then(|()| append(broker, &p, &records))
-                        .map(|r| (p, r, batch_bytes, min_isr))
-                }
-            };
+            let result = authorized
+                .clone()
+                .and_then(|()| match (partition, pd.records) {
+                    _ if !matches!(acks, -1..=1) => Err(BrokerError::new(
+                        ErrorCode::InvalidRequiredAcks,
+                        format!("acks={acks} is not 0, 1 or -1"),
+                    )),
+                    // Kafka's ReplicaManager.appendToLocalLog: only the broker writes its
+                    // internal topics (group and transaction state).
+                    _ if crate::topics::is_internal(&name) => Err(BrokerError::new(
+                        ErrorCode::InvalidTopic,
+                        format!("cannot append to internal topic {name}"),
+                    )),
+                    (None, _) => Err(BrokerError::new(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("{name}-{} does not exist", pd.index),
+                    )),
+                    (Some(_), None) => {
+                        Err(BrokerError::new(ErrorCode::InvalidRecord, "no records"))
+                    }
+                    (Some(p), Some(records)) => {
+                        let batch_bytes = records.len() as u64;
+                        let min_isr = topic_entry
+                            .as_ref()
+                            .and_then(|t| t.configs.get("min.insync.replicas"))
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(broker.effective_min_isr());
+                        check_replicas(&p, acks, min_isr)
+                            .and_then(|()| append(broker, &p, &records))
+                            .map(|r| (p, r, batch_bytes, min_isr))
+                    }
+                });
             match result {
                 Ok((p, r, batch_bytes, min_isr)) => {
                     if !r.duplicate {
@@ -153,7 +180,10 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 )));
             }
         }
-        encode(&req, &ProduceResponse::default().with_responses(responses))
+        let response = ProduceResponse::default()
+            .with_responses(responses)
+            .with_throttle_time_ms(throttle_ms);
+        encode(&req, &response)
     }))
 }
 

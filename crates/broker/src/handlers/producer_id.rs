@@ -9,11 +9,18 @@ use super::{ready, ResponseFuture};
 use crate::broker::Broker;
 use crate::error::ErrorCode;
 
-pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &crate::authz::Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: InitProducerIdRequest = decode_body(&req.body, req.api_version)?;
     let mut response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
+    if let Some(code) = refused(az, body.transactional_id.as_ref().map(|t| t.0.as_str())) {
+        return ready(req, &response.with_error_code(code.code()));
+    }
     if let Some(tid) = body.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
         let (code, durable) = match broker.txns.init_producer(
             broker,
@@ -70,4 +77,17 @@ pub fn handle(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
         }
     }
     ready(req, &response)
+}
+
+/// Kafka: WRITE on the transactional id; an idempotent producer needs IDEMPOTENT_WRITE
+/// on the cluster or WRITE on some topic (Kafka 3's rule).
+fn refused(az: &crate::authz::Ctx, tid: Option<&str>) -> Option<ErrorCode> {
+    use crate::authz::acl::{Operation, ResourceType};
+    match tid.filter(|t| !t.is_empty()) {
+        Some(tid) => (!az.allowed(Operation::Write, ResourceType::TransactionalId, tid))
+            .then_some(ErrorCode::TransactionalIdAuthorizationFailed),
+        None => (!az.any_of_type(Operation::Write, ResourceType::Topic)
+            && !az.cluster(Operation::IdempotentWrite))
+        .then_some(ErrorCode::ClusterAuthorizationFailed),
+    }
 }

@@ -14,6 +14,8 @@ use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 use uuid::Uuid;
 
 use super::{ready, str_bytes, ResponseFuture};
+use crate::authz::acl::{Operation, ResourceType};
+use crate::authz::denied_error;
 use crate::broker::Broker;
 use crate::config::{topic_config_default, topic_config_names};
 use crate::error::{BrokerError, ErrorCode};
@@ -22,12 +24,32 @@ use crate::error::{BrokerError, ErrorCode};
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
 
-pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn create(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &crate::authz::Ctx,
+    qc: &crate::quota::Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: CreateTopicsRequest = decode_body(&req.body, req.api_version)?;
     let mut seen: HashMap<String, usize> = HashMap::new();
     for t in &body.topics {
         *seen.entry(t.name.0.to_string()).or_default() += 1;
     }
+    // Kafka: CREATE on the cluster, else CREATE on each topic.
+    let mut refused: HashMap<String, BrokerError> = if az.cluster(Operation::Create) {
+        HashMap::new()
+    } else {
+        seen.keys()
+            .filter(|n| !az.topic(Operation::Create, n))
+            .map(|n| {
+                (
+                    n.clone(),
+                    denied_error(ResourceType::Topic, Operation::Create, n),
+                )
+            })
+            .collect()
+    };
+    let throttle_ms = mutation_quota(broker, req, &body, qc, &mut refused);
     let budget = request_budget(broker, &body);
     if let Some(cluster) = broker.cluster() {
         return Ok(create_in_cluster(
@@ -36,7 +58,9 @@ pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             req.clone(),
             body,
             seen,
+            refused,
             budget,
+            throttle_ms,
         ));
     }
     let broker = broker.clone();
@@ -48,7 +72,7 @@ pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 .with_name(t.name.clone())
                 .with_num_partitions(-1)
                 .with_replication_factor(-1);
-            let outcome = precheck(&broker, &name, &seen, &budget)
+            let outcome = precheck(&broker, &name, &seen, &refused, &budget)
                 .and_then(|()| create_one(&broker, &name, &t, body.validate_only));
             match outcome {
                 Ok((id, partitions, configs)) => {
@@ -66,7 +90,9 @@ pub fn create(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             }
             results.push(result);
         }
-        CreateTopicsResponse::default().with_topics(results)
+        CreateTopicsResponse::default()
+            .with_topics(results)
+            .with_throttle_time_ms(throttle_ms)
     }))
 }
 
@@ -79,14 +105,16 @@ fn create_in_cluster(
     req: ParsedRequest,
     body: CreateTopicsRequest,
     seen: HashMap<String, usize>,
+    refused: HashMap<String, BrokerError>,
     budget: Result<(), BrokerError>,
+    throttle_ms: i32,
 ) -> ResponseFuture {
     Box::pin(async move {
         let mut results: Vec<Result<(), BrokerError>> = Vec::new();
         let mut to_create = Vec::new();
         for t in &body.topics {
             let name = t.name.0.to_string();
-            let checked = precheck(&broker, &name, &seen, &budget)
+            let checked = precheck(&broker, &name, &seen, &refused, &budget)
                 .and_then(|()| create_one(&broker, &name, t, true).map(|_| ()));
             if checked.is_ok() {
                 let assignments = (!t.assignments.is_empty()).then(|| {
@@ -165,8 +193,67 @@ fn create_in_cluster(
                 }
             })
             .collect();
-        super::encode(&req, &CreateTopicsResponse::default().with_topics(out))
+        let response = CreateTopicsResponse::default()
+            .with_topics(out)
+            .with_throttle_time_ms(throttle_ms);
+        super::encode(&req, &response)
     })
+}
+
+/// KIP-599 for one topic's mutation of `partitions`: true when it is refused (a strict
+/// request version while the quota is used up); otherwise the partitions are recorded.
+/// `throttle_ms` keeps the longest throttle for the response.
+pub(super) fn mutation_refused(
+    qc: &crate::quota::Ctx,
+    strict: bool,
+    partitions: usize,
+    throttle_ms: &mut i32,
+) -> bool {
+    if let Some(ms) = qc.mutation_exceeded() {
+        *throttle_ms = (*throttle_ms).max(ms.min(i32::MAX as u64) as i32);
+        if strict {
+            return true;
+        }
+    }
+    let ms = qc.record(crate::quota::CONTROLLER_MUTATION_RATE, partitions as f64);
+    *throttle_ms = (*throttle_ms).max(ms);
+    false
+}
+
+/// THROTTLING_QUOTA_EXCEEDED, as Kafka words it.
+pub(super) fn throttled() -> BrokerError {
+    BrokerError::new(
+        ErrorCode::ThrottlingQuotaExceeded,
+        "controller_mutation_rate quota exceeded; retry after the throttle time",
+    )
+}
+
+/// KIP-599's controller_mutation_rate on CreateTopics: each topic's partitions count;
+/// while the quota is used up, v6+ refuses the topic with THROTTLING_QUOTA_EXCEEDED
+/// (older versions go ahead, throttled). Returns the throttle time for the response.
+fn mutation_quota(
+    broker: &Broker,
+    req: &ParsedRequest,
+    body: &CreateTopicsRequest,
+    qc: &crate::quota::Ctx,
+    refused: &mut HashMap<String, BrokerError>,
+) -> i32 {
+    let mut throttle_ms = 0;
+    for t in &body.topics {
+        let name = t.name.0.as_str();
+        if refused.contains_key(name) {
+            continue;
+        }
+        let partitions = match (t.assignments.len(), t.num_partitions) {
+            (0, n) if n > 0 => n as usize,
+            (0, _) => broker.config.num_partitions.max(1) as usize,
+            (n, _) => n,
+        };
+        if mutation_refused(qc, req.api_version >= 6, partitions, &mut throttle_ms) {
+            refused.insert(name.to_string(), throttled());
+        }
+    }
+    throttle_ms
 }
 
 /// What refuses a topic of a CreateTopics before its own checks: a name given twice,
@@ -175,8 +262,12 @@ fn precheck(
     broker: &Broker,
     name: &str,
     seen: &HashMap<String, usize>,
+    refused: &HashMap<String, BrokerError>,
     budget: &Result<(), BrokerError>,
 ) -> Result<(), BrokerError> {
+    if let Some(e) = refused.get(name) {
+        return Err(e.clone());
+    }
     if seen[name] > 1 {
         return Err(BrokerError::new(
             ErrorCode::InvalidRequest,
@@ -284,8 +375,16 @@ fn describe_configs(broker: &Broker, set: &BTreeMap<String, String>) -> Vec<Crea
         .collect()
 }
 
-pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn delete(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &crate::authz::Ctx,
+    qc: &crate::quota::Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: DeleteTopicsRequest = decode_body(&req.body, req.api_version)?;
+    // KIP-599: v5+ refuses a deletion while the mutation quota is used up.
+    let strict = req.api_version >= 5;
+    let mut throttle_ms = 0;
     // v0-5 name topics in `topic_names`; v6 in `topics`, by name or by id.
     let mut targets: Vec<(Option<TopicName>, Uuid)> = body
         .topic_names
@@ -301,7 +400,13 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             Some(n) => broker.topics.get(&n.0),
             None => broker.topics.get_by_id(id),
         };
-        let outcome = match (&topic, broker.config.delete_topic_enable) {
+        // Kafka: DELETE on the topic, checked before its existence is revealed.
+        let named = name.as_ref().map(|n| n.0.to_string());
+        let authorized = match named.as_deref().or(topic.as_ref().map(|t| t.name.as_str())) {
+            Some(n) => az.require(Operation::Delete, ResourceType::Topic, n),
+            None => Ok(()),
+        };
+        let outcome = authorized.and_then(|()| match (&topic, broker.config.delete_topic_enable) {
             (_, false) => Err(BrokerError::new(
                 ErrorCode::TopicDeletionDisabled,
                 "delete.topic.enable is false on this broker",
@@ -318,6 +423,9 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 ErrorCode::UnknownTopicOrPartition,
                 "topic does not exist",
             )),
+            (Some(t), _) if mutation_refused(qc, strict, t.partitions.len(), &mut throttle_ms) => {
+                Err(throttled())
+            }
             (Some(t), _) if broker.cluster().is_some() => {
                 deletions.push((results.len(), t.name.clone()));
                 Ok(())
@@ -326,7 +434,7 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
                 .topics
                 .delete(&t.name)
                 .inspect(|_| broker.metrics.forget_topic(&t.name)),
-        };
+        });
         let mut r = DeletableTopicResult::default()
             .with_name(name.or_else(|| topic.as_ref().map(|t| TopicName(str_bytes(&t.name)))))
             .with_topic_id(topic.as_ref().map_or(id, |t| t.id));
@@ -340,7 +448,9 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
     let Some(cluster) = broker.cluster().cloned() else {
         return ready(
             req,
-            &DeleteTopicsResponse::default().with_responses(results),
+            &DeleteTopicsResponse::default()
+                .with_responses(results)
+                .with_throttle_time_ms(throttle_ms),
         );
     };
     let req = req.clone();
@@ -359,7 +469,9 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             .await;
         super::encode(
             &req,
-            &DeleteTopicsResponse::default().with_responses(results),
+            &DeleteTopicsResponse::default()
+                .with_responses(results)
+                .with_throttle_time_ms(throttle_ms),
         )
     }))
 }

@@ -21,6 +21,8 @@ use runnel_protocol::kp::messages::*;
 use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 
 use super::{encode, now_ms, ready, str_bytes, ResponseFuture};
+use crate::authz::acl::{Operation, ResourceType};
+use crate::authz::Ctx;
 use crate::broker::Broker;
 use crate::error::ErrorCode;
 use crate::txn::Durable;
@@ -43,6 +45,7 @@ where
 pub fn add_partitions(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: AddPartitionsToTxnRequest = decode_body(&req.body, req.api_version)?;
     if req.api_version <= 3 {
@@ -52,14 +55,17 @@ pub fn add_partitions(
             .iter()
             .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), *p)))
             .collect();
-        let outcome = broker.txns.add_partitions(
-            broker,
-            &tid,
-            body.v3_and_below_producer_id.0,
-            body.v3_and_below_producer_epoch,
-            &wanted,
-            false,
-        );
+        let outcome = match refuse_add(az, &tid, &wanted) {
+            Some(codes) => Ok((codes, None)),
+            None => broker.txns.add_partitions(
+                broker,
+                &tid,
+                body.v3_and_below_producer_id.0,
+                body.v3_and_below_producer_epoch,
+                &wanted,
+                false,
+            ),
+        };
         let (codes, durable) = match outcome {
             Ok(r) => r,
             Err(e) => (vec![e.code; wanted.len()], None),
@@ -103,14 +109,18 @@ pub fn add_partitions(
             .iter()
             .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), *p)))
             .collect();
-        let codes = match broker.txns.add_partitions(
-            broker,
-            &txn.transactional_id.0,
-            txn.producer_id.0,
-            txn.producer_epoch,
-            &wanted,
-            txn.verify_only,
-        ) {
+        let outcome = match refuse_add(az, &txn.transactional_id.0, &wanted) {
+            Some(codes) => Ok((codes, None)),
+            None => broker.txns.add_partitions(
+                broker,
+                &txn.transactional_id.0,
+                txn.producer_id.0,
+                txn.producer_epoch,
+                &wanted,
+                txn.verify_only,
+            ),
+        };
+        let codes = match outcome {
             Ok((codes, _)) => codes,
             Err(e) => vec![e.code; wanted.len()],
         };
@@ -147,9 +157,47 @@ pub fn add_partitions(
     )
 }
 
+/// Kafka's AddPartitionsToTxn authorization: WRITE on the transactional id (else every
+/// partition TRANSACTIONAL_ID_AUTHORIZATION_FAILED), then WRITE on each topic (a refused
+/// topic's partitions TOPIC_AUTHORIZATION_FAILED, the others OPERATION_NOT_ATTEMPTED).
+/// None when everything is allowed.
+fn refuse_add(az: &Ctx, tid: &str, wanted: &[(String, i32)]) -> Option<Vec<ErrorCode>> {
+    if !az.allowed(Operation::Write, ResourceType::TransactionalId, tid) {
+        return Some(vec![
+            ErrorCode::TransactionalIdAuthorizationFailed;
+            wanted.len()
+        ]);
+    }
+    let topics: std::collections::BTreeSet<&str> = wanted.iter().map(|(t, _)| t.as_str()).collect();
+    let denied: Vec<&str> = topics
+        .into_iter()
+        .filter(|t| !az.topic(Operation::Write, t))
+        .collect();
+    if denied.is_empty() {
+        return None;
+    }
+    Some(
+        wanted
+            .iter()
+            .map(|(t, _)| match denied.contains(&t.as_str()) {
+                true => ErrorCode::TopicAuthorizationFailed,
+                false => ErrorCode::OperationNotAttempted,
+            })
+            .collect(),
+    )
+}
+
+/// WRITE on the transactional id, then `op` on the group (AddOffsetsToTxn: READ;
+/// TxnOffsetCommit: READ), as Kafka checks them.
+fn txn_and_group(az: &Ctx, tid: &str, group: &str) -> Result<(), crate::error::BrokerError> {
+    az.require(Operation::Write, ResourceType::TransactionalId, tid)?;
+    az.require(Operation::Read, ResourceType::Group, group)
+}
+
 pub fn add_offsets(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: AddOffsetsToTxnRequest = decode_body(&req.body, req.api_version)?;
     let partitions = broker
@@ -163,7 +211,8 @@ pub fn add_offsets(
         crate::groups::records::partition_for(&body.group_id.0, partitions),
     );
     // The offsets topic must exist for its partition to join the transaction.
-    let ensured = broker.groups.ensure_offsets_topic_exists(&broker.topics);
+    let ensured = txn_and_group(az, &body.transactional_id.0, &body.group_id.0)
+        .and_then(|()| broker.groups.ensure_offsets_topic_exists(&broker.topics));
     let outcome = ensured.and_then(|_| {
         broker.txns.add_partitions(
             broker,
@@ -190,6 +239,7 @@ pub fn add_offsets(
 pub fn txn_offset_commit(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: TxnOffsetCommitRequest = decode_body(&req.body, req.api_version)?;
     let mut offsets = Vec::new();
@@ -212,13 +262,29 @@ pub fn txn_offset_commit(
         }
     }
     let n = offsets.len();
-    let (codes, wait) = match broker.txns.verify_offsets(
-        broker,
-        &body.transactional_id.0,
-        body.producer_id.0,
-        body.producer_epoch,
-        &body.group_id.0,
-    ) {
+    let authorized = txn_and_group(az, &body.transactional_id.0, &body.group_id.0).and_then(|()| {
+        match body
+            .topics
+            .iter()
+            .find(|t| !az.topic(Operation::Read, &t.name))
+        {
+            Some(t) => Err(crate::authz::denied_error(
+                ResourceType::Topic,
+                Operation::Read,
+                &t.name,
+            )),
+            None => Ok(()),
+        }
+    });
+    let (codes, wait) = match authorized.and_then(|()| {
+        broker.txns.verify_offsets(
+            broker,
+            &body.transactional_id.0,
+            body.producer_id.0,
+            body.producer_epoch,
+            &body.group_id.0,
+        )
+    }) {
         Err(e) => (vec![e.code; n], None),
         Ok(()) => broker.groups.txn_commit_offsets(
             &broker.topics,
@@ -267,15 +333,25 @@ pub fn txn_offset_commit(
     }))
 }
 
-pub fn end_txn(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn end_txn(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: EndTxnRequest = decode_body(&req.body, req.api_version)?;
-    let (code, durable) = match broker.txns.end_txn(
-        broker,
-        &body.transactional_id.0,
-        body.producer_id.0,
-        body.producer_epoch,
-        body.committed,
-    ) {
+    let tid = &body.transactional_id.0;
+    let outcome = az
+        .require(Operation::Write, ResourceType::TransactionalId, tid)
+        .and_then(|()| {
+            broker.txns.end_txn(
+                broker,
+                tid,
+                body.producer_id.0,
+                body.producer_epoch,
+                body.committed,
+            )
+        });
+    let (code, durable) = match outcome {
         Ok(d) => (ErrorCode::None, d),
         Err(e) => {
             tracing::debug!(transactional_id = %body.transactional_id.0, error = %e, "EndTxn refused");
@@ -294,8 +370,11 @@ pub fn end_txn(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutu
 pub fn write_markers(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: WriteTxnMarkersRequest = decode_body(&req.body, req.api_version)?;
+    // Kafka: only brokers write markers (CLUSTER_ACTION on the cluster).
+    let cluster_action = az.cluster(Operation::ClusterAction);
     let mut results = Vec::new();
     // (marker, topic, partition slot) -> the marker's offset, for the replication wait.
     let mut waits: Vec<((usize, usize, usize), Arc<crate::partition::Partition>, i64)> = Vec::new();
@@ -311,6 +390,7 @@ pub fn write_markers(
                     .enumerate()
                     .map(|(pi, &p)| {
                         let code = match broker.topics.partition(&t.name.0, p) {
+                            _ if !cluster_action => ErrorCode::ClusterAuthorizationFailed,
                             None => ErrorCode::UnknownTopicOrPartition,
                             Some(part) => match broker.append_as_leader(&part, |log, epoch| {
                                 log.append_marker(
@@ -370,12 +450,18 @@ pub fn write_markers(
 pub fn describe_transactions(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: DescribeTransactionsRequest = decode_body(&req.body, req.api_version)?;
     let states = body
         .transactional_ids
         .iter()
         .map(|tid| match broker.txns.describe(&tid.0) {
+            _ if !az.allowed(Operation::Describe, ResourceType::TransactionalId, &tid.0) => {
+                TransactionState::default()
+                    .with_transactional_id(tid.clone())
+                    .with_error_code(ErrorCode::TransactionalIdAuthorizationFailed.code())
+            }
             None => TransactionState::default()
                 .with_transactional_id(tid.clone())
                 .with_error_code(ErrorCode::TransactionalIdNotFound.code()),
@@ -413,6 +499,7 @@ pub fn describe_transactions(
 pub fn list_transactions(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: ListTransactionsRequest = decode_body(&req.body, req.api_version)?;
     const KNOWN: &[&str] = &[
@@ -477,6 +564,14 @@ pub fn list_transactions(
                 .as_ref()
                 .is_none_or(|re| re.is_match(&m.transactional_id))
         })
+        // Kafka lists the ids the principal may DESCRIBE.
+        .filter(|m| {
+            az.visible(
+                Operation::Describe,
+                ResourceType::TransactionalId,
+                &m.transactional_id,
+            )
+        })
         .map(|m| {
             runnel_protocol::kp::messages::list_transactions_response::TransactionState::default()
                 .with_transactional_id(TransactionalId(str_bytes(&m.transactional_id)))
@@ -495,16 +590,22 @@ pub fn list_transactions(
 pub fn describe_producers(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: DescribeProducersRequest = decode_body(&req.body, req.api_version)?;
     let topics = body
         .topics
         .iter()
         .map(|t| {
+            // Kafka: READ on the topic.
+            let authorized = az.topic(Operation::Read, &t.name.0);
             let partitions = t
                 .partition_indexes
                 .iter()
                 .map(|&p| match broker.topics.partition(&t.name.0, p) {
+                    _ if !authorized => PartitionResponse::default()
+                        .with_partition_index(p)
+                        .with_error_code(ErrorCode::TopicAuthorizationFailed.code()),
                     None => PartitionResponse::default()
                         .with_partition_index(p)
                         .with_error_code(ErrorCode::UnknownTopicOrPartition.code()),

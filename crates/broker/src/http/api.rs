@@ -912,6 +912,12 @@ fn snapshot(b: &Arc<Broker>) -> Snapshot {
             .metrics
             .connections_total
             .load(std::sync::atomic::Ordering::Relaxed),
+        denials: b
+            .authz
+            .denials()
+            .into_iter()
+            .map(|(rt, op, n)| (rt.to_string(), op.to_string(), n))
+            .collect(),
     }
 }
 

@@ -84,7 +84,8 @@ pub fn error_name(code: i16) -> String {
 }
 
 /// The HTTP status for a Kafka error code: 404 for what does not exist, 409 for a
-/// conflict with the current state, 400 for the rest (a refused input).
+/// conflict with the current state, 403 for an authorization refusal, 400 for the rest
+/// (a refused input).
 fn status_of(code: i16) -> StatusCode {
     match error_name(code).as_str() {
         "UNKNOWN_TOPIC_OR_PARTITION" | "UNKNOWN_TOPIC_ID" | "GROUP_ID_NOT_FOUND" => {
@@ -106,6 +107,11 @@ fn status_of(code: i16) -> StatusCode {
         | "REQUEST_TIMED_OUT"
         | "NOT_ENOUGH_REPLICAS"
         | "NOT_ENOUGH_REPLICAS_AFTER_APPEND" => StatusCode::SERVICE_UNAVAILABLE,
+        // The authorizer refused (the same ACLs as on the Kafka listener).
+        "TOPIC_AUTHORIZATION_FAILED"
+        | "GROUP_AUTHORIZATION_FAILED"
+        | "CLUSTER_AUTHORIZATION_FAILED"
+        | "TRANSACTIONAL_ID_AUTHORIZATION_FAILED" => StatusCode::FORBIDDEN,
         _ => StatusCode::BAD_REQUEST,
     }
 }

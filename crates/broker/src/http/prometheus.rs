@@ -49,6 +49,8 @@ pub struct Snapshot {
     pub lag: Vec<LagSample>,
     pub connections_active: i64,
     pub connections_total: u64,
+    /// Authorization denials: (resource type, operation, count).
+    pub denials: Vec<(String, String, u64)>,
 }
 
 /// Every metric family: (name, type, help). The order is the order of the output.
@@ -157,6 +159,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "runnel_connections_total",
         "counter",
         "Client connections accepted since start.",
+    ),
+    (
+        "runnel_authorization_denials_total",
+        "counter",
+        "Requests the authorizer refused, by resource type and operation.",
     ),
 ];
 
@@ -361,6 +368,14 @@ pub fn render(s: &Snapshot) -> String {
     o.sample("runnel_connections_active", &[], s.connections_active);
     o.header("runnel_connections_total");
     o.sample("runnel_connections_total", &[], s.connections_total);
+    o.header("runnel_authorization_denials_total");
+    for (rt, op, n) in &s.denials {
+        o.sample(
+            "runnel_authorization_denials_total",
+            &[("resource_type", rt), ("operation", op)],
+            n,
+        );
+    }
     o.text
 }
 
@@ -413,6 +428,7 @@ mod tests {
             }],
             connections_active: 2,
             connections_total: 7,
+            denials: vec![("TOPIC".into(), "WRITE".into(), 2)],
             log_dirs: vec![("/data/1".into(), false), ("/data/2".into(), true)],
             ..Snapshot::default()
         }

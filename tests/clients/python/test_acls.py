@@ -1,0 +1,328 @@
+"""Authorization (Kafka's StandardAuthorizer semantics) through librdkafka's AdminClient,
+Producer and Consumer.
+
+Over PLAINTEXT every client is User:ANONYMOUS, so the matrix runs over resources and
+operations for that one principal. A test takes its principal from `PRINCIPALS` and its
+client settings from `client_conf(principal)`: once SASL lands, a second principal is a
+new entry there (with its credentials), not a new test.
+"""
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
+
+import ck
+import kwire
+from harness import unique
+
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+ANONYMOUS = "User:ANONYMOUS"
+# Principals the matrix runs for; SASL adds e.g. "User:alice" with its credentials.
+PRINCIPALS = [ANONYMOUS]
+
+
+def client_conf(principal):
+    """librdkafka settings that make a client authenticate as `principal`."""
+    assert principal == ANONYMOUS, "only PLAINTEXT (ANONYMOUS) clients until SASL lands"
+    return {}
+
+
+def admin(b, principal=ANONYMOUS):
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": b.bootstrap, **client_conf(principal)})
+
+
+def allow(principal, rtype, name, op, pattern=ResourcePatternType.LITERAL, host="*"):
+    return AclBinding(rtype, name, pattern, principal, host, op, AclPermissionType.ALLOW)
+
+
+def deny(principal, rtype, name, op, pattern=ResourcePatternType.LITERAL, host="*"):
+    return AclBinding(rtype, name, pattern, principal, host, op, AclPermissionType.DENY)
+
+
+def create_acls(a, bindings):
+    for f in a.create_acls(bindings, request_timeout=10).values():
+        f.result()
+
+
+def produce_one(b, topic, principal=ANONYMOUS, **conf):
+    """Produces one record; returns None or the delivery error code."""
+    p = Producer({"bootstrap.servers": b.bootstrap, "message.timeout.ms": 5000,
+                  **client_conf(principal), **conf})
+    errors = []
+    p.produce(topic, b"v", on_delivery=lambda err, msg: errors.append(err))
+    p.flush(10)
+    assert errors, "no delivery report"
+    return errors[0].code() if errors[0] else None
+
+
+def consume_error(b, topic, group, principal=ANONYMOUS, subscribe=True, timeout=10):
+    """Reads from `topic`; returns "ok" once a record arrives, else the first error code."""
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group,
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  **client_conf(principal)})
+    try:
+        if subscribe:
+            c.subscribe([topic])
+        else:
+            c.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                return m.error().code()
+            return "ok"
+        return "timeout"
+    finally:
+        c.close()
+
+
+def kafka_error(fut):
+    with pytest.raises(KafkaException) as e:
+        fut.result()
+    return e.value.args[0].code()
+
+
+def test_acl_apis_answer_security_disabled_without_an_authorizer(broker):
+    a = ck.admin(broker)
+    futs = a.create_acls([allow(ANONYMOUS, ResourceType.TOPIC, "t", AclOperation.READ)],
+                         request_timeout=10)
+    for f in futs.values():
+        assert kafka_error(f) == KafkaError.SECURITY_DISABLED
+
+
+def test_unknown_authorizer_class_is_a_config_error(tmp_path):
+    import subprocess
+
+    from harness import runnel_bin
+
+    r = subprocess.run([runnel_bin(), "server", "--set", "listeners=PLAINTEXT://127.0.0.1:0",
+                        "--set", f"log.dirs={tmp_path}",
+                        "--set", "authorizer.class.name=com.example.Nope"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "authorizer.class.name" in r.stderr and "StandardAuthorizer" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("principal", PRINCIPALS)
+def test_acl_matrix_over_resources_and_operations(start_broker, principal):
+    me = principal
+    T, G, TX, C = (ResourceType.TOPIC, ResourceType.GROUP, ResourceType.TRANSACTIONAL_ID,
+                   ResourceType.BROKER)
+    PRE = ResourcePatternType.PREFIXED
+    # 1. As a super user: topics, data, and the ACLs.
+    b = start_broker(authorizer__class__name=AUTHORIZER, super__users=me)
+    a = admin(b, me)
+    for t in ("ok-1", "no-1", "dw-x", "host-1", "h127-1", "lit-1"):
+        for f in a.create_topics([NewTopic(t, 1, 1)]).values():
+            f.result()
+        assert produce_one(b, t, me) is None
+    acls = [
+        allow(me, T, "ok-", AclOperation.ALL, PRE),
+        allow(me, T, "lit-1", AclOperation.READ),
+        allow(me, T, "dw-", AclOperation.ALL, PRE),
+        deny(me, T, "dw-x", AclOperation.WRITE),
+        allow(me, T, "host-", AclOperation.ALL, PRE, host="10.9.9.9"),
+        allow(me, T, "h127-", AclOperation.ALL, PRE, host="127.0.0.1"),
+        allow(me, G, "g-ok", AclOperation.READ),
+        allow(me, TX, "tx-ok", AclOperation.ALL, PRE),
+        allow(me, C, "kafka-cluster", AclOperation.DESCRIBE),
+        allow(me, C, "kafka-cluster", AclOperation.ALTER),
+    ]
+    create_acls(a, acls)
+    # 2. The same broker without the super user: the ACLs persisted and decide.
+    b.configs["super.users"] = ""
+    b.restart()
+    a = admin(b, me)
+    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                  AclOperation.ANY, AclPermissionType.ANY)
+    assert len(a.describe_acls(everything, request_timeout=10).result()) == len(acls)
+    match_ok1 = AclBindingFilter(T, "ok-1", ResourcePatternType.MATCH, None, None,
+                                 AclOperation.ANY, AclPermissionType.ANY)
+    assert [x.name for x in a.describe_acls(match_ok1, request_timeout=10).result()] == ["ok-"]
+
+    # Metadata shows only what the principal may DESCRIBE.
+    listed = set(a.list_topics(timeout=10).topics)
+    assert {"ok-1", "dw-x", "h127-1", "lit-1"} <= listed
+    assert not listed & {"no-1", "host-1"}, listed
+
+    # Produce: prefixed allow, no ACL, DENY over a prefixed ALLOW, host match, READ only.
+    assert produce_one(b, "ok-1", me) is None
+    assert produce_one(b, "h127-1", me) is None
+    for t in ("no-1", "dw-x", "host-1", "lit-1"):
+        assert produce_one(b, t, me) == KafkaError.TOPIC_AUTHORIZATION_FAILED, t
+
+    # Fetch: READ on the topic (raw Fetch v11, as the partition's client would send it).
+    assert consume_error(b, "lit-1", "g-ok", me, subscribe=False) == "ok"
+    with kwire.Conn("127.0.0.1", b.port) as c:
+        assert c.fetch_v11("lit-1", 0, 0)["error"] == 0
+        assert c.fetch_v11("no-1", 0, 0)["error"] == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        assert c.fetch_v11("dw-x", 0, 0)["error"] == 0  # DENY WRITE leaves READ
+
+    # Groups: READ on the group.
+    assert consume_error(b, "ok-1", "g-ok", me) == "ok"
+    assert consume_error(b, "ok-1", "g-no", me) == KafkaError.GROUP_AUTHORIZATION_FAILED
+
+    # Auto-creation needs CREATE (granted by ALL on "ok-" only).
+    assert produce_one(b, "ok-auto", me) is None
+    assert produce_one(b, "no-auto", me) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert "no-auto" not in set(a.list_topics(timeout=10).topics)
+
+    # Admin: CreateTopics needs CREATE, DeleteTopics DELETE.
+    futs = a.create_topics([NewTopic("ok-new", 1, 1), NewTopic("no-new", 1, 1)])
+    futs["ok-new"].result()
+    assert kafka_error(futs["no-new"]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert kafka_error(a.delete_topics(["no-1"])["no-1"]) == \
+        KafkaError.TOPIC_AUTHORIZATION_FAILED
+    a.delete_topics(["ok-new"])["ok-new"].result()
+
+    # Transactions: WRITE on the transactional id.
+    p = Producer({"bootstrap.servers": b.bootstrap, "transactional.id": "tx-ok-1",
+                  **client_conf(me)})
+    p.init_transactions(15)
+    p.begin_transaction()
+    p.produce("ok-1", b"in-txn")
+    p.commit_transaction(15)
+    p = Producer({"bootstrap.servers": b.bootstrap, "transactional.id": "tx-no",
+                  **client_conf(me)})
+    with pytest.raises(KafkaException) as e:
+        p.init_transactions(15)
+    assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+
+    # Denials are counted in /metrics... and DeleteAcls takes a grant away.
+    deleted = a.delete_acls([AclBindingFilter(T, "ok-", PRE, None, None, AclOperation.ANY,
+                                              AclPermissionType.ANY)],
+                            request_timeout=10)
+    assert [len(f.result()) for f in deleted.values()] == [1]
+    assert produce_one(b, "ok-1", me) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_super_user_and_allow_everyone_if_no_acl_found(start_broker):
+    T = ResourceType.TOPIC
+    b = start_broker(authorizer__class__name=AUTHORIZER, super__users=ANONYMOUS)
+    a = admin(b)
+    for t in ("free", "bobs"):
+        for f in a.create_topics([NewTopic(t, 1, 1)]).values():
+            f.result()
+    create_acls(a, [deny(ANONYMOUS, T, "*", AclOperation.ALL),
+                    allow("User:bob", T, "bobs", AclOperation.ALL)])
+    # A super user passes even a DENY on everything.
+    assert produce_one(b, "free") is None
+    # Without it, allow.everyone.if.no.acl.found=true: only resources with no ACL at all
+    # are open; "*" DENY covers every topic, so remove it first.
+    b.configs.update({"super.users": "", "allow.everyone.if.no.acl.found": "true"})
+    b.restart()
+    a = admin(b)
+    a.delete_acls([AclBindingFilter(T, "*", ResourcePatternType.LITERAL, None, None,
+                                    AclOperation.ANY, AclPermissionType.DENY)],
+                  request_timeout=10)
+    time.sleep(0.5)
+    assert produce_one(b, "free") is None
+    assert produce_one(b, "bobs") == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # And with it false, the ACL-less topic is closed too.
+    b.configs["allow.everyone.if.no.acl.found"] = "false"
+    b.restart()
+    assert produce_one(b, "free") == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_denials_are_logged_counted_in_metrics_and_apply_to_the_http_api(tmp_path):
+    import json
+    import urllib.error
+    import urllib.request
+
+    from test_http import HttpBroker
+
+    b = HttpBroker(tmp_path / "hb", {"authorizer.class.name": AUTHORIZER})
+    b.start()
+    try:
+        # No ACL and allow.everyone.if.no.acl.found=false: every request is refused.
+        assert produce_one(b, "t1") == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        with kwire.Conn("127.0.0.1", b.port) as c:
+            assert c.fetch_v11("t1", 0, 0)["error"] == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        with urllib.request.urlopen(b.url("/metrics"), timeout=10) as r:
+            text = r.read().decode()
+        counts = {}
+        for line in text.splitlines():
+            if line.startswith("runnel_authorization_denials_total{"):
+                labels, value = line.rsplit(" ", 1)
+                counts[labels] = float(value)
+        assert counts.get('runnel_authorization_denials_total'
+                          '{resource_type="TOPIC",operation="READ"}', 0) >= 1, text
+        assert any('operation="CREATE"' in k or 'operation="WRITE"' in k
+                   or 'operation="DESCRIBE"' in k for k in counts), counts
+        # The HTTP API's changes are Kafka requests: the same ACLs refuse them (403).
+        req = urllib.request.Request(b.url("/v1/topics"), method="POST",
+                                     data=json.dumps({"name": "h1", "partitions": 1}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 403
+        assert "TOPIC_AUTHORIZATION_FAILED" in e.value.read().decode()
+        # Kafka's authorizer log line.
+        log = b.log_tail(400)
+        assert "Principal = User:ANONYMOUS is Denied operation = READ from host = 127.0.0.1" \
+               " on resource = Topic:t1" in log, log
+    finally:
+        b.stop()
+
+
+def runnel(b, *args):
+    import subprocess
+
+    from harness import runnel_bin
+
+    return subprocess.run([runnel_bin(), *args, "-b", b.bootstrap], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_runnel_acls_cli_add_list_remove(start_broker):
+    b = start_broker(authorizer__class__name=AUTHORIZER, super__users=ANONYMOUS)
+    r = runnel(b, "acls", "--add", "--allow-principal", "User:alice", "--producer",
+               "--topic", "orders", "--transactional-id", "tx")
+    assert r.returncode == 0, r.stderr
+    assert "Adding ACLs for resource `ResourcePattern(resourceType=TOPIC, name=orders, " \
+           "patternType=LITERAL)`" in r.stdout, r.stdout
+    r = runnel(b, "acls", "--add", "--deny-principal", "User:bob", "--deny-host", "10.0.0.1",
+               "--operation", "Read", "--topic", "pay-", "--resource-pattern-type", "prefixed")
+    assert r.returncode == 0, r.stderr
+    # The admin client sees what the tool added.
+    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                  AclOperation.ANY, AclPermissionType.ANY)
+    assert len(admin(b).describe_acls(everything, request_timeout=10).result()) == 6
+    r = runnel(b, "acls", "--list", "--topic", "orders")
+    assert r.returncode == 0, r.stderr
+    for op in ("WRITE", "DESCRIBE", "CREATE"):
+        assert f"(principal=User:alice, host=*, operation={op}, permissionType=ALLOW)" \
+            in r.stdout, r.stdout
+    r = runnel(b, "acls", "--list", "--topic", "pay-eu", "--resource-pattern-type", "match")
+    assert "(principal=User:bob, host=10.0.0.1, operation=READ, permissionType=DENY)" \
+        in r.stdout, r.stdout
+    r = runnel(b, "acls", "--remove", "--force", "--topic", "orders")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("Removed ACL") == 3, r.stdout
+    assert runnel(b, "acls", "--list", "--topic", "orders").stdout.strip() == ""
+    # An operation the resource type does not have is a usage error, named.
+    r = runnel(b, "acls", "--add", "--allow-principal", "User:a", "--operation",
+               "IdempotentWrite", "--topic", "t")
+    assert r.returncode == 2 and "IDEMPOTENT_WRITE" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_runnel_acls_cli_without_an_authorizer_names_security_disabled(broker):
+    r = runnel(broker, "acls", "--list")
+    assert r.returncode == 1, r.stderr
+    assert "SecurityDisabled" in r.stderr and "authorizer.class.name" in r.stderr, r.stderr
