@@ -31,6 +31,8 @@ pub struct Broker {
     producer_ids: Mutex<ProducerIdBlock>,
     pub fetch_sessions: FetchSessions,
     pub groups: GroupCoordinator,
+    /// Share groups (KIP-932): membership, share-partitions, share sessions.
+    pub shares: crate::share::Shares,
     pub txns: TxnCoordinator,
     pub metrics: crate::metrics::Metrics,
     /// Log dirs taken offline by an I/O error: their partitions answer
@@ -74,6 +76,7 @@ impl Broker {
         let config_txn = config.txn.clone();
         let groups = GroupCoordinator::new(config.groups.clone());
         groups.load(&topics)?;
+        let shares = crate::share::Shares::new(config.share.clone());
         let broker = Broker {
             config,
             topics,
@@ -84,6 +87,7 @@ impl Broker {
             producer_ids: Mutex::new(ProducerIdBlock { next: 0, end: 0 }),
             fetch_sessions: FetchSessions::default(),
             groups,
+            shares,
             txns: TxnCoordinator::new(config_txn),
             metrics: Default::default(),
             offline_dirs: Default::default(),

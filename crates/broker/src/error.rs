@@ -75,6 +75,11 @@ pub enum ErrorCode {
     StaleMemberEpoch = 113,
     InvalidRecord = 87,
     UnknownTopicId = 100,
+    GroupMaxSizeReached = 81,
+    InvalidRecordState = 121,
+    ShareSessionNotFound = 122,
+    InvalidShareSessionEpoch = 123,
+    ShareSessionLimitReached = 133,
 }
 
 impl ErrorCode {

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod partition;
 pub mod replication;
 pub mod server;
+pub mod share;
 pub mod topics;
 pub mod txn;
 

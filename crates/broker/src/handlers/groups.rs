@@ -560,10 +560,15 @@ pub fn offset_fetch(
 
 pub fn list(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
     let body: ListGroupsRequest = decode_body(&req.body, req.api_version)?;
+    let shares = broker.shares.list().into_iter().map(|(id, state)| {
+        // Kafka lists a share group with protocol type and group type "share".
+        (id, "share".to_string(), state.to_string(), "share")
+    });
     let groups = broker
         .groups
         .list()
         .into_iter()
+        .chain(shares)
         .filter(|(_, _, state, _)| {
             body.states_filter.is_empty()
                 || body
@@ -648,7 +653,13 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
         .map(|g| {
             DeletableGroupResult::default()
                 .with_group_id(g.clone())
-                .with_error_code(broker.groups.delete_group(&broker.topics, &g.0).code())
+                .with_error_code(
+                    broker
+                        .shares
+                        .delete_group(&g.0)
+                        .unwrap_or_else(|| broker.groups.delete_group(&broker.topics, &g.0))
+                        .code(),
+                )
         })
         .collect();
     ready(req, &DeleteGroupsResponse::default().with_results(results))

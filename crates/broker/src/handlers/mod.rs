@@ -12,6 +12,7 @@ mod metadata;
 mod produce;
 mod producer_id;
 mod reassign;
+mod share;
 mod topics_admin;
 mod txn;
 
@@ -64,6 +65,10 @@ pub fn dispatch(
         ApiKey::OffsetDelete => groups::offset_delete(broker, &req),
         ApiKey::ConsumerGroupHeartbeat => groups::consumer_heartbeat(broker, &req, peer),
         ApiKey::ConsumerGroupDescribe => groups::consumer_describe(broker, &req),
+        ApiKey::ShareGroupHeartbeat => share::heartbeat(broker, &req, peer),
+        ApiKey::ShareGroupDescribe => share::describe(broker, &req),
+        ApiKey::ShareFetch => share::fetch(broker, &req),
+        ApiKey::ShareAcknowledge => share::acknowledge(broker, &req),
         ApiKey::DescribeConfigs => admin::describe_configs(broker, &req),
         ApiKey::AlterConfigs => admin::alter_configs(broker, &req),
         ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(broker, &req),
