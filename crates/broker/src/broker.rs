@@ -77,6 +77,7 @@ impl Broker {
         let groups = GroupCoordinator::new(config.groups.clone());
         groups.load(&topics)?;
         let shares = crate::share::Shares::new(config.share.clone());
+        shares.restore_from(crate::share::persist::load(&topics));
         let broker = Broker {
             config,
             topics,

@@ -260,15 +260,7 @@ async fn group_timer_loop(broker: Arc<Broker>) {
     const MAX_SLEEP: Duration = Duration::from_millis(100);
     loop {
         let next = broker.groups.tick(&broker.topics);
-        for (topic_id, index) in broker.shares.tick() {
-            if let Some(p) = broker
-                .topics
-                .get_by_id(topic_id)
-                .and_then(|t| t.partitions.get(index as usize).cloned())
-            {
-                p.wake();
-            }
-        }
+        crate::share::persist::tick(&broker);
         let now = std::time::Instant::now();
         let sleep = next.map_or(MAX_SLEEP, |t| {
             t.saturating_duration_since(now).min(MAX_SLEEP)

@@ -255,6 +255,40 @@ def test_rejected_records_are_never_redelivered(start_broker, workers):
     assert drained(broker, group, topic) == []
 
 
+@pytest.mark.timeout_s(90)
+def test_a_broker_restart_loses_no_acknowledgement(start_broker):
+    from confluent_kafka import AcknowledgeType, ShareConsumer
+
+    broker = start_broker()
+    topic, group = share_topic(broker, partitions=1)
+    expected = produce(broker, topic, 100, partitions=1)
+    c = ShareConsumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
+                       "share.acknowledgement.mode": "explicit", "log_level": 3})
+    c.subscribe([topic])
+    accepted = []
+    deadline = time.monotonic() + 20
+    while not accepted:
+        assert time.monotonic() < deadline, "nothing delivered"
+        for m in c.poll(0.5):
+            if m.error():
+                continue
+            # Every other record accepted, the rest released: both must survive.
+            if m.offset() % 2 == 0:
+                c.acknowledge(m, AcknowledgeType.ACCEPT)
+                accepted.append(m.value().decode())
+            else:
+                c.acknowledge(m, AcknowledgeType.RELEASE)
+    results = c.commit_sync(10)
+    assert results and all(e is None for e in results.values()), results
+    c.close()
+    # A crash right after the acknowledgements were answered: nothing written is lost.
+    broker.restart(kill=True)
+    later = produce(broker, topic, 50, partitions=1, prefix="w")
+    rest = drained(broker, group, topic, quiet_s=6)
+    assert not set(rest) & set(accepted), "accepted records delivered again after a restart"
+    assert sorted(rest) == sorted((expected | later) - set(accepted))
+
+
 # ---------------------------------------------------------------- raw wire
 
 

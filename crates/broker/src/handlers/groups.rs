@@ -654,9 +654,7 @@ pub fn delete(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFutur
             DeletableGroupResult::default()
                 .with_group_id(g.clone())
                 .with_error_code(
-                    broker
-                        .shares
-                        .delete_group(&g.0)
+                    super::share::delete_group(broker, &g.0)
                         .unwrap_or_else(|| broker.groups.delete_group(&broker.topics, &g.0))
                         .code(),
                 )

@@ -29,7 +29,8 @@ use super::{encode, ready, str_bytes, ResponseFuture};
 use crate::broker::Broker;
 use crate::error::ErrorCode;
 use crate::partition::Partition;
-use crate::share::partition_state::Limits;
+use crate::share::partition_state::{Limits, ACK_RELEASE};
+use crate::share::persist;
 use crate::share::session::{PartitionId, Step, FINAL_EPOCH, INITIAL_EPOCH};
 use crate::share::AutoOffsetReset;
 
@@ -122,7 +123,8 @@ pub fn heartbeat(
     };
     let topics = &broker.topics;
     let resolve = |name: &str| topics.get(name).map(|t| (t.id, t.partitions.len() as i32));
-    let r = broker.shares.heartbeat(&group_id, params, &resolve);
+    let (r, left_behind) = broker.shares.heartbeat(&group_id, params, &resolve);
+    released(broker, &group_id, &left_behind);
     let assignment = r.assignment.map(|a| {
         Assignment::default().with_topic_partitions(
             a.into_iter()
@@ -271,44 +273,55 @@ fn group_settings(broker: &Broker, group_id: &str) -> (Limits, AutoOffsetReset) 
     (broker.shares.limits(lock), reset)
 }
 
+/// The writes an answer waits for: (partition, its state partition, the offset to wait
+/// for) per acknowledged partition.
+type Durable = Vec<(PartitionId, Arc<Partition>, i64)>;
+
 /// Applies the acknowledgements of one request, partition by partition (each batch all
-/// or nothing); returns each partition's acknowledge error. Wakes the share fetches
-/// parked on partitions where records became available again.
+/// or nothing), and persists each changed share-partition; returns each partition's
+/// acknowledge error and the writes to wait for. Wakes the share fetches parked on
+/// partitions where records became available again.
 fn apply_acks(
     broker: &Broker,
     group_id: &str,
     member: &str,
     acks: &BTreeMap<PartitionId, Vec<AckBatch>>,
     limits: &Limits,
-) -> BTreeMap<PartitionId, ErrorCode> {
+) -> (BTreeMap<PartitionId, ErrorCode>, Durable) {
     let mut out = BTreeMap::new();
+    let mut durable = Vec::new();
     for (id, batches) in acks {
         let ordered = batches.windows(2).all(|w| w[0].last < w[1].first);
         let result = if !ordered {
             Err(ErrorCode::InvalidRequest)
         } else {
             leader_partition(broker, *id).and_then(|p| {
+                let key = (group_id.to_string(), id.0, id.1);
                 let sp = broker
                     .shares
-                    .existing_partition(&(group_id.to_string(), id.0, id.1))
+                    .existing_partition(&key)
                     .ok_or(ErrorCode::InvalidRecordState)?;
                 let mut first_error = Ok(());
+                let mut applied = false;
                 {
                     let mut sp = sp.lock();
                     for b in batches {
-                        if let Err(e) = sp.acknowledge(member, b.first, b.last, &b.types, limits) {
-                            first_error = first_error.and(Err(e));
+                        match sp.acknowledge(member, b.first, b.last, &b.types, limits) {
+                            Ok(()) => applied = true,
+                            Err(e) => first_error = first_error.and(Err(e)),
+                        }
+                    }
+                    if applied {
+                        match persist::write(broker, &key, &mut sp, p.leader_epoch()) {
+                            Ok((state, offset)) => durable.push((*id, state, offset)),
+                            Err(e) => {
+                                tracing::warn!(group = group_id, partition = id.1, error = %e, "could not persist acknowledgements");
+                                first_error = first_error.and(Err(e.code));
+                            }
                         }
                     }
                 }
-                let released: u64 = batches
-                    .iter()
-                    .filter(|b| {
-                        b.types
-                            .contains(&crate::share::partition_state::ACK_RELEASE)
-                    })
-                    .count() as u64;
-                if released > 0 {
+                if batches.iter().any(|b| b.types.contains(&ACK_RELEASE)) {
                     p.wake();
                 }
                 first_error
@@ -316,7 +329,36 @@ fn apply_acks(
         };
         out.insert(*id, result.err().unwrap_or(ErrorCode::None));
     }
-    out
+    (out, durable)
+}
+
+/// Waits until each acknowledged partition's state is durable; a write that did not
+/// make it turns that partition's acknowledge answer into the error.
+async fn wait_durable(durable: Durable, acks: &mut BTreeMap<PartitionId, ErrorCode>) {
+    for (id, state, offset) in durable {
+        if let Err(code) = state.wait_acknowledged(offset).await {
+            acks.insert(id, code);
+        }
+    }
+}
+
+/// Records released outside an acknowledgement (a forgotten partition, a closed
+/// session, a member that left): their fetches wake and the state is persisted.
+fn released(broker: &Broker, group_id: &str, parts: &[PartitionId]) {
+    for id in parts {
+        persist::settled(broker, &(group_id.to_string(), id.0, id.1));
+    }
+}
+
+/// DeleteGroups on a share group: None when `group_id` is not one.
+pub fn delete_group(broker: &Broker, group_id: &str) -> Option<ErrorCode> {
+    match broker.shares.delete_group(group_id)? {
+        Ok(keys) => {
+            persist::delete(broker, &keys);
+            Some(ErrorCode::None)
+        }
+        Err(code) => Some(code),
+    }
 }
 
 fn ack_batches<'a>(list: impl Iterator<Item = (i64, i64, &'a Vec<i8>)>) -> Vec<AckBatch> {
@@ -413,20 +455,16 @@ pub fn fetch(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture
         }
     };
     let (limits, reset) = group_settings(broker, &group_id);
-    let ack_results = apply_acks(broker, &group_id, &member, &acks, &limits);
-    wake(
-        broker,
-        &broker
-            .shares
-            .release(&group_id, &member, &forgotten, &limits),
-    );
+    let (mut ack_results, durable) = apply_acks(broker, &group_id, &member, &acks, &limits);
+    let forgotten_released = broker
+        .shares
+        .release(&group_id, &member, &forgotten, &limits);
+    released(broker, &group_id, &forgotten_released);
     let wanted = match step {
         Step::Open(parts) => parts,
         Step::Closed(parts) => {
-            wake(
-                broker,
-                &broker.shares.release(&group_id, &member, &parts, &limits),
-            );
+            let closed = broker.shares.release(&group_id, &member, &parts, &limits);
+            released(broker, &group_id, &closed);
             Vec::new()
         }
     };
@@ -447,6 +485,7 @@ pub fn fetch(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture
     let member: Arc<str> = Arc::from(member.as_str());
     Ok(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + max_wait;
+        wait_durable(durable, &mut ack_results).await;
         let waiter = Arc::new(tokio::sync::Notify::new());
         loop {
             let pass = acquire_all(
@@ -477,14 +516,6 @@ pub fn fetch(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture
             }
         }
     }))
-}
-
-fn wake(broker: &Broker, parts: &[PartitionId]) {
-    for id in parts {
-        if let Ok(p) = leader_partition(broker, *id) {
-            p.wake();
-        }
-    }
 }
 
 struct Pass {
@@ -665,13 +696,22 @@ pub fn acknowledge(
         }
     }
     let (limits, _) = group_settings(broker, &group_id);
-    let results = apply_acks(broker, &group_id, &member, &acks, &limits);
+    let (mut results, durable) = apply_acks(broker, &group_id, &member, &acks, &limits);
     if let Step::Closed(parts) = step {
-        wake(
-            broker,
-            &broker.shares.release(&group_id, &member, &parts, &limits),
-        );
+        let closed = broker.shares.release(&group_id, &member, &parts, &limits);
+        released(broker, &group_id, &closed);
     }
+    let (broker, req) = (broker.clone(), req.clone());
+    Ok(Box::pin(async move {
+        wait_durable(durable, &mut results).await;
+        encode(&req, &acknowledge_response(&broker, results))
+    }))
+}
+
+fn acknowledge_response(
+    broker: &Broker,
+    results: BTreeMap<PartitionId, ErrorCode>,
+) -> ShareAcknowledgeResponse {
     let mut topics: Vec<ShareAcknowledgeTopicResponse> = Vec::new();
     for (id, code) in results {
         let leader = current_leader(broker, id);
@@ -692,8 +732,5 @@ pub fn acknowledge(
             ),
         }
     }
-    ready(
-        req,
-        &ShareAcknowledgeResponse::default().with_responses(topics),
-    )
+    ShareAcknowledgeResponse::default().with_responses(topics)
 }

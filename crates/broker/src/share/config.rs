@@ -13,6 +13,9 @@ pub struct ShareConfig {
     pub partition_max_record_locks: i32,
     pub max_size: i32,
     pub max_share_sessions: i32,
+    /// `share.coordinator.state.topic.num.partitions` / `.replication.factor`.
+    pub state_topic_partitions: i32,
+    pub state_topic_replication_factor: i16,
 }
 
 impl Default for ShareConfig {
@@ -27,13 +30,15 @@ impl Default for ShareConfig {
             partition_max_record_locks: 2_000,
             max_size: 200,
             max_share_sessions: 2_000,
+            state_topic_partitions: 50,
+            state_topic_replication_factor: 3,
         }
     }
 }
 
 /// Whether `key` is one of ours.
 pub fn is_share_key(key: &str) -> bool {
-    key.starts_with("group.share.")
+    key.starts_with("group.share.") || key.starts_with("share.coordinator.state.topic.")
 }
 
 fn int_between(v: &str, min: i64, max: i64) -> Result<i32, String> {
@@ -74,6 +79,12 @@ impl ShareConfig {
             }
             "group.share.max.size" => self.max_size = int_between(v, 1, 1000)?,
             "group.share.max.share.sessions" => self.max_share_sessions = int_between(v, 1, MAX)?,
+            "share.coordinator.state.topic.num.partitions" => {
+                self.state_topic_partitions = int_between(v, 1, 100_000)?
+            }
+            "share.coordinator.state.topic.replication.factor" => {
+                self.state_topic_replication_factor = int_between(v, 1, i16::MAX as i64)? as i16
+            }
             _ => return Err("not a share-group key Runnel knows".into()),
         }
         Ok(())

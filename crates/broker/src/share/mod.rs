@@ -12,12 +12,17 @@
 //! `sessions`, then `partitions` (the map), then one share-partition; the partition's
 //! log lock is taken inside a share-partition's lock, never the other way round.
 //!
-//! State is in memory: a restart or a leader change starts each share-partition again
-//! from `share.auto.offset.reset` (Runnel does not yet persist `__share_group_state`).
+//! - `records.rs` / `persist.rs`: `__share_group_state` in Kafka's record format, written
+//!   after acknowledgements and releases, replayed at start-up.
+//!
+//! Membership and share sessions are in memory; share-partition state is persisted (on a
+//! single node; in a cluster the state topic is not created yet, see ARCHITECTURE.md).
 
 pub mod config;
 pub mod group;
 pub mod partition_state;
+pub mod persist;
+pub mod records;
 pub mod session;
 
 use std::collections::HashMap;
@@ -41,6 +46,9 @@ pub struct Shares {
     groups: Mutex<HashMap<String, group::ShareGroup>>,
     sessions: Mutex<session::ShareSessions>,
     partitions: Mutex<HashMap<SharePartitionKey, Arc<Mutex<SharePartitionState>>>>,
+    /// Snapshots replayed from `__share_group_state`, taken when a share-partition is
+    /// first used after a restart.
+    restored: Mutex<HashMap<SharePartitionKey, records::StateValue>>,
 }
 
 /// What one acquisition produced for one partition: the batches to send and the
@@ -119,7 +127,13 @@ impl Shares {
             groups: Mutex::new(HashMap::new()),
             sessions: Mutex::new(session::ShareSessions::default()),
             partitions: Mutex::new(HashMap::new()),
+            restored: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Takes the state replayed from `__share_group_state` (at start-up).
+    pub fn restore_from(&self, snapshots: HashMap<SharePartitionKey, records::StateValue>) {
+        *self.restored.lock() = snapshots;
     }
 
     /// Whether `group_id` is a share group this broker coordinates.
@@ -141,7 +155,7 @@ impl Shares {
         group_id: &str,
         params: group::HeartbeatParams<'_>,
         resolve: &dyn Fn(&str) -> Option<(Uuid, i32)>,
-    ) -> group::HeartbeatResult {
+    ) -> (group::HeartbeatResult, Vec<session::PartitionId>) {
         let member = params.member_id.to_string();
         let leaving = params.member_epoch == -1;
         let r = {
@@ -149,10 +163,12 @@ impl Shares {
             let g = groups.entry(group_id.to_string()).or_default();
             group::heartbeat(g, params, Instant::now(), resolve)
         };
-        if leaving && r.error == ErrorCode::None {
-            self.forget_member(group_id, &member);
-        }
-        r
+        let released = if leaving && r.error == ErrorCode::None {
+            self.forget_member(group_id, &member)
+        } else {
+            Vec::new()
+        };
+        (r, released)
     }
 
     pub fn describe(&self, group_id: &str) -> Option<GroupView> {
@@ -181,17 +197,35 @@ impl Shares {
         out
     }
 
-    /// Deletes an empty share group and its share-partition state (DeleteGroups).
-    pub fn delete_group(&self, group_id: &str) -> Option<ErrorCode> {
+    /// Deletes an empty share group and its share-partition state (DeleteGroups);
+    /// returns the share-partitions whose persisted state must be removed too.
+    pub fn delete_group(
+        &self,
+        group_id: &str,
+    ) -> Option<Result<Vec<SharePartitionKey>, ErrorCode>> {
         let mut groups = self.groups.lock();
         let g = groups.get(group_id)?;
         if !g.members.is_empty() {
-            return Some(ErrorCode::NonEmptyGroup);
+            return Some(Err(ErrorCode::NonEmptyGroup));
         }
         groups.remove(group_id);
         drop(groups);
-        self.partitions.lock().retain(|k, _| k.0 != group_id);
-        Some(ErrorCode::None)
+        let mut gone: Vec<SharePartitionKey> = Vec::new();
+        self.partitions.lock().retain(|k, _| {
+            let keep = k.0 != group_id;
+            if !keep {
+                gone.push(k.clone());
+            }
+            keep
+        });
+        self.restored.lock().retain(|k, _| {
+            let keep = k.0 != group_id;
+            if !keep {
+                gone.push(k.clone());
+            }
+            keep
+        });
+        Some(Ok(gone))
     }
 
     /// Every share-partition of `group_id` with its summary, sorted.
@@ -211,13 +245,21 @@ impl Shares {
         out
     }
 
-    /// The share-partition state, created on first use.
+    /// The share-partition state, created on first use (from its persisted snapshot,
+    /// if it has one).
     pub fn partition(&self, key: &SharePartitionKey) -> Arc<Mutex<SharePartitionState>> {
-        self.partitions
-            .lock()
-            .entry(key.clone())
-            .or_default()
-            .clone()
+        let mut partitions = self.partitions.lock();
+        if let Some(sp) = partitions.get(key) {
+            return sp.clone();
+        }
+        let mut state = SharePartitionState::new();
+        if let Some(v) = self.restored.lock().remove(key) {
+            state.restore(v.start_offset, &v.batches);
+            state.snapshot_epoch = v.snapshot_epoch;
+        }
+        let sp = Arc::new(Mutex::new(state));
+        partitions.insert(key.clone(), sp.clone());
+        sp
     }
 
     /// An existing share-partition state.
@@ -285,8 +327,8 @@ impl Shares {
     }
 
     /// A member left or expired: its session closes and its records everywhere here are
-    /// released.
-    fn forget_member(&self, group_id: &str, member: &str) -> Vec<session::PartitionId> {
+    /// released. Returns the partitions where something was released.
+    pub fn forget_member(&self, group_id: &str, member: &str) -> Vec<session::PartitionId> {
         self.sessions.lock().remove_member(group_id, member);
         let parts: Vec<session::PartitionId> = self
             .partitions
@@ -303,7 +345,7 @@ impl Shares {
     /// Expires silent members (releasing their records) and acquisition locks. Returns
     /// the partitions where records became available again, so their parked share
     /// fetches can be woken.
-    pub fn tick(&self) -> Vec<session::PartitionId> {
+    pub fn tick(&self) -> Vec<SharePartitionKey> {
         let now = Instant::now();
         let expired: Vec<(String, String)> = {
             let mut groups = self.groups.lock();
@@ -320,14 +362,15 @@ impl Shares {
         let mut woken = Vec::new();
         for (g, m) in expired {
             tracing::info!(group = %g, member = %m, "share-group member removed: no heartbeat within its session timeout");
-            woken.extend(self.forget_member(&g, &m));
+            let released = self.forget_member(&g, &m);
+            woken.extend(released.into_iter().map(|(t, p)| (g.clone(), t, p)));
         }
         let now_ms = crate::handlers::now_ms();
         let entries: Vec<_> = self
             .partitions
             .lock()
             .iter()
-            .map(|(k, v)| ((k.1, k.2), v.clone()))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let limits = self.limits(None);
         for (k, sp) in entries {

@@ -68,6 +68,8 @@ pub struct SharePartitionState {
     records: BTreeMap<i64, InFlight>,
     /// Whether the start has been placed (`share.auto.offset.reset`, or a persisted state).
     initialized: bool,
+    /// The epoch of the last snapshot written to `__share_group_state`.
+    pub snapshot_epoch: i32,
 }
 
 /// Counts for describe and metrics.
@@ -91,6 +93,7 @@ impl SharePartitionState {
             end: 0,
             records: BTreeMap::new(),
             initialized: false,
+            snapshot_epoch: 0,
         }
     }
 
