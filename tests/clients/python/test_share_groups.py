@@ -398,6 +398,151 @@ def test_wire_errors_are_kafkas(start_broker):
         assert parts[0][2] == 121  # accepted already
 
 
+def describe_offsets(conn, group, topic=None, partitions=()):
+    body = kwire.uvarint(2) + kwire.compact_string(group)
+    if topic is None:
+        body += kwire.uvarint(0)
+    else:
+        body += kwire.uvarint(2) + kwire.compact_string(topic)
+        body += kwire.uvarint(len(partitions) + 1) + b"".join(struct.pack(">i", p) for p in partitions)
+        body += kwire.uvarint(0)
+    body += kwire.uvarint(0) + kwire.uvarint(0)
+    r = conn.request(90, 0, body, header_version=2)
+    read_header_tags(r)
+    r.int32()
+    r.uvarint()  # one group
+    cstr(r)
+    out = {}
+    for _ in range(r.uvarint() - 1):
+        name = cstr(r)
+        r.take(16)
+        for _ in range(r.uvarint() - 1):
+            p, start, _epoch, err = r.int32(), r.int64(), r.int32(), r.int16()
+            cstr(r)
+            r.take(1)
+            out[(name, p)] = (start, err)
+        r.take(1)
+    err = r.int16()
+    cstr(r)
+    return err, out
+
+
+def alter_offsets(conn, group, topic, partition, start):
+    body = kwire.compact_string(group) + kwire.uvarint(2) + kwire.compact_string(topic)
+    body += kwire.uvarint(2) + struct.pack(">iq", partition, start) + kwire.uvarint(0)
+    body += kwire.uvarint(0) + kwire.uvarint(0)
+    r = conn.request(91, 0, body, header_version=2)
+    read_header_tags(r)
+    r.int32()
+    err = r.int16()
+    cstr(r)
+    perrs = []
+    for _ in range(r.uvarint() - 1):
+        cstr(r)
+        r.take(16)
+        for _ in range(r.uvarint() - 1):
+            r.int32()
+            perrs.append(r.int16())
+            cstr(r)
+            r.take(1)
+        r.take(1)
+    return err, perrs
+
+
+def delete_offsets(conn, group, topic):
+    body = kwire.compact_string(group) + kwire.uvarint(2) + kwire.compact_string(topic)
+    body += kwire.uvarint(0) + kwire.uvarint(0)
+    r = conn.request(92, 0, body, header_version=2)
+    read_header_tags(r)
+    r.int32()
+    return r.int16()
+
+
+@pytest.mark.timeout_s(60)
+def test_share_group_offsets_are_described_altered_and_deleted(start_broker):
+    broker = start_broker()
+    topic, group = share_topic(broker, partitions=1)
+    produce(broker, topic, 10, partitions=1)
+    tid = topic_id_of(broker, topic)
+    host, port = broker.bootstrap.split(":")
+    with kwire.Conn(host, int(port)) as c:
+        assert describe_offsets(c, "no-such-share-group")[0] == 69  # GROUP_ID_NOT_FOUND
+        err, epoch = heartbeat(c, group, "m1", 0, [topic])
+        assert err == 0
+        share_fetch(c, group, "m1", 0, tid, 0, max_wait_ms=2000)
+        share_fetch(c, group, "m1", 1, tid, 0, acks=[(0, 3, 1)])
+        assert describe_offsets(c, group) == (0, {(topic, 0): (4, 0)})
+        # A group with members: its offsets stay (Kafka's GROUP_NOT_EMPTY).
+        assert alter_offsets(c, group, topic, 0, 8)[0] == 68
+        assert heartbeat(c, group, "m1", -1, None)[0] == 0
+        assert alter_offsets(c, group, topic, 0, 8) == (0, [0])
+        assert describe_offsets(c, group, topic, [0]) == (0, {(topic, 0): (8, 0)})
+    # The altered start is persisted: a restart keeps it.
+    broker.restart()
+    host, port = broker.bootstrap.split(":")
+    with kwire.Conn(host, int(port)) as c:
+        assert describe_offsets(c, group, topic, [0]) == (0, {(topic, 0): (8, 0)})
+        assert heartbeat(c, group, "m2", 0, [topic])[0] == 0
+        err, parts = share_fetch(c, group, "m2", 0, tid, 0, max_wait_ms=2000)
+        assert parts[0][3] == [(8, 9, 1)]
+        assert heartbeat(c, group, "m2", -1, None)[0] == 0
+        assert delete_offsets(c, group, topic) == 0
+        assert describe_offsets(c, group, topic, [0]) == (0, {(topic, 0): (-1, 0)})
+        # Deleted: the next use starts from share.auto.offset.reset (earliest) again.
+        assert heartbeat(c, group, "m3", 0, [topic])[0] == 0
+        err, parts = share_fetch(c, group, "m3", 0, tid, 0, max_wait_ms=2000)
+        assert parts[0][3] == [(0, 9, 1)]
+    # ListGroups shows it as a share group: type and protocol type "share", as Kafka
+    # lists one (raw v5: librdkafka's listing does not show the type).
+    with kwire.Conn(host, int(port)) as c:
+        assert list_groups_v5(c).get(group) == ("share", "share")
+        # Only the share type when filtered by it.
+        assert set(list_groups_v5(c, types=["share"]).values()) == {("share", "share")}
+
+
+def list_groups_v5(conn, types=()):
+    body = kwire.uvarint(1) + kwire.uvarint(len(types) + 1)
+    body += b"".join(kwire.compact_string(t) for t in types) + kwire.uvarint(0)
+    r = conn.request(16, 5, body, header_version=2)
+    read_header_tags(r)
+    r.int32()
+    assert r.int16() == 0
+    out = {}
+    for _ in range(r.uvarint() - 1):
+        gid, protocol, _state, kind = cstr(r), cstr(r), cstr(r), cstr(r)
+        r.take(1)
+        out[gid] = (protocol, kind)
+    return out
+
+
+@pytest.mark.timeout_s(60)
+def test_metrics_show_members_start_offsets_and_in_flight_records(tmp_path):
+    from test_http import HttpBroker, parse_metrics, call
+
+    broker = HttpBroker(tmp_path / "b")
+    broker.start()
+    try:
+        topic, group = share_topic(broker, partitions=1)
+        produce(broker, topic, 5, partitions=1)
+        tid = topic_id_of(broker, topic)
+        host, port = broker.bootstrap.split(":")
+        with kwire.Conn(host, int(port)) as c:
+            assert heartbeat(c, group, "m1", 0, [topic])[0] == 0
+            share_fetch(c, group, "m1", 0, tid, 0, max_wait_ms=2000)
+            share_fetch(c, group, "m1", 1, tid, 0, acks=[(0, 1, 1)])
+            _, _, body = call(broker, "/metrics")
+        _, samples = parse_metrics(body.decode())
+        got = {(n, l.get("partition")): v for n, l, v in samples if l.get("group") == group}
+        assert got == {
+            ("runnel_share_group_members", None): 1,
+            ("runnel_share_partition_start_offset", "0"): 2,
+            ("runnel_share_partition_in_flight_records", "0"): 3,
+            ("runnel_share_partition_acquired_records", "0"): 3,
+        }
+    finally:
+        broker.stop()
+
+
 # ---------------------------------------------------------------- entry point
 
 if __name__ == "__main__" and len(sys.argv) >= 3 and sys.argv[1] == "worker":

@@ -24,6 +24,7 @@ use runnel_protocol::kp::messages::{
     ShareGroupHeartbeatResponse, TopicName,
 };
 use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
+use uuid::Uuid;
 
 use super::{encode, ready, str_bytes, ResponseFuture};
 use crate::broker::Broker;
@@ -733,4 +734,234 @@ fn acknowledge_response(
         }
     }
     ShareAcknowledgeResponse::default().with_responses(topics)
+}
+
+/// Why an admin cannot read or change a share group's offsets here, if it cannot.
+fn admin_refusal(broker: &Broker, group_id: &str) -> Option<(ErrorCode, String)> {
+    if let Err(code) = broker.groups.check_coordinator(group_id) {
+        return Some((
+            code,
+            format!("this broker does not coordinate group {group_id}"),
+        ));
+    }
+    if !broker.shares.knows_group(group_id) {
+        let message = if broker.groups.describe(group_id).is_some() {
+            format!("Group {group_id} is not a share group.")
+        } else {
+            format!("Group {group_id} not found.")
+        };
+        return Some((ErrorCode::GroupIdNotFound, message));
+    }
+    None
+}
+
+/// Why an admin cannot change a share group's offsets: `admin_refusal`, or members
+/// (Kafka allows it only on an empty group).
+fn change_refusal(broker: &Broker, group_id: &str, doing: &str) -> Option<(ErrorCode, String)> {
+    admin_refusal(broker, group_id).or_else(|| {
+        broker.shares.has_members(group_id).then(|| {
+            (
+                ErrorCode::NonEmptyGroup,
+                format!("share group {group_id} has members: stop them before {doing} its offsets"),
+            )
+        })
+    })
+}
+
+pub fn describe_offsets(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
+    use runnel_protocol::kp::messages::describe_share_group_offsets_response::{
+        DescribeShareGroupOffsetsResponseGroup as Group,
+        DescribeShareGroupOffsetsResponsePartition as Part,
+        DescribeShareGroupOffsetsResponseTopic as Topic,
+    };
+    use runnel_protocol::kp::messages::{
+        DescribeShareGroupOffsetsRequest, DescribeShareGroupOffsetsResponse,
+    };
+    let body: DescribeShareGroupOffsetsRequest = decode_body(&req.body, req.api_version)?;
+    let groups = body
+        .groups
+        .iter()
+        .map(|g| {
+            let out = Group::default().with_group_id(g.group_id.clone());
+            if let Some((code, message)) = admin_refusal(broker, &g.group_id) {
+                return out
+                    .with_error_code(code.code())
+                    .with_error_message(Some(str_bytes(&message)));
+            }
+            let known: BTreeMap<(Uuid, i32), i64> = broker
+                .shares
+                .start_offsets(&g.group_id)
+                .into_iter()
+                .map(|(k, offset)| ((k.1, k.2), offset))
+                .collect();
+            // Without a topic list: every share-partition the group has state for.
+            let wanted: Vec<(String, Uuid, Vec<i32>)> = match &g.topics {
+                Some(topics) => topics
+                    .iter()
+                    .map(|t| {
+                        let id = broker
+                            .topics
+                            .get(&t.topic_name.0)
+                            .map_or(Uuid::nil(), |x| x.id);
+                        (t.topic_name.0.to_string(), id, t.partitions.clone())
+                    })
+                    .collect(),
+                None => {
+                    let mut by_topic: BTreeMap<Uuid, Vec<i32>> = BTreeMap::new();
+                    for (tid, p) in known.keys() {
+                        by_topic.entry(*tid).or_default().push(*p);
+                    }
+                    by_topic
+                        .into_iter()
+                        .filter_map(|(tid, ps)| {
+                            broker
+                                .topics
+                                .get_by_id(tid)
+                                .map(|t| (t.name.clone(), tid, ps))
+                        })
+                        .collect()
+                }
+            };
+            let topics = wanted
+                .into_iter()
+                .map(|(name, tid, parts)| {
+                    let partitions = parts
+                        .into_iter()
+                        .map(|p| {
+                            let part = Part::default().with_partition_index(p);
+                            if tid.is_nil() {
+                                return part
+                                    .with_start_offset(-1)
+                                    .with_leader_epoch(-1)
+                                    .with_error_code(ErrorCode::UnknownTopicOrPartition.code());
+                            }
+                            let epoch = persist::leader_epoch(broker, &(String::new(), tid, p));
+                            part.with_start_offset(known.get(&(tid, p)).copied().unwrap_or(-1))
+                                .with_leader_epoch(epoch)
+                        })
+                        .collect();
+                    Topic::default()
+                        .with_topic_name(TopicName(str_bytes(&name)))
+                        .with_topic_id(tid)
+                        .with_partitions(partitions)
+                })
+                .collect();
+            out.with_topics(topics)
+        })
+        .collect();
+    ready(
+        req,
+        &DescribeShareGroupOffsetsResponse::default().with_groups(groups),
+    )
+}
+
+pub fn alter_offsets(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
+    use runnel_protocol::kp::messages::alter_share_group_offsets_response::{
+        AlterShareGroupOffsetsResponsePartition as Part,
+        AlterShareGroupOffsetsResponseTopic as Topic,
+    };
+    use runnel_protocol::kp::messages::{
+        AlterShareGroupOffsetsRequest, AlterShareGroupOffsetsResponse,
+    };
+    let body: AlterShareGroupOffsetsRequest = decode_body(&req.body, req.api_version)?;
+    let group_id = body.group_id.0.to_string();
+    if let Some((code, message)) = change_refusal(broker, &group_id, "altering") {
+        return refuse!(AlterShareGroupOffsetsResponse, req, code, message);
+    }
+    let mut durable: Vec<(Arc<Partition>, i64)> = Vec::new();
+    let responses = body
+        .topics
+        .iter()
+        .map(|t| {
+            let topic = broker.topics.get(&t.topic_name.0);
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let part = Part::default().with_partition_index(p.partition_index);
+                    let Some(topic) = &topic else {
+                        return part.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
+                    };
+                    let id = (topic.id, p.partition_index);
+                    let checked = if p.start_offset < 0 {
+                        Err(ErrorCode::InvalidRequest)
+                    } else {
+                        leader_partition(broker, id)
+                    };
+                    let data = match checked {
+                        Ok(d) => d,
+                        Err(code) => return part.with_error_code(code.code()),
+                    };
+                    let key = (group_id.clone(), topic.id, p.partition_index);
+                    let sp = broker.shares.partition(&key);
+                    let mut sp = sp.lock();
+                    sp.reset_to(p.start_offset);
+                    match persist::write(broker, &key, &mut sp, data.leader_epoch()) {
+                        Ok(w) => {
+                            durable.push(w);
+                            part
+                        }
+                        Err(e) => part
+                            .with_error_code(e.code.code())
+                            .with_error_message(Some(str_bytes(&e.message))),
+                    }
+                })
+                .collect();
+            Topic::default()
+                .with_topic_name(t.topic_name.clone())
+                .with_topic_id(topic.as_ref().map_or(Uuid::nil(), |x| x.id))
+                .with_partitions(partitions)
+        })
+        .collect();
+    let response = AlterShareGroupOffsetsResponse::default().with_responses(responses);
+    let req = req.clone();
+    Ok(Box::pin(async move {
+        for (p, offset) in durable {
+            // A failed write was logged by the state partition; the answer stands, as
+            // the offsets are in effect in memory.
+            let _ = p.wait_acknowledged(offset).await;
+        }
+        encode(&req, &response)
+    }))
+}
+
+pub fn delete_offsets(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+) -> Result<ResponseFuture, DecodeError> {
+    use runnel_protocol::kp::messages::delete_share_group_offsets_response::DeleteShareGroupOffsetsResponseTopic as Topic;
+    use runnel_protocol::kp::messages::{
+        DeleteShareGroupOffsetsRequest, DeleteShareGroupOffsetsResponse,
+    };
+    let body: DeleteShareGroupOffsetsRequest = decode_body(&req.body, req.api_version)?;
+    let group_id = body.group_id.0.to_string();
+    if let Some((code, message)) = change_refusal(broker, &group_id, "deleting") {
+        return refuse!(DeleteShareGroupOffsetsResponse, req, code, message);
+    }
+    let responses = body
+        .topics
+        .iter()
+        .map(|t| {
+            let out = Topic::default().with_topic_name(t.topic_name.clone());
+            let Some(topic) = broker.topics.get(&t.topic_name.0) else {
+                return out.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
+            };
+            let keys: Vec<_> = (0..topic.partitions.len() as i32)
+                .map(|p| (group_id.clone(), topic.id, p))
+                .filter(|k| broker.shares.forget_partition(k))
+                .collect();
+            persist::delete(broker, &keys);
+            out.with_topic_id(topic.id)
+        })
+        .collect();
+    ready(
+        req,
+        &DeleteShareGroupOffsetsResponse::default().with_responses(responses),
+    )
 }

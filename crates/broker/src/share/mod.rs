@@ -228,6 +228,14 @@ impl Shares {
         Some(Ok(gone))
     }
 
+    /// The groups that have share-partition state here, sorted.
+    pub fn group_ids_with_partitions(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.partitions.lock().keys().map(|k| k.0.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// Every share-partition of `group_id` with its summary, sorted.
     pub fn partitions_of(&self, group_id: &str) -> Vec<((Uuid, i32), partition_state::Summary)> {
         let entries: Vec<_> = self
@@ -260,6 +268,58 @@ impl Shares {
         let sp = Arc::new(Mutex::new(state));
         partitions.insert(key.clone(), sp.clone());
         sp
+    }
+
+    /// Whether `group_id` is a share group here: it has members, or share-partition
+    /// state (live or persisted).
+    pub fn knows_group(&self, group_id: &str) -> bool {
+        self.has_group(group_id)
+            || self.partitions.lock().keys().any(|k| k.0 == group_id)
+            || self.restored.lock().keys().any(|k| k.0 == group_id)
+    }
+
+    /// Whether the share group has members (admins may change its offsets only when
+    /// it has none, as in Kafka).
+    pub fn has_members(&self, group_id: &str) -> bool {
+        self.groups
+            .lock()
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
+    }
+
+    /// The start offset of every initialized share-partition of `group_id`, live or
+    /// persisted, sorted.
+    pub fn start_offsets(&self, group_id: &str) -> Vec<(SharePartitionKey, i64)> {
+        let mut out: Vec<(SharePartitionKey, i64)> = self
+            .restored
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.0 == group_id)
+            .map(|(k, v)| (k.clone(), v.start_offset))
+            .collect();
+        let live: Vec<_> = self
+            .partitions
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.0 == group_id)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, sp) in live {
+            let sp = sp.lock();
+            if sp.is_initialized() {
+                out.push((k, sp.start_offset()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Forgets a share-partition (DeleteShareGroupOffsets): its next use starts from
+    /// `share.auto.offset.reset`. Returns whether there was state to forget.
+    pub fn forget_partition(&self, key: &SharePartitionKey) -> bool {
+        let live = self.partitions.lock().remove(key).is_some();
+        let persisted = self.restored.lock().remove(key).is_some();
+        live || persisted
     }
 
     /// An existing share-partition state.
