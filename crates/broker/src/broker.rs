@@ -31,6 +31,8 @@ pub struct Broker {
     producer_ids: Mutex<ProducerIdBlock>,
     pub fetch_sessions: FetchSessions,
     pub groups: GroupCoordinator,
+    /// Share groups (KIP-932): membership, share-partitions, share sessions.
+    pub shares: crate::share::Shares,
     pub txns: TxnCoordinator,
     pub metrics: crate::metrics::Metrics,
     /// Log dirs taken offline by an I/O error: their partitions answer
@@ -82,6 +84,8 @@ impl Broker {
         let quotas = crate::quota::Quotas::open(config.quota.clone(), local_meta)?;
         let groups = GroupCoordinator::new(config.groups.clone());
         groups.load(&topics)?;
+        let shares = crate::share::Shares::new(config.share.clone());
+        shares.restore_from(crate::share::persist::load(&topics));
         let broker = Broker {
             config,
             topics,
@@ -92,6 +96,7 @@ impl Broker {
             producer_ids: Mutex::new(ProducerIdBlock { next: 0, end: 0 }),
             fetch_sessions: FetchSessions::default(),
             groups,
+            shares,
             txns: TxnCoordinator::new(config_txn),
             metrics: Default::default(),
             offline_dirs: Default::default(),

@@ -211,6 +211,8 @@ pub struct BrokerConfig {
     pub min_insync_replicas: i32,
     /// Consumer-group coordinator settings (`group.*`, `offsets.*`).
     pub groups: crate::groups::GroupConfig,
+    /// Share-group settings (`group.share.*`).
+    pub share: crate::share::ShareConfig,
     /// Transaction coordinator settings (`transaction.*`).
     pub txn: crate::txn::TxnConfig,
     /// Replication and the metadata quorum; `voters` empty means a single node.
@@ -393,6 +395,7 @@ impl BrokerConfig {
             log_defaults: LogConfig::default(),
             min_insync_replicas: 1,
             groups: crate::groups::GroupConfig::default(),
+            share: crate::share::ShareConfig::default(),
             txn: crate::txn::TxnConfig::default(),
             cluster: ClusterConfig::default(),
             authz: Default::default(),
@@ -667,6 +670,9 @@ impl BrokerConfig {
                 }
                 _ if c.authz.set(k, v)? => {}
                 _ if c.quota.set(k, v)? => {}
+                k if crate::share::config::is_share_key(k) => {
+                    c.share.set(k, v).map_err(|why| invalid(k, v, why))?
+                }
                 _ if ACCEPTED_WITHOUT_EFFECT.contains(&k) => {}
                 _ => {
                     let hint = " (see docs/configuration.md for the keys Runnel knows)".to_string();
@@ -678,6 +684,13 @@ impl BrokerConfig {
             }
             c.explicit.insert(k.to_string(), v.clone());
         }
+        c.share.validate().map_err(|why| {
+            invalid(
+                "group.share.record.lock.duration.ms",
+                &c.share.record_lock_duration_ms.to_string(),
+                why,
+            )
+        })?;
         let frame = c.socket_request_max_bytes;
         for (key, n) in [
             (

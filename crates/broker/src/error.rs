@@ -82,6 +82,12 @@ pub enum ErrorCode {
     TransactionalIdAuthorizationFailed = 53,
     SecurityDisabled = 54,
     ThrottlingQuotaExceeded = 89,
+    // Share groups (crate::share).
+    GroupMaxSizeReached = 81,
+    InvalidRecordState = 121,
+    ShareSessionNotFound = 122,
+    InvalidShareSessionEpoch = 123,
+    ShareSessionLimitReached = 133,
 }
 
 impl ErrorCode {

@@ -263,6 +263,7 @@ async fn group_timer_loop(broker: Arc<Broker>) {
     const MAX_SLEEP: Duration = Duration::from_millis(100);
     loop {
         let next = broker.groups.tick(&broker.topics);
+        crate::share::persist::tick(&broker);
         let now = std::time::Instant::now();
         let sleep = next.map_or(MAX_SLEEP, |t| {
             t.saturating_duration_since(now).min(MAX_SLEEP)

@@ -56,7 +56,11 @@ pub struct TopicRegistry {
 
 /// The topics the broker writes itself (Kafka's `Topic.isInternal`): clients may not
 /// produce to, create or delete them.
-pub const INTERNAL_TOPICS: &[&str] = &[crate::groups::OFFSETS_TOPIC, crate::txn::TXN_TOPIC];
+pub const INTERNAL_TOPICS: &[&str] = &[
+    crate::groups::OFFSETS_TOPIC,
+    crate::txn::TXN_TOPIC,
+    crate::share::records::STATE_TOPIC,
+];
 
 /// The KRaft metadata log's name: never a topic a client may create (Kafka's
 /// ControllerApis refuses it with INVALID_REQUEST).

@@ -680,10 +680,15 @@ pub fn list(
     // Kafka: DESCRIBE on the cluster lists every group, else those the principal may
     // DESCRIBE.
     let all = az.cluster(Operation::Describe);
+    let shares = broker.shares.list().into_iter().map(|(id, state)| {
+        // Kafka lists a share group with protocol type and group type "share".
+        (id, "share".to_string(), state.to_string(), "share")
+    });
     let groups = broker
         .groups
         .list()
         .into_iter()
+        .chain(shares)
         .filter(|(id, _, _, _)| all || az.visible(Operation::Describe, ResourceType::Group, id))
         .filter(|(_, _, state, _)| {
             body.states_filter.is_empty()
@@ -784,7 +789,8 @@ pub fn delete(
         .iter()
         .map(|g| {
             let code = if az.group(Operation::Delete, &g.0) {
-                broker.groups.delete_group(&broker.topics, &g.0)
+                super::share::delete_group(broker, &g.0)
+                    .unwrap_or_else(|| broker.groups.delete_group(&broker.topics, &g.0))
             } else {
                 ErrorCode::GroupAuthorizationFailed
             };

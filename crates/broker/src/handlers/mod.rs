@@ -15,6 +15,7 @@ mod produce;
 mod producer_id;
 mod quotas;
 mod reassign;
+mod share;
 mod topics_admin;
 mod txn;
 
@@ -97,6 +98,13 @@ fn dispatch_api(
         ApiKey::CreatePartitions => admin::create_partitions(broker, &req, &az, qc),
         ApiKey::DescribeCluster => admin::describe_cluster(broker, &req, &conn.listener, &az),
         ApiKey::DeleteRecords => admin::delete_records(broker, &req, &az),
+        ApiKey::ShareGroupHeartbeat => share::heartbeat(broker, &req, peer),
+        ApiKey::ShareGroupDescribe => share::describe(broker, &req),
+        ApiKey::ShareFetch => share::fetch(broker, &req),
+        ApiKey::ShareAcknowledge => share::acknowledge(broker, &req),
+        ApiKey::DescribeShareGroupOffsets => share::describe_offsets(broker, &req),
+        ApiKey::AlterShareGroupOffsets => share::alter_offsets(broker, &req),
+        ApiKey::DeleteShareGroupOffsets => share::delete_offsets(broker, &req),
         ApiKey::DescribeLogDirs => admin::describe_log_dirs(broker, &req),
         ApiKey::AlterReplicaLogDirs => admin::alter_replica_log_dirs(broker, &req),
         ApiKey::DescribeTopicPartitions => admin::describe_topic_partitions(broker, &req, &az),

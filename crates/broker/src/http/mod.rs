@@ -17,6 +17,7 @@ mod api;
 pub mod console;
 mod kafka;
 pub mod prometheus;
+mod share;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
