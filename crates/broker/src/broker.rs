@@ -43,6 +43,8 @@ pub struct Broker {
     _dir_locks: Vec<runnel_log::DirLock>,
     /// Open client connections and the request bytes they hold, with their bounds.
     pub connections: Arc<crate::connections::Connections>,
+    /// TLS acceptors, SCRAM credentials, and how to reach peers securely.
+    pub security: crate::security::Security,
 }
 
 struct ProducerIdBlock {
@@ -74,6 +76,13 @@ impl Broker {
         let config_txn = config.txn.clone();
         let groups = GroupCoordinator::new(config.groups.clone());
         groups.load(&topics)?;
+        let security = crate::security::Security::build(&config)
+            .map_err(|e| BrokerError::new(crate::error::ErrorCode::InvalidConfig, e))?;
+        if !config.cluster.is_clustered() {
+            security
+                .scram
+                .open_local(&config.log_dirs[0].join("__cluster_metadata"))?;
+        }
         let broker = Broker {
             config,
             topics,
@@ -90,6 +99,7 @@ impl Broker {
             cluster: std::sync::OnceLock::new(),
             _dir_locks: dir_locks,
             connections,
+            security,
         };
         // After groups: completing a prepared transaction applies its offset commits.
         broker.txns.load(&broker)?;

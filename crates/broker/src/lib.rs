@@ -20,6 +20,7 @@ pub mod listeners;
 pub mod metrics;
 pub mod partition;
 pub mod replication;
+pub mod security;
 pub mod server;
 pub mod topics;
 pub mod txn;

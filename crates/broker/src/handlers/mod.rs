@@ -85,6 +85,11 @@ pub fn dispatch(
         ApiKey::DescribeQuorum => admin::describe_quorum(broker, &req),
         ApiKey::AlterPartitionReassignments => reassign::alter_reassignments(broker, &req),
         ApiKey::ListPartitionReassignments => reassign::list_reassignments(broker, &req),
+        ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => {
+            crate::security::sasl::after_authentication(&req)
+        }
+        ApiKey::DescribeUserScramCredentials => crate::security::scram::describe(broker, &req),
+        ApiKey::AlterUserScramCredentials => crate::security::scram::alter(broker, &req),
         // parse_request only lets through APIs in the supported table.
         other => Err(DecodeError::Malformed {
             what: "request",

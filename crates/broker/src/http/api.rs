@@ -912,6 +912,7 @@ fn snapshot(b: &Arc<Broker>) -> Snapshot {
             .metrics
             .connections_total
             .load(std::sync::atomic::Ordering::Relaxed),
+        authentications: b.metrics.authentication_stats(),
     }
 }
 

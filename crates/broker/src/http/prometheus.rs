@@ -49,6 +49,8 @@ pub struct Snapshot {
     pub lag: Vec<LagSample>,
     pub connections_active: i64,
     pub connections_total: u64,
+    /// ((listener, mechanism, succeeded), count)
+    pub authentications: Vec<((String, String, bool), u64)>,
 }
 
 /// Every metric family: (name, type, help). The order is the order of the output.
@@ -157,6 +159,16 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "runnel_connections_total",
         "counter",
         "Client connections accepted since start.",
+    ),
+    (
+        "runnel_authentication_successes_total",
+        "counter",
+        "Connections that authenticated (SASL, or a TLS client certificate), per listener and mechanism.",
+    ),
+    (
+        "runnel_authentication_failures_total",
+        "counter",
+        "Failed authentications (bad credentials, failed TLS handshakes, SASL protocol errors), per listener and mechanism.",
     ),
 ];
 
@@ -361,6 +373,21 @@ pub fn render(s: &Snapshot) -> String {
     o.sample("runnel_connections_active", &[], s.connections_active);
     o.header("runnel_connections_total");
     o.sample("runnel_connections_total", &[], s.connections_total);
+    for (family, ok) in [
+        ("runnel_authentication_successes_total", true),
+        ("runnel_authentication_failures_total", false),
+    ] {
+        o.header(family);
+        for ((listener, mechanism, succeeded), n) in &s.authentications {
+            if *succeeded == ok {
+                o.sample(
+                    family,
+                    &[("listener", listener), ("mechanism", mechanism)],
+                    n,
+                );
+            }
+        }
+    }
     o.text
 }
 
@@ -413,6 +440,7 @@ mod tests {
             }],
             connections_active: 2,
             connections_total: 7,
+            authentications: vec![(("SASL".into(), "PLAIN".into(), false), 2)],
             log_dirs: vec![("/data/1".into(), false), ("/data/2".into(), true)],
             ..Snapshot::default()
         }
@@ -444,6 +472,9 @@ mod tests {
             "runnel_consumer_group_lag{group=\"g\\\"1\",topic=\"orders\",partition=\"0\"} 3\n"
         ));
         assert!(text.contains("runnel_connections_active 2\n"));
+        assert!(text.contains(
+            "runnel_authentication_failures_total{listener=\"SASL\",mechanism=\"PLAIN\"} 2\n"
+        ));
     }
 
     #[test]
