@@ -358,3 +358,52 @@ def test_cli_command_config_speaks_sasl_ssl(secured, tmp_path):
         assert (r.returncode == 0) == ok, r.stderr
         if not ok:
             assert "SASL_AUTHENTICATION_FAILED" in r.stderr or "uthenticat" in r.stderr, r.stderr
+
+
+@pytest.mark.timeout_s(240)
+def test_three_nodes_replicate_over_a_sasl_ssl_inter_broker_listener(tmp_path):
+    """Followers fetch and the controller's brokers talk over REPLICATION (SASL_SSL, PLAIN
+    with the broker's own JAAS username/password); acks=all needs the followers, so
+    reading back what acks=all acknowledged, through a leader kill, proves it works."""
+    certs = make_certs(tmp_path)
+    jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+            'username="broker" password="broker-secret" user_broker="broker-secret";')
+    configs = {
+        "listener.name.replication.ssl.keystore.type": "PEM",
+        "listener.name.replication.ssl.keystore.location": certs["server"],
+        "listener.name.replication.ssl.truststore.type": "PEM",
+        "listener.name.replication.ssl.truststore.location": certs["ca"],
+        "listener.name.replication.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.replication.plain.sasl.jaas.config": jaas,
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+    }
+    c = Cluster(tmp_path / "c", configs=configs, kraft_listeners=True,
+                replication_protocol="SASL_SSL").start()
+    try:
+        admin = AdminClient({"bootstrap.servers": c.bootstrap, **ck.QUIET})
+        topic = unique("repl")
+        from confluent_kafka.admin import NewTopic
+        admin.create_topics([NewTopic(topic, 1, 3)])[topic].result(timeout=30)
+        c.wait_for("ISR of three", lambda: len(c.partition_state(topic)[2]) == 3, timeout=60)
+        p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", **ck.QUIET})
+        for i in range(20):
+            p.produce(topic, f"v{i}".encode())
+        assert p.flush(30) == 0
+        leader, _, _ = c.partition_state(topic)
+        c.node(leader).kill9()
+        c.wait_for("a new leader in sync", lambda: c.partition_state(topic)[0] not in (-1, leader),
+                   timeout=60)
+        p = Producer({"bootstrap.servers": c.alive_bootstrap(), "acks": "all", **ck.QUIET})
+        for i in range(20, 30):
+            p.produce(topic, f"v{i}".encode())
+        assert p.flush(30) == 0
+
+        class Alive:
+            bootstrap = c.alive_bootstrap()
+        got = [m.value() for m in ck.consume(Alive, topic, count=30)]
+        assert got == [f"v{i}".encode() for i in range(30)], got
+        logs = "".join(log_text(n) for n in c.nodes)
+        assert "authentication failed" not in logs, logs[-3000:]
+    finally:
+        problems = c.stop()
+    assert not problems, "\n".join(problems)
