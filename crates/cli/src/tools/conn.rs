@@ -253,6 +253,21 @@ impl ConnArgs {
         self.resolve_with(std::env::var(BROKERS_ENV).ok())
     }
 
+    /// The first bootstrap address and the connection settings (TLS, SASL, timeouts)
+    /// the properties give, for tools that open raw connections.
+    pub fn connection_config(
+        &self,
+    ) -> Result<(String, runnel_client::ConnectionConfig), UsageError> {
+        let resolved = self.resolve()?;
+        let mut config = ClientConfig::default();
+        apply_properties(&resolved, &mut config)?;
+        config.connection.connect_timeout = self.timeout();
+        let first = runnel_client::parse_bootstrap(&resolved.bootstrap)
+            .map_err(|e| UsageError(e.to_string()))?
+            .remove(0);
+        Ok((first, config.connection))
+    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_secs_f64(self.connect_timeout_secs)
     }
