@@ -87,6 +87,9 @@ def secured(tmp_path_factory):
         "listener.name.mtls.ssl.client.auth": "required",
         "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
         "sasl.jaas.config": JAAS,
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        # A TLS handshake (or a frame) must finish within 3 s.
+        "request.read.timeout.ms": "3000",
     }
 
     b = HttpBroker(d / "broker", configs, name="secured")
@@ -298,12 +301,18 @@ def test_protocol_mismatches_and_malformed_exchanges_are_refused(secured):
         assert c.recv_frame() == b""
         err, _ = c.api_versions_v0()
         assert err == 0
-    # A client that opens a TLS port and sends nothing holds nothing for ever: closed
-    # within request.read.timeout.ms (30 s by default), checked in the quick form as
-    # "still open while idle, broker serving others".
-    idle = socket.create_connection(("127.0.0.1", secured.ports["SSL"]), timeout=5)
+    # A client that opens a TLS port and sends nothing is closed within
+    # request.read.timeout.ms (3 s here), and others are served meanwhile.
+    idle = socket.create_connection(("127.0.0.1", secured.ports["SSL"]), timeout=15)
+    opened = time.monotonic()
     still_serving(secured)
+    try:
+        assert idle.recv(1) == b""
+    except ConnectionResetError:
+        pass
+    assert time.monotonic() - opened < 10
     idle.close()
+    assert "no TLS handshake within 3000 ms" in log_text(secured)
     # After authentication a second handshake is ILLEGAL_SASL_STATE (KafkaApis).
     with kwire.Conn("127.0.0.1", secured.ports["PLAINTEXT"]) as c:
         assert c.request(SASL_HANDSHAKE, 1, kwire.string("PLAIN")).int16() == 34
@@ -377,8 +386,13 @@ def test_three_nodes_replicate_over_a_sasl_ssl_inter_broker_listener(tmp_path):
         "listener.name.replication.plain.sasl.jaas.config": jaas,
         "sasl.mechanism.inter.broker.protocol": "PLAIN",
     }
-    c = Cluster(tmp_path / "c", configs=configs, kraft_listeners=True,
-                replication_protocol="SASL_SSL").start()
+    # Successful authentications are logged at DEBUG: turn them on to see the brokers'.
+    os.environ["RUST_LOG"] = "info,runnel_broker::security=debug"
+    try:
+        c = Cluster(tmp_path / "c", configs=configs, kraft_listeners=True,
+                    replication_protocol="SASL_SSL").start()
+    finally:
+        del os.environ["RUST_LOG"]
     try:
         admin = AdminClient({"bootstrap.servers": c.bootstrap, **ck.QUIET})
         topic = unique("repl")
@@ -404,6 +418,9 @@ def test_three_nodes_replicate_over_a_sasl_ssl_inter_broker_listener(tmp_path):
         assert got == [f"v{i}".encode() for i in range(30)], got
         logs = "".join(log_text(n) for n in c.nodes)
         assert "authentication failed" not in logs, logs[-3000:]
+        # The followers' fetchers authenticated on REPLICATION as the broker user.
+        assert re.search(r"authenticated .*listener=REPLICATION mechanism=\"?PLAIN\"? principal=User:broker",
+                         logs), logs[-3000:]
     finally:
         problems = c.stop()
     assert not problems, "\n".join(problems)

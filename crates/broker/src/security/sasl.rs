@@ -52,6 +52,11 @@ impl Server {
     }
 }
 
+/// A client-given name as logged: at most 64 characters.
+pub fn shown(name: &str) -> String {
+    name.chars().take(64).collect()
+}
+
 /// PLAIN (RFC 4616): `authzid NUL authcid NUL passwd`.
 fn plain(users: &BTreeMap<String, String>, token: &[u8]) -> Step {
     let parts: Vec<&[u8]> = token.split(|b| *b == 0).collect();
@@ -71,8 +76,8 @@ fn plain(users: &BTreeMap<String, String>, token: &[u8]) -> Step {
     };
     match (ct_eq(expected, password), known) {
         (true, true) => Step::Done(user.to_string(), Vec::new()),
-        (_, false) => Step::Fail("unknown user".into()),
-        _ => Step::Fail("wrong password".into()),
+        (_, false) => Step::Fail(format!("unknown user {:?}", shown(user))),
+        _ => Step::Fail(format!("wrong password for user {:?}", shown(user))),
     }
 }
 
@@ -117,11 +122,12 @@ where
 {
     let listener = conn.listener.clone();
     let peer = conn.peer;
-    let refuse = |mechanism: &str, user: Option<&str>, reason: &str| {
+    // `mechanism` is "none" before a handshake chose one.
+    let refuse = |mechanism: &str, reason: &str| {
         broker
             .metrics
             .record_authentication(&listener, mechanism, false);
-        tracing::warn!(%peer, listener = %listener, mechanism, principal = user.unwrap_or(""), reason, "authentication failed");
+        tracing::warn!(%peer, listener = %listener, mechanism, reason, "authentication failed");
     };
     // (mechanism, server, raw tokens after a v0 handshake)
     let mut session: Option<(SaslMechanism, Server, bool)> = None;
@@ -130,7 +136,7 @@ where
             Ok(Some(f)) => f,
             Ok(None) => return Err(()),
             Err(reason) => {
-                refuse(session.as_ref().map_or("", |s| s.0.name()), None, &reason);
+                refuse(session.as_ref().map_or("none", |s| s.0.name()), &reason);
                 return Err(());
             }
         };
@@ -141,7 +147,7 @@ where
                 Step::Continue(out) => (out, None),
                 Step::Done(user, out) => (out, Some(user)),
                 Step::Fail(why) => {
-                    refuse(name, None, &why);
+                    refuse(name, &why);
                     return Err(());
                 }
             };
@@ -169,8 +175,7 @@ where
             }
             Err(e) => {
                 refuse(
-                    "",
-                    None,
+                    "none",
                     &format!("malformed request before authentication: {e}"),
                 );
                 return Err(());
@@ -187,7 +192,7 @@ where
             (ApiKey::SaslHandshake, None) => {
                 let Ok(body) = decode_body::<SaslHandshakeRequest>(&req.body, req.api_version)
                 else {
-                    refuse("", None, "malformed SaslHandshake");
+                    refuse("none", "malformed SaslHandshake");
                     return Err(());
                 };
                 let names: Vec<_> = settings
@@ -213,10 +218,11 @@ where
                     .await
                     .map_err(|_| ())?;
                 let Some(m) = chosen else {
+                    // The client's word is not a metrics label (it could be anything).
+                    let shown: String = wanted.chars().take(64).collect();
                     refuse(
-                        &wanted,
-                        None,
-                        "mechanism not enabled on this listener (UNSUPPORTED_SASL_MECHANISM)",
+                        "unsupported",
+                        &format!("mechanism {shown:?} not enabled on this listener (UNSUPPORTED_SASL_MECHANISM)"),
                     );
                     return Err(());
                 };
@@ -230,7 +236,7 @@ where
                 let name = mech.name();
                 let Ok(body) = decode_body::<SaslAuthenticateRequest>(&req.body, req.api_version)
                 else {
-                    refuse(name, None, "malformed SaslAuthenticate");
+                    refuse(name, "malformed SaslAuthenticate");
                     return Err(());
                 };
                 let respond = |r: SaslAuthenticateResponse| handlers::encode(&req, &r);
@@ -252,7 +258,7 @@ where
                             .with_error_code(SASL_AUTHENTICATION_FAILED)
                             .with_error_message(Some(str_bytes(&fail_message(name))));
                         let _ = write(io.writer, respond(r)).await;
-                        refuse(name, None, &why);
+                        refuse(name, &why);
                         return Err(());
                     }
                 }
@@ -260,27 +266,21 @@ where
             (ApiKey::SaslHandshake, Some(_)) | (ApiKey::SaslAuthenticate, None) => {
                 illegal_state(&req, io.writer).await;
                 refuse(
-                    "",
-                    None,
+                    "none",
                     &format!("{:?} out of order (ILLEGAL_SASL_STATE)", req.api_key),
                 );
                 return Err(());
             }
             (api, _) => {
                 refuse(
-                    session.as_ref().map_or("", |s| s.0.name()),
-                    None,
+                    session.as_ref().map_or("none", |s| s.0.name()),
                     &format!("{api:?} request before authentication"),
                 );
                 return Err(());
             }
         }
     }
-    refuse(
-        "",
-        None,
-        "too many requests before authentication completed",
-    );
+    refuse("none", "too many requests before authentication completed");
     Err(())
 }
 
@@ -331,8 +331,12 @@ mod tests {
         let users = BTreeMap::from([("alice".to_string(), "pw".to_string())]);
         assert!(matches!(plain(&users, b"\0alice\0pw"), Step::Done(u, _) if u == "alice"));
         assert!(matches!(plain(&users, b"alice\0alice\0pw"), Step::Done(..)));
-        assert!(matches!(plain(&users, b"\0alice\0nope"), Step::Fail(w) if w == "wrong password"));
-        assert!(matches!(plain(&users, b"\0bob\0pw"), Step::Fail(w) if w == "unknown user"));
+        assert!(
+            matches!(plain(&users, b"\0alice\0nope"), Step::Fail(w) if w == "wrong password for user \"alice\"")
+        );
+        assert!(
+            matches!(plain(&users, b"\0bob\0pw"), Step::Fail(w) if w == "unknown user \"bob\"")
+        );
         for bad in [
             &b""[..],
             b"\0",

@@ -324,14 +324,12 @@ impl ScramServer {
                 let client_key: Vec<u8> =
                     proof.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
                 if !ct_eq(&m.hash(&client_key), &cred.stored_key) || !known {
-                    return Step::Fail(
-                        if known {
-                            "wrong password"
-                        } else {
-                            "unknown user"
-                        }
-                        .into(),
-                    );
+                    let user = super::sasl::shown(&user);
+                    return Step::Fail(if known {
+                        format!("wrong password for user {user:?}")
+                    } else {
+                        format!("unknown user {user:?}")
+                    });
                 }
                 let server_signature = m.hmac(&cred.server_key, auth.as_bytes());
                 Step::Done(user, format!("v={}", b64(&server_signature)).into_bytes())
@@ -652,11 +650,11 @@ mod tests {
             assert_eq!(exchange(&store, m, "al=ice,", "pw,=x").unwrap(), "al=ice,");
             assert_eq!(
                 exchange(&store, m, "al=ice,", "nope").unwrap_err(),
-                "wrong password"
+                "wrong password for user \"al=ice,\""
             );
             assert_eq!(
                 exchange(&store, m, "bob", "pw").unwrap_err(),
-                "unknown user"
+                "unknown user \"bob\""
             );
         }
     }
