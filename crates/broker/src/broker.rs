@@ -49,6 +49,8 @@ pub struct Broker {
     pub authz: crate::authz::Authz,
     /// Client quotas (AlterClientQuotas) and their rate sensors.
     pub quotas: crate::quota::Quotas,
+    /// TLS acceptors, SCRAM credentials, and how to reach peers securely.
+    pub security: crate::security::Security,
 }
 
 struct ProducerIdBlock {
@@ -86,6 +88,13 @@ impl Broker {
         groups.load(&topics)?;
         let shares = crate::share::Shares::new(config.share.clone());
         shares.restore_from(crate::share::persist::load(&topics));
+        let security = crate::security::Security::build(&config)
+            .map_err(|e| BrokerError::new(crate::error::ErrorCode::InvalidConfig, e))?;
+        if !config.cluster.is_clustered() {
+            security
+                .scram
+                .open_local(&config.log_dirs[0].join("__cluster_metadata"))?;
+        }
         let broker = Broker {
             config,
             topics,
@@ -105,6 +114,7 @@ impl Broker {
             connections,
             authz,
             quotas,
+            security,
         };
         // After groups: completing a prepared transaction applies its offset commits.
         broker.txns.load(&broker)?;

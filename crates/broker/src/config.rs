@@ -223,6 +223,8 @@ pub struct BrokerConfig {
     pub quota: crate::quota::QuotaConfig,
     /// The keys that were set, with their values, for DescribeConfigs and logging.
     pub explicit: BTreeMap<String, String>,
+    /// TLS and SASL (`ssl.*`, `sasl.*`, `listener.name.<l>.*`), see `security/`.
+    pub security: crate::security::SecurityConfig,
 }
 
 impl Default for BrokerConfig {
@@ -401,6 +403,7 @@ impl BrokerConfig {
             authz: Default::default(),
             quota: Default::default(),
             explicit: BTreeMap::new(),
+            security: Default::default(),
         };
         // Kafka resolves retention and roll from the most precise unit given.
         let (mut retention_ms, mut retention_minutes, mut retention_hours) = (None, None, None);
@@ -674,6 +677,9 @@ impl BrokerConfig {
                     c.share.set(k, v).map_err(|why| invalid(k, v, why))?
                 }
                 _ if ACCEPTED_WITHOUT_EFFECT.contains(&k) => {}
+                _ if crate::security::is_security_key(k) => {
+                    c.security.keys.insert(k.to_string(), v.clone());
+                }
                 _ => {
                     let hint = " (see docs/configuration.md for the keys Runnel knows)".to_string();
                     return Err(ConfigError::UnknownKey {
@@ -682,7 +688,10 @@ impl BrokerConfig {
                     });
                 }
             }
-            c.explicit.insert(k.to_string(), v.clone());
+            if !crate::security::is_sensitive(k) {
+                // Passwords and JAAS configs are never shown (Kafka reports them null).
+                c.explicit.insert(k.to_string(), v.clone());
+            }
         }
         c.share.validate().map_err(|why| {
             invalid(
@@ -729,6 +738,10 @@ impl BrokerConfig {
         c.listeners = c
             .listener_config
             .validate(c.cluster.broker_role, voter_port)?;
+        c.security = crate::security::SecurityConfig::validate(
+            std::mem::take(&mut c.security.keys),
+            &c.listeners,
+        )?;
         Ok(c)
     }
 
@@ -1166,6 +1179,14 @@ impl BrokerConfig {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        // Secrets are kept out of `explicit` (never described) but still configure.
+        pairs.extend(
+            self.security
+                .keys
+                .iter()
+                .filter(|(k, _)| crate::security::is_sensitive(k))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         for (k, v) in dynamic {
             if let Some((_, kind)) = DYNAMIC_BROKER_KEYS_IGNORED.iter().find(|(key, _)| key == k) {
                 check_kind(k, v, *kind)?;

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod partition;
 pub mod quota;
 pub mod replication;
+pub mod security;
 pub mod server;
 pub mod share;
 pub mod topics;

@@ -8,8 +8,9 @@
 //! The broker serves the Kafka protocol on every listener that is not a controller
 //! listener. A controller listener is where this node's quorum voter listens: its port is
 //! the one `controller.quorum.voters` gives for this node (the quorum's own RPC runs
-//! there, not the Kafka protocol). Only the PLAINTEXT security protocol is served yet; a
-//! listener mapped to SSL or SASL is refused at start with a message saying so.
+//! there, not the Kafka protocol). Broker listeners may be PLAINTEXT, SSL, SASL_PLAINTEXT or
+//! SASL_SSL (see `security/`); a controller listener must be PLAINTEXT yet (the quorum's
+//! RPC has no TLS), and is refused at start otherwise with a message saying so.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -175,6 +176,8 @@ pub struct Listeners {
     pub controller_names: Vec<String>,
     /// Controller listeners given in `listeners` (where the quorum voter listens).
     pub controller: Vec<Endpoint>,
+    /// Each listener's security protocol (`listener.security.protocol.map`).
+    pub protocols: BTreeMap<String, String>,
 }
 
 impl ListenerConfig {
@@ -207,13 +210,13 @@ impl ListenerConfig {
                     format!("listener {} has no security protocol", e.name),
                 )
             })?;
-            if protocol != "PLAINTEXT" {
+            if protocol != "PLAINTEXT" && self.controller_names.contains(&e.name) {
                 return Err(invalid(
                     "listeners",
                     &listed,
                     format!(
-                        "listener {} uses {protocol}: only PLAINTEXT listeners are served yet \
-                         (TLS and SASL are not built); map it to PLAINTEXT",
+                        "controller listener {} uses {protocol}: the metadata quorum's port speaks \
+                         PLAINTEXT only yet; map it to PLAINTEXT (broker listeners may use SSL and SASL)",
                         e.name
                     ),
                 ));
@@ -286,6 +289,11 @@ impl ListenerConfig {
             inter_broker,
             controller_names: self.controller_names.clone(),
             controller,
+            protocols: self
+                .listeners
+                .iter()
+                .filter_map(|e| Some((e.name.clone(), map.get(&e.name)?.clone())))
+                .collect(),
         })
     }
 }
@@ -393,8 +401,22 @@ mod tests {
             e.contains("listener.security.protocol.map") && e.contains("CONTROLLER"),
             "{e}"
         );
-        let e = err(config(&[("listeners", "SSL://:9093")]), None);
-        assert!(e.contains("only PLAINTEXT"), "{e}");
+        let e = err(
+            config(&[
+                ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+                (
+                    "listener.security.protocol.map",
+                    "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
+                ),
+                ("controller.listener.names", "CONTROLLER"),
+            ]),
+            None,
+        );
+        assert!(e.contains("PLAINTEXT only"), "{e}");
+        let ok = config(&[("listeners", "SSL://:9093")])
+            .validate(true, None)
+            .unwrap();
+        assert_eq!(ok.protocols["SSL"], "SSL");
         let e = err(
             config(&[
                 ("listeners", "A://:1,B://:2"),

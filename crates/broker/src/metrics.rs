@@ -37,6 +37,8 @@ pub struct Metrics {
     topics: Mutex<BTreeMap<String, TopicStats>>,
     pub connections_active: AtomicI64,
     pub connections_total: AtomicU64,
+    /// (listener, mechanism, succeeded) -> authentications.
+    authentications: Mutex<BTreeMap<(String, String, bool), u64>>,
 }
 
 impl Metrics {
@@ -79,6 +81,24 @@ impl Metrics {
     pub fn connection_opened(&self) {
         self.connections_active.fetch_add(1, Ordering::Relaxed);
         self.connections_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One authentication attempt ended (`mechanism` is the SASL mechanism, or `SSL`).
+    pub fn record_authentication(&self, listener: &str, mechanism: &str, succeeded: bool) {
+        *self
+            .authentications
+            .lock()
+            .entry((listener.to_string(), mechanism.to_string(), succeeded))
+            .or_default() += 1;
+    }
+
+    /// ((listener, mechanism, succeeded), count) of every authentication outcome.
+    pub fn authentication_stats(&self) -> Vec<((String, String, bool), u64)> {
+        self.authentications
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     pub fn connection_closed(&self) {

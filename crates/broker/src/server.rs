@@ -16,7 +16,7 @@ use bytes::Bytes;
 use runnel_protocol::frame::frame_body_len;
 use runnel_protocol::kp::messages::ApiKey;
 use runnel_protocol::{parse_request, DecodeError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -153,6 +153,7 @@ impl Server {
         let maintenance = tokio::spawn(maintenance_loop(broker.clone()));
         let group_timers = tokio::spawn(group_timer_loop(broker.clone()));
         let txn_timers = tokio::spawn(txn_timer_loop(broker.clone()));
+        let tls_reload = tokio::spawn(crate::security::Security::reload_loop(broker.clone()));
         let http = self.http.map(|l| {
             let kafka_addr = self.listeners[0].1.local_addr().ok();
             tokio::spawn(crate::http::serve(l, broker.clone(), kafka_addr))
@@ -169,6 +170,7 @@ impl Server {
         maintenance.abort();
         group_timers.abort();
         txn_timers.abort();
+        tls_reload.abort();
         if let Some(h) = http {
             h.abort();
         }
@@ -292,13 +294,88 @@ async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, conn: Conn) {
         }
     };
     broker.metrics.connection_opened();
-    serve_connection_inner(broker.clone(), stream, conn).await;
+    let _ = stream.set_nodelay(true);
+    match broker.security.tls(&conn.listener) {
+        None => {
+            let (r, w) = stream.into_split();
+            serve_connection_inner(broker.clone(), r, w, conn).await;
+        }
+        Some(tls) => {
+            let mut conn = conn;
+            if let Some(stream) = tls_handshake(&broker, tls, stream, &mut conn).await {
+                let (r, w) = tokio::io::split(stream);
+                serve_connection_inner(broker.clone(), r, w, conn).await;
+            }
+        }
+    }
     broker.metrics.connection_closed();
+}
+
+/// The TLS handshake, bounded by `request.read.timeout.ms` (a client that connects and
+/// sends nothing holds no task for longer). On an SSL listener the client certificate,
+/// if any, names the principal. None: refused (logged and counted).
+async fn tls_handshake(
+    broker: &Broker,
+    tls: &crate::security::tls::TlsListener,
+    stream: TcpStream,
+    conn: &mut Conn,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let bound = Duration::from_millis(broker.config.limits.request_read_timeout_ms);
+    let failed = |reason: String| {
+        broker
+            .metrics
+            .record_authentication(&conn.listener, "SSL", false);
+        tracing::warn!(peer = %conn.peer, listener = %conn.listener, mechanism = "SSL", %reason, "authentication failed: TLS handshake");
+    };
+    let stream = match tokio::time::timeout(bound, tls.acceptor().accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            failed(e.to_string());
+            return None;
+        }
+        Err(_) => {
+            failed(format!(
+                "no TLS handshake within {} ms (request.read.timeout.ms)",
+                bound.as_millis()
+            ));
+            return None;
+        }
+    };
+    let cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first());
+    let sasl = broker
+        .config
+        .security
+        .listeners
+        .get(&*conn.listener)
+        .is_some_and(|l| l.protocol.sasl());
+    if let (Some(cert), false) = (cert, sasl) {
+        let dn = crate::security::tls::subject_dn(cert)
+            .ok_or_else(|| "the client certificate's subject cannot be read".to_string())
+            .and_then(|dn| crate::security::tls::map_principal(&dn, &tls.settings.principal_rules));
+        match dn {
+            Ok(name) => {
+                conn.principal = Arc::from(format!("User:{name}"));
+                broker
+                    .metrics
+                    .record_authentication(&conn.listener, "SSL", true);
+                tracing::info!(peer = %conn.peer, listener = %conn.listener, principal = %conn.principal, "TLS client authenticated");
+            }
+            Err(reason) => {
+                failed(reason);
+                return None;
+            }
+        }
+    }
+    Some(stream)
 }
 
 /// Per-connection timing bounds, from the broker's config.
 #[derive(Clone, Copy)]
-struct ReadLimits {
+pub(crate) struct ReadLimits {
     /// Largest frame (`socket.request.max.bytes`).
     max_frame: usize,
     /// Wait for the next frame's first byte (`connections.max.idle.ms`).
@@ -307,10 +384,46 @@ struct ReadLimits {
     frame: Duration,
 }
 
-async fn serve_connection_inner(broker: Arc<Broker>, stream: TcpStream, conn: Conn) {
+async fn serve_connection_inner<R, W>(
+    broker: Arc<Broker>,
+    read_half: R,
+    mut write_half: W,
+    mut conn: Conn,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let peer = conn.peer;
-    let _ = stream.set_nodelay(true);
-    let (read_half, mut write_half) = stream.into_split();
+    let limits = &broker.config.limits;
+    let read_limits = ReadLimits {
+        max_frame: broker.config.socket_request_max_bytes,
+        idle: Duration::from_millis(limits.connections_max_idle_ms),
+        frame: Duration::from_millis(limits.request_read_timeout_ms),
+    };
+    let budget = broker.connections.budget();
+    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let sasl = broker
+        .config
+        .security
+        .listeners
+        .get(&*conn.listener)
+        .and_then(|l| l.sasl.as_ref());
+    if let Some(settings) = sasl {
+        let io = crate::security::sasl::AuthIo {
+            reader: &mut reader,
+            writer: &mut write_half,
+            limits: read_limits,
+            budget: &budget,
+        };
+        if crate::security::sasl::authenticate(&broker, settings, io, &mut conn)
+            .await
+            .is_err()
+        {
+            let _ = write_half.shutdown().await;
+            return;
+        }
+    }
+    let conn = conn;
     let (tx, mut rx) = mpsc::channel::<(ResponseFuture, Held)>(MAX_IN_FLIGHT_PER_CONNECTION);
     let writer = tokio::spawn(async move {
         while let Some((response, held)) = rx.recv().await {
@@ -334,14 +447,6 @@ async fn serve_connection_inner(broker: Arc<Broker>, stream: TcpStream, conn: Co
         }
         let _ = write_half.shutdown().await;
     });
-    let limits = &broker.config.limits;
-    let read_limits = ReadLimits {
-        max_frame: broker.config.socket_request_max_bytes,
-        idle: Duration::from_millis(limits.connections_max_idle_ms),
-        frame: Duration::from_millis(limits.request_read_timeout_ms),
-    };
-    let budget = broker.connections.budget();
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     loop {
         let mut held = Held::default();
         let frame = match read_frame(&mut reader, read_limits, &budget, &mut held).await {
@@ -391,8 +496,8 @@ async fn serve_connection_inner(broker: Arc<Broker>, stream: TcpStream, conn: Co
 /// and each byte is claimed from the connection's and the broker's request-memory
 /// bounds before more is read. A connection silent for `idle` between frames, or a
 /// frame not complete within `frame` of its first byte, is closed.
-async fn read_frame(
-    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
     limits: ReadLimits,
     budget: &RequestBudget,
     held: &mut Held,

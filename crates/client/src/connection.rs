@@ -16,9 +16,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+/// The reading and writing halves of a connection, plain TCP or TLS.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 use tokio::sync::oneshot;
 
 /// Responses larger than this close the connection: a bound on what a broker can make
@@ -35,6 +38,8 @@ pub struct ConnectionConfig {
     /// Bound on waiting for each response (on top of any wait the request asks the broker
     /// for, such as a fetch's max wait).
     pub request_timeout: Duration,
+    /// TLS and SASL (None: PLAINTEXT).
+    pub security: Option<Arc<crate::security::ClientSecurity>>,
 }
 
 impl Default for ConnectionConfig {
@@ -43,6 +48,7 @@ impl Default for ConnectionConfig {
             client_id: "runnel-client".to_string(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            security: None,
         }
     }
 }
@@ -57,7 +63,7 @@ struct Inner {
     addr: String,
     client_id: StrBytes,
     request_timeout: Duration,
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: tokio::sync::Mutex<WriteHalf>,
     shared: Arc<Shared>,
     next_correlation_id: AtomicI32,
     versions: OnceLock<BrokerVersions>,
@@ -113,7 +119,50 @@ impl Connection {
         };
         // Requests are written whole; waiting for more bytes only adds latency.
         let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
+        let security = config.security.clone().unwrap_or_default();
+        let (reader, writer): (ReadHalf, WriteHalf) = match &security.tls {
+            None => {
+                let (r, w) = stream.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_matches(|c| c == '[' || c == ']');
+                let name =
+                    rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+                        Error::Connect {
+                            addr: addr.to_string(),
+                            error: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+                        }
+                    })?;
+                let connector = tokio_rustls::TlsConnector::from(tls.clone());
+                let handshake = connector.connect(name, stream);
+                let tls_stream = match tokio::time::timeout(config.connect_timeout, handshake).await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        return Err(Error::Connect {
+                            addr: addr.to_string(),
+                            error: std::io::Error::new(
+                                e.kind(),
+                                format!("TLS handshake failed: {e}"),
+                            ),
+                        })
+                    }
+                    Err(_) => {
+                        return Err(Error::Connect {
+                            addr: addr.to_string(),
+                            error: std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "TLS handshake timed out",
+                            ),
+                        })
+                    }
+                };
+                let (r, w) = tokio::io::split(tls_stream);
+                (Box::new(r), Box::new(w))
+            }
+        };
         let shared = Arc::new(Shared {
             addr: addr.to_string(),
             state: Mutex::new(State::default()),
@@ -132,6 +181,9 @@ impl Connection {
         };
         let versions = conn.negotiate_versions().await?;
         let _ = conn.inner.versions.set(versions);
+        if let Some(sasl) = &security.sasl {
+            conn.authenticate(sasl).await?;
+        }
         Ok(conn)
     }
 
@@ -180,6 +232,54 @@ impl Connection {
             None,
         )?;
         Ok(BrokerVersions::from_response(&response))
+    }
+
+    /// SaslHandshake v1 then SaslAuthenticate until the broker accepts or refuses.
+    async fn authenticate(&self, sasl: &crate::security::SaslCredentials) -> Result<()> {
+        use crate::security::{SaslMechanism, ScramClient};
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let mechanism = sasl.mechanism.name();
+        let context = || format!("SASL {mechanism} authentication to {}", self.addr());
+        let handshake =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
+        let response = self.send_unchecked(&handshake, 1).await?;
+        Error::check(response.error_code, context, None)?;
+        let version = self
+            .broker_versions()
+            .range(ApiKey::SaslAuthenticate)
+            .map_or(0, |(_, max)| max)
+            .min(2);
+        let step = |token: Vec<u8>| async move {
+            let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+            let r = self.send_unchecked(&request, version).await?;
+            Error::check(
+                r.error_code,
+                context,
+                r.error_message.as_ref().map(|m| m.to_string()),
+            )?;
+            Ok::<Bytes, Error>(r.auth_bytes)
+        };
+        let refused = |why: String| Error::Disconnected {
+            addr: self.addr().to_string(),
+            reason: Some(format!("{}: {why}", context())),
+        };
+        match sasl.mechanism {
+            SaslMechanism::Plain => {
+                let token = format!("\0{}\0{}", sasl.username, sasl.password);
+                step(token.into_bytes()).await?;
+            }
+            SaslMechanism::Scram(m) => {
+                let mut scram = ScramClient::new(m, &sasl.username, &sasl.password);
+                let server_first = step(scram.client_first().into_bytes()).await?;
+                let server_first = String::from_utf8_lossy(&server_first).to_string();
+                let client_final = scram.client_final(&server_first).map_err(refused)?;
+                let server_final = step(client_final.into_bytes()).await?;
+                scram
+                    .verify_server_final(&String::from_utf8_lossy(&server_final))
+                    .map_err(refused)?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends `request` at `version` after checking the broker serves it, and waits for the
@@ -328,7 +428,7 @@ impl Shared {
     }
 }
 
-async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
+async fn read_loop(shared: Arc<Shared>, reader: ReadHalf) {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let reason = loop {
         match read_one(&shared, &mut reader).await {
@@ -343,7 +443,7 @@ async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
 /// Reads one response frame and hands its body to the waiting request.
 async fn read_one(
     shared: &Shared,
-    reader: &mut BufReader<OwnedReadHalf>,
+    reader: &mut BufReader<ReadHalf>,
 ) -> std::result::Result<(), String> {
     let size = match reader.read_i32().await {
         Ok(size) => size,

@@ -13,6 +13,7 @@ mod error;
 mod groups;
 mod member;
 pub mod records;
+pub mod security;
 pub mod versions;
 
 pub use admin::{

@@ -48,7 +48,7 @@ def consecutive_free_ports(n, attempts=200):
 
 class ClusterNode(Broker):
     def __init__(self, workdir, node_id, port, controller_port, voters, configs,
-                 replication_port=None):
+                 replication_port=None, replication_protocol="PLAINTEXT"):
         super().__init__(workdir, configs, name=f"node{node_id}")
         self.node_id = node_id
         self.fixed_port = port
@@ -57,6 +57,7 @@ class ClusterNode(Broker):
         # Kafka's KRaft listener layout: clients on PLAINTEXT, brokers on REPLICATION,
         # the quorum on CONTROLLER (each its own port).
         self.replication_port = replication_port
+        self.replication_protocol = replication_protocol
 
     def argv(self):
         args = super().argv()
@@ -70,7 +71,8 @@ class ClusterNode(Broker):
                 listeners.append(f"CONTROLLER://127.0.0.1:{self.controller_port}")
             args += ["--set", "listeners=" + ",".join(listeners),
                      "--set", "listener.security.protocol.map="
-                              "PLAINTEXT:PLAINTEXT,REPLICATION:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                              f"PLAINTEXT:PLAINTEXT,REPLICATION:{self.replication_protocol},"
+                              "CONTROLLER:PLAINTEXT",
                      "--set", "inter.broker.listener.name=REPLICATION",
                      "--set", "controller.listener.names=CONTROLLER"]
         args += ["--set", f"node.id={self.node_id}",
@@ -108,12 +110,13 @@ DEFAULTS = {
 
 class Cluster:
     def __init__(self, tmp_path, n=3, configs=None, node_configs=None, partitionable=False,
-                 kraft_listeners=False):
+                 kraft_listeners=False, replication_protocol="PLAINTEXT"):
         """`partitionable`: every node reaches every other node's quorum port through its
         own proxy (netfault.Proxy), so `isolate(id)` cuts a node off the metadata quorum
         and the controller while clients and replication still reach it.
         `kraft_listeners`: each node has Kafka's KRaft listener layout (PLAINTEXT for
-        clients, REPLICATION for brokers, CONTROLLER for the quorum)."""
+        clients, REPLICATION for brokers, CONTROLLER for the quorum); with
+        `replication_protocol` (e.g. SASL_SSL) the REPLICATION listener is secured."""
         ports = free_ports(3 * n)
         kafka_ports, controller_ports = ports[:n], ports[n:2 * n]
         replication_ports = ports[2 * n:] if kraft_listeners else [None] * n
@@ -135,7 +138,8 @@ class Cluster:
         self.nodes = [
             ClusterNode(tmp_path / f"node{i + 1}", i + 1, kafka_ports[i], controller_ports[i],
                         voters_of(i), {**merged, **(node_configs or {}).get(i + 1, {})},
-                        replication_port=replication_ports[i])
+                        replication_port=replication_ports[i],
+                        replication_protocol=replication_protocol)
             for i in range(n)
         ]
 

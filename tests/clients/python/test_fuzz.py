@@ -218,3 +218,73 @@ def test_wire_fuzz(start_broker):
             got.append(m.value())
     c.close()
     assert got == [f"v{i}".encode() for i in range(50)]
+
+
+def sasl_templates():
+    """(api, version, body) frames of SASL exchanges: handshakes for each mechanism,
+    PLAIN tokens and SCRAM client-first / client-final messages."""
+    scram_first = b"n,,n=fuzz,r=" + b"a" * 24
+    scram_final = b"c=biws,r=" + b"a" * 40 + b",p=" + b"QUJD" * 11
+    auth = lambda token: nbytes(token)
+    return [
+        (17, 1, string("PLAIN")),
+        (17, 1, string("SCRAM-SHA-256")),
+        (17, 1, string("SCRAM-SHA-512")),
+        (17, 0, string("PLAIN")),
+        (36, 1, auth(b"\0fuzz\0secret")),
+        (36, 0, auth(scram_first)),
+        (36, 2, compact_string(scram_first)[:0] + uvarint(len(scram_first) + 1) + scram_first + uvarint(0)),
+        (36, 1, auth(scram_final)),
+        (18, 0, b""),
+    ]
+
+
+def test_sasl_exchange_fuzz(start_broker):
+    """Mutated SaslHandshake / SaslAuthenticate exchanges (and raw v0 tokens) on a
+    SASL_PLAINTEXT listener: every one refused or answered, the broker alive and still
+    authenticating an honest client."""
+    seconds = max(4.0, SECONDS / 4)
+    rng = random.Random(SEED + 1)
+    jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+            'user_fuzz="secret";')
+    b = start_broker({"listeners": "SASL_PLAINTEXT://127.0.0.1:0",
+                      "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+                      "sasl.mechanism.inter.broker.protocol": "PLAIN",
+                      "sasl.jaas.config": jaas, "request.read.timeout.ms": 1000})
+    templates = sasl_templates()
+    sent = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.create_connection(b.address, timeout=2) as sock:
+            sock.settimeout(0.25)
+            for corr in range(rng.randint(1, 4)):
+                api, version, body = rng.choice(templates)
+                hv = 2 if (api == 36 and version == 2) else 1
+                if rng.random() < 0.2:
+                    data = rng.choice([body, mutate(rng, body)])  # a raw (v0-style) token
+                else:
+                    data = frame(api, version, hv, corr, mutate(rng, body) if rng.random() < 0.7 else body)
+                sent += 1
+                try:
+                    sock.sendall(struct.pack(">i", len(data)) + data)
+                    head = sock.recv(4)
+                    if not head:
+                        break
+                    (size,) = struct.unpack(">i", head.rjust(4, b"\0"))
+                    while size > 0:
+                        chunk = sock.recv(min(size, 1 << 16))
+                        if not chunk:
+                            break
+                        size -= len(chunk)
+                except (OSError, struct.error):
+                    break
+        if sent % 100 == 0:
+            assert b.alive(), "broker died\n" + b.log_tail()
+    assert b.alive(), "broker died\n" + b.log_tail()
+    print(f"sent {sent} SASL frames")
+    with kwire.Conn(*b.address) as c:
+        assert c.request(17, 1, string("PLAIN")).int16() == 0
+        r = c.request(36, 1, nbytes(b"\0fuzz\0secret"))
+        assert r.int16() == 0
+        err, _ = c.api_versions_v0()
+        assert err == 0

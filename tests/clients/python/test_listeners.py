@@ -200,8 +200,13 @@ def refused(tmp_path, *sets):
 
 def test_listeners_runnel_cannot_serve_are_refused_by_key(tmp_path):
     port, = free_ports(1)
-    code, err = refused(tmp_path, f"listeners=SSL://127.0.0.1:{port}")
-    assert code == 2 and "listeners" in err and "only PLAINTEXT" in err, err
+    # An SSL listener needs a PEM keystore (Kafka's default store type is JKS).
+    code, err = refused(tmp_path, f"listeners=SSL://127.0.0.1:{port}",
+                        "ssl.keystore.location=/k.jks")
+    assert code == 2 and "ssl.keystore.type" in err and "PEM" in err, err
+    # A SASL listener needs mechanisms Runnel has (Kafka's default is GSSAPI).
+    code, err = refused(tmp_path, f"listeners=SASL_PLAINTEXT://127.0.0.1:{port}")
+    assert code == 2 and "sasl.enabled.mechanisms" in err and "GSSAPI" in err, err
     code, err = refused(tmp_path, f"listeners=A://127.0.0.1:{port}",
                         "listener.security.protocol.map=B:PLAINTEXT")
     assert code == 2 and "listener.security.protocol.map" in err and "A" in err, err

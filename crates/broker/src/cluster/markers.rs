@@ -35,6 +35,7 @@ pub async fn send(
         client_id: format!("runnel-txn-markers-{}", broker.node_id()),
         connect_timeout: Duration::from_secs(3),
         request_timeout: Duration::from_secs(40),
+        security: broker.security.inter_broker_client.clone(),
     };
     while !pending.is_empty() {
         if tokio::time::Instant::now() > deadline {

@@ -45,6 +45,7 @@ fn apply_image(broker: &Arc<Broker>, cluster: &Cluster, image: &ClusterImage) {
     broker.groups.configs.apply_image(&image.broker_configs);
     broker.authz.apply_image(&image.broker_configs);
     broker.quotas.apply_image(&image.broker_configs);
+    broker.security.scram.apply_image(&image.broker_configs);
     for t in image.topics.values() {
         let local = match broker.topics.materialize(
             &t.name,

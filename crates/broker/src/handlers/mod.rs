@@ -125,6 +125,11 @@ fn dispatch_api(
         ApiKey::CreateAcls => acls::create(broker, &req, &az),
         ApiKey::DescribeAcls => acls::describe(broker, &req, &az),
         ApiKey::DeleteAcls => acls::delete(broker, &req, &az),
+        ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => {
+            crate::security::sasl::after_authentication(&req)
+        }
+        ApiKey::DescribeUserScramCredentials => crate::security::scram::describe(broker, &req),
+        ApiKey::AlterUserScramCredentials => crate::security::scram::alter(broker, &req),
         // parse_request only lets through APIs in the supported table.
         other => Err(DecodeError::Malformed {
             what: "request",

@@ -918,6 +918,7 @@ fn snapshot(b: &Arc<Broker>) -> Snapshot {
             .into_iter()
             .map(|(rt, op, n)| (rt.to_string(), op.to_string(), n))
             .collect(),
+        authentications: b.metrics.authentication_stats(),
     }
 }
 

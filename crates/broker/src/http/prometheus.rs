@@ -51,6 +51,8 @@ pub struct Snapshot {
     pub connections_total: u64,
     /// Authorization denials: (resource type, operation, count).
     pub denials: Vec<(String, String, u64)>,
+    /// ((listener, mechanism, succeeded), count)
+    pub authentications: Vec<((String, String, bool), u64)>,
 }
 
 /// Every metric family: (name, type, help). The order is the order of the output.
@@ -164,6 +166,14 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "runnel_authorization_denials_total",
         "counter",
         "Requests the authorizer refused, by resource type and operation.",
+        "runnel_authentication_successes_total",
+        "counter",
+        "Connections that authenticated (SASL, or a TLS client certificate), per listener and mechanism.",
+    ),
+    (
+        "runnel_authentication_failures_total",
+        "counter",
+        "Failed authentications (bad credentials, failed TLS handshakes, SASL protocol errors), per listener and mechanism.",
     ),
 ];
 
@@ -375,6 +385,20 @@ pub fn render(s: &Snapshot) -> String {
             &[("resource_type", rt), ("operation", op)],
             n,
         );
+    for (family, ok) in [
+        ("runnel_authentication_successes_total", true),
+        ("runnel_authentication_failures_total", false),
+    ] {
+        o.header(family);
+        for ((listener, mechanism, succeeded), n) in &s.authentications {
+            if *succeeded == ok {
+                o.sample(
+                    family,
+                    &[("listener", listener), ("mechanism", mechanism)],
+                    n,
+                );
+            }
+        }
     }
     o.text
 }
@@ -429,6 +453,7 @@ mod tests {
             connections_active: 2,
             connections_total: 7,
             denials: vec![("TOPIC".into(), "WRITE".into(), 2)],
+            authentications: vec![(("SASL".into(), "PLAIN".into(), false), 2)],
             log_dirs: vec![("/data/1".into(), false), ("/data/2".into(), true)],
             ..Snapshot::default()
         }
@@ -460,6 +485,9 @@ mod tests {
             "runnel_consumer_group_lag{group=\"g\\\"1\",topic=\"orders\",partition=\"0\"} 3\n"
         ));
         assert!(text.contains("runnel_connections_active 2\n"));
+        assert!(text.contains(
+            "runnel_authentication_failures_total{listener=\"SASL\",mechanism=\"PLAIN\"} 2\n"
+        ));
     }
 
     #[test]

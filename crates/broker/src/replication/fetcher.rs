@@ -131,6 +131,7 @@ async fn run(broker: Arc<Broker>, task: Arc<FetcherTask>) {
         connect_timeout: Duration::from_secs(3),
         request_timeout: Duration::from_millis(broker.config.cluster.replica_fetch_wait_max_ms)
             + Duration::from_secs(10),
+        security: broker.security.inter_broker_client.clone(),
     };
     while !task.is_stopped() {
         if task.partitions.lock().is_empty() {

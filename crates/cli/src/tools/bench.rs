@@ -1,4 +1,4 @@
-//! `runnel bench produce|consume|e2e|loopback|disk`: programs that print figures.
+//! `runnel bench produce|consume|e2e|connect|loopback|disk`: programs that print figures.
 //!
 //! Throughput counts record payload bytes (record size × records), in MB = 10^6 bytes, as
 //! Kafka's perf tools do; latencies are kept in microseconds in HDR histograms and printed
@@ -28,6 +28,9 @@ pub enum BenchCommand {
     Consume(ClientBenchArgs),
     /// Produce at a fixed rate and measure the time until a consumer sees each record.
     E2e(E2eArgs),
+    /// New connections per second, each through TCP, TLS and SASL as the client
+    /// properties configure them (-X security.protocol=SASL_SSL ...) and ApiVersions.
+    Connect(ConnectArgs),
     /// Raw TCP throughput over loopback, in-process: the ceiling for produce throughput.
     Loopback(baseline::LoopbackArgs),
     /// Raw sequential write rate of a file in --dir, with and without fdatasync.
@@ -90,6 +93,21 @@ pub struct E2eArgs {
     pub rate: u64,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
+    /// How long to open connections for.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration_secs: f64,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    /// Print one JSON object instead of a line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
 const DEFAULT_COUNT: u64 = 1_000_000;
 const DEFAULT_E2E_SECS: f64 = 10.0;
 
@@ -129,8 +147,50 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 "end-to-end latency (ms)",
             );
         }
+        BenchCommand::Connect(a) => connect_rate(a).await?,
         BenchCommand::Loopback(a) => baseline::loopback(a).await?,
         BenchCommand::Disk(a) => baseline::disk(a).await?,
+    }
+    Ok(())
+}
+
+/// Opens and drops connections from `concurrency` tasks for `duration_secs`.
+async fn connect_rate(a: ConnectArgs) -> anyhow::Result<()> {
+    if !(a.duration_secs > 0.0) {
+        return Err(UsageError("--duration-secs must be positive".into()).into());
+    }
+    let (addr, config) = a.conn.connection_config()?;
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(a.duration_secs);
+    let mut tasks = JoinSet::new();
+    for _ in 0..a.concurrency {
+        let (addr, config, done) = (addr.clone(), config.clone(), done.clone());
+        tasks.spawn(async move {
+            while Instant::now() < until {
+                runnel_client::Connection::connect(&addr, &config).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<(), runnel_client::Error>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.context("a connecting task failed")??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let n = done.load(Ordering::Relaxed);
+    let rate = n as f64 / secs;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"bench": "connect", "connections": n, "seconds": secs,
+                               "connections_per_sec": rate, "concurrency": a.concurrency})
+        );
+    } else {
+        println!(
+            "connect: {n} connections in {secs:.1} s = {rate:.0} connections/s ({} at once)",
+            a.concurrency
+        );
     }
     Ok(())
 }

@@ -3,9 +3,9 @@
 //! properties), `-X key=value` (librdkafka properties), `RUNNEL_BROKERS`, and `--timeout`.
 //!
 //! Precedence, strongest first: `--bootstrap-server`, `-X`, `--command-config`,
-//! `RUNNEL_BROKERS`, then 127.0.0.1:9092. Security settings (TLS, SASL) are refused with
-//! a message rather than ignored: a tool that silently spoke PLAINTEXT to a cluster the
-//! user believes is secured would be worse than one that stops.
+//! `RUNNEL_BROKERS`, then 127.0.0.1:9092. Security settings (`security.protocol`, TLS
+//! with PEM files, SASL PLAIN/SCRAM with Java- or librdkafka-style keys) are honoured, and
+//! what cannot be is refused with a message rather than ignored.
 
 use super::UsageError;
 use clap::Args;
@@ -27,6 +27,19 @@ const KNOWN_KEYS: &[&str] = &[
     "request.timeout.ms",
     "socket.timeout.ms",
     "security.protocol",
+    "ssl.truststore.location",
+    "ssl.truststore.type",
+    "ssl.ca.location",
+    "ssl.keystore.location",
+    "ssl.keystore.type",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.endpoint.identification.algorithm",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.jaas.config",
+    "sasl.username",
+    "sasl.password",
     "group.id",
     "auto.offset.reset",
 ];
@@ -45,7 +58,8 @@ pub struct ConnArgs {
     )]
     pub bootstrap_server: Option<String>,
     /// Client properties file, as Kafka's tools take it (bootstrap.servers, client.id,
-    /// request.timeout.ms; TLS and SASL keys are refused: not supported yet).
+    /// request.timeout.ms, security.protocol, ssl.truststore.location, sasl.mechanism,
+    /// sasl.jaas.config or sasl.username/sasl.password).
     #[arg(
         long = "command-config",
         alias = "consumer.config",
@@ -94,19 +108,99 @@ impl Resolved {
     }
 }
 
-/// Refuses what would need TLS or SASL; `origin` names where the key came from.
-fn check_security(key: &str, value: &str, origin: &str) -> Result<(), UsageError> {
-    let refused = match key {
-        "security.protocol" => !value.eq_ignore_ascii_case("PLAINTEXT"),
-        k => k.starts_with("sasl.") || k.starts_with("ssl."),
+/// Builds TLS and SASL settings from Java-style (`ssl.truststore.location`,
+/// `sasl.jaas.config`) or librdkafka-style (`ssl.ca.location`, `sasl.username`) keys.
+/// What cannot be honoured is refused with the key named, never silently dropped: a tool
+/// that spoke PLAINTEXT to a cluster the user believes is secured would be worse.
+fn client_security(
+    props: &BTreeMap<String, String>,
+) -> Result<Option<runnel_client::security::ClientSecurity>, UsageError> {
+    use runnel_client::security::{
+        jaas_option, read_file, tls_client_config, ClientSecurity, SaslCredentials, SaslMechanism,
+        TlsClientOptions,
     };
-    if refused {
-        return Err(UsageError(format!(
-            "{key}={value} ({origin}): TLS and SASL are not supported yet; Runnel's brokers \
-             and tools speak PLAINTEXT only. Remove the key (or set security.protocol=PLAINTEXT)."
-        )));
-    }
-    Ok(())
+    let get = |k: &str| props.get(k).map(|v| v.trim().to_string());
+    let protocol = get("security.protocol")
+        .unwrap_or_else(|| "PLAINTEXT".into())
+        .to_ascii_uppercase();
+    let (tls, sasl) = match protocol.as_str() {
+        "PLAINTEXT" => return Ok(None),
+        "SSL" => (true, false),
+        "SASL_PLAINTEXT" => (false, true),
+        "SASL_SSL" => (true, true),
+        other => {
+            return Err(UsageError(format!(
+                "security.protocol={other}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+            )))
+        }
+    };
+    let usage = |e: String| UsageError(e);
+    let tls = if tls {
+        if let Some(t) = get("ssl.truststore.type").filter(|t| !t.eq_ignore_ascii_case("PEM")) {
+            return Err(UsageError(format!(
+                "ssl.truststore.type={t}: the tools read PEM only; convert the truststore to PEM"
+            )));
+        }
+        let ca = get("ssl.truststore.location")
+            .or_else(|| get("ssl.ca.location"))
+            .map(|p| read_file(std::path::Path::new(&p), "ssl.truststore.location"))
+            .transpose()
+            .map_err(usage)?;
+        let identity = match (
+            get("ssl.keystore.location"),
+            get("ssl.certificate.location"),
+            get("ssl.key.location"),
+        ) {
+            (Some(both), _, _) => {
+                let pem = read_file(std::path::Path::new(&both), "ssl.keystore.location")
+                    .map_err(usage)?;
+                Some((pem.clone(), pem))
+            }
+            (None, Some(c), Some(k)) => Some((
+                read_file(std::path::Path::new(&c), "ssl.certificate.location").map_err(usage)?,
+                read_file(std::path::Path::new(&k), "ssl.key.location").map_err(usage)?,
+            )),
+            _ => None,
+        };
+        let verify_hostname = get("ssl.endpoint.identification.algorithm")
+            .is_none_or(|v| v.eq_ignore_ascii_case("https"));
+        let opts = TlsClientOptions {
+            ca_pem: ca,
+            identity_pem: identity,
+            verify_hostname,
+        };
+        Some(tls_client_config(&opts).map_err(usage)?)
+    } else {
+        None
+    };
+    let sasl = if sasl {
+        let name = get("sasl.mechanism")
+            .or_else(|| get("sasl.mechanisms"))
+            .unwrap_or_else(|| "GSSAPI".into());
+        let mechanism = SaslMechanism::from_name(&name).ok_or_else(|| {
+            UsageError(format!(
+                "sasl.mechanism={name}: the tools speak PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512"
+            ))
+        })?;
+        let jaas = get("sasl.jaas.config").unwrap_or_default();
+        let username = get("sasl.username").or_else(|| jaas_option(&jaas, "username"));
+        let password = get("sasl.password").or_else(|| jaas_option(&jaas, "password"));
+        let (Some(username), Some(password)) = (username, password) else {
+            return Err(UsageError(
+                "SASL needs a user name and password: sasl.username and sasl.password, or \
+                 sasl.jaas.config with username=\"...\" password=\"...\""
+                    .into(),
+            ));
+        };
+        Some(SaslCredentials {
+            mechanism,
+            username,
+            password,
+        })
+    } else {
+        None
+    };
+    Ok(Some(ClientSecurity { tls, sasl }))
 }
 
 impl ConnArgs {
@@ -126,8 +220,7 @@ impl ConnArgs {
             origins.insert(k.clone(), "-X".to_string());
             properties.insert(k.clone(), v.clone());
         }
-        for (k, v) in &properties {
-            check_security(k, v, &origins[k])?;
+        for k in properties.keys() {
             if !KNOWN_KEYS.contains(&k.as_str()) {
                 errln!(
                     "warning: ignoring client property {k} ({}); the tools use {}",
@@ -158,6 +251,21 @@ impl ConnArgs {
 
     pub fn resolve(&self) -> Result<Resolved, UsageError> {
         self.resolve_with(std::env::var(BROKERS_ENV).ok())
+    }
+
+    /// The first bootstrap address and the connection settings (TLS, SASL, timeouts)
+    /// the properties give, for tools that open raw connections.
+    pub fn connection_config(
+        &self,
+    ) -> Result<(String, runnel_client::ConnectionConfig), UsageError> {
+        let resolved = self.resolve()?;
+        let mut config = ClientConfig::default();
+        apply_properties(&resolved, &mut config)?;
+        config.connection.connect_timeout = self.timeout();
+        let first = runnel_client::parse_bootstrap(&resolved.bootstrap)
+            .map_err(|e| UsageError(e.to_string()))?
+            .remove(0);
+        Ok((first, config.connection))
     }
 
     pub fn timeout(&self) -> Duration {
@@ -213,6 +321,7 @@ fn apply_properties(resolved: &Resolved, config: &mut ClientConfig) -> Result<()
             config.connection.request_timeout = Duration::from_millis(ms.max(1));
         }
     }
+    config.connection.security = client_security(&resolved.properties)?.map(std::sync::Arc::new);
     Ok(())
 }
 
@@ -283,23 +392,67 @@ mod tests {
     }
 
     #[test]
-    fn security_keys_are_refused_and_plaintext_is_not() {
-        for (k, v) in [
-            ("security.protocol", "SASL_SSL"),
-            ("security.protocol", "SSL"),
-            ("sasl.mechanism", "PLAIN"),
-            ("ssl.ca.location", "/x"),
+    fn security_keys_are_read_and_unusable_ones_refused() {
+        let props = |p: &[(&str, &str)]| -> BTreeMap<String, String> {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(
+            client_security(&props(&[("security.protocol", "plaintext")]))
+                .unwrap()
+                .is_none()
+        );
+        let s = client_security(&props(&[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            (
+                "sasl.jaas.config",
+                r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="alice" password="pw";"#,
+            ),
+        ]))
+        .unwrap()
+        .unwrap();
+        let sasl = s.sasl.unwrap();
+        assert_eq!(
+            (sasl.username.as_str(), sasl.password.as_str()),
+            ("alice", "pw")
+        );
+        let s = client_security(&props(&[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanisms", "PLAIN"),
+            ("sasl.username", "bob"),
+            ("sasl.password", "x"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.sasl.unwrap().username, "bob");
+        for (p, needle) in [
+            (vec![("security.protocol", "SASL_SSL")], "ssl"),
+            (vec![("security.protocol", "SSL")], "CA"),
+            (
+                vec![
+                    ("security.protocol", "SASL_PLAINTEXT"),
+                    ("sasl.mechanism", "GSSAPI"),
+                ],
+                "GSSAPI",
+            ),
+            (
+                vec![
+                    ("security.protocol", "SASL_PLAINTEXT"),
+                    ("sasl.mechanism", "PLAIN"),
+                ],
+                "password",
+            ),
+            (vec![("security.protocol", "BOGUS")], "BOGUS"),
+            (
+                vec![("security.protocol", "SSL"), ("ssl.truststore.type", "JKS")],
+                "PEM",
+            ),
         ] {
-            let e = args(None, &[(k, v)]).resolve_with(None).unwrap_err();
-            assert!(
-                e.0.contains(k) && e.0.contains("not supported yet"),
-                "{}",
-                e.0
-            );
+            let e = client_security(&props(&p)).unwrap_err().0;
+            assert!(e.contains(needle), "{e}");
         }
-        assert!(args(None, &[("security.protocol", "plaintext")])
-            .resolve_with(None)
-            .is_ok());
     }
 
     #[test]

@@ -1,0 +1,532 @@
+//! Authentication: TLS (`tls`) on SSL and SASL_SSL listeners, SASL (`sasl`: PLAIN with
+//! JAAS users, `scram`: SCRAM-SHA-256/512 with stored credentials) on SASL_PLAINTEXT and
+//! SASL_SSL listeners, configured with Kafka's keys (`jaas` parses `sasl.jaas.config`).
+//!
+//! Invariant: a connection's `Conn::principal` is `User:ANONYMOUS` until it
+//! authenticates; it is set once, here, before any request other than ApiVersions /
+//! SaslHandshake / SaslAuthenticate is served: from SASL on SASL listeners, from the
+//! client certificate's DN (through `ssl.principal.mapping.rules`) on SSL listeners.
+//!
+//! Thread-safe: built once at start; TLS configurations swap on reload, SCRAM
+//! credentials change under their own lock.
+
+pub mod jaas;
+pub mod sasl;
+pub mod scram;
+pub mod tls;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use runnel_client::security::{ClientSecurity, SaslCredentials, SaslMechanism, TlsClientOptions};
+
+use crate::config::{BrokerConfig, ConfigError};
+
+/// Per-listener prefix of Kafka's listener overrides.
+const LISTENER_PREFIX: &str = "listener.name.";
+
+/// `ssl.*` keys Runnel reads (also under `listener.name.<l>.`).
+const SSL_KEYS: &[&str] = &[
+    "ssl.keystore.type",
+    "ssl.keystore.location",
+    "ssl.keystore.certificate.chain",
+    "ssl.keystore.key",
+    "ssl.key.password",
+    "ssl.truststore.type",
+    "ssl.truststore.location",
+    "ssl.truststore.certificates",
+    "ssl.client.auth",
+    "ssl.enabled.protocols",
+    "ssl.cipher.suites",
+    "ssl.principal.mapping.rules",
+    "ssl.endpoint.identification.algorithm",
+];
+
+/// Accepted for compatibility (JVM-specific), without effect.
+const SSL_KEYS_WITHOUT_EFFECT: &[&str] = &[
+    "ssl.keystore.password",
+    "ssl.truststore.password",
+    "ssl.protocol",
+    "ssl.provider",
+    "ssl.keymanager.algorithm",
+    "ssl.trustmanager.algorithm",
+    "ssl.secure.random.implementation",
+];
+
+const SASL_KEYS: &[&str] = &[
+    "sasl.enabled.mechanisms",
+    "sasl.mechanism.inter.broker.protocol",
+    "sasl.jaas.config",
+];
+
+/// Whether `key` is a security key this module reads (config.rs hands these over).
+pub fn is_security_key(key: &str) -> bool {
+    if SSL_KEYS.contains(&key) || SSL_KEYS_WITHOUT_EFFECT.contains(&key) || SASL_KEYS.contains(&key)
+    {
+        return true;
+    }
+    let Some(rest) = key.strip_prefix(LISTENER_PREFIX) else {
+        return false;
+    };
+    let Some((_, k)) = rest.split_once('.') else {
+        return false;
+    };
+    if SSL_KEYS.contains(&k)
+        || SSL_KEYS_WITHOUT_EFFECT.contains(&k)
+        || k == "sasl.enabled.mechanisms"
+    {
+        return true;
+    }
+    // listener.name.<l>.<mechanism>.sasl.jaas.config
+    k.strip_suffix(".sasl.jaas.config")
+        .is_some_and(|m| !m.contains('.'))
+}
+
+/// Keys whose values are secrets: never logged nor described.
+pub fn is_sensitive(key: &str) -> bool {
+    key.ends_with("sasl.jaas.config")
+        || key.ends_with("password")
+        || key.ends_with("ssl.keystore.key")
+}
+
+/// A listener's security protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl Protocol {
+    pub fn parse(s: &str) -> Protocol {
+        match s {
+            "SSL" => Protocol::Ssl,
+            "SASL_PLAINTEXT" => Protocol::SaslPlaintext,
+            "SASL_SSL" => Protocol::SaslSsl,
+            _ => Protocol::Plaintext,
+        }
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, Protocol::Ssl | Protocol::SaslSsl)
+    }
+
+    pub fn sasl(self) -> bool {
+        matches!(self, Protocol::SaslPlaintext | Protocol::SaslSsl)
+    }
+}
+
+/// One listener's validated settings.
+#[derive(Debug, Clone)]
+pub struct ListenerSecurity {
+    pub protocol: Protocol,
+    pub tls: Option<tls::TlsSettings>,
+    pub sasl: Option<sasl::SaslSettings>,
+}
+
+/// The security keys, validated against the listeners.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityConfig {
+    pub keys: BTreeMap<String, String>,
+    pub listeners: BTreeMap<String, ListenerSecurity>,
+    /// How this broker authenticates to its peers on the inter-broker listener.
+    pub inter_broker_sasl: Option<SaslCredentials>,
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidValue {
+        key: key.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+impl SecurityConfig {
+    /// `key` for listener `name`: `listener.name.<name lower-case>.<key>` over `<key>`.
+    fn get(&self, listener: &str, key: &str) -> Option<(String, String)> {
+        let prefixed = format!("{LISTENER_PREFIX}{}.{key}", listener.to_ascii_lowercase());
+        self.keys
+            .get(&prefixed)
+            .map(|v| (prefixed, v.clone()))
+            .or_else(|| self.keys.get(key).map(|v| (key.to_string(), v.clone())))
+    }
+
+    /// The JAAS module for a listener and mechanism.
+    fn jaas(
+        &self,
+        listener: &str,
+        mechanism: SaslMechanism,
+    ) -> Result<Option<jaas::JaasModule>, ConfigError> {
+        let key = format!("{}.sasl.jaas.config", mechanism.name().to_ascii_lowercase());
+        match self
+            .get(listener, &key)
+            .or_else(|| self.get(listener, "sasl.jaas.config"))
+        {
+            None => Ok(None),
+            Some((k, v)) => jaas::parse(&v)
+                .map(Some)
+                .map_err(|e| invalid(&k, "(hidden: it may hold passwords)", e)),
+        }
+    }
+
+    /// Validates the security keys of every broker listener (no file is read here).
+    pub fn validate(
+        keys: BTreeMap<String, String>,
+        listeners: &crate::listeners::Listeners,
+    ) -> Result<SecurityConfig, ConfigError> {
+        let mut c = SecurityConfig {
+            keys,
+            ..Default::default()
+        };
+        for e in &listeners.broker {
+            let protocol = Protocol::parse(
+                listeners
+                    .protocols
+                    .get(&e.name)
+                    .map_or("PLAINTEXT", String::as_str),
+            );
+            let tls = if protocol.tls() {
+                let get = |k: &str| c.get(&e.name, k);
+                Some(tls::settings(&get).map_err(|r| {
+                    invalid(
+                        "listeners",
+                        &e.to_string(),
+                        format!("TLS settings of listener {}: {r}", e.name),
+                    )
+                })?)
+            } else {
+                None
+            };
+            let sasl = if protocol.sasl() {
+                Some(c.sasl_settings(&e.name)?)
+            } else {
+                None
+            };
+            c.listeners.insert(
+                e.name.clone(),
+                ListenerSecurity {
+                    protocol,
+                    tls,
+                    sasl,
+                },
+            );
+        }
+        let inter = &listeners.inter_broker;
+        if c.listeners.get(inter).is_some_and(|l| l.protocol.sasl()) {
+            c.inter_broker_sasl = c.inter_broker_credentials(inter)?;
+        }
+        Ok(c)
+    }
+
+    fn sasl_settings(&self, listener: &str) -> Result<sasl::SaslSettings, ConfigError> {
+        let (key, value) = self
+            .get(listener, "sasl.enabled.mechanisms")
+            .unwrap_or(("sasl.enabled.mechanisms".into(), "GSSAPI".into()));
+        let mut mechanisms = Vec::new();
+        for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let m = SaslMechanism::from_name(name).ok_or_else(|| {
+                invalid(
+                    &key,
+                    &value,
+                    format!("{name} is not supported (Runnel has PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; Kafka's default is GSSAPI, so a SASL listener needs this key set)"),
+                )
+            })?;
+            mechanisms.push(m);
+        }
+        if mechanisms.is_empty() {
+            return Err(invalid(
+                &key,
+                &value,
+                format!("listener {listener} uses SASL but enables no mechanism"),
+            ));
+        }
+        let mut plain_users = BTreeMap::new();
+        if mechanisms.contains(&SaslMechanism::Plain) {
+            let module = self.jaas(listener, SaslMechanism::Plain)?.ok_or_else(|| {
+                invalid(
+                    &format!("listener.name.{}.plain.sasl.jaas.config", listener.to_ascii_lowercase()),
+                    "",
+                    "PLAIN is enabled but has no JAAS config naming its users (user_<name>=\"<password>\")",
+                )
+            })?;
+            if module.class != jaas::PLAIN_MODULE {
+                return Err(invalid(
+                    "sasl.jaas.config",
+                    &module.class,
+                    format!("PLAIN needs {}", jaas::PLAIN_MODULE),
+                ));
+            }
+            for (k, v) in &module.options {
+                if let Some(user) = k.strip_prefix("user_") {
+                    plain_users.insert(user.to_string(), v.clone());
+                }
+            }
+        }
+        Ok(sasl::SaslSettings {
+            mechanisms,
+            plain_users,
+        })
+    }
+
+    /// `sasl.mechanism.inter.broker.protocol` and the broker's own username/password from
+    /// that mechanism's JAAS config on the inter-broker listener (Kafka's way).
+    fn inter_broker_credentials(
+        &self,
+        listener: &str,
+    ) -> Result<Option<SaslCredentials>, ConfigError> {
+        let key = "sasl.mechanism.inter.broker.protocol";
+        let name = self
+            .keys
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| "GSSAPI".into());
+        let mechanism = SaslMechanism::from_name(&name).ok_or_else(|| {
+            invalid(key, &name, "the inter-broker listener uses SASL: set this to PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (Kafka's default GSSAPI is not supported)")
+        })?;
+        let enabled = self.listeners.get(listener).and_then(|l| l.sasl.as_ref());
+        if !enabled.is_some_and(|s| s.mechanisms.contains(&mechanism)) {
+            return Err(invalid(
+                key,
+                &name,
+                format!(
+                    "not enabled on the inter-broker listener {listener} (sasl.enabled.mechanisms)"
+                ),
+            ));
+        }
+        let Some(module) = self.jaas(listener, mechanism)? else {
+            return Ok(None);
+        };
+        match (
+            module.options.get("username"),
+            module.options.get("password"),
+        ) {
+            (Some(u), Some(p)) => Ok(Some(SaslCredentials {
+                mechanism,
+                username: u.clone(),
+                password: p.clone(),
+            })),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The running security state of a broker.
+#[derive(Default)]
+pub struct Security {
+    tls: BTreeMap<String, Arc<tls::TlsListener>>,
+    pub scram: scram::ScramStore,
+    /// What the replica fetchers and coordinators use to reach peers.
+    pub inter_broker_client: Option<Arc<ClientSecurity>>,
+}
+
+impl Security {
+    /// Loads the TLS files of every TLS listener (errors name the listener and key).
+    pub fn build(config: &BrokerConfig) -> Result<Security, String> {
+        let mut s = Security::default();
+        for (name, l) in &config.security.listeners {
+            if let Some(t) = &l.tls {
+                let listener = tls::TlsListener::new(t.clone())
+                    .map_err(|e| format!("listener {name}: {e}"))?;
+                s.tls.insert(name.clone(), Arc::new(listener));
+            }
+        }
+        let inter = &config.listeners.inter_broker;
+        if let Some(l) = config
+            .security
+            .listeners
+            .get(inter)
+            .filter(|l| l.protocol != Protocol::Plaintext)
+        {
+            let tls = match &l.tls {
+                None => None,
+                Some(t) => {
+                    let ca = t.truststore.as_ref().map(|p| match p {
+                        tls::Pem::File(f) => {
+                            runnel_client::security::read_file(f, "ssl.truststore.location")
+                        }
+                        tls::Pem::Inline(s) => Ok(s.as_bytes().to_vec()),
+                    });
+                    let ca = ca
+                        .transpose()
+                        .map_err(|e| format!("inter-broker listener {inter}: {e}"))?;
+                    let identity = match (&t.keystore, t.client_auth) {
+                        (
+                            Some((tls::Pem::File(f), _)),
+                            tls::ClientAuth::Requested | tls::ClientAuth::Required,
+                        ) => {
+                            let pem =
+                                runnel_client::security::read_file(f, "ssl.keystore.location")?;
+                            Some((pem.clone(), pem))
+                        }
+                        (
+                            Some((tls::Pem::Inline(c), tls::Pem::Inline(k))),
+                            tls::ClientAuth::Requested | tls::ClientAuth::Required,
+                        ) => Some((c.as_bytes().to_vec(), k.as_bytes().to_vec())),
+                        _ => None,
+                    };
+                    let opts = TlsClientOptions {
+                        ca_pem: ca,
+                        identity_pem: identity,
+                        verify_hostname: t.verify_hostname,
+                    };
+                    Some(
+                        runnel_client::security::tls_client_config(&opts)
+                            .map_err(|e| format!("inter-broker listener {inter}: {e}"))?,
+                    )
+                }
+            };
+            let sasl = config.security.inter_broker_sasl.clone();
+            if l.protocol.sasl() && sasl.is_none() {
+                let msg = format!(
+                    "inter-broker listener {inter} uses SASL but listener.name.{}.<mechanism>.sasl.jaas.config has no username and password for this broker",
+                    inter.to_ascii_lowercase()
+                );
+                if config.cluster.is_clustered() {
+                    return Err(msg);
+                }
+                tracing::warn!("{msg}; a single node does not need them");
+            }
+            s.inter_broker_client = Some(Arc::new(ClientSecurity { tls, sasl }));
+        }
+        Ok(s)
+    }
+
+    pub fn tls(&self, listener: &str) -> Option<&Arc<tls::TlsListener>> {
+        self.tls.get(listener)
+    }
+
+    /// Polls the TLS files every 30 s and swaps in changed certificates.
+    pub async fn reload_loop(broker: Arc<crate::broker::Broker>) {
+        if broker.security.tls.is_empty() {
+            return;
+        }
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            for (name, l) in &broker.security.tls {
+                l.reload_if_changed(name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listeners(spec: &str, map: &str) -> crate::listeners::Listeners {
+        let mut c = crate::listeners::ListenerConfig::default();
+        c.listeners = crate::listeners::parse_endpoints("listeners", spec).unwrap();
+        c.protocol_map = crate::listeners::parse_protocol_map("m", map).unwrap();
+        c.protocol_map_set = true;
+        c.validate(true, None).unwrap()
+    }
+
+    fn keys(p: &[(&str, &str)]) -> BTreeMap<String, String> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn keys_are_recognised() {
+        assert!(is_security_key("ssl.keystore.location"));
+        assert!(is_security_key("listener.name.sasl_ssl.ssl.client.auth"));
+        assert!(is_security_key(
+            "listener.name.x.scram-sha-256.sasl.jaas.config"
+        ));
+        assert!(is_security_key("listener.name.x.sasl.enabled.mechanisms"));
+        assert!(!is_security_key("listener.name.x.bogus"));
+        assert!(!is_security_key("ssl.bogus"));
+    }
+
+    #[test]
+    fn sasl_listeners_need_mechanisms_and_users() {
+        let l = listeners(
+            "PLAINTEXT://:9092,SECURE://:9093",
+            "PLAINTEXT:PLAINTEXT,SECURE:SASL_PLAINTEXT",
+        );
+        let e = SecurityConfig::validate(keys(&[]), &l)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("GSSAPI"), "{e}");
+        let e = SecurityConfig::validate(keys(&[("sasl.enabled.mechanisms", "PLAIN")]), &l)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plain.sasl.jaas.config"), "{e}");
+        let c = SecurityConfig::validate(
+            keys(&[
+                ("listener.name.secure.sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-512"),
+                ("listener.name.secure.plain.sasl.jaas.config", r#"org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="a";"#),
+            ]),
+            &l,
+        )
+        .unwrap();
+        let s = c.listeners["SECURE"].sasl.as_ref().unwrap();
+        assert_eq!(s.plain_users["alice"], "a");
+        assert_eq!(s.mechanisms.len(), 2);
+        assert!(c.listeners["PLAINTEXT"].sasl.is_none());
+        let e = SecurityConfig::validate(
+            keys(&[
+                ("sasl.enabled.mechanisms", "PLAIN"),
+                ("sasl.jaas.config", "broken"),
+            ]),
+            &l,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("control flag"), "{e}");
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let l = listeners("SSL://:9093", "SSL:SSL");
+        let e = SecurityConfig::validate(
+            keys(&[
+                ("ssl.keystore.type", "JKS"),
+                ("ssl.keystore.location", "/k.jks"),
+            ]),
+            &l,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("PEM"), "{e}");
+        let e = SecurityConfig::validate(keys(&[("ssl.keystore.location", "/k.jks")]), &l)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ssl.keystore.type"), "{e}");
+        let e = SecurityConfig::validate(
+            keys(&[
+                ("ssl.keystore.type", "PEM"),
+                ("ssl.keystore.location", "/k"),
+                ("ssl.client.auth", "required"),
+            ]),
+            &l,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("truststore"), "{e}");
+        let c = SecurityConfig::validate(
+            keys(&[
+                ("ssl.keystore.type", "PEM"),
+                ("ssl.keystore.location", "/k"),
+                ("listener.name.ssl.ssl.enabled.protocols", "TLSv1.3,TLSv1.1"),
+            ]),
+            &l,
+        )
+        .unwrap();
+        assert_eq!(
+            c.listeners["SSL"].tls.as_ref().unwrap().protocols,
+            vec!["TLSv1.3"]
+        );
+        // The file is read at start, with an error naming it.
+        let e = Security::build(&BrokerConfig {
+            security: c,
+            ..BrokerConfig::default()
+        })
+        .err()
+        .unwrap();
+        assert!(e.contains("/k"), "{e}");
+    }
+}

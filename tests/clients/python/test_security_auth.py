@@ -1,0 +1,426 @@
+"""Authentication as Kafka users configure it: TLS (SSL listeners, mTLS with the
+principal from the certificate's DN), SASL PLAIN from JAAS users, SCRAM-SHA-256/512
+with credentials created through AlterUserScramCredentials, on SASL_PLAINTEXT and
+SASL_SSL, through librdkafka (confluent-kafka), kafka-python and the runnel CLI; and the
+bad inputs (wrong password, unknown user, wrong protocol on a port, garbage tokens,
+requests before authentication) refused while the broker keeps serving others.
+
+Certificates are throwaway ones made with the openssl CLI at test time.
+"""
+
+import os
+import re
+import socket
+import ssl
+import struct
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
+                                   UserScramCredentialUpsertion)
+
+import ck
+import kwire
+from cluster import Cluster, free_ports
+from harness import runnel_bin, unique
+from test_http import HttpBroker
+
+SASL_HANDSHAKE = 17
+SASL_AUTHENTICATE = 36
+METADATA = 3
+PLAIN_USERS = {"admin": "admin-secret", "alice": "alice-secret"}
+JAAS = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+        'username="admin" password="admin-secret" '
+        + " ".join(f'user_{u}="{p}"' for u, p in PLAIN_USERS.items()) + ";")
+GENERIC_FAILURE = "Authentication failed during authentication due to invalid credentials"
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def make_certs(d):
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate for
+    CN=alice,OU=eng,O=acme; keystores as Kafka's PEM type wants them (key + chain)."""
+    d = str(d)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=runnel-test-ca", cwd=d)
+    for name, subj, ext in (
+        ("server", "/CN=localhost",
+         "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"),
+        ("alice", "/O=acme/OU=eng/CN=alice", "extendedKeyUsage=clientAuth\n"),
+    ):
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write("basicConstraints=CA:FALSE\n" + ext)
+        openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subj, cwd=d)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
+                cwd=d)
+        with open(os.path.join(d, f"{name}-keystore.pem"), "w") as out:
+            for part in (f"{name}.key", f"{name}.pem"):
+                out.write(open(os.path.join(d, part)).read())
+    return {k: os.path.join(d, f) for k, f in
+            (("ca", "ca.pem"), ("server", "server-keystore.pem"), ("cert", "alice.pem"),
+             ("key", "alice.key"))}
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    """One broker with a listener per protocol (and an mTLS one)."""
+    d = tmp_path_factory.mktemp("secured")
+    certs = make_certs(d)
+    names = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL", "MTLS"]
+    ports = dict(zip(names, free_ports(len(names))))
+    configs = {
+        "listeners": ",".join(f"{n}://127.0.0.1:{p}" for n, p in ports.items()),
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,"
+                                          "SASL_SSL:SASL_SSL,MTLS:SSL",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": certs["server"],
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": certs["ca"],
+        "listener.name.mtls.ssl.client.auth": "required",
+        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        "sasl.jaas.config": JAAS,
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        # A TLS handshake (or a frame) must finish within 3 s.
+        "request.read.timeout.ms": "3000",
+    }
+
+    b = HttpBroker(d / "broker", configs, name="secured")
+    b.start()
+    b.ports, b.certs = ports, certs
+    try:
+        yield b
+    finally:
+        problems = b.stop()
+    assert not problems, problems
+
+
+def conf(b, listener, **extra):
+    c = {"bootstrap.servers": f"127.0.0.1:{b.ports[listener]}", **ck.QUIET}
+    protocol = {"MTLS": "SSL"}.get(listener, listener)
+    c["security.protocol"] = protocol
+    if "SSL" in protocol:
+        c["ssl.ca.location"] = b.certs["ca"]
+    c.update({k.replace("_", "."): v for k, v in extra.items()})
+    return c
+
+
+def roundtrip(c, topic, value):
+    """Produces one record with config c and reads it back with the same config."""
+    p = Producer({**c, "linger.ms": 0})
+    p.produce(topic, value)
+    assert p.flush(20) == 0, "record not delivered"
+    cons = Consumer({**c, "group.id": unique("g"), "auto.offset.reset": "earliest",
+                     "enable.auto.commit": False})
+    try:
+        cons.subscribe([topic])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            m = cons.poll(0.5)
+            if m is None or m.error():
+                continue
+            if m.value() == value:
+                return
+        raise AssertionError(f"{value!r} not read back from {topic}")
+    finally:
+        cons.close()
+
+
+def create_scram_user(b, user, password, mechanism, iterations=4096):
+    a = AdminClient({"bootstrap.servers": f"127.0.0.1:{b.ports['PLAINTEXT']}", **ck.QUIET})
+    up = UserScramCredentialUpsertion(user, ScramCredentialInfo(mechanism, iterations),
+                                      password.encode())
+    for f in a.alter_user_scram_credentials([up]).values():
+        f.result(timeout=20)
+    return a
+
+
+def log_text(b):
+    return "".join(open(p, errors="replace").read() for p in b.log_files())
+
+
+def metrics(b):
+    return urllib.request.urlopen(b.url("/metrics"), timeout=10).read().decode()
+
+
+@pytest.mark.timeout_s(120)
+def test_tls_and_mtls_with_the_principal_from_the_certificate(secured):
+    topic = ck.create_topic(ck_broker(secured), unique("tls"))
+    roundtrip(conf(secured, "SSL"), topic, b"over-tls")
+    roundtrip(conf(secured, "MTLS", ssl_certificate_location=secured.certs["cert"],
+                   ssl_key_location=secured.certs["key"]), topic, b"over-mtls")
+    # Kafka's DEFAULT mapping: the subject DN as Java prints it.
+    assert "principal=User:CN=alice,OU=eng,O=acme" in log_text(secured)
+    # Without a client certificate the mTLS listener refuses the handshake.
+    reports = []
+    p = Producer({**conf(secured, "MTLS"), "message.timeout.ms": 3000, "log_level": 0})
+    p.produce(topic, b"no-cert", on_delivery=lambda err, msg: reports.append(err))
+    p.flush(10)
+    assert len(reports) == 1 and reports[0] is not None, \
+        f"a client without a certificate got through ssl.client.auth=required: {reports}"
+    del p
+    assert re.search(r'runnel_authentication_failures_total\{listener="MTLS",mechanism="SSL"\} \d+',
+                     metrics(secured))
+
+
+def ck_broker(b):
+    """An object ck's helpers accept, pointing at the PLAINTEXT listener."""
+    class P:
+        bootstrap = f"127.0.0.1:{b.ports['PLAINTEXT']}"
+    return P()
+
+
+@pytest.mark.timeout_s(120)
+@pytest.mark.parametrize("listener", ["SASL_PLAINTEXT", "SASL_SSL"])
+def test_sasl_plain(secured, listener):
+    topic = ck.create_topic(ck_broker(secured), unique("plain"))
+    roundtrip(conf(secured, listener, sasl_mechanism="PLAIN", sasl_username="alice",
+                   sasl_password="alice-secret"), topic, b"plain-" + listener.encode())
+    assert re.search(rf'runnel_authentication_successes_total\{{listener="{listener}",'
+                     rf'mechanism="PLAIN"\}} [1-9]', metrics(secured))
+
+
+@pytest.mark.timeout_s(120)
+@pytest.mark.parametrize("mechanism", [ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512])
+def test_scram_users_created_through_the_admin_api(secured, mechanism):
+    name = "SCRAM-SHA-256" if mechanism == ScramMechanism.SCRAM_SHA_256 else "SCRAM-SHA-512"
+    user = unique("u")
+    a = create_scram_user(secured, user, "s3cret", mechanism, iterations=8192)
+    described = a.describe_user_scram_credentials([user])
+    if isinstance(described, dict):
+        desc = described[user].result(timeout=10)
+    else:
+        desc = described.result(timeout=10)[user]
+    infos = [(i.mechanism, i.iterations) for i in desc.scram_credential_infos]
+    assert infos == [(mechanism, 8192)], infos
+    topic = ck.create_topic(ck_broker(secured), unique("scram"))
+    for listener in ("SASL_PLAINTEXT", "SASL_SSL"):
+        roundtrip(conf(secured, listener, sasl_mechanism=name, sasl_username=user,
+                       sasl_password="s3cret"), topic, f"{name}-{listener}".encode())
+    # Stored salted, never as the password.
+    stored = open(os.path.join(secured.data_dir, "__cluster_metadata",
+                               "scram-credentials.json")).read()
+    assert user in stored and "s3cret" not in stored
+
+
+@pytest.mark.timeout_s(60)
+def test_scram_iterations_below_kafkas_minimum_are_refused(secured):
+    a = AdminClient({"bootstrap.servers": f"127.0.0.1:{secured.ports['PLAINTEXT']}", **ck.QUIET})
+    up = UserScramCredentialUpsertion(unique("u"), ScramCredentialInfo(
+        ScramMechanism.SCRAM_SHA_256, 1000), b"pw")
+    with pytest.raises(KafkaException) as e:
+        for f in a.alter_user_scram_credentials([up]).values():
+            f.result(timeout=20)
+    assert "UNACCEPTABLE_CREDENTIAL" in str(e.value) or "iterations" in str(e.value), e.value
+
+
+def sasl_plain_raw(port, user, password, handshake_version=1):
+    """SaslHandshake + SaslAuthenticate v1 for PLAIN -> (error code, message)."""
+    with kwire.Conn("127.0.0.1", port) as c:
+        r = c.request(SASL_HANDSHAKE, handshake_version, kwire.string("PLAIN"))
+        assert r.int16() == 0
+        token = b"\0" + user.encode() + b"\0" + password.encode()
+        r = c.request(SASL_AUTHENTICATE, 1, kwire.nbytes(token))
+        code = r.int16()
+        message = r.string()
+        closed = c.closed_by_peer(3) if code else None
+        return code, message, closed
+
+
+def still_serving(b):
+    with kwire.Conn("127.0.0.1", b.ports["PLAINTEXT"]) as c:
+        err, apis = c.api_versions_v0()
+        assert err == 0 and SASL_HANDSHAKE in apis
+    assert sasl_plain_raw(b.ports["SASL_PLAINTEXT"], "alice", "alice-secret")[0] == 0
+
+
+@pytest.mark.timeout_s(120)
+def test_bad_credentials_are_refused_alike_and_logged(secured):
+    port = secured.ports["SASL_PLAINTEXT"]
+    wrong = sasl_plain_raw(port, "alice", "nope")
+    unknown = sasl_plain_raw(port, "mallory", "nope")
+    # SASL_AUTHENTICATION_FAILED, one message whether or not the user exists; closed.
+    assert wrong == unknown == (58, f"{GENERIC_FAILURE} with SASL mechanism PLAIN", True), (wrong, unknown)
+    # librdkafka sees the failure as an authentication error.
+    errors = []
+    p = Producer({**conf(secured, "SASL_SSL", sasl_mechanism="SCRAM-SHA-256",
+                         sasl_username="nobody", sasl_password="x"),
+                  "error_cb": errors.append})
+    p.poll(5)
+    assert any("uthenticat" in str(e) for e in errors), errors
+    log = log_text(secured)
+    assert re.search(r"authentication failed.*listener=SASL_PLAINTEXT.*mechanism=\"?PLAIN", log), log[-2000:]
+    assert "nope" not in log
+    still_serving(secured)
+
+
+@pytest.mark.timeout_s(120)
+def test_protocol_mismatches_and_malformed_exchanges_are_refused(secured):
+    # A plaintext Kafka client on a TLS port: closed, nothing answered.
+    with kwire.Conn("127.0.0.1", secured.ports["SSL"]) as c:
+        c.send_raw(struct.pack(">ihhi", 10, 18, 0, 1) + kwire.string("x"))
+        assert c.closed_by_peer(15)
+        assert not c.last_bytes.startswith(b"\x00\x00")
+    # A TLS client on the plain port: the handshake fails, the connection closes.
+    ctx = ssl.create_default_context(cafile=secured.certs["ca"])
+    with socket.create_connection(("127.0.0.1", secured.ports["PLAINTEXT"]), timeout=10) as s:
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            ctx.wrap_socket(s, server_hostname="localhost")
+    # A request before authentication on a SASL listener: closed (Kafka's rule).
+    with kwire.Conn("127.0.0.1", secured.ports["SASL_PLAINTEXT"]) as c:
+        c.send_raw(struct.pack(">ihhi", 10 + 4, METADATA, 1, 1) + kwire.string("x") + struct.pack(">i", -1))
+        assert c.closed_by_peer(10) and c.last_bytes == b""
+    # An unknown mechanism: UNSUPPORTED_SASL_MECHANISM with the enabled ones, then closed.
+    with kwire.Conn("127.0.0.1", secured.ports["SASL_PLAINTEXT"]) as c:
+        r = c.request(SASL_HANDSHAKE, 1, kwire.string("GSSAPI"))
+        assert r.int16() == 33
+        assert [r.string() for _ in range(r.int32())] == ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+        assert c.closed_by_peer(5)
+    # SaslAuthenticate before SaslHandshake: ILLEGAL_SASL_STATE.
+    with kwire.Conn("127.0.0.1", secured.ports["SASL_PLAINTEXT"]) as c:
+        r = c.request(SASL_AUTHENTICATE, 1, kwire.nbytes(b"x"))
+        assert r.int16() == 34
+    # Garbage SCRAM tokens: SASL_AUTHENTICATION_FAILED, closed.
+    for garbage in (b"\xff\xfe\x00garbage", b"n,,n=alice", b"p=tls-unique,,n=a,r=b", b""):
+        with kwire.Conn("127.0.0.1", secured.ports["SASL_PLAINTEXT"]) as c:
+            assert c.request(SASL_HANDSHAKE, 1, kwire.string("SCRAM-SHA-512")).int16() == 0
+            r = c.request(SASL_AUTHENTICATE, 1, kwire.nbytes(garbage))
+            assert r.int16() == 58, garbage
+            assert c.closed_by_peer(5)
+    # A v0 handshake, then raw tokens (no Kafka header), as old clients do.
+    with kwire.Conn("127.0.0.1", secured.ports["SASL_PLAINTEXT"]) as c:
+        assert c.request(SASL_HANDSHAKE, 0, kwire.string("PLAIN")).int16() == 0
+        c.send_raw(kwire.nbytes(b"\0alice\0alice-secret"))
+        assert c.recv_frame() == b""
+        err, _ = c.api_versions_v0()
+        assert err == 0
+    # A client that opens a TLS port and sends nothing is closed within
+    # request.read.timeout.ms (3 s here), and others are served meanwhile.
+    idle = socket.create_connection(("127.0.0.1", secured.ports["SSL"]), timeout=15)
+    opened = time.monotonic()
+    still_serving(secured)
+    try:
+        assert idle.recv(1) == b""
+    except ConnectionResetError:
+        pass
+    assert time.monotonic() - opened < 10
+    idle.close()
+    assert "no TLS handshake within 3000 ms" in log_text(secured)
+    # After authentication a second handshake is ILLEGAL_SASL_STATE (KafkaApis).
+    with kwire.Conn("127.0.0.1", secured.ports["PLAINTEXT"]) as c:
+        assert c.request(SASL_HANDSHAKE, 1, kwire.string("PLAIN")).int16() == 34
+    still_serving(secured)
+
+
+@pytest.mark.timeout_s(120)
+def test_kafka_python_over_sasl_ssl_with_scram(secured):
+    kafka = pytest.importorskip("kafka")
+    user = unique("kp")
+    create_scram_user(secured, user, "kp-secret", ScramMechanism.SCRAM_SHA_512)
+    topic = ck.create_topic(ck_broker(secured), unique("kp"))
+    common = dict(bootstrap_servers=f"127.0.0.1:{secured.ports['SASL_SSL']}",
+                  security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                  sasl_plain_username=user, sasl_plain_password="kp-secret",
+                  ssl_cafile=secured.certs["ca"], request_timeout_ms=20000)
+    p = kafka.KafkaProducer(**common)
+    p.send(topic, b"from-kafka-python").get(timeout=20)
+    p.close()
+    c = kafka.KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=15000,
+                            group_id=None, **common)
+    try:
+        assert b"from-kafka-python" in [m.value for m in c]
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout_s(120)
+def test_cli_command_config_speaks_sasl_ssl(secured, tmp_path):
+    user = unique("cli")
+    create_scram_user(secured, user, "cli-secret", ScramMechanism.SCRAM_SHA_256)
+    topic = ck.create_topic(ck_broker(secured), unique("cli"))
+    java = tmp_path / "java.properties"
+    java.write_text(
+        f"bootstrap.servers=127.0.0.1:{secured.ports['SASL_SSL']}\n"
+        "security.protocol=SASL_SSL\n"
+        f"ssl.truststore.type=PEM\nssl.truststore.location={secured.certs['ca']}\n"
+        "sasl.mechanism=SCRAM-SHA-256\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{user}" password="cli-secret";\n')
+    r = subprocess.run([runnel_bin(), "topics", "list", "--command-config", str(java)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and topic in r.stdout.split(), r.stderr
+    # librdkafka spellings, PLAIN over SASL_PLAINTEXT; and a wrong password fails.
+    for password, ok in (("alice-secret", True), ("wrong", False)):
+        r = subprocess.run([runnel_bin(), "topics", "list", "-b",
+                            f"127.0.0.1:{secured.ports['SASL_PLAINTEXT']}",
+                            "-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN",
+                            "-X", "sasl.username=alice", "-X", f"sasl.password={password}",
+                            "--timeout", "10"],
+                           capture_output=True, text=True, timeout=60)
+        assert (r.returncode == 0) == ok, r.stderr
+        if not ok:
+            assert "SASL_AUTHENTICATION_FAILED" in r.stderr or "uthenticat" in r.stderr, r.stderr
+
+
+@pytest.mark.timeout_s(240)
+def test_three_nodes_replicate_over_a_sasl_ssl_inter_broker_listener(tmp_path):
+    """Followers fetch and the controller's brokers talk over REPLICATION (SASL_SSL, PLAIN
+    with the broker's own JAAS username/password); acks=all needs the followers, so
+    reading back what acks=all acknowledged, through a leader kill, proves it works."""
+    certs = make_certs(tmp_path)
+    jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+            'username="broker" password="broker-secret" user_broker="broker-secret";')
+    configs = {
+        "listener.name.replication.ssl.keystore.type": "PEM",
+        "listener.name.replication.ssl.keystore.location": certs["server"],
+        "listener.name.replication.ssl.truststore.type": "PEM",
+        "listener.name.replication.ssl.truststore.location": certs["ca"],
+        "listener.name.replication.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.replication.plain.sasl.jaas.config": jaas,
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+    }
+    # Successful authentications are logged at DEBUG: turn them on to see the brokers'.
+    os.environ["RUST_LOG"] = "info,runnel_broker::security=debug"
+    try:
+        c = Cluster(tmp_path / "c", configs=configs, kraft_listeners=True,
+                    replication_protocol="SASL_SSL").start()
+    finally:
+        del os.environ["RUST_LOG"]
+    try:
+        admin = AdminClient({"bootstrap.servers": c.bootstrap, **ck.QUIET})
+        topic = unique("repl")
+        from confluent_kafka.admin import NewTopic
+        admin.create_topics([NewTopic(topic, 1, 3)])[topic].result(timeout=30)
+        c.wait_for("ISR of three", lambda: len(c.partition_state(topic)[2]) == 3, timeout=60)
+        p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", **ck.QUIET})
+        for i in range(20):
+            p.produce(topic, f"v{i}".encode())
+        assert p.flush(30) == 0
+        leader, _, _ = c.partition_state(topic)
+        c.node(leader).kill9()
+        c.wait_for("a new leader in sync", lambda: c.partition_state(topic)[0] not in (-1, leader),
+                   timeout=60)
+        p = Producer({"bootstrap.servers": c.alive_bootstrap(), "acks": "all", **ck.QUIET})
+        for i in range(20, 30):
+            p.produce(topic, f"v{i}".encode())
+        assert p.flush(30) == 0
+
+        class Alive:
+            bootstrap = c.alive_bootstrap()
+        got = [m.value() for m in ck.consume(Alive, topic, count=30)]
+        assert got == [f"v{i}".encode() for i in range(30)], got
+        logs = "".join(log_text(n) for n in c.nodes)
+        assert "authentication failed" not in logs, logs[-3000:]
+        # The followers' fetchers authenticated on REPLICATION as the broker user.
+        assert re.search(r"authenticated .*listener=REPLICATION mechanism=\"?PLAIN\"? principal=User:broker",
+                         logs), logs[-3000:]
+    finally:
+        problems = c.stop()
+    assert not problems, "\n".join(problems)
