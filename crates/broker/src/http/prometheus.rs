@@ -166,6 +166,8 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "runnel_authorization_denials_total",
         "counter",
         "Requests the authorizer refused, by resource type and operation.",
+    ),
+    (
         "runnel_authentication_successes_total",
         "counter",
         "Connections that authenticated (SASL, or a TLS client certificate), per listener and mechanism.",
@@ -385,6 +387,7 @@ pub fn render(s: &Snapshot) -> String {
             &[("resource_type", rt), ("operation", op)],
             n,
         );
+    }
     for (family, ok) in [
         ("runnel_authentication_successes_total", true),
         ("runnel_authentication_failures_total", false),
