@@ -43,6 +43,8 @@ pub struct Broker {
     _dir_locks: Vec<runnel_log::DirLock>,
     /// Open client connections and the request bytes they hold, with their bounds.
     pub connections: Arc<crate::connections::Connections>,
+    /// Cluster links and their mirror topics (`crate::mirror`).
+    pub links: crate::mirror::Links,
 }
 
 struct ProducerIdBlock {
@@ -74,6 +76,10 @@ impl Broker {
         let config_txn = config.txn.clone();
         let groups = GroupCoordinator::new(config.groups.clone());
         groups.load(&topics)?;
+        let links = crate::mirror::Links::default();
+        if let Some(dir) = config.log_dirs.first() {
+            links.open_local(&dir.join("__cluster_metadata"))?;
+        }
         let broker = Broker {
             config,
             topics,
@@ -90,6 +96,7 @@ impl Broker {
             cluster: std::sync::OnceLock::new(),
             _dir_locks: dir_locks,
             connections,
+            links,
         };
         // After groups: completing a prepared transaction applies its offset commits.
         broker.txns.load(&broker)?;
@@ -153,6 +160,11 @@ impl Broker {
                 crate::error::ErrorCode::KafkaStorageError,
                 format!("{}-{} is on a failed log dir", p.topic, p.index),
             ));
+        }
+        // Also refused by the partition's own flag; this covers a partition created
+        // before the flag was set on it.
+        if let Some(link) = self.links.mirror_link_of(&p.topic) {
+            return Err(crate::mirror::read_only_error(&link));
         }
         p.append_as_leader(write).map_err(|e| {
             if let crate::partition::AppendError::Log(e) = &e {

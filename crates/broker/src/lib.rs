@@ -18,6 +18,7 @@ mod handlers;
 pub mod http;
 pub mod listeners;
 pub mod metrics;
+pub mod mirror;
 pub mod partition;
 pub mod replication;
 pub mod server;

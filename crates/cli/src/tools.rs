@@ -1,4 +1,4 @@
-//! Client-side tools: `topics`, `produce`, `consume` and `bench`, on `runnel-client`.
+//! Client-side tools: `topics`, `produce`, `consume`, `links` and `bench`, on `runnel-client`.
 //!
 //! Exit codes a script can rely on: 0 success, 1 an error (the message names the topic,
 //! partition and Kafka error, and says what to do), 2 a usage error (clap's own, or a
@@ -12,6 +12,7 @@ mod conn;
 mod consume;
 mod format;
 mod groups;
+mod links;
 mod logdirs;
 mod partitions;
 mod produce;
@@ -56,6 +57,10 @@ pub enum ToolCommand {
     /// Measure throughput and latency, and this machine's loopback and disk baselines.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Cluster links: mirror another cluster's topics here at the same offsets, with
+    /// their group offsets; promote a mirror topic to fail over.
+    #[command(subcommand)]
+    Links(links::LinksCommand),
 }
 
 /// A value that is wrong for reasons clap cannot see; exits with status 2.
@@ -82,6 +87,7 @@ pub fn run(cmd: ToolCommand) -> ExitCode {
             ToolCommand::Records(c) => records::run(c).await,
             ToolCommand::Partitions(c) => partitions::run(c).await,
             ToolCommand::Groups(c) => groups::run(c).await,
+            ToolCommand::Links(c) => links::run(c).await,
         }
     })
 }

@@ -43,6 +43,7 @@ pub async fn run(broker: Arc<Broker>, cluster: Arc<Cluster>) {
 
 fn apply_image(broker: &Arc<Broker>, cluster: &Cluster, image: &ClusterImage) {
     broker.groups.configs.apply_image(&image.broker_configs);
+    broker.links.apply_image(broker, &image.broker_configs);
     for t in image.topics.values() {
         let local = match broker.topics.materialize(
             &t.name,

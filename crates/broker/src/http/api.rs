@@ -918,7 +918,9 @@ fn snapshot(b: &Arc<Broker>) -> Snapshot {
 pub async fn metrics(State(s): State<HttpState>, q: MaybeQuery) -> ApiResult<Response> {
     query(q, &[])?;
     let b = s.broker.clone();
-    let text = blocking(move || prometheus::render(&snapshot(&b))).await?;
+    let text =
+        blocking(move || prometheus::render(&snapshot(&b)) + &crate::mirror::prometheus_text(&b))
+            .await?;
     Ok((
         [(
             header::CONTENT_TYPE,
