@@ -436,3 +436,64 @@ def test_bad_link_requests_are_refused(pair):
         assert time.monotonic() < deadline, describe(target, "ok")
         time.sleep(0.3)
     assert len(records(target, name, 0)) == 3
+
+
+@pytest.mark.timeout_s(240)
+def test_three_node_target_follows_leadership(tmp_path, start_broker):
+    """A 3-node target: the link lives in the metadata log, each mirror partition is
+    copied by its leader and replicated to the other two; killing the leader of a mirror
+    partition mid-stream moves the copying to the new leader, nothing lost or doubled."""
+    from cluster import Cluster
+    source = start_broker({"http.listeners": ""})
+    c = Cluster(tmp_path / "target").start()
+    try:
+        topic = unique("ha")
+        ck.create_topic(source, topic, partitions=2)
+        create_link(c, source, "ha", "--topics", topic)
+        stop = threading.Event()
+        produced = []
+
+        def produce():
+            p = ck.producer(source, enable_idempotence=True)
+            i = 0
+            while not stop.is_set():
+                p.produce(topic, f"v{i}".encode(), partition=i % 2)
+                i += 1
+                if i % 50 == 0:
+                    p.flush(10)
+                    time.sleep(0.02)
+            p.flush(20)
+            produced.append(i)
+
+        t = threading.Thread(target=produce, daemon=True)
+        t.start()
+        # Before any metadata request names the topic here (which would auto-create it).
+        c.wait_for("the mirror topic", lambda: describe(c, "ha")["topics"])
+        c.wait_for("the mirror topic on every node",
+                   lambda: len(c.partition_state(topic, 0)[2]) == 3)
+        time.sleep(2)
+        leader, _, _ = c.partition_state(topic, 0)
+        c.node(leader).kill9()
+        c.wait_for("a new leader", lambda: c.partition_state(topic, 0)[0] not in (leader, -1), timeout=40)
+        time.sleep(2)
+        c.node(leader).start()
+        stop.set()
+        t.join(30)
+        assert produced and produced[0] > 100
+        wait_mirrored(c, "ha", topic, source_ends(source, topic, 2), timeout=90)
+        for p in range(2):
+            a = records(source, topic, p)
+            for n in c.nodes:  # every replica serves the same records once caught up
+                b = [(m.offset(), m.key(), m.value(), m.headers(), m.timestamp())
+                     for m in ck.consume(n, topic, p, start=OFFSET_BEGINNING, timeout=30,
+                                         isolation_level="read_uncommitted")]
+                assert a == b, f"{topic}[{p}] differs on node {n.node_id}: {len(a)} vs {len(b)}"
+        # Still read-only, from any node.
+        d = ck.Delivery()
+        pr = ck.producer(c.nodes[0], retries=0)
+        pr.produce(topic, b"nope", partition=0, on_delivery=d)
+        pr.flush(15)
+        assert d.failed and d.failed[0][0].code() == KafkaError.INVALID_REQUEST
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)
