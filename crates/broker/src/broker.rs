@@ -51,6 +51,8 @@ pub struct Broker {
     pub quotas: crate::quota::Quotas,
     /// TLS acceptors, SCRAM credentials, and how to reach peers securely.
     pub security: crate::security::Security,
+    /// Cluster links and their mirror topics (`crate::mirror`).
+    pub links: crate::mirror::Links,
 }
 
 struct ProducerIdBlock {
@@ -95,6 +97,10 @@ impl Broker {
                 .scram
                 .open_local(&config.log_dirs[0].join("__cluster_metadata"))?;
         }
+        let links = crate::mirror::Links::default();
+        if let Some(dir) = config.log_dirs.first() {
+            links.open_local(&dir.join("__cluster_metadata"))?;
+        }
         let broker = Broker {
             config,
             topics,
@@ -115,6 +121,7 @@ impl Broker {
             authz,
             quotas,
             security,
+            links,
         };
         // After groups: completing a prepared transaction applies its offset commits.
         broker.txns.load(&broker)?;
@@ -178,6 +185,11 @@ impl Broker {
                 crate::error::ErrorCode::KafkaStorageError,
                 format!("{}-{} is on a failed log dir", p.topic, p.index),
             ));
+        }
+        // Also refused by the partition's own flag; this covers a partition created
+        // before the flag was set on it.
+        if let Some(link) = self.links.mirror_link_of(&p.topic) {
+            return Err(crate::mirror::read_only_error(&link));
         }
         p.append_as_leader(write).map_err(|e| {
             if let crate::partition::AppendError::Log(e) = &e {

@@ -19,6 +19,7 @@ mod handlers;
 pub mod http;
 pub mod listeners;
 pub mod metrics;
+pub mod mirror;
 pub mod partition;
 pub mod quota;
 pub mod replication;

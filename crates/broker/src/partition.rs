@@ -2,9 +2,11 @@
 //! follower, ISR, high watermark), the group-commit machinery that makes acks=all
 //! wait for an fdatasync shared by concurrent producers, and the fetches parked on it.
 //!
-//! Every write goes through `append_as_leader` or `append_as_follower`, which apply the
-//! policy once: the leadership check under the log lock, the high-watermark advance and
-//! the wake-up of the fetches parked on this partition (consumers and followers alike).
+//! Every write goes through `append_as_leader`, `append_as_follower` or (a mirror topic
+//! of a cluster link, `crate::mirror`) `append_as_mirror`, which apply the policy once:
+//! the leadership check under the log lock, the high-watermark advance and the wake-up
+//! of the fetches parked on this partition (consumers and followers alike). A mirror
+//! partition refuses `append_as_leader` until its topic is promoted.
 //!
 //! Lock order: `log` before `replica` before `waiters`; none of them is held across an
 //! await.
@@ -41,6 +43,9 @@ pub struct Partition {
     /// Fetches parked on this partition (Kafka's delayed-fetch purgatory, keyed by
     /// partition): woken when its log end or high watermark moves, or its role changes.
     waiters: Mutex<Vec<Arc<Notify>>>,
+    /// The cluster link this partition mirrors (`crate::mirror`): written only by
+    /// `append_as_mirror` while set. Changed under the log lock.
+    mirror_of: Mutex<Option<Arc<str>>>,
 }
 
 /// Why a leader append was refused.
@@ -48,6 +53,9 @@ pub struct Partition {
 pub enum AppendError {
     /// This broker does not lead the partition (checked under the log lock).
     NotLeader,
+    /// The partition belongs to a mirror topic of this cluster link: read-only for
+    /// clients until promoted.
+    Mirror(Arc<str>),
     Log(LogError),
 }
 
@@ -58,6 +66,7 @@ impl From<AppendError> for crate::error::BrokerError {
                 crate::error::ErrorCode::NotLeaderOrFollower,
                 "this broker is not the partition's leader",
             ),
+            AppendError::Mirror(link) => crate::mirror::read_only_error(&link),
             AppendError::Log(e) => e.into(),
         }
     }
@@ -88,6 +97,7 @@ impl Partition {
             closed: AtomicBool::new(false),
             storage_offline,
             waiters: Mutex::new(Vec::new()),
+            mirror_of: Mutex::new(None),
         });
         tokio::spawn(group_commit_loop(p.clone()));
         p
@@ -123,9 +133,49 @@ impl Partition {
     /// records, transaction markers). `write` runs under the log lock with the leader
     /// epoch to stamp, after the leadership check, so a leader change (which takes the
     /// same lock) cannot interleave; then the high watermark advances and parked fetches
-    /// (followers, and consumers on a single node) are woken.
+    /// (followers, and consumers on a single node) are woken. A mirror partition refuses
+    /// (`AppendError::Mirror`): only `append_as_mirror` writes it until it is promoted.
     pub fn append_as_leader<T>(
         &self,
+        write: impl FnOnce(&mut PartitionLog, i32) -> Result<T, LogError>,
+    ) -> Result<T, AppendError> {
+        self.append_checked(
+            |mirror_of| match mirror_of {
+                Some(link) => Err(AppendError::Mirror(link.clone())),
+                None => Ok(()),
+            },
+            write,
+        )
+    }
+
+    /// The one way to write to a mirror partition (`crate::mirror`): `write` runs under
+    /// the log lock with the leader epoch to stamp, only while this broker leads the
+    /// partition and it still mirrors `link` (checked under the lock, which promotion
+    /// also takes, so no mirrored batch lands after a client's write). Batches keep the
+    /// source's offsets; then, as for a leader append, the high watermark advances and
+    /// parked fetches wake. `Err(NotLeader)`/`Err(Mirror)` mean: stop mirroring here.
+    pub fn append_as_mirror<T>(
+        &self,
+        link: &str,
+        write: impl FnOnce(&mut PartitionLog, i32) -> Result<T, LogError>,
+    ) -> Result<T, AppendError> {
+        self.append_checked(
+            |mirror_of| match mirror_of {
+                Some(l) if &**l == link => Ok(()),
+                other => Err(AppendError::Mirror(
+                    other.cloned().unwrap_or_else(|| Arc::from("")),
+                )),
+            },
+            write,
+        )
+    }
+
+    /// A leader-side append: under the log lock, the leadership check and `allowed` (on
+    /// the partition's mirror link), then `write`; then the high watermark advances and
+    /// parked fetches wake.
+    fn append_checked<T>(
+        &self,
+        allowed: impl FnOnce(Option<&Arc<str>>) -> Result<(), AppendError>,
         write: impl FnOnce(&mut PartitionLog, i32) -> Result<T, LogError>,
     ) -> Result<T, AppendError> {
         let written = {
@@ -133,11 +183,24 @@ impl Partition {
             if !self.replica.lock().is_leader() {
                 return Err(AppendError::NotLeader);
             }
+            allowed(self.mirror_of.lock().as_ref())?;
             write(&mut log, self.leader_epoch()).map_err(AppendError::Log)?
         };
         crate::replication::maybe_advance_high_watermark(self);
         self.wake();
         Ok(written)
+    }
+
+    /// The cluster link this partition mirrors, if any.
+    pub fn mirror_of(&self) -> Option<Arc<str>> {
+        self.mirror_of.lock().clone()
+    }
+
+    /// Makes the partition a mirror of `link` (None: an ordinary, writable partition),
+    /// under the log lock so that no append straddles the change.
+    pub fn set_mirror_of(&self, link: Option<Arc<str>>) {
+        let _log = self.log.lock();
+        *self.mirror_of.lock() = link;
     }
 
     /// The one way to write to this partition as a follower: `records` copied byte for

@@ -154,6 +154,7 @@ impl Server {
         let group_timers = tokio::spawn(group_timer_loop(broker.clone()));
         let txn_timers = tokio::spawn(txn_timer_loop(broker.clone()));
         let tls_reload = tokio::spawn(crate::security::Security::reload_loop(broker.clone()));
+        let mirroring = tokio::spawn(crate::mirror::run(broker.clone()));
         let http = self.http.map(|l| {
             let kafka_addr = self.listeners[0].1.local_addr().ok();
             tokio::spawn(crate::http::serve(l, broker.clone(), kafka_addr))
@@ -171,6 +172,8 @@ impl Server {
         group_timers.abort();
         txn_timers.abort();
         tls_reload.abort();
+        mirroring.abort();
+        crate::mirror::stop_all(&broker);
         if let Some(h) = http {
             h.abort();
         }

@@ -179,16 +179,7 @@ impl TopicRegistry {
         let meta_dir = config.log_dirs[0].join("__cluster_metadata");
         std::fs::create_dir_all(&meta_dir).map_err(|e| BrokerError::storage(&meta_dir, e))?;
         let metadata_path = meta_dir.join("topics.json");
-        let file: MetadataFile = match std::fs::read(&metadata_path) {
-            Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
-                BrokerError::new(
-                    ErrorCode::KafkaStorageError,
-                    format!("{} is damaged: {e}", metadata_path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataFile::default(),
-            Err(e) => return Err(BrokerError::storage(&metadata_path, e)),
-        };
+        let file: MetadataFile = read_json_file(&metadata_path)?;
         let dynamic_path = meta_dir.join("broker-configs.json");
         let dynamic: BTreeMap<String, String> = match std::fs::read(&dynamic_path) {
             Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
@@ -830,6 +821,23 @@ impl TopicRegistry {
                 }
             }
         }
+    }
+}
+
+/// Reads a JSON file written by `write_file_atomically`; a missing file is the default
+/// value, an unreadable or damaged one a KAFKA_STORAGE_ERROR naming the file.
+pub fn read_json_file<T: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+) -> Result<T, BrokerError> {
+    match std::fs::read(path) {
+        Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
+            BrokerError::new(
+                ErrorCode::KafkaStorageError,
+                format!("{} is damaged: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(BrokerError::storage(path, e)),
     }
 }
 

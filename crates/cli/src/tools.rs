@@ -1,5 +1,5 @@
-//! Client-side tools: `topics`, `produce`, `consume`, `acls`, `quotas`, `bench` and the
-//! rest, on `runnel-client`.
+//! Client-side tools: `topics`, `produce`, `consume`, `acls`, `quotas`, `links`, `bench`
+//! and the rest, on `runnel-client`.
 //!
 //! Exit codes a script can rely on: 0 success, 1 an error (the message names the topic,
 //! partition and Kafka error, and says what to do), 2 a usage error (clap's own, or a
@@ -14,6 +14,7 @@ mod conn;
 mod consume;
 mod format;
 mod groups;
+mod links;
 mod logdirs;
 mod partitions;
 mod produce;
@@ -63,6 +64,10 @@ pub enum ToolCommand {
     /// Measure throughput and latency, and this machine's loopback and disk baselines.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Cluster links: mirror another cluster's topics here at the same offsets, with
+    /// their group offsets; promote a mirror topic to fail over.
+    #[command(subcommand)]
+    Links(links::LinksCommand),
 }
 
 /// Parses one tool's flags (`argv` without the program name), for unit tests.
@@ -104,6 +109,7 @@ pub fn run(cmd: ToolCommand) -> ExitCode {
             ToolCommand::Groups(c) => groups::run(c).await,
             ToolCommand::Acls(a) => acls::run(a).await,
             ToolCommand::Quotas(a) => quotas::run(a).await,
+            ToolCommand::Links(c) => links::run(c).await,
         }
     })
 }

@@ -36,6 +36,9 @@ pub enum ConfigResource {
     Topic(String),
     /// A broker by node id.
     Broker(i32),
+    /// A Runnel cluster link by name (empty: every link); Runnel's own resource type,
+    /// which Kafka brokers refuse.
+    ClusterLink(String),
 }
 
 impl ConfigResource {
@@ -44,6 +47,7 @@ impl ConfigResource {
         match self {
             ConfigResource::Topic(_) => 2,
             ConfigResource::Broker(_) => 4,
+            ConfigResource::ClusterLink(_) => 101,
         }
     }
 
@@ -52,6 +56,7 @@ impl ConfigResource {
         match self {
             ConfigResource::Topic(t) => t.clone(),
             ConfigResource::Broker(id) => id.to_string(),
+            ConfigResource::ClusterLink(l) => l.clone(),
         }
     }
 }
@@ -61,6 +66,7 @@ impl std::fmt::Display for ConfigResource {
         match self {
             ConfigResource::Topic(t) => write!(f, "topic {t}"),
             ConfigResource::Broker(id) => write!(f, "broker {id}"),
+            ConfigResource::ClusterLink(l) => write!(f, "cluster link {l}"),
         }
     }
 }
@@ -270,7 +276,9 @@ impl Client {
 
     async fn resource_connection(&self, resource: &ConfigResource) -> Result<Connection> {
         match resource {
-            ConfigResource::Topic(_) => self.bootstrap_connection().await,
+            ConfigResource::Topic(_) | ConfigResource::ClusterLink(_) => {
+                self.bootstrap_connection().await
+            }
             ConfigResource::Broker(id) => self.node_connection(*id).await,
         }
     }

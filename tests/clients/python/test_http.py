@@ -679,7 +679,8 @@ def test_openapi_describes_every_route_the_server_has(hb):
     assert paths == {"/v1/brokers", "/v1/topics", "/v1/topics/{name}", "/v1/groups",
                      "/v1/groups/{id}", "/v1/configs/broker", "/v1/configs/topics/{name}",
                      "/v1/health", "/v1/ready", "/metrics", "/v1/topics/{name}/partitions",
-                     "/v1/topics/{name}/records", "/v1/groups/{id}/offsets/reset"}
+                     "/v1/topics/{name}/records", "/v1/groups/{id}/offsets/reset",
+                     "/v1/links"}
     schema = spec["paths"]["/v1/brokers"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     check_schema(spec, schema, get_json(hb, "/v1/brokers"), "brokers")
 

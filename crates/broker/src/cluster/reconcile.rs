@@ -46,6 +46,7 @@ fn apply_image(broker: &Arc<Broker>, cluster: &Cluster, image: &ClusterImage) {
     broker.authz.apply_image(&image.broker_configs);
     broker.quotas.apply_image(&image.broker_configs);
     broker.security.scram.apply_image(&image.broker_configs);
+    broker.links.apply_image(broker, &image.broker_configs);
     for t in image.topics.values() {
         let local = match broker.topics.materialize(
             &t.name,

@@ -168,16 +168,7 @@ impl GroupConfigStore {
     /// Single node: reads the overrides file in `meta_dir` (missing = none).
     pub fn open_local(&self, meta_dir: &std::path::Path) -> Result<(), BrokerError> {
         let path = meta_dir.join("group-configs.json");
-        let overrides = match std::fs::read(&path) {
-            Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
-                BrokerError::new(
-                    ErrorCode::KafkaStorageError,
-                    format!("{} is damaged: {e}", path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(BrokerError::storage(&path, e)),
-        };
+        let overrides = crate::topics::read_json_file(&path)?;
         *self.overrides.write() = overrides;
         *self.path.write() = Some(path);
         Ok(())

@@ -277,6 +277,9 @@ pub fn describe_configs(
                     body.include_synonyms,
                     req.api_version,
                 ),
+                crate::mirror::RESOURCE_CLUSTER_LINK => {
+                    crate::mirror::admin::describe_configs(broker, &r.resource_name)
+                }
                 other => Err(BrokerError::new(
                     ErrorCode::InvalidRequest,
                     format!("resource type {other} is not supported"),
@@ -517,6 +520,14 @@ pub fn incremental_alter_configs(
                         .map(|c| (c.config_operation, c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
                         .collect();
                     alter_group(broker, &r.resource_name, &ops, body.validate_only)
+                }
+                crate::mirror::RESOURCE_CLUSTER_LINK => {
+                    let ops: Vec<(i8, String, Option<String>)> = r
+                        .configs
+                        .iter()
+                        .map(|c| (c.config_operation, c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                        .collect();
+                    crate::mirror::admin::alter_configs(broker, &r.resource_name, &ops, body.validate_only)
                 }
                 other => Err(BrokerError::new(ErrorCode::InvalidRequest, format!("resource type {other} is not supported"))),
             });

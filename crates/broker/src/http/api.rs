@@ -926,7 +926,11 @@ pub async fn metrics(State(s): State<HttpState>, q: MaybeQuery) -> ApiResult<Res
     query(q, &[])?;
     let b = s.broker.clone();
     let text =
-        blocking(move || prometheus::render(&snapshot(&b)) + &super::share::prometheus_text(&b))
+        blocking(move || {
+            prometheus::render(&snapshot(&b))
+                + &super::share::prometheus_text(&b)
+                + &crate::mirror::prometheus_text(&b)
+        })
             .await?;
     Ok((
         [(

@@ -98,6 +98,7 @@ pub fn router(state: HttpState) -> Router {
             post(actions::reset_offsets),
         )
         .route("/v1/configs/broker", get(api::broker_configs))
+        .route("/v1/links", get(crate::mirror::admin::http_links))
         .route(
             "/v1/configs/topics/{name}",
             get(api::topic_configs).patch(actions::alter_topic_configs),

@@ -249,6 +249,7 @@ pub fn entries_json(resource: &ConfigResource, entries: &[ConfigEntry]) -> serde
     let (kind, name) = match resource {
         ConfigResource::Topic(t) => ("topic", serde_json::json!(t)),
         ConfigResource::Broker(id) => ("broker", serde_json::json!(id)),
+        ConfigResource::ClusterLink(l) => ("cluster_link", serde_json::json!(l)),
     };
     serde_json::json!({
         "resource_type": kind,

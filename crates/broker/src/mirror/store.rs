@@ -1,0 +1,421 @@
+//! Link definitions and mirror-topic states, as a flat map of records persisted like
+//! group configs: a single node keeps them in `__cluster_metadata/cluster-links.json`, a
+//! cluster in the metadata log's cluster-wide config records. One record per link
+//! (`link:<name>`, its configs as JSON) and one per mirror topic
+//! (`link-topic:<name>:<topic>`, `active` or `promoted`), so the managing broker adding
+//! a topic and an admin promoting another never overwrite each other's change.
+//!
+//! Thread-safe: the records are behind a read-write lock.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use crate::broker::Broker;
+use crate::error::{BrokerError, ErrorCode};
+
+const LINK_PREFIX: &str = "link:";
+const TOPIC_PREFIX: &str = "link-topic:";
+
+/// A mirror topic's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum MirrorState {
+    /// Copied from the source; read-only for clients.
+    Active,
+    /// Mirroring stopped for good; an ordinary writable topic.
+    Promoted,
+}
+
+impl MirrorState {
+    fn record(self) -> &'static str {
+        match self {
+            MirrorState::Active => "active",
+            MirrorState::Promoted => "promoted",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MirrorState::Active => "ACTIVE",
+            MirrorState::Promoted => "PROMOTED",
+        }
+    }
+}
+
+/// A cluster link: its configs and its mirror topics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkDef {
+    pub name: String,
+    pub configs: BTreeMap<String, String>,
+    pub mirrors: BTreeMap<String, MirrorState>,
+}
+
+/// A link's configs, parsed. Names are Confluent Cluster Linking's where one exists.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub bootstrap: String,
+    pub topics: regex_lite::Regex,
+    pub auto_create: bool,
+    pub groups: regex_lite::Regex,
+    pub offset_sync: bool,
+    pub offset_sync_ms: u64,
+    pub config_sync_ms: u64,
+    pub metadata_max_age_ms: u64,
+    pub backoff_max: Duration,
+    pub fetch_max_bytes: i32,
+    pub fetch_wait_max_ms: i32,
+    pub request_timeout: Duration,
+    pub client_id: String,
+}
+
+pub const BOOTSTRAP: &str = "bootstrap.servers";
+pub const TOPICS_REGEX: &str = "auto.create.mirror.topics.regex";
+pub const GROUPS_REGEX: &str = "consumer.offset.group.regex";
+
+/// Every key a link takes, its default, and what it means (docs/mirroring.md lists them).
+pub const KEYS: &[(&str, &str)] = &[
+    (BOOTSTRAP, ""),
+    ("auto.create.mirror.topics.enable", "true"),
+    (TOPICS_REGEX, ".*"),
+    ("consumer.offset.sync.enable", "true"),
+    (GROUPS_REGEX, ".*"),
+    ("consumer.offset.sync.ms", "5000"),
+    ("topic.config.sync.ms", "5000"),
+    ("metadata.max.age.ms", "5000"),
+    ("reconnect.backoff.max.ms", "10000"),
+    ("replica.fetch.max.bytes", "1048576"),
+    ("replica.fetch.wait.max.ms", "500"),
+    ("request.timeout.ms", "30000"),
+    ("client.id", "runnel-cluster-link"),
+    ("security.protocol", "PLAINTEXT"),
+    ("acl.sync.enable", "false"),
+];
+
+fn invalid(message: String) -> BrokerError {
+    BrokerError::new(ErrorCode::InvalidConfig, message)
+}
+
+impl Settings {
+    /// Validates a link's whole config set (unknown keys, bad numbers and regexes are
+    /// refused with INVALID_CONFIG naming the key).
+    pub fn parse(configs: &BTreeMap<String, String>) -> Result<Settings, BrokerError> {
+        for k in configs.keys() {
+            if !KEYS.iter().any(|(key, _)| key == k) {
+                let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+                return Err(invalid(format!(
+                    "unknown cluster link config '{k}' (known: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        let get = |k: &str| -> &str {
+            configs
+                .get(k)
+                .map(String::as_str)
+                .or_else(|| KEYS.iter().find(|(key, _)| *key == k).map(|(_, d)| *d))
+                .unwrap_or_default()
+        };
+        let bool_of = |k: &str| -> Result<bool, BrokerError> {
+            match get(k).trim().to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                v => Err(invalid(format!(
+                    "invalid value '{v}' for '{k}': expected true or false"
+                ))),
+            }
+        };
+        let ms = |k: &str, min: u64| -> Result<u64, BrokerError> {
+            let v = get(k).trim();
+            match v.parse::<u64>() {
+                Ok(n) if n >= min => Ok(n),
+                _ => Err(invalid(format!(
+                    "invalid value '{v}' for '{k}': expected an integer of at least {min}"
+                ))),
+            }
+        };
+        let regex = |k: &str| -> Result<regex_lite::Regex, BrokerError> {
+            // Kafka's topic and group filters match whole names.
+            regex_lite::Regex::new(&format!("^(?:{})$", get(k)))
+                .map_err(|e| invalid(format!("invalid regular expression for '{k}': {e}")))
+        };
+        let bootstrap = get(BOOTSTRAP).trim().to_string();
+        runnel_client::parse_bootstrap(&bootstrap).map_err(|_| {
+            invalid(format!(
+                "'{BOOTSTRAP}' must name the source cluster (host:port[,host:port...])"
+            ))
+        })?;
+        if !get("security.protocol").eq_ignore_ascii_case("PLAINTEXT") {
+            return Err(invalid(
+                "security.protocol: only PLAINTEXT is supported until Runnel has TLS and SASL"
+                    .into(),
+            ));
+        }
+        if bool_of("acl.sync.enable")? {
+            return Err(invalid(
+                "acl.sync.enable: Runnel has no ACLs to sync yet".into(),
+            ));
+        }
+        let fetch_max_bytes = ms("replica.fetch.max.bytes", 1024)?.min(i32::MAX as u64) as i32;
+        Ok(Settings {
+            bootstrap,
+            topics: regex(TOPICS_REGEX)?,
+            auto_create: bool_of("auto.create.mirror.topics.enable")?,
+            groups: regex(GROUPS_REGEX)?,
+            offset_sync: bool_of("consumer.offset.sync.enable")?,
+            offset_sync_ms: ms("consumer.offset.sync.ms", 100)?,
+            config_sync_ms: ms("topic.config.sync.ms", 100)?,
+            metadata_max_age_ms: ms("metadata.max.age.ms", 100)?,
+            backoff_max: Duration::from_millis(ms("reconnect.backoff.max.ms", 100)?),
+            fetch_max_bytes,
+            fetch_wait_max_ms: ms("replica.fetch.wait.max.ms", 0)?.min(30_000) as i32,
+            request_timeout: Duration::from_millis(ms("request.timeout.ms", 1000)?),
+            client_id: get("client.id").to_string(),
+        })
+    }
+
+    pub fn client_config(&self) -> runnel_client::ClientConfig {
+        let mut c = runnel_client::ClientConfig::default();
+        c.connection.client_id = self.client_id.clone();
+        c.connection.connect_timeout = Duration::from_secs(5);
+        c.connection.request_timeout =
+            self.request_timeout + Duration::from_millis(self.fetch_wait_max_ms as u64);
+        c.retries = 1;
+        c
+    }
+}
+
+/// Link names follow topic-name rules (no ':', which separates record keys).
+pub fn validate_name(name: &str) -> Result<(), BrokerError> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BrokerError::new(
+            ErrorCode::InvalidRequest,
+            format!("invalid cluster link name '{name}': use 1 to 200 of a-z A-Z 0-9 . _ -"),
+        ))
+    }
+}
+
+#[derive(Default)]
+pub struct LinkStore {
+    /// Single node: where the records persist (None in a cluster).
+    path: RwLock<Option<PathBuf>>,
+    records: RwLock<BTreeMap<String, String>>,
+}
+
+impl LinkStore {
+    pub fn open_local(&self, meta_dir: &std::path::Path) -> Result<(), BrokerError> {
+        let path = meta_dir.join("cluster-links.json");
+        let records = crate::topics::read_json_file(&path)?;
+        *self.records.write() = records;
+        *self.path.write() = Some(path);
+        Ok(())
+    }
+
+    pub fn apply_image(&self, image_configs: &BTreeMap<String, String>) {
+        let records = image_configs
+            .iter()
+            .filter(|(k, _)| k.starts_with(LINK_PREFIX) || k.starts_with(TOPIC_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        *self.records.write() = records;
+    }
+
+    pub fn get(&self, name: &str) -> Option<LinkDef> {
+        parse(&self.records.read(), Some(name)).pop()
+    }
+
+    pub fn all(&self) -> Vec<LinkDef> {
+        parse(&self.records.read(), None)
+    }
+
+    pub fn active_link_of(&self, topic: &str) -> Option<String> {
+        self.records.read().iter().find_map(|(k, v)| {
+            let (link, t) = k.strip_prefix(TOPIC_PREFIX)?.split_once(':')?;
+            (t == topic && v == MirrorState::Active.record()).then(|| link.to_string())
+        })
+    }
+
+    /// Any link that has `topic` as a mirror (active or promoted).
+    pub fn owner_of(&self, topic: &str) -> Option<(String, MirrorState)> {
+        let records = self.records.read();
+        records.iter().find_map(|(k, v)| {
+            let (link, t) = k.strip_prefix(TOPIC_PREFIX)?.split_once(':')?;
+            (t == topic).then(|| (link.to_string(), state_of(v)))
+        })
+    }
+}
+
+fn state_of(record: &str) -> MirrorState {
+    if record == MirrorState::Active.record() {
+        MirrorState::Active
+    } else {
+        MirrorState::Promoted
+    }
+}
+
+fn parse(records: &BTreeMap<String, String>, only: Option<&str>) -> Vec<LinkDef> {
+    let mut links: BTreeMap<String, LinkDef> = BTreeMap::new();
+    for (k, v) in records {
+        let Some(name) = k.strip_prefix(LINK_PREFIX) else {
+            continue;
+        };
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        match serde_json::from_str(v) {
+            Ok(configs) => {
+                links.insert(
+                    name.to_string(),
+                    LinkDef {
+                        name: name.to_string(),
+                        configs,
+                        mirrors: BTreeMap::new(),
+                    },
+                );
+            }
+            Err(e) => tracing::error!(link = name, error = %e, "malformed cluster link record"),
+        }
+    }
+    for (k, v) in records {
+        let Some((link, topic)) = k.strip_prefix(TOPIC_PREFIX).and_then(|r| r.split_once(':'))
+        else {
+            continue;
+        };
+        if let Some(l) = links.get_mut(link) {
+            l.mirrors.insert(topic.to_string(), state_of(v));
+        }
+    }
+    links.into_values().collect()
+}
+
+/// One change to the records (None deletes).
+pub type Change = (String, Option<String>);
+
+pub fn link_record(name: &str, configs: Option<&BTreeMap<String, String>>) -> Change {
+    (
+        format!("{LINK_PREFIX}{name}"),
+        configs.map(|c| serde_json::to_string(c).expect("string maps serialise")),
+    )
+}
+
+pub fn topic_record(link: &str, topic: &str, state: Option<MirrorState>) -> Change {
+    (
+        format!("{TOPIC_PREFIX}{link}:{topic}"),
+        state.map(|s| s.record().to_string()),
+    )
+}
+
+/// Writes `changes`: on a single node to the file (then in memory), in a cluster
+/// through the controller, returning once this broker's image holds them.
+pub async fn save(broker: &Broker, changes: Vec<Change>) -> Result<(), BrokerError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let store = &broker.links.store;
+    if let Some(cluster) = broker.cluster() {
+        let map: BTreeMap<String, Option<String>> = changes.iter().cloned().collect();
+        cluster
+            .controller
+            .alter_broker_configs(map)
+            .await
+            .map_err(crate::cluster::controller_error)?;
+        cluster
+            .wait_for_image(|img| {
+                changes
+                    .iter()
+                    .all(|(k, v)| img.broker_configs.get(k) == v.as_ref())
+            })
+            .await;
+        // Apply at once here (reconcile applies it too): the caller acts on it next.
+        let image = cluster.current_image();
+        broker.links.apply_image(broker, &image.broker_configs);
+        return Ok(());
+    }
+    let mut records = store.records.write();
+    let mut next = records.clone();
+    for (k, v) in changes {
+        match v {
+            Some(v) => next.insert(k, v),
+            None => next.remove(&k),
+        };
+    }
+    if let Some(path) = &*store.path.read() {
+        let raw = serde_json::to_vec_pretty(&next).expect("string maps serialise");
+        crate::topics::write_file_atomically(path, &raw)?;
+    }
+    *records = next;
+    drop(records);
+    broker.links.mark_partitions(broker);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn settings_validate_and_default() {
+        let s = Settings::parse(&configs(&[(BOOTSTRAP, "127.0.0.1:9092")])).unwrap();
+        assert!(s.topics.is_match("orders"));
+        assert!(s.offset_sync);
+        let s = Settings::parse(&configs(&[(BOOTSTRAP, "a:1"), (TOPICS_REGEX, "ord.*")])).unwrap();
+        assert!(s.topics.is_match("orders"));
+        assert!(!s.topics.is_match("xorders"), "filters match whole names");
+        for bad in [
+            configs(&[]),
+            configs(&[(BOOTSTRAP, "a:1"), ("no.such", "1")]),
+            configs(&[(BOOTSTRAP, "a:1"), (TOPICS_REGEX, "(")]),
+            configs(&[(BOOTSTRAP, "a:1"), ("consumer.offset.sync.ms", "x")]),
+            configs(&[(BOOTSTRAP, "a:1"), ("security.protocol", "SSL")]),
+        ] {
+            assert_eq!(
+                Settings::parse(&bad).unwrap_err().code,
+                ErrorCode::InvalidConfig,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let store = LinkStore::default();
+        let c = configs(&[(BOOTSTRAP, "a:1")]);
+        let (k1, v1) = link_record("dr", Some(&c));
+        let (k2, v2) = topic_record("dr", "orders", Some(MirrorState::Active));
+        let (k3, v3) = topic_record("dr", "old", Some(MirrorState::Promoted));
+        let image = BTreeMap::from([
+            (k1, v1.unwrap()),
+            (k2, v2.unwrap()),
+            (k3, v3.unwrap()),
+            ("group:g".into(), "{}".into()),
+        ]);
+        store.apply_image(&image);
+        let l = store.get("dr").unwrap();
+        assert_eq!(l.configs, c);
+        assert_eq!(l.mirrors.len(), 2);
+        assert_eq!(store.active_link_of("orders").as_deref(), Some("dr"));
+        assert_eq!(store.active_link_of("old"), None);
+        assert_eq!(
+            store.owner_of("old"),
+            Some(("dr".into(), MirrorState::Promoted))
+        );
+        assert!(validate_name("dr-1.x").is_ok());
+        assert!(validate_name("a:b").is_err());
+        assert!(validate_name("").is_err());
+    }
+}
