@@ -295,10 +295,15 @@ impl StreamingQuery {
         // An aggregation folds its input in any order: its sources' rows may be spread
         // over the session's partitions (cores). Elsewhere order is kept (a source
         // partition's rows reach the sink in offset order; dedup keeps the first row).
+        // Spark's minPartitions asks for more.
         if plan.aggregate.is_some() {
             let n = ctx.state().config().target_partitions();
             for s in &sources {
-                s.table.set_partitions(n);
+                let min = match &s.source {
+                    StreamSource::Kafka(k) => k.options().min_partitions.unwrap_or(0),
+                    StreamSource::Files(_) => 0,
+                };
+                s.table.set_partitions(n.max(min));
             }
         }
         Ok(StreamingQuery {
@@ -437,6 +442,11 @@ impl StreamingQuery {
         self.recover().await?;
         let mut targets: Option<Vec<PartitionOffsets>> = None;
         if self.trigger == Trigger::AvailableNow {
+            for s in &mut self.sources {
+                if let StreamSource::Kafka(k) = &mut s.source {
+                    k.set_read_all_available();
+                }
+            }
             targets = Some(
                 self.sources
                     .iter()

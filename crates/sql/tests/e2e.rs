@@ -1402,3 +1402,177 @@ async fn kafka_guide_columns_are_usable_by_their_names() {
     .await
     .expect("test timed out");
 }
+
+/// 300 records keyed `k<i>` with timestamps `START_MS + i s`, over the topic's 3
+/// partitions; which partition each went to, by key.
+async fn timed_records(broker: &Broker, topic: &str) {
+    let records: Vec<(String, String, i64)> = (0..300)
+        .map(|i| (format!("k{i}"), format!("v{i}"), START_MS + i * 1000))
+        .collect();
+    produce_records(broker, topic, &records).await;
+}
+
+fn kafka_source_script(broker: &Broker, topic: &str, options: &str, query: &str) -> String {
+    format!(
+        "CREATE TEMPORARY VIEW kv USING kafka OPTIONS (
+           kafka.bootstrap.servers '{}', subscribe '{topic}'{options});
+         CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'kv', outputMode 'complete');
+         INSERT INTO out {query};",
+        broker.addr
+    )
+}
+
+async fn keys_read(broker: &Broker, topic: &str, options: &str) -> BTreeSet<i64> {
+    let text = kafka_source_script(
+        broker,
+        topic,
+        options,
+        "SELECT CAST(key AS STRING) AS k FROM kv",
+    );
+    let text = text.replace(", outputMode 'complete'", "");
+    let q = run_script(&text, &BTreeMap::new(), QueryOptions::default()).await;
+    memory_rows(&q)
+        .iter()
+        .map(|r| r["k"].as_str().unwrap()[1..].parse().unwrap())
+        .collect()
+}
+
+async fn build_error(text: &str) -> String {
+    let script = Script::parse(text, &BTreeMap::new()).unwrap();
+    match StreamingQuery::from_script(&script, QueryOptions::default()).await {
+        Ok(mut q) => q.run().await.err().expect("the query fails").to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_timestamp_options_start_and_end_by_record_time() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        timed_records(&broker, "timed").await;
+        let end = START_MS + 200_000;
+        // startingTimestamp, and endingOffsetsByTimestamp naming every partition.
+        let ending = format!(r#"{{"timed":{{"0":{end},"1":{end},"2":{end}}}}}"#);
+        let got = keys_read(
+            &broker,
+            "timed",
+            &format!(", startingTimestamp '{}', endingOffsetsByTimestamp '{ending}'", START_MS + 100_000),
+        )
+        .await;
+        assert_eq!(got, (100..200).collect::<BTreeSet<i64>>());
+        // startingOffsetsByTimestamp per partition, endingTimestamp for all.
+        let start = START_MS + 250_500;
+        let starting = format!(r#"{{"timed":{{"0":{start},"1":{start},"2":{start}}}}}"#);
+        let got = keys_read(
+            &broker,
+            "timed",
+            &format!(", startingOffsetsByTimestamp '{starting}', endingTimestamp '{}'", START_MS + 10_000_000),
+        )
+        .await;
+        assert_eq!(got, (251..300).collect::<BTreeSet<i64>>());
+        // A timestamp after every record: Spark's default strategy is an error...
+        let late = START_MS + 10_000_000;
+        let e = build_error(&kafka_source_script(
+            &broker,
+            "timed",
+            &format!(", startingTimestamp '{late}', endingOffsets 'latest'"),
+            "SELECT count(*) AS n FROM kv",
+        ))
+        .await;
+        assert!(e.contains("startingTimestamp") && e.contains("startingOffsetsByTimestampStrategy is 'error'"), "{e}");
+        // ... and 'latest' starts there.
+        let got = keys_read(
+            &broker,
+            "timed",
+            &format!(", startingTimestamp '{late}', startingOffsetsByTimestampStrategy 'latest', endingOffsets 'latest'"),
+        )
+        .await;
+        assert!(got.is_empty(), "{got:?}");
+        // Every partition must be named.
+        let e = build_error(&kafka_source_script(
+            &broker,
+            "timed",
+            &format!(r#", startingOffsetsByTimestamp '{{"timed":{{"0":{start}}}}}', endingOffsets 'latest'"#),
+            "SELECT count(*) AS n FROM kv",
+        ))
+        .await;
+        assert!(e.contains("no timestamp given for partition timed-1"), "{e}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_min_offsets_per_trigger_waits_for_rows_or_the_delay() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        timed_records(&broker, "minrows").await;
+        let source = |min: &str| {
+            let o = runnel_sql::source::KafkaSourceOptions::from_options(
+                &[
+                    ("kafka.bootstrap.servers", broker.addr.as_str()),
+                    ("subscribe", "minrows"),
+                    ("startingOffsets", "earliest"),
+                    ("minOffsetsPerTrigger", min),
+                    ("maxTriggerDelay", "1 second"),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            )
+            .unwrap();
+            let mut s = runnel_sql::source::KafkaSource::new(o).unwrap();
+            s.start(None).unwrap();
+            s
+        };
+        // 300 offsets are there: enough for 100.
+        let mut s = source("100");
+        let (rows, _) = s.next_batch(u64::MAX, Duration::ZERO).await.unwrap();
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 300);
+        // Not enough for 1000: no batch until maxTriggerDelay has passed.
+        let mut s = source("1000");
+        let started = std::time::Instant::now();
+        let (rows, _) = s.next_batch(u64::MAX, Duration::ZERO).await.unwrap();
+        assert!(rows.is_empty());
+        let mut n = 0;
+        while n == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let (rows, _) = s.next_batch(u64::MAX, Duration::ZERO).await.unwrap();
+            n = rows.iter().map(|b| b.num_rows()).sum::<usize>();
+        }
+        assert_eq!(n, 300);
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_group_id_and_min_partitions_are_taken() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        timed_records(&broker, "grouped").await;
+        let text = kafka_source_script(
+            &broker,
+            "grouped",
+            ", startingOffsets 'earliest', endingOffsets 'latest', kafka.group.id 'analytics', minPartitions '5'",
+            "SELECT substr(CAST(value AS STRING), 1, 2) AS prefix, count(*) AS n FROM kv GROUP BY substr(CAST(value AS STRING), 1, 2)",
+        );
+        let q = run_script(&text, &BTreeMap::new(), QueryOptions::default()).await;
+        let got: BTreeMap<String, i64> = memory_rows(&q)
+            .iter()
+            .map(|r| (r["prefix"].as_str().unwrap().to_string(), r["n"].as_i64().unwrap()))
+            .collect();
+        let mut want: BTreeMap<String, i64> = BTreeMap::new();
+        for i in 0..300 {
+            *want.entry(format!("v{i}")[..2].to_string()).or_default() += 1;
+        }
+        assert_eq!(got, want);
+    })
+    .await
+    .expect("test timed out");
+}
