@@ -69,7 +69,7 @@ impl StreamDedup {
     ) -> Result<StreamDedup> {
         if spec.within_watermark && spec.delay_ms.is_none() {
             return Err(SqlError::Unsupported(
-                "dropDuplicatesWithinWatermark (DISTINCT ON (...) WITHIN WATERMARK) needs a watermark on the stream (WATERMARK column DELAY OF INTERVAL ...)".into(),
+                format!("dropDuplicatesWithinWatermark (DISTINCT ON (...) WITHIN WATERMARK) needs a watermark on the stream; {}", crate::plan::WATERMARK_HINT),
             ));
         }
         let conv = RowConverter::new(key_types.into_iter().map(SortField::new).collect())?;

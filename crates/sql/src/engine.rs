@@ -8,6 +8,7 @@
 
 use crate::aggregate::{OutputMode, StatefulAggregate};
 use crate::checkpoint::{Checkpoint, OffsetEntry, QueryIdentity};
+use crate::dialect::{self, Names};
 use crate::error::{Result, SqlError};
 use crate::file_source::{FileSource, StreamSource};
 use crate::functions;
@@ -16,7 +17,7 @@ use crate::plan::{plan_query, StreamingPlan};
 use crate::progress::{
     Progress, ProgressLog, ProgressOutput, SourceProgress, StateOperatorProgress,
 };
-use crate::script::{Declaration, Script, Statement};
+use crate::script::{Declaration, QuerySource, Script, Statement};
 use crate::sink::{now_ms, Sink};
 use crate::source::{offset_span, KafkaSource, KafkaSourceOptions, PartitionOffsets};
 use crate::table::SlotTable;
@@ -117,11 +118,29 @@ pub fn new_session() -> SessionContext {
     {
         let o = config.options_mut();
         o.sql_parser.map_string_types_to_utf8view = false;
+        // Errors carry where in the query they are (dialect::locate shows the line).
+        o.sql_parser.collect_spans = true;
         o.execution.parquet.schema_force_view_types = false;
     }
     let ctx = SessionContext::new_with_config(config);
     functions::register_all(&ctx);
     ctx
+}
+
+/// The names a statement may refer to: the columns (and nested fields) of every table
+/// and view registered so far, and what the statement declares itself.
+async fn names_in_scope(ctx: &SessionContext, source: &QuerySource) -> Result<Names> {
+    let mut names = Names::default();
+    if let Some(schema) = ctx.catalog("datafusion").and_then(|c| c.schema("public")) {
+        for table in schema.table_names() {
+            if let Some(t) = schema.table(&table).await? {
+                names.add_fields(&table, t.schema().fields());
+            }
+        }
+    }
+    let (tokens, _) = dialect::tokenize_located(&source.text)?;
+    names.add_statement(&tokens[source.from_token.min(tokens.len())..]);
+    Ok(names)
 }
 
 fn opt<'a>(o: &'a BTreeMap<String, String>, k: &str) -> Option<&'a String> {
@@ -198,15 +217,26 @@ impl StreamingQuery {
                         )))
                     }
                 },
-                Statement::View { name, sql } => {
-                    ctx.sql(&format!("CREATE OR REPLACE VIEW {name} AS {sql}"))
-                        .await?;
+                Statement::View { name, sql, source } => {
+                    let names = names_in_scope(&ctx, source).await?;
+                    let (resolved, map) = script.resolve(source, &names)?;
+                    // The view's text on a line of its own: errors count lines from it.
+                    ctx.sql(&format!("CREATE OR REPLACE VIEW {name} AS\n{resolved}"))
+                        .await
+                        .map_err(|e| dialect::locate(e.into(), script.place(source), &resolved, &map, 1, &names))?;
+                    // The checkpoint's identity is the text before names are resolved,
+                    // as older Runnel recorded it.
                     views.push_str(&format!("VIEW {name} AS {sql}; "));
                 }
                 Statement::Query { .. } => {}
             }
         }
-        let plan = plan_query(&ctx, sql, options.output_mode, &script.watermarks).await?;
+        let source = script.query_source();
+        let names = names_in_scope(&ctx, source).await?;
+        let (resolved, map) = script.resolve(source, &names)?;
+        let plan = plan_query(&ctx, &resolved, options.output_mode, &script.watermarks)
+            .await
+            .map_err(|e| dialect::locate(e, script.place(source), &resolved, &map, 0, &names))?;
         views.push_str(sql);
         let (checkpoint, query_id) = open_checkpoint(&options, &sources, Some(views))?;
         let sink = match &sink_decl {
@@ -265,10 +295,15 @@ impl StreamingQuery {
         // An aggregation folds its input in any order: its sources' rows may be spread
         // over the session's partitions (cores). Elsewhere order is kept (a source
         // partition's rows reach the sink in offset order; dedup keeps the first row).
+        // Spark's minPartitions asks for more.
         if plan.aggregate.is_some() {
             let n = ctx.state().config().target_partitions();
             for s in &sources {
-                s.table.set_partitions(n);
+                let min = match &s.source {
+                    StreamSource::Kafka(k) => k.options().min_partitions.unwrap_or(0),
+                    StreamSource::Files(_) => 0,
+                };
+                s.table.set_partitions(n.max(min));
             }
         }
         Ok(StreamingQuery {
@@ -407,6 +442,11 @@ impl StreamingQuery {
         self.recover().await?;
         let mut targets: Option<Vec<PartitionOffsets>> = None;
         if self.trigger == Trigger::AvailableNow {
+            for s in &mut self.sources {
+                if let StreamSource::Kafka(k) = &mut s.source {
+                    k.set_read_all_available();
+                }
+            }
             targets = Some(
                 self.sources
                     .iter()

@@ -39,6 +39,12 @@ pub fn register_all(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(UnixMillis::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(DateFormat::new()));
     let state = ctx.state();
+    // Spark's split(str, pattern): DataFusion's string_to_array splits on the pattern
+    // as a literal text, which is Spark's answer for a pattern without regex
+    // metacharacters (a space, a comma).
+    if let Some(split) = state.scalar_functions().get("string_to_array") {
+        ctx.register_udf(split.as_ref().clone().with_aliases(["split"]));
+    }
     if let Some(approx) = state.aggregate_functions().get("approx_distinct") {
         let aliased = approx
             .as_ref()

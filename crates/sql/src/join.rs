@@ -280,7 +280,8 @@ pub fn check_join_type(
     };
     if !ok {
         return Err(SqlError::Unsupported(format!(
-            "Stream-stream {name} join between two streaming DataFrame/Datasets is not supported without a watermark in the join keys, or a watermark on the nullable side and an appropriate range condition"
+            "Stream-stream {name} join between two streaming DataFrame/Datasets is not supported without a watermark in the join keys, or a watermark on the nullable side and an appropriate range condition; {}",
+            crate::plan::WATERMARK_HINT
         )));
     }
     Ok(())

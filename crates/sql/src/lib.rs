@@ -27,6 +27,7 @@ pub mod checkpoint;
 pub mod ddl;
 pub mod dedup;
 pub mod demo;
+pub mod dialect;
 pub mod engine;
 pub mod error;
 pub mod file_source;

@@ -41,8 +41,6 @@ pub const KAFKA_SOURCE: KnownOptions = KnownOptions {
         "maxOffsetsPerTrigger",
         "failOnDataLoss",
         "includeHeaders",
-    ],
-    not_yet: &[
         "startingOffsetsByTimestamp",
         "startingTimestamp",
         "startingOffsetsByTimestampStrategy",
@@ -53,6 +51,8 @@ pub const KAFKA_SOURCE: KnownOptions = KnownOptions {
         "maxTriggerDelay",
         "groupIdPrefix",
         "kafka.group.id",
+    ],
+    not_yet: &[
         "kafkaConsumer.pollTimeoutMs",
         "fetchOffset.numRetries",
         "fetchOffset.retryIntervalMs",
@@ -266,13 +266,7 @@ pub(crate) mod tests {
 
     #[test]
     fn spark_options_not_implemented_are_refused_as_such() {
-        for k in [
-            "startingOffsetsByTimestamp",
-            "minPartitions",
-            "maxTriggerDelay",
-            "groupIdPrefix",
-            "kafka.group.id",
-        ] {
+        for k in ["kafkaConsumer.pollTimeoutMs", "fetchOffset.numRetries"] {
             let e = err(&KAFKA_SOURCE, &[("subscribe", "t"), (k, "1")]);
             assert!(
                 e.contains(k) && e.contains("not supported by Runnel yet"),

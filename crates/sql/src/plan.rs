@@ -32,6 +32,10 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use std::sync::Arc;
 
+/// Where Runnel's SQL has what Spark's `withWatermark` does, for errors about a missing
+/// watermark.
+pub const WATERMARK_HINT: &str = "Spark's withWatermark(\"ts\", \"10 seconds\") is Runnel's WATERMARK clause after the source: FROM src WATERMARK ts DELAY OF INTERVAL 10 SECONDS";
+
 /// The planned streaming query.
 pub struct StreamingPlan {
     /// Whole plan (stateless) or the part above the aggregation.
@@ -283,7 +287,7 @@ pub fn plan_logical(
     let is_dedup = kinds.is_empty();
     if mode == OutputMode::Append && !has_watermark && !is_dedup {
         return Err(SqlError::Unsupported(
-            "Append output mode not supported when there are streaming aggregations on streaming DataFrames/DataSets without watermark".into(),
+            format!("Append output mode not supported when there are streaming aggregations on streaming DataFrames/DataSets without watermark; {WATERMARK_HINT}"),
         ));
     }
     let lower = LogicalPlanBuilder::from(agg.input.as_ref().clone())

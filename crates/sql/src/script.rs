@@ -15,10 +15,10 @@
 //! Spark's `dropDuplicatesWithinWatermark(cols)` (see `dedup.rs`).
 
 use crate::ddl;
+use crate::dialect::{self, Names, Place, SourceMap};
 use crate::error::{Result, SqlError};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace, Word};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, Whitespace, Word};
 use std::collections::BTreeMap;
 
 /// Largest query file accepted.
@@ -39,6 +39,19 @@ pub struct WatermarkDecl {
     pub delay_ms: i64,
 }
 
+/// A query as written (after `${var}` substitution), kept to rewrite it again once the
+/// names it may refer to are known, and to point errors at the file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuerySource {
+    /// The whole statement.
+    pub text: String,
+    /// The index of the query's first token among the statement's tokens.
+    pub from_token: usize,
+    /// Where the statement starts in the file (1-based).
+    pub line: u64,
+    pub col: u64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Statement {
     Declare(Declaration),
@@ -46,11 +59,13 @@ pub enum Statement {
     View {
         name: String,
         sql: String,
+        source: QuerySource,
     },
     /// The streaming query: target sink name (None = console) and rewritten SELECT.
     Query {
         sink: Option<String>,
         sql: String,
+        source: QuerySource,
     },
 }
 
@@ -60,6 +75,8 @@ pub struct Script {
     pub statements: Vec<Statement>,
     pub watermarks: Vec<WatermarkDecl>,
     pub vars: BTreeMap<String, String>,
+    /// The file's text, for errors that show the line.
+    pub text: String,
 }
 
 impl Script {
@@ -72,20 +89,30 @@ impl Script {
         }
         let mut script = Script {
             vars: defines.clone(),
+            text: text.to_string(),
             ..Script::default()
         };
-        for raw in split_statements(text)? {
+        for (line, col, raw) in split_statements(text)? {
             let stmt = substitute(&raw, &script.vars)?;
-            let tokens = tokenize(&stmt)?;
+            let (tokens, locs) = dialect::tokenize_located(&stmt)?;
+            let source = |from_token: usize| QuerySource {
+                text: stmt.clone(),
+                from_token,
+                line,
+                col,
+            };
             let words: Vec<&Token> = tokens.iter().filter(|t| !is_ws(t)).collect();
             let Some(first) = words.first() else { continue };
             if word_is(first, "SET") {
                 let (k, v) = parse_set(&stmt)?;
                 script.vars.entry(k).or_insert(v);
             } else if word_is(first, "CREATE") {
-                script
-                    .statements
-                    .push(parse_create(&tokens, &mut script.watermarks)?);
+                script.statements.push(parse_create(
+                    &tokens,
+                    &locs,
+                    &mut script.watermarks,
+                    source,
+                )?);
             } else if word_is(first, "INSERT") {
                 // INSERT INTO name <query>
                 let mut it = tokens.iter().enumerate().filter(|(_, t)| !is_ws(t));
@@ -107,17 +134,27 @@ impl Script {
                 let (rest_at, _) = it
                     .next()
                     .ok_or_else(|| SqlError::Query("INSERT INTO needs a query".into()))?;
-                let sql = rewrite_query(&tokens[rest_at..], &mut script.watermarks)?;
+                let (sql, _) = rewrite_query(
+                    &tokens[rest_at..],
+                    &locs[rest_at..],
+                    &mut script.watermarks,
+                    None,
+                )?;
                 script.statements.push(Statement::Query {
                     sink: Some(w.value.clone()),
                     sql,
+                    source: source(rest_at),
                 });
             } else if word_is(first, "SELECT")
                 || word_is(first, "WITH")
                 || matches!(first, Token::LParen)
             {
-                let sql = rewrite_query(&tokens, &mut script.watermarks)?;
-                script.statements.push(Statement::Query { sink: None, sql });
+                let (sql, _) = rewrite_query(&tokens, &locs, &mut script.watermarks, None)?;
+                script.statements.push(Statement::Query {
+                    sink: None,
+                    sql,
+                    source: source(0),
+                });
             } else {
                 return Err(SqlError::Query(format!(
                     "unsupported statement: {}",
@@ -150,10 +187,52 @@ impl Script {
         self.statements
             .iter()
             .find_map(|s| match s {
-                Statement::Query { sink, sql } => Some((sink.as_deref(), sql.as_str())),
+                Statement::Query { sink, sql, .. } => Some((sink.as_deref(), sql.as_str())),
                 _ => None,
             })
             .expect("parse checked there is one query")
+    }
+
+    /// The streaming query's source text.
+    pub fn query_source(&self) -> &QuerySource {
+        self.statements
+            .iter()
+            .find_map(|s| match s {
+                Statement::Query { source, .. } => Some(source),
+                _ => None,
+            })
+            .expect("parse checked there is one query")
+    }
+
+    /// Whether `SET spark.sql.caseSensitive = true` (Spark's default is false).
+    pub fn case_sensitive(&self) -> bool {
+        self.vars.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case(dialect::CASE_SENSITIVE_KEY)
+                && v.trim().eq_ignore_ascii_case("true")
+        })
+    }
+
+    /// Rewrites a view's or the query's text again, now resolving `names` as Spark
+    /// does; also gives the map from the rewritten text back to the statement.
+    pub fn resolve(&self, source: &QuerySource, names: &Names) -> Result<(String, SourceMap)> {
+        let (tokens, locs) = dialect::tokenize_located(&source.text)?;
+        let from = source.from_token.min(tokens.len());
+        let mut scratch = Vec::new();
+        rewrite_query(
+            &tokens[from..],
+            &locs[from..],
+            &mut scratch,
+            Some((names, self.case_sensitive())),
+        )
+    }
+
+    /// Where a statement is in the file, for errors.
+    pub fn place<'a>(&'a self, source: &QuerySource) -> Place<'a> {
+        Place {
+            file: &self.text,
+            line: source.line,
+            col: source.col,
+        }
     }
 }
 
@@ -167,12 +246,6 @@ fn first_line(s: &str) -> String {
         .collect()
 }
 
-fn tokenize(sql: &str) -> Result<Vec<Token>> {
-    Tokenizer::new(&GenericDialect {}, sql)
-        .tokenize()
-        .map_err(|e| SqlError::Query(format!("{e}")))
-}
-
 fn is_ws(t: &Token) -> bool {
     matches!(t, Token::Whitespace(_))
 }
@@ -181,31 +254,69 @@ fn word_is(t: &Token, w: &str) -> bool {
     matches!(t, Token::Word(word) if word.quote_style.is_none() && word.value.eq_ignore_ascii_case(w))
 }
 
+/// The statement's tokens, with where each came from in the statement.
+#[derive(Default)]
+struct Located {
+    toks: Vec<Token>,
+    locs: Vec<Location>,
+}
+
+impl Located {
+    fn push(&mut self, t: Token, at: Location) {
+        self.toks.push(t);
+        self.locs.push(at);
+    }
+
+    fn pop(&mut self) -> Option<Token> {
+        self.locs.pop();
+        self.toks.pop()
+    }
+
+    fn last(&self) -> Option<&Token> {
+        self.toks.last()
+    }
+}
+
 fn render(tokens: &[Token]) -> String {
     tokens.iter().map(|t| t.to_string()).collect()
 }
 
-/// Splits on `;` outside quotes and comments.
-pub fn split_statements(text: &str) -> Result<Vec<String>> {
+/// Splits on `;` outside quotes and comments: each statement with the line and column
+/// (1-based) of its first character. Comments become spaces (their newlines stay), so a
+/// position in a statement is the same position in the file.
+pub fn split_statements(text: &str) -> Result<Vec<(u64, u64, String)>> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let chars: Vec<char> = text.chars().collect();
+    let (mut line, mut col) = (1u64, 1u64);
+    let mut start = (1u64, 1u64);
     let mut i = 0;
+    // Appends chars[i] (or a blank in its place) and moves the position past it.
+    let mut take = |cur: &mut String, c: char, blank: bool| {
+        cur.push(if blank && c != '\n' { ' ' } else { c });
+        if c == '\n' {
+            line += 1;
+            col = 1;
+        } else {
+            col += 1;
+        }
+        (line, col)
+    };
     while i < chars.len() {
         let c = chars[i];
         match c {
             '\'' | '"' | '`' => {
-                cur.push(c);
+                take(&mut cur, c, false);
                 i += 1;
                 loop {
                     let Some(&d) = chars.get(i) else {
                         return Err(SqlError::Query(format!("unterminated {c} quote")));
                     };
-                    cur.push(d);
+                    take(&mut cur, d, false);
                     i += 1;
                     if d == c {
                         if chars.get(i) == Some(&c) {
-                            cur.push(c);
+                            take(&mut cur, c, false);
                             i += 1;
                             continue;
                         }
@@ -216,32 +327,36 @@ pub fn split_statements(text: &str) -> Result<Vec<String>> {
             }
             '-' if chars.get(i + 1) == Some(&'-') => {
                 while i < chars.len() && chars[i] != '\n' {
+                    take(&mut cur, chars[i], true);
                     i += 1;
                 }
-                cur.push('\n');
                 continue;
             }
             '/' if chars.get(i + 1) == Some(&'*') => {
-                i += 2;
-                while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
+                let end = (i + 2..chars.len())
+                    .find(|&j| chars[j] == '*' && chars.get(j + 1) == Some(&'/'))
+                    .map_or(chars.len(), |j| j + 2);
+                while i < end {
+                    take(&mut cur, chars[i], true);
                     i += 1;
                 }
-                i += 2;
-                cur.push(' ');
                 continue;
             }
             ';' => {
                 if !cur.trim().is_empty() {
-                    out.push(std::mem::take(&mut cur));
+                    out.push((start.0, start.1, std::mem::take(&mut cur)));
                 }
                 cur.clear();
+                start = take(&mut String::new(), c, false);
             }
-            _ => cur.push(c),
+            _ => {
+                take(&mut cur, c, false);
+            }
         }
         i += 1;
     }
     if !cur.trim().is_empty() {
-        out.push(cur);
+        out.push((start.0, start.1, cur));
     }
     Ok(out)
 }
@@ -289,7 +404,12 @@ fn parse_set(stmt: &str) -> Result<(String, String)> {
     Ok((k.trim().to_string(), v.to_string()))
 }
 
-fn parse_create(tokens: &[Token], wms: &mut Vec<WatermarkDecl>) -> Result<Statement> {
+fn parse_create(
+    tokens: &[Token],
+    locs: &[Location],
+    wms: &mut Vec<WatermarkDecl>,
+    source: impl Fn(usize) -> QuerySource,
+) -> Result<Statement> {
     let idx: Vec<usize> = (0..tokens.len()).filter(|&i| !is_ws(&tokens[i])).collect();
     let mut k = 1;
     let at = |k: usize| idx.get(k).map(|&i| &tokens[i]);
@@ -330,8 +450,13 @@ fn parse_create(tokens: &[Token], wms: &mut Vec<WatermarkDecl>) -> Result<Statem
             }))
         }
         Some(t) if word_is(t, "AS") => {
-            let sql = rewrite_query(&tokens[idx[k] + 1..], wms)?;
-            Ok(Statement::View { name, sql })
+            let from = idx[k] + 1;
+            let (sql, _) = rewrite_query(&tokens[from..], &locs[from..], wms, None)?;
+            Ok(Statement::View {
+                name,
+                sql,
+                source: source(from),
+            })
         }
         _ => Err(SqlError::Query(format!(
             "{name}: expected USING format OPTIONS (...) or AS SELECT ..."
@@ -455,27 +580,50 @@ const CLAUSE_WORDS: &[&str] = &[
     "WATERMARK",
 ];
 
-/// Rewrites a query's tokens: the WATERMARK clause and `explode(`.
-fn rewrite_query(tokens: &[Token], wms: &mut Vec<WatermarkDecl>) -> Result<String> {
-    let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
+/// Rewrites a query's tokens (each with where it is in the statement): the WATERMARK
+/// clause, `explode(`, double-quoted strings (Spark's), and with `names` (and whether
+/// they are case-sensitive) identifiers as Spark resolves them (`dialect.rs`).
+fn rewrite_query(
+    tokens: &[Token],
+    locs: &[Location],
+    wms: &mut Vec<WatermarkDecl>,
+    names: Option<(&Names, bool)>,
+) -> Result<(String, SourceMap)> {
+    let mut out = Located::default();
     let mut i = 0;
     while i < tokens.len() {
         let t = &tokens[i];
+        let at = locs[i];
         if word_is(t, "EXPLODE")
             && next_non_ws(tokens, i + 1).is_some_and(|j| tokens[j] == Token::LParen)
         {
-            out.push(Token::make_word("unnest", None));
+            out.push(Token::make_word("unnest", None), at);
             i += 1;
             continue;
         }
-        // A keyword after a dot is a field name (tweet.user.name): quote it so the SQL
-        // parser does not read USER as a function.
         if let Token::Word(w) = t {
+            // In Spark a double-quoted text is a string; backticks quote names.
+            if w.quote_style == Some('"') {
+                out.push(Token::SingleQuotedString(w.value.clone()), at);
+                i += 1;
+                continue;
+            }
+            if let Some((names, case_sensitive)) = names {
+                let prev = out.toks.iter().rev().find(|t| !is_ws(t));
+                let next = next_non_ws(tokens, i + 1).map(|j| &tokens[j]);
+                if let Some(r) = names.resolve(w, prev, next, case_sensitive) {
+                    out.push(r, at);
+                    i += 1;
+                    continue;
+                }
+            }
+            // A keyword after a dot is a field name (tweet.user.name): quote it so the
+            // SQL parser does not read USER as a function.
             if w.quote_style.is_none()
                 && w.keyword != Keyword::NoKeyword
                 && out.last() == Some(&Token::Period)
             {
-                out.push(Token::make_word(&w.value, Some('"')));
+                out.push(Token::make_word(&w.value, Some('"')), at);
                 i += 1;
                 continue;
             }
@@ -493,18 +641,19 @@ fn rewrite_query(tokens: &[Token], wms: &mut Vec<WatermarkDecl>) -> Result<Strin
                         "WITHIN WATERMARK must follow DISTINCT ON (columns)".into(),
                     ));
                 }
-                out.push(Token::Comma);
-                out.push(Token::SingleQuotedString(
-                    crate::dedup::WITHIN_WATERMARK_MARKER.into(),
-                ));
-                out.push(Token::RParen);
-                out.push(Token::Whitespace(Whitespace::Space));
+                out.push(Token::Comma, at);
+                out.push(
+                    Token::SingleQuotedString(crate::dedup::WITHIN_WATERMARK_MARKER.into()),
+                    at,
+                );
+                out.push(Token::RParen, at);
+                out.push(Token::Whitespace(Whitespace::Space), at);
                 i = j + 1;
                 continue;
             }
         }
         if !word_is(t, "WATERMARK") {
-            out.push(t.clone());
+            out.push(t.clone(), at);
             i += 1;
             continue;
         }
@@ -512,8 +661,9 @@ fn rewrite_query(tokens: &[Token], wms: &mut Vec<WatermarkDecl>) -> Result<Strin
         while out.last().is_some_and(is_ws) {
             out.pop();
         }
-        let rel_start = relation_start(&out)?;
-        let relation: Vec<Token> = out.split_off(rel_start);
+        let rel_start = relation_start(&out.toks)?;
+        let relation: Vec<Token> = out.toks.split_off(rel_start);
+        let rel_at = out.locs.split_off(rel_start).first().copied().unwrap_or(at);
         // named_expression up to DELAY OF
         let mut j = i + 1;
         let expr_start = j;
@@ -626,13 +776,88 @@ fn rewrite_query(tokens: &[Token], wms: &mut Vec<WatermarkDecl>) -> Result<Strin
             });
             format!("(SELECT *, {expr_text} AS {column} FROM {inner_rel}) AS {outer}")
         };
-        out.push(Token::Whitespace(Whitespace::Space));
-        out.push(Token::make_word(&replacement, None));
-        out.push(Token::Whitespace(Whitespace::Space));
+        out.push(Token::Whitespace(Whitespace::Space), rel_at);
+        out.push(Token::make_word(&replacement, None), rel_at);
+        out.push(Token::Whitespace(Whitespace::Space), rel_at);
         i = k;
     }
-    Ok(render(&out))
+    if names.is_some() {
+        name_field_selections(&mut out);
+    }
+    Ok(SourceMap::render(&out.toks, &out.locs))
 }
+
+/// Spark names a selected struct field by the field (`SELECT d.device` gives a column
+/// `device`; DataFusion would call it `d[device]`): such select items get `AS field`.
+fn name_field_selections(out: &mut Located) {
+    // Per open parenthesis: where the current select item starts, if in a select list.
+    let mut items: Vec<Option<usize>> = vec![None];
+    let mut ends = Vec::new();
+    for (i, t) in out.toks.iter().enumerate() {
+        let item = items.last_mut().expect("the outermost level stays");
+        match t {
+            t if word_is(t, "SELECT") => *item = Some(i + 1),
+            t if word_is(t, "DISTINCT")
+                && item.is_some_and(|s| out.toks[s..i].iter().all(is_ws)) =>
+            {
+                *item = Some(i + 1)
+            }
+            Token::Comma if item.is_some() => {
+                ends.push((item.replace(i + 1).expect("checked"), i));
+            }
+            t if item.is_some() && CLAUSE_END.iter().any(|w| word_is(t, w)) => {
+                ends.push((item.take().expect("checked"), i));
+            }
+            Token::LParen => items.push(None),
+            Token::RParen => {
+                if let Some(Some(start)) = items.pop() {
+                    ends.push((start, i));
+                }
+                if items.is_empty() {
+                    items.push(None);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(Some(start)) = items.pop() {
+        ends.push((start, out.toks.len()));
+    }
+    ends.sort();
+    for (start, end) in ends.into_iter().rev() {
+        let n: Vec<&Token> = out.toks[start..end].iter().filter(|t| !is_ws(t)).collect();
+        let path = n.len() >= 3
+            && n.len() % 2 == 1
+            && n.iter().enumerate().all(|(i, t)| {
+                if i % 2 == 0 {
+                    matches!(t, Token::Word(_))
+                } else {
+                    **t == Token::Period
+                }
+            });
+        let Some(Token::Word(field)) = n.last().copied().filter(|_| path) else {
+            continue;
+        };
+        let alias = Token::make_word(&field.value, Some('"'));
+        let at = out.locs[end.saturating_sub(1)];
+        let tail = [
+            Token::Whitespace(Whitespace::Space),
+            Token::make_word("AS", None),
+            Token::Whitespace(Whitespace::Space),
+            alias,
+            Token::Whitespace(Whitespace::Space),
+        ];
+        for (k, t) in tail.into_iter().enumerate() {
+            out.toks.insert(end + k, t);
+            out.locs.insert(end + k, at);
+        }
+    }
+}
+
+/// Words that end a select list.
+const CLAUSE_END: &[&str] = &[
+    "FROM", "WHERE", "GROUP", "HAVING", "ORDER", "LIMIT", "UNION", "WINDOW",
+];
 
 fn next_non_ws(tokens: &[Token], from: usize) -> Option<usize> {
     (from..tokens.len()).find(|&i| !is_ws(&tokens[i]))

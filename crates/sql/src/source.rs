@@ -52,6 +52,25 @@ pub enum StartingOffsets {
     Earliest,
     Latest,
     Specific(PartitionOffsets),
+    /// Spark's `startingTimestamp`/`startingOffsetsByTimestamp` (and the `ending` ones):
+    /// per partition, the first offset whose timestamp is at or after the given one.
+    ByTimestamp {
+        timestamps: TimestampSpec,
+        /// The option it came from, for messages.
+        option: &'static str,
+        /// What a partition with no such offset gets: its latest offset (true: Spark's
+        /// `startingOffsetsByTimestampStrategy 'latest'`, and always for ending offsets)
+        /// or an error (`'error'`, Spark's default for starting offsets).
+        latest_if_none: bool,
+    },
+}
+
+/// The timestamps of `*Timestamp` (one for every partition) or `*OffsetsByTimestamp`
+/// (per partition, in ms since the epoch).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TimestampSpec {
+    All(i64),
+    Partitions(PartitionOffsets),
 }
 
 /// The options of a Kafka source, by Spark's names.
@@ -62,6 +81,16 @@ pub struct KafkaSourceOptions {
     pub starting: StartingOffsets,
     pub ending: Option<StartingOffsets>,
     pub max_offsets_per_trigger: Option<u64>,
+    /// Spark's `minOffsetsPerTrigger`: a batch waits for this many new offsets, or for
+    /// `max_trigger_delay` since the last batch.
+    pub min_offsets_per_trigger: Option<u64>,
+    pub max_trigger_delay: Duration,
+    /// Spark's `minPartitions`: rows of a batch are spread over at least this many
+    /// partitions (cores) when the plan allows (an aggregation).
+    pub min_partitions: Option<usize>,
+    /// The consumer's group id: `kafka.group.id`, else `groupIdPrefix` (default
+    /// `spark-kafka-source`) and a random suffix. Nothing is committed to it.
+    pub group_id: String,
     pub fail_on_data_loss: bool,
     pub include_headers: bool,
     /// Every other `kafka.*` option, passed to librdkafka without the prefix.
@@ -101,18 +130,47 @@ impl KafkaSourceOptions {
                 .map(StartingOffsets::Specific)
                 .map_err(|e| SqlError::option(key, e)),
         };
-        let starting = parse_start(
-            "startingOffsets",
-            get("startingOffsets"),
-            StartingOffsets::Latest,
-        )?;
-        let ending = match get("endingOffsets") {
-            None => None,
-            Some(v) => Some(parse_start(
-                "endingOffsets",
-                Some(v),
+        let strategy = get("startingOffsetsByTimestampStrategy");
+        let latest_if_none = match strategy.as_deref().map(str::trim) {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("error") => false,
+            Some(v) if v.eq_ignore_ascii_case("latest") => true,
+            Some(v) => {
+                return Err(SqlError::option(
+                    "startingOffsetsByTimestampStrategy",
+                    format!("{v:?} is not 'error' or 'latest'"),
+                ))
+            }
+        };
+        // Spark's precedence: startingTimestamp, then startingOffsetsByTimestamp, then
+        // startingOffsets.
+        let starting = match by_timestamp(&get, "startingTimestamp", "startingOffsetsByTimestamp")?
+        {
+            Some((timestamps, option)) => StartingOffsets::ByTimestamp {
+                timestamps,
+                option,
+                latest_if_none,
+            },
+            None => parse_start(
+                "startingOffsets",
+                get("startingOffsets"),
                 StartingOffsets::Latest,
-            )?),
+            )?,
+        };
+        let ending = match by_timestamp(&get, "endingTimestamp", "endingOffsetsByTimestamp")? {
+            Some((timestamps, option)) => Some(StartingOffsets::ByTimestamp {
+                timestamps,
+                option,
+                latest_if_none: true,
+            }),
+            None => match get("endingOffsets") {
+                None => None,
+                Some(v) => Some(parse_start(
+                    "endingOffsets",
+                    Some(v),
+                    StartingOffsets::Latest,
+                )?),
+            },
         };
         if ending == Some(StartingOffsets::Earliest) {
             return Err(SqlError::option(
@@ -120,20 +178,52 @@ impl KafkaSourceOptions {
                 "'earliest' is not allowed",
             ));
         }
-        let max_offsets_per_trigger = get("maxOffsetsPerTrigger")
-            .map(|v| {
-                v.trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| {
-                        SqlError::option(
-                            "maxOffsetsPerTrigger",
-                            format!("{v:?} is not a positive number"),
-                        )
-                    })
-            })
-            .transpose()?;
+        let positive = |k: &str| {
+            get(k)
+                .map(|v| {
+                    v.trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| {
+                            SqlError::option(k, format!("{v:?} is not a positive number"))
+                        })
+                })
+                .transpose()
+        };
+        let max_offsets_per_trigger = positive("maxOffsetsPerTrigger")?;
+        let min_offsets_per_trigger = positive("minOffsetsPerTrigger")?;
+        if let (Some(min), Some(max)) = (min_offsets_per_trigger, max_offsets_per_trigger) {
+            if min > max {
+                return Err(SqlError::option(
+                    "minOffsetsPerTrigger",
+                    format!("{min} is higher than maxOffsetsPerTrigger ({max})"),
+                ));
+            }
+        }
+        let max_trigger_delay = match get("maxTriggerDelay") {
+            None => DEFAULT_MAX_TRIGGER_DELAY,
+            Some(v) => crate::ddl::parse_interval_ms(&v)
+                .ok()
+                .filter(|ms| *ms >= 0)
+                .map(|ms| Duration::from_millis(ms as u64))
+                .ok_or_else(|| {
+                    SqlError::option(
+                        "maxTriggerDelay",
+                        format!("{v:?} is not a duration ('15m', '30 seconds')"),
+                    )
+                })?,
+        };
+        let min_partitions = positive("minPartitions")?
+            .map(|n| usize::try_from(n.min(MAX_MIN_PARTITIONS)).unwrap_or(1));
+        let group_id = match get("kafka.group.id") {
+            Some(g) => g,
+            None => format!(
+                "{}-{}",
+                get("groupIdPrefix").unwrap_or_else(|| "spark-kafka-source".to_string()),
+                uuid::Uuid::new_v4()
+            ),
+        };
         let bool_opt = |k: &str, default: bool| -> Result<bool> {
             match get(k) {
                 None => Ok(default),
@@ -147,7 +237,9 @@ impl KafkaSourceOptions {
             .iter()
             .filter_map(|(k, v)| {
                 let low = k.to_ascii_lowercase();
-                (low.starts_with("kafka.") && low != "kafka.bootstrap.servers")
+                (low.starts_with("kafka.")
+                    && low != "kafka.bootstrap.servers"
+                    && low != "kafka.group.id")
                     .then(|| (k["kafka.".len()..].to_string(), v.clone()))
             })
             .collect();
@@ -157,6 +249,10 @@ impl KafkaSourceOptions {
             starting,
             ending,
             max_offsets_per_trigger,
+            min_offsets_per_trigger,
+            max_trigger_delay,
+            min_partitions,
+            group_id,
             fail_on_data_loss: bool_opt("failOnDataLoss", true)?,
             include_headers: bool_opt("includeHeaders", false)?,
             client,
@@ -177,6 +273,49 @@ impl KafkaSourceOptions {
             ),
         }
     }
+}
+
+/// Spark's default `maxTriggerDelay`.
+const DEFAULT_MAX_TRIGGER_DELAY: Duration = Duration::from_secs(15 * 60);
+/// The most partitions `minPartitions` spreads a batch over.
+const MAX_MIN_PARTITIONS: u64 = 256;
+
+/// `all_key` (one timestamp for every partition) or else `json_key` (per partition, as
+/// `{"topic":{"0":ts}}`), and which option it was.
+fn by_timestamp(
+    get: &impl Fn(&str) -> Option<String>,
+    all_key: &'static str,
+    json_key: &'static str,
+) -> Result<Option<(TimestampSpec, &'static str)>> {
+    if let Some(v) = get(all_key) {
+        let ts = v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|t| *t >= 0)
+            .ok_or_else(|| {
+                SqlError::option(
+                    all_key,
+                    format!("{v:?} is not a timestamp in ms since the epoch"),
+                )
+            })?;
+        return Ok(Some((TimestampSpec::All(ts), all_key)));
+    }
+    let Some(v) = get(json_key) else {
+        return Ok(None);
+    };
+    let m = parse_offsets_json(&v).map_err(|e| SqlError::option(json_key, e))?;
+    if let Some((t, p, ts)) = m
+        .iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |(p, ts)| (t, p, *ts)))
+        .find(|(_, _, ts)| *ts < 0)
+    {
+        return Err(SqlError::option(
+            json_key,
+            format!("timestamp {ts} for {t}-{p} is not a timestamp in ms since the epoch"),
+        ));
+    }
+    Ok(Some((TimestampSpec::Partitions(m), json_key)))
 }
 
 fn split_list(v: &str) -> Vec<String> {
@@ -371,6 +510,10 @@ pub struct KafkaSource {
     /// Resolved `endingOffsets`, if any.
     ending: Option<BTreeMap<(String, i32), i64>>,
     last_discovery: Instant,
+    /// When the last batch with data was planned (for `maxTriggerDelay`).
+    last_trigger: Instant,
+    /// Read what is there whatever `minOffsetsPerTrigger` says (the availableNow trigger).
+    read_all_available: bool,
 }
 
 impl KafkaSource {
@@ -378,11 +521,8 @@ impl KafkaSource {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &opts.bootstrap_servers)
             // librdkafka needs a group id even for assign(); Spark generates one the same
-            // way. Nothing is ever committed to it.
-            .set(
-                "group.id",
-                format!("runnel-sql-source-{}", uuid::Uuid::new_v4()),
-            )
+            // way (or takes kafka.group.id / groupIdPrefix). Nothing is committed to it.
+            .set("group.id", &opts.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
@@ -391,7 +531,7 @@ impl KafkaSource {
             .set("queued.max.messages.kbytes", "262144")
             .set("log_level", "3");
         for (k, v) in &opts.client {
-            if ["group.id", "enable.auto.commit", "auto.offset.reset"].contains(&k.as_str()) {
+            if ["enable.auto.commit", "auto.offset.reset"].contains(&k.as_str()) {
                 // Spark refuses these too: the query owns its offsets.
                 return Err(SqlError::option(
                     &format!("kafka.{k}"),
@@ -410,7 +550,14 @@ impl KafkaSource {
             stash: HashMap::new(),
             ending: None,
             last_discovery: Instant::now(),
+            last_trigger: Instant::now(),
+            read_all_available: false,
         })
+    }
+
+    /// Ignore `minOffsetsPerTrigger`: the availableNow trigger reads all there is.
+    pub fn set_read_all_available(&mut self) {
+        self.read_all_available = true;
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -519,6 +666,28 @@ impl KafkaSource {
         let sentinel = match spec {
             StartingOffsets::Earliest => EARLIEST,
             StartingOffsets::Latest => LATEST,
+            StartingOffsets::ByTimestamp {
+                timestamps,
+                option,
+                latest_if_none,
+            } => {
+                let ts = match timestamps {
+                    TimestampSpec::All(ts) => *ts,
+                    TimestampSpec::Partitions(m) => {
+                        match m.get(&tp.0).and_then(|ps| ps.get(&tp.1)) {
+                            Some(ts) => *ts,
+                            None if new_partition => return self.resolve(tp, &StartingOffsets::Earliest, true),
+                            None => {
+                                return Err(SqlError::option(
+                                    option,
+                                    format!("no timestamp given for partition {}-{}: name every partition of the topics read", tp.0, tp.1),
+                                ))
+                            }
+                        }
+                    }
+                };
+                return self.offset_for_time(tp, ts, option, *latest_if_none);
+            }
             StartingOffsets::Specific(m) => match m.get(&tp.0).and_then(|ps| ps.get(&tp.1)) {
                 Some(o) => *o,
                 // Spark: partitions not named start at earliest when discovered later,
@@ -538,6 +707,38 @@ impl KafkaSource {
             LATEST => high,
             o => o,
         })
+    }
+
+    /// The first offset of `tp` whose timestamp is at or after `ts` (Kafka's
+    /// ListOffsets by timestamp); with none, the latest offset or an error naming
+    /// `option` and `startingOffsetsByTimestampStrategy`.
+    fn offset_for_time(
+        &self,
+        tp: &(String, i32),
+        ts: i64,
+        option: &str,
+        latest_if_none: bool,
+    ) -> Result<i64> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(ts))?;
+        let found = self.consumer.offsets_for_times(tpl, METADATA_TIMEOUT)?;
+        let offset = found
+            .find_partition(&tp.0, tp.1)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o),
+                _ => None,
+            });
+        match offset {
+            Some(o) => Ok(o),
+            None if latest_if_none => Ok(self.watermarks(tp)?.1),
+            None => Err(SqlError::option(
+                option,
+                format!(
+                    "no record of {}-{} has a timestamp at or after {ts} (startingOffsetsByTimestampStrategy is 'error'; 'latest' starts such partitions at their latest offset)",
+                    tp.0, tp.1
+                ),
+            )),
+        }
     }
 
     /// Starts the source: from `resume` (a checkpoint's end offsets) or `startingOffsets`.
@@ -675,9 +876,10 @@ impl KafkaSource {
             self.wait_for_data(wait).await?;
             ends = self.plan_ends(max_rows)?;
         }
-        if ends == self.positions {
+        if ends == self.positions || !self.enough_for_a_batch()? {
             return Ok((Vec::new(), self.positions()));
         }
+        self.last_trigger = Instant::now();
         let rows = self.read_to(&ends, BATCH_READ_TIMEOUT).await?;
         Ok((rows, self.positions()))
     }
@@ -723,6 +925,27 @@ impl KafkaSource {
             return Ok(high);
         }
         Ok(self.watermarks(tp)?.1)
+    }
+
+    /// Spark's `minOffsetsPerTrigger`: at least that many new offsets are available, or
+    /// `maxTriggerDelay` passed since the last batch (or the source ran out of offsets to
+    /// read to `endingOffsets`).
+    fn enough_for_a_batch(&self) -> Result<bool> {
+        let Some(min) = self.opts.min_offsets_per_trigger else {
+            return Ok(true);
+        };
+        if self.read_all_available || self.last_trigger.elapsed() >= self.opts.max_trigger_delay {
+            return Ok(true);
+        }
+        let mut available = 0u64;
+        let mut at_end = true;
+        for (tp, &pos) in &self.positions {
+            let ending = self.ending_for(tp);
+            let end = self.latest(tp)?.min(ending);
+            available += end.saturating_sub(pos).max(0) as u64;
+            at_end &= end >= ending;
+        }
+        Ok(available >= min || (self.ending.is_some() && at_end))
     }
 
     /// The end offsets of the next batch (Spark's `latestOffset` with `rateLimit`).
@@ -1091,6 +1314,106 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(o.description(), "KafkaV2[Subscribe[a,b]]");
+    }
+
+    /// The options of a source subscribed to `a`, with `extra`.
+    fn subscribed_with(extra: &[(&str, &str)]) -> Result<KafkaSourceOptions> {
+        let mut pairs = vec![("kafka.bootstrap.servers", "h:1"), ("subscribe", "a")];
+        pairs.extend_from_slice(extra);
+        KafkaSourceOptions::from_options(&opts(&pairs))
+    }
+
+    #[test]
+    fn timestamp_options_follow_spark_precedence_and_checks() {
+        let with = subscribed_with;
+        let o = with(&[
+            ("startingOffsets", "earliest"),
+            ("startingOffsetsByTimestamp", r#"{"a":{"0":5}}"#),
+            ("startingTimestamp", "1000"),
+            ("startingOffsetsByTimestampStrategy", "LATEST"),
+            ("endingOffsetsByTimestamp", r#"{"a":{"0":2000}}"#),
+        ])
+        .unwrap();
+        assert_eq!(
+            o.starting,
+            StartingOffsets::ByTimestamp {
+                timestamps: TimestampSpec::All(1000),
+                option: "startingTimestamp",
+                latest_if_none: true
+            }
+        );
+        match &o.ending {
+            Some(StartingOffsets::ByTimestamp {
+                timestamps: TimestampSpec::Partitions(m),
+                latest_if_none: true,
+                ..
+            }) => assert_eq!(m["a"][&0], 2000),
+            other => panic!("{other:?}"),
+        }
+        let o = with(&[("startingOffsetsByTimestamp", r#"{"a":{"0":5}}"#)]).unwrap();
+        assert!(matches!(
+            o.starting,
+            StartingOffsets::ByTimestamp {
+                latest_if_none: false,
+                ..
+            }
+        ));
+        for (k, v, says) in [
+            (
+                "startingOffsetsByTimestampStrategy",
+                "first",
+                "not 'error' or 'latest'",
+            ),
+            ("startingTimestamp", "-5", "not a timestamp"),
+            (
+                "startingOffsetsByTimestamp",
+                r#"{"a":{"0":-1}}"#,
+                "not a timestamp",
+            ),
+            ("endingOffsetsByTimestamp", "{", "endingOffsetsByTimestamp"),
+            ("maxTriggerDelay", "soon", "not a duration"),
+            ("minPartitions", "0", "not a positive number"),
+            ("minOffsetsPerTrigger", "x", "not a positive number"),
+        ] {
+            let e = with(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(k) && e.contains(says), "{k}: {e}");
+        }
+        let e = with(&[
+            ("minOffsetsPerTrigger", "10"),
+            ("maxOffsetsPerTrigger", "5"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("higher than maxOffsetsPerTrigger"), "{e}");
+        let o = with(&[
+            ("minOffsetsPerTrigger", "10"),
+            ("maxTriggerDelay", "15m"),
+            ("minPartitions", "8"),
+        ])
+        .unwrap();
+        assert_eq!(o.min_offsets_per_trigger, Some(10));
+        assert_eq!(o.max_trigger_delay, Duration::from_secs(900));
+        assert_eq!(o.min_partitions, Some(8));
+        assert_eq!(
+            with(&[]).unwrap().max_trigger_delay,
+            DEFAULT_MAX_TRIGGER_DELAY
+        );
+    }
+
+    #[test]
+    fn group_id_is_kafka_group_id_or_the_prefix_and_a_random_suffix() {
+        let with = |extra: &[(&str, &str)]| subscribed_with(extra).unwrap();
+        let o = with(&[("kafka.group.id", "team-a"), ("groupIdPrefix", "p")]);
+        assert_eq!(o.group_id, "team-a");
+        assert!(!o.client.contains_key("group.id"), "set once, as group.id");
+        KafkaSource::new(o).unwrap();
+        let a = with(&[("groupIdPrefix", "p")]).group_id;
+        let b = with(&[("groupIdPrefix", "p")]).group_id;
+        assert!(
+            a.starts_with("p-") && b.starts_with("p-") && a != b,
+            "{a} {b}"
+        );
+        assert!(with(&[]).group_id.starts_with("spark-kafka-source-"));
     }
 
     #[test]

@@ -1032,3 +1032,547 @@ INSERT INTO out SELECT tweet.id AS id FROM tweets;",
     .await
     .expect("test timed out");
 }
+
+// ---- Spark's dialect: queries from Spark's Structured Streaming guide and Kafka
+// integration guide, as a Spark user writes them, over Runnel's sources. ----
+
+/// Runs `query` (after the declarations of a text source `lines` over `dir` and a
+/// memory sink `out` with `sink_opts`) with the availableNow trigger; its rows.
+async fn run_on_lines(
+    dir: &Path,
+    sink_opts: &str,
+    query: &str,
+) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let text = lines_script(dir, sink_opts, query);
+    let opts = QueryOptions {
+        trigger: Some(runnel_sql::Trigger::AvailableNow),
+        ..Default::default()
+    };
+    memory_rows(&run_script(&text, &BTreeMap::new(), opts).await)
+}
+
+fn lines_script(dir: &Path, sink_opts: &str, query: &str) -> String {
+    format!(
+        "CREATE TEMPORARY VIEW lines USING text OPTIONS (path '{}');
+CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'q'{sink_opts});
+{query}",
+        dir.display()
+    )
+}
+
+/// The error building `query` over the text source gives.
+async fn script_error(dir: &Path, sink_opts: &str, query: &str) -> String {
+    let text = lines_script(dir, sink_opts, query);
+    let script = match Script::parse(&text, &BTreeMap::new()) {
+        Ok(s) => s,
+        Err(e) => return e.to_string(),
+    };
+    match StreamingQuery::from_script(&script, QueryOptions::default()).await {
+        Ok(_) => panic!("expected an error for {query}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Devices in the guide's shape ("device", "deviceType", "signal", "time"), with
+/// camelCase names as Spark users' JSON has them.
+struct Device {
+    device: String,
+    device_type: String,
+    signal: i64,
+    time_ms: i64,
+}
+
+fn devices(n: u64) -> Vec<Device> {
+    let mut rng = runnel_sql::tweets::Rng::new(7);
+    (0..n)
+        .map(|i| Device {
+            device: format!("dev{}", rng.below(20)),
+            device_type: ["sensorA", "sensorB", "camera"][rng.below(3) as usize].to_string(),
+            signal: rng.below(30) as i64,
+            time_ms: START_MS + i as i64 * 7_000,
+        })
+        .collect()
+}
+
+fn write_devices(dir: &Path, devs: &[Device]) {
+    let lines: Vec<String> = devs
+        .iter()
+        .map(|d| {
+            serde_json::json!({"device": d.device, "deviceType": d.device_type,
+                               "signal": d.signal, "timeMs": d.time_ms})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(dir.join("devices.jsonl"), lines.join("\n") + "\n").unwrap();
+}
+
+const DEVICES_VIEW: &str = "CREATE TEMPORARY VIEW devices AS
+  SELECT d.device, d.deviceType, d.signal, timestamp_millis(d.timeMs) AS time
+  FROM (SELECT from_json(value, 'device STRING, deviceType STRING, signal BIGINT, timeMs BIGINT') AS d FROM lines);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_guide_word_count_in_complete_mode() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = runnel_sql::tweets::Rng::new(3);
+        let vocab = ["apache", "spark", "kafka", "runnel", "stream", "Spark"];
+        let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+        let lines: Vec<String> = (0..200)
+            .map(|_| {
+                let words: Vec<&str> = (0..1 + rng.below(6))
+                    .map(|_| vocab[rng.below(vocab.len() as u64) as usize])
+                    .collect();
+                for w in &words {
+                    *expected.entry(w.to_string()).or_default() += 1;
+                }
+                words.join(" ")
+            })
+            .collect();
+        std::fs::write(dir.path().join("a.txt"), lines.join("\n") + "\n").unwrap();
+        // lines.select(explode(split(lines.value, " ")).alias("word")).groupBy("word").count()
+        let rows = run_on_lines(
+            dir.path(),
+            ", outputMode 'complete'",
+            "INSERT INTO out SELECT word, count(*) AS `count`
+             FROM (SELECT explode(split(Value, \" \")) AS word FROM lines) GROUP BY Word;",
+        )
+        .await;
+        let got: BTreeMap<String, i64> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r["word"].as_str().unwrap().to_string(),
+                    r["count"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, expected);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_guide_device_queries_resolve_names_case_insensitively() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let devs = devices(300);
+        write_devices(dir.path(), &devs);
+        // df.select("device").where("signal > 10"), with names in another case and a
+        // double-quoted string (Spark's), not an identifier.
+        let rows = run_on_lines(
+            dir.path(),
+            "",
+            &format!(
+                "{DEVICES_VIEW}
+                 INSERT INTO out SELECT Device, DEVICETYPE FROM devices
+                 WHERE SIGNAL > 10 AND devicetype <> \"camera\";"
+            ),
+        )
+        .await;
+        let got: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r["device"].as_str().unwrap().to_string(),
+                    r["deviceType"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, String)> = devs
+            .iter()
+            .filter(|d| d.signal > 10 && d.device_type != "camera")
+            .map(|d| (d.device.clone(), d.device_type.clone()))
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(got, expected, "names keep their declared case in the output");
+        // df.groupBy("deviceType").count()
+        let rows = run_on_lines(
+            dir.path(),
+            ", outputMode 'complete'",
+            &format!(
+                "{DEVICES_VIEW}
+                 INSERT INTO out SELECT `DeviceType`, count(*) AS n FROM devices GROUP BY devicetype;"
+            ),
+        )
+        .await;
+        let got: BTreeMap<String, i64> = rows
+            .iter()
+            .map(|r| (r["deviceType"].as_str().unwrap().to_string(), r["n"].as_i64().unwrap()))
+            .collect();
+        let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+        for d in &devs {
+            *expected.entry(d.device_type.clone()).or_default() += 1;
+        }
+        assert_eq!(got, expected);
+        // With spark.sql.caseSensitive=true only the declared case resolves.
+        let e = script_error(
+            dir.path(),
+            "",
+            &format!(
+                "SET spark.sql.caseSensitive = true;
+                 {DEVICES_VIEW}
+                 INSERT INTO out SELECT DEVICETYPE FROM devices;"
+            ),
+        )
+        .await;
+        assert!(e.contains("DEVICETYPE") && e.contains("deviceType"), "{e}");
+        let rows = run_on_lines(
+            dir.path(),
+            "",
+            &format!(
+                "SET spark.sql.caseSensitive = true;
+                 {DEVICES_VIEW}
+                 INSERT INTO out SELECT deviceType FROM devices;"
+            ),
+        )
+        .await;
+        assert_eq!(rows.len(), devs.len());
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_guide_windowed_count_with_watermark() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let devs = devices(400);
+        write_devices(dir.path(), &devs);
+        // words.withWatermark("timestamp", "10 minutes")
+        //      .groupBy(window(words.timestamp, "10 minutes", "5 minutes"), words.word).count()
+        let rows = run_on_lines(
+            dir.path(),
+            ", outputMode 'complete'",
+            &format!(
+                "{DEVICES_VIEW}
+                 INSERT INTO out SELECT unix_millis(window.start) AS startMs, deviceType, count
+                 FROM (SELECT window(time, '10 minutes', '5 minutes') AS window, deviceType, count(*) AS count
+                       FROM devices WATERMARK time DELAY OF INTERVAL 10 MINUTES
+                       GROUP BY window(time, '10 minutes', '5 minutes'), deviceType);"
+            ),
+        )
+        .await;
+        let got: BTreeMap<(i64, String), i64> = rows
+            .iter()
+            .map(|r| {
+                (
+                    (
+                        r["startMs"].as_i64().unwrap(),
+                        r["deviceType"].as_str().unwrap().to_string(),
+                    ),
+                    r["count"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let mut expected: BTreeMap<(i64, String), i64> = BTreeMap::new();
+        let (size, slide) = (600_000i64, 300_000i64);
+        for d in &devs {
+            let last = d.time_ms - d.time_ms.rem_euclid(slide);
+            let mut start = last;
+            while start > d.time_ms - size {
+                *expected.entry((start, d.device_type.clone())).or_default() += 1;
+                start -= slide;
+            }
+        }
+        assert_eq!(got, expected);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_errors_point_at_the_file_and_name_what_there_is() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        write_devices(dir.path(), &devices(5));
+        // A syntax error: the line and column in the file (the query starts on line 3),
+        // and the line with a caret under the place.
+        let e = script_error(
+            dir.path(),
+            "",
+            "-- a comment\nINSERT INTO out\nSELECT value FROM lines WHERE value = = 'x';",
+        )
+        .await;
+        assert!(
+            e.contains("at line 5, column 39:") && e.contains("  5 | SELECT value FROM lines WHERE value = = 'x'"),
+            "{e}"
+        );
+        let caret_line = e.lines().last().unwrap();
+        assert_eq!(caret_line.find('^'), Some("  5 | SELECT value FROM lines WHERE value = ".len()), "{e}");
+        // A column that is not there: the fields there are.
+        let e = script_error(dir.path(), "", "INSERT INTO out SELECT valu FROM lines;").await;
+        assert!(e.contains("valu") && e.contains("Valid fields are") && e.contains("value"), "{e}");
+        // A struct field that is not there: the struct's fields.
+        let e = script_error(
+            dir.path(),
+            "",
+            &format!("{DEVICES_VIEW}\nINSERT INTO out SELECT d.nope FROM (SELECT from_json(value, 'fooBar STRING, signal BIGINT') AS d FROM lines);"),
+        )
+        .await;
+        assert!(e.contains("nope") && e.contains("d: fooBar, signal"), "{e}");
+        assert!(e.contains("at line 6, column 26:"), "{e}");
+        // An append-mode aggregation without a watermark names the WATERMARK clause.
+        let e = script_error(
+            dir.path(),
+            ", outputMode 'append'",
+            &format!("{DEVICES_VIEW}\nINSERT INTO out SELECT window(time, '1 minute') AS w, count(*) FROM devices GROUP BY window(time, '1 minute');"),
+        )
+        .await;
+        assert!(e.contains("without watermark") && e.contains("withWatermark") && e.contains("WATERMARK ts DELAY OF INTERVAL"), "{e}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// The Kafka integration guide's query with every column of the Kafka source, including
+/// `partition`, `offset` and `timestampType`, written as Spark users write them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_guide_columns_are_usable_by_their_names() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        let cfg = orderly(5);
+        produce(&broker, "kcols", &cfg, 600).await;
+        let source = format!(
+            "CREATE TEMPORARY VIEW kafka_view USING kafka OPTIONS (
+               kafka.bootstrap.servers '{}', subscribe 'kcols', startingOffsets 'earliest', endingOffsets 'latest');
+             CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'k');",
+            broker.addr
+        );
+        let text = format!(
+            "{source}
+             INSERT INTO out SELECT CAST(key AS STRING) AS key, CAST(value AS STRING) AS value, topic, partition, offset, timestamp, timestampType
+             FROM kafka_view;"
+        );
+        let rows = run_script(&text, &BTreeMap::new(), QueryOptions::default()).await;
+        let rows = memory_rows(&rows);
+        assert_eq!(rows.len(), 600);
+        let mut g = Generator::new(cfg);
+        let ids: BTreeSet<String> = (0..600).map(|i| g.tweet(i).id.to_string()).collect();
+        let mut per_partition: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for r in &rows {
+            assert_eq!(r["topic"], "kcols");
+            assert_eq!(r["timestampType"], 0, "CreateTime");
+            let key = r["key"].as_str().unwrap();
+            let v: serde_json::Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+            assert_eq!(v["id"].to_string(), key, "keyed by id");
+            assert!(ids.contains(key));
+            per_partition
+                .entry(r["partition"].as_i64().unwrap())
+                .or_default()
+                .push(r["offset"].as_i64().unwrap());
+        }
+        assert_eq!(per_partition.len(), 3);
+        for offsets in per_partition.values() {
+            let want: Vec<i64> = (0..offsets.len() as i64).collect();
+            assert_eq!(offsets, &want, "each partition's offsets, in order");
+        }
+        // The issue's query, with names in other cases and backticks.
+        let text = format!(
+            "{source}
+             INSERT INTO out SELECT Partition, `OFFSET`, TimestampType FROM kafka_view WHERE partition = 1 ORDER BY offset;"
+        );
+        let script = Script::parse(&text, &BTreeMap::new()).unwrap();
+        let e = StreamingQuery::from_script(&script, QueryOptions::default())
+            .await
+            .err()
+            .expect("sorting a stream without aggregation is refused")
+            .to_string();
+        assert!(e.contains("Sorting is not supported"), "{e}");
+        let text = format!(
+            "{source}
+             INSERT INTO out SELECT Partition, `OFFSET`, TimestampType FROM kafka_view WHERE partition = 1;"
+        );
+        let q = run_script(&text, &BTreeMap::new(), QueryOptions::default()).await;
+        let got: Vec<(i64, i64, i64)> = memory_rows(&q)
+            .iter()
+            .map(|r| {
+                (
+                    r["partition"].as_i64().unwrap(),
+                    r["offset"].as_i64().unwrap(),
+                    r["timestampType"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let want: Vec<(i64, i64, i64)> = (0..per_partition[&1].len() as i64)
+            .map(|o| (1, o, 0))
+            .collect();
+        assert_eq!(got, want);
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// 300 records keyed `k<i>` with timestamps `START_MS + i s`, over the topic's 3
+/// partitions; which partition each went to, by key.
+async fn timed_records(broker: &Broker, topic: &str) {
+    let records: Vec<(String, String, i64)> = (0..300)
+        .map(|i| (format!("k{i}"), format!("v{i}"), START_MS + i * 1000))
+        .collect();
+    produce_records(broker, topic, &records).await;
+}
+
+fn kafka_source_script(broker: &Broker, topic: &str, options: &str, query: &str) -> String {
+    format!(
+        "CREATE TEMPORARY VIEW kv USING kafka OPTIONS (
+           kafka.bootstrap.servers '{}', subscribe '{topic}'{options});
+         CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'kv', outputMode 'complete');
+         INSERT INTO out {query};",
+        broker.addr
+    )
+}
+
+async fn keys_read(broker: &Broker, topic: &str, options: &str) -> BTreeSet<i64> {
+    let text = kafka_source_script(
+        broker,
+        topic,
+        options,
+        "SELECT CAST(key AS STRING) AS k FROM kv",
+    );
+    let text = text.replace(", outputMode 'complete'", "");
+    let q = run_script(&text, &BTreeMap::new(), QueryOptions::default()).await;
+    memory_rows(&q)
+        .iter()
+        .map(|r| r["k"].as_str().unwrap()[1..].parse().unwrap())
+        .collect()
+}
+
+async fn build_error(text: &str) -> String {
+    let script = Script::parse(text, &BTreeMap::new()).unwrap();
+    match StreamingQuery::from_script(&script, QueryOptions::default()).await {
+        Ok(mut q) => q.run().await.err().expect("the query fails").to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_timestamp_options_start_and_end_by_record_time() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        timed_records(&broker, "timed").await;
+        let end = START_MS + 200_000;
+        // startingTimestamp, and endingOffsetsByTimestamp naming every partition.
+        let ending = format!(r#"{{"timed":{{"0":{end},"1":{end},"2":{end}}}}}"#);
+        let got = keys_read(
+            &broker,
+            "timed",
+            &format!(", startingTimestamp '{}', endingOffsetsByTimestamp '{ending}'", START_MS + 100_000),
+        )
+        .await;
+        assert_eq!(got, (100..200).collect::<BTreeSet<i64>>());
+        // startingOffsetsByTimestamp per partition, endingTimestamp for all.
+        let start = START_MS + 250_500;
+        let starting = format!(r#"{{"timed":{{"0":{start},"1":{start},"2":{start}}}}}"#);
+        let got = keys_read(
+            &broker,
+            "timed",
+            &format!(", startingOffsetsByTimestamp '{starting}', endingTimestamp '{}'", START_MS + 10_000_000),
+        )
+        .await;
+        assert_eq!(got, (251..300).collect::<BTreeSet<i64>>());
+        // A timestamp after every record: Spark's default strategy is an error...
+        let late = START_MS + 10_000_000;
+        let e = build_error(&kafka_source_script(
+            &broker,
+            "timed",
+            &format!(", startingTimestamp '{late}', endingOffsets 'latest'"),
+            "SELECT count(*) AS n FROM kv",
+        ))
+        .await;
+        assert!(e.contains("startingTimestamp") && e.contains("startingOffsetsByTimestampStrategy is 'error'"), "{e}");
+        // ... and 'latest' starts there.
+        let got = keys_read(
+            &broker,
+            "timed",
+            &format!(", startingTimestamp '{late}', startingOffsetsByTimestampStrategy 'latest', endingOffsets 'latest'"),
+        )
+        .await;
+        assert!(got.is_empty(), "{got:?}");
+        // Every partition must be named.
+        let e = build_error(&kafka_source_script(
+            &broker,
+            "timed",
+            &format!(r#", startingOffsetsByTimestamp '{{"timed":{{"0":{start}}}}}', endingOffsets 'latest'"#),
+            "SELECT count(*) AS n FROM kv",
+        ))
+        .await;
+        assert!(e.contains("no timestamp given for partition timed-1"), "{e}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_min_offsets_per_trigger_waits_for_rows_or_the_delay() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        timed_records(&broker, "minrows").await;
+        let source = |min: &str| {
+            let o = runnel_sql::source::KafkaSourceOptions::from_options(
+                &[
+                    ("kafka.bootstrap.servers", broker.addr.as_str()),
+                    ("subscribe", "minrows"),
+                    ("startingOffsets", "earliest"),
+                    ("minOffsetsPerTrigger", min),
+                    ("maxTriggerDelay", "1 second"),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            )
+            .unwrap();
+            let mut s = runnel_sql::source::KafkaSource::new(o).unwrap();
+            s.start(None).unwrap();
+            s
+        };
+        // 300 offsets are there: enough for 100.
+        let mut s = source("100");
+        let (rows, _) = s.next_batch(u64::MAX, Duration::ZERO).await.unwrap();
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 300);
+        // Not enough for 1000: no batch until maxTriggerDelay has passed.
+        let mut s = source("1000");
+        let started = std::time::Instant::now();
+        let (rows, _) = s.next_batch(u64::MAX, Duration::ZERO).await.unwrap();
+        assert!(rows.is_empty());
+        let mut n = 0;
+        while n == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let (rows, _) = s.next_batch(u64::MAX, Duration::ZERO).await.unwrap();
+            n = rows.iter().map(|b| b.num_rows()).sum::<usize>();
+        }
+        assert_eq!(n, 300);
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_group_id_and_min_partitions_are_taken() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        timed_records(&broker, "grouped").await;
+        let text = kafka_source_script(
+            &broker,
+            "grouped",
+            ", startingOffsets 'earliest', endingOffsets 'latest', kafka.group.id 'analytics', minPartitions '5'",
+            "SELECT substr(CAST(value AS STRING), 1, 2) AS prefix, count(*) AS n FROM kv GROUP BY substr(CAST(value AS STRING), 1, 2)",
+        );
+        let q = run_script(&text, &BTreeMap::new(), QueryOptions::default()).await;
+        let got: BTreeMap<String, i64> = memory_rows(&q)
+            .iter()
+            .map(|r| (r["prefix"].as_str().unwrap().to_string(), r["n"].as_i64().unwrap()))
+            .collect();
+        let mut want: BTreeMap<String, i64> = BTreeMap::new();
+        for i in 0..300 {
+            *want.entry(format!("v{i}")[..2].to_string()).or_default() += 1;
+        }
+        assert_eq!(got, want);
+    })
+    .await
+    .expect("test timed out");
+}

@@ -41,8 +41,11 @@ def test_misspelled_or_unsupported_options_are_refused():
     b = f"127.0.0.1:{port}"
     r = sql(kafka_view(b, "subscribe 'x', startingOffset 'earliest'") + "SELECT value FROM t;", expect=1)
     assert "startingOffset" in r.stderr and 'did you mean "startingOffsets"' in r.stderr, r.stderr
-    r = sql(kafka_view(b, "subscribe 'x', minPartitions '4'") + "SELECT value FROM t;", expect=1)
-    assert "minPartitions" in r.stderr and "not supported by Runnel yet" in r.stderr, r.stderr
+    r = sql(kafka_view(b, "subscribe 'x', kafkaConsumer.pollTimeoutMs '512'") + "SELECT value FROM t;", expect=1)
+    assert "kafkaConsumer.pollTimeoutMs" in r.stderr and "not supported by Runnel yet" in r.stderr, r.stderr
+    # Spark's options Runnel implements are checked: a bad value is named.
+    r = sql(kafka_view(b, "subscribe 'x', startingOffsetsByTimestampStrategy 'first'") + "SELECT value FROM t;", expect=1)
+    assert "startingOffsetsByTimestampStrategy" in r.stderr and "'error' or 'latest'" in r.stderr, r.stderr
     # A sink's misspelled option, next to a query-level one it does know.
     r = sql(kafka_view(b, "subscribe 'x'")
             + "CREATE TEMPORARY VIEW out USING console OPTIONS (outputMode 'append', numRow '5');\n"
