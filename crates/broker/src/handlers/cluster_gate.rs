@@ -21,10 +21,12 @@ pub fn required(api: ApiKey) -> Option<Operation> {
     match api {
         ApiKey::ElectLeaders
         | ApiKey::AlterPartitionReassignments
-        | ApiKey::AlterReplicaLogDirs => Some(Operation::Alter),
-        ApiKey::ListPartitionReassignments | ApiKey::DescribeLogDirs | ApiKey::DescribeQuorum => {
-            Some(Operation::Describe)
-        }
+        | ApiKey::AlterReplicaLogDirs
+        | ApiKey::AlterUserScramCredentials => Some(Operation::Alter),
+        ApiKey::ListPartitionReassignments
+        | ApiKey::DescribeLogDirs
+        | ApiKey::DescribeQuorum
+        | ApiKey::DescribeUserScramCredentials => Some(Operation::Describe),
         _ => None,
     }
 }
@@ -100,6 +102,35 @@ pub fn refuse(req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
             req,
             &DescribeQuorumResponse::default().with_error_code(code),
         ),
+        // The top-level error alone: librdkafka aborts on per-user results next to it.
+        ApiKey::DescribeUserScramCredentials => ready(
+            req,
+            &DescribeUserScramCredentialsResponse::default().with_error_code(code),
+        ),
+        ApiKey::AlterUserScramCredentials => {
+            // No top-level error: every user asked about carries it (Kafka's answer).
+            use alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
+            let body: AlterUserScramCredentialsRequest = decode_body(&req.body, v)?;
+            let mut users: Vec<_> = body
+                .deletions
+                .iter()
+                .map(|d| d.name.clone())
+                .chain(body.upsertions.iter().map(|u| u.name.clone()))
+                .collect();
+            users.dedup();
+            let results = users
+                .into_iter()
+                .map(|u| {
+                    AlterUserScramCredentialsResult::default()
+                        .with_user(u)
+                        .with_error_code(code)
+                })
+                .collect();
+            ready(
+                req,
+                &AlterUserScramCredentialsResponse::default().with_results(results),
+            )
+        }
         other => Err(DecodeError::Malformed {
             what: "request",
             reason: format!("{other:?} is not a cluster-gated API"),

@@ -16,6 +16,7 @@ mod producer_id;
 mod quotas;
 mod reassign;
 mod share;
+mod share_gate;
 mod topics_admin;
 mod txn;
 
@@ -28,6 +29,7 @@ use runnel_protocol::kp::messages::ApiKey;
 use runnel_protocol::kp::protocol::{Encodable, StrBytes};
 use runnel_protocol::{encode_response, DecodeError, ParsedRequest};
 
+use crate::authz::acl::Operation;
 use crate::broker::Broker;
 
 /// Resolves to the encoded response, or None when the request gets no response
@@ -69,6 +71,9 @@ fn dispatch_api(
             return cluster_gate::refuse(&req);
         }
     }
+    if let Some(refused) = share_gate::check(&req, &az)? {
+        return Ok(refused);
+    }
     match req.api_key {
         ApiKey::ApiVersions => api_versions::handle(&req),
         ApiKey::Metadata => metadata::handle(broker, &req, &conn.listener, &az),
@@ -99,10 +104,14 @@ fn dispatch_api(
         ApiKey::DescribeCluster => admin::describe_cluster(broker, &req, &conn.listener, &az),
         ApiKey::DeleteRecords => admin::delete_records(broker, &req, &az),
         ApiKey::ShareGroupHeartbeat => share::heartbeat(broker, &req, peer),
-        ApiKey::ShareGroupDescribe => share::describe(broker, &req),
+        ApiKey::ShareGroupDescribe => {
+            share::describe(broker, &req, &|g| az.group(Operation::Describe, g))
+        }
         ApiKey::ShareFetch => share::fetch(broker, &req),
         ApiKey::ShareAcknowledge => share::acknowledge(broker, &req),
-        ApiKey::DescribeShareGroupOffsets => share::describe_offsets(broker, &req),
+        ApiKey::DescribeShareGroupOffsets => {
+            share::describe_offsets(broker, &req, &|g| az.group(Operation::Describe, g))
+        }
         ApiKey::AlterShareGroupOffsets => share::alter_offsets(broker, &req),
         ApiKey::DeleteShareGroupOffsets => share::delete_offsets(broker, &req),
         ApiKey::DescribeLogDirs => admin::describe_log_dirs(broker, &req),

@@ -148,7 +148,13 @@ pub fn heartbeat(
     ready(req, &response)
 }
 
-pub fn describe(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+/// `may_describe`: the authorizer's verdict per group (DESCRIBE on GROUP); a refused
+/// group is answered GROUP_AUTHORIZATION_FAILED and nothing else.
+pub fn describe(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    may_describe: &dyn Fn(&str) -> bool,
+) -> Result<ResponseFuture, DecodeError> {
     let body: ShareGroupDescribeRequest = decode_body(&req.body, req.api_version)?;
     let groups = body
         .group_ids
@@ -157,6 +163,9 @@ pub fn describe(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFut
             let g = DescribedGroup::default()
                 .with_group_id(id.clone())
                 .with_authorized_operations(i32::MIN);
+            if !may_describe(id) {
+                return g.with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+            }
             if let Err(code) = broker.groups.check_coordinator(id) {
                 return g.with_error_code(code.code());
             }
@@ -768,9 +777,11 @@ fn change_refusal(broker: &Broker, group_id: &str, doing: &str) -> Option<(Error
     })
 }
 
+/// `may_describe` as for [`describe`].
 pub fn describe_offsets(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    may_describe: &dyn Fn(&str) -> bool,
 ) -> Result<ResponseFuture, DecodeError> {
     use runnel_protocol::kp::messages::describe_share_group_offsets_response::{
         DescribeShareGroupOffsetsResponseGroup as Group,
@@ -786,6 +797,9 @@ pub fn describe_offsets(
         .iter()
         .map(|g| {
             let out = Group::default().with_group_id(g.group_id.clone());
+            if !may_describe(&g.group_id) {
+                return out.with_error_code(ErrorCode::GroupAuthorizationFailed.code());
+            }
             if let Some((code, message)) = admin_refusal(broker, &g.group_id) {
                 return out
                     .with_error_code(code.code())

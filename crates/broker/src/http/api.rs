@@ -925,13 +925,12 @@ fn snapshot(b: &Arc<Broker>) -> Snapshot {
 pub async fn metrics(State(s): State<HttpState>, q: MaybeQuery) -> ApiResult<Response> {
     query(q, &[])?;
     let b = s.broker.clone();
-    let text =
-        blocking(move || {
-            prometheus::render(&snapshot(&b))
-                + &super::share::prometheus_text(&b)
-                + &crate::mirror::prometheus_text(&b)
-        })
-            .await?;
+    let text = blocking(move || {
+        prometheus::render(&snapshot(&b))
+            + &super::share::prometheus_text(&b)
+            + &crate::mirror::prometheus_text(&b)
+    })
+    .await?;
     Ok((
         [(
             header::CONTENT_TYPE,
