@@ -88,6 +88,8 @@ def secured(tmp_path_factory):
         "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
         "sasl.jaas.config": JAAS,
         "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        # KIP-368 on one listener: sessions of 2.5 s, then re-authenticate or be closed.
+        "listener.name.sasl_plaintext.connections.max.reauth.ms": "2500",
         # A TLS handshake (or a frame) must finish within 3 s.
         "request.read.timeout.ms": "3000",
     }
@@ -424,3 +426,55 @@ def test_three_nodes_replicate_over_a_sasl_ssl_inter_broker_listener(tmp_path):
     finally:
         problems = c.stop()
     assert not problems, "\n".join(problems)
+
+
+def plain_auth(c, user, password):
+    """SaslHandshake v1 + SaslAuthenticate v1 on an open kwire.Conn -> (error, lifetime)."""
+    assert c.request(SASL_HANDSHAKE, 1, kwire.string("PLAIN")).int16() == 0
+    r = c.request(SASL_AUTHENTICATE, 1, kwire.nbytes(b"\0" + user.encode() + b"\0" + password.encode()))
+    code = r.int16()
+    r.string()
+    r.take(r.int32())
+    return code, r.int64()
+
+
+@pytest.mark.timeout_s(120)
+def test_sessions_expire_unless_reauthenticated(secured):
+    """KIP-368: SaslAuthenticate tells the session lifetime; a connection that does not
+    re-authenticate in time is closed at its next request; one that does goes on; a
+    re-authentication as someone else is refused."""
+    port = secured.ports["SASL_PLAINTEXT"]
+    with kwire.Conn("127.0.0.1", port) as lapsed, kwire.Conn("127.0.0.1", port) as renewed:
+        assert plain_auth(lapsed, "alice", "alice-secret") == (0, 2500)
+        assert plain_auth(renewed, "alice", "alice-secret") == (0, 2500)
+        time.sleep(1.5)
+        assert plain_auth(renewed, "alice", "alice-secret") == (0, 2500)
+        time.sleep(1.5)
+        assert renewed.api_versions_v0()[0] == 0
+        lapsed.send_raw(struct.pack(">ihhi", 11, 18, 0, 99) + kwire.string("x"))
+        assert lapsed.closed_by_peer(5) and lapsed.last_bytes == b""
+    with kwire.Conn("127.0.0.1", port) as c:
+        assert plain_auth(c, "alice", "alice-secret")[0] == 0
+        assert c.request(SASL_HANDSHAKE, 1, kwire.string("PLAIN")).int16() == 0
+        frame = (struct.pack(">hhi", SASL_AUTHENTICATE, 1, 7) + kwire.string("x")
+                 + kwire.nbytes(b"\0admin\0admin-secret"))
+        c.send_raw(struct.pack(">i", len(frame)) + frame)
+        assert c.closed_by_peer(5)
+    log = log_text(secured)
+    assert "SASL session expired" in log and 're-authentication as "admin" on a connection of User:alice' in log, log[-2000:]
+    # librdkafka re-authenticates by itself: a producer keeps working past several lifetimes.
+    topic = ck.create_topic(ck_broker(secured), unique("reauth"))
+    def successes():
+        m = re.search(r'runnel_authentication_successes_total\{listener="SASL_PLAINTEXT",'
+                      r'mechanism="PLAIN"\} (\d+)', metrics(secured))
+        return int(m.group(1)) if m else 0
+    expired_before, before = log_text(secured).count("SASL session expired"), successes()
+    p = Producer({**conf(secured, "SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="alice",
+                         sasl_password="alice-secret"), "linger.ms": 0})
+    for i in range(7):
+        p.produce(topic, f"r{i}".encode())
+        assert p.flush(10) == 0
+        time.sleep(1)
+    # Re-authentications count as successes; no connection of its was closed as expired.
+    assert successes() >= before + 3
+    assert log_text(secured).count("SASL session expired") == expired_before

@@ -54,6 +54,7 @@ const SSL_KEYS_WITHOUT_EFFECT: &[&str] = &[
 ];
 
 const SASL_KEYS: &[&str] = &[
+    "connections.max.reauth.ms",
     "sasl.enabled.mechanisms",
     "sasl.mechanism.inter.broker.protocol",
     "sasl.jaas.config",
@@ -74,6 +75,7 @@ pub fn is_security_key(key: &str) -> bool {
     if SSL_KEYS.contains(&k)
         || SSL_KEYS_WITHOUT_EFFECT.contains(&k)
         || k == "sasl.enabled.mechanisms"
+        || k == "connections.max.reauth.ms"
     {
         return true;
     }
@@ -263,9 +265,24 @@ impl SecurityConfig {
                 }
             }
         }
+        let reauth_ms = match self.get(listener, "connections.max.reauth.ms") {
+            None => None,
+            Some((k, v)) => match v.trim().parse::<u64>() {
+                Ok(0) => None,
+                Ok(ms) => Some(ms),
+                Err(_) => {
+                    return Err(invalid(
+                        &k,
+                        &v,
+                        "expected milliseconds (0: no re-authentication)",
+                    ))
+                }
+            },
+        };
         Ok(sasl::SaslSettings {
             mechanisms,
             plain_users,
+            reauth_ms,
         })
     }
 
@@ -437,6 +454,7 @@ mod tests {
             "listener.name.x.scram-sha-256.sasl.jaas.config"
         ));
         assert!(is_security_key("listener.name.x.sasl.enabled.mechanisms"));
+        assert!(is_security_key("listener.name.x.connections.max.reauth.ms"));
         assert!(!is_security_key("listener.name.x.bogus"));
         assert!(!is_security_key("ssl.bogus"));
     }
