@@ -8,6 +8,8 @@ requests before authentication) refused while the broker keeps serving others.
 Certificates are throwaway ones made with the openssl CLI at test time.
 """
 
+import base64
+import json
 import os
 import re
 import socket
@@ -68,17 +70,56 @@ def make_certs(d):
              ("key", "alice.key"))}
 
 
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def make_jwks(d):
+    """An RSA key, a JWKS file holding its public half (kid k1), and a second key that
+    is not in the JWKS."""
+    d = str(d)
+    for name in ("jwt", "rogue"):
+        openssl("genrsa", "-out", f"{name}.key", "2048", cwd=d)
+    out = subprocess.run(["openssl", "rsa", "-in", "jwt.key", "-noout", "-modulus"], cwd=d,
+                         capture_output=True, text=True, check=True).stdout
+    n = bytes.fromhex(out.strip().split("=", 1)[1])
+    path = os.path.join(d, "jwks.json")
+    with open(path, "w") as f:
+        json.dump({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+                             "n": b64url(n), "e": "AQAB"}]}, f)
+    return {"path": path, "key": os.path.join(d, "jwt.key"), "rogue": os.path.join(d, "rogue.key")}
+
+
+def signed_jwt(key, claims, kid="k1"):
+    header = b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": kid}).encode())
+    payload = b64url(json.dumps(claims).encode())
+    signing_input = f"{header}.{payload}".encode()
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing_input,
+                         capture_output=True, check=True).stdout
+    return f"{header}.{payload}.{b64url(sig)}"
+
+
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory):
     """One broker with a listener per protocol (and an mTLS one)."""
     d = tmp_path_factory.mktemp("secured")
     certs = make_certs(d)
-    names = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL", "MTLS"]
+    names = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL", "MTLS", "OAUTH", "OAUTHJWKS"]
+    jwks = make_jwks(d)
     ports = dict(zip(names, free_ports(len(names))))
     configs = {
         "listeners": ",".join(f"{n}://127.0.0.1:{p}" for n, p in ports.items()),
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,"
-                                          "SASL_SSL:SASL_SSL,MTLS:SSL",
+                                          "SASL_SSL:SASL_SSL,MTLS:SSL,OAUTH:SASL_PLAINTEXT,"
+                                          "OAUTHJWKS:SASL_PLAINTEXT",
+        # OAUTHBEARER: unsecured JWTs on OAUTH, JWKS-signed ones on OAUTHJWKS.
+        "listener.name.oauth.sasl.enabled.mechanisms": "OAUTHBEARER",
+        "listener.name.oauthjwks.sasl.enabled.mechanisms": "OAUTHBEARER",
+        "listener.name.oauthjwks.oauthbearer.sasl.server.callback.handler.class":
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler",
+        "sasl.oauthbearer.jwks.endpoint.url": "file://" + jwks["path"],
+        "sasl.oauthbearer.expected.audience": "runnel",
+        "sasl.oauthbearer.expected.issuer": "runnel-test",
         "inter.broker.listener.name": "PLAINTEXT",
         "ssl.keystore.type": "PEM",
         "ssl.keystore.location": certs["server"],
@@ -96,7 +137,7 @@ def secured(tmp_path_factory):
 
     b = HttpBroker(d / "broker", configs, name="secured")
     b.start()
-    b.ports, b.certs = ports, certs
+    b.ports, b.certs, b.jwks = ports, certs, jwks
     try:
         yield b
     finally:
@@ -502,3 +543,56 @@ def test_kcat_over_sasl_ssl_and_mtls(secured):
     bad = sasl[:-1] + ["sasl.password=wrong"]
     r = subprocess.run(["kcat", *bad, "-L", "-m", "5"], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "uthenticat" in r.stderr, r.stderr
+
+
+@pytest.mark.timeout_s(120)
+def test_oauthbearer_unsecured_jwts(secured, tmp_path):
+    """Kafka's development mode: librdkafka's unsecured JWT names the principal."""
+    topic = ck.create_topic(ck_broker(secured), unique("oauth"))
+    c = {**conf(secured, "OAUTH"), "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER",
+         "enable.sasl.oauthbearer.unsecure.jwt": True, "sasl.oauthbearer.config": "principal=alice"}
+    roundtrip(c, topic, b"oauth-unsecured")
+    # The runnel tools make the same kind of token.
+    r = subprocess.run([runnel_bin(), "topics", "list", "-b", f"127.0.0.1:{secured.ports['OAUTH']}",
+                        "-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanism=OAUTHBEARER",
+                        "-X", "sasl.oauthbearer.config=principal=bob", "--timeout", "10"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and topic in r.stdout.split(), r.stderr
+    assert re.search(r'runnel_authentication_successes_total\{listener="OAUTH",mechanism="OAUTHBEARER"\} [1-9]',
+                     metrics(secured))
+
+
+def oauth_raw(port, token):
+    """SaslHandshake v1 OAUTHBEARER + SaslAuthenticate v1 with `token` -> error code."""
+    with kwire.Conn("127.0.0.1", port) as c:
+        assert c.request(SASL_HANDSHAKE, 1, kwire.string("OAUTHBEARER")).int16() == 0
+        message = f"n,,\x01auth=Bearer {token}\x01\x01".encode()
+        return c.request(SASL_AUTHENTICATE, 1, kwire.nbytes(message)).int16()
+
+
+@pytest.mark.timeout_s(120)
+def test_oauthbearer_jwks_signed_tokens(secured):
+    topic = ck.create_topic(ck_broker(secured), unique("jwks"))
+    good = {"sub": "jwt-user", "iss": "runnel-test", "aud": "runnel", "exp": int(time.time()) + 600}
+    token = signed_jwt(secured.jwks["key"], good)
+    # librdkafka with a token from oauth_cb.
+    roundtrip({"bootstrap.servers": f"127.0.0.1:{secured.ports['OAUTHJWKS']}", **ck.QUIET,
+               "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER",
+               "oauth_cb": lambda _cfg: (token, time.time() + 600)}, topic, b"jwks")
+    port = secured.ports["OAUTHJWKS"]
+    assert oauth_raw(port, token) == 0
+    for what, bad in (
+        ("signed by a key not in the JWKS", signed_jwt(secured.jwks["rogue"], good)),
+        ("wrong audience", signed_jwt(secured.jwks["key"], {**good, "aud": "other"})),
+        ("wrong issuer", signed_jwt(secured.jwks["key"], {**good, "iss": "evil"})),
+        ("expired", signed_jwt(secured.jwks["key"], {**good, "exp": int(time.time()) - 3600})),
+        ("unsecured", b64url(b'{"alg":"none"}') + "." + b64url(json.dumps(good).encode()) + "."),
+        ("tampered", token[:-6] + ("AAAAAA" if not token.endswith("AAAAAA") else "BBBBBB")),
+        ("garbage", "not-a-jwt"),
+    ):
+        assert oauth_raw(port, bad) == 58, what
+    # An unsecured token is fine on the development listener, not on the JWKS one.
+    assert oauth_raw(secured.ports["OAUTH"], b64url(b'{"alg":"none"}') + "."
+                     + b64url(json.dumps(good).encode()) + ".") == 0
+    log = log_text(secured)
+    assert "matches no JWKS key" in log and "audience" in log and "expired" in log

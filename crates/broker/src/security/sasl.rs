@@ -38,6 +38,8 @@ pub struct SaslSettings {
     pub plain_users: BTreeMap<String, String>,
     /// `connections.max.reauth.ms` (KIP-368): a session's lifetime; None: no limit.
     pub reauth_ms: Option<u64>,
+    /// OAUTHBEARER's token validation, when it is enabled.
+    pub oauth: Option<super::oauth::OAuthSettings>,
 }
 
 /// An authenticated SASL connection's session (KIP-368): when it expires, and a
@@ -101,10 +103,7 @@ impl Session {
                             .into(),
                     ));
                 }
-                self.pending = Some(match self.mechanism {
-                    SaslMechanism::Plain => Server::Plain,
-                    SaslMechanism::Scram(m) => Server::Scram(ScramServer::new(m)),
-                });
+                self.pending = Some(Server::new(self.mechanism));
                 Ok(Box::pin(async move { bytes }))
             }
             _ => {
@@ -157,13 +156,31 @@ impl Session {
 enum Server {
     Plain,
     Scram(ScramServer),
+    OAuthBearer,
 }
 
 impl Server {
+    fn new(m: SaslMechanism) -> Server {
+        match m {
+            SaslMechanism::Plain => Server::Plain,
+            SaslMechanism::Scram(s) => Server::Scram(ScramServer::new(s)),
+            SaslMechanism::OAuthBearer => Server::OAuthBearer,
+        }
+    }
+
     fn step(&mut self, broker: &Broker, settings: &SaslSettings, token: &[u8]) -> Step {
         match self {
             Server::Plain => plain(&settings.plain_users, token),
             Server::Scram(s) => s.step(&broker.security.scram, token),
+            Server::OAuthBearer => match &settings.oauth {
+                Some(o) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    super::oauth::step(o, token, now)
+                }
+                None => Step::Fail("OAUTHBEARER is not configured".into()),
+            },
         }
     }
 }
@@ -342,10 +359,7 @@ where
                     );
                     return Err(());
                 };
-                let server = match m {
-                    SaslMechanism::Plain => Server::Plain,
-                    SaslMechanism::Scram(s) => Server::Scram(ScramServer::new(s)),
-                };
+                let server = Server::new(m);
                 session = Some((m, server, req.api_version == 0));
             }
             (ApiKey::SaslAuthenticate, Some((mech, server, false))) => {
