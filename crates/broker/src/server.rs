@@ -411,6 +411,7 @@ async fn serve_connection_inner<R, W>(
         .listeners
         .get(&*conn.listener)
         .and_then(|l| l.sasl.as_ref());
+    let mut session = None;
     if let Some(settings) = sasl {
         let io = crate::security::sasl::AuthIo {
             reader: &mut reader,
@@ -418,12 +419,12 @@ async fn serve_connection_inner<R, W>(
             limits: read_limits,
             budget: &budget,
         };
-        if crate::security::sasl::authenticate(&broker, settings, io, &mut conn)
-            .await
-            .is_err()
-        {
-            let _ = write_half.shutdown().await;
-            return;
+        match crate::security::sasl::authenticate(&broker, settings, io, &mut conn).await {
+            Ok(s) => session = Some(s),
+            Err(()) => {
+                let _ = write_half.shutdown().await;
+                return;
+            }
         }
     }
     let conn = conn;
@@ -463,6 +464,33 @@ async fn serve_connection_inner<R, W>(
         // A quota's throttle: the next request waits out the mute (KIP-219).
         conn.mute.wait().await;
         let response = match parse_request(frame) {
+            Ok(request) if session.is_some() => {
+                // KIP-368: an expired session closes; a re-authentication is served here.
+                let (s, settings) = (
+                    session.as_mut().expect("checked"),
+                    sasl.expect("with a session"),
+                );
+                let sasl_request = matches!(
+                    request.api_key,
+                    ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+                );
+                if s.expired() && !sasl_request {
+                    tracing::info!(%peer, listener = %conn.listener, principal = %conn.principal, "closing connection: SASL session expired (connections.max.reauth.ms)");
+                    break;
+                }
+                let result = if sasl_request {
+                    s.reauthenticate(&broker, settings, &request, &conn)
+                        .map_err(|_| ())
+                } else {
+                    handlers::dispatch(&broker, request.clone(), &conn).map_err(|e| {
+                        tracing::warn!(%peer, error = %e, "closing connection: bad request body");
+                    })
+                };
+                match result {
+                    Ok(response) => timed(broker.clone(), request.api_key as i16, response),
+                    Err(()) => break,
+                }
+            }
             Ok(request) => match handlers::dispatch(&broker, request.clone(), &conn) {
                 Ok(response) => timed(broker.clone(), request.api_key as i16, response),
                 Err(e) => {

@@ -268,6 +268,10 @@ impl Connection {
                 let token = format!("\0{}\0{}", sasl.username, sasl.password);
                 step(token.into_bytes()).await?;
             }
+            SaslMechanism::OAuthBearer => {
+                let message = crate::security::oauthbearer_unsecured_message(&sasl.username, 3600);
+                step(message).await?;
+            }
             SaslMechanism::Scram(m) => {
                 let mut scram = ScramClient::new(m, &sasl.username, &sasl.password);
                 let server_first = step(scram.client_first().into_bytes()).await?;

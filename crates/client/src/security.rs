@@ -169,12 +169,15 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 pub enum SaslMechanism {
     Plain,
     Scram(ScramMechanism),
+    /// With an unsecured (alg none) JWT naming `username`: Kafka's development mode.
+    OAuthBearer,
 }
 
 impl SaslMechanism {
     pub fn from_name(name: &str) -> Option<Self> {
         match name.trim().to_ascii_uppercase().as_str() {
             "PLAIN" => Some(SaslMechanism::Plain),
+            "OAUTHBEARER" => Some(SaslMechanism::OAuthBearer),
             other => ScramMechanism::from_name(other).map(SaslMechanism::Scram),
         }
     }
@@ -182,6 +185,7 @@ impl SaslMechanism {
     pub fn name(self) -> &'static str {
         match self {
             SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::OAuthBearer => "OAUTHBEARER",
             SaslMechanism::Scram(m) => m.name(),
         }
     }
@@ -202,6 +206,33 @@ impl std::fmt::Debug for SaslCredentials {
             .field("username", &self.username)
             .finish_non_exhaustive()
     }
+}
+
+/// An unsecured JWT (`alg: none`) for `principal`, valid for `lifetime_s`, in the
+/// OAUTHBEARER initial client response (RFC 7628), as Kafka's unsecured login module
+/// and librdkafka's `enable.sasl.oauthbearer.unsecure.jwt` make them.
+pub fn oauthbearer_unsecured_message(principal: &str, lifetime_s: u64) -> Vec<u8> {
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let quoted: String = principal
+        .chars()
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    let claims = format!(
+        r#"{{"sub":"{quoted}","iat":{now},"exp":{}}}"#,
+        now + lifetime_s
+    );
+    let token = format!(
+        "{}.{}.",
+        url.encode(r#"{"alg":"none"}"#),
+        url.encode(claims)
+    );
+    format!("n,,\x01auth=Bearer {token}\x01\x01").into_bytes()
 }
 
 /// The client side of one SCRAM exchange.

@@ -11,6 +11,7 @@
 //! credentials change under their own lock.
 
 pub mod jaas;
+pub mod oauth;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
@@ -53,7 +54,23 @@ const SSL_KEYS_WITHOUT_EFFECT: &[&str] = &[
     "ssl.secure.random.implementation",
 ];
 
+/// OAUTHBEARER's keys (also under `listener.name.<l>.`).
+const OAUTH_KEYS: &[&str] = &[
+    "sasl.oauthbearer.jwks.endpoint.url",
+    "sasl.oauthbearer.expected.audience",
+    "sasl.oauthbearer.expected.issuer",
+    "sasl.oauthbearer.sub.claim.name",
+    "sasl.oauthbearer.scope.claim.name",
+    "sasl.oauthbearer.clock.skew.seconds",
+];
+
+const UNSECURED_HANDLER: &str =
+    "org.apache.kafka.common.security.oauthbearer.internals.unsecured.OAuthBearerUnsecuredValidatorCallbackHandler";
+const JWKS_HANDLER: &str =
+    "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler";
+
 const SASL_KEYS: &[&str] = &[
+    "connections.max.reauth.ms",
     "sasl.enabled.mechanisms",
     "sasl.mechanism.inter.broker.protocol",
     "sasl.jaas.config",
@@ -61,7 +78,10 @@ const SASL_KEYS: &[&str] = &[
 
 /// Whether `key` is a security key this module reads (config.rs hands these over).
 pub fn is_security_key(key: &str) -> bool {
-    if SSL_KEYS.contains(&key) || SSL_KEYS_WITHOUT_EFFECT.contains(&key) || SASL_KEYS.contains(&key)
+    if SSL_KEYS.contains(&key)
+        || SSL_KEYS_WITHOUT_EFFECT.contains(&key)
+        || SASL_KEYS.contains(&key)
+        || OAUTH_KEYS.contains(&key)
     {
         return true;
     }
@@ -74,6 +94,9 @@ pub fn is_security_key(key: &str) -> bool {
     if SSL_KEYS.contains(&k)
         || SSL_KEYS_WITHOUT_EFFECT.contains(&k)
         || k == "sasl.enabled.mechanisms"
+        || k == "connections.max.reauth.ms"
+        || OAUTH_KEYS.contains(&k)
+        || k == "oauthbearer.sasl.server.callback.handler.class"
     {
         return true;
     }
@@ -229,7 +252,7 @@ impl SecurityConfig {
                 invalid(
                     &key,
                     &value,
-                    format!("{name} is not supported (Runnel has PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; Kafka's default is GSSAPI, so a SASL listener needs this key set)"),
+                    format!("{name} is not supported (Runnel has PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER; Kafka's default is GSSAPI, so a SASL listener needs this key set)"),
                 )
             })?;
             mechanisms.push(m);
@@ -241,6 +264,11 @@ impl SecurityConfig {
                 format!("listener {listener} uses SASL but enables no mechanism"),
             ));
         }
+        let oauth = if mechanisms.contains(&SaslMechanism::OAuthBearer) {
+            Some(self.oauth_settings(listener)?)
+        } else {
+            None
+        };
         let mut plain_users = BTreeMap::new();
         if mechanisms.contains(&SaslMechanism::Plain) {
             let module = self.jaas(listener, SaslMechanism::Plain)?.ok_or_else(|| {
@@ -263,9 +291,106 @@ impl SecurityConfig {
                 }
             }
         }
+        let reauth_ms = match self.get(listener, "connections.max.reauth.ms") {
+            None => None,
+            Some((k, v)) => match v.trim().parse::<u64>() {
+                Ok(0) => None,
+                Ok(ms) => Some(ms),
+                Err(_) => {
+                    return Err(invalid(
+                        &k,
+                        &v,
+                        "expected milliseconds (0: no re-authentication)",
+                    ))
+                }
+            },
+        };
         Ok(sasl::SaslSettings {
             mechanisms,
             plain_users,
+            reauth_ms,
+            oauth,
+        })
+    }
+
+    /// OAUTHBEARER: unsecured JWTs (Kafka's default validator) or JWKS-signed ones
+    /// (`...oauthbearer.sasl.server.callback.handler.class` set to Kafka's
+    /// `OAuthBearerValidatorCallbackHandler`, keys from a `file:` JWKS URL).
+    fn oauth_settings(&self, listener: &str) -> Result<oauth::OAuthSettings, ConfigError> {
+        let module = self.jaas(listener, SaslMechanism::OAuthBearer)?;
+        let option = |k: &str| module.as_ref().and_then(|m| m.options.get(k)).cloned();
+        let handler_key = "oauthbearer.sasl.server.callback.handler.class";
+        let handler = self
+            .get(listener, handler_key)
+            .map(|(_, v)| v.trim().to_string());
+        let get = |k: &str| self.get(listener, k).map(|(_, v)| v.trim().to_string());
+        let skew = |key: &str, v: Option<String>, unit: f64| -> Result<f64, ConfigError> {
+            v.map_or(Ok(30.0), |v| {
+                v.parse::<f64>()
+                    .map(|n| n / unit)
+                    .map_err(|_| invalid(key, &v, "expected a number"))
+            })
+        };
+        let mode = match handler.as_deref() {
+            None | Some(UNSECURED_HANDLER) => oauth::Mode::Unsecured {
+                required_scope: option("unsecuredValidatorRequiredScope")
+                    .map(|s| s.split_whitespace().map(str::to_string).collect())
+                    .unwrap_or_default(),
+            },
+            Some(JWKS_HANDLER) => {
+                let key = "sasl.oauthbearer.jwks.endpoint.url";
+                let url = get(key).ok_or_else(|| invalid(key, "", "the JWKS validator needs it"))?;
+                let path = url.strip_prefix("file://").ok_or_else(|| {
+                    invalid(key, &url, "Runnel reads the JWKS from a file:// URL only (no HTTP fetch yet)")
+                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| invalid(key, &url, format!("cannot read it: {e}")))?;
+                let keys = oauth::parse_jwks(&text).map_err(|e| invalid(key, &url, e))?;
+                oauth::Mode::Jwks {
+                    keys,
+                    audience: get("sasl.oauthbearer.expected.audience")
+                        .map(|a| a.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                        .unwrap_or_default(),
+                    issuer: get("sasl.oauthbearer.expected.issuer"),
+                }
+            }
+            Some(other) => {
+                return Err(invalid(
+                    handler_key,
+                    other,
+                    format!("Runnel has Kafka's two validators: {UNSECURED_HANDLER} (default) and {JWKS_HANDLER}"),
+                ))
+            }
+        };
+        let unsecured = matches!(mode, oauth::Mode::Unsecured { .. });
+        let principal_claim = if unsecured {
+            option("unsecuredValidatorPrincipalClaimName")
+        } else {
+            get("sasl.oauthbearer.sub.claim.name")
+        };
+        let scope_claim = if unsecured {
+            option("unsecuredValidatorScopeClaimName")
+        } else {
+            get("sasl.oauthbearer.scope.claim.name")
+        };
+        let clock_skew_s = if unsecured {
+            skew(
+                "unsecuredValidatorAllowableClockSkewMs",
+                option("unsecuredValidatorAllowableClockSkewMs"),
+                1000.0,
+            )?
+        } else {
+            skew(
+                "sasl.oauthbearer.clock.skew.seconds",
+                get("sasl.oauthbearer.clock.skew.seconds"),
+                1.0,
+            )?
+        };
+        Ok(oauth::OAuthSettings {
+            mode,
+            principal_claim: principal_claim.unwrap_or_else(|| "sub".into()),
+            scope_claim: scope_claim.unwrap_or_else(|| "scope".into()),
+            clock_skew_s,
         })
     }
 
@@ -437,6 +562,7 @@ mod tests {
             "listener.name.x.scram-sha-256.sasl.jaas.config"
         ));
         assert!(is_security_key("listener.name.x.sasl.enabled.mechanisms"));
+        assert!(is_security_key("listener.name.x.connections.max.reauth.ms"));
         assert!(!is_security_key("listener.name.x.bogus"));
         assert!(!is_security_key("ssl.bogus"));
     }

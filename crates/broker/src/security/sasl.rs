@@ -36,18 +36,151 @@ pub struct SaslSettings {
     pub mechanisms: Vec<SaslMechanism>,
     /// PLAIN's users and passwords (`user_<name>` options of the PLAIN JAAS module).
     pub plain_users: BTreeMap<String, String>,
+    /// `connections.max.reauth.ms` (KIP-368): a session's lifetime; None: no limit.
+    pub reauth_ms: Option<u64>,
+    /// OAUTHBEARER's token validation, when it is enabled.
+    pub oauth: Option<super::oauth::OAuthSettings>,
+}
+
+/// An authenticated SASL connection's session (KIP-368): when it expires, and a
+/// re-authentication under way. Not thread-safe: owned by the connection's reader.
+pub(crate) struct Session {
+    mechanism: SaslMechanism,
+    principal: Arc<str>,
+    expires: Option<std::time::Instant>,
+    reauth_ms: Option<u64>,
+    pending: Option<Server>,
+}
+
+impl Session {
+    fn new(mechanism: SaslMechanism, settings: &SaslSettings, conn: &Conn) -> Session {
+        Session {
+            mechanism,
+            principal: conn.principal.clone(),
+            expires: settings
+                .reauth_ms
+                .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms)),
+            reauth_ms: settings.reauth_ms,
+            pending: None,
+        }
+    }
+
+    /// Whether the session outlived `connections.max.reauth.ms` without re-authenticating
+    /// (Kafka then closes the connection at its next request).
+    pub(crate) fn expired(&self) -> bool {
+        self.expires.is_some_and(|t| std::time::Instant::now() >= t)
+    }
+
+    /// Handles SaslHandshake / SaslAuthenticate after authentication: a KIP-368
+    /// re-authentication with the same mechanism and principal. Err: close (logged).
+    pub(crate) fn reauthenticate(
+        &mut self,
+        broker: &Arc<Broker>,
+        settings: &SaslSettings,
+        req: &ParsedRequest,
+        conn: &Conn,
+    ) -> Result<handlers::ResponseFuture, String> {
+        let name = self.mechanism.name();
+        let fail = |why: String| {
+            broker
+                .metrics
+                .record_authentication(&conn.listener, name, false);
+            tracing::warn!(peer = %conn.peer, listener = %conn.listener, mechanism = name, reason = %why, "re-authentication failed");
+            why
+        };
+        match req.api_key {
+            ApiKey::SaslHandshake => {
+                let body: SaslHandshakeRequest = decode_body(&req.body, req.api_version)
+                    .map_err(|e| fail(format!("malformed SaslHandshake: {e}")))?;
+                let same = body.mechanism.as_str() == name && req.api_version >= 1;
+                let response = SaslHandshakeResponse::default()
+                    .with_error_code(if same { 0 } else { ILLEGAL_SASL_STATE })
+                    .with_mechanisms(vec![str_bytes(name)]);
+                let bytes = handlers::encode(req, &response);
+                if !same {
+                    return Err(fail(
+                        "re-authentication must use the same mechanism, with SaslHandshake v1"
+                            .into(),
+                    ));
+                }
+                self.pending = Some(Server::new(self.mechanism));
+                Ok(Box::pin(async move { bytes }))
+            }
+            _ => {
+                let server = self
+                    .pending
+                    .as_mut()
+                    .ok_or_else(|| fail("SaslAuthenticate without a SaslHandshake".into()))?;
+                let body: SaslAuthenticateRequest = decode_body(&req.body, req.api_version)
+                    .map_err(|e| fail(format!("malformed SaslAuthenticate: {e}")))?;
+                let response = match server.step(broker, settings, &body.auth_bytes) {
+                    Step::Continue(out) => {
+                        SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(out))
+                    }
+                    Step::Done(user, out) => {
+                        self.pending = None;
+                        if *format!("User:{user}") != *self.principal {
+                            return Err(fail(format!(
+                                "re-authentication as {:?} on a connection of {}",
+                                shown(&user),
+                                self.principal
+                            )));
+                        }
+                        self.expires = self.reauth_ms.map(|ms| {
+                            std::time::Instant::now() + std::time::Duration::from_millis(ms)
+                        });
+                        broker
+                            .metrics
+                            .record_authentication(&conn.listener, name, true);
+                        tracing::debug!(peer = %conn.peer, listener = %conn.listener, mechanism = name, principal = %self.principal, "re-authenticated");
+                        SaslAuthenticateResponse::default()
+                            .with_auth_bytes(Bytes::from(out))
+                            .with_session_lifetime_ms(self.reauth_ms.unwrap_or(0) as i64)
+                    }
+                    Step::Fail(why) => {
+                        // Answered (so the client sees why), then the connection closes.
+                        fail(why);
+                        self.expires = Some(std::time::Instant::now());
+                        SaslAuthenticateResponse::default()
+                            .with_error_code(SASL_AUTHENTICATION_FAILED)
+                            .with_error_message(Some(str_bytes(&fail_message(name))))
+                    }
+                };
+                let bytes = handlers::encode(req, &response);
+                Ok(Box::pin(async move { bytes }))
+            }
+        }
+    }
 }
 
 enum Server {
     Plain,
     Scram(ScramServer),
+    OAuthBearer,
 }
 
 impl Server {
+    fn new(m: SaslMechanism) -> Server {
+        match m {
+            SaslMechanism::Plain => Server::Plain,
+            SaslMechanism::Scram(s) => Server::Scram(ScramServer::new(s)),
+            SaslMechanism::OAuthBearer => Server::OAuthBearer,
+        }
+    }
+
     fn step(&mut self, broker: &Broker, settings: &SaslSettings, token: &[u8]) -> Step {
         match self {
             Server::Plain => plain(&settings.plain_users, token),
             Server::Scram(s) => s.step(&broker.security.scram, token),
+            Server::OAuthBearer => match &settings.oauth {
+                Some(o) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    super::oauth::step(o, token, now)
+                }
+                None => Step::Fail("OAUTHBEARER is not configured".into()),
+            },
         }
     }
 }
@@ -115,7 +248,7 @@ pub(crate) async fn authenticate<R, W>(
     settings: &SaslSettings,
     mut io: AuthIo<'_, R, W>,
     conn: &mut Conn,
-) -> Result<(), ()>
+) -> Result<Session, ()>
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
@@ -158,7 +291,7 @@ where
                 .map_err(|_| ())?;
             if let Some(user) = user {
                 succeed(broker, conn, name, &user);
-                return Ok(());
+                return Ok(Session::new(*mech, settings, conn));
             }
             continue;
         }
@@ -226,10 +359,7 @@ where
                     );
                     return Err(());
                 };
-                let server = match m {
-                    SaslMechanism::Plain => Server::Plain,
-                    SaslMechanism::Scram(s) => Server::Scram(ScramServer::new(s)),
-                };
+                let server = Server::new(m);
                 session = Some((m, server, req.api_version == 0));
             }
             (ApiKey::SaslAuthenticate, Some((mech, server, false))) => {
@@ -247,11 +377,12 @@ where
                         write(io.writer, respond(r)).await.map_err(|_| ())?;
                     }
                     Step::Done(user, out) => {
-                        let r =
-                            SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(out));
+                        let r = SaslAuthenticateResponse::default()
+                            .with_auth_bytes(Bytes::from(out))
+                            .with_session_lifetime_ms(settings.reauth_ms.unwrap_or(0) as i64);
                         write(io.writer, respond(r)).await.map_err(|_| ())?;
                         succeed(broker, conn, name, &user);
-                        return Ok(());
+                        return Ok(Session::new(*mech, settings, conn));
                     }
                     Step::Fail(why) => {
                         let r = SaslAuthenticateResponse::default()

@@ -307,7 +307,11 @@ impl ScramServer {
                     return Step::Fail("channel binding does not match the gs2 header".into());
                 }
                 if scram_attr(&attrs, 'r') != Some(nonce.as_str()) {
-                    return Step::Fail("nonce does not match".into());
+                    // Nonces are public (they travel in the clear in SCRAM): safe to log.
+                    return Step::Fail(format!(
+                        "nonce does not match: got {:?}, sent {nonce:?}",
+                        super::sasl::shown(scram_attr(&attrs, 'r').unwrap_or_default())
+                    ));
                 }
                 let Some(proof) = scram_attr(&attrs, 'p').and_then(unb64) else {
                     return Step::Fail("client-final message has no valid proof".into());

@@ -569,6 +569,89 @@ mod tests {
         assert!(parse_rules("NOPE").is_err());
     }
 
+    /// A self-signed key and certificate for `cn` in one PEM, made with the openssl CLI.
+    fn keystore(dir: &std::path::Path, cn: &str) -> Option<Vec<u8>> {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+            ])
+            .args([
+                "-subj",
+                &format!("/O=acme/CN={cn}"),
+                "-keyout",
+                "k.pem",
+                "-out",
+                "c.pem",
+            ])
+            .current_dir(dir)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let mut pem = std::fs::read(dir.join("k.pem")).ok()?;
+        pem.extend(std::fs::read(dir.join("c.pem")).ok()?);
+        let der = runnel_client::security::pem_certs(&std::fs::read(dir.join("c.pem")).ok()?, "c")
+            .ok()?;
+        assert_eq!(
+            subject_dn(&der[0]).as_deref(),
+            Some(format!("CN={cn},O=acme").as_str())
+        );
+        Some(pem)
+    }
+
+    #[test]
+    fn changed_keystores_are_reloaded_and_broken_ones_kept_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(first) = keystore(dir.path(), "one") else {
+            eprintln!("openssl CLI not available: skipping the reload test");
+            return;
+        };
+        let path = dir.path().join("keystore.pem");
+        std::fs::write(&path, &first).unwrap();
+        let settings = settings(&|k: &str| match k {
+            "ssl.keystore.type" => Some((k.into(), "PEM".into())),
+            "ssl.keystore.location" => Some((k.into(), path.display().to_string())),
+            _ => None,
+        })
+        .unwrap();
+        let l = TlsListener::new(settings).unwrap();
+        assert!(!l.reload_if_changed("T"), "nothing changed yet");
+        let before = l.config.read().clone();
+        // A new certificate (mtime moved on): swapped in.
+        let second = keystore(dir.path(), "two").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, &second).unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime + std::time::Duration::from_secs(2))
+            .unwrap();
+        assert!(l.reload_if_changed("T"));
+        assert!(!Arc::ptr_eq(&before, &l.config.read()));
+        // A broken file: the previous configuration stays.
+        let current = l.config.read().clone();
+        std::fs::write(&path, b"not pem").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime + std::time::Duration::from_secs(4))
+            .unwrap();
+        assert!(!l.reload_if_changed("T"));
+        assert!(Arc::ptr_eq(&current, &l.config.read()));
+    }
+
     #[test]
     fn der_garbage_is_refused_not_panicking() {
         for bad in [

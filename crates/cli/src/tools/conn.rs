@@ -40,6 +40,7 @@ const KNOWN_KEYS: &[&str] = &[
     "sasl.jaas.config",
     "sasl.username",
     "sasl.password",
+    "sasl.oauthbearer.config",
     "group.id",
     "auto.offset.reset",
 ];
@@ -179,12 +180,20 @@ fn client_security(
             .unwrap_or_else(|| "GSSAPI".into());
         let mechanism = SaslMechanism::from_name(&name).ok_or_else(|| {
             UsageError(format!(
-                "sasl.mechanism={name}: the tools speak PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512"
+                "sasl.mechanism={name}: the tools speak PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER (unsecured JWTs)"
             ))
         })?;
         let jaas = get("sasl.jaas.config").unwrap_or_default();
-        let username = get("sasl.username").or_else(|| jaas_option(&jaas, "username"));
-        let password = get("sasl.password").or_else(|| jaas_option(&jaas, "password"));
+        let mut username = get("sasl.username").or_else(|| jaas_option(&jaas, "username"));
+        let mut password = get("sasl.password").or_else(|| jaas_option(&jaas, "password"));
+        if mechanism == SaslMechanism::OAuthBearer {
+            // An unsecured JWT for this principal (Kafka's and librdkafka's development mode).
+            let oauth_config = get("sasl.oauthbearer.config").unwrap_or_default();
+            username = jaas_option(&jaas, "unsecuredLoginStringClaim_sub")
+                .or_else(|| jaas_option(&oauth_config, "principal"))
+                .or(username);
+            password = Some(String::new());
+        }
         let (Some(username), Some(password)) = (username, password) else {
             return Err(UsageError(
                 "SASL needs a user name and password: sasl.username and sasl.password, or \
