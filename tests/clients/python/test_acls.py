@@ -303,7 +303,8 @@ def test_runnel_acls_cli_add_list_remove(start_broker):
     # The admin client sees what the tool added.
     everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
                                   AclOperation.ANY, AclPermissionType.ANY)
-    assert len(admin(b).describe_acls(everything, request_timeout=10).result()) == 6
+    a = admin(b)
+    assert len(a.describe_acls(everything, request_timeout=10).result()) == 6
     r = runnel(b, "acls", "--list", "--topic", "orders")
     assert r.returncode == 0, r.stderr
     for op in ("WRITE", "DESCRIBE", "CREATE"):
@@ -326,3 +327,78 @@ def test_runnel_acls_cli_without_an_authorizer_names_security_disabled(broker):
     r = runnel(broker, "acls", "--list")
     assert r.returncode == 1, r.stderr
     assert "SecurityDisabled" in r.stderr and "authorizer.class.name" in r.stderr, r.stderr
+
+
+def test_acls_replicate_across_a_three_node_cluster_with_an_authorizer(tmp_path):
+    """The brokers connect as User:ANONYMOUS (no SASL yet), so the cluster runs with
+    allow.everyone.if.no.acl.found=true and no ACL on the CLUSTER resource: replica
+    fetches (CLUSTER_ACTION) pass. An ACL created through one node is in force on every
+    node and survives that node's restart; a denied topic still replicates."""
+    from cluster import Cluster
+
+    c = Cluster(tmp_path, configs={"authorizer.class.name": AUTHORIZER,
+                                   "allow.everyone.if.no.acl.found": "true"}).start()
+    try:
+        a = admin(c.node(1))
+        for t in ("open", "secret"):
+            for f in a.create_topics([NewTopic(t, 1, 3)], operation_timeout=20).values():
+                f.result(30)
+            c.wait_for(f"{t} in sync", lambda t=t: len(c.partition_state(t)[2]) == 3)
+        assert produce_one(c.node(1), "secret") is None
+        # An ACL on a resource ends "no ACL found" for it: ALLOW ALL, then DENY READ.
+        create_acls(a, [allow(ANONYMOUS, ResourceType.TOPIC, "secret", AclOperation.ALL),
+                        deny(ANONYMOUS, ResourceType.TOPIC, "secret", AclOperation.READ)])
+
+        def refused_everywhere():
+            codes = []
+            for n in c.nodes:
+                with kwire.Conn("127.0.0.1", n.port) as conn:
+                    codes.append(conn.fetch_v11("secret", 0, 0)["error"])
+            return codes
+
+        leader = c.partition_state("secret")[0]
+        c.wait_for("the DENY in force on the leader",
+                   lambda: KafkaError.TOPIC_AUTHORIZATION_FAILED in refused_everywhere())
+        # Every node refuses READ (the leader TOPIC_AUTHORIZATION_FAILED; the followers
+        # answer the same before telling the client it asked the wrong node).
+        assert set(refused_everywhere()) == {KafkaError.TOPIC_AUTHORIZATION_FAILED}
+        # The denied topic still replicates (followers fetch with CLUSTER_ACTION).
+        assert produce_one(c.node(leader), "secret") is None
+        assert produce_one(c.node(1), "open") is None
+        c.wait_for("secret in sync", lambda: len(c.partition_state("secret")[2]) == 3)
+        # Every node lists the ACL; a restarted node still has it.
+        c.node(2).restart()
+        everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None,
+                                      None, AclOperation.ANY, AclPermissionType.ANY)
+        for n in c.nodes:
+            na = admin(n)
+            got = na.describe_acls(everything, request_timeout=10).result()
+            assert sorted((x.operation.value, x.permission_type.value) for x in got) == \
+                sorted([(AclOperation.ALL.value, AclPermissionType.ALLOW.value),
+                        (AclOperation.READ.value, AclPermissionType.DENY.value)])
+        with kwire.Conn("127.0.0.1", c.node(2).port) as conn:
+            assert conn.fetch_v11("secret", 0, 0)["error"] == \
+                KafkaError.TOPIC_AUTHORIZATION_FAILED
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)
+
+
+def test_a_cluster_with_the_broker_principal_as_super_user_replicates(tmp_path):
+    """With allow.everyone.if.no.acl.found=false, brokers replicate only because their
+    principal (User:ANONYMOUS until SASL) is in super.users: docs/configuration.md."""
+    from cluster import Cluster
+
+    c = Cluster(tmp_path, configs={"authorizer.class.name": AUTHORIZER,
+                                   "super.users": ANONYMOUS}).start()
+    try:
+        a = admin(c.node(1))
+        for f in a.create_topics([NewTopic("rf3", 1, 3)], operation_timeout=20).values():
+            f.result(30)
+        c.wait_for("rf3 in sync", lambda: len(c.partition_state("rf3")[2]) == 3)
+        leader = c.partition_state("rf3")[0]
+        assert produce_one(c.node(leader), "rf3", acks="all") is None
+        c.wait_for("rf3 still in sync", lambda: len(c.partition_state("rf3")[2]) == 3)
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)
