@@ -247,9 +247,17 @@ def test_denials_are_logged_counted_in_metrics_and_apply_to_the_http_api(tmp_pat
 
     from test_http import HttpBroker
 
-    b = HttpBroker(tmp_path / "hb", {"authorizer.class.name": AUTHORIZER})
+    b = HttpBroker(tmp_path / "hb", {"authorizer.class.name": AUTHORIZER,
+                                     "super.users": ANONYMOUS})
     b.start()
     try:
+        a = admin(b)
+        for f in a.create_topics([NewTopic("vis", 1, 1)]).values():
+            f.result()
+        with urllib.request.urlopen(b.url("/v1/topics"), timeout=10) as r:
+            assert "vis" in [t["name"] for t in json.loads(r.read())["topics"]]
+        b.configs["super.users"] = ""
+        b.restart()
         # No ACL and allow.everyone.if.no.acl.found=false: every request is refused.
         assert produce_one(b, "t1") == KafkaError.TOPIC_AUTHORIZATION_FAILED
         with kwire.Conn("127.0.0.1", b.port) as c:
@@ -273,6 +281,12 @@ def test_denials_are_logged_counted_in_metrics_and_apply_to_the_http_api(tmp_pat
             urllib.request.urlopen(req, timeout=10)
         assert e.value.code == 403
         assert "TOPIC_AUTHORIZATION_FAILED" in e.value.read().decode()
+        # Its reads show what ANONYMOUS may DESCRIBE, as Metadata does.
+        with urllib.request.urlopen(b.url("/v1/topics"), timeout=10) as r:
+            assert json.loads(r.read())["topics"] == []
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(b.url("/v1/topics/vis"), timeout=10)
+        assert e.value.code == 403
         # Kafka's authorizer log line.
         log = b.log_tail(400)
         assert "Principal = User:ANONYMOUS is Denied operation = READ from host = 127.0.0.1" \
