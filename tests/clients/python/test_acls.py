@@ -7,6 +7,7 @@ client settings from `client_conf(principal)`: once SASL lands, a second princip
 new entry there (with its credentials), not a new test.
 """
 
+import struct
 import time
 
 import pytest
@@ -204,7 +205,14 @@ def test_acl_matrix_over_resources_and_operations(start_broker, principal):
         p.init_transactions(15)
     assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
 
-    # Denials are counted in /metrics... and DeleteAcls takes a grant away.
+    # kcat (an old librdkafka) sees the same: reads "lit-1", is refused "no-1".
+    from test_kcat import kcat
+    r = kcat(b, "-C", "-t", "lit-1", "-o", "beginning", "-e", "-f", "%s\n")
+    assert r.stdout.decode().split() == ["v"]
+    r = kcat(b, "-P", "-t", "no-1", input=b"x\n", check=False)
+    assert r.returncode != 0 and b"authorization failed" in r.stderr.lower(), r.stderr
+
+    # DeleteAcls takes a grant away.
     deleted = a.delete_acls([AclBindingFilter(T, "ok-", PRE, None, None, AclOperation.ANY,
                                               AclPermissionType.ANY)],
                             request_timeout=10)
@@ -416,3 +424,49 @@ def test_a_cluster_with_the_broker_principal_as_super_user_replicates(tmp_path):
     finally:
         problems = c.stop()
         assert not problems, "\n".join(problems)
+
+
+
+def delete_topic_by_id_v6(conn, topic_id: bytes):
+    """DeleteTopics v6 (flexible) for one topic id -> (name, error_code)."""
+    body = kwire.uvarint(2) + kwire.compact_string(None) + topic_id + kwire.uvarint(0)
+    body += struct.pack(">i", 10000) + kwire.uvarint(0)
+    r = conn.request(20, 6, body, header_version=2)
+    r.uvarint()  # header tags
+    r.int32()  # throttle
+    assert r.uvarint() == 2
+    n = r.uvarint()
+    name = r.take(n - 1).decode() if n else None
+    r.take(16)
+    return name, r.int16()
+
+
+def add_partitions_v4(conn, tid, topic):
+    """AddPartitionsToTxn v4 (the broker-to-broker form) -> top-level error_code."""
+    body = kwire.uvarint(2) + kwire.compact_string(tid) + struct.pack(">qhb", 1, 0, 1)
+    body += kwire.uvarint(2) + kwire.compact_string(topic) + kwire.uvarint(2)
+    body += struct.pack(">i", 0) + kwire.uvarint(0) + kwire.uvarint(0) + kwire.uvarint(0)
+    r = conn.request(24, 4, body, header_version=2)
+    r.uvarint()
+    r.int32()
+    return r.int16()
+
+
+def test_by_id_and_broker_only_requests(start_broker):
+    UNKNOWN_TOPIC_ID, CLUSTER_AUTHORIZATION_FAILED = 100, 31
+    from confluent_kafka import TopicCollection
+
+    b = start_broker(authorizer__class__name=AUTHORIZER, super__users=ANONYMOUS)
+    a = admin(b)
+    for f in a.create_topics([NewTopic("hidden", 1, 1)]).values():
+        f.result()
+    d = a.describe_topics(TopicCollection(["hidden"]))["hidden"].result()
+    tid = struct.pack(">qq", d.topic_id.get_most_significant_bits(),
+                      d.topic_id.get_least_significant_bits())
+    b.configs["super.users"] = ""
+    b.restart()
+    with kwire.Conn("127.0.0.1", b.port) as c:
+        # A topic named by id that the principal may not DESCRIBE: not even its name.
+        assert delete_topic_by_id_v6(c, tid) == (None, UNKNOWN_TOPIC_ID)
+        # Only brokers send AddPartitionsToTxn v4+ (CLUSTER_ACTION).
+        assert add_partitions_v4(c, "t", "hidden") == CLUSTER_AUTHORIZATION_FAILED

@@ -400,12 +400,20 @@ pub fn delete(
             Some(n) => broker.topics.get(&n.0),
             None => broker.topics.get_by_id(id),
         };
-        // Kafka: DELETE on the topic, checked before its existence is revealed.
-        let named = name.as_ref().map(|n| n.0.to_string());
-        let authorized = match named.as_deref().or(topic.as_ref().map(|t| t.name.as_str())) {
-            Some(n) => az.require(Operation::Delete, ResourceType::Topic, n),
-            None => Ok(()),
+        // Kafka: DELETE on the topic, checked before its existence is revealed; a topic
+        // named by id that the principal may not DESCRIBE is UNKNOWN_TOPIC_ID.
+        let authorized = match (&name, &topic) {
+            (Some(n), _) => az.require(Operation::Delete, ResourceType::Topic, &n.0),
+            (None, Some(t)) if !az.topic(Operation::Describe, &t.name) => Err(BrokerError::new(
+                ErrorCode::UnknownTopicId,
+                format!("no topic has id {id}"),
+            )),
+            (None, Some(t)) => az.require(Operation::Delete, ResourceType::Topic, &t.name),
+            (None, None) => Ok(()),
         };
+        // Nothing of a topic the principal may not describe goes back, not even its name.
+        let topic =
+            topic.filter(|_| !matches!(&authorized, Err(e) if e.code == ErrorCode::UnknownTopicId));
         let outcome = authorized.and_then(|()| match (&topic, broker.config.delete_topic_enable) {
             (_, false) => Err(BrokerError::new(
                 ErrorCode::TopicDeletionDisabled,
