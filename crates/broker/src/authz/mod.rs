@@ -129,6 +129,14 @@ impl Authz {
             authz.store.open_local(dir)?;
             authz.reload();
         }
+        if authz.enabled() {
+            tracing::info!(
+                acls = authz.acls().len(),
+                super_users = ?authz.config.policy.super_users,
+                allow_everyone_if_no_acl_found = authz.config.policy.allow_if_no_acl,
+                "authorizer on (Kafka StandardAuthorizer semantics)"
+            );
+        }
         Ok(authz)
     }
 
