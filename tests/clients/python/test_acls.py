@@ -292,9 +292,11 @@ def test_denials_are_logged_counted_in_metrics_and_apply_to_the_http_api(tmp_pat
         # Its reads show what ANONYMOUS may DESCRIBE, as Metadata does.
         with urllib.request.urlopen(b.url("/v1/topics"), timeout=10) as r:
             assert json.loads(r.read())["topics"] == []
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(b.url("/v1/topics/vis"), timeout=10)
-        assert e.value.code == 403
+        for path in ("/v1/topics/vis", "/v1/configs/topics/vis", "/v1/configs/broker"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(b.url(path), timeout=10)
+            assert e.value.code == 403, path
+            assert "AUTHORIZATION_FAILED" in e.value.read().decode(), path
         # Kafka's authorizer log line.
         log = b.log_tail(400)
         assert "Principal = User:ANONYMOUS is Denied operation = READ from host = 127.0.0.1" \

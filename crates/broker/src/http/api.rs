@@ -262,7 +262,11 @@ fn http_reader(b: &Arc<Broker>, api: ApiKey) -> crate::authz::Ctx {
 
 /// 403 with Kafka's error name, as a refused change answers.
 fn forbidden(rt: ResourceType, name: &str) -> ApiError {
-    let e = crate::authz::denied_error(rt, Operation::Describe, name);
+    forbidden_to(rt, Operation::Describe, name)
+}
+
+fn forbidden_to(rt: ResourceType, op: Operation, name: &str) -> ApiError {
+    let e = crate::authz::denied_error(rt, op, name);
     ApiError {
         status: StatusCode::FORBIDDEN,
         message: format!("{}: {}", super::kafka::error_name(e.code.code()), e.message),
@@ -751,6 +755,15 @@ fn broker_synonyms(topic_key: &str) -> &'static [&'static str] {
 
 pub async fn broker_configs(State(s): State<HttpState>, q: MaybeQuery) -> ApiResult<Json<Value>> {
     query(q, &[])?;
+    // Kafka: DESCRIBE_CONFIGS on the cluster.
+    if !http_reader(&s.broker, ApiKey::DescribeConfigs).cluster(Operation::DescribeConfigs) {
+        let cluster = crate::authz::acl::CLUSTER_NAME;
+        return Err(forbidden_to(
+            ResourceType::Cluster,
+            Operation::DescribeConfigs,
+            cluster,
+        ));
+    }
     let c = s.broker.topics.effective_config();
     let dynamic = s.broker.topics.dynamic_configs();
     Ok(Json(json!({
@@ -766,6 +779,14 @@ pub async fn topic_configs(
 ) -> ApiResult<Json<Value>> {
     let name = topic_name(name)?;
     query(q, &[])?;
+    // Kafka: DESCRIBE_CONFIGS on the topic.
+    if !http_reader(&s.broker, ApiKey::DescribeConfigs).topic(Operation::DescribeConfigs, &name) {
+        return Err(forbidden_to(
+            ResourceType::Topic,
+            Operation::DescribeConfigs,
+            &name,
+        ));
+    }
     let t = s
         .broker
         .topics
