@@ -85,6 +85,9 @@ impl QuotaConfig {
 /// A quota entity: each part is (type, name), name None for the default. Sorted by type.
 pub type Entity = Vec<(String, Option<String>)>;
 
+/// Changes to one entity's quotas: (key, Some(value) to set, None to remove).
+pub type QuotaOps = Vec<(String, Option<f64>)>;
+
 /// Checks an entity as Kafka's AlterClientQuotas does and puts it in canonical order.
 pub fn validate_entity(mut entity: Entity) -> Result<Entity, BrokerError> {
     let invalid = |m: String| BrokerError::new(ErrorCode::InvalidRequest, m);
@@ -148,8 +151,8 @@ fn levels(user: &str, client: &str) -> [Entity; 8] {
 
 /// Which quota applies to (user, client id) for `key`, and the entity whose sensor it is:
 /// the first of the 8 levels that sets the key.
-pub fn resolve<'a>(
-    quotas: &'a BTreeMap<Entity, BTreeMap<String, f64>>,
+pub fn resolve(
+    quotas: &BTreeMap<Entity, BTreeMap<String, f64>>,
     user: &str,
     client: &str,
     key: &str,
@@ -288,7 +291,7 @@ impl Quotas {
     pub fn alter(
         &self,
         broker: &Broker,
-        changes: &[(Entity, Vec<(String, Option<f64>)>)],
+        changes: &[(Entity, QuotaOps)],
     ) -> Result<(), BrokerError> {
         let current = self.all();
         let mut records = BTreeMap::new();

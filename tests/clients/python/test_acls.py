@@ -7,6 +7,7 @@ client settings from `client_conf(principal)`: once SASL lands, a second princip
 new entry there (with its credentials), not a new test.
 """
 
+import struct
 import time
 
 import pytest
@@ -204,7 +205,14 @@ def test_acl_matrix_over_resources_and_operations(start_broker, principal):
         p.init_transactions(15)
     assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
 
-    # Denials are counted in /metrics... and DeleteAcls takes a grant away.
+    # kcat (an old librdkafka) sees the same: reads "lit-1", is refused "no-1".
+    from test_kcat import kcat
+    r = kcat(b, "-C", "-t", "lit-1", "-o", "beginning", "-e", "-f", "%s\n")
+    assert r.stdout.decode().split() == ["v"]
+    r = kcat(b, "-P", "-t", "no-1", input=b"x\n", check=False)
+    assert r.returncode != 0 and b"authorization failed" in r.stderr.lower(), r.stderr
+
+    # DeleteAcls takes a grant away.
     deleted = a.delete_acls([AclBindingFilter(T, "ok-", PRE, None, None, AclOperation.ANY,
                                               AclPermissionType.ANY)],
                             request_timeout=10)
@@ -247,9 +255,17 @@ def test_denials_are_logged_counted_in_metrics_and_apply_to_the_http_api(tmp_pat
 
     from test_http import HttpBroker
 
-    b = HttpBroker(tmp_path / "hb", {"authorizer.class.name": AUTHORIZER})
+    b = HttpBroker(tmp_path / "hb", {"authorizer.class.name": AUTHORIZER,
+                                     "super.users": ANONYMOUS})
     b.start()
     try:
+        a = admin(b)
+        for f in a.create_topics([NewTopic("vis", 1, 1)]).values():
+            f.result()
+        with urllib.request.urlopen(b.url("/v1/topics"), timeout=10) as r:
+            assert "vis" in [t["name"] for t in json.loads(r.read())["topics"]]
+        b.configs["super.users"] = ""
+        b.restart()
         # No ACL and allow.everyone.if.no.acl.found=false: every request is refused.
         assert produce_one(b, "t1") == KafkaError.TOPIC_AUTHORIZATION_FAILED
         with kwire.Conn("127.0.0.1", b.port) as c:
@@ -273,6 +289,14 @@ def test_denials_are_logged_counted_in_metrics_and_apply_to_the_http_api(tmp_pat
             urllib.request.urlopen(req, timeout=10)
         assert e.value.code == 403
         assert "TOPIC_AUTHORIZATION_FAILED" in e.value.read().decode()
+        # Its reads show what ANONYMOUS may DESCRIBE, as Metadata does.
+        with urllib.request.urlopen(b.url("/v1/topics"), timeout=10) as r:
+            assert json.loads(r.read())["topics"] == []
+        for path in ("/v1/topics/vis", "/v1/configs/topics/vis", "/v1/configs/broker"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(b.url(path), timeout=10)
+            assert e.value.code == 403, path
+            assert "AUTHORIZATION_FAILED" in e.value.read().decode(), path
         # Kafka's authorizer log line.
         log = b.log_tail(400)
         assert "Principal = User:ANONYMOUS is Denied operation = READ from host = 127.0.0.1" \
@@ -303,7 +327,8 @@ def test_runnel_acls_cli_add_list_remove(start_broker):
     # The admin client sees what the tool added.
     everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
                                   AclOperation.ANY, AclPermissionType.ANY)
-    assert len(admin(b).describe_acls(everything, request_timeout=10).result()) == 6
+    a = admin(b)
+    assert len(a.describe_acls(everything, request_timeout=10).result()) == 6
     r = runnel(b, "acls", "--list", "--topic", "orders")
     assert r.returncode == 0, r.stderr
     for op in ("WRITE", "DESCRIBE", "CREATE"):
@@ -362,3 +387,124 @@ def test_share_groups_and_scram_credentials_are_authorized(start_broker):
     # DescribeUserScramCredentials answers CLUSTER_AUTHORIZATION_FAILED too, but
     # librdkafka 2.16 aborts the process when it frees that error result, so it is not
     # asked from here.
+
+
+def test_acls_replicate_across_a_three_node_cluster_with_an_authorizer(tmp_path):
+    """The brokers connect as User:ANONYMOUS (no SASL yet), so the cluster runs with
+    allow.everyone.if.no.acl.found=true and no ACL on the CLUSTER resource: replica
+    fetches (CLUSTER_ACTION) pass. An ACL created through one node is in force on every
+    node and survives that node's restart; a denied topic still replicates."""
+    from cluster import Cluster
+
+    c = Cluster(tmp_path, configs={"authorizer.class.name": AUTHORIZER,
+                                   "allow.everyone.if.no.acl.found": "true"}).start()
+    try:
+        a = admin(c.node(1))
+        for t in ("open", "secret"):
+            for f in a.create_topics([NewTopic(t, 1, 3)], operation_timeout=20).values():
+                f.result(30)
+            c.wait_for(f"{t} in sync", lambda t=t: len(c.partition_state(t)[2]) == 3)
+        assert produce_one(c.node(1), "secret") is None
+        # An ACL on a resource ends "no ACL found" for it: ALLOW ALL, then DENY READ.
+        create_acls(a, [allow(ANONYMOUS, ResourceType.TOPIC, "secret", AclOperation.ALL),
+                        deny(ANONYMOUS, ResourceType.TOPIC, "secret", AclOperation.READ)])
+
+        def refused_everywhere():
+            codes = []
+            for n in c.nodes:
+                with kwire.Conn("127.0.0.1", n.port) as conn:
+                    codes.append(conn.fetch_v11("secret", 0, 0)["error"])
+            return codes
+
+        leader = c.partition_state("secret")[0]
+        c.wait_for("the DENY in force on the leader",
+                   lambda: KafkaError.TOPIC_AUTHORIZATION_FAILED in refused_everywhere())
+        # Every node refuses READ (the leader TOPIC_AUTHORIZATION_FAILED; the followers
+        # answer the same before telling the client it asked the wrong node).
+        assert set(refused_everywhere()) == {KafkaError.TOPIC_AUTHORIZATION_FAILED}
+        # The denied topic still replicates (followers fetch with CLUSTER_ACTION).
+        assert produce_one(c.node(leader), "secret") is None
+        assert produce_one(c.node(1), "open") is None
+        c.wait_for("secret in sync", lambda: len(c.partition_state("secret")[2]) == 3)
+        # Every node lists the ACL; a restarted node still has it.
+        c.node(2).restart()
+        everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None,
+                                      None, AclOperation.ANY, AclPermissionType.ANY)
+        for n in c.nodes:
+            na = admin(n)
+            got = na.describe_acls(everything, request_timeout=10).result()
+            assert sorted((x.operation.value, x.permission_type.value) for x in got) == \
+                sorted([(AclOperation.ALL.value, AclPermissionType.ALLOW.value),
+                        (AclOperation.READ.value, AclPermissionType.DENY.value)])
+        with kwire.Conn("127.0.0.1", c.node(2).port) as conn:
+            assert conn.fetch_v11("secret", 0, 0)["error"] == \
+                KafkaError.TOPIC_AUTHORIZATION_FAILED
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)
+
+
+def test_a_cluster_with_the_broker_principal_as_super_user_replicates(tmp_path):
+    """With allow.everyone.if.no.acl.found=false, brokers replicate only because their
+    principal (User:ANONYMOUS until SASL) is in super.users: docs/configuration.md."""
+    from cluster import Cluster
+
+    c = Cluster(tmp_path, configs={"authorizer.class.name": AUTHORIZER,
+                                   "super.users": ANONYMOUS}).start()
+    try:
+        a = admin(c.node(1))
+        for f in a.create_topics([NewTopic("rf3", 1, 3)], operation_timeout=20).values():
+            f.result(30)
+        c.wait_for("rf3 in sync", lambda: len(c.partition_state("rf3")[2]) == 3)
+        leader = c.partition_state("rf3")[0]
+        assert produce_one(c.node(leader), "rf3", acks="all") is None
+        c.wait_for("rf3 still in sync", lambda: len(c.partition_state("rf3")[2]) == 3)
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)
+
+
+
+def delete_topic_by_id_v6(conn, topic_id: bytes):
+    """DeleteTopics v6 (flexible) for one topic id -> (name, error_code)."""
+    body = kwire.uvarint(2) + kwire.compact_string(None) + topic_id + kwire.uvarint(0)
+    body += struct.pack(">i", 10000) + kwire.uvarint(0)
+    r = conn.request(20, 6, body, header_version=2)
+    r.uvarint()  # header tags
+    r.int32()  # throttle
+    assert r.uvarint() == 2
+    n = r.uvarint()
+    name = r.take(n - 1).decode() if n else None
+    r.take(16)
+    return name, r.int16()
+
+
+def add_partitions_v4(conn, tid, topic):
+    """AddPartitionsToTxn v4 (the broker-to-broker form) -> top-level error_code."""
+    body = kwire.uvarint(2) + kwire.compact_string(tid) + struct.pack(">qhb", 1, 0, 1)
+    body += kwire.uvarint(2) + kwire.compact_string(topic) + kwire.uvarint(2)
+    body += struct.pack(">i", 0) + kwire.uvarint(0) + kwire.uvarint(0) + kwire.uvarint(0)
+    r = conn.request(24, 4, body, header_version=2)
+    r.uvarint()
+    r.int32()
+    return r.int16()
+
+
+def test_by_id_and_broker_only_requests(start_broker):
+    UNKNOWN_TOPIC_ID, CLUSTER_AUTHORIZATION_FAILED = 100, 31
+    from confluent_kafka import TopicCollection
+
+    b = start_broker(authorizer__class__name=AUTHORIZER, super__users=ANONYMOUS)
+    a = admin(b)
+    for f in a.create_topics([NewTopic("hidden", 1, 1)]).values():
+        f.result()
+    d = a.describe_topics(TopicCollection(["hidden"]))["hidden"].result()
+    tid = struct.pack(">qq", d.topic_id.get_most_significant_bits(),
+                      d.topic_id.get_least_significant_bits())
+    b.configs["super.users"] = ""
+    b.restart()
+    with kwire.Conn("127.0.0.1", b.port) as c:
+        # A topic named by id that the principal may not DESCRIBE: not even its name.
+        assert delete_topic_by_id_v6(c, tid) == (None, UNKNOWN_TOPIC_ID)
+        # Only brokers send AddPartitionsToTxn v4+ (CLUSTER_ACTION).
+        assert add_partitions_v4(c, "t", "hidden") == CLUSTER_AUTHORIZATION_FAILED

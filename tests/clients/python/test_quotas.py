@@ -271,3 +271,26 @@ def test_runnel_quotas_cli_alter_and_describe(broker):
     assert "consumer_byte_rate" not in r.stdout and "producer_byte_rate=1048576.0" in r.stdout
     r = run("--alter", "--user", user, "--add-config", "bogus_rate=1")
     assert r.returncode == 1 and "bogus_rate" in r.stderr, r.stderr
+
+
+def test_request_percentage_mutes_the_connection(start_broker):
+    """request_percentage counts handler time; a tiny quota mutes the connection after a
+    request. A 2 x 1 s quota window (quota.window.num/size.seconds) caps the mute at 2 s."""
+    b = start_broker(quota__window__num="2", quota__window__size__seconds="1")
+    with kwire.Conn("127.0.0.1", b.port) as c:
+        start = time.monotonic()
+        for _ in range(5):
+            c.api_versions_v0()
+        unthrottled = time.monotonic() - start
+        # The client id is kwire's; the quota is set on another connection so this one's
+        # own AlterClientQuotas is not the request that gets muted.
+        with kwire.Conn("127.0.0.1", b.port) as admin_conn:
+            assert alter(admin_conn, [([("client-id", "runnel-tests")],
+                                       [("request_percentage", 0.000001)])]) == [(0, None)]
+        c.api_versions_v0()  # recorded against the quota, then the channel is muted
+        start = time.monotonic()
+        c.api_versions_v0()
+        muted = time.monotonic() - start
+    print(f"5 requests unthrottled: {unthrottled:.3f} s; one request after a throttled one: "
+          f"{muted:.3f} s")
+    assert unthrottled < 0.5 and 0.5 <= muted <= 2.5, (unthrottled, muted)

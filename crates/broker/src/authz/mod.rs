@@ -106,6 +106,9 @@ impl AuthzConfig {
 /// The broker's authorization state. Thread-safe.
 pub struct Authz {
     pub config: AuthzConfig,
+    /// False in a cluster until the metadata image has been applied once: until then
+    /// the ACLs are unknown and only super users are allowed (fail closed).
+    loaded: std::sync::atomic::AtomicBool,
     acls: RwLock<Arc<Vec<AclBinding>>>,
     store: store::RecordStore,
     audit: Audit,
@@ -117,6 +120,7 @@ impl Authz {
     pub fn open(config: AuthzConfig, meta_dir: Option<&Path>) -> Result<Authz, BrokerError> {
         let authz = Authz {
             config,
+            loaded: std::sync::atomic::AtomicBool::new(meta_dir.is_some()),
             acls: RwLock::new(Arc::new(Vec::new())),
             store: store::RecordStore::new("acl:", "acls.json"),
             audit: Audit::default(),
@@ -124,6 +128,14 @@ impl Authz {
         if let Some(dir) = meta_dir {
             authz.store.open_local(dir)?;
             authz.reload();
+        }
+        if authz.enabled() {
+            tracing::info!(
+                acls = authz.acls().len(),
+                super_users = ?authz.config.policy.super_users,
+                allow_everyone_if_no_acl_found = authz.config.policy.allow_if_no_acl,
+                "authorizer on (Kafka StandardAuthorizer semantics)"
+            );
         }
         Ok(authz)
     }
@@ -156,11 +168,22 @@ impl Authz {
         *self.acls.write() = Arc::new(acls);
     }
 
-    /// In a cluster: takes the ACLs from a new metadata image.
-    pub fn apply_image(&self, image_configs: &BTreeMap<String, String>) {
+    /// In a cluster: takes the ACLs from a new metadata image (`applied_index` 0 is the
+    /// empty image a node has before it heard from the quorum or read its log).
+    pub fn apply_image(&self, image_configs: &BTreeMap<String, String>, applied_index: u64) {
         if self.store.apply_image(image_configs) {
             self.reload();
         }
+        if applied_index > 0 && !self.loaded.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            tracing::info!(
+                acls = self.acls().len(),
+                "ACLs loaded from the metadata log"
+            );
+        }
+    }
+
+    fn is_loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Adds bindings (already validated); an existing one is left as it is.
@@ -330,6 +353,9 @@ impl Ctx {
             principal: &self.principal,
             host: &host,
         };
+        if !authz.is_loaded() {
+            return authz.config.policy.is_super_user(&self.principal);
+        }
         decide(&authz.config.policy, &authz.acls(), who)
     }
 

@@ -20,8 +20,11 @@ pub async fn run(broker: Arc<Broker>, cluster: Arc<Cluster>) {
         let epoch = cluster
             .broker_epoch
             .load(std::sync::atomic::Ordering::Acquire);
-        let registered = rx
-            .borrow_and_update()
+        let image = rx.borrow_and_update().clone();
+        // ACLs and quotas apply at once, even from a stale image: a restarted broker must
+        // not serve a moment without them.
+        apply_security(&broker, &image);
+        let registered = image
             .brokers
             .get(&broker.node_id())
             .is_some_and(|b| b.epoch == epoch);
@@ -43,8 +46,7 @@ pub async fn run(broker: Arc<Broker>, cluster: Arc<Cluster>) {
 
 fn apply_image(broker: &Arc<Broker>, cluster: &Cluster, image: &ClusterImage) {
     broker.groups.configs.apply_image(&image.broker_configs);
-    broker.authz.apply_image(&image.broker_configs);
-    broker.quotas.apply_image(&image.broker_configs);
+    apply_security(broker, image);
     broker.security.scram.apply_image(&image.broker_configs);
     broker.links.apply_image(broker, &image.broker_configs);
     for t in image.topics.values() {
@@ -78,6 +80,15 @@ fn apply_image(broker: &Arc<Broker>, cluster: &Cluster, image: &ClusterImage) {
         }
     }
     broker.wake_all_fetches();
+}
+
+/// ACLs and client quotas from the image's cluster-wide records. The authorizer refuses
+/// everyone but super users until the first image that holds any record is applied.
+fn apply_security(broker: &Broker, image: &ClusterImage) {
+    broker
+        .authz
+        .apply_image(&image.broker_configs, image.applied_index);
+    broker.quotas.apply_image(&image.broker_configs);
 }
 
 /// Applies one partition's state (from an AlterPartition reply).

@@ -122,7 +122,7 @@ pub fn describe(
     ready(req, &response)
 }
 
-type Change = (Entity, Vec<(String, Option<f64>)>);
+type Change = (Entity, quota::QuotaOps);
 
 pub fn alter(
     broker: &Arc<Broker>,

@@ -50,16 +50,18 @@ pub fn create(
             .collect()
     };
     let throttle_ms = mutation_quota(broker, req, &body, qc, &mut refused);
-    let budget = request_budget(broker, &body);
+    let checks = Prechecks {
+        seen,
+        refused,
+        budget: request_budget(broker, &body),
+    };
     if let Some(cluster) = broker.cluster() {
         return Ok(create_in_cluster(
             broker.clone(),
             cluster.clone(),
             req.clone(),
             body,
-            seen,
-            refused,
-            budget,
+            checks,
             throttle_ms,
         ));
     }
@@ -72,7 +74,7 @@ pub fn create(
                 .with_name(t.name.clone())
                 .with_num_partitions(-1)
                 .with_replication_factor(-1);
-            let outcome = precheck(&broker, &name, &seen, &refused, &budget)
+            let outcome = precheck(&broker, &name, &checks)
                 .and_then(|()| create_one(&broker, &name, &t, body.validate_only));
             match outcome {
                 Ok((id, partitions, configs)) => {
@@ -104,9 +106,7 @@ fn create_in_cluster(
     cluster: Arc<crate::cluster::Cluster>,
     req: ParsedRequest,
     body: CreateTopicsRequest,
-    seen: HashMap<String, usize>,
-    refused: HashMap<String, BrokerError>,
-    budget: Result<(), BrokerError>,
+    checks: Prechecks,
     throttle_ms: i32,
 ) -> ResponseFuture {
     Box::pin(async move {
@@ -114,7 +114,7 @@ fn create_in_cluster(
         let mut to_create = Vec::new();
         for t in &body.topics {
             let name = t.name.0.to_string();
-            let checked = precheck(&broker, &name, &seen, &refused, &budget)
+            let checked = precheck(&broker, &name, &checks)
                 .and_then(|()| create_one(&broker, &name, t, true).map(|_| ()));
             if checked.is_ok() {
                 let assignments = (!t.assignments.is_empty()).then(|| {
@@ -256,15 +256,26 @@ fn mutation_quota(
     throttle_ms
 }
 
-/// What refuses a topic of a CreateTopics before its own checks: a name given twice,
-/// the request over the partition bounds, an internal or reserved name.
-fn precheck(
-    broker: &Broker,
-    name: &str,
-    seen: &HashMap<String, usize>,
-    refused: &HashMap<String, BrokerError>,
-    budget: &Result<(), BrokerError>,
-) -> Result<(), BrokerError> {
+/// What a CreateTopics request is checked against before each topic's own checks,
+/// worked out once per request.
+struct Prechecks {
+    /// How often each name appears in the request.
+    seen: HashMap<String, usize>,
+    /// Topics the authorizer or the mutation quota refused, with their error.
+    refused: HashMap<String, BrokerError>,
+    /// The whole request against the partition bounds.
+    budget: Result<(), BrokerError>,
+}
+
+/// What refuses a topic of a CreateTopics before its own checks: the authorizer or the
+/// mutation quota, a name given twice, the request over the partition bounds, an
+/// internal or reserved name.
+fn precheck(broker: &Broker, name: &str, checks: &Prechecks) -> Result<(), BrokerError> {
+    let Prechecks {
+        seen,
+        refused,
+        budget,
+    } = checks;
     if let Some(e) = refused.get(name) {
         return Err(e.clone());
     }
@@ -400,12 +411,20 @@ pub fn delete(
             Some(n) => broker.topics.get(&n.0),
             None => broker.topics.get_by_id(id),
         };
-        // Kafka: DELETE on the topic, checked before its existence is revealed.
-        let named = name.as_ref().map(|n| n.0.to_string());
-        let authorized = match named.as_deref().or(topic.as_ref().map(|t| t.name.as_str())) {
-            Some(n) => az.require(Operation::Delete, ResourceType::Topic, n),
-            None => Ok(()),
+        // Kafka: DELETE on the topic, checked before its existence is revealed; a topic
+        // named by id that the principal may not DESCRIBE is UNKNOWN_TOPIC_ID.
+        let authorized = match (&name, &topic) {
+            (Some(n), _) => az.require(Operation::Delete, ResourceType::Topic, &n.0),
+            (None, Some(t)) if !az.topic(Operation::Describe, &t.name) => Err(BrokerError::new(
+                ErrorCode::UnknownTopicId,
+                format!("no topic has id {id}"),
+            )),
+            (None, Some(t)) => az.require(Operation::Delete, ResourceType::Topic, &t.name),
+            (None, None) => Ok(()),
         };
+        // Nothing of a topic the principal may not describe goes back, not even its name.
+        let topic =
+            topic.filter(|_| !matches!(&authorized, Err(e) if e.code == ErrorCode::UnknownTopicId));
         let outcome = authorized.and_then(|()| match (&topic, broker.config.delete_topic_enable) {
             (_, false) => Err(BrokerError::new(
                 ErrorCode::TopicDeletionDisabled,

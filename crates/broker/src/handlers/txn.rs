@@ -101,7 +101,15 @@ pub fn add_partitions(
             )
         }));
     }
-    // v4+: batched, possibly verify-only (the broker-to-broker form).
+    // v4+: batched, possibly verify-only (the broker-to-broker form): Kafka lets only
+    // brokers send it (CLUSTER_ACTION on the cluster).
+    if !az.cluster(Operation::ClusterAction) {
+        let code = ErrorCode::ClusterAuthorizationFailed.code();
+        return ready(
+            req,
+            &AddPartitionsToTxnResponse::default().with_error_code(code),
+        );
+    }
     let mut results = Vec::new();
     for txn in &body.transactions {
         let wanted: Vec<(String, i32)> = txn

@@ -47,7 +47,8 @@ use crate::broker::Broker;
 type ApiResult<T> = Result<T, ApiError>;
 
 /// The peer address the handlers see for the admin API's requests.
-const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+pub(super) const PEER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// How long a change waits for the controller (CreateTopics and friends' timeout_ms).
 const ADMIN_TIMEOUT_MS: i32 = 30_000;

@@ -11,13 +11,14 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Buf;
-use runnel_protocol::kp::messages::ConsumerProtocolAssignment;
+use runnel_protocol::kp::messages::{ApiKey, ConsumerProtocolAssignment};
 use runnel_protocol::kp::protocol::Decodable;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::prometheus::{self, LagSample, PartitionSample, Snapshot};
 use super::{ApiError, HttpState};
+use crate::authz::acl::{Operation, ResourceType};
 use crate::broker::Broker;
 use crate::config::{
     is_dynamic_broker_key, topic_config_default, topic_config_names, BrokerConfig,
@@ -250,15 +251,39 @@ fn topic_view(b: &Broker, t: &Topic, only: Option<i32>) -> TopicView {
     }
 }
 
+/// Who an HTTP read is authorized as: the admin API's requests are `User:ANONYMOUS` from
+/// the loopback address (its changes too, through `handlers::dispatch`), so a read shows
+/// what a Kafka client with that principal may DESCRIBE.
+fn http_reader(b: &Arc<Broker>, api: ApiKey) -> crate::authz::Ctx {
+    let listener = Arc::from(b.config.listeners.inter_broker.as_str());
+    let conn = crate::server::Conn::anonymous(super::actions::PEER, listener);
+    crate::authz::Ctx::new(b, &conn, api)
+}
+
+/// 403 with Kafka's error name, as a refused change answers.
+fn forbidden(rt: ResourceType, name: &str) -> ApiError {
+    forbidden_to(rt, Operation::Describe, name)
+}
+
+fn forbidden_to(rt: ResourceType, op: Operation, name: &str) -> ApiError {
+    let e = crate::authz::denied_error(rt, op, name);
+    ApiError {
+        status: StatusCode::FORBIDDEN,
+        message: format!("{}: {}", super::kafka::error_name(e.code.code()), e.message),
+    }
+}
+
 pub async fn topics(State(s): State<HttpState>, q: MaybeQuery) -> ApiResult<Json<Value>> {
     let q = query(q, &["internal"])?;
     let internal = bool_param(&q, "internal", true)?;
     let b = s.broker.clone();
+    let az = http_reader(&b, ApiKey::Metadata);
     let topics = blocking(move || {
         b.topics
             .all()
             .iter()
             .filter(|t| internal || !is_internal(&t.name))
+            .filter(|t| az.visible(Operation::Describe, ResourceType::Topic, &t.name))
             .map(|t| topic_view(&b, t, None))
             .collect::<Vec<_>>()
     })
@@ -281,6 +306,9 @@ pub async fn topic(
             ))
         })?),
     };
+    if !http_reader(&s.broker, ApiKey::Metadata).topic(Operation::Describe, &name) {
+        return Err(forbidden(ResourceType::Topic, &name));
+    }
     let t = s
         .broker
         .topics
@@ -481,10 +509,12 @@ fn offsets_of(b: &Broker, id: &str, members: &[MemberView]) -> Vec<OffsetView> {
 pub async fn groups(State(s): State<HttpState>, q: MaybeQuery) -> ApiResult<Json<Value>> {
     query(q, &[])?;
     let b = s.broker.clone();
+    let az = http_reader(&b, ApiKey::ListGroups);
     let groups = blocking(move || {
         b.groups
             .list()
             .into_iter()
+            .filter(|(id, _, _, _)| az.visible(Operation::Describe, ResourceType::Group, id))
             .map(|(id, protocol_type, state, kind)| {
                 let members = members_of(&b, &id).map_or(0, |m| m.2.len());
                 json!({
@@ -509,6 +539,9 @@ pub async fn group(
     let id = group_id(id)?;
     query(q, &[])?;
     let b = s.broker.clone();
+    if !http_reader(&b, ApiKey::DescribeGroups).group(Operation::Describe, &id) {
+        return Err(forbidden(ResourceType::Group, &id));
+    }
     blocking(move || {
         let (_, protocol_type, state, kind) = b
             .groups
@@ -722,6 +755,15 @@ fn broker_synonyms(topic_key: &str) -> &'static [&'static str] {
 
 pub async fn broker_configs(State(s): State<HttpState>, q: MaybeQuery) -> ApiResult<Json<Value>> {
     query(q, &[])?;
+    // Kafka: DESCRIBE_CONFIGS on the cluster.
+    if !http_reader(&s.broker, ApiKey::DescribeConfigs).cluster(Operation::DescribeConfigs) {
+        let cluster = crate::authz::acl::CLUSTER_NAME;
+        return Err(forbidden_to(
+            ResourceType::Cluster,
+            Operation::DescribeConfigs,
+            cluster,
+        ));
+    }
     let c = s.broker.topics.effective_config();
     let dynamic = s.broker.topics.dynamic_configs();
     Ok(Json(json!({
@@ -737,6 +779,14 @@ pub async fn topic_configs(
 ) -> ApiResult<Json<Value>> {
     let name = topic_name(name)?;
     query(q, &[])?;
+    // Kafka: DESCRIBE_CONFIGS on the topic.
+    if !http_reader(&s.broker, ApiKey::DescribeConfigs).topic(Operation::DescribeConfigs, &name) {
+        return Err(forbidden_to(
+            ResourceType::Topic,
+            Operation::DescribeConfigs,
+            &name,
+        ));
+    }
     let t = s
         .broker
         .topics
