@@ -1530,8 +1530,8 @@ async fn kafka_min_offsets_per_trigger_waits_for_rows_or_the_delay() {
         let (rows, _) = s.next_batch(u64::MAX, Duration::ZERO).await.unwrap();
         assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 300);
         // Not enough for 1000: no batch until maxTriggerDelay has passed.
-        let mut s = source("1000");
         let started = std::time::Instant::now();
+        let mut s = source("1000");
         let (rows, _) = s.next_batch(u64::MAX, Duration::ZERO).await.unwrap();
         assert!(rows.is_empty());
         let mut n = 0;
