@@ -19,7 +19,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Spark's output modes.
@@ -364,7 +364,18 @@ pub struct StatefulAggregate {
     max_event_time_ms: Option<i64>,
     metrics: StateMetrics,
     state_bytes: u64,
+    /// Keys added, changed or removed since the last state file (Spark's changelog).
+    touched: HashSet<Box<[u8]>>,
+    /// Deltas written since the last full snapshot; None: the next file is a full one
+    /// (nothing written or restored yet).
+    deltas_since_snapshot: Option<u32>,
+    /// A full snapshot after this many deltas (Spark's `minDeltasForSnapshot`); 0: every
+    /// state file is a full snapshot.
+    snapshot_every: u32,
 }
+
+/// Spark's `spark.sql.streaming.stateStore.minDeltasForSnapshot` default.
+pub const DEFAULT_DELTAS_PER_SNAPSHOT: u32 = 10;
 
 impl StatefulAggregate {
     pub fn new(spec: AggregateSpec) -> Result<Self> {
@@ -423,7 +434,15 @@ impl StatefulAggregate {
             max_event_time_ms: None,
             metrics: StateMetrics::default(),
             state_bytes: 0,
+            touched: HashSet::new(),
+            deltas_since_snapshot: None,
+            snapshot_every: DEFAULT_DELTAS_PER_SNAPSHOT,
         })
+    }
+
+    /// A full snapshot after `n` deltas; 0 writes only full snapshots (no changelog).
+    pub fn set_deltas_per_snapshot(&mut self, n: u32) {
+        self.snapshot_every = n;
     }
 
     pub fn max_event_time_ms(&self) -> Option<i64> {
@@ -526,13 +545,19 @@ impl StatefulAggregate {
         let accs_template: Vec<Acc> = self.spec.aggs.iter().map(|k| Acc::new(*k)).collect();
         let mut scratch: Vec<u8> = Vec::with_capacity(64);
         let touch = |state: &mut HashMap<Box<[u8]>, Entry>,
-                     bytes: &mut u64,
+                     (bytes, touched): (&mut u64, &mut HashSet<Box<[u8]>>),
                      key: &[u8],
                      event_end: i64,
                      i: usize| {
             let entry = match state.get_mut(key) {
-                Some(e) => e,
+                Some(e) => {
+                    if e.updated_batch != batch_id {
+                        touched.insert(key.into());
+                    }
+                    e
+                }
                 None => {
+                    touched.insert(key.into());
                     *bytes += key.len() as u64 + 64 + 16 * accs_template.len() as u64;
                     state.entry(key.into()).or_insert_with(|| Entry {
                         event_end,
@@ -564,7 +589,13 @@ impl StatefulAggregate {
                     scratch.clear();
                     scratch.extend_from_slice(&session_key_prefix(start));
                     scratch.extend_from_slice(key.as_ref());
-                    touch(&mut self.state, &mut self.state_bytes, &scratch, t + gap, i);
+                    touch(
+                        &mut self.state,
+                        (&mut self.state_bytes, &mut self.touched),
+                        &scratch,
+                        t + gap,
+                        i,
+                    );
                 }
                 (Some((_, spec)), Some(ts)) => {
                     if ts.is_null(i) {
@@ -580,7 +611,13 @@ impl StatefulAggregate {
                         scratch.clear();
                         scratch.extend_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
                         scratch.extend_from_slice(key.as_ref());
-                        touch(&mut self.state, &mut self.state_bytes, &scratch, end, i);
+                        touch(
+                            &mut self.state,
+                            (&mut self.state_bytes, &mut self.touched),
+                            &scratch,
+                            end,
+                            i,
+                        );
                     }
                 }
                 _ => {
@@ -597,7 +634,7 @@ impl StatefulAggregate {
                     scratch.extend_from_slice(key.as_ref());
                     touch(
                         &mut self.state,
-                        &mut self.state_bytes,
+                        (&mut self.state_bytes, &mut self.touched),
                         &scratch,
                         event_end,
                         i,
@@ -632,11 +669,10 @@ impl StatefulAggregate {
         // The common case: the row falls in (or extends) one session that starts earlier.
         if let [only] = overlapping[..] {
             if only <= start {
-                let e = self
-                    .state
-                    .get_mut(&entry_key(only)[..])
-                    .expect("indexed session");
+                let k = entry_key(only);
+                let e = self.state.get_mut(&k[..]).expect("indexed session");
                 e.event_end = e.event_end.max(end);
+                self.touched.insert(k.into());
                 return only;
             }
         }
@@ -650,6 +686,7 @@ impl StatefulAggregate {
         for s in &overlapping {
             let k = entry_key(*s);
             if let Some(e) = self.state.remove(&k[..]) {
+                self.touched.insert(k[..].into());
                 self.state_bytes = self
                     .state_bytes
                     .saturating_sub(k.len() as u64 + 64 + 16 * e.accs.len() as u64);
@@ -666,6 +703,7 @@ impl StatefulAggregate {
         if !overlapping.is_empty() {
             let k = entry_key(new_start);
             self.state_bytes += k.len() as u64 + 64 + 16 * merged.accs.len() as u64;
+            self.touched.insert(k[..].into());
             self.state.insert(k.into(), merged);
         }
         new_start
@@ -716,6 +754,7 @@ impl StatefulAggregate {
                     .state_bytes
                     .saturating_sub(k.len() as u64 + 64 + 16 * e.accs.len() as u64);
             }
+            self.touched.insert(k);
         }
         Ok(batch)
     }
@@ -870,7 +909,7 @@ impl StatefulAggregate {
         Ok(RecordBatch::try_new(out_schema, cols)?)
     }
 
-    /// Serialises the state (for the checkpoint).
+    /// Serialises the whole state (a full snapshot).
     pub fn snapshot(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.state_bytes as usize + 64);
         out.extend_from_slice(STATE_MAGIC);
@@ -879,99 +918,226 @@ impl StatefulAggregate {
         let mut keys: Vec<&Box<[u8]>> = self.state.keys().collect();
         keys.sort();
         for k in keys {
-            let e = &self.state[k];
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(k);
-            out.extend_from_slice(&e.event_end.to_le_bytes());
-            out.extend_from_slice(&e.updated_batch.to_le_bytes());
-            out.extend_from_slice(&e.created_batch.to_le_bytes());
-            out.push(e.accs.len() as u8);
-            for a in &e.accs {
-                a.encode(&mut out);
-            }
+            encode_entry(&mut out, k, &self.state[k]);
         }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
     }
 
-    /// Replaces the state with a snapshot. `what` names the file for errors.
-    pub fn restore(&mut self, bytes: &[u8], what: &str) -> Result<()> {
-        let err = |m: &str| SqlError::Checkpoint {
-            path: what.to_string(),
-            message: m.to_string(),
+    /// The state file for the batch just run, as Spark's changelog checkpointing writes
+    /// it: the keys added, changed or removed since the last file (a delta), or every
+    /// `snapshot_every` deltas (and first) the whole state. So a batch costs in
+    /// proportion to the keys it changed, and a restart applies at most
+    /// `snapshot_every` deltas to a snapshot.
+    pub fn checkpoint(&mut self) -> Vec<u8> {
+        let full = match self.deltas_since_snapshot {
+            None => true,
+            Some(n) => self.snapshot_every == 0 || n >= self.snapshot_every,
         };
-        if bytes.len() < STATE_MAGIC.len() + 20 {
-            return Err(err("state file is truncated"));
-        }
-        let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-            return Err(err("state file checksum mismatch"));
-        }
-        let mut r = Reader {
-            data: body,
-            pos: 0,
-            what: what.to_string(),
+        let out = if full {
+            self.deltas_since_snapshot = Some(0);
+            self.snapshot()
+        } else {
+            self.deltas_since_snapshot = self.deltas_since_snapshot.map(|n| n + 1);
+            self.delta()
         };
-        if r.bytes(STATE_MAGIC.len())? != STATE_MAGIC {
-            return Err(err("not a runnel state file"));
+        self.touched.clear();
+        out
+    }
+
+    /// The keys touched since the last state file: the present ones with their entries,
+    /// then the removed ones.
+    fn delta(&self) -> Vec<u8> {
+        let mut keys: Vec<&Box<[u8]>> = self.touched.iter().collect();
+        keys.sort();
+        let (present, removed): (Vec<&Box<[u8]>>, Vec<&Box<[u8]>>) =
+            keys.into_iter().partition(|k| self.state.contains_key(*k));
+        let mut out = Vec::new();
+        out.extend_from_slice(crate::checkpoint::DELTA_MAGIC);
+        out.extend_from_slice(&self.max_event_time_ms.unwrap_or(i64::MIN).to_le_bytes());
+        out.extend_from_slice(&(present.len() as u64).to_le_bytes());
+        for k in present {
+            encode_entry(&mut out, k, &self.state[k]);
         }
+        out.extend_from_slice(&(removed.len() as u64).to_le_bytes());
+        for k in removed {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(k);
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Restores from a full snapshot and the deltas written after it, in order (what
+    /// `Checkpoint::read_state_chain` gives). `what` names each file for errors.
+    pub fn restore_chain(&mut self, files: &[(Vec<u8>, String)]) -> Result<()> {
+        let Some(((first, what), deltas)) = files.split_first() else {
+            return Ok(());
+        };
+        self.restore(first, what)?;
+        for (bytes, what) in deltas {
+            self.apply_delta(bytes, what)?;
+        }
+        self.deltas_since_snapshot = Some(deltas.len() as u32);
+        Ok(())
+    }
+
+    /// Applies one delta file to the state.
+    fn apply_delta(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        let mut r = checked_reader(bytes, crate::checkpoint::DELTA_MAGIC, what)?;
         let max = r.i64()?;
         let n = r.i64()? as u64;
-        let mut state = HashMap::new();
-        let mut bytes_used = 0u64;
+        for _ in 0..n {
+            let (key, entry) = self.decode_entry(&mut r)?;
+            let klen = key.len() as u64;
+            self.state_bytes += klen + 64 + 16 * entry.accs.len() as u64;
+            if let Some(old) = self.state.insert(key, entry) {
+                self.state_bytes = self
+                    .state_bytes
+                    .saturating_sub(klen + 64 + 16 * old.accs.len() as u64);
+            }
+        }
+        let n = r.i64()? as u64;
         for _ in 0..n {
             let klen = r.u32()? as usize;
-            let key: Box<[u8]> = r.bytes(klen)?.into();
-            if key.len() < 8 {
-                return Err(err("state key too short"));
+            let key = r.bytes(klen)?;
+            if let Some(e) = self.state.remove(key) {
+                self.state_bytes = self
+                    .state_bytes
+                    .saturating_sub(key.len() as u64 + 64 + 16 * e.accs.len() as u64);
             }
-            let event_end = r.i64()?;
-            let updated_batch = r.i64()? as u64;
-            let created_batch = r.i64()? as u64;
-            let nacc = r.u8()? as usize;
-            if nacc != self.spec.aggs.len() {
+        }
+        if r.pos != r.data.len() {
+            return Err(SqlError::Checkpoint {
+                path: what.to_string(),
+                message: "trailing bytes in state delta".into(),
+            });
+        }
+        self.max_event_time_ms = (max != i64::MIN).then_some(max);
+        self.index_sessions();
+        Ok(())
+    }
+
+    /// One entry as `encode_entry` wrote it, checked against this query's aggregates.
+    fn decode_entry(&self, r: &mut Reader) -> Result<(Box<[u8]>, Entry)> {
+        let what = r.what.clone();
+        let err = |m: &str| SqlError::Checkpoint {
+            path: what.clone(),
+            message: m.to_string(),
+        };
+        let klen = r.u32()? as usize;
+        let key: Box<[u8]> = r.bytes(klen)?.into();
+        if key.len() < 8 {
+            return Err(err("state key too short"));
+        }
+        let event_end = r.i64()?;
+        let updated_batch = r.i64()? as u64;
+        let created_batch = r.i64()? as u64;
+        let nacc = r.u8()? as usize;
+        if nacc != self.spec.aggs.len() {
+            return Err(err(
+                "state was written by a query with different aggregates",
+            ));
+        }
+        let accs = (0..nacc)
+            .map(|_| Acc::decode(r))
+            .collect::<Result<Vec<_>>>()?;
+        for (a, k) in accs.iter().zip(&self.spec.aggs) {
+            if std::mem::discriminant(a) != std::mem::discriminant(&Acc::new(*k)) {
                 return Err(err(
                     "state was written by a query with different aggregates",
                 ));
             }
-            let accs = (0..nacc)
-                .map(|_| Acc::decode(&mut r))
-                .collect::<Result<Vec<_>>>()?;
-            for (a, k) in accs.iter().zip(&self.spec.aggs) {
-                if std::mem::discriminant(a) != std::mem::discriminant(&Acc::new(*k)) {
-                    return Err(err(
-                        "state was written by a query with different aggregates",
-                    ));
-                }
-            }
-            bytes_used += klen as u64 + 64 + 16 * nacc as u64;
-            state.insert(
-                key,
-                Entry {
-                    event_end,
-                    accs,
-                    updated_batch,
-                    created_batch,
-                },
-            );
         }
-        if r.pos != body.len() {
-            return Err(err("trailing bytes in state file"));
-        }
+        Ok((
+            key,
+            Entry {
+                event_end,
+                accs,
+                updated_batch,
+                created_batch,
+            },
+        ))
+    }
+
+    /// Rebuilds the per-key index of session starts from the state's keys.
+    fn index_sessions(&mut self) {
         self.sessions.clear();
         if self.window.is_some_and(|(_, w)| w.session) {
-            for k in state.keys() {
+            for k in self.state.keys() {
                 let start =
                     (u64::from_be_bytes(k[..8].try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
                 self.sessions.entry(k[8..].into()).or_default().push(start);
             }
         }
+    }
+
+    /// Replaces the state with a full snapshot. `what` names the file for errors.
+    pub fn restore(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        let mut r = checked_reader(bytes, STATE_MAGIC, what)?;
+        let max = r.i64()?;
+        let n = r.i64()? as u64;
+        let mut state = HashMap::new();
+        let mut bytes_used = 0u64;
+        for _ in 0..n {
+            let (key, entry) = self.decode_entry(&mut r)?;
+            bytes_used += key.len() as u64 + 64 + 16 * entry.accs.len() as u64;
+            state.insert(key, entry);
+        }
+        if r.pos != r.data.len() {
+            return Err(SqlError::Checkpoint {
+                path: what.to_string(),
+                message: "trailing bytes in state file".into(),
+            });
+        }
         self.state = state;
+        self.index_sessions();
         self.state_bytes = bytes_used;
         self.max_event_time_ms = (max != i64::MIN).then_some(max);
+        self.touched.clear();
+        self.deltas_since_snapshot = Some(0);
         Ok(())
     }
+}
+
+/// One state entry: key length and bytes, event end, update and creation batches, the
+/// accumulators.
+fn encode_entry(out: &mut Vec<u8>, k: &[u8], e: &Entry) {
+    out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+    out.extend_from_slice(k);
+    out.extend_from_slice(&e.event_end.to_le_bytes());
+    out.extend_from_slice(&e.updated_batch.to_le_bytes());
+    out.extend_from_slice(&e.created_batch.to_le_bytes());
+    out.push(e.accs.len() as u8);
+    for a in &e.accs {
+        a.encode(out);
+    }
+}
+
+/// A reader over a state file's body once its checksum and `magic` are checked.
+fn checked_reader<'a>(bytes: &'a [u8], magic: &[u8], what: &str) -> Result<Reader<'a>> {
+    let err = |m: &str| SqlError::Checkpoint {
+        path: what.to_string(),
+        message: m.to_string(),
+    };
+    if bytes.len() < magic.len() + 20 {
+        return Err(err("state file is truncated"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        return Err(err("state file checksum mismatch"));
+    }
+    let mut r = Reader {
+        data: body,
+        pos: 0,
+        what: what.to_string(),
+    };
+    if r.bytes(magic.len())? != magic {
+        return Err(err("not a runnel state file of this kind"));
+    }
+    Ok(r)
 }
 
 const STATE_MAGIC: &[u8] = b"RUNNEL-STATE-1\n";
@@ -1092,6 +1258,63 @@ mod tests {
         // Nothing is emitted twice.
         agg.begin_batch();
         assert_eq!(agg.finish_batch(Some(10_000), 2).unwrap().num_rows(), 0);
+    }
+
+    #[test]
+    fn changelog_writes_only_changed_keys_and_rebuilds_the_state() {
+        let new = || {
+            StatefulAggregate::new(spec(OutputMode::Append, vec![AggKind::Count, AggKind::Max]))
+                .unwrap()
+        };
+        let mut agg = new();
+        agg.set_deltas_per_snapshot(2);
+        let keys: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+        let tags: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut files: Vec<(Vec<u8>, String)> = Vec::new();
+        let run = |files: &mut Vec<(Vec<u8>, String)>,
+                   agg: &mut StatefulAggregate,
+                   ts: i64,
+                   tags: &[&str],
+                   wm: Option<i64>,
+                   b: u64| {
+            agg.begin_batch();
+            agg.update(
+                &input(&vec![ts; tags.len()], tags, &vec![1; tags.len()]),
+                wm,
+                b,
+            )
+            .unwrap();
+            agg.finish_batch(wm, b).unwrap();
+            let bytes = agg.checkpoint();
+            files.push((bytes.clone(), format!("state/{b}")));
+            bytes
+        };
+        let full = run(&mut files, &mut agg, 1_000, &tags, None, 0);
+        assert!(full.starts_with(STATE_MAGIC));
+        // Ten keys change: the delta holds those ten.
+        let d1 = run(&mut files, &mut agg, 2_000, &tags[..10], None, 1);
+        assert!(d1.starts_with(crate::checkpoint::DELTA_MAGIC));
+        assert!(d1.len() * 50 < full.len(), "{} vs {}", d1.len(), full.len());
+        // The watermark closes the window: its 1000 keys leave the state, one arrives.
+        let d2 = run(&mut files, &mut agg, 25_000, &["z"], Some(15_000), 2);
+        assert!(d2.starts_with(crate::checkpoint::DELTA_MAGIC));
+        assert_eq!(agg.state.len(), 1);
+        let mut restored = new();
+        restored.restore_chain(&files).unwrap();
+        assert_eq!(restored.snapshot(), agg.snapshot());
+        assert_eq!(restored.state_bytes, agg.state_bytes);
+        // After two deltas, a full snapshot again.
+        let third = run(&mut files, &mut agg, 26_000, &["z"], Some(15_000), 3);
+        assert!(third.starts_with(STATE_MAGIC));
+        // A damaged delta is refused, naming the file.
+        let mut bad = files[..2].to_vec();
+        let n = bad[1].0.len();
+        bad[1].0[n - 6] ^= 1;
+        let e = new().restore_chain(&bad).unwrap_err().to_string();
+        assert!(e.contains("state/1") && e.contains("checksum"), "{e}");
+        // With changelog checkpointing off, every file is a full snapshot.
+        agg.set_deltas_per_snapshot(0);
+        assert!(run(&mut files, &mut agg, 27_000, &["z"], Some(15_000), 4).starts_with(STATE_MAGIC));
     }
 
     #[test]

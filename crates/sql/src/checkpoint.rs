@@ -4,7 +4,9 @@
 //! <checkpointLocation>/metadata          {"id":"<query id>","runnel":{query identity}}
 //! <checkpointLocation>/offsets/<batchId> v1, batch metadata JSON, one offsets JSON per source
 //! <checkpointLocation>/commits/<batchId> v1, {"nextBatchWatermarkMs":...}
-//! <checkpointLocation>/state/<batchId>   the stateful operator's snapshot after the batch
+//! <checkpointLocation>/state/<batchId>   the stateful operator's state after the batch: a
+//!                                        full snapshot, or (an aggregation's changelog) a
+//!                                        delta over the file before it
 //! ```
 //!
 //! The offsets entry is written (and fsynced) before a batch runs, the commit entry after
@@ -25,8 +27,12 @@ use std::path::{Path, PathBuf};
 
 /// Spark's `spark.sql.streaming.minBatchesToRetain` default.
 pub const MIN_BATCHES_TO_RETAIN: u64 = 100;
-/// State snapshots kept (the last one is enough to resume; one more for safety).
-const STATE_SNAPSHOTS_KEPT: u64 = 2;
+/// State snapshots kept (the last one is enough to resume; one more for safety), with
+/// the deltas after the older one.
+const STATE_SNAPSHOTS_KEPT: usize = 2;
+/// How a state file that is a delta over the one before it starts (Spark's changelog
+/// checkpointing); any other state file is a full snapshot.
+pub const DELTA_MAGIC: &[u8] = b"RUNNEL-DELTA-1\n";
 /// Largest checkpoint file we will read.
 const MAX_ENTRY_BYTES: u64 = 64 << 20;
 
@@ -106,11 +112,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>> {
+    read_capped(path, MAX_ENTRY_BYTES)
+}
+
+/// A checkpoint file's bytes; a file larger than `cap` is refused.
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     let meta = fs::metadata(path).map_err(|e| io_err(path, e))?;
-    if meta.len() > MAX_ENTRY_BYTES {
+    if meta.len() > cap {
         return Err(SqlError::Checkpoint {
             path: path.display().to_string(),
-            message: format!("larger than {MAX_ENTRY_BYTES} bytes"),
+            message: format!("larger than {cap} bytes"),
         });
     }
     fs::read(path).map_err(|e| io_err(path, e))
@@ -288,23 +299,53 @@ impl Checkpoint {
         write_atomic(&self.root.join("state").join(batch_id.to_string()), bytes)
     }
 
+    /// The state at `batch_id` as files to apply in order: the newest full snapshot at or
+    /// before it and the deltas after that one, up to `batch_id`, each with its path.
+    pub fn read_state_chain(&self, batch_id: u64) -> Result<Vec<(Vec<u8>, String)>> {
+        let mut chain = Vec::new();
+        for id in self
+            .batch_ids("state")?
+            .into_iter()
+            .rev()
+            .filter(|&i| i <= batch_id)
+        {
+            let p = self.root.join("state").join(id.to_string());
+            let bytes = read_state_file(&p)?;
+            let full = !bytes.starts_with(DELTA_MAGIC);
+            chain.push((bytes, p.display().to_string()));
+            if full {
+                chain.reverse();
+                return Ok(chain);
+            }
+        }
+        if chain.is_empty() {
+            return Ok(chain);
+        }
+        Err(SqlError::Checkpoint {
+            path: self.root.join("state").display().to_string(),
+            message: format!(
+                "the state deltas up to batch {batch_id} have no full snapshot before them"
+            ),
+        })
+    }
+
     /// The newest state snapshot at or before `batch_id`.
     pub fn read_state(&self, batch_id: u64) -> Result<Option<(u64, Vec<u8>, String)>> {
         let ids = self.batch_ids("state")?;
         match ids.into_iter().rfind(|&i| i <= batch_id) {
             Some(id) => {
                 let p = self.root.join("state").join(id.to_string());
-                Ok(Some((id, read_limited(&p)?, p.display().to_string())))
+                Ok(Some((id, read_state_file(&p)?, p.display().to_string())))
             }
             None => Ok(None),
         }
     }
 
     fn purge(&self, committed: u64) -> Result<()> {
+        self.purge_state(committed)?;
         for (sub, keep) in [
             ("offsets", MIN_BATCHES_TO_RETAIN),
             ("commits", MIN_BATCHES_TO_RETAIN),
-            ("state", STATE_SNAPSHOTS_KEPT),
         ] {
             let ids = self.batch_ids(sub)?;
             if ids.len() as u64 <= keep {
@@ -319,6 +360,55 @@ impl Checkpoint {
         }
         Ok(())
     }
+}
+
+impl Checkpoint {
+    /// Deletes state files before the older of the last `STATE_SNAPSHOTS_KEPT` full
+    /// snapshots at or before `committed` (the deltas after it stay: they are needed to
+    /// rebuild the state).
+    fn purge_state(&self, committed: u64) -> Result<()> {
+        let ids: Vec<u64> = self
+            .batch_ids("state")?
+            .into_iter()
+            .filter(|&i| i <= committed)
+            .collect();
+        let dir = self.root.join("state");
+        let mut fulls = 0;
+        let mut keep_from = None;
+        for &id in ids.iter().rev() {
+            if !is_delta(&dir.join(id.to_string())) {
+                fulls += 1;
+                if fulls == STATE_SNAPSHOTS_KEPT {
+                    keep_from = Some(id);
+                    break;
+                }
+            }
+        }
+        let Some(keep_from) = keep_from else {
+            return Ok(());
+        };
+        for id in ids.into_iter().filter(|&i| i < keep_from) {
+            let _ = fs::remove_file(dir.join(id.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a state file is a delta (reads only its first bytes).
+fn is_delta(path: &Path) -> bool {
+    let mut head = [0u8; 16];
+    let n = fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    head[..n].starts_with(DELTA_MAGIC)
+}
+
+/// Largest state file read: a snapshot of a large state (10 million keys) exceeds the
+/// cap on other checkpoint files.
+const MAX_STATE_FILE_BYTES: u64 = 4 << 30;
+
+fn read_state_file(path: &Path) -> Result<Vec<u8>> {
+    read_capped(path, MAX_STATE_FILE_BYTES)
 }
 
 #[cfg(test)]
@@ -425,11 +515,34 @@ mod tests {
             cp.batch_ids("offsets").unwrap().len() as u64,
             MIN_BATCHES_TO_RETAIN
         );
-        assert_eq!(
-            cp.batch_ids("state").unwrap().len() as u64,
-            STATE_SNAPSHOTS_KEPT
-        );
+        assert_eq!(cp.batch_ids("state").unwrap().len(), STATE_SNAPSHOTS_KEPT);
         std::fs::write(dir.path().join("offsets/149"), "v9\n{}").unwrap();
         assert!(cp.latest_offsets().is_err());
+    }
+
+    #[test]
+    fn state_chain_is_the_newest_snapshot_and_the_deltas_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoint::open(dir.path()).unwrap();
+        let delta = |n: u8| [DELTA_MAGIC, &[n]].concat();
+        // Snapshots at 0, 3 and 6, deltas between.
+        for b in 0..9u64 {
+            let bytes = if b % 3 == 0 {
+                vec![b'S', b as u8]
+            } else {
+                delta(b as u8)
+            };
+            cp.write_state(b, &bytes).unwrap();
+            cp.write_commit(b, 0).unwrap();
+        }
+        let chain = cp.read_state_chain(5).unwrap();
+        let got: Vec<Vec<u8>> = chain.into_iter().map(|(b, _)| b).collect();
+        assert_eq!(got, vec![vec![b'S', 3], delta(4), delta(5)]);
+        assert_eq!(cp.read_state_chain(6).unwrap().len(), 1);
+        // Purged: everything before the older of the last two snapshots (3).
+        assert_eq!(cp.batch_ids("state").unwrap(), (3..9).collect::<Vec<u64>>());
+        std::fs::remove_file(dir.path().join("state/3")).unwrap();
+        let e = cp.read_state_chain(5).unwrap_err().to_string();
+        assert!(e.contains("no full snapshot"), "{e}");
     }
 }

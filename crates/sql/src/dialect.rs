@@ -33,6 +33,8 @@ pub struct Names {
     by_lower: HashMap<String, Option<String>>,
     /// (where, field names) of each struct type, for "field not found" messages.
     structs: Vec<(String, Vec<String>)>,
+    /// Lower-cased names of the columns and fields that hold a struct.
+    struct_columns: std::collections::HashSet<String>,
 }
 
 impl Names {
@@ -58,9 +60,20 @@ impl Names {
         }
     }
 
+    /// Whether `name` (any case) is a column or field holding a struct.
+    pub fn is_struct_column(&self, name: &str) -> bool {
+        self.struct_columns.contains(&name.to_lowercase())
+    }
+
     fn add_type(&mut self, label: &str, t: &DataType) {
         match t {
             DataType::Struct(fields) => {
+                let last = label
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(label)
+                    .trim_end_matches("[]");
+                self.struct_columns.insert(last.to_lowercase());
                 if self.structs.len() < MAX_LISTED_STRUCTS {
                     let names = fields.iter().map(|f| f.name().clone()).collect();
                     self.structs.push((label.to_string(), names));
@@ -505,6 +518,9 @@ mod tests {
         assert_eq!(resolved("MYCOL").as_deref(), Some(r#""myCol""#));
         // `AS STRING` inside CAST is a type, not an alias.
         assert_eq!(resolved("string"), None);
+        assert!(
+            n.is_struct_column("D") && n.is_struct_column("s") && !n.is_struct_column("fooBar")
+        );
         assert!(
             n.struct_listing().contains("d: fooBar, s"),
             "{}",

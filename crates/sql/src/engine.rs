@@ -143,6 +143,38 @@ async fn names_in_scope(ctx: &SessionContext, source: &QuerySource) -> Result<Na
     Ok(names)
 }
 
+/// Spark's settings for changelog checkpointing, from the file's `SET`s: how many state
+/// deltas between full snapshots (`spark.sql.streaming.stateStore.minDeltasForSnapshot`,
+/// default 10), or none (`...changelogCheckpointing.enabled = false`: a full snapshot
+/// every batch).
+fn deltas_per_snapshot(vars: &BTreeMap<String, String>) -> Result<u32> {
+    const ENABLED: &str = "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled";
+    const EVERY: &str = "spark.sql.streaming.stateStore.minDeltasForSnapshot";
+    if let Some(v) = opt(vars, ENABLED) {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" => {}
+            "false" => return Ok(0),
+            _ => {
+                return Err(SqlError::option(
+                    ENABLED,
+                    format!("{v:?} is not true or false"),
+                ))
+            }
+        }
+    }
+    match opt(vars, EVERY) {
+        None => Ok(crate::aggregate::DEFAULT_DELTAS_PER_SNAPSHOT),
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                SqlError::option(EVERY, format!("{v:?} is not a number from 1 to 10000"))
+            }),
+    }
+}
+
 fn opt<'a>(o: &'a BTreeMap<String, String>, k: &str) -> Option<&'a String> {
     o.iter()
         .find(|(key, _)| key.eq_ignore_ascii_case(k))
@@ -248,6 +280,9 @@ impl StreamingQuery {
         };
         let mut q = Self::assemble(ctx, sources, plan, sink, checkpoint, query_id, options)?;
         q.echo_console = opt(&sink_opts, "echoConsole").is_some_and(|v| v == "true");
+        if let Some(agg) = &mut q.aggregate {
+            agg.set_deltas_per_snapshot(deltas_per_snapshot(&script.vars)?);
+        }
         Ok(q)
     }
 
@@ -404,9 +439,7 @@ impl StreamingQuery {
             s.source.start(Some(from))?;
         }
         if let (Some(agg), Some(b)) = (&mut self.aggregate, state_batch) {
-            if let Some((_, bytes, what)) = cp.read_state(b)? {
-                agg.restore(&bytes, &what)?;
-            }
+            agg.restore_chain(&cp.read_state_chain(b)?)?;
         }
         if let (Some(op), Some(b)) = (&mut self.operator, state_batch) {
             if let Some((_, bytes, what)) = cp.read_state(b)? {
@@ -542,8 +575,8 @@ impl StreamingQuery {
             }
             let commit_start = Instant::now();
             if let Some(cp) = &self.checkpoint {
-                if let Some(agg) = &self.aggregate {
-                    cp.write_state(batch_id, &agg.snapshot())?;
+                if let Some(agg) = &mut self.aggregate {
+                    cp.write_state(batch_id, &agg.checkpoint())?;
                 }
                 if let Some(op) = &self.operator {
                     cp.write_state(batch_id, &op.snapshot()?)?;

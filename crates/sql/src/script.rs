@@ -781,15 +781,17 @@ fn rewrite_query(
         out.push(Token::Whitespace(Whitespace::Space), rel_at);
         i = k;
     }
-    if names.is_some() {
-        name_field_selections(&mut out);
+    if let Some((names, _)) = names {
+        name_field_selections(&mut out, names);
     }
     Ok(SourceMap::render(&out.toks, &out.locs))
 }
 
 /// Spark names a selected struct field by the field (`SELECT d.device` gives a column
 /// `device`; DataFusion would call it `d[device]`): such select items get `AS field`.
-fn name_field_selections(out: &mut Located) {
+/// A two-part name is a field only when its first part is a struct column (`t.id` with
+/// `t` a table keeps DataFusion's name, so `a.id, b.id` of a join stay two columns).
+fn name_field_selections(out: &mut Located, names: &Names) {
     // Per open parenthesis: where the current select item starts, if in a select list.
     let mut items: Vec<Option<usize>> = vec![None];
     let mut ends = Vec::new();
@@ -835,7 +837,9 @@ fn name_field_selections(out: &mut Located) {
                     **t == Token::Period
                 }
             });
-        let Some(Token::Word(field)) = n.last().copied().filter(|_| path) else {
+        let struct_field = n.len() >= 5
+            || matches!(n.first(), Some(Token::Word(w)) if names.is_struct_column(&w.value));
+        let Some(Token::Word(field)) = n.last().copied().filter(|_| path && struct_field) else {
             continue;
         };
         let alias = Token::make_word(&field.value, Some('"'));
@@ -997,6 +1001,28 @@ mod tests {
             ),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn selected_struct_fields_are_named_by_the_field_and_table_columns_are_not() {
+        use datafusion::arrow::datatypes::{DataType, Field, Fields};
+        let mut names = Names::default();
+        let inner = Fields::from(vec![Field::new("device", DataType::Utf8, true)]);
+        names.add_fields(
+            "t",
+            &Fields::from(vec![
+                Field::new("id", DataType::Int64, true),
+                Field::new("d", DataType::Struct(inner), true),
+            ]),
+        );
+        let s = Script::parse(
+            "SELECT d.device, a.id, b.id FROM t a JOIN t b ON a.id = b.id",
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let (sql, _) = s.resolve(s.query_source(), &names).unwrap();
+        assert!(sql.contains(r#"d.device AS "device" "#), "{sql}");
+        assert!(sql.contains(r#"a."id", b."id" FROM"#), "{sql}");
     }
 
     #[test]

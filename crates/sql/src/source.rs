@@ -498,15 +498,45 @@ impl RowBuilder {
     }
 }
 
-/// A running Kafka source.
+/// Most consumers one source reads with.
+const MAX_READERS: usize = 8;
+/// What librdkafka may prefetch for one source, over all its consumers (KiB).
+const PREFETCH_KBYTES: u64 = 262_144;
+
+/// One consumer reading a share of the source's partitions, with its own connections
+/// and fetch sessions; while a batch is read it runs on a thread of its own and builds
+/// its share's Arrow rows there. Used by one thread at a time.
+struct Reader {
+    consumer: BaseConsumer,
+    /// Messages polled past a batch's end, handed out first by the next batch.
+    stash: HashMap<(String, i32), VecDeque<OwnedMessage>>,
+}
+
+/// What every reader of one batch shares.
+struct ReadContext<'a> {
+    schema: &'a SchemaRef,
+    include_headers: bool,
+    fail_on_data_loss: bool,
+    /// Resolved `endingOffsets`: messages past them are never stashed.
+    ending: Option<&'a BTreeMap<(String, i32), i64>>,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+/// A running Kafka source. Its partitions are dealt over up to one consumer per core
+/// (`Reader`), read concurrently; one more consumer answers metadata and offset
+/// look-ups.
 pub struct KafkaSource {
     opts: KafkaSourceOptions,
+    /// The client settings, for the readers' consumers.
+    config: ClientConfig,
     consumer: BaseConsumer,
     schema: SchemaRef,
     /// Next offset to hand out, per assigned partition.
     positions: BTreeMap<(String, i32), i64>,
-    /// Messages read past a replayed batch's end, handed out first next time.
-    stash: HashMap<(String, i32), VecDeque<OwnedMessage>>,
+    readers: Vec<Reader>,
+    /// Which reader reads each assigned partition.
+    owner: HashMap<(String, i32), usize>,
     /// Resolved `endingOffsets`, if any.
     ending: Option<BTreeMap<(String, i32), i64>>,
     last_discovery: Instant,
@@ -528,7 +558,7 @@ impl KafkaSource {
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "error")
             .set("fetch.wait.max.ms", "50")
-            .set("queued.max.messages.kbytes", "262144")
+            .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string())
             .set("log_level", "3");
         for (k, v) in &opts.client {
             if ["enable.auto.commit", "auto.offset.reset"].contains(&k.as_str()) {
@@ -544,10 +574,12 @@ impl KafkaSource {
         let schema = kafka_schema(opts.include_headers);
         Ok(KafkaSource {
             opts,
+            config: cfg,
             consumer,
             schema,
             positions: BTreeMap::new(),
-            stash: HashMap::new(),
+            readers: Vec::new(),
+            owner: HashMap::new(),
             ending: None,
             last_discovery: Instant::now(),
             last_trigger: Instant::now(),
@@ -766,13 +798,41 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Deals the partitions over the readers (one per core, at most one per partition)
+    /// and assigns each its share at our positions; stashed messages are dropped (they
+    /// are fetched again).
     fn assign(&mut self) -> Result<()> {
-        let mut tpl = TopicPartitionList::new();
-        for ((t, p), o) in &self.positions {
-            tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let most = cores.min(MAX_READERS);
+        let want = self.positions.len().clamp(1, most);
+        while self.readers.len() < want {
+            // The readers share the source's prefetch budget.
+            let mut config = self.config.clone();
+            if !self.opts.client.contains_key("queued.max.messages.kbytes") {
+                config.set(
+                    "queued.max.messages.kbytes",
+                    (PREFETCH_KBYTES / most as u64).to_string(),
+                );
+            }
+            self.readers.push(Reader {
+                consumer: config.create()?,
+                stash: HashMap::new(),
+            });
         }
-        self.consumer.assign(&tpl)?;
-        self.stash.clear();
+        let mut lists: Vec<TopicPartitionList> = self
+            .readers
+            .iter()
+            .map(|_| TopicPartitionList::new())
+            .collect();
+        self.owner.clear();
+        for (i, ((t, p), o)) in self.positions.iter().enumerate() {
+            lists[i % want].add_partition_offset(t, *p, Offset::Offset(*o))?;
+            self.owner.insert((t.clone(), *p), i % want);
+        }
+        for (r, list) in self.readers.iter_mut().zip(&lists) {
+            r.consumer.assign(list)?;
+            r.stash.clear();
+        }
         Ok(())
     }
 
@@ -839,22 +899,7 @@ impl KafkaSource {
     }
 
     fn check_error(&self, e: rdkafka::error::KafkaError) -> Result<()> {
-        use rdkafka::types::RDKafkaErrorCode;
-        let lost = matches!(
-            e.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)
-        );
-        if lost && self.opts.fail_on_data_loss {
-            return Err(SqlError::DataLoss(format!(
-                "{e}; some offsets were deleted before they were read (set failOnDataLoss to false to skip them)"
-            )));
-        }
-        if lost {
-            tracing::warn!(error = %e, "data lost in a source partition; skipping to the earliest offset");
-            return Ok(());
-        }
-        tracing::debug!(error = %e, "kafka source: transient error");
-        Ok(())
+        check_error(e, self.opts.fail_on_data_loss)
     }
 
     /// Reads a new batch, as Spark plans one: end offsets are fixed first from the
@@ -909,12 +954,17 @@ impl KafkaSource {
     fn latest(&self, tp: &(String, i32)) -> Result<i64> {
         let topic = std::ffi::CString::new(tp.0.as_str())
             .map_err(|_| SqlError::option("subscribe", format!("topic {:?} contains NUL", tp.0)))?;
+        // The consumer that fetches the partition has its high watermark cached.
+        let consumer = self
+            .owner
+            .get(tp)
+            .map_or(&self.consumer, |&r| &self.readers[r].consumer);
         let (mut low, mut high) = (-1i64, -1i64);
-        // SAFETY: the client pointer is valid while `self.consumer` lives; librdkafka only
+        // SAFETY: the client pointer is valid while `consumer` lives; librdkafka only
         // reads the NUL-terminated topic and writes the two offsets, under its own lock.
         let err = unsafe {
             rdkafka::bindings::rd_kafka_get_watermark_offsets(
-                self.consumer.client().native_ptr(),
+                consumer.client().native_ptr(),
                 topic.as_ptr(),
                 tp.1,
                 &mut low,
@@ -962,37 +1012,125 @@ impl KafkaSource {
     async fn wait_for_data(&mut self, wait: Duration) -> Result<()> {
         let started = Instant::now();
         while started.elapsed() < wait {
-            match self.consumer.poll(Duration::ZERO) {
-                None => tokio::time::sleep(Duration::from_millis(2)).await,
-                Some(Err(e)) => self.check_error(e)?,
-                Some(Ok(m)) => {
-                    let tp = (m.topic().to_string(), m.partition());
-                    if self.positions.get(&tp).is_some_and(|&p| m.offset() >= p) {
-                        self.stash.entry(tp).or_default().push_back(m.detach());
-                        return Ok(());
+            let mut arrived = false;
+            for r in &mut self.readers {
+                match r.consumer.poll(Duration::ZERO) {
+                    None => {}
+                    Some(Err(e)) => check_error(e, self.opts.fail_on_data_loss)?,
+                    Some(Ok(m)) => {
+                        let tp = (m.topic().to_string(), m.partition());
+                        if self.positions.get(&tp).is_some_and(|&p| m.offset() >= p) {
+                            r.stash.entry(tp).or_default().push_back(m.detach());
+                            arrived = true;
+                        }
                     }
                 }
             }
+            if arrived {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         Ok(())
     }
 
-    /// Reads every partition in `ends` up to (not including) its end offset: stashed
-    /// messages first, then the consumer; messages past an end are stashed for the next
-    /// batch. Offsets that carry no record (transaction markers, aborted or compacted
-    /// records) are stepped over using the consumer's position.
+    /// Reads every partition in `ends` up to (not including) its end offset, each
+    /// reader its share on a thread of its own (see `Reader::read_share`); the rows come
+    /// back in reader order, each partition's in offset order.
     async fn read_to(
         &mut self,
         ends: &BTreeMap<(String, i32), i64>,
         timeout: Duration,
     ) -> Result<Vec<RecordBatch>> {
-        let mut rows = RowBuilder::new(self.schema.clone(), self.opts.include_headers);
+        let mut shares: Vec<BTreeMap<(String, i32), i64>> =
+            vec![BTreeMap::new(); self.readers.len()];
+        for (tp, &end) in ends {
+            let Some(&r) = self.owner.get(tp) else {
+                return Err(SqlError::Broker(format!(
+                    "{}-{} is not assigned to the source",
+                    tp.0, tp.1
+                )));
+            };
+            shares[r].insert(tp.clone(), end);
+        }
+        let ctx = ReadContext {
+            schema: &self.schema,
+            include_headers: self.opts.include_headers,
+            fail_on_data_loss: self.opts.fail_on_data_loss,
+            ending: self.ending.as_ref(),
+            deadline: Instant::now() + timeout,
+            timeout,
+        };
+        let positions = &self.positions;
+        let jobs: Vec<_> = self
+            .readers
+            .iter_mut()
+            .zip(&shares)
+            .filter(|(_, share)| !share.is_empty())
+            .map(|(r, share)| {
+                let from: BTreeMap<(String, i32), i64> = share
+                    .keys()
+                    .map(|tp| (tp.clone(), positions.get(tp).copied().unwrap_or(0)))
+                    .collect();
+                (r, from, share)
+            })
+            .collect();
+        let results: Vec<Result<ReadShare>> = if jobs.len() <= 1 {
+            jobs.into_iter()
+                .map(|(r, from, share)| r.read_share(&ctx, from, share))
+                .collect()
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = jobs
+                    .into_iter()
+                    .map(|(r, from, share)| {
+                        let ctx = &ctx;
+                        s.spawn(move || r.read_share(ctx, from, share))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(SqlError::Broker(
+                                "a Kafka source reader thread panicked".into(),
+                            ))
+                        })
+                    })
+                    .collect()
+            })
+        };
+        let mut rows = Vec::new();
+        for result in results {
+            let (batches, reached) = result?;
+            self.positions.extend(reached);
+            rows.extend(batches);
+        }
+        Ok(rows)
+    }
+}
+
+/// A reader's rows for a batch and its partitions' new positions.
+type ReadShare = (Vec<RecordBatch>, BTreeMap<(String, i32), i64>);
+
+impl Reader {
+    /// Reads this reader's partitions from `positions` up to (not including) `ends`:
+    /// stashed messages first, then the consumer; messages past an end are stashed for
+    /// the next batch. Offsets that carry no record (transaction markers, aborted or
+    /// compacted records) are stepped over using the consumer's position. Blocks.
+    fn read_share(
+        &mut self,
+        ctx: &ReadContext,
+        mut positions: BTreeMap<(String, i32), i64>,
+        ends: &BTreeMap<(String, i32), i64>,
+    ) -> Result<ReadShare> {
+        let mut rows = RowBuilder::new(ctx.schema.clone(), ctx.include_headers);
         for (tp, &end) in ends {
             let Some(q) = self.stash.get_mut(tp) else {
                 continue;
             };
             while let Some(m) = q.front() {
-                let pos = self.positions.get(tp).copied().unwrap_or(0);
+                let pos = positions.get(tp).copied().unwrap_or(0);
                 if m.offset() < pos {
                     q.pop_front();
                     continue;
@@ -1002,40 +1140,48 @@ impl KafkaSource {
                 }
                 let m = q.pop_front().expect("front exists");
                 rows.push(&m)?;
-                self.positions.insert(tp.clone(), m.offset() + 1);
+                positions.insert(tp.clone(), m.offset() + 1);
             }
         }
         self.stash.retain(|_, q| !q.is_empty());
-        let reached = |s: &Self| {
+        let reached = |positions: &BTreeMap<(String, i32), i64>| {
             ends.iter()
-                .all(|(tp, e)| s.positions.get(tp).is_some_and(|p| p >= e))
+                .all(|(tp, e)| positions.get(tp).is_some_and(|p| p >= e))
         };
-        let deadline = Instant::now() + timeout;
-        while !reached(self) {
+        while !reached(&positions) {
             let msg = match self.consumer.poll(Duration::ZERO) {
                 None => {
-                    self.step_over_gaps(ends)?;
-                    if reached(self) {
+                    self.step_over_gaps(&mut positions, ends)?;
+                    if reached(&positions) {
                         break;
                     }
-                    if Instant::now() > deadline {
+                    if Instant::now() > ctx.deadline {
                         return Err(SqlError::DataLoss(format!(
-                            "could not read up to {:?} within {timeout:?}; positions {:?}",
+                            "could not read up to {:?} within {:?}; positions {:?}",
                             to_offsets(ends),
-                            self.positions()
+                            ctx.timeout,
+                            to_offsets(&positions)
                         )));
                     }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    std::thread::sleep(Duration::from_millis(1));
                     continue;
                 }
                 Some(Err(e)) => {
-                    self.check_error(e)?;
+                    check_error(e, ctx.fail_on_data_loss)?;
                     continue;
                 }
                 Some(Ok(m)) => m,
             };
             let tp = (msg.topic().to_string(), msg.partition());
-            let Some(&pos) = self.positions.get(&tp) else {
+            let Some(&pos) = positions.get(&tp) else {
+                // A partition of this reader with nothing to read in this batch.
+                if ctx
+                    .ending
+                    .and_then(|e| e.get(&tp))
+                    .is_none_or(|e| msg.offset() < *e)
+                {
+                    self.stash.entry(tp).or_default().push_back(msg.detach());
+                }
                 continue;
             };
             if msg.offset() < pos {
@@ -1045,9 +1191,8 @@ impl KafkaSource {
             if msg.offset() >= end || self.stash.get(&tp).is_some_and(|q| !q.is_empty()) {
                 // Past this batch: keep it (in order) for the next one, unless it is past
                 // `endingOffsets`, which no batch will ever read.
-                if self
+                if ctx
                     .ending
-                    .as_ref()
                     .and_then(|e| e.get(&tp))
                     .is_none_or(|e| msg.offset() < *e)
                 {
@@ -1056,7 +1201,7 @@ impl KafkaSource {
                 continue;
             }
             if msg.offset() > pos
-                && self.opts.fail_on_data_loss
+                && ctx.fail_on_data_loss
                 && !is_compacted_gap(&self.consumer, &tp, pos)
             {
                 return Err(SqlError::DataLoss(format!(
@@ -1065,18 +1210,22 @@ impl KafkaSource {
                 )));
             }
             rows.push(&msg)?;
-            self.positions.insert(tp, msg.offset() + 1);
+            positions.insert(tp, msg.offset() + 1);
         }
-        rows.finish()
+        Ok((rows.finish()?, positions))
     }
 
     /// Advances partitions over offsets that hold no deliverable record. librdkafka moves
     /// its position past transaction markers and aborted records; every offset below that
     /// position (and below the first stashed message) has been handed to us already.
-    fn step_over_gaps(&mut self, ends: &BTreeMap<(String, i32), i64>) -> Result<()> {
+    fn step_over_gaps(
+        &self,
+        positions: &mut BTreeMap<(String, i32), i64>,
+        ends: &BTreeMap<(String, i32), i64>,
+    ) -> Result<()> {
         let behind: Vec<(String, i32)> = ends
             .iter()
-            .filter(|(tp, e)| self.positions.get(*tp).is_some_and(|p| p < *e))
+            .filter(|(tp, e)| positions.get(*tp).is_some_and(|p| p < *e))
             .map(|(tp, _)| tp.clone())
             .collect();
         if behind.is_empty() {
@@ -1088,14 +1237,35 @@ impl KafkaSource {
                 Some(m) => Some(m.offset()),
                 None => offset_in(&assigned, &tp),
             };
-            if let (Some(seen), Some(pos)) = (seen, self.positions.get(&tp).copied()) {
+            if let (Some(seen), Some(pos)) = (seen, positions.get(&tp).copied()) {
                 if seen > pos {
-                    self.positions.insert(tp.clone(), seen.min(ends[&tp]));
+                    positions.insert(tp.clone(), seen.min(ends[&tp]));
                 }
             }
         }
         Ok(())
     }
+}
+
+/// A consumer error: data loss (offsets deleted before they were read) fails the query
+/// with `failOnDataLoss`, else is logged and skipped; others are transient.
+fn check_error(e: rdkafka::error::KafkaError, fail_on_data_loss: bool) -> Result<()> {
+    use rdkafka::types::RDKafkaErrorCode;
+    let lost = matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)
+    );
+    if lost && fail_on_data_loss {
+        return Err(SqlError::DataLoss(format!(
+            "{e}; some offsets were deleted before they were read (set failOnDataLoss to false to skip them)"
+        )));
+    }
+    if lost {
+        tracing::warn!(error = %e, "data lost in a source partition; skipping to the earliest offset");
+        return Ok(());
+    }
+    tracing::debug!(error = %e, "kafka source: transient error");
+    Ok(())
 }
 
 /// Spark's `KafkaMicroBatchStream.rateLimit`: `limit` offsets split across partitions in

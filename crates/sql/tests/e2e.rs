@@ -85,6 +85,14 @@ fn defines(broker: &Broker, topic: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
+/// Spark's availableNow trigger: what is there, then stop.
+fn available_now() -> QueryOptions {
+    QueryOptions {
+        trigger: Some(runnel_sql::Trigger::AvailableNow),
+        ..Default::default()
+    }
+}
+
 async fn run_script(
     text: &str,
     defines: &BTreeMap<String, String>,
@@ -1000,10 +1008,7 @@ INSERT INTO out SELECT tweet.id AS id FROM tweets;",
             dir.path().display(),
             ck.path().display()
         );
-        let opts = QueryOptions {
-            trigger: Some(runnel_sql::Trigger::AvailableNow),
-            ..Default::default()
-        };
+        let opts = available_now();
         let q = run_script(&text, &BTreeMap::new(), opts.clone()).await;
         let batches = q.progress_log().recent();
         assert_eq!(batches.len(), 3, "one file per batch");
@@ -1044,10 +1049,7 @@ async fn run_on_lines(
     query: &str,
 ) -> Vec<serde_json::Map<String, serde_json::Value>> {
     let text = lines_script(dir, sink_opts, query);
-    let opts = QueryOptions {
-        trigger: Some(runnel_sql::Trigger::AvailableNow),
-        ..Default::default()
-    };
+    let opts = available_now();
     memory_rows(&run_script(&text, &BTreeMap::new(), opts).await)
 }
 
@@ -1530,8 +1532,8 @@ async fn kafka_min_offsets_per_trigger_waits_for_rows_or_the_delay() {
         let (rows, _) = s.next_batch(u64::MAX, Duration::ZERO).await.unwrap();
         assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 300);
         // Not enough for 1000: no batch until maxTriggerDelay has passed.
-        let mut s = source("1000");
         let started = std::time::Instant::now();
+        let mut s = source("1000");
         let (rows, _) = s.next_batch(u64::MAX, Duration::ZERO).await.unwrap();
         assert!(rows.is_empty());
         let mut n = 0;
@@ -1572,6 +1574,62 @@ async fn kafka_group_id_and_min_partitions_are_taken() {
             *want.entry(format!("v{i}")[..2].to_string()).or_default() += 1;
         }
         assert_eq!(got, want);
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Changelog checkpointing: a batch that changes few keys of a large state writes a
+/// small delta, and a restart rebuilds the state from the snapshot and the deltas. The
+/// same run measures both ways (figures printed; RUNNEL_STATE_KEYS=1000000 for the large
+/// form).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_deltas_cost_what_changed_and_restore_the_state() {
+    let keys: usize = std::env::var("RUNNEL_STATE_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    tokio::time::timeout(TEST_TIMEOUT * 10, async {
+        let mut figures = Vec::new();
+        for changelog in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let ck = tempfile::tempdir().unwrap();
+            let lines = |r: std::ops::Range<usize>| {
+                r.map(|i| format!("key{i}")).collect::<Vec<_>>().join("\n") + "\n"
+            };
+            std::fs::write(dir.path().join("a"), lines(0..keys)).unwrap();
+            std::fs::write(dir.path().join("b"), lines(0..1000)).unwrap();
+            let text = format!(
+                "SET spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled = {changelog};
+CREATE TEMPORARY VIEW lines USING text OPTIONS (path '{}', maxFilesPerTrigger '1');
+CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'counts', outputMode 'update', checkpointLocation '{}');
+INSERT INTO out SELECT value AS k, count(*) AS n FROM lines GROUP BY value;",
+                dir.path().display(),
+                ck.path().display()
+            );
+            let opts = available_now();
+            let q = run_script(&text, &BTreeMap::new(), opts.clone()).await;
+            let size = |b: u64| std::fs::metadata(ck.path().join("state").join(b.to_string())).unwrap().len();
+            let (full, batch1) = (size(0), size(1));
+            let commit_ms = q.progress_log().recent()[1].duration_ms["commitOffsets"];
+            figures.push(format!(
+                "changelog {changelog}: {keys} keys; state file after batch 0 {full} bytes, after batch 1 (1000 keys changed) {batch1} bytes, commit {commit_ms} ms"
+            ));
+            if changelog {
+                assert!(batch1 * 10 < full, "{batch1} vs {full}");
+            } else {
+                assert!(batch1 >= full, "{batch1} vs {full}");
+            }
+            // A restart rebuilds the state (snapshot + delta): 100 keys seen a third time.
+            std::fs::write(dir.path().join("c"), lines(0..100)).unwrap();
+            let q = run_script(&text, &BTreeMap::new(), opts).await;
+            let rows = memory_rows(&q);
+            assert_eq!(rows.len(), 100);
+            assert!(rows.iter().all(|r| r["n"] == 3), "{rows:?}");
+        }
+        for f in figures {
+            println!("{f}");
+        }
     })
     .await
     .expect("test timed out");

@@ -126,3 +126,24 @@ def test_demo_reports_progress_and_a_summary(broker):
     assert r.returncode == 0, r.stderr
     assert f"sent to {topic} (" in r.stderr, r.stderr  # the line every 5 s
     assert f"sent 2400 tweets to {topic}" in r.stderr, r.stderr
+
+
+def test_spark_users_query_kafka_columns_and_errors_point_at_the_line(broker):
+    """Issue 17: `SELECT partition, offset` (Spark's non-reserved keywords as the Kafka
+    source's columns), names in any case, and an error with the file's line and a caret."""
+    from confluent_kafka import Producer
+    topic = unique("kcols")
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(5):
+        p.produce(topic, key=f"k{i}", value=f"v{i}", partition=0)
+    assert p.flush(30) == 0
+    view = kafka_view(broker.bootstrap, f"subscribe '{topic}', startingOffsets 'earliest', endingOffsets 'latest'")
+    r = sql(view + "SELECT partition, offset, TimestampType, CAST(value AS STRING) AS v FROM t;",
+            expect=0, timeout=60)
+    assert "|partition|offset|timestampType|v" in r.stdout.replace(" ", ""), r.stdout
+    rows = [line.replace(" ", "") for line in r.stdout.splitlines() if line.startswith("|") and "v" in line]
+    for i in range(5):
+        assert f"|0|{i}|0|v{i}|" in rows, r.stdout
+    r = sql(view + "SELECT partition,\n       ofset FROM t;", expect=1, timeout=60)
+    assert "ofset" in r.stderr and "Valid fields are" in r.stderr, r.stderr
+    assert "at line 3, column 8:" in r.stderr and "\n  3 |        ofset FROM t;\n    |        ^" in r.stderr, r.stderr
