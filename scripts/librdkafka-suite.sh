@@ -11,7 +11,8 @@
 # GitHub access needed). Built once into $LIBRDKAFKA_DIR (default
 # ~/.cache/runnel-librdkafka): needs gcc, g++, make, python3, libssl-dev, zlib1g-dev.
 #
-# Environment: NODES (default 1; 3 runs `runnel cluster local --nodes 3`, which the
+# Environment: NODES (default 1; 3 runs `runnel cluster local --nodes 3` with Kafka's default
+# min.insync.replicas=1, as the tests expect when they produce acks=all to RF=1 topics, which the
 # tests that create replication-factor-3 topics need), RUNNEL_BIN (default:
 # target/debug/runnel, built with --no-default-features if missing), LIBRDKAFKA_DIR, TEST_TIMEOUT_MULT (librdkafka's
 # test.timeout.multiplier, default 2: shared CI machines are slow), SUITE_TIMEOUT_S
@@ -122,6 +123,7 @@ start_cluster() {
     [ -n "$base" ] || { log "no free ports for a $n-node cluster"; exit 2; }
     "$(runnel_bin)" cluster local --nodes "$n" --dir "$WORK/cluster" \
         --base-port "$base" --controller-base-port $((base + n)) --set num.partitions=4 \
+        --set min.insync.replicas=1 \
         >"$WORK/stdout" 2>&1 &
     BROKER_PID=$!
     for _ in $(seq 1 900); do

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use runnel_protocol::frame::frame_body_len;
 use runnel_protocol::kp::messages::ApiKey;
 use runnel_protocol::{parse_request, DecodeError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -565,8 +565,14 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
                 body.reserve_exact(grow);
             }
             let target = body.len() + want;
+            // What the BufReader already holds, then straight from the socket into the
+            // frame: large frames are copied once, not through the reader's buffer.
+            let buffered = reader.buffer();
+            let take = buffered.len().min(target - body.len());
+            body.extend_from_slice(&buffered[..take]);
+            std::pin::Pin::new(&mut *reader).consume(take);
             while body.len() < target {
-                let mut chunk = (&mut *reader).take((target - body.len()) as u64);
+                let mut chunk = reader.get_mut().take((target - body.len()) as u64);
                 let n = chunk
                     .read_buf(&mut body)
                     .await
