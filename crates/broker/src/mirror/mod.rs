@@ -86,6 +86,8 @@ pub struct LinkStatus {
     /// Source topics matching the filter that cannot be mirrored (a local topic with
     /// the same name that is not a mirror of this link).
     pub collisions: Vec<String>,
+    /// Mirror topics the source no longer has (deleted there); kept here as they are.
+    pub source_missing: Vec<String>,
     /// Groups whose offsets were not synced because they are active on this cluster.
     pub groups_skipped_active: Vec<String>,
     pub groups_synced: u64,
