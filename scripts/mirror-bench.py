@@ -80,7 +80,8 @@ def main():
         target = Broker(tmp / "target", {"http.listeners": ""}, name="target").start()
         try:
             r = bench_produce(source.bootstrap, "bulk", a.mib, a.partitions)
-            print(f"produce to the source: {a.mib} MiB, {r.get('mib_per_sec', r)} MiB/s")
+            print(f"produce to the source (runnel bench produce, acks=1): {a.mib} MiB, "
+                  f"{r['mb_per_s']:.1f} MB/s")
             runnel("links", "create", "bench", "--source", source.bootstrap, "--topics", "bulk|steady",
                    "--set", "metadata.max.age.ms=200", "-b", target.bootstrap)
             start = time.monotonic()

@@ -511,6 +511,18 @@ def test_three_node_target_follows_leadership(tmp_path, start_broker):
         pr.produce(topic, b"nope", partition=0, on_delivery=d)
         pr.flush(15)
         assert d.failed and d.failed[0][0].code() == KafkaError.INVALID_REQUEST
+
+        # The managing broker (the active controller) killed: another takes over and
+        # picks up a new source topic.
+        later = unique("ha")
+        create_link(c, source, "ha2", "--topics", later)
+        controller = ck.admin(c.nodes[0]).list_topics(timeout=10).controller_id
+        c.node(controller).kill9()
+        ck.create_topic(source, later, partitions=1)
+        produce_keyed(source, later, 10, 1)
+        alive = next(n for n in c.nodes if n.node_id != controller)
+        wait_mirrored(alive, "ha2", later, {0: 10}, timeout=60)
+        c.node(controller).start()
     finally:
         problems = c.stop()
         assert not problems, "\n".join(problems)
