@@ -42,10 +42,7 @@ pub async fn run(broker: Arc<Broker>, link: String, p: Arc<Partition>) {
     // parks (nothing new yet) must not hold up other partitions' fetches or the link's
     // admin requests, which a shared connection answers in order behind them.
     let mut conn: Option<Connection> = None;
-    loop {
-        let Some(def) = broker.links.get(&link) else {
-            break;
-        };
+    while let Some(def) = broker.links.get(&link) {
         if !still_mirrored(&broker, &link, &p) {
             break;
         }
