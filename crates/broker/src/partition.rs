@@ -8,8 +8,8 @@
 //! of the fetches parked on this partition (consumers and followers alike). A mirror
 //! partition refuses `append_as_leader` until its topic is promoted.
 //!
-//! Lock order: `log` before `replica` before `waiters`; none of them is held across an
-//! await.
+//! Lock order: `log` before `replica` before `waiters` (and `mirror_of`, taken only under
+//! `log`); none of them is held across an await.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;

@@ -113,6 +113,20 @@ pub async fn promote(
             .map(|(t, _)| t.clone())
             .collect(),
     };
+    // A controlled promote: catch up and sync offsets first. A source that cannot be
+    // reached (the disaster case) does not stop a failover: it promotes what is here.
+    let bound = Duration::from_secs(20);
+    match tokio::time::timeout(bound, super::manager::final_sync(broker, &def, &topics)).await {
+        Ok(Ok(())) => {
+            tracing::info!(link = name, topics = ?topics, "mirror caught up with the source and group offsets synced; promoting")
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(link = name, topics = ?topics, %error, "promoting without a final catch-up and offset sync")
+        }
+        Err(_) => {
+            tracing::warn!(link = name, topics = ?topics, "no final catch-up within {bound:?}; promoting what is mirrored")
+        }
+    }
     let changes = topics
         .iter()
         .map(|t| store::topic_record(name, t, Some(MirrorState::Promoted)))
@@ -236,6 +250,7 @@ pub async fn describe(broker: &Broker, name: &str) -> Result<Value, BrokerError>
         "error": source.err(),
         "collisions": status.as_ref().map(|s| s.collisions.clone()).unwrap_or_default(),
         "groups_skipped_active": status.as_ref().map(|s| s.groups_skipped_active.clone()).unwrap_or_default(),
+        "source_missing": status.as_ref().map(|s| s.source_missing.clone()).unwrap_or_default(),
         "topics": topics,
     }))
 }

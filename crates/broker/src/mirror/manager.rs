@@ -187,6 +187,19 @@ async fn sync_topics(
     tgt: &Client,
 ) -> Result<(), String> {
     let metadata = src.metadata(None, false).await.map_err(|e| e.to_string())?;
+    // Mirror topics the source no longer has (deleted there): kept here, reported.
+    let missing: Vec<String> = active_mirrors(def)
+        .filter(|t| {
+            !metadata
+                .topics
+                .iter()
+                .any(|s| &s.name == *t && s.error_code == 0)
+        })
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        tracing::debug!(link = %def.name, topics = ?missing, "mirror topics missing on the source");
+    }
     let mut collisions = Vec::new();
     for t in metadata.topics {
         if t.error_code != 0 || t.is_internal || t.name.starts_with("__") {
@@ -262,7 +275,10 @@ async fn sync_topics(
     if !collisions.is_empty() {
         tracing::debug!(link = %def.name, topics = ?collisions, "source topics collide with local topics; not mirrored");
     }
-    set_status(broker, &def.name, |s| s.collisions = collisions);
+    set_status(broker, &def.name, |s| {
+        s.collisions = collisions;
+        s.source_missing = missing;
+    });
     Ok(())
 }
 
@@ -392,5 +408,61 @@ async fn sync_offsets(
         s.groups_skipped_active = skipped;
         s.groups_synced += synced;
     });
+    Ok(())
+}
+
+/// How long `promote` waits for the mirror to reach the source's end.
+const PROMOTE_CATCH_UP: Duration = Duration::from_secs(15);
+
+/// Before a promote: waits until `topics` on this cluster hold everything the source had
+/// when this started, then syncs group offsets once more for them, so a group failing
+/// over re-reads nothing it committed on the source and skips nothing. Err when the
+/// source cannot be reached or the mirror does not catch up within `PROMOTE_CATCH_UP`.
+pub async fn final_sync(broker: &Broker, def: &LinkDef, topics: &[String]) -> Result<(), String> {
+    let settings = Settings::parse(&def.configs).map_err(|e| e.message)?;
+    let src = broker.links.source_client(def).await?;
+    let tgt = target_client(broker).await?;
+    let mut wanted = Vec::new();
+    for t in topics {
+        let count = broker
+            .topics
+            .get(t)
+            .map_or(0, |x| x.partitions.len() as i32);
+        let ids: Vec<i32> = (0..count).collect();
+        let ends = src
+            .list_offsets(t, &ids, OffsetSpec::Latest)
+            .await
+            .map_err(|e| e.to_string())?;
+        wanted.push((t, ids, ends));
+    }
+    let deadline = Instant::now() + PROMOTE_CATCH_UP;
+    for (t, ids, ends) in &wanted {
+        loop {
+            let mirrored = tgt
+                .list_offsets(t, ids, OffsetSpec::Latest)
+                .await
+                .map_err(|e| e.to_string())?;
+            let behind = ends.iter().any(|e| {
+                mirrored
+                    .iter()
+                    .find(|m| m.partition == e.partition)
+                    .is_none_or(|m| m.offset < e.offset)
+            });
+            if !behind {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{t} did not catch up with the source within {PROMOTE_CATCH_UP:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    if settings.offset_sync {
+        let mut only = def.clone();
+        only.mirrors.retain(|t, _| topics.contains(t));
+        sync_offsets(broker, &only, &settings, &src, &tgt).await?;
+    }
     Ok(())
 }

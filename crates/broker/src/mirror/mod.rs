@@ -86,10 +86,24 @@ pub struct LinkStatus {
     /// Source topics matching the filter that cannot be mirrored (a local topic with
     /// the same name that is not a mirror of this link).
     pub collisions: Vec<String>,
+    /// Mirror topics the source no longer has (deleted there); kept here as they are.
+    pub source_missing: Vec<String>,
     /// Groups whose offsets were not synced because they are active on this cluster.
     pub groups_skipped_active: Vec<String>,
     pub groups_synced: u64,
 }
+
+/// A link's source client and the link configs it was made with.
+type SourceClient = (BTreeMap<String, String>, runnel_client::Client);
+
+/// One Prometheus family of per-partition samples: name, type, help, and the extra
+/// labels and value of a partition's sample.
+type PartitionFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&PartitionStatus) -> (String, String),
+);
 
 /// All links, their mirror topics, and this broker's mirroring tasks.
 #[derive(Default)]
@@ -99,7 +113,7 @@ pub struct Links {
     links: Mutex<BTreeMap<String, LinkStatus>>,
     tasks: Mutex<HashMap<(String, i32), tokio::task::JoinHandle<()>>>,
     /// Source clients by link name, with the configs they were made with.
-    clients: tokio::sync::Mutex<HashMap<String, (BTreeMap<String, String>, runnel_client::Client)>>,
+    clients: tokio::sync::Mutex<HashMap<String, SourceClient>>,
 }
 
 impl Links {
@@ -240,7 +254,7 @@ pub fn prometheus_text(broker: &Broker) -> String {
     let esc = crate::http::prometheus::escape_label;
     let mut out = String::new();
     let parts = broker.links.partition_statuses();
-    let families: [(&str, &str, &str, fn(&PartitionStatus) -> (String, String)); 3] = [
+    let families: [PartitionFamily; 3] = [
         (
             "runnel_link_mirror_partition_lag",
             "gauge",

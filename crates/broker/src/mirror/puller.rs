@@ -14,7 +14,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use runnel_client::{Client, OffsetSpec};
+use runnel_client::{Client, Connection, OffsetSpec};
 
 use super::store::Settings;
 use super::PartitionStatus;
@@ -38,10 +38,11 @@ pub async fn run(broker: Arc<Broker>, link: String, p: Arc<Partition>) {
     let mut state: &'static str = "";
     let mut attempt = 0u32;
     let mut max_bytes: Option<i32> = None;
-    loop {
-        let Some(def) = broker.links.get(&link) else {
-            break;
-        };
+    // This partition's own connection to the source leader: fetches that the source
+    // parks (nothing new yet) must not hold up other partitions' fetches or the link's
+    // admin requests, which a shared connection answers in order behind them.
+    let mut conn: Option<Connection> = None;
+    while let Some(def) = broker.links.get(&link) {
         if !still_mirrored(&broker, &link, &p) {
             break;
         }
@@ -54,7 +55,18 @@ pub async fn run(broker: Arc<Broker>, link: String, p: Arc<Partition>) {
             }
         };
         let outcome = match broker.links.source_client(&def).await {
-            Ok(client) => round(&broker, &link, &p, &client, &settings, &mut max_bytes).await,
+            Ok(client) => {
+                round(
+                    &broker,
+                    &link,
+                    &p,
+                    &client,
+                    &mut conn,
+                    &settings,
+                    &mut max_bytes,
+                )
+                .await
+            }
             Err(e) => Err(Stop::Source(e)),
         };
         match outcome {
@@ -74,6 +86,7 @@ pub async fn run(broker: Arc<Broker>, link: String, p: Arc<Partition>) {
                     s.error = Some(error.clone());
                 });
                 broker.links.drop_client(&link).await;
+                conn = None;
                 tokio::time::sleep(super::backoff(attempt, settings.backoff_max)).await;
                 attempt = attempt.saturating_add(1);
             }
@@ -102,24 +115,78 @@ fn update(broker: &Broker, link: &str, key: &(String, i32), f: impl FnOnce(&mut 
     f(s);
 }
 
-/// One fetch from the source and its append.
+/// One round: a fetch from the source partition's leader and its append.
 async fn round(
     broker: &Broker,
     link: &str,
     p: &Arc<Partition>,
     client: &Client,
+    conn: &mut Option<Connection>,
+    settings: &Settings,
+    max_bytes: &mut Option<i32>,
+) -> Result<(), Stop> {
+    let c = match conn {
+        Some(c) if !c.is_closed() => c.clone(),
+        _ => {
+            let c = leader_connection(client, &p.topic, p.index, settings).await?;
+            *conn = Some(c.clone());
+            c
+        }
+    };
+    let result = fetch_and_append(broker, link, p, client, &c, settings, max_bytes).await;
+    if matches!(result, Err(Stop::Source(_))) {
+        // The leader may have moved: look it up again next round.
+        *conn = None;
+    }
+    result
+}
+
+/// A new connection to the source partition's leader, from fresh metadata.
+async fn leader_connection(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+    settings: &Settings,
+) -> Result<Connection, Stop> {
+    let source = |e: runnel_client::Error| Stop::Source(e.to_string());
+    let metadata = client
+        .metadata(Some(&[topic.to_string()]), false)
+        .await
+        .map_err(source)?;
+    let leader = metadata
+        .topics
+        .iter()
+        .find(|t| t.name == topic && t.error_code == 0)
+        .and_then(|t| t.partitions.iter().find(|q| q.partition == partition))
+        .map(|q| q.leader)
+        .filter(|l| *l >= 0)
+        .ok_or_else(|| {
+            Stop::Source(format!(
+                "the source has no leader for {topic}-{partition} (or no such partition)"
+            ))
+        })?;
+    let addr = metadata
+        .brokers
+        .iter()
+        .find(|b| b.node_id == leader)
+        .map(|b| b.addr())
+        .ok_or_else(|| Stop::Source(format!("the source did not list its broker {leader}")))?;
+    Connection::connect(&addr, &settings.client_config().connection)
+        .await
+        .map_err(source)
+}
+
+/// One fetch from the source and its append.
+async fn fetch_and_append(
+    broker: &Broker,
+    link: &str,
+    p: &Arc<Partition>,
+    client: &Client,
+    conn: &Connection,
     settings: &Settings,
     max_bytes: &mut Option<i32>,
 ) -> Result<(), Stop> {
     let source = |e: runnel_client::Error| Stop::Source(e.to_string());
-    let conn = match client.leader(&p.topic, p.index).await {
-        Ok(c) => c,
-        Err(e) => {
-            // The source's metadata may be stale (a leader moved): refresh for next time.
-            let _ = client.metadata(Some(&[p.topic.clone()]), false).await;
-            return Err(source(e));
-        }
-    };
     let fetch_offset = p.log.lock().log_end_offset();
     let partition_max = max_bytes.unwrap_or(settings.fetch_max_bytes);
     let request = FetchRequest::default()
@@ -163,7 +230,6 @@ async fn round(
             return follow_source_range(broker, link, p, client).await;
         }
         c => {
-            let _ = client.metadata(Some(&[p.topic.clone()]), false).await;
             return Err(Stop::Source(format!(
                 "the source refused the fetch of {}-{}: {}",
                 p.topic,

@@ -217,6 +217,7 @@ fn print_describe(s: &serde_json::Value) {
             "groups_skipped_active",
             "Groups active here (offsets not synced)",
         ),
+        ("source_missing", "Mirror topics deleted on the source"),
     ] {
         if let Some(list) = s[key].as_array().filter(|l| !l.is_empty()) {
             let names: Vec<String> = list.iter().map(text).collect();
