@@ -11,9 +11,9 @@
 # GitHub access needed). Built once into $LIBRDKAFKA_DIR (default
 # ~/.cache/runnel-librdkafka): needs gcc, g++, make, python3, libssl-dev, zlib1g-dev.
 #
-# Environment: NODES (default 1; 3 runs `runnel cluster local --nodes 3` with Kafka's default
-# min.insync.replicas=1, as the tests expect when they produce acks=all to RF=1 topics, which the
-# tests that create replication-factor-3 topics need), RUNNEL_BIN (default:
+# Environment: NODES (default 1; 3 runs `runnel cluster local --nodes 3`, which the tests
+# that create replication-factor-3 topics need, with Kafka's default min.insync.replicas=1:
+# the tests produce acks=all to RF=1 topics too), RUNNEL_BIN (default:
 # target/debug/runnel, built with --no-default-features if missing), LIBRDKAFKA_DIR, TEST_TIMEOUT_MULT (librdkafka's
 # test.timeout.multiplier, default 2: shared CI machines are slow), SUITE_TIMEOUT_S
 # (whole run, default 900 for quick and 5400 otherwise), KEEP=1 keeps the broker's dir
