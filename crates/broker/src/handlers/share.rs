@@ -124,6 +124,8 @@ pub fn heartbeat(
     };
     let topics = &broker.topics;
     let resolve = |name: &str| topics.get(name).map(|t| (t.id, t.partitions.len() as i32));
+    // A cluster's share-state topic is asked for as soon as a share group appears.
+    persist::ready(broker);
     let (r, left_behind) = broker.shares.heartbeat(&group_id, params, &resolve);
     released(broker, &group_id, &left_behind);
     let assignment = r.assignment.map(|a| {
@@ -298,14 +300,12 @@ fn apply_acks(
         } else {
             leader_partition(broker, *id).and_then(|p| {
                 let key = (group_id.to_string(), id.0, id.1);
-                let sp = broker
-                    .shares
-                    .existing_partition(&key)
-                    .ok_or(ErrorCode::InvalidRecordState)?;
+                let sp = broker.shares.partition(&key);
                 let mut first_error = Ok(());
                 let mut applied = false;
                 {
                     let mut sp = sp.lock();
+                    persist::sync_leadership(broker, &key, &mut sp, p.leader_epoch());
                     for b in batches {
                         match sp.acknowledge(member, b.first, b.last, &b.types, limits) {
                             Ok(()) => applied = true,
@@ -314,7 +314,8 @@ fn apply_acks(
                     }
                     if applied {
                         match persist::write(broker, &key, &mut sp, p.leader_epoch()) {
-                            Ok((state, offset)) => durable.push((*id, state, offset)),
+                            Ok(Some((state, offset))) => durable.push((*id, state, offset)),
+                            Ok(None) => {}
                             Err(e) => {
                                 tracing::warn!(group = group_id, partition = id.1, error = %e, "could not persist acknowledgements");
                                 first_error = first_error.and(Err(e.code));
@@ -559,8 +560,15 @@ fn acquire_all(
             }
         };
         p.park(waiter);
-        let sp = broker.shares.partition(&(group_id.to_string(), id.0, id.1));
+        if !persist::ready(broker) {
+            // Nothing is handed out before its acknowledgement can be made durable.
+            pass.datas.push((*id, data));
+            continue;
+        }
+        let key = (group_id.to_string(), id.0, id.1);
+        let sp = broker.shares.partition(&key);
         let mut sp = sp.lock();
+        persist::sync_leadership(broker, &key, &mut sp, p.leader_epoch());
         let got = crate::share::acquire(
             &p,
             &mut sp,
@@ -904,7 +912,7 @@ pub fn alter_offsets(
                     sp.reset_to(p.start_offset);
                     match persist::write(broker, &key, &mut sp, data.leader_epoch()) {
                         Ok(w) => {
-                            durable.push(w);
+                            durable.extend(w);
                             part
                         }
                         Err(e) => part

@@ -70,6 +70,9 @@ pub struct SharePartitionState {
     initialized: bool,
     /// The epoch of the last snapshot written to `__share_group_state`.
     pub snapshot_epoch: i32,
+    /// The data partition's leader epoch this state was built under (None: not yet
+    /// checked); a different epoch means leadership moved and the state is read again.
+    pub leader_epoch: Option<i32>,
 }
 
 /// Counts for describe and metrics.
@@ -94,6 +97,7 @@ impl SharePartitionState {
             records: BTreeMap::new(),
             initialized: false,
             snapshot_epoch: 0,
+            leader_epoch: None,
         }
     }
 
