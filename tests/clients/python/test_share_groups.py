@@ -596,6 +596,40 @@ def test_metrics_show_members_start_offsets_and_in_flight_records(tmp_path):
         broker.stop()
 
 
+@pytest.mark.timeout_s(60)
+def test_cli_lists_and_describes_share_groups(start_broker):
+    from harness import runnel_bin
+
+    broker = start_broker()
+    topic, group = share_topic(broker, partitions=2)
+    produce(broker, topic, 10)
+    tid = topic_id_of(broker, topic)
+    host, port = broker.bootstrap.split(":")
+
+    def runnel(*args):
+        r = subprocess.run([runnel_bin(), "groups", *args, "-b", broker.bootstrap],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    with kwire.Conn(host, int(port)) as c:
+        assert heartbeat(c, group, "m1", 0, [topic])[0] == 0
+        share_fetch(c, group, "m1", 0, tid, 0, max_wait_ms=2000)
+        share_fetch(c, group, "m1", 1, tid, 0, acks=[(0, 1, 1)])
+        listed = [json.loads(line) for line in runnel("list", "--json").splitlines()]
+        assert {"group": group, "state": "Stable", "type": "share", "protocol_type": "share"} in listed
+        d = json.loads(runnel("describe", group, "--json"))
+        assert d["type"] == "share" and d["state"] == "Stable"
+        assert [m["member_id"] for m in d["members"]] == ["m1"]
+        assert d["members"][0]["assignment"] == [{"topic": topic, "partitions": [0, 1]}]
+        # Partition 0 was read (start 2 after two accepts, log end 5); partition 1 not yet.
+        parts = {p["partition"]: p for p in d["partitions"]}
+        assert (parts[0]["committed_offset"], parts[0]["log_end_offset"], parts[0]["lag"]) == (2, 5, 3)
+        assert parts[1]["committed_offset"] is None
+        text = runnel("describe", group)
+        assert "START-OFFSET" in text and "Type: share" in text
+
+
 # ---------------------------------------------------------------- entry point
 
 if __name__ == "__main__" and len(sys.argv) >= 3 and sys.argv[1] == "worker":
