@@ -314,6 +314,12 @@ pub fn sync_leadership(
         return;
     }
     let was_built = sp.leader_epoch.is_some();
+    if !was_built && broker.cluster().is_none() {
+        // A single node read every snapshot at start-up (`Shares::restore_from`) and
+        // wrote every later one itself: a share-partition new here has none to read.
+        sp.leader_epoch = Some(epoch);
+        return;
+    }
     match read_latest(broker, key) {
         Some(v) => {
             sp.restore(v.start_offset, &v.batches);
