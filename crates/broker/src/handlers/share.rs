@@ -463,7 +463,15 @@ pub fn fetch(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture
         .release(&group_id, &member, &forgotten, &limits);
     released(broker, &group_id, &forgotten_released);
     let wanted = match step {
-        Step::Open(parts) => parts,
+        Step::Open(mut parts) => {
+            // Each request starts at another partition, so MaxRecords spent on the first
+            // ones never starves the rest.
+            if !parts.is_empty() {
+                let start = body.share_session_epoch.max(0) as usize % parts.len();
+                parts.rotate_left(start);
+            }
+            parts
+        }
         Step::Closed(parts) => {
             let closed = broker.shares.release(&group_id, &member, &parts, &limits);
             released(broker, &group_id, &closed);
