@@ -30,6 +30,17 @@ pub const CONSUMER_GROUP_DESCRIBE: i16 = 0;
 pub const OFFSET_FETCH: i16 = 8;
 pub const OFFSET_COMMIT: i16 = 8;
 pub const DELETE_GROUPS: i16 = 2;
+pub const SHARE_GROUP_DESCRIBE: i16 = 1;
+pub const DESCRIBE_SHARE_GROUP_OFFSETS: i16 = 0;
+
+/// A share-partition's start offset (DescribeShareGroupOffsets): every record below it
+/// was accepted, rejected or archived; -1 when the group has not read the partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareStartOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub start_offset: i64,
+}
 
 /// One group as ListGroups reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +48,8 @@ pub struct GroupListing {
     pub group_id: String,
     pub protocol_type: String,
     pub state: String,
-    /// "classic" or "consumer" when the broker says (ListGroups v5); empty otherwise.
+    /// "classic" or "consumer" when the broker says (ListGroups v5), "share" for a share
+    /// group; empty otherwise.
     pub group_type: String,
 }
 
@@ -251,11 +263,19 @@ impl Client {
                 || format!("list groups on {addr}"),
                 None,
             )?;
-            out.extend(response.groups.into_iter().map(|g| GroupListing {
-                group_id: s(&g.group_id.0),
-                protocol_type: s(&g.protocol_type),
-                state: s(&g.group_state),
-                group_type: s(&g.group_type),
+            out.extend(response.groups.into_iter().map(|g| {
+                // ListGroups v4 carries no type; a share group says so by its protocol.
+                let group_type = if g.group_type.is_empty() && g.protocol_type.as_str() == "share" {
+                    "share".to_string()
+                } else {
+                    s(&g.group_type)
+                };
+                GroupListing {
+                    group_id: s(&g.group_id.0),
+                    protocol_type: s(&g.protocol_type),
+                    state: s(&g.group_state),
+                    group_type,
+                }
             }));
         }
         out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
@@ -361,6 +381,88 @@ impl Client {
             epoch: None,
             members,
         })
+    }
+
+    /// A share group (KIP-932) with ShareGroupDescribe and its share-partitions' start
+    /// offsets with DescribeShareGroupOffsets; None when the broker has no share groups or
+    /// `group` is not one.
+    pub async fn describe_share_group(
+        &self,
+        group: &str,
+    ) -> Result<Option<(GroupDescription, Vec<ShareStartOffset>)>> {
+        use kafka_protocol::messages::describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup;
+        use kafka_protocol::messages::{
+            DescribeShareGroupOffsetsRequest, ShareGroupDescribeRequest,
+        };
+        let conn = self.group_coordinator(group).await?;
+        if conn
+            .require(ApiKey::ShareGroupDescribe, SHARE_GROUP_DESCRIBE)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let request = ShareGroupDescribeRequest::default().with_group_ids(vec![group_id(group)]);
+        let response = conn.send(&request, SHARE_GROUP_DESCRIBE).await?;
+        let Some(g) = response.groups.into_iter().next() else {
+            return Ok(None);
+        };
+        if g.error_code == ResponseError::GroupIdNotFound.code() {
+            return Ok(None);
+        }
+        Error::check(
+            g.error_code,
+            || format!("describe share group {group}"),
+            g.error_message.as_ref().map(s),
+        )?;
+        let description = GroupDescription {
+            group_id: s(&g.group_id.0),
+            state: s(&g.group_state),
+            group_type: "share".into(),
+            protocol_type: "share".into(),
+            assignor: s(&g.assignor_name),
+            epoch: Some(g.group_epoch),
+            members: g
+                .members
+                .into_iter()
+                .map(|m| GroupMember {
+                    member_id: s(&m.member_id),
+                    instance_id: None,
+                    client_id: s(&m.client_id),
+                    host: s(&m.client_host),
+                    assignment: m
+                        .assignment
+                        .topic_partitions
+                        .into_iter()
+                        .map(|t| (t.topic_name.0.as_str().to_string(), t.partitions))
+                        .collect(),
+                    member_epoch: Some(m.member_epoch),
+                })
+                .collect(),
+        };
+        let request = DescribeShareGroupOffsetsRequest::default().with_groups(vec![
+            DescribeShareGroupOffsetsRequestGroup::default()
+                .with_group_id(group_id(group))
+                .with_topics(None),
+        ]);
+        let response = conn.send(&request, DESCRIBE_SHARE_GROUP_OFFSETS).await?;
+        let mut offsets = Vec::new();
+        for g in response.groups {
+            Error::check(
+                g.error_code,
+                || format!("describe the offsets of share group {group}"),
+                g.error_message.as_ref().map(s),
+            )?;
+            for t in g.topics {
+                for p in t.partitions {
+                    offsets.push(ShareStartOffset {
+                        topic: t.topic_name.0.as_str().to_string(),
+                        partition: p.partition_index,
+                        start_offset: p.start_offset,
+                    });
+                }
+            }
+        }
+        Ok(Some((description, offsets)))
     }
 
     /// Every offset `group` has committed, sorted by topic and partition.

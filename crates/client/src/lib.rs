@@ -27,7 +27,10 @@ pub use client::{
 };
 pub use connection::{Connection, ConnectionConfig, MAX_RESPONSE_BYTES};
 pub use error::{Error, Result};
-pub use groups::{decode_assignment, CommittedOffset, GroupDescription, GroupListing, GroupMember};
+pub use groups::{
+    decode_assignment, CommittedOffset, GroupDescription, GroupListing, GroupMember,
+    ShareStartOffset,
+};
 pub use kafka_protocol::records::Compression;
 pub use kafka_protocol::ResponseError;
 pub use member::Membership;

@@ -17,7 +17,8 @@ import threading
 import time
 
 import pytest
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 import ck
 import kwire
@@ -257,36 +258,88 @@ def test_rejected_records_are_never_redelivered(start_broker, workers):
 
 @pytest.mark.timeout_s(90)
 def test_a_broker_restart_loses_no_acknowledgement(start_broker):
-    from confluent_kafka import AcknowledgeType, ShareConsumer
-
     broker = start_broker()
     topic, group = share_topic(broker, partitions=1)
     expected = produce(broker, topic, 100, partitions=1)
-    c = ShareConsumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
-                       "share.acknowledgement.mode": "explicit", "log_level": 3})
-    c.subscribe([topic])
-    accepted = []
-    deadline = time.monotonic() + 20
-    while not accepted:
-        assert time.monotonic() < deadline, "nothing delivered"
-        for m in c.poll(0.5):
-            if m.error():
-                continue
-            # Every other record accepted, the rest released: both must survive.
-            if m.offset() % 2 == 0:
-                c.acknowledge(m, AcknowledgeType.ACCEPT)
-                accepted.append(m.value().decode())
-            else:
-                c.acknowledge(m, AcknowledgeType.RELEASE)
-    results = c.commit_sync(10)
-    assert results and all(e is None for e in results.values()), results
-    c.close()
+    accepted = accept_evens_release_odds(broker.bootstrap, group, topic)
     # A crash right after the acknowledgements were answered: nothing written is lost.
     broker.restart(kill=True)
     later = produce(broker, topic, 50, partitions=1, prefix="w")
     rest = drained(broker, group, topic, quiet_s=6)
     assert not set(rest) & set(accepted), "accepted records delivered again after a restart"
     assert sorted(rest) == sorted((expected | later) - set(accepted))
+
+
+def accept_evens_release_odds(bootstrap, group, topic):
+    """One explicit-mode poll: offsets that are even are accepted, odd ones released;
+    returns the accepted values once the broker confirmed them."""
+    from confluent_kafka import AcknowledgeType, ShareConsumer
+
+    c = ShareConsumer({"bootstrap.servers": bootstrap, "group.id": group,
+                       "share.acknowledgement.mode": "explicit", "log_level": 3})
+    c.subscribe([topic])
+    accepted = []
+    deadline = time.monotonic() + 40
+    while not accepted:
+        assert time.monotonic() < deadline, "nothing delivered"
+        for m in c.poll(0.5):
+            if m.error():
+                continue
+            if m.offset() % 2 == 0:
+                c.acknowledge(m, AcknowledgeType.ACCEPT)
+                accepted.append(m.value().decode())
+            else:
+                c.acknowledge(m, AcknowledgeType.RELEASE)
+    results = c.commit_sync(30)
+    assert results and all(e is None for e in results.values()), results
+    c.close()
+    return accepted
+
+
+@pytest.mark.timeout_s(240)
+def test_a_leader_kill_on_a_cluster_loses_no_acknowledgement(tmp_path):
+    from confluent_kafka import ShareConsumer
+    from confluent_kafka.admin import NewTopic
+
+    from cluster import Cluster
+
+    c = Cluster(tmp_path).start()
+    try:
+        topic, group = unique("share-ha"), unique("sg-ha")
+        a = AdminClient({"bootstrap.servers": c.bootstrap})
+        a.create_topics([NewTopic(topic, 1, 3)], operation_timeout=20)[topic].result(30)
+        c.wait_for("topic in sync", lambda: len(c.partition_state(topic)[2]) == 3)
+        r = ConfigResource(ConfigResource.Type.GROUP, group, incremental_configs=[
+            ConfigEntry("share.auto.offset.reset", "earliest",
+                        incremental_operation=AlterConfigOpType.SET)])
+        a.incremental_alter_configs([r])[r].result(timeout=30)
+        p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "log_level": 3})
+        for i in range(100):
+            p.produce(topic, value=f"v{i}".encode(), partition=0)
+        assert p.flush(30) == 0
+        expected = {f"v{i}" for i in range(100)}
+        accepted = accept_evens_release_odds(c.bootstrap, group, topic)
+        leader, _, _ = c.partition_state(topic)
+        c.node(leader).kill9()
+        c.wait_for("a new leader", lambda: c.partition_state(topic)[0] not in (leader, -1))
+        consumer = ShareConsumer({"bootstrap.servers": c.alive_bootstrap(), "group.id": group,
+                                  "log_level": 3})
+        consumer.subscribe([topic])
+        rest = []
+        want = expected - set(accepted)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not set(rest) >= want:
+            rest += [m.value().decode() for m in consumer.poll(0.5) if not m.error()]
+        # A little longer: nothing accepted may come back.
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            rest += [m.value().decode() for m in consumer.poll(0.5) if not m.error()]
+        consumer.close()
+        assert not set(rest) & set(accepted), "accepted records delivered again after failover"
+        assert set(rest) == want
+    finally:
+        problems = c.stop()
+    assert not problems, problems
 
 
 # ---------------------------------------------------------------- raw wire
@@ -541,6 +594,40 @@ def test_metrics_show_members_start_offsets_and_in_flight_records(tmp_path):
         }
     finally:
         broker.stop()
+
+
+@pytest.mark.timeout_s(60)
+def test_cli_lists_and_describes_share_groups(start_broker):
+    from harness import runnel_bin
+
+    broker = start_broker()
+    topic, group = share_topic(broker, partitions=2)
+    produce(broker, topic, 10)
+    tid = topic_id_of(broker, topic)
+    host, port = broker.bootstrap.split(":")
+
+    def runnel(*args):
+        r = subprocess.run([runnel_bin(), "groups", *args, "-b", broker.bootstrap],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    with kwire.Conn(host, int(port)) as c:
+        assert heartbeat(c, group, "m1", 0, [topic])[0] == 0
+        share_fetch(c, group, "m1", 0, tid, 0, max_wait_ms=2000)
+        share_fetch(c, group, "m1", 1, tid, 0, acks=[(0, 1, 1)])
+        listed = [json.loads(line) for line in runnel("list", "--json").splitlines()]
+        assert {"group": group, "state": "Stable", "type": "share", "protocol_type": "share"} in listed
+        d = json.loads(runnel("describe", group, "--json"))
+        assert d["type"] == "share" and d["state"] == "Stable"
+        assert [m["member_id"] for m in d["members"]] == ["m1"]
+        assert d["members"][0]["assignment"] == [{"topic": topic, "partitions": [0, 1]}]
+        # Partition 0 was read (start 2 after two accepts, log end 5); partition 1 not yet.
+        parts = {p["partition"]: p for p in d["partitions"]}
+        assert (parts[0]["committed_offset"], parts[0]["log_end_offset"], parts[0]["lag"]) == (2, 5, 3)
+        assert parts[1]["committed_offset"] is None
+        text = runnel("describe", group)
+        assert "START-OFFSET" in text and "Type: share" in text
 
 
 # ---------------------------------------------------------------- entry point

@@ -124,6 +124,8 @@ pub fn heartbeat(
     };
     let topics = &broker.topics;
     let resolve = |name: &str| topics.get(name).map(|t| (t.id, t.partitions.len() as i32));
+    // A cluster's share-state topic is asked for as soon as a share group appears.
+    persist::ready(broker);
     let (r, left_behind) = broker.shares.heartbeat(&group_id, params, &resolve);
     released(broker, &group_id, &left_behind);
     let assignment = r.assignment.map(|a| {
@@ -307,14 +309,12 @@ fn apply_acks(
         } else {
             leader_partition(broker, *id).and_then(|p| {
                 let key = (group_id.to_string(), id.0, id.1);
-                let sp = broker
-                    .shares
-                    .existing_partition(&key)
-                    .ok_or(ErrorCode::InvalidRecordState)?;
+                let sp = broker.shares.partition(&key);
                 let mut first_error = Ok(());
                 let mut applied = false;
                 {
                     let mut sp = sp.lock();
+                    persist::sync_leadership(broker, &key, &mut sp, p.leader_epoch());
                     for b in batches {
                         match sp.acknowledge(member, b.first, b.last, &b.types, limits) {
                             Ok(()) => applied = true,
@@ -323,7 +323,8 @@ fn apply_acks(
                     }
                     if applied {
                         match persist::write(broker, &key, &mut sp, p.leader_epoch()) {
-                            Ok((state, offset)) => durable.push((*id, state, offset)),
+                            Ok(Some((state, offset))) => durable.push((*id, state, offset)),
+                            Ok(None) => {}
                             Err(e) => {
                                 tracing::warn!(group = group_id, partition = id.1, error = %e, "could not persist acknowledgements");
                                 first_error = first_error.and(Err(e.code));
@@ -471,7 +472,15 @@ pub fn fetch(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture
         .release(&group_id, &member, &forgotten, &limits);
     released(broker, &group_id, &forgotten_released);
     let wanted = match step {
-        Step::Open(parts) => parts,
+        Step::Open(mut parts) => {
+            // Each request starts at another partition, so MaxRecords spent on the first
+            // ones never starves the rest.
+            if !parts.is_empty() {
+                let start = body.share_session_epoch.max(0) as usize % parts.len();
+                parts.rotate_left(start);
+            }
+            parts
+        }
         Step::Closed(parts) => {
             let closed = broker.shares.release(&group_id, &member, &parts, &limits);
             released(broker, &group_id, &closed);
@@ -568,8 +577,15 @@ fn acquire_all(
             }
         };
         p.park(waiter);
-        let sp = broker.shares.partition(&(group_id.to_string(), id.0, id.1));
+        if !persist::ready(broker) {
+            // Nothing is handed out before its acknowledgement can be made durable.
+            pass.datas.push((*id, data));
+            continue;
+        }
+        let key = (group_id.to_string(), id.0, id.1);
+        let sp = broker.shares.partition(&key);
         let mut sp = sp.lock();
+        persist::sync_leadership(broker, &key, &mut sp, p.leader_epoch());
         let got = crate::share::acquire(
             &p,
             &mut sp,
@@ -918,7 +934,7 @@ pub fn alter_offsets(
                     sp.reset_to(p.start_offset);
                     match persist::write(broker, &key, &mut sp, data.leader_epoch()) {
                         Ok(w) => {
-                            durable.push(w);
+                            durable.extend(w);
                             part
                         }
                         Err(e) => part

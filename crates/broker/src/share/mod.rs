@@ -15,8 +15,8 @@
 //! - `records.rs` / `persist.rs`: `__share_group_state` in Kafka's record format, written
 //!   after acknowledgements and releases, replayed at start-up.
 //!
-//! Membership and share sessions are in memory; share-partition state is persisted (on a
-//! single node; in a cluster the state topic is not created yet, see ARCHITECTURE.md).
+//! Membership and share sessions are in memory; share-partition state is persisted and
+//! rebuilt when leadership moves (see `persist.rs` and ARCHITECTURE.md).
 
 pub mod config;
 pub mod group;
@@ -264,6 +264,7 @@ impl Shares {
         if let Some(v) = self.restored.lock().remove(key) {
             state.restore(v.start_offset, &v.batches);
             state.snapshot_epoch = v.snapshot_epoch;
+            state.leader_epoch = Some(v.leader_epoch);
         }
         let sp = Arc::new(Mutex::new(state));
         partitions.insert(key.clone(), sp.clone());

@@ -70,6 +70,9 @@ pub struct SharePartitionState {
     initialized: bool,
     /// The epoch of the last snapshot written to `__share_group_state`.
     pub snapshot_epoch: i32,
+    /// The data partition's leader epoch this state was built under (None: not yet
+    /// checked); a different epoch means leadership moved and the state is read again.
+    pub leader_epoch: Option<i32>,
 }
 
 /// Counts for describe and metrics.
@@ -94,6 +97,7 @@ impl SharePartitionState {
             records: BTreeMap::new(),
             initialized: false,
             snapshot_epoch: 0,
+            leader_epoch: None,
         }
     }
 
@@ -147,18 +151,17 @@ impl SharePartitionState {
     }
 
     /// Releases the acquired records whose lock expired (or archives them at the
-    /// delivery limit). Returns how many became available.
+    /// delivery limit). Returns how many changed state.
     pub fn expire_locks(&mut self, now_ms: i64, limits: &Limits) -> usize {
-        let mut released = 0;
+        let mut changed = 0;
         for r in self.records.values_mut() {
             if r.state == RecordState::Acquired && r.lock_deadline_ms <= now_ms {
-                if release(r, limits) {
-                    released += 1;
-                }
+                release(r, limits);
+                changed += 1;
             }
         }
         self.advance_start();
-        released
+        changed
     }
 
     /// The log start moved past records (retention, DeleteRecords): they are archived.
@@ -402,14 +405,12 @@ fn settle(r: &mut InFlight, state: RecordState) {
 }
 
 /// An acquired record goes back to available, or is archived once delivered
-/// `delivery_count_limit` times. Returns whether it became available.
-fn release(r: &mut InFlight, limits: &Limits) -> bool {
+/// `delivery_count_limit` times.
+fn release(r: &mut InFlight, limits: &Limits) {
     if r.delivery_count >= limits.delivery_count_limit {
         settle(r, RecordState::Archived);
-        false
     } else {
         settle(r, RecordState::Available);
-        true
     }
 }
 
@@ -512,6 +513,24 @@ mod tests {
         s.acknowledge("a", 0, 0, &[ACK_RELEASE], &LIMITS).unwrap();
         assert_eq!(s.state_of(0), None);
         assert_eq!(s.start_offset(), 1);
+    }
+
+    #[test]
+    fn an_expired_lock_at_the_delivery_limit_archives() {
+        let mut s = started(0);
+        let a = member("a");
+        s.acquire_new(&a, 0, 0, &LIMITS);
+        let mut now = 0;
+        for _ in 1..LIMITS.delivery_count_limit {
+            now += LIMITS.lock_duration_ms;
+            assert_eq!(s.next_lock_deadline_ms(), Some(now));
+            assert_eq!(s.expire_locks(now, &LIMITS), 1);
+            assert_eq!(s.acquire_available(&a, 0, 0, 1, now, &LIMITS).len(), 1);
+        }
+        // Not yet expired: nothing changes.
+        assert_eq!(s.expire_locks(now, &LIMITS), 0);
+        assert_eq!(s.expire_locks(now + LIMITS.lock_duration_ms, &LIMITS), 1);
+        assert_eq!((s.start_offset(), s.state_of(0)), (1, None));
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //! Acquisitions are not written (as in Kafka): after a crash, records acquired but not
 //! yet acknowledged are delivered again (at least once).
 //!
+//! In a cluster a leader writes to a state partition it leads, and a new leader of a
+//! data partition (`sync_leadership`) reads the latest snapshot, by (leader epoch,
+//! snapshot epoch), from its local replicas of every state partition: there is no share
+//! coordinator RPC.
+//!
 //! The snapshot is built and appended under the share-partition's lock, so snapshots of
 //! one share-partition reach the log in the order of the states they describe.
 
@@ -23,9 +28,20 @@ use crate::error::{BrokerError, ErrorCode};
 use crate::partition::Partition;
 use crate::share::partition_state::SharePartitionState;
 
-/// Replays `__share_group_state` (at start-up): the last snapshot of every key.
+/// Replays the local replicas of `__share_group_state`: for every key, the latest
+/// snapshot, by (leader epoch, snapshot epoch) across partitions (in a cluster a
+/// share-partition's leaders may have written to different state partitions), and within
+/// one partition by position (a tombstone deletes what came before it there).
 pub fn load(topics: &crate::topics::TopicRegistry) -> HashMap<SharePartitionKey, StateValue> {
-    let mut out = HashMap::new();
+    load_matching(topics, |_| true)
+}
+
+/// `load` for the keys `wanted` accepts.
+fn load_matching(
+    topics: &crate::topics::TopicRegistry,
+    wanted: impl Fn(&SharePartitionKey) -> bool,
+) -> HashMap<SharePartitionKey, StateValue> {
+    let mut out: HashMap<SharePartitionKey, StateValue> = HashMap::new();
     let Some(topic) = topics.get(STATE_TOPIC) else {
         return out;
     };
@@ -34,6 +50,7 @@ pub fn load(topics: &crate::topics::TopicRegistry) -> HashMap<SharePartitionKey,
             tracing::error!(topic = %p.topic, partition = p.index, "not replaying an offline share-state partition");
             continue;
         }
+        let mut here: HashMap<SharePartitionKey, Option<StateValue>> = HashMap::new();
         let read = p
             .log
             .lock()
@@ -46,13 +63,16 @@ pub fn load(topics: &crate::topics::TopicRegistry) -> HashMap<SharePartitionKey,
                         return;
                     };
                     let id = (key.group, key.topic_id, key.partition);
+                    if !wanted(&id) {
+                        return;
+                    }
                     match (kind, r.value) {
                         (_, None) => {
-                            out.remove(&id);
+                            here.insert(id, None);
                         }
                         (records::SNAPSHOT_TYPE, Some(v)) => match records::decode_snapshot(v) {
                             Some(v) => {
-                                out.insert(id, v);
+                                here.insert(id, Some(v));
                             }
                             None => tracing::warn!(topic = %p.topic, partition = p.index, offset = h.base_offset, "skipping a malformed share snapshot"),
                         },
@@ -68,24 +88,36 @@ pub fn load(topics: &crate::topics::TopicRegistry) -> HashMap<SharePartitionKey,
         if let Err(e) = read {
             tracing::error!(topic = %p.topic, partition = p.index, error = %e, "could not replay share state");
         }
-    }
-    if !out.is_empty() {
-        tracing::info!(share_partitions = out.len(), "loaded share-group state");
+        for (id, v) in here {
+            let Some(v) = v else {
+                continue;
+            };
+            let newer = out.get(&id).is_none_or(|o| {
+                (v.leader_epoch, v.snapshot_epoch) > (o.leader_epoch, o.snapshot_epoch)
+            });
+            if newer {
+                out.insert(id, v);
+            }
+        }
     }
     out
 }
 
-/// The state topic, created on a single node when first needed. In a cluster only the
-/// controller creates topics; until it exists there, nothing is persisted.
-fn state_topic(broker: &Broker) -> Result<Arc<crate::topics::Topic>, BrokerError> {
+/// The latest persisted snapshot of one share-partition, from the local replicas (a
+/// broker that just became its leader reads it there).
+pub fn read_latest(broker: &Broker, key: &SharePartitionKey) -> Option<StateValue> {
+    load_matching(&broker.topics, |k| k == key).remove(key)
+}
+
+/// The state topic: on a single node created when first needed; in a cluster created
+/// through the controller (asked once, in the background; None until it exists).
+fn state_topic(broker: &Broker) -> Result<Option<Arc<crate::topics::Topic>>, BrokerError> {
     if let Some(t) = broker.topics.get(STATE_TOPIC) {
-        return Ok(t);
+        return Ok(Some(t));
     }
-    if broker.cluster().is_some() {
-        return Err(BrokerError::new(
-            ErrorCode::CoordinatorNotAvailable,
-            format!("{STATE_TOPIC} does not exist in this cluster"),
-        ));
+    if let Some(cluster) = broker.cluster() {
+        ensure_in_cluster(broker, cluster);
+        return Ok(None);
     }
     let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
     match broker.topics.create(
@@ -95,35 +127,83 @@ fn state_topic(broker: &Broker) -> Result<Arc<crate::topics::Topic>, BrokerError
         configs,
         false,
     ) {
-        Ok(t) => Ok(t),
-        Err(e) if e.code == ErrorCode::TopicAlreadyExists => {
-            broker.topics.get(STATE_TOPIC).ok_or(e)
-        }
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.code == ErrorCode::TopicAlreadyExists => Ok(broker.topics.get(STATE_TOPIC)),
         Err(e) => Err(e),
     }
 }
 
+static CREATING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks the controller for `__share_group_state` (compacted, Kafka's partition count and
+/// replication factor capped by the live brokers), once per process at a time.
+fn ensure_in_cluster(broker: &Broker, cluster: &Arc<crate::cluster::Cluster>) {
+    use std::sync::atomic::Ordering;
+    if cluster.current_image().topics.contains_key(STATE_TOPIC)
+        || CREATING.swap(true, Ordering::AcqRel)
+    {
+        return;
+    }
+    let live = cluster.current_image().live_brokers().count() as i16;
+    let topic = runnel_meta::NewTopic {
+        name: STATE_TOPIC.to_string(),
+        num_partitions: broker.shares.config.state_topic_partitions,
+        replication_factor: broker
+            .shares
+            .config
+            .state_topic_replication_factor
+            .min(live.max(1)),
+        assignments: None,
+        configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+    };
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        let created = cluster.controller.create_topics(vec![topic], false).await;
+        if let Some(Err(e)) = created.into_iter().next() {
+            if e.kind != runnel_meta::ErrorKind::TopicAlreadyExists {
+                tracing::warn!(error = %e.message, "could not create {STATE_TOPIC}; share-group state stays in memory until it exists");
+            }
+        }
+        CREATING.store(false, Ordering::Release);
+    });
+}
+
+/// The state partition to write `k` to: Kafka's placement when this broker leads it,
+/// else the first one this broker leads (in a cluster a partition's leaders move; a
+/// reader takes the latest snapshot across partitions).
+fn state_partition(topic: &crate::topics::Topic, k: &StateKey) -> Option<Arc<Partition>> {
+    let preferred = k.state_partition(topic.partitions.len() as i32) as usize;
+    let leads = |p: &&Arc<Partition>| p.replica.lock().is_leader() && !p.storage_offline;
+    topic
+        .partitions
+        .get(preferred)
+        .filter(leads)
+        .or_else(|| topic.partitions.iter().find(leads))
+        .cloned()
+}
+
 /// Writes `sp`'s state as a snapshot (the caller holds `sp`'s lock). Returns the state
-/// partition and the offset to wait for before the change counts.
+/// partition and the offset to wait for before the change counts; None when there is no
+/// state partition to write to yet (a cluster whose state topic is being created, or
+/// whose state partitions this broker leads none of): the change is then in memory only.
 pub fn write(
     broker: &Broker,
     key: &SharePartitionKey,
     sp: &mut SharePartitionState,
     leader_epoch: i32,
-) -> Result<(Arc<Partition>, i64), BrokerError> {
-    let topic = state_topic(broker)?;
+) -> Result<Option<(Arc<Partition>, i64)>, BrokerError> {
+    let Some(topic) = state_topic(broker)? else {
+        return Ok(None);
+    };
     let k = StateKey {
         group: key.0.clone(),
         topic_id: key.1,
         partition: key.2,
     };
-    let index = k.state_partition(topic.partitions.len() as i32) as usize;
-    let p = topic.partitions.get(index).cloned().ok_or_else(|| {
-        BrokerError::new(
-            ErrorCode::CoordinatorNotAvailable,
-            "share-state partition missing",
-        )
-    })?;
+    let Some(p) = state_partition(&topic, &k) else {
+        tracing::debug!(group = %key.0, partition = key.2, "no local share-state partition to write to");
+        return Ok(None);
+    };
     sp.snapshot_epoch += 1;
     let now = crate::handlers::now_ms();
     let value = StateValue {
@@ -139,7 +219,7 @@ pub fn write(
     let value_bytes = records::encode_snapshot(&value);
     let mut batch = runnel_log::batch::build_batch(&[(Some(&key_bytes), Some(&value_bytes))], now);
     let appended = broker.append_as_leader(&p, |log, epoch| log.append(&mut batch, epoch, now))?;
-    Ok((p, appended.last_offset + 1))
+    Ok(Some((p, appended.last_offset + 1)))
 }
 
 /// `write` for a share-partition by key, taking its lock; logs a failure (used where
@@ -168,27 +248,32 @@ pub fn leader_epoch(broker: &Broker, key: &SharePartitionKey) -> i32 {
         .map_or(-1, |p| p.leader_epoch())
 }
 
-/// Tombstones for deleted share-partitions (DeleteGroups), so a replay forgets them.
+/// Tombstones for deleted share-partitions (DeleteGroups, DeleteShareGroupOffsets), in
+/// every state partition this broker leads, so a replay forgets them.
 pub fn delete(broker: &Broker, keys: &[SharePartitionKey]) {
     let Some(topic) = broker.topics.get(STATE_TOPIC) else {
         return;
     };
     let now = crate::handlers::now_ms();
+    let led: Vec<&Arc<Partition>> = topic
+        .partitions
+        .iter()
+        .filter(|p| p.replica.lock().is_leader() && !p.storage_offline)
+        .collect();
     for key in keys {
         let k = StateKey {
             group: key.0.clone(),
             topic_id: key.1,
             partition: key.2,
         };
-        let index = k.state_partition(topic.partitions.len() as i32) as usize;
-        let Some(p) = topic.partitions.get(index) else {
-            continue;
-        };
         let key_bytes = records::encode_key(&k);
-        let mut batch = runnel_log::batch::build_batch(&[(Some(&key_bytes), None)], now);
-        if let Err(e) = broker.append_as_leader(p, |log, epoch| log.append(&mut batch, epoch, now))
-        {
-            tracing::warn!(group = %key.0, partition = key.2, error = %e, "could not delete share-partition state");
+        for p in &led {
+            let mut batch = runnel_log::batch::build_batch(&[(Some(&key_bytes), None)], now);
+            if let Err(e) =
+                broker.append_as_leader(p, |log, epoch| log.append(&mut batch, epoch, now))
+            {
+                tracing::warn!(group = %key.0, partition = key.2, error = %e, "could not delete share-partition state");
+            }
         }
     }
 }
@@ -213,4 +298,52 @@ pub fn settled(broker: &Broker, key: &SharePartitionKey) {
         p.wake();
     }
     write_logged(broker, key);
+}
+
+/// Makes `sp` current for the data partition's leader epoch `epoch` (the caller holds
+/// `sp`'s lock): state built under another epoch (this broker led the partition before,
+/// or the state is new here) is read again from the latest persisted snapshot, as a new
+/// share-partition leader does in Kafka. Locks held before do not survive.
+pub fn sync_leadership(
+    broker: &Broker,
+    key: &SharePartitionKey,
+    sp: &mut SharePartitionState,
+    epoch: i32,
+) {
+    if sp.leader_epoch == Some(epoch) {
+        return;
+    }
+    let was_built = sp.leader_epoch.is_some();
+    if !was_built && broker.cluster().is_none() {
+        // A single node read every snapshot at start-up (`Shares::restore_from`) and
+        // wrote every later one itself: a share-partition new here has none to read.
+        sp.leader_epoch = Some(epoch);
+        return;
+    }
+    match read_latest(broker, key) {
+        Some(v) => {
+            sp.restore(v.start_offset, &v.batches);
+            sp.snapshot_epoch = sp.snapshot_epoch.max(v.snapshot_epoch);
+        }
+        None if was_built => *sp = SharePartitionState::new(),
+        None => {}
+    }
+    sp.leader_epoch = Some(epoch);
+}
+
+/// Whether share-partition state can be persisted here now. In a cluster whose state
+/// topic does not exist yet this asks the controller for it and answers false: a share
+/// fetch then acquires nothing until it exists, so no acknowledgement is ever answered
+/// without being written.
+pub fn ready(broker: &Broker) -> bool {
+    match broker.cluster() {
+        None => true,
+        Some(cluster) => {
+            if broker.topics.get(STATE_TOPIC).is_some() {
+                return true;
+            }
+            ensure_in_cluster(broker, cluster);
+            false
+        }
+    }
 }

@@ -201,6 +201,13 @@ struct Described {
 }
 
 async fn describe(client: &Client, group: &str) -> anyhow::Result<Described> {
+    let share = client
+        .describe_share_group(group)
+        .await
+        .with_context(|| format!("cannot describe group {group}"))?;
+    if let Some((d, starts)) = share {
+        return describe_share(client, d, starts).await;
+    }
     let d = client
         .describe_group(group)
         .await
@@ -222,26 +229,7 @@ async fn describe(client: &Client, group: &str) -> anyhow::Result<Described> {
     for c in &committed {
         parts.insert((c.topic.clone(), c.partition), Some(c.offset));
     }
-    for m in &d.members {
-        for (t, ps) in &m.assignment {
-            for p in ps {
-                parts.entry((t.clone(), *p)).or_insert(None);
-            }
-        }
-    }
-    let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-    for (t, p) in parts.keys() {
-        by_topic.entry(t.clone()).or_default().push(*p);
-    }
-    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for (t, ps) in &by_topic {
-        // A deleted topic has no log end; its lines show "-".
-        if let Ok(listed) = client.list_offsets(t, ps, OffsetSpec::Latest).await {
-            for l in listed {
-                ends.insert((t.clone(), l.partition), l.offset);
-            }
-        }
-    }
+    let ends = assigned_and_log_ends(client, &d, &mut parts).await;
     let partitions = parts
         .into_iter()
         .map(|((topic, partition), committed)| {
@@ -255,6 +243,72 @@ async fn describe(client: &Client, group: &str) -> anyhow::Result<Described> {
                 partition,
                 committed,
             }
+        })
+        .collect();
+    Ok(Described {
+        group: d,
+        partitions,
+    })
+}
+
+/// Adds the partitions members are assigned to `parts` (offset unknown), and returns the
+/// log end of every partition in it (a deleted topic has none; its lines show "-").
+async fn assigned_and_log_ends(
+    client: &Client,
+    d: &GroupDescription,
+    parts: &mut BTreeMap<(String, i32), Option<i64>>,
+) -> BTreeMap<(String, i32), i64> {
+    for m in &d.members {
+        for (t, ps) in &m.assignment {
+            for p in ps {
+                parts.entry((t.clone(), *p)).or_insert(None);
+            }
+        }
+    }
+    let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for (t, p) in parts.keys() {
+        by_topic.entry(t.clone()).or_default().push(*p);
+    }
+    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for (t, ps) in &by_topic {
+        if let Ok(listed) = client.list_offsets(t, ps, OffsetSpec::Latest).await {
+            for l in listed {
+                ends.insert((t.clone(), l.partition), l.offset);
+            }
+        }
+    }
+    ends
+}
+
+/// A share group (KIP-932): every member may read every partition, so the partition
+/// lines name no member; the offset column is the share-partition start offset (every
+/// record below it was accepted, rejected or archived) and LAG counts the records from
+/// there to the log end.
+async fn describe_share(
+    client: &Client,
+    d: GroupDescription,
+    starts: Vec<runnel_client::ShareStartOffset>,
+) -> anyhow::Result<Described> {
+    let mut parts: BTreeMap<(String, i32), Option<i64>> = starts
+        .into_iter()
+        .map(|s| {
+            (
+                (s.topic, s.partition),
+                (s.start_offset >= 0).then_some(s.start_offset),
+            )
+        })
+        .collect();
+    let ends = assigned_and_log_ends(client, &d, &mut parts).await;
+    let partitions = parts
+        .into_iter()
+        .map(|((topic, partition), committed)| PartitionLag {
+            log_end: ends.get(&(topic.clone(), partition)).copied(),
+            member_id: None,
+            host: None,
+            client_id: None,
+            topic,
+            partition,
+            committed,
         })
         .collect();
     Ok(Described {
@@ -360,7 +414,11 @@ impl Described {
             "GROUP".to_string(),
             "TOPIC".into(),
             "PARTITION".into(),
-            "CURRENT-OFFSET".into(),
+            if g.group_type == "share" {
+                "START-OFFSET".into()
+            } else {
+                "CURRENT-OFFSET".into()
+            },
             "LOG-END-OFFSET".into(),
             "LAG".into(),
             "CONSUMER-ID".into(),
