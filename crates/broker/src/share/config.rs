@@ -38,7 +38,7 @@ impl Default for ShareConfig {
 
 /// Whether `key` is one of ours.
 pub fn is_share_key(key: &str) -> bool {
-    key.starts_with("group.share.") || key.starts_with("share.coordinator.state.topic.")
+    key.starts_with("group.share.") || key.starts_with("share.coordinator.")
 }
 
 fn int_between(v: &str, min: i64, max: i64) -> Result<i32, String> {
@@ -85,6 +85,30 @@ impl ShareConfig {
             "share.coordinator.state.topic.replication.factor" => {
                 self.state_topic_replication_factor = int_between(v, 1, i16::MAX as i64)? as i16
             }
+            // Kafka's other share keys (ShareGroupConfig, ShareCoordinatorConfig), found
+            // in its sample server.properties: checked for type, no effect here (the state
+            // topic is written like every other partition, with the broker's defaults).
+            "share.coordinator.state.topic.min.isr"
+            | "share.coordinator.state.topic.segment.bytes"
+            | "share.coordinator.state.topic.prune.interval.ms"
+            | "share.coordinator.snapshot.update.records.per.snapshot"
+            | "share.coordinator.threads"
+            | "share.coordinator.load.buffer.size"
+            | "share.coordinator.append.linger.ms"
+            | "share.coordinator.write.timeout.ms"
+            | "share.coordinator.cold.partition.snapshot.interval.ms"
+            | "group.share.min.session.timeout.ms"
+            | "group.share.max.session.timeout.ms"
+            | "group.share.min.heartbeat.interval.ms"
+            | "group.share.max.heartbeat.interval.ms"
+            | "group.share.max.groups"
+            | "group.share.fetch.purgatory.purge.interval.requests" => {
+                int_between(v, 0, MAX)?;
+            }
+            "share.coordinator.state.topic.compression.codec"
+            | "group.share.enable"
+            | "group.share.assignors"
+            | "group.share.persister.class.name" => {}
             _ => return Err("not a share-group key Runnel knows".into()),
         }
         Ok(())
