@@ -1,6 +1,8 @@
 -- Stream-stream inner join: ad impressions with the clicks that follow them within a
 -- minute. Both topics are keyed by ad id; the value is the event id.
 --   runnel sql -f examples/joins/ad_clicks.sql [-d bootstrap=HOST:PORT]
+--   then: printf 'ad1:imp-1\n' | kcat -b 127.0.0.1:9092 -t impressions -P -K:
+--         printf 'ad1:click-1\n' | kcat -b 127.0.0.1:9092 -t clicks -P -K:
 -- Spark's rules: each side declares a watermark, and the time bound in the ON clause
 -- (click_time between imp_time and imp_time + 1 minute) lets both sides' state be
 -- evicted once the watermark passes it. Output mode is append.

@@ -1,5 +1,7 @@
 -- (4) The tweets as Parquet files partitioned by hour, exactly once (commit log).
 --   runnel sql -f examples/tweets/parquet.sql -d path=/tmp/tweets-parquet
+-- A batch every 10 s writes one file per hour it touches (a batch as fast as possible
+-- would write a small file every few milliseconds).
 SET bootstrap = 127.0.0.1:9092;
 SET topic = tweets;
 SET startingOffsets = latest;
@@ -30,6 +32,7 @@ FROM tweets_raw;
 CREATE TEMPORARY VIEW out USING parquet OPTIONS (
   path '${path:-/tmp/runnel-tweets-parquet}',
   partitionBy 'hour',
+  trigger '${trigger:-10 seconds}',
   checkpointLocation '${checkpoint:-/tmp/runnel-checkpoints/parquet}'
 );
 

@@ -1,5 +1,7 @@
 -- (1) The notebook's query: id, user name and text of every tweet, to the console.
 --   runnel sql -f examples/tweets/select.sql [-b HOST:PORT] [-d startingOffsets=earliest]
+-- A batch every 2 s; the console shows its first 10 rows, strings cut to 20 characters
+-- (Spark's show(): -d numRows=N, or truncate 'false' below for whole texts).
 SET bootstrap = 127.0.0.1:9092;
 SET topic = tweets;
 SET startingOffsets = latest;
@@ -27,7 +29,9 @@ SELECT from_json(CAST(value AS STRING),
        timestamp AS ts
 FROM tweets_raw;
 
-CREATE TEMPORARY VIEW out USING console OPTIONS (truncate 'true', numRows '20');
+CREATE TEMPORARY VIEW out USING console OPTIONS (
+  truncate 'true', numRows '${numRows:-10}', trigger '${trigger:-2 seconds}'
+);
 
 INSERT INTO out
 SELECT tweet.id AS id, tweet.user.name AS name, tweet.text AS text

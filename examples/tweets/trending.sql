@@ -1,5 +1,7 @@
 -- (2) Trending hashtags per minute, with a watermark, to a topic (and the console).
---   runnel sql -f examples/tweets/trending.sql [-d outputTopic=trending]
+--   runnel sql -f examples/tweets/trending.sql [-d outputTopic=trending] [-d minTweets=N]
+-- The console echo (echoConsole) shows key and value cut to 20 characters, as Spark's
+-- show() does: the count comes first in the JSON so that it shows.
 SET bootstrap = 127.0.0.1:9092;
 SET topic = tweets;
 SET startingOffsets = latest;
@@ -35,14 +37,15 @@ CREATE TEMPORARY VIEW out USING kafka OPTIONS (
   kafka.bootstrap.servers '${bootstrap}',
   topic '${outputTopic:-trending}',
   outputMode 'update',
+  trigger '${trigger:-5 seconds}',
   echoConsole 'true',
   checkpointLocation '${checkpoint:-/tmp/runnel-checkpoints/trending}'
 );
 
 INSERT INTO out
 SELECT hashtag AS key,
-       to_json(named_struct('window_start', CAST(w.start AS STRING), 'window_end', CAST(w.end AS STRING),
-                            'hashtag', hashtag, 'tweets', tweets)) AS value
+       to_json(named_struct('tweets', tweets, 'hashtag', hashtag,
+                            'window_start', CAST(w.start AS STRING), 'window_end', CAST(w.end AS STRING))) AS value
 FROM (
   SELECT window(ts, '1 minute') AS w, lower(tag.text) AS hashtag, count(*) AS tweets
   FROM hashtags WATERMARK ts DELAY OF INTERVAL 30 SECONDS

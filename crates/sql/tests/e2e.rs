@@ -680,6 +680,9 @@ async fn session_windows_merge_across_batches_and_close_with_the_watermark() {
         );
         let mut d = defines(&broker, "tweets8");
         d.insert("maxOffsetsPerTrigger".into(), "150".into());
+        // The file's defaults (5 s gap, 2 s delay) suit the demo's 2,000 tweets/s.
+        d.insert("gap".into(), "30 seconds".into());
+        d.insert("delay".into(), "30 SECONDS".into());
         let q = run_script(&text, &d, QueryOptions::default()).await;
         // The answer: per user, event times sorted; a tweet within 30 s of the session's
         // last tweet joins it. Append mode emits sessions that end by the final watermark.
