@@ -634,3 +634,30 @@ def test_cli_lists_and_describes_share_groups(start_broker):
 
 if __name__ == "__main__" and len(sys.argv) >= 3 and sys.argv[1] == "worker":
     worker_main(json.loads(sys.argv[2]))
+
+
+def test_a_share_groups_id_is_refused_to_classic_and_consumer_group_members(start_broker):
+    """Kafka: a group id held by a share group answers JoinGroup ("not a classic group")
+    and ConsumerGroupHeartbeat ("not a consumer group") with GROUP_ID_NOT_FOUND."""
+    broker = start_broker()
+    topic, group = share_topic(broker, partitions=1)
+    host, port = broker.bootstrap.split(":")
+    with kwire.Conn(host, int(port)) as c:
+        err, _ = heartbeat(c, group, "m1", 0, [topic])
+        assert err == 0
+        # JoinGroup v0: group, session timeout, member id, protocol type, protocols.
+        body = kwire.string(group) + struct.pack(">i", 10000) + kwire.string("")
+        body += kwire.string("consumer") + struct.pack(">i", 1) + kwire.string("range")
+        body += struct.pack(">i", 0)
+        r = c.request(11, 0, body)
+        assert r.int16() == 69  # GROUP_ID_NOT_FOUND
+        # ConsumerGroupHeartbeat v0 (flexible): group, member id, epoch, instance id,
+        # rack, rebalance timeout, topics, server assignor, owned partitions.
+        body = kwire.compact_string(group) + kwire.compact_string("c1") + struct.pack(">i", 0)
+        body += kwire.compact_string(None) + kwire.compact_string(None) + struct.pack(">i", 30000)
+        body += kwire.uvarint(2) + kwire.compact_string(topic)
+        body += kwire.compact_string(None) + kwire.uvarint(0) + kwire.uvarint(0)
+        r = c.request(68, 0, body, header_version=2)
+        read_header_tags(r)
+        r.int32()
+        assert r.int16() == 69

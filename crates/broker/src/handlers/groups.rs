@@ -322,6 +322,11 @@ pub fn join(
         let refused = JoinResult::error(ErrorCode::GroupAuthorizationFailed, &body.member_id);
         return ready(req, &join_response(req, refused));
     }
+    if broker.shares.describe(&body.group_id).is_some() {
+        // Kafka: "Group X is not a classic group." (GROUP_ID_NOT_FOUND).
+        let refused = JoinResult::error(ErrorCode::GroupIdNotFound, &body.member_id);
+        return ready(req, &join_response(req, refused));
+    }
     let params = JoinParams {
         group_id: body.group_id.0.to_string(),
         member_id: body.member_id.to_string(),
@@ -887,6 +892,17 @@ pub fn consumer_heartbeat(
     if let Some(code) = group_read_denied(az, &body.group_id) {
         let r = ConsumerGroupHeartbeatResponse::default()
             .with_error_code(code)
+            .with_member_id(Some(body.member_id.clone()));
+        return ready(req, &r);
+    }
+    if broker.shares.describe(&body.group_id).is_some() {
+        // Kafka: "Group X is not a consumer group." (GROUP_ID_NOT_FOUND).
+        let r = ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(ErrorCode::GroupIdNotFound.code())
+            .with_error_message(Some(str_bytes(&format!(
+                "Group {} is not a consumer group.",
+                body.group_id.0
+            ))))
             .with_member_id(Some(body.member_id.clone()));
         return ready(req, &r);
     }
