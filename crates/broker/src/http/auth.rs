@@ -126,7 +126,10 @@ pub async fn authenticate(State(s): State<HttpState>, req: Request, next: Next) 
         _ => match &peer.cert_principal {
             Some(p) => p.clone(),
             None if required => {
-                return unauthorized(&s.broker, "this API needs credentials (http.authentication.method)")
+                return unauthorized(
+                    &s.broker,
+                    "this API needs credentials (http.authentication.method)",
+                )
             }
             None => Arc::from(ANONYMOUS),
         },
@@ -178,7 +181,10 @@ async fn verify(
             .decode(rest)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .ok_or(("BASIC", "credentials are not base64 of user:password".to_string()))?;
+            .ok_or((
+                "BASIC",
+                "credentials are not base64 of user:password".to_string(),
+            ))?;
         let (user, password) = decoded
             .split_once(':')
             .ok_or(("BASIC", "credentials have no ':'".to_string()))?;
@@ -187,7 +193,9 @@ async fn verify(
             .await
             .unwrap_or_else(|e| Err(format!("verification task failed: {e}")));
         let user = checked.map_err(|r| ("BASIC", r))?;
-        broker.metrics.record_authentication(LISTENER, "BASIC", true);
+        broker
+            .metrics
+            .record_authentication(LISTENER, "BASIC", true);
         return Ok(Arc::from(format!("User:{user}")));
     }
     if scheme.eq_ignore_ascii_case("bearer") {
@@ -198,7 +206,9 @@ async fn verify(
                 .map_or(0.0, |d| d.as_secs_f64());
             return match crate::security::oauth::step(oauth, message.as_bytes(), now) {
                 Step::Done(principal, _) => {
-                    broker.metrics.record_authentication(LISTENER, "BEARER", true);
+                    broker
+                        .metrics
+                        .record_authentication(LISTENER, "BEARER", true);
                     Ok(Arc::from(format!("User:{principal}")))
                 }
                 Step::Fail(why) => Err(("BEARER", why)),
@@ -385,7 +395,10 @@ mod tests {
     #[test]
     fn skip_paths_and_methods() {
         let c = crate::BrokerConfig::from_pairs(&[
-            ("http.authentication.method".to_string(), "basic".to_string()),
+            (
+                "http.authentication.method".to_string(),
+                "basic".to_string(),
+            ),
             (
                 "http.authentication.skip.paths".to_string(),
                 "/metrics, /v1/health".to_string(),
@@ -399,7 +412,11 @@ mod tests {
         assert!(!h.required("/metrics"));
         assert!(!h.required("/v1/health"));
         for (k, v, needle) in [
-            ("http.authentication.method", "DIGEST", "NONE, BASIC or BEARER"),
+            (
+                "http.authentication.method",
+                "DIGEST",
+                "NONE, BASIC or BEARER",
+            ),
             ("http.authentication.method", "BEARER", "OAUTHBEARER"),
             ("http.authentication.skip.paths", "metrics", "path"),
             ("http.listeners", "https://127.0.0.1:0", "ssl.keystore"),

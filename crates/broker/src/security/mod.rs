@@ -333,7 +333,11 @@ impl SecurityConfig {
         if let Some(v) = self.keys.get(key) {
             for p in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 if !p.starts_with('/') {
-                    return Err(invalid(key, v, format!("{p:?} is not a path (paths start with /)")));
+                    return Err(invalid(
+                        key,
+                        v,
+                        format!("{p:?} is not a path (paths start with /)"),
+                    ));
                 }
                 h.skip_paths.push(p.to_string());
             }

@@ -295,8 +295,13 @@ impl TlsListener {
         stream: tokio::net::TcpStream,
         bound: std::time::Duration,
         map: bool,
-    ) -> Result<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Option<String>), String>
-    {
+    ) -> Result<
+        (
+            tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+            Option<String>,
+        ),
+        String,
+    > {
         let stream = match tokio::time::timeout(bound, self.acceptor().accept(stream)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(e.to_string()),
