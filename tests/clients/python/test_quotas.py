@@ -330,3 +330,24 @@ def test_user_quota_throttles_its_user_and_not_another(start_broker):
         t0 = time.monotonic()
         c.api_versions_v0()
         assert time.monotonic() - t0 >= first["throttle_time_ms"] / 1000 * 0.8
+
+
+def test_request_percentage_throttle_is_in_the_response(start_broker):
+    """Kafka tells a client throttled by request_percentage in the throttled request's own
+    response (throttle_time_ms), then mutes the channel for that long."""
+    LIST_GROUPS = 16
+    b = start_broker(quota__window__num="2", quota__window__size__seconds="1")
+    with kwire.Conn("127.0.0.1", b.port) as c:
+        r = c.request(LIST_GROUPS, 1, b"")
+        assert r.int32() == 0 and r.int16() == 0  # unthrottled: 0
+        with kwire.Conn("127.0.0.1", b.port) as admin_conn:
+            assert alter(admin_conn, [([("client-id", "runnel-tests")],
+                                       [("request_percentage", 0.000001)])]) == [(0, None)]
+        r = c.request(LIST_GROUPS, 1, b"")
+        throttle = r.int32()
+        assert r.int16() == 0
+        # Handler time against a near-zero quota: throttled up to the 2 s window.
+        assert 0 < throttle <= 2000, throttle
+        start = time.monotonic()
+        c.request(LIST_GROUPS, 1, b"")
+        assert time.monotonic() - start >= throttle / 1000 * 0.8
