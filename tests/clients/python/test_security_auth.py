@@ -630,6 +630,11 @@ def test_http_api_over_tls_with_basic_and_bearer_through_the_same_acls(tmp_path)
         "http.listeners": "https://127.0.0.1:0",
         "listener.name.http.ssl.keystore.type": "PEM",
         "listener.name.http.ssl.keystore.location": certs["server"],
+        # mTLS on the HTTP listener: a verified client certificate is a principal too.
+        "listener.name.http.ssl.client.auth": "requested",
+        "listener.name.http.ssl.truststore.type": "PEM",
+        "listener.name.http.ssl.truststore.location": certs["ca"],
+        "listener.name.http.ssl.principal.mapping.rules": "RULE:^.*CN=([a-z]+).*$/$1/,DEFAULT",
         "http.authentication.method": "BASIC,BEARER",
         "http.authentication.skip.paths": "/v1/health",
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
@@ -703,6 +708,24 @@ def test_http_api_over_tls_with_basic_and_bearer_through_the_same_acls(tmp_path)
         while topics(carol) != ["h1"] and time.monotonic() < deadline:
             time.sleep(0.2)
         assert topics(carol) == ["h1"]
+        # A client certificate (CN=alice, mapped to "alice") authenticates without a
+        # header: User:alice, who sees nothing until an ACL names her.
+        mtls = ssl.create_default_context(cafile=certs["ca"])
+        mtls.load_cert_chain(certs["cert"], certs["key"])
+
+        def topics_by_cert():
+            with urllib.request.urlopen(f"https://127.0.0.1:{b.http_port}/v1/topics",
+                                        timeout=15, context=mtls) as r:
+                return [t["name"] for t in json.loads(r.read())["topics"]]
+        assert topics_by_cert() == []
+        for f in a.create_acls([AclBinding(
+                ResourceType.TOPIC, "h1", ResourcePatternType.LITERAL, "User:alice", "*",
+                AclOperation.DESCRIBE, AclPermissionType.ALLOW)], request_timeout=10).values():
+            f.result()
+        deadline = time.monotonic() + 10
+        while topics_by_cert() != ["h1"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert topics_by_cert() == ["h1"]
         # Bearer: a JWKS-signed token for admin sees everything; a rogue one is refused.
         good = {"sub": "admin", "aud": "runnel", "exp": int(time.time()) + 600,
                 "iat": int(time.time())}
