@@ -230,8 +230,11 @@ async fn verify(
 #[derive(Default)]
 pub struct PasswordCache {
     secret: std::sync::OnceLock<Vec<u8>>,
-    entries: parking_lot::Mutex<HashMap<Vec<u8>, (Option<Vec<u8>>, Instant)>>,
+    entries: parking_lot::Mutex<HashMap<Vec<u8>, Verified>>,
 }
+
+/// The StoredKey a password matched (None: a PLAIN user) and when.
+type Verified = (Option<Vec<u8>>, Instant);
 
 impl PasswordCache {
     fn key(&self, user: &str, password: &str) -> Vec<u8> {
@@ -309,9 +312,7 @@ impl Drop for TlsHttpListener {
 
 impl TlsHttpListener {
     pub fn new(listener: TcpListener, tls: Arc<TlsListener>, broker: Arc<Broker>) -> Self {
-        let local = listener
-            .local_addr()
-            .unwrap_or_else(|_| super::actions::PEER);
+        let local = listener.local_addr().unwrap_or(super::actions::PEER);
         let (tx, ready) = tokio::sync::mpsc::channel(64);
         let task = tokio::spawn(async move {
             let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
