@@ -38,6 +38,8 @@ const LISTENER: &str = "HTTP";
 /// user's SCRAM credential changed meanwhile).
 const CACHE_TTL: Duration = Duration::from_secs(60);
 const CACHE_MAX: usize = 1024;
+/// PBKDF2 rounds spent on a user without a SCRAM credential (Kafka's minimum).
+const DECOY_ITERATIONS: u32 = 4096;
 /// TLS handshakes under way at once; more wait in the accept loop.
 const MAX_HANDSHAKES: usize = 256;
 
@@ -268,6 +270,9 @@ pub fn check_password(broker: &Broker, user: &str, password: &str) -> Result<Str
         let (stored, _) = m.stored_and_server_key(&salted);
         ct_eq(&stored, &cred.stored_key).then_some(Some(cred.stored_key))
     } else {
+        // As long as a SCRAM check (Kafka's minimum iterations), so the answer's time
+        // does not tell whether a SCRAM user of that name exists.
+        ScramMechanism::Sha512.salted_password(password, user.as_bytes(), DECOY_ITERATIONS);
         let settings = &broker.config.security.http;
         settings
             .plain_users
