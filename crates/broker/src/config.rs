@@ -190,6 +190,8 @@ pub struct BrokerConfig {
     /// `http.listeners`: the HTTP admin API's address (host:port, port 0 for a free
     /// port); None when set to an empty value (disabled).
     pub http_listener: Option<SocketAddr>,
+    /// `http.listeners` is `https://...`: the API is served over TLS (`security::HttpSecurity`).
+    pub http_tls: bool,
     pub log_dirs: Vec<PathBuf>,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -382,6 +384,7 @@ impl BrokerConfig {
                 .validate(true, None)
                 .expect("the default listener is valid"),
             http_listener: Some("127.0.0.1:9644".parse().expect("valid")),
+            http_tls: false,
             log_dirs: vec![PathBuf::from("./runnel-data")],
             num_partitions: 1,
             default_replication_factor: 1,
@@ -450,7 +453,12 @@ impl BrokerConfig {
                     quorum_bootstrap = Some(v.trim().to_string());
                 }
                 "http.listeners" => {
-                    let addr = v.trim().trim_start_matches("http://");
+                    let v_trim = v.trim();
+                    c.http_tls = v_trim.starts_with("https://");
+                    let addr = v_trim
+                        .strip_prefix("https://")
+                        .or_else(|| v_trim.strip_prefix("http://"))
+                        .unwrap_or(v_trim);
                     c.http_listener = if addr.is_empty() {
                         None
                     } else {
@@ -742,6 +750,7 @@ impl BrokerConfig {
             std::mem::take(&mut c.security.keys),
             &c.listeners,
         )?;
+        c.security.http = c.security.http_settings(c.http_tls)?;
         Ok(c)
     }
 

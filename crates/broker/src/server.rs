@@ -324,56 +324,31 @@ async fn tls_handshake(
     conn: &mut Conn,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let bound = Duration::from_millis(broker.config.limits.request_read_timeout_ms);
-    let failed = |reason: String| {
-        broker
-            .metrics
-            .record_authentication(&conn.listener, "SSL", false);
-        tracing::warn!(peer = %conn.peer, listener = %conn.listener, mechanism = "SSL", %reason, "authentication failed: TLS handshake");
-    };
-    let stream = match tokio::time::timeout(bound, tls.acceptor().accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            failed(e.to_string());
-            return None;
-        }
-        Err(_) => {
-            failed(format!(
-                "no TLS handshake within {} ms (request.read.timeout.ms)",
-                bound.as_millis()
-            ));
-            return None;
-        }
-    };
-    let cert = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first());
     let sasl = broker
         .config
         .security
         .listeners
         .get(&*conn.listener)
         .is_some_and(|l| l.protocol.sasl());
-    if let (Some(cert), false) = (cert, sasl) {
-        let dn = crate::security::tls::subject_dn(cert)
-            .ok_or_else(|| "the client certificate's subject cannot be read".to_string())
-            .and_then(|dn| crate::security::tls::map_principal(&dn, &tls.settings.principal_rules));
-        match dn {
-            Ok(name) => {
+    match tls.accept(stream, bound, !sasl).await {
+        Ok((stream, name)) => {
+            if let Some(name) = name {
                 conn.principal = Arc::from(format!("User:{name}"));
                 broker
                     .metrics
                     .record_authentication(&conn.listener, "SSL", true);
                 tracing::info!(peer = %conn.peer, listener = %conn.listener, principal = %conn.principal, "TLS client authenticated");
             }
-            Err(reason) => {
-                failed(reason);
-                return None;
-            }
+            Some(stream)
+        }
+        Err(reason) => {
+            broker
+                .metrics
+                .record_authentication(&conn.listener, "SSL", false);
+            tracing::warn!(peer = %conn.peer, listener = %conn.listener, mechanism = "SSL", %reason, "authentication failed: TLS handshake");
+            None
         }
     }
-    Some(stream)
 }
 
 /// Per-connection timing bounds, from the broker's config.

@@ -121,6 +121,11 @@ pub struct StartArgs {
     /// `runnel cluster local stop`).
     #[arg(long)]
     pub detach: bool,
+    /// `sasl_ssl`: TLS with generated test certificates and SASL (user `admin`, password
+    /// printed once) on the Kafka listeners, HTTPS with Basic auth; writes
+    /// `<dir>/security/client.properties` for clients (see cluster_security.rs).
+    #[arg(long, value_enum, default_value = "plaintext")]
+    pub security: crate::cluster_security::Mode,
 }
 
 /// `<dir>/cluster.json`.
@@ -129,6 +134,9 @@ struct State {
     /// The foreground launcher, if one runs.
     launcher_pid: Option<u32>,
     nodes: Vec<NodeState>,
+    /// A secured cluster's client properties file (`--security`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_config: Option<PathBuf>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -253,8 +261,13 @@ fn stop_node(node: &NodeState, children: &mut HashMap<u32, Child>) {
     }
 }
 
-/// The `runnel server` arguments of node `id`.
-fn node_args(a: &StartArgs, id: u16, voters: &str) -> Vec<String> {
+/// The `runnel server` arguments of node `id` (`secured`: its generated security config).
+fn node_args(
+    a: &StartArgs,
+    id: u16,
+    voters: &str,
+    secured: Option<&crate::cluster_security::Secured>,
+) -> Vec<String> {
     let rf = a.nodes.min(3);
     let http_port = match a.http_base_port {
         Some(0) => 0,
@@ -273,18 +286,25 @@ fn node_args(a: &StartArgs, id: u16, voters: &str) -> Vec<String> {
         }
     };
     let mut args = vec!["server".to_string()];
+    let (kafka, http) = match secured {
+        Some(s) => {
+            args.extend(s.node_args(id));
+            ("SASL_SSL", "https://")
+        }
+        None => ("PLAINTEXT", ""),
+    };
     for (k, v) in [
         ("node.id", id.to_string()),
         (
             "listeners",
-            format!("PLAINTEXT://127.0.0.1:{}", a.base_port + id - 1),
+            format!("{kafka}://127.0.0.1:{}", a.base_port + id - 1),
         ),
         (
             "log.dirs",
             a.dir.join(format!("node-{id}")).display().to_string(),
         ),
         ("controller.quorum.voters", voters.to_string()),
-        ("http.listeners", format!("127.0.0.1:{http_port}")),
+        ("http.listeners", format!("{http}127.0.0.1:{http_port}")),
         ("default.replication.factor", rf.to_string()),
         ("offsets.topic.replication.factor", rf.to_string()),
         ("transaction.state.log.replication.factor", rf.to_string()),
@@ -452,9 +472,18 @@ fn start_cluster(a: StartArgs) -> Result<ExitCode> {
     let voters: Vec<String> = (1..=a.nodes)
         .map(|id| format!("{id}@127.0.0.1:{}", a.controller_base_port + id - 1))
         .collect();
+    let secured = match a.security {
+        crate::cluster_security::Mode::Plaintext => None,
+        crate::cluster_security::Mode::SaslSsl => Some(crate::cluster_security::prepare(
+            &a.dir,
+            a.nodes,
+            a.base_port,
+        )?),
+    };
     let mut state = State {
         launcher_pid: (!a.detach).then(std::process::id),
         nodes: Vec::new(),
+        client_config: secured.as_ref().map(|s| s.client_config()),
     };
     let mut children: HashMap<u32, Child> = HashMap::new();
     let mut pending = Vec::new();
@@ -471,7 +500,7 @@ fn start_cluster(a: StartArgs) -> Result<ExitCode> {
             http: String::new(),
             data_dir: a.dir.join(format!("node-{id}")),
             log: log.clone(),
-            args: node_args(&a, id, &voters.join(",")),
+            args: node_args(&a, id, &voters.join(","), secured.as_ref()),
         };
         match spawn_node(&exe, &node) {
             Ok((child, offset)) => {
@@ -620,6 +649,12 @@ fn status_table(state: &State) -> String {
             n.log.display()
         ));
     }
+    if let Some(c) = &state.client_config {
+        s.push_str(&format!(
+            "secured (SASL_SSL, HTTPS with Basic auth): client config {}\n",
+            c.display()
+        ));
+    }
     s
 }
 
@@ -640,6 +675,7 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
             serde_json::json!({
                 "launcher_pid": state.launcher_pid.filter(|&p| alive(p)),
                 "bootstrap_servers": state.nodes.iter().map(|n| n.kafka.as_str()).collect::<Vec<_>>().join(","),
+                "client_config": state.client_config,
                 "nodes": nodes,
             })
         );
@@ -765,8 +801,9 @@ mod tests {
             http_base_port: Some(9644),
             overrides: vec!["x=1".into()],
             detach: false,
+            security: crate::cluster_security::Mode::Plaintext,
         };
-        let args = node_args(&a, 2, "v").join(" ");
+        let args = node_args(&a, 2, "v", None).join(" ");
         assert!(args.starts_with("server --set node.id=2 "), "{args}");
         assert!(
             args.contains("listeners=PLAINTEXT://127.0.0.1:9093"),
@@ -778,9 +815,23 @@ mod tests {
             http_base_port: Some(0),
             ..a
         };
-        assert!(node_args(&free, 2, "v")
+        assert!(node_args(&free, 2, "v", None)
             .join(" ")
             .contains("http.listeners=127.0.0.1:0"));
+        let secured = crate::cluster_security::Secured { dir: "/s".into() };
+        let args = node_args(&free, 2, "v", Some(&secured)).join(" ");
+        assert!(
+            args.starts_with("server --config /s/node-2.properties --set node.id=2 "),
+            "{args}"
+        );
+        assert!(
+            args.contains("listeners=SASL_SSL://127.0.0.1:9093"),
+            "{args}"
+        );
+        assert!(
+            args.contains("http.listeners=https://127.0.0.1:0"),
+            "{args}"
+        );
     }
 
     #[test]
@@ -798,6 +849,7 @@ mod tests {
                 log: "l".into(),
                 args: vec!["server".into()],
             }],
+            client_config: Some("/s/client.properties".into()),
         };
         write_state(dir.path(), &state).unwrap();
         assert_eq!(read_state(dir.path()).unwrap(), state);

@@ -20,6 +20,7 @@ macro_rules! errln {
 }
 
 mod cluster_cmd;
+mod cluster_security;
 mod output;
 mod server;
 #[cfg(feature = "sql")]

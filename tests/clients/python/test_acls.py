@@ -1,10 +1,11 @@
 """Authorization (Kafka's StandardAuthorizer semantics) through librdkafka's AdminClient,
 Producer and Consumer.
 
-Over PLAINTEXT every client is User:ANONYMOUS, so the matrix runs over resources and
-operations for that one principal. A test takes its principal from `PRINCIPALS` and its
-client settings from `client_conf(principal)`: once SASL lands, a second principal is a
-new entry there (with its credentials), not a new test.
+The matrix runs over resources and operations for each of `PRINCIPALS`: User:ANONYMOUS
+over PLAINTEXT (its own super user while the ACLs are made), and User:alice over
+SASL_PLAINTEXT/PLAIN, with User:admin (a super user) making the ACLs and User:bob (no
+ACL) refused what alice is allowed. A test takes its client settings from
+`client_conf(principal)` and its broker's listener settings from `broker_conf(principal)`.
 """
 
 import struct
@@ -28,14 +29,55 @@ from harness import unique
 
 AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 ANONYMOUS = "User:ANONYMOUS"
-# Principals the matrix runs for; SASL adds e.g. "User:alice" with its credentials.
-PRINCIPALS = [ANONYMOUS]
+ADMIN, ALICE, BOB = "User:admin", "User:alice", "User:bob"
+# Principals the matrix runs for.
+PRINCIPALS = [ANONYMOUS, ALICE]
+SASL_USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
+SASL_JAAS = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+             'username="admin" password="admin-secret" '
+             + " ".join(f'user_{u}="{p}"' for u, p in SASL_USERS.items()) + ";")
+SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36
 
 
 def client_conf(principal):
     """librdkafka settings that make a client authenticate as `principal`."""
-    assert principal == ANONYMOUS, "only PLAINTEXT (ANONYMOUS) clients until SASL lands"
-    return {}
+    if principal == ANONYMOUS:
+        return {}
+    user = principal.split(":", 1)[1]
+    return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+            "sasl.username": user, "sasl.password": SASL_USERS[user]}
+
+
+def broker_conf(principal):
+    """Broker settings whose (only) listener `principal` can authenticate on."""
+    if principal == ANONYMOUS:
+        return {}
+    return {"listeners": "SASL_PLAINTEXT://127.0.0.1:0",
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            "sasl.jaas.config": SASL_JAAS}
+
+
+def super_user(principal):
+    """Who makes a test's topics and ACLs: ANONYMOUS itself (made super for a while)
+    over PLAINTEXT, User:admin over SASL."""
+    return principal if principal == ANONYMOUS else ADMIN
+
+
+def raw_conn(b, principal=ANONYMOUS):
+    """A kwire connection authenticated as `principal` (SASL PLAIN v1 when not ANONYMOUS)."""
+    c = kwire.Conn("127.0.0.1", b.port)
+    if principal != ANONYMOUS:
+        conf = client_conf(principal)
+        assert c.request(SASL_HANDSHAKE, 1, kwire.string("PLAIN")).int16() == 0
+        token = b"\0" + conf["sasl.username"].encode() + b"\0" + conf["sasl.password"].encode()
+        assert c.request(SASL_AUTHENTICATE, 1, kwire.nbytes(token)).int16() == 0
+    return c
+
+
+def kcat_conf(principal):
+    return [x for k, v in client_conf(principal).items() for x in ("-X", f"{k}={v}")]
 
 
 def admin(b, principal=ANONYMOUS):
@@ -122,17 +164,18 @@ def test_unknown_authorizer_class_is_a_config_error(tmp_path):
 
 @pytest.mark.parametrize("principal", PRINCIPALS)
 def test_acl_matrix_over_resources_and_operations(start_broker, principal):
-    me = principal
+    me, su = principal, super_user(principal)
     T, G, TX, C = (ResourceType.TOPIC, ResourceType.GROUP, ResourceType.TRANSACTIONAL_ID,
                    ResourceType.BROKER)
     PRE = ResourcePatternType.PREFIXED
     # 1. As a super user: topics, data, and the ACLs.
-    b = start_broker(authorizer__class__name=AUTHORIZER, super__users=me)
-    a = admin(b, me)
+    b = start_broker({**broker_conf(me), "authorizer.class.name": AUTHORIZER,
+                      "super.users": su})
+    a = admin(b, su)
     for t in ("ok-1", "no-1", "dw-x", "host-1", "h127-1", "lit-1"):
         for f in a.create_topics([NewTopic(t, 1, 1)]).values():
             f.result()
-        assert produce_one(b, t, me) is None
+        assert produce_one(b, t, su) is None
     acls = [
         allow(me, T, "ok-", AclOperation.ALL, PRE),
         allow(me, T, "lit-1", AclOperation.READ),
@@ -146,8 +189,10 @@ def test_acl_matrix_over_resources_and_operations(start_broker, principal):
         allow(me, C, "kafka-cluster", AclOperation.ALTER),
     ]
     create_acls(a, acls)
-    # 2. The same broker without the super user: the ACLs persisted and decide.
-    b.configs["super.users"] = ""
+    # 2. The same broker restarted (without ANONYMOUS as super user): the ACLs persisted
+    # and decide.
+    if su == me:
+        b.configs["super.users"] = ""
     b.restart()
     a = admin(b, me)
     everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
@@ -170,7 +215,7 @@ def test_acl_matrix_over_resources_and_operations(start_broker, principal):
 
     # Fetch: READ on the topic (raw Fetch v11, as the partition's client would send it).
     assert consume_error(b, "lit-1", "g-ok", me, subscribe=False) == "ok"
-    with kwire.Conn("127.0.0.1", b.port) as c:
+    with raw_conn(b, me) as c:
         assert c.fetch_v11("lit-1", 0, 0)["error"] == 0
         assert c.fetch_v11("no-1", 0, 0)["error"] == KafkaError.TOPIC_AUTHORIZATION_FAILED
         assert c.fetch_v11("dw-x", 0, 0)["error"] == 0  # DENY WRITE leaves READ
@@ -207,10 +252,31 @@ def test_acl_matrix_over_resources_and_operations(start_broker, principal):
 
     # kcat (an old librdkafka) sees the same: reads "lit-1", is refused "no-1".
     from test_kcat import kcat
-    r = kcat(b, "-C", "-t", "lit-1", "-o", "beginning", "-e", "-f", "%s\n")
+    r = kcat(b, *kcat_conf(me), "-C", "-t", "lit-1", "-o", "beginning", "-e", "-f", "%s\n")
     assert r.stdout.decode().split() == ["v"]
-    r = kcat(b, "-P", "-t", "no-1", input=b"x\n", check=False)
+    r = kcat(b, *kcat_conf(me), "-P", "-t", "no-1", input=b"x\n", check=False)
     assert r.returncode != 0 and b"authorization failed" in r.stderr.lower(), r.stderr
+
+    if me != ANONYMOUS:
+        # A second authenticated principal with no ACL: nothing alice may do is open
+        # to bob, and the super user passes everything.
+        bob = admin(b, BOB)
+        assert set(bob.list_topics(timeout=10).topics) == set()
+        for t in ("ok-1", "lit-1", "h127-1"):
+            assert produce_one(b, t, BOB) == KafkaError.TOPIC_AUTHORIZATION_FAILED, t
+        # librdkafka asks for g-ok's coordinator first: the group refuses bob.
+        assert consume_error(b, "lit-1", "g-ok", BOB, subscribe=False) == \
+            KafkaError.GROUP_AUTHORIZATION_FAILED
+        with raw_conn(b, BOB) as c:
+            assert c.fetch_v11("lit-1", 0, 0)["error"] == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        assert kafka_error(bob.create_topics([NewTopic("ok-bob", 1, 1)])["ok-bob"]) == \
+            KafkaError.TOPIC_AUTHORIZATION_FAILED
+        # DescribeAcls is refused (CLUSTER_AUTHORIZATION_FAILED; librdkafka then reports
+        # no ACLs rather than an error): bob learns none of alice's.
+        assert bob.describe_acls(everything, request_timeout=10).result() == []
+        assert "Principal = User:bob is Denied operation = DESCRIBE from host = 127.0.0.1 " \
+               "on resource = Cluster:kafka-cluster for request = DescribeAcls" in b.log_tail(400)
+        assert produce_one(b, "no-1", su) is None
 
     # DeleteAcls takes a grant away.
     deleted = a.delete_acls([AclBindingFilter(T, "ok-", PRE, None, None, AclOperation.ANY,

@@ -746,3 +746,98 @@ def test_a_killed_broker_is_fenced_at_once_not_after_the_session_timeout(tmp_pat
     finally:
         problems = c.stop()
         assert not problems, "\n".join(problems)
+
+
+@pytest.mark.timeout_s(150)
+def test_runnel_cluster_local_security_sasl_ssl(tmp_path):
+    """`--security sasl_ssl`: generated certificates, SASL_SSL between clients and
+    brokers and between brokers, HTTPS with Basic auth, and a client properties file that
+    confluent-kafka, kcat -F and `runnel --command-config` use as is."""
+    import json
+    import shutil
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    base = consecutive_free_ports(6)
+    d = str(tmp_path / "secure")
+    os.makedirs(d)
+
+    def run(*args):
+        return subprocess.run([runnel_bin(), *args], capture_output=True, text=True, timeout=90)
+
+    r = run("cluster", "local", "--security", "sasl_ssl", "--nodes", "3", "--dir", d,
+            "--base-port", str(base), "--controller-base-port", str(base + 3),
+            "--http-base-port", "0", "--detach")
+    try:
+        assert r.returncode == 0, r.stderr
+        shown = [line for line in r.stdout.splitlines() if line.startswith("generated user admin")]
+        assert len(shown) == 1, r.stdout
+        password = shown[0].split("password ", 1)[1].split()[0]
+        st = json.loads(run("cluster", "local", "status", "--json", "--dir", d).stdout)
+        path = st["client_config"]
+        assert path == os.path.join(os.path.realpath(d), "security", "client.properties")
+        assert "client config " + path in run("cluster", "local", "status", "--dir", d).stdout
+        conf = dict(line.split("=", 1) for line in open(path).read().splitlines()
+                    if line and not line.startswith("#"))
+        assert conf["security.protocol"] == "SASL_SSL" and conf["sasl.password"] == password
+        assert os.stat(path).st_mode & 0o077 == 0
+        # The tools take the file as it is.
+        topic = unique("secure")
+        r2 = run("topics", "create", topic, "--partitions", "1", "--replication-factor", "3",
+                 "--command-config", path)
+        assert r2.returncode == 0, r2.stderr
+        p = Producer({**conf, "acks": "all"})
+        for v in ("a", "b"):
+            p.produce(topic, v.encode())
+        assert p.flush(30) == 0
+        c = Consumer({**conf, "group.id": unique("g"), "auto.offset.reset": "earliest"})
+        got = []
+        try:
+            c.subscribe([topic])
+            deadline = time.monotonic() + 30
+            while len(got) < 2 and time.monotonic() < deadline:
+                m = c.poll(0.5)
+                if m is not None and not m.error():
+                    got.append(m.value().decode())
+        finally:
+            c.close()
+        assert got == ["a", "b"]
+        # Replicated over the SASL_SSL inter-broker listener: the ISR is all three.
+        md = AdminClient(conf).list_topics(topic, timeout=10)
+        assert sorted(md.topics[topic].partitions[0].isrs) == [1, 2, 3]
+        kcat = shutil.which("kcat") or shutil.which("kafkacat")
+        assert kcat, "kcat is not installed (scripts/test.sh installs it with apt-get)"
+        out = subprocess.run([kcat, "-F", path, "-C", "-t", topic, "-o", "beginning", "-e",
+                              "-q"], capture_output=True, text=True, timeout=30)
+        assert out.stdout.split() == ["a", "b"], out.stderr
+        # A client without credentials is refused, over Kafka and over HTTP.
+        plain = {k: v for k, v in conf.items() if not k.startswith("sasl.")}
+        plain["security.protocol"] = "SSL"
+        with pytest.raises(Exception):
+            AdminClient({**plain, "socket.timeout.ms": 3000}).list_topics(timeout=5)
+        http = st["nodes"][0]["http"]
+        tls = ssl.create_default_context(cafile=conf["ssl.ca.location"])
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"https://{http}/v1/topics", timeout=10, context=tls)
+        assert e.value.code == 401
+        import base64
+        auth = base64.b64encode(f"admin:{password}".encode()).decode()
+        req = urllib.request.Request(f"https://{http}/v1/topics",
+                                     headers={"Authorization": "Basic " + auth})
+        with urllib.request.urlopen(req, timeout=10, context=tls) as resp:
+            assert topic in [t["name"] for t in json.loads(resp.read())["topics"]]
+        logs = "".join(open(os.path.join(d, f"node-{i}.log")).read() for i in (1, 2, 3))
+        assert password not in logs
+    finally:
+        stopped = run("cluster", "local", "stop", "--dir", d)
+    assert stopped.returncode == 0, stopped.stderr
+    # A second start reuses the certificates and the password (not shown again).
+    r = run("cluster", "local", "--security", "sasl_ssl", "--nodes", "3", "--dir", d,
+            "--base-port", str(base), "--controller-base-port", str(base + 3),
+            "--http-base-port", "0", "--detach")
+    try:
+        assert r.returncode == 0, r.stderr
+        assert "generated user" not in r.stdout
+    finally:
+        assert run("cluster", "local", "stop", "--dir", d).returncode == 0

@@ -2,8 +2,8 @@
 v0: confluent-kafka's Python AdminClient has no client-quota calls), their persistence,
 and enforcement as Kafka does it (windowed rate, throttle_time_ms, muted channel).
 
-Over PLAINTEXT the quota user is ANONYMOUS; the entities are parameters (user,
-client-id), so a SASL principal is one more entity, not another test.
+Over PLAINTEXT the quota user is ANONYMOUS; over SASL it is the authenticated user's
+name (`test_user_quota_throttles_its_user_and_not_another`: alice capped, bob not).
 """
 
 import struct
@@ -294,3 +294,60 @@ def test_request_percentage_mutes_the_connection(start_broker):
     print(f"5 requests unthrottled: {unthrottled:.3f} s; one request after a throttled one: "
           f"{muted:.3f} s")
     assert unthrottled < 0.5 and 0.5 <= muted <= 2.5, (unthrottled, muted)
+
+
+def test_user_quota_throttles_its_user_and_not_another(start_broker):
+    """A `user` quota applies to the SASL principal's name: alice (consumer_byte_rate
+    16 KB/s) is throttled and muted on her Fetch; bob, on the same broker and topic with
+    no quota, is not."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from test_acls import ADMIN, ALICE, BOB, broker_conf, client_conf, raw_conn
+
+    b = start_broker(broker_conf(ALICE))
+    topic = unique("uq")
+    a = AdminClient({"bootstrap.servers": b.bootstrap, **client_conf(ADMIN)})
+    for f in a.create_topics([NewTopic(topic, 1, 1)]).values():
+        f.result(20)
+    ck.wait_for_topic(a, topic, 1)
+    p = Producer({"bootstrap.servers": b.bootstrap, **client_conf(ADMIN)})
+    for _ in range(50):
+        p.produce(topic, b"y" * 4000)
+    assert p.flush(20) == 0
+    with raw_conn(b, ADMIN) as c:
+        assert alter(c, [([("user", "alice")], [("consumer_byte_rate", 16000.0)])]) \
+            == [(0, None)]
+    with raw_conn(b, BOB) as c:
+        for _ in range(2):
+            r = c.fetch_v11(topic, 0, 0)
+            assert r["error"] == 0 and r["batches"]
+            assert r["throttle_time_ms"] == 0, r["throttle_time_ms"]
+    with raw_conn(b, ALICE) as c:
+        first = c.fetch_v11(topic, 0, 0)
+        assert first["error"] == 0 and first["batches"]
+        # ~200 KB against 16 KB/s over the 10 s window: throttled, and the next request
+        # waits out the mute.
+        assert first["throttle_time_ms"] > 1000, first["throttle_time_ms"]
+        t0 = time.monotonic()
+        c.api_versions_v0()
+        assert time.monotonic() - t0 >= first["throttle_time_ms"] / 1000 * 0.8
+
+
+def test_request_percentage_throttle_is_in_the_response(start_broker):
+    """Kafka tells a client throttled by request_percentage in the throttled request's own
+    response (throttle_time_ms), then mutes the channel for that long."""
+    LIST_GROUPS = 16
+    b = start_broker(quota__window__num="2", quota__window__size__seconds="1")
+    with kwire.Conn("127.0.0.1", b.port) as c:
+        r = c.request(LIST_GROUPS, 1, b"")
+        assert r.int32() == 0 and r.int16() == 0  # unthrottled: 0
+        with kwire.Conn("127.0.0.1", b.port) as admin_conn:
+            assert alter(admin_conn, [([("client-id", "runnel-tests")],
+                                       [("request_percentage", 0.000001)])]) == [(0, None)]
+        r = c.request(LIST_GROUPS, 1, b"")
+        throttle = r.int32()
+        assert r.int16() == 0
+        # Handler time against a near-zero quota: throttled up to the 2 s window.
+        assert 0 < throttle <= 2000, throttle
+        start = time.monotonic()
+        c.request(LIST_GROUPS, 1, b"")
+        assert time.monotonic() - start >= throttle / 1000 * 0.8

@@ -596,3 +596,151 @@ def test_oauthbearer_jwks_signed_tokens(secured):
                      + b64url(json.dumps(good).encode()) + ".") == 0
     log = log_text(secured)
     assert "matches no JWKS key" in log and "audience" in log and "expired" in log
+
+
+@pytest.mark.timeout_s(120)
+def test_http_api_over_tls_with_basic_and_bearer_through_the_same_acls(tmp_path):
+    """`http.listeners=https://...` serves the admin API over TLS with the broker's
+    keystore; `http.authentication.method=BASIC,BEARER` asks for credentials (401 with
+    WWW-Authenticate otherwise): PLAIN JAAS users, SCRAM users (the password checked
+    against the stored salted key) and JWKS-signed JWTs. The caller's principal goes
+    through the authorizer: reads are filtered and changes refused as for a Kafka
+    client with that principal."""
+    import urllib.error
+
+    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType,
+                                       ResourcePatternType, ResourceType)
+
+    certs = make_certs(tmp_path)
+    jwks = make_jwks(tmp_path)
+    plain_port, sasl_port, oauth_port = free_ports(3)
+    b = HttpBroker(tmp_path / "broker", {
+        "listeners": f"PLAINTEXT://127.0.0.1:{plain_port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},"
+                     f"OAUTH://127.0.0.1:{oauth_port}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,"
+                                          "OAUTH:SASL_PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": JAAS,
+        "listener.name.oauth.sasl.enabled.mechanisms": "OAUTHBEARER",
+        "listener.name.oauth.oauthbearer.sasl.server.callback.handler.class":
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler",
+        "sasl.oauthbearer.jwks.endpoint.url": "file://" + jwks["path"],
+        "sasl.oauthbearer.expected.audience": "runnel",
+        "http.listeners": "https://127.0.0.1:0",
+        "listener.name.http.ssl.keystore.type": "PEM",
+        "listener.name.http.ssl.keystore.location": certs["server"],
+        # mTLS on the HTTP listener: a verified client certificate is a principal too.
+        "listener.name.http.ssl.client.auth": "requested",
+        "listener.name.http.ssl.truststore.type": "PEM",
+        "listener.name.http.ssl.truststore.location": certs["ca"],
+        "listener.name.http.ssl.principal.mapping.rules": "RULE:^.*CN=([a-z]+).*$/$1/,DEFAULT",
+        "http.authentication.method": "BASIC,BEARER",
+        "http.authentication.skip.paths": "/v1/health",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": "User:admin",
+    }, name="https")
+    b.start()
+    tls = ssl.create_default_context(cafile=certs["ca"])
+
+    def call(path, auth=None, method="GET", body=None):
+        req = urllib.request.Request(
+            f"https://127.0.0.1:{b.http_port}{path}", method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json",
+                     **({"Authorization": auth} if auth else {})})
+        try:
+            with urllib.request.urlopen(req, timeout=15, context=tls) as r:
+                return r.status, r.headers, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read().decode()
+
+    def basic(user, password):
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def topics(auth):
+        status, _, text = call("/v1/topics", auth)
+        assert status == 200, text
+        return [t["name"] for t in json.loads(text)["topics"]]
+
+    admin = basic("admin", PLAIN_USERS["admin"])
+    alice = basic("alice", PLAIN_USERS["alice"])
+    try:
+        # Plain HTTP on the HTTPS port gets no answer.
+        with pytest.raises(Exception):
+            urllib.request.urlopen(f"http://127.0.0.1:{b.http_port}/v1/health", timeout=5)
+        # No credentials: 401 with a challenge per method; skip paths stay open.
+        for path in ("/v1/topics", "/", "/metrics"):
+            status, headers, text = call(path)
+            assert status == 401, (path, text)
+            challenges = headers.get_all("WWW-Authenticate")
+            assert any(c.startswith("Basic realm=") for c in challenges), challenges
+            assert any(c.startswith("Bearer realm=") for c in challenges), challenges
+            assert "credentials" in json.loads(text)["error"]
+        assert call("/v1/health")[0] == 200
+        # Wrong password, unknown user, garbage: 401.
+        for bad in (basic("admin", "nope"), basic("mallory", "x"), "Basic !!!", "Digest x"):
+            assert call("/v1/topics", bad)[0] == 401, bad
+        # The super user (a PLAIN JAAS user) creates a topic; alice (no ACL) neither sees
+        # it nor may create one: the same authorizer as on the Kafka listeners.
+        status, _, text = call("/v1/topics", admin, "POST", {"name": "h1", "partitions": 1})
+        assert status in (200, 201), text
+        assert "h1" in topics(admin)
+        assert topics(alice) == []
+        status, _, text = call("/v1/topics", alice, "POST", {"name": "h2", "partitions": 1})
+        assert status == 403 and "TOPIC_AUTHORIZATION_FAILED" in text, text
+        # A SCRAM user created through AlterUserScramCredentials, then an ACL for it.
+        a = AdminClient({"bootstrap.servers": f"127.0.0.1:{sasl_port}", **ck.QUIET,
+                         "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                         "sasl.username": "admin", "sasl.password": PLAIN_USERS["admin"]})
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096)
+        for f in a.alter_user_scram_credentials(
+                [UserScramCredentialUpsertion("carol", info, b"carol-secret")]).values():
+            f.result(20)
+        carol = basic("carol", "carol-secret")
+        assert topics(carol) == []
+        assert call("/v1/topics", basic("carol", "wrong"))[0] == 401
+        for f in a.create_acls([AclBinding(
+                ResourceType.TOPIC, "h1", ResourcePatternType.LITERAL, "User:carol", "*",
+                AclOperation.DESCRIBE, AclPermissionType.ALLOW)], request_timeout=10).values():
+            f.result()
+        deadline = time.monotonic() + 10
+        while topics(carol) != ["h1"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert topics(carol) == ["h1"]
+        # A client certificate (CN=alice, mapped to "alice") authenticates without a
+        # header: User:alice, who sees nothing until an ACL names her.
+        mtls = ssl.create_default_context(cafile=certs["ca"])
+        mtls.load_cert_chain(certs["cert"], certs["key"])
+
+        def topics_by_cert():
+            with urllib.request.urlopen(f"https://127.0.0.1:{b.http_port}/v1/topics",
+                                        timeout=15, context=mtls) as r:
+                return [t["name"] for t in json.loads(r.read())["topics"]]
+        assert topics_by_cert() == []
+        for f in a.create_acls([AclBinding(
+                ResourceType.TOPIC, "h1", ResourcePatternType.LITERAL, "User:alice", "*",
+                AclOperation.DESCRIBE, AclPermissionType.ALLOW)], request_timeout=10).values():
+            f.result()
+        deadline = time.monotonic() + 10
+        while topics_by_cert() != ["h1"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert topics_by_cert() == ["h1"]
+        # Bearer: a JWKS-signed token for admin sees everything; a rogue one is refused.
+        good = {"sub": "admin", "aud": "runnel", "exp": int(time.time()) + 600,
+                "iat": int(time.time())}
+        assert "h1" in topics("Bearer " + signed_jwt(jwks["key"], good))
+        assert call("/v1/topics", "Bearer " + signed_jwt(jwks["rogue"], good))[0] == 401
+        # Failures are counted per mechanism under listener HTTP.
+        status, _, text = call("/metrics", admin)
+        assert status == 200
+        failures = [line for line in text.splitlines()
+                    if line.startswith("runnel_authentication_failures_total")
+                    and 'listener="HTTP"' in line]
+        assert any('mechanism="BASIC"' in line for line in failures), failures
+        assert any('mechanism="BEARER"' in line for line in failures), failures
+        log = b.log_tail(400)
+        assert "authentication failed" in log and "carol-secret" not in log
+    finally:
+        problems = b.stop()
+    assert not problems, problems

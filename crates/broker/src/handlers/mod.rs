@@ -17,6 +17,7 @@ mod quotas;
 mod reassign;
 mod share;
 mod share_gate;
+mod throttle;
 mod topics_admin;
 mod txn;
 
@@ -48,14 +49,24 @@ pub fn dispatch(
 ) -> Result<ResponseFuture, DecodeError> {
     let qc = crate::quota::Ctx::new(broker, conn, req.client_id.as_ref());
     let start = std::time::Instant::now();
+    let (key, version) = (req.api_key, req.api_version);
     let response = dispatch_api(broker, req, conn, &qc);
     // request_percentage: the handler's time in percent of a second (Kafka's
-    // ClientRequestQuotaManager); over the quota, the connection is muted.
-    qc.record(
+    // ClientRequestQuotaManager); over the quota, the connection is muted and the
+    // response tells the throttle (`throttle.rs`).
+    let ms = qc.record(
         crate::quota::REQUEST_PERCENTAGE,
         start.elapsed().as_nanos() as f64 * 1e-7,
     );
-    response
+    if ms <= 0 {
+        return response;
+    }
+    response.map(|future| -> ResponseFuture {
+        Box::pin(async move {
+            let bytes = future.await?;
+            Some(throttle::with_throttle(bytes, key, version, ms))
+        })
+    })
 }
 
 fn dispatch_api(

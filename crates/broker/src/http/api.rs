@@ -251,12 +251,11 @@ fn topic_view(b: &Broker, t: &Topic, only: Option<i32>) -> TopicView {
     }
 }
 
-/// Who an HTTP read is authorized as: the admin API's requests are `User:ANONYMOUS` from
-/// the loopback address (its changes too, through `handlers::dispatch`), so a read shows
-/// what a Kafka client with that principal may DESCRIBE.
+/// Who an HTTP read is authorized as: the request's caller (`auth.rs`; its changes run
+/// as it too, through `handlers::dispatch`), so a read shows what a Kafka client with
+/// that principal may DESCRIBE.
 fn http_reader(b: &Arc<Broker>, api: ApiKey) -> crate::authz::Ctx {
-    let listener = Arc::from(b.config.listeners.inter_broker.as_str());
-    let conn = crate::server::Conn::anonymous(super::actions::PEER, listener);
+    let conn = super::auth::conn(b, super::actions::PEER);
     crate::authz::Ctx::new(b, &conn, api)
 }
 

@@ -43,12 +43,8 @@ pub async fn call<Req: Encodable, Resp: Decodable>(
         client_id: Some(StrBytes::from_static_str(CLIENT_ID)),
         body: buf.freeze(),
     };
-    // The console's requests count as arriving on the inter-broker listener: the
-    // addresses they return are the ones the broker registers.
-    let conn = crate::server::Conn::anonymous(
-        peer,
-        Arc::from(broker.config.listeners.inter_broker.as_str()),
-    );
+    // As the HTTP caller (principal and address), on the inter-broker listener.
+    let conn = super::auth::conn(broker, peer);
     let future = dispatch(broker, req, &conn)
         .map_err(|e| ApiError::internal(format!("{key:?} v{version} refused: {e}")))?;
     let Some(mut bytes) = future.await else {

@@ -6,6 +6,10 @@
 //! group's offsets) and record reads are Kafka requests run through the Kafka handlers
 //! (`kafka.rs`): one validation path, the same refusals a Kafka client gets.
 //!
+//! Served over TLS when `http.listeners` is `https://...`; callers authenticate as
+//! `http.authentication.method` says, and every request runs as its caller's principal
+//! (`auth.rs`), through the same ACLs as a Kafka client.
+//!
 //! `docs/openapi.yaml` describes the JSON API and `docs/metrics.md` every metric; the
 //! client suite (tests/clients/python/test_http.py) checks the server against both.
 //! Every error is JSON `{"error": "..."}`: 400 for bad input, 404 for an unknown topic,
@@ -14,6 +18,7 @@
 
 mod actions;
 mod api;
+pub mod auth;
 pub mod console;
 mod kafka;
 pub mod prometheus;
@@ -66,8 +71,17 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, kafka_addr: Optio
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP admin API listening");
     }
-    let app = router(HttpState { broker, kafka_addr });
-    if let Err(e) = axum::serve(listener, app).await {
+    let tls = broker.security.http_tls.clone();
+    let app = router(HttpState {
+        broker: broker.clone(),
+        kafka_addr,
+    })
+    .into_make_service_with_connect_info::<auth::Peer>();
+    let served = match tls {
+        None => axum::serve(listener, app).await,
+        Some(tls) => axum::serve(auth::TlsHttpListener::new(listener, tls, broker), app).await,
+    };
+    if let Err(e) = served {
         tracing::warn!(error = %e, "HTTP admin API stopped");
     }
 }
@@ -108,6 +122,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(api::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
 }
 

@@ -70,6 +70,8 @@ const JWKS_HANDLER: &str =
     "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler";
 
 const SASL_KEYS: &[&str] = &[
+    "http.authentication.method",
+    "http.authentication.skip.paths",
     "connections.max.reauth.ms",
     "sasl.enabled.mechanisms",
     "sasl.mechanism.inter.broker.protocol",
@@ -155,6 +157,31 @@ pub struct SecurityConfig {
     pub listeners: BTreeMap<String, ListenerSecurity>,
     /// How this broker authenticates to its peers on the inter-broker listener.
     pub inter_broker_sasl: Option<SaslCredentials>,
+    /// The HTTP admin API's TLS and authentication (`http_settings`).
+    pub http: HttpSecurity,
+}
+
+/// The HTTP admin API's settings: TLS when `http.listeners` is `https://...`, with
+/// `listener.name.http.ssl.*` over `ssl.*`; `http.authentication.method` (Confluent REST's
+/// `authentication.method`): NONE, BASIC (the broker's SCRAM users, then the PLAIN JAAS
+/// users of its SASL listeners), BEARER (a JWT validated as OAUTHBEARER is on the first
+/// broker listener that enables it), or both comma-separated.
+#[derive(Debug, Clone, Default)]
+pub struct HttpSecurity {
+    pub tls: Option<tls::TlsSettings>,
+    pub basic: bool,
+    pub bearer: Option<oauth::OAuthSettings>,
+    /// `http.authentication.skip.paths`: exact paths served without credentials.
+    pub skip_paths: Vec<String>,
+    /// The PLAIN users of each SASL listener enabling PLAIN.
+    pub plain_users: Vec<BTreeMap<String, String>>,
+}
+
+impl HttpSecurity {
+    /// Whether a request needs credentials (or a verified client certificate).
+    pub fn required(&self, path: &str) -> bool {
+        (self.basic || self.bearer.is_some()) && !self.skip_paths.iter().any(|p| p == path)
+    }
 }
 
 fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -240,6 +267,82 @@ impl SecurityConfig {
             c.inter_broker_sasl = c.inter_broker_credentials(inter)?;
         }
         Ok(c)
+    }
+
+    /// The HTTP admin API's settings (see `HttpSecurity`); `https`: `http.listeners` is
+    /// `https://...`. Called after `validate` (BEARER reuses a listener's OAUTHBEARER).
+    pub fn http_settings(&self, https: bool) -> Result<HttpSecurity, ConfigError> {
+        let tls = if https {
+            let get = |k: &str| self.get("HTTP", k);
+            Some(tls::settings(&get).map_err(|r| {
+                invalid(
+                    "http.listeners",
+                    "https://...",
+                    format!("TLS settings of the HTTP listener (listener.name.http.ssl.* over ssl.*): {r}"),
+                )
+            })?)
+            .filter(|t| t.keystore.is_some())
+            .map(Some)
+            .ok_or_else(|| {
+                invalid(
+                    "http.listeners",
+                    "https://...",
+                    "HTTPS needs a certificate: set listener.name.http.ssl.keystore.location (or ssl.keystore.location) with ssl.keystore.type=PEM",
+                )
+            })?
+        } else {
+            None
+        };
+        let mut h = HttpSecurity {
+            tls,
+            ..Default::default()
+        };
+        let key = "http.authentication.method";
+        let value = self.keys.get(key).cloned().unwrap_or_default();
+        for m in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match m.to_ascii_uppercase().as_str() {
+                "NONE" => {}
+                "BASIC" => h.basic = true,
+                "BEARER" => {
+                    let oauth = self
+                        .listeners
+                        .values()
+                        .find_map(|l| l.sasl.as_ref()?.oauth.clone())
+                        .ok_or_else(|| {
+                            invalid(key, &value, "BEARER validates tokens as OAUTHBEARER does: enable OAUTHBEARER on a SASL listener (sasl.enabled.mechanisms) and configure its validator")
+                        })?;
+                    h.bearer = Some(oauth);
+                }
+                other => {
+                    return Err(invalid(
+                        key,
+                        &value,
+                        format!("{other} is not a method; expected NONE, BASIC or BEARER (comma-separated for several)"),
+                    ))
+                }
+            }
+        }
+        h.plain_users = self
+            .listeners
+            .values()
+            .filter_map(|l| l.sasl.as_ref())
+            .map(|s| s.plain_users.clone())
+            .filter(|u| !u.is_empty())
+            .collect();
+        let key = "http.authentication.skip.paths";
+        if let Some(v) = self.keys.get(key) {
+            for p in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                if !p.starts_with('/') {
+                    return Err(invalid(
+                        key,
+                        v,
+                        format!("{p:?} is not a path (paths start with /)"),
+                    ));
+                }
+                h.skip_paths.push(p.to_string());
+            }
+        }
+        Ok(h)
     }
 
     fn sasl_settings(&self, listener: &str) -> Result<sasl::SaslSettings, ConfigError> {
@@ -443,6 +546,10 @@ pub struct Security {
     pub scram: scram::ScramStore,
     /// What the replica fetchers and coordinators use to reach peers.
     pub inter_broker_client: Option<Arc<ClientSecurity>>,
+    /// The HTTP admin API's TLS (`http.listeners=https://...`).
+    pub http_tls: Option<Arc<tls::TlsListener>>,
+    /// Passwords the HTTP API verified lately (see `http::auth`).
+    pub http_passwords: crate::http::auth::PasswordCache,
 }
 
 impl Security {
@@ -455,6 +562,11 @@ impl Security {
                     .map_err(|e| format!("listener {name}: {e}"))?;
                 s.tls.insert(name.clone(), Arc::new(listener));
             }
+        }
+        if let Some(t) = &config.security.http.tls {
+            let listener =
+                tls::TlsListener::new(t.clone()).map_err(|e| format!("HTTP listener: {e}"))?;
+            s.http_tls = Some(Arc::new(listener));
         }
         let inter = &config.listeners.inter_broker;
         if let Some(l) = config
@@ -523,7 +635,7 @@ impl Security {
 
     /// Polls the TLS files every 30 s and swaps in changed certificates.
     pub async fn reload_loop(broker: Arc<crate::broker::Broker>) {
-        if broker.security.tls.is_empty() {
+        if broker.security.tls.is_empty() && broker.security.http_tls.is_none() {
             return;
         }
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
@@ -531,6 +643,9 @@ impl Security {
             tick.tick().await;
             for (name, l) in &broker.security.tls {
                 l.reload_if_changed(name);
+            }
+            if let Some(l) = &broker.security.http_tls {
+                l.reload_if_changed("HTTP");
             }
         }
     }

@@ -287,6 +287,48 @@ impl TlsListener {
         tokio_rustls::TlsAcceptor::from(self.config.read().clone())
     }
 
+    /// The server side of a handshake, bounded by `bound` (`request.read.timeout.ms`),
+    /// and, when `map` and the client sent a certificate, its principal name (the
+    /// subject DN through `ssl.principal.mapping.rules`). Err: why it failed (for the log).
+    pub async fn accept(
+        &self,
+        stream: tokio::net::TcpStream,
+        bound: std::time::Duration,
+        map: bool,
+    ) -> Result<
+        (
+            tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+            Option<String>,
+        ),
+        String,
+    > {
+        let stream = match tokio::time::timeout(bound, self.acceptor().accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => {
+                return Err(format!(
+                    "no TLS handshake within {} ms (request.read.timeout.ms)",
+                    bound.as_millis()
+                ))
+            }
+        };
+        let cert = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .filter(|_| map);
+        let name = match cert {
+            None => None,
+            Some(cert) => Some(
+                subject_dn(cert)
+                    .ok_or_else(|| "the client certificate's subject cannot be read".to_string())
+                    .and_then(|dn| map_principal(&dn, &self.settings.principal_rules))?,
+            ),
+        };
+        Ok((stream, name))
+    }
+
     /// Rebuilds the configuration when a keystore or truststore file changed; a broken
     /// new file keeps the old configuration (and says why). Returns whether it swapped.
     pub fn reload_if_changed(&self, listener: &str) -> bool {
