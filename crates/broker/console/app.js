@@ -1,7 +1,7 @@
 // The console's shell: hash routes (every view has a URL; back and forward work), one
 // poll loop that refreshes the visible view, and the metric history behind the charts.
 
-import { api, parseMetrics } from './lib.js';
+import { api, parseMetrics, refusal } from './lib.js';
 import { views } from './views.js';
 
 const POLL_MS = 2000;
@@ -81,7 +81,7 @@ async function route() {
   const root = document.getElementById('view');
   const view = views[parts[0]] || views.notFound;
   for (const a of document.querySelectorAll('#nav a')) {
-    a.classList.toggle('active', a.dataset.view === parts[0]);
+    a.classList.toggle('active', a.dataset.view === (parts[0] === 'share-groups' ? 'groups' : parts[0]));
   }
   current = null;
   root.replaceChildren();
@@ -90,7 +90,7 @@ async function route() {
     if (gen === generation) current = v;
     document.title = `${v?.title ? `${v.title} · ` : ''}Runnel console`;
   } catch (e) {
-    if (gen === generation) root.replaceChildren(Object.assign(document.createElement('div'), { className: 'error', textContent: e.message }));
+    if (gen === generation) root.replaceChildren(refusal(e));
   }
   // A view has rendered (the browser test waits on it); the first time, note when, in ms
   // since navigation start: the page's load time.
@@ -101,13 +101,14 @@ async function route() {
 async function tick() {
   const status = document.getElementById('status');
   try {
-    if (store.mode === 'broker') await sampleMetrics();
+    // A user the broker lets see the views but not /metrics still gets them refreshed.
+    if (store.mode === 'broker') await sampleMetrics().catch(() => {});
     if (current && current.refresh) await current.refresh();
     const d = new Date();
     status.textContent = `live · updated ${d.toLocaleTimeString('en-GB')}`;
     status.classList.remove('bad');
   } catch (e) {
-    status.textContent = e.status === 0 ? 'broker unreachable' : `error: ${e.message}`;
+    status.textContent = { 0: 'broker unreachable', 401: 'not signed in', 403: 'not authorized' }[e.status] ?? `error: ${e.message}`;
     status.classList.add('bad');
   }
 }
