@@ -11,15 +11,19 @@ import { go } from './app.js';
 
 const enc = encodeURIComponent;
 
-/** Samples kept per series (2 minutes at the poll interval). */
+/** Samples kept per series (2 minutes at the poll interval), and series kept (a tab
+ * left open while groups come and go forgets the oldest). */
 const HISTORY = 60;
-const history = new Map(); // series key -> [values]
+const SERIES = 500;
+const history = new Map(); // series key -> [values], oldest series first
 
 function note(key, v) {
   const s = history.get(key) || [];
   s.push(v);
   if (s.length > HISTORY) s.shift();
+  history.delete(key);
   history.set(key, s);
+  if (history.size > SERIES) history.delete(history.keys().next().value);
   return s;
 }
 

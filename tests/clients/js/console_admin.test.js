@@ -28,14 +28,15 @@ const CONSOLE_DIR = path.join(__dirname, '../../../crates/broker/console');
 const AUTHORIZER = 'org.apache.kafka.metadata.authorizer.StandardAuthorizer';
 const VENV_PYTHON = path.join(process.env.RUNNEL_VENV || path.join(os.homedir(), '.cache/runnel-venv'), 'bin/python');
 
-/** Opens `origin` in a guarded page, runs `f({page, open, shot})`, then checks that no
- * page error and no foreign request happened; on failure saves `<name>-failure.png`. */
-async function withConsole(origin, name, f) {
+/** Opens `origin` in a guarded page (`options`: the browser context's), runs
+ * `f({page, open, shot})`, then checks that no page error and no foreign request
+ * happened; on failure saves `<name>-failure.png`. */
+async function withConsole(origin, name, f, options = {}) {
   const shots = screenshotDir();
   const browser = await launch();
   let page = null;
   try {
-    const c = await consolePage(browser, origin, shots);
+    const c = await consolePage(browser, origin, shots, options);
     const { seen, foreign, errors, shot, open } = c;
     page = c.page;
     await page.goto(`${origin}/`);
@@ -286,12 +287,19 @@ function fakeProgress(n) {
 /** A server in front of the console's sources (the files the binary embeds): `/` and
  * `/console/*` from crates/broker/console, and the JSON of `runnel sql --http` either
  * proxied from `upstream` or generated (a batch per request of /progress). With
- * `state.deny`, every JSON request answers 401. */
-function consoleServer(upstream) {
-  const state = { deny: false, batches: 0 };
+ * `basic` ('user:password'), every request needs that HTTP Basic user (401 with a
+ * challenge otherwise); with `state.deny`, every JSON request answers 401. */
+function consoleServer(upstream, basic = null) {
+  const state = { deny: false, batches: 0, unauthenticated: 0 };
   const types = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
   const server = http.createServer((req, res) => {
     const url = req.url.split('?')[0];
+    if (basic && req.headers.authorization !== `Basic ${Buffer.from(basic).toString('base64')}`) {
+      state.unauthenticated += 1;
+      res.writeHead(401, { 'www-authenticate': 'Basic realm="runnel"', 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: 'authentication required' }));
+      return;
+    }
     const file = url === '/' ? 'index.html' : url.startsWith('/console/') ? url.slice(9) : null;
     if (file !== null) {
       const p = path.join(CONSOLE_DIR, path.basename(file));
@@ -338,8 +346,9 @@ async function checkQueryPage(page, shot, name, queryPattern, ratesDiffer) {
   await shot(name);
 }
 
-test('streaming-queries page: a fake runnel sql --http (rates move), and its not-signed-in state', { skip: browserSkip, timeout: 60000 }, async () => {
-  const { server, state, origin } = await consoleServer(null);
+test('streaming-queries page: a fake runnel sql --http behind HTTP Basic (rates move), and its not-signed-in state', { skip: browserSkip, timeout: 60000 }, async () => {
+  // The page and every request it makes carry the browser's Basic credentials.
+  const { server, state, origin } = await consoleServer(null, 'alice:alice-secret');
   try {
     await withConsole(origin, 'query-fake', async ({ page, shot }) => {
       await checkQueryPage(page, shot, 'query', /GROUP BY tweet\.lang/, true);
@@ -353,7 +362,10 @@ test('streaming-queries page: a fake runnel sql --http (rates move), and its not
       await page.waitForSelector('#view .denied[data-status="401"]');
       assert.match(await text(page, '#view'), /Not signed in/);
       await shot('query-not-signed-in');
-    });
+    }, { httpCredentials: { username: 'alice', password: 'alice-secret' } });
+    // The server did challenge (the browser answered with the credentials: the page
+    // rendered and refreshed above).
+    assert.ok(state.unauthenticated > 0, 'the server never asked for credentials');
   } finally {
     server.close();
   }
