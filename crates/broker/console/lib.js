@@ -35,7 +35,7 @@ export function refusal(e) {
   const status = e && e.status;
   if (status === 401) {
     return h('div.error.denied', { role: 'alert', 'data-status': 401 },
-      h('b', 'Not signed in. '), 'The broker asks for a user and password (HTTP Basic) or a token: ',
+      h('b', 'Not signed in. '), 'The server asks for a user and password (HTTP Basic) or a token: ',
       'reload the page to sign in. ', h('span.muted', e.message));
   }
   if (status === 403) {

@@ -104,6 +104,7 @@ test('console ACLs: list, filter, create, delete, and the authorizer\'s refusal'
 
       // Filters are URLs (the back button returns to the unfiltered list).
       await page.fill('#acl-filter [name=principal]', 'User:alice');
+      await page.evaluate(() => { document.getElementById('view').dataset.ready = ''; });
       await page.click('#acl-filter button');
       await page.waitForURL(/#\/acls\?principal=User%3Aalice$/);
       await page.waitForSelector('#view[data-ready="true"]');
@@ -251,6 +252,7 @@ test('console cluster links: state and per-partition lag', { skip: browserSkip, 
       }, 30000);
       assert.match(await text(page, '[data-link="dr"]'), /ACTIVE/);
       assert.equal(await text(page, '[data-link-lag="dr"]'), '0');
+      await sleep(2100); // a second sample for the lag chart
       await shot('links');
       // The source gone: the link says so.
       await source.kill9();
@@ -361,6 +363,7 @@ test('streaming-queries page: a fake runnel sql --http behind HTTP Basic (rates 
       await page.reload();
       await page.waitForSelector('#view .denied[data-status="401"]');
       assert.match(await text(page, '#view'), /Not signed in/);
+      assert.equal(await text(page, '#status'), 'not signed in');
       await shot('query-not-signed-in');
     }, { httpCredentials: { username: 'alice', password: 'alice-secret' } });
     // The server did challenge (the browser answered with the credentials: the page
