@@ -142,6 +142,13 @@ test('console ACLs: list, filter, create, delete, and the authorizer\'s refusal'
       await page.reload();
       await page.waitForSelector('#acl-list tbody td');
       assert.match(await text(page, '#acl-list'), /User:alice/);
+      // Cluster links need DESCRIBE_CONFIGS on the cluster (as DescribeConfigs on a
+      // link does): refused now, and the view says so.
+      await open('#/links');
+      await page.waitForSelector('#view .denied[data-status="403"]');
+      assert.match(await text(page, '#view'), /DESCRIBE_CONFIGS/);
+      assert.equal(await text(page, '#status'), 'not authorized');
+      await shot('links-not-authorized');
     });
   } finally {
     assert.deepEqual(await broker.stop(), []);

@@ -99,7 +99,7 @@ pub fn router(state: HttpState) -> Router {
             post(actions::reset_offsets),
         )
         .route("/v1/configs/broker", get(api::broker_configs))
-        .route("/v1/links", get(crate::mirror::admin::http_links))
+        .route("/v1/links", get(api::links))
         .route("/v1/share-groups", get(share::list))
         .route("/v1/share-groups/{id}", get(share::group))
         .route(
