@@ -401,7 +401,9 @@ test('streaming-queries page: a real runnel sql --http', { skip: browserSkip || 
   fs.writeFileSync(file, `${example.slice(0, start)}CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'langs', outputMode 'complete');${example.slice(end)}`);
   const topic = unique('tweets');
   const demo = spawn(SQL_BIN, ['demo', 'tweets', '-b', broker.bootstrap, '-t', topic, '--rate', '300', '--count', '20000'], { stdio: 'ignore' });
-  const sql = spawn(SQL_BIN, ['sql', '-f', file, '-d', `bootstrap=${broker.bootstrap}`, '-d', `topic=${topic}`, '-d', 'startingOffsets=earliest',
+  // The query runs until stopped: `timeout` bounds it even if this test is torn down
+  // before its `finally` (the demo producer stops by itself after --count).
+  const sql = spawn('timeout', ['--kill-after=5', '120', SQL_BIN, 'sql', '-f', file, '-d', `bootstrap=${broker.bootstrap}`, '-d', `topic=${topic}`, '-d', 'startingOffsets=earliest',
     '--trigger', '1 second', '--progress', 'none', '--http', '127.0.0.1:0'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   sql.stderr.on('data', (d) => { err += d; });
@@ -422,7 +424,7 @@ test('streaming-queries page: a real runnel sql --http', { skip: browserSkip || 
     });
   } finally {
     if (proxy) proxy.server.close();
-    sql.kill('SIGKILL');
+    sql.kill('SIGTERM'); // timeout passes it on: the query stops after its batch
     demo.kill('SIGKILL');
     fs.rmSync(work, { recursive: true, force: true });
     assert.deepEqual(await broker.stop(), []);
