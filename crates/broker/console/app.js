@@ -1,7 +1,7 @@
 // The console's shell: hash routes (every view has a URL; back and forward work), one
 // poll loop that refreshes the visible view, and the metric history behind the charts.
 
-import { api, parseMetrics } from './lib.js';
+import { api, parseMetrics, refusal } from './lib.js';
 import { views } from './views.js';
 
 const POLL_MS = 2000;
@@ -73,6 +73,7 @@ async function detectMode() {
 }
 
 let current = null; // {refresh, key}
+let refused = false; // the last view was refused (401 or 403)
 let generation = 0;
 
 async function route() {
@@ -81,16 +82,26 @@ async function route() {
   const root = document.getElementById('view');
   const view = views[parts[0]] || views.notFound;
   for (const a of document.querySelectorAll('#nav a')) {
-    a.classList.toggle('active', a.dataset.view === parts[0]);
+    a.classList.toggle('active', a.dataset.view === (parts[0] === 'share-groups' ? 'groups' : parts[0]));
   }
   current = null;
   root.replaceChildren();
   try {
     const v = await view(root, parts.slice(1), params);
-    if (gen === generation) current = v;
+    if (gen === generation) {
+      current = v;
+      refused = false;
+    }
     document.title = `${v?.title ? `${v.title} · ` : ''}Runnel console`;
   } catch (e) {
-    if (gen === generation) root.replaceChildren(Object.assign(document.createElement('div'), { className: 'error', textContent: e.message }));
+    if (gen === generation) {
+      root.replaceChildren(refusal(e));
+      // Not signed in or not authorized: the header says so until a view renders.
+      if (e.status === 401 || e.status === 403) {
+        refused = true;
+        showFailure(e);
+      }
+    }
   }
   // A view has rendered (the browser test waits on it); the first time, note when, in ms
   // since navigation start: the page's load time.
@@ -98,17 +109,25 @@ async function route() {
   root.dataset.ready = 'true';
 }
 
+/** The header's status line for a failed request. */
+function showFailure(e) {
+  const status = document.getElementById('status');
+  status.textContent = { 0: 'broker unreachable', 401: 'not signed in', 403: 'not authorized' }[e.status] ?? `error: ${e.message}`;
+  status.classList.add('bad');
+}
+
 async function tick() {
   const status = document.getElementById('status');
+  if (refused) return; // nothing on the page to refresh; the header keeps saying why
   try {
-    if (store.mode === 'broker') await sampleMetrics();
+    // A user the broker lets see the views but not /metrics still gets them refreshed.
+    if (store.mode === 'broker') await sampleMetrics().catch(() => {});
     if (current && current.refresh) await current.refresh();
     const d = new Date();
     status.textContent = `live · updated ${d.toLocaleTimeString('en-GB')}`;
     status.classList.remove('bad');
   } catch (e) {
-    status.textContent = e.status === 0 ? 'broker unreachable' : `error: ${e.message}`;
-    status.classList.add('bad');
+    showFailure(e);
   }
 }
 

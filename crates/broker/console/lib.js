@@ -29,6 +29,23 @@ export async function api(path, { method = 'GET', body } = {}) {
   return json ?? text;
 }
 
+/** What a failed request shows: 401 and 403 get a "not authorized" state that says
+ * who decides (the broker's users and ACLs), anything else the API's message. */
+export function refusal(e) {
+  const status = e && e.status;
+  if (status === 401) {
+    return h('div.error.denied', { role: 'alert', 'data-status': 401 },
+      h('b', 'Not signed in. '), 'The server asks for a user and password (HTTP Basic) or a token: ',
+      'reload the page to sign in. ', h('span.muted', e.message));
+  }
+  if (status === 403) {
+    return h('div.error.denied', { role: 'alert', 'data-status': 403 },
+      h('b', 'Not authorized. '), 'The broker\'s ACLs do not allow this to the user you signed in as: ',
+      h('span.mono', e.message));
+  }
+  return h('div.error', { role: 'alert' }, (e && e.message) || String(e));
+}
+
 /** `h('div.card', {onclick}, child, ...)`: an element with classes, attributes, children. */
 export function h(tag, attrs, ...children) {
   const [name, ...classes] = tag.split('.');
@@ -62,6 +79,33 @@ export function fill(el, ...children) {
   el.replaceChildren();
   append(el, children);
   return el;
+}
+
+// ------------------------------------------------------------------- view pieces
+
+export function errorBox(el, e) {
+  fill(el, e ? refusal(e) : null);
+}
+
+export function noteBox(el, text) {
+  fill(el, h('div.note', { role: 'status' }, text));
+}
+
+export function card(k, v, cls = '', small = false) {
+  return h(`div.card${cls ? `.${cls}` : ''}`, h('div.k', k), h(`div.v${small ? '.small' : ''}`, v));
+}
+
+/** Runs `f` for a button press: disables the button meanwhile, shows a refusal in `out`. */
+export async function act(button, out, f) {
+  button.disabled = true;
+  errorBox(out, null);
+  try {
+    await f();
+  } catch (e) {
+    errorBox(out, e);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 export function table(headers, rows, empty = 'nothing yet') {

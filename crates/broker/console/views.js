@@ -4,36 +4,12 @@
 // a refusal is shown as the API words it.
 
 import {
-  api, h, fill, table, bytes, num, rate, duration, time, badge, unbase64, render, sparkline,
+  api, h, fill, table, errorBox, noteBox, card, act, bytes, num, rate, duration, time, badge, unbase64, render, sparkline,
 } from './lib.js';
 import { store, rates, noteLag, go } from './app.js';
+import { acls, shareGroup, shareGroupsPanel, links } from './admin.js';
 
 const enc = encodeURIComponent;
-
-function errorBox(el, e) {
-  fill(el, e ? h('div.error', { role: 'alert' }, e.message || String(e)) : null);
-}
-
-function noteBox(el, text) {
-  fill(el, h('div.note', { role: 'status' }, text));
-}
-
-function card(k, v, cls = '', small = false) {
-  return h(`div.card${cls ? `.${cls}` : ''}`, h('div.k', k), h(`div.v${small ? '.small' : ''}`, v));
-}
-
-/** Runs `f` for a button press: disables the button meanwhile, shows a refusal in `out`. */
-async function act(button, out, f) {
-  button.disabled = true;
-  errorBox(out, null);
-  try {
-    await f();
-  } catch (e) {
-    errorBox(out, e);
-  } finally {
-    button.disabled = false;
-  }
-}
 
 /** `k=v` lines into an object (blank lines and `#` comments skipped). */
 function pairs(text, what) {
@@ -401,8 +377,10 @@ async function messages(root, name, params) {
 
 async function groups(root) {
   const list = h('div');
-  root.append(h('h1', 'Consumer groups'), h('div.panel', list));
+  const shares = shareGroupsPanel();
+  root.append(h('h1', 'Consumer groups'), h('div.panel', list), shares.panel);
   async function refresh() {
+    await shares.refresh();
     const g = await api('/v1/groups');
     const details = await Promise.all(g.groups.slice(0, 100).map((x) => api(`/v1/groups/${enc(x.group_id)}`).catch(() => null)));
     for (const d of details) if (d) noteLag(d.group_id, d.total_lag);
@@ -509,35 +487,55 @@ async function queries(root) {
     root.append(h('h1', 'Streaming queries'), h('div.panel',
       h('p', 'Streaming SQL queries run in their own process, which serves their progress and memory tables as JSON:'),
       h('pre.mono', 'runnel sql -f examples/tweets/trending.sql --http 127.0.0.1:4040'),
-      h('p', 'then GET /progress and /tables/<name> there. (This page renders them when the query\'s server serves the console; it does not yet.)')));
+      h('p', 'then open 127.0.0.1:4040 in the browser: that process serves this console with its query\'s page (query text, rates, batch duration, watermark, state over time, the latest rows of a memory sink), and the JSON at /progress, /query and /tables/<name>.')));
     return { title: 'Streaming queries' };
   }
   const head = h('div');
   const cards = h('div.cards');
   const charts = h('div.row');
+  const stateCharts = h('div.row');
+  const sql = h('pre.mono.query', { id: 'query-text' });
   const sources = h('div');
+  const sink = h('div');
   const state = h('div');
   const tables = h('div', { id: 'memory-tables' });
   root.append(head, cards, h('div.panel', h('h2', 'Rates (recent batches)'), charts),
+    h('div.panel', h('h2', 'Batches and state (recent batches)'), stateCharts),
+    h('div.row', h('div.panel', h('h2', 'Query'), sql), h('div.panel', h('h2', 'Sink'), sink)),
     h('div.row', h('div.panel', h('h2', 'Sources'), sources), h('div.panel', h('h2', 'State'), state)),
     h('div.panel', h('h2', 'Memory tables'), tables));
+  // The query's text does not change while it runs: fetched once (an older server
+  // without /query leaves the panel saying so).
+  api('/query').then((q) => fill(sql, q.query.trim())).catch(() => fill(sql, h('span.muted', 'not served by this version')));
+  const sum = (p, key) => (p.stateOperators || []).reduce((n, o) => n + o[key], 0);
+  const chart = (label, values, f) => h('div.metric.wide', h('div.muted', label),
+    h('div.now', values.length ? f(values[values.length - 1]) : '–'),
+    sparkline(values, { width: 320, height: 48, label, stretch: true }));
   async function refresh() {
     const [recent, names] = await Promise.all([api('/progress'), api('/tables')]);
     const last = recent.length ? recent[recent.length - 1] : null;
     fill(head, h('h1', 'Streaming query', last ? h('small', last.name || last.id) : null),
       h('p.muted', last ? `run ${last.runId}; last batch at ${last.timestamp}` : 'no batch has run yet'));
-    const stateRows = last ? last.stateOperators.reduce((n, o) => n + o.numRowsTotal, 0) : 0;
+    const stateRows = last ? sum(last, 'numRowsTotal') : 0;
     fill(cards,
-      card('Batch', last ? num(last.batchId) : '–'),
-      card('Input rows/s', last ? rate(last.inputRowsPerSecond, '') : '–'),
+      card('Batch', h('span', { id: 'batch-id' }, last ? num(last.batchId) : '–')),
+      card('Input rows/s', h('span', { id: 'input-rate' }, last ? rate(last.inputRowsPerSecond, '') : '–')),
       card('Processed rows/s', last ? rate(last.processedRowsPerSecond, '') : '–'),
       card('Batch duration', last ? `${num(last.batchDuration)} ms` : '–'),
       card('Watermark', last?.eventTime?.watermark ?? '–', '', true),
       card('State rows', num(stateRows)),
+      card('State memory', last ? bytes(sum(last, 'memoryUsedBytes')) : '–'),
       card('Sink rows (last batch)', last ? num(last.sink.numOutputRows) : '–'));
-    fill(charts, [['Input rows/s', 'inputRowsPerSecond'], ['Processed rows/s', 'processedRowsPerSecond'], ['Input rows per batch', 'numInputRows']]
-      .map(([label, key]) => h('div.metric.wide', h('div.muted', label),
-        sparkline(recent.map((p) => p[key]), { width: 320, height: 48, label, stretch: true }))));
+    fill(charts,
+      chart('Input rows/s', recent.map((p) => p.inputRowsPerSecond), (v) => rate(v, '')),
+      chart('Processed rows/s', recent.map((p) => p.processedRowsPerSecond), (v) => rate(v, '')),
+      chart('Input rows per batch', recent.map((p) => p.numInputRows), num));
+    fill(stateCharts,
+      chart('Batch duration', recent.map((p) => p.batchDuration), (v) => `${num(v)} ms`),
+      chart('State rows', recent.map((p) => sum(p, 'numRowsTotal')), num),
+      chart('State memory', recent.map((p) => sum(p, 'memoryUsedBytes')), bytes));
+    fill(sink, last ? table(['Sink', 'Rows (last batch)'], [[h('span.mono', last.sink.description), num(last.sink.numOutputRows)]])
+      : h('p.muted', 'no batch has run yet'));
     fill(sources, table(['Source', 'Start', 'End', 'Latest', 'Rows'], (last?.sources || []).map((x) => [
       h('span.mono', x.description), offsets(x.startOffset), offsets(x.endOffset), offsets(x.latestOffset), num(x.numInputRows)])));
     fill(state, table(['Operator', 'Rows', 'Updated', 'Removed', 'Late (dropped)', 'Memory'], (last?.stateOperators || []).map((o) => [
@@ -562,6 +560,9 @@ export const views = {
   overview,
   topics: (root, parts, params) => (parts.length ? topic(root, parts, params) : topics(root)),
   groups: (root, parts) => (parts.length ? group(root, parts) : groups(root)),
+  'share-groups': (root, parts) => shareGroup(root, parts),
+  acls,
+  links,
   queries,
   notFound,
 };

@@ -51,7 +51,8 @@ pub struct SqlArgs {
         default_missing_value = "json"
     )]
     pub progress: String,
-    /// Serve progress and memory tables over HTTP at this address (e.g. 127.0.0.1:4040).
+    /// Serve the query's page (the web console), and its progress and memory tables as
+    /// JSON, at this address (e.g. 127.0.0.1:4040).
     #[arg(long = "http", value_name = "ADDR")]
     pub http: Option<String>,
     /// Stop after this many batches.
@@ -181,6 +182,7 @@ pub fn run_sql(args: SqlArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let query_text = text.clone();
     let result = rt.block_on(async move {
         let mut query = StreamingQuery::from_script(&script, options).await?;
         if let Some(addr) = &args.http {
@@ -188,7 +190,7 @@ pub fn run_sql(args: SqlArgs) -> ExitCode {
                 .await
                 .map_err(|e| runnel_sql::SqlError::io(format!("--http {addr}"), e))?;
             errln!(
-                "runnel sql: progress at http://{}/progress",
+                "runnel sql: console at http://{}/ (progress as JSON at /progress)",
                 listener
                     .local_addr()
                     .map(|a| a.to_string())
@@ -201,6 +203,10 @@ pub fn run_sql(args: SqlArgs) -> ExitCode {
             let state = runnel_sql::http::HttpState {
                 progress: query.progress_log(),
                 tables: std::sync::Arc::new(tables),
+                query: query_text,
+                // The broker's console: its streaming-queries page renders this server.
+                assets: Some(runnel_broker::http::console::asset_for_path),
+                content_security_policy: runnel_broker::http::console::CONTENT_SECURITY_POLICY,
             };
             tokio::spawn(runnel_sql::http::serve(listener, state));
         }

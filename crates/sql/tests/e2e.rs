@@ -926,6 +926,9 @@ async fn memory_table_is_served_over_http_while_the_query_runs() {
         let state = runnel_sql::http::HttpState {
             progress: q.progress_log(),
             tables: std::sync::Arc::new([(name, table)].into_iter().collect()),
+            query: text.clone(),
+            assets: Some(runnel_broker::http::console::asset_for_path),
+            content_security_policy: runnel_broker::http::console::CONTENT_SECURITY_POLICY,
         };
         let server = tokio::spawn(runnel_sql::http::serve(listener, state));
         let stop = q.stop_handle();
@@ -945,6 +948,14 @@ async fn memory_table_is_served_over_http_while_the_query_runs() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
+        // The console's page and its query text are served next to the JSON.
+        let (status, body) = http_get(addr, "/").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(body.contains("Runnel console"), "{body}");
+        let (status, body) = http_get(addr, "/query").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["query"], text.as_str());
         let first = rows_over_http(300).await;
         assert_eq!(first.len(), 300);
         assert!(!running.is_finished(), "the query is still running");

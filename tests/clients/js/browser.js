@@ -29,8 +29,8 @@ function screenshotDir() {
 
 /** A 1440x900 context whose requests to anything but `origin` are aborted and listed
  * in `foreign`; every URL requested is in `seen`. */
-async function guardedContext(browser, origin) {
-  const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 });
+async function guardedContext(browser, origin, options = {}) {
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1, ...options });
   const seen = [];
   const foreign = [];
   await context.route('**/*', (route) => {
@@ -56,4 +56,22 @@ function pageErrors(page) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-module.exports = { browserSkip, launch, screenshotDir, guardedContext, pageErrors, sleep };
+/** A guarded page on `origin` (see guardedContext; `options` are the context's, e.g.
+ * httpCredentials) that accepts dialogs and collects page errors, with `shot(name)` (a
+ * screenshot in `shots`) and `open(hash)` (navigates and waits for the view to have
+ * rendered). */
+async function consolePage(browser, origin, shots, options = {}) {
+  const { context, seen, foreign } = await guardedContext(browser, origin, options);
+  const page = await context.newPage();
+  page.setDefaultTimeout(15000);
+  const errors = pageErrors(page);
+  page.on('dialog', (d) => d.accept());
+  const shot = (name, fullPage = true) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage });
+  const open = async (hash) => {
+    await page.evaluate((h) => { document.getElementById('view').dataset.ready = ''; location.hash = h; }, hash);
+    await page.waitForSelector('#view[data-ready="true"]');
+  };
+  return { page, seen, foreign, errors, shot, open };
+}
+
+module.exports = { browserSkip, launch, screenshotDir, guardedContext, pageErrors, consolePage, sleep };

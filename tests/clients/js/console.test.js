@@ -15,7 +15,7 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 const { Kafka, logLevel } = require('kafkajs');
 const { Broker, unique } = require('./broker');
-const { browserSkip, launch, screenshotDir, guardedContext, pageErrors, sleep } = require('./browser');
+const { browserSkip, launch, screenshotDir, consolePage, sleep } = require('./browser');
 
 test('web console: topics, messages, configs, groups in headless Chromium', { skip: browserSkip, timeout: 90000 }, async () => {
   const shots = screenshotDir();
@@ -33,18 +33,10 @@ test('web console: topics, messages, configs, groups in headless Chromium', { sk
   let page = null;
   try {
     // Every request the page makes: the broker's origin goes through, anything else is
-    // recorded and aborted.
-    const { context, seen, foreign } = await guardedContext(browser, origin);
-    page = await context.newPage();
-    page.setDefaultTimeout(15000);
-    const errors = pageErrors(page);
-    page.on('dialog', (d) => d.accept());
-    const shot = (name, fullPage = true) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage });
-    // Waits for the view at `hash` to have rendered.
-    const open = async (hash) => {
-      await page.evaluate((h) => { document.getElementById('view').dataset.ready = ''; location.hash = h; }, hash);
-      await page.waitForSelector('#view[data-ready="true"]');
-    };
+    // recorded and aborted. `open(hash)` waits for the view at `hash` to have rendered.
+    const c = await consolePage(browser, origin, shots);
+    const { seen, foreign, errors, shot, open } = c;
+    page = c.page;
 
     // ---- Overview: load time is navigation start to the first rendered view.
     await page.goto(`${origin}/`);

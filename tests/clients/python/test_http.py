@@ -168,7 +168,20 @@ def data(hb):
     assert got == 14, f"consumed {got} of 14"
     consumer.commit(offsets=[TopicPartition(topic, 0, 6), TopicPartition(topic, 1, 4)],
                     asynchronous=False)
-    yield {"topic": topic, "plain": plain, "live": live, "consumer": consumer}
+    # A share group (KIP-932) with one member, for /v1/share-groups/{id}.
+    from confluent_kafka import ShareConsumer
+    share = unique("share")
+    sc = ShareConsumer({"bootstrap.servers": hb.bootstrap, "group.id": share, "log_level": 3})
+    sc.subscribe([topic])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        sc.poll(0.2)
+        if any(g["group_id"] == share for g in get_json(hb, "/v1/share-groups")["groups"]):
+            break
+    else:
+        raise AssertionError("the share group never appeared in /v1/share-groups")
+    yield {"topic": topic, "plain": plain, "live": live, "consumer": consumer, "share": share}
+    sc.close()
     consumer.close()
 
 
@@ -630,7 +643,8 @@ def concrete(path, data, bad=False, unknown=False):
     if "{name}" in path:
         path = path.replace("{name}", "bad name!" if bad else unique("missing") if unknown else data["topic"])
     if "{id}" in path:
-        path = path.replace("{id}", "bad\x01id" if bad else unique("missing") if unknown else data["live"])
+        group = data["share"] if path.startswith("/v1/share-groups/") else data["live"]
+        path = path.replace("{id}", "bad\x01id" if bad else unique("missing") if unknown else group)
     return "/".join(q(seg) for seg in path.split("/"))
 
 
@@ -680,7 +694,7 @@ def test_openapi_describes_every_route_the_server_has(hb):
                      "/v1/groups/{id}", "/v1/configs/broker", "/v1/configs/topics/{name}",
                      "/v1/health", "/v1/ready", "/metrics", "/v1/topics/{name}/partitions",
                      "/v1/topics/{name}/records", "/v1/groups/{id}/offsets/reset",
-                     "/v1/links"}
+                     "/v1/links", "/v1/share-groups", "/v1/share-groups/{id}", "/v1/acls"}
     schema = spec["paths"]["/v1/brokers"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     check_schema(spec, schema, get_json(hb, "/v1/brokers"), "brokers")
 
@@ -710,6 +724,33 @@ def test_kip848_consumer_group(hb, data):
 
 
 # ------------------------------------------------------------------ the console's changes
+
+
+def test_share_group_members_and_partitions(hb, data):
+    """A share group's member (librdkafka's ShareConsumer) and its listing; the
+    share-partition figures are checked in the console's browser test."""
+    spec = load_spec()
+    doc = get_json(hb, "/v1/share-groups/" + q(data["share"]))
+    check_schema(spec, spec["components"]["schemas"]["ShareGroup"], doc, "share group")
+    assert doc["group_id"] == data["share"] and len(doc["members"]) == 1, doc
+    assert doc["members"][0]["subscribed"] == [data["topic"]]
+    # A consumer group is not a share group.
+    expect_error(hb, "/v1/share-groups/" + q(data["live"]), 404, "not a share group")
+
+
+def test_acls_without_an_authorizer(hb):
+    """No authorizer: an empty list that says so; a change is Kafka's SECURITY_DISABLED."""
+    assert get_json(hb, "/v1/acls") == {"authorizer": False, "acls": []}
+    acl = {"principal": "User:alice", "operation": "READ", "permission": "ALLOW",
+           "resource_type": "TOPIC", "resource_name": "orders"}
+    expect_error(hb, "/v1/acls", 400, "SECURITY_DISABLED", method="POST", body=acl)
+    expect_error(hb, "/v1/acls", 400, "SECURITY_DISABLED", method="DELETE", body=acl)
+    expect_error(hb, "/v1/acls", 400, "operation 'REED' is not one of", method="POST",
+                 body={**acl, "operation": "REED"})
+    expect_error(hb, "/v1/acls", 400, "ANY and MATCH are filters", method="DELETE",
+                 body={**acl, "operation": "ANY"})
+    expect_error(hb, "/v1/acls?resource_type=planet", 400, "resource_type 'planet'")
+
 
 
 def response_schema(spec, path, method, code):

@@ -61,7 +61,7 @@ const FETCH_ROUNDS: usize = 16;
 /// partitions read "from all" stops here, and says so with `truncated`).
 const MAX_READ_BYTES: usize = 32 << 20;
 
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     b.map(|Json(v)| v)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {}", e.body_text())))
 }
@@ -70,7 +70,7 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-fn text(s: &str) -> StrBytes {
+pub(super) fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 

@@ -771,6 +771,20 @@ pub async fn broker_configs(State(s): State<HttpState>, q: MaybeQuery) -> ApiRes
     })))
 }
 
+/// GET /v1/links: a cluster link's state is what DescribeConfigs on the link shows, and
+/// Kafka asks DESCRIBE_CONFIGS on the cluster for that (403 otherwise).
+pub async fn links(
+    State(s): State<HttpState>,
+    q: axum::extract::RawQuery,
+) -> ApiResult<Json<Value>> {
+    let az = http_reader(&s.broker, ApiKey::DescribeConfigs);
+    if !az.cluster(Operation::DescribeConfigs) {
+        let (op, name) = (Operation::DescribeConfigs, crate::authz::acl::CLUSTER_NAME);
+        return Err(forbidden_to(ResourceType::Cluster, op, name));
+    }
+    crate::mirror::admin::http_links(State(s), q).await
+}
+
 pub async fn topic_configs(
     State(s): State<HttpState>,
     name: MaybePath,

@@ -30,6 +30,11 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../console/views.js"),
     ),
     (
+        "admin.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../console/admin.js"),
+    ),
+    (
         "lib.js",
         "text/javascript; charset=utf-8",
         include_str!("../../console/lib.js"),

@@ -16,6 +16,7 @@
 //! group or path, 405 for a method a path does not take (its `Allow` header lists those
 //! it does), 409 for a change the current state refuses.
 
+mod acls;
 mod actions;
 mod api;
 pub mod auth;
@@ -112,7 +113,13 @@ pub fn router(state: HttpState) -> Router {
             post(actions::reset_offsets),
         )
         .route("/v1/configs/broker", get(api::broker_configs))
-        .route("/v1/links", get(crate::mirror::admin::http_links))
+        .route("/v1/links", get(api::links))
+        .route("/v1/share-groups", get(share::list))
+        .route("/v1/share-groups/{id}", get(share::group))
+        .route(
+            "/v1/acls",
+            get(acls::list).post(acls::create).delete(acls::delete),
+        )
         .route(
             "/v1/configs/topics/{name}",
             get(api::topic_configs).patch(actions::alter_topic_configs),
