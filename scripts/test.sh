@@ -80,7 +80,7 @@ if [ "$BUILD_OK" -eq 1 ] && [ -x "$VENV/bin/python" ]; then
   step "pytest tests/clients/python (confluent-kafka, kafka-python, kcat, raw wire)"
   COUNTS=$(mktemp)
   # shellcheck disable=SC2086
-  RUNNEL_PYTEST_COUNTS="$COUNTS" run_bounded 1800 "$VENV/bin/python" -m pytest tests/clients/python \
+  RUNNEL_PYTEST_COUNTS="$COUNTS" run_bounded 2700 "$VENV/bin/python" -m pytest tests/clients/python \
     -p no:cacheprovider -q -rfEx --durations=8 ${PYTEST_ARGS:-}
   PY_RC=$?
   if [ -s "$COUNTS" ]; then
