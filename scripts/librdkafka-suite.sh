@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs librdkafka's own integration test suite (tests/test-runner) against a Runnel
-# broker or local cluster, as Kafka 4.0 (TEST_KAFKA_VERSION=4.0.0). Results: docs/librdkafka-suite.md.
+# broker or local cluster, as Kafka 4.0 (TEST_KAFKA_VERSION=4.0.0; set TEST_KAFKA_VERSION=4.2.0
+# to run the share-consumer tests, 0170-0186). Results: docs/librdkafka-suite.md.
 #
 #   scripts/librdkafka-suite.sh quick        # a few minutes: the QUICK list below, -Q
 #   scripts/librdkafka-suite.sh full         # every non-local, non-sockem test
@@ -188,9 +189,9 @@ test.timeout.multiplier=${TEST_TIMEOUT_MULT:-2}
 EOF
 # The runner reads test.conf from its working directory.
 cd "$RUN"
-log "running ${MODE} (TESTS=${TESTS_LIST:-all}) with TEST_KAFKA_VERSION=4.0.0, limit ${LIMIT}s"
+log "running ${MODE} (TESTS=${TESTS_LIST:-all}) with TEST_KAFKA_VERSION=${TEST_KAFKA_VERSION:-4.0.0}, limit ${LIMIT}s"
 set +e
-LD_LIBRARY_PATH="$SRC/src:$SRC/src-cpp" TEST_KAFKA_VERSION=4.0.0 TESTS="$TESTS_LIST" timeout --signal=TERM "$LIMIT" \
+LD_LIBRARY_PATH="$SRC/src:$SRC/src-cpp" TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-4.0.0}" TESTS="$TESTS_LIST" timeout --signal=TERM "$LIMIT" \
     "$SRC/tests/test-runner" -L -E -p1 "${ARGS[@]}" >"$RUN/output.log" 2>&1
 STATUS=$?
 set -e

@@ -40,7 +40,8 @@ type Job = (ControllerRequest, oneshot::Sender<Reply>);
 
 /// How long the controller waits for a broker's port to answer a liveness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// The pauses before each liveness probe of a broker whose connection closed.
+/// The pauses before each liveness probe of a broker whose connection closed: it is
+/// fenced only when every probe is refused.
 const PROBE_PAUSES: [Duration; 4] = [
     Duration::ZERO,
     Duration::from_millis(100),
@@ -737,21 +738,22 @@ impl Actor {
         };
         let gone = self.gone.clone();
         tokio::spawn(async move {
-            // A dying process can close the connection a moment before its listening
-            // socket: a port that still accepts is asked again for about a second.
+            // Dead only if the port refuses every time over about a second: a dying
+            // process can close its connection a moment before its listening socket, and
+            // one refusal is not proof enough to fence a broker.
             for pause in PROBE_PAUSES {
                 tokio::time::sleep(pause).await;
                 match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(&addr)).await {
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        let _ = gone.send(l);
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    // Accepted, unreachable (a partition) or another error: alive, or not
+                    // proof of death. The session timeout decides.
+                    _ => {
+                        tracing::debug!(broker = l.id, %addr, "broker's port did not refuse: leaving it to the session timeout");
                         return;
                     }
-                    Ok(Ok(_)) => continue,
-                    // Unreachable (a partition) or another error: not proof of death.
-                    _ => break,
                 }
             }
-            tracing::debug!(broker = l.id, %addr, "broker's controller connection closed; its port did not refuse: leaving it to the session timeout");
+            let _ = gone.send(l);
         });
     }
 

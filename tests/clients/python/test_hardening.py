@@ -258,7 +258,7 @@ def test_huge_partition_counts_are_refused_quickly_and_leave_nothing(start_broke
         # no runtime worker.
         other = unique("busy")
         assert create_topics_v2(conn, [(other, 1)])[0][1] == kwire.NONE
-        done, latencies, side = produce_meanwhile(b, other, pause=0.05)
+        done, latencies, side = produce_meanwhile(b, other, pause=0.01)
         t0 = time.monotonic()
         big = unique("five-k")
         out = create_topics_v2(conn, [(big, 5000)], timeout_ms=120000)
@@ -268,7 +268,9 @@ def test_huge_partition_counts_are_refused_quickly_and_leave_nothing(start_broke
         assert out[0][1] == kwire.NONE, out
         print(f"5,000 partitions created in {took:.2f} s; broker holds {open_fds(pid)} fds; "
               f"{len(latencies)} produces meanwhile, slowest {max(latencies) * 1000:.0f} ms")
-        assert len(latencies) > 10 and max(latencies) < 2, (len(latencies), max(latencies))
+        # Creation takes well under a second now (no fsync per partition): a few
+        # produces meanwhile show the broker kept serving.
+        assert len(latencies) >= 3 and max(latencies) < 2, (len(latencies), max(latencies))
         # The broker kept serving meanwhile and still does.
         assert conn.api_versions_v0()[0] == 0
     # A clean close of 5,000 partitions (a flush and snapshot each) outlasts the
