@@ -44,9 +44,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// fenced only when every probe is refused.
 const PROBE_PAUSES: [Duration; 4] = [
     Duration::ZERO,
-    Duration::from_millis(100),
+    Duration::from_millis(50),
+    Duration::from_millis(150),
     Duration::from_millis(300),
-    Duration::from_millis(600),
 ];
 
 /// A broker's heartbeat connection to this voter ended at `at`: the controller probes the
@@ -738,7 +738,7 @@ impl Actor {
         };
         let gone = self.gone.clone();
         tokio::spawn(async move {
-            // Dead only if the port refuses every time over about a second: a dying
+            // Dead only if the port refuses every time over about half a second: a dying
             // process can close its connection a moment before its listening socket, and
             // one refusal is not proof enough to fence a broker.
             for pause in PROBE_PAUSES {
