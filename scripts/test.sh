@@ -10,7 +10,7 @@
 #        pytest tests/clients/python, node --test tests/clients/js/, and librdkafka's own
 #        integration tests (quick subset, scripts/librdkafka-suite.sh)
 #   4. ends with one line: "clients: N passed, N failed, N skipped" (skipped = known
-#      broker gaps marked xfail(strict) or node:test todo), and exits non-zero if anything failed.
+#      broker gaps marked xfail (strict, or non-strict for a known intermittent bug) or node:test todo), and exits non-zero if anything failed.
 #
 # Works on a fresh machine with Rust, Python 3.11, Node 20 and gcc; safe to run twice; every
 # step is bounded by `timeout`. Environment: CARGO_TARGET_DIR (default
