@@ -48,7 +48,7 @@ RUST_PASSED=0
 RUST_FAILED=0
 step "cargo test --workspace"
 RUST_LOG_FILE=$(mktemp)
-run_bounded 1500 cargo test --workspace 2>&1 | tee "$RUST_LOG_FILE"
+run_bounded 1500 cargo test --workspace --no-fail-fast 2>&1 | tee "$RUST_LOG_FILE"
 RUST_RC=${PIPESTATUS[0]}
 read -r RUST_PASSED RUST_FAILED < <(awk '/^test result:/ {
     for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
