@@ -37,6 +37,10 @@ pub struct Cluster {
     pub meta: Option<Arc<MetaNode>>,
     pub controller: ControllerClient,
     pub image: watch::Receiver<Arc<ClusterImage>>,
+    /// The applied index of the last image `reconcile` made this broker match: start-up
+    /// waits for it, so a restarted broker serves no request from a stale image (a link,
+    /// topic or group config the quorum has but this broker has not applied yet).
+    reconciled: watch::Sender<u64>,
     pub broker_epoch: AtomicI64,
     pub incarnation: Uuid,
     pub fetchers: Fetchers,
@@ -99,6 +103,7 @@ impl Cluster {
             fetchers: Fetchers::default(),
             isr_changes: isr_tx,
             broker: Arc::downgrade(broker),
+            reconciled: watch::channel(0).0,
         });
         if cfg.broker_role {
             broker.groups.set_replicated();
@@ -115,6 +120,23 @@ impl Cluster {
                 .await
             {
                 tracing::warn!("not unfenced by the controller yet; serving anyway");
+            } else {
+                // Kafka's broker enables request processing only once it has caught up
+                // with the metadata log; the unfencing record is in the image, so wait
+                // until reconcile has applied that image locally too.
+                let target = cluster.current_image().applied_index;
+                let mut rx = cluster.reconciled.subscribe();
+                let caught_up = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    rx.wait_for(|applied| *applied >= target),
+                )
+                .await;
+                if !matches!(caught_up, Ok(Ok(_))) {
+                    tracing::warn!(
+                        index = target,
+                        "the metadata image is not applied locally yet; serving anyway"
+                    );
+                }
             }
         }
         Ok(cluster)

@@ -38,6 +38,7 @@ pub async fn run(broker: Arc<Broker>, cluster: Arc<Cluster>) {
     loop {
         let image = rx.borrow_and_update().clone();
         apply_image(&broker, &cluster, &image);
+        cluster.reconciled.send_replace(image.applied_index);
         if rx.changed().await.is_err() {
             return;
         }
