@@ -36,7 +36,9 @@ const MAX_ENTRY: usize = crate::store::MAX_FRAME / 4;
 const CONTROLLER_REQUEST_LIMIT: Duration = Duration::from_secs(20);
 
 type Reply = Result<ControllerReply, ControllerError>;
-type Job = (ControllerRequest, oneshot::Sender<Reply>);
+/// A controller request, where to answer it, and when it arrived (a heartbeat counts from
+/// its arrival, not from when the controller got to it).
+type Job = (ControllerRequest, oneshot::Sender<Reply>, Instant);
 
 /// How long the controller waits for a broker's port to answer a liveness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -349,7 +351,7 @@ async fn serve_requests(
 async fn controller_call(jobs: &mpsc::Sender<Job>, req: ControllerRequest) -> Reply {
     let (tx, rx) = oneshot::channel();
     let unavailable = |m: &str| ControllerError::new(ErrorKind::Unavailable, m.to_string());
-    jobs.send((req, tx))
+    jobs.send((req, tx, Instant::now()))
         .await
         .map_err(|_| unavailable("the controller is shutting down"))?;
     match tokio::time::timeout(CONTROLLER_REQUEST_LIMIT, rx).await {
@@ -402,11 +404,15 @@ impl Actor {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Biased: requests already queued (heartbeats among them) are decided before
+            // the tick judges sessions, so a controller that stalled on a slow Raft write
+            // does not fence every broker whose heartbeat waited in its queue.
             tokio::select! {
+                biased;
                 _ = stopped(&mut stop) => return,
                 job = jobs.recv() => {
-                    let Some((req, reply)) = job else { return };
-                    let r = self.handle(req).await;
+                    let Some((req, reply, received)) = job else { return };
+                    let r = self.handle(req, received).await;
                     let _ = reply.send(r);
                 }
                 _ = tick.tick() => self.tick().await,
@@ -541,7 +547,7 @@ impl Actor {
         self.image.borrow().clone()
     }
 
-    async fn handle(&mut self, req: ControllerRequest) -> Reply {
+    async fn handle(&mut self, req: ControllerRequest, received: Instant) -> Reply {
         self.ensure_leader().await?;
         let image = self.snapshot();
         let img = &*image;
@@ -592,7 +598,8 @@ impl Actor {
                     );
                 }
                 self.write(records).await?;
-                self.heartbeats.insert(id, Instant::now());
+                let last = self.heartbeats.entry(id).or_insert(received);
+                *last = (*last).max(received);
                 Ok(ControllerReply::Heartbeat(reply))
             }
             ControllerRequest::CreateTopics {

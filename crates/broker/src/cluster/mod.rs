@@ -344,12 +344,37 @@ async fn isr_loop(
                 p.wake();
             }
             Err(e) => {
-                tracing::info!(topic = %p.topic, partition = p.index, error = %e, "AlterPartition refused");
+                // Kafka's maximal-ISR rule: until the controller's answer is known, the high
+                // watermark counts the proposed ISR too. A timeout or a lost controller may
+                // still have committed the change (an expansion the controller recorded
+                // could elect the newcomer), and a refusal for a stale epoch means a newer
+                // state is on its way in the image (which replaces the pending ISR). So the
+                // pending ISR is dropped only when the controller says the change was not
+                // made (INELIGIBLE_REPLICA); otherwise the proposal is sent again until
+                // the image moves past it.
                 let mut r = p.replica.lock();
-                // Unless something newer was applied meanwhile (which reset it already).
-                if r.partition_epoch == proposal.partition_epoch {
-                    r.pending_isr = None;
+                let still_pending = r.partition_epoch == proposal.partition_epoch
+                    && r.pending_isr.as_ref() == Some(&proposal.isr);
+                if !still_pending {
+                    continue;
                 }
+                if e.kind == ErrorKind::IneligibleReplica {
+                    tracing::info!(topic = %p.topic, partition = p.index, error = %e, "AlterPartition refused");
+                    r.pending_isr = None;
+                    continue;
+                }
+                drop(r);
+                let transient = matches!(
+                    e.kind,
+                    ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::NotController
+                );
+                tracing::info!(topic = %p.topic, partition = p.index, error = %e, "AlterPartition not answered or refused; the proposed ISR stays pending and is sent again");
+                let retry = cluster.isr_changes.clone();
+                let backoff = Duration::from_millis(if transient { 200 } else { 1000 });
+                tokio::spawn(async move {
+                    tokio::time::sleep(backoff).await;
+                    let _ = retry.send(change);
+                });
             }
         }
     }

@@ -102,13 +102,19 @@ pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Tran
     let leader_changed = !r.replicated || state.leader != r.leader;
     // A reassignment adds or removes this broker without a leader change.
     let membership_changed = r.replicas.contains(&local_id) != state.replicas.contains(&local_id);
+    // An ISR change in flight stays pending until a newer partition state answers it: an
+    // image that only repeats the current state (any unrelated metadata change brings
+    // one) says nothing about whether the controller has applied it.
+    let newer = !r.replicated || state.partition_epoch > r.partition_epoch;
     r.replicated = true;
     r.local_id = local_id;
     r.partition_epoch = state.partition_epoch;
     r.replicas = state.replicas.clone();
     r.isr = state.isr.clone();
     r.adding = state.adding_replicas.clone();
-    r.pending_isr = None;
+    if newer || epoch_changed || leader_changed {
+        r.pending_isr = None;
+    }
     if !(epoch_changed || leader_changed || membership_changed) {
         if r.leader == local_id {
             // Same leader, new replica set (a reassignment adding or dropping replicas):
@@ -265,4 +271,54 @@ pub fn maybe_advance_high_watermark(p: &Partition) -> bool {
         hw
     };
     p.advance_high_watermark(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runnel_log::{LogConfig, PartitionLog};
+    use std::sync::Arc;
+
+    fn leader_of(dir: &std::path::Path) -> Arc<Partition> {
+        let log = PartitionLog::open(&dir.join("t-0"), LogConfig::default(), 0).unwrap();
+        let p = Partition::new("t", 0, log, true);
+        let state = PartitionImage {
+            isr: vec![1, 2],
+            ..PartitionImage::new(vec![1, 2, 3])
+        };
+        assert_eq!(apply_state(&p, 1, &state), Transition::BecameLeader);
+        p
+    }
+
+    /// An expansion in flight (maybe already committed by the controller) keeps counting
+    /// in the high watermark when an image that merely repeats the current state arrives:
+    /// dropping it there let a leader acknowledge records the newcomer lacked, and the
+    /// newcomer could then be elected.
+    #[tokio::test]
+    async fn a_pending_isr_survives_an_image_that_repeats_the_current_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of(dir.path());
+        let current = {
+            let r = p.replica.lock();
+            PartitionImage {
+                isr: r.isr.clone(),
+                leader: 1,
+                leader_epoch: p.leader_epoch(),
+                partition_epoch: r.partition_epoch,
+                ..PartitionImage::new(vec![1, 2, 3])
+            }
+        };
+        p.replica.lock().pending_isr = Some(vec![1, 2, 3]);
+        assert_eq!(apply_state(&p, 1, &current), Transition::None);
+        assert_eq!(p.replica.lock().pending_isr, Some(vec![1, 2, 3]));
+        // The controller's answer (a newer partition epoch) replaces it.
+        let answered = PartitionImage {
+            isr: vec![1, 2, 3],
+            partition_epoch: current.partition_epoch + 1,
+            ..current
+        };
+        assert_eq!(apply_state(&p, 1, &answered), Transition::None);
+        assert_eq!(p.replica.lock().pending_isr, None);
+        assert_eq!(p.replica.lock().isr, vec![1, 2, 3]);
+    }
 }
