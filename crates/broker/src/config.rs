@@ -139,6 +139,13 @@ pub struct ClusterConfig {
     pub replica_fetch_max_bytes: usize,
     pub broker_session_timeout_ms: u64,
     pub broker_heartbeat_interval_ms: u64,
+    /// `controller.quorum.election.timeout.ms`: a voter that hears no leader waits a random
+    /// time between this and twice this before it stands for election (Kafka's range).
+    pub quorum_election_timeout_ms: u64,
+    /// `controller.quorum.fetch.timeout.ms`: the quorum leader contacts every voter at
+    /// least four times within this (Runnel's Raft heartbeat is a quarter of it, capped
+    /// below the election timeout).
+    pub quorum_fetch_timeout_ms: u64,
     /// Capped at the number of live brokers when the topic is created.
     pub offsets_topic_replication_factor: i16,
     pub transaction_state_replication_factor: i16,
@@ -163,6 +170,8 @@ impl Default for ClusterConfig {
             replica_fetch_max_bytes: 1024 * 1024,
             broker_session_timeout_ms: 9_000,
             broker_heartbeat_interval_ms: 2_000,
+            quorum_election_timeout_ms: 1_000,
+            quorum_fetch_timeout_ms: 2_000,
             offsets_topic_replication_factor: 3,
             transaction_state_replication_factor: 3,
             controlled_shutdown: true,
@@ -643,6 +652,12 @@ impl BrokerConfig {
                 }
                 "broker.heartbeat.interval.ms" => {
                     c.cluster.broker_heartbeat_interval_ms = parse_i64(k, v, 1)? as u64
+                }
+                "controller.quorum.election.timeout.ms" => {
+                    c.cluster.quorum_election_timeout_ms = parse_range(k, v, 10, 3_600_000)? as u64
+                }
+                "controller.quorum.fetch.timeout.ms" => {
+                    c.cluster.quorum_fetch_timeout_ms = parse_range(k, v, 10, 3_600_000)? as u64
                 }
                 "offsets.topic.replication.factor" => {
                     c.cluster.offsets_topic_replication_factor =

@@ -254,20 +254,11 @@ def kills_and_pauses(cluster):
     return faults
 
 
-LOST_ACK = pytest.mark.xfail(
-    strict=False,
-    reason="known open bug (issues 11/19, closing note of 2026-12-07): under full-suite load an "
-           "acknowledged record was lost twice when a SIGSTOPped leader was fenced and a "
-           "follower that lacked the record was elected; not yet explained")
-
-
-@LOST_ACK
 @pytest.mark.timeout_s(int(HISTORY_SECONDS) + 200)
 def test_history_under_leader_and_controller_kills_and_pauses(cluster):
     run_history(cluster, kills_and_pauses(cluster), HISTORY_SECONDS)
 
 
-@LOST_ACK
 @pytest.mark.timeout_s(int(HISTORY_SECONDS) + 200)
 def test_history_with_kafkas_kraft_listeners(tmp_path):
     """Each node configured as Kafka documents KRaft: clients on PLAINTEXT, replication

@@ -75,6 +75,13 @@ impl Cluster {
             });
             let mut mc = MetaConfig::new(me, cfg.voters.clone(), dir);
             mc.broker_session_timeout = Duration::from_millis(cfg.broker_session_timeout_ms);
+            // Kafka's KRaft timers: a voter stands for election after a random wait in
+            // [election, 2 x election); the leader's heartbeat stays well inside both.
+            let election = cfg.quorum_election_timeout_ms;
+            mc.election_timeout_min = Duration::from_millis(election);
+            mc.election_timeout_max = Duration::from_millis(election * 2);
+            mc.heartbeat_interval =
+                Duration::from_millis((cfg.quorum_fetch_timeout_ms / 4).min(election / 4).max(1));
             mc.defaults.num_partitions = broker.config.num_partitions;
             mc.defaults.default_replication_factor =
                 broker.config.default_replication_factor as i32;
