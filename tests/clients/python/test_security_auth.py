@@ -500,11 +500,13 @@ def quorum_port_refuses_plain_tcp(port):
 
 
 @pytest.mark.timeout_s(240)
-def test_three_nodes_whose_quorum_port_is_ssl(tmp_path):
-    """CONTROLLER mapped to SSL (listener.name.controller.ssl.*): Raft between the voters
-    and every broker's controller requests go over TLS. The quorum elects, creates topics,
-    admits a broker-only node and fails over a killed active controller; a plain TCP
-    connection to a controller port is refused at the handshake."""
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_three_nodes_whose_quorum_port_is_secured(tmp_path, protocol):
+    """CONTROLLER mapped to SSL (listener.name.controller.ssl.*) or SASL_SSL (PLAIN,
+    sasl.mechanism.controller.protocol): Raft between the voters and every broker's
+    controller requests go over TLS. The quorum elects, creates topics, admits a
+    broker-only node and fails over a killed active controller; a plain TCP connection to
+    a controller port is refused at the handshake."""
     certs = make_certs(tmp_path)
     configs = {
         "listener.name.controller.ssl.keystore.type": "PEM",
@@ -512,13 +514,28 @@ def test_three_nodes_whose_quorum_port_is_ssl(tmp_path):
         "listener.name.controller.ssl.truststore.type": "PEM",
         "listener.name.controller.ssl.truststore.location": certs["ca"],
     }
-    c = Cluster(tmp_path / "c", configs=configs, kraft_listeners=True,
-                controller_protocol="SSL").start()
+    if protocol == "SASL_SSL":
+        configs.update({
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config":
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                'username="controller" password="c-secret" user_controller="c-secret";',
+        })
+    os.environ["RUST_LOG"] = "info,runnel_broker::security=debug"
+    try:
+        c = Cluster(tmp_path / "c", configs=configs, kraft_listeners=True,
+                    controller_protocol=protocol).start()
+    finally:
+        del os.environ["RUST_LOG"]
     try:
         logs = "".join(log_text(n) for n in c.nodes)
         started = [line for line in logs.splitlines() if "metadata voter started" in line]
-        assert len(started) == 3 and all(re.search(r'protocol="?SSL"?', line)
-                                         for line in started), started
+        assert len(started) == 3 and all(re.search(f'protocol="?{protocol}"?', line)
+                                          for line in started), started
+        if protocol == "SASL_SSL":
+            assert re.search(r"quorum connection authenticated .*principal=User:controller",
+                             logs), logs[-3000:]
         for n in c.nodes:
             quorum_port_refuses_plain_tcp(n.controller_port)
         topic = unique("ctl-ssl")
