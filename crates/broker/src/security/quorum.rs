@@ -270,4 +270,33 @@ mod tests {
         let (_, s) = tokio::join!(client.write_all(&huge), serve_sasl(&mut server, &users));
         assert!(s.unwrap_err().contains("above the limit"));
     }
+
+    /// Untrusted bytes where the exchange should be: never a panic, never authenticated.
+    #[tokio::test]
+    async fn garbage_exchanges_are_refused() {
+        let users: BTreeMap<String, String> = [("u".to_string(), "p".to_string())].into();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for i in 0..300 {
+            let len = (next() % 64) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if i % 3 == 0 {
+                // A well-framed PLAIN mechanism, then a random token.
+                let token = bytes.clone();
+                bytes = [&5u32.to_be_bytes()[..], b"PLAIN"].concat();
+                bytes.extend_from_slice(&(token.len() as u32).to_be_bytes());
+                bytes.extend_from_slice(&token);
+            }
+            let (mut client, mut server) = tokio::io::duplex(4096);
+            client.write_all(&bytes).await.unwrap();
+            drop(client);
+            let got = serve_sasl(&mut server, &users).await;
+            assert!(got.is_err(), "{bytes:?} authenticated as {got:?}");
+        }
+    }
 }
