@@ -340,7 +340,16 @@ impl SecurityConfig {
                 .cloned()
                 .unwrap_or_else(|| "GSSAPI".into());
             let mechanism = SaslMechanism::from_name(value.trim()).ok_or_else(|| {
-                invalid(key, &value, format!("controller listener {name} uses SASL: set this to PLAIN (Kafka's default GSSAPI is not supported)"))
+                let why = if value.trim() == "GSSAPI" {
+                    "Kafka's default GSSAPI is not supported".to_string()
+                } else {
+                    format!("{} is not a SASL mechanism Runnel has", value.trim())
+                };
+                invalid(
+                    key,
+                    &value,
+                    format!("controller listener {name} uses SASL: set this to PLAIN ({why})"),
+                )
             })?;
             if mechanism != SaslMechanism::Plain {
                 return Err(invalid(
