@@ -130,6 +130,9 @@ fn parse_ip_overrides(
 pub struct ClusterConfig {
     /// `controller.quorum.voters` ("1@127.0.0.1:19093,2@..."): empty for a single node.
     pub voters: Vec<(i32, SocketAddr)>,
+    /// Each voter's host as `controller.quorum.voters` spells it (a name or an IP): what
+    /// a secured quorum port's certificate is checked against.
+    pub voter_hosts: BTreeMap<i32, String>,
     pub broker_role: bool,
     pub controller_role: bool,
     /// `metadata.log.dir`: where the quorum keeps its log (default: first log dir).
@@ -162,6 +165,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             voters: Vec::new(),
+            voter_hosts: BTreeMap::new(),
             broker_role: true,
             controller_role: true,
             metadata_dir: None,
@@ -621,7 +625,8 @@ impl BrokerConfig {
                 }
                 "controller.quorum.voters" => {
                     c.cluster.voters =
-                        runnel_meta::parse_voters(v).map_err(|why| invalid(k, v, why))?
+                        runnel_meta::parse_voters(v).map_err(|why| invalid(k, v, why))?;
+                    c.cluster.voter_hosts = voter_hosts(v);
                 }
                 "process.roles" => {
                     let roles: Vec<&str> = v.split(',').map(str::trim).collect();
@@ -766,6 +771,11 @@ impl BrokerConfig {
             &c.listeners,
         )?;
         c.security.http = c.security.http_settings(c.http_tls)?;
+        if c.cluster.is_clustered() {
+            c.security.controller = c
+                .security
+                .controller_settings(&c.listeners, c.cluster.controller_role)?;
+        }
         Ok(c)
     }
 
@@ -1242,6 +1252,19 @@ impl BrokerConfig {
     }
 }
 
+/// The host part of each `id@host:port` of `controller.quorum.voters` (already validated
+/// by `parse_voters`), brackets of an IPv6 address removed.
+fn voter_hosts(v: &str) -> BTreeMap<i32, String> {
+    v.split(',')
+        .filter_map(|part| {
+            let (id, addr) = part.trim().split_once('@')?;
+            let (host, _) = addr.trim().rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some((id.trim().parse().ok()?, host.to_string()))
+        })
+        .collect()
+}
+
 /// KIP-853's `controller.quorum.bootstrap.servers` without `controller.quorum.voters`:
 /// Runnel's quorum has a static voter set, so it can only be the one node given, this
 /// controller itself (what `kafka-storage format --standalone` makes). Any other shape
@@ -1471,6 +1494,119 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(e.to_string().contains("19094"), "{e}");
+    }
+
+    #[test]
+    fn a_secured_controller_listener_is_checked_at_start_naming_the_key() {
+        let base = [
+            ("process.roles", "broker,controller"),
+            ("node.id", "1"),
+            (
+                "controller.quorum.voters",
+                "1@localhost:19093,2@127.0.0.1:19094",
+            ),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:19093",
+            ),
+            ("controller.listener.names", "CONTROLLER"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            BrokerConfig::from_pairs(&pairs(&all))
+        };
+        let ssl = (
+            "listener.security.protocol.map",
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
+        );
+        let sasl_ssl = (
+            "listener.security.protocol.map",
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_SSL",
+        );
+        let stores = [
+            ("listener.name.controller.ssl.keystore.type", "PEM"),
+            ("listener.name.controller.ssl.keystore.location", "/k.pem"),
+            ("ssl.truststore.type", "PEM"),
+            ("ssl.truststore.location", "/ca.pem"),
+        ];
+        let err = |extra: &[(&'static str, &'static str)]| with(extra).unwrap_err().to_string();
+        // SSL with no keystore, or no truststore.
+        let e = err(&[ssl]);
+        assert!(
+            e.contains("listener.name.controller.ssl.keystore.location"),
+            "{e}"
+        );
+        let e = err(&[ssl, stores[0], stores[1]]);
+        assert!(
+            e.contains("listener.name.controller.ssl.truststore.location"),
+            "{e}"
+        );
+        let c = with(&[ssl, stores[0], stores[1], stores[2], stores[3]]).unwrap();
+        let cs = c.security.controller.as_ref().unwrap();
+        assert_eq!(
+            (cs.listener.as_str(), cs.protocol),
+            ("CONTROLLER", crate::security::Protocol::Ssl)
+        );
+        assert_eq!(c.cluster.voter_hosts[&1], "localhost");
+        // SASL: the mechanism must be set, known and PLAIN; the JAAS config names users.
+        let sasl = |extra: &[(&'static str, &'static str)]| {
+            let mut all = vec![sasl_ssl];
+            all.extend_from_slice(&stores);
+            all.extend_from_slice(extra);
+            with(&all)
+        };
+        let sasl_err =
+            |extra: &[(&'static str, &'static str)]| sasl(extra).unwrap_err().to_string();
+        let e = sasl_err(&[]);
+        assert!(
+            e.contains("sasl.mechanism.controller.protocol") && e.contains("GSSAPI"),
+            "{e}"
+        );
+        let e = sasl_err(&[("sasl.mechanism.controller.protocol", "KERBEROS-9")]);
+        assert!(
+            e.contains("sasl.mechanism.controller.protocol") && e.contains("KERBEROS-9"),
+            "{e}"
+        );
+        let e = sasl_err(&[("sasl.mechanism.controller.protocol", "SCRAM-SHA-256")]);
+        assert!(e.contains("PLAIN only"), "{e}");
+        let plain = [
+            ("sasl.mechanism.controller.protocol", "PLAIN"),
+            ("listener.name.controller.sasl.enabled.mechanisms", "PLAIN"),
+        ];
+        let jaas = "listener.name.controller.plain.sasl.jaas.config";
+        let good = "org.apache.kafka.common.security.plain.PlainLoginModule required username=\"a\" password=\"p\" user_a=\"p\";";
+        let e = sasl_err(&[
+            plain[0],
+            plain[1],
+            (
+                jaas,
+                "org.apache.kafka.common.security.plain.PlainLoginModule required user_a=\"p\";",
+            ),
+        ]);
+        assert!(e.contains(jaas) && e.contains("username"), "{e}");
+        let e = sasl_err(&[
+            plain[0],
+            (jaas, good),
+            (
+                "listener.name.controller.sasl.enabled.mechanisms",
+                "SCRAM-SHA-512",
+            ),
+        ]);
+        assert!(
+            e.contains("listener.name.controller.sasl.enabled.mechanisms"),
+            "{e}"
+        );
+        let c = sasl(&[plain[0], plain[1], (jaas, good)]).unwrap();
+        let cs = c.security.controller.as_ref().unwrap();
+        assert_eq!(cs.plain_users.as_ref().unwrap()["a"], "p");
+        assert_eq!(cs.credentials.as_ref().unwrap().username, "a");
+        // The files are read when the broker's security is built: an error names them.
+        let e = crate::security::Security::build(&c).err().unwrap();
+        assert!(
+            e.contains("controller listener CONTROLLER") && e.contains("/k.pem"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //! The broker serves the Kafka protocol on every listener that is not a controller
 //! listener. A controller listener is where this node's quorum voter listens: its port is
 //! the one `controller.quorum.voters` gives for this node (the quorum's own RPC runs
-//! there, not the Kafka protocol). Broker listeners may be PLAINTEXT, SSL, SASL_PLAINTEXT or
-//! SASL_SSL (see `security/`); a controller listener must be PLAINTEXT yet (the quorum's
-//! RPC has no TLS), and is refused at start otherwise with a message saying so.
+//! there, not the Kafka protocol). Every listener may be PLAINTEXT, SSL, SASL_PLAINTEXT or
+//! SASL_SSL (see `security/`); the first controller listener's protocol secures both the
+//! voters' Raft traffic and the brokers' requests to the controller (`security/quorum.rs`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -178,6 +178,9 @@ pub struct Listeners {
     pub controller: Vec<Endpoint>,
     /// Each listener's security protocol (`listener.security.protocol.map`).
     pub protocols: BTreeMap<String, String>,
+    /// The first of `controller.listener.names` and its security protocol: what the
+    /// quorum port speaks (None: no controller listener named, PLAINTEXT).
+    pub controller_protocol: Option<(String, String)>,
 }
 
 impl ListenerConfig {
@@ -203,25 +206,29 @@ impl ListenerConfig {
             .collect::<Vec<_>>()
             .join(",");
         for e in &self.listeners {
-            let protocol = map.get(&e.name).ok_or_else(|| {
-                invalid(
+            if !map.contains_key(&e.name) {
+                return Err(invalid(
                     "listener.security.protocol.map",
                     &format_map(&map),
                     format!("listener {} has no security protocol", e.name),
-                )
-            })?;
-            if protocol != "PLAINTEXT" && self.controller_names.contains(&e.name) {
-                return Err(invalid(
-                    "listeners",
-                    &listed,
-                    format!(
-                        "controller listener {} uses {protocol}: the metadata quorum's port speaks \
-                         PLAINTEXT only yet; map it to PLAINTEXT (broker listeners may use SSL and SASL)",
-                        e.name
-                    ),
                 ));
             }
         }
+        // Kafka: brokers reach the controllers on the first controller listener, which a
+        // broker-only node names without listing it in `listeners`.
+        let controller_protocol = match self.controller_names.first() {
+            None => None,
+            Some(name) => Some((
+                name.clone(),
+                map.get(name).cloned().ok_or_else(|| {
+                    invalid(
+                        "listener.security.protocol.map",
+                        &format_map(&map),
+                        format!("controller listener {name} has no security protocol"),
+                    )
+                })?,
+            )),
+        };
         let (controller, broker): (Vec<Endpoint>, Vec<Endpoint>) = self
             .listeners
             .iter()
@@ -289,6 +296,7 @@ impl ListenerConfig {
             inter_broker,
             controller_names: self.controller_names.clone(),
             controller,
+            controller_protocol,
             protocols: self
                 .listeners
                 .iter()
@@ -404,15 +412,31 @@ mod tests {
         let e = err(
             config(&[
                 ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
-                (
-                    "listener.security.protocol.map",
-                    "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
-                ),
+                ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT"),
                 ("controller.listener.names", "CONTROLLER"),
             ]),
             None,
         );
-        assert!(e.contains("PLAINTEXT only"), "{e}");
+        // A secured controller listener (the quorum speaks TLS / SASL), named also by a
+        // broker-only node that does not list it.
+        let l = config(&[
+            ("listeners", "PLAINTEXT://:9092"),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_SSL",
+            ),
+            ("controller.listener.names", "CONTROLLER"),
+        ])
+        .validate(true, None)
+        .unwrap();
+        assert_eq!(
+            l.controller_protocol,
+            Some(("CONTROLLER".into(), "SASL_SSL".into()))
+        );
+        assert!(
+            e.contains("listener.security.protocol.map") && e.contains("CONTROLLER"),
+            "{e}"
+        );
         let ok = config(&[("listeners", "SSL://:9093")])
             .validate(true, None)
             .unwrap();

@@ -286,19 +286,34 @@ fn node_args(
         }
     };
     let mut args = vec!["server".to_string()];
-    let (kafka, http) = match secured {
+    let kafka_port = a.base_port + id - 1;
+    let (listeners, http) = match secured {
         Some(s) => {
             args.extend(s.node_args(id));
-            ("SASL_SSL", "https://")
+            // The quorum's port is a SASL_SSL controller listener too.
+            for (k, v) in [
+                ("controller.listener.names", "CONTROLLER".to_string()),
+                (
+                    "listener.security.protocol.map",
+                    "SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL".to_string(),
+                ),
+            ] {
+                args.push("--set".into());
+                args.push(format!("{k}={v}"));
+            }
+            let controller_port = a.controller_base_port + id - 1;
+            (
+                format!(
+                    "SASL_SSL://127.0.0.1:{kafka_port},CONTROLLER://127.0.0.1:{controller_port}"
+                ),
+                "https://",
+            )
         }
-        None => ("PLAINTEXT", ""),
+        None => (format!("PLAINTEXT://127.0.0.1:{kafka_port}"), ""),
     };
     for (k, v) in [
         ("node.id", id.to_string()),
-        (
-            "listeners",
-            format!("{kafka}://127.0.0.1:{}", a.base_port + id - 1),
-        ),
+        ("listeners", listeners),
         (
             "log.dirs",
             a.dir.join(format!("node-{id}")).display().to_string(),
@@ -821,11 +836,11 @@ mod tests {
         let secured = crate::cluster_security::Secured { dir: "/s".into() };
         let args = node_args(&free, 2, "v", Some(&secured)).join(" ");
         assert!(
-            args.starts_with("server --config /s/node-2.properties --set node.id=2 "),
+            args.starts_with("server --config /s/node-2.properties --set controller.listener.names=CONTROLLER --set listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL --set node.id=2 "),
             "{args}"
         );
         assert!(
-            args.contains("listeners=SASL_SSL://127.0.0.1:9093"),
+            args.contains("listeners=SASL_SSL://127.0.0.1:9093,CONTROLLER://127.0.0.1:"),
             "{args}"
         );
         assert!(

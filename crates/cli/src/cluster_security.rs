@@ -4,8 +4,9 @@
 //! SCRAM) between clients and each other, and the HTTP API over HTTPS with Basic auth;
 //! user `admin` gets a generated password, printed once and written to
 //! `<dir>/security/client.properties` (librdkafka keys: `kcat -F`, confluent-kafka,
-//! `runnel ... --command-config`). The metadata quorum's port stays PLAINTEXT (the broker
-//! cannot secure it yet).
+//! `runnel ... --command-config`). The metadata quorum's port is the CONTROLLER listener,
+//! SASL_SSL too (PLAIN, `sasl.mechanism.controller.protocol`): Raft between the voters
+//! and the brokers' controller requests are encrypted and authenticated.
 //!
 //! Everything lives in `<dir>/security/` (files 0600 where they hold a secret) and is
 //! reused by later starts of the same directory.
@@ -185,6 +186,7 @@ pub fn prepare(dir: &Path, nodes: u16, base_port: u16) -> Result<Secured> {
                  ssl.truststore.location={}\n\
                  sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512\n\
                  sasl.mechanism.inter.broker.protocol=PLAIN\n\
+                 sasl.mechanism.controller.protocol=PLAIN\n\
                  sasl.jaas.config={jaas}\n\
                  http.authentication.method=BASIC\n",
                 dir.join(format!("node-{id}-keystore.pem")).display(),
@@ -257,6 +259,7 @@ mod tests {
         assert_eq!(password.len(), 32);
         let node2 = std::fs::read_to_string(s.node_config(2)).unwrap();
         assert!(node2.contains("node-2-keystore.pem") && node2.contains(&password));
+        assert!(node2.contains("sasl.mechanism.controller.protocol=PLAIN\n"));
         let mode = std::fs::metadata(s.client_config()).unwrap();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o077,

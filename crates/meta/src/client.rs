@@ -18,6 +18,7 @@ use crate::rpc::{
     AlterPartitionRequest, Conn, ControllerReply, ControllerRequest, Elections, FrameError,
     HeartbeatReply, NewTopic, Request, Response,
 };
+use crate::transport::QuorumTransport;
 
 /// Idle connections kept per voter.
 const MAX_IDLE: usize = 4;
@@ -35,6 +36,7 @@ pub struct ControllerClient {
     idle: Mutex<HashMap<i32, Vec<Conn>>>,
     timeout: Duration,
     image: OnceLock<watch::Receiver<Arc<ClusterImage>>>,
+    transport: QuorumTransport,
 }
 
 impl ControllerClient {
@@ -47,7 +49,15 @@ impl ControllerClient {
             idle: Mutex::new(HashMap::new()),
             timeout: Duration::from_secs(15),
             image: OnceLock::new(),
+            transport: QuorumTransport::default(),
         }
+    }
+
+    /// Reach the voters through `transport` (the controller listener's TLS / SASL) rather
+    /// than plain TCP.
+    pub fn with_transport(mut self, transport: QuorumTransport) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// How long a request keeps trying (finding the controller, retrying) before it fails
@@ -67,7 +77,7 @@ impl ControllerClient {
             .ok_or_else(|| format!("node {target} is not a known voter"))?;
         let pooled = self.idle.lock().get_mut(&target).and_then(|v| v.pop());
         let was_pooled = pooled.is_some();
-        let mut conn = pooled.unwrap_or_else(|| Conn::new(addr));
+        let mut conn = pooled.unwrap_or_else(|| Conn::new(addr, self.transport.clone()));
         let mut res = conn.call(req, limit).await;
         if was_pooled && matches!(&res, Err((_, e)) if !matches!(e, FrameError::Timeout(_))) {
             // An idle connection the voter closed meanwhile (it restarted): one fresh try.
@@ -390,7 +400,7 @@ impl ControllerClient {
                 let (tx, rx) = watch::channel(Arc::new(ClusterImage::default()));
                 match tokio::runtime::Handle::try_current() {
                     Ok(h) => {
-                        h.spawn(watch_loop(self.voters.clone(), tx));
+                        h.spawn(watch_loop(self.voters.clone(), self.transport.clone(), tx));
                     }
                     Err(_) => tracing::error!(
                         "ControllerClient::watch_image called outside a tokio runtime"
@@ -402,11 +412,18 @@ impl ControllerClient {
     }
 }
 
-async fn watch_loop(voters: Vec<(i32, SocketAddr)>, tx: watch::Sender<Arc<ClusterImage>>) {
+async fn watch_loop(
+    voters: Vec<(i32, SocketAddr)>,
+    transport: QuorumTransport,
+    tx: watch::Sender<Arc<ClusterImage>>,
+) {
     if voters.is_empty() {
         return;
     }
-    let mut conns: Vec<Conn> = voters.iter().map(|(_, a)| Conn::new(*a)).collect();
+    let mut conns: Vec<Conn> = voters
+        .iter()
+        .map(|(_, a)| Conn::new(*a, transport.clone()))
+        .collect();
     let mut i = 0usize;
     let mut known = 0u64;
     loop {

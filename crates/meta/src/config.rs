@@ -45,6 +45,9 @@ pub struct MetaConfig {
     pub auto_leader_rebalance: bool,
     /// Kafka's `leader.imbalance.check.interval.seconds`.
     pub leader_imbalance_check_interval: Duration,
+    /// How the quorum port's connections are secured (both sides): PLAINTEXT unless the
+    /// broker passes its controller listener's TLS / SASL.
+    pub transport: crate::transport::QuorumTransport,
 }
 
 impl MetaConfig {
@@ -62,6 +65,7 @@ impl MetaConfig {
             defaults: ControllerDefaults::default(),
             auto_leader_rebalance: true,
             leader_imbalance_check_interval: Duration::from_secs(300),
+            transport: Default::default(),
         }
     }
 

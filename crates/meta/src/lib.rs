@@ -18,6 +18,7 @@ mod network;
 mod node;
 mod rpc;
 mod store;
+pub mod transport;
 
 pub use client::ControllerClient;
 pub use config::{format_voters, parse_voters, ControllerDefaults, MetaConfig};

@@ -20,10 +20,12 @@ use openraft::BasicNode;
 
 use crate::rpc::{Conn, FrameError, Request, Response};
 use crate::store::{NodeId, TypeConfig};
+use crate::transport::QuorumTransport;
 
 pub struct Network {
     pub me: NodeId,
     pub voters: BTreeMap<NodeId, SocketAddr>,
+    pub transport: QuorumTransport,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -38,7 +40,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             me: self.me,
             target,
-            conn: addr.map(Conn::new),
+            conn: addr.map(|a| Conn::new(a, self.transport.clone())),
         }
     }
 }

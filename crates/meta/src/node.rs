@@ -22,7 +22,10 @@ use crate::rpc::{
     read_frame, write_frame, ControllerReply, ControllerRequest, FrameError, Request, Response,
 };
 use crate::store::{LogStore, RecordBatch, StateMachine, TypeConfig};
+use crate::transport::{BoxedStream, QuorumTransport};
 
+/// The longest a connection's TLS / SASL handshake may take on the server.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 /// The longest a watch long poll may wait before answering "nothing new".
 const MAX_WATCH_WAIT: Duration = Duration::from_secs(30);
 /// The longest the controller waits for Raft (a read barrier or a write) before it answers
@@ -111,6 +114,7 @@ impl MetaNode {
         let network = Network {
             me: cfg.node_id as u64,
             voters: voters.clone(),
+            transport: cfg.transport.clone(),
         };
         let raft = Raft::new(cfg.node_id as u64, Arc::new(raft_cfg), network, log, sm)
             .await
@@ -130,6 +134,7 @@ impl MetaNode {
         });
         let server = tokio::spawn(serve(
             listener,
+            cfg.transport.clone(),
             raft.clone(),
             image_tx.clone(),
             jobs_tx,
@@ -171,7 +176,7 @@ impl MetaNode {
         };
         let controller = tokio::spawn(actor.run(jobs_rx, lost_rx, gone_rx, stop.subscribe()));
         node.tasks.lock().extend([server, controller]);
-        tracing::info!(node = cfg.node_id, addr = %local_addr, "metadata voter started");
+        tracing::info!(node = cfg.node_id, addr = %local_addr, protocol = cfg.transport.protocol(), "metadata voter started");
         Ok(node)
     }
 
@@ -245,6 +250,7 @@ impl Drop for MetaNode {
 
 async fn serve(
     listener: TcpListener,
+    transport: QuorumTransport,
     raft: Raft<TypeConfig>,
     image: watch::Sender<Arc<ClusterImage>>,
     jobs: mpsc::Sender<Job>,
@@ -257,9 +263,27 @@ async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let conn = connection(stream, raft.clone(), image.clone(), jobs.clone(), lost.clone());
+                    let handshake = transport.accept(stream, peer);
+                    let protocol = transport.protocol().to_string();
+                    let (raft, image, jobs, lost) = (raft.clone(), image.clone(), jobs.clone(), lost.clone());
                     let mut stop = stop.clone();
                     tokio::spawn(async move {
+                        let conn = async move {
+                            // TLS / SASL first (bounded: a silent peer holds nothing for
+                            // long); a failed handshake serves nothing.
+                            let stream = match tokio::time::timeout(HANDSHAKE_LIMIT, handshake).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::warn!(%peer, protocol, "metadata rpc: refused a connection whose handshake failed: {e}");
+                                    return Ok(());
+                                }
+                                Err(_) => {
+                                    tracing::warn!(%peer, protocol, "metadata rpc: refused a connection with no handshake within {HANDSHAKE_LIMIT:?}");
+                                    return Ok(());
+                                }
+                            };
+                            connection(stream, raft, image, jobs, lost).await
+                        };
                         tokio::select! {
                             _ = stopped(&mut stop) => {}
                             r = conn => if let Err(e) = r {
@@ -281,7 +305,7 @@ async fn serve(
 /// or does not parse ends the connection. When a connection that carried a broker's
 /// heartbeats ends, the controller hears of it (`lost`).
 async fn connection(
-    stream: TcpStream,
+    stream: BoxedStream,
     raft: Raft<TypeConfig>,
     image: watch::Sender<Arc<ClusterImage>>,
     jobs: mpsc::Sender<Job>,
@@ -300,7 +324,7 @@ async fn connection(
 }
 
 async fn serve_requests(
-    mut stream: TcpStream,
+    mut stream: BoxedStream,
     raft: Raft<TypeConfig>,
     image: watch::Sender<Arc<ClusterImage>>,
     jobs: mpsc::Sender<Job>,

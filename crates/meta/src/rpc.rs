@@ -16,13 +16,14 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
 use crate::error::ControllerError;
 use crate::image::{ClusterImage, PartitionImage};
 use crate::store::{NodeId, TypeConfig, MAX_FRAME};
+use crate::transport::{BoxedStream, QuorumTransport};
 
 /// A topic to create (CreateTopics).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,10 +213,12 @@ pub enum FrameError {
     Decode(serde_json::Error),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    #[error("{0}")]
+    Handshake(String),
 }
 
-pub(crate) async fn write_frame<T: Serialize>(
-    stream: &mut TcpStream,
+pub(crate) async fn write_frame<T: Serialize, S: AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
     msg: &T,
 ) -> Result<(), FrameError> {
     let body = serde_json::to_vec(msg).map_err(FrameError::Decode)?;
@@ -231,8 +234,8 @@ pub(crate) async fn write_frame<T: Serialize>(
 
 /// Reads one frame. The buffer grows with the bytes that actually arrive, so a large
 /// length prefix alone allocates nothing.
-pub(crate) async fn read_frame<T: DeserializeOwned>(
-    stream: &mut TcpStream,
+pub(crate) async fn read_frame<T: DeserializeOwned, S: AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
 ) -> Result<T, FrameError> {
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len).await {
@@ -255,15 +258,21 @@ pub(crate) async fn read_frame<T: DeserializeOwned>(
     serde_json::from_slice(&body).map_err(FrameError::Decode)
 }
 
-/// One client connection to a voter, reconnected on demand.
+/// One client connection to a voter, reconnected on demand (through the quorum's
+/// transport: TLS and SASL when the controller listener is secured).
 pub(crate) struct Conn {
     pub addr: SocketAddr,
-    stream: Option<TcpStream>,
+    transport: QuorumTransport,
+    stream: Option<BoxedStream>,
 }
 
 impl Conn {
-    pub fn new(addr: SocketAddr) -> Self {
-        Conn { addr, stream: None }
+    pub fn new(addr: SocketAddr, transport: QuorumTransport) -> Self {
+        Conn {
+            addr,
+            transport,
+            stream: None,
+        }
     }
 
     /// Sends `req` and reads its response within `timeout`. On any failure the connection is
@@ -281,13 +290,23 @@ impl Conn {
                     .await
                     .map_err(|e| (false, e.into()))?;
                 let _ = s.set_nodelay(true);
+                // A failed handshake counts as unreachable: nothing was exchanged.
+                let s = self.transport.connect(s, addr).await.map_err(|e| {
+                    (
+                        false,
+                        FrameError::Handshake(format!(
+                            "{} handshake: {e}",
+                            self.transport.protocol()
+                        )),
+                    )
+                })?;
                 self.stream = Some(s);
             }
             let Some(s) = self.stream.as_mut() else {
                 return Err((false, FrameError::Closed));
             };
             write_frame(s, req).await.map_err(|e| (true, e))?;
-            read_frame::<Response>(s).await.map_err(|e| (true, e))
+            read_frame::<Response, _>(s).await.map_err(|e| (true, e))
         };
         let res = match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,

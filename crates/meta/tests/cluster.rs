@@ -221,3 +221,69 @@ async fn a_single_voter_is_a_cluster_of_its_own_and_restarts() {
     })
     .await;
 }
+
+/// A toy transport: the dialler sends a secret first, the acceptor refuses without it.
+struct Secret;
+
+const SECRET: &[u8; 8] = b"s3cret!!";
+
+impl runnel_meta::transport::Transport for Secret {
+    fn connect(
+        &self,
+        mut tcp: tokio::net::TcpStream,
+        _: std::net::SocketAddr,
+    ) -> runnel_meta::transport::Handshake {
+        Box::pin(async move {
+            tcp.write_all(SECRET).await.map_err(|e| e.to_string())?;
+            Ok(Box::new(tcp) as runnel_meta::transport::BoxedStream)
+        })
+    }
+
+    fn accept(
+        &self,
+        mut tcp: tokio::net::TcpStream,
+        _: std::net::SocketAddr,
+    ) -> runnel_meta::transport::Handshake {
+        Box::pin(async move {
+            let mut got = [0u8; 8];
+            tcp.read_exact(&mut got).await.map_err(|e| e.to_string())?;
+            if &got != SECRET {
+                return Err("wrong secret".into());
+            }
+            Ok(Box::new(tcp) as runnel_meta::transport::BoxedStream)
+        })
+    }
+
+    fn protocol(&self) -> &str {
+        "SECRET"
+    }
+}
+
+fn secret_transport(cfg: &mut runnel_meta::MetaConfig) {
+    cfg.transport = runnel_meta::transport::QuorumTransport::new(Secret);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quorum_runs_over_the_given_transport_and_refuses_connections_without_it() {
+    run(3, secret_transport, |mut c| async move {
+        let leader = c.wait_leader().await;
+        let through = Arc::new(
+            c.client()
+                .with_transport(runnel_meta::transport::QuorumTransport::new(Secret)),
+        );
+        let (_e, _s) = live_broker(through.clone(), 7, None).await;
+        c.wait_all(|i| i.brokers.contains_key(&7)).await;
+        // A client without the transport is refused at the handshake: no answer.
+        let plain = ControllerClient::new(c.voters.clone()).with_timeout(Duration::from_secs(2));
+        let err = plain.describe_quorum().await.unwrap_err();
+        assert_eq!(err.kind, runnel_meta::ErrorKind::Timeout, "{err:?}");
+        // Raft itself runs over it: the leader's loss elects another.
+        let i = c.index_of(leader);
+        c.stop(i).await;
+        let next = c.wait_leader().await;
+        assert_ne!(next, leader);
+        assert_eq!(through.describe_quorum().await.unwrap().leader, next);
+        c
+    })
+    .await;
+}

@@ -48,7 +48,8 @@ def consecutive_free_ports(n, attempts=200):
 
 class ClusterNode(Broker):
     def __init__(self, workdir, node_id, port, controller_port, voters, configs,
-                 replication_port=None, replication_protocol="PLAINTEXT"):
+                 replication_port=None, replication_protocol="PLAINTEXT",
+                 controller_protocol="PLAINTEXT"):
         super().__init__(workdir, configs, name=f"node{node_id}")
         self.node_id = node_id
         self.fixed_port = port
@@ -58,6 +59,7 @@ class ClusterNode(Broker):
         # the quorum on CONTROLLER (each its own port).
         self.replication_port = replication_port
         self.replication_protocol = replication_protocol
+        self.controller_protocol = controller_protocol
 
     def argv(self):
         args = super().argv()
@@ -72,7 +74,7 @@ class ClusterNode(Broker):
             args += ["--set", "listeners=" + ",".join(listeners),
                      "--set", "listener.security.protocol.map="
                               f"PLAINTEXT:PLAINTEXT,REPLICATION:{self.replication_protocol},"
-                              "CONTROLLER:PLAINTEXT",
+                              f"CONTROLLER:{self.controller_protocol}",
                      "--set", "inter.broker.listener.name=REPLICATION",
                      "--set", "controller.listener.names=CONTROLLER"]
         args += ["--set", f"node.id={self.node_id}",
@@ -110,13 +112,15 @@ DEFAULTS = {
 
 class Cluster:
     def __init__(self, tmp_path, n=3, configs=None, node_configs=None, partitionable=False,
-                 kraft_listeners=False, replication_protocol="PLAINTEXT"):
+                 kraft_listeners=False, replication_protocol="PLAINTEXT",
+                 controller_protocol="PLAINTEXT"):
         """`partitionable`: every node reaches every other node's quorum port through its
         own proxy (netfault.Proxy), so `isolate(id)` cuts a node off the metadata quorum
         and the controller while clients and replication still reach it.
         `kraft_listeners`: each node has Kafka's KRaft listener layout (PLAINTEXT for
         clients, REPLICATION for brokers, CONTROLLER for the quorum); with
-        `replication_protocol` (e.g. SASL_SSL) the REPLICATION listener is secured."""
+        `replication_protocol` (e.g. SASL_SSL) the REPLICATION listener is secured, with
+        `controller_protocol` (e.g. SSL) the CONTROLLER one (the quorum's port)."""
         ports = free_ports(3 * n)
         kafka_ports, controller_ports = ports[:n], ports[n:2 * n]
         replication_ports = ports[2 * n:] if kraft_listeners else [None] * n
@@ -139,7 +143,8 @@ class Cluster:
             ClusterNode(tmp_path / f"node{i + 1}", i + 1, kafka_ports[i], controller_ports[i],
                         voters_of(i), {**merged, **(node_configs or {}).get(i + 1, {})},
                         replication_port=replication_ports[i],
-                        replication_protocol=replication_protocol)
+                        replication_protocol=replication_protocol,
+                        controller_protocol=controller_protocol)
             for i in range(n)
         ]
 
@@ -160,7 +165,10 @@ class Cluster:
         port, = free_ports(1)
         first = self.nodes[0]
         node = ClusterNode(tmp_path / f"node{node_id}", node_id, port, None, first.voters,
-                           {**first.configs, "process.roles": "broker", **(configs or {})})
+                           {**first.configs, "process.roles": "broker", **(configs or {})},
+                           replication_port=first.replication_port and free_ports(1)[0],
+                           replication_protocol=first.replication_protocol,
+                           controller_protocol=first.controller_protocol)
         self.nodes.append(node)
         node.start()
         return node

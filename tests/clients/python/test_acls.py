@@ -574,3 +574,66 @@ def test_by_id_and_broker_only_requests(start_broker):
         assert delete_topic_by_id_v6(c, tid) == (None, UNKNOWN_TOPIC_ID)
         # Only brokers send AddPartitionsToTxn v4+ (CLUSTER_ACTION).
         assert add_partitions_v4(c, "t", "hidden") == CLUSTER_AUTHORIZATION_FAILED
+
+
+def offset_fetch_v5(conn, group, topics):
+    """OffsetFetch v5 for named partitions ({topic: [partition]}) ->
+    ({(topic, partition): (offset, error_code)}, top-level error_code)."""
+    body = kwire.string(group) + struct.pack(">i", len(topics))
+    for t, parts in topics.items():
+        body += kwire.string(t) + struct.pack(">i", len(parts))
+        body += b"".join(struct.pack(">i", p) for p in parts)
+    r = conn.request(9, 5, body)
+    r.int32()  # throttle
+    out = {}
+    for _ in range(r.int32()):
+        name = r.string()
+        for _ in range(r.int32()):
+            p, offset, _epoch = r.int32(), r.int64(), r.int32()
+            r.string()  # metadata
+            out[(name, p)] = (offset, r.int16())
+    return out, r.int16()
+
+
+def test_offset_fetch_answers_named_undescribable_topics_with_an_error(start_broker):
+    """Kafka's handleOffsetFetchRequest: a topic named in the request that the principal
+    may not DESCRIBE gets TOPIC_AUTHORIZATION_FAILED per partition asked; the fetch-all
+    form leaves it out."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    T, G, group = ResourceType.TOPIC, ResourceType.GROUP, "g-offsets"
+    b = start_broker(authorizer__class__name=AUTHORIZER, super__users=ANONYMOUS)
+    a = admin(b)
+    for t in ("seen", "hidden"):
+        for f in a.create_topics([NewTopic(t, 1, 1)]).values():
+            f.result()
+    create_acls(a, [allow(ANONYMOUS, G, group, AclOperation.READ),
+                    allow(ANONYMOUS, T, "seen", AclOperation.DESCRIBE)])
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group})
+    c.commit(offsets=[TopicPartition("seen", 0, 3), TopicPartition("hidden", 0, 5)],
+             asynchronous=False)
+    c.close()
+    b.configs["super.users"] = ""
+    b.restart()
+    a = admin(b)
+
+    # librdkafka (OffsetFetch v8+, one group) with partitions named.
+    named = [TopicPartition("seen", 0), TopicPartition("hidden", 0)]
+    got = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, named)],
+                                        request_timeout=10)[group].result(10)
+    by_topic = {tp.topic: tp for tp in got.topic_partitions}
+    assert by_topic["seen"].offset == 3 and by_topic["seen"].error is None
+    assert by_topic["hidden"].error is not None
+    assert by_topic["hidden"].error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # The fetch-all form: the hidden topic is silently left out.
+    got = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                        request_timeout=10)[group].result(10)
+    assert [(tp.topic, tp.offset) for tp in got.topic_partitions] == [("seen", 3)]
+
+    # The same through OffsetFetch v5 (per-partition error codes, as older clients see).
+    with kwire.Conn("127.0.0.1", b.port) as conn:
+        parts, top = offset_fetch_v5(conn, group, {"hidden": [0, 1], "seen": [0]})
+    assert top == 0
+    assert parts == {("seen", 0): (3, 0),
+                     ("hidden", 0): (-1, KafkaError.TOPIC_AUTHORIZATION_FAILED),
+                     ("hidden", 1): (-1, KafkaError.TOPIC_AUTHORIZATION_FAILED)}

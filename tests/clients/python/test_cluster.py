@@ -782,6 +782,10 @@ def test_runnel_cluster_local_security_sasl_ssl(tmp_path):
                     if line and not line.startswith("#"))
         assert conf["security.protocol"] == "SASL_SSL" and conf["sasl.password"] == password
         assert os.stat(path).st_mode & 0o077 == 0
+        # The quorum's ports are SASL_SSL too: plain TCP is refused at the handshake.
+        from test_security_auth import quorum_port_refuses_plain_tcp
+        for port in range(base + 3, base + 6):
+            quorum_port_refuses_plain_tcp(port)
         # The tools take the file as it is.
         topic = unique("secure")
         r2 = run("topics", "create", topic, "--partitions", "1", "--replication-factor", "3",

@@ -21,7 +21,7 @@ import urllib.request
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
+from confluent_kafka.admin import (AdminClient, NewTopic, ScramCredentialInfo, ScramMechanism,
                                    UserScramCredentialUpsertion)
 
 import ck
@@ -412,6 +412,19 @@ def test_cli_command_config_speaks_sasl_ssl(secured, tmp_path):
             assert "SASL_AUTHENTICATION_FAILED" in r.stderr or "uthenticat" in r.stderr, r.stderr
 
 
+def replicated_topic_with_values(c, topic, n):
+    """Creates `topic` (1 partition, RF 3) on cluster `c`, waits for an ISR of three and
+    produces v0..v{n-1} with acks=all; returns the AdminClient used."""
+    admin = AdminClient({"bootstrap.servers": c.bootstrap, **ck.QUIET})
+    admin.create_topics([NewTopic(topic, 1, 3)])[topic].result(timeout=30)
+    c.wait_for("ISR of three", lambda: len(c.partition_state(topic)[2]) == 3, timeout=60)
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", **ck.QUIET})
+    for i in range(n):
+        p.produce(topic, f"v{i}".encode())
+    assert p.flush(30) == 0
+    return admin
+
+
 @pytest.mark.timeout_s(240)
 def test_three_nodes_replicate_over_a_sasl_ssl_inter_broker_listener(tmp_path):
     """Followers fetch and the controller's brokers talk over REPLICATION (SASL_SSL, PLAIN
@@ -437,15 +450,8 @@ def test_three_nodes_replicate_over_a_sasl_ssl_inter_broker_listener(tmp_path):
     finally:
         del os.environ["RUST_LOG"]
     try:
-        admin = AdminClient({"bootstrap.servers": c.bootstrap, **ck.QUIET})
         topic = unique("repl")
-        from confluent_kafka.admin import NewTopic
-        admin.create_topics([NewTopic(topic, 1, 3)])[topic].result(timeout=30)
-        c.wait_for("ISR of three", lambda: len(c.partition_state(topic)[2]) == 3, timeout=60)
-        p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", **ck.QUIET})
-        for i in range(20):
-            p.produce(topic, f"v{i}".encode())
-        assert p.flush(30) == 0
+        replicated_topic_with_values(c, topic, 20)
         leader, _, _ = c.partition_state(topic)
         c.node(leader).kill9()
         c.wait_for("a new leader in sync", lambda: c.partition_state(topic)[0] not in (-1, leader),
@@ -468,6 +474,109 @@ def test_three_nodes_replicate_over_a_sasl_ssl_inter_broker_listener(tmp_path):
         # The followers' fetchers authenticated on REPLICATION as the broker user.
         assert re.search(r"authenticated .*listener=REPLICATION mechanism=\"?PLAIN\"? principal=User:broker",
                          logs), logs[-3000:]
+    finally:
+        problems = c.stop()
+    assert not problems, "\n".join(problems)
+
+
+def quorum_port_refuses_plain_tcp(port):
+    """A plaintext quorum request (a length-prefixed JSON DescribeQuorum) on a TLS
+    controller port: the handshake fails and the voter closes the connection without an
+    answer (at most a TLS alert record)."""
+    body = json.dumps({"Controller": "DescribeQuorum"}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(struct.pack(">I", len(body)) + body)
+        got = b""
+        while True:
+            try:
+                chunk = s.recv(4096)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            got += chunk
+    assert got == b"" or got[0] == 0x15, got  # 0x15: a TLS alert, not a frame
+    assert b"Quorum" not in got and b"leader" not in got, got
+
+
+@pytest.mark.timeout_s(240)
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_three_nodes_whose_quorum_port_is_secured(tmp_path, protocol):
+    """CONTROLLER mapped to SSL (listener.name.controller.ssl.*) or SASL_SSL (PLAIN,
+    sasl.mechanism.controller.protocol): Raft between the voters and every broker's
+    controller requests go over TLS. The quorum elects, creates topics, admits a
+    broker-only node and fails over a killed active controller; a plain TCP connection to
+    a controller port is refused at the handshake."""
+    certs = make_certs(tmp_path)
+    configs = {
+        "listener.name.controller.ssl.keystore.type": "PEM",
+        "listener.name.controller.ssl.keystore.location": certs["server"],
+        "listener.name.controller.ssl.truststore.type": "PEM",
+        "listener.name.controller.ssl.truststore.location": certs["ca"],
+    }
+    if protocol == "SASL_SSL":
+        configs.update({
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config":
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                'username="controller" password="c-secret" user_controller="c-secret";',
+        })
+    os.environ["RUST_LOG"] = "info,runnel_broker::security=debug"
+    try:
+        c = Cluster(tmp_path / "c", configs=configs, kraft_listeners=True,
+                    controller_protocol=protocol).start()
+    finally:
+        del os.environ["RUST_LOG"]
+    try:
+        logs = "".join(log_text(n) for n in c.nodes)
+        started = [line for line in logs.splitlines() if "metadata voter started" in line]
+        assert len(started) == 3 and all(re.search(f'protocol="?{protocol}"?', line)
+                                          for line in started), started
+        if protocol == "SASL_SSL":
+            assert re.search(r"quorum connection authenticated .*principal=User:controller",
+                             logs), logs[-3000:]
+        for n in c.nodes:
+            quorum_port_refuses_plain_tcp(n.controller_port)
+        topic = unique("ctl-ssl")
+        admin = replicated_topic_with_values(c, topic, 10)
+        # A broker-only node reaches the voters over TLS too (the client side alone).
+        extra = c.add_broker(tmp_path)
+        c.wait_for("the broker-only node registered",
+                   lambda: extra.node_id in {b.id for b in
+                                             admin.describe_cluster().result(10).nodes})
+        # Kill the active controller (the voter that logged the latest term): another
+        # voter is elected over TLS, and decides.
+        def active_controller():
+            found = []
+            for n in c.nodes[:3]:
+                if n.alive():
+                    found += [(int(term), n.node_id) for term in
+                              re.findall(r"active controller node=\d+ term=(\d+)", log_text(n))]
+            return max(found) if found else None
+        term, controller = c.wait_for("an active controller", active_controller)
+        c.node(controller).kill9()
+        c.wait_for("a new active controller",
+                   lambda: (active_controller() or (0, 0))[0] > term, timeout=60)
+        alive = AdminClient({"bootstrap.servers": c.alive_bootstrap(), **ck.QUIET})
+        c.wait_for("a partition leader that is alive",
+                   lambda: c.partition_state(topic)[0] not in (-1, controller), timeout=60)
+        second = unique("ctl-ssl-after")
+        alive.create_topics([NewTopic(second, 1, 3)])[second].result(timeout=30)
+        p = Producer({"bootstrap.servers": c.alive_bootstrap(), "acks": "all", **ck.QUIET})
+        for i in range(10, 15):
+            p.produce(topic, f"v{i}".encode())
+        p.produce(second, b"after")
+        assert p.flush(30) == 0
+
+        class Alive:
+            bootstrap = c.alive_bootstrap()
+        got = [m.value() for m in ck.consume(Alive, topic, count=15)]
+        assert got == [f"v{i}".encode() for i in range(15)], got
+        # The plain attempts above were logged as refused handshakes, nothing else was.
+        logs = "".join(log_text(n) for n in c.nodes if n.node_id != controller)
+        refused = [line for line in logs.splitlines() if "handshake failed" in line]
+        assert refused, logs[-3000:]
     finally:
         problems = c.stop()
     assert not problems, "\n".join(problems)

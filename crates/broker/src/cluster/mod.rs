@@ -85,6 +85,7 @@ impl Cluster {
             mc.defaults.num_partitions = broker.config.num_partitions;
             mc.defaults.default_replication_factor =
                 broker.config.default_replication_factor as i32;
+            mc.transport = broker.security.quorum.clone();
             let node = MetaNode::start(mc, None).await.map_err(|e| {
                 BrokerError::new(
                     ErrorCode::KafkaStorageError,
@@ -95,7 +96,8 @@ impl Cluster {
         } else {
             None
         };
-        let controller = ControllerClient::new(cfg.voters.clone());
+        let controller = ControllerClient::new(cfg.voters.clone())
+            .with_transport(broker.security.quorum.clone());
         let image = match &meta {
             Some(m) => m.image(),
             None => controller.watch_image(),

@@ -587,12 +587,38 @@ pub fn offset_fetch(
 ) -> Result<ResponseFuture, DecodeError> {
     let body: OffsetFetchRequest = decode_body(&req.body, req.api_version)?;
     let v = req.api_version;
-    // Kafka: DESCRIBE on the group (checked below, per group) and on each topic: the
-    // offsets of a topic the principal may not describe are left out.
-    let fetch = |group: &str, topics: Option<Vec<(String, i32)>>| {
-        let mut all = broker.groups.fetch_offsets(group, topics);
-        all.retain(|(t, _, _)| az.visible(Operation::Describe, ResourceType::Topic, t));
-        all
+    // Kafka (KafkaApis.handleOffsetFetchRequest): DESCRIBE on the group (checked below,
+    // per group) and on each topic. A named topic the principal may not describe answers
+    // TOPIC_AUTHORIZATION_FAILED for each partition asked (after the authorized ones);
+    // the fetch-all form leaves such topics out silently.
+    let fetch = |group: &str, topics: Option<Vec<(String, i32)>>| match topics {
+        None => {
+            let mut all: Vec<_> = broker
+                .groups
+                .fetch_offsets(group, None)
+                .into_iter()
+                .map(|(t, p, v)| (t, p, v, ErrorCode::None))
+                .collect();
+            all.retain(|(t, ..)| az.visible(Operation::Describe, ResourceType::Topic, t));
+            all
+        }
+        Some(wanted) => {
+            let (allowed, refused): (Vec<_>, Vec<_>) = wanted
+                .into_iter()
+                .partition(|(t, _)| az.topic(Operation::Describe, t));
+            let mut out: Vec<_> = broker
+                .groups
+                .fetch_offsets(group, Some(allowed))
+                .into_iter()
+                .map(|(t, p, v)| (t, p, v, ErrorCode::None))
+                .collect();
+            out.extend(
+                refused
+                    .into_iter()
+                    .map(|(t, p)| (t, p, None, ErrorCode::TopicAuthorizationFailed)),
+            );
+            out
+        }
     };
     let group_denied = |group: &str| {
         (!az.group(Operation::Describe, group)).then_some(ErrorCode::GroupAuthorizationFailed)
@@ -612,9 +638,10 @@ pub fn offset_fetch(
                         .collect()
                 });
                 let mut topics: Vec<OffsetFetchResponseTopics> = Vec::new();
-                for (topic, partition, value) in fetch(&g.group_id.0, wanted) {
+                for (topic, partition, value, error) in fetch(&g.group_id.0, wanted) {
                     let part = OffsetFetchResponsePartitions::default()
                         .with_partition_index(partition)
+                        .with_error_code(error.code())
                         .with_committed_offset(value.as_ref().map_or(-1, |v| v.offset))
                         .with_committed_leader_epoch(value.as_ref().map_or(-1, |v| v.leader_epoch))
                         .with_metadata(Some(str_bytes(
@@ -648,9 +675,10 @@ pub fn offset_fetch(
                 .collect()
         });
         let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
-        for (topic, partition, value) in fetch(&body.group_id.0, wanted) {
+        for (topic, partition, value, error) in fetch(&body.group_id.0, wanted) {
             let mut part = OffsetFetchResponsePartition::default()
                 .with_partition_index(partition)
+                .with_error_code(error.code())
                 .with_committed_offset(value.as_ref().map_or(-1, |v| v.offset))
                 .with_metadata(Some(str_bytes(
                     value.as_ref().map_or("", |v| v.metadata.as_str()),

@@ -12,6 +12,7 @@
 
 pub mod jaas;
 pub mod oauth;
+pub mod quorum;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
@@ -75,6 +76,7 @@ const SASL_KEYS: &[&str] = &[
     "connections.max.reauth.ms",
     "sasl.enabled.mechanisms",
     "sasl.mechanism.inter.broker.protocol",
+    "sasl.mechanism.controller.protocol",
     "sasl.jaas.config",
 ];
 
@@ -159,6 +161,22 @@ pub struct SecurityConfig {
     pub inter_broker_sasl: Option<SaslCredentials>,
     /// The HTTP admin API's TLS and authentication (`http_settings`).
     pub http: HttpSecurity,
+    /// The quorum port's security (`controller_settings`); None: PLAINTEXT.
+    pub controller: Option<ControllerSecurity>,
+}
+
+/// The first controller listener's settings: what the quorum port speaks, both as a
+/// voter serves it and as this node dials the voters (`quorum.rs`).
+#[derive(Debug, Clone)]
+pub struct ControllerSecurity {
+    pub listener: String,
+    pub protocol: Protocol,
+    pub tls: Option<tls::TlsSettings>,
+    /// A voter's side: PLAIN's users (the listener's JAAS `user_<name>` entries).
+    pub plain_users: Option<BTreeMap<String, String>>,
+    /// The dialler's side: `sasl.mechanism.controller.protocol` and this node's
+    /// username and password.
+    pub credentials: Option<SaslCredentials>,
 }
 
 /// The HTTP admin API's settings: TLS when `http.listeners` is `https://...`, with
@@ -267,6 +285,117 @@ impl SecurityConfig {
             c.inter_broker_sasl = c.inter_broker_credentials(inter)?;
         }
         Ok(c)
+    }
+
+    /// The quorum port's settings from the first controller listener (Kafka's keys), for
+    /// a node in a cluster; `voter`: this node serves the port (process.roles has
+    /// controller). Checks what can be checked without reading files, each error naming
+    /// the key to set. Called after `validate`.
+    pub fn controller_settings(
+        &self,
+        listeners: &crate::listeners::Listeners,
+        voter: bool,
+    ) -> Result<Option<ControllerSecurity>, ConfigError> {
+        let Some((name, protocol)) = &listeners.controller_protocol else {
+            return Ok(None);
+        };
+        let protocol = Protocol::parse(protocol);
+        if protocol == Protocol::Plaintext {
+            return Ok(None);
+        }
+        let lower = name.to_ascii_lowercase();
+        let tls = if protocol.tls() {
+            let get = |k: &str| self.get(name, k);
+            let t = tls::settings(&get).map_err(|r| {
+                invalid(
+                    "listener.security.protocol.map",
+                    &format!("{name}:{}", quorum::kafka_name(protocol)),
+                    format!("TLS settings of controller listener {name}: {r}"),
+                )
+            })?;
+            if voter && t.keystore.is_none() {
+                return Err(invalid(
+                    &format!("listener.name.{lower}.ssl.keystore.location"),
+                    "",
+                    format!("controller listener {name} uses {} but has no keystore: set it (or ssl.keystore.location) with ssl.keystore.type=PEM, or ssl.keystore.certificate.chain and ssl.keystore.key", quorum::kafka_name(protocol)),
+                ));
+            }
+            if t.truststore.is_none() {
+                return Err(invalid(
+                    &format!("listener.name.{lower}.ssl.truststore.location"),
+                    "",
+                    format!("controller listener {name} uses {}: this node checks the voters' certificates against it; set it (or ssl.truststore.location) with ssl.truststore.type=PEM", quorum::kafka_name(protocol)),
+                ));
+            }
+            Some(t)
+        } else {
+            None
+        };
+        let (mut plain_users, mut credentials) = (None, None);
+        if protocol.sasl() {
+            let key = "sasl.mechanism.controller.protocol";
+            let value = self
+                .keys
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| "GSSAPI".into());
+            let mechanism = SaslMechanism::from_name(value.trim()).ok_or_else(|| {
+                let why = if value.trim() == "GSSAPI" {
+                    "Kafka's default GSSAPI is not supported".to_string()
+                } else {
+                    format!("{} is not a SASL mechanism Runnel has", value.trim())
+                };
+                invalid(
+                    key,
+                    &value,
+                    format!("controller listener {name} uses SASL: set this to PLAIN ({why})"),
+                )
+            })?;
+            if mechanism != SaslMechanism::Plain {
+                return Err(invalid(
+                    key,
+                    &value,
+                    "the metadata quorum's port authenticates with PLAIN only: SCRAM credentials live in the metadata log it carries",
+                ));
+            }
+            if voter {
+                let s = self.sasl_settings(name)?;
+                if !s.mechanisms.contains(&mechanism) {
+                    return Err(invalid(
+                        &format!("listener.name.{lower}.sasl.enabled.mechanisms"),
+                        &s.mechanisms.iter().map(|m| m.name()).collect::<Vec<_>>().join(","),
+                        format!("controller listener {name}: {} (sasl.mechanism.controller.protocol) must be enabled", mechanism.name()),
+                    ));
+                }
+                plain_users = Some(s.plain_users);
+            }
+            let jaas_key = format!("listener.name.{lower}.plain.sasl.jaas.config");
+            let module = self.jaas(name, mechanism)?;
+            let option = |k: &str| module.as_ref().and_then(|m| m.options.get(k)).cloned();
+            match (option("username"), option("password")) {
+                (Some(username), Some(password)) => {
+                    credentials = Some(SaslCredentials {
+                        mechanism,
+                        username,
+                        password,
+                    })
+                }
+                _ => {
+                    return Err(invalid(
+                        &jaas_key,
+                        "",
+                        format!("controller listener {name} uses SASL: its JAAS config (or sasl.jaas.config) needs username and password, what this node authenticates to the voters with"),
+                    ))
+                }
+            }
+        }
+        Ok(Some(ControllerSecurity {
+            listener: name.clone(),
+            protocol,
+            tls,
+            plain_users,
+            credentials,
+        }))
     }
 
     /// The HTTP admin API's settings (see `HttpSecurity`); `https`: `http.listeners` is
@@ -550,6 +679,34 @@ pub struct Security {
     pub http_tls: Option<Arc<tls::TlsListener>>,
     /// Passwords the HTTP API verified lately (see `http::auth`).
     pub http_passwords: crate::http::auth::PasswordCache,
+    /// How the metadata quorum's port is secured (PLAINTEXT by default).
+    pub quorum: runnel_meta::transport::QuorumTransport,
+}
+
+/// A rustls client configuration for a listener's TLS settings: its truststore, and its
+/// keystore as the client certificate when the listener asks for one (mTLS).
+fn client_tls(t: &tls::TlsSettings) -> Result<Arc<rustls::ClientConfig>, String> {
+    let ca = t.truststore.as_ref().map(|p| match p {
+        tls::Pem::File(f) => runnel_client::security::read_file(f, "ssl.truststore.location"),
+        tls::Pem::Inline(s) => Ok(s.as_bytes().to_vec()),
+    });
+    let identity = match (&t.keystore, t.client_auth) {
+        (Some((tls::Pem::File(f), _)), tls::ClientAuth::Requested | tls::ClientAuth::Required) => {
+            let pem = runnel_client::security::read_file(f, "ssl.keystore.location")?;
+            Some((pem.clone(), pem))
+        }
+        (
+            Some((tls::Pem::Inline(c), tls::Pem::Inline(k))),
+            tls::ClientAuth::Requested | tls::ClientAuth::Required,
+        ) => Some((c.as_bytes().to_vec(), k.as_bytes().to_vec())),
+        _ => None,
+    };
+    let opts = TlsClientOptions {
+        ca_pem: ca.transpose()?,
+        identity_pem: identity,
+        verify_hostname: t.verify_hostname,
+    };
+    runnel_client::security::tls_client_config(&opts)
 }
 
 impl Security {
@@ -578,39 +735,7 @@ impl Security {
             let tls = match &l.tls {
                 None => None,
                 Some(t) => {
-                    let ca = t.truststore.as_ref().map(|p| match p {
-                        tls::Pem::File(f) => {
-                            runnel_client::security::read_file(f, "ssl.truststore.location")
-                        }
-                        tls::Pem::Inline(s) => Ok(s.as_bytes().to_vec()),
-                    });
-                    let ca = ca
-                        .transpose()
-                        .map_err(|e| format!("inter-broker listener {inter}: {e}"))?;
-                    let identity = match (&t.keystore, t.client_auth) {
-                        (
-                            Some((tls::Pem::File(f), _)),
-                            tls::ClientAuth::Requested | tls::ClientAuth::Required,
-                        ) => {
-                            let pem =
-                                runnel_client::security::read_file(f, "ssl.keystore.location")?;
-                            Some((pem.clone(), pem))
-                        }
-                        (
-                            Some((tls::Pem::Inline(c), tls::Pem::Inline(k))),
-                            tls::ClientAuth::Requested | tls::ClientAuth::Required,
-                        ) => Some((c.as_bytes().to_vec(), k.as_bytes().to_vec())),
-                        _ => None,
-                    };
-                    let opts = TlsClientOptions {
-                        ca_pem: ca,
-                        identity_pem: identity,
-                        verify_hostname: t.verify_hostname,
-                    };
-                    Some(
-                        runnel_client::security::tls_client_config(&opts)
-                            .map_err(|e| format!("inter-broker listener {inter}: {e}"))?,
-                    )
+                    Some(client_tls(t).map_err(|e| format!("inter-broker listener {inter}: {e}"))?)
                 }
             };
             let sasl = config.security.inter_broker_sasl.clone();
@@ -626,7 +751,49 @@ impl Security {
             }
             s.inter_broker_client = Some(Arc::new(ClientSecurity { tls, sasl }));
         }
+        if let Some(c) = &config.security.controller {
+            s.quorum = s.quorum_transport(config, c)?;
+        }
         Ok(s)
+    }
+
+    /// The quorum port's transport for a secured controller listener (reads its TLS
+    /// files; the voter's certificates then reload with the broker listeners').
+    fn quorum_transport(
+        &mut self,
+        config: &BrokerConfig,
+        c: &ControllerSecurity,
+    ) -> Result<runnel_meta::transport::QuorumTransport, String> {
+        let what = |e: String| format!("controller listener {}: {e}", c.listener);
+        let voter = config.cluster.controller_role;
+        let (mut tls_server, mut tls_client) = (None, None);
+        if let Some(t) = &c.tls {
+            if voter {
+                let l = Arc::new(tls::TlsListener::new(t.clone()).map_err(what)?);
+                self.tls.insert(c.listener.clone(), l.clone());
+                tls_server = Some(l);
+            }
+            tls_client = Some(tokio_rustls::TlsConnector::from(
+                client_tls(t).map_err(what)?,
+            ));
+        }
+        let voter_hosts = config
+            .cluster
+            .voters
+            .iter()
+            .filter_map(|(id, addr)| Some((*addr, config.cluster.voter_hosts.get(id)?.clone())))
+            .collect();
+        Ok(runnel_meta::transport::QuorumTransport::new(
+            quorum::QuorumSecurity {
+                listener: c.listener.clone(),
+                protocol: c.protocol,
+                tls_server,
+                tls_client,
+                voter_hosts,
+                plain_users: c.plain_users.clone().filter(|_| voter),
+                credentials: c.credentials.clone(),
+            },
+        ))
     }
 
     pub fn tls(&self, listener: &str) -> Option<&Arc<tls::TlsListener>> {

@@ -191,7 +191,7 @@ pub fn shown(name: &str) -> String {
 }
 
 /// PLAIN (RFC 4616): `authzid NUL authcid NUL passwd`.
-fn plain(users: &BTreeMap<String, String>, token: &[u8]) -> Step {
+pub(crate) fn plain(users: &BTreeMap<String, String>, token: &[u8]) -> Step {
     let parts: Vec<&[u8]> = token.split(|b| *b == 0).collect();
     let [authzid, user, password] = parts[..] else {
         return Step::Fail("PLAIN token is not authzid NUL user NUL password".into());
