@@ -13,10 +13,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use runnel_client::security::is_sensitive;
 use runnel_client::{Client, OffsetSpec};
 use runnel_protocol::kp::messages::describe_configs_response::DescribeConfigsResourceResult;
 use runnel_protocol::kp::protocol::StrBytes;
-use runnel_client::security::is_sensitive;
 use serde_json::{json, Value};
 
 use super::store::{self, LinkDef, MirrorState, Settings};

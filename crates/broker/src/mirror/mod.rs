@@ -96,6 +96,9 @@ pub struct LinkStatus {
 /// A link's source client and the link configs it was made with.
 type SourceClient = (BTreeMap<String, String>, runnel_client::Client);
 
+/// A link's parsed configs and the configs they were parsed from.
+type ParsedSettings = (BTreeMap<String, String>, Arc<store::Settings>);
+
 /// One Prometheus family of per-partition samples: name, type, help, and the extra
 /// labels and value of a partition's sample.
 type PartitionFamily = (
@@ -115,7 +118,7 @@ pub struct Links {
     /// Source clients by link name, with the configs they were made with.
     clients: tokio::sync::Mutex<HashMap<String, SourceClient>>,
     /// Parsed configs by link name, with the configs they were parsed from.
-    settings: Mutex<HashMap<String, (BTreeMap<String, String>, Arc<store::Settings>)>>,
+    settings: Mutex<HashMap<String, ParsedSettings>>,
 }
 
 impl Links {

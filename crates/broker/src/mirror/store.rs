@@ -424,7 +424,10 @@ mod tests {
         .unwrap();
         let security = s.client_config().connection.security.unwrap();
         let sasl = security.sasl.as_ref().unwrap();
-        assert_eq!((sasl.username.as_str(), sasl.password.as_str()), ("link", "pw"));
+        assert_eq!(
+            (sasl.username.as_str(), sasl.password.as_str()),
+            ("link", "pw")
+        );
         assert!(security.tls.is_none());
         assert!(Settings::parse(&configs(&[(BOOTSTRAP, "a:1")]))
             .unwrap()
