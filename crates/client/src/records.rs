@@ -233,7 +233,10 @@ pub fn decode_committed_batches(
         let last_offset = base_offset + last_offset_delta as i64;
         out.next_offset = Some(last_offset + 1);
         let producer_id = (&batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8]).get_i64();
-        while pending.last().is_some_and(|&(_, first)| first <= last_offset) {
+        while pending
+            .last()
+            .is_some_and(|&(_, first)| first <= last_offset)
+        {
             let (pid, _) = pending.pop().expect("checked");
             aborting.insert(pid);
         }
@@ -438,7 +441,11 @@ mod tests {
         for &b in data {
             crc ^= b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -451,8 +458,9 @@ mod tests {
             producer_epoch: 0,
             base_sequence: 0,
         };
-        let mut b =
-            BytesMut::from(&encode_batch(&[record(offset as usize)], Compression::None, Some(p), 0).unwrap()[..]);
+        let mut b = BytesMut::from(
+            &encode_batch(&[record(offset as usize)], Compression::None, Some(p), 0).unwrap()[..],
+        );
         b[0..8].copy_from_slice(&offset.to_be_bytes());
         let attributes = i16::from_be_bytes([b[ATTRIBUTES_AT], b[ATTRIBUTES_AT + 1]]) | flags;
         b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
@@ -466,12 +474,12 @@ mod tests {
         let txn = TRANSACTIONAL_FLAG;
         let mut all = BytesMut::new();
         for b in [
-            batch_at(0, 7, txn),                        // aborted
-            batch_at(1, 9, 0),                          // not transactional: kept
-            batch_at(2, 8, txn),                        // another producer's open transaction: kept
-            batch_at(3, 7, txn),                        // still aborted
-            batch_at(4, 7, txn | CONTROL_FLAG),         // pid 7's abort marker
-            batch_at(5, 7, txn),                        // pid 7's next transaction: kept
+            batch_at(0, 7, txn),                // aborted
+            batch_at(1, 9, 0),                  // not transactional: kept
+            batch_at(2, 8, txn),                // another producer's open transaction: kept
+            batch_at(3, 7, txn),                // still aborted
+            batch_at(4, 7, txn | CONTROL_FLAG), // pid 7's abort marker
+            batch_at(5, 7, txn),                // pid 7's next transaction: kept
         ] {
             all.extend_from_slice(&b);
         }
@@ -481,7 +489,10 @@ mod tests {
         assert_eq!(committed.next_offset, Some(6));
         assert_eq!(offsets(committed), vec![1, 2, 5]);
         // read_uncommitted (no aborted list) keeps every data record.
-        assert_eq!(offsets(decode_batches(all, 0).unwrap()), vec![0, 1, 2, 3, 5]);
+        assert_eq!(
+            offsets(decode_batches(all, 0).unwrap()),
+            vec![0, 1, 2, 3, 5]
+        );
     }
 
     #[test]

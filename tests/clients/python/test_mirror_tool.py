@@ -167,7 +167,7 @@ def test_copies_renamed_resumes_without_duplicates_and_checkpoints(pair, tmp_pat
     names = ck.admin(target).list_topics(timeout=10).topics
     assert other not in names and f"src.{other}" not in names
     assert "src.checkpoints.internal" in names and "heartbeats" in names
-    assert "mm2-offset-syncs.target.internal" in names
+    assert "mm2-offset-syncs.src.internal" in names and "mm2-offsets.target.internal" in names
 
     # Checkpoints: MM2's format; each downstream offset holds the record the group
     # would read next on the source.
@@ -213,6 +213,21 @@ def test_copies_renamed_resumes_without_duplicates_and_checkpoints(pair, tmp_pat
     mirrors.append(m)
     wait_copied(m, source, target, topic, remote, 3)
     assert_same(source, target, topic, remote, 3)
+
+    # Checkpoints after restarts (translated through the stored offset syncs): never
+    # past the record the group reads next; a group at the end fails over at the end.
+    ends = end_offsets(source, topic, 3)
+    group2 = unique("g")
+    commit(source, group2, topic, {0: ends[0], 1: 5, 2: ends[2] - 1000})
+    deadline = time.monotonic() + 20
+    while len([k for k in checkpoints(target, "src") if k[0] == group2]) < 3:
+        assert time.monotonic() < deadline, checkpoints(target, "src")
+        time.sleep(0.3)
+    cps = checkpoints(target, "src")
+    assert cps[(group2, remote, 0)][:2] == (ends[0], ends[0]), cps[(group2, remote, 0)]
+    for p in (1, 2):
+        up, down, _ = cps[(group2, remote, p)]
+        assert 0 <= down <= up, (p, up, down)  # source and target offsets coincide here
     assert m.stop(signal.SIGTERM) == 0, m.text()
 
 

@@ -73,20 +73,36 @@ pub struct MirrorArgs {
     target_alias: String,
     /// default (DefaultReplicationPolicy: SOURCE.TOPIC) or identity
     /// (IdentityReplicationPolicy: the same name).
-    #[arg(long = "replication-policy", value_name = "POLICY", default_value = "default")]
+    #[arg(
+        long = "replication-policy",
+        value_name = "POLICY",
+        default_value = "default"
+    )]
     replication_policy: String,
     /// MM2's replication.policy.separator.
     #[arg(long, value_name = "SEP", default_value = ".")]
     separator: String,
     /// Seconds between checkpoints (MM2's emit.checkpoints.interval.seconds).
-    #[arg(long = "emit-checkpoints-interval", value_name = "SECS", default_value_t = 60.0)]
+    #[arg(
+        long = "emit-checkpoints-interval",
+        value_name = "SECS",
+        default_value_t = 60.0
+    )]
     checkpoints_interval_secs: f64,
     /// Seconds between heartbeats (MM2's emit.heartbeats.interval.seconds).
-    #[arg(long = "emit-heartbeats-interval", value_name = "SECS", default_value_t = 1.0)]
+    #[arg(
+        long = "emit-heartbeats-interval",
+        value_name = "SECS",
+        default_value_t = 1.0
+    )]
     heartbeats_interval_secs: f64,
     /// Seconds between looks for new source topics and partitions (MM2's
     /// refresh.topics.interval.seconds).
-    #[arg(long = "refresh-topics-interval", value_name = "SECS", default_value_t = 30.0)]
+    #[arg(
+        long = "refresh-topics-interval",
+        value_name = "SECS",
+        default_value_t = 30.0
+    )]
     refresh_interval_secs: f64,
     /// Seconds between progress lines on stderr.
     #[arg(long = "progress-interval", value_name = "SECS", default_value_t = 5.0)]
@@ -108,8 +124,11 @@ fn secs(v: f64, flag: &str) -> Result<Duration, UsageError> {
 
 /// Kafka's topic and group filters match whole names.
 fn whole_name_regex(re: &str, flag: &str) -> Result<regex_lite::Regex, UsageError> {
-    regex_lite::Regex::new(&format!("^(?:{re})$"))
-        .map_err(|e| UsageError(format!("{flag} {re:?} is not a valid regular expression: {e}")))
+    regex_lite::Regex::new(&format!("^(?:{re})$")).map_err(|e| {
+        UsageError(format!(
+            "{flag} {re:?} is not a valid regular expression: {e}"
+        ))
+    })
 }
 
 /// What the tool was asked, checked.
@@ -142,7 +161,8 @@ impl MirrorArgs {
         }
         if self.source_alias == self.target_alias {
             return Err(UsageError(
-                "--source-alias and --target-alias must differ (MM2 names topics after them)".into(),
+                "--source-alias and --target-alias must differ (MM2 names topics after them)"
+                    .into(),
             ));
         }
         Ok(Settings {
@@ -155,7 +175,10 @@ impl MirrorArgs {
             )
             .map_err(UsageError)?,
             target_alias: self.target_alias.clone(),
-            checkpoints_every: secs(self.checkpoints_interval_secs, "--emit-checkpoints-interval")?,
+            checkpoints_every: secs(
+                self.checkpoints_interval_secs,
+                "--emit-checkpoints-interval",
+            )?,
             heartbeats_every: secs(self.heartbeats_interval_secs, "--emit-heartbeats-interval")?,
             refresh_every: secs(self.refresh_interval_secs, "--refresh-topics-interval")?,
             progress_every: secs(self.progress_interval_secs, "--progress-interval")?,
@@ -229,7 +252,11 @@ impl Shared {
     fn names(&self) -> (String, String, String) {
         let p = &self.settings.policy;
         let t = &self.settings.target_alias;
-        (p.offsets_topic(t), p.offset_syncs_topic(t), p.checkpoints_topic())
+        (
+            p.offsets_topic(t),
+            p.offset_syncs_topic(),
+            p.checkpoints_topic(),
+        )
     }
 }
 
@@ -272,8 +299,13 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         &checkpoints_topic,
         &formats::HEARTBEATS_TOPIC.to_string(),
     ] {
-        ensure_topic(&shared.target, name, 1, vec![("cleanup.policy".into(), "compact".into())])
-            .await?;
+        ensure_topic(
+            &shared.target,
+            name,
+            1,
+            vec![("cleanup.policy".into(), "compact".into())],
+        )
+        .await?;
     }
     let progress = read_progress(&shared).await?;
     errln!(
@@ -335,7 +367,10 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<()> {
             }
         }
     };
-    if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
         errln!("warning: copying did not stop within 30 s; the stored progress still resumes without duplicates");
     }
     outcome?;
@@ -383,7 +418,9 @@ async fn ensure_topic(
     match client.create_topic(&topic).await {
         Ok(()) => {}
         Err(e) if e.kafka_error() == Some(ResponseError::TopicAlreadyExists) => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot create topic {name} on the target")),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot create topic {name} on the target"))
+        }
     }
     // Until the new topic's metadata is visible.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -393,7 +430,9 @@ async fn ensure_topic(
                 return Ok(t.partitions.len() as i32)
             }
             _ if Instant::now() > deadline => {
-                anyhow::bail!("topic {name} was created on the target but has no leaders after 15 s")
+                anyhow::bail!(
+                    "topic {name} was created on the target but has no leaders after 15 s"
+                )
             }
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -401,8 +440,14 @@ async fn ensure_topic(
 }
 
 /// Every record of partition 0 of `topic` on the target, in order.
-async fn read_all(client: &Client, topic: &str) -> anyhow::Result<Vec<runnel_client::ConsumerRecord>> {
-    let start = client.list_offsets(topic, &[0], OffsetSpec::Earliest).await?[0].offset;
+async fn read_all(
+    client: &Client,
+    topic: &str,
+) -> anyhow::Result<Vec<runnel_client::ConsumerRecord>> {
+    let start = client
+        .list_offsets(topic, &[0], OffsetSpec::Earliest)
+        .await?[0]
+        .offset;
     let end = client.list_offsets(topic, &[0], OffsetSpec::Latest).await?[0].offset;
     let mut out = Vec::new();
     let mut position = start;
@@ -421,12 +466,17 @@ async fn read_all(client: &Client, topic: &str) -> anyhow::Result<Vec<runnel_cli
     Ok(out)
 }
 
-/// The stored progress of this source alias: (topic, partition) -> (upstream, downstream).
-type Progress = HashMap<(String, i32), (i64, i64)>;
+/// What earlier runs stored, by source (topic, partition): the last progress record
+/// (upstream, downstream), and the offset syncs (for checkpoints of groups behind it).
+#[derive(Default)]
+struct Progress {
+    last: HashMap<(String, i32), (i64, i64)>,
+    syncs: HashMap<(String, i32), Vec<(i64, i64)>>,
+}
 
 async fn read_progress(shared: &Shared) -> anyhow::Result<Progress> {
-    let (offsets_topic, _, _) = shared.names();
-    let mut out = Progress::new();
+    let (offsets_topic, syncs_topic, _) = shared.names();
+    let mut out = Progress::default();
     for r in read_all(&shared.target, &offsets_topic)
         .await
         .with_context(|| format!("cannot read the stored progress in {offsets_topic}"))?
@@ -436,7 +486,22 @@ async fn read_progress(shared: &Shared) -> anyhow::Result<Progress> {
         };
         if let Some(((cluster, topic, partition), offsets)) = formats::parse_progress(k, v) {
             if cluster == shared.settings.policy.source_alias {
-                out.insert((topic, partition), offsets);
+                out.last.insert((topic, partition), offsets);
+            }
+        }
+    }
+    for r in read_all(&shared.target, &syncs_topic)
+        .await
+        .with_context(|| format!("cannot read the offset syncs in {syncs_topic}"))?
+    {
+        let (Some(k), Some(v)) = (&r.key, &r.value) else {
+            continue;
+        };
+        if let Some((tp, sync)) = formats::parse_offset_sync(k, v) {
+            let syncs = out.syncs.entry(tp).or_default();
+            syncs.push(sync);
+            if syncs.len() > MAX_RANGES {
+                syncs.remove(0);
             }
         }
     }
@@ -506,7 +571,12 @@ async fn add_partitions(
     count: i32,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    let from = shared.topics.lock().unwrap().get(topic).map_or(0, |v| v.len() as i32);
+    let from = shared
+        .topics
+        .lock()
+        .unwrap()
+        .get(topic)
+        .map_or(0, |v| v.len() as i32);
     let more = resume(shared, topic, remote, from, count, progress).await?;
     if let Some(states) = shared.topics.lock().unwrap().get_mut(topic) {
         states.extend(more);
@@ -528,8 +598,14 @@ async fn resume(
     progress: &Progress,
 ) -> anyhow::Result<Vec<PartitionState>> {
     let ids: Vec<i32> = (from..to).collect();
-    let starts = shared.source.list_offsets(topic, &ids, OffsetSpec::Earliest).await?;
-    let ends = shared.target.list_offsets(remote, &ids, OffsetSpec::Latest).await?;
+    let starts = shared
+        .source
+        .list_offsets(topic, &ids, OffsetSpec::Earliest)
+        .await?;
+    let ends = shared
+        .target
+        .list_offsets(remote, &ids, OffsetSpec::Latest)
+        .await?;
     let mut states = Vec::new();
     let mut first_records = Vec::new();
     for (i, p) in ids.iter().enumerate() {
@@ -538,7 +614,12 @@ async fn resume(
             source_end: -1,
             ..Default::default()
         };
-        match progress.get(&(topic.to_string(), *p)) {
+        let tp = (topic.to_string(), *p);
+        for &(u, d) in progress.syncs.get(&tp).into_iter().flatten() {
+            // A sync says where one record went; MM2's translation around it.
+            state.copied(u, u, d, 1);
+        }
+        match progress.last.get(&tp) {
             Some(&(upstream, downstream)) => {
                 state.position = upstream + 1;
                 state.skip = target_end - (downstream + 1);
@@ -577,11 +658,21 @@ async fn write_progress(
     let alias = &shared.settings.policy.source_alias;
     let progress: Vec<ProducerRecord> = entries
         .iter()
-        .map(|&(p, u, d)| keyed(formats::progress_key(alias, topic, p), formats::progress_value(u, d)))
+        .map(|&(p, u, d)| {
+            keyed(
+                formats::progress_key(alias, topic, p),
+                formats::progress_value(u, d),
+            )
+        })
         .collect();
     let syncs: Vec<ProducerRecord> = entries
         .iter()
-        .map(|&(p, u, d)| keyed(formats::offset_sync_key(topic, p), formats::offset_sync_value(u, d)))
+        .map(|&(p, u, d)| {
+            keyed(
+                formats::offset_sync_key(topic, p),
+                formats::offset_sync_value(u, d),
+            )
+        })
         .collect();
     let options = acks_all();
     shared
@@ -638,7 +729,9 @@ async fn copy_topic(shared: Arc<Shared>, topic: String, remote: String) -> anyho
                 tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
                 continue;
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot fetch {topic} from the source")),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot fetch {topic} from the source"))
+            }
         };
         attempt = 0;
         let mut done = Vec::new();
@@ -646,7 +739,11 @@ async fn copy_topic(shared: Arc<Shared>, topic: String, remote: String) -> anyho
             let fp = match result {
                 Ok(fp) => fp,
                 Err(e) if e.kafka_error() == Some(ResponseError::OffsetOutOfRange) => {
-                    let start = shared.source.list_offsets(&topic, &[p], OffsetSpec::Earliest).await?[0].offset;
+                    let start = shared
+                        .source
+                        .list_offsets(&topic, &[p], OffsetSpec::Earliest)
+                        .await?[0]
+                        .offset;
                     let mut topics = shared.topics.lock().unwrap();
                     let s = &mut topics.get_mut(&topic).expect("registered")[p as usize];
                     errln!("warning: {topic}[{p}] offset {} is no longer on the source (retention); continuing at {start}", s.position);
@@ -655,7 +752,10 @@ async fn copy_topic(shared: Arc<Shared>, topic: String, remote: String) -> anyho
                     continue;
                 }
                 Err(e) if e.is_retriable() => continue,
-                Err(e) => return Err(e).with_context(|| format!("cannot fetch {topic}[{p}] from the source")),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot fetch {topic}[{p}] from the source"))
+                }
             };
             let (skip, sequence) = {
                 let mut topics = shared.topics.lock().unwrap();
@@ -707,7 +807,10 @@ fn chunks(records: &[runnel_client::ConsumerRecord]) -> Vec<&[runnel_client::Con
     for (i, r) in records.iter().enumerate() {
         let size = r.key.as_ref().map_or(0, |k| k.len())
             + r.value.as_ref().map_or(0, |v| v.len())
-            + r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len())).sum::<usize>()
+            + r.headers
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()))
+                .sum::<usize>()
             + 32;
         if i > start && bytes + size > MAX_BATCH_BYTES {
             out.push(&records[start..i]);
@@ -740,11 +843,13 @@ async fn produce_chunk(
             timestamp_ms: Some(r.timestamp_ms),
         })
         .collect();
-    let producer = shared.producer.map(|(producer_id, producer_epoch)| ProducerIdentity {
-        producer_id,
-        producer_epoch,
-        base_sequence: sequence,
-    });
+    let producer = shared
+        .producer
+        .map(|(producer_id, producer_epoch)| ProducerIdentity {
+            producer_id,
+            producer_epoch,
+            base_sequence: sequence,
+        });
     let batch = encode_batch(&records, Compression::None, producer, now_ms())?;
     let bytes: usize = records.iter().map(ProducerRecord::payload_bytes).sum();
     let ack = shared
@@ -755,7 +860,9 @@ async fn produce_chunk(
     let base = ack
         .base_offset
         .ok_or_else(|| anyhow::anyhow!("the target sent no offset for {remote}[{partition}]"))?;
-    shared.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+    shared
+        .records
+        .fetch_add(records.len() as u64, Ordering::Relaxed);
     shared.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     Ok((base, records.len()))
 }
@@ -805,7 +912,10 @@ async fn checkpoint(
         };
         let topics = shared.topics.lock().unwrap();
         for o in offsets {
-            let Some(state) = topics.get(&o.topic).and_then(|v| v.get(o.partition as usize)) else {
+            let Some(state) = topics
+                .get(&o.topic)
+                .and_then(|v| v.get(o.partition as usize))
+            else {
                 continue;
             };
             let Some(downstream) = formats::translate(&state.ranges, o.offset) else {
@@ -819,7 +929,11 @@ async fn checkpoint(
             last.insert(key, (o.offset, downstream));
             records.push(keyed(
                 formats::checkpoint_key(id, &remote, o.partition),
-                formats::checkpoint_value(o.offset, downstream, o.metadata.as_deref().unwrap_or("")),
+                formats::checkpoint_value(
+                    o.offset,
+                    downstream,
+                    o.metadata.as_deref().unwrap_or(""),
+                ),
             ));
         }
     }
@@ -831,7 +945,9 @@ async fn checkpoint(
         .target
         .produce(&checkpoints_topic, 0, &records, &acks_all())
         .await?;
-    shared.checkpoints.fetch_add(records.len() as u64, Ordering::Relaxed);
+    shared
+        .checkpoints
+        .fetch_add(records.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
@@ -878,7 +994,10 @@ mod tests {
             (vec!["--replication-policy", "custom"], "identity"),
             (vec!["--source-alias", "a.b"], "--source-alias"),
             (vec!["--target-alias", "source"], "differ"),
-            (vec!["--emit-checkpoints-interval", "0"], "--emit-checkpoints-interval"),
+            (
+                vec!["--emit-checkpoints-interval", "0"],
+                "--emit-checkpoints-interval",
+            ),
         ] {
             let mut all = vec!["--source", "a:1", "--target", "b:1"];
             all.extend(argv);

@@ -74,11 +74,19 @@ impl ReplicationPolicy {
     }
 
     pub fn checkpoints_topic(&self) -> String {
-        format!("{}{}checkpoints.internal", self.source_alias, self.separator)
+        format!(
+            "{}{}checkpoints.internal",
+            self.source_alias, self.separator
+        )
     }
 
-    pub fn offset_syncs_topic(&self, target_alias: &str) -> String {
-        format!("mm2-offset-syncs{}{target_alias}.internal", self.separator)
+    /// The offset-syncs topic when it lives on the target (MM2's
+    /// `offset-syncs.topic.location=target`): named after the other cluster, the source.
+    pub fn offset_syncs_topic(&self) -> String {
+        format!(
+            "mm2-offset-syncs{}{}.internal",
+            self.separator, self.source_alias
+        )
     }
 
     pub fn offsets_topic(&self, target_alias: &str) -> String {
@@ -103,7 +111,9 @@ pub fn is_internal(topic: &str) -> bool {
 
 /// Groups MM2 never checkpoints (its `DefaultGroupFilter`).
 pub fn is_excluded_group(group: &str) -> bool {
-    group.starts_with("console-consumer-") || group.starts_with("connect-") || group.starts_with("__")
+    group.starts_with("console-consumer-")
+        || group.starts_with("connect-")
+        || group.starts_with("__")
 }
 
 fn put_string(b: &mut BytesMut, s: &str) {
@@ -168,6 +178,17 @@ pub fn offset_sync_value(upstream: i64, downstream: i64) -> Bytes {
     b.freeze()
 }
 
+/// Reads an OffsetSync back: (source topic, partition) and (upstream, downstream).
+pub fn parse_offset_sync(key: &[u8], value: &[u8]) -> Option<((String, i32), (i64, i64))> {
+    let (n, rest) = key.split_first_chunk::<2>()?;
+    let n = usize::try_from(i16::from_be_bytes(*n)).ok()?;
+    let topic = std::str::from_utf8(rest.get(..n)?).ok()?.to_string();
+    let partition = i32::from_be_bytes(rest.get(n..)?.try_into().ok()?);
+    let upstream = i64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    let downstream = i64::from_be_bytes(value.get(8..16)?.try_into().ok()?);
+    Some(((topic, partition), (upstream, downstream)))
+}
+
 /// The Connect source-offset key MM2 uses for a source partition.
 pub fn progress_key(source_alias: &str, topic: &str, partition: i32) -> Bytes {
     let key = serde_json::json!([
@@ -217,7 +238,10 @@ pub struct CopiedRange {
 /// run. Exact inside a dense range; otherwise MM2's rule (`OffsetSyncStore`): the target
 /// offset after the last record known to be before it. `ranges` is keyed by first
 /// upstream offset.
-pub fn translate(ranges: &std::collections::BTreeMap<i64, CopiedRange>, upstream: i64) -> Option<i64> {
+pub fn translate(
+    ranges: &std::collections::BTreeMap<i64, CopiedRange>,
+    upstream: i64,
+) -> Option<i64> {
     let (&first, r) = ranges.range(..=upstream).next_back()?;
     Some(if upstream > r.last {
         r.downstream + r.count
@@ -239,7 +263,8 @@ mod tests {
         let p = ReplicationPolicy::parse("default", "us", ".").unwrap();
         assert_eq!(p.remote_topic("orders"), "us.orders");
         assert_eq!(p.checkpoints_topic(), "us.checkpoints.internal");
-        assert_eq!(p.offset_syncs_topic("eu"), "mm2-offset-syncs.eu.internal");
+        assert_eq!(p.offset_syncs_topic(), "mm2-offset-syncs.us.internal");
+        assert_eq!(p.offsets_topic("eu"), "mm2-offsets.eu.internal");
         assert!(p.comes_from("eu.orders", "eu") && !p.comes_from("europe", "eu"));
         let i = ReplicationPolicy::parse(
             "org.apache.kafka.connect.mirror.IdentityReplicationPolicy",
@@ -259,14 +284,25 @@ mod tests {
     #[test]
     fn records_are_mm2_structs() {
         assert_eq!(&heartbeat_key("a", "bc")[..], b"\x00\x01a\x00\x02bc");
-        assert_eq!(&heartbeat_value(1)[..], b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01");
-        assert_eq!(&checkpoint_key("g", "t", 2)[..], b"\x00\x01g\x00\x01t\x00\x00\x00\x02");
+        assert_eq!(
+            &heartbeat_value(1)[..],
+            b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01"
+        );
+        assert_eq!(
+            &checkpoint_key("g", "t", 2)[..],
+            b"\x00\x01g\x00\x01t\x00\x00\x00\x02"
+        );
         let v = checkpoint_value(5, 7, "m");
         assert_eq!(v.len(), 2 + 8 + 8 + 3);
         assert_eq!(&v[..2], b"\x00\x00");
         assert_eq!(&v[2..10], &5i64.to_be_bytes());
         assert_eq!(&v[10..18], &7i64.to_be_bytes());
         assert_eq!(&offset_sync_value(1, 2)[..8], &1i64.to_be_bytes());
+        assert_eq!(
+            parse_offset_sync(&offset_sync_key("t", 4), &offset_sync_value(1, 2)),
+            Some((("t".into(), 4), (1, 2)))
+        );
+        assert_eq!(parse_offset_sync(b"\x00\x09t", b""), None);
         let k = progress_key("us", "orders", 3);
         assert_eq!(
             std::str::from_utf8(&k).unwrap(),
@@ -286,13 +322,22 @@ mod tests {
             count,
         };
         // 10..=19 dense at 100..110; 30..=40 with gaps (compacted) as 5 records at 110.
-        let ranges = std::collections::BTreeMap::from([(10, range(19, 100, 10)), (30, range(40, 110, 5))]);
+        let ranges =
+            std::collections::BTreeMap::from([(10, range(19, 100, 10)), (30, range(40, 110, 5))]);
         assert_eq!(translate(&ranges, 9), None);
         assert_eq!(translate(&ranges, 10), Some(100));
         assert_eq!(translate(&ranges, 15), Some(105));
-        assert_eq!(translate(&ranges, 20), Some(110), "after the range: the next copied record");
+        assert_eq!(
+            translate(&ranges, 20),
+            Some(110),
+            "after the range: the next copied record"
+        );
         assert_eq!(translate(&ranges, 30), Some(110));
-        assert_eq!(translate(&ranges, 35), Some(111), "inside gaps: never past a record not read");
+        assert_eq!(
+            translate(&ranges, 35),
+            Some(111),
+            "inside gaps: never past a record not read"
+        );
         assert_eq!(translate(&ranges, 99), Some(115));
     }
 }
