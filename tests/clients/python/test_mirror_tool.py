@@ -8,7 +8,10 @@ between two single-node Runnel brokers, checked with confluent-kafka:
   run produced but did not record (the resume skips them), and after kill -9;
 - checkpoints in `<alias>.checkpoints.internal` decoded from MM2's binary format, their
   downstream offsets pointing at the same records; heartbeats in `heartbeats`;
-- errors that name what is wrong: an unreachable source, a bad regex.
+- aborted transactions not copied (read_committed); a source reached over SASL_SSL
+  through `--source-config`;
+- errors that name what is wrong: an unreachable source, a bad regex, a refused
+  password.
 """
 
 import os
@@ -263,3 +266,76 @@ def test_errors_name_what_is_wrong(pair):
     r = run_mirror("--source", source.bootstrap, "--target", target.bootstrap,
                    "--replication-policy", "mine")
     assert r.returncode == 2 and "replication-policy" in r.stderr, r.stderr
+
+
+def committed_records(broker, topic, partition):
+    return [(m.key(), m.value()) for m in ck.consume(broker, topic, partition, start=OFFSET_BEGINNING,
+                                                     timeout=30, isolation_level="read_committed")]
+
+
+@pytest.mark.timeout_s(90)
+def test_aborted_transactions_are_not_copied(pair, tmp_path, mirrors):
+    source, target = pair
+    topic = unique("txn")
+    ck.create_topic(source, topic, partitions=1)
+    tp = ck.producer(source, {"transactional.id": unique("tid")})
+    tp.init_transactions(15)
+    for i, commit_it in enumerate([True, False, True]):
+        tp.begin_transaction()
+        for j in range(10):
+            tp.produce(topic, f"t{i}-{j}".encode(), key=f"{i}".encode(), partition=0)
+        tp.flush(15)
+        tp.commit_transaction(15) if commit_it else tp.abort_transaction(15)
+    produce(source, topic, 5, 1)
+    want = committed_records(source, topic, 0)
+    assert len(want) == 25
+    m = Mirror(tmp_path, source, target, "--topics", topic)
+    mirrors.append(m)
+    remote = f"source.{topic}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if ck.watermarks(target, remote, 0)[1] >= 25:
+                break
+        except Exception:
+            pass
+        assert time.monotonic() < deadline and m.proc.poll() is None, m.text()
+        time.sleep(0.3)
+    time.sleep(1)  # nothing more arrives
+    assert ck.watermarks(target, remote, 0)[1] == 25
+    assert committed_records(target, remote, 0) == want
+    assert m.stop() == 0
+
+
+@pytest.mark.timeout_s(90)
+def test_source_over_sasl_ssl(start_broker, tmp_path, mirrors):
+    from test_security_auth import JAAS, make_certs
+    certs = make_certs(tmp_path)
+    plain, secure = free_ports(2)
+    source = start_broker({
+        "listeners": f"PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{secure}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "ssl.keystore.type": "PEM", "ssl.keystore.location": certs["server"],
+        "ssl.truststore.type": "PEM", "ssl.truststore.location": certs["ca"],
+        "sasl.enabled.mechanisms": "PLAIN", "sasl.jaas.config": JAAS, "http.listeners": ""})
+    target = start_broker({"http.listeners": ""})
+    topic = unique("sec")
+    ck.create_topic(source, topic, partitions=2)
+    produce(source, topic, 30, 2)
+
+    def config(password):
+        path = tmp_path / f"source-{password}.properties"
+        path.write_text("security.protocol=SASL_SSL\nsasl.mechanism=PLAIN\nsasl.username=alice\n"
+                        f"sasl.password={password}\nssl.truststore.location={certs['ca']}\n")
+        return str(path)
+
+    secured = type("Secured", (), {"bootstrap": f"127.0.0.1:{secure}"})()
+    r = run_mirror("--source", secured.bootstrap, "--target", target.bootstrap,
+                   "--source-config", config("wrong"), "--timeout", "5")
+    assert r.returncode == 1 and "source" in r.stderr and "uthentication" in r.stderr, r.stderr
+    m = Mirror(tmp_path, secured, target, "--topics", topic, "--source-config", config("alice-secret"))
+    mirrors.append(m)
+    wait_copied(m, source, target, topic, f"source.{topic}", 2)
+    assert_same(source, target, topic, f"source.{topic}", 2)
+    assert m.stop() == 0
