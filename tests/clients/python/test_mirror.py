@@ -557,10 +557,10 @@ def describe_configs_v1(broker, resource_type, name):
     return out
 
 
-@pytest.mark.timeout_s(120)
-def test_link_to_a_sasl_ssl_source(start_broker, tmp_path):
-    """A link reaches a source through SASL_SSL (PLAIN over TLS, the CA given inline as
-    PEM); its secrets are never shown back; a wrong password makes the link say so."""
+def start_sasl_ssl_source(start_broker, tmp_path):
+    """A broker with a PLAINTEXT listener (bootstrap, for the test's own clients) and a
+    SASL_SSL one (PLAIN users of test_security_auth's JAAS, e.g. alice/alice-secret).
+    Returns (broker, the SASL_SSL port, the certificate paths)."""
     from test_security_auth import JAAS, make_certs
     certs = make_certs(tmp_path)
     plain, secure = free_ports(2)
@@ -572,6 +572,14 @@ def test_link_to_a_sasl_ssl_source(start_broker, tmp_path):
         "ssl.truststore.type": "PEM", "ssl.truststore.location": certs["ca"],
         "sasl.enabled.mechanisms": "PLAIN", "sasl.jaas.config": JAAS,
         "http.listeners": ""})
+    return source, secure, certs
+
+
+@pytest.mark.timeout_s(120)
+def test_link_to_a_sasl_ssl_source(start_broker, tmp_path):
+    """A link reaches a source through SASL_SSL (PLAIN over TLS, the CA given inline as
+    PEM); its secrets are never shown back; a wrong password makes the link say so."""
+    source, secure, certs = start_sasl_ssl_source(start_broker, tmp_path)
     target = start_broker({"http.listeners": ""})
     topic = unique("sec")
     ck.create_topic(source, topic, partitions=2)

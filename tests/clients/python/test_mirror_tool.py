@@ -309,16 +309,8 @@ def test_aborted_transactions_are_not_copied(pair, tmp_path, mirrors):
 
 @pytest.mark.timeout_s(90)
 def test_source_over_sasl_ssl(start_broker, tmp_path, mirrors):
-    from test_security_auth import JAAS, make_certs
-    certs = make_certs(tmp_path)
-    plain, secure = free_ports(2)
-    source = start_broker({
-        "listeners": f"PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{secure}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "ssl.keystore.type": "PEM", "ssl.keystore.location": certs["server"],
-        "ssl.truststore.type": "PEM", "ssl.truststore.location": certs["ca"],
-        "sasl.enabled.mechanisms": "PLAIN", "sasl.jaas.config": JAAS, "http.listeners": ""})
+    from test_mirror import start_sasl_ssl_source
+    source, secure, certs = start_sasl_ssl_source(start_broker, tmp_path)
     target = start_broker({"http.listeners": ""})
     topic = unique("sec")
     ck.create_topic(source, topic, partitions=2)
