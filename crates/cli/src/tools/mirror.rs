@@ -185,13 +185,24 @@ impl MirrorArgs {
         })
     }
 
-    fn conn(&self, servers: &str, config: &Option<PathBuf>) -> ConnArgs {
-        ConnArgs {
+    /// Connects to one side, with its properties file (security, client.id, timeouts)
+    /// read as the other tools read `--command-config`.
+    async fn connect(
+        &self,
+        servers: &str,
+        properties: &Option<PathBuf>,
+        flag: &str,
+        config: ClientConfig,
+    ) -> anyhow::Result<Client> {
+        let conn = ConnArgs {
             bootstrap_server: Some(servers.to_string()),
-            command_config: config.clone(),
+            command_config: properties.clone(),
             properties: Vec::new(),
             connect_timeout_secs: self.timeout_secs,
-        }
+        };
+        let mut resolved = conn.resolve()?;
+        resolved.source = flag.to_string();
+        conn.connect_resolved(&resolved, config).await
     }
 }
 
@@ -265,13 +276,16 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<()> {
     let mut config = ClientConfig::default();
     config.connection.client_id = "runnel-mirror".into();
     let source = args
-        .conn(&args.source, &args.source_config)
-        .connect(config.clone())
+        .connect(
+            &args.source,
+            &args.source_config,
+            "--source",
+            config.clone(),
+        )
         .await
         .with_context(|| format!("cannot reach the source cluster (--source {})", args.source))?;
     let target = args
-        .conn(&args.target, &args.target_config)
-        .connect(config)
+        .connect(&args.target, &args.target_config, "--target", config)
         .await
         .with_context(|| format!("cannot reach the target cluster (--target {})", args.target))?;
     let producer = match target.init_producer_id().await {
@@ -484,10 +498,18 @@ async fn read_progress(shared: &Shared) -> anyhow::Result<Progress> {
         let (Some(k), Some(v)) = (&r.key, &r.value) else {
             continue;
         };
-        if let Some(((cluster, topic, partition), offsets)) = formats::parse_progress(k, v) {
-            if cluster == shared.settings.policy.source_alias {
-                out.last.insert((topic, partition), offsets);
+        if let Some(((cluster, topic, partition), (u, d))) = formats::parse_progress(k, v) {
+            if cluster != shared.settings.policy.source_alias {
+                continue;
             }
+            if !formats::plausible(u) || !formats::plausible(d) {
+                anyhow::bail!(
+                    "the stored progress of {topic}[{partition}] in {offsets_topic} is not usable (upstream {u}, downstream {d}); \
+                     fix or remove that record (key {}) before resuming",
+                    String::from_utf8_lossy(k)
+                );
+            }
+            out.last.insert((topic, partition), (u, d));
         }
     }
     for r in read_all(&shared.target, &syncs_topic)
@@ -497,7 +519,9 @@ async fn read_progress(shared: &Shared) -> anyhow::Result<Progress> {
         let (Some(k), Some(v)) = (&r.key, &r.value) else {
             continue;
         };
-        if let Some((tp, sync)) = formats::parse_offset_sync(k, v) {
+        if let Some((tp, sync)) = formats::parse_offset_sync(k, v)
+            .filter(|(_, (u, d))| formats::plausible(*u) && formats::plausible(*d))
+        {
             let syncs = out.syncs.entry(tp).or_default();
             syncs.push(sync);
             if syncs.len() > MAX_RANGES {
@@ -622,7 +646,7 @@ async fn resume(
         match progress.last.get(&tp) {
             Some(&(upstream, downstream)) => {
                 state.position = upstream + 1;
-                state.skip = target_end - (downstream + 1);
+                state.skip = target_end.saturating_sub(downstream + 1);
                 if state.skip < 0 {
                     errln!("warning: {remote}[{p}] ends at {target_end} on the target, before offset {} recorded as copied: the target lost records; continuing after source offset {upstream}", downstream + 1);
                     state.skip = 0;
@@ -635,8 +659,12 @@ async fn resume(
                 if target_end > 0 {
                     errln!("warning: {remote}[{p}] already holds {target_end} records this tool did not write; copying after them");
                 }
-                state.copied(state.position - 1, state.position - 1, target_end - 1, 1);
-                first_records.push((*p, state.position - 1, target_end - 1));
+                let (before, last) = (
+                    state.position.saturating_sub(1),
+                    target_end.saturating_sub(1),
+                );
+                state.copied(before, before, last, 1);
+                first_records.push((*p, before, last));
             }
         }
         states.push(state);
@@ -770,7 +798,7 @@ async fn copy_topic(shared: Arc<Shared>, topic: String, remote: String) -> anyho
             for chunk in chunks(records) {
                 let (base, n) = produce_chunk(&shared, &remote, p, chunk, sequence).await?;
                 sequence = sequence.wrapping_add(n as i32);
-                let end = (chunk[n - 1].offset, base + n as i64 - 1);
+                let end = (chunk[n - 1].offset, base.saturating_add(n as i64 - 1));
                 {
                     let mut topics = shared.topics.lock().unwrap();
                     let s = &mut topics.get_mut(&topic).expect("registered")[p as usize];

@@ -189,6 +189,11 @@ pub fn parse_offset_sync(key: &[u8], value: &[u8]) -> Option<((String, i32), (i6
     Some(((topic, partition), (upstream, downstream)))
 }
 
+/// Whether a stored offset can be one (-1 stands for "before the first").
+pub fn plausible(offset: i64) -> bool {
+    (-1..i64::MAX / 2).contains(&offset)
+}
+
 /// The Connect source-offset key MM2 uses for a source partition.
 pub fn progress_key(source_alias: &str, topic: &str, partition: i32) -> Bytes {
     let key = serde_json::json!([
@@ -244,13 +249,13 @@ pub fn translate(
 ) -> Option<i64> {
     let (&first, r) = ranges.range(..=upstream).next_back()?;
     Some(if upstream > r.last {
-        r.downstream + r.count
-    } else if r.last - first + 1 == r.count {
-        r.downstream + (upstream - first)
+        r.downstream.saturating_add(r.count)
+    } else if r.last.saturating_sub(first).saturating_add(1) == r.count {
+        r.downstream.saturating_add(upstream - first)
     } else if upstream == first {
         r.downstream
     } else {
-        r.downstream + 1
+        r.downstream.saturating_add(1)
     })
 }
 
@@ -312,6 +317,7 @@ mod tests {
         assert_eq!(parsed, (("us".into(), "orders".into(), 3), (41, 9)));
         assert_eq!(parse_progress(b"[\"Other\",{}]", b"{}"), None);
         assert_eq!(parse_progress(b"not json", b""), None);
+        assert!(plausible(-1) && plausible(0) && !plausible(-2) && !plausible(i64::MAX));
     }
 
     #[test]
