@@ -557,16 +557,19 @@ def describe_configs_v1(broker, resource_type, name):
     return out
 
 
-def start_sasl_ssl_source(start_broker, tmp_path):
+def start_sasl_ssl_source(start_broker, tmp_path, mtls_port=None):
     """A broker with a PLAINTEXT listener (bootstrap, for the test's own clients) and a
-    SASL_SSL one (PLAIN users of test_security_auth's JAAS, e.g. alice/alice-secret).
+    SASL_SSL one (PLAIN users of test_security_auth's JAAS, e.g. alice/alice-secret),
+    and with `mtls_port` an SSL listener that requires a client certificate.
     Returns (broker, the SASL_SSL port, the certificate paths)."""
     from test_security_auth import JAAS, make_certs
     certs = make_certs(tmp_path)
     plain, secure = free_ports(2)
+    mtls = f",MTLS://127.0.0.1:{mtls_port}" if mtls_port else ""
     source = start_broker({
-        "listeners": f"PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{secure}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+        "listeners": f"PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{secure}{mtls}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL",
+        "listener.name.mtls.ssl.client.auth": "required",
         "inter.broker.listener.name": "PLAINTEXT",
         "ssl.keystore.type": "PEM", "ssl.keystore.location": certs["server"],
         "ssl.truststore.type": "PEM", "ssl.truststore.location": certs["ca"],
@@ -625,3 +628,28 @@ def test_link_to_a_sasl_ssl_source(start_broker, tmp_path):
     assert d["state"] == "SOURCE_UNAVAILABLE", d
     assert "uthentication" in (d["error"] or ""), d
     assert d["configs"]["sasl.password"] is None and d["configs"]["sasl.username"] == "alice"
+
+
+@pytest.mark.timeout_s(90)
+def test_link_with_a_client_certificate_given_inline(start_broker, tmp_path):
+    """mTLS to the source: the CA, the client certificate and its key as PEM values
+    (Kafka's ssl.truststore.certificates, ssl.keystore.certificate.chain,
+    ssl.keystore.key); without the certificate the source refuses the link."""
+    mtls = free_ports(1)[0]
+    source, _, certs = start_sasl_ssl_source(start_broker, tmp_path, mtls_port=mtls)
+    target = start_broker({"http.listeners": ""})
+    topic = unique("mtls")
+    ck.create_topic(source, topic, partitions=1)
+    produce_keyed(source, topic, 20, 1)
+    pem = {k: open(certs[k]).read() for k in ("ca", "cert", "key")}
+    tls = ["--set", "security.protocol=SSL", "--set", f"ssl.truststore.certificates={pem['ca']}"]
+    links(target, "create", "nocert", "--source", f"127.0.0.1:{mtls}", *FAST, "--topics", topic, *tls)
+    links(target, "create", "mtls", "--source", f"127.0.0.1:{mtls}", *FAST, "--topics", topic, *tls,
+          "--set", f"ssl.keystore.certificate.chain={pem['cert']}",
+          "--set", f"ssl.keystore.key={pem['key']}")
+    wait_mirrored(target, "mtls", topic, source_ends(source, topic, 1))
+    assert_identical(source, target, topic, 1)
+    d = describe(target, "mtls")
+    assert d["configs"]["ssl.keystore.key"] is None and d["configs"]["ssl.keystore.certificate.chain"] is None
+    assert "PRIVATE KEY" not in links(target, "describe", "mtls", "--json").stdout
+    assert describe(target, "nocert")["state"] == "SOURCE_UNAVAILABLE"
