@@ -68,7 +68,8 @@ pub struct MirrorArgs {
     /// The source cluster's alias (MM2's cluster name): the prefix of remote topics.
     #[arg(long = "source-alias", value_name = "NAME", default_value = "source")]
     source_alias: String,
-    /// The target cluster's alias (names the offset-syncs and offsets topics).
+    /// The target cluster's alias: names the progress topic (mm2-offsets.NAME.internal);
+    /// source topics named NAME.* came from the target and are not mirrored back.
     #[arg(long = "target-alias", value_name = "NAME", default_value = "target")]
     target_alias: String,
     /// default (DefaultReplicationPolicy: SOURCE.TOPIC) or identity
