@@ -91,6 +91,11 @@ pub async fn run(broker: Arc<Broker>) {
             .links
             .lock()
             .retain(|k, _| links.iter().any(|l| &l.name == k));
+        broker
+            .links
+            .settings
+            .lock()
+            .retain(|k, _| links.iter().any(|l| &l.name == k));
         for def in links {
             let t = timers.entry(def.name.clone()).or_default();
             manage(&broker, &def, t, &mut target).await;
