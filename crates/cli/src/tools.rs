@@ -1,4 +1,4 @@
-//! Client-side tools: `topics`, `produce`, `consume`, `acls`, `quotas`, `links`, `bench`
+//! Client-side tools: `topics`, `produce`, `consume`, `acls`, `quotas`, `links`, `mirror`, `bench`
 //! and the rest, on `runnel-client`.
 //!
 //! Exit codes a script can rely on: 0 success, 1 an error (the message names the topic,
@@ -16,6 +16,7 @@ mod format;
 mod groups;
 mod links;
 mod logdirs;
+mod mirror;
 mod partitions;
 mod produce;
 mod quotas;
@@ -68,6 +69,9 @@ pub enum ToolCommand {
     /// their group offsets; promote a mirror topic to fail over.
     #[command(subcommand)]
     Links(links::LinksCommand),
+    /// Copy topics to another (any Kafka-compatible) cluster as MirrorMaker 2 does:
+    /// renamed topics, checkpoints, heartbeats; resumable without duplicates.
+    Mirror(mirror::MirrorArgs),
 }
 
 /// Parses one tool's flags (`argv` without the program name), for unit tests.
@@ -110,6 +114,7 @@ pub fn run(cmd: ToolCommand) -> ExitCode {
             ToolCommand::Acls(a) => acls::run(a).await,
             ToolCommand::Quotas(a) => quotas::run(a).await,
             ToolCommand::Links(c) => links::run(c).await,
+            ToolCommand::Mirror(a) => mirror::run(a).await,
         }
     })
 }

@@ -7,7 +7,7 @@
 use crate::connection::{Connection, ConnectionConfig};
 use crate::error::{Error, Result};
 use crate::records::{
-    decode_batches, encode_batch, ConsumerRecord, ProducerIdentity, ProducerRecord,
+    decode_committed_batches, encode_batch, ConsumerRecord, ProducerIdentity, ProducerRecord,
 };
 use crate::versions;
 use bytes::Bytes;
@@ -742,7 +742,16 @@ impl Client {
                 Some(p) => {
                     let bytes = p.records.clone().unwrap_or_default();
                     let size = bytes.len();
-                    decode_batches(bytes, offset)
+                    let aborted: Vec<(i64, i64)> = if options.isolation_level == 1 {
+                        p.aborted_transactions
+                            .iter()
+                            .flatten()
+                            .map(|a| (a.producer_id.0, a.first_offset))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    decode_committed_batches(bytes, offset, &aborted)
                         .map_err(|e| Error::Records(format!("{topic}/{partition}: {e}")))
                         .map(|d| FetchedPartition {
                             partition,

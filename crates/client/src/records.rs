@@ -174,6 +174,8 @@ const MAGIC_AT: usize = 16;
 const ATTRIBUTES_AT: usize = 21;
 const LAST_OFFSET_DELTA_AT: usize = 23;
 const RECORD_COUNT_AT: usize = 57;
+const PRODUCER_ID_AT: usize = 43;
+const TRANSACTIONAL_FLAG: i16 = 1 << 4;
 const CONTROL_FLAG: i16 = 1 << 5;
 const CODEC_MASK: i16 = 0x7;
 /// The smallest encoded record: seven one-byte fields.
@@ -184,8 +186,23 @@ const MAX_COMPRESSED_RECORDS: usize = 1 << 22;
 /// Decodes the record batches in `data` (a fetch response's records for one partition),
 /// skipping control batches and records before `from_offset`. A partial batch at the end is
 /// ignored, as Kafka clients do.
-pub fn decode_batches(mut data: Bytes, from_offset: i64) -> Result<DecodedRecords> {
+pub fn decode_batches(data: Bytes, from_offset: i64) -> Result<DecodedRecords> {
+    decode_committed_batches(data, from_offset, &[])
+}
+
+/// [`decode_batches`] for a read_committed fetch: `aborted` is the response's aborted
+/// transactions (producer id, first offset); the batches of a producer inside one of
+/// them, up to that producer's abort marker, are skipped, as Kafka's consumer does.
+pub fn decode_committed_batches(
+    mut data: Bytes,
+    from_offset: i64,
+    aborted: &[(i64, i64)],
+) -> Result<DecodedRecords> {
     let mut out = DecodedRecords::default();
+    let mut pending: Vec<(i64, i64)> = aborted.to_vec();
+    // Latest first offset at the end, so the next one to open pops off.
+    pending.sort_by_key(|&(_, first)| std::cmp::Reverse(first));
+    let mut aborting: std::collections::HashSet<i64> = std::collections::HashSet::new();
     while data.len() >= LENGTH_PREFIX_END {
         let base_offset = (&data[0..8]).get_i64();
         let len = (&data[8..12]).get_i32();
@@ -213,8 +230,22 @@ pub fn decode_batches(mut data: Bytes, from_offset: i64) -> Result<DecodedRecord
         }
         let attributes = (&batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2]).get_i16();
         let last_offset_delta = (&batch[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]).get_i32();
-        out.next_offset = Some(base_offset + last_offset_delta as i64 + 1);
+        let last_offset = base_offset + last_offset_delta as i64;
+        out.next_offset = Some(last_offset + 1);
+        let producer_id = (&batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8]).get_i64();
+        while pending
+            .last()
+            .is_some_and(|&(_, first)| first <= last_offset)
+        {
+            let (pid, _) = pending.pop().expect("checked");
+            aborting.insert(pid);
+        }
         if attributes & CONTROL_FLAG != 0 {
+            // The marker ends the producer's transaction (aborted or not).
+            aborting.remove(&producer_id);
+            continue;
+        }
+        if attributes & TRANSACTIONAL_FLAG != 0 && aborting.contains(&producer_id) {
             continue;
         }
         // The decoder sizes a vector by this count: check it against what the bytes can hold.
@@ -402,6 +433,66 @@ mod tests {
         assert_eq!(i64::from_be_bytes(bytes[43..51].try_into().unwrap()), 42);
         assert_eq!(i16::from_be_bytes(bytes[51..53].try_into().unwrap()), 3);
         assert_eq!(i32::from_be_bytes(bytes[53..57].try_into().unwrap()), 10);
+    }
+
+    /// CRC-32C (Castagnoli), bitwise: for batches whose header a test changed.
+    fn crc32c(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A batch of one record at `offset` from producer `pid`, with `flags` set.
+    fn batch_at(offset: i64, pid: i64, flags: i16) -> BytesMut {
+        let p = ProducerIdentity {
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence: 0,
+        };
+        let mut b = BytesMut::from(
+            &encode_batch(&[record(offset as usize)], Compression::None, Some(p), 0).unwrap()[..],
+        );
+        b[0..8].copy_from_slice(&offset.to_be_bytes());
+        let attributes = i16::from_be_bytes([b[ATTRIBUTES_AT], b[ATTRIBUTES_AT + 1]]) | flags;
+        b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        let crc = crc32c(&b[ATTRIBUTES_AT..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn read_committed_decoding_skips_aborted_transactions_until_their_marker() {
+        let txn = TRANSACTIONAL_FLAG;
+        let mut all = BytesMut::new();
+        for b in [
+            batch_at(0, 7, txn),                // aborted
+            batch_at(1, 9, 0),                  // not transactional: kept
+            batch_at(2, 8, txn),                // another producer's open transaction: kept
+            batch_at(3, 7, txn),                // still aborted
+            batch_at(4, 7, txn | CONTROL_FLAG), // pid 7's abort marker
+            batch_at(5, 7, txn),                // pid 7's next transaction: kept
+        ] {
+            all.extend_from_slice(&b);
+        }
+        let all = all.freeze();
+        let offsets = |d: DecodedRecords| d.records.iter().map(|r| r.offset).collect::<Vec<_>>();
+        let committed = decode_committed_batches(all.clone(), 0, &[(7, 0)]).unwrap();
+        assert_eq!(committed.next_offset, Some(6));
+        assert_eq!(offsets(committed), vec![1, 2, 5]);
+        // read_uncommitted (no aborted list) keeps every data record.
+        assert_eq!(
+            offsets(decode_batches(all, 0).unwrap()),
+            vec![0, 1, 2, 3, 5]
+        );
     }
 
     #[test]

@@ -460,6 +460,189 @@ impl ServerCertVerifier for NoHostnameCheck {
     }
 }
 
+/// Kafka client keys whose values are secrets (Kafka's `ConfigDef.Type.PASSWORD`, PEM
+/// content included): a describe shows them as null and sensitive, never their value.
+pub const SENSITIVE_KEYS: &[&str] = &[
+    "sasl.jaas.config",
+    "sasl.password",
+    "ssl.key.password",
+    "ssl.keystore.key",
+    "ssl.keystore.certificate.chain",
+    "ssl.truststore.certificates",
+];
+
+pub fn is_sensitive(key: &str) -> bool {
+    SENSITIVE_KEYS.contains(&key)
+}
+
+/// The client properties [`security_from_properties`] reads: Java-style (Kafka's, with
+/// KIP-651 PEM values inline) and librdkafka-style spellings.
+pub const SECURITY_KEYS: &[&str] = &[
+    "security.protocol",
+    "ssl.truststore.location",
+    "ssl.truststore.type",
+    "ssl.truststore.certificates",
+    "ssl.ca.location",
+    "ssl.keystore.location",
+    "ssl.keystore.type",
+    "ssl.keystore.certificate.chain",
+    "ssl.keystore.key",
+    "ssl.key.password",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.endpoint.identification.algorithm",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.jaas.config",
+    "sasl.username",
+    "sasl.password",
+    "sasl.oauthbearer.config",
+];
+
+/// PEM text from a property value. A value written on one line (as a properties file
+/// or a `--set` often carries it) has its markers and base64 lines separated by spaces;
+/// they are put back on lines of their own.
+fn pem_value(v: &str) -> Vec<u8> {
+    if v.contains('\n') {
+        return v.as_bytes().to_vec();
+    }
+    let mut out = String::new();
+    let mut rest = v.trim();
+    while let Some(start) = rest.find("-----") {
+        for word in rest[..start].split_whitespace() {
+            out.push_str(word);
+            out.push('\n');
+        }
+        let after = &rest[start + 5..];
+        let Some(end) = after.find("-----") else {
+            break;
+        };
+        out.push_str(&rest[start..start + 5 + end + 5]);
+        out.push('\n');
+        rest = &after[end + 5..];
+    }
+    out.push_str(rest);
+    out.into_bytes()
+}
+
+/// TLS and SASL settings from client properties, Java-style (`ssl.truststore.location`,
+/// `ssl.truststore.certificates`, `ssl.keystore.key`, `sasl.jaas.config`) or
+/// librdkafka-style (`ssl.ca.location`, `sasl.username`); None for PLAINTEXT. What
+/// cannot be honoured is refused with the key named, never silently dropped: speaking
+/// PLAINTEXT to a cluster the user believes is secured would be worse.
+pub fn security_from_properties(
+    props: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<ClientSecurity>, String> {
+    let get = |k: &str| {
+        props
+            .get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let protocol = get("security.protocol")
+        .unwrap_or_else(|| "PLAINTEXT".into())
+        .to_ascii_uppercase();
+    let (tls, sasl) = match protocol.as_str() {
+        "PLAINTEXT" => return Ok(None),
+        "SSL" => (true, false),
+        "SASL_PLAINTEXT" => (false, true),
+        "SASL_SSL" => (true, true),
+        other => {
+            return Err(format!(
+                "security.protocol={other}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+            ))
+        }
+    };
+    let file = |k: &str| -> Result<Option<Vec<u8>>, String> {
+        get(k).map(|p| read_file(Path::new(&p), k)).transpose()
+    };
+    let tls = if tls {
+        for k in ["ssl.truststore.type", "ssl.keystore.type"] {
+            if let Some(t) = get(k).filter(|t| !t.eq_ignore_ascii_case("PEM")) {
+                return Err(format!(
+                    "{k}={t}: only PEM is supported; convert the store to PEM (openssl pkcs12 -in store.p12 -nodes)"
+                ));
+            }
+        }
+        let ca = match get("ssl.truststore.certificates") {
+            Some(pem) => Some(pem_value(&pem)),
+            None => match file("ssl.truststore.location")? {
+                Some(pem) => Some(pem),
+                None => file("ssl.ca.location")?,
+            },
+        };
+        let identity = match (
+            get("ssl.keystore.certificate.chain"),
+            get("ssl.keystore.key"),
+        ) {
+            (Some(chain), Some(key)) => Some((pem_value(&chain), pem_value(&key))),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(
+                    "ssl.keystore.certificate.chain and ssl.keystore.key go together (the client certificate and its key)"
+                        .into(),
+                )
+            }
+            (None, None) => match file("ssl.keystore.location")? {
+                Some(pem) => Some((pem.clone(), pem)),
+                None => match (file("ssl.certificate.location")?, file("ssl.key.location")?) {
+                    (Some(c), Some(k)) => Some((c, k)),
+                    _ => None,
+                },
+            },
+        };
+        let verify_hostname = props
+            .get("ssl.endpoint.identification.algorithm")
+            .is_none_or(|v| v.trim().eq_ignore_ascii_case("https"));
+        let opts = TlsClientOptions {
+            ca_pem: ca,
+            identity_pem: identity,
+            verify_hostname,
+        };
+        Some(tls_client_config(&opts)?)
+    } else {
+        None
+    };
+    let sasl = if sasl {
+        let name = get("sasl.mechanism")
+            .or_else(|| get("sasl.mechanisms"))
+            .unwrap_or_else(|| "GSSAPI".into());
+        let mechanism = SaslMechanism::from_name(&name).ok_or_else(|| {
+            format!(
+                "sasl.mechanism={name}: supported are PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER (unsecured JWTs)"
+            )
+        })?;
+        let jaas = get("sasl.jaas.config").unwrap_or_default();
+        let mut username = get("sasl.username").or_else(|| jaas_option(&jaas, "username"));
+        let mut password = props
+            .get("sasl.password")
+            .cloned()
+            .or_else(|| jaas_option(&jaas, "password"));
+        if mechanism == SaslMechanism::OAuthBearer {
+            // An unsecured JWT for this principal (Kafka's and librdkafka's development mode).
+            let oauth_config = get("sasl.oauthbearer.config").unwrap_or_default();
+            username = jaas_option(&jaas, "unsecuredLoginStringClaim_sub")
+                .or_else(|| jaas_option(&oauth_config, "principal"))
+                .or(username);
+            password = Some(String::new());
+        }
+        let (Some(username), Some(password)) = (username, password) else {
+            return Err(
+                "SASL needs a user name and password: sasl.username and sasl.password, or \
+                 sasl.jaas.config with username=\"...\" password=\"...\""
+                    .into(),
+            );
+        };
+        Some(SaslCredentials {
+            mechanism,
+            username,
+            password,
+        })
+    } else {
+        None
+    };
+    Ok(Some(ClientSecurity { tls, sasl }))
+}
+
 /// Reads a Java-style JAAS value `username="x"` out of `sasl.jaas.config` text, a
 /// lenient helper for clients (the broker has a full parser).
 pub fn jaas_option(jaas: &str, key: &str) -> Option<String> {
@@ -503,6 +686,15 @@ mod tests {
         c.verify_server_final("v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
             .unwrap();
         assert!(c.verify_server_final("v=AAAA").is_err());
+    }
+
+    #[test]
+    fn one_line_pem_is_put_back_on_lines() {
+        let pem = "-----BEGIN CERTIFICATE-----\nQUJD\nREVG\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_value(pem), pem.as_bytes());
+        let one_line = "-----BEGIN CERTIFICATE----- QUJD REVG -----END CERTIFICATE-----";
+        assert_eq!(pem_value(one_line), pem.as_bytes());
+        assert!(is_sensitive("sasl.jaas.config") && !is_sensitive("sasl.username"));
     }
 
     #[test]

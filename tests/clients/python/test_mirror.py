@@ -10,7 +10,9 @@ two single-node Runnel processes, a source and a target, with real clients:
 - group offsets synced, never over a group active on the target, and a group failing over
   after `promote` reads every record exactly once (confluent-kafka and kafka-python);
 - kill -9 of the target mid-stream, then restart: nothing missing or duplicated;
-- the source unreachable, then back on the same port: the link says so once, and resumes.
+- the source unreachable, then back on the same port: the link says so once, and resumes;
+- a source reached through SASL_SSL, its secrets never shown back, a wrong password
+  reported.
 
 `runnel links` (the CLI) drives every link change; `links describe --json` is polled
 for progress.
@@ -18,6 +20,7 @@ for progress.
 
 import json
 import os
+import struct
 import subprocess
 import threading
 import time
@@ -28,6 +31,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from confluent_kafka.admin import ConfigResource, NewPartitions, NewTopic
 
 import ck
+import kwire
 from cluster import free_ports
 from harness import Broker, runnel_bin, unique
 from test_http import HttpBroker
@@ -528,3 +532,124 @@ def test_three_node_target_follows_leadership(tmp_path, start_broker):
     finally:
         problems = c.stop()
         assert not problems, "\n".join(problems)
+
+
+def describe_configs_v1(broker, resource_type, name):
+    """DescribeConfigs v1 over the raw wire: [(name, value, read_only, is_sensitive)]."""
+    body = (struct.pack(">i", 1) + struct.pack(">b", resource_type) + kwire.string(name)
+            + struct.pack(">i", -1) + struct.pack(">b", 0))
+    with kwire.Conn(*broker.address) as c:
+        r = c.request(32, 1, body)
+    r.int32()  # throttle
+    assert r.int32() == 1
+    code, message = r.int16(), r.string()
+    assert code == 0, (code, message)
+    r.int8()
+    r.string()
+    out = []
+    for _ in range(r.int32()):
+        cname, value, read_only = r.string(), r.string(), r.int8()
+        r.int8()  # config source
+        sensitive = r.int8()
+        for _ in range(r.int32()):
+            r.string(), r.string(), r.int8()
+        out.append((cname, value, bool(read_only), bool(sensitive)))
+    return out
+
+
+def start_sasl_ssl_source(start_broker, tmp_path, mtls_port=None):
+    """A broker with a PLAINTEXT listener (bootstrap, for the test's own clients) and a
+    SASL_SSL one (PLAIN users of test_security_auth's JAAS, e.g. alice/alice-secret),
+    and with `mtls_port` an SSL listener that requires a client certificate.
+    Returns (broker, the SASL_SSL port, the certificate paths)."""
+    from test_security_auth import JAAS, make_certs
+    certs = make_certs(tmp_path)
+    plain, secure = free_ports(2)
+    mtls = f",MTLS://127.0.0.1:{mtls_port}" if mtls_port else ""
+    source = start_broker({
+        "listeners": f"PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{secure}{mtls}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL",
+        "listener.name.mtls.ssl.client.auth": "required",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "ssl.keystore.type": "PEM", "ssl.keystore.location": certs["server"],
+        "ssl.truststore.type": "PEM", "ssl.truststore.location": certs["ca"],
+        "sasl.enabled.mechanisms": "PLAIN", "sasl.jaas.config": JAAS,
+        "http.listeners": ""})
+    return source, secure, certs
+
+
+@pytest.mark.timeout_s(120)
+def test_link_to_a_sasl_ssl_source(start_broker, tmp_path):
+    """A link reaches a source through SASL_SSL (PLAIN over TLS, the CA given inline as
+    PEM); its secrets are never shown back; a wrong password makes the link say so."""
+    source, secure, certs = start_sasl_ssl_source(start_broker, tmp_path)
+    target = start_broker({"http.listeners": ""})
+    topic = unique("sec")
+    ck.create_topic(source, topic, partitions=2)
+    produce_keyed(source, topic, 50, 2)
+    ca = open(certs["ca"]).read()
+    secret = "alice-secret"
+    jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+            f'username="alice" password="{secret}";')
+    # Without a CA the link cannot check the source: refused at create, naming the key.
+    r = links(target, "create", "noca", "--source", f"127.0.0.1:{secure}",
+              "--set", "security.protocol=SASL_SSL", "--set", "sasl.mechanism=PLAIN",
+              "--set", f"sasl.jaas.config={jaas}", check=False)
+    assert r.returncode != 0 and "ssl.truststore" in r.stderr, r.stderr
+    # The CA on one line (as a properties value often carries PEM).
+    links(target, "create", "sec", "--source", f"127.0.0.1:{secure}", *FAST,
+          "--topics", topic, "--set", "security.protocol=SASL_SSL",
+          "--set", "sasl.mechanism=PLAIN", "--set", f"sasl.jaas.config={jaas}",
+          "--set", "ssl.truststore.certificates=" + " ".join(ca.split()))
+    wait_mirrored(target, "sec", topic, source_ends(source, topic, 2))
+    assert_identical(source, target, topic, 2)
+
+    # Secrets: null and sensitive in DescribeConfigs, null in describe --json, absent
+    # from the text output; the other configs are shown.
+    entries = {e[0]: e for e in describe_configs_v1(target, 101, "sec")}
+    for key in ("sasl.jaas.config", "ssl.truststore.certificates"):
+        assert entries[key][1] is None and entries[key][3], entries[key]
+    assert entries["security.protocol"][1:] == ("SASL_SSL", False, False)
+    d = describe(target, "sec")
+    assert d["configs"]["sasl.jaas.config"] is None and d["configs"]["sasl.mechanism"] == "PLAIN"
+    assert d["state"] == "ACTIVE", d
+    text = links(target, "describe", "sec").stdout
+    assert secret not in text and "BEGIN CERTIFICATE" not in text
+    assert "sasl.jaas.config=null (sensitive)" in text, text
+    for raw in (json.dumps(d), links(target, "list", "--json").stdout):
+        assert secret not in raw
+
+    # A wrong password (librdkafka's spelling): the link says the source refused it.
+    links(target, "create", "bad", "--source", f"127.0.0.1:{secure}", *FAST,
+          "--topics", "nothing", "--set", "security.protocol=SASL_SSL",
+          "--set", "sasl.mechanism=PLAIN", "--set", "sasl.username=alice",
+          "--set", "sasl.password=wrong", "--set", f"ssl.truststore.certificates={ca}")
+    d = describe(target, "bad")
+    assert d["state"] == "SOURCE_UNAVAILABLE", d
+    assert "uthentication" in (d["error"] or ""), d
+    assert d["configs"]["sasl.password"] is None and d["configs"]["sasl.username"] == "alice"
+
+
+@pytest.mark.timeout_s(90)
+def test_link_with_a_client_certificate_given_inline(start_broker, tmp_path):
+    """mTLS to the source: the CA, the client certificate and its key as PEM values
+    (Kafka's ssl.truststore.certificates, ssl.keystore.certificate.chain,
+    ssl.keystore.key); without the certificate the source refuses the link."""
+    mtls = free_ports(1)[0]
+    source, _, certs = start_sasl_ssl_source(start_broker, tmp_path, mtls_port=mtls)
+    target = start_broker({"http.listeners": ""})
+    topic = unique("mtls")
+    ck.create_topic(source, topic, partitions=1)
+    produce_keyed(source, topic, 20, 1)
+    pem = {k: open(certs[k]).read() for k in ("ca", "cert", "key")}
+    tls = ["--set", "security.protocol=SSL", "--set", f"ssl.truststore.certificates={pem['ca']}"]
+    links(target, "create", "nocert", "--source", f"127.0.0.1:{mtls}", *FAST, "--topics", topic, *tls)
+    links(target, "create", "mtls", "--source", f"127.0.0.1:{mtls}", *FAST, "--topics", topic, *tls,
+          "--set", f"ssl.keystore.certificate.chain={pem['cert']}",
+          "--set", f"ssl.keystore.key={pem['key']}")
+    wait_mirrored(target, "mtls", topic, source_ends(source, topic, 1))
+    assert_identical(source, target, topic, 1)
+    d = describe(target, "mtls")
+    assert d["configs"]["ssl.keystore.key"] is None and d["configs"]["ssl.keystore.certificate.chain"] is None
+    assert "PRIVATE KEY" not in links(target, "describe", "mtls", "--json").stdout
+    assert describe(target, "nocert")["state"] == "SOURCE_UNAVAILABLE"

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use runnel_client::security::is_sensitive;
 use runnel_client::{Client, OffsetSpec};
 use runnel_protocol::kp::messages::describe_configs_response::DescribeConfigsResourceResult;
 use runnel_protocol::kp::protocol::StrBytes;
@@ -245,7 +246,7 @@ pub async fn describe(broker: &Broker, name: &str) -> Result<Value, BrokerError>
     let status = broker.links.link_status(name);
     Ok(json!({
         "name": def.name,
-        "configs": def.configs,
+        "configs": shown_configs(&def.configs),
         "state": if source.is_ok() { "ACTIVE" } else { "SOURCE_UNAVAILABLE" },
         "error": source.err(),
         "collisions": status.as_ref().map(|s| s.collisions.clone()).unwrap_or_default(),
@@ -255,16 +256,26 @@ pub async fn describe(broker: &Broker, name: &str) -> Result<Value, BrokerError>
     }))
 }
 
+/// A link's configs as describe shows them: secrets (`sasl.jaas.config`, passwords,
+/// keys; Kafka's PASSWORD-type keys) as null, as Kafka's DescribeConfigs does.
+fn shown_configs(configs: &BTreeMap<String, String>) -> BTreeMap<&str, Option<&str>> {
+    configs
+        .iter()
+        .map(|(k, v)| (k.as_str(), (!is_sensitive(k)).then_some(v.as_str())))
+        .collect()
+}
+
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
-fn entry(name: &str, value: &str, read_only: bool) -> DescribeConfigsResourceResult {
+fn entry(name: &str, value: Option<&str>, read_only: bool) -> DescribeConfigsResourceResult {
     DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_string(name.to_string()))
-        .with_value(Some(StrBytes::from_string(value.to_string())))
+        .with_value(value.map(|v| StrBytes::from_string(v.to_string())))
         .with_config_source(1)
         .with_read_only(read_only)
+        .with_is_sensitive(is_sensitive(name))
 }
 
 /// DescribeConfigs on `RESOURCE_CLUSTER_LINK` (see the module comment).
@@ -277,17 +288,16 @@ pub fn describe_configs(
             .links
             .all()
             .iter()
-            .map(|d| entry(&d.name, &summary(broker, d).to_string(), true))
+            .map(|d| entry(&d.name, Some(&summary(broker, d).to_string()), true))
             .collect());
     }
     let status = block_on(describe(broker, name))?;
     let def = link(broker, name)?;
-    let mut entries: Vec<_> = def
-        .configs
-        .iter()
+    let mut entries: Vec<_> = shown_configs(&def.configs)
+        .into_iter()
         .map(|(k, v)| entry(k, v, false))
         .collect();
-    entries.push(entry(STATUS, &status.to_string(), true));
+    entries.push(entry(STATUS, Some(&status.to_string()), true));
     Ok(entries)
 }
 

@@ -91,6 +91,11 @@ pub async fn run(broker: Arc<Broker>) {
             .links
             .lock()
             .retain(|k, _| links.iter().any(|l| &l.name == k));
+        broker
+            .links
+            .settings
+            .lock()
+            .retain(|k, _| links.iter().any(|l| &l.name == k));
         for def in links {
             let t = timers.entry(def.name.clone()).or_default();
             manage(&broker, &def, t, &mut target).await;
@@ -102,7 +107,7 @@ async fn manage(broker: &Broker, def: &LinkDef, t: &mut Timers, target: &mut Opt
     if t.retry_at.is_some_and(|at| Instant::now() < at) {
         return;
     }
-    let settings = match Settings::parse(&def.configs) {
+    let settings = match broker.links.settings(def) {
         Ok(s) => s,
         Err(e) => {
             set_status(broker, &def.name, |s| s.error = Some(e.message.clone()));
@@ -419,7 +424,7 @@ const PROMOTE_CATCH_UP: Duration = Duration::from_secs(15);
 /// over re-reads nothing it committed on the source and skips nothing. Err when the
 /// source cannot be reached or the mirror does not catch up within `PROMOTE_CATCH_UP`.
 pub async fn final_sync(broker: &Broker, def: &LinkDef, topics: &[String]) -> Result<(), String> {
-    let settings = Settings::parse(&def.configs).map_err(|e| e.message)?;
+    let settings = broker.links.settings(def).map_err(|e| e.message)?;
     let src = broker.links.source_client(def).await?;
     let tgt = target_client(broker).await?;
     let mut wanted = Vec::new();

@@ -96,6 +96,9 @@ pub struct LinkStatus {
 /// A link's source client and the link configs it was made with.
 type SourceClient = (BTreeMap<String, String>, runnel_client::Client);
 
+/// A link's parsed configs and the configs they were parsed from.
+type ParsedSettings = (BTreeMap<String, String>, Arc<store::Settings>);
+
 /// One Prometheus family of per-partition samples: name, type, help, and the extra
 /// labels and value of a partition's sample.
 type PartitionFamily = (
@@ -114,6 +117,8 @@ pub struct Links {
     tasks: Mutex<HashMap<(String, i32), tokio::task::JoinHandle<()>>>,
     /// Source clients by link name, with the configs they were made with.
     clients: tokio::sync::Mutex<HashMap<String, SourceClient>>,
+    /// Parsed configs by link name, with the configs they were parsed from.
+    settings: Mutex<HashMap<String, ParsedSettings>>,
 }
 
 impl Links {
@@ -174,6 +179,20 @@ impl Links {
         }
     }
 
+    /// A link's parsed configs, kept while they stay the same (TLS setup reads files
+    /// and parses certificates: once per change, not once per fetch).
+    fn settings(&self, def: &LinkDef) -> Result<Arc<store::Settings>, BrokerError> {
+        let mut cache = self.settings.lock();
+        if let Some((configs, s)) = cache.get(&def.name) {
+            if *configs == def.configs {
+                return Ok(s.clone());
+            }
+        }
+        let s = Arc::new(store::Settings::parse(&def.configs)?);
+        cache.insert(def.name.clone(), (def.configs.clone(), s.clone()));
+        Ok(s)
+    }
+
     /// A client for `link`'s source cluster (kept while the link's configs stay the same).
     async fn source_client(&self, link: &LinkDef) -> Result<runnel_client::Client, String> {
         let mut clients = self.clients.lock().await;
@@ -182,7 +201,7 @@ impl Links {
                 return Ok(c.clone());
             }
         }
-        let settings = store::Settings::parse(&link.configs).map_err(|e| e.message)?;
+        let settings = self.settings(link).map_err(|e| e.message)?;
         let client = runnel_client::Client::connect(&settings.bootstrap, settings.client_config())
             .await
             .map_err(|e| e.to_string())?;

@@ -46,7 +46,7 @@ pub async fn run(broker: Arc<Broker>, link: String, p: Arc<Partition>) {
         if !still_mirrored(&broker, &link, &p) {
             break;
         }
-        let settings = match Settings::parse(&def.configs) {
+        let settings = match broker.links.settings(&def) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(link, error = %e, "cluster link configs are invalid; not mirroring");

@@ -68,6 +68,8 @@ pub struct Settings {
     pub fetch_wait_max_ms: i32,
     pub request_timeout: Duration,
     pub client_id: String,
+    /// TLS and SASL to the source (None: PLAINTEXT).
+    pub security: Option<std::sync::Arc<runnel_client::security::ClientSecurity>>,
 }
 
 pub const BOOTSTRAP: &str = "bootstrap.servers";
@@ -89,9 +91,14 @@ pub const KEYS: &[(&str, &str)] = &[
     ("replica.fetch.wait.max.ms", "500"),
     ("request.timeout.ms", "30000"),
     ("client.id", "runnel-cluster-link"),
-    ("security.protocol", "PLAINTEXT"),
     ("acl.sync.enable", "false"),
 ];
+
+/// Whether `key` is a link config: one of [`KEYS`] or a Kafka client security key
+/// (`runnel_client::security::SECURITY_KEYS`: `security.protocol`, `sasl.*`, `ssl.*`).
+pub fn is_known(key: &str) -> bool {
+    KEYS.iter().any(|(k, _)| *k == key) || runnel_client::security::SECURITY_KEYS.contains(&key)
+}
 
 fn invalid(message: String) -> BrokerError {
     BrokerError::new(ErrorCode::InvalidConfig, message)
@@ -102,8 +109,12 @@ impl Settings {
     /// refused with INVALID_CONFIG naming the key).
     pub fn parse(configs: &BTreeMap<String, String>) -> Result<Settings, BrokerError> {
         for k in configs.keys() {
-            if !KEYS.iter().any(|(key, _)| key == k) {
-                let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+            if !is_known(k) {
+                let known: Vec<&str> = KEYS
+                    .iter()
+                    .map(|(k, _)| *k)
+                    .chain(runnel_client::security::SECURITY_KEYS.iter().copied())
+                    .collect();
                 return Err(invalid(format!(
                     "unknown cluster link config '{k}' (known: {})",
                     known.join(", ")
@@ -146,12 +157,9 @@ impl Settings {
                 "'{BOOTSTRAP}' must name the source cluster (host:port[,host:port...])"
             ))
         })?;
-        if !get("security.protocol").eq_ignore_ascii_case("PLAINTEXT") {
-            return Err(invalid(
-                "security.protocol: only PLAINTEXT is supported until Runnel has TLS and SASL"
-                    .into(),
-            ));
-        }
+        let security = runnel_client::security::security_from_properties(configs)
+            .map_err(|e| invalid(format!("cluster link security: {e}")))?
+            .map(std::sync::Arc::new);
         if bool_of("acl.sync.enable")? {
             return Err(invalid(
                 "acl.sync.enable: Runnel has no ACLs to sync yet".into(),
@@ -172,6 +180,7 @@ impl Settings {
             fetch_wait_max_ms: ms("replica.fetch.wait.max.ms", 0)?.min(30_000) as i32,
             request_timeout: Duration::from_millis(ms("request.timeout.ms", 1000)?),
             client_id: get("client.id").to_string(),
+            security,
         })
     }
 
@@ -181,6 +190,7 @@ impl Settings {
         c.connection.connect_timeout = Duration::from_secs(5);
         c.connection.request_timeout =
             self.request_timeout + Duration::from_millis(self.fetch_wait_max_ms as u64);
+        c.connection.security = self.security.clone();
         c.retries = 1;
         c
     }
@@ -381,7 +391,16 @@ mod tests {
             configs(&[(BOOTSTRAP, "a:1"), ("no.such", "1")]),
             configs(&[(BOOTSTRAP, "a:1"), (TOPICS_REGEX, "(")]),
             configs(&[(BOOTSTRAP, "a:1"), ("consumer.offset.sync.ms", "x")]),
+            // TLS without the CA that signed the source's certificate.
             configs(&[(BOOTSTRAP, "a:1"), ("security.protocol", "SSL")]),
+            configs(&[(BOOTSTRAP, "a:1"), ("security.protocol", "SASL_SSL2")]),
+            // SASL without a password.
+            configs(&[
+                (BOOTSTRAP, "a:1"),
+                ("security.protocol", "SASL_PLAINTEXT"),
+                ("sasl.mechanism", "PLAIN"),
+                ("sasl.username", "u"),
+            ]),
         ] {
             assert_eq!(
                 Settings::parse(&bad).unwrap_err().code,
@@ -389,6 +408,31 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn sasl_settings_reach_the_client_config() {
+        let s = Settings::parse(&configs(&[
+            (BOOTSTRAP, "a:1"),
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            (
+                "sasl.jaas.config",
+                r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="link" password="pw";"#,
+            ),
+        ]))
+        .unwrap();
+        let security = s.client_config().connection.security.unwrap();
+        let sasl = security.sasl.as_ref().unwrap();
+        assert_eq!(
+            (sasl.username.as_str(), sasl.password.as_str()),
+            ("link", "pw")
+        );
+        assert!(security.tls.is_none());
+        assert!(Settings::parse(&configs(&[(BOOTSTRAP, "a:1")]))
+            .unwrap()
+            .security
+            .is_none());
     }
 
     #[test]

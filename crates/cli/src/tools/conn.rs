@@ -26,24 +26,13 @@ const KNOWN_KEYS: &[&str] = &[
     "client.id",
     "request.timeout.ms",
     "socket.timeout.ms",
-    "security.protocol",
-    "ssl.truststore.location",
-    "ssl.truststore.type",
-    "ssl.ca.location",
-    "ssl.keystore.location",
-    "ssl.keystore.type",
-    "ssl.certificate.location",
-    "ssl.key.location",
-    "ssl.endpoint.identification.algorithm",
-    "sasl.mechanism",
-    "sasl.mechanisms",
-    "sasl.jaas.config",
-    "sasl.username",
-    "sasl.password",
-    "sasl.oauthbearer.config",
     "group.id",
     "auto.offset.reset",
 ];
+
+fn is_known(key: &str) -> bool {
+    KNOWN_KEYS.contains(&key) || runnel_client::security::SECURITY_KEYS.contains(&key)
+}
 
 /// Where the cluster is.
 #[derive(Args, Debug, Clone, Default)]
@@ -109,107 +98,12 @@ impl Resolved {
     }
 }
 
-/// Builds TLS and SASL settings from Java-style (`ssl.truststore.location`,
-/// `sasl.jaas.config`) or librdkafka-style (`ssl.ca.location`, `sasl.username`) keys.
-/// What cannot be honoured is refused with the key named, never silently dropped: a tool
-/// that spoke PLAINTEXT to a cluster the user believes is secured would be worse.
+/// TLS and SASL settings from the properties (runnel-client reads them, as cluster
+/// links do); what cannot be honoured is a usage error naming the key.
 fn client_security(
     props: &BTreeMap<String, String>,
 ) -> Result<Option<runnel_client::security::ClientSecurity>, UsageError> {
-    use runnel_client::security::{
-        jaas_option, read_file, tls_client_config, ClientSecurity, SaslCredentials, SaslMechanism,
-        TlsClientOptions,
-    };
-    let get = |k: &str| props.get(k).map(|v| v.trim().to_string());
-    let protocol = get("security.protocol")
-        .unwrap_or_else(|| "PLAINTEXT".into())
-        .to_ascii_uppercase();
-    let (tls, sasl) = match protocol.as_str() {
-        "PLAINTEXT" => return Ok(None),
-        "SSL" => (true, false),
-        "SASL_PLAINTEXT" => (false, true),
-        "SASL_SSL" => (true, true),
-        other => {
-            return Err(UsageError(format!(
-                "security.protocol={other}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
-            )))
-        }
-    };
-    let usage = |e: String| UsageError(e);
-    let tls = if tls {
-        if let Some(t) = get("ssl.truststore.type").filter(|t| !t.eq_ignore_ascii_case("PEM")) {
-            return Err(UsageError(format!(
-                "ssl.truststore.type={t}: the tools read PEM only; convert the truststore to PEM"
-            )));
-        }
-        let ca = get("ssl.truststore.location")
-            .or_else(|| get("ssl.ca.location"))
-            .map(|p| read_file(std::path::Path::new(&p), "ssl.truststore.location"))
-            .transpose()
-            .map_err(usage)?;
-        let identity = match (
-            get("ssl.keystore.location"),
-            get("ssl.certificate.location"),
-            get("ssl.key.location"),
-        ) {
-            (Some(both), _, _) => {
-                let pem = read_file(std::path::Path::new(&both), "ssl.keystore.location")
-                    .map_err(usage)?;
-                Some((pem.clone(), pem))
-            }
-            (None, Some(c), Some(k)) => Some((
-                read_file(std::path::Path::new(&c), "ssl.certificate.location").map_err(usage)?,
-                read_file(std::path::Path::new(&k), "ssl.key.location").map_err(usage)?,
-            )),
-            _ => None,
-        };
-        let verify_hostname = get("ssl.endpoint.identification.algorithm")
-            .is_none_or(|v| v.eq_ignore_ascii_case("https"));
-        let opts = TlsClientOptions {
-            ca_pem: ca,
-            identity_pem: identity,
-            verify_hostname,
-        };
-        Some(tls_client_config(&opts).map_err(usage)?)
-    } else {
-        None
-    };
-    let sasl = if sasl {
-        let name = get("sasl.mechanism")
-            .or_else(|| get("sasl.mechanisms"))
-            .unwrap_or_else(|| "GSSAPI".into());
-        let mechanism = SaslMechanism::from_name(&name).ok_or_else(|| {
-            UsageError(format!(
-                "sasl.mechanism={name}: the tools speak PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER (unsecured JWTs)"
-            ))
-        })?;
-        let jaas = get("sasl.jaas.config").unwrap_or_default();
-        let mut username = get("sasl.username").or_else(|| jaas_option(&jaas, "username"));
-        let mut password = get("sasl.password").or_else(|| jaas_option(&jaas, "password"));
-        if mechanism == SaslMechanism::OAuthBearer {
-            // An unsecured JWT for this principal (Kafka's and librdkafka's development mode).
-            let oauth_config = get("sasl.oauthbearer.config").unwrap_or_default();
-            username = jaas_option(&jaas, "unsecuredLoginStringClaim_sub")
-                .or_else(|| jaas_option(&oauth_config, "principal"))
-                .or(username);
-            password = Some(String::new());
-        }
-        let (Some(username), Some(password)) = (username, password) else {
-            return Err(UsageError(
-                "SASL needs a user name and password: sasl.username and sasl.password, or \
-                 sasl.jaas.config with username=\"...\" password=\"...\""
-                    .into(),
-            ));
-        };
-        Some(SaslCredentials {
-            mechanism,
-            username,
-            password,
-        })
-    } else {
-        None
-    };
-    Ok(Some(ClientSecurity { tls, sasl }))
+    runnel_client::security::security_from_properties(props).map_err(UsageError)
 }
 
 impl ConnArgs {
@@ -230,11 +124,12 @@ impl ConnArgs {
             properties.insert(k.clone(), v.clone());
         }
         for k in properties.keys() {
-            if !KNOWN_KEYS.contains(&k.as_str()) {
+            if !is_known(k) {
                 errln!(
-                    "warning: ignoring client property {k} ({}); the tools use {}",
+                    "warning: ignoring client property {k} ({}); the tools use {}, {}",
                     origins[k],
-                    KNOWN_KEYS.join(", ")
+                    KNOWN_KEYS.join(", "),
+                    runnel_client::security::SECURITY_KEYS.join(", ")
                 );
             }
         }

@@ -208,7 +208,11 @@ fn print_describe(s: &serde_json::Value) {
     }
     if let Some(configs) = s["configs"].as_object() {
         for (k, v) in configs {
-            outln!("  {k}={}", text(v));
+            if v.is_null() {
+                outln!("  {k}=null (sensitive)");
+            } else {
+                outln!("  {k}={}", text(v));
+            }
         }
     }
     for (key, label) in [

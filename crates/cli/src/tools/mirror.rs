@@ -1,0 +1,1053 @@
+//! `runnel mirror`: copies topics from a source cluster to any Kafka-compatible target
+//! with MirrorMaker 2's semantics, as a standalone client process (docs/mirroring.md,
+//! "runnel mirror"). The broker-side, offset-preserving alternative is `runnel links`.
+//!
+//! - Topics matching `--topics` (never internal ones; `heartbeats` always) are created
+//!   on the target under MM2's names (`formats.rs`) with the source's partition count,
+//!   and each record is copied to the same partition (key, value, headers, timestamp),
+//!   read_committed, by an idempotent producer with acks=all.
+//! - After each produce is acknowledged, the last upstream offset copied and where it
+//!   landed are written to `mm2-offsets.<target>.internal` (Connect's format for MM2)
+//!   and as an `OffsetSync` to `mm2-offset-syncs.<target>.internal`. A restart reads
+//!   them back and resumes after the stored upstream offset, skipping the records the
+//!   target already holds past the stored downstream offset (a crash between a produce
+//!   and its progress record): nothing is copied twice, nothing skipped, provided this
+//!   process is the only writer of its target topics (as with MM2).
+//! - Every `--emit-checkpoints-interval` the committed offsets of the source groups
+//!   matching `--groups` are translated (MM2's rule: never past a record not read) and
+//!   written as `Checkpoint`s to `<source>.checkpoints.internal`; every
+//!   `--emit-heartbeats-interval` a `Heartbeat` goes to `heartbeats`.
+//! - Ctrl-C (or SIGTERM) stops after the produce in flight, writes the last
+//!   checkpoints and exits 0.
+
+mod formats;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::Args;
+use formats::ReplicationPolicy;
+use runnel_client::records::encode_batch;
+use runnel_client::{
+    Client, ClientConfig, Compression, FetchOptions, NewTopic, OffsetSpec, ProduceOptions,
+    ProducerIdentity, ProducerRecord, ResponseError,
+};
+
+use super::{ConnArgs, UsageError};
+
+/// Bound on one produced batch's record bytes (the target's default message limit is 1 MiB).
+const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// Copied ranges kept per partition for checkpoint translation (oldest dropped first).
+const MAX_RANGES: usize = 1024;
+
+#[derive(Args, Debug)]
+pub struct MirrorArgs {
+    /// The source cluster's bootstrap servers.
+    #[arg(long, value_name = "HOST:PORT[,...]")]
+    source: String,
+    /// The target cluster's bootstrap servers (any Kafka-compatible cluster).
+    #[arg(long, value_name = "HOST:PORT[,...]")]
+    target: String,
+    /// Mirror the source topics whose whole name matches.
+    #[arg(long, value_name = "REGEX", default_value = ".*")]
+    topics: String,
+    /// Checkpoint the source groups whose whole id matches.
+    #[arg(long, value_name = "REGEX", default_value = ".*")]
+    groups: String,
+    /// Client properties for the source (security.protocol, sasl.*, ssl.*, client.id).
+    #[arg(long = "source-config", value_name = "FILE")]
+    source_config: Option<PathBuf>,
+    /// Client properties for the target.
+    #[arg(long = "target-config", value_name = "FILE")]
+    target_config: Option<PathBuf>,
+    /// The source cluster's alias (MM2's cluster name): the prefix of remote topics.
+    #[arg(long = "source-alias", value_name = "NAME", default_value = "source")]
+    source_alias: String,
+    /// The target cluster's alias: names the progress topic (mm2-offsets.NAME.internal);
+    /// source topics named NAME.* came from the target and are not mirrored back.
+    #[arg(long = "target-alias", value_name = "NAME", default_value = "target")]
+    target_alias: String,
+    /// default (DefaultReplicationPolicy: SOURCE.TOPIC) or identity
+    /// (IdentityReplicationPolicy: the same name).
+    #[arg(
+        long = "replication-policy",
+        value_name = "POLICY",
+        default_value = "default"
+    )]
+    replication_policy: String,
+    /// MM2's replication.policy.separator.
+    #[arg(long, value_name = "SEP", default_value = ".")]
+    separator: String,
+    /// Seconds between checkpoints (MM2's emit.checkpoints.interval.seconds).
+    #[arg(
+        long = "emit-checkpoints-interval",
+        value_name = "SECS",
+        default_value_t = 60.0
+    )]
+    checkpoints_interval_secs: f64,
+    /// Seconds between heartbeats (MM2's emit.heartbeats.interval.seconds).
+    #[arg(
+        long = "emit-heartbeats-interval",
+        value_name = "SECS",
+        default_value_t = 1.0
+    )]
+    heartbeats_interval_secs: f64,
+    /// Seconds between looks for new source topics and partitions (MM2's
+    /// refresh.topics.interval.seconds).
+    #[arg(
+        long = "refresh-topics-interval",
+        value_name = "SECS",
+        default_value_t = 30.0
+    )]
+    refresh_interval_secs: f64,
+    /// Seconds between progress lines on stderr.
+    #[arg(long = "progress-interval", value_name = "SECS", default_value_t = 5.0)]
+    progress_interval_secs: f64,
+    /// Give up when a cluster does not answer within this many seconds.
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 10.0)]
+    timeout_secs: f64,
+}
+
+fn secs(v: f64, flag: &str) -> Result<Duration, UsageError> {
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(UsageError(format!(
+            "{flag} {v}: expected seconds between 0 and 86400"
+        )))
+    }
+}
+
+/// Kafka's topic and group filters match whole names.
+fn whole_name_regex(re: &str, flag: &str) -> Result<regex_lite::Regex, UsageError> {
+    regex_lite::Regex::new(&format!("^(?:{re})$")).map_err(|e| {
+        UsageError(format!(
+            "{flag} {re:?} is not a valid regular expression: {e}"
+        ))
+    })
+}
+
+/// What the tool was asked, checked.
+struct Settings {
+    topics: regex_lite::Regex,
+    groups: regex_lite::Regex,
+    policy: ReplicationPolicy,
+    target_alias: String,
+    checkpoints_every: Duration,
+    heartbeats_every: Duration,
+    refresh_every: Duration,
+    progress_every: Duration,
+}
+
+impl MirrorArgs {
+    fn settings(&self) -> Result<Settings, UsageError> {
+        for (flag, alias) in [
+            ("--source-alias", &self.source_alias),
+            ("--target-alias", &self.target_alias),
+        ] {
+            let ok = !alias.is_empty()
+                && alias
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+            if !ok {
+                return Err(UsageError(format!(
+                    "{flag} {alias:?}: use letters, digits, '_' and '-'"
+                )));
+            }
+        }
+        if self.source_alias == self.target_alias {
+            return Err(UsageError(
+                "--source-alias and --target-alias must differ (MM2 names topics after them)"
+                    .into(),
+            ));
+        }
+        Ok(Settings {
+            topics: whole_name_regex(&self.topics, "--topics")?,
+            groups: whole_name_regex(&self.groups, "--groups")?,
+            policy: ReplicationPolicy::parse(
+                &self.replication_policy,
+                &self.source_alias,
+                &self.separator,
+            )
+            .map_err(UsageError)?,
+            target_alias: self.target_alias.clone(),
+            checkpoints_every: secs(
+                self.checkpoints_interval_secs,
+                "--emit-checkpoints-interval",
+            )?,
+            heartbeats_every: secs(self.heartbeats_interval_secs, "--emit-heartbeats-interval")?,
+            refresh_every: secs(self.refresh_interval_secs, "--refresh-topics-interval")?,
+            progress_every: secs(self.progress_interval_secs, "--progress-interval")?,
+        })
+    }
+
+    /// Connects to one side, with its properties file (security, client.id, timeouts)
+    /// read as the other tools read `--command-config`.
+    async fn connect(
+        &self,
+        servers: &str,
+        properties: &Option<PathBuf>,
+        flag: &str,
+        config: ClientConfig,
+    ) -> anyhow::Result<Client> {
+        let conn = ConnArgs {
+            bootstrap_server: Some(servers.to_string()),
+            command_config: properties.clone(),
+            properties: Vec::new(),
+            connect_timeout_secs: self.timeout_secs,
+        };
+        let mut resolved = conn.resolve()?;
+        resolved.source = flag.to_string();
+        conn.connect_resolved(&resolved, config).await
+    }
+}
+
+/// One source partition's copying state.
+#[derive(Debug, Default)]
+struct PartitionState {
+    /// The next source offset to fetch.
+    position: i64,
+    /// Records at `position` and after that the target already holds (a crash between
+    /// a produce and its progress record): dropped, not produced again.
+    skip: i64,
+    /// The source's high watermark at the last fetch.
+    source_end: i64,
+    /// What was copied where, by first upstream offset (for checkpoints).
+    ranges: BTreeMap<i64, formats::CopiedRange>,
+    /// Where the next skipped record is on the target.
+    skip_next_downstream: i64,
+    /// The idempotent producer's next sequence for this target partition.
+    sequence: i32,
+}
+
+impl PartitionState {
+    /// Records that upstream `first..=last` (`count` records) went to target offsets
+    /// from `downstream` on.
+    fn copied(&mut self, first: i64, last: i64, downstream: i64, count: i64) {
+        let range = formats::CopiedRange {
+            last,
+            downstream,
+            count,
+        };
+        self.ranges.insert(first, range);
+        while self.ranges.len() > MAX_RANGES {
+            self.ranges.pop_first();
+        }
+    }
+}
+
+/// What the copying tasks, the checkpointer and the progress printer share.
+struct Shared {
+    settings: Settings,
+    source: Client,
+    target: Client,
+    /// The target's idempotent producer (None when the target does not grant one).
+    producer: Option<(i64, i16)>,
+    stop: AtomicBool,
+    /// Source topic -> its partitions' states.
+    topics: Mutex<BTreeMap<String, Vec<PartitionState>>>,
+    records: AtomicU64,
+    bytes: AtomicU64,
+    checkpoints: AtomicU64,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn names(&self) -> (String, String, String) {
+        let p = &self.settings.policy;
+        let t = &self.settings.target_alias;
+        (
+            p.offsets_topic(t),
+            p.offset_syncs_topic(),
+            p.checkpoints_topic(),
+        )
+    }
+}
+
+pub async fn run(args: MirrorArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    let mut config = ClientConfig::default();
+    config.connection.client_id = "runnel-mirror".into();
+    let source = args
+        .connect(
+            &args.source,
+            &args.source_config,
+            "--source",
+            config.clone(),
+        )
+        .await
+        .with_context(|| format!("cannot reach the source cluster (--source {})", args.source))?;
+    let target = args
+        .connect(&args.target, &args.target_config, "--target", config)
+        .await
+        .with_context(|| format!("cannot reach the target cluster (--target {})", args.target))?;
+    let producer = match target.init_producer_id().await {
+        Ok(p) => Some((p.producer_id, p.producer_epoch)),
+        Err(e) => {
+            errln!("warning: the target grants no idempotent producer ({e}); a produce retried after a lost answer may be stored twice");
+            None
+        }
+    };
+    let shared = Arc::new(Shared {
+        settings,
+        source,
+        target,
+        producer,
+        stop: AtomicBool::new(false),
+        topics: Mutex::new(BTreeMap::new()),
+        records: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        checkpoints: AtomicU64::new(0),
+    });
+    let (offsets_topic, syncs_topic, checkpoints_topic) = shared.names();
+    for name in [
+        &offsets_topic,
+        &syncs_topic,
+        &checkpoints_topic,
+        &formats::HEARTBEATS_TOPIC.to_string(),
+    ] {
+        ensure_topic(
+            &shared.target,
+            name,
+            1,
+            vec![("cleanup.policy".into(), "compact".into())],
+        )
+        .await?;
+    }
+    let progress = read_progress(&shared).await?;
+    errln!(
+        "mirroring {} -> {} (topics {:?} as {}, groups {:?}); Ctrl-C stops",
+        args.source,
+        args.target,
+        args.topics,
+        shared.settings.policy.remote_topic("TOPIC"),
+        args.groups
+    );
+    let signal = tokio::spawn(wait_for_stop_signal());
+    let mut tasks: tokio::task::JoinSet<anyhow::Result<()>> = tokio::task::JoinSet::new();
+    let mut started: HashMap<String, i32> = HashMap::new();
+    let start = Instant::now();
+    let mut next_refresh = Instant::now();
+    let mut next_checkpoint = Instant::now() + shared.settings.checkpoints_every;
+    let mut next_heartbeat = Instant::now();
+    let mut next_progress = Instant::now() + shared.settings.progress_every;
+    let mut emitted = HashMap::new();
+    let outcome: anyhow::Result<()> = loop {
+        if signal.is_finished() {
+            break Ok(());
+        }
+        let now = Instant::now();
+        if now >= next_refresh {
+            next_refresh = now + shared.settings.refresh_every;
+            if let Err(e) = start_new_topics(&shared, &progress, &mut started, &mut tasks).await {
+                break Err(e);
+            }
+        }
+        if now >= next_heartbeat {
+            next_heartbeat = now + shared.settings.heartbeats_every;
+            if let Err(e) = heartbeat(&shared).await {
+                errln!("warning: cannot write a heartbeat: {e}");
+            }
+        }
+        if now >= next_checkpoint {
+            next_checkpoint = now + shared.settings.checkpoints_every;
+            if let Err(e) = checkpoint(&shared, &mut emitted).await {
+                errln!("warning: cannot write checkpoints: {e}");
+            }
+        }
+        if now >= next_progress {
+            next_progress = now + shared.settings.progress_every;
+            print_progress(&shared, start);
+        }
+        // A copying task that failed ends the run (its error names the topic).
+        if let Some(Ok(Err(e))) = tasks.try_join_next() {
+            break Err(e);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    shared.stop.store(true, Ordering::Relaxed);
+    signal.abort();
+    let drain = async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(Err(e)) = joined {
+                errln!("error: {e:#}");
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
+        errln!("warning: copying did not stop within 30 s; the stored progress still resumes without duplicates");
+    }
+    outcome?;
+    if let Err(e) = checkpoint(&shared, &mut emitted).await {
+        errln!("warning: cannot write the last checkpoints: {e}");
+    }
+    print_progress(&shared, start);
+    errln!("stopped; run the same command to resume from the stored offsets");
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Creates `name` on `client` unless it exists; returns its partition count.
+async fn ensure_topic(
+    client: &Client,
+    name: &str,
+    partitions: i32,
+    configs: Vec<(String, String)>,
+) -> anyhow::Result<i32> {
+    match client.topic(name).await {
+        Ok(t) => return Ok(t.partitions.len() as i32),
+        Err(e) if e.kafka_error() == Some(ResponseError::UnknownTopicOrPartition) => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot look up topic {name}")),
+    }
+    let topic = NewTopic {
+        name: name.to_string(),
+        partitions,
+        replication_factor: -1,
+        configs,
+    };
+    match client.create_topic(&topic).await {
+        Ok(()) => {}
+        Err(e) if e.kafka_error() == Some(ResponseError::TopicAlreadyExists) => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot create topic {name} on the target"))
+        }
+    }
+    // Until the new topic's metadata is visible.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match client.topic(name).await {
+            Ok(t) if !t.partitions.is_empty() && t.partitions.iter().all(|p| p.leader >= 0) => {
+                return Ok(t.partitions.len() as i32)
+            }
+            _ if Instant::now() > deadline => {
+                anyhow::bail!(
+                    "topic {name} was created on the target but has no leaders after 15 s"
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Every record of partition 0 of `topic` on the target, in order.
+async fn read_all(
+    client: &Client,
+    topic: &str,
+) -> anyhow::Result<Vec<runnel_client::ConsumerRecord>> {
+    let start = client
+        .list_offsets(topic, &[0], OffsetSpec::Earliest)
+        .await?[0]
+        .offset;
+    let end = client.list_offsets(topic, &[0], OffsetSpec::Latest).await?[0].offset;
+    let mut out = Vec::new();
+    let mut position = start;
+    let options = FetchOptions {
+        max_wait_ms: 0,
+        ..FetchOptions::default()
+    };
+    while position < end {
+        let fetched = client.fetch(topic, 0, position, &options).await?;
+        if fetched.next_offset <= position {
+            anyhow::bail!("reading {topic} on the target made no progress at offset {position}");
+        }
+        position = fetched.next_offset;
+        out.extend(fetched.records);
+    }
+    Ok(out)
+}
+
+/// What earlier runs stored, by source (topic, partition): the last progress record
+/// (upstream, downstream), and the offset syncs (for checkpoints of groups behind it).
+#[derive(Default)]
+struct Progress {
+    last: HashMap<(String, i32), (i64, i64)>,
+    syncs: HashMap<(String, i32), Vec<(i64, i64)>>,
+}
+
+async fn read_progress(shared: &Shared) -> anyhow::Result<Progress> {
+    let (offsets_topic, syncs_topic, _) = shared.names();
+    let mut out = Progress::default();
+    for r in read_all(&shared.target, &offsets_topic)
+        .await
+        .with_context(|| format!("cannot read the stored progress in {offsets_topic}"))?
+    {
+        let (Some(k), Some(v)) = (&r.key, &r.value) else {
+            continue;
+        };
+        if let Some(((cluster, topic, partition), (u, d))) = formats::parse_progress(k, v) {
+            if cluster != shared.settings.policy.source_alias {
+                continue;
+            }
+            if !formats::plausible(u) || !formats::plausible(d) {
+                anyhow::bail!(
+                    "the stored progress of {topic}[{partition}] in {offsets_topic} is not usable (upstream {u}, downstream {d}); \
+                     fix or remove that record (key {}) before resuming",
+                    String::from_utf8_lossy(k)
+                );
+            }
+            out.last.insert((topic, partition), (u, d));
+        }
+    }
+    for r in read_all(&shared.target, &syncs_topic)
+        .await
+        .with_context(|| format!("cannot read the offset syncs in {syncs_topic}"))?
+    {
+        let (Some(k), Some(v)) = (&r.key, &r.value) else {
+            continue;
+        };
+        if let Some((tp, sync)) = formats::parse_offset_sync(k, v)
+            .filter(|(_, (u, d))| formats::plausible(*u) && formats::plausible(*d))
+        {
+            let syncs = out.syncs.entry(tp).or_default();
+            syncs.push(sync);
+            if syncs.len() > MAX_RANGES {
+                syncs.remove(0);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a source topic is mirrored.
+fn selected(settings: &Settings, topic: &str) -> bool {
+    if formats::is_heartbeats(topic) {
+        return !settings.policy.comes_from(topic, &settings.target_alias);
+    }
+    settings.topics.is_match(topic)
+        && !formats::is_internal(topic)
+        && !settings.policy.comes_from(topic, &settings.target_alias)
+}
+
+/// Starts a copying task for each selected source topic not copied yet (and restarts
+/// one whose partition count grew).
+async fn start_new_topics(
+    shared: &Arc<Shared>,
+    progress: &Progress,
+    started: &mut HashMap<String, i32>,
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let metadata = shared
+        .source
+        .metadata(None, false)
+        .await
+        .context("cannot read the source's topics")?;
+    for t in metadata.topics {
+        if t.error_code != 0 || !selected(&shared.settings, &t.name) {
+            continue;
+        }
+        let count = t.partitions.len() as i32;
+        if started.get(&t.name).is_some_and(|&c| c >= count) {
+            continue;
+        }
+        let remote = shared.settings.policy.remote_topic(&t.name);
+        let have = ensure_topic(&shared.target, &remote, count, Vec::new()).await?;
+        if have < count {
+            shared
+                .target
+                .create_partitions(&remote, count, false)
+                .await
+                .with_context(|| format!("cannot add partitions to {remote} on the target"))?;
+        }
+        if started.contains_key(&t.name) {
+            // New partitions: the running task picks them up at its next round.
+            add_partitions(shared, &t.name, &remote, count, progress).await?;
+        } else {
+            let states = resume(shared, &t.name, &remote, 0, count, progress).await?;
+            shared.topics.lock().unwrap().insert(t.name.clone(), states);
+            let shared = shared.clone();
+            let topic = t.name.clone();
+            errln!("mirroring {} -> {remote} ({count} partitions)", t.name);
+            tasks.spawn(async move { copy_topic(shared, topic, remote).await });
+        }
+        started.insert(t.name.clone(), count);
+    }
+    Ok(())
+}
+
+async fn add_partitions(
+    shared: &Arc<Shared>,
+    topic: &str,
+    remote: &str,
+    count: i32,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let from = shared
+        .topics
+        .lock()
+        .unwrap()
+        .get(topic)
+        .map_or(0, |v| v.len() as i32);
+    let more = resume(shared, topic, remote, from, count, progress).await?;
+    if let Some(states) = shared.topics.lock().unwrap().get_mut(topic) {
+        states.extend(more);
+    }
+    errln!("mirroring {topic}: now {count} partitions");
+    Ok(())
+}
+
+/// Where each partition in `from..to` resumes: after the stored upstream offset,
+/// skipping what the target holds past the stored downstream offset; with no stored
+/// progress, from the source's start (a first progress record is written now, so a
+/// crash before the first one still resumes exactly).
+async fn resume(
+    shared: &Shared,
+    topic: &str,
+    remote: &str,
+    from: i32,
+    to: i32,
+    progress: &Progress,
+) -> anyhow::Result<Vec<PartitionState>> {
+    let ids: Vec<i32> = (from..to).collect();
+    let starts = shared
+        .source
+        .list_offsets(topic, &ids, OffsetSpec::Earliest)
+        .await?;
+    let ends = shared
+        .target
+        .list_offsets(remote, &ids, OffsetSpec::Latest)
+        .await?;
+    let mut states = Vec::new();
+    let mut first_records = Vec::new();
+    for (i, p) in ids.iter().enumerate() {
+        let target_end = ends[i].offset;
+        let mut state = PartitionState {
+            source_end: -1,
+            ..Default::default()
+        };
+        let tp = (topic.to_string(), *p);
+        for &(u, d) in progress.syncs.get(&tp).into_iter().flatten() {
+            // A sync says where one record went; MM2's translation around it.
+            state.copied(u, u, d, 1);
+        }
+        match progress.last.get(&tp) {
+            Some(&(upstream, downstream)) => {
+                state.position = upstream + 1;
+                state.skip = target_end.saturating_sub(downstream + 1);
+                if state.skip < 0 {
+                    errln!("warning: {remote}[{p}] ends at {target_end} on the target, before offset {} recorded as copied: the target lost records; continuing after source offset {upstream}", downstream + 1);
+                    state.skip = 0;
+                }
+                state.skip_next_downstream = downstream + 1;
+                state.copied(upstream, upstream, downstream, 1);
+            }
+            None => {
+                state.position = starts[i].offset;
+                if target_end > 0 {
+                    errln!("warning: {remote}[{p}] already holds {target_end} records this tool did not write; copying after them");
+                }
+                let (before, last) = (
+                    state.position.saturating_sub(1),
+                    target_end.saturating_sub(1),
+                );
+                state.copied(before, before, last, 1);
+                first_records.push((*p, before, last));
+            }
+        }
+        states.push(state);
+    }
+    write_progress(shared, topic, &first_records).await?;
+    Ok(states)
+}
+
+/// Writes progress records and offset syncs for (partition, upstream, downstream).
+async fn write_progress(
+    shared: &Shared,
+    topic: &str,
+    entries: &[(i32, i64, i64)],
+) -> anyhow::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let (offsets_topic, syncs_topic, _) = shared.names();
+    let alias = &shared.settings.policy.source_alias;
+    let progress: Vec<ProducerRecord> = entries
+        .iter()
+        .map(|&(p, u, d)| {
+            keyed(
+                formats::progress_key(alias, topic, p),
+                formats::progress_value(u, d),
+            )
+        })
+        .collect();
+    let syncs: Vec<ProducerRecord> = entries
+        .iter()
+        .map(|&(p, u, d)| {
+            keyed(
+                formats::offset_sync_key(topic, p),
+                formats::offset_sync_value(u, d),
+            )
+        })
+        .collect();
+    let options = acks_all();
+    shared
+        .target
+        .produce(&offsets_topic, 0, &progress, &options)
+        .await
+        .with_context(|| format!("cannot store the progress in {offsets_topic}"))?;
+    shared
+        .target
+        .produce(&syncs_topic, 0, &syncs, &options)
+        .await
+        .with_context(|| format!("cannot write offset syncs to {syncs_topic}"))?;
+    Ok(())
+}
+
+fn keyed(key: Bytes, value: Bytes) -> ProducerRecord {
+    ProducerRecord {
+        key: Some(key),
+        value: Some(value),
+        headers: Vec::new(),
+        timestamp_ms: None,
+    }
+}
+
+fn acks_all() -> ProduceOptions {
+    ProduceOptions {
+        acks: -1,
+        ..ProduceOptions::default()
+    }
+}
+
+/// Copies one source topic until stopped.
+async fn copy_topic(shared: Arc<Shared>, topic: String, remote: String) -> anyhow::Result<()> {
+    let options = FetchOptions {
+        max_wait_ms: 200,
+        isolation_level: 1,
+        ..FetchOptions::default()
+    };
+    let mut attempt = 0u32;
+    while !shared.stopping() {
+        let positions: Vec<(i32, i64)> = shared.topics.lock().unwrap()[&topic]
+            .iter()
+            .enumerate()
+            .map(|(p, s)| (p as i32, s.position))
+            .collect();
+        let fetched = match shared.source.fetch_many(&topic, &positions, &options).await {
+            Ok(f) => f,
+            // A source that went away: retried with backoff until stopped.
+            Err(e) if e.is_retriable() || matches!(e, runnel_client::Error::Connect { .. }) => {
+                attempt += 1;
+                if attempt == 1 {
+                    errln!("warning: cannot fetch {topic} from the source ({e}); retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
+                continue;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot fetch {topic} from the source"))
+            }
+        };
+        attempt = 0;
+        let mut done = Vec::new();
+        for (p, result) in fetched {
+            let fp = match result {
+                Ok(fp) => fp,
+                Err(e) if e.kafka_error() == Some(ResponseError::OffsetOutOfRange) => {
+                    let start = shared
+                        .source
+                        .list_offsets(&topic, &[p], OffsetSpec::Earliest)
+                        .await?[0]
+                        .offset;
+                    let mut topics = shared.topics.lock().unwrap();
+                    let s = &mut topics.get_mut(&topic).expect("registered")[p as usize];
+                    errln!("warning: {topic}[{p}] offset {} is no longer on the source (retention); continuing at {start}", s.position);
+                    s.position = start;
+                    s.skip = 0;
+                    continue;
+                }
+                Err(e) if e.is_retriable() => continue,
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot fetch {topic}[{p}] from the source"))
+                }
+            };
+            let (skip, sequence) = {
+                let mut topics = shared.topics.lock().unwrap();
+                let s = &mut topics.get_mut(&topic).expect("registered")[p as usize];
+                s.source_end = fp.high_watermark;
+                (s.skip, s.sequence)
+            };
+            let n_skip = (skip.max(0) as usize).min(fp.records.len());
+            let (skipped, records) = fp.records.split_at(n_skip);
+            let mut sequence = sequence;
+            let mut last = None;
+            for chunk in chunks(records) {
+                let (base, n) = produce_chunk(&shared, &remote, p, chunk, sequence).await?;
+                sequence = sequence.wrapping_add(n as i32);
+                let end = (chunk[n - 1].offset, base.saturating_add(n as i64 - 1));
+                {
+                    let mut topics = shared.topics.lock().unwrap();
+                    let s = &mut topics.get_mut(&topic).expect("registered")[p as usize];
+                    s.copied(chunk[0].offset, end.0, base, n as i64);
+                }
+                last = Some(end);
+            }
+            let mut topics = shared.topics.lock().unwrap();
+            let s = &mut topics.get_mut(&topic).expect("registered")[p as usize];
+            s.skip -= n_skip as i64;
+            s.sequence = sequence;
+            s.position = fp.next_offset.max(s.position);
+            if let (Some(first), Some(end)) = (skipped.first(), skipped.last()) {
+                // Skipped records are those the target holds after the stored
+                // downstream offset, in order.
+                let at = s.skip_next_downstream;
+                s.copied(first.offset, end.offset, at, n_skip as i64);
+                s.skip_next_downstream += n_skip as i64;
+            }
+            if let Some((u, d)) = last {
+                done.push((p, u, d));
+            }
+        }
+        write_progress(&shared, &topic, &done).await?;
+    }
+    Ok(())
+}
+
+/// Splits records into batches of at most `MAX_BATCH_BYTES` of payload.
+fn chunks(records: &[runnel_client::ConsumerRecord]) -> Vec<&[runnel_client::ConsumerRecord]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, r) in records.iter().enumerate() {
+        let size = r.key.as_ref().map_or(0, |k| k.len())
+            + r.value.as_ref().map_or(0, |v| v.len())
+            + r.headers
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()))
+                .sum::<usize>()
+            + 32;
+        if i > start && bytes + size > MAX_BATCH_BYTES {
+            out.push(&records[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
+}
+
+/// Produces one batch to the target partition (idempotent when the target allows it);
+/// returns its base offset and record count.
+async fn produce_chunk(
+    shared: &Shared,
+    remote: &str,
+    partition: i32,
+    chunk: &[runnel_client::ConsumerRecord],
+    sequence: i32,
+) -> anyhow::Result<(i64, usize)> {
+    let records: Vec<ProducerRecord> = chunk
+        .iter()
+        .map(|r| ProducerRecord {
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: r.headers.clone(),
+            timestamp_ms: Some(r.timestamp_ms),
+        })
+        .collect();
+    let producer = shared
+        .producer
+        .map(|(producer_id, producer_epoch)| ProducerIdentity {
+            producer_id,
+            producer_epoch,
+            base_sequence: sequence,
+        });
+    let batch = encode_batch(&records, Compression::None, producer, now_ms())?;
+    let bytes: usize = records.iter().map(ProducerRecord::payload_bytes).sum();
+    let ack = shared
+        .target
+        .produce_batch(remote, partition, batch, &acks_all())
+        .await
+        .with_context(|| format!("cannot write to {remote}[{partition}] on the target"))?;
+    let base = ack
+        .base_offset
+        .ok_or_else(|| anyhow::anyhow!("the target sent no offset for {remote}[{partition}]"))?;
+    shared
+        .records
+        .fetch_add(records.len() as u64, Ordering::Relaxed);
+    shared.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    Ok((base, records.len()))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn heartbeat(shared: &Shared) -> anyhow::Result<()> {
+    let record = ProducerRecord {
+        key: Some(formats::heartbeat_key(
+            &shared.settings.policy.source_alias,
+            &shared.settings.target_alias,
+        )),
+        value: Some(formats::heartbeat_value(now_ms())),
+        headers: Vec::new(),
+        timestamp_ms: None,
+    };
+    shared
+        .target
+        .produce(formats::HEARTBEATS_TOPIC, 0, &[record], &acks_all())
+        .await?;
+    Ok(())
+}
+
+/// Writes a checkpoint for each (group, mirrored partition) whose committed offset
+/// translates; `last` holds what was written, so unchanged ones are not repeated.
+async fn checkpoint(
+    shared: &Shared,
+    last: &mut HashMap<(String, String, i32), (i64, i64)>,
+) -> anyhow::Result<()> {
+    let groups = shared.source.list_groups(&[]).await?;
+    let mut records = Vec::new();
+    for g in groups {
+        let id = &g.group_id;
+        if formats::is_excluded_group(id) || !shared.settings.groups.is_match(id) {
+            continue;
+        }
+        let offsets = match shared.source.committed_offsets(id).await {
+            Ok(o) => o,
+            Err(e) => {
+                errln!("warning: cannot read the offsets of group {id}: {e}");
+                continue;
+            }
+        };
+        let topics = shared.topics.lock().unwrap();
+        for o in offsets {
+            let Some(state) = topics
+                .get(&o.topic)
+                .and_then(|v| v.get(o.partition as usize))
+            else {
+                continue;
+            };
+            let Some(downstream) = formats::translate(&state.ranges, o.offset) else {
+                continue;
+            };
+            let remote = shared.settings.policy.remote_topic(&o.topic);
+            let key = (id.clone(), remote.clone(), o.partition);
+            if last.get(&key) == Some(&(o.offset, downstream)) {
+                continue;
+            }
+            last.insert(key, (o.offset, downstream));
+            records.push(keyed(
+                formats::checkpoint_key(id, &remote, o.partition),
+                formats::checkpoint_value(
+                    o.offset,
+                    downstream,
+                    o.metadata.as_deref().unwrap_or(""),
+                ),
+            ));
+        }
+    }
+    if records.is_empty() {
+        return Ok(());
+    }
+    let (_, _, checkpoints_topic) = shared.names();
+    shared
+        .target
+        .produce(&checkpoints_topic, 0, &records, &acks_all())
+        .await?;
+    shared
+        .checkpoints
+        .fetch_add(records.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+fn print_progress(shared: &Shared, start: Instant) {
+    let topics = shared.topics.lock().unwrap();
+    let partitions: usize = topics.values().map(Vec::len).sum();
+    let lag: i64 = topics
+        .values()
+        .flatten()
+        .filter(|s| s.source_end >= 0)
+        .map(|s| (s.source_end - s.position).max(0))
+        .sum();
+    let seen: HashSet<&String> = topics.keys().collect();
+    errln!(
+        "mirror: {} records ({:.1} MiB) copied in {:.0} s from {} topics ({partitions} partitions), lag {lag} records, {} checkpoints",
+        shared.records.load(Ordering::Relaxed),
+        shared.bytes.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0),
+        start.elapsed().as_secs_f64(),
+        seen.len(),
+        shared.checkpoints.load(Ordering::Relaxed),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(argv: &[&str]) -> MirrorArgs {
+        crate::tools::parse_args(argv)
+    }
+
+    #[test]
+    fn flags_are_checked() {
+        let ok = args(&["--source", "a:1", "--target", "b:1", "--topics", "orders.*"]);
+        let s = ok.settings().unwrap();
+        assert!(selected(&s, "orders-eu"));
+        assert!(!selected(&s, "xorders"), "whole names");
+        assert!(!selected(&s, "orders.internal") && !selected(&s, "__consumer_offsets"));
+        assert!(selected(&s, "heartbeats"), "heartbeats are always mirrored");
+        assert!(!selected(&s, "target.heartbeats"), "a cycle");
+        for (argv, needle) in [
+            (vec!["--topics", "("], "--topics"),
+            (vec!["--groups", "[z-a]"], "--groups"),
+            (vec!["--replication-policy", "custom"], "identity"),
+            (vec!["--source-alias", "a.b"], "--source-alias"),
+            (vec!["--target-alias", "source"], "differ"),
+            (
+                vec!["--emit-checkpoints-interval", "0"],
+                "--emit-checkpoints-interval",
+            ),
+        ] {
+            let mut all = vec!["--source", "a:1", "--target", "b:1"];
+            all.extend(argv);
+            let e = args(&all).settings().err().expect("refused").0;
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn chunks_bound_batch_bytes() {
+        let r = |n: usize| runnel_client::ConsumerRecord {
+            offset: n as i64,
+            timestamp_ms: 0,
+            log_append_time: false,
+            key: None,
+            value: Some(Bytes::from(vec![0u8; 200 * 1024])),
+            headers: Vec::new(),
+        };
+        let records: Vec<_> = (0..5).map(r).collect();
+        let c = chunks(&records);
+        assert_eq!(c.iter().map(|c| c.len()).collect::<Vec<_>>(), vec![2, 2, 1]);
+        assert!(chunks(&[]).is_empty());
+    }
+}
