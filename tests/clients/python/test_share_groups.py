@@ -371,9 +371,10 @@ def heartbeat(conn, group, member, epoch, topics):
     return err, r.int32()
 
 
-def share_fetch(conn, group, member, epoch, topic_id, partition, acks=(), max_wait_ms=0):
+def share_fetch(conn, group, member, epoch, topic_id, partition, acks=(), max_wait_ms=0,
+                max_bytes=1 << 20, max_records=100):
     body = kwire.compact_string(group) + kwire.compact_string(member)
-    body += struct.pack(">iiiiii", epoch, max_wait_ms, 1, 1 << 20, 100, 100)
+    body += struct.pack(">iiiiii", epoch, max_wait_ms, 1, max_bytes, max_records, max_records)
     body += kwire.uvarint(2) + topic_id + kwire.uvarint(2) + struct.pack(">i", partition)
     body += kwire.uvarint(len(acks) + 1)
     for first, last, kind in acks:
@@ -449,6 +450,115 @@ def test_wire_errors_are_kafkas(start_broker):
         assert err == 0 and parts[0][2] == 0
         err, parts = share_fetch(c, group, "m1", 3, tid, 0, acks=[(0, 0, 1)])
         assert parts[0][2] == 121  # accepted already
+
+
+def set_group_config(broker, group, **configs):
+    a = ck.admin(broker)
+    r = ConfigResource(ConfigResource.Type.GROUP, group, incremental_configs=[
+        ConfigEntry(k.replace("_", "."), v, incremental_operation=AlterConfigOpType.SET)
+        for k, v in configs.items()])
+    a.incremental_alter_configs([r])[r].result(timeout=10)
+
+
+def joined(conn, group, member, topic):
+    """Heartbeats `member` into `group` until it is assigned `topic`'s partitions."""
+    err, epoch = heartbeat(conn, group, member, 0, [topic])
+    assert err == 0 and epoch > 0
+    return epoch
+
+
+def acquired_offsets(parts):
+    return sorted(o for (_, _, _, acquired) in parts for (f, l, _) in acquired
+                  for o in range(f, l + 1))
+
+
+@pytest.mark.timeout_s(90)
+def test_read_committed_share_groups_skip_aborted_and_undecided_records(start_broker):
+    """share.isolation.level=read_committed (Kafka's SharePartition archives the data of
+    aborted transactions, and reads only up to the last stable offset); a
+    read_uncommitted group of the same topic gets everything."""
+    broker = start_broker()
+    topic, committed = share_topic(broker, partitions=1)
+    uncommitted = unique("sg")
+    set_group_config(broker, uncommitted, share_auto_offset_reset="earliest")
+    set_group_config(broker, committed, share_isolation_level="read_committed")
+    bad = {"share.isolation.level": "READ_COMMITTED"}
+    r = ConfigResource(ConfigResource.Type.GROUP, committed, incremental_configs=[
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in bad.items()])
+    a = ck.admin(broker)
+    with pytest.raises(Exception, match="read_committed, read_uncommitted"):
+        a.incremental_alter_configs([r])[r].result(timeout=10)
+
+    def txn(tid):
+        p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": tid})
+        p.init_transactions(15)
+        p.begin_transaction()
+        return p
+
+    # Offsets: 0-2 aborted data, 3 its marker; 4-5 committed data, 6 its marker; 7 in a
+    # transaction still open (the last stable offset stays at 7).
+    aborted = txn(unique("tx-a"))
+    for i in range(3):
+        aborted.produce(topic, value=f"aborted{i}", partition=0)
+    aborted.flush(10)
+    aborted.abort_transaction(15)
+    done = txn(unique("tx-c"))
+    for i in range(2):
+        done.produce(topic, value=f"committed{i}", partition=0)
+    done.flush(10)
+    done.commit_transaction(15)
+    open_txn = txn(unique("tx-o"))
+    open_txn.produce(topic, value="undecided", partition=0)
+    open_txn.flush(10)
+    from confluent_kafka import TopicPartition
+    w = ck.consumer(broker, isolation_level="read_uncommitted")
+    wait_until(lambda: w.get_watermark_offsets(TopicPartition(topic, 0), timeout=5,
+                                               cached=False)[1] >= 8, 10, "8 offsets written")
+    w.close()
+
+    tid = topic_id_of(broker, topic)
+    host, port = broker.bootstrap.split(":")
+    with kwire.Conn(host, int(port)) as c:
+        joined(c, committed, "rc", topic)
+        err, parts = share_fetch(c, committed, "rc", 0, tid, 0, max_wait_ms=2000)
+        assert err == 0
+        # The markers are acquired (the client acknowledges them as gaps, as from Kafka);
+        # the aborted data and the undecided record are not.
+        assert acquired_offsets(parts) == [3, 4, 5, 6]
+        err, parts = share_fetch(c, committed, "rc", 1, tid, 0, acks=[(3, 6, 1)])
+        assert err == 0 and parts[0][2] == 0
+        # Nothing more until the open transaction ends; then its record, never the
+        # aborted ones.
+        err, parts = share_fetch(c, committed, "rc", 2, tid, 0, max_wait_ms=500)
+        assert acquired_offsets(parts) == []
+        open_txn.commit_transaction(15)
+        err, parts = share_fetch(c, committed, "rc", 3, tid, 0, max_wait_ms=3000)
+        assert acquired_offsets(parts) == [7, 8]
+
+        joined(c, uncommitted, "ru", topic)
+        err, parts = share_fetch(c, uncommitted, "ru", 0, tid, 0, max_wait_ms=2000)
+        assert acquired_offsets(parts) == list(range(9))
+
+
+@pytest.mark.timeout_s(60)
+def test_share_fetch_max_bytes_zero_gets_nothing_and_one_gets_one_batch(start_broker):
+    """ShareFetch MaxBytes=0 acquires nothing (librdkafka's fetch.max.bytes=0, 0180);
+    MaxBytes=1 is a soft limit: one whole batch."""
+    broker = start_broker()
+    topic, group = share_topic(broker, partitions=1)
+    p = ck.producer(broker, linger_ms=0)
+    for i in range(3):
+        ck.produce_all(p, topic, [{"value": f"b{i}-{j}", "partition": 0} for j in range(2)])
+    tid = topic_id_of(broker, topic)
+    host, port = broker.bootstrap.split(":")
+    with kwire.Conn(host, int(port)) as c:
+        joined(c, group, "m", topic)
+        err, parts = share_fetch(c, group, "m", 0, tid, 0, max_wait_ms=300, max_bytes=0)
+        assert err == 0 and acquired_offsets(parts) == []
+        err, parts = share_fetch(c, group, "m", 1, tid, 0, max_wait_ms=2000, max_bytes=1)
+        assert acquired_offsets(parts) == [0, 1]
+        err, parts = share_fetch(c, group, "m", 2, tid, 0, max_wait_ms=2000)
+        assert acquired_offsets(parts) == [2, 3, 4, 5]
 
 
 def describe_offsets(conn, group, topic=None, partitions=()):

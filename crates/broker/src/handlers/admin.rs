@@ -86,7 +86,7 @@ fn describe_group(
 ) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
     check_group_name(name)?;
     let overrides = broker.groups.configs.get(name);
-    Ok(group_configs::defaults(&broker.groups.config)
+    Ok(group_configs::defaults(&broker.groups.config, &broker.shares.config)
         .into_iter()
         .filter(|(k, _, _)| keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == *k)))
         .map(|(k, config_type, default)| {
@@ -144,7 +144,7 @@ fn alter_group(
             }
         }
     }
-    group_configs::validate(&configs, &broker.groups.config)?;
+    group_configs::validate(&configs, &broker.groups.config, &broker.shares.config)?;
     if validate_only {
         return Ok(());
     }

@@ -33,7 +33,7 @@ use crate::partition::Partition;
 use crate::share::partition_state::{Limits, ACK_RELEASE};
 use crate::share::persist;
 use crate::share::session::{PartitionId, Step, FINAL_EPOCH, INITIAL_EPOCH};
-use crate::share::AutoOffsetReset;
+use crate::share::{AutoOffsetReset, ReadPolicy};
 
 /// A top-level error answer to a share request (`$resp` has Kafka's `ErrorCode` and
 /// `ErrorMessage` fields).
@@ -55,6 +55,7 @@ const DEFAULT_MAX_RECORDS: i64 = 500;
 
 const SHARE_RECORD_LOCK_DURATION_MS: &str = "share.record.lock.duration.ms";
 const SHARE_AUTO_OFFSET_RESET: &str = "share.auto.offset.reset";
+use crate::groups::group_configs::SHARE_ISOLATION_LEVEL;
 
 pub fn heartbeat(
     broker: &Arc<Broker>,
@@ -274,15 +275,20 @@ fn current_leader(broker: &Broker, id: PartitionId) -> LeaderIdAndEpoch {
     }
 }
 
-/// The group's limits and where a new share-partition starts.
-fn group_settings(broker: &Broker, group_id: &str) -> (Limits, AutoOffsetReset) {
+/// The group's limits and how it reads (its group configs over the broker's defaults).
+fn group_settings(broker: &Broker, group_id: &str) -> (Limits, ReadPolicy) {
     let lock = broker
         .groups
         .configs
         .get_i32(group_id, SHARE_RECORD_LOCK_DURATION_MS);
     let configs = broker.groups.configs.get(group_id);
-    let reset = AutoOffsetReset::parse(configs.get(SHARE_AUTO_OFFSET_RESET).map(String::as_str));
-    (broker.shares.limits(lock), reset)
+    let policy = ReadPolicy {
+        reset: AutoOffsetReset::parse(configs.get(SHARE_AUTO_OFFSET_RESET).map(String::as_str)),
+        read_committed: configs
+            .get(SHARE_ISOLATION_LEVEL)
+            .is_some_and(|v| v == "read_committed"),
+    };
+    (broker.shares.limits(lock), policy)
 }
 
 /// The writes an answer waits for: (partition, its state partition, the offset to wait
@@ -465,7 +471,7 @@ pub fn fetch(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture
             )
         }
     };
-    let (limits, reset) = group_settings(broker, &group_id);
+    let (limits, policy) = group_settings(broker, &group_id);
     let (mut ack_results, durable) = apply_acks(broker, &group_id, &member, &acks, &limits);
     let forgotten_released = broker
         .shares
@@ -492,8 +498,10 @@ pub fn fetch(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture
     } else {
         DEFAULT_MAX_RECORDS
     };
+    // MaxBytes 0 asks for nothing (librdkafka's fetch.max.bytes=0, as Kafka answers it);
+    // a negative one is read as no limit beyond the broker's own.
     let cap = broker.config.limits.fetch_max_bytes;
-    let max_bytes = if body.max_bytes <= 0 {
+    let max_bytes = if body.max_bytes < 0 {
         cap
     } else {
         (body.max_bytes as usize).min(cap)
@@ -514,7 +522,7 @@ pub fn fetch(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture
                 &wanted,
                 max_records,
                 max_bytes,
-                reset,
+                policy,
                 &limits,
                 &waiter,
             );
@@ -552,7 +560,7 @@ fn acquire_all(
     wanted: &[PartitionId],
     max_records: i64,
     max_bytes: usize,
-    reset: AutoOffsetReset,
+    policy: ReadPolicy,
     limits: &Limits,
     waiter: &Arc<tokio::sync::Notify>,
 ) -> Pass {
@@ -591,8 +599,8 @@ fn acquire_all(
             &mut sp,
             member,
             records_left,
-            bytes_left.max(1),
-            reset,
+            bytes_left,
+            policy,
             limits,
         );
         if let Some(d) = sp.next_lock_deadline_ms() {

@@ -446,24 +446,40 @@ impl Shares {
     }
 }
 
+/// How a share group reads its partitions (its group configs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPolicy {
+    /// `share.auto.offset.reset`.
+    pub reset: AutoOffsetReset,
+    /// `share.isolation.level=read_committed`: nothing at or past the last stable
+    /// offset is handed out, and the data of aborted transactions is archived.
+    pub read_committed: bool,
+}
+
 /// Acquires records of `p` for `member` from its share-partition `sp`: first records
 /// whose delivery can be retried (released, or their lock expired), else new records
-/// below the high watermark, whole batches, at most about `max_records` (a batch is
-/// never split, as in Kafka) and never beyond the in-flight limit.
+/// below the high watermark (read_committed: the last stable offset), whole batches, at
+/// most about `max_records` (a batch is never split, as in Kafka's default
+/// `batch_optimized` acquire mode) and never beyond the in-flight limit.
 pub fn acquire(
     p: &Partition,
     sp: &mut SharePartitionState,
     member: &Arc<str>,
     max_records: i64,
     max_bytes: usize,
-    reset: AutoOffsetReset,
+    policy: ReadPolicy,
     limits: &Limits,
 ) -> Result<Acquired, runnel_log::LogError> {
     let now_ms = crate::handlers::now_ms();
     let log = p.log.lock();
     let hw = p.high_watermark_with(&log);
+    let upper = if policy.read_committed {
+        log.last_stable_offset().min(hw)
+    } else {
+        hw
+    };
     if !sp.is_initialized() {
-        let start = match reset {
+        let start = match policy.reset {
             AutoOffsetReset::Earliest => log.log_start_offset(),
             AutoOffsetReset::Latest => hw,
             AutoOffsetReset::ByDuration(d) => {
@@ -476,21 +492,21 @@ pub fn acquire(
     }
     sp.on_log_start(log.log_start_offset());
     sp.expire_locks(now_ms, limits);
-    if max_records <= 0 {
+    if max_records <= 0 || max_bytes == 0 {
         return Ok(Acquired::default());
     }
     if let Some(first) = sp.first_available() {
-        let read = log.read(first, max_bytes, hw, true)?;
+        let read = log.read(first, max_bytes, upper, true)?;
         let batches = batch_bounds(&read.records);
-        let Some(&(_, last, _)) = batches.last() else {
+        let Some(last) = batches.last().map(|b| b.last) else {
             return Ok(Acquired::default());
         };
         let ranges = sp.acquire_available(member, first, last, max_records, now_ms, limits);
         let used_to = ranges.last().map_or(0, |r| r.last_offset);
         let end = batches
             .iter()
-            .find(|(_, l, _)| *l >= used_to)
-            .map_or(0, |b| b.2);
+            .find(|b| b.last >= used_to)
+            .map_or(0, |b| b.end);
         if !ranges.is_empty() {
             return Ok(Acquired {
                 records: Bytes::from(read.records).slice(..end),
@@ -499,31 +515,37 @@ pub fn acquire(
         }
     }
     let from = sp.end_offset();
-    if from >= hw || from - sp.start_offset() >= limits.max_in_flight {
+    if from >= upper || from - sp.start_offset() >= limits.max_in_flight {
         return Ok(Acquired::default());
     }
-    let read = log.read(from, max_bytes, hw, true)?;
+    let read = log.read(from, max_bytes, upper, true)?;
     let mut last = None;
     let mut end = 0;
-    for (base, batch_last, batch_end) in batch_bounds(&read.records) {
-        if batch_last < from {
-            end = batch_end;
+    let mut taken_batches = Vec::new();
+    for b in batch_bounds(&read.records) {
+        if b.last < from {
+            end = b.end;
             continue;
         }
         if let Some(l) = last {
             let taken: i64 = l - from + 1;
-            if taken >= max_records || base.max(from) - sp.start_offset() >= limits.max_in_flight {
+            if taken >= max_records || b.base.max(from) - sp.start_offset() >= limits.max_in_flight {
                 break;
             }
         }
-        last = Some(batch_last.min(hw - 1));
-        end = batch_end;
+        last = Some(b.last.min(upper - 1));
+        end = b.end;
+        taken_batches.push(b);
     }
+    let archive = if policy.read_committed {
+        aborted_ranges(&log, &taken_batches, from, upper)
+    } else {
+        Vec::new()
+    };
     drop(log);
-    let ranges = last
-        .and_then(|l| sp.acquire_new(member, l, now_ms, limits))
-        .into_iter()
-        .collect::<Vec<_>>();
+    let ranges = last.map_or_else(Vec::new, |l| {
+        sp.acquire_new(member, l, &archive, now_ms, limits)
+    });
     if ranges.is_empty() {
         return Ok(Acquired::default());
     }
@@ -533,12 +555,60 @@ pub fn acquire(
     })
 }
 
-/// (base offset, last offset, end byte) of each whole batch in `buf`.
-fn batch_bounds(buf: &[u8]) -> Vec<(i64, i64, usize)> {
+/// The offsets of `batches` that hold data of aborted transactions (sorted, disjoint),
+/// as Kafka's `SharePartition.filterAbortedTransactionalAcquiredRecords` finds them: a
+/// transactional data batch whose producer aborted a transaction that started at or
+/// before the batch and ended (its abort marker) after it.
+fn aborted_ranges(
+    log: &runnel_log::PartitionLog,
+    batches: &[Batch],
+    from: i64,
+    upper: i64,
+) -> Vec<(i64, i64)> {
+    let aborted = log.aborted_transactions(from, upper);
+    if aborted.is_empty() {
+        return Vec::new();
+    }
+    batches
+        .iter()
+        .filter(|b| b.transactional && !b.control)
+        .filter(|b| {
+            aborted.iter().any(|a| {
+                a.producer_id == b.producer_id
+                    && a.first_offset <= b.base
+                    && b.last <= a.last_offset
+            })
+        })
+        .map(|b| (b.base.max(from), b.last))
+        .collect()
+}
+
+/// One whole batch of a log read: its offsets, what kind it is and where it ends in
+/// the buffer.
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    base: i64,
+    last: i64,
+    producer_id: i64,
+    transactional: bool,
+    control: bool,
+    /// The byte just past the batch.
+    end: usize,
+}
+
+/// Each whole batch in `buf`.
+fn batch_bounds(buf: &[u8]) -> Vec<Batch> {
     let mut out = Vec::new();
     let _ = runnel_log::batch::for_each_batch(buf, |range| {
         let h = runnel_log::BatchHeader::parse(&buf[range.clone()])?;
-        out.push((h.base_offset, h.last_offset(), range.end));
+        out.push(Batch {
+            base: h.base_offset,
+            last: h.last_offset(),
+            producer_id: h.producer_id,
+            transactional: h.is_transactional(),
+            control: h.is_control(),
+            end: range.end,
+        });
         Ok(())
     });
     out
