@@ -349,6 +349,16 @@ def read_header_tags(r):
     r.take(1)  # the response header's (empty) tagged fields
 
 
+def top_level_error(r):
+    """Reads a flexible response's header, ThrottleTimeMs, ErrorCode and ErrorMessage;
+    returns the error code."""
+    read_header_tags(r)
+    r.int32()
+    err = r.int16()
+    cstr(r)
+    return err
+
+
 def cstr(r):
     n = r.uvarint()
     return None if n == 0 else r.take(n - 1).decode()
@@ -371,22 +381,29 @@ def heartbeat(conn, group, member, epoch, topics):
     return err, r.int32()
 
 
+def one_partition(topic_id, partition):
+    """The start of a one-topic, one-partition Topics array (the partition's fields follow)."""
+    return kwire.uvarint(2) + topic_id + kwire.uvarint(2) + struct.pack(">i", partition)
+
+
+def ack_batches(acks):
+    """AcknowledgementBatches: (first, last, type) each, one type for the whole range."""
+    body = kwire.uvarint(len(acks) + 1)
+    for first, last, kind in acks:
+        body += struct.pack(">qq", first, last) + kwire.uvarint(2) + struct.pack(">b", kind)
+        body += kwire.uvarint(0)
+    return body
+
+
 def share_fetch(conn, group, member, epoch, topic_id, partition, acks=(), max_wait_ms=0,
                 max_bytes=1 << 20, max_records=100):
     body = kwire.compact_string(group) + kwire.compact_string(member)
     body += struct.pack(">iiiiii", epoch, max_wait_ms, 1, max_bytes, max_records, max_records)
-    body += kwire.uvarint(2) + topic_id + kwire.uvarint(2) + struct.pack(">i", partition)
-    body += kwire.uvarint(len(acks) + 1)
-    for first, last, kind in acks:
-        body += struct.pack(">qq", first, last) + kwire.uvarint(2) + struct.pack(">b", kind)
-        body += kwire.uvarint(0)
-    body += kwire.uvarint(0) + kwire.uvarint(0)  # partition, topic tags
+    body += one_partition(topic_id, partition)
+    body += ack_batches(acks) + kwire.uvarint(0) + kwire.uvarint(0)  # partition, topic tags
     body += kwire.uvarint(1) + kwire.uvarint(0)  # no forgotten topics; tags
     r = conn.request(78, 1, body, header_version=2)
-    read_header_tags(r)
-    r.int32()
-    err = r.int16()
-    cstr(r)
+    err = top_level_error(r)
     r.int32()  # acquisition lock timeout
     parts = []
     for _ in range(r.uvarint() - 1):
@@ -406,6 +423,28 @@ def share_fetch(conn, group, member, epoch, topic_id, partition, acks=(), max_wa
                 r.take(1)
             r.take(1)
             parts.append((index, perr, ack_err, acquired))
+        r.take(1)
+    return err, parts
+
+
+def share_acknowledge(conn, group, member, epoch, topic_id, partition, acks):
+    """ShareAcknowledge v1: (top-level error, [(partition, error)])."""
+    body = kwire.compact_string(group) + kwire.compact_string(member)
+    body += struct.pack(">i", epoch)
+    body += one_partition(topic_id, partition)
+    body += ack_batches(acks)
+    body += kwire.uvarint(0) + kwire.uvarint(0) + kwire.uvarint(0)  # partition, topic, request tags
+    r = conn.request(79, 1, body, header_version=2)
+    err = top_level_error(r)
+    parts = []
+    for _ in range(r.uvarint() - 1):
+        r.take(16)
+        for _ in range(r.uvarint() - 1):
+            index, perr = r.int32(), r.int16()
+            cstr(r)
+            r.int32(), r.int32()
+            r.take(2)  # leader tags, partition tags
+            parts.append((index, perr))
         r.take(1)
     return err, parts
 
@@ -541,6 +580,32 @@ def test_read_committed_share_groups_skip_aborted_and_undecided_records(start_br
 
 
 @pytest.mark.timeout_s(60)
+def test_a_members_closing_acknowledgement_lands_after_it_left_the_group(start_broker):
+    """librdkafka closes a share consumer by sending its leave heartbeat and its final
+    ShareAcknowledge (epoch -1) side by side (0178): the acknowledgement lands even when
+    the leave came first, as on Kafka, whose partition leaders keep a member's share
+    session until it closes."""
+    broker = start_broker()
+    topic, group = share_topic(broker, partitions=1)
+    produce(broker, topic, 5, partitions=1)
+    tid = topic_id_of(broker, topic)
+    host, port = broker.bootstrap.split(":")
+    with kwire.Conn(host, int(port)) as c:
+        joined(c, group, "m", topic)
+        err, parts = share_fetch(c, group, "m", 0, tid, 0, max_wait_ms=2000)
+        assert acquired_offsets(parts) == [0, 1, 2, 3, 4]
+        assert heartbeat(c, group, "m", -1, None)[0] == 0
+        err, parts = share_acknowledge(c, group, "m", -1, tid, 0, [(0, 4, 1)])
+        assert (err, parts) == (0, [(0, 0)])
+        # The session is closed now: the member is unknown here.
+        assert share_acknowledge(c, group, "m", 1, tid, 0, [(0, 0, 1)])[0] == 25
+        # Accepted: another member gets nothing.
+        joined(c, group, "n", topic)
+        err, parts = share_fetch(c, group, "n", 0, tid, 0, max_wait_ms=1000)
+        assert acquired_offsets(parts) == []
+
+
+@pytest.mark.timeout_s(60)
 def test_share_fetch_max_bytes_zero_gets_nothing_and_one_gets_one_batch(start_broker):
     """ShareFetch MaxBytes=0 acquires nothing (librdkafka's fetch.max.bytes=0, 0180);
     MaxBytes=1 is a soft limit: one whole batch."""
@@ -595,10 +660,7 @@ def alter_offsets(conn, group, topic, partition, start):
     body += kwire.uvarint(2) + struct.pack(">iq", partition, start) + kwire.uvarint(0)
     body += kwire.uvarint(0) + kwire.uvarint(0)
     r = conn.request(91, 0, body, header_version=2)
-    read_header_tags(r)
-    r.int32()
-    err = r.int16()
-    cstr(r)
+    err = top_level_error(r)
     perrs = []
     for _ in range(r.uvarint() - 1):
         cstr(r)

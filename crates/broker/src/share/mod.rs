@@ -41,6 +41,13 @@ use partition_state::{AcquiredRange, Limits, SharePartitionState};
 /// (group id, topic id, partition).
 pub type SharePartitionKey = (String, Uuid, i32);
 
+/// How long a member that left its group (a ShareGroupHeartbeat with epoch -1) keeps its
+/// share session and acquired records here, so that its closing ShareAcknowledge, which
+/// a client may send alongside the leave (librdkafka does), still lands. Kafka's
+/// partition leaders learn of a leave only when the share session closes or its
+/// connection drops; this bound stands in for the dropped connection.
+const LEFT_MEMBER_GRACE: Duration = Duration::from_secs(10);
+
 pub struct Shares {
     pub config: ShareConfig,
     groups: Mutex<HashMap<String, group::ShareGroup>>,
@@ -49,6 +56,9 @@ pub struct Shares {
     /// Snapshots replayed from `__share_group_state`, taken when a share-partition is
     /// first used after a restart.
     restored: Mutex<HashMap<SharePartitionKey, records::StateValue>>,
+    /// Members that left while they had a share session here: (group, member) -> when.
+    /// Their session and records go after `LEFT_MEMBER_GRACE` unless closed before.
+    left: Mutex<HashMap<(String, String), Instant>>,
 }
 
 /// What one acquisition produced for one partition: the batches to send and the
@@ -128,6 +138,7 @@ impl Shares {
             sessions: Mutex::new(session::ShareSessions::default()),
             partitions: Mutex::new(HashMap::new()),
             restored: Mutex::new(HashMap::new()),
+            left: Mutex::new(HashMap::new()),
         }
     }
 
@@ -141,21 +152,27 @@ impl Shares {
         self.groups.lock().contains_key(group_id)
     }
 
-    /// Whether `member` is in `group` (None: this broker does not know the group).
+    /// Whether `member` is in `group` (None: this broker does not know the group). A
+    /// member that left but still has a share session here counts until the session
+    /// closes or its grace ends.
     pub fn is_member(&self, group_id: &str, member: &str) -> Option<bool> {
-        self.groups
+        let in_group = self
+            .groups
             .lock()
             .get(group_id)
-            .map(|g| g.members.contains_key(member))
+            .map(|g| g.members.contains_key(member))?;
+        Some(in_group || self.sessions.lock().contains(group_id, member))
     }
 
-    /// One ShareGroupHeartbeat. A member that leaves has its records released here.
+    /// One ShareGroupHeartbeat. A member that leaves keeps its share session and records
+    /// here for `LEFT_MEMBER_GRACE` (its closing ShareAcknowledge may follow the leave);
+    /// without a session it holds nothing.
     pub fn heartbeat(
         &self,
         group_id: &str,
         params: group::HeartbeatParams<'_>,
         resolve: &dyn Fn(&str) -> Option<(Uuid, i32)>,
-    ) -> (group::HeartbeatResult, Vec<session::PartitionId>) {
+    ) -> group::HeartbeatResult {
         let member = params.member_id.to_string();
         let leaving = params.member_epoch == -1;
         let r = {
@@ -163,12 +180,12 @@ impl Shares {
             let g = groups.entry(group_id.to_string()).or_default();
             group::heartbeat(g, params, Instant::now(), resolve)
         };
-        let released = if leaving && r.error == ErrorCode::None {
-            self.forget_member(group_id, &member)
-        } else {
-            Vec::new()
-        };
-        (r, released)
+        if leaving && r.error == ErrorCode::None && self.sessions.lock().contains(group_id, &member) {
+            self.left
+                .lock()
+                .insert((group_id.to_string(), member), Instant::now());
+        }
+        r
     }
 
     pub fn describe(&self, group_id: &str) -> Option<GroupView> {
@@ -423,6 +440,26 @@ impl Shares {
         let mut woken = Vec::new();
         for (g, m) in expired {
             tracing::info!(group = %g, member = %m, "share-group member removed: no heartbeat within its session timeout");
+            let released = self.forget_member(&g, &m);
+            woken.extend(released.into_iter().map(|(t, p)| (g.clone(), t, p)));
+        }
+        let gone: Vec<(String, String)> = {
+            let mut left = self.left.lock();
+            let gone = left
+                .iter()
+                .filter(|(_, at)| now.duration_since(**at) >= LEFT_MEMBER_GRACE)
+                .map(|(k, _)| k.clone())
+                .collect::<Vec<_>>();
+            for k in &gone {
+                left.remove(k);
+            }
+            gone
+        };
+        for (g, m) in gone {
+            // Still in the group means it rejoined under the same id: it keeps its session.
+            if self.groups.lock().get(&g).is_some_and(|x| x.members.contains_key(&m)) {
+                continue;
+            }
             let released = self.forget_member(&g, &m);
             woken.extend(released.into_iter().map(|(t, p)| (g.clone(), t, p)));
         }
