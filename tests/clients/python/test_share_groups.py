@@ -365,6 +365,13 @@ def cstr(r):
 
 
 def heartbeat(conn, group, member, epoch, topics):
+    """ShareGroupHeartbeat v1: (error, member epoch)."""
+    return heartbeat_assigned(conn, group, member, epoch, topics)[:2]
+
+
+def heartbeat_assigned(conn, group, member, epoch, topics):
+    """ShareGroupHeartbeat v1: (error, member epoch, assignment: {topic id: [partitions]},
+    None when the answer carries none)."""
     body = kwire.compact_string(group) + kwire.compact_string(member)
     body += struct.pack(">i", epoch) + kwire.compact_string(None)
     if topics is None:
@@ -373,12 +380,18 @@ def heartbeat(conn, group, member, epoch, topics):
         body += kwire.uvarint(len(topics) + 1) + b"".join(kwire.compact_string(t) for t in topics)
     body += kwire.uvarint(0)
     r = conn.request(76, 1, body, header_version=2)
-    read_header_tags(r)
-    r.int32()
-    err = r.int16()
+    err = top_level_error(r)
     cstr(r)
-    cstr(r)
-    return err, r.int32()
+    member_epoch = r.int32()
+    r.int32()  # heartbeat interval
+    if r.int8() < 0:
+        return err, member_epoch, None
+    assignment = {}
+    for _ in range(r.uvarint() - 1):
+        tid = r.take(16)
+        assignment[tid] = [r.int32() for _ in range(r.uvarint() - 1)]
+        r.take(1)
+    return err, member_epoch, assignment
 
 
 def one_partition(topic_id, partition):
@@ -606,6 +619,33 @@ def test_a_members_closing_acknowledgement_lands_after_it_left_the_group(start_b
 
 
 @pytest.mark.timeout_s(60)
+def test_members_of_a_share_group_split_its_partitions(start_broker):
+    """Kafka's share SimpleAssignor: each member is hashed onto a partition and the rest
+    go round-robin, so two members of a 4-partition topic each hold some, not every
+    member all of them (librdkafka 0172's mixed-mode consumers both get records). No
+    heartbeat carries a topic before its share-partitions are initialized for the group
+    (Kafka's coordinator initializes them after the first subscribing heartbeat), so
+    members that start together share the partitions out."""
+    broker = start_broker()
+    topic, group = share_topic(broker, partitions=4)
+    tid = topic_id_of(broker, topic)
+    host, port = broker.bootstrap.split(":")
+    with kwire.Conn(host, int(port)) as c:
+        err, ea, first = heartbeat_assigned(c, group, "member-a", 0, [topic])
+        assert (err, first) == (0, {})
+        err, eb, first = heartbeat_assigned(c, group, "member-b", 0, [topic])
+        assert (err, first) == (0, {})
+        time.sleep(0.5)  # the group timer completes the initialization (within 100 ms)
+        err, ea, a = heartbeat_assigned(c, group, "member-a", ea, None)
+        assert err == 0 and a[tid]
+        err, eb, b = heartbeat_assigned(c, group, "member-b", eb, None)
+        assert err == 0 and b[tid]
+        held_a, held_b = set(a[tid]), set(b[tid])
+        assert held_a | held_b == {0, 1, 2, 3}
+        assert held_a != {0, 1, 2, 3} and held_b != {0, 1, 2, 3}, (held_a, held_b)
+
+
+@pytest.mark.timeout_s(60)
 def test_share_fetch_max_bytes_zero_gets_nothing_and_one_gets_one_batch(start_broker):
     """ShareFetch MaxBytes=0 acquires nothing (librdkafka's fetch.max.bytes=0, 0180);
     MaxBytes=1 is a soft limit: one whole batch."""
@@ -785,7 +825,12 @@ def test_cli_lists_and_describes_share_groups(start_broker):
         return r.stdout
 
     with kwire.Conn(host, int(port)) as c:
-        assert heartbeat(c, group, "m1", 0, [topic])[0] == 0
+        err, epoch = heartbeat(c, group, "m1", 0, [topic])
+        assert err == 0
+        # The first heartbeat initializes the topic for the group; as on Kafka, its
+        # partitions are assigned from a heartbeat after that completed.
+        time.sleep(0.5)
+        assert heartbeat(c, group, "m1", epoch, None)[0] == 0
         share_fetch(c, group, "m1", 0, tid, 0, max_wait_ms=2000)
         share_fetch(c, group, "m1", 1, tid, 0, acks=[(0, 1, 1)])
         listed = [json.loads(line) for line in runnel("list", "--json").splitlines()]

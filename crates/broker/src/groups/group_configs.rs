@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use parking_lot::RwLock;
 
 use super::GroupConfig;
-use crate::share::ShareConfig;
 use crate::error::{BrokerError, ErrorCode};
+use crate::share::ShareConfig;
 
 /// Kafka's group-config bounds (`group.consumer.min.session.timeout.ms` and friends),
 /// at Kafka's defaults.
@@ -66,7 +66,11 @@ pub fn defaults(broker: &GroupConfig, share: &ShareConfig) -> Vec<(&'static str,
             share.record_lock_duration_ms.to_string(),
         ),
         (SHARE_AUTO_OFFSET_RESET, TYPE_STRING, "latest".into()),
-        (SHARE_ISOLATION_LEVEL, TYPE_STRING, "read_uncommitted".into()),
+        (
+            SHARE_ISOLATION_LEVEL,
+            TYPE_STRING,
+            "read_uncommitted".into(),
+        ),
     ]
 }
 

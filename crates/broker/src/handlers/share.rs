@@ -68,7 +68,10 @@ const DEFAULT_MAX_RECORDS: i64 = 500;
 macro_rules! authorize_group {
     ($resp:ty, $req:expr, $az:expr, $op:expr, $group:expr) => {
         let group: Option<&str> = $group;
-        if let Some(message) = group.filter(|g| !g.is_empty()).and_then(|g| group_refused($az, $op, g)) {
+        if let Some(message) = group
+            .filter(|g| !g.is_empty())
+            .and_then(|g| group_refused($az, $op, g))
+        {
             return refuse!($resp, $req, ErrorCode::GroupAuthorizationFailed, message);
         }
     };
@@ -82,7 +85,11 @@ fn group_refused(az: &Ctx, op: Operation, group: &str) -> Option<String> {
 /// Splits off the partitions whose topic the connection may not READ (Kafka answers
 /// them TOPIC_AUTHORIZATION_FAILED and serves the rest). A topic id that names no topic
 /// stays: the leader check answers it UNKNOWN_TOPIC_ID.
-fn readable(broker: &Broker, az: &Ctx, parts: Vec<PartitionId>) -> (Vec<PartitionId>, Vec<PartitionId>) {
+fn readable(
+    broker: &Broker,
+    az: &Ctx,
+    parts: Vec<PartitionId>,
+) -> (Vec<PartitionId>, Vec<PartitionId>) {
     if !az.enabled() {
         return (parts, Vec::new());
     }
@@ -126,7 +133,13 @@ pub fn heartbeat(
 ) -> Result<ResponseFuture, DecodeError> {
     let body: ShareGroupHeartbeatRequest = decode_body(&req.body, req.api_version)?;
     let group_id = body.group_id.0.to_string();
-    authorize_group!(ShareGroupHeartbeatResponse, req, az, Operation::Read, Some(&group_id));
+    authorize_group!(
+        ShareGroupHeartbeatResponse,
+        req,
+        az,
+        Operation::Read,
+        Some(&group_id)
+    );
     let heartbeat_ms = broker.shares.config.heartbeat_interval_ms;
     let refuse = |code: ErrorCode, message: String| {
         ShareGroupHeartbeatResponse::default()
@@ -1001,7 +1014,13 @@ pub fn alter_offsets(
     };
     let body: AlterShareGroupOffsetsRequest = decode_body(&req.body, req.api_version)?;
     let group_id = body.group_id.0.to_string();
-    authorize_group!(AlterShareGroupOffsetsResponse, req, az, Operation::Read, Some(&group_id));
+    authorize_group!(
+        AlterShareGroupOffsetsResponse,
+        req,
+        az,
+        Operation::Read,
+        Some(&group_id)
+    );
     if let Some((code, message)) = change_refusal(broker, &group_id, "altering") {
         return refuse!(AlterShareGroupOffsetsResponse, req, code, message);
     }
@@ -1073,7 +1092,13 @@ pub fn delete_offsets(
     };
     let body: DeleteShareGroupOffsetsRequest = decode_body(&req.body, req.api_version)?;
     let group_id = body.group_id.0.to_string();
-    authorize_group!(DeleteShareGroupOffsetsResponse, req, az, Operation::Delete, Some(&group_id));
+    authorize_group!(
+        DeleteShareGroupOffsetsResponse,
+        req,
+        az,
+        Operation::Delete,
+        Some(&group_id)
+    );
     if let Some((code, message)) = change_refusal(broker, &group_id, "deleting") {
         return refuse!(DeleteShareGroupOffsetsResponse, req, code, message);
     }

@@ -180,7 +180,8 @@ impl Shares {
             let g = groups.entry(group_id.to_string()).or_default();
             group::heartbeat(g, params, Instant::now(), resolve)
         };
-        if leaving && r.error == ErrorCode::None && self.sessions.lock().contains(group_id, &member) {
+        if leaving && r.error == ErrorCode::None && self.sessions.lock().contains(group_id, &member)
+        {
             self.left
                 .lock()
                 .insert((group_id.to_string(), member), Instant::now());
@@ -420,13 +421,18 @@ impl Shares {
         self.release(group_id, member, &parts, &limits)
     }
 
-    /// Expires silent members (releasing their records) and acquisition locks. Returns
+    /// Completes the initialization of newly subscribed topics, expires silent members
+    /// (releasing their records), left members past their grace, and acquisition locks.
+    /// Returns
     /// the partitions where records became available again, so their parked share
     /// fetches can be woken.
     pub fn tick(&self) -> Vec<SharePartitionKey> {
         let now = Instant::now();
         let expired: Vec<(String, String)> = {
             let mut groups = self.groups.lock();
+            groups
+                .values_mut()
+                .for_each(group::ShareGroup::finish_initializing);
             groups
                 .iter_mut()
                 .flat_map(|(id, g)| {
@@ -457,7 +463,12 @@ impl Shares {
         };
         for (g, m) in gone {
             // Still in the group means it rejoined under the same id: it keeps its session.
-            if self.groups.lock().get(&g).is_some_and(|x| x.members.contains_key(&m)) {
+            if self
+                .groups
+                .lock()
+                .get(&g)
+                .is_some_and(|x| x.members.contains_key(&m))
+            {
                 continue;
             }
             let released = self.forget_member(&g, &m);
@@ -566,7 +577,8 @@ pub fn acquire(
         }
         if let Some(l) = last {
             let taken: i64 = l - from + 1;
-            if taken >= max_records || b.base.max(from) - sp.start_offset() >= limits.max_in_flight {
+            if taken >= max_records || b.base.max(from) - sp.start_offset() >= limits.max_in_flight
+            {
                 break;
             }
         }
