@@ -39,6 +39,7 @@ use crate::authz::acl::Operation;
 use crate::authz::Ctx;
 use crate::broker::Broker;
 use crate::error::ErrorCode;
+use crate::groups::group_configs::SHARE_ISOLATION_LEVEL;
 use crate::partition::Partition;
 use crate::share::partition_state::{Limits, ACK_RELEASE};
 use crate::share::persist;
@@ -123,7 +124,6 @@ fn readable_acks(
 
 const SHARE_RECORD_LOCK_DURATION_MS: &str = "share.record.lock.duration.ms";
 const SHARE_AUTO_OFFSET_RESET: &str = "share.auto.offset.reset";
-use crate::groups::group_configs::SHARE_ISOLATION_LEVEL;
 
 pub fn heartbeat(
     broker: &Arc<Broker>,
