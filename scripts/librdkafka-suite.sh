@@ -90,6 +90,9 @@ BOOTSTRAP=""
 # speaks of (0081, 0109, 0115 and 0119 add ACLs with kafka-acls.sh and expect them to bite).
 AUTHORIZER=(--set authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
             --set allow.everyone.if.no.acl.found=true)
+# As librdkafka's share-consumer clusters (tests/cluster_testing.py, Kafka 4.2+): a group may
+# set share.record.lock.duration.ms down to 1 s (0172 and 0173 wait for locks to expire).
+SHARE_CONF=(--set group.share.min.record.lock.duration.ms=1000)
 start_single() {
     # Kafka's defaults, with num.partitions=4 as librdkafka's test scenarios set
     # (tests/scenarios/default.json: several tests need auto-created topics with more
@@ -99,7 +102,7 @@ start_single() {
         --set "log.dirs=$WORK/data" \
         --set http.listeners= \
         --set num.partitions=4 \
-        "${AUTHORIZER[@]}" \
+        "${AUTHORIZER[@]}" "${SHARE_CONF[@]}" \
         >"$WORK/stdout" 2>"$WORK/broker.log" &
     BROKER_PID=$!
     local port=""
@@ -129,7 +132,7 @@ start_cluster() {
     [ -n "$base" ] || { log "no free ports for a $n-node cluster"; exit 2; }
     "$(runnel_bin)" cluster local --nodes "$n" --dir "$WORK/cluster" \
         --base-port "$base" --controller-base-port $((base + n)) --set num.partitions=4 \
-        --set min.insync.replicas=1 "${AUTHORIZER[@]}" \
+        --set min.insync.replicas=1 "${AUTHORIZER[@]}" "${SHARE_CONF[@]}" \
         >"$WORK/stdout" 2>&1 &
     BROKER_PID=$!
     for _ in $(seq 1 900); do

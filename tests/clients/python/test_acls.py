@@ -18,6 +18,9 @@ from confluent_kafka.admin import (
     AclBindingFilter,
     AclOperation,
     AclPermissionType,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
     NewTopic,
     ResourcePatternType,
     ResourceType,
@@ -421,30 +424,51 @@ def test_runnel_acls_cli_without_an_authorizer_names_security_disabled(broker):
 
 def test_share_groups_and_scram_credentials_are_authorized(start_broker):
     """Share-group APIs need READ (heartbeat, fetch, acknowledge) or DESCRIBE on the share
-    group; the SCRAM credential APIs need DESCRIBE / ALTER on the cluster (Kafka's
-    KafkaApis). Share groups over the raw wire, so the answer's error code is checked."""
-    import struct
-
+    group, and ShareFetch / ShareAcknowledge READ on each topic; the SCRAM credential APIs
+    need DESCRIBE / ALTER on the cluster (Kafka's KafkaApis). Share groups over the raw
+    wire, so the answer's error code is checked."""
     from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
-    from test_share_groups import heartbeat, share_fetch
+    from test_share_groups import heartbeat, share_acknowledge, share_fetch, topic_id_of
 
     b = start_broker(authorizer__class__name=AUTHORIZER, super__users=ANONYMOUS)
     a = admin(b)
-    for f in a.create_topics([NewTopic("sq", 1, 1)]).values():
+    for f in a.create_topics([NewTopic("sq", 1, 1), NewTopic("sq-secret", 1, 1)]).values():
         f.result()
+    for t in ("sq", "sq-secret"):
+        assert produce_one(b, t) is None
+    open_id, secret_id = topic_id_of(b, "sq"), topic_id_of(b, "sq-secret")
     create_acls(a, [allow(ANONYMOUS, ResourceType.GROUP, "sg-ok", AclOperation.READ),
                     allow(ANONYMOUS, ResourceType.TOPIC, "sq", AclOperation.ALL)])
+    earliest = ConfigResource(ConfigResource.Type.GROUP, "sg-ok", incremental_configs=[
+        ConfigEntry("share.auto.offset.reset", "earliest",
+                    incremental_operation=AlterConfigOpType.SET)])
+    a.incremental_alter_configs([earliest])[earliest].result(timeout=10)
     b.configs["super.users"] = ""
     b.restart()
     a = admin(b)
+    member = "AAAAAAAAAAAAAAAAAAAAAA"
     with kwire.Conn("127.0.0.1", b.port) as c:
-        err, _ = heartbeat(c, "sg-no", "AAAAAAAAAAAAAAAAAAAAAA", 0, ["sq"])
+        err, _ = heartbeat(c, "sg-no", member, 0, ["sq"])
         assert err == KafkaError.GROUP_AUTHORIZATION_FAILED
-        err, _ = heartbeat(c, "sg-ok", "AAAAAAAAAAAAAAAAAAAAAA", 0, ["sq"])
+        err, _ = heartbeat(c, "sg-ok", member, 0, ["sq"])
         assert err == 0
         err, _ = share_fetch(c, "sg-no", "m1", 0, b"\0" * 16, 0)[:2]
         assert err == KafkaError.GROUP_AUTHORIZATION_FAILED
+        assert share_acknowledge(c, "sg-no", "m1", 1, open_id, 0, [])[0] == \
+            KafkaError.GROUP_AUTHORIZATION_FAILED
+        # A topic without READ: its partition is refused, the request is not.
+        err, parts = share_fetch(c, "sg-ok", member, 0, secret_id, 0)
+        assert err == 0
+        assert [(p[0], p[1]) for p in parts] == [(0, KafkaError.TOPIC_AUTHORIZATION_FAILED)]
+        err, parts = share_acknowledge(c, "sg-ok", member, 1, secret_id, 0, [(0, 0, 1)])
+        assert (err, parts) == (0, [(0, KafkaError.TOPIC_AUTHORIZATION_FAILED)])
+        # The readable topic is served in the same session (the refused one is answered
+        # again, as it stays in the session).
+        err, parts = share_fetch(c, "sg-ok", member, 2, open_id, 0, max_wait_ms=3000)
+        assert err == 0
+        assert sorted((p[1], p[3]) for p in parts) == [
+            (0, [(0, 0, 1)]), (KafkaError.TOPIC_AUTHORIZATION_FAILED, [])]
     # SCRAM credentials: no ALTER / DESCRIBE on the cluster.
     up = UserScramCredentialUpsertion("alice", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096),
                                       b"alice-secret")

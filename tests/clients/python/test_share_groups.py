@@ -349,12 +349,29 @@ def read_header_tags(r):
     r.take(1)  # the response header's (empty) tagged fields
 
 
+def top_level_error(r):
+    """Reads a flexible response's header, ThrottleTimeMs, ErrorCode and ErrorMessage;
+    returns the error code."""
+    read_header_tags(r)
+    r.int32()
+    err = r.int16()
+    cstr(r)
+    return err
+
+
 def cstr(r):
     n = r.uvarint()
     return None if n == 0 else r.take(n - 1).decode()
 
 
 def heartbeat(conn, group, member, epoch, topics):
+    """ShareGroupHeartbeat v1: (error, member epoch)."""
+    return heartbeat_assigned(conn, group, member, epoch, topics)[:2]
+
+
+def heartbeat_assigned(conn, group, member, epoch, topics):
+    """ShareGroupHeartbeat v1: (error, member epoch, assignment: {topic id: [partitions]},
+    None when the answer carries none)."""
     body = kwire.compact_string(group) + kwire.compact_string(member)
     body += struct.pack(">i", epoch) + kwire.compact_string(None)
     if topics is None:
@@ -363,29 +380,43 @@ def heartbeat(conn, group, member, epoch, topics):
         body += kwire.uvarint(len(topics) + 1) + b"".join(kwire.compact_string(t) for t in topics)
     body += kwire.uvarint(0)
     r = conn.request(76, 1, body, header_version=2)
-    read_header_tags(r)
-    r.int32()
-    err = r.int16()
+    err = top_level_error(r)
     cstr(r)
-    cstr(r)
-    return err, r.int32()
+    member_epoch = r.int32()
+    r.int32()  # heartbeat interval
+    if r.int8() < 0:
+        return err, member_epoch, None
+    assignment = {}
+    for _ in range(r.uvarint() - 1):
+        tid = r.take(16)
+        assignment[tid] = [r.int32() for _ in range(r.uvarint() - 1)]
+        r.take(1)
+    return err, member_epoch, assignment
 
 
-def share_fetch(conn, group, member, epoch, topic_id, partition, acks=(), max_wait_ms=0):
-    body = kwire.compact_string(group) + kwire.compact_string(member)
-    body += struct.pack(">iiiiii", epoch, max_wait_ms, 1, 1 << 20, 100, 100)
-    body += kwire.uvarint(2) + topic_id + kwire.uvarint(2) + struct.pack(">i", partition)
-    body += kwire.uvarint(len(acks) + 1)
+def one_partition(topic_id, partition):
+    """The start of a one-topic, one-partition Topics array (the partition's fields follow)."""
+    return kwire.uvarint(2) + topic_id + kwire.uvarint(2) + struct.pack(">i", partition)
+
+
+def ack_batches(acks):
+    """AcknowledgementBatches: (first, last, type) each, one type for the whole range."""
+    body = kwire.uvarint(len(acks) + 1)
     for first, last, kind in acks:
         body += struct.pack(">qq", first, last) + kwire.uvarint(2) + struct.pack(">b", kind)
         body += kwire.uvarint(0)
-    body += kwire.uvarint(0) + kwire.uvarint(0)  # partition, topic tags
+    return body
+
+
+def share_fetch(conn, group, member, epoch, topic_id, partition, acks=(), max_wait_ms=0,
+                max_bytes=1 << 20, max_records=100):
+    body = kwire.compact_string(group) + kwire.compact_string(member)
+    body += struct.pack(">iiiiii", epoch, max_wait_ms, 1, max_bytes, max_records, max_records)
+    body += one_partition(topic_id, partition)
+    body += ack_batches(acks) + kwire.uvarint(0) + kwire.uvarint(0)  # partition, topic tags
     body += kwire.uvarint(1) + kwire.uvarint(0)  # no forgotten topics; tags
     r = conn.request(78, 1, body, header_version=2)
-    read_header_tags(r)
-    r.int32()
-    err = r.int16()
-    cstr(r)
+    err = top_level_error(r)
     r.int32()  # acquisition lock timeout
     parts = []
     for _ in range(r.uvarint() - 1):
@@ -405,6 +436,28 @@ def share_fetch(conn, group, member, epoch, topic_id, partition, acks=(), max_wa
                 r.take(1)
             r.take(1)
             parts.append((index, perr, ack_err, acquired))
+        r.take(1)
+    return err, parts
+
+
+def share_acknowledge(conn, group, member, epoch, topic_id, partition, acks):
+    """ShareAcknowledge v1: (top-level error, [(partition, error)])."""
+    body = kwire.compact_string(group) + kwire.compact_string(member)
+    body += struct.pack(">i", epoch)
+    body += one_partition(topic_id, partition)
+    body += ack_batches(acks)
+    body += kwire.uvarint(0) + kwire.uvarint(0) + kwire.uvarint(0)  # partition, topic, request tags
+    r = conn.request(79, 1, body, header_version=2)
+    err = top_level_error(r)
+    parts = []
+    for _ in range(r.uvarint() - 1):
+        r.take(16)
+        for _ in range(r.uvarint() - 1):
+            index, perr = r.int32(), r.int16()
+            cstr(r)
+            r.int32(), r.int32()
+            r.take(2)  # leader tags, partition tags
+            parts.append((index, perr))
         r.take(1)
     return err, parts
 
@@ -451,6 +504,168 @@ def test_wire_errors_are_kafkas(start_broker):
         assert parts[0][2] == 121  # accepted already
 
 
+def set_group_config(broker, group, **configs):
+    a = ck.admin(broker)
+    r = ConfigResource(ConfigResource.Type.GROUP, group, incremental_configs=[
+        ConfigEntry(k.replace("_", "."), v, incremental_operation=AlterConfigOpType.SET)
+        for k, v in configs.items()])
+    a.incremental_alter_configs([r])[r].result(timeout=10)
+
+
+def joined(conn, group, member, topic):
+    """Heartbeats `member` into `group` until it is assigned `topic`'s partitions."""
+    err, epoch = heartbeat(conn, group, member, 0, [topic])
+    assert err == 0 and epoch > 0
+    return epoch
+
+
+def acquired_offsets(parts):
+    return sorted(o for (_, _, _, acquired) in parts for (f, l, _) in acquired
+                  for o in range(f, l + 1))
+
+
+@pytest.mark.timeout_s(90)
+def test_read_committed_share_groups_skip_aborted_and_undecided_records(start_broker):
+    """share.isolation.level=read_committed (Kafka's SharePartition archives the data of
+    aborted transactions, and reads only up to the last stable offset); a
+    read_uncommitted group of the same topic gets everything."""
+    broker = start_broker()
+    topic, committed = share_topic(broker, partitions=1)
+    uncommitted = unique("sg")
+    set_group_config(broker, uncommitted, share_auto_offset_reset="earliest")
+    set_group_config(broker, committed, share_isolation_level="read_committed")
+    bad = {"share.isolation.level": "READ_COMMITTED"}
+    r = ConfigResource(ConfigResource.Type.GROUP, committed, incremental_configs=[
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in bad.items()])
+    a = ck.admin(broker)
+    with pytest.raises(Exception, match="read_committed, read_uncommitted"):
+        a.incremental_alter_configs([r])[r].result(timeout=10)
+
+    def txn(tid):
+        p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": tid})
+        p.init_transactions(15)
+        p.begin_transaction()
+        return p
+
+    # Offsets: 0-2 aborted data, 3 its marker; 4-5 committed data, 6 its marker; 7 in a
+    # transaction still open (the last stable offset stays at 7).
+    aborted = txn(unique("tx-a"))
+    for i in range(3):
+        aborted.produce(topic, value=f"aborted{i}", partition=0)
+    aborted.flush(10)
+    aborted.abort_transaction(15)
+    done = txn(unique("tx-c"))
+    for i in range(2):
+        done.produce(topic, value=f"committed{i}", partition=0)
+    done.flush(10)
+    done.commit_transaction(15)
+    open_txn = txn(unique("tx-o"))
+    open_txn.produce(topic, value="undecided", partition=0)
+    open_txn.flush(10)
+    from confluent_kafka import TopicPartition
+    w = ck.consumer(broker, isolation_level="read_uncommitted")
+    wait_until(lambda: w.get_watermark_offsets(TopicPartition(topic, 0), timeout=5,
+                                               cached=False)[1] >= 8, 10, "8 offsets written")
+    w.close()
+
+    tid = topic_id_of(broker, topic)
+    host, port = broker.bootstrap.split(":")
+    with kwire.Conn(host, int(port)) as c:
+        joined(c, committed, "rc", topic)
+        err, parts = share_fetch(c, committed, "rc", 0, tid, 0, max_wait_ms=2000)
+        assert err == 0
+        # The markers are acquired (the client acknowledges them as gaps, as from Kafka);
+        # the aborted data and the undecided record are not.
+        assert acquired_offsets(parts) == [3, 4, 5, 6]
+        err, parts = share_fetch(c, committed, "rc", 1, tid, 0, acks=[(3, 6, 1)])
+        assert err == 0 and parts[0][2] == 0
+        # Nothing more until the open transaction ends; then its record, never the
+        # aborted ones.
+        err, parts = share_fetch(c, committed, "rc", 2, tid, 0, max_wait_ms=500)
+        assert acquired_offsets(parts) == []
+        open_txn.commit_transaction(15)
+        err, parts = share_fetch(c, committed, "rc", 3, tid, 0, max_wait_ms=3000)
+        assert acquired_offsets(parts) == [7, 8]
+
+        joined(c, uncommitted, "ru", topic)
+        err, parts = share_fetch(c, uncommitted, "ru", 0, tid, 0, max_wait_ms=2000)
+        assert acquired_offsets(parts) == list(range(9))
+
+
+@pytest.mark.timeout_s(60)
+def test_a_members_closing_acknowledgement_lands_after_it_left_the_group(start_broker):
+    """librdkafka closes a share consumer by sending its leave heartbeat and its final
+    ShareAcknowledge (epoch -1) side by side (0178): the acknowledgement lands even when
+    the leave came first, as on Kafka, whose partition leaders keep a member's share
+    session until it closes."""
+    broker = start_broker()
+    topic, group = share_topic(broker, partitions=1)
+    produce(broker, topic, 5, partitions=1)
+    tid = topic_id_of(broker, topic)
+    host, port = broker.bootstrap.split(":")
+    with kwire.Conn(host, int(port)) as c:
+        joined(c, group, "m", topic)
+        err, parts = share_fetch(c, group, "m", 0, tid, 0, max_wait_ms=2000)
+        assert acquired_offsets(parts) == [0, 1, 2, 3, 4]
+        assert heartbeat(c, group, "m", -1, None)[0] == 0
+        err, parts = share_acknowledge(c, group, "m", -1, tid, 0, [(0, 4, 1)])
+        assert (err, parts) == (0, [(0, 0)])
+        # The session is closed now: the member is unknown here.
+        assert share_acknowledge(c, group, "m", 1, tid, 0, [(0, 0, 1)])[0] == 25
+        # Accepted: another member gets nothing.
+        joined(c, group, "n", topic)
+        err, parts = share_fetch(c, group, "n", 0, tid, 0, max_wait_ms=1000)
+        assert acquired_offsets(parts) == []
+
+
+@pytest.mark.timeout_s(60)
+def test_members_of_a_share_group_split_its_partitions(start_broker):
+    """Kafka's share SimpleAssignor: each member is hashed onto a partition and the rest
+    go round-robin, so two members of a 4-partition topic each hold some, not every
+    member all of them (librdkafka 0172's mixed-mode consumers both get records). No
+    heartbeat carries a topic before its share-partitions are initialized for the group
+    (Kafka's coordinator initializes them after the first subscribing heartbeat), so
+    members that start together share the partitions out."""
+    broker = start_broker()
+    topic, group = share_topic(broker, partitions=4)
+    tid = topic_id_of(broker, topic)
+    host, port = broker.bootstrap.split(":")
+    with kwire.Conn(host, int(port)) as c:
+        err, ea, first = heartbeat_assigned(c, group, "member-a", 0, [topic])
+        assert (err, first) == (0, {})
+        err, eb, first = heartbeat_assigned(c, group, "member-b", 0, [topic])
+        assert (err, first) == (0, {})
+        time.sleep(0.5)  # the group timer completes the initialization (within 100 ms)
+        err, ea, a = heartbeat_assigned(c, group, "member-a", ea, None)
+        assert err == 0 and a[tid]
+        err, eb, b = heartbeat_assigned(c, group, "member-b", eb, None)
+        assert err == 0 and b[tid]
+        held_a, held_b = set(a[tid]), set(b[tid])
+        assert held_a | held_b == {0, 1, 2, 3}
+        assert held_a != {0, 1, 2, 3} and held_b != {0, 1, 2, 3}, (held_a, held_b)
+
+
+@pytest.mark.timeout_s(60)
+def test_share_fetch_max_bytes_zero_gets_nothing_and_one_gets_one_batch(start_broker):
+    """ShareFetch MaxBytes=0 acquires nothing (librdkafka's fetch.max.bytes=0, 0180);
+    MaxBytes=1 is a soft limit: one whole batch."""
+    broker = start_broker()
+    topic, group = share_topic(broker, partitions=1)
+    p = ck.producer(broker, linger_ms=0)
+    for i in range(3):
+        ck.produce_all(p, topic, [{"value": f"b{i}-{j}", "partition": 0} for j in range(2)])
+    tid = topic_id_of(broker, topic)
+    host, port = broker.bootstrap.split(":")
+    with kwire.Conn(host, int(port)) as c:
+        joined(c, group, "m", topic)
+        err, parts = share_fetch(c, group, "m", 0, tid, 0, max_wait_ms=300, max_bytes=0)
+        assert err == 0 and acquired_offsets(parts) == []
+        err, parts = share_fetch(c, group, "m", 1, tid, 0, max_wait_ms=2000, max_bytes=1)
+        assert acquired_offsets(parts) == [0, 1]
+        err, parts = share_fetch(c, group, "m", 2, tid, 0, max_wait_ms=2000)
+        assert acquired_offsets(parts) == [2, 3, 4, 5]
+
+
 def describe_offsets(conn, group, topic=None, partitions=()):
     body = kwire.uvarint(2) + kwire.compact_string(group)
     if topic is None:
@@ -485,10 +700,7 @@ def alter_offsets(conn, group, topic, partition, start):
     body += kwire.uvarint(2) + struct.pack(">iq", partition, start) + kwire.uvarint(0)
     body += kwire.uvarint(0) + kwire.uvarint(0)
     r = conn.request(91, 0, body, header_version=2)
-    read_header_tags(r)
-    r.int32()
-    err = r.int16()
-    cstr(r)
+    err = top_level_error(r)
     perrs = []
     for _ in range(r.uvarint() - 1):
         cstr(r)
@@ -613,7 +825,12 @@ def test_cli_lists_and_describes_share_groups(start_broker):
         return r.stdout
 
     with kwire.Conn(host, int(port)) as c:
-        assert heartbeat(c, group, "m1", 0, [topic])[0] == 0
+        err, epoch = heartbeat(c, group, "m1", 0, [topic])
+        assert err == 0
+        # The first heartbeat initializes the topic for the group; as on Kafka, its
+        # partitions are assigned from a heartbeat after that completed.
+        time.sleep(0.5)
+        assert heartbeat(c, group, "m1", epoch, None)[0] == 0
         share_fetch(c, group, "m1", 0, tid, 0, max_wait_ms=2000)
         share_fetch(c, group, "m1", 1, tid, 0, acks=[(0, 1, 1)])
         listed = [json.loads(line) for line in runnel("list", "--json").splitlines()]

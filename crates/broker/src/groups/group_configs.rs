@@ -2,7 +2,8 @@
 //! DescribeConfigs and IncrementalAlterConfigs on a group id. The consumer-protocol
 //! (KIP-848) coordinator uses `consumer.session.timeout.ms` and
 //! `consumer.heartbeat.interval.ms` in place of the broker's defaults; the share-group
-//! keys are validated and stored (Runnel has no share groups yet).
+//! keys are validated and stored, and read by the share-group handlers
+//! (`handlers/share.rs`).
 //!
 //! Storage: on a single node, `__cluster_metadata/group-configs.json`; in a cluster, the
 //! metadata log (one cluster-wide config record per group, key `group:<id>`, value the
@@ -17,6 +18,7 @@ use parking_lot::RwLock;
 
 use super::GroupConfig;
 use crate::error::{BrokerError, ErrorCode};
+use crate::share::ShareConfig;
 
 /// Kafka's group-config bounds (`group.consumer.min.session.timeout.ms` and friends),
 /// at Kafka's defaults.
@@ -24,7 +26,6 @@ const CONSUMER_SESSION_TIMEOUT_RANGE_MS: (i64, i64) = (45_000, 60_000);
 const CONSUMER_HEARTBEAT_INTERVAL_RANGE_MS: (i64, i64) = (5_000, 15_000);
 const SHARE_SESSION_TIMEOUT_RANGE_MS: (i64, i64) = (45_000, 60_000);
 const SHARE_HEARTBEAT_INTERVAL_RANGE_MS: (i64, i64) = (5_000, 15_000);
-const SHARE_RECORD_LOCK_DURATION_RANGE_MS: (i64, i64) = (15_000, 60_000);
 
 pub const CONSUMER_SESSION_TIMEOUT_MS: &str = "consumer.session.timeout.ms";
 pub const CONSUMER_HEARTBEAT_INTERVAL_MS: &str = "consumer.heartbeat.interval.ms";
@@ -32,6 +33,9 @@ const SHARE_SESSION_TIMEOUT_MS: &str = "share.session.timeout.ms";
 const SHARE_HEARTBEAT_INTERVAL_MS: &str = "share.heartbeat.interval.ms";
 const SHARE_RECORD_LOCK_DURATION_MS: &str = "share.record.lock.duration.ms";
 const SHARE_AUTO_OFFSET_RESET: &str = "share.auto.offset.reset";
+/// `read_committed` or `read_uncommitted` (Kafka's `GroupConfig.SHARE_ISOLATION_LEVEL_CONFIG`).
+pub const SHARE_ISOLATION_LEVEL: &str = "share.isolation.level";
+const ISOLATION_LEVELS: [&str; 2] = ["read_committed", "read_uncommitted"];
 
 /// Kafka's ConfigType codes.
 const TYPE_STRING: i8 = 2;
@@ -40,8 +44,9 @@ const TYPE_INT: i8 = 3;
 /// Prefix of a group's record among the metadata log's cluster-wide configs.
 const IMAGE_KEY_PREFIX: &str = "group:";
 
-/// Every group config key in Kafka's order, its ConfigType and its default.
-pub fn defaults(broker: &GroupConfig) -> Vec<(&'static str, i8, String)> {
+/// Every group config key in Kafka's order, its ConfigType and its default (the share
+/// keys' defaults are the broker's `group.share.*` values, as in Kafka).
+pub fn defaults(broker: &GroupConfig, share: &ShareConfig) -> Vec<(&'static str, i8, String)> {
     vec![
         (
             CONSUMER_SESSION_TIMEOUT_MS,
@@ -55,8 +60,17 @@ pub fn defaults(broker: &GroupConfig) -> Vec<(&'static str, i8, String)> {
         ),
         (SHARE_SESSION_TIMEOUT_MS, TYPE_INT, "45000".into()),
         (SHARE_HEARTBEAT_INTERVAL_MS, TYPE_INT, "5000".into()),
-        (SHARE_RECORD_LOCK_DURATION_MS, TYPE_INT, "30000".into()),
+        (
+            SHARE_RECORD_LOCK_DURATION_MS,
+            TYPE_INT,
+            share.record_lock_duration_ms.to_string(),
+        ),
         (SHARE_AUTO_OFFSET_RESET, TYPE_STRING, "latest".into()),
+        (
+            SHARE_ISOLATION_LEVEL,
+            TYPE_STRING,
+            "read_uncommitted".into(),
+        ),
     ]
 }
 
@@ -96,12 +110,14 @@ fn valid_auto_offset_reset(value: &str) -> bool {
 
 /// Checks a group's full set of overrides merged over the defaults, as Kafka's
 /// `GroupConfig.validate` does: names, types, the broker's bounds, and each session
-/// timeout above its heartbeat interval.
+/// timeout above its heartbeat interval. A share group's lock duration lies within the
+/// broker's `group.share.min/max.record.lock.duration.ms`.
 pub fn validate(
     overrides: &BTreeMap<String, String>,
     broker: &GroupConfig,
+    share: &ShareConfig,
 ) -> Result<(), BrokerError> {
-    let mut merged: BTreeMap<String, String> = defaults(broker)
+    let mut merged: BTreeMap<String, String> = defaults(broker, share)
         .into_iter()
         .map(|(k, _, v)| (k.to_string(), v))
         .collect();
@@ -135,8 +151,17 @@ pub fn validate(
     int_in(
         SHARE_RECORD_LOCK_DURATION_MS,
         get(SHARE_RECORD_LOCK_DURATION_MS),
-        SHARE_RECORD_LOCK_DURATION_RANGE_MS,
+        (
+            share.min_record_lock_duration_ms as i64,
+            share.max_record_lock_duration_ms as i64,
+        ),
     )?;
+    let isolation = get(SHARE_ISOLATION_LEVEL);
+    if !ISOLATION_LEVELS.contains(&isolation) {
+        return Err(invalid(format!(
+            "Invalid value {isolation} for configuration {SHARE_ISOLATION_LEVEL}: String must be one of: read_committed, read_uncommitted"
+        )));
+    }
     if !valid_auto_offset_reset(get(SHARE_AUTO_OFFSET_RESET)) {
         return Err(invalid(format!(
             "invalid value '{}' for '{SHARE_AUTO_OFFSET_RESET}': expected earliest, latest or by_duration:<ISO-8601 duration>",
@@ -256,10 +281,13 @@ mod tests {
     #[test]
     fn validation_follows_kafka() {
         let b = GroupConfig::default();
-        assert!(validate(&map(&[]), &b).is_ok());
-        assert!(validate(&map(&[(CONSUMER_SESSION_TIMEOUT_MS, "50000")]), &b).is_ok());
-        assert!(validate(&map(&[(SHARE_AUTO_OFFSET_RESET, "earliest")]), &b).is_ok());
-        assert!(validate(&map(&[(SHARE_AUTO_OFFSET_RESET, "by_duration:PT1H")]), &b).is_ok());
+        let s = ShareConfig::default();
+        let validate = |m: &BTreeMap<String, String>| validate(m, &b, &s);
+        assert!(validate(&map(&[])).is_ok());
+        assert!(validate(&map(&[(CONSUMER_SESSION_TIMEOUT_MS, "50000")])).is_ok());
+        assert!(validate(&map(&[(SHARE_AUTO_OFFSET_RESET, "earliest")])).is_ok());
+        assert!(validate(&map(&[(SHARE_AUTO_OFFSET_RESET, "by_duration:PT1H")])).is_ok());
+        assert!(validate(&map(&[(SHARE_ISOLATION_LEVEL, "read_committed")])).is_ok());
         for bad in [
             map(&[("no.such.key", "1")]),
             map(&[(CONSUMER_SESSION_TIMEOUT_MS, "1000")]),
@@ -267,10 +295,20 @@ mod tests {
             map(&[(CONSUMER_HEARTBEAT_INTERVAL_MS, "16000")]),
             map(&[(SHARE_AUTO_OFFSET_RESET, "sometimes")]),
             map(&[(SHARE_RECORD_LOCK_DURATION_MS, "1000")]),
+            map(&[(SHARE_ISOLATION_LEVEL, "READ_COMMITTED")]),
         ] {
-            let e = validate(&bad, &b).unwrap_err();
+            let e = validate(&bad).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidConfig, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn share_lock_duration_bounds_are_the_brokers() {
+        let mut s = ShareConfig::default();
+        let lock = map(&[(SHARE_RECORD_LOCK_DURATION_MS, "1000")]);
+        assert!(validate(&lock, &GroupConfig::default(), &s).is_err());
+        s.min_record_lock_duration_ms = 1000;
+        assert!(validate(&lock, &GroupConfig::default(), &s).is_ok());
     }
 
     #[test]

@@ -86,23 +86,25 @@ fn describe_group(
 ) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
     check_group_name(name)?;
     let overrides = broker.groups.configs.get(name);
-    Ok(group_configs::defaults(&broker.groups.config)
-        .into_iter()
-        .filter(|(k, _, _)| keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == *k)))
-        .map(|(k, config_type, default)| {
-            let (value, source) = match overrides.get(k) {
-                Some(v) => (v.clone(), SOURCE_GROUP),
-                None => (default, SOURCE_DEFAULT),
-            };
-            config_entry(
-                k,
-                Some(&value),
-                source,
-                synonyms,
-                (v >= 3).then_some(config_type),
-            )
-        })
-        .collect())
+    Ok(
+        group_configs::defaults(&broker.groups.config, &broker.shares.config)
+            .into_iter()
+            .filter(|(k, _, _)| keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == *k)))
+            .map(|(k, config_type, default)| {
+                let (value, source) = match overrides.get(k) {
+                    Some(v) => (v.clone(), SOURCE_GROUP),
+                    None => (default, SOURCE_DEFAULT),
+                };
+                config_entry(
+                    k,
+                    Some(&value),
+                    source,
+                    synonyms,
+                    (v >= 3).then_some(config_type),
+                )
+            })
+            .collect(),
+    )
 }
 
 /// IncrementalAlterConfigs on a group: SET and DELETE (group configs hold no lists).
@@ -144,7 +146,7 @@ fn alter_group(
             }
         }
     }
-    group_configs::validate(&configs, &broker.groups.config)?;
+    group_configs::validate(&configs, &broker.groups.config, &broker.shares.config)?;
     if validate_only {
         return Ok(());
     }

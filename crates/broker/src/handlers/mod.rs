@@ -16,7 +16,6 @@ mod producer_id;
 mod quotas;
 mod reassign;
 mod share;
-mod share_gate;
 mod throttle;
 mod topics_admin;
 mod txn;
@@ -30,7 +29,6 @@ use runnel_protocol::kp::messages::ApiKey;
 use runnel_protocol::kp::protocol::{Encodable, StrBytes};
 use runnel_protocol::{encode_response, DecodeError, ParsedRequest};
 
-use crate::authz::acl::Operation;
 use crate::broker::Broker;
 
 /// Resolves to the encoded response, or None when the request gets no response
@@ -82,9 +80,6 @@ fn dispatch_api(
             return cluster_gate::refuse(&req);
         }
     }
-    if let Some(refused) = share_gate::check(&req, &az)? {
-        return Ok(refused);
-    }
     match req.api_key {
         ApiKey::ApiVersions => api_versions::handle(&req),
         ApiKey::Metadata => metadata::handle(broker, &req, &conn.listener, &az),
@@ -114,17 +109,13 @@ fn dispatch_api(
         ApiKey::CreatePartitions => admin::create_partitions(broker, &req, &az, qc),
         ApiKey::DescribeCluster => admin::describe_cluster(broker, &req, &conn.listener, &az),
         ApiKey::DeleteRecords => admin::delete_records(broker, &req, &az),
-        ApiKey::ShareGroupHeartbeat => share::heartbeat(broker, &req, peer),
-        ApiKey::ShareGroupDescribe => {
-            share::describe(broker, &req, &|g| az.group(Operation::Describe, g))
-        }
-        ApiKey::ShareFetch => share::fetch(broker, &req),
-        ApiKey::ShareAcknowledge => share::acknowledge(broker, &req),
-        ApiKey::DescribeShareGroupOffsets => {
-            share::describe_offsets(broker, &req, &|g| az.group(Operation::Describe, g))
-        }
-        ApiKey::AlterShareGroupOffsets => share::alter_offsets(broker, &req),
-        ApiKey::DeleteShareGroupOffsets => share::delete_offsets(broker, &req),
+        ApiKey::ShareGroupHeartbeat => share::heartbeat(broker, &req, peer, &az),
+        ApiKey::ShareGroupDescribe => share::describe(broker, &req, &az),
+        ApiKey::ShareFetch => share::fetch(broker, &req, &az),
+        ApiKey::ShareAcknowledge => share::acknowledge(broker, &req, &az),
+        ApiKey::DescribeShareGroupOffsets => share::describe_offsets(broker, &req, &az),
+        ApiKey::AlterShareGroupOffsets => share::alter_offsets(broker, &req, &az),
+        ApiKey::DeleteShareGroupOffsets => share::delete_offsets(broker, &req, &az),
         ApiKey::DescribeLogDirs => admin::describe_log_dirs(broker, &req),
         ApiKey::AlterReplicaLogDirs => admin::alter_replica_log_dirs(broker, &req),
         ApiKey::DescribeTopicPartitions => admin::describe_topic_partitions(broker, &req, &az),

@@ -1,6 +1,14 @@
 //! Share groups (KIP-932): ShareGroupHeartbeat and ShareGroupDescribe on the group's
 //! coordinator, ShareFetch and ShareAcknowledge on the partitions' leader. The logic
 //! lives in `crate::share`; this module decodes, checks and encodes.
+//!
+//! Authorization, as Kafka's KafkaApis: READ on the GROUP for ShareGroupHeartbeat,
+//! ShareFetch, ShareAcknowledge and AlterShareGroupOffsets, DESCRIBE for
+//! ShareGroupDescribe and DescribeShareGroupOffsets (per group), DELETE for
+//! DeleteShareGroupOffsets; a refused group gets GROUP_AUTHORIZATION_FAILED and nothing
+//! else happens. ShareFetch and ShareAcknowledge also need READ on each topic: a refused
+//! topic's partitions get TOPIC_AUTHORIZATION_FAILED (for their records and their
+//! acknowledgements) while the others are served.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,13 +35,16 @@ use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 use uuid::Uuid;
 
 use super::{encode, ready, str_bytes, ResponseFuture};
+use crate::authz::acl::Operation;
+use crate::authz::Ctx;
 use crate::broker::Broker;
 use crate::error::ErrorCode;
+use crate::groups::group_configs::SHARE_ISOLATION_LEVEL;
 use crate::partition::Partition;
 use crate::share::partition_state::{Limits, ACK_RELEASE};
 use crate::share::persist;
 use crate::share::session::{PartitionId, Step, FINAL_EPOCH, INITIAL_EPOCH};
-use crate::share::AutoOffsetReset;
+use crate::share::{AutoOffsetReset, ReadPolicy};
 
 /// A top-level error answer to a share request (`$resp` has Kafka's `ErrorCode` and
 /// `ErrorMessage` fields).
@@ -53,6 +64,64 @@ const MAX_WAIT_CAP_MS: u64 = 60_000;
 /// ShareFetch's MaxRecords when the client sends none (Kafka's `max.poll.records`).
 const DEFAULT_MAX_RECORDS: i64 = 500;
 
+/// Returns GROUP_AUTHORIZATION_FAILED (in `$resp`'s shape) unless `$op` on the share
+/// group `$group` (an `Option<&str>`; None is left to the handler) is allowed.
+macro_rules! authorize_group {
+    ($resp:ty, $req:expr, $az:expr, $op:expr, $group:expr) => {
+        let group: Option<&str> = $group;
+        if let Some(message) = group
+            .filter(|g| !g.is_empty())
+            .and_then(|g| group_refused($az, $op, g))
+        {
+            return refuse!($resp, $req, ErrorCode::GroupAuthorizationFailed, message);
+        }
+    };
+}
+
+/// The message of a GROUP_AUTHORIZATION_FAILED answer, if `op` on `group` is refused.
+fn group_refused(az: &Ctx, op: Operation, group: &str) -> Option<String> {
+    (!az.group(op, group)).then(|| format!("not authorized to {op:?} share group '{group}'"))
+}
+
+/// Splits off the partitions whose topic the connection may not READ (Kafka answers
+/// them TOPIC_AUTHORIZATION_FAILED and serves the rest). A topic id that names no topic
+/// stays: the leader check answers it UNKNOWN_TOPIC_ID.
+fn readable(
+    broker: &Broker,
+    az: &Ctx,
+    parts: Vec<PartitionId>,
+) -> (Vec<PartitionId>, Vec<PartitionId>) {
+    if !az.enabled() {
+        return (parts, Vec::new());
+    }
+    let mut verdicts: BTreeMap<Uuid, bool> = BTreeMap::new();
+    parts.into_iter().partition(|(tid, _)| {
+        *verdicts.entry(*tid).or_insert_with(|| {
+            broker
+                .topics
+                .get_by_id(*tid)
+                .is_none_or(|t| az.topic(Operation::Read, &t.name))
+        })
+    })
+}
+
+/// Drops the acknowledgements of refused partitions, answering each
+/// TOPIC_AUTHORIZATION_FAILED.
+fn readable_acks(
+    broker: &Broker,
+    az: &Ctx,
+    acks: &mut BTreeMap<PartitionId, Vec<AckBatch>>,
+) -> BTreeMap<PartitionId, ErrorCode> {
+    let (_, refused) = readable(broker, az, acks.keys().copied().collect());
+    refused
+        .into_iter()
+        .map(|id| {
+            acks.remove(&id);
+            (id, ErrorCode::TopicAuthorizationFailed)
+        })
+        .collect()
+}
+
 const SHARE_RECORD_LOCK_DURATION_MS: &str = "share.record.lock.duration.ms";
 const SHARE_AUTO_OFFSET_RESET: &str = "share.auto.offset.reset";
 
@@ -60,9 +129,17 @@ pub fn heartbeat(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     peer: std::net::SocketAddr,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: ShareGroupHeartbeatRequest = decode_body(&req.body, req.api_version)?;
     let group_id = body.group_id.0.to_string();
+    authorize_group!(
+        ShareGroupHeartbeatResponse,
+        req,
+        az,
+        Operation::Read,
+        Some(&group_id)
+    );
     let heartbeat_ms = broker.shares.config.heartbeat_interval_ms;
     let refuse = |code: ErrorCode, message: String| {
         ShareGroupHeartbeatResponse::default()
@@ -126,8 +203,7 @@ pub fn heartbeat(
     let resolve = |name: &str| topics.get(name).map(|t| (t.id, t.partitions.len() as i32));
     // A cluster's share-state topic is asked for as soon as a share group appears.
     persist::ready(broker);
-    let (r, left_behind) = broker.shares.heartbeat(&group_id, params, &resolve);
-    released(broker, &group_id, &left_behind);
+    let r = broker.shares.heartbeat(&group_id, params, &resolve);
     let assignment = r.assignment.map(|a| {
         Assignment::default().with_topic_partitions(
             a.into_iter()
@@ -150,12 +226,11 @@ pub fn heartbeat(
     ready(req, &response)
 }
 
-/// `may_describe`: the authorizer's verdict per group (DESCRIBE on GROUP); a refused
-/// group is answered GROUP_AUTHORIZATION_FAILED and nothing else.
+/// A group without DESCRIBE is answered GROUP_AUTHORIZATION_FAILED and nothing else.
 pub fn describe(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
-    may_describe: &dyn Fn(&str) -> bool,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: ShareGroupDescribeRequest = decode_body(&req.body, req.api_version)?;
     let groups = body
@@ -165,7 +240,7 @@ pub fn describe(
             let g = DescribedGroup::default()
                 .with_group_id(id.clone())
                 .with_authorized_operations(i32::MIN);
-            if !may_describe(id) {
+            if !az.group(Operation::Describe, id) {
                 return g.with_error_code(ErrorCode::GroupAuthorizationFailed.code());
             }
             if let Err(code) = broker.groups.check_coordinator(id) {
@@ -274,15 +349,20 @@ fn current_leader(broker: &Broker, id: PartitionId) -> LeaderIdAndEpoch {
     }
 }
 
-/// The group's limits and where a new share-partition starts.
-fn group_settings(broker: &Broker, group_id: &str) -> (Limits, AutoOffsetReset) {
+/// The group's limits and how it reads (its group configs over the broker's defaults).
+fn group_settings(broker: &Broker, group_id: &str) -> (Limits, ReadPolicy) {
     let lock = broker
         .groups
         .configs
         .get_i32(group_id, SHARE_RECORD_LOCK_DURATION_MS);
     let configs = broker.groups.configs.get(group_id);
-    let reset = AutoOffsetReset::parse(configs.get(SHARE_AUTO_OFFSET_RESET).map(String::as_str));
-    (broker.shares.limits(lock), reset)
+    let policy = ReadPolicy {
+        reset: AutoOffsetReset::parse(configs.get(SHARE_AUTO_OFFSET_RESET).map(String::as_str)),
+        read_committed: configs
+            .get(SHARE_ISOLATION_LEVEL)
+            .is_some_and(|v| v == "read_committed"),
+    };
+    (broker.shares.limits(lock), policy)
 }
 
 /// The writes an answer waits for: (partition, its state partition, the offset to wait
@@ -406,10 +486,21 @@ fn identify(
     Ok((group.to_string(), member.to_string()))
 }
 
-pub fn fetch(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture, DecodeError> {
+pub fn fetch(
+    broker: &Arc<Broker>,
+    req: &ParsedRequest,
+    az: &Ctx,
+) -> Result<ResponseFuture, DecodeError> {
     let body: ShareFetchRequest = decode_body(&req.body, req.api_version)?;
     let top_error =
         |code: ErrorCode, message: String| refuse!(ShareFetchResponse, req, code, message);
+    authorize_group!(
+        ShareFetchResponse,
+        req,
+        az,
+        Operation::Read,
+        body.group_id.as_ref().map(|g| g.0.as_str())
+    );
     let ids = identify(
         broker,
         body.group_id.as_ref().map(|g| g.0.as_str()),
@@ -465,8 +556,10 @@ pub fn fetch(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture
             )
         }
     };
-    let (limits, reset) = group_settings(broker, &group_id);
+    let (limits, policy) = group_settings(broker, &group_id);
+    let refused_acks = readable_acks(broker, az, &mut acks);
     let (mut ack_results, durable) = apply_acks(broker, &group_id, &member, &acks, &limits);
+    ack_results.extend(refused_acks);
     let forgotten_released = broker
         .shares
         .release(&group_id, &member, &forgotten, &limits);
@@ -487,13 +580,16 @@ pub fn fetch(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture
             Vec::new()
         }
     };
+    let (wanted, refused) = readable(broker, az, wanted);
     let max_records = if body.max_records > 0 {
         body.max_records as i64
     } else {
         DEFAULT_MAX_RECORDS
     };
+    // MaxBytes 0 asks for nothing (librdkafka's fetch.max.bytes=0, as Kafka answers it);
+    // a negative one is read as no limit beyond the broker's own.
     let cap = broker.config.limits.fetch_max_bytes;
-    let max_bytes = if body.max_bytes <= 0 {
+    let max_bytes = if body.max_bytes < 0 {
         cap
     } else {
         (body.max_bytes as usize).min(cap)
@@ -514,13 +610,21 @@ pub fn fetch(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture
                 &wanted,
                 max_records,
                 max_bytes,
-                reset,
+                policy,
                 &limits,
                 &waiter,
             );
             let expired = tokio::time::Instant::now() >= deadline;
             if pass.any_records || pass.any_error || expired || wanted.is_empty() {
-                let response = assemble(&broker, &wanted, pass.datas, &ack_results, &limits);
+                let mut datas = pass.datas;
+                datas.extend(refused.iter().map(|id| {
+                    let data = PartitionData::default()
+                        .with_partition_index(id.1)
+                        .with_records(Some(Bytes::new()))
+                        .with_error_code(ErrorCode::TopicAuthorizationFailed.code());
+                    (*id, data)
+                }));
+                let response = assemble(&broker, datas, &ack_results, &limits);
                 return encode(&req, &response);
             }
             // Wake for an append, a release, or the earliest lock expiry among them.
@@ -552,7 +656,7 @@ fn acquire_all(
     wanted: &[PartitionId],
     max_records: i64,
     max_bytes: usize,
-    reset: AutoOffsetReset,
+    policy: ReadPolicy,
     limits: &Limits,
     waiter: &Arc<tokio::sync::Notify>,
 ) -> Pass {
@@ -591,8 +695,8 @@ fn acquire_all(
             &mut sp,
             member,
             records_left,
-            bytes_left.max(1),
-            reset,
+            bytes_left,
+            policy,
             limits,
         );
         if let Some(d) = sp.next_lock_deadline_ms() {
@@ -645,7 +749,6 @@ fn acquire_all(
 /// whose acknowledgements this request carried.
 fn assemble(
     broker: &Broker,
-    wanted: &[PartitionId],
     datas: Vec<(PartitionId, PartitionData)>,
     acks: &BTreeMap<PartitionId, ErrorCode>,
     limits: &Limits,
@@ -662,7 +765,6 @@ fn assemble(
         });
         d.acknowledge_error_code = code.code();
     }
-    let _ = wanted;
     let mut topics: Vec<ShareFetchableTopicResponse> = Vec::new();
     for (id, d) in by_id {
         let d = d.with_current_leader(current_leader(broker, id));
@@ -683,10 +785,18 @@ fn assemble(
 pub fn acknowledge(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: ShareAcknowledgeRequest = decode_body(&req.body, req.api_version)?;
     let top_error =
         |code: ErrorCode, message: String| refuse!(ShareAcknowledgeResponse, req, code, message);
+    authorize_group!(
+        ShareAcknowledgeResponse,
+        req,
+        az,
+        Operation::Read,
+        body.group_id.as_ref().map(|g| g.0.as_str())
+    );
     let ids = identify(
         broker,
         body.group_id.as_ref().map(|g| g.0.as_str()),
@@ -722,7 +832,9 @@ pub fn acknowledge(
         }
     }
     let (limits, _) = group_settings(broker, &group_id);
+    let refused = readable_acks(broker, az, &mut acks);
     let (mut results, durable) = apply_acks(broker, &group_id, &member, &acks, &limits);
+    results.extend(refused);
     if let Step::Closed(parts) = step {
         let closed = broker.shares.release(&group_id, &member, &parts, &limits);
         released(broker, &group_id, &closed);
@@ -793,11 +905,11 @@ fn change_refusal(broker: &Broker, group_id: &str, doing: &str) -> Option<(Error
     })
 }
 
-/// `may_describe` as for [`describe`].
+/// A group without DESCRIBE is answered GROUP_AUTHORIZATION_FAILED, as in [`describe`].
 pub fn describe_offsets(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
-    may_describe: &dyn Fn(&str) -> bool,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     use runnel_protocol::kp::messages::describe_share_group_offsets_response::{
         DescribeShareGroupOffsetsResponseGroup as Group,
@@ -813,7 +925,7 @@ pub fn describe_offsets(
         .iter()
         .map(|g| {
             let out = Group::default().with_group_id(g.group_id.clone());
-            if !may_describe(&g.group_id) {
+            if !az.group(Operation::Describe, &g.group_id) {
                 return out.with_error_code(ErrorCode::GroupAuthorizationFailed.code());
             }
             if let Some((code, message)) = admin_refusal(broker, &g.group_id) {
@@ -891,6 +1003,7 @@ pub fn describe_offsets(
 pub fn alter_offsets(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     use runnel_protocol::kp::messages::alter_share_group_offsets_response::{
         AlterShareGroupOffsetsResponsePartition as Part,
@@ -901,6 +1014,13 @@ pub fn alter_offsets(
     };
     let body: AlterShareGroupOffsetsRequest = decode_body(&req.body, req.api_version)?;
     let group_id = body.group_id.0.to_string();
+    authorize_group!(
+        AlterShareGroupOffsetsResponse,
+        req,
+        az,
+        Operation::Read,
+        Some(&group_id)
+    );
     if let Some((code, message)) = change_refusal(broker, &group_id, "altering") {
         return refuse!(AlterShareGroupOffsetsResponse, req, code, message);
     }
@@ -964,6 +1084,7 @@ pub fn alter_offsets(
 pub fn delete_offsets(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
+    az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     use runnel_protocol::kp::messages::delete_share_group_offsets_response::DeleteShareGroupOffsetsResponseTopic as Topic;
     use runnel_protocol::kp::messages::{
@@ -971,6 +1092,13 @@ pub fn delete_offsets(
     };
     let body: DeleteShareGroupOffsetsRequest = decode_body(&req.body, req.api_version)?;
     let group_id = body.group_id.0.to_string();
+    authorize_group!(
+        DeleteShareGroupOffsetsResponse,
+        req,
+        az,
+        Operation::Delete,
+        Some(&group_id)
+    );
     if let Some((code, message)) = change_refusal(broker, &group_id, "deleting") {
         return refuse!(DeleteShareGroupOffsetsResponse, req, code, message);
     }

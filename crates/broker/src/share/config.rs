@@ -101,9 +101,14 @@ impl ShareConfig {
             | "group.share.max.session.timeout.ms"
             | "group.share.min.heartbeat.interval.ms"
             | "group.share.max.heartbeat.interval.ms"
-            | "group.share.max.groups"
             | "group.share.fetch.purgatory.purge.interval.requests" => {
                 int_between(v, 0, MAX)?;
+            }
+            // Kafka 4.0's cap on share groups sized only its share-session cache and was
+            // removed in 4.1 (KAFKA-19156) for `group.share.max.share.sessions`; nothing
+            // refuses a share group for being one too many. Accepted so 4.0 configs load.
+            "group.share.max.groups" => {
+                int_between(v, 1, 100)?;
             }
             "share.coordinator.state.topic.compression.codec"
             | "group.share.enable"

@@ -1,16 +1,23 @@
 //! The share-group coordinator's membership (KIP-932's `ShareGroup` in Kafka's
 //! `GroupMetadataManager`): ShareGroupHeartbeat joins, heartbeats and leaves, members
 //! expire after `group.share.session.timeout.ms`, and the assignment is Kafka's share
-//! `SimpleAssignor` in its homogeneous form: every member gets every partition of the
-//! topics it subscribes to (a share-partition is consumed by many members at once; the
-//! share-partition leader hands each record to one of them).
+//! `SimpleAssignor`: each member is hashed onto one partition of its topics (Java's
+//! `String.hashCode`), the partitions no member holds go round-robin, and a member keeps
+//! what it held while it still subscribes (several members may share a partition; its
+//! leader hands each record to one of them). As on Kafka, a topic is assigned only once
+//! its share-partitions are initialized for the group, which completes after the
+//! heartbeat that first subscribes to it (Kafka's coordinator initializes them through
+//! the share coordinator; here the group timer's next tick, within 100 ms): that
+//! heartbeat and any other before the tick carry none of the topic, and the members'
+//! next heartbeats (a heartbeat interval later) get the assignment computed over every
+//! member that joined meanwhile, so members that start together share the partitions out.
 //!
 //! Membership is in memory only (as KIP-848 membership in Runnel): after a restart a
 //! member's heartbeat gets UNKNOWN_MEMBER_ID and it rejoins with epoch 0.
 //!
 //! Not thread-safe by itself: `Shares` keeps the map behind a mutex.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -36,9 +43,34 @@ pub struct Member {
 pub struct ShareGroup {
     pub epoch: i32,
     pub members: BTreeMap<String, Member>,
+    /// Topics whose share-partitions are initialized for this group (only they are
+    /// assigned).
+    initialized: BTreeSet<Uuid>,
+    /// Topics subscribed to since the last `finish_initializing`.
+    initializing: BTreeSet<Uuid>,
+    /// The target assignment and what it was computed from: recomputed only when the
+    /// members, their subscriptions, the initialized topics or the topics' partition
+    /// counts change (Kafka's target assignment per group epoch), so the members
+    /// reconciling to it one heartbeat at a time all get parts of one assignment.
+    target: Option<(TargetInputs, BTreeMap<String, Assignment>)>,
+}
+
+/// What a target assignment depends on.
+#[derive(Debug, PartialEq)]
+struct TargetInputs {
+    subscriptions: Vec<(String, Vec<String>)>,
+    initialized: BTreeSet<Uuid>,
+    topics: Vec<Option<(Uuid, i32)>>,
 }
 
 impl ShareGroup {
+    /// Completes the initialization of the topics subscribed to since the last call
+    /// (the group timer calls it): they are assigned from the members' next heartbeats.
+    pub fn finish_initializing(&mut self) {
+        let done = std::mem::take(&mut self.initializing);
+        self.initialized.extend(done);
+    }
+
     /// Kafka's share-group states: Empty or Stable (a share group never rebalances).
     pub fn state(&self) -> &'static str {
         if self.members.is_empty() {
@@ -162,7 +194,16 @@ pub fn heartbeat(
     if let Some(s) = p.subscribed {
         member.subscribed = s;
     }
-    let target = assign(&member.subscribed, resolve);
+    let target = target_of(group, p.member_id, resolve);
+    // Topics first subscribed now are initialized after this heartbeat.
+    let subscribed: Vec<Uuid> = group.members[p.member_id]
+        .subscribed
+        .iter()
+        .filter_map(|name| resolve(name).map(|(id, _)| id))
+        .filter(|id| !group.initialized.contains(id))
+        .collect();
+    group.initializing.extend(subscribed);
+    let member = &group.members[p.member_id];
     let changed = target != member.assignment || member.epoch == 0;
     if changed {
         group.epoch += 1;
@@ -180,13 +221,151 @@ pub fn heartbeat(
     }
 }
 
-/// Every partition of every subscribed topic that exists.
-fn assign(subscribed: &[String], resolve: &dyn Fn(&str) -> Option<(Uuid, i32)>) -> Assignment {
-    subscribed
+/// `member`'s part of the group's target assignment, recomputing it if its inputs
+/// changed.
+fn target_of(
+    group: &mut ShareGroup,
+    member: &str,
+    resolve: &dyn Fn(&str) -> Option<(Uuid, i32)>,
+) -> Assignment {
+    let subscriptions: Vec<(String, Vec<String>)> = group
+        .members
         .iter()
-        .filter_map(|name| resolve(name))
-        .map(|(id, n)| (id, (0..n.max(0)).collect()))
-        .collect()
+        .map(|(id, m)| (id.clone(), m.subscribed.clone()))
+        .collect();
+    let names: BTreeSet<&String> = subscriptions.iter().flat_map(|(_, s)| s).collect();
+    let inputs = TargetInputs {
+        topics: names.into_iter().map(|n| resolve(n)).collect(),
+        subscriptions,
+        initialized: group.initialized.clone(),
+    };
+    if group.target.as_ref().is_none_or(|(was, _)| *was != inputs) {
+        let target = assign(group, resolve);
+        group.target = Some((inputs, target));
+    }
+    group
+        .target
+        .as_ref()
+        .and_then(|(_, t)| t.get(member).cloned())
+        .unwrap_or_default()
+}
+
+/// Java's `String.hashCode` (over UTF-16 code units), which Kafka's assignor hashes
+/// member ids with.
+fn java_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
+/// Kafka's share `SimpleAssignor` over the group's members: every member's target
+/// assignment. Only initialized topics that exist are assigned.
+fn assign(
+    group: &ShareGroup,
+    resolve: &dyn Fn(&str) -> Option<(Uuid, i32)>,
+) -> BTreeMap<String, Assignment> {
+    type Tp = (Uuid, i32);
+    // Each member's partitions, in its subscription's order.
+    let wanted: BTreeMap<&str, Vec<Tp>> = group
+        .members
+        .iter()
+        .map(|(id, m)| {
+            let parts = m
+                .subscribed
+                .iter()
+                .filter_map(|name| resolve(name))
+                .filter(|(tid, _)| group.initialized.contains(tid))
+                .flat_map(|(tid, n)| (0..n.max(0)).map(move |p| (tid, p)))
+                .collect();
+            (id.as_str(), parts)
+        })
+        .collect();
+    let mut current: BTreeMap<Tp, Vec<&str>> = BTreeMap::new();
+    for (id, m) in &group.members {
+        for (tid, ps) in &m.assignment {
+            for p in ps {
+                current.entry((*tid, *p)).or_default().push(id.as_str());
+            }
+        }
+    }
+    let mut fresh: BTreeMap<Tp, Vec<&str>> = BTreeMap::new();
+    // Step 1: each member hashed onto one of its partitions.
+    for (id, parts) in &wanted {
+        if !parts.is_empty() {
+            let i = (java_hash(id) % parts.len() as i32).unsigned_abs() as usize;
+            fresh.entry(parts[i]).or_default().push(id);
+        }
+    }
+    // Step 2: partitions nobody holds go round-robin to their topic's subscribers
+    // (homogeneous groups: all members, over all topics at once, as Kafka does).
+    let homogeneous = group.members.values().all(|m| {
+        group
+            .members
+            .values()
+            .next()
+            .is_some_and(|f| f.subscribed == m.subscribed)
+    });
+    let mut all: Vec<Tp> = wanted.values().flatten().copied().collect();
+    all.sort();
+    all.dedup();
+    let unheld: Vec<Tp> = all
+        .into_iter()
+        .filter(|tp| !fresh.contains_key(tp) && !current.contains_key(tp))
+        .collect();
+    let subscribers = |tid: Option<Uuid>| -> Vec<&str> {
+        wanted
+            .iter()
+            .filter(|(_, parts)| tid.is_none_or(|t| parts.iter().any(|(pt, _)| *pt == t)))
+            .map(|(id, _)| *id)
+            .collect()
+    };
+    let mut by_topic: BTreeMap<Option<Uuid>, Vec<Tp>> = BTreeMap::new();
+    for tp in unheld {
+        by_topic
+            .entry((!homogeneous).then_some(tp.0))
+            .or_default()
+            .push(tp);
+    }
+    for (tid, tps) in by_topic {
+        let members = subscribers(tid);
+        if members.is_empty() {
+            continue;
+        }
+        for (i, tp) in tps.into_iter().enumerate() {
+            fresh
+                .entry(tp)
+                .or_default()
+                .push(members[i % members.len()]);
+        }
+    }
+    // Step 3: what each member held and still subscribes to, plus the new.
+    let mut out: BTreeMap<String, Assignment> = group
+        .members
+        .keys()
+        .map(|id| (id.clone(), Assignment::new()))
+        .collect();
+    let held = current
+        .iter()
+        .flat_map(|(tp, ids)| ids.iter().map(move |id| (*tp, *id)))
+        .filter(|(tp, id)| wanted.get(id).is_some_and(|parts| parts.contains(tp)));
+    let new = fresh
+        .iter()
+        .flat_map(|(tp, ids)| ids.iter().map(move |id| (*tp, *id)));
+    for ((tid, p), id) in held.chain(new) {
+        let ps = out
+            .get_mut(id)
+            .expect("members only")
+            .entry(tid)
+            .or_default();
+        if !ps.contains(&p) {
+            ps.push(p);
+        }
+    }
+    for a in out.values_mut() {
+        for ps in a.values_mut() {
+            ps.sort();
+        }
+    }
+    out
 }
 
 /// Removes the members whose session expired; returns their ids.
@@ -230,7 +409,16 @@ mod tests {
     }
 
     #[test]
-    fn every_member_gets_every_partition() {
+    fn java_string_hash() {
+        assert_eq!(java_hash(""), 0);
+        assert_eq!(java_hash("ab"), 3105);
+        assert_eq!(java_hash("hello"), 99_162_322);
+        // Overflow wraps as in Java.
+        assert_eq!(java_hash("polygenelubricants"), i32::MIN);
+    }
+
+    #[test]
+    fn a_topic_is_assigned_once_initialized_and_shared_out() {
         let mut g = ShareGroup::default();
         let now = Instant::now();
         let a = heartbeat(
@@ -239,14 +427,50 @@ mod tests {
             now,
             &resolve,
         );
+        // Until the topic is initialized, heartbeats carry none of it.
+        assert_eq!(a.assignment, Some(Assignment::new()));
+        let again = heartbeat(&mut g, params("a", a.member_epoch, None), now, &resolve);
+        assert_eq!(again.assignment, None);
         let b = heartbeat(&mut g, params("b", 0, Some(&["t"])), now, &resolve);
-        assert_eq!(a.assignment.unwrap()[&T], vec![0, 1]);
-        assert_eq!(b.assignment.unwrap()[&T], vec![0, 1]);
+        assert_eq!(b.assignment, Some(Assignment::new()));
+        g.finish_initializing();
+        let a = heartbeat(&mut g, params("a", a.member_epoch, None), now, &resolve);
+        let b = heartbeat(&mut g, params("b", b.member_epoch, None), now, &resolve);
+        let (pa, pb) = (&a.assignment.unwrap()[&T], &b.assignment.unwrap()[&T]);
+        // Each member has a partition, and together they hold both.
+        assert!(!pa.is_empty() && !pb.is_empty(), "{pa:?} {pb:?}");
+        let mut all: Vec<i32> = pa.iter().chain(pb).copied().collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all, vec![0, 1]);
         // A steady heartbeat carries no assignment.
         let again = heartbeat(&mut g, params("a", a.member_epoch, None), now, &resolve);
         assert_eq!(again.error, ErrorCode::None);
         assert_eq!(again.assignment, None);
         assert_eq!(g.state(), "Stable");
+    }
+
+    #[test]
+    fn partitions_of_a_member_that_left_go_to_the_others() {
+        let mut g = ShareGroup::default();
+        let now = Instant::now();
+        let mut epochs = BTreeMap::new();
+        for m in ["a", "b", "c"] {
+            let r = heartbeat(&mut g, params(m, 0, Some(&["t"])), now, &resolve);
+            epochs.insert(m, r.member_epoch);
+        }
+        g.finish_initializing();
+        for m in ["a", "b"] {
+            let r = heartbeat(&mut g, params(m, epochs[m], None), now, &resolve);
+            epochs.insert(m, r.member_epoch);
+        }
+        heartbeat(&mut g, params("b", -1, None), now, &resolve);
+        let r = heartbeat(&mut g, params("a", epochs["a"], None), now, &resolve);
+        let held = r
+            .assignment
+            .map_or_else(|| g.members["a"].assignment.clone(), |a| a);
+        // "c" never heartbeated again and holds nothing: "a" ends up with both.
+        assert_eq!(held[&T], vec![0, 1]);
     }
 
     #[test]

@@ -41,6 +41,13 @@ use partition_state::{AcquiredRange, Limits, SharePartitionState};
 /// (group id, topic id, partition).
 pub type SharePartitionKey = (String, Uuid, i32);
 
+/// How long a member that left its group (a ShareGroupHeartbeat with epoch -1) keeps its
+/// share session and acquired records here, so that its closing ShareAcknowledge, which
+/// a client may send alongside the leave (librdkafka does), still lands. Kafka's
+/// partition leaders learn of a leave only when the share session closes or its
+/// connection drops; this bound stands in for the dropped connection.
+const LEFT_MEMBER_GRACE: Duration = Duration::from_secs(10);
+
 pub struct Shares {
     pub config: ShareConfig,
     groups: Mutex<HashMap<String, group::ShareGroup>>,
@@ -49,6 +56,9 @@ pub struct Shares {
     /// Snapshots replayed from `__share_group_state`, taken when a share-partition is
     /// first used after a restart.
     restored: Mutex<HashMap<SharePartitionKey, records::StateValue>>,
+    /// Members that left while they had a share session here: (group, member) -> when.
+    /// Their session and records go after `LEFT_MEMBER_GRACE` unless closed before.
+    left: Mutex<HashMap<(String, String), Instant>>,
 }
 
 /// What one acquisition produced for one partition: the batches to send and the
@@ -128,6 +138,7 @@ impl Shares {
             sessions: Mutex::new(session::ShareSessions::default()),
             partitions: Mutex::new(HashMap::new()),
             restored: Mutex::new(HashMap::new()),
+            left: Mutex::new(HashMap::new()),
         }
     }
 
@@ -141,21 +152,27 @@ impl Shares {
         self.groups.lock().contains_key(group_id)
     }
 
-    /// Whether `member` is in `group` (None: this broker does not know the group).
+    /// Whether `member` is in `group` (None: this broker does not know the group). A
+    /// member that left but still has a share session here counts until the session
+    /// closes or its grace ends.
     pub fn is_member(&self, group_id: &str, member: &str) -> Option<bool> {
-        self.groups
+        let in_group = self
+            .groups
             .lock()
             .get(group_id)
-            .map(|g| g.members.contains_key(member))
+            .map(|g| g.members.contains_key(member))?;
+        Some(in_group || self.sessions.lock().contains(group_id, member))
     }
 
-    /// One ShareGroupHeartbeat. A member that leaves has its records released here.
+    /// One ShareGroupHeartbeat. A member that leaves keeps its share session and records
+    /// here for `LEFT_MEMBER_GRACE` (its closing ShareAcknowledge may follow the leave);
+    /// without a session it holds nothing.
     pub fn heartbeat(
         &self,
         group_id: &str,
         params: group::HeartbeatParams<'_>,
         resolve: &dyn Fn(&str) -> Option<(Uuid, i32)>,
-    ) -> (group::HeartbeatResult, Vec<session::PartitionId>) {
+    ) -> group::HeartbeatResult {
         let member = params.member_id.to_string();
         let leaving = params.member_epoch == -1;
         let r = {
@@ -163,12 +180,13 @@ impl Shares {
             let g = groups.entry(group_id.to_string()).or_default();
             group::heartbeat(g, params, Instant::now(), resolve)
         };
-        let released = if leaving && r.error == ErrorCode::None {
-            self.forget_member(group_id, &member)
-        } else {
-            Vec::new()
-        };
-        (r, released)
+        if leaving && r.error == ErrorCode::None && self.sessions.lock().contains(group_id, &member)
+        {
+            self.left
+                .lock()
+                .insert((group_id.to_string(), member), Instant::now());
+        }
+        r
     }
 
     pub fn describe(&self, group_id: &str) -> Option<GroupView> {
@@ -403,13 +421,18 @@ impl Shares {
         self.release(group_id, member, &parts, &limits)
     }
 
-    /// Expires silent members (releasing their records) and acquisition locks. Returns
+    /// Completes the initialization of newly subscribed topics, expires silent members
+    /// (releasing their records), left members past their grace, and acquisition locks.
+    /// Returns
     /// the partitions where records became available again, so their parked share
     /// fetches can be woken.
     pub fn tick(&self) -> Vec<SharePartitionKey> {
         let now = Instant::now();
         let expired: Vec<(String, String)> = {
             let mut groups = self.groups.lock();
+            groups
+                .values_mut()
+                .for_each(group::ShareGroup::finish_initializing);
             groups
                 .iter_mut()
                 .flat_map(|(id, g)| {
@@ -423,6 +446,31 @@ impl Shares {
         let mut woken = Vec::new();
         for (g, m) in expired {
             tracing::info!(group = %g, member = %m, "share-group member removed: no heartbeat within its session timeout");
+            let released = self.forget_member(&g, &m);
+            woken.extend(released.into_iter().map(|(t, p)| (g.clone(), t, p)));
+        }
+        let gone: Vec<(String, String)> = {
+            let mut left = self.left.lock();
+            let gone = left
+                .iter()
+                .filter(|(_, at)| now.duration_since(**at) >= LEFT_MEMBER_GRACE)
+                .map(|(k, _)| k.clone())
+                .collect::<Vec<_>>();
+            for k in &gone {
+                left.remove(k);
+            }
+            gone
+        };
+        for (g, m) in gone {
+            // Still in the group means it rejoined under the same id: it keeps its session.
+            if self
+                .groups
+                .lock()
+                .get(&g)
+                .is_some_and(|x| x.members.contains_key(&m))
+            {
+                continue;
+            }
             let released = self.forget_member(&g, &m);
             woken.extend(released.into_iter().map(|(t, p)| (g.clone(), t, p)));
         }
@@ -446,24 +494,40 @@ impl Shares {
     }
 }
 
+/// How a share group reads its partitions (its group configs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPolicy {
+    /// `share.auto.offset.reset`.
+    pub reset: AutoOffsetReset,
+    /// `share.isolation.level=read_committed`: nothing at or past the last stable
+    /// offset is handed out, and the data of aborted transactions is archived.
+    pub read_committed: bool,
+}
+
 /// Acquires records of `p` for `member` from its share-partition `sp`: first records
 /// whose delivery can be retried (released, or their lock expired), else new records
-/// below the high watermark, whole batches, at most about `max_records` (a batch is
-/// never split, as in Kafka) and never beyond the in-flight limit.
+/// below the high watermark (read_committed: the last stable offset), whole batches, at
+/// most about `max_records` (a batch is never split, as in Kafka's default
+/// `batch_optimized` acquire mode) and never beyond the in-flight limit.
 pub fn acquire(
     p: &Partition,
     sp: &mut SharePartitionState,
     member: &Arc<str>,
     max_records: i64,
     max_bytes: usize,
-    reset: AutoOffsetReset,
+    policy: ReadPolicy,
     limits: &Limits,
 ) -> Result<Acquired, runnel_log::LogError> {
     let now_ms = crate::handlers::now_ms();
     let log = p.log.lock();
     let hw = p.high_watermark_with(&log);
+    let upper = if policy.read_committed {
+        log.last_stable_offset().min(hw)
+    } else {
+        hw
+    };
     if !sp.is_initialized() {
-        let start = match reset {
+        let start = match policy.reset {
             AutoOffsetReset::Earliest => log.log_start_offset(),
             AutoOffsetReset::Latest => hw,
             AutoOffsetReset::ByDuration(d) => {
@@ -476,21 +540,21 @@ pub fn acquire(
     }
     sp.on_log_start(log.log_start_offset());
     sp.expire_locks(now_ms, limits);
-    if max_records <= 0 {
+    if max_records <= 0 || max_bytes == 0 {
         return Ok(Acquired::default());
     }
     if let Some(first) = sp.first_available() {
-        let read = log.read(first, max_bytes, hw, true)?;
+        let read = log.read(first, max_bytes, upper, true)?;
         let batches = batch_bounds(&read.records);
-        let Some(&(_, last, _)) = batches.last() else {
+        let Some(last) = batches.last().map(|b| b.last) else {
             return Ok(Acquired::default());
         };
         let ranges = sp.acquire_available(member, first, last, max_records, now_ms, limits);
         let used_to = ranges.last().map_or(0, |r| r.last_offset);
         let end = batches
             .iter()
-            .find(|(_, l, _)| *l >= used_to)
-            .map_or(0, |b| b.2);
+            .find(|b| b.last >= used_to)
+            .map_or(0, |b| b.end);
         if !ranges.is_empty() {
             return Ok(Acquired {
                 records: Bytes::from(read.records).slice(..end),
@@ -499,31 +563,38 @@ pub fn acquire(
         }
     }
     let from = sp.end_offset();
-    if from >= hw || from - sp.start_offset() >= limits.max_in_flight {
+    if from >= upper || from - sp.start_offset() >= limits.max_in_flight {
         return Ok(Acquired::default());
     }
-    let read = log.read(from, max_bytes, hw, true)?;
+    let read = log.read(from, max_bytes, upper, true)?;
     let mut last = None;
     let mut end = 0;
-    for (base, batch_last, batch_end) in batch_bounds(&read.records) {
-        if batch_last < from {
-            end = batch_end;
+    let mut taken_batches = Vec::new();
+    for b in batch_bounds(&read.records) {
+        if b.last < from {
+            end = b.end;
             continue;
         }
         if let Some(l) = last {
             let taken: i64 = l - from + 1;
-            if taken >= max_records || base.max(from) - sp.start_offset() >= limits.max_in_flight {
+            if taken >= max_records || b.base.max(from) - sp.start_offset() >= limits.max_in_flight
+            {
                 break;
             }
         }
-        last = Some(batch_last.min(hw - 1));
-        end = batch_end;
+        last = Some(b.last.min(upper - 1));
+        end = b.end;
+        taken_batches.push(b);
     }
+    let archive = if policy.read_committed {
+        aborted_ranges(&log, &taken_batches, from, upper)
+    } else {
+        Vec::new()
+    };
     drop(log);
-    let ranges = last
-        .and_then(|l| sp.acquire_new(member, l, now_ms, limits))
-        .into_iter()
-        .collect::<Vec<_>>();
+    let ranges = last.map_or_else(Vec::new, |l| {
+        sp.acquire_new(member, l, &archive, now_ms, limits)
+    });
     if ranges.is_empty() {
         return Ok(Acquired::default());
     }
@@ -533,12 +604,60 @@ pub fn acquire(
     })
 }
 
-/// (base offset, last offset, end byte) of each whole batch in `buf`.
-fn batch_bounds(buf: &[u8]) -> Vec<(i64, i64, usize)> {
+/// The offsets of `batches` that hold data of aborted transactions (sorted, disjoint),
+/// as Kafka's `SharePartition.filterAbortedTransactionalAcquiredRecords` finds them: a
+/// transactional data batch whose producer aborted a transaction that started at or
+/// before the batch and ended (its abort marker) after it.
+fn aborted_ranges(
+    log: &runnel_log::PartitionLog,
+    batches: &[Batch],
+    from: i64,
+    upper: i64,
+) -> Vec<(i64, i64)> {
+    let aborted = log.aborted_transactions(from, upper);
+    if aborted.is_empty() {
+        return Vec::new();
+    }
+    batches
+        .iter()
+        .filter(|b| b.transactional && !b.control)
+        .filter(|b| {
+            aborted.iter().any(|a| {
+                a.producer_id == b.producer_id
+                    && a.first_offset <= b.base
+                    && b.last <= a.last_offset
+            })
+        })
+        .map(|b| (b.base.max(from), b.last))
+        .collect()
+}
+
+/// One whole batch of a log read: its offsets, what kind it is and where it ends in
+/// the buffer.
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    base: i64,
+    last: i64,
+    producer_id: i64,
+    transactional: bool,
+    control: bool,
+    /// The byte just past the batch.
+    end: usize,
+}
+
+/// Each whole batch in `buf`.
+fn batch_bounds(buf: &[u8]) -> Vec<Batch> {
     let mut out = Vec::new();
     let _ = runnel_log::batch::for_each_batch(buf, |range| {
         let h = runnel_log::BatchHeader::parse(&buf[range.clone()])?;
-        out.push((h.base_offset, h.last_offset(), range.end));
+        out.push(Batch {
+            base: h.base_offset,
+            last: h.last_offset(),
+            producer_id: h.producer_id,
+            transactional: h.is_transactional(),
+            control: h.is_control(),
+            end: range.end,
+        });
         Ok(())
     });
     out

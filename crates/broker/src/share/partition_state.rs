@@ -223,36 +223,46 @@ impl SharePartitionState {
         out
     }
 
-    /// Acquires for `member` the new records `[self.end, last]` (whole batches read from
-    /// the log; `last` is the last offset of the last batch taken). Returns their range.
+    /// Acquires for `member` the new records `[self.end, last]`, except the offsets in
+    /// `archive` (sorted, disjoint ranges: the data of aborted transactions under
+    /// `read_committed`, which Kafka's `SharePartition` archives instead of handing
+    /// out). Returns the acquired ranges.
     pub fn acquire_new(
         &mut self,
         member: &Arc<str>,
         last: i64,
+        archive: &[(i64, i64)],
         now_ms: i64,
         limits: &Limits,
-    ) -> Option<AcquiredRange> {
-        if last < self.end {
-            return None;
-        }
-        let first = self.end;
-        for offset in first..=last {
-            self.records.insert(
-                offset,
+    ) -> Vec<AcquiredRange> {
+        let mut out = Vec::new();
+        let mut skip = archive.iter().peekable();
+        for offset in self.end..=last {
+            while skip.peek().is_some_and(|r| r.1 < offset) {
+                skip.next();
+            }
+            let archived = skip.peek().is_some_and(|r| r.0 <= offset);
+            let record = if archived {
+                InFlight {
+                    state: RecordState::Archived,
+                    delivery_count: 0,
+                    owner: None,
+                    lock_deadline_ms: 0,
+                }
+            } else {
+                push_range(&mut out, offset, 1);
                 InFlight {
                     state: RecordState::Acquired,
                     delivery_count: 1,
                     owner: Some(member.clone()),
                     lock_deadline_ms: now_ms + limits.lock_duration_ms,
-                },
-            );
+                }
+            };
+            self.records.insert(offset, record);
         }
-        self.end = last + 1;
-        Some(AcquiredRange {
-            first_offset: first,
-            last_offset: last,
-            delivery_count: 1,
-        })
+        self.end = self.end.max(last + 1);
+        self.advance_start();
+        out
     }
 
     /// Applies one acknowledgement batch from `member`: `types` holds one type for the
@@ -451,7 +461,7 @@ mod tests {
     fn accept_moves_the_start_and_is_never_redelivered() {
         let mut s = started(5);
         let a = member("a");
-        let r = s.acquire_new(&a, 9, 0, &LIMITS).unwrap();
+        let r = s.acquire_new(&a, 9, &[], 0, &LIMITS)[0];
         assert_eq!((r.first_offset, r.last_offset, r.delivery_count), (5, 9, 1));
         s.acknowledge("a", 5, 7, &[ACK_ACCEPT], &LIMITS).unwrap();
         assert_eq!(s.start_offset(), 8);
@@ -472,7 +482,7 @@ mod tests {
     #[test]
     fn acks_from_another_member_or_outside_are_refused_whole() {
         let mut s = started(0);
-        s.acquire_new(&member("a"), 3, 0, &LIMITS);
+        s.acquire_new(&member("a"), 3, &[], 0, &LIMITS);
         assert_eq!(
             s.acknowledge("b", 0, 0, &[ACK_ACCEPT], &LIMITS),
             Err(ErrorCode::InvalidRecordState)
@@ -503,7 +513,7 @@ mod tests {
     fn release_up_to_the_delivery_limit_then_archived() {
         let mut s = started(0);
         let a = member("a");
-        s.acquire_new(&a, 0, 0, &LIMITS);
+        s.acquire_new(&a, 0, &[], 0, &LIMITS);
         for delivery in 1..LIMITS.delivery_count_limit {
             s.acknowledge("a", 0, 0, &[ACK_RELEASE], &LIMITS).unwrap();
             assert_eq!(s.state_of(0), Some((RecordState::Available, delivery)));
@@ -519,7 +529,7 @@ mod tests {
     fn an_expired_lock_at_the_delivery_limit_archives() {
         let mut s = started(0);
         let a = member("a");
-        s.acquire_new(&a, 0, 0, &LIMITS);
+        s.acquire_new(&a, 0, &[], 0, &LIMITS);
         let mut now = 0;
         for _ in 1..LIMITS.delivery_count_limit {
             now += LIMITS.lock_duration_ms;
@@ -536,7 +546,7 @@ mod tests {
     #[test]
     fn reject_and_gap_archive_per_offset_types() {
         let mut s = started(0);
-        s.acquire_new(&member("a"), 3, 0, &LIMITS);
+        s.acquire_new(&member("a"), 3, &[], 0, &LIMITS);
         s.acknowledge(
             "a",
             0,
@@ -553,7 +563,7 @@ mod tests {
     #[test]
     fn in_flight_limit_and_member_release() {
         let mut s = started(0);
-        s.acquire_new(&member("a"), 9, 0, &LIMITS);
+        s.acquire_new(&member("a"), 9, &[], 0, &LIMITS);
         assert!(!s.can_acquire(100, &LIMITS));
         assert_eq!(s.release_member("a", &LIMITS), 10);
         assert!(s.can_acquire(100, &LIMITS));
@@ -564,7 +574,7 @@ mod tests {
     fn persisted_batches_round_trip_without_locks() {
         let mut s = started(0);
         let a = member("a");
-        s.acquire_new(&a, 5, 0, &LIMITS);
+        s.acquire_new(&a, 5, &[], 0, &LIMITS);
         s.acknowledge("a", 1, 2, &[ACK_ACCEPT], &LIMITS).unwrap();
         let batches = s.state_batches();
         let mut r = SharePartitionState::new();
@@ -583,9 +593,30 @@ mod tests {
     }
 
     #[test]
+    fn aborted_offsets_are_archived_not_acquired() {
+        let mut s = started(0);
+        let a = member("a");
+        // 0-2 aborted data, 3 its marker, 4 plain, 5-6 aborted again.
+        let got = s.acquire_new(&a, 6, &[(0, 2), (5, 6)], 0, &LIMITS);
+        assert_eq!(
+            got,
+            vec![AcquiredRange {
+                first_offset: 3,
+                last_offset: 4,
+                delivery_count: 1
+            }]
+        );
+        assert_eq!((s.start_offset(), s.end_offset()), (3, 7));
+        s.acknowledge("a", 3, 4, &[ACK_ACCEPT], &LIMITS).unwrap();
+        assert_eq!((s.start_offset(), s.end_offset()), (7, 7));
+        // Nothing archived comes back.
+        assert_eq!(s.first_available(), None);
+    }
+
+    #[test]
     fn log_start_past_records_archives_them() {
         let mut s = started(0);
-        s.acquire_new(&member("a"), 4, 0, &LIMITS);
+        s.acquire_new(&member("a"), 4, &[], 0, &LIMITS);
         s.on_log_start(3);
         assert_eq!(s.start_offset(), 3);
         assert_eq!(s.summary().in_flight, 2);

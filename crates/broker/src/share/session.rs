@@ -112,6 +112,12 @@ impl ShareSessions {
         self.fetch(key, epoch, &[], &[], usize::MAX)
     }
 
+    /// Whether `member` of `group` has a session here.
+    pub fn contains(&self, group: &str, member: &str) -> bool {
+        self.sessions
+            .contains_key(&(group.to_string(), member.to_string()))
+    }
+
     /// Drops every session of `member` in `group` (it left or was removed).
     pub fn remove_member(&mut self, group: &str, member: &str) -> Option<ShareSession> {
         self.sessions
