@@ -181,12 +181,14 @@ def drained(broker, group, topic, quiet_s=3.0):
 
 @pytest.mark.timeout_s(90)
 def test_five_share_consumers_split_a_topic_and_every_record_is_accepted_once(start_broker, workers):
-    broker = start_broker()
+    # A member learns its assignment from its next heartbeat once the group's topics are
+    # initialized (Kafka's way): a 1 s interval lets all five hold partitions within 2 s.
+    broker = start_broker({"group.share.heartbeat.interval.ms": 1000})
     topic, group = share_topic(broker)
     ws = [workers(broker, group, topic, run_s=40, work_s=0.3) for _ in range(5)]
     for w in ws:
         w.wait_for("ready")
-    time.sleep(2)  # every member joined and fetching, so the records spread
+    time.sleep(3)  # every member joined, assigned and fetching, so the records spread
     expected = set()
     for round in range(20):
         expected |= produce(broker, topic, 100, prefix=f"r{round}-")
