@@ -264,3 +264,50 @@ def test_create_topics_returns_configs_only_with_describe_configs(start_broker):
         assert create_topic_v5(c, "c-closed") == (0, None, KafkaError.TOPIC_AUTHORIZATION_FAILED)
         err, nconfigs, config_error = create_topic_v5(c, "c-open")
     assert err == 0 and nconfigs > 0 and config_error == 0
+
+
+def consumer_heartbeat_regex(conn, group, regex):
+    """A joining ConsumerGroupHeartbeat v1 subscribing to `regex` -> (error code,
+    {topic id: [partition]} of the assignment, None when absent)."""
+    body = (kwire.compact_string(group) + kwire.compact_string(str(uuid.uuid4()))
+            + struct.pack(">i", 0) + kwire.uvarint(0) + kwire.uvarint(0)
+            + struct.pack(">i", 30000) + kwire.uvarint(0) + kwire.compact_string(regex)
+            + kwire.uvarint(0) + kwire.uvarint(1) + kwire.uvarint(0))
+    r = conn.request(CONSUMER_GROUP_HEARTBEAT, 1, body, header_version=2)
+    r.uvarint()  # response header tags
+    r.int32()  # throttle
+    err = r.int16()
+    r.compact_string(), r.compact_string()  # error message, member id
+    r.int32(), r.int32()  # member epoch, heartbeat interval
+    if r.int8() < 0:
+        return err, None
+    assignment = {}
+    for _ in range(r.uvarint() - 1):
+        topic_id = r.take(16)
+        assignment[topic_id] = [r.int32() for _ in range(r.uvarint() - 1)]
+        r.uvarint()
+    return err, assignment
+
+
+def test_consumer_group_regex_resolves_only_to_describable_topics(start_broker):
+    """Kafka (KIP-848) resolves a member's subscription regex only to topics its principal
+    may DESCRIBE. Before: a regex such as '.*' was assigned every topic, telling which
+    exist."""
+    from confluent_kafka import TopicCollection
+
+    b = secured_broker(start_broker)
+    a = make_topics(b, "r-seen", "r-hidden")
+    create_acls(a, [allow(ALICE, ResourceType.GROUP, "g-re", AclOperation.READ),
+                    allow(ALICE, ResourceType.TOPIC, "r-seen", AclOperation.DESCRIBE)])
+    ids = {}
+    for name, f in a.describe_topics(TopicCollection(["r-seen", "r-hidden"])).items():
+        tid = f.result().topic_id
+        ids[struct.pack(">qq", tid.get_most_significant_bits(),
+                        tid.get_least_significant_bits())] = name
+    with raw_conn(b, ALICE) as c:
+        err, assignment = consumer_heartbeat_regex(c, "g-re", "r-.*")
+    assert err == 0 and assignment is not None
+    assert {ids[t]: ps for t, ps in assignment.items()} == {"r-seen": [0]}
+    with raw_conn(b, ADMIN) as c:
+        err, assignment = consumer_heartbeat_regex(c, "g-re-admin", "r-.*")
+    assert {ids[t] for t in assignment} == {"r-seen", "r-hidden"}

@@ -992,6 +992,7 @@ pub fn consumer_heartbeat(
             .map(|ns| ns.iter().map(|n| n.0.to_string()).collect()),
         subscribed_regex: regex,
         compiled_regex,
+        regex_filter: az.topic_filter(Operation::Describe),
         server_assignor: body.server_assignor.as_ref().map(|s| s.to_string()),
         owned,
         client_id: req
