@@ -126,6 +126,11 @@ class Reader:
         n = self.int16()
         return None if n < 0 else self.take(n).decode()
 
+    def compact_string(self):
+        """A flexible version's (nullable) string."""
+        n = self.uvarint() - 1
+        return None if n < 0 else self.take(n).decode()
+
     def uvarint(self):
         """An unsigned varint (flexible versions' lengths and tag counts)."""
         shift = value = 0
@@ -301,10 +306,11 @@ class Conn:
         epoch = r.int16()
         return err, pid, epoch
 
-    def produce(self, topic, partition, batch: bytes, acks=-1, version=3, timeout_ms=10000):
+    def produce(self, topic, partition, batch: bytes, acks=-1, version=3, timeout_ms=10000,
+                transactional_id=None):
         """Produce v3..v8 (non-flexible). -> (error_code, base_offset)"""
         assert 3 <= version <= 8
-        body = string(None) + struct.pack(">hi", acks, timeout_ms)
+        body = string(transactional_id) + struct.pack(">hi", acks, timeout_ms)
         body += struct.pack(">i", 1) + string(topic)
         body += struct.pack(">i", 1) + struct.pack(">i", partition) + nbytes(batch)
         r = self.request(PRODUCE, version, body)

@@ -391,6 +391,29 @@ impl Ctx {
         self.allowed(op, ResourceType::Cluster, CLUSTER_NAME)
     }
 
+    /// A check of `op` on topics that outlives the request (a consumer's subscription
+    /// regex is resolved again as topics come and go), as `visible` decides it (not
+    /// audited: Kafka filters regex matches silently). Holds the broker weakly; once the
+    /// broker is gone it allows nothing.
+    pub fn topic_filter(&self, op: Operation) -> crate::groups::consumer::TopicFilter {
+        if !self.enabled() {
+            return crate::groups::consumer::TopicFilter::all();
+        }
+        let broker = Arc::downgrade(&self.broker);
+        let (principal, peer, api) = (self.principal.clone(), self.peer, self.api);
+        crate::groups::consumer::TopicFilter::new(move |name| {
+            broker.upgrade().is_some_and(|broker| {
+                let az = Ctx {
+                    broker,
+                    principal: principal.clone(),
+                    peer,
+                    api,
+                };
+                az.visible(op, ResourceType::Topic, name)
+            })
+        })
+    }
+
     /// `op` on at least one resource of the type (Kafka's authorizeByResourceType).
     pub fn any_of_type(&self, op: Operation, rt: ResourceType) -> bool {
         self.with_policy(|policy, acls, who| policy.authorize_any(acls, who, op, rt))

@@ -28,6 +28,31 @@ pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
 /// The subscribable topics: (id, name, partition count).
 pub type TopicCatalog = Vec<(Uuid, String, i32)>;
 
+/// Decides whether a topic name may be given to a member through its regex.
+#[derive(Clone)]
+pub struct TopicFilter(Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl TopicFilter {
+    pub fn new(f: impl Fn(&str) -> bool + Send + Sync + 'static) -> TopicFilter {
+        TopicFilter(Arc::new(f))
+    }
+
+    /// Every topic (no authorizer).
+    pub fn all() -> TopicFilter {
+        TopicFilter::new(|_| true)
+    }
+
+    fn allows(&self, name: &str) -> bool {
+        (self.0)(name)
+    }
+}
+
+impl std::fmt::Debug for TopicFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TopicFilter")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ConsumerMember {
     pub id: String,
@@ -40,6 +65,9 @@ pub struct ConsumerMember {
     pub subscribed_regex: Option<String>,
     /// `subscribed_regex` compiled (once, when it was set).
     regex: Option<Arc<Regex>>,
+    /// The topics the regex may give the member: those its principal may DESCRIBE
+    /// (from its latest heartbeat).
+    regex_filter: TopicFilter,
     pub rebalance_timeout_ms: i32,
     /// What the coordinator has given the member and not taken back.
     pub owned: Assignment,
@@ -78,6 +106,9 @@ pub struct HeartbeatParams {
     pub subscribed_regex: Option<String>,
     /// `subscribed_regex` compiled by [`compile_regex`] (the caller refuses a bad one).
     pub compiled_regex: Option<Arc<Regex>>,
+    /// Which topic names the regex may match for this member (Kafka resolves a regex
+    /// only to topics the member's principal may DESCRIBE).
+    pub regex_filter: TopicFilter,
     pub server_assignor: Option<String>,
     pub owned: Option<Assignment>,
     pub client_id: String,
@@ -192,7 +223,8 @@ impl ConsumerGroup {
             let ids = catalog
                 .iter()
                 .filter(|(id, name, _)| {
-                    m.subscribed_names.iter().any(|n| n == name) || by_regex.contains(id)
+                    m.subscribed_names.iter().any(|n| n == name)
+                        || (by_regex.contains(id) && m.regex_filter.allows(name))
                 })
                 .map(|(id, _, _)| *id)
                 .collect();
@@ -267,6 +299,7 @@ impl ConsumerGroup {
                     subscribed_names: p.subscribed_names.clone().unwrap_or_default(),
                     subscribed_regex: p.subscribed_regex.clone(),
                     regex: p.compiled_regex.clone(),
+                    regex_filter: p.regex_filter.clone(),
                     rebalance_timeout_ms: p.rebalance_timeout_ms,
                     owned: Assignment::new(),
                     revoking: Assignment::new(),
@@ -307,6 +340,7 @@ impl ConsumerGroup {
                 }
             }
             m.last_heartbeat = now;
+            m.regex_filter = p.regex_filter.clone();
             let mut changed = false;
             if let Some(names) = p.subscribed_names.clone() {
                 changed |= names != m.subscribed_names;
@@ -617,6 +651,7 @@ mod tests {
             subscribed_names: Some(vec!["t".into()]),
             subscribed_regex: None,
             compiled_regex: None,
+            regex_filter: TopicFilter::all(),
             server_assignor: None,
             owned,
             client_id: "c".into(),
@@ -696,27 +731,26 @@ mod tests {
 
         let mut g = ConsumerGroup::new("g");
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let p = HeartbeatParams {
-            member_id: String::new(),
-            member_epoch: 0,
-            instance_id: None,
-            rack_id: None,
-            rebalance_timeout_ms: 30_000,
+        let regex_params = |filter| HeartbeatParams {
             subscribed_names: None,
             subscribed_regex: Some("orders-.*".into()),
-            compiled_regex: Some(re),
-            server_assignor: None,
-            owned: None,
-            client_id: "c".into(),
-            client_host: "h".into(),
+            compiled_regex: Some(re.clone()),
+            regex_filter: filter,
+            ..params("", 0, None)
         };
         let mut catalog: TopicCatalog = vec![(a, "orders-eu".into(), 1), (b, "audit".into(), 1)];
-        let r = g.heartbeat(p, &catalog, Instant::now());
+        let r = g.heartbeat(regex_params(TopicFilter::all()), &catalog, Instant::now());
         let member = r.member_id.clone();
         assert_eq!(g.subscriptions(&catalog)[&member], vec![a]);
-        // A new matching topic is seen once the topic set changes.
+        // The same regex for a member whose principal may not describe orders-us.
+        let p = regex_params(TopicFilter::new(|n| n != "orders-us"));
+        let limited = g.heartbeat(p, &catalog, Instant::now()).member_id;
+        // A new matching topic is seen once the topic set changes, by the members whose
+        // filter lets it through.
         let c = Uuid::new_v4();
         catalog.push((c, "orders-us".into(), 1));
-        assert_eq!(g.subscriptions(&catalog)[&member], vec![a, c]);
+        let subs = g.subscriptions(&catalog);
+        assert_eq!(subs[&member], vec![a, c]);
+        assert_eq!(subs[&limited], vec![a]);
     }
 }

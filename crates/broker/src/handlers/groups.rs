@@ -841,25 +841,23 @@ pub fn offset_delete(
     az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: OffsetDeleteRequest = decode_body(&req.body, req.api_version)?;
-    // Kafka: DELETE on the group, READ on each topic.
+    // Kafka: DELETE on the group (else the whole request is refused), READ on each
+    // topic (else its partitions answer TOPIC_AUTHORIZATION_FAILED, the others go on).
     if !az.group(Operation::Delete, &body.group_id) {
         let code = ErrorCode::GroupAuthorizationFailed.code();
         return ready(req, &OffsetDeleteResponse::default().with_error_code(code));
     }
-    if let Some(t) = body
+    let readable: Vec<bool> = body
         .topics
         .iter()
-        .find(|t| !az.topic(Operation::Read, &t.name))
-    {
-        let e = crate::authz::denied_error(ResourceType::Topic, Operation::Read, &t.name);
-        tracing::debug!(error = %e, "offset delete refused");
-        let code = ErrorCode::TopicAuthorizationFailed.code();
-        return ready(req, &OffsetDeleteResponse::default().with_error_code(code));
-    }
+        .map(|t| az.topic(Operation::Read, &t.name))
+        .collect();
     let wanted: Vec<(String, i32)> = body
         .topics
         .iter()
-        .flat_map(|t| {
+        .zip(&readable)
+        .filter(|(_, ok)| **ok)
+        .flat_map(|(t, _)| {
             t.partitions
                 .iter()
                 .map(move |p| (t.name.0.to_string(), p.partition_index))
@@ -875,18 +873,21 @@ pub fn offset_delete(
             OffsetDeleteResponse::default().with_topics(
                 body.topics
                     .iter()
-                    .map(|t| {
+                    .zip(&readable)
+                    .map(|(t, &ok)| {
                         OffsetDeleteResponseTopic::default()
                             .with_name(t.name.clone())
                             .with_partitions(
                                 t.partitions
                                     .iter()
                                     .map(|p| {
+                                        let code = match ok {
+                                            false => ErrorCode::TopicAuthorizationFailed,
+                                            true => codes.next().unwrap_or(ErrorCode::None),
+                                        };
                                         OffsetDeleteResponsePartition::default()
                                             .with_partition_index(p.partition_index)
-                                            .with_error_code(
-                                                codes.next().unwrap_or(ErrorCode::None).code(),
-                                            )
+                                            .with_error_code(code.code())
                                     })
                                     .collect(),
                             )
@@ -920,6 +921,23 @@ pub fn consumer_heartbeat(
     if let Some(code) = group_read_denied(az, &body.group_id) {
         let r = ConsumerGroupHeartbeatResponse::default()
             .with_error_code(code)
+            .with_member_id(Some(body.member_id.clone()));
+        return ready(req, &r);
+    }
+    // Kafka: a member may subscribe by name only to topics it may DESCRIBE (else the
+    // assignment would tell it which of them exist).
+    if let Some(topic) = body
+        .subscribed_topic_names
+        .iter()
+        .flatten()
+        .find(|t| !az.topic(Operation::Describe, t))
+    {
+        let r = ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+            .with_error_message(Some(str_bytes(&format!(
+                "not authorized to describe subscribed topic '{}'",
+                topic.0
+            ))))
             .with_member_id(Some(body.member_id.clone()));
         return ready(req, &r);
     }
@@ -974,6 +992,7 @@ pub fn consumer_heartbeat(
             .map(|ns| ns.iter().map(|n| n.0.to_string()).collect()),
         subscribed_regex: regex,
         compiled_regex,
+        regex_filter: az.topic_filter(Operation::Describe),
         server_assignor: body.server_assignor.as_ref().map(|s| s.to_string()),
         owned,
         client_id: req
@@ -1088,9 +1107,42 @@ pub fn consumer_describe(
                         ))))
                 })
         })
+        .map(|g| refuse_undescribable_topics(az, g))
         .collect();
     ready(
         req,
         &ConsumerGroupDescribeResponse::default().with_groups(groups),
     )
+}
+
+/// Kafka's handleConsumerGroupDescribe: a group whose members' assignments name a topic
+/// the principal may not DESCRIBE is answered TOPIC_AUTHORIZATION_FAILED, without its
+/// members (they would tell which topics exist).
+fn refuse_undescribable_topics(
+    az: &Ctx,
+    g: consumer_group_describe_response::DescribedGroup,
+) -> consumer_group_describe_response::DescribedGroup {
+    if !az.enabled() || g.error_code != ErrorCode::None.code() {
+        return g;
+    }
+    let topics: std::collections::BTreeSet<&str> = g
+        .members
+        .iter()
+        .flat_map(|m| {
+            m.assignment
+                .topic_partitions
+                .iter()
+                .chain(&m.target_assignment.topic_partitions)
+        })
+        .map(|tp| tp.topic_name.0.as_str())
+        .collect();
+    if topics.iter().all(|t| az.topic(Operation::Describe, t)) {
+        return g;
+    }
+    consumer_group_describe_response::DescribedGroup::default()
+        .with_group_id(g.group_id)
+        .with_error_code(ErrorCode::TopicAuthorizationFailed.code())
+        .with_error_message(Some(str_bytes(
+            "The described group uses topics that the client is not authorized to describe.",
+        )))
 }

@@ -32,10 +32,21 @@ pub fn handle(
         .filter_map(|p| p.records.as_ref().map(|r| r.len()))
         .sum();
     let throttle_ms = qc.record(crate::quota::PRODUCER_BYTE_RATE, request_bytes as f64);
-    // Kafka's KafkaApis.handleProduceRequest: WRITE on the transactional id (if any)
-    // fails the whole request; then WRITE on each topic.
-    let txn_check = match body.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+    // Kafka's KafkaApis.handleProduceRequest: transactional records need a transactional
+    // id the principal may WRITE (else the whole request is refused
+    // TRANSACTIONAL_ID_AUTHORIZATION_FAILED, with or without an authorizer); then WRITE on
+    // each topic.
+    let tid = body
+        .transactional_id
+        .as_ref()
+        .map(|t| t.0.as_str())
+        .filter(|t| !t.is_empty());
+    let txn_check = match tid {
         Some(tid) => az.require(Operation::Write, ResourceType::TransactionalId, tid),
+        None if has_transactional_records(&body) => Err(BrokerError::new(
+            ErrorCode::TransactionalIdAuthorizationFailed,
+            "transactional records need the request's transactional id",
+        )),
         None => Ok(()),
     };
     let acks = body.acks;
@@ -91,7 +102,7 @@ pub fn handle(
                             .and_then(|v| v.parse::<usize>().ok())
                             .unwrap_or(broker.effective_min_isr());
                         check_replicas(&p, acks, min_isr)
-                            .and_then(|()| append(broker, &p, &records))
+                            .and_then(|()| append(broker, &p, &records, tid))
                             .map(|r| (p, r, batch_bytes, min_isr))
                     }
                 });
@@ -216,6 +227,7 @@ fn append(
     broker: &Broker,
     p: &Partition,
     records: &bytes::Bytes,
+    transactional_id: Option<&str>,
 ) -> Result<runnel_log::AppendResult, BrokerError> {
     // Produce v3+ carries exactly one batch per partition (Kafka refuses more).
     let first = BatchHeader::parse(records).map_err(BrokerError::from)?;
@@ -228,9 +240,13 @@ fn append(
     if first.is_transactional() {
         // The partition must be part of the producer's ongoing transaction: this is what
         // keeps a fenced or confused producer from opening a transaction nobody will end.
-        broker
-            .txns
-            .verify_produce(first.producer_id, first.producer_epoch, &p.topic, p.index)?;
+        broker.txns.verify_produce(
+            transactional_id.unwrap_or_default(),
+            first.producer_id,
+            first.producer_epoch,
+            &p.topic,
+            p.index,
+        )?;
     }
     let mut buf = BytesMut::from(&records[..]);
     // KIP-467: a batch refused for some of its records names them.
@@ -241,4 +257,14 @@ fn append(
         }
     })?;
     written.map_err(|errors| BrokerError::records(ErrorCode::InvalidRecord, errors))
+}
+
+/// Kafka's RequestUtils.hasTransactionalRecords: some partition's (first) batch is
+/// transactional.
+fn has_transactional_records(body: &ProduceRequest) -> bool {
+    body.topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .filter_map(|p| p.records.as_ref())
+        .any(|r| BatchHeader::parse(r).is_ok_and(|h| h.is_transactional()))
 }

@@ -50,10 +50,18 @@ pub fn create(
             .collect()
     };
     let throttle_ms = mutation_quota(broker, req, &body, qc, &mut refused);
+    // Kafka returns a created topic's configs only to a principal that may
+    // DESCRIBE_CONFIGS it (else topic_config_error_code TOPIC_AUTHORIZATION_FAILED).
+    let configs_hidden = seen
+        .keys()
+        .filter(|n| !refused.contains_key(*n) && !az.topic(Operation::DescribeConfigs, n))
+        .cloned()
+        .collect();
     let checks = Prechecks {
         seen,
         refused,
         budget: request_budget(broker, &body),
+        configs_hidden,
     };
     if let Some(cluster) = broker.cluster() {
         return Ok(create_in_cluster(
@@ -78,11 +86,11 @@ pub fn create(
                 .and_then(|()| create_one(&broker, &name, &t, body.validate_only));
             match outcome {
                 Ok((id, partitions, configs)) => {
-                    result = result
+                    let created = result
                         .with_topic_id(id)
                         .with_num_partitions(partitions)
-                        .with_replication_factor(1)
-                        .with_configs(Some(describe_configs(&broker, &configs)));
+                        .with_replication_factor(1);
+                    result = with_created_configs(created, &broker, &checks, &name, &configs);
                 }
                 Err(e) => {
                     result = result
@@ -178,15 +186,17 @@ fn create_in_cluster(
                     (Err(e), _) => r
                         .with_error_code(e.code.code())
                         .with_error_message(Some(str_bytes(&e.message))),
-                    (Ok(()), Some(img)) if !body.validate_only => r
-                        .with_topic_id(img.id)
-                        .with_num_partitions(img.partitions.len() as i32)
-                        .with_replication_factor(
-                            img.partitions
-                                .first()
-                                .map_or(0, |p| p.replicas.len() as i16),
-                        )
-                        .with_configs(Some(describe_configs(&broker, &img.configs))),
+                    (Ok(()), Some(img)) if !body.validate_only => {
+                        let created = r
+                            .with_topic_id(img.id)
+                            .with_num_partitions(img.partitions.len() as i32)
+                            .with_replication_factor(
+                                img.partitions
+                                    .first()
+                                    .map_or(0, |p| p.replicas.len() as i16),
+                            );
+                        with_created_configs(created, &broker, &checks, &t.name, &img.configs)
+                    }
                     (Ok(()), _) => r
                         .with_num_partitions(t.num_partitions)
                         .with_replication_factor(t.replication_factor),
@@ -265,6 +275,25 @@ struct Prechecks {
     refused: HashMap<String, BrokerError>,
     /// The whole request against the partition bounds.
     budget: Result<(), BrokerError>,
+    /// Topics whose configs the principal may not DESCRIBE_CONFIGS.
+    configs_hidden: std::collections::HashSet<String>,
+}
+
+/// A created topic's result with its configs, or TOPIC_AUTHORIZATION_FAILED in their
+/// place for a principal that may not DESCRIBE_CONFIGS it.
+fn with_created_configs(
+    r: CreatableTopicResult,
+    broker: &Broker,
+    checks: &Prechecks,
+    name: &str,
+    configs: &BTreeMap<String, String>,
+) -> CreatableTopicResult {
+    if checks.configs_hidden.contains(name) {
+        return r
+            .with_configs(None)
+            .with_topic_config_error_code(ErrorCode::TopicAuthorizationFailed.code());
+    }
+    r.with_configs(Some(describe_configs(broker, configs)))
 }
 
 /// What refuses a topic of a CreateTopics before its own checks: the authorizer or the
@@ -275,6 +304,7 @@ fn precheck(broker: &Broker, name: &str, checks: &Prechecks) -> Result<(), Broke
         seen,
         refused,
         budget,
+        ..
     } = checks;
     if let Some(e) = refused.get(name) {
         return Err(e.clone());

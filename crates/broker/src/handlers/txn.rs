@@ -475,7 +475,12 @@ pub fn describe_transactions(
                 .with_error_code(ErrorCode::TransactionalIdNotFound.code()),
             Some(m) => {
                 let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
-                for (t, p) in &m.partitions {
+                // Kafka leaves out the topics the principal may not DESCRIBE.
+                for (t, p) in m
+                    .partitions
+                    .iter()
+                    .filter(|(t, _)| az.visible(Operation::Describe, ResourceType::Topic, t))
+                {
                     by_topic.entry(t.clone()).or_default().push(*p);
                 }
                 TransactionState::default()

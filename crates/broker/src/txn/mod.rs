@@ -659,9 +659,11 @@ impl TxnCoordinator {
     }
 
     /// Produce-side check: a transactional batch may only go to a partition that was
-    /// added to the producer's ongoing transaction.
+    /// added to the ongoing transaction of the producer, under the transactional id the
+    /// Produce request names (a producer id of another id is INVALID_PRODUCER_ID_MAPPING).
     pub fn verify_produce(
         &self,
+        transactional_id: &str,
         producer_id: i64,
         epoch: i16,
         topic: &str,
@@ -683,6 +685,16 @@ impl TxnCoordinator {
                 format!("producer {producer_id} has no transaction"),
             ));
         };
+        // Kafka's verification asks the coordinator about the request's transactional
+        // id: a producer id of another transaction is not this one's to write.
+        if m.transactional_id != transactional_id {
+            return Err(err(
+                ErrorCode::InvalidProducerIdMapping,
+                format!(
+                    "producer {producer_id} belongs to another transactional id than '{transactional_id}'"
+                ),
+            ));
+        }
         check_producer(m, producer_id, epoch).map_err(|e| {
             if e.code == ErrorCode::ProducerFenced {
                 err(ErrorCode::InvalidProducerEpoch, e.message)
