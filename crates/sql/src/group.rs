@@ -76,6 +76,8 @@ const MAX_ABORTS_IN_A_ROW: u32 = 20;
 /// read_committed readers of its partitions until this passes.
 const TRANSACTION_TIMEOUT_MS: &str = "10000";
 const SESSION_TIMEOUT_MS: &str = "10000";
+/// Kafka Streams' `repartition.purge.interval.ms` default.
+const PURGE_INTERVAL: Duration = Duration::from_secs(30);
 const SNAPSHOT_KEY: &str = "snapshot";
 const DELTA_PREFIX: &str = "delta-";
 
@@ -153,6 +155,14 @@ pub struct GroupQuery {
     partitions: i32,
     consumer: BaseConsumer<GroupContext>,
     producer: FutureProducer,
+    /// The producer's configuration: a producer fenced (its transaction timed out while
+    /// the process was stopped) is replaced by a new one.
+    producer_config: ClientConfig,
+    admin: AdminClient<DefaultClientContext>,
+    /// Committed offsets of repartition partitions not purged yet, and when the last
+    /// purge ran (Kafka Streams' `repartition.purge.interval.ms`).
+    to_purge: BTreeMap<i32, i64>,
+    last_purge: Instant,
     /// The consumer's configuration, for the changelog reader.
     base_config: ClientConfig,
     /// Hash of the query's text: changelog records of another query are refused.
@@ -299,20 +309,16 @@ impl GroupQuery {
         })?;
 
         let mut pc = producer_config(&sink.options)?;
-        pc.set(
-            "transactional.id",
-            format!("{app_id}-{}", uuid::Uuid::new_v4()),
-        );
         if !sink.options.keys().any(|k| k.eq_ignore_ascii_case("kafka.transaction.timeout.ms")) {
             pc.set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
         }
-        let producer: FutureProducer = pc.create()?;
-        producer.init_transactions(Duration::from_secs(30))?;
+        let producer = new_producer(&pc, app_id)?;
 
         let partitions = source_partitions(&consumer, source_topics)?;
         let repartition_topic = format!("{app_id}-aggregate-repartition");
         let changelog_topic = format!("{app_id}-aggregate-state-changelog");
-        create_internal_topics(&base, &repartition_topic, &changelog_topic, partitions).await?;
+        let admin: AdminClient<DefaultClientContext> = base.create()?;
+        create_internal_topics(&admin, &repartition_topic, &changelog_topic, partitions).await?;
 
         Ok(GroupQuery {
             app_id: app_id.to_string(),
@@ -326,6 +332,10 @@ impl GroupQuery {
             partitions,
             consumer,
             producer,
+            producer_config: pc,
+            admin,
+            to_purge: BTreeMap::new(),
+            last_purge: Instant::now(),
             base_config: base,
             query_hash: crc32c::crc32c(p.text.split_whitespace().collect::<Vec<_>>().join(" ").as_bytes()),
             key_indices,
@@ -368,10 +378,15 @@ impl GroupQuery {
             }
             let started = Instant::now();
             let source_rows = polled.source.len();
-            self.producer.begin_transaction()?;
+            if let Err(e) = self.producer.begin_transaction() {
+                tracing::warn!(error = %e, "cannot begin a transaction; replacing the producer");
+                self.producer = new_producer(&self.producer_config, &self.app_id)?;
+                self.producer.begin_transaction()?;
+            }
             match self.run_batch(polled).await {
                 Ok((rep_rows, out_rows, tasks)) => {
                     aborts = 0;
+                    self.purge_repartitioned().await;
                     batches += 1;
                     if self.progress != ProgressOutput::None && (source_rows > 0 || out_rows > 0) {
                         eprintln!(
@@ -384,7 +399,12 @@ impl GroupQuery {
                     // Fenced (a rebalance moved our partitions), or a broker error: the
                     // transaction's writes and offsets are discarded; read again from
                     // the committed offsets with state restored from the changelog.
-                    let _ = self.producer.abort_transaction(Duration::from_secs(30));
+                    if let Err(abort) = self.producer.abort_transaction(Duration::from_secs(30)) {
+                        // Fenced: the transaction timed out (the process was stopped
+                        // longer than transaction.timeout.ms) and the broker aborted it.
+                        tracing::warn!(error = %abort, "cannot abort; replacing the producer");
+                        self.producer = new_producer(&self.producer_config, &self.app_id)?;
+                    }
                     aborts += 1;
                     if aborts > MAX_ABORTS_IN_A_ROW || !matches!(e, SqlError::Kafka(_)) {
                         return Err(e);
@@ -699,7 +719,35 @@ impl GroupQuery {
         self.producer
             .send_offsets_to_transaction(&tpl, &cgm, Duration::from_secs(30))?;
         self.producer.commit_transaction(Duration::from_secs(60))?;
+        for ((t, p), o) in &polled.offsets {
+            if *t == self.repartition_topic {
+                self.to_purge.insert(*p, *o);
+            }
+        }
         Ok((folded, out_rows, ran))
+    }
+
+    /// Deletes repartitioned rows every owner has committed (Kafka Streams purges its
+    /// repartition topics the same way), at most every `PURGE_INTERVAL`. A failure is
+    /// logged: the rows are only kept longer.
+    async fn purge_repartitioned(&mut self) {
+        if self.to_purge.is_empty() || self.last_purge.elapsed() < PURGE_INTERVAL {
+            return;
+        }
+        self.last_purge = Instant::now();
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in std::mem::take(&mut self.to_purge) {
+            if tpl
+                .add_partition_offset(&self.repartition_topic, p, Offset::Offset(o))
+                .is_err()
+            {
+                return;
+            }
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        if let Err(e) = self.admin.delete_records(&tpl, &opts).await {
+            tracing::warn!(error = %e, topic = %self.repartition_topic, "cannot purge the repartition topic");
+        }
     }
 
     /// The batch's rows by repartition partition: the hash (CRC32C) of the key columns'
@@ -724,6 +772,19 @@ impl GroupQuery {
             .map(|(p, idx)| Ok((p, take_record_batch(b, &UInt32Array::from(idx))?)))
             .collect()
     }
+}
+
+/// A transactional producer with a transactional id of its own (EOS v2: zombies are
+/// fenced by the consumer group's generation, not by the transactional id).
+fn new_producer(cfg: &ClientConfig, app_id: &str) -> Result<FutureProducer> {
+    let mut cfg = cfg.clone();
+    cfg.set(
+        "transactional.id",
+        format!("{app_id}-{}", uuid::Uuid::new_v4()),
+    );
+    let producer: FutureProducer = cfg.create()?;
+    producer.init_transactions(Duration::from_secs(30))?;
+    Ok(producer)
 }
 
 /// A changelog value: the query's hash, the task's batch id, the state file.
@@ -808,12 +869,11 @@ fn source_partitions(consumer: &BaseConsumer<GroupContext>, topics: &[String]) -
 /// Creates the repartition topic (delete policy) and the changelog topic (compacted),
 /// `partitions` each; existing ones must have that many partitions.
 async fn create_internal_topics(
-    base: &ClientConfig,
+    admin: &AdminClient<DefaultClientContext>,
     repartition: &str,
     changelog: &str,
     partitions: i32,
 ) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base.create()?;
     let topics = [
         NewTopic::new(repartition, partitions, TopicReplication::Fixed(-1)),
         NewTopic::new(changelog, partitions, TopicReplication::Fixed(-1))

@@ -133,6 +133,31 @@ class Proc:
         self.log.close()
 
 
+class SlowFeed:
+    """Produces records(0, n, base) in chunks of 200 every half second, on a thread."""
+
+    def __init__(self, broker, topic, n, base):
+        self.done = []
+        self.failed = []
+
+        def run():
+            p = ck.producer(broker)
+            for first in range(0, n, 200):
+                self.failed += ck.produce_all(p, topic, records(first, min(200, n - first), base)).failed
+                self.done.append(min(200, n - first))
+                time.sleep(0.5)
+
+        self.t = threading.Thread(target=run)
+        self.t.start()
+
+    def produced(self):
+        return sum(self.done)
+
+    def join(self):
+        self.t.join(timeout=120)
+        assert not self.t.is_alive() and self.failed == [], self.failed
+
+
 def wait_until(what, cond, procs, timeout=90):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -214,24 +239,14 @@ def test_a_killed_process_hands_its_partitions_and_state_over(broker, setup):
                lambda: last_state(a) is not None and last_state(b) is not None
                and len(last_state(a)) == 2 and len(last_state(b)) == 2, procs)
     # The records come in over several seconds; one process dies while they do.
-    produced = []
-
-    def produce():
-        p = ck.producer(broker)
-        for first in range(0, n, 200):
-            assert ck.produce_all(p, topic, records(first, 200, base)).failed == []
-            produced.append(200)
-            time.sleep(0.5)
-
-    t = threading.Thread(target=produce)
-    t.start()
+    feed = SlowFeed(broker, topic, n, base)
     try:
         wait_until("output from both", lambda: a.rows_out() > 0 and b.rows_out() > 0, procs)
         a.stop(signal.SIGKILL)
-        assert sum(produced) < n, "the input was complete before the kill: make it come slower"
+        assert feed.produced() < n, "the input was complete before the kill: make it come slower"
         assert a.rows_read() > 0, a.text()
     finally:
-        t.join(timeout=60)
+        feed.join()
     procs.remove(a)
     wait_until("the survivor to own every state partition",
                lambda: last_state(b) is not None and len(last_state(b)) == PARTITIONS, [b])
@@ -241,6 +256,41 @@ def test_a_killed_process_hands_its_partitions_and_state_over(broker, setup):
     assert_no_update_twice(updates)
     # The survivor restored state from the changelog (the dead one's partitions had state).
     assert re.search(r"state partitions \[0, 1, 2, 3\] \(restored [1-9]\d* keys", b.text()), b.text()
+
+
+def test_a_stopped_process_is_fenced_when_it_comes_back(broker, setup):
+    """A process paused past the session timeout loses its partitions; when it resumes,
+    what it had read or was writing must not reach the sink (its offsets commit carries
+    an old group generation, or its transaction timed out): it rejoins and the answer
+    has no update twice (KIP-447 fencing)."""
+    topic, qf, start, procs = setup
+    base, n = base_ms(), 6000
+    want = expected(n, base)
+    out = ck.create_topic(broker, unique("grp-out"), partitions=PARTITIONS)
+    app = unique("app")
+    a, b = start(out, app, "--define", "cap=100"), start(out, app, "--define", "cap=100")
+    wait_until("the two processes to split the partitions",
+               lambda: last_state(a) is not None and last_state(b) is not None
+               and len(last_state(a)) == 2 and len(last_state(b)) == 2, procs)
+    feed = SlowFeed(broker, topic, n, base)
+    try:
+        wait_until("output from both", lambda: a.rows_out() > 0 and b.rows_out() > 0, procs)
+        a.p.send_signal(signal.SIGSTOP)
+        try:
+            wait_until("the other to own every state partition",
+                       lambda: len(last_state(b)) == PARTITIONS, [b], timeout=60)
+            assert feed.produced() < n, "the input was complete before the pause: make it come slower"
+        finally:
+            seen = len(a.assignments())
+            a.p.send_signal(signal.SIGCONT)
+        wait_until("the resumed process to rejoin",
+                   lambda: len(a.assignments()) > seen and len(last_state(a)) == 2, procs)
+    finally:
+        feed.join()
+    wait_until("the answer", lambda: latest(read_updates(broker, out)) == want, procs, timeout=120)
+    updates = read_updates(broker, out)
+    assert_no_update_twice(updates)
+    assert a.rows_read() + b.rows_read() == n
 
 
 def test_a_third_process_takes_partitions_without_a_restart(broker, setup, tmp_path):
