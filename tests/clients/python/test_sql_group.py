@@ -175,6 +175,15 @@ def last_state(p):
     return a[-1][1] if a else None
 
 
+def start_pair(start, procs, out, app, *args):
+    """Two processes of one application, once each holds half of the partitions."""
+    a, b = start(out, app, *args), start(out, app, *args)
+    wait_until("the two processes to split the partitions",
+               lambda: last_state(a) is not None and last_state(b) is not None
+               and len(last_state(a)) == 2 and len(last_state(b)) == 2, procs)
+    return a, b
+
+
 @pytest.fixture
 def setup(broker, tmp_path):
     topic = ck.create_topic(broker, unique("grp-src"), partitions=PARTITIONS)
@@ -201,11 +210,8 @@ def test_two_processes_give_the_single_process_answer(broker, setup):
     single_out = ck.create_topic(broker, unique("grp-single"), partitions=PARTITIONS)
     group_out = ck.create_topic(broker, unique("grp-out"), partitions=PARTITIONS)
     app = unique("app")
-    a, b = start(group_out, app), start(group_out, app)
     # Both in the group, each with half of the partitions, before the data comes.
-    wait_until("the two processes to split the partitions",
-               lambda: last_state(a) is not None and last_state(b) is not None
-               and len(last_state(a)) == 2 and len(last_state(b)) == 2, procs)
+    a, b = start_pair(start, procs, group_out, app)
     assert ck.produce_all(ck.producer(broker), topic, records(0, n, base)).failed == []
     # The single process (no application id), to the end of the topic.
     single = subprocess.run([runnel_bin(), "sql", "-f", str(qf), "--trigger", "availableNow",
@@ -234,10 +240,7 @@ def test_a_killed_process_hands_its_partitions_and_state_over(broker, setup):
     want = expected(n, base)
     out = ck.create_topic(broker, unique("grp-out"), partitions=PARTITIONS)
     app = unique("app")
-    a, b = start(out, app, "--define", "cap=100"), start(out, app, "--define", "cap=100")
-    wait_until("the two processes to split the partitions",
-               lambda: last_state(a) is not None and last_state(b) is not None
-               and len(last_state(a)) == 2 and len(last_state(b)) == 2, procs)
+    a, b = start_pair(start, procs, out, app, "--define", "cap=100")
     # The records come in over several seconds; one process dies while they do.
     feed = SlowFeed(broker, topic, n, base)
     try:
@@ -268,10 +271,7 @@ def test_a_stopped_process_is_fenced_when_it_comes_back(broker, setup):
     want = expected(n, base)
     out = ck.create_topic(broker, unique("grp-out"), partitions=PARTITIONS)
     app = unique("app")
-    a, b = start(out, app, "--define", "cap=100"), start(out, app, "--define", "cap=100")
-    wait_until("the two processes to split the partitions",
-               lambda: last_state(a) is not None and last_state(b) is not None
-               and len(last_state(a)) == 2 and len(last_state(b)) == 2, procs)
+    a, b = start_pair(start, procs, out, app, "--define", "cap=100")
     feed = SlowFeed(broker, topic, n, base)
     try:
         wait_until("output from both", lambda: a.rows_out() > 0 and b.rows_out() > 0, procs)
@@ -301,10 +301,7 @@ def test_a_third_process_takes_partitions_without_a_restart(broker, setup, tmp_p
     base, n = base_ms(), 4000
     want = expected(n, base)
     out = ck.create_topic(broker, unique("grp-out"), partitions=PARTITIONS)
-    a, b = start(out), start(out)
-    wait_until("the two processes to split the partitions",
-               lambda: last_state(a) is not None and last_state(b) is not None
-               and len(last_state(a)) == 2 and len(last_state(b)) == 2, procs)
+    a, b = start_pair(start, procs, out, None)
     p = ck.producer(broker)
     assert ck.produce_all(p, topic, records(0, n // 2, base)).failed == []
     wait_until("the first half's answer", lambda: latest(read_updates(broker, out)) == expected(n // 2, base), procs)
