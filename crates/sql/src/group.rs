@@ -816,6 +816,8 @@ fn encode_ipc(b: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         todo.push(b.slice(at, n));
         at += n;
     }
+    // A stack: the first rows on top, so records keep the rows' order.
+    todo.reverse();
     while let Some(part) = todo.pop() {
         let mut buf = Vec::new();
         {
@@ -915,4 +917,65 @@ async fn create_internal_topics(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    fn rows(n: usize, text_len: usize) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let k: StringArray = (0..n).map(|i| Some(format!("{i:0text_len$}"))).collect();
+        let v: Int64Array = (0..n as i64).collect();
+        RecordBatch::try_new(schema, vec![Arc::new(k), Arc::new(v)]).unwrap()
+    }
+
+    #[test]
+    fn repartition_records_are_bounded_and_give_the_rows_back_in_order() {
+        for (n, len) in [(1, 1), (10_000, 8), (3_000, 2_000)] {
+            let b = rows(n, len);
+            let records = encode_ipc(&b).unwrap();
+            assert!(records.iter().all(|r| r.len() <= MAX_RECORD_BYTES), "{n} rows of {len} bytes");
+            let back: Vec<RecordBatch> = records.iter().flat_map(|r| decode_ipc(r).unwrap()).collect();
+            assert!(back.iter().all(|x| x.num_rows() <= ROWS_PER_RECORD));
+            let back = datafusion::arrow::compute::concat_batches(&b.schema(), &back).unwrap();
+            assert_eq!(back, b);
+        }
+        // 3000 rows of 2 KB do not fit one record: they were split.
+        assert!(encode_ipc(&rows(3_000, 2_000)).unwrap().len() > 1);
+    }
+
+    #[test]
+    fn a_bad_repartition_record_is_an_error_not_a_panic() {
+        assert!(decode_ipc(b"not arrow").is_err());
+        assert!(decode_ipc(&[1, 2, 3, 4, 5, 6, 7, 8]).is_err());
+    }
+
+    #[test]
+    fn changelog_values_carry_the_query_and_the_batch() {
+        let v = encode_changelog(7, 42, b"state");
+        assert_eq!(&v[..4], &7u32.to_le_bytes());
+        assert_eq!(u64::from_le_bytes(v[4..12].try_into().unwrap()), 42);
+        assert_eq!(&v[12..], b"state");
+    }
+
+    #[test]
+    fn application_ids_are_topic_name_prefixes() {
+        let script = |text: &str| Script::parse(text, &BTreeMap::new()).unwrap();
+        let q = "SELECT 1;";
+        assert_eq!(application_id(&script(q), None).unwrap(), None);
+        let s = script(&format!("SET application.id = trending;\n{q}"));
+        assert_eq!(application_id(&s, None).unwrap().as_deref(), Some("trending"));
+        // The flag beats the file.
+        assert_eq!(application_id(&s, Some("other")).unwrap().as_deref(), Some("other"));
+        for bad in ["", "a b", "x/y", &"a".repeat(201)] {
+            let e = application_id(&script(q), Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("application.id"), "{bad:?}: {e}");
+        }
+    }
 }
