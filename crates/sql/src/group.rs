@@ -372,9 +372,16 @@ impl GroupQuery {
                 }
                 next_trigger = Instant::now() + iv;
             }
-            let polled = self.poll_batch()?;
+            let mut polled = self.poll_batch()?;
             if polled.offsets.is_empty() {
-                continue;
+                // Nothing new: a batch runs only when a watermark closes state (Spark's
+                // no-data batch). Its transaction commits the positions of the state
+                // partitions it ran on, unchanged, so the group generation still
+                // fences a process that lost them.
+                polled.offsets = self.no_data_batch_offsets()?;
+                if polled.offsets.is_empty() {
+                    continue;
+                }
             }
             let started = Instant::now();
             let source_rows = polled.source.len();
@@ -388,7 +395,7 @@ impl GroupQuery {
                     aborts = 0;
                     self.purge_repartitioned().await;
                     batches += 1;
-                    if self.progress != ProgressOutput::None && (source_rows > 0 || out_rows > 0) {
+                    if self.progress != ProgressOutput::None && (source_rows > 0 || rep_rows > 0 || out_rows > 0) {
                         eprintln!(
                             "batch {batches}: {source_rows} source rows, {rep_rows} rows into state partitions {tasks:?}, {out_rows} rows out, {} ms",
                             started.elapsed().as_millis()
@@ -463,6 +470,49 @@ impl GroupQuery {
             }
         }
         Ok(polled)
+    }
+
+    /// For a no-data batch: the positions of the state partitions whose watermark
+    /// closes state; empty when none does (or their positions are not known yet).
+    fn no_data_batch_offsets(&self) -> Result<BTreeMap<(String, i32), i64>> {
+        let delay = self.plan.watermark_delay_ms;
+        let expired: Vec<i32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.agg.has_expired(watermark(&t.agg, delay)))
+            .map(|(p, _)| *p)
+            .collect();
+        let mut out = BTreeMap::new();
+        if expired.is_empty() {
+            return Ok(out);
+        }
+        let positions = self.consumer.position()?;
+        let mut unknown = TopicPartitionList::new();
+        for p in expired {
+            match positions
+                .find_partition(&self.repartition_topic, p)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => {
+                    out.insert((self.repartition_topic.clone(), p), o);
+                }
+                // Nothing read since the assignment: its committed offset.
+                _ => {
+                    unknown.add_partition(&self.repartition_topic, p);
+                }
+            }
+        }
+        if unknown.count() > 0 {
+            let committed = self
+                .consumer
+                .committed_offsets(unknown, Duration::from_secs(30))?;
+            for e in committed.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    out.insert((e.topic().to_string(), e.partition()), o);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// After an abort: state and positions go back to what is committed.

@@ -38,13 +38,13 @@ CREATE TEMPORARY VIEW src USING kafka OPTIONS (
 CREATE TEMPORARY VIEW events AS
 SELECT from_json(CAST(value AS STRING), 'tag STRING, n BIGINT') AS d, timestamp AS ts FROM src;
 CREATE TEMPORARY VIEW out USING kafka OPTIONS (
-  kafka.bootstrap.servers '${bootstrap}', topic '${out}', outputMode 'update');
+  kafka.bootstrap.servers '${bootstrap}', topic '${out}', outputMode '${mode:-update}');
 INSERT INTO out
 SELECT tag AS key,
        to_json(named_struct('tag', tag, 'start', unix_millis(w.start), 'n', n, 'total', total)) AS value
 FROM (
   SELECT window(ts, '1 minute') AS w, d.tag AS tag, count(*) AS n, sum(d.n) AS total
-  FROM events WATERMARK ts DELAY OF INTERVAL 1 HOUR
+  FROM events WATERMARK ts DELAY OF INTERVAL ${delay:-1 HOUR}
   GROUP BY window(ts, '1 minute'), d.tag
 ) c;
 """
@@ -118,6 +118,9 @@ class Proc:
 
     def rows_read(self):
         return sum(int(n) for n in re.findall(r"batch \d+: (\d+) source rows", self.text()))
+
+    def rows_folded(self):
+        return sum(int(n) for n in re.findall(r"batch \d+: .*?, (\d+) rows into state", self.text()))
 
     def rows_out(self):
         return sum(int(n) for n in re.findall(r"batch \d+: .*?, (\d+) rows out", self.text()))
@@ -203,6 +206,7 @@ def setup(broker, tmp_path):
         p.stop(signal.SIGKILL)
 
 
+@pytest.mark.timeout_s(180)
 def test_two_processes_give_the_single_process_answer(broker, setup):
     topic, qf, start, procs = setup
     base, n = base_ms(), 4000
@@ -234,6 +238,7 @@ def test_two_processes_give_the_single_process_answer(broker, setup):
     assert len(md[f"{app}-aggregate-state-changelog"].partitions) == PARTITIONS
 
 
+@pytest.mark.timeout_s(180)
 def test_a_killed_process_hands_its_partitions_and_state_over(broker, setup):
     topic, qf, start, procs = setup
     base, n = base_ms(), 6000
@@ -261,6 +266,7 @@ def test_a_killed_process_hands_its_partitions_and_state_over(broker, setup):
     assert re.search(r"state partitions \[0, 1, 2, 3\] \(restored [1-9]\d* keys", b.text()), b.text()
 
 
+@pytest.mark.timeout_s(180)
 def test_a_stopped_process_is_fenced_when_it_comes_back(broker, setup):
     """A process paused past the session timeout loses its partitions; when it resumes,
     what it had read or was writing must not reach the sink (its offsets commit carries
@@ -293,6 +299,7 @@ def test_a_stopped_process_is_fenced_when_it_comes_back(broker, setup):
     assert a.rows_read() + b.rows_read() == n
 
 
+@pytest.mark.timeout_s(180)
 def test_a_third_process_takes_partitions_without_a_restart(broker, setup, tmp_path):
     topic, qf, start, procs = setup
     # The application id from the file this time.
@@ -315,6 +322,30 @@ def test_a_third_process_takes_partitions_without_a_restart(broker, setup, tmp_p
     assert_no_update_twice(updates)
     assert c.rows_read() > 0, c.text()
     assert a.rows_read() + b.rows_read() + c.rows_read() == n
+
+
+@pytest.mark.timeout_s(180)
+def test_append_mode_emits_each_window_once_when_its_partitions_watermark_passes(broker, setup):
+    topic, qf, start, procs = setup
+    base, n = base_ms(), 4000
+    want = expected(n, base)
+    out = ck.create_topic(broker, unique("grp-out"), partitions=PARTITIONS)
+    app = unique("app")
+    a, b = start_pair(start, procs, out, app, "-d", "mode=append", "-d", "delay=10 MINUTES")
+    p = ck.producer(broker)
+    assert ck.produce_all(p, topic, records(0, n, base)).failed == []
+    # Every row in state before the watermark moves: none is late.
+    wait_until("all rows in state", lambda: a.rows_folded() + b.rows_folded() == n, procs)
+    assert a.rows_out() + b.rows_out() == 0, "append mode wrote a window before its watermark passed"
+    # A record per tag two hours later moves every state partition's watermark past
+    # the windows above (its own window stays open).
+    late = base + 7_200_000
+    assert ck.produce_all(p, topic, [{"value": json.dumps({"tag": f"t{t}", "n": 0}).encode(), "timestamp": late,
+                                      "partition": t % PARTITIONS} for t in range(TAGS)]).failed == []
+    wait_until("every window", lambda: latest(read_updates(broker, out)) == want, procs)
+    updates = read_updates(broker, out)
+    assert all(len(v) == 1 for v in updates.values()), {k: v for k, v in updates.items() if len(v) > 1}
+    assert latest(updates) == want
 
 
 REFUSED = [
