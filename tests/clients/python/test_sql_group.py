@@ -178,6 +178,12 @@ def last_state(p):
     return a[-1][1] if a else None
 
 
+def run_of(broker, n):
+    """A run's event-time base, size, answer, output topic and application id."""
+    base = base_ms()
+    return base, n, expected(n, base), ck.create_topic(broker, unique("grp-out"), partitions=PARTITIONS), unique("app")
+
+
 def start_pair(start, procs, out, app, *args):
     """Two processes of one application, once each holds half of the partitions."""
     a, b = start(out, app, *args), start(out, app, *args)
@@ -241,10 +247,7 @@ def test_two_processes_give_the_single_process_answer(broker, setup):
 @pytest.mark.timeout_s(180)
 def test_a_killed_process_hands_its_partitions_and_state_over(broker, setup):
     topic, qf, start, procs = setup
-    base, n = base_ms(), 6000
-    want = expected(n, base)
-    out = ck.create_topic(broker, unique("grp-out"), partitions=PARTITIONS)
-    app = unique("app")
+    base, n, want, out, app = run_of(broker, 6000)
     a, b = start_pair(start, procs, out, app, "--define", "cap=100")
     # The records come in over several seconds; one process dies while they do.
     feed = SlowFeed(broker, topic, n, base)
@@ -273,10 +276,7 @@ def test_a_stopped_process_is_fenced_when_it_comes_back(broker, setup):
     an old group generation, or its transaction timed out): it rejoins and the answer
     has no update twice (KIP-447 fencing)."""
     topic, qf, start, procs = setup
-    base, n = base_ms(), 6000
-    want = expected(n, base)
-    out = ck.create_topic(broker, unique("grp-out"), partitions=PARTITIONS)
-    app = unique("app")
+    base, n, want, out, app = run_of(broker, 6000)
     a, b = start_pair(start, procs, out, app, "--define", "cap=100")
     feed = SlowFeed(broker, topic, n, base)
     try:
@@ -327,10 +327,7 @@ def test_a_third_process_takes_partitions_without_a_restart(broker, setup, tmp_p
 @pytest.mark.timeout_s(180)
 def test_append_mode_emits_each_window_once_when_its_partitions_watermark_passes(broker, setup):
     topic, qf, start, procs = setup
-    base, n = base_ms(), 4000
-    want = expected(n, base)
-    out = ck.create_topic(broker, unique("grp-out"), partitions=PARTITIONS)
-    app = unique("app")
+    base, n, want, out, app = run_of(broker, 4000)
     a, b = start_pair(start, procs, out, app, "-d", "mode=append", "-d", "delay=10 MINUTES")
     p = ck.producer(broker)
     assert ck.produce_all(p, topic, records(0, n, base)).failed == []
