@@ -207,7 +207,11 @@ pub(crate) struct Prepared {
 /// Registers a script's sources, tables and views and plans its query. With `group`,
 /// Kafka sources are only declared (their rows come from a consumer group) and other
 /// streaming sources are refused.
-pub(crate) async fn prepare(script: &Script, options: QueryOptions, group: bool) -> Result<Prepared> {
+pub(crate) async fn prepare(
+    script: &Script,
+    options: QueryOptions,
+    group: bool,
+) -> Result<Prepared> {
     let ctx = new_session();
     let (sink_name, sql) = script.query();
     let sink_decl: Option<Declaration> = match sink_name {

@@ -285,8 +285,13 @@ impl GroupQuery {
         base.set("bootstrap.servers", &so.bootstrap_servers)
             .set("log_level", "3");
         for (k, v) in &so.client {
-            if ["enable.auto.commit", "auto.offset.reset", "isolation.level", "group.id"]
-                .contains(&k.as_str())
+            if [
+                "enable.auto.commit",
+                "auto.offset.reset",
+                "isolation.level",
+                "group.id",
+            ]
+            .contains(&k.as_str())
             {
                 return Err(refuse(format!(
                     "kafka.{k} is set by the engine (read_committed, offsets committed in transactions)"
@@ -309,7 +314,11 @@ impl GroupQuery {
         })?;
 
         let mut pc = producer_config(&sink.options)?;
-        if !sink.options.keys().any(|k| k.eq_ignore_ascii_case("kafka.transaction.timeout.ms")) {
+        if !sink
+            .options
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("kafka.transaction.timeout.ms"))
+        {
             pc.set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
         }
         let producer = new_producer(&pc, app_id)?;
@@ -337,12 +346,21 @@ impl GroupQuery {
             to_purge: BTreeMap::new(),
             last_purge: Instant::now(),
             base_config: base,
-            query_hash: crc32c::crc32c(p.text.split_whitespace().collect::<Vec<_>>().join(" ").as_bytes()),
+            query_hash: crc32c::crc32c(
+                p.text
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .as_bytes(),
+            ),
             key_indices,
             key_conv,
             tasks: BTreeMap::new(),
             deltas_per_snapshot: crate::engine::deltas_per_snapshot(&script.vars)?,
-            max_messages: so.max_offsets_per_trigger.unwrap_or(DEFAULT_MAX_MESSAGES).max(1),
+            max_messages: so
+                .max_offsets_per_trigger
+                .unwrap_or(DEFAULT_MAX_MESSAGES)
+                .max(1),
             trigger: p.options.trigger.unwrap_or(Trigger::AsFastAsPossible),
             max_batches: p.options.max_batches,
             progress: p.options.progress,
@@ -395,7 +413,9 @@ impl GroupQuery {
                     aborts = 0;
                     self.purge_repartitioned().await;
                     batches += 1;
-                    if self.progress != ProgressOutput::None && (source_rows > 0 || rep_rows > 0 || out_rows > 0) {
+                    if self.progress != ProgressOutput::None
+                        && (source_rows > 0 || rep_rows > 0 || out_rows > 0)
+                    {
                         eprintln!(
                             "batch {batches}: {source_rows} source rows, {rep_rows} rows into state partitions {tasks:?}, {out_rows} rows out, {} ms",
                             started.elapsed().as_millis()
@@ -438,7 +458,12 @@ impl GroupQuery {
                 .consumer
                 .poll(Duration::from_millis(100))
                 .map(|r| r.map(|m| m.detach()));
-            if self.consumer.context().rebalanced.swap(false, Ordering::SeqCst) {
+            if self
+                .consumer
+                .context()
+                .rebalanced
+                .swap(false, Ordering::SeqCst)
+            {
                 polled = Polled::default();
                 count = 0;
                 self.on_assignment()?;
@@ -455,7 +480,11 @@ impl GroupQuery {
                         .offsets
                         .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
                     if m.topic() == self.repartition_topic {
-                        polled.repartitioned.entry(m.partition()).or_default().push(m);
+                        polled
+                            .repartitioned
+                            .entry(m.partition())
+                            .or_default()
+                            .push(m);
                     } else {
                         polled.source.push(m);
                     }
@@ -527,7 +556,8 @@ impl GroupQuery {
             tpl.add_partition_offset(e.topic(), e.partition(), offset)?;
         }
         if tpl.count() > 0 {
-            self.consumer.seek_partitions(tpl, Duration::from_secs(30))?;
+            self.consumer
+                .seek_partitions(tpl, Duration::from_secs(30))?;
         }
         self.on_assignment()
     }
@@ -553,7 +583,11 @@ impl GroupQuery {
         }
         let started = Instant::now();
         let restored = self.restore(&state)?;
-        let keys: u64 = self.tasks.values().map(|t| t.agg.metrics().num_rows_total).sum();
+        let keys: u64 = self
+            .tasks
+            .values()
+            .map(|t| t.agg.metrics().num_rows_total)
+            .sum();
         eprintln!(
             "runnel sql: application {}: assigned source partitions {source:?}, state partitions {state:?} (restored {keys} keys from {} records of {} in {} ms)",
             self.app_id,
@@ -610,7 +644,12 @@ impl GroupQuery {
                     let (Some(key), Some(value)) = (key, m.payload()) else {
                         continue; // a tombstone
                     };
-                    let what = format!("{} partition {} offset {}", self.changelog_topic, m.partition(), m.offset());
+                    let what = format!(
+                        "{} partition {} offset {}",
+                        self.changelog_topic,
+                        m.partition(),
+                        m.offset()
+                    );
                     let (batch, bytes) = self.decode_changelog(value, &what)?;
                     let chain = chains.entry(m.partition()).or_default();
                     if key == SNAPSHOT_KEY {
@@ -622,8 +661,13 @@ impl GroupQuery {
             }
         }
         for (p, (base, deltas)) in chains {
-            let Some((base_batch, base)) = base else { continue };
-            let task = self.tasks.get_mut(&p).expect("task of an assigned partition");
+            let Some((base_batch, base)) = base else {
+                continue;
+            };
+            let task = self
+                .tasks
+                .get_mut(&p)
+                .expect("task of an assigned partition");
             let what = |b: u64| format!("{} partition {p} batch {b}", self.changelog_topic);
             let mut files = vec![(base, what(base_batch))];
             let mut last = base_batch;
@@ -639,7 +683,11 @@ impl GroupQuery {
     }
 
     fn new_task(&self) -> Result<Task> {
-        let ap = self.plan.aggregate.as_ref().expect("checked: an aggregation");
+        let ap = self
+            .plan
+            .aggregate
+            .as_ref()
+            .expect("checked: an aggregation");
         let mut agg = StatefulAggregate::new(ap.spec.clone())?;
         agg.set_deltas_per_snapshot(self.deltas_per_snapshot);
         Ok(Task {
@@ -674,7 +722,11 @@ impl GroupQuery {
     /// folded into state, the rows written, and the state partitions that ran.
     async fn run_batch(&mut self, polled: Polled) -> Result<(u64, u64, Vec<i32>)> {
         let mut sender = BoundedSender::new(100_000);
-        let ap = self.plan.aggregate.as_ref().expect("checked: an aggregation");
+        let ap = self
+            .plan
+            .aggregate
+            .as_ref()
+            .expect("checked: an aggregation");
         // 1. Source rows: the plan below the aggregation, then to the partition of
         //    their key.
         if !polled.source.is_empty() {
@@ -689,7 +741,9 @@ impl GroupQuery {
                 for (p, rows) in self.split_by_key(&b)? {
                     for bytes in encode_ipc(&rows)? {
                         let rec: FutureRecord<'_, [u8], [u8]> =
-                            FutureRecord::to(&self.repartition_topic).partition(p).payload(&bytes);
+                            FutureRecord::to(&self.repartition_topic)
+                                .partition(p)
+                                .payload(&bytes);
                         sender.send(&self.producer, rec).await?;
                     }
                 }
@@ -718,7 +772,10 @@ impl GroupQuery {
                 }
             }
             let out = task.agg.finish_batch(Some(wm), batch)?;
-            outputs.push(RecordBatch::try_new(slot_schema.clone(), out.columns().to_vec())?);
+            outputs.push(RecordBatch::try_new(
+                slot_schema.clone(),
+                out.columns().to_vec(),
+            )?);
             let state = task.agg.checkpoint();
             let value = encode_changelog(query_hash, batch, &state);
             let is_delta = state.starts_with(crate::checkpoint::DELTA_MAGIC);
@@ -755,7 +812,14 @@ impl GroupQuery {
             ap.state_table.set(Vec::new());
             let result = result?;
             out_rows = result.iter().map(|b| b.num_rows() as u64).sum();
-            send_rows(&self.producer, &mut sender, &result, self.sink_topic.as_deref(), None).await?;
+            send_rows(
+                &self.producer,
+                &mut sender,
+                &result,
+                self.sink_topic.as_deref(),
+                None,
+            )
+            .await?;
         }
         sender.finish().await?;
         // 4. The offsets read, in the transaction, under the group's generation.
@@ -810,7 +874,11 @@ impl GroupQuery {
         if self.key_indices.is_empty() {
             return Ok(vec![(0, b.clone())]);
         }
-        let cols: Vec<_> = self.key_indices.iter().map(|&i| b.column(i).clone()).collect();
+        let cols: Vec<_> = self
+            .key_indices
+            .iter()
+            .map(|&i| b.column(i).clone())
+            .collect();
         let rows = self.key_conv.convert_columns(&cols)?;
         let mut by_part: BTreeMap<i32, Vec<u32>> = BTreeMap::new();
         for i in 0..b.num_rows() {
@@ -932,14 +1000,19 @@ async fn create_internal_topics(
             .set("cleanup.policy", "compact"),
     ];
     let results = admin
-        .create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
         .await?;
     for r in results {
         match r {
             Ok(_) => {}
             Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, code)) => {
-                return Err(SqlError::Query(format!("cannot create the internal topic {t}: {code}")))
+                return Err(SqlError::Query(format!(
+                    "cannot create the internal topic {t}: {code}"
+                )))
             }
         }
     }
@@ -990,8 +1063,14 @@ mod tests {
         for (n, len) in [(1, 1), (10_000, 8), (3_000, 2_000)] {
             let b = rows(n, len);
             let records = encode_ipc(&b).unwrap();
-            assert!(records.iter().all(|r| r.len() <= MAX_RECORD_BYTES), "{n} rows of {len} bytes");
-            let back: Vec<RecordBatch> = records.iter().flat_map(|r| decode_ipc(r).unwrap()).collect();
+            assert!(
+                records.iter().all(|r| r.len() <= MAX_RECORD_BYTES),
+                "{n} rows of {len} bytes"
+            );
+            let back: Vec<RecordBatch> = records
+                .iter()
+                .flat_map(|r| decode_ipc(r).unwrap())
+                .collect();
             assert!(back.iter().all(|x| x.num_rows() <= ROWS_PER_RECORD));
             let back = datafusion::arrow::compute::concat_batches(&b.schema(), &back).unwrap();
             assert_eq!(back, b);
@@ -1020,11 +1099,19 @@ mod tests {
         let q = "SELECT 1;";
         assert_eq!(application_id(&script(q), None).unwrap(), None);
         let s = script(&format!("SET application.id = trending;\n{q}"));
-        assert_eq!(application_id(&s, None).unwrap().as_deref(), Some("trending"));
+        assert_eq!(
+            application_id(&s, None).unwrap().as_deref(),
+            Some("trending")
+        );
         // The flag beats the file.
-        assert_eq!(application_id(&s, Some("other")).unwrap().as_deref(), Some("other"));
+        assert_eq!(
+            application_id(&s, Some("other")).unwrap().as_deref(),
+            Some("other")
+        );
         for bad in ["", "a b", "x/y", &"a".repeat(201)] {
-            let e = application_id(&script(q), Some(bad)).unwrap_err().to_string();
+            let e = application_id(&script(q), Some(bad))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("application.id"), "{bad:?}: {e}");
         }
     }

@@ -48,8 +48,8 @@ pub mod tweets;
 
 pub use aggregate::OutputMode;
 pub use engine::{QueryOptions, StreamingQuery, Trigger};
-pub use group::GroupQuery;
 pub use error::{Result, SqlError};
+pub use group::GroupQuery;
 pub use progress::ProgressOutput;
 pub use script::Script;
 

@@ -481,11 +481,19 @@ impl KafkaSink {
     async fn send_all(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
         let mut sender = BoundedSender::new(100_000);
         let batch_str = batch_id.to_string();
-        let headers = self
-            .transactional
-            .then(|| [("runnel.query.id", self.query_id.as_str()), ("runnel.batch.id", batch_str.as_str())]);
-        send_rows(&self.producer, &mut sender, batches, self.topic.as_deref(), headers.as_ref().map(|h| &h[..]))
-            .await?;
+        let headers = [
+            ("runnel.query.id", self.query_id.as_str()),
+            ("runnel.batch.id", batch_str.as_str()),
+        ];
+        let headers = self.transactional.then_some(&headers[..]);
+        send_rows(
+            &self.producer,
+            &mut sender,
+            batches,
+            self.topic.as_deref(),
+            headers,
+        )
+        .await?;
         sender.finish().await
     }
 }
