@@ -378,6 +378,21 @@ impl GroupQuery {
     pub async fn run(&mut self) -> Result<()> {
         let mut topics: Vec<&str> = self.source_topics.iter().map(|s| s.as_str()).collect();
         topics.push(&self.repartition_topic);
+        // The consumer subscribes to the topics its metadata knows: a member whose
+        // metadata lacks the repartition topic just created (a broker of a cluster not
+        // told yet) would get none of its partitions until the next refresh.
+        let seen = wait_for_partitions(
+            self.consumer.client(),
+            &self.repartition_topic,
+            self.partitions,
+        )
+        .await?;
+        if seen != self.partitions {
+            return Err(SqlError::Query(format!(
+                "the consumer sees {seen} partitions of {} after 30 s, not {}",
+                self.repartition_topic, self.partitions
+            )));
+        }
         self.consumer.subscribe(&topics)?;
         let mut batches = 0u64;
         let mut aborts = 0u32;
@@ -986,6 +1001,30 @@ fn source_partitions(consumer: &BaseConsumer<GroupContext>, topics: &[String]) -
     Ok(most)
 }
 
+/// Waits (up to 30 s) until `client`'s metadata shows `topic` with `partitions`
+/// partitions (a topic just created takes a moment to show, on every broker of a
+/// cluster); returns the count it last saw.
+async fn wait_for_partitions<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    partitions: i32,
+) -> Result<i32> {
+    let mut n = 0;
+    for _ in 0..150 {
+        let md = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        n = md
+            .topics()
+            .iter()
+            .find(|x| x.name() == topic && x.error().is_none())
+            .map_or(0, |x| x.partitions().len() as i32);
+        if n == partitions {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(n)
+}
+
 /// Creates the repartition topic (delete policy) and the changelog topic (compacted),
 /// `partitions` each; existing ones must have that many partitions.
 async fn create_internal_topics(
@@ -1017,22 +1056,7 @@ async fn create_internal_topics(
         }
     }
     for t in [repartition, changelog] {
-        // A topic just created may take a moment to show in metadata.
-        let mut n = 0;
-        for _ in 0..50 {
-            let md = admin
-                .inner()
-                .fetch_metadata(Some(t), Duration::from_secs(10))?;
-            n = md
-                .topics()
-                .iter()
-                .find(|x| x.name() == t && x.error().is_none())
-                .map_or(0, |x| x.partitions().len() as i32);
-            if n > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let n = wait_for_partitions(admin.inner(), t, partitions).await?;
         if n != partitions {
             return Err(SqlError::Query(format!(
                 "internal topic {t} has {n} partitions, the source has {partitions}: delete it (the application's state) or use another application.id"

@@ -8,6 +8,7 @@ mid-stream hands its partitions and state to the other, and the sink (read_commi
 holds the answer with no update written twice; a third process joining takes
 partitions. Queries multi-process mode does not run are refused, naming why."""
 
+import contextlib
 import json
 import os
 import re
@@ -193,23 +194,33 @@ def start_pair(start, procs, out, app, *args):
     return a, b
 
 
-@pytest.fixture
-def setup(broker, tmp_path):
-    topic = ck.create_topic(broker, unique("grp-src"), partitions=PARTITIONS)
+@contextlib.contextmanager
+def processes(b, tmp_path):
+    """A 4-partition source topic on broker `b`, the query file, and a
+    way to start `runnel sql` processes on them; every process is killed at the end."""
+    topic = ck.create_topic(b, unique("grp-src"), partitions=PARTITIONS)
     qf = tmp_path / "q.sql"
     qf.write_text(QUERY)
     procs = []
 
     def start(out, app=None, *args):
-        defines = {"bootstrap": broker.bootstrap, "topic": topic, "out": out}
+        defines = {"bootstrap": b.bootstrap, "topic": topic, "out": out}
         extra = list(args) + (["--application-id", app] if app else [])
         p = Proc(tmp_path / f"p{len(procs)}.log", qf, defines, *extra)
         procs.append(p)
         return p
 
-    yield topic, qf, start, procs
-    for p in procs:
-        p.stop(signal.SIGKILL)
+    try:
+        yield topic, qf, start, procs
+    finally:
+        for p in procs:
+            p.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def setup(broker, tmp_path):
+    with processes(broker, tmp_path) as s:
+        yield s
 
 
 @pytest.mark.timeout_s(180)
@@ -246,7 +257,12 @@ def test_two_processes_give_the_single_process_answer(broker, setup):
 
 @pytest.mark.timeout_s(180)
 def test_a_killed_process_hands_its_partitions_and_state_over(broker, setup):
-    topic, qf, start, procs = setup
+    kill_one_of_two(broker, *setup)
+
+
+def kill_one_of_two(broker, topic, qf, start, procs):
+    """Two processes; one is killed (SIGKILL) while the input still comes in; the other
+    takes its partitions and their state, and the sink has the answer, each update once."""
     base, n, want, out, app = run_of(broker, 6000)
     a, b = start_pair(start, procs, out, app, "--define", "cap=100")
     # The records come in over several seconds; one process dies while they do.
