@@ -290,11 +290,13 @@ impl GroupQuery {
                 "auto.offset.reset",
                 "isolation.level",
                 "group.id",
+                "partition.assignment.strategy",
+                "group.protocol",
             ]
             .contains(&k.as_str())
             {
                 return Err(refuse(format!(
-                    "kafka.{k} is set by the engine (read_committed, offsets committed in transactions)"
+                    "kafka.{k} is set by the engine (read_committed, offsets committed in transactions, eager rebalances)"
                 )));
             }
             base.set(k, v);
@@ -305,7 +307,10 @@ impl GroupQuery {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", auto_offset_reset)
-            .set("fetch.wait.max.ms", "50");
+            .set("fetch.wait.max.ms", "50")
+            // Eager rebalances: every partition is revoked, so what a batch read before
+            // one is dropped and read again from the committed offsets.
+            .set("partition.assignment.strategy", "range,roundrobin");
         if !so.client.contains_key("session.timeout.ms") {
             cc.set("session.timeout.ms", SESSION_TIMEOUT_MS);
         }

@@ -385,3 +385,17 @@ def test_what_multi_process_mode_refuses(select, sink, message):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r.stderr
     assert message in r.stderr and "multi-process mode" in r.stderr, r.stderr
+
+
+def test_cooperative_rebalancing_is_refused():
+    """A batch read before a rebalance is dropped and read again from the committed
+    offsets: that needs eager rebalances (every partition revoked)."""
+    b = "127.0.0.1:1"
+    q = (f"CREATE TEMPORARY VIEW src USING kafka OPTIONS (kafka.bootstrap.servers '{b}', subscribe 'x', "
+         f"kafka.partition.assignment.strategy 'cooperative-sticky');\n"
+         f"CREATE TEMPORARY VIEW out USING kafka OPTIONS (kafka.bootstrap.servers '{b}', topic 'o', outputMode 'update');\n"
+         f"INSERT INTO out {REFUSED[1][0]};")
+    r = subprocess.run([runnel_bin(), "sql", "-e", q, "--application-id", "refused"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "kafka.partition.assignment.strategy" in r.stderr and "eager rebalances" in r.stderr, r.stderr
