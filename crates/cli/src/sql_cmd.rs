@@ -58,6 +58,12 @@ pub struct SqlArgs {
     /// Stop after this many batches.
     #[arg(long = "max-batches")]
     pub max_batches: Option<u64>,
+    /// Run the query as one of a group of processes sharing its work (Kafka Streams'
+    /// application.id; also `SET application.id = ID` in the file): the processes with
+    /// the same id split the source partitions, state moves between them through
+    /// changelog topics, and output is exactly-once.
+    #[arg(long = "application-id", value_name = "ID")]
+    pub application_id: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -182,6 +188,26 @@ pub fn run_sql(args: SqlArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let app_id = match runnel_sql::group::application_id(&script, args.application_id.as_deref()) {
+        Ok(id) => id,
+        Err(e) => return usage(e),
+    };
+    if let Some(id) = app_id {
+        if args.http.is_some() {
+            return usage("--http is not supported with an application id yet");
+        }
+        return finish(rt.block_on(async move {
+            let mut query = runnel_sql::GroupQuery::from_script(&script, options, &id).await?;
+            let stop = query.stop_handle();
+            tokio::spawn(async move {
+                crate::stop_signal().await;
+                errln!("runnel sql: stopping after the current batch");
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            errln!("runnel sql: query running as part of application {id}; Ctrl-C or SIGTERM stops this process (its partitions move to the others)");
+            query.run().await
+        }));
+    }
     let query_text = text.clone();
     let result = rt.block_on(async move {
         let mut query = StreamingQuery::from_script(&script, options).await?;
@@ -226,6 +252,10 @@ pub fn run_sql(args: SqlArgs) -> ExitCode {
         );
         query.run().await
     });
+    finish(result)
+}
+
+fn finish(result: runnel_sql::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

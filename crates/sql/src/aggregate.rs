@@ -107,6 +107,29 @@ pub struct AggregateSpec {
     pub input_types: Vec<DataType>,
 }
 
+impl AggregateSpec {
+    /// Input indices of the key columns (the group columns that are not a window).
+    pub fn key_indices(&self) -> Vec<usize> {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| matches!(g, GroupColumn::Key))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The row converter of the key columns at `indices` (their bytes are state keys,
+    /// and what multi-process queries hash to pick a key's partition).
+    pub fn key_converter(&self, indices: &[usize]) -> Result<RowConverter> {
+        Ok(RowConverter::new(
+            indices
+                .iter()
+                .map(|&i| SortField::new(self.input_types[i].clone()))
+                .collect(),
+        )?)
+    }
+}
+
 /// HyperLogLog registers, Spark's default precision (relative SD 5%: p = 9).
 const HLL_P: u32 = 9;
 const HLL_M: usize = 1 << HLL_P;
@@ -405,12 +428,7 @@ impl StatefulAggregate {
                 GroupColumn::Key => key_indices.push(i),
             }
         }
-        let key_conv = RowConverter::new(
-            key_indices
-                .iter()
-                .map(|&i| SortField::new(spec.input_types[i].clone()))
-                .collect(),
-        )?;
+        let key_conv = spec.key_converter(&key_indices)?;
         let arg_convs = spec
             .aggs
             .iter()

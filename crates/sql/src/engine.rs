@@ -79,7 +79,7 @@ pub struct QueryOptions {
     pub progress: ProgressOutput,
 }
 
-struct SourceSlot {
+pub(crate) struct SourceSlot {
     source: StreamSource,
     table: Arc<SlotTable>,
 }
@@ -147,7 +147,7 @@ async fn names_in_scope(ctx: &SessionContext, source: &QuerySource) -> Result<Na
 /// deltas between full snapshots (`spark.sql.streaming.stateStore.minDeltasForSnapshot`,
 /// default 10), or none (`...changelogCheckpointing.enabled = false`: a full snapshot
 /// every batch).
-fn deltas_per_snapshot(vars: &BTreeMap<String, String>) -> Result<u32> {
+pub(crate) fn deltas_per_snapshot(vars: &BTreeMap<String, String>) -> Result<u32> {
     const ENABLED: &str = "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled";
     const EVERY: &str = "spark.sql.streaming.stateStore.minDeltasForSnapshot";
     if let Some(v) = opt(vars, ENABLED) {
@@ -175,102 +175,181 @@ fn deltas_per_snapshot(vars: &BTreeMap<String, String>) -> Result<u32> {
     }
 }
 
-fn opt<'a>(o: &'a BTreeMap<String, String>, k: &str) -> Option<&'a String> {
+pub(crate) fn opt<'a>(o: &'a BTreeMap<String, String>, k: &str) -> Option<&'a String> {
     o.iter()
         .find(|(key, _)| key.eq_ignore_ascii_case(k))
         .map(|(_, v)| v)
 }
 
+/// A Kafka source of a multi-process query: its options, as declared, and its table.
+pub(crate) struct GroupSource {
+    pub name: String,
+    pub options: KafkaSourceOptions,
+    pub declared: BTreeMap<String, String>,
+    pub table: Arc<SlotTable>,
+}
+
+/// What a script declares, planned: the session with its tables and views, the sources,
+/// the plan, the query's text (its identity), the sink's declaration and the options
+/// with the sink's OPTIONS folded in.
+pub(crate) struct Prepared {
+    pub ctx: SessionContext,
+    /// The streaming sources (single-process mode).
+    pub sources: Vec<SourceSlot>,
+    /// The Kafka sources, not started (multi-process mode: a consumer group reads them).
+    pub group_sources: Vec<GroupSource>,
+    pub plan: StreamingPlan,
+    pub text: String,
+    pub sink_decl: Option<Declaration>,
+    pub options: QueryOptions,
+}
+
+/// Registers a script's sources, tables and views and plans its query. With `group`,
+/// Kafka sources are only declared (their rows come from a consumer group) and other
+/// streaming sources are refused.
+pub(crate) async fn prepare(
+    script: &Script,
+    options: QueryOptions,
+    group: bool,
+) -> Result<Prepared> {
+    let ctx = new_session();
+    let (sink_name, sql) = script.query();
+    let sink_decl: Option<Declaration> = match sink_name {
+        Some(n) => Some(script.declaration(n).cloned().ok_or_else(|| {
+            SqlError::Query(format!("INSERT INTO {n}: no sink declared with that name"))
+        })?),
+        None => None,
+    };
+    let sink_opts = sink_decl
+        .as_ref()
+        .map(|d| d.options.clone())
+        .unwrap_or_default();
+    let mut options = options;
+    if options.output_mode.is_none() {
+        options.output_mode = opt(&sink_opts, "outputMode")
+            .map(|m| OutputMode::parse(m))
+            .transpose()?;
+    }
+    if options.trigger.is_none() {
+        options.trigger = opt(&sink_opts, "trigger")
+            .map(|t| Trigger::parse(t))
+            .transpose()?;
+    }
+    if options.checkpoint_location.is_none() {
+        options.checkpoint_location = opt(&sink_opts, "checkpointLocation").map(PathBuf::from);
+    }
+    if options.query_name.is_none() {
+        options.query_name = opt(&sink_opts, "queryName").cloned();
+    }
+    let mut sources = Vec::new();
+    let mut group_sources = Vec::new();
+    // The query's text for the checkpoint's identity: its views, then the query.
+    let mut views = String::new();
+    for stmt in &script.statements {
+        match stmt {
+            Statement::Declare(d) if Some(d.name.as_str()) == sink_name => {}
+            Statement::Declare(d) => match d.format.as_str() {
+                "kafka" if group => {
+                    let opts = KafkaSourceOptions::from_options(&d.options)?;
+                    let table = Arc::new(SlotTable::new(
+                        crate::source::kafka_schema(opts.include_headers),
+                        true,
+                        Some(group_sources.len()),
+                    ));
+                    ctx.register_table(d.name.as_str(), table.clone())?;
+                    group_sources.push(GroupSource {
+                        name: d.name.clone(),
+                        options: opts,
+                        declared: d.options.clone(),
+                        table,
+                    });
+                }
+                "text" if group => {
+                    return Err(SqlError::Unsupported(format!(
+                        "{}: a multi-process query (application.id) reads Kafka topics only, not text files",
+                        d.name
+                    )))
+                }
+                "kafka" | "text" => {
+                    let source = if d.format == "kafka" {
+                        StreamSource::Kafka(Box::new(KafkaSource::new(
+                            KafkaSourceOptions::from_options(&d.options)?,
+                        )?))
+                    } else {
+                        StreamSource::Files(FileSource::from_options(&d.options)?)
+                    };
+                    let table =
+                        Arc::new(SlotTable::new(source.schema(), true, Some(sources.len())));
+                    ctx.register_table(d.name.as_str(), table.clone())?;
+                    sources.push(SourceSlot { source, table });
+                }
+                "json" | "parquet" | "csv" => register_static(&ctx, d).await?,
+                // A (compacted) topic read to its end as a table: latest value per key.
+                "kafka_table" => {
+                    let opts = KafkaSourceOptions::from_options(&d.options)?;
+                    let (schema, rows) = crate::source::read_latest_per_key(&opts)?;
+                    tracing::info!(table = %d.name, rows = rows.iter().map(|b| b.num_rows()).sum::<usize>(), "read {} as a table", opts.description());
+                    let table = datafusion::datasource::MemTable::try_new(schema, vec![rows])?;
+                    ctx.register_table(d.name.as_str(), Arc::new(table))?;
+                }
+                other => {
+                    return Err(SqlError::Query(format!(
+                        "{}: unknown source format {other:?} (kafka, text, kafka_table, json, parquet, csv)",
+                        d.name
+                    )))
+                }
+            },
+            Statement::View { name, sql, source } => {
+                let names = names_in_scope(&ctx, source).await?;
+                let (resolved, map) = script.resolve(source, &names)?;
+                // The view's text on a line of its own: errors count lines from it.
+                ctx.sql(&format!("CREATE OR REPLACE VIEW {name} AS\n{resolved}"))
+                    .await
+                    .map_err(|e| dialect::locate(e.into(), script.place(source), &resolved, &map, 1, &names))?;
+                // The checkpoint's identity is the text before names are resolved,
+                // as older Runnel recorded it.
+                views.push_str(&format!("VIEW {name} AS {sql}; "));
+            }
+            Statement::Query { .. } => {}
+        }
+    }
+    let source = script.query_source();
+    let names = names_in_scope(&ctx, source).await?;
+    let (resolved, map) = script.resolve(source, &names)?;
+    let plan = plan_query(&ctx, &resolved, options.output_mode, &script.watermarks)
+        .await
+        .map_err(|e| dialect::locate(e, script.place(source), &resolved, &map, 0, &names))?;
+    views.push_str(sql);
+    Ok(Prepared {
+        ctx,
+        sources,
+        group_sources,
+        plan,
+        text: views,
+        sink_decl,
+        options,
+    })
+}
+
 impl StreamingQuery {
     /// Builds a query from a parsed script. `options` override the sink's OPTIONS.
     pub async fn from_script(script: &Script, options: QueryOptions) -> Result<StreamingQuery> {
-        let ctx = new_session();
-        let (sink_name, sql) = script.query();
-        let sink_decl: Option<Declaration> = match sink_name {
-            Some(n) => Some(script.declaration(n).cloned().ok_or_else(|| {
-                SqlError::Query(format!("INSERT INTO {n}: no sink declared with that name"))
-            })?),
-            None => None,
-        };
-        let sink_opts = sink_decl
-            .as_ref()
-            .map(|d| d.options.clone())
-            .unwrap_or_default();
-        let mut options = options;
-        if options.output_mode.is_none() {
-            options.output_mode = opt(&sink_opts, "outputMode")
-                .map(|m| OutputMode::parse(m))
-                .transpose()?;
+        if crate::group::application_id(script, None)?.is_some() {
+            return Err(SqlError::Unsupported(
+                "SET application.id runs the query in multi-process mode (runnel_sql::group::GroupQuery)".into(),
+            ));
         }
-        if options.trigger.is_none() {
-            options.trigger = opt(&sink_opts, "trigger")
-                .map(|t| Trigger::parse(t))
-                .transpose()?;
-        }
-        if options.checkpoint_location.is_none() {
-            options.checkpoint_location = opt(&sink_opts, "checkpointLocation").map(PathBuf::from);
-        }
-        if options.query_name.is_none() {
-            options.query_name = opt(&sink_opts, "queryName").cloned();
-        }
-        let mut sources = Vec::new();
-        // The query's text for the checkpoint's identity: its views, then the query.
-        let mut views = String::new();
-        for stmt in &script.statements {
-            match stmt {
-                Statement::Declare(d) if Some(d.name.as_str()) == sink_name => {}
-                Statement::Declare(d) => match d.format.as_str() {
-                    "kafka" | "text" => {
-                        let source = if d.format == "kafka" {
-                            StreamSource::Kafka(Box::new(KafkaSource::new(
-                                KafkaSourceOptions::from_options(&d.options)?,
-                            )?))
-                        } else {
-                            StreamSource::Files(FileSource::from_options(&d.options)?)
-                        };
-                        let table =
-                            Arc::new(SlotTable::new(source.schema(), true, Some(sources.len())));
-                        ctx.register_table(d.name.as_str(), table.clone())?;
-                        sources.push(SourceSlot { source, table });
-                    }
-                    "json" | "parquet" | "csv" => register_static(&ctx, d).await?,
-                    // A (compacted) topic read to its end as a table: latest value per key.
-                    "kafka_table" => {
-                        let opts = KafkaSourceOptions::from_options(&d.options)?;
-                        let (schema, rows) = crate::source::read_latest_per_key(&opts)?;
-                        tracing::info!(table = %d.name, rows = rows.iter().map(|b| b.num_rows()).sum::<usize>(), "read {} as a table", opts.description());
-                        let table = datafusion::datasource::MemTable::try_new(schema, vec![rows])?;
-                        ctx.register_table(d.name.as_str(), Arc::new(table))?;
-                    }
-                    other => {
-                        return Err(SqlError::Query(format!(
-                            "{}: unknown source format {other:?} (kafka, text, kafka_table, json, parquet, csv)",
-                            d.name
-                        )))
-                    }
-                },
-                Statement::View { name, sql, source } => {
-                    let names = names_in_scope(&ctx, source).await?;
-                    let (resolved, map) = script.resolve(source, &names)?;
-                    // The view's text on a line of its own: errors count lines from it.
-                    ctx.sql(&format!("CREATE OR REPLACE VIEW {name} AS\n{resolved}"))
-                        .await
-                        .map_err(|e| dialect::locate(e.into(), script.place(source), &resolved, &map, 1, &names))?;
-                    // The checkpoint's identity is the text before names are resolved,
-                    // as older Runnel recorded it.
-                    views.push_str(&format!("VIEW {name} AS {sql}; "));
-                }
-                Statement::Query { .. } => {}
-            }
-        }
-        let source = script.query_source();
-        let names = names_in_scope(&ctx, source).await?;
-        let (resolved, map) = script.resolve(source, &names)?;
-        let plan = plan_query(&ctx, &resolved, options.output_mode, &script.watermarks)
-            .await
-            .map_err(|e| dialect::locate(e, script.place(source), &resolved, &map, 0, &names))?;
-        views.push_str(sql);
-        let (checkpoint, query_id) = open_checkpoint(&options, &sources, Some(views))?;
+        let p = prepare(script, options, false).await?;
+        let Prepared {
+            ctx,
+            sources,
+            plan,
+            text,
+            sink_decl,
+            options,
+            ..
+        } = p;
+        let (checkpoint, query_id) = open_checkpoint(&options, &sources, Some(text))?;
         let sink = match &sink_decl {
             Some(d) => Sink::from_options(&d.format, &d.name, &d.options, &query_id)?,
             None => Sink::Console {
@@ -278,6 +357,10 @@ impl StreamingQuery {
                 truncate: true,
             },
         };
+        let sink_opts = sink_decl
+            .as_ref()
+            .map(|d| d.options.clone())
+            .unwrap_or_default();
         let mut q = Self::assemble(ctx, sources, plan, sink, checkpoint, query_id, options)?;
         q.echo_console = opt(&sink_opts, "echoConsole").is_some_and(|v| v == "true");
         if let Some(agg) = &mut q.aggregate {

@@ -16,6 +16,7 @@
 //! - `options`    the option names each source and sink knows; typo suggestions
 //! - `sink`       console, kafka, files, memory, callback sinks
 //! - `engine`     the micro-batch driver, triggers, recovery
+//! - `group`      multi-process queries: a consumer group, repartition and changelog topics, transactions
 //! - `progress`   Spark-shaped progress reports
 //! - `http`       progress and memory tables over HTTP
 //! - `tweets`, `demo`  the deterministic tweet generator and its producer
@@ -32,6 +33,7 @@ pub mod engine;
 pub mod error;
 pub mod file_source;
 pub mod functions;
+pub mod group;
 pub mod http;
 pub mod join;
 pub mod operator;
@@ -47,6 +49,7 @@ pub mod tweets;
 pub use aggregate::OutputMode;
 pub use engine::{QueryOptions, StreamingQuery, Trigger};
 pub use error::{Result, SqlError};
+pub use group::GroupQuery;
 pub use progress::ProgressOutput;
 pub use script::Script;
 

@@ -481,65 +481,89 @@ impl KafkaSink {
     async fn send_all(&mut self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
         let mut sender = BoundedSender::new(100_000);
         let batch_str = batch_id.to_string();
-        for b in batches {
-            let col = |name: &str| b.schema().index_of(name).ok().map(|i| b.column(i).clone());
-            let value = col("value").ok_or_else(|| {
-                SqlError::Unsupported(
-                    "Required attribute 'value' not found (the kafka sink writes the value column)"
-                        .into(),
-                )
-            })?;
-            let value = to_binary(&value, "value")?;
-            let key = col("key").map(|k| to_binary(&k, "key")).transpose()?;
-            let topic_col = col("topic")
-                .map(|t| cast(&t, &DataType::Utf8))
-                .transpose()?;
-            let partition = col("partition")
-                .map(|p| cast(&p, &DataType::Int32))
-                .transpose()?;
-            for i in 0..b.num_rows() {
-                let topic = match (&topic_col, &self.topic) {
-                    (_, Some(t)) => t.as_str(),
-                    (Some(tc), None) if tc.is_valid(i) => tc.as_string::<i32>().value(i),
-                    _ => {
-                        return Err(SqlError::Unsupported(
-                            "topic option required when no 'topic' attribute is present".into(),
-                        ))
-                    }
-                };
-                let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-                if value.is_valid(i) {
-                    rec = rec.payload(value.value(i));
-                }
-                if let Some(k) = &key {
-                    if k.is_valid(i) {
-                        rec = rec.key(k.value(i));
-                    }
-                }
-                if let Some(p) = &partition {
-                    let p = p.as_primitive::<datafusion::arrow::datatypes::Int32Type>();
-                    if p.is_valid(i) {
-                        rec = rec.partition(p.value(i));
-                    }
-                }
-                if self.transactional {
-                    rec = rec.headers(
-                        OwnedHeaders::new()
-                            .insert(Header {
-                                key: "runnel.query.id",
-                                value: Some(self.query_id.as_str()),
-                            })
-                            .insert(Header {
-                                key: "runnel.batch.id",
-                                value: Some(batch_str.as_str()),
-                            }),
-                    );
-                }
-                sender.send(&self.producer, rec).await?;
-            }
-        }
+        let headers = [
+            ("runnel.query.id", self.query_id.as_str()),
+            ("runnel.batch.id", batch_str.as_str()),
+        ];
+        let headers = self.transactional.then_some(&headers[..]);
+        send_rows(
+            &self.producer,
+            &mut sender,
+            batches,
+            self.topic.as_deref(),
+            headers,
+        )
+        .await?;
         sender.finish().await
     }
+}
+
+/// Sends the rows of a Kafka sink's batches as Spark's Kafka sink writes them: the
+/// `value` column (string or binary), the optional `key`, `topic` and `partition`
+/// columns; `topic` (the sink's option) beats the column. `headers` go on every record.
+/// Returns once every record is handed to `sender` (not yet acknowledged).
+pub(crate) async fn send_rows(
+    producer: &FutureProducer,
+    sender: &mut BoundedSender,
+    batches: &[RecordBatch],
+    default_topic: Option<&str>,
+    headers: Option<&[(&str, &str)]>,
+) -> Result<()> {
+    for b in batches {
+        let col = |name: &str| b.schema().index_of(name).ok().map(|i| b.column(i).clone());
+        let value = col("value").ok_or_else(|| {
+            SqlError::Unsupported(
+                "Required attribute 'value' not found (the kafka sink writes the value column)"
+                    .into(),
+            )
+        })?;
+        let value = to_binary(&value, "value")?;
+        let key = col("key").map(|k| to_binary(&k, "key")).transpose()?;
+        let topic_col = col("topic")
+            .map(|t| cast(&t, &DataType::Utf8))
+            .transpose()?;
+        let partition = col("partition")
+            .map(|p| cast(&p, &DataType::Int32))
+            .transpose()?;
+        for i in 0..b.num_rows() {
+            let topic = match (&topic_col, default_topic) {
+                (_, Some(t)) => t,
+                (Some(tc), None) if tc.is_valid(i) => tc.as_string::<i32>().value(i),
+                _ => {
+                    return Err(SqlError::Unsupported(
+                        "topic option required when no 'topic' attribute is present".into(),
+                    ))
+                }
+            };
+            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+            if value.is_valid(i) {
+                rec = rec.payload(value.value(i));
+            }
+            if let Some(k) = &key {
+                if k.is_valid(i) {
+                    rec = rec.key(k.value(i));
+                }
+            }
+            if let Some(p) = &partition {
+                let p = p.as_primitive::<datafusion::arrow::datatypes::Int32Type>();
+                if p.is_valid(i) {
+                    rec = rec.partition(p.value(i));
+                }
+            }
+            if let Some(hs) = headers {
+                let mut h = OwnedHeaders::new();
+                for (key, value) in hs {
+                    h = h.insert(Header {
+                        key,
+                        value: Some(*value),
+                    });
+                }
+                rec = rec.headers(h);
+            }
+            sender.send(producer, rec).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The highest `runnel.batch.id` among committed records of query `query_id` in `topic`

@@ -398,7 +398,7 @@ fn headers_type() -> DataType {
 }
 
 /// Turns messages into Arrow batches with the Kafka row schema.
-struct RowBuilder {
+pub(crate) struct RowBuilder {
     schema: SchemaRef,
     include_headers: bool,
     key: BinaryBuilder,
@@ -414,7 +414,7 @@ struct RowBuilder {
 }
 
 impl RowBuilder {
-    fn new(schema: SchemaRef, include_headers: bool) -> Self {
+    pub(crate) fn new(schema: SchemaRef, include_headers: bool) -> Self {
         RowBuilder {
             schema,
             include_headers,
@@ -431,7 +431,7 @@ impl RowBuilder {
         }
     }
 
-    fn push<M: Message>(&mut self, m: &M) -> Result<()> {
+    pub(crate) fn push<M: Message>(&mut self, m: &M) -> Result<()> {
         self.key.append_option(m.key());
         self.value.append_option(m.payload());
         self.topic.append_value(m.topic());
@@ -492,7 +492,7 @@ impl RowBuilder {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Vec<RecordBatch>> {
+    pub(crate) fn finish(mut self) -> Result<Vec<RecordBatch>> {
         self.flush()?;
         Ok(self.done)
     }

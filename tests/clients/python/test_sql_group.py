@@ -1,0 +1,401 @@
+"""`runnel sql --application-id ID` (issue 17, item 5): one query run by several processes
+that share the source partitions through a consumer group, repartition rows by key
+through `<id>-aggregate-repartition`, keep each state partition in the compacted
+`<id>-aggregate-state-changelog`, and write each batch in one Kafka transaction with
+the offsets it read. Checked through the real binary against answers computed here:
+two processes give the single process's answer; a process killed with SIGKILL
+mid-stream hands its partitions and state to the other, and the sink (read_committed)
+holds the answer with no update written twice; a third process joining takes
+partitions. Queries multi-process mode does not run are refused, naming why."""
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+from confluent_kafka import KafkaError, TopicPartition
+
+import ck
+from harness import _die_with_parent, runnel_bin, unique
+from test_sql_cli import has_sql
+
+pytestmark = pytest.mark.skipif(not has_sql(), reason="this binary was built without the sql feature")
+
+PARTITIONS = 4
+TAGS = 37
+STEP_MS = 50  # event time between records: 1200 records a minute, several windows
+
+QUERY = """
+CREATE TEMPORARY VIEW src USING kafka OPTIONS (
+  kafka.bootstrap.servers '${bootstrap}', subscribe '${topic}', startingOffsets 'earliest',
+  endingOffsets '${ending:-}', maxOffsetsPerTrigger '${cap:-500}',
+  kafka.session.timeout.ms '6000', kafka.heartbeat.interval.ms '1000');
+CREATE TEMPORARY VIEW events AS
+SELECT from_json(CAST(value AS STRING), 'tag STRING, n BIGINT') AS d, timestamp AS ts FROM src;
+CREATE TEMPORARY VIEW out USING kafka OPTIONS (
+  kafka.bootstrap.servers '${bootstrap}', topic '${out}', outputMode '${mode:-update}');
+INSERT INTO out
+SELECT tag AS key,
+       to_json(named_struct('tag', tag, 'start', unix_millis(w.start), 'n', n, 'total', total)) AS value
+FROM (
+  SELECT window(ts, '1 minute') AS w, d.tag AS tag, count(*) AS n, sum(d.n) AS total
+  FROM events WATERMARK ts DELAY OF INTERVAL ${delay:-1 HOUR}
+  GROUP BY window(ts, '1 minute'), d.tag
+) c;
+"""
+
+
+def records(first, count, base_ms):
+    return [{"value": json.dumps({"tag": f"t{i % TAGS}", "n": i}).encode(),
+             "timestamp": base_ms + i * STEP_MS, "partition": i % PARTITIONS}
+            for i in range(first, first + count)]
+
+
+def expected(count, base_ms):
+    """(tag, window start) -> (count, sum of n), computed from the records."""
+    out = defaultdict(lambda: [0, 0])
+    for i in range(count):
+        ts = base_ms + i * STEP_MS
+        e = out[(f"t{i % TAGS}", ts - ts % 60_000)]
+        e[0] += 1
+        e[1] += i
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def base_ms():
+    # Whole minutes, an hour ago: every record's window is well inside the watermark.
+    now = int(time.time() * 1000) - 3_600_000
+    return now - now % 60_000
+
+
+def read_updates(broker, topic):
+    """Every committed update in the sink: (tag, start) -> [(n, total), ...] in order."""
+    updates = defaultdict(list)
+    for p in range(PARTITIONS):
+        for m in ck.consume(broker, topic, partition=p, isolation_level="read_committed", timeout=30):
+            v = json.loads(m.value())
+            updates[(v["tag"], v["start"])].append((v["n"], v["total"]))
+    return updates
+
+
+def latest(updates):
+    return {k: v[-1] for k, v in updates.items()}
+
+
+def assert_no_update_twice(updates):
+    """Each update of a key in update mode carries a larger count: a batch written twice
+    (a replay that was not exactly-once) repeats or goes back."""
+    for k, seq in updates.items():
+        ns = [n for n, _ in seq]
+        assert all(a < b for a, b in zip(ns, ns[1:])), f"{k}: counts {ns} are not strictly increasing"
+
+
+class Proc:
+    """A `runnel sql` process whose stderr goes to a file the test reads."""
+
+    def __init__(self, path, query_file, defines, *args):
+        self.log_path = path
+        self.log = open(path, "w")
+        cmd = [runnel_bin(), "sql", "-f", str(query_file), *args]
+        for k, v in defines.items():
+            cmd += ["-d", f"{k}={v}"]
+        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log,
+                                  preexec_fn=_die_with_parent)
+
+    def text(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def assignments(self):
+        """(source partitions, state partitions) of each assignment, in order."""
+        return [(eval(s), eval(t)) for s, t in
+                re.findall(r"assigned source partitions (\[.*?\]), state partitions (\[.*?\])", self.text())]
+
+    def rows_read(self):
+        return sum(int(n) for n in re.findall(r"batch \d+: (\d+) source rows", self.text()))
+
+    def rows_folded(self):
+        return sum(int(n) for n in re.findall(r"batch \d+: .*?, (\d+) rows into state", self.text()))
+
+    def rows_out(self):
+        return sum(int(n) for n in re.findall(r"batch \d+: .*?, (\d+) rows out", self.text()))
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(timeout=10)
+        self.log.close()
+
+
+class SlowFeed:
+    """Produces records(0, n, base) in chunks of 200 every half second, on a thread."""
+
+    def __init__(self, broker, topic, n, base):
+        self.done = []
+        self.failed = []
+
+        def run():
+            p = ck.producer(broker)
+            for first in range(0, n, 200):
+                self.failed += ck.produce_all(p, topic, records(first, min(200, n - first), base)).failed
+                self.done.append(min(200, n - first))
+                time.sleep(0.5)
+
+        self.t = threading.Thread(target=run)
+        self.t.start()
+
+    def produced(self):
+        return sum(self.done)
+
+    def join(self):
+        self.t.join(timeout=120)
+        assert not self.t.is_alive() and self.failed == [], self.failed
+
+
+def wait_until(what, cond, procs, timeout=90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        for p in procs:
+            assert p.p.poll() is None, f"a process exited ({p.p.returncode}) while waiting for {what}:\n{p.text()}"
+        time.sleep(0.5)
+    logs = "\n---\n".join(p.text()[-3000:] for p in procs)
+    pytest.fail(f"timed out waiting for {what}:\n{logs}")
+
+
+def last_state(p):
+    a = p.assignments()
+    return a[-1][1] if a else None
+
+
+def run_of(broker, n):
+    """A run's event-time base, size, answer, output topic and application id."""
+    base = base_ms()
+    return base, n, expected(n, base), ck.create_topic(broker, unique("grp-out"), partitions=PARTITIONS), unique("app")
+
+
+def start_pair(start, procs, out, app, *args):
+    """Two processes of one application, once each holds half of the partitions."""
+    a, b = start(out, app, *args), start(out, app, *args)
+    wait_until("the two processes to split the partitions",
+               lambda: last_state(a) is not None and last_state(b) is not None
+               and len(last_state(a)) == 2 and len(last_state(b)) == 2, procs)
+    return a, b
+
+
+@contextlib.contextmanager
+def processes(b, tmp_path):
+    """A 4-partition source topic on broker `b`, the query file, and a
+    way to start `runnel sql` processes on them; every process is killed at the end."""
+    topic = ck.create_topic(b, unique("grp-src"), partitions=PARTITIONS)
+    qf = tmp_path / "q.sql"
+    qf.write_text(QUERY)
+    procs = []
+
+    def start(out, app=None, *args):
+        defines = {"bootstrap": b.bootstrap, "topic": topic, "out": out}
+        extra = list(args) + (["--application-id", app] if app else [])
+        p = Proc(tmp_path / f"p{len(procs)}.log", qf, defines, *extra)
+        procs.append(p)
+        return p
+
+    try:
+        yield topic, qf, start, procs
+    finally:
+        for p in procs:
+            p.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def setup(broker, tmp_path):
+    with processes(broker, tmp_path) as s:
+        yield s
+
+
+@pytest.mark.timeout_s(180)
+def test_two_processes_give_the_single_process_answer(broker, setup):
+    topic, qf, start, procs = setup
+    base, n = base_ms(), 4000
+    want = expected(n, base)
+    single_out = ck.create_topic(broker, unique("grp-single"), partitions=PARTITIONS)
+    group_out = ck.create_topic(broker, unique("grp-out"), partitions=PARTITIONS)
+    app = unique("app")
+    # Both in the group, each with half of the partitions, before the data comes.
+    a, b = start_pair(start, procs, group_out, app)
+    assert ck.produce_all(ck.producer(broker), topic, records(0, n, base)).failed == []
+    # The single process (no application id), to the end of the topic.
+    single = subprocess.run([runnel_bin(), "sql", "-f", str(qf), "--trigger", "availableNow",
+                             "-d", f"bootstrap={broker.bootstrap}", "-d", f"topic={topic}",
+                             "-d", f"out={single_out}", "-d", "ending=latest"],
+                            capture_output=True, text=True, timeout=120)
+    assert single.returncode == 0, single.stderr
+    single_answer = latest(read_updates(broker, single_out))
+    assert single_answer == want
+    wait_until("the group's answer", lambda: latest(read_updates(broker, group_out)) == want, procs)
+    updates = read_updates(broker, group_out)
+    assert latest(updates) == single_answer
+    assert_no_update_twice(updates)
+    # Both did part of the work.
+    assert a.rows_read() > 0 and b.rows_read() > 0, (a.text(), b.text())
+    assert a.rows_read() + b.rows_read() == n
+    # The internal topics are named as Kafka Streams names them.
+    md = ck.admin(broker).list_topics(timeout=10).topics
+    assert f"{app}-aggregate-repartition" in md and f"{app}-aggregate-state-changelog" in md
+    assert len(md[f"{app}-aggregate-state-changelog"].partitions) == PARTITIONS
+
+
+@pytest.mark.timeout_s(180)
+def test_a_killed_process_hands_its_partitions_and_state_over(broker, setup):
+    kill_one_of_two(broker, *setup)
+
+
+def kill_one_of_two(broker, topic, qf, start, procs):
+    """Two processes; one is killed (SIGKILL) while the input still comes in; the other
+    takes its partitions and their state, and the sink has the answer, each update once."""
+    base, n, want, out, app = run_of(broker, 6000)
+    a, b = start_pair(start, procs, out, app, "--define", "cap=100")
+    # The records come in over several seconds; one process dies while they do.
+    feed = SlowFeed(broker, topic, n, base)
+    try:
+        wait_until("output from both", lambda: a.rows_out() > 0 and b.rows_out() > 0, procs)
+        a.stop(signal.SIGKILL)
+        assert feed.produced() < n, "the input was complete before the kill: make it come slower"
+        assert a.rows_read() > 0, a.text()
+    finally:
+        feed.join()
+    procs.remove(a)
+    wait_until("the survivor to own every state partition",
+               lambda: last_state(b) is not None and len(last_state(b)) == PARTITIONS, [b])
+    wait_until("the answer after the takeover", lambda: latest(read_updates(broker, out)) == want, [b], timeout=120)
+    updates = read_updates(broker, out)
+    assert latest(updates) == want
+    assert_no_update_twice(updates)
+    # The survivor restored state from the changelog (the dead one's partitions had state).
+    assert re.search(r"state partitions \[0, 1, 2, 3\] \(restored [1-9]\d* keys", b.text()), b.text()
+
+
+@pytest.mark.timeout_s(180)
+def test_a_stopped_process_is_fenced_when_it_comes_back(broker, setup):
+    """A process paused past the session timeout loses its partitions; when it resumes,
+    what it had read or was writing must not reach the sink (its offsets commit carries
+    an old group generation, or its transaction timed out): it rejoins and the answer
+    has no update twice (KIP-447 fencing)."""
+    topic, qf, start, procs = setup
+    base, n, want, out, app = run_of(broker, 6000)
+    a, b = start_pair(start, procs, out, app, "--define", "cap=100")
+    feed = SlowFeed(broker, topic, n, base)
+    try:
+        wait_until("output from both", lambda: a.rows_out() > 0 and b.rows_out() > 0, procs)
+        a.p.send_signal(signal.SIGSTOP)
+        try:
+            wait_until("the other to own every state partition",
+                       lambda: len(last_state(b)) == PARTITIONS, [b], timeout=60)
+            assert feed.produced() < n, "the input was complete before the pause: make it come slower"
+        finally:
+            seen = len(a.assignments())
+            a.p.send_signal(signal.SIGCONT)
+        wait_until("the resumed process to rejoin",
+                   lambda: len(a.assignments()) > seen and len(last_state(a)) == 2, procs)
+    finally:
+        feed.join()
+    wait_until("the answer", lambda: latest(read_updates(broker, out)) == want, procs, timeout=120)
+    updates = read_updates(broker, out)
+    assert_no_update_twice(updates)
+    assert a.rows_read() + b.rows_read() == n
+
+
+@pytest.mark.timeout_s(180)
+def test_a_third_process_takes_partitions_without_a_restart(broker, setup, tmp_path):
+    topic, qf, start, procs = setup
+    # The application id from the file this time.
+    app = unique("app")
+    qf.write_text(f"SET application.id = {app};\n" + QUERY)
+    base, n = base_ms(), 4000
+    want = expected(n, base)
+    out = ck.create_topic(broker, unique("grp-out"), partitions=PARTITIONS)
+    a, b = start_pair(start, procs, out, None)
+    p = ck.producer(broker)
+    assert ck.produce_all(p, topic, records(0, n // 2, base)).failed == []
+    wait_until("the first half's answer", lambda: latest(read_updates(broker, out)) == expected(n // 2, base), procs)
+    c = start(out)
+    wait_until("the third process to get partitions",
+               lambda: last_state(c) is not None and len(last_state(c)) >= 1
+               and sum(len(last_state(x)) for x in (a, b, c)) == PARTITIONS, procs)
+    assert ck.produce_all(p, topic, records(n // 2, n - n // 2, base)).failed == []
+    wait_until("the whole answer", lambda: latest(read_updates(broker, out)) == want, procs)
+    updates = read_updates(broker, out)
+    assert_no_update_twice(updates)
+    assert c.rows_read() > 0, c.text()
+    assert a.rows_read() + b.rows_read() + c.rows_read() == n
+
+
+@pytest.mark.timeout_s(180)
+def test_append_mode_emits_each_window_once_when_its_partitions_watermark_passes(broker, setup):
+    topic, qf, start, procs = setup
+    base, n, want, out, app = run_of(broker, 4000)
+    a, b = start_pair(start, procs, out, app, "-d", "mode=append", "-d", "delay=10 MINUTES")
+    p = ck.producer(broker)
+    assert ck.produce_all(p, topic, records(0, n, base)).failed == []
+    # Every row in state before the watermark moves: none is late.
+    wait_until("all rows in state", lambda: a.rows_folded() + b.rows_folded() == n, procs)
+    assert a.rows_out() + b.rows_out() == 0, "append mode wrote a window before its watermark passed"
+    # A record per tag two hours later moves every state partition's watermark past
+    # the windows above (its own window stays open).
+    late = base + 7_200_000
+    assert ck.produce_all(p, topic, [{"value": json.dumps({"tag": f"t{t}", "n": 0}).encode(), "timestamp": late,
+                                      "partition": t % PARTITIONS} for t in range(TAGS)]).failed == []
+    wait_until("every window", lambda: latest(read_updates(broker, out)) == want, procs)
+    updates = read_updates(broker, out)
+    assert all(len(v) == 1 for v in updates.values()), {k: v for k, v in updates.items() if len(v) > 1}
+    assert latest(updates) == want
+
+
+REFUSED = [
+    ("SELECT CAST(value AS STRING) AS value FROM src", "out", "no GROUP BY aggregation"),
+    ("SELECT CAST(value AS STRING) AS key, CAST(count(*) AS STRING) AS value FROM src GROUP BY value",
+     "console", "only a Kafka sink"),
+    ("SELECT CAST(value AS STRING) AS key, CAST(count(*) AS STRING) AS value FROM src GROUP BY value",
+     "complete", "complete output mode is not supported"),
+]
+
+
+@pytest.mark.parametrize("select,sink,message", REFUSED)
+def test_what_multi_process_mode_refuses(select, sink, message):
+    b = "127.0.0.1:1"
+    mode = "complete" if sink == "complete" else "update"
+    fmt = "console" if sink == "console" else "kafka"
+    q = (f"CREATE TEMPORARY VIEW src USING kafka OPTIONS (kafka.bootstrap.servers '{b}', subscribe 'x');\n"
+         f"CREATE TEMPORARY VIEW out USING {fmt} OPTIONS (kafka.bootstrap.servers '{b}', topic 'o', outputMode '{mode}');\n"
+         if fmt == "kafka" else
+         f"CREATE TEMPORARY VIEW src USING kafka OPTIONS (kafka.bootstrap.servers '{b}', subscribe 'x');\n"
+         f"CREATE TEMPORARY VIEW out USING console OPTIONS (outputMode '{mode}');\n")
+    q += f"INSERT INTO out {select};"
+    r = subprocess.run([runnel_bin(), "sql", "-e", q, "--application-id", "refused"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert message in r.stderr and "multi-process mode" in r.stderr, r.stderr
+
+
+def test_cooperative_rebalancing_is_refused():
+    """A batch read before a rebalance is dropped and read again from the committed
+    offsets: that needs eager rebalances (every partition revoked)."""
+    b = "127.0.0.1:1"
+    q = (f"CREATE TEMPORARY VIEW src USING kafka OPTIONS (kafka.bootstrap.servers '{b}', subscribe 'x', "
+         f"kafka.partition.assignment.strategy 'cooperative-sticky');\n"
+         f"CREATE TEMPORARY VIEW out USING kafka OPTIONS (kafka.bootstrap.servers '{b}', topic 'o', outputMode 'update');\n"
+         f"INSERT INTO out {REFUSED[1][0]};")
+    r = subprocess.run([runnel_bin(), "sql", "-e", q, "--application-id", "refused"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "kafka.partition.assignment.strategy" in r.stderr and "eager rebalances" in r.stderr, r.stderr
