@@ -331,3 +331,56 @@ def test_source_over_sasl_ssl(start_broker, tmp_path, mirrors):
     wait_copied(m, source, target, topic, f"source.{topic}", 2)
     assert_same(source, target, topic, f"source.{topic}", 2)
     assert m.stop() == 0
+
+
+def target_committed(broker, group, topic, partitions):
+    """`group`'s committed offsets (None where it has none), read from outside the group."""
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, **ck.QUIET})
+    try:
+        got = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in got}
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout_s(90)
+def test_sync_group_offsets_commits_translated_offsets_of_idle_groups(pair, tmp_path, mirrors):
+    """--sync-group-offsets (MM2's sync.group.offsets.enabled): the translated offsets
+    are committed in the target's groups, not for a group with members there, and never
+    moving a group back."""
+    source, target = pair
+    topic = unique("sync")
+    remote = f"src.{topic}"
+    ck.create_topic(source, topic, partitions=2)
+    produce(source, topic, 40, 2)
+    # 5 records already on the target's partition 0: target offsets there are source + 5.
+    ck.create_topic(target, remote, partitions=2)
+    ck.produce_all(ck.producer(target), remote, [{"value": b"before"}] * 5, partition=0)
+    idle, behind_ahead, active = unique("g"), unique("g"), unique("g")
+    for g in (idle, behind_ahead, active):
+        commit(source, g, topic, {0: 10, 1: 7})
+    commit(target, behind_ahead, remote, {0: 19})  # ahead of the translated 15 on partition 0
+    member = Consumer({"bootstrap.servers": target.bootstrap, "group.id": active,
+                       "enable.auto.commit": False, **ck.QUIET})
+    member.subscribe([remote])
+    deadline = time.monotonic() + 20
+    while not member.assignment():
+        assert time.monotonic() < deadline, "no assignment on the target"
+        member.poll(0.2)
+    try:
+        m = Mirror(tmp_path, source, target, "--topics", topic, "--source-alias", "src",
+                   "--groups", "g-.*", "--sync-group-offsets")
+        mirrors.append(m)
+        deadline = time.monotonic() + 30
+        while (target_committed(target, idle, remote, 2) != {0: 15, 1: 7}
+               or end_offsets(target, remote, 2) != {0: 25, 1: 20}):
+            assert time.monotonic() < deadline and m.proc.poll() is None, (
+                target_committed(target, idle, remote, 2), end_offsets(target, remote, 2), m.text())
+            time.sleep(0.3)
+        assert target_committed(target, behind_ahead, remote, 2) == {0: 19, 1: 7}
+        member.poll(0.5)  # still a member while the mirror has checkpointed several times
+        assert target_committed(target, active, remote, 2) == {0: None, 1: None}
+        assert m.stop() == 0, m.text()
+        assert "group offsets synced" in m.text()
+    finally:
+        member.close()

@@ -16,7 +16,10 @@
 //! - Every `--emit-checkpoints-interval` the committed offsets of the source groups
 //!   matching `--groups` are translated (MM2's rule: never past a record not read) and
 //!   written as `Checkpoint`s to `<source>.checkpoints.internal`; every
-//!   `--emit-heartbeats-interval` a `Heartbeat` goes to `heartbeats`.
+//!   `--emit-heartbeats-interval` a `Heartbeat` goes to `heartbeats`. With
+//!   `--sync-group-offsets` the translated offsets are also committed into the target's
+//!   groups that have no members there, never moving one back (MM2's
+//!   `sync.group.offsets.enabled`).
 //! - Ctrl-C (or SIGTERM) stops after the produce in flight, writes the last
 //!   checkpoints and exits 0.
 
@@ -90,6 +93,11 @@ pub struct MirrorArgs {
         default_value_t = 60.0
     )]
     checkpoints_interval_secs: f64,
+    /// Also commit the translated offsets into the target's groups of the same id, for
+    /// groups with no members there, never moving a group back (MM2's
+    /// sync.group.offsets.enabled; done with each checkpoint).
+    #[arg(long = "sync-group-offsets")]
+    sync_group_offsets: bool,
     /// Seconds between heartbeats (MM2's emit.heartbeats.interval.seconds).
     #[arg(
         long = "emit-heartbeats-interval",
@@ -138,6 +146,7 @@ struct Settings {
     groups: regex_lite::Regex,
     policy: ReplicationPolicy,
     target_alias: String,
+    sync_group_offsets: bool,
     checkpoints_every: Duration,
     heartbeats_every: Duration,
     refresh_every: Duration,
@@ -176,6 +185,7 @@ impl MirrorArgs {
             )
             .map_err(UsageError)?,
             target_alias: self.target_alias.clone(),
+            sync_group_offsets: self.sync_group_offsets,
             checkpoints_every: secs(
                 self.checkpoints_interval_secs,
                 "--emit-checkpoints-interval",
@@ -254,6 +264,8 @@ struct Shared {
     records: AtomicU64,
     bytes: AtomicU64,
     checkpoints: AtomicU64,
+    /// Offsets committed into the target's groups (--sync-group-offsets).
+    group_offsets_synced: AtomicU64,
 }
 
 impl Shared {
@@ -306,6 +318,7 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         records: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         checkpoints: AtomicU64::new(0),
+        group_offsets_synced: AtomicU64::new(0),
     });
     let (offsets_topic, syncs_topic, checkpoints_topic) = shared.names();
     for name in [
@@ -927,6 +940,8 @@ async fn checkpoint(
 ) -> anyhow::Result<()> {
     let groups = shared.source.list_groups(&[]).await?;
     let mut records = Vec::new();
+    // group -> (remote topic, partition, downstream offset), for --sync-group-offsets.
+    let mut translated: BTreeMap<String, Vec<(String, i32, i64)>> = BTreeMap::new();
     for g in groups {
         let id = &g.group_id;
         if formats::is_excluded_group(id) || !shared.settings.groups.is_match(id) {
@@ -951,6 +966,11 @@ async fn checkpoint(
                 continue;
             };
             let remote = shared.settings.policy.remote_topic(&o.topic);
+            translated.entry(id.clone()).or_default().push((
+                remote.clone(),
+                o.partition,
+                downstream,
+            ));
             let key = (id.clone(), remote.clone(), o.partition);
             if last.get(&key) == Some(&(o.offset, downstream)) {
                 continue;
@@ -966,17 +986,57 @@ async fn checkpoint(
             ));
         }
     }
-    if records.is_empty() {
+    if !records.is_empty() {
+        let (_, _, checkpoints_topic) = shared.names();
+        shared
+            .target
+            .produce(&checkpoints_topic, 0, &records, &acks_all())
+            .await?;
+        shared
+            .checkpoints
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+    }
+    if shared.settings.sync_group_offsets {
+        for (group, offsets) in translated {
+            if let Err(e) = sync_group(shared, &group, offsets).await {
+                errln!("warning: cannot sync the offsets of group {group} on the target: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// MM2's `sync.group.offsets.enabled` for one group: the translated offsets are
+/// committed on the target when the group has no members there, and only where they
+/// are ahead of what the group has committed there (a group is never moved back).
+async fn sync_group(
+    shared: &Shared,
+    group: &str,
+    translated: Vec<(String, i32, i64)>,
+) -> anyhow::Result<()> {
+    if let Ok(d) = shared.target.describe_group(group).await {
+        if !d.is_inactive() {
+            return Ok(());
+        }
+    }
+    let current: HashMap<(String, i32), i64> = shared
+        .target
+        .committed_offsets(group)
+        .await?
+        .into_iter()
+        .map(|o| ((o.topic, o.partition), o.offset))
+        .collect();
+    let ahead: Vec<(String, i32, i64)> = translated
+        .into_iter()
+        .filter(|(t, p, o)| current.get(&(t.clone(), *p)).is_none_or(|c| o > c))
+        .collect();
+    if ahead.is_empty() {
         return Ok(());
     }
-    let (_, _, checkpoints_topic) = shared.names();
+    shared.target.commit_group_offsets(group, &ahead).await?;
     shared
-        .target
-        .produce(&checkpoints_topic, 0, &records, &acks_all())
-        .await?;
-    shared
-        .checkpoints
-        .fetch_add(records.len() as u64, Ordering::Relaxed);
+        .group_offsets_synced
+        .fetch_add(ahead.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
@@ -991,12 +1051,13 @@ fn print_progress(shared: &Shared, start: Instant) {
         .sum();
     let seen: HashSet<&String> = topics.keys().collect();
     errln!(
-        "mirror: {} records ({:.1} MiB) copied in {:.0} s from {} topics ({partitions} partitions), lag {lag} records, {} checkpoints",
+        "mirror: {} records ({:.1} MiB) copied in {:.0} s from {} topics ({partitions} partitions), lag {lag} records, {} checkpoints, {} group offsets synced",
         shared.records.load(Ordering::Relaxed),
         shared.bytes.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0),
         start.elapsed().as_secs_f64(),
         seen.len(),
         shared.checkpoints.load(Ordering::Relaxed),
+        shared.group_offsets_synced.load(Ordering::Relaxed),
     );
 }
 
