@@ -384,3 +384,44 @@ def test_sync_group_offsets_commits_translated_offsets_of_idle_groups(pair, tmp_
         assert "group offsets synced" in m.text()
     finally:
         member.close()
+
+
+def decode_offset_sync(key, value):
+    """MM2's OffsetSync: key {topic, partition}; value {upstreamOffset, offset} (int64s)."""
+    topic, at = read_str(key, 0)
+    (partition,) = struct.unpack_from(">i", key, at)
+    return (topic, partition), struct.unpack(">qq", value)
+
+
+@pytest.mark.timeout_s(90)
+def test_offset_syncs_on_the_source_as_mm2_names_them(pair, tmp_path, mirrors):
+    """--offset-syncs-topic-location source (MM2's default location): the syncs go to
+    mm2-offset-syncs.<target alias>.internal on the source, none on the target, and a
+    restart resumes from them without copying anything twice."""
+    source, target = pair
+    topic = unique("loc")
+    remote = f"src.{topic}"
+    ck.create_topic(source, topic, partitions=1)
+    produce(source, topic, 30, 1)
+    args = ("--topics", topic, "--source-alias", "src", "--target-alias", "dr",
+            "--offset-syncs-topic-location", "source")
+    m = Mirror(tmp_path, source, target, *args)
+    mirrors.append(m)
+    wait_copied(m, source, target, topic, remote, 1)
+    assert m.stop() == 0, m.text()
+    on_source = ck.admin(source).list_topics(timeout=10).topics
+    on_target = ck.admin(target).list_topics(timeout=10).topics
+    assert "mm2-offset-syncs.dr.internal" in on_source
+    assert not [t for t in on_target if t.startswith("mm2-offset-syncs")], list(on_target)
+    syncs = [decode_offset_sync(r.key(), r.value())
+             for r in ck.consume(source, "mm2-offset-syncs.dr.internal", 0, start=OFFSET_BEGINNING, timeout=20)]
+    assert ((topic, 0), (29, 29)) in syncs, syncs
+    produce(source, topic, 10, 1, start=30)
+    m = Mirror(tmp_path, source, target, *args)
+    mirrors.append(m)
+    wait_copied(m, source, target, topic, remote, 1)
+    assert_same(source, target, topic, remote, 1)
+    assert m.stop() == 0, m.text()
+    r = run_mirror("--source", source.bootstrap, "--target", target.bootstrap,
+                   "--offset-syncs-topic-location", "elsewhere")
+    assert r.returncode == 2 and "--offset-syncs-topic-location" in r.stderr, r.stderr

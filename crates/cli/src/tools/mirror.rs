@@ -8,7 +8,9 @@
 //!   read_committed, by an idempotent producer with acks=all.
 //! - After each produce is acknowledged, the last upstream offset copied and where it
 //!   landed are written to `mm2-offsets.<target>.internal` (Connect's format for MM2)
-//!   and as an `OffsetSync` to `mm2-offset-syncs.<target>.internal`. A restart reads
+//!   and as an `OffsetSync` to `mm2-offset-syncs.<source>.internal` on the target
+//!   (MM2's `offset-syncs.topic.location=target`; `--offset-syncs-topic-location source`
+//!   puts them in `mm2-offset-syncs.<target>.internal` on the source). A restart reads
 //!   them back and resumes after the stored upstream offset, skipping the records the
 //!   target already holds past the stored downstream offset (a crash between a produce
 //!   and its progress record): nothing is copied twice, nothing skipped, provided this
@@ -93,6 +95,15 @@ pub struct MirrorArgs {
         default_value_t = 60.0
     )]
     checkpoints_interval_secs: f64,
+    /// Where the offset syncs live: target (mm2-offset-syncs.SOURCE-ALIAS.internal on the
+    /// target; needs only read access to the source) or source (MM2's default:
+    /// mm2-offset-syncs.TARGET-ALIAS.internal on the source, which must then accept writes).
+    #[arg(
+        long = "offset-syncs-topic-location",
+        value_name = "CLUSTER",
+        default_value = "target"
+    )]
+    offset_syncs_location: String,
     /// Also commit the translated offsets into the target's groups of the same id, for
     /// groups with no members there, never moving a group back (MM2's
     /// sync.group.offsets.enabled; done with each checkpoint).
@@ -147,6 +158,8 @@ struct Settings {
     policy: ReplicationPolicy,
     target_alias: String,
     sync_group_offsets: bool,
+    /// MM2's offset-syncs.topic.location=source.
+    syncs_on_source: bool,
     checkpoints_every: Duration,
     heartbeats_every: Duration,
     refresh_every: Duration,
@@ -186,6 +199,15 @@ impl MirrorArgs {
             .map_err(UsageError)?,
             target_alias: self.target_alias.clone(),
             sync_group_offsets: self.sync_group_offsets,
+            syncs_on_source: match self.offset_syncs_location.as_str() {
+                "source" => true,
+                "target" => false,
+                other => {
+                    return Err(UsageError(format!(
+                        "--offset-syncs-topic-location {other:?}: use source or target"
+                    )))
+                }
+            },
             checkpoints_every: secs(
                 self.checkpoints_interval_secs,
                 "--emit-checkpoints-interval",
@@ -276,11 +298,25 @@ impl Shared {
     fn names(&self) -> (String, String, String) {
         let p = &self.settings.policy;
         let t = &self.settings.target_alias;
+        let other = if self.settings.syncs_on_source {
+            t
+        } else {
+            &p.source_alias
+        };
         (
             p.offsets_topic(t),
-            p.offset_syncs_topic(),
+            p.offset_syncs_topic(other),
             p.checkpoints_topic(),
         )
+    }
+
+    /// The cluster holding the offset syncs (--offset-syncs-topic-location).
+    fn syncs_cluster(&self) -> &Client {
+        if self.settings.syncs_on_source {
+            &self.source
+        } else {
+            &self.target
+        }
     }
 }
 
@@ -321,14 +357,14 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         group_offsets_synced: AtomicU64::new(0),
     });
     let (offsets_topic, syncs_topic, checkpoints_topic) = shared.names();
-    for name in [
-        &offsets_topic,
-        &syncs_topic,
-        &checkpoints_topic,
-        &formats::HEARTBEATS_TOPIC.to_string(),
+    for (cluster, name) in [
+        (&shared.target, &offsets_topic),
+        (shared.syncs_cluster(), &syncs_topic),
+        (&shared.target, &checkpoints_topic),
+        (&shared.target, &formats::HEARTBEATS_TOPIC.to_string()),
     ] {
         ensure_topic(
-            &shared.target,
+            cluster,
             name,
             1,
             vec![("cleanup.policy".into(), "compact".into())],
@@ -486,7 +522,7 @@ async fn read_all(
     while position < end {
         let fetched = client.fetch(topic, 0, position, &options).await?;
         if fetched.next_offset <= position {
-            anyhow::bail!("reading {topic} on the target made no progress at offset {position}");
+            anyhow::bail!("reading {topic} made no progress at offset {position}");
         }
         position = fetched.next_offset;
         out.extend(fetched.records);
@@ -526,7 +562,7 @@ async fn read_progress(shared: &Shared) -> anyhow::Result<Progress> {
             out.last.insert((topic, partition), (u, d));
         }
     }
-    for r in read_all(&shared.target, &syncs_topic)
+    for r in read_all(shared.syncs_cluster(), &syncs_topic)
         .await
         .with_context(|| format!("cannot read the offset syncs in {syncs_topic}"))?
     {
@@ -723,7 +759,7 @@ async fn write_progress(
         .await
         .with_context(|| format!("cannot store the progress in {offsets_topic}"))?;
     shared
-        .target
+        .syncs_cluster()
         .produce(&syncs_topic, 0, &syncs, &options)
         .await
         .with_context(|| format!("cannot write offset syncs to {syncs_topic}"))?;
