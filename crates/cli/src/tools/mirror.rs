@@ -15,6 +15,10 @@
 //!   target already holds past the stored downstream offset (a crash between a produce
 //!   and its progress record): nothing is copied twice, nothing skipped, provided this
 //!   process is the only writer of its target topics (as with MM2).
+//! - `--exactly-once`: each fetch's batches and their progress record go to the target
+//!   in one transaction (`runnel_client::txn`); a restart fences the old transactional
+//!   id (aborting what a crash left open) and resumes after the committed progress, with
+//!   nothing to skip.
 //! - Every `--emit-checkpoints-interval` the committed offsets of the source groups
 //!   matching `--groups` are translated (MM2's rule: never past a record not read) and
 //!   written as `Checkpoint`s to `<source>.checkpoints.internal`; every
@@ -38,6 +42,7 @@ use bytes::Bytes;
 use clap::Args;
 use formats::ReplicationPolicy;
 use runnel_client::records::encode_batch;
+use runnel_client::txn::TransactionalProducer;
 use runnel_client::{
     Client, ClientConfig, Compression, FetchOptions, NewTopic, OffsetSpec, ProduceOptions,
     ProducerIdentity, ProducerRecord, ResponseError,
@@ -104,6 +109,13 @@ pub struct MirrorArgs {
         default_value = "target"
     )]
     offset_syncs_location: String,
+    /// Exactly-once delivery (MM2's exactly.once.support=enabled): each copied batch and
+    /// the progress record that says it was copied are written in one transaction on the
+    /// target (transactional id runnel-mirror-SOURCE-ALIAS-TARGET-ALIAS), so a crash
+    /// leaves neither or both; read_committed consumers of the target see each record
+    /// once, whoever else writes there.
+    #[arg(long = "exactly-once")]
+    exactly_once: bool,
     /// Also commit the translated offsets into the target's groups of the same id, for
     /// groups with no members there, never moving a group back (MM2's
     /// sync.group.offsets.enabled; done with each checkpoint).
@@ -160,6 +172,7 @@ struct Settings {
     sync_group_offsets: bool,
     /// MM2's offset-syncs.topic.location=source.
     syncs_on_source: bool,
+    exactly_once: bool,
     checkpoints_every: Duration,
     heartbeats_every: Duration,
     refresh_every: Duration,
@@ -199,6 +212,7 @@ impl MirrorArgs {
             .map_err(UsageError)?,
             target_alias: self.target_alias.clone(),
             sync_group_offsets: self.sync_group_offsets,
+            exactly_once: self.exactly_once,
             syncs_on_source: match self.offset_syncs_location.as_str() {
                 "source" => true,
                 "target" => false,
@@ -286,6 +300,8 @@ struct Shared {
     records: AtomicU64,
     bytes: AtomicU64,
     checkpoints: AtomicU64,
+    /// The transactional producer (--exactly-once): one transaction at a time.
+    txn: Option<tokio::sync::Mutex<TransactionalProducer>>,
     /// Offsets committed into the target's groups (--sync-group-offsets).
     group_offsets_synced: AtomicU64,
 }
@@ -337,6 +353,19 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         .connect(&args.target, &args.target_config, "--target", config)
         .await
         .with_context(|| format!("cannot reach the target cluster (--target {})", args.target))?;
+    let txn = if settings.exactly_once {
+        // Before the progress is read: fences an earlier run and aborts what it left open.
+        let id = format!(
+            "runnel-mirror-{}-{}",
+            settings.policy.source_alias, settings.target_alias
+        );
+        let p = TransactionalProducer::init(&target, &id, 60_000)
+            .await
+            .with_context(|| format!("cannot start transactional id {id} on the target (--exactly-once needs a target with transactions)"))?;
+        Some(tokio::sync::Mutex::new(p))
+    } else {
+        None
+    };
     let producer = match target.init_producer_id().await {
         Ok(p) => Some((p.producer_id, p.producer_epoch)),
         Err(e) => {
@@ -355,6 +384,7 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         bytes: AtomicU64::new(0),
         checkpoints: AtomicU64::new(0),
         group_offsets_synced: AtomicU64::new(0),
+        txn,
     });
     let (offsets_topic, syncs_topic, checkpoints_topic) = shared.names();
     for (cluster, name) in [
@@ -515,8 +545,10 @@ async fn read_all(
     let end = client.list_offsets(topic, &[0], OffsetSpec::Latest).await?[0].offset;
     let mut out = Vec::new();
     let mut position = start;
+    // read_committed: what an aborted --exactly-once transaction wrote does not count.
     let options = FetchOptions {
         max_wait_ms: 0,
+        isolation_level: 1,
         ..FetchOptions::default()
     };
     while position < end {
@@ -696,7 +728,13 @@ async fn resume(
         match progress.last.get(&tp) {
             Some(&(upstream, downstream)) => {
                 state.position = upstream + 1;
-                state.skip = target_end.saturating_sub(downstream + 1);
+                // With transactions, what the target holds past the stored progress
+                // was aborted with it: nothing to skip.
+                state.skip = if shared.settings.exactly_once {
+                    0
+                } else {
+                    target_end.saturating_sub(downstream + 1)
+                };
                 if state.skip < 0 {
                     errln!("warning: {remote}[{p}] ends at {target_end} on the target, before offset {} recorded as copied: the target lost records; continuing after source offset {upstream}", downstream + 1);
                     state.skip = 0;
@@ -719,13 +757,29 @@ async fn resume(
         }
         states.push(state);
     }
-    write_progress(shared, topic, &first_records).await?;
+    let mut txn = lock_txn(shared).await;
+    write_progress(shared, txn.as_deref_mut(), topic, &first_records).await?;
+    if let Some(t) = txn.as_deref_mut() {
+        t.end(true).await?;
+    }
     Ok(states)
 }
 
 /// Writes progress records and offset syncs for (partition, upstream, downstream).
+/// The transactional producer, held for one transaction (None without --exactly-once).
+async fn lock_txn(shared: &Shared) -> Option<tokio::sync::MutexGuard<'_, TransactionalProducer>> {
+    match &shared.txn {
+        Some(m) => Some(m.lock().await),
+        None => None,
+    }
+}
+
+/// Stores the progress of `entries` (partition, last upstream, its downstream offset),
+/// inside `txn`'s transaction when there is one (the offset syncs too when they live on
+/// the target; on the source they are written after, as hints).
 async fn write_progress(
     shared: &Shared,
+    mut txn: Option<&mut TransactionalProducer>,
     topic: &str,
     entries: &[(i32, i64, i64)],
 ) -> anyhow::Result<()> {
@@ -753,16 +807,26 @@ async fn write_progress(
         })
         .collect();
     let options = acks_all();
-    shared
-        .target
-        .produce(&offsets_topic, 0, &progress, &options)
-        .await
-        .with_context(|| format!("cannot store the progress in {offsets_topic}"))?;
-    shared
-        .syncs_cluster()
-        .produce(&syncs_topic, 0, &syncs, &options)
-        .await
-        .with_context(|| format!("cannot write offset syncs to {syncs_topic}"))?;
+    match txn.as_deref_mut() {
+        Some(t) => t.send(&offsets_topic, 0, &progress, &options).await,
+        None => {
+            shared
+                .target
+                .produce(&offsets_topic, 0, &progress, &options)
+                .await
+        }
+    }
+    .with_context(|| format!("cannot store the progress in {offsets_topic}"))?;
+    match txn.filter(|_| !shared.settings.syncs_on_source) {
+        Some(t) => t.send(&syncs_topic, 0, &syncs, &options).await,
+        None => {
+            shared
+                .syncs_cluster()
+                .produce(&syncs_topic, 0, &syncs, &options)
+                .await
+        }
+    }
+    .with_context(|| format!("cannot write offset syncs to {syncs_topic}"))?;
     Ok(())
 }
 
@@ -813,6 +877,8 @@ async fn copy_topic(shared: Arc<Shared>, topic: String, remote: String) -> anyho
         };
         attempt = 0;
         let mut done = Vec::new();
+        // One transaction per fetch (--exactly-once): the batches and their progress.
+        let mut txn = lock_txn(&shared).await;
         for (p, result) in fetched {
             let fp = match result {
                 Ok(fp) => fp,
@@ -846,7 +912,8 @@ async fn copy_topic(shared: Arc<Shared>, topic: String, remote: String) -> anyho
             let mut sequence = sequence;
             let mut last = None;
             for chunk in chunks(records) {
-                let (base, n) = produce_chunk(&shared, &remote, p, chunk, sequence).await?;
+                let (base, n) =
+                    produce_chunk(&shared, txn.as_deref_mut(), &remote, p, chunk, sequence).await?;
                 sequence = sequence.wrapping_add(n as i32);
                 let end = (chunk[n - 1].offset, base.saturating_add(n as i64 - 1));
                 {
@@ -872,7 +939,12 @@ async fn copy_topic(shared: Arc<Shared>, topic: String, remote: String) -> anyho
                 done.push((p, u, d));
             }
         }
-        write_progress(&shared, &topic, &done).await?;
+        write_progress(&shared, txn.as_deref_mut(), &topic, &done).await?;
+        if let Some(t) = txn.as_deref_mut() {
+            t.end(true)
+                .await
+                .with_context(|| format!("cannot commit the transaction copying {topic}"))?;
+        }
     }
     Ok(())
 }
@@ -907,6 +979,7 @@ fn chunks(records: &[runnel_client::ConsumerRecord]) -> Vec<&[runnel_client::Con
 /// returns its base offset and record count.
 async fn produce_chunk(
     shared: &Shared,
+    txn: Option<&mut TransactionalProducer>,
     remote: &str,
     partition: i32,
     chunk: &[runnel_client::ConsumerRecord],
@@ -928,13 +1001,18 @@ async fn produce_chunk(
             producer_epoch,
             base_sequence: sequence,
         });
-    let batch = encode_batch(&records, Compression::None, producer, now_ms())?;
     let bytes: usize = records.iter().map(ProducerRecord::payload_bytes).sum();
-    let ack = shared
-        .target
-        .produce_batch(remote, partition, batch, &acks_all())
-        .await
-        .with_context(|| format!("cannot write to {remote}[{partition}] on the target"))?;
+    let ack = match txn {
+        Some(t) => t.send(remote, partition, &records, &acks_all()).await,
+        None => {
+            let batch = encode_batch(&records, Compression::None, producer, now_ms())?;
+            shared
+                .target
+                .produce_batch(remote, partition, batch, &acks_all())
+                .await
+        }
+    }
+    .with_context(|| format!("cannot write to {remote}[{partition}] on the target"))?;
     let base = ack
         .base_offset
         .ok_or_else(|| anyhow::anyhow!("the target sent no offset for {remote}[{partition}]"))?;
