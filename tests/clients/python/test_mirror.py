@@ -745,3 +745,22 @@ def acl_sync_check(source, target):
     bad = links(target, "create", "bad", "--source", source.bootstrap, "--set",
                 "acl.sync.enable=true", "--set", "acl.filters={}", check=False)
     assert bad.returncode == 1 and "acl.filters" in bad.stderr, bad.stderr
+
+
+def test_acl_sync_without_an_authorizer_is_reported_and_mirroring_goes_on(pair):
+    """A target with no authorizer has nowhere to put ACLs: describe says so
+    (acl_sync_error) while the link keeps mirroring."""
+    source, target = pair
+    topic = unique("noacl")
+    ck.create_topic(source, topic)
+    produce_keyed(source, topic, 5, 1)
+    create_link(target, source, "noacl", "--topics", topic, "--set", "acl.sync.enable=true",
+                "--set", "acl.sync.ms=300")
+    d = wait_mirrored(target, "noacl", topic, {0: 5})
+    deadline = time.monotonic() + 20
+    while not d["acl_sync_error"]:
+        assert time.monotonic() < deadline, d
+        time.sleep(0.3)
+        d = describe(target, "noacl")
+    assert "authorizer" in d["acl_sync_error"] and d["state"] == "ACTIVE", d
+    assert d["acls_synced"] == 0
