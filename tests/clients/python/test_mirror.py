@@ -764,3 +764,42 @@ def test_acl_sync_without_an_authorizer_is_reported_and_mirroring_goes_on(pair):
         d = describe(target, "noacl")
     assert "authorizer" in d["acl_sync_error"] and d["state"] == "ACTIVE", d
     assert d["acls_synced"] == 0
+
+
+@pytest.mark.timeout_s(180)
+def test_acl_sync_on_a_three_node_target_survives_the_manager(tmp_path, start_broker):
+    """On a 3-node target the ACLs the link created are recorded in the metadata log, so
+    when the managing broker (the active controller) is killed, the next one still
+    deletes them once the source drops them."""
+    from types import SimpleNamespace
+
+    from cluster import Cluster
+    from confluent_kafka.admin import AclBinding, AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+    authz = {"authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+             "super.users": "User:ANONYMOUS"}
+    source = start_broker({**authz, "http.listeners": ""})
+    c = Cluster(tmp_path / "target", configs=authz).start()
+    try:
+        acls = [AclBinding(ResourceType.TOPIC, f"t{i}", ResourcePatternType.LITERAL, "User:alice", "*",
+                           AclOperation.READ, AclPermissionType.ALLOW) for i in range(2)]
+        admin = ck.admin(source)
+        for f in admin.create_acls(acls).values():
+            f.result(15)
+        create_link(c, source, "acl3", "--topics", "none", "--set", "acl.sync.enable=true",
+                    "--set", "acl.sync.ms=300")
+        want = {("TOPIC", f"t{i}", "LITERAL", "User:alice", "*", "READ", "ALLOW") for i in range(2)}
+        c.wait_for("the ACLs on the target", lambda: acl_set(c) == want, timeout=40)
+        manager = ck.admin(c).list_topics(timeout=10).controller_id
+        c.node(manager).kill9()
+        alive = SimpleNamespace(bootstrap=c.alive_bootstrap())
+        b = acls[0]
+        f = AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host,
+                             b.operation, b.permission_type)
+        for fut in admin.delete_acls([f]).values():
+            fut.result(15)
+        c.wait_for("the dropped ACL deleted by the next manager",
+                   lambda: acl_set(alive) == {("TOPIC", "t1", "LITERAL", "User:alice", "*", "READ", "ALLOW")},
+                   timeout=60)
+        assert describe(alive, "acl3")["acls_synced"] == 1
+    finally:
+        c.stop()
