@@ -208,13 +208,12 @@ impl Client {
 
     /// FindCoordinator for `key` (`key_type` 0: a group, 1: a transactional id).
     async fn coordinator(&self, key_type: i8, key: &str, what: &str) -> Result<Connection> {
-        let group = key;
         let conn = self.bootstrap_connection().await?;
         let mut attempt = 0;
         loop {
             let request = FindCoordinatorRequest::default()
                 .with_key_type(key_type)
-                .with_coordinator_keys(vec![StrBytes::from_string(group.to_string())]);
+                .with_coordinator_keys(vec![StrBytes::from_string(key.to_string())]);
             let response = conn.send(&request, FIND_COORDINATOR).await?;
             let c = response
                 .coordinators
@@ -227,7 +226,7 @@ impl Client {
                 })?;
             match Error::check(
                 c.error_code,
-                || format!("find the coordinator of {what} {group}"),
+                || format!("find the coordinator of {what} {key}"),
                 c.error_message.as_ref().map(s),
             ) {
                 Ok(()) => {}
