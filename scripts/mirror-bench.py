@@ -129,7 +129,11 @@ def main():
             follower = c.nodes[2]
             time.sleep(2)
             follower.kill9()
-            time.sleep(4)  # fenced
+            # Fenced: no partition led by it any more (a fixed sleep was too short once the
+            # controller's session timers grew).
+            c.wait_for("leadership off the killed follower",
+                       lambda: all(c.partition_state("repl", p)[0] not in (follower.node_id, -1)
+                                   for p in range(a.partitions)), timeout=120, interval=0.5)
             bench_produce(c.alive_bootstrap(), "repl", a.mib, a.partitions)
             start = time.monotonic()
             follower.start()

@@ -19,6 +19,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, InitProducerIdRequest,
     ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
+    TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
@@ -284,7 +285,7 @@ pub fn parse_bootstrap(servers: &str) -> Result<Vec<String>> {
     Ok(list)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -523,7 +524,23 @@ impl Client {
         batch: Bytes,
         options: &ProduceOptions,
     ) -> Result<ProduceAck> {
+        self.produce_batch_in(topic, partition, batch, options, None)
+            .await
+    }
+
+    /// [`Client::produce_batch`] for a transactional producer (`transactional_id`).
+    pub async fn produce_batch_in(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+        options: &ProduceOptions,
+        transactional_id: Option<&str>,
+    ) -> Result<ProduceAck> {
         let request = ProduceRequest::default()
+            .with_transactional_id(
+                transactional_id.map(|t| TransactionalId(StrBytes::from_string(t.to_string()))),
+            )
             .with_acks(options.acks)
             .with_timeout_ms(options.timeout_ms)
             .with_topic_data(vec![TopicProduceData::default()

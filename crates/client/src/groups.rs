@@ -198,12 +198,22 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<BTreeMap<String, Vec<i32>>> {
 impl Client {
     /// A connection to the coordinator of `group`.
     pub async fn group_coordinator(&self, group: &str) -> Result<Connection> {
+        self.coordinator(0, group, "group").await
+    }
+
+    /// A connection to the coordinator of transactional id `id`.
+    pub async fn transaction_coordinator(&self, id: &str) -> Result<Connection> {
+        self.coordinator(1, id, "transactional id").await
+    }
+
+    /// FindCoordinator for `key` (`key_type` 0: a group, 1: a transactional id).
+    async fn coordinator(&self, key_type: i8, key: &str, what: &str) -> Result<Connection> {
         let conn = self.bootstrap_connection().await?;
         let mut attempt = 0;
         loop {
             let request = FindCoordinatorRequest::default()
-                .with_key_type(0)
-                .with_coordinator_keys(vec![StrBytes::from_string(group.to_string())]);
+                .with_key_type(key_type)
+                .with_coordinator_keys(vec![StrBytes::from_string(key.to_string())]);
             let response = conn.send(&request, FIND_COORDINATOR).await?;
             let c = response
                 .coordinators
@@ -216,7 +226,7 @@ impl Client {
                 })?;
             match Error::check(
                 c.error_code,
-                || format!("find the coordinator of group {group}"),
+                || format!("find the coordinator of {what} {key}"),
                 c.error_message.as_ref().map(s),
             ) {
                 Ok(()) => {}

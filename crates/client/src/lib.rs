@@ -14,6 +14,7 @@ mod groups;
 mod member;
 pub mod records;
 pub mod security;
+pub mod txn;
 pub mod versions;
 
 pub use admin::{

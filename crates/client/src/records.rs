@@ -86,6 +86,18 @@ pub fn encode_batch(
     producer: Option<ProducerIdentity>,
     now_ms: i64,
 ) -> Result<Bytes> {
+    encode_batch_as(records, compression, producer, now_ms, false)
+}
+
+/// [`encode_batch`], marked transactional when `transactional` (the producer is then a
+/// transactional one, inside a transaction that holds the partition).
+pub fn encode_batch_as(
+    records: &[ProducerRecord],
+    compression: Compression,
+    producer: Option<ProducerIdentity>,
+    now_ms: i64,
+    transactional: bool,
+) -> Result<Bytes> {
     if records.is_empty() {
         return Err(Error::InvalidArgument(
             "cannot encode an empty record batch".into(),
@@ -102,7 +114,7 @@ pub fn encode_batch(
             headers.insert(StrBytes::from_string(k.clone()), v.clone());
         }
         encoded.push(Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,

@@ -653,3 +653,153 @@ def test_link_with_a_client_certificate_given_inline(start_broker, tmp_path):
     assert d["configs"]["ssl.keystore.key"] is None and d["configs"]["ssl.keystore.certificate.chain"] is None
     assert "PRIVATE KEY" not in links(target, "describe", "mtls", "--json").stdout
     assert describe(target, "nocert")["state"] == "SOURCE_UNAVAILABLE"
+
+
+def acl_set(broker):
+    """The broker's ACLs as (type, name, pattern, principal, host, operation, permission)."""
+    from confluent_kafka.admin import AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+    f = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                         AclOperation.ANY, AclPermissionType.ANY)
+    admin = ck.admin(broker)  # kept alive until the result is in
+    return {(a.restype.name, a.name, a.resource_pattern_type.name, a.principal, a.host,
+             a.operation.name, a.permission_type.name)
+            for a in admin.describe_acls(f).result(15)}
+
+
+def wait_acls(target, name, want, synced, timeout=20):
+    """Until the target's ACLs are exactly `want` and the link reports `synced` ACLs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        have, d = acl_set(target), describe(target, name)
+        if have == want and d["acls_synced"] == synced:
+            return d
+        assert time.monotonic() < deadline, f"target ACLs {have}, want {want}; describe {d}"
+        time.sleep(0.3)
+
+
+def test_acl_sync_follows_the_source_and_removes_only_its_own(start_broker):
+    """acl.sync.enable (Confluent's key): the source's ACLs matching acl.filters are
+    created on the target; ACLs deleted on the source are deleted on the target only when
+    the link created them; an ACL made on the target by an admin is never touched."""
+    from confluent_kafka.admin import AclBinding, AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+    authz = {"authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+             "super.users": "User:ANONYMOUS"}
+    source = start_broker(dict(authz))
+    target = HttpBroker(source.workdir + "-target", authz, name="target")
+    try:
+        target.start()
+        acl_sync_check(source, target)
+    finally:
+        target.stop()
+
+
+def acl_sync_check(source, target):
+    from confluent_kafka.admin import AclBinding, AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+
+    def acl(topic, principal, op=AclOperation.READ):
+        return AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, principal, "*",
+                          op, AclPermissionType.ALLOW)
+
+    def key(b):
+        return (b.restype.name, b.name, b.resource_pattern_type.name, b.principal, b.host,
+                b.operation.name, b.permission_type.name)
+
+    def create(broker, *bindings):
+        admin = ck.admin(broker)
+        for f in admin.create_acls(list(bindings)).values():
+            f.result(15)
+
+    def delete(broker, b):
+        f = AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host,
+                             b.operation, b.permission_type)
+        admin = ck.admin(broker)
+        for fut in admin.delete_acls([f]).values():
+            fut.result(15)
+
+    synced, shared, admins, other = (acl("orders", "User:alice"),
+                                     acl("orders", "User:alice", AclOperation.WRITE),
+                                     acl("local", "User:carol"), acl("payments", "User:alice"))
+    create(source, synced, shared, other)
+    create(target, shared, admins)  # `shared` exists here before the link: not the link's
+    # Only the alice ACLs (Confluent's acl.filters JSON); a group ACL does not match.
+    create(source, AclBinding(ResourceType.GROUP, "g", ResourcePatternType.LITERAL, "User:alice",
+                              "*", AclOperation.READ, AclPermissionType.ALLOW))
+    filters = json.dumps({"aclFilters": [{"resourceFilter": {"resourceType": "topic", "patternType": "any"},
+                                          "accessFilter": {"principal": "User:alice", "operation": "any",
+                                                           "permissionType": "any"}}]})
+    create_link(target, source, "acls", "--topics", "none", "--set", "acl.sync.enable=true",
+                "--set", "acl.sync.ms=300", "--set", f"acl.filters={filters}")
+    d = wait_acls(target, "acls", {key(synced), key(shared), key(admins), key(other)}, 2)
+    assert d["acl_sync_error"] is None
+    out = links(target, "describe", "acls").stdout
+    assert "ACLs synced from the source: 2" in out, out
+    # Deleted on the source: the link's own ACL goes, the one that was here before stays.
+    delete(source, synced)
+    delete(source, shared)
+    d = wait_acls(target, "acls", {key(shared), key(admins), key(other)}, 1)
+    with urllib.request.urlopen(f"http://127.0.0.1:{target.http_port}/metrics", timeout=10) as r:
+        assert 'runnel_link_acls_synced{link="acls"} 1' in r.read().decode()
+    # Deleting the link leaves the ACLs it made (and forgets them).
+    links(target, "delete", "acls")
+    assert acl_set(target) == {key(shared), key(admins), key(other)}
+    bad = links(target, "create", "bad", "--source", source.bootstrap, "--set",
+                "acl.sync.enable=true", "--set", "acl.filters={}", check=False)
+    assert bad.returncode == 1 and "acl.filters" in bad.stderr, bad.stderr
+
+
+def test_acl_sync_without_an_authorizer_is_reported_and_mirroring_goes_on(pair):
+    """A target with no authorizer has nowhere to put ACLs: describe says so
+    (acl_sync_error) while the link keeps mirroring."""
+    source, target = pair
+    topic = unique("noacl")
+    ck.create_topic(source, topic)
+    produce_keyed(source, topic, 5, 1)
+    create_link(target, source, "noacl", "--topics", topic, "--set", "acl.sync.enable=true",
+                "--set", "acl.sync.ms=300")
+    d = wait_mirrored(target, "noacl", topic, {0: 5})
+    deadline = time.monotonic() + 20
+    while not d["acl_sync_error"]:
+        assert time.monotonic() < deadline, d
+        time.sleep(0.3)
+        d = describe(target, "noacl")
+    assert "authorizer" in d["acl_sync_error"] and d["state"] == "ACTIVE", d
+    assert d["acls_synced"] == 0
+
+
+@pytest.mark.timeout_s(180)
+def test_acl_sync_on_a_three_node_target_survives_the_manager(tmp_path, start_broker):
+    """On a 3-node target the ACLs the link created are recorded in the metadata log, so
+    when the managing broker (the active controller) is killed, the next one still
+    deletes them once the source drops them."""
+    from types import SimpleNamespace
+
+    from cluster import Cluster
+    from confluent_kafka.admin import AclBinding, AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+    authz = {"authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+             "super.users": "User:ANONYMOUS"}
+    source = start_broker({**authz, "http.listeners": ""})
+    c = Cluster(tmp_path / "target", configs=authz).start()
+    try:
+        acls = [AclBinding(ResourceType.TOPIC, f"t{i}", ResourcePatternType.LITERAL, "User:alice", "*",
+                           AclOperation.READ, AclPermissionType.ALLOW) for i in range(2)]
+        admin = ck.admin(source)
+        for f in admin.create_acls(acls).values():
+            f.result(15)
+        create_link(c, source, "acl3", "--topics", "none", "--set", "acl.sync.enable=true",
+                    "--set", "acl.sync.ms=300")
+        want = {("TOPIC", f"t{i}", "LITERAL", "User:alice", "*", "READ", "ALLOW") for i in range(2)}
+        c.wait_for("the ACLs on the target", lambda: acl_set(c) == want, timeout=40)
+        manager = ck.admin(c).list_topics(timeout=10).controller_id
+        c.node(manager).kill9()
+        alive = SimpleNamespace(bootstrap=c.alive_bootstrap())
+        b = acls[0]
+        f = AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host,
+                             b.operation, b.permission_type)
+        for fut in admin.delete_acls([f]).values():
+            fut.result(15)
+        c.wait_for("the dropped ACL deleted by the next manager",
+                   lambda: acl_set(alive) == {("TOPIC", "t1", "LITERAL", "User:alice", "*", "READ", "ALLOW")},
+                   timeout=60)
+        assert describe(alive, "acl3")["acls_synced"] == 1
+    finally:
+        c.stop()

@@ -331,3 +331,145 @@ def test_source_over_sasl_ssl(start_broker, tmp_path, mirrors):
     wait_copied(m, source, target, topic, f"source.{topic}", 2)
     assert_same(source, target, topic, f"source.{topic}", 2)
     assert m.stop() == 0
+
+
+def target_committed(broker, group, topic, partitions):
+    """`group`'s committed offsets (None where it has none), read from outside the group."""
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, **ck.QUIET})
+    try:
+        got = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in got}
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout_s(90)
+def test_sync_group_offsets_commits_translated_offsets_of_idle_groups(pair, tmp_path, mirrors):
+    """--sync-group-offsets (MM2's sync.group.offsets.enabled): the translated offsets
+    are committed in the target's groups, not for a group with members there, and never
+    moving a group back."""
+    source, target = pair
+    topic = unique("sync")
+    remote = f"src.{topic}"
+    ck.create_topic(source, topic, partitions=2)
+    produce(source, topic, 40, 2)
+    # 5 records already on the target's partition 0: target offsets there are source + 5.
+    ck.create_topic(target, remote, partitions=2)
+    ck.produce_all(ck.producer(target), remote, [{"value": b"before"}] * 5, partition=0)
+    idle, behind_ahead, active = unique("g"), unique("g"), unique("g")
+    for g in (idle, behind_ahead, active):
+        commit(source, g, topic, {0: 10, 1: 7})
+    commit(target, behind_ahead, remote, {0: 19})  # ahead of the translated 15 on partition 0
+    member = Consumer({"bootstrap.servers": target.bootstrap, "group.id": active,
+                       "enable.auto.commit": False, **ck.QUIET})
+    member.subscribe([remote])
+    deadline = time.monotonic() + 20
+    while not member.assignment():
+        assert time.monotonic() < deadline, "no assignment on the target"
+        member.poll(0.2)
+    try:
+        m = Mirror(tmp_path, source, target, "--topics", topic, "--source-alias", "src",
+                   "--groups", "g-.*", "--sync-group-offsets")
+        mirrors.append(m)
+        deadline = time.monotonic() + 30
+        while (target_committed(target, idle, remote, 2) != {0: 15, 1: 7}
+               or end_offsets(target, remote, 2) != {0: 25, 1: 20}):
+            assert time.monotonic() < deadline and m.proc.poll() is None, (
+                target_committed(target, idle, remote, 2), end_offsets(target, remote, 2), m.text())
+            time.sleep(0.3)
+        assert target_committed(target, behind_ahead, remote, 2) == {0: 19, 1: 7}
+        member.poll(0.5)  # still a member while the mirror has checkpointed several times
+        assert target_committed(target, active, remote, 2) == {0: None, 1: None}
+        assert m.stop() == 0, m.text()
+        assert "group offsets synced" in m.text()
+    finally:
+        member.close()
+
+
+def decode_offset_sync(key, value):
+    """MM2's OffsetSync: key {topic, partition}; value {upstreamOffset, offset} (int64s)."""
+    topic, at = read_str(key, 0)
+    (partition,) = struct.unpack_from(">i", key, at)
+    return (topic, partition), struct.unpack(">qq", value)
+
+
+@pytest.mark.timeout_s(90)
+def test_offset_syncs_on_the_source_as_mm2_names_them(pair, tmp_path, mirrors):
+    """--offset-syncs-topic-location source (MM2's default location): the syncs go to
+    mm2-offset-syncs.<target alias>.internal on the source, none on the target, and a
+    restart resumes from them without copying anything twice."""
+    source, target = pair
+    topic = unique("loc")
+    remote = f"src.{topic}"
+    ck.create_topic(source, topic, partitions=1)
+    produce(source, topic, 30, 1)
+    args = ("--topics", topic, "--source-alias", "src", "--target-alias", "dr",
+            "--offset-syncs-topic-location", "source")
+    m = Mirror(tmp_path, source, target, *args)
+    mirrors.append(m)
+    wait_copied(m, source, target, topic, remote, 1)
+    assert m.stop() == 0, m.text()
+    on_source = ck.admin(source).list_topics(timeout=10).topics
+    on_target = ck.admin(target).list_topics(timeout=10).topics
+    assert "mm2-offset-syncs.dr.internal" in on_source
+    assert not [t for t in on_target if t.startswith("mm2-offset-syncs")], list(on_target)
+    syncs = [decode_offset_sync(r.key(), r.value())
+             for r in ck.consume(source, "mm2-offset-syncs.dr.internal", 0, start=OFFSET_BEGINNING, timeout=20)]
+    assert ((topic, 0), (29, 29)) in syncs, syncs
+    produce(source, topic, 10, 1, start=30)
+    m = Mirror(tmp_path, source, target, *args)
+    mirrors.append(m)
+    wait_copied(m, source, target, topic, remote, 1)
+    assert_same(source, target, topic, remote, 1)
+    assert m.stop() == 0, m.text()
+    r = run_mirror("--source", source.bootstrap, "--target", target.bootstrap,
+                   "--offset-syncs-topic-location", "elsewhere")
+    assert r.returncode == 2 and "--offset-syncs-topic-location" in r.stderr, r.stderr
+
+
+def committed_values(broker, topic, partition):
+    return [(m.key(), m.value(), m.headers(), m.timestamp())
+            for m in ck.consume(broker, topic, partition, start=OFFSET_BEGINNING, timeout=30,
+                                isolation_level="read_committed")]
+
+
+@pytest.mark.timeout_s(150)
+def test_exactly_once_through_transactions_survives_kill9(pair, tmp_path, mirrors):
+    """--exactly-once (MM2's exactly.once.support): batches and their progress record
+    commit together on the target; after kill -9 mid-stream and a restart (which fences
+    the old transactional id and aborts its open transaction), read_committed readers of
+    the target see every source record exactly once."""
+    source, target = pair
+    topic = unique("eos")
+    remote = f"src.{topic}"
+    ck.create_topic(source, topic, partitions=2)
+    produce(source, topic, 20000, 2, size=1024)
+    args = ("--topics", topic, "--source-alias", "src", "--exactly-once")
+    m = Mirror(tmp_path, source, target, *args)
+    mirrors.append(m)
+    total = sum(end_offsets(source, topic, 2).values())
+    deadline = time.monotonic() + 40
+    while True:
+        try:
+            got = sum(end_offsets(target, remote, 2).values())
+        except Exception:  # the remote topic may not exist yet
+            got = 0
+        if got >= 2000:
+            break
+        assert time.monotonic() < deadline and m.proc.poll() is None, m.text()
+        time.sleep(0.02)
+    m.kill()
+    # The target holds transaction markers (so its ends exceed the record count).
+    at_kill = sum(end_offsets(target, remote, 2).values())
+    assert at_kill < total + 2, "the mirror finished before the kill; the test needs more records"
+    m = Mirror(tmp_path, source, target, *args)
+    mirrors.append(m)
+    deadline = time.monotonic() + 90
+    while sum(len(committed_values(target, remote, p)) for p in range(2)) < total:
+        assert time.monotonic() < deadline and m.proc.poll() is None, m.text()
+        time.sleep(0.5)
+    assert m.stop() == 0, m.text()
+    for p in range(2):
+        a, b = records(source, topic, p), committed_values(target, remote, p)
+        assert b == a, f"{remote}[{p}]: {len(b)} committed records on the target, {len(a)} on the source"
+    assert sum(end_offsets(target, remote, 2).values()) > total, "no transaction markers on the target"

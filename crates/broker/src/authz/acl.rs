@@ -208,6 +208,20 @@ pub struct AclFilter {
 }
 
 impl AclFilter {
+    /// The DescribeAcls request for this filter (its fields are the filter's, on the wire).
+    pub fn describe_request(&self) -> kafka_protocol::messages::DescribeAclsRequest {
+        use kafka_protocol::protocol::StrBytes;
+        let sb = |s: &str| StrBytes::from_string(s.to_string());
+        kafka_protocol::messages::DescribeAclsRequest::default()
+            .with_resource_type_filter(self.resource_type.code())
+            .with_resource_name_filter(self.name.as_deref().map(sb))
+            .with_pattern_type_filter(self.pattern.code())
+            .with_principal_filter(self.principal.as_deref().map(sb))
+            .with_host_filter(self.host.as_deref().map(sb))
+            .with_operation(self.operation.code())
+            .with_permission_type(self.permission.code())
+    }
+
     /// Kafka's `AclBindingFilter.matches`.
     pub fn matches(&self, acl: &AclBinding) -> bool {
         self.matches_pattern(acl)

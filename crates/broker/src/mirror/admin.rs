@@ -145,6 +145,7 @@ pub async fn delete(broker: &Broker, name: &str) -> Result<(), BrokerError> {
         .mirrors
         .keys()
         .map(|t| store::topic_record(name, t, None))
+        .chain(def.acls.iter().map(|a| store::acl_record(name, a, false)))
         .collect();
     changes.push(store::link_record(name, None));
     store::save(broker, changes).await?;
@@ -252,6 +253,9 @@ pub async fn describe(broker: &Broker, name: &str) -> Result<Value, BrokerError>
         "collisions": status.as_ref().map(|s| s.collisions.clone()).unwrap_or_default(),
         "groups_skipped_active": status.as_ref().map(|s| s.groups_skipped_active.clone()).unwrap_or_default(),
         "source_missing": status.as_ref().map(|s| s.source_missing.clone()).unwrap_or_default(),
+        // The ACLs the link created here (recorded cluster-wide, so any broker knows).
+        "acls_synced": def.acls.len(),
+        "acl_sync_error": status.as_ref().and_then(|s| s.acl_sync_error.clone()),
         "topics": topics,
     }))
 }

@@ -11,13 +11,16 @@
 //! - every `consumer.offset.sync.ms`: the committed offsets of the source's groups
 //!   matching the group filter are committed here for mirror topics, never moving a
 //!   group back, never beyond what is mirrored (so a group failing over skips nothing),
-//!   and never for a group with members here.
+//!   and never for a group with members here;
+//! - with `acl.sync.enable`, every `acl.sync.ms`: the source's ACLs matching
+//!   `acl.filters` are created here, and those this link created are deleted once the
+//!   source no longer has them (`sync_acls`).
 //!
 //! Changes here go through the broker's own Kafka listener with `runnel-client`, so they
 //! pass the same handlers (and, in a cluster, reach the controller and the group
 //! coordinators) as any admin's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +28,7 @@ use runnel_client::{Client, ConfigResource, NewTopic, OffsetSpec};
 
 use super::store::{self, LinkDef, MirrorState, Settings};
 use super::LinkStatus;
+use crate::authz::acl::{AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType};
 use crate::broker::Broker;
 
 /// Topic configs that stay local to the mirror (Confluent's cluster linking keeps these
@@ -44,9 +48,11 @@ struct Timers {
     metadata: Option<Instant>,
     configs: Option<Instant>,
     offsets: Option<Instant>,
+    acls: Option<Instant>,
     retry_at: Option<Instant>,
     attempt: u32,
     state: &'static str,
+    acl_state: &'static str,
 }
 
 fn due(last: &mut Option<Instant>, every_ms: u64) -> bool {
@@ -133,6 +139,17 @@ async fn manage(broker: &Broker, def: &LinkDef, t: &mut Timers, target: &mut Opt
         if settings.offset_sync && due(&mut t.offsets, settings.offset_sync_ms) {
             sync_offsets(broker, def, &settings, &src, &tgt).await?;
         }
+        if settings.acl_sync && due(&mut t.acls, settings.acl_sync_ms) {
+            let result = sync_acls(broker, def, &settings, &src).await;
+            if let Err(e) = &result {
+                if super::changed(&mut t.acl_state, "FAILED") {
+                    tracing::warn!(link = %def.name, error = %e, "cluster link cannot sync ACLs");
+                }
+            } else if super::changed(&mut t.acl_state, "OK") {
+                tracing::info!(link = %def.name, "cluster link syncs ACLs");
+            }
+            set_status(broker, &def.name, |s| s.acl_sync_error = result.err());
+        }
         Ok::<(), String>(())
     }
     .await;
@@ -164,6 +181,133 @@ async fn manage(broker: &Broker, def: &LinkDef, t: &mut Timers, target: &mut Opt
             t.metadata = None;
         }
     }
+}
+
+/// acl.sync: the source's ACLs matching the link's filters are created here; an ACL
+/// this link created that the source no longer has is deleted here. ACLs made here by
+/// anyone else are never touched (one that also exists on the source is not recorded
+/// as the link's). What the link created is recorded before it is created and forgotten
+/// after it is deleted, so a crash in between never leaves an ACL the link forgets.
+/// An error here (e.g. the source has no authorizer: SECURITY_DISABLED) is reported in
+/// `describe` (`acl_sync_error`) without stopping the rest of the link.
+async fn sync_acls(
+    broker: &Broker,
+    def: &LinkDef,
+    settings: &Settings,
+    src: &Client,
+) -> Result<(), String> {
+    if !broker.authz.enabled() {
+        return Err("acl.sync.enable is set but this cluster has no authorizer \
+                    (authorizer.class.name): there is nowhere to put the ACLs"
+            .into());
+    }
+    let mut source: BTreeSet<AclBinding> = BTreeSet::new();
+    let conn = src
+        .bootstrap_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    for f in &settings.acl_filters {
+        source.extend(describe_acls(&conn, f).await?);
+    }
+    let local: BTreeSet<AclBinding> = broker.authz.acls().iter().cloned().collect();
+    let create: Vec<AclBinding> = source.difference(&local).cloned().collect();
+    let remove: Vec<AclBinding> = def.acls.difference(&source).cloned().collect();
+    if !create.is_empty() {
+        store::save(
+            broker,
+            create
+                .iter()
+                .map(|a| store::acl_record(&def.name, a, true))
+                .collect(),
+        )
+        .await
+        .map_err(|e| e.message)?;
+        broker
+            .authz
+            .create_acls(broker, &create)
+            .map_err(|e| e.message)?;
+        tracing::info!(link = %def.name, count = create.len(), "cluster link created ACLs from its source");
+    }
+    if !remove.is_empty() {
+        let filters: Vec<AclFilter> = remove.iter().map(exact_filter).collect();
+        broker
+            .authz
+            .delete_acls(broker, &filters)
+            .map_err(|e| e.message)?;
+        store::save(
+            broker,
+            remove
+                .iter()
+                .map(|a| store::acl_record(&def.name, a, false))
+                .collect(),
+        )
+        .await
+        .map_err(|e| e.message)?;
+        tracing::info!(link = %def.name, count = remove.len(), "cluster link deleted ACLs its source no longer has");
+    }
+    let mut owned = def.acls.clone();
+    owned.extend(create);
+    let synced = owned.difference(&remove.into_iter().collect()).count();
+    set_status(broker, &def.name, |s| s.acls_synced = synced as u64);
+    Ok(())
+}
+
+/// The DeleteAcls filter that matches exactly `acl`.
+fn exact_filter(acl: &AclBinding) -> AclFilter {
+    AclFilter {
+        resource_type: acl.resource_type,
+        name: Some(acl.name.clone()),
+        pattern: acl.pattern,
+        principal: Some(acl.principal.clone()),
+        host: Some(acl.host.clone()),
+        operation: acl.operation,
+        permission: acl.permission,
+    }
+}
+
+/// DescribeAcls on the source; bindings Kafka does not define (a newer source's
+/// resource or operation) are skipped.
+async fn describe_acls(
+    conn: &runnel_client::Connection,
+    f: &AclFilter,
+) -> Result<Vec<AclBinding>, String> {
+    let request = f.describe_request();
+    let r = conn
+        .send(&request, 3)
+        .await
+        .map_err(|e| format!("DescribeAcls on the source: {e}"))?;
+    runnel_client::Error::check(
+        r.error_code,
+        || "DescribeAcls on the source".into(),
+        r.error_message.as_ref().map(|m| m.to_string()),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for res in &r.resources {
+        for a in &res.acls {
+            let (Some(resource_type), Some(pattern), Some(operation), Some(permission)) = (
+                ResourceType::from_code(res.resource_type),
+                PatternType::from_code(res.pattern_type),
+                Operation::from_code(a.operation),
+                Permission::from_code(a.permission_type),
+            ) else {
+                continue;
+            };
+            let acl = AclBinding {
+                resource_type,
+                name: res.resource_name.to_string(),
+                pattern,
+                principal: a.principal.to_string(),
+                host: a.host.to_string(),
+                operation,
+                permission,
+            };
+            if acl.validate().is_ok() {
+                out.push(acl);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn set_status(broker: &Broker, link: &str, f: impl FnOnce(&mut LinkStatus)) {

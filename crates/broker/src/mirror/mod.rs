@@ -91,6 +91,10 @@ pub struct LinkStatus {
     /// Groups whose offsets were not synced because they are active on this cluster.
     pub groups_skipped_active: Vec<String>,
     pub groups_synced: u64,
+    /// acl.sync: the ACLs this link created here that are in force.
+    pub acls_synced: u64,
+    /// acl.sync: why the last ACL sync failed (None when it worked or is off).
+    pub acl_sync_error: Option<String>,
 }
 
 /// A link's source client and the link configs it was made with.
@@ -312,6 +316,15 @@ pub fn prometheus_text(broker: &Broker) -> String {
             "runnel_link_source_available{{link=\"{}\"}} {}",
             esc(name),
             u8::from(s.state == "ACTIVE")
+        );
+    }
+    let _ = writeln!(out, "# HELP runnel_link_acls_synced ACLs the link created here from its source (acl.sync.enable) that are in force.\n# TYPE runnel_link_acls_synced gauge");
+    for (name, s) in broker.links.links.lock().iter() {
+        let _ = writeln!(
+            out,
+            "runnel_link_acls_synced{{link=\"{}\"}} {}",
+            esc(name),
+            s.acls_synced
         );
     }
     out

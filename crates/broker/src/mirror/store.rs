@@ -3,7 +3,8 @@
 //! cluster in the metadata log's cluster-wide config records. One record per link
 //! (`link:<name>`, its configs as JSON) and one per mirror topic
 //! (`link-topic:<name>:<topic>`, `active` or `promoted`), so the managing broker adding
-//! a topic and an admin promoting another never overwrite each other's change.
+//! a topic and an admin promoting another never overwrite each other's change. One per
+//! ACL a link created here (`link-acl:<name>:<binding JSON>`), the only ones it removes.
 //!
 //! Thread-safe: the records are behind a read-write lock.
 
@@ -13,11 +14,15 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
+use crate::authz::acl::{AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType};
 use crate::broker::Broker;
 use crate::error::{BrokerError, ErrorCode};
 
 const LINK_PREFIX: &str = "link:";
 const TOPIC_PREFIX: &str = "link-topic:";
+/// `link-acl:<link>:<binding as JSON>`: an ACL this link created here (acl.sync), so
+/// that only those are ever removed when the source drops them.
+const ACL_PREFIX: &str = "link-acl:";
 
 /// A mirror topic's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -50,6 +55,8 @@ pub struct LinkDef {
     pub name: String,
     pub configs: BTreeMap<String, String>,
     pub mirrors: BTreeMap<String, MirrorState>,
+    /// The ACLs this link created here (acl.sync).
+    pub acls: std::collections::BTreeSet<AclBinding>,
 }
 
 /// A link's configs, parsed. Names are Confluent Cluster Linking's where one exists.
@@ -70,6 +77,10 @@ pub struct Settings {
     pub client_id: String,
     /// TLS and SASL to the source (None: PLAINTEXT).
     pub security: Option<std::sync::Arc<runnel_client::security::ClientSecurity>>,
+    /// `acl.sync.enable`: copy the source's ACLs matching `acl_filters` here.
+    pub acl_sync: bool,
+    pub acl_sync_ms: u64,
+    pub acl_filters: Vec<AclFilter>,
 }
 
 pub const BOOTSTRAP: &str = "bootstrap.servers";
@@ -92,6 +103,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("request.timeout.ms", "30000"),
     ("client.id", "runnel-cluster-link"),
     ("acl.sync.enable", "false"),
+    ("acl.sync.ms", "5000"),
+    ("acl.filters", ""),
 ];
 
 /// Whether `key` is a link config: one of [`KEYS`] or a Kafka client security key
@@ -160,11 +173,8 @@ impl Settings {
         let security = runnel_client::security::security_from_properties(configs)
             .map_err(|e| invalid(format!("cluster link security: {e}")))?
             .map(std::sync::Arc::new);
-        if bool_of("acl.sync.enable")? {
-            return Err(invalid(
-                "acl.sync.enable: Runnel has no ACLs to sync yet".into(),
-            ));
-        }
+        let acl_filters = parse_acl_filters(get("acl.filters"))
+            .map_err(|e| invalid(format!("invalid value for 'acl.filters': {e}")))?;
         let fetch_max_bytes = ms("replica.fetch.max.bytes", 1024)?.min(i32::MAX as u64) as i32;
         Ok(Settings {
             bootstrap,
@@ -181,6 +191,9 @@ impl Settings {
             request_timeout: Duration::from_millis(ms("request.timeout.ms", 1000)?),
             client_id: get("client.id").to_string(),
             security,
+            acl_sync: bool_of("acl.sync.enable")?,
+            acl_sync_ms: ms("acl.sync.ms", 100)?,
+            acl_filters,
         })
     }
 
@@ -232,7 +245,11 @@ impl LinkStore {
     pub fn apply_image(&self, image_configs: &BTreeMap<String, String>) {
         let records = image_configs
             .iter()
-            .filter(|(k, _)| k.starts_with(LINK_PREFIX) || k.starts_with(TOPIC_PREFIX))
+            .filter(|(k, _)| {
+                k.starts_with(LINK_PREFIX)
+                    || k.starts_with(TOPIC_PREFIX)
+                    || k.starts_with(ACL_PREFIX)
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         *self.records.write() = records;
@@ -288,6 +305,7 @@ fn parse(records: &BTreeMap<String, String>, only: Option<&str>) -> Vec<LinkDef>
                         name: name.to_string(),
                         configs,
                         mirrors: BTreeMap::new(),
+                        acls: Default::default(),
                     },
                 );
             }
@@ -303,7 +321,115 @@ fn parse(records: &BTreeMap<String, String>, only: Option<&str>) -> Vec<LinkDef>
             l.mirrors.insert(topic.to_string(), state_of(v));
         }
     }
+    for k in records.keys() {
+        let Some((link, json)) = k.strip_prefix(ACL_PREFIX).and_then(|r| r.split_once(':')) else {
+            continue;
+        };
+        match (
+            links.get_mut(link),
+            serde_json::from_str::<AclBinding>(json),
+        ) {
+            (Some(l), Ok(acl)) => {
+                l.acls.insert(acl);
+            }
+            (Some(_), Err(e)) => {
+                tracing::error!(link, record = %k, error = %e, "malformed link ACL record skipped")
+            }
+            (None, _) => {}
+        }
+    }
     links.into_values().collect()
+}
+
+/// The record of an ACL `link` created here (None deletes it).
+pub fn acl_record(link: &str, acl: &AclBinding, present: bool) -> Change {
+    (
+        format!(
+            "{ACL_PREFIX}{link}:{}",
+            serde_json::to_string(acl).expect("ACL bindings serialise")
+        ),
+        present.then(String::new),
+    )
+}
+
+/// Confluent Cluster Linking's `acl.filters`:
+/// `{"aclFilters":[{"resourceFilter":{"resourceType":"topic","name":"orders",
+/// "patternType":"literal"},"accessFilter":{"principal":"User:alice","host":"*",
+/// "operation":"read","permissionType":"allow"}}]}`; an absent field matches anything.
+/// Empty: every ACL.
+pub fn parse_acl_filters(text: &str) -> Result<Vec<AclFilter>, String> {
+    let any = || AclFilter {
+        resource_type: ResourceType::Any,
+        name: None,
+        pattern: PatternType::Any,
+        principal: None,
+        host: None,
+        operation: Operation::Any,
+        permission: Permission::Any,
+    };
+    if text.trim().is_empty() {
+        return Ok(vec![any()]);
+    }
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
+    let list = v
+        .get("aclFilters")
+        .and_then(|l| l.as_array())
+        .ok_or("expected an object with an \"aclFilters\" array")?;
+    fn field<'a>(
+        v: &'a serde_json::Value,
+        obj: &str,
+        key: &str,
+    ) -> Result<Option<&'a str>, String> {
+        match v.get(obj).and_then(|o| o.get(key)) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(format!("{obj}.{key} must be a string")),
+        }
+    }
+    fn coded<T>(
+        v: Option<&str>,
+        any: T,
+        parse: fn(&str) -> Option<T>,
+        what: &str,
+    ) -> Result<T, String> {
+        match v {
+            None => Ok(any),
+            Some(s) => parse(s).ok_or_else(|| format!("unknown {what} '{s}'")),
+        }
+    }
+    list.iter()
+        .map(|f| {
+            Ok(AclFilter {
+                resource_type: coded(
+                    field(f, "resourceFilter", "resourceType")?,
+                    ResourceType::Any,
+                    ResourceType::parse,
+                    "resourceType",
+                )?,
+                name: field(f, "resourceFilter", "name")?.map(str::to_string),
+                pattern: coded(
+                    field(f, "resourceFilter", "patternType")?,
+                    PatternType::Any,
+                    PatternType::parse,
+                    "patternType",
+                )?,
+                principal: field(f, "accessFilter", "principal")?.map(str::to_string),
+                host: field(f, "accessFilter", "host")?.map(str::to_string),
+                operation: coded(
+                    field(f, "accessFilter", "operation")?,
+                    Operation::Any,
+                    Operation::parse,
+                    "operation",
+                )?,
+                permission: coded(
+                    field(f, "accessFilter", "permissionType")?,
+                    Permission::Any,
+                    Permission::parse,
+                    "permissionType",
+                )?,
+            })
+        })
+        .collect()
 }
 
 /// One change to the records (None deletes).
@@ -370,6 +496,53 @@ pub async fn save(broker: &Broker, changes: Vec<Change>) -> Result<(), BrokerErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acl_filters_take_confluents_json() {
+        let all = parse_acl_filters("").unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].resource_type, ResourceType::Any);
+        let f = parse_acl_filters(
+            r#"{"aclFilters":[{"resourceFilter":{"resourceType":"topic","name":"orders","patternType":"literal"},
+                "accessFilter":{"principal":"User:alice","operation":"read","permissionType":"allow"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(f.len(), 1);
+        let f = &f[0];
+        assert_eq!(
+            (f.resource_type, f.name.as_deref(), f.pattern),
+            (ResourceType::Topic, Some("orders"), PatternType::Literal)
+        );
+        assert_eq!(
+            (
+                f.principal.as_deref(),
+                f.host.as_deref(),
+                f.operation,
+                f.permission
+            ),
+            (Some("User:alice"), None, Operation::Read, Permission::Allow)
+        );
+        for (bad, says) in [
+            ("[]", "aclFilters"),
+            ("{", "not JSON"),
+            (
+                r#"{"aclFilters":[{"resourceFilter":{"resourceType":"table"}}]}"#,
+                "resourceType 'table'",
+            ),
+            (
+                r#"{"aclFilters":[{"accessFilter":{"operation":7}}]}"#,
+                "accessFilter.operation",
+            ),
+        ] {
+            let e = parse_acl_filters(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let mut c = configs(&[("bootstrap.servers", "h:1"), ("acl.sync.enable", "true")]);
+        assert!(Settings::parse(&c).unwrap().acl_sync);
+        c.insert("acl.filters".into(), "{}".into());
+        let e = Settings::parse(&c).err().unwrap();
+        assert!(e.message.contains("acl.filters"), "{}", e.message);
+    }
 
     fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -8,9 +8,7 @@ use super::{ConnArgs, UsageError};
 use clap::Args;
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
-use kafka_protocol::messages::{
-    CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest, DescribeAclsResponse,
-};
+use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsResponse};
 use kafka_protocol::protocol::StrBytes;
 use runnel_broker::authz::acl::{
     AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType, CLUSTER_NAME,
@@ -316,7 +314,7 @@ fn entry_line(principal: &str, host: &str, op: i8, perm: i8) -> String {
     format!("\t(principal={principal}, host={host}, operation={op}, permissionType={perm})")
 }
 
-/// A filter in the wire form of DescribeAcls or DeleteAcls (the same fields).
+/// A filter in the wire form of DeleteAcls (DescribeAcls: `AclFilter::describe_request`).
 macro_rules! wire_filter {
     ($ty:ty, $f:expr) => {{
         let f: &AclFilter = $f;
@@ -332,7 +330,7 @@ macro_rules! wire_filter {
 }
 
 async fn describe(conn: &Connection, f: &AclFilter) -> anyhow::Result<DescribeAclsResponse> {
-    let request = wire_filter!(DescribeAclsRequest, f);
+    let request = f.describe_request();
     let r = conn.send(&request, VERSION).await?;
     Error::check(
         r.error_code,

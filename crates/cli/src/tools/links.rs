@@ -215,6 +215,12 @@ fn print_describe(s: &serde_json::Value) {
             }
         }
     }
+    if let Some(n) = s["acls_synced"].as_u64().filter(|n| *n > 0) {
+        outln!("ACLs synced from the source: {n}");
+    }
+    if let Some(e) = s["acl_sync_error"].as_str() {
+        outln!("ACL sync error: {e}");
+    }
     for (key, label) in [
         ("collisions", "Colliding topics (not mirrored)"),
         (

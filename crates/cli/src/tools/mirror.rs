@@ -8,15 +8,24 @@
 //!   read_committed, by an idempotent producer with acks=all.
 //! - After each produce is acknowledged, the last upstream offset copied and where it
 //!   landed are written to `mm2-offsets.<target>.internal` (Connect's format for MM2)
-//!   and as an `OffsetSync` to `mm2-offset-syncs.<target>.internal`. A restart reads
+//!   and as an `OffsetSync` to `mm2-offset-syncs.<source>.internal` on the target
+//!   (MM2's `offset-syncs.topic.location=target`; `--offset-syncs-topic-location source`
+//!   puts them in `mm2-offset-syncs.<target>.internal` on the source). A restart reads
 //!   them back and resumes after the stored upstream offset, skipping the records the
 //!   target already holds past the stored downstream offset (a crash between a produce
 //!   and its progress record): nothing is copied twice, nothing skipped, provided this
 //!   process is the only writer of its target topics (as with MM2).
+//! - `--exactly-once`: each fetch's batches and their progress record go to the target
+//!   in one transaction (`runnel_client::txn`); a restart fences the old transactional
+//!   id (aborting what a crash left open) and resumes after the committed progress, with
+//!   nothing to skip.
 //! - Every `--emit-checkpoints-interval` the committed offsets of the source groups
 //!   matching `--groups` are translated (MM2's rule: never past a record not read) and
 //!   written as `Checkpoint`s to `<source>.checkpoints.internal`; every
-//!   `--emit-heartbeats-interval` a `Heartbeat` goes to `heartbeats`.
+//!   `--emit-heartbeats-interval` a `Heartbeat` goes to `heartbeats`. With
+//!   `--sync-group-offsets` the translated offsets are also committed into the target's
+//!   groups that have no members there, never moving one back (MM2's
+//!   `sync.group.offsets.enabled`).
 //! - Ctrl-C (or SIGTERM) stops after the produce in flight, writes the last
 //!   checkpoints and exits 0.
 
@@ -33,6 +42,7 @@ use bytes::Bytes;
 use clap::Args;
 use formats::ReplicationPolicy;
 use runnel_client::records::encode_batch;
+use runnel_client::txn::TransactionalProducer;
 use runnel_client::{
     Client, ClientConfig, Compression, FetchOptions, NewTopic, OffsetSpec, ProduceOptions,
     ProducerIdentity, ProducerRecord, ResponseError,
@@ -90,6 +100,27 @@ pub struct MirrorArgs {
         default_value_t = 60.0
     )]
     checkpoints_interval_secs: f64,
+    /// Where the offset syncs live: target (mm2-offset-syncs.SOURCE-ALIAS.internal on the
+    /// target; needs only read access to the source) or source (MM2's default:
+    /// mm2-offset-syncs.TARGET-ALIAS.internal on the source, which must then accept writes).
+    #[arg(
+        long = "offset-syncs-topic-location",
+        value_name = "CLUSTER",
+        default_value = "target"
+    )]
+    offset_syncs_location: String,
+    /// Exactly-once delivery (MM2's exactly.once.support=enabled): each copied batch and
+    /// the progress record that says it was copied are written in one transaction on the
+    /// target (transactional id runnel-mirror-SOURCE-ALIAS-TARGET-ALIAS), so a crash
+    /// leaves neither or both; read_committed consumers of the target see each record
+    /// once, whoever else writes there.
+    #[arg(long = "exactly-once")]
+    exactly_once: bool,
+    /// Also commit the translated offsets into the target's groups of the same id, for
+    /// groups with no members there, never moving a group back (MM2's
+    /// sync.group.offsets.enabled; done with each checkpoint).
+    #[arg(long = "sync-group-offsets")]
+    sync_group_offsets: bool,
     /// Seconds between heartbeats (MM2's emit.heartbeats.interval.seconds).
     #[arg(
         long = "emit-heartbeats-interval",
@@ -138,6 +169,10 @@ struct Settings {
     groups: regex_lite::Regex,
     policy: ReplicationPolicy,
     target_alias: String,
+    sync_group_offsets: bool,
+    /// MM2's offset-syncs.topic.location=source.
+    syncs_on_source: bool,
+    exactly_once: bool,
     checkpoints_every: Duration,
     heartbeats_every: Duration,
     refresh_every: Duration,
@@ -176,6 +211,17 @@ impl MirrorArgs {
             )
             .map_err(UsageError)?,
             target_alias: self.target_alias.clone(),
+            sync_group_offsets: self.sync_group_offsets,
+            exactly_once: self.exactly_once,
+            syncs_on_source: match self.offset_syncs_location.as_str() {
+                "source" => true,
+                "target" => false,
+                other => {
+                    return Err(UsageError(format!(
+                        "--offset-syncs-topic-location {other:?}: use source or target"
+                    )))
+                }
+            },
             checkpoints_every: secs(
                 self.checkpoints_interval_secs,
                 "--emit-checkpoints-interval",
@@ -254,6 +300,10 @@ struct Shared {
     records: AtomicU64,
     bytes: AtomicU64,
     checkpoints: AtomicU64,
+    /// The transactional producer (--exactly-once): one transaction at a time.
+    txn: Option<tokio::sync::Mutex<TransactionalProducer>>,
+    /// Offsets committed into the target's groups (--sync-group-offsets).
+    group_offsets_synced: AtomicU64,
 }
 
 impl Shared {
@@ -264,11 +314,25 @@ impl Shared {
     fn names(&self) -> (String, String, String) {
         let p = &self.settings.policy;
         let t = &self.settings.target_alias;
+        let other = if self.settings.syncs_on_source {
+            t
+        } else {
+            &p.source_alias
+        };
         (
             p.offsets_topic(t),
-            p.offset_syncs_topic(),
+            p.offset_syncs_topic(other),
             p.checkpoints_topic(),
         )
+    }
+
+    /// The cluster holding the offset syncs (--offset-syncs-topic-location).
+    fn syncs_cluster(&self) -> &Client {
+        if self.settings.syncs_on_source {
+            &self.source
+        } else {
+            &self.target
+        }
     }
 }
 
@@ -289,6 +353,19 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         .connect(&args.target, &args.target_config, "--target", config)
         .await
         .with_context(|| format!("cannot reach the target cluster (--target {})", args.target))?;
+    let txn = if settings.exactly_once {
+        // Before the progress is read: fences an earlier run and aborts what it left open.
+        let id = format!(
+            "runnel-mirror-{}-{}",
+            settings.policy.source_alias, settings.target_alias
+        );
+        let p = TransactionalProducer::init(&target, &id, 60_000)
+            .await
+            .with_context(|| format!("cannot start transactional id {id} on the target (--exactly-once needs a target with transactions)"))?;
+        Some(tokio::sync::Mutex::new(p))
+    } else {
+        None
+    };
     let producer = match target.init_producer_id().await {
         Ok(p) => Some((p.producer_id, p.producer_epoch)),
         Err(e) => {
@@ -306,16 +383,18 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         records: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         checkpoints: AtomicU64::new(0),
+        group_offsets_synced: AtomicU64::new(0),
+        txn,
     });
     let (offsets_topic, syncs_topic, checkpoints_topic) = shared.names();
-    for name in [
-        &offsets_topic,
-        &syncs_topic,
-        &checkpoints_topic,
-        &formats::HEARTBEATS_TOPIC.to_string(),
+    for (cluster, name) in [
+        (&shared.target, &offsets_topic),
+        (shared.syncs_cluster(), &syncs_topic),
+        (&shared.target, &checkpoints_topic),
+        (&shared.target, &formats::HEARTBEATS_TOPIC.to_string()),
     ] {
         ensure_topic(
-            &shared.target,
+            cluster,
             name,
             1,
             vec![("cleanup.policy".into(), "compact".into())],
@@ -466,14 +545,16 @@ async fn read_all(
     let end = client.list_offsets(topic, &[0], OffsetSpec::Latest).await?[0].offset;
     let mut out = Vec::new();
     let mut position = start;
+    // read_committed: what an aborted --exactly-once transaction wrote does not count.
     let options = FetchOptions {
         max_wait_ms: 0,
+        isolation_level: 1,
         ..FetchOptions::default()
     };
     while position < end {
         let fetched = client.fetch(topic, 0, position, &options).await?;
         if fetched.next_offset <= position {
-            anyhow::bail!("reading {topic} on the target made no progress at offset {position}");
+            anyhow::bail!("reading {topic} made no progress at offset {position}");
         }
         position = fetched.next_offset;
         out.extend(fetched.records);
@@ -513,7 +594,7 @@ async fn read_progress(shared: &Shared) -> anyhow::Result<Progress> {
             out.last.insert((topic, partition), (u, d));
         }
     }
-    for r in read_all(&shared.target, &syncs_topic)
+    for r in read_all(shared.syncs_cluster(), &syncs_topic)
         .await
         .with_context(|| format!("cannot read the offset syncs in {syncs_topic}"))?
     {
@@ -647,7 +728,13 @@ async fn resume(
         match progress.last.get(&tp) {
             Some(&(upstream, downstream)) => {
                 state.position = upstream + 1;
-                state.skip = target_end.saturating_sub(downstream + 1);
+                // With transactions, what the target holds past the stored progress
+                // was aborted with it: nothing to skip.
+                state.skip = if shared.settings.exactly_once {
+                    0
+                } else {
+                    target_end.saturating_sub(downstream + 1)
+                };
                 if state.skip < 0 {
                     errln!("warning: {remote}[{p}] ends at {target_end} on the target, before offset {} recorded as copied: the target lost records; continuing after source offset {upstream}", downstream + 1);
                     state.skip = 0;
@@ -670,13 +757,29 @@ async fn resume(
         }
         states.push(state);
     }
-    write_progress(shared, topic, &first_records).await?;
+    let mut txn = lock_txn(shared).await;
+    write_progress(shared, txn.as_deref_mut(), topic, &first_records).await?;
+    if let Some(t) = txn.as_deref_mut() {
+        t.end(true).await?;
+    }
     Ok(states)
 }
 
 /// Writes progress records and offset syncs for (partition, upstream, downstream).
+/// The transactional producer, held for one transaction (None without --exactly-once).
+async fn lock_txn(shared: &Shared) -> Option<tokio::sync::MutexGuard<'_, TransactionalProducer>> {
+    match &shared.txn {
+        Some(m) => Some(m.lock().await),
+        None => None,
+    }
+}
+
+/// Stores the progress of `entries` (partition, last upstream, its downstream offset),
+/// inside `txn`'s transaction when there is one (the offset syncs too when they live on
+/// the target; on the source they are written after, as hints).
 async fn write_progress(
     shared: &Shared,
+    mut txn: Option<&mut TransactionalProducer>,
     topic: &str,
     entries: &[(i32, i64, i64)],
 ) -> anyhow::Result<()> {
@@ -704,16 +807,26 @@ async fn write_progress(
         })
         .collect();
     let options = acks_all();
-    shared
-        .target
-        .produce(&offsets_topic, 0, &progress, &options)
-        .await
-        .with_context(|| format!("cannot store the progress in {offsets_topic}"))?;
-    shared
-        .target
-        .produce(&syncs_topic, 0, &syncs, &options)
-        .await
-        .with_context(|| format!("cannot write offset syncs to {syncs_topic}"))?;
+    match txn.as_deref_mut() {
+        Some(t) => t.send(&offsets_topic, 0, &progress, &options).await,
+        None => {
+            shared
+                .target
+                .produce(&offsets_topic, 0, &progress, &options)
+                .await
+        }
+    }
+    .with_context(|| format!("cannot store the progress in {offsets_topic}"))?;
+    match txn.filter(|_| !shared.settings.syncs_on_source) {
+        Some(t) => t.send(&syncs_topic, 0, &syncs, &options).await,
+        None => {
+            shared
+                .syncs_cluster()
+                .produce(&syncs_topic, 0, &syncs, &options)
+                .await
+        }
+    }
+    .with_context(|| format!("cannot write offset syncs to {syncs_topic}"))?;
     Ok(())
 }
 
@@ -764,6 +877,8 @@ async fn copy_topic(shared: Arc<Shared>, topic: String, remote: String) -> anyho
         };
         attempt = 0;
         let mut done = Vec::new();
+        // One transaction per fetch (--exactly-once): the batches and their progress.
+        let mut txn = lock_txn(&shared).await;
         for (p, result) in fetched {
             let fp = match result {
                 Ok(fp) => fp,
@@ -797,7 +912,8 @@ async fn copy_topic(shared: Arc<Shared>, topic: String, remote: String) -> anyho
             let mut sequence = sequence;
             let mut last = None;
             for chunk in chunks(records) {
-                let (base, n) = produce_chunk(&shared, &remote, p, chunk, sequence).await?;
+                let (base, n) =
+                    produce_chunk(&shared, txn.as_deref_mut(), &remote, p, chunk, sequence).await?;
                 sequence = sequence.wrapping_add(n as i32);
                 let end = (chunk[n - 1].offset, base.saturating_add(n as i64 - 1));
                 {
@@ -823,7 +939,12 @@ async fn copy_topic(shared: Arc<Shared>, topic: String, remote: String) -> anyho
                 done.push((p, u, d));
             }
         }
-        write_progress(&shared, &topic, &done).await?;
+        write_progress(&shared, txn.as_deref_mut(), &topic, &done).await?;
+        if let Some(t) = txn.as_deref_mut() {
+            t.end(true)
+                .await
+                .with_context(|| format!("cannot commit the transaction copying {topic}"))?;
+        }
     }
     Ok(())
 }
@@ -858,6 +979,7 @@ fn chunks(records: &[runnel_client::ConsumerRecord]) -> Vec<&[runnel_client::Con
 /// returns its base offset and record count.
 async fn produce_chunk(
     shared: &Shared,
+    txn: Option<&mut TransactionalProducer>,
     remote: &str,
     partition: i32,
     chunk: &[runnel_client::ConsumerRecord],
@@ -879,13 +1001,18 @@ async fn produce_chunk(
             producer_epoch,
             base_sequence: sequence,
         });
-    let batch = encode_batch(&records, Compression::None, producer, now_ms())?;
     let bytes: usize = records.iter().map(ProducerRecord::payload_bytes).sum();
-    let ack = shared
-        .target
-        .produce_batch(remote, partition, batch, &acks_all())
-        .await
-        .with_context(|| format!("cannot write to {remote}[{partition}] on the target"))?;
+    let ack = match txn {
+        Some(t) => t.send(remote, partition, &records, &acks_all()).await,
+        None => {
+            let batch = encode_batch(&records, Compression::None, producer, now_ms())?;
+            shared
+                .target
+                .produce_batch(remote, partition, batch, &acks_all())
+                .await
+        }
+    }
+    .with_context(|| format!("cannot write to {remote}[{partition}] on the target"))?;
     let base = ack
         .base_offset
         .ok_or_else(|| anyhow::anyhow!("the target sent no offset for {remote}[{partition}]"))?;
@@ -927,6 +1054,8 @@ async fn checkpoint(
 ) -> anyhow::Result<()> {
     let groups = shared.source.list_groups(&[]).await?;
     let mut records = Vec::new();
+    // group -> (remote topic, partition, downstream offset), for --sync-group-offsets.
+    let mut translated: BTreeMap<String, Vec<(String, i32, i64)>> = BTreeMap::new();
     for g in groups {
         let id = &g.group_id;
         if formats::is_excluded_group(id) || !shared.settings.groups.is_match(id) {
@@ -951,6 +1080,11 @@ async fn checkpoint(
                 continue;
             };
             let remote = shared.settings.policy.remote_topic(&o.topic);
+            translated.entry(id.clone()).or_default().push((
+                remote.clone(),
+                o.partition,
+                downstream,
+            ));
             let key = (id.clone(), remote.clone(), o.partition);
             if last.get(&key) == Some(&(o.offset, downstream)) {
                 continue;
@@ -966,17 +1100,57 @@ async fn checkpoint(
             ));
         }
     }
-    if records.is_empty() {
+    if !records.is_empty() {
+        let (_, _, checkpoints_topic) = shared.names();
+        shared
+            .target
+            .produce(&checkpoints_topic, 0, &records, &acks_all())
+            .await?;
+        shared
+            .checkpoints
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+    }
+    if shared.settings.sync_group_offsets {
+        for (group, offsets) in translated {
+            if let Err(e) = sync_group(shared, &group, offsets).await {
+                errln!("warning: cannot sync the offsets of group {group} on the target: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// MM2's `sync.group.offsets.enabled` for one group: the translated offsets are
+/// committed on the target when the group has no members there, and only where they
+/// are ahead of what the group has committed there (a group is never moved back).
+async fn sync_group(
+    shared: &Shared,
+    group: &str,
+    translated: Vec<(String, i32, i64)>,
+) -> anyhow::Result<()> {
+    if let Ok(d) = shared.target.describe_group(group).await {
+        if !d.is_inactive() {
+            return Ok(());
+        }
+    }
+    let current: HashMap<(String, i32), i64> = shared
+        .target
+        .committed_offsets(group)
+        .await?
+        .into_iter()
+        .map(|o| ((o.topic, o.partition), o.offset))
+        .collect();
+    let ahead: Vec<(String, i32, i64)> = translated
+        .into_iter()
+        .filter(|(t, p, o)| current.get(&(t.clone(), *p)).is_none_or(|c| o > c))
+        .collect();
+    if ahead.is_empty() {
         return Ok(());
     }
-    let (_, _, checkpoints_topic) = shared.names();
+    shared.target.commit_group_offsets(group, &ahead).await?;
     shared
-        .target
-        .produce(&checkpoints_topic, 0, &records, &acks_all())
-        .await?;
-    shared
-        .checkpoints
-        .fetch_add(records.len() as u64, Ordering::Relaxed);
+        .group_offsets_synced
+        .fetch_add(ahead.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
@@ -991,12 +1165,13 @@ fn print_progress(shared: &Shared, start: Instant) {
         .sum();
     let seen: HashSet<&String> = topics.keys().collect();
     errln!(
-        "mirror: {} records ({:.1} MiB) copied in {:.0} s from {} topics ({partitions} partitions), lag {lag} records, {} checkpoints",
+        "mirror: {} records ({:.1} MiB) copied in {:.0} s from {} topics ({partitions} partitions), lag {lag} records, {} checkpoints, {} group offsets synced",
         shared.records.load(Ordering::Relaxed),
         shared.bytes.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0),
         start.elapsed().as_secs_f64(),
         seen.len(),
         shared.checkpoints.load(Ordering::Relaxed),
+        shared.group_offsets_synced.load(Ordering::Relaxed),
     );
 }
 

@@ -80,13 +80,12 @@ impl ReplicationPolicy {
         )
     }
 
-    /// The offset-syncs topic when it lives on the target (MM2's
-    /// `offset-syncs.topic.location=target`): named after the other cluster, the source.
-    pub fn offset_syncs_topic(&self) -> String {
-        format!(
-            "mm2-offset-syncs{}{}.internal",
-            self.separator, self.source_alias
-        )
+    /// The offset-syncs topic, named (as MM2's `MirrorSourceConfig.offsetSyncsTopic`
+    /// does) after the cluster it does not live on: `mm2-offset-syncs.<target>.internal`
+    /// on the source (MM2's default `offset-syncs.topic.location=source`),
+    /// `mm2-offset-syncs.<source>.internal` on the target (`=target`).
+    pub fn offset_syncs_topic(&self, other_alias: &str) -> String {
+        format!("mm2-offset-syncs{}{other_alias}.internal", self.separator)
     }
 
     pub fn offsets_topic(&self, target_alias: &str) -> String {
@@ -268,7 +267,7 @@ mod tests {
         let p = ReplicationPolicy::parse("default", "us", ".").unwrap();
         assert_eq!(p.remote_topic("orders"), "us.orders");
         assert_eq!(p.checkpoints_topic(), "us.checkpoints.internal");
-        assert_eq!(p.offset_syncs_topic(), "mm2-offset-syncs.us.internal");
+        assert_eq!(p.offset_syncs_topic("us"), "mm2-offset-syncs.us.internal");
         assert_eq!(p.offsets_topic("eu"), "mm2-offsets.eu.internal");
         assert!(p.comes_from("eu.orders", "eu") && !p.comes_from("europe", "eu"));
         let i = ReplicationPolicy::parse(
