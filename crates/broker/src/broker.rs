@@ -88,8 +88,8 @@ impl Broker {
         let quotas = crate::quota::Quotas::open(config.quota.clone(), local_meta)?;
         let groups = GroupCoordinator::new(config.groups.clone());
         groups.load(&topics)?;
+        // Restored by reconcile once the first image opened the partitions.
         let shares = crate::share::Shares::new(config.share.clone());
-        shares.restore_from(crate::share::persist::load(&topics));
         let security = crate::security::Security::build(&config)
             .map_err(|e| BrokerError::new(crate::error::ErrorCode::InvalidConfig, e))?;
         if !config.cluster.is_clustered() {
@@ -98,9 +98,6 @@ impl Broker {
                 .open_local(&config.log_dirs[0].join("__cluster_metadata"))?;
         }
         let links = crate::mirror::Links::default();
-        if let Some(dir) = config.log_dirs.first() {
-            links.open_local(&dir.join("__cluster_metadata"))?;
-        }
         let broker = Broker {
             config,
             topics,

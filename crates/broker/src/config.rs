@@ -130,6 +130,9 @@ fn parse_ip_overrides(
 pub struct ClusterConfig {
     /// `controller.quorum.voters` ("1@127.0.0.1:19093,2@..."): empty for a single node.
     pub voters: Vec<(i32, SocketAddr)>,
+    /// No voters were configured: this node is its own single voter, on a loopback port
+    /// chosen at start (`Server::start` fills `voters`).
+    pub single_voter: bool,
     pub broker_role: bool,
     pub controller_role: bool,
     /// `metadata.log.dir`: where the quorum keeps its log (default: first log dir).
@@ -155,6 +158,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             voters: Vec::new(),
+            single_voter: false,
             broker_role: true,
             controller_role: true,
             metadata_dir: None,

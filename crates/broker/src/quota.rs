@@ -246,11 +246,16 @@ pub struct Quotas {
     sensors: Mutex<HashMap<(Entity, &'static str), Sensor>>,
 }
 
+/// Where client quotas live: `quota:` records (formerly `client-quotas.json`).
+pub fn quota_store() -> RecordStore {
+    RecordStore::new("quota:", "client-quotas.json")
+}
+
 impl Quotas {
     pub fn open(config: QuotaConfig, meta_dir: Option<&Path>) -> Result<Quotas, BrokerError> {
         let q = Quotas {
             config,
-            store: RecordStore::new("quota:", "client-quotas.json"),
+            store: quota_store(),
             quotas: RwLock::new(BTreeMap::new()),
             sensors: Mutex::new(HashMap::new()),
         };

@@ -155,6 +155,11 @@ impl MetaNode {
             if let Err(e) = raft.initialize(members).await {
                 tracing::debug!(node = cfg.node_id, "raft initialize: {e}");
             }
+        } else if voters.len() == 1 {
+            // A lone voter need not wait out an election timeout to lead again.
+            if let Err(e) = raft.trigger().elect().await {
+                tracing::debug!(node = cfg.node_id, "raft elect: {e}");
+            }
         }
         let actor = Actor {
             me: cfg.node_id,

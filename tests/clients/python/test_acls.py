@@ -427,7 +427,7 @@ def test_share_groups_and_scram_credentials_are_authorized(start_broker):
 
     from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
-    from test_share_groups import heartbeat, share_fetch
+    from test_share_groups import find_coordinator, heartbeat, share_fetch
 
     b = start_broker(authorizer__class__name=AUTHORIZER, super__users=ANONYMOUS)
     a = admin(b)
@@ -438,6 +438,7 @@ def test_share_groups_and_scram_credentials_are_authorized(start_broker):
     b.configs["super.users"] = ""
     b.restart()
     a = admin(b)
+    find_coordinator(b, "sg-ok")  # as a client does before it talks to the group
     with kwire.Conn("127.0.0.1", b.port) as c:
         err, _ = heartbeat(c, "sg-no", "AAAAAAAAAAAAAAAAAAAAAA", 0, ["sq"])
         assert err == KafkaError.GROUP_AUTHORIZATION_FAILED

@@ -114,6 +114,11 @@ pub struct Authz {
     audit: Audit,
 }
 
+/// Where ACLs live: `acl:` records (formerly `acls.json` on a single node).
+pub fn acl_store() -> store::RecordStore {
+    store::RecordStore::new("acl:", "acls.json")
+}
+
 impl Authz {
     /// `meta_dir` is the single node's metadata dir (None in a cluster: the ACLs come
     /// with the metadata image).
@@ -122,7 +127,7 @@ impl Authz {
             config,
             loaded: std::sync::atomic::AtomicBool::new(meta_dir.is_some()),
             acls: RwLock::new(Arc::new(Vec::new())),
-            store: store::RecordStore::new("acl:", "acls.json"),
+            store: acl_store(),
             audit: Audit::default(),
         };
         if let Some(dir) = meta_dir {

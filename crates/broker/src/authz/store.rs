@@ -58,6 +58,20 @@ impl RecordStore {
         Ok(())
     }
 
+    /// The metadata-log records that hold this set (a single node's file being imported).
+    pub fn image_records(&self) -> Changes {
+        self.entries
+            .read()
+            .iter()
+            .map(|(k, v)| (format!("{}{k}", self.prefix), Some(v.clone())))
+            .collect()
+    }
+
+    /// The file name under `__cluster_metadata` a single node kept this set in.
+    pub fn file_name(&self) -> &'static str {
+        self.file
+    }
+
     pub fn entries(&self) -> BTreeMap<String, String> {
         self.entries.read().clone()
     }

@@ -1,6 +1,8 @@
-//! Replicated mode: this broker's link to the metadata quorum (`runnel-meta`).
+//! Every node's link to the metadata quorum (`runnel-meta`); a node without
+//! `controller.quorum.voters` is a cluster of one, its own single voter.
 //!
 //! - starts the quorum voter when `process.roles` includes `controller`;
+//! - on a single node's first start, imports the files an older version kept (`import`);
 //! - registers the broker and heartbeats (a broker that stops is fenced by the controller
 //!   and its partitions get new leaders from their ISR);
 //! - applies every new metadata image to the local partitions (`reconcile`): creates and
@@ -8,6 +10,7 @@
 //! - sends ISR changes to the controller (AlterPartition) for partitions it leads;
 //! - on SIGTERM, a controlled shutdown: asks the controller to move leadership away first.
 
+mod import;
 mod markers;
 pub mod reconcile;
 
@@ -52,7 +55,11 @@ pub struct Cluster {
 impl Cluster {
     /// Joins the cluster: starts the voter (combined mode), registers this broker, and
     /// starts the heartbeat, reconcile and ISR tasks.
-    pub async fn start(broker: &Arc<Broker>) -> Result<Arc<Cluster>, BrokerError> {
+    /// `listener`: the voter's port, already bound (a single node's loopback port).
+    pub async fn start(
+        broker: &Arc<Broker>,
+        listener: Option<tokio::net::TcpListener>,
+    ) -> Result<Arc<Cluster>, BrokerError> {
         let cfg = &broker.config.cluster;
         let me = broker.node_id();
         if !(0..1024).contains(&me) {
@@ -78,7 +85,7 @@ impl Cluster {
             mc.defaults.num_partitions = broker.config.num_partitions;
             mc.defaults.default_replication_factor =
                 broker.config.default_replication_factor as i32;
-            let node = MetaNode::start(mc, None).await.map_err(|e| {
+            let node = MetaNode::start(mc, listener).await.map_err(|e| {
                 BrokerError::new(
                     ErrorCode::KafkaStorageError,
                     format!("cannot start the metadata quorum voter: {e}"),
@@ -121,17 +128,16 @@ impl Cluster {
             {
                 tracing::warn!("not unfenced by the controller yet; serving anyway");
             } else {
+                if broker.config.cluster.single_voter {
+                    import::run(broker, &cluster).await?;
+                } else {
+                    import::set_aside(broker);
+                }
                 // Kafka's broker enables request processing only once it has caught up
                 // with the metadata log; the unfencing record is in the image, so wait
                 // until reconcile has applied that image locally too.
                 let target = cluster.current_image().applied_index;
-                let mut rx = cluster.reconciled.subscribe();
-                let caught_up = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    rx.wait_for(|applied| *applied >= target),
-                )
-                .await;
-                if !matches!(caught_up, Ok(Ok(_))) {
+                if !cluster.wait_reconciled(target).await {
                     tracing::warn!(
                         index = target,
                         "the metadata image is not applied locally yet; serving anyway"
@@ -192,6 +198,15 @@ impl Cluster {
             .or_else(|| image.is_live(local_id).then_some(local_id))
             .or_else(|| image.live_brokers().next().map(|b| b.id))
             .unwrap_or(local_id)
+    }
+
+    /// Waits (at most 10 s) until reconcile has applied the image at `index` or a later
+    /// one to this broker; false on the deadline.
+    pub async fn wait_reconciled(&self, index: u64) -> bool {
+        let mut rx = self.reconciled.subscribe();
+        let caught_up =
+            tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|i| *i >= index)).await;
+        matches!(caught_up, Ok(Ok(_)))
     }
 
     /// Waits until the image satisfies `ready`, or the deadline passes.

@@ -213,6 +213,15 @@ impl GroupConfigStore {
         Ok(())
     }
 
+    /// The metadata-log records of every group's overrides (a file being imported).
+    pub fn image_records(&self) -> BTreeMap<String, Option<String>> {
+        self.overrides
+            .read()
+            .iter()
+            .map(|(g, c)| GroupConfigStore::image_record(g, c))
+            .collect()
+    }
+
     /// The metadata-log record that sets a group's overrides (None deletes them).
     pub fn image_record(
         group: &str,

@@ -433,9 +433,6 @@ impl GroupCoordinator {
 
     /// Replays `__consumer_offsets` into memory (at start-up).
     pub fn load(&self, topics: &TopicRegistry) -> Result<(), BrokerError> {
-        if let Some(dir) = topics.log_dirs().first() {
-            self.configs.open_local(&dir.join("__cluster_metadata"))?;
-        }
         let Some(topic) = topics.get(OFFSETS_TOPIC) else {
             return Ok(());
         };

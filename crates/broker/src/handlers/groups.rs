@@ -193,6 +193,7 @@ async fn find_in_cluster(
     if setup_error.is_none() && !cluster.current_image().topics.contains_key(internal) {
         let live = cluster.current_image().live_brokers().count() as i16;
         let topic = runnel_meta::NewTopic {
+            id: None,
             name: internal.to_string(),
             num_partitions: partitions,
             replication_factor: rf.min(live.max(1)),
@@ -210,6 +211,11 @@ async fn find_in_cluster(
         }
         cluster
             .wait_for_image(|img| img.topics.contains_key(internal))
+            .await;
+        // The coordinator may be this broker: answer once it has applied that image
+        // (opened the partitions and taken their leadership), not before.
+        cluster
+            .wait_reconciled(cluster.current_image().applied_index)
             .await;
     }
     let image = cluster.current_image();

@@ -266,6 +266,7 @@ async fn cluster_metadata(
         let new = missing
             .iter()
             .map(|name| runnel_meta::NewTopic {
+                id: None,
                 name: name.clone(),
                 num_partitions: -1,
                 replication_factor: -1,

@@ -19,7 +19,7 @@ mod share;
 mod share_gate;
 mod throttle;
 mod topics_admin;
-mod txn;
+pub(crate) mod txn;
 
 use std::future::Future;
 use std::pin::Pin;

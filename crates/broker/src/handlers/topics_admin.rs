@@ -126,6 +126,7 @@ fn create_in_cluster(
                 to_create.push((
                     results.len(),
                     runnel_meta::NewTopic {
+                        id: None,
                         name,
                         num_partitions: t.num_partitions,
                         replication_factor: t.replication_factor,

@@ -21,7 +21,7 @@
 pub mod admin;
 mod manager;
 mod puller;
-mod store;
+pub(crate) mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -219,6 +219,15 @@ impl LinkStore {
         Ok(())
     }
 
+    /// The metadata-log records of every link (a single node's file being imported).
+    pub fn image_records(&self) -> BTreeMap<String, Option<String>> {
+        self.records
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect()
+    }
+
     pub fn apply_image(&self, image_configs: &BTreeMap<String, String>) {
         let records = image_configs
             .iter()

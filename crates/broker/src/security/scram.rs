@@ -199,6 +199,15 @@ impl ScramStore {
         Ok(())
     }
 
+    /// The metadata-log records of every credential (a single node's file being imported).
+    pub fn image_records(&self) -> BTreeMap<String, Option<String>> {
+        self.creds
+            .read()
+            .iter()
+            .map(|((u, m), c)| ScramStore::image_record(u, *m, Some(c)))
+            .collect()
+    }
+
     /// The metadata-log config record for one credential (None deletes it).
     pub fn image_record(
         user: &str,

@@ -146,6 +146,7 @@ fn ensure_in_cluster(broker: &Broker, cluster: &Arc<crate::cluster::Cluster>) {
     }
     let live = cluster.current_image().live_brokers().count() as i16;
     let topic = runnel_meta::NewTopic {
+        id: None,
         name: STATE_TOPIC.to_string(),
         num_partitions: broker.shares.config.state_topic_partitions,
         replication_factor: broker

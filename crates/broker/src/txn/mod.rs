@@ -667,21 +667,16 @@ impl TxnCoordinator {
         topic: &str,
         partition: i32,
     ) -> Result<(), BrokerError> {
-        if self.is_replicated() {
-            // The coordinator may be another broker; like Kafka before KIP-890, the
-            // partition leader takes the producer's word (epochs still fence zombies).
-            return Ok(());
-        }
         let state = self.state.lock();
         let Some(m) = state
             .by_producer
             .get(&producer_id)
             .and_then(|tid| state.txns.get(tid))
         else {
-            return Err(err(
-                ErrorCode::InvalidTxnState,
-                format!("producer {producer_id} has no transaction"),
-            ));
+            // The coordinator is another broker (or this one no longer is); like Kafka
+            // before KIP-890, the partition leader takes the producer's word (epochs
+            // still fence zombies).
+            return Ok(());
         };
         check_producer(m, producer_id, epoch).map_err(|e| {
             if e.code == ErrorCode::ProducerFenced {
@@ -711,17 +706,11 @@ impl TxnCoordinator {
         epoch: i16,
         group: &str,
     ) -> Result<(), BrokerError> {
-        if self.is_replicated() {
-            // The transaction coordinator may be another broker (see verify_produce).
-            return Ok(());
-        }
         let state = self.state.lock();
-        let m = state.txns.get(tid).ok_or_else(|| {
-            err(
-                ErrorCode::InvalidProducerIdMapping,
-                format!("transactional id '{tid}' is not known"),
-            )
-        })?;
+        let Some(m) = state.txns.get(tid) else {
+            // The transaction coordinator is another broker (see verify_produce).
+            return Ok(());
+        };
         check_producer(m, producer_id, epoch)?;
         let partitions = broker
             .topics
