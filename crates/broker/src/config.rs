@@ -177,9 +177,12 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// Whether this node is part of a replicated cluster.
-    pub fn is_clustered(&self) -> bool {
-        !self.voters.is_empty()
+    /// Whether other nodes exist that this one connects to (a voter or broker besides
+    /// itself): only then does it need inter-broker credentials.
+    pub fn has_peers(&self, node_id: i32) -> bool {
+        !self.broker_role
+            || !self.controller_role
+            || self.voters.iter().any(|(id, _)| *id != node_id)
     }
 }
 

@@ -132,8 +132,7 @@ impl Server {
                 BrokerError::new(crate::error::ErrorCode::UnknownServerError, e.to_string())
             })??;
         let broker = Arc::new(broker);
-        let cluster = crate::cluster::Cluster::start(&broker, quorum_listener).await?;
-        let _ = broker.cluster.set(cluster);
+        crate::cluster::Cluster::start(&broker, quorum_listener).await?;
         Ok(Server {
             broker,
             listeners,
@@ -196,12 +195,11 @@ impl Server {
         if let Some(h) = http {
             h.abort();
         }
-        if let Some(cluster) = broker.cluster() {
-            if broker.config.cluster.controlled_shutdown {
-                cluster.controlled_shutdown(&broker).await;
-            }
-            cluster.shutdown().await;
+        let cluster = broker.cluster();
+        if broker.config.cluster.controlled_shutdown {
+            cluster.controlled_shutdown(&broker).await;
         }
+        cluster.shutdown().await;
         tracing::info!("shutting down: closing partitions");
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || b.topics.close_all()).await;

@@ -244,7 +244,7 @@ impl TopicRegistry {
                     return Err(BrokerError::from(e));
                 }
             };
-            let partition = Partition::new(topic, p, log, self.config.cluster.is_clustered());
+            let partition = Partition::new(topic, p, log);
             if !existed {
                 created.push(partition.clone());
             }
@@ -332,7 +332,6 @@ impl TopicRegistry {
         &self,
         name: &str,
         partitions: i32,
-        replication_factor: i16,
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, BrokerError> {
@@ -346,17 +345,6 @@ impl TopicRegistry {
             return Err(BrokerError::new(
                 ErrorCode::InvalidPartitions,
                 format!("number of partitions must be at least 1, got {partitions}"),
-            ));
-        }
-        let rf = if replication_factor == -1 {
-            self.config.default_replication_factor
-        } else {
-            replication_factor
-        };
-        if rf != 1 && !self.config.cluster.is_clustered() {
-            return Err(BrokerError::new(
-                ErrorCode::InvalidReplicationFactor,
-                format!("replication factor {rf} is larger than the 1 available broker"),
             ));
         }
         for (k, v) in &configs {

@@ -488,7 +488,11 @@ impl Actor {
         }
         tracing::info!(node = self.me, term, "active controller");
         if self.image.borrow().cluster_id.is_none() {
-            let id = controller::new_cluster_id();
+            let id = self
+                .cfg
+                .cluster_id
+                .clone()
+                .unwrap_or_else(controller::new_cluster_id);
             tracing::info!(node = self.me, cluster_id = %id, "new metadata log: writing the cluster id");
             self.write(vec![MetadataRecord::InitCluster { cluster_id: id }])
                 .await?;

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{controller_error, Cluster};
+use super::Cluster;
 use crate::broker::Broker;
 use crate::error::{BrokerError, ErrorCode};
 use crate::topics::{read_json_file, MetadataFile};
@@ -29,24 +29,7 @@ pub async fn run(broker: &Broker, cluster: &Cluster) -> Result<(), BrokerError> 
     let dir = meta_dir(broker);
     import_topics(broker, cluster, &dir).await?;
     let (records, files) = config_records(&dir)?;
-    if !records.is_empty() {
-        cluster
-            .controller
-            .alter_broker_configs(records.clone())
-            .await
-            .map_err(controller_error)?;
-        let all_in = |img: &runnel_meta::ClusterImage| {
-            records
-                .iter()
-                .all(|(k, v)| img.broker_configs.get(k) == v.as_ref())
-        };
-        if !cluster.wait_for_image(all_in).await {
-            return Err(BrokerError::new(
-                ErrorCode::KafkaStorageError,
-                "importing the single-node config files: the metadata image did not show them in time; restart to retry",
-            ));
-        }
-    }
+    cluster.write_config_records(records).await?;
     for file in files {
         set_aside_file(&file)?;
         tracing::info!(file = %file.display(), "imported into the metadata log");
@@ -60,7 +43,9 @@ pub fn set_aside(broker: &Broker) {
     let path = meta_dir(broker).join(TOPICS_FILE);
     if path.exists() {
         match set_aside_file(&path) {
-            Ok(()) => tracing::info!(file = %path.display(), "set aside: topics come from the metadata log"),
+            Ok(()) => {
+                tracing::info!(file = %path.display(), "set aside: topics come from the metadata log")
+            }
             Err(e) => tracing::warn!(error = %e, "cannot set aside the old topics file"),
         }
     }
@@ -138,17 +123,17 @@ fn config_records(
         }
     };
     for store in [crate::authz::acl_store(), crate::quota::quota_store()] {
-        store.open_local(dir)?;
+        store.read_legacy_file(dir)?;
         take(store.file_name(), store.image_records());
     }
     let scram = crate::security::scram::ScramStore::default();
-    scram.open_local(dir)?;
+    scram.read_legacy_file(dir)?;
     take("scram-credentials.json", scram.image_records());
     let groups = crate::groups::group_configs::GroupConfigStore::default();
-    groups.open_local(dir)?;
+    groups.read_legacy_file(dir)?;
     take("group-configs.json", groups.image_records());
     let links = crate::mirror::store::LinkStore::default();
-    links.open_local(dir)?;
+    links.read_legacy_file(dir)?;
     take("cluster-links.json", links.image_records());
     Ok((records, files))
 }

@@ -26,9 +26,7 @@ pub async fn send(
     commit: bool,
     partitions: Vec<(String, i32)>,
 ) -> bool {
-    let Some(cluster) = broker.cluster() else {
-        return false;
-    };
+    let cluster = broker.cluster();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let mut pending = partitions;
     let config = ConnectionConfig {
@@ -96,8 +94,7 @@ async fn deliver_local(
     let Some(p) = broker.topics.partition(topic, partition) else {
         return false;
     };
-    let written =
-        crate::handlers::txn::append_marker(broker, &p, producer_id, epoch, commit, 0);
+    let written = crate::handlers::txn::append_marker(broker, &p, producer_id, epoch, commit, 0);
     match written {
         Ok(offset) => p.wait_acknowledged(offset + 1).await.is_ok(),
         Err(e) => {

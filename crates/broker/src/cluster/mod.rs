@@ -83,6 +83,7 @@ impl Cluster {
             let mut mc = MetaConfig::new(me, cfg.voters.clone(), dir);
             mc.broker_session_timeout = Duration::from_millis(cfg.broker_session_timeout_ms);
             mc.defaults.num_partitions = broker.config.num_partitions;
+            mc.cluster_id = Some(broker.cluster_id.clone());
             mc.defaults.default_replication_factor =
                 broker.config.default_replication_factor as i32;
             let node = MetaNode::start(mc, listener).await.map_err(|e| {
@@ -112,9 +113,9 @@ impl Cluster {
             broker: Arc::downgrade(broker),
             reconciled: watch::channel(0).0,
         });
+        // Before any task that may ask for it starts.
+        let _ = broker.cluster.set(cluster.clone());
         if cfg.broker_role {
-            broker.groups.set_replicated();
-            broker.txns.set_replicated();
             cluster.register(broker).await?;
             tokio::spawn(heartbeat_loop(broker.clone(), cluster.clone()));
             tokio::spawn(reconcile::run(broker.clone(), cluster.clone()));
@@ -200,6 +201,29 @@ impl Cluster {
             .unwrap_or(local_id)
     }
 
+    /// Writes cluster-wide config records (ACLs, quotas, SCRAM credentials, group
+    /// configs, links; None deletes a key) through the controller and waits (bounded)
+    /// until this broker's image holds them.
+    pub async fn write_config_records(
+        &self,
+        records: std::collections::BTreeMap<String, Option<String>>,
+    ) -> Result<(), BrokerError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.controller
+            .alter_broker_configs(records.clone())
+            .await
+            .map_err(controller_error)?;
+        self.wait_for_image(|img| {
+            records
+                .iter()
+                .all(|(k, v)| img.broker_configs.get(k) == v.as_ref())
+        })
+        .await;
+        Ok(())
+    }
+
     /// Waits (at most 10 s) until reconcile has applied the image at `index` or a later
     /// one to this broker; false on the deadline.
     pub async fn wait_reconciled(&self, index: u64) -> bool {
@@ -227,8 +251,10 @@ impl Cluster {
             .unwrap_or(false)
     }
 
-    /// Sends a transaction's markers to the leaders of its partitions in the background
-    /// and, once every leader has them replicated, records the transaction complete.
+    /// Writes a transaction's markers: at once to the partitions this broker leads (so
+    /// the answer to EndTxn finds them there, as on a single node every partition), and
+    /// in the background to the leaders of the others; once every marker is replicated,
+    /// records the transaction complete.
     pub fn send_markers(
         &self,
         tid: String,
@@ -240,8 +266,31 @@ impl Cluster {
         let Some(broker) = self.broker.upgrade() else {
             return;
         };
+        let mut written = Vec::new();
+        let mut rest = Vec::new();
+        for (topic, index) in partitions {
+            let local = broker
+                .topics
+                .partition(&topic, index)
+                .filter(|p| p.replica.lock().is_leader());
+            let appended = local.and_then(|p| {
+                crate::handlers::txn::append_marker(&broker, &p, producer_id, epoch, commit, 0)
+                    .ok()
+                    .map(|offset| (p, offset))
+            });
+            match appended {
+                Some((p, offset)) => written.push(((topic, index), p, offset)),
+                None => rest.push((topic, index)),
+            }
+        }
         tokio::spawn(async move {
-            if markers::send(&broker, producer_id, epoch, commit, partitions).await {
+            for (tp, p, offset) in written {
+                if p.wait_acknowledged(offset + 1).await.is_err() {
+                    // Not replicated here (leadership moved): deliver it again.
+                    rest.push(tp);
+                }
+            }
+            if markers::send(&broker, producer_id, epoch, commit, rest).await {
                 broker
                     .txns
                     .markers_written(&broker, &tid, producer_id, commit);
