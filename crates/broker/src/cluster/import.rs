@@ -109,13 +109,14 @@ async fn import_topics(broker: &Broker, cluster: &Cluster, dir: &Path) -> Result
     set_aside_file(&path)
 }
 
+/// Cluster-wide config records (key, value; None deletes).
+type Records = BTreeMap<String, Option<String>>;
+
 /// The records of every single-node config file present, and those files.
-fn config_records(
-    dir: &Path,
-) -> Result<(BTreeMap<String, Option<String>>, Vec<PathBuf>), BrokerError> {
+fn config_records(dir: &Path) -> Result<(Records, Vec<PathBuf>), BrokerError> {
     let mut records = BTreeMap::new();
     let mut files = Vec::new();
-    let mut take = |name: &str, found: BTreeMap<String, Option<String>>| {
+    let mut take = |name: &str, found: Records| {
         let path = dir.join(name);
         if path.exists() {
             records.extend(found);
