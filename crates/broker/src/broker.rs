@@ -38,7 +38,7 @@ pub struct Broker {
     /// Log dirs taken offline by an I/O error: their partitions answer
     /// KAFKA_STORAGE_ERROR while the other dirs keep serving (Kafka's JBOD behaviour).
     offline_dirs: parking_lot::RwLock<std::collections::BTreeSet<std::path::PathBuf>>,
-    /// Replicated mode: the link to the metadata quorum (set once the broker has joined).
+    /// The link to the metadata quorum (set by `Cluster::start`; read it with `cluster()`).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// `<log dir>/.lock` of every log dir, held while the broker lives: a second broker
     /// on the same dirs refuses to start.
@@ -82,25 +82,14 @@ impl Broker {
         let cluster_id = load_or_create_identity(&config)?;
         let topics = TopicRegistry::open(config.clone())?;
         let config_txn = config.txn.clone();
-        let meta_dir = config.log_dirs[0].join("__cluster_metadata");
-        let local_meta = (!config.cluster.is_clustered()).then_some(meta_dir.as_path());
-        let authz = crate::authz::Authz::open(config.authz.clone(), local_meta)?;
-        let quotas = crate::quota::Quotas::open(config.quota.clone(), local_meta)?;
+        let authz = crate::authz::Authz::open(config.authz.clone());
+        let quotas = crate::quota::Quotas::open(config.quota.clone());
         let groups = GroupCoordinator::new(config.groups.clone());
-        groups.load(&topics)?;
+        // Restored by reconcile once the first image opened the partitions.
         let shares = crate::share::Shares::new(config.share.clone());
-        shares.restore_from(crate::share::persist::load(&topics));
         let security = crate::security::Security::build(&config)
             .map_err(|e| BrokerError::new(crate::error::ErrorCode::InvalidConfig, e))?;
-        if !config.cluster.is_clustered() {
-            security
-                .scram
-                .open_local(&config.log_dirs[0].join("__cluster_metadata"))?;
-        }
         let links = crate::mirror::Links::default();
-        if let Some(dir) = config.log_dirs.first() {
-            links.open_local(&dir.join("__cluster_metadata"))?;
-        }
         let broker = Broker {
             config,
             topics,
@@ -123,14 +112,15 @@ impl Broker {
             security,
             links,
         };
-        // After groups: completing a prepared transaction applies its offset commits.
-        broker.txns.load(&broker)?;
         Ok(broker)
     }
 
-    /// The cluster link, in replicated mode.
-    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
-        self.cluster.get()
+    /// The link to the metadata quorum (every node has one: a single node is its own
+    /// one-voter quorum). Set by `Cluster::start` before any task or request uses it.
+    pub fn cluster(&self) -> &Arc<crate::cluster::Cluster> {
+        self.cluster
+            .get()
+            .expect("Cluster::start sets the quorum link before the broker serves")
     }
 
     /// `min.insync.replicas` with dynamic broker configs applied.
@@ -229,6 +219,18 @@ impl Broker {
         }
     }
 
+    /// (topic, partition) of every local partition that is offline here.
+    pub fn offline_partitions(&self) -> std::collections::BTreeSet<(String, i32)> {
+        let any_dir_down = !self.offline_dirs.read().is_empty();
+        self.topics
+            .all()
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.storage_offline || (any_dir_down && self.is_offline(p)))
+            .map(|p| (p.topic.clone(), p.index))
+            .collect()
+    }
+
     /// Log dirs currently offline.
     pub fn offline_dirs(&self) -> Vec<std::path::PathBuf> {
         self.offline_dirs.read().iter().cloned().collect()
@@ -251,12 +253,11 @@ impl Broker {
         }
         let id = block.next;
         block.next += 1;
-        if self.config.cluster.is_clustered() {
-            // Every broker hands out ids: the low bits name the broker, so two brokers
-            // never issue the same id (node ids are below 1024, as checked at start).
-            return Ok((id << 10) | i64::from(self.node_id() & 0x3ff));
-        }
-        Ok(id)
+        // Every broker hands out ids: the low bits name the broker, so two brokers never
+        // issue the same id (node ids are below 1024, as checked at start). Ids an older
+        // single node issued unshifted are all below the persisted block end, so below
+        // every id issued now.
+        Ok((id << 10) | i64::from(self.node_id() & 0x3ff))
     }
 }
 

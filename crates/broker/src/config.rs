@@ -133,6 +133,9 @@ pub struct ClusterConfig {
     /// Each voter's host as `controller.quorum.voters` spells it (a name or an IP): what
     /// a secured quorum port's certificate is checked against.
     pub voter_hosts: BTreeMap<i32, String>,
+    /// No voters were configured: this node is its own single voter, on a loopback port
+    /// chosen at start (`Server::start` fills `voters`).
+    pub single_voter: bool,
     pub broker_role: bool,
     pub controller_role: bool,
     /// `metadata.log.dir`: where the quorum keeps its log (default: first log dir).
@@ -166,6 +169,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             voters: Vec::new(),
             voter_hosts: BTreeMap::new(),
+            single_voter: false,
             broker_role: true,
             controller_role: true,
             metadata_dir: None,
@@ -186,9 +190,12 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// Whether this node is part of a replicated cluster.
-    pub fn is_clustered(&self) -> bool {
-        !self.voters.is_empty()
+    /// Whether other nodes exist that this one connects to (a voter or broker besides
+    /// itself): only then does it need inter-broker credentials.
+    pub fn has_peers(&self, node_id: i32) -> bool {
+        !self.broker_role
+            || !self.controller_role
+            || self.voters.iter().any(|(id, _)| *id != node_id)
     }
 }
 
@@ -771,7 +778,9 @@ impl BrokerConfig {
             &c.listeners,
         )?;
         c.security.http = c.security.http_settings(c.http_tls)?;
-        if c.cluster.is_clustered() {
+        // A node without voters runs its one-voter quorum on a loopback port nobody else
+        // dials: it has no controller listener to secure.
+        if !c.cluster.voters.is_empty() {
             c.security.controller = c
                 .security
                 .controller_settings(&c.listeners, c.cluster.controller_role)?;

@@ -25,12 +25,11 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub log: Mutex<PartitionLog>,
-    /// The epoch stamped on batches this broker appends as leader (0 on a single node).
+    /// The epoch stamped on batches this broker appends as leader.
     leader_epoch: AtomicI32,
-    /// Who leads, who is in sync, and (on the leader) what each follower has. Unused on
-    /// a single node, where the high watermark is the log end.
+    /// Who leads, who is in sync, and (on the leader) what each follower has.
     pub replica: Mutex<ReplicaState>,
-    /// Replicated partitions only: the high watermark (leader: the smallest log end in the
+    /// The high watermark (leader: the smallest log end in the
     /// ISR; follower: the leader's, capped by the local log end).
     high_watermark: watch::Sender<i64>,
     /// Log end offset up to which data has been fdatasynced.
@@ -73,10 +72,10 @@ impl From<AppendError> for crate::error::BrokerError {
 }
 
 impl Partition {
-    /// `replicated`: part of a cluster. Such a partition leads nothing (NOT_LEADER_OR_FOLLOWER
-    /// to every client) until the metadata image says otherwise: a restarted broker must
-    /// not take writes for what it led before it died.
-    pub fn new(topic: &str, index: i32, log: PartitionLog, replicated: bool) -> Arc<Self> {
+    /// A new partition leads nothing (NOT_LEADER_OR_FOLLOWER to every client) until the
+    /// metadata image says otherwise: a restarted broker must not take writes for what it
+    /// led before it died.
+    pub fn new(topic: &str, index: i32, log: PartitionLog) -> Arc<Self> {
         let end = log.log_end_offset();
         let storage_offline = log.offline_reason().is_some();
         let (durable, _) = watch::channel(end);
@@ -87,7 +86,6 @@ impl Partition {
             log: Mutex::new(log),
             leader_epoch: AtomicI32::new(0),
             replica: Mutex::new(ReplicaState {
-                replicated,
                 leader: runnel_meta::image::NO_LEADER,
                 ..ReplicaState::default()
             }),
@@ -243,23 +241,15 @@ impl Partition {
         Ok(true)
     }
 
-    /// The offset below which consumers may read. On a single node every appended
-    /// record is as replicated as it will ever be, so this is the log end.
+    /// The offset below which consumers may read: what every in-sync replica has (on a
+    /// single node, whose ISR is itself, the log end).
     pub fn high_watermark(&self) -> i64 {
-        if self.replica.lock().replicated {
-            *self.high_watermark.borrow()
-        } else {
-            self.log.lock().log_end_offset()
-        }
+        *self.high_watermark.borrow()
     }
 
     /// Like `high_watermark`, for callers that already hold the log lock.
     pub fn high_watermark_with(&self, log: &PartitionLog) -> i64 {
-        if self.replica.lock().replicated {
-            (*self.high_watermark.borrow()).min(log.log_end_offset())
-        } else {
-            log.log_end_offset()
-        }
+        (*self.high_watermark.borrow()).min(log.log_end_offset())
     }
 
     pub(crate) fn high_watermark_ref(&self) -> watch::Ref<'_, i64> {
@@ -332,7 +322,7 @@ impl Partition {
     ) -> Result<(), crate::error::ErrorCode> {
         let mut rx = self.high_watermark.subscribe();
         loop {
-            if !self.replica.lock().replicated || *rx.borrow_and_update() >= offset {
+            if *rx.borrow_and_update() >= offset {
                 return Ok(());
             }
             if !self.replica.lock().is_leader() {

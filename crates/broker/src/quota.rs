@@ -3,8 +3,8 @@
 //! `controller_mutation_rate`, set per user, client id, or both, with defaults, through
 //! AlterClientQuotas and read back with DescribeClientQuotas.
 //!
-//! - Where they persist: like ACLs (`authz::store`): a file on a single node
-//!   (`client-quotas.json`), `quota:` records in the metadata log in a cluster.
+//! - Where they persist: like ACLs (`authz::store`), `quota:` records in the metadata
+//!   log.
 //! - Which quota applies: Kafka's precedence over the 8 levels (user+client, user+default
 //!   client, user, default user+client, default user+default client, default user,
 //!   client, default client); the first level that sets the key wins, and the
@@ -17,7 +17,6 @@
 //! Thread-safe: quotas behind a read-write lock, sensors behind a mutex (short holds).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -246,19 +245,20 @@ pub struct Quotas {
     sensors: Mutex<HashMap<(Entity, &'static str), Sensor>>,
 }
 
+/// Where client quotas live: `quota:` records (formerly `client-quotas.json`).
+pub fn quota_store() -> RecordStore {
+    RecordStore::new("quota:", "client-quotas.json")
+}
+
 impl Quotas {
-    pub fn open(config: QuotaConfig, meta_dir: Option<&Path>) -> Result<Quotas, BrokerError> {
-        let q = Quotas {
+    /// No quotas until the first metadata image is applied.
+    pub fn open(config: QuotaConfig) -> Quotas {
+        Quotas {
             config,
-            store: RecordStore::new("quota:", "client-quotas.json"),
+            store: quota_store(),
             quotas: RwLock::new(BTreeMap::new()),
             sensors: Mutex::new(HashMap::new()),
-        };
-        if let Some(dir) = meta_dir {
-            q.store.open_local(dir)?;
-            q.reload();
         }
-        Ok(q)
     }
 
     fn reload(&self) {

@@ -73,7 +73,28 @@ pub struct Server {
 
 impl Server {
     /// Binds the listeners, then opens storage (recovering partitions).
-    pub async fn start(config: BrokerConfig) -> Result<Server, BrokerError> {
+    pub async fn start(mut config: BrokerConfig) -> Result<Server, BrokerError> {
+        // A node without `controller.quorum.voters` is a cluster of one: its own single
+        // voter (KRaft's combined mode), reached on a loopback port chosen now, so that
+        // topics and configs come from the metadata log as in any cluster.
+        let quorum_listener = if config.cluster.voters.is_empty() {
+            let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(|e| {
+                BrokerError::new(
+                    crate::error::ErrorCode::UnknownServerError,
+                    format!("cannot bind a loopback port for the single-node metadata quorum: {e}"),
+                )
+            })?;
+            let addr = listener.local_addr().map_err(|e| {
+                BrokerError::new(crate::error::ErrorCode::UnknownServerError, e.to_string())
+            })?;
+            config.cluster.voters = vec![(config.node_id, addr)];
+            config.cluster.single_voter = true;
+            config.cluster.controller_role = true;
+            config.cluster.broker_role = true;
+            Some(listener)
+        } else {
+            None
+        };
         let mut listeners = Vec::new();
         let mut endpoints = std::collections::BTreeMap::new();
         for e in &config.listeners.broker {
@@ -111,10 +132,7 @@ impl Server {
                 BrokerError::new(crate::error::ErrorCode::UnknownServerError, e.to_string())
             })??;
         let broker = Arc::new(broker);
-        if broker.config.cluster.is_clustered() {
-            let cluster = crate::cluster::Cluster::start(&broker).await?;
-            let _ = broker.cluster.set(cluster);
-        }
+        crate::cluster::Cluster::start(&broker, quorum_listener).await?;
         Ok(Server {
             broker,
             listeners,
@@ -177,12 +195,11 @@ impl Server {
         if let Some(h) = http {
             h.abort();
         }
-        if let Some(cluster) = broker.cluster() {
-            if broker.config.cluster.controlled_shutdown {
-                cluster.controlled_shutdown(&broker).await;
-            }
-            cluster.shutdown().await;
+        let cluster = broker.cluster();
+        if broker.config.cluster.controlled_shutdown {
+            cluster.controlled_shutdown(&broker).await;
         }
+        cluster.shutdown().await;
         tracing::info!("shutting down: closing partitions");
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || b.topics.close_all()).await;

@@ -1,5 +1,6 @@
-//! The topics this broker holds: names, ids, partitions, configs, and their durable
-//! record in `<first log dir>/__cluster_metadata/topics.json`.
+//! The topics this broker holds: names, ids, partitions, configs. Their durable record
+//! is the metadata log (`crates/meta`): `cluster::reconcile` makes this registry match
+//! each image, so the registry starts empty and holds only what an image named.
 //!
 //! Thread-safe: the registry is behind a RwLock; creation and deletion serialise on the
 //! write lock, so two clients creating the same topic get one topic and one error.
@@ -25,22 +26,25 @@ pub struct Topic {
     pub configs: BTreeMap<String, String>,
 }
 
+/// A topic as the previous single-node layout recorded it in `topics.json` (read once,
+/// by the import into the metadata log).
 #[derive(Serialize, Deserialize, Clone)]
-struct TopicRecord {
-    name: String,
-    id: Uuid,
-    partitions: i32,
-    configs: BTreeMap<String, String>,
+pub struct TopicRecord {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    pub configs: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
-struct MetadataFile {
-    topics: Vec<TopicRecord>,
+pub struct MetadataFile {
+    pub topics: Vec<TopicRecord>,
 }
 
 pub struct TopicRegistry {
     config: Arc<BrokerConfig>,
-    /// Dynamic broker configs (AlterConfigs on the broker), persisted beside topics.json.
+    /// Dynamic broker configs (AlterConfigs on the broker), persisted in
+    /// `broker-configs.json` (per broker, as in Kafka).
     dynamic: RwLock<BTreeMap<String, String>>,
     /// `config` with `dynamic` applied: the defaults new and existing topics use.
     effective: RwLock<Arc<BrokerConfig>>,
@@ -51,7 +55,6 @@ pub struct TopicRegistry {
     /// only; `topics` is write-locked just to insert the result, so producers, fetches and
     /// metadata requests never wait for a creation.
     creating: parking_lot::Mutex<()>,
-    metadata_path: PathBuf,
 }
 
 /// The topics the broker writes itself (Kafka's `Topic.isInternal`): clients may not
@@ -178,8 +181,6 @@ impl TopicRegistry {
     pub fn open(config: Arc<BrokerConfig>) -> Result<Self, BrokerError> {
         let meta_dir = config.log_dirs[0].join("__cluster_metadata");
         std::fs::create_dir_all(&meta_dir).map_err(|e| BrokerError::storage(&meta_dir, e))?;
-        let metadata_path = meta_dir.join("topics.json");
-        let file: MetadataFile = read_json_file(&metadata_path)?;
         let dynamic_path = meta_dir.join("broker-configs.json");
         let dynamic: BTreeMap<String, String> = match std::fs::read(&dynamic_path) {
             Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
@@ -203,25 +204,8 @@ impl TopicRegistry {
             dynamic_path,
             topics: RwLock::new(BTreeMap::new()),
             creating: parking_lot::Mutex::new(()),
-            metadata_path,
         };
-        let mut topics = BTreeMap::new();
-        for rec in file.topics {
-            let topic = registry.open_topic(&rec)?;
-            topics.insert(rec.name.clone(), Arc::new(topic));
-        }
-        *registry.topics.write() = topics;
         Ok(registry)
-    }
-
-    fn open_topic(&self, rec: &TopicRecord) -> Result<Topic, BrokerError> {
-        let partitions = self.open_partitions(&rec.name, &rec.configs, 0..rec.partitions, false)?;
-        Ok(Topic {
-            name: rec.name.clone(),
-            id: rec.id,
-            partitions,
-            configs: rec.configs.clone(),
-        })
     }
 
     /// Opens partitions `range` of a topic. With `fresh` (a creation, not a start-up),
@@ -238,25 +222,33 @@ impl TopicRegistry {
         let log_config = topic_log_config(&self.effective_config().log_defaults, configs);
         let mut placer = Placer::new(&self.config.log_dirs);
         let mut opened: Vec<Arc<Partition>> = Vec::with_capacity(range.len());
+        // The partitions whose directory this call made: only those are removed on a
+        // failure (a topic of the metadata image may find its data already on disk).
+        let mut created: Vec<Arc<Partition>> = Vec::new();
         for p in range {
             let dir = placer.place(topic, p);
+            let existed = dir.is_dir();
             let log = match PartitionLog::open(&dir, log_config.clone(), now_ms()) {
                 Ok(log) => log,
                 Err(e) => {
                     if fresh {
                         tracing::warn!(topic, partition = p, error = %e, "could not create a partition; undoing the creation");
-                        Self::discard(&opened);
-                        let _ = std::fs::remove_dir_all(&dir);
+                        for p in &opened {
+                            p.shutdown();
+                        }
+                        Self::discard(&created);
+                        if !existed {
+                            let _ = std::fs::remove_dir_all(&dir);
+                        }
                     }
                     return Err(BrokerError::from(e));
                 }
             };
-            opened.push(Partition::new(
-                topic,
-                p,
-                log,
-                self.config.cluster.is_clustered(),
-            ));
+            let partition = Partition::new(topic, p, log);
+            if !existed {
+                created.push(partition.clone());
+            }
+            opened.push(partition);
         }
         Ok(opened)
     }
@@ -340,7 +332,6 @@ impl TopicRegistry {
         &self,
         name: &str,
         partitions: i32,
-        replication_factor: i16,
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, BrokerError> {
@@ -354,17 +345,6 @@ impl TopicRegistry {
             return Err(BrokerError::new(
                 ErrorCode::InvalidPartitions,
                 format!("number of partitions must be at least 1, got {partitions}"),
-            ));
-        }
-        let rf = if replication_factor == -1 {
-            self.config.default_replication_factor
-        } else {
-            replication_factor
-        };
-        if rf != 1 && !self.config.cluster.is_clustered() {
-            return Err(BrokerError::new(
-                ErrorCode::InvalidReplicationFactor,
-                format!("replication factor {rf} is larger than the 1 available broker"),
             ));
         }
         for (k, v) in &configs {
@@ -429,10 +409,6 @@ impl TopicRegistry {
             configs,
         });
         topics.insert(name.to_string(), updated.clone());
-        if let Err(e) = self.persist(&topics) {
-            topics.insert(name.to_string(), old);
-            return Err(e);
-        }
         let log_config = topic_log_config(&self.effective_config().log_defaults, &updated.configs);
         for p in &updated.partitions {
             p.log.lock().set_config(log_config.clone());
@@ -491,12 +467,6 @@ impl TopicRegistry {
                 configs: now.configs.clone(),
             }),
         );
-        if let Err(e) = self.persist(&topics) {
-            topics.insert(name.to_string(), now);
-            drop(topics);
-            Self::discard(&added);
-            return Err(e);
-        }
         if now.configs != old.configs {
             let log_config = topic_log_config(&self.effective_config().log_defaults, &now.configs);
             for p in &added {
@@ -700,31 +670,18 @@ impl TopicRegistry {
             partitions,
             configs: rec.configs.clone(),
         });
-        let mut topics = self.topics.write();
-        topics.insert(rec.name.clone(), topic.clone());
-        if let Err(e) = self.persist(&topics) {
-            topics.remove(&rec.name);
-            drop(topics);
-            Self::discard(&topic.partitions);
-            return Err(e);
-        }
+        self.topics.write().insert(rec.name.clone(), topic.clone());
         Ok(topic)
     }
 
     /// Deletes a topic and its data.
     pub fn delete(&self, name: &str) -> Result<(), BrokerError> {
-        let mut topics = self.topics.write();
-        let topic = topics.remove(name).ok_or_else(|| {
+        let topic = self.topics.write().remove(name).ok_or_else(|| {
             BrokerError::new(
                 ErrorCode::UnknownTopicOrPartition,
                 format!("topic '{name}' does not exist"),
             )
         })?;
-        if let Err(e) = self.persist(&topics) {
-            topics.insert(name.to_string(), topic);
-            return Err(e);
-        }
-        drop(topics);
         self.remove_partitions(&topic);
         tracing::info!(topic = name, "deleted topic");
         Ok(())
@@ -732,22 +689,6 @@ impl TopicRegistry {
 
     fn remove_partitions(&self, topic: &Topic) {
         Self::discard(&topic.partitions);
-    }
-
-    fn persist(&self, topics: &BTreeMap<String, Arc<Topic>>) -> Result<(), BrokerError> {
-        let file = MetadataFile {
-            topics: topics
-                .values()
-                .map(|t| TopicRecord {
-                    name: t.name.clone(),
-                    id: t.id,
-                    partitions: t.partitions.len() as i32,
-                    configs: t.configs.clone(),
-                })
-                .collect(),
-        };
-        let raw = serde_json::to_vec_pretty(&file).expect("topic records serialise");
-        write_file_atomically(&self.metadata_path, &raw)
     }
 
     /// Applies retention to every partition of a topic whose cleanup.policy includes

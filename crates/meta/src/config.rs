@@ -41,6 +41,9 @@ pub struct MetaConfig {
     /// A snapshot is taken after this many log entries, and the log before it is purged.
     pub snapshot_every: u64,
     pub defaults: ControllerDefaults,
+    /// The cluster id a new metadata log records (the node's `meta.properties`, as
+    /// `kafka-storage format` gives both the same); None: a random one.
+    pub cluster_id: Option<String>,
     /// Kafka's `auto.leader.rebalance.enable`.
     pub auto_leader_rebalance: bool,
     /// Kafka's `leader.imbalance.check.interval.seconds`.
@@ -63,6 +66,7 @@ impl MetaConfig {
             heartbeat_interval: Duration::from_millis(50),
             snapshot_every: 1000,
             defaults: ControllerDefaults::default(),
+            cluster_id: None,
             auto_leader_rebalance: true,
             leader_imbalance_check_interval: Duration::from_secs(300),
             transport: Default::default(),

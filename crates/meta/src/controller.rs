@@ -514,7 +514,7 @@ pub fn create_topics(
                         .collect()
                 }
             };
-            let id = Uuid::new_v4();
+            let id = t.id.unwrap_or_else(Uuid::new_v4);
             records.push(MetadataRecord::CreateTopic(crate::image::TopicImage {
                 name: t.name.clone(),
                 id,

@@ -162,6 +162,11 @@ impl MetaNode {
             if let Err(e) = raft.initialize(members).await {
                 tracing::debug!(node = cfg.node_id, "raft initialize: {e}");
             }
+        } else if voters.len() == 1 {
+            // A lone voter need not wait out an election timeout to lead again.
+            if let Err(e) = raft.trigger().elect().await {
+                tracing::debug!(node = cfg.node_id, "raft elect: {e}");
+            }
         }
         let actor = Actor {
             me: cfg.node_id,
@@ -513,7 +518,11 @@ impl Actor {
         }
         tracing::info!(node = self.me, term, "active controller");
         if self.image.borrow().cluster_id.is_none() {
-            let id = controller::new_cluster_id();
+            let id = self
+                .cfg
+                .cluster_id
+                .clone()
+                .unwrap_or_else(controller::new_cluster_id);
             tracing::info!(node = self.me, cluster_id = %id, "new metadata log: writing the cluster id");
             self.write(vec![MetadataRecord::InitCluster { cluster_id: id }])
                 .await?;

@@ -36,6 +36,9 @@ pub struct NewTopic {
     /// Explicit replicas per partition (then the two counts above must be -1).
     pub assignments: Option<Vec<Vec<i32>>>,
     pub configs: BTreeMap<String, String>,
+    /// The topic id to keep (importing a topic that already has one); None: a new id.
+    #[serde(default)]
+    pub id: Option<Uuid>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

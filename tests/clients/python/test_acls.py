@@ -429,7 +429,7 @@ def test_share_groups_and_scram_credentials_are_authorized(start_broker):
     wire, so the answer's error code is checked."""
     from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
-    from test_share_groups import heartbeat, share_acknowledge, share_fetch, topic_id_of
+    from test_share_groups import find_coordinator, heartbeat, share_acknowledge, share_fetch, topic_id_of
 
     b = start_broker(authorizer__class__name=AUTHORIZER, super__users=ANONYMOUS)
     a = admin(b)
@@ -448,6 +448,7 @@ def test_share_groups_and_scram_credentials_are_authorized(start_broker):
     b.restart()
     a = admin(b)
     member = "AAAAAAAAAAAAAAAAAAAAAA"
+    find_coordinator(b, "sg-ok")  # as a client does before it talks to the group
     with kwire.Conn("127.0.0.1", b.port) as c:
         err, _ = heartbeat(c, "sg-no", member, 0, ["sq"])
         assert err == KafkaError.GROUP_AUTHORIZATION_FAILED

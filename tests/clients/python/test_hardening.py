@@ -328,6 +328,8 @@ def test_subscription_regexes_are_bounded(start_broker):
         heavy = "(.*a){50}"
         stop, latencies, t = produce_meanwhile(b, "rx-000-" + "a" * 200)
         group = unique("heavy")
+        from test_share_groups import find_coordinator
+        find_coordinator(b, group)  # as a client does before it joins
         joins = []
         for _ in range(30):
             t0 = time.monotonic()

@@ -194,7 +194,8 @@ def test_brokers_gives_the_bootstrap_string(hb):
     assert doc["controller_id"] == 1 and len(doc["cluster_id"]) == 22
     assert doc["brokers"] == [{"node_id": 1, "host": "127.0.0.1", "port": hb.port,
                                "rack": "rack-a", "bootstrap": hb.bootstrap, "fenced": False}]
-    assert doc["quorum"] is None, "a single node has no metadata quorum"
+    # A single node is its own one-voter metadata quorum.
+    assert doc["quorum"] == {"leader": 1, "voters": [1]}, doc["quorum"]
     # The string works as a client's bootstrap.servers.
     md = AdminClient({"bootstrap.servers": doc["bootstrap_servers"], **ck.QUIET}).list_topics(timeout=10)
     assert 1 in md.brokers

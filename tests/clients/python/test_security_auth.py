@@ -247,10 +247,13 @@ def test_scram_users_created_through_the_admin_api(secured, mechanism):
     for listener in ("SASL_PLAINTEXT", "SASL_SSL"):
         roundtrip(conf(secured, listener, sasl_mechanism=name, sasl_username=user,
                        sasl_password="s3cret"), topic, f"{name}-{listener}".encode())
-    # Stored salted, never as the password.
-    stored = open(os.path.join(secured.data_dir, "__cluster_metadata",
-                               "scram-credentials.json")).read()
-    assert user in stored and "s3cret" not in stored
+    # Stored salted (in the metadata log), never as the password.
+    meta = os.path.join(secured.data_dir, "__cluster_metadata")
+    stored = b""
+    for root, _, files in os.walk(meta):
+        for f in files:
+            stored += open(os.path.join(root, f), "rb").read()
+    assert user.encode() in stored and b"s3cret" not in stored
 
 
 @pytest.mark.timeout_s(60)

@@ -358,7 +358,14 @@ def test_describe_and_list_transactions_and_producers(broker):
         assert [s.last_sequence for s in prod[KTP(topic, 1)].active_producers
                 if s.producer_id == desc.producer_id] == [1]
         p.commit_transaction(20)
-        desc2 = a.describe_transactions([txid])[txid]
+        # The commit is answered once PrepareCommit is recorded; CompleteCommit follows
+        # when the markers are written (Kafka's order), within moments.
+        deadline = time.monotonic() + 10
+        while True:
+            desc2 = a.describe_transactions([txid])[txid]
+            if desc2.state == TransactionState.COMPLETE_COMMIT or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert desc2.state == TransactionState.COMPLETE_COMMIT, desc2
         assert desc2.topic_partitions == set()
         assert desc2.producer_id == desc.producer_id

@@ -2,7 +2,7 @@
 //!
 //! - `acl`: the vocabulary (resource types, operations, bindings, filters);
 //! - `authorizer`: the decision (`StandardAuthorizer` semantics), pure logic;
-//! - `store`: where ACLs persist (a file on a single node, the metadata log in a cluster);
+//! - `store`: where ACLs persist (the metadata log);
 //! - this module: the broker's `Authz` (config + current ACLs + audit) and `Ctx`, what a
 //!   handler asks ("may this connection do OP on RESOURCE?").
 //!
@@ -19,7 +19,6 @@ pub mod store;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -114,21 +113,21 @@ pub struct Authz {
     audit: Audit,
 }
 
+/// Where ACLs live: `acl:` records (formerly `acls.json` on a single node).
+pub fn acl_store() -> store::RecordStore {
+    store::RecordStore::new("acl:", "acls.json")
+}
+
 impl Authz {
-    /// `meta_dir` is the single node's metadata dir (None in a cluster: the ACLs come
-    /// with the metadata image).
-    pub fn open(config: AuthzConfig, meta_dir: Option<&Path>) -> Result<Authz, BrokerError> {
+    /// No ACLs until the first metadata image is applied (only super users pass).
+    pub fn open(config: AuthzConfig) -> Authz {
         let authz = Authz {
             config,
-            loaded: std::sync::atomic::AtomicBool::new(meta_dir.is_some()),
+            loaded: std::sync::atomic::AtomicBool::new(false),
             acls: RwLock::new(Arc::new(Vec::new())),
-            store: store::RecordStore::new("acl:", "acls.json"),
+            store: acl_store(),
             audit: Audit::default(),
         };
-        if let Some(dir) = meta_dir {
-            authz.store.open_local(dir)?;
-            authz.reload();
-        }
         if authz.enabled() {
             tracing::info!(
                 acls = authz.acls().len(),
@@ -137,7 +136,7 @@ impl Authz {
                 "authorizer on (Kafka StandardAuthorizer semantics)"
             );
         }
-        Ok(authz)
+        authz
     }
 
     pub fn enabled(&self) -> bool {

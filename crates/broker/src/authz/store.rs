@@ -1,13 +1,12 @@
-//! Where ACLs and client quotas persist, the way group configs do: on a single node a
-//! JSON file in `<first log dir>/__cluster_metadata/`; in a cluster the metadata log, as
+//! Where ACLs and client quotas persist, the way group configs do: the metadata log, as
 //! cluster-wide config records whose keys carry a prefix (`acl:`, `quota:`), so every
-//! broker applies the same set and it survives restarts of any node.
+//! broker applies the same set and it survives restarts of any node. An older single
+//! node's JSON file is read once, by the import (`cluster::import`).
 //!
-//! Thread-safe: the entries are behind a read-write lock; a single node's writes are
-//! serialized by the write lock held across the file write.
+//! Thread-safe: the entries are behind a read-write lock.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use parking_lot::RwLock;
 
@@ -20,9 +19,8 @@ pub type Changes = BTreeMap<String, Option<String>>;
 pub struct RecordStore {
     /// Prefix of this set's keys among the metadata log's cluster-wide configs.
     prefix: &'static str,
-    /// File name under `__cluster_metadata` on a single node.
+    /// File name under `__cluster_metadata` an older single node kept this set in.
     file: &'static str,
-    path: RwLock<Option<PathBuf>>,
     /// Keys without the prefix.
     entries: RwLock<BTreeMap<String, String>>,
 }
@@ -32,13 +30,13 @@ impl RecordStore {
         RecordStore {
             prefix,
             file,
-            path: RwLock::new(None),
             entries: RwLock::new(BTreeMap::new()),
         }
     }
 
-    /// Single node: reads the file in `meta_dir` (missing = empty).
-    pub fn open_local(&self, meta_dir: &Path) -> Result<(), BrokerError> {
+    /// Reads the file an older single node kept in `meta_dir` (missing = empty), for
+    /// the import into the metadata log.
+    pub fn read_legacy_file(&self, meta_dir: &Path) -> Result<(), BrokerError> {
         let path = meta_dir.join(self.file);
         let entries = match std::fs::read(&path) {
             Ok(raw) => serde_json::from_slice(&raw).map_err(|e| {
@@ -54,8 +52,21 @@ impl RecordStore {
             Err(e) => return Err(BrokerError::storage(&path, e)),
         };
         *self.entries.write() = entries;
-        *self.path.write() = Some(path);
         Ok(())
+    }
+
+    /// The metadata-log records that hold this set (a single node's file being imported).
+    pub fn image_records(&self) -> Changes {
+        self.entries
+            .read()
+            .iter()
+            .map(|(k, v)| (format!("{}{k}", self.prefix), Some(v.clone())))
+            .collect()
+    }
+
+    /// The file name under `__cluster_metadata` a single node kept this set in.
+    pub fn file_name(&self) -> &'static str {
+        self.file
     }
 
     pub fn entries(&self) -> BTreeMap<String, String> {
@@ -76,49 +87,21 @@ impl RecordStore {
         true
     }
 
-    /// Applies `changes` durably: the file on a single node, the metadata log in a
-    /// cluster (waiting until this broker's image has them).
+    /// Applies `changes` durably through the metadata log, waiting until this broker's
+    /// image has them.
     pub fn commit(&self, broker: &Broker, changes: Changes) -> Result<(), BrokerError> {
         if changes.is_empty() {
             return Ok(());
         }
-        if let Some(cluster) = broker.cluster() {
-            let records: Changes = changes
-                .into_iter()
-                .map(|(k, v)| (format!("{}{k}", self.prefix), v))
-                .collect();
-            let done = |img: &runnel_meta::ClusterImage| {
-                records
-                    .iter()
-                    .all(|(k, v)| img.broker_configs.get(k) == v.as_ref())
-            };
-            let image = tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(async {
-                    cluster
-                        .controller
-                        .alter_broker_configs(records.clone())
-                        .await
-                        .map_err(crate::cluster::controller_error)?;
-                    cluster.wait_for_image(done).await;
-                    Ok::<_, BrokerError>(cluster.image.borrow().clone())
-                })
-            })?;
-            self.apply_image(&image.broker_configs);
-            return Ok(());
-        }
-        let mut entries = self.entries.write();
-        let mut next = entries.clone();
-        for (k, v) in changes {
-            match v {
-                Some(v) => next.insert(k, v),
-                None => next.remove(&k),
-            };
-        }
-        if let Some(path) = &*self.path.read() {
-            let raw = serde_json::to_vec_pretty(&next).expect("string maps serialise");
-            crate::topics::write_file_atomically(path, &raw)?;
-        }
-        *entries = next;
+        let cluster = broker.cluster();
+        let records: Changes = changes
+            .into_iter()
+            .map(|(k, v)| (format!("{}{k}", self.prefix), v))
+            .collect();
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(cluster.write_config_records(records))
+        })?;
+        self.apply_image(&cluster.current_image().broker_configs);
         Ok(())
     }
 }
@@ -147,10 +130,10 @@ mod tests {
     fn local_file_round_trips_and_damage_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let store = RecordStore::new("acl:", "acls.json");
-        store.open_local(dir.path()).unwrap();
+        store.read_legacy_file(dir.path()).unwrap();
         assert!(store.entries().is_empty());
         std::fs::write(dir.path().join("acls.json"), b"{not json").unwrap();
-        let e = store.open_local(dir.path()).unwrap_err();
+        let e = store.read_legacy_file(dir.path()).unwrap_err();
         assert!(e.message.contains("acls.json"), "{}", e.message);
     }
 }

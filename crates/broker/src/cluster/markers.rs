@@ -26,9 +26,7 @@ pub async fn send(
     commit: bool,
     partitions: Vec<(String, i32)>,
 ) -> bool {
-    let Some(cluster) = broker.cluster() else {
-        return false;
-    };
+    let cluster = broker.cluster();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let mut pending = partitions;
     let config = ConnectionConfig {
@@ -58,6 +56,14 @@ pub async fn send(
             }
         }
         pending = leaderless;
+        // This broker's own partitions take their markers here, not over the network.
+        let me = image.brokers.get(&broker.node_id());
+        let mine = me.and_then(|b| by_leader.remove(&format!("{}:{}", b.host, b.port)));
+        for (topic, p) in mine.unwrap_or_default() {
+            if !deliver_local(broker, producer_id, epoch, commit, &topic, p).await {
+                pending.push((topic, p));
+            }
+        }
         for (addr, parts) in by_leader {
             let failed = match deliver(&addr, &config, producer_id, epoch, commit, &parts).await {
                 Ok(failed) => failed,
@@ -73,6 +79,29 @@ pub async fn send(
         }
     }
     true
+}
+
+/// Writes a marker to a partition this broker leads and waits until it is acknowledged
+/// (in every in-sync replica); false when it must be retried.
+async fn deliver_local(
+    broker: &Broker,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    topic: &str,
+    partition: i32,
+) -> bool {
+    let Some(p) = broker.topics.partition(topic, partition) else {
+        return false;
+    };
+    let written = crate::handlers::txn::append_marker(broker, &p, producer_id, epoch, commit, 0);
+    match written {
+        Ok(offset) => p.wait_acknowledged(offset + 1).await.is_ok(),
+        Err(e) => {
+            tracing::debug!(topic, partition, error = %e, "marker refused; retrying");
+            false
+        }
+    }
 }
 
 /// Sends one WriteTxnMarkers; returns the partitions that did not take the marker.

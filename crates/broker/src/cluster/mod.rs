@@ -1,6 +1,8 @@
-//! Replicated mode: this broker's link to the metadata quorum (`runnel-meta`).
+//! Every node's link to the metadata quorum (`runnel-meta`); a node without
+//! `controller.quorum.voters` is a cluster of one, its own single voter.
 //!
 //! - starts the quorum voter when `process.roles` includes `controller`;
+//! - on a single node's first start, imports the files an older version kept (`import`);
 //! - registers the broker and heartbeats (a broker that stops is fenced by the controller
 //!   and its partitions get new leaders from their ISR);
 //! - applies every new metadata image to the local partitions (`reconcile`): creates and
@@ -8,6 +10,7 @@
 //! - sends ISR changes to the controller (AlterPartition) for partitions it leads;
 //! - on SIGTERM, a controlled shutdown: asks the controller to move leadership away first.
 
+mod import;
 mod markers;
 pub mod reconcile;
 
@@ -52,7 +55,11 @@ pub struct Cluster {
 impl Cluster {
     /// Joins the cluster: starts the voter (combined mode), registers this broker, and
     /// starts the heartbeat, reconcile and ISR tasks.
-    pub async fn start(broker: &Arc<Broker>) -> Result<Arc<Cluster>, BrokerError> {
+    /// `listener`: the voter's port, already bound (a single node's loopback port).
+    pub async fn start(
+        broker: &Arc<Broker>,
+        listener: Option<tokio::net::TcpListener>,
+    ) -> Result<Arc<Cluster>, BrokerError> {
         let cfg = &broker.config.cluster;
         let me = broker.node_id();
         if !(0..1024).contains(&me) {
@@ -83,10 +90,11 @@ impl Cluster {
             mc.heartbeat_interval =
                 Duration::from_millis((cfg.quorum_fetch_timeout_ms / 4).min(election / 4).max(1));
             mc.defaults.num_partitions = broker.config.num_partitions;
+            mc.cluster_id = Some(broker.cluster_id.clone());
             mc.defaults.default_replication_factor =
                 broker.config.default_replication_factor as i32;
             mc.transport = broker.security.quorum.clone();
-            let node = MetaNode::start(mc, None).await.map_err(|e| {
+            let node = MetaNode::start(mc, listener).await.map_err(|e| {
                 BrokerError::new(
                     ErrorCode::KafkaStorageError,
                     format!("cannot start the metadata quorum voter: {e}"),
@@ -114,9 +122,9 @@ impl Cluster {
             broker: Arc::downgrade(broker),
             reconciled: watch::channel(0).0,
         });
+        // Before any task that may ask for it starts.
+        let _ = broker.cluster.set(cluster.clone());
         if cfg.broker_role {
-            broker.groups.set_replicated();
-            broker.txns.set_replicated();
             cluster.register(broker).await?;
             tokio::spawn(heartbeat_loop(broker.clone(), cluster.clone()));
             tokio::spawn(reconcile::run(broker.clone(), cluster.clone()));
@@ -130,17 +138,16 @@ impl Cluster {
             {
                 tracing::warn!("not unfenced by the controller yet; serving anyway");
             } else {
+                if broker.config.cluster.single_voter {
+                    import::run(broker, &cluster).await?;
+                } else {
+                    import::set_aside(broker);
+                }
                 // Kafka's broker enables request processing only once it has caught up
                 // with the metadata log; the unfencing record is in the image, so wait
                 // until reconcile has applied that image locally too.
                 let target = cluster.current_image().applied_index;
-                let mut rx = cluster.reconciled.subscribe();
-                let caught_up = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    rx.wait_for(|applied| *applied >= target),
-                )
-                .await;
-                if !matches!(caught_up, Ok(Ok(_))) {
+                if !cluster.wait_reconciled(target).await {
                     tracing::warn!(
                         index = target,
                         "the metadata image is not applied locally yet; serving anyway"
@@ -203,6 +210,38 @@ impl Cluster {
             .unwrap_or(local_id)
     }
 
+    /// Writes cluster-wide config records (ACLs, quotas, SCRAM credentials, group
+    /// configs, links; None deletes a key) through the controller and waits (bounded)
+    /// until this broker's image holds them.
+    pub async fn write_config_records(
+        &self,
+        records: std::collections::BTreeMap<String, Option<String>>,
+    ) -> Result<(), BrokerError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.controller
+            .alter_broker_configs(records.clone())
+            .await
+            .map_err(controller_error)?;
+        self.wait_for_image(|img| {
+            records
+                .iter()
+                .all(|(k, v)| img.broker_configs.get(k) == v.as_ref())
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Waits (at most 10 s) until reconcile has applied the image at `index` or a later
+    /// one to this broker; false on the deadline.
+    pub async fn wait_reconciled(&self, index: u64) -> bool {
+        let mut rx = self.reconciled.subscribe();
+        let caught_up =
+            tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|i| *i >= index)).await;
+        matches!(caught_up, Ok(Ok(_)))
+    }
+
     /// Waits until the image satisfies `ready`, or the deadline passes.
     pub async fn wait_for_image(&self, ready: impl Fn(&ClusterImage) -> bool) -> bool {
         let mut rx = self.image.clone();
@@ -221,8 +260,10 @@ impl Cluster {
             .unwrap_or(false)
     }
 
-    /// Sends a transaction's markers to the leaders of its partitions in the background
-    /// and, once every leader has them replicated, records the transaction complete.
+    /// Writes a transaction's markers: at once to the partitions this broker leads (so
+    /// the answer to EndTxn finds them there, as on a single node every partition), and
+    /// in the background to the leaders of the others; once every marker is replicated,
+    /// records the transaction complete.
     pub fn send_markers(
         &self,
         tid: String,
@@ -234,8 +275,31 @@ impl Cluster {
         let Some(broker) = self.broker.upgrade() else {
             return;
         };
+        let mut written = Vec::new();
+        let mut rest = Vec::new();
+        for (topic, index) in partitions {
+            let local = broker
+                .topics
+                .partition(&topic, index)
+                .filter(|p| p.replica.lock().is_leader());
+            let appended = local.and_then(|p| {
+                crate::handlers::txn::append_marker(&broker, &p, producer_id, epoch, commit, 0)
+                    .ok()
+                    .map(|offset| (p, offset))
+            });
+            match appended {
+                Some((p, offset)) => written.push(((topic, index), p, offset)),
+                None => rest.push((topic, index)),
+            }
+        }
         tokio::spawn(async move {
-            if markers::send(&broker, producer_id, epoch, commit, partitions).await {
+            for (tp, p, offset) in written {
+                if p.wait_acknowledged(offset + 1).await.is_err() {
+                    // Not replicated here (leadership moved): deliver it again.
+                    rest.push(tp);
+                }
+            }
+            if markers::send(&broker, producer_id, epoch, commit, rest).await {
                 broker
                     .txns
                     .markers_written(&broker, &tid, producer_id, commit);

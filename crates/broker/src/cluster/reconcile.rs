@@ -35,9 +35,18 @@ pub async fn run(broker: Arc<Broker>, cluster: Arc<Cluster>) {
             return;
         }
     }
+    let mut first = true;
     loop {
         let image = rx.borrow_and_update().clone();
         apply_image(&broker, &cluster, &image);
+        if std::mem::take(&mut first) {
+            // The first image opened this broker's partitions: share-partition state
+            // is read from the local replicas of `__share_group_state` before any
+            // request is served.
+            broker
+                .shares
+                .restore_from(crate::share::persist::load(&broker.topics));
+        }
         cluster.reconciled.send_replace(image.applied_index);
         if rx.changed().await.is_err() {
             return;

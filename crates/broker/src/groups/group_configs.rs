@@ -5,14 +5,12 @@
 //! keys are validated and stored, and read by the share-group handlers
 //! (`handlers/share.rs`).
 //!
-//! Storage: on a single node, `__cluster_metadata/group-configs.json`; in a cluster, the
-//! metadata log (one cluster-wide config record per group, key `group:<id>`, value the
-//! group's overrides as JSON), so every coordinator sees the same overrides.
+//! Storage: the metadata log (one cluster-wide config record per group, key `group:<id>`,
+//! value the group's overrides as JSON), so every coordinator sees the same overrides.
 //!
 //! Thread-safe: the overrides are behind a read-write lock.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use parking_lot::RwLock;
 
@@ -184,18 +182,15 @@ pub fn validate(
 /// The overrides of every group that has any.
 #[derive(Default)]
 pub struct GroupConfigStore {
-    /// Single node: where the overrides persist (None in a cluster, and in tests).
-    path: RwLock<Option<PathBuf>>,
     overrides: RwLock<BTreeMap<String, BTreeMap<String, String>>>,
 }
 
 impl GroupConfigStore {
-    /// Single node: reads the overrides file in `meta_dir` (missing = none).
-    pub fn open_local(&self, meta_dir: &std::path::Path) -> Result<(), BrokerError> {
+    /// Reads the `group-configs.json` an older single node kept in `meta_dir` (missing =
+    /// none), for the import into the metadata log.
+    pub fn read_legacy_file(&self, meta_dir: &std::path::Path) -> Result<(), BrokerError> {
         let path = meta_dir.join("group-configs.json");
-        let overrides = crate::topics::read_json_file(&path)?;
-        *self.overrides.write() = overrides;
-        *self.path.write() = Some(path);
+        *self.overrides.write() = crate::topics::read_json_file(&path)?;
         Ok(())
     }
 
@@ -217,25 +212,13 @@ impl GroupConfigStore {
             .and_then(|v| v.trim().parse().ok())
     }
 
-    /// Single node: replaces a group's overrides and persists them.
-    pub fn set_local(
-        &self,
-        group: &str,
-        configs: BTreeMap<String, String>,
-    ) -> Result<(), BrokerError> {
-        let mut all = self.overrides.write();
-        let mut next = all.clone();
-        if configs.is_empty() {
-            next.remove(group);
-        } else {
-            next.insert(group.to_string(), configs);
-        }
-        if let Some(path) = &*self.path.read() {
-            let raw = serde_json::to_vec_pretty(&next).expect("string maps serialise");
-            crate::topics::write_file_atomically(path, &raw)?;
-        }
-        *all = next;
-        Ok(())
+    /// The metadata-log records of every group's overrides (a file being imported).
+    pub fn image_records(&self) -> BTreeMap<String, Option<String>> {
+        self.overrides
+            .read()
+            .iter()
+            .map(|(g, c)| GroupConfigStore::image_record(g, c))
+            .collect()
     }
 
     /// The metadata-log record that sets a group's overrides (None deletes them).

@@ -328,10 +328,9 @@ pub struct GroupCoordinator {
     /// Offsets committed inside open transactions, by producer id: visible only after
     /// the commit marker. Lock order: `pending_txn` before `groups`.
     pending_txn: Mutex<HashMap<i64, Vec<(String, (String, i32), OffsetValue)>>>,
-    /// Replicated mode: the `__consumer_offsets` partitions this broker leads, and so the
-    /// groups it coordinates (with the topic's partition count). None on a single node,
-    /// which coordinates every group.
-    owned: parking_lot::RwLock<Option<(std::collections::BTreeSet<i32>, i32)>>,
+    /// The `__consumer_offsets` partitions this broker leads, and so the groups it
+    /// coordinates (with the topic's partition count).
+    owned: parking_lot::RwLock<(std::collections::BTreeSet<i32>, i32)>,
     offline: OfflineCoordinatorPartitions,
     /// Subscription regexes compiled once per distinct pattern (at most
     /// `REGEX_CACHE_ENTRIES`; emptied when full), so a heartbeat never recompiles one.
@@ -361,22 +360,15 @@ impl GroupCoordinator {
 
     pub fn new(config: GroupConfig) -> Self {
         GroupCoordinator {
+            // Coordinates nothing until it leads `__consumer_offsets` partitions.
+            owned: parking_lot::RwLock::new((Default::default(), config.offsets_topic_partitions)),
             config,
             configs: Default::default(),
             groups: Mutex::new(HashMap::new()),
             consumer_groups: Mutex::new(HashMap::new()),
             pending_txn: Mutex::new(HashMap::new()),
-            owned: parking_lot::RwLock::new(None),
             offline: OfflineCoordinatorPartitions::default(),
             regexes: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Replicated mode: starts with no groups until this broker leads offsets partitions.
-    pub fn set_replicated(&self) {
-        let mut owned = self.owned.write();
-        if owned.is_none() {
-            *owned = Some((Default::default(), self.config.offsets_topic_partitions));
         }
     }
 
@@ -386,23 +378,22 @@ impl GroupCoordinator {
         if self.offline.holds(group_id) {
             return Err(ErrorCode::CoordinatorNotAvailable);
         }
-        match &*self.owned.read() {
-            None => Ok(()),
-            Some((owned, count)) if owned.contains(&records::partition_for(group_id, *count)) => {
-                Ok(())
-            }
-            Some(_) => Err(ErrorCode::NotCoordinator),
+        let (owned, count) = &*self.owned.read();
+        if owned.contains(&records::partition_for(group_id, *count)) {
+            Ok(())
+        } else {
+            Err(ErrorCode::NotCoordinator)
         }
     }
 
-    /// Replicated mode: this broker became leader of `__consumer_offsets` partition `p`
-    /// (load its groups from the log, which holds everything the ISR acknowledged), or
-    /// stopped leading it (forget them; the new leader loads them).
+    /// This broker became leader of `__consumer_offsets` partition `p` (load its groups
+    /// from the log, which holds everything the ISR acknowledged), or stopped leading it
+    /// (forget them; the new leader loads them).
     pub fn on_leadership(&self, p: &Partition, partitions: i32, leader: bool) {
         let index = p.index;
         {
             let mut owned = self.owned.write();
-            let (set, count) = owned.get_or_insert_with(|| (Default::default(), partitions));
+            let (set, count) = &mut *owned;
             *count = partitions;
             if leader {
                 set.insert(index);
@@ -429,22 +420,6 @@ impl GroupCoordinator {
                 "no longer coordinating the groups of a __consumer_offsets partition"
             );
         }
-    }
-
-    /// Replays `__consumer_offsets` into memory (at start-up).
-    pub fn load(&self, topics: &TopicRegistry) -> Result<(), BrokerError> {
-        if let Some(dir) = topics.log_dirs().first() {
-            self.configs.open_local(&dir.join("__cluster_metadata"))?;
-        }
-        let Some(topic) = topics.get(OFFSETS_TOPIC) else {
-            return Ok(());
-        };
-        for p in &topic.partitions {
-            self.offline.note(p, topic.partitions.len() as i32);
-            self.load_partition(p)?;
-        }
-        tracing::info!(groups = self.groups.lock().len(), "loaded consumer groups");
-        Ok(())
     }
 
     /// Replays one `__consumer_offsets` partition into memory; returns the group count.
@@ -532,7 +507,8 @@ impl GroupCoordinator {
         (codes, records, accepted)
     }
 
-    /// Creates `__consumer_offsets` if it does not exist yet.
+    /// Whether `__consumer_offsets` exists here (COORDINATOR_NOT_AVAILABLE until the
+    /// controller created it, which FindCoordinator asks for).
     pub fn ensure_offsets_topic_exists(&self, topics: &TopicRegistry) -> Result<(), BrokerError> {
         self.ensure_offsets_topic(topics).map(drop)
     }
@@ -541,30 +517,12 @@ impl GroupCoordinator {
         &self,
         topics: &TopicRegistry,
     ) -> Result<Arc<crate::topics::Topic>, BrokerError> {
-        if let Some(t) = topics.get(OFFSETS_TOPIC) {
-            return Ok(t);
-        }
-        if self.owned.read().is_some() {
-            // Replicated mode: only the controller creates topics (FindCoordinator asks it).
-            return Err(BrokerError::new(
+        topics.get(OFFSETS_TOPIC).ok_or_else(|| {
+            BrokerError::new(
                 ErrorCode::CoordinatorNotAvailable,
                 "__consumer_offsets does not exist yet",
-            ));
-        }
-        // Compacted, as in Kafka: the latest commit per (group, topic, partition) and the
-        // latest metadata per group are kept; tombstones clear deleted groups.
-        let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-        match topics.create(
-            OFFSETS_TOPIC,
-            self.config.offsets_topic_partitions,
-            1,
-            configs,
-            false,
-        ) {
-            Ok(t) => Ok(t),
-            Err(e) if e.code == ErrorCode::TopicAlreadyExists => topics.get(OFFSETS_TOPIC).ok_or(e),
-            Err(e) => Err(e),
-        }
+            )
+        })
     }
 
     /// Appends records for `group` to its `__consumer_offsets` partition.
@@ -1845,12 +1803,32 @@ mod tests {
         TopicRegistry::open(Arc::new(config)).expect("registry opens")
     }
 
-    fn coordinator() -> GroupCoordinator {
-        GroupCoordinator::new(GroupConfig {
+    /// A coordinator that leads the (one-partition) `__consumer_offsets` of `topics`.
+    fn coordinator(topics: &TopicRegistry) -> GroupCoordinator {
+        let c = GroupCoordinator::new(GroupConfig {
             initial_rebalance_delay_ms: 0,
             min_session_timeout_ms: 10,
+            offsets_topic_partitions: 1,
             ..GroupConfig::default()
-        })
+        });
+        let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        let offsets = topics
+            .create(OFFSETS_TOPIC, 1, configs, false)
+            .expect("offsets topic created");
+        lead(&offsets);
+        c.on_leadership(&offsets.partitions[0], 1, true);
+        c
+    }
+
+    /// Makes this broker the leader of every partition of `t`, its ISR itself, as the
+    /// metadata image of a single node says.
+    fn lead(t: &crate::topics::Topic) {
+        let me = crate::config::BrokerConfig::default().node_id;
+        for p in &t.partitions {
+            let state = runnel_meta::PartitionImage::new(vec![me]);
+            crate::replication::apply_state(p, me, &state);
+            crate::replication::maybe_advance_high_watermark(p);
+        }
     }
 
     fn params(member_id: &str, instance_id: Option<&str>, session_timeout_ms: i32) -> JoinParams {
@@ -1900,7 +1878,7 @@ mod tests {
     async fn an_abandoned_pending_member_stops_blocking_the_join_after_its_session_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let topics = registry(dir.path());
-        let c = coordinator();
+        let c = coordinator(&topics);
         let a = stable_member(&c, &topics, 10_000);
         // A second client gets an id (KIP-394) and never joins with it.
         let pending = ready(c.join(&topics, params("", None, 300)));
@@ -1931,10 +1909,11 @@ mod tests {
     async fn a_session_expires_at_its_deadline_and_an_offset_commit_counts_as_a_heartbeat() {
         let dir = tempfile::tempdir().unwrap();
         let topics = registry(dir.path());
-        let c = coordinator();
-        topics
-            .create("t", 1, 1, BTreeMap::new(), false)
+        let c = coordinator(&topics);
+        let t = topics
+            .create("t", 1, BTreeMap::new(), false)
             .expect("topic created");
+        lead(&t);
         let a = stable_member(&c, &topics, 400);
         // Stable: the leader's sync completed the rebalance.
         std::thread::sleep(Duration::from_millis(200));

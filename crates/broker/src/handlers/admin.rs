@@ -150,24 +150,13 @@ fn alter_group(
     if validate_only {
         return Ok(());
     }
-    if let Some(cluster) = broker.cluster() {
-        // Group configs live in the metadata log, so every coordinator applies them.
-        let (key, value) = group_configs::GroupConfigStore::image_record(name, &configs);
-        return wait_for_controller(async {
-            cluster
-                .controller
-                .alter_broker_configs(BTreeMap::from([(key.clone(), value.clone())]))
-                .await
-                .map_err(crate::cluster::controller_error)?;
-            cluster
-                .wait_for_image(|img| img.broker_configs.get(&key) == value.as_ref())
-                .await;
-            Ok(())
-        });
-    }
-    broker.groups.configs.set_local(name, configs)?;
-    tracing::info!(group = name, "group configs changed");
-    Ok(())
+    // Group configs live in the metadata log, so every coordinator applies them.
+    let (key, value) = group_configs::GroupConfigStore::image_record(name, &configs);
+    wait_for_controller(
+        broker
+            .cluster()
+            .write_config_records(BTreeMap::from([(key, value)])),
+    )
 }
 
 fn describe_topic(
@@ -329,23 +318,21 @@ fn alter_topic(
     if validate_only {
         return Ok(());
     }
-    if let Some(cluster) = broker.cluster() {
-        // Topic configs live in the metadata log: the controller records the change and
-        // every broker applies it from its image.
-        let wanted = configs.clone();
-        return wait_for_controller(async {
-            cluster
-                .controller
-                .alter_topic_configs(name, configs)
-                .await
-                .map_err(crate::cluster::controller_error)?;
-            cluster
-                .wait_for_image(|img| img.topics.get(name).is_some_and(|t| t.configs == wanted))
-                .await;
-            Ok(())
-        });
-    }
-    broker.topics.set_configs(name, configs)
+    // Topic configs live in the metadata log: the controller records the change and
+    // every broker applies it from its image.
+    let cluster = broker.cluster();
+    let wanted = configs.clone();
+    wait_for_controller(async {
+        cluster
+            .controller
+            .alter_topic_configs(name, configs)
+            .await
+            .map_err(crate::cluster::controller_error)?;
+        cluster
+            .wait_for_image(|img| img.topics.get(name).is_some_and(|t| t.configs == wanted))
+            .await;
+        Ok(())
+    })
 }
 
 /// Runs a controller round trip from a handler's synchronous part. The admin APIs that
@@ -573,7 +560,6 @@ pub fn create_partitions(
                 .then(|| (name.to_string(), super::topics_admin::throttled()))
         })
         .collect();
-    let clustered = broker.cluster().is_some();
     let broker = broker.clone();
     let compute = move || {
         // The partitions the whole request adds, against the bounds, before any is added.
@@ -598,8 +584,15 @@ pub fn create_partitions(
                         Err(refused[t.name.0.as_str()].clone())
                     }
                     _ if budget.is_err() => budget.clone(),
-                    _ if broker.cluster().is_some() => {
-                        let cluster = broker.cluster().expect("checked");
+                    _ if crate::topics::is_internal(&t.name.0) => Err(BrokerError::new(
+                        ErrorCode::InvalidTopic,
+                        format!(
+                            "'{}' is an internal topic: its partition count is fixed",
+                            t.name.0.as_str()
+                        ),
+                    )),
+                    _ => {
+                        let cluster = broker.cluster();
                         let assignments = t.assignments.as_ref().map(|a| {
                             a.iter()
                                 .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
@@ -625,28 +618,6 @@ pub fn create_partitions(
                             Ok(())
                         })
                     }
-                    _ if crate::topics::is_internal(&t.name.0) => Err(BrokerError::new(
-                        ErrorCode::InvalidTopic,
-                        format!(
-                            "'{}' is an internal topic: its partition count is fixed",
-                            t.name.0.as_str()
-                        ),
-                    )),
-                    Some(a)
-                        if a.iter()
-                            .any(|x| x.broker_ids.iter().any(|b| b.0 != broker.node_id())) =>
-                    {
-                        Err(BrokerError::new(
-                            ErrorCode::InvalidReplicaAssignment,
-                            format!(
-                                "assignments name brokers other than this one ({})",
-                                broker.node_id()
-                            ),
-                        ))
-                    }
-                    _ => broker
-                        .topics
-                        .add_partitions(&t.name.0, t.count, body.validate_only),
                 };
                 let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
                 match outcome {
@@ -661,11 +632,7 @@ pub fn create_partitions(
             .with_results(results)
             .with_throttle_time_ms(throttle_ms)
     };
-    // Opening thousands of partitions is long: off the runtime's workers (a cluster's
-    // path waits for the controller in place, so it stays where it is).
-    if !clustered {
-        return Ok(super::off_runtime(req, compute));
-    }
+    // Waits for the controller in place (the reader task of this connection).
     ready(req, &compute())
 }
 
@@ -685,40 +652,26 @@ pub fn describe_cluster(
             super::authorized::CLUSTER,
         ),
     );
-    if let Some(cluster) = broker.cluster() {
-        let image = cluster.current_image();
-        let brokers = image
-            .live_brokers()
-            .map(|b| {
-                let (host, port) = b.endpoint(listener);
-                DescribeClusterBroker::default()
-                    .with_broker_id(BrokerId(b.id))
-                    .with_host(str_bytes(host))
-                    .with_port(port)
-                    .with_rack(b.rack.as_deref().map(str_bytes))
-            })
-            .collect();
-        let controller = cluster.controller_id_for_clients(broker.node_id());
-        let response = DescribeClusterResponse::default()
-            .with_cluster_id(str_bytes(
-                image.cluster_id.as_deref().unwrap_or(&broker.cluster_id),
-            ))
-            .with_controller_id(BrokerId(controller))
-            .with_brokers(brokers)
-            .with_cluster_authorized_operations(ops)
-            .with_endpoint_type(1);
-        return ready(req, &response);
-    }
-    let (host, port) = broker.endpoint(listener);
-    let node = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(broker.node_id()))
-        .with_host(str_bytes(host))
-        .with_port(port)
-        .with_rack(broker.config.rack.as_deref().map(str_bytes));
+    let cluster = broker.cluster();
+    let image = cluster.current_image();
+    let brokers = image
+        .live_brokers()
+        .map(|b| {
+            let (host, port) = b.endpoint(listener);
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(str_bytes(host))
+                .with_port(port)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect();
+    let controller = cluster.controller_id_for_clients(broker.node_id());
     let response = DescribeClusterResponse::default()
-        .with_cluster_id(str_bytes(&broker.cluster_id))
-        .with_controller_id(BrokerId(broker.node_id()))
-        .with_brokers(vec![node])
+        .with_cluster_id(str_bytes(
+            image.cluster_id.as_deref().unwrap_or(&broker.cluster_id),
+        ))
+        .with_controller_id(BrokerId(controller))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(ops)
         .with_endpoint_type(1);
     ready(req, &response)
@@ -999,15 +952,7 @@ pub fn describe_quorum(
         Listener, Node, PartitionData, ReplicaState, TopicData,
     };
     let body: DescribeQuorumRequest = decode_body(&req.body, req.api_version)?;
-    let Some(cluster) = broker.cluster().cloned() else {
-        let response = DescribeQuorumResponse::default()
-            .with_error_code(ErrorCode::InvalidRequest.code())
-            .with_error_message(Some(str_bytes(
-                "this node runs without a metadata quorum: set controller.quorum.voters (or, for \
-                 one combined node, controller.quorum.bootstrap.servers) to run one",
-            )));
-        return ready(req, &response);
-    };
+    let cluster = broker.cluster().clone();
     let voters = broker.config.cluster.voters.clone();
     let req = req.clone();
     Ok(Box::pin(async move {

@@ -307,13 +307,15 @@ fn read_all(
                     let expand =
                         crate::replication::on_follower_fetch(&p, follower, w.fetch_offset);
                     if let Some(proposal) = expand {
-                        if let (Some(cluster), Some(t)) = (broker.cluster(), topic.as_ref()) {
+                        if let Some(t) = topic.as_ref() {
                             tracing::info!(topic = %p.topic, partition = p.index, follower, isr = ?proposal.isr, "expanding ISR: follower caught up");
-                            cluster.request_isr_change(crate::cluster::IsrChange {
-                                partition: p.clone(),
-                                topic_id: t.id,
-                                proposal,
-                            });
+                            broker
+                                .cluster()
+                                .request_isr_change(crate::cluster::IsrChange {
+                                    partition: p.clone(),
+                                    topic_id: t.id,
+                                    proposal,
+                                });
                         }
                     }
                 }
@@ -396,11 +398,7 @@ fn leadership_error(
 ) -> Option<ErrorCode> {
     let serves = {
         let r = p.replica.lock();
-        r.is_leader()
-            || (follower_may_serve
-                && r.replicated
-                && r.leader >= 0
-                && r.replicas.contains(&r.local_id))
+        r.is_leader() || (follower_may_serve && r.leader >= 0 && r.replicas.contains(&r.local_id))
     };
     if !serves {
         return Some(ErrorCode::NotLeaderOrFollower);
@@ -430,7 +428,7 @@ fn preferred_read_replica(
     if broker.config.rack.as_deref() == Some(rack) {
         return None;
     }
-    let image = broker.cluster()?.current_image();
+    let image = broker.cluster().current_image();
     let in_rack = |id: &i32| {
         image
             .brokers
@@ -438,7 +436,7 @@ fn preferred_read_replica(
             .is_some_and(|b| !b.fenced && b.rack.as_deref() == Some(rack))
     };
     let r = p.replica.lock();
-    if !r.is_replicated_leader() {
+    if !r.is_leader() {
         return None;
     }
     r.followers

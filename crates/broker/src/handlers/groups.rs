@@ -45,63 +45,13 @@ pub fn find_coordinator(
 ) -> Result<ResponseFuture, DecodeError> {
     let body: FindCoordinatorRequest = decode_body(&req.body, req.api_version)?;
     let denied = coordinator_keys_denied(az, &body, req.api_version);
-    if let Some(cluster) = broker.cluster() {
-        let (broker, cluster, req) = (broker.clone(), cluster.clone(), req.clone());
-        let listener = listener.clone();
-        return Ok(Box::pin(async move {
-            let response = find_in_cluster(&broker, &cluster, &req, &listener, body).await;
-            encode(&req, &refuse_coordinators(response, &denied))
-        }));
-    }
-    // Every group and transactional id is coordinated by this node.
-    let answer = |key: &StrBytes| -> (ErrorCode, Option<String>) {
-        if body.key_type != KEY_TYPE_GROUP && body.key_type != KEY_TYPE_TRANSACTION {
-            return (
-                ErrorCode::InvalidRequest,
-                Some(format!("unknown coordinator key type {}", body.key_type)),
-            );
-        }
-        if key.is_empty() {
-            return (ErrorCode::InvalidRequest, Some("empty group id".into()));
-        }
-        (ErrorCode::None, None)
-    };
-    let node = BrokerId(broker.node_id());
-    let (host, port) = broker.endpoint(listener);
-    let host = str_bytes(host);
-    let response = if req.api_version >= 4 {
-        let coordinators = body
-            .coordinator_keys
-            .iter()
-            .map(|key| {
-                let (error, message) = answer(key);
-                let c = Coordinator::default()
-                    .with_key(key.clone())
-                    .with_error_code(error.code())
-                    .with_error_message(message.as_deref().map(str_bytes));
-                if error == ErrorCode::None {
-                    c.with_node_id(node).with_host(host.clone()).with_port(port)
-                } else {
-                    c.with_node_id(BrokerId(-1)).with_port(-1)
-                }
-            })
-            .collect();
-        FindCoordinatorResponse::default().with_coordinators(coordinators)
-    } else {
-        let (error, message) = answer(&body.key);
-        let r = FindCoordinatorResponse::default().with_error_code(error.code());
-        let r = if req.api_version >= 1 {
-            r.with_error_message(message.as_deref().map(str_bytes))
-        } else {
-            r
-        };
-        if error == ErrorCode::None {
-            r.with_node_id(node).with_host(host).with_port(port)
-        } else {
-            r.with_node_id(BrokerId(-1)).with_port(-1)
-        }
-    };
-    ready(req, &refuse_coordinators(response, &denied))
+    let (broker, req) = (broker.clone(), req.clone());
+    let listener = listener.clone();
+    Ok(Box::pin(async move {
+        let cluster = broker.cluster();
+        let response = find_coordinator_in(&broker, cluster, &req, &listener, body).await;
+        encode(&req, &refuse_coordinators(response, &denied))
+    }))
 }
 
 /// Kafka: DESCRIBE on the group or the transactional id whose coordinator is asked
@@ -153,9 +103,10 @@ fn refuse_coordinators(
     r
 }
 
-/// FindCoordinator in replicated mode: a group's coordinator is the leader of its
-/// `__consumer_offsets` partition (created through the controller on first use).
-async fn find_in_cluster(
+/// A group's coordinator is the leader of its `__consumer_offsets` partition (created
+/// through the controller on first use); a transactional id's, of its
+/// `__transaction_state` partition.
+async fn find_coordinator_in(
     broker: &Broker,
     cluster: &crate::cluster::Cluster,
     req: &ParsedRequest,
@@ -193,6 +144,7 @@ async fn find_in_cluster(
     if setup_error.is_none() && !cluster.current_image().topics.contains_key(internal) {
         let live = cluster.current_image().live_brokers().count() as i16;
         let topic = runnel_meta::NewTopic {
+            id: None,
             name: internal.to_string(),
             num_partitions: partitions,
             replication_factor: rf.min(live.max(1)),
@@ -210,6 +162,11 @@ async fn find_in_cluster(
         }
         cluster
             .wait_for_image(|img| img.topics.contains_key(internal))
+            .await;
+        // The coordinator may be this broker: answer once it has applied that image
+        // (opened the partitions and taken their leadership), not before.
+        cluster
+            .wait_reconciled(cluster.current_image().applied_index)
             .await;
     }
     let image = cluster.current_image();

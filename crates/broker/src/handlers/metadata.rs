@@ -11,12 +11,11 @@ use runnel_protocol::kp::messages::{BrokerId, MetadataRequest, MetadataResponse,
 use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 use uuid::Uuid;
 
-use super::{ready, str_bytes, ResponseFuture};
+use super::{str_bytes, ResponseFuture};
 use crate::authz::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::authz::Ctx;
 use crate::broker::Broker;
-use crate::error::{BrokerError, ErrorCode};
-use crate::topics::Topic;
+use crate::error::ErrorCode;
 
 use super::authorized;
 
@@ -47,47 +46,21 @@ pub fn handle(
     };
     let az = az.clone();
     let finish = move |r: MetadataResponse| authorize_response(&az, r, all, ops, refused);
-    if let Some(cluster) = broker.cluster() {
-        let cluster = cluster.clone();
-        let local_id = broker.node_id();
-        let req = req.clone();
-        let requested = body.topics.unwrap_or_default();
-        let listener = listener.clone();
-        return Ok(Box::pin(async move {
-            let response = cluster_metadata(
-                &cluster, local_id, &listener, all, requested, may_create, ops,
-            )
-            .await
-            .with_cluster_authorized_operations(cluster_ops);
-            super::encode(&req, &finish(response))
-        }));
-    }
-    let mut topics = Vec::new();
-    if all {
-        for t in broker.topics.all() {
-            topics.push(describe(broker, &t, ops));
-        }
-    } else {
-        for requested in body.topics.unwrap_or_default() {
-            topics.push(match requested.name {
-                Some(name) => by_name(broker, &name.0, may_create, ops),
-                None => by_id(broker, requested.topic_id, ops),
-            });
-        }
-    }
-    let (host, port) = broker.endpoint(listener);
-    let node = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(broker.node_id()))
-        .with_host(str_bytes(host))
-        .with_port(port)
-        .with_rack(broker.config.rack.as_deref().map(str_bytes));
-    let response = MetadataResponse::default()
-        .with_brokers(vec![node])
-        .with_cluster_id(Some(str_bytes(&broker.cluster_id)))
-        .with_controller_id(BrokerId(broker.node_id()))
-        .with_topics(topics)
-        .with_cluster_authorized_operations(cluster_ops);
-    ready(req, &finish(response))
+    let cluster = broker.cluster().clone();
+    let local = Local {
+        id: broker.node_id(),
+        offline: broker.offline_partitions(),
+    };
+    let req = req.clone();
+    let requested = body.topics.unwrap_or_default();
+    let listener = listener.clone();
+    Ok(Box::pin(async move {
+        let response =
+            cluster_metadata(&cluster, &local, &listener, all, requested, may_create, ops)
+                .await
+                .with_cluster_authorized_operations(cluster_ops);
+        super::encode(&req, &finish(response))
+    }))
 }
 
 /// Kafka's KafkaApis.handleTopicMetadataRequest: a requested topic the principal may not
@@ -102,15 +75,9 @@ fn authorize_requested(
     if !az.enabled() {
         return Vec::new();
     }
-    let image = broker.cluster().map(|c| c.current_image());
-    let exists = |name: &str| match &image {
-        Some(img) => img.topics.contains_key(name),
-        None => broker.topics.get(name).is_some(),
-    };
-    let name_of_id = |id: Uuid| match &image {
-        Some(img) => img.topic_by_id(id).map(|t| t.name.clone()),
-        None => broker.topics.get_by_id(id).map(|t| t.name.clone()),
-    };
+    let image = broker.cluster().current_image();
+    let exists = |name: &str| image.topics.contains_key(name);
+    let name_of_id = |id: Uuid| image.topic_by_id(id).map(|t| t.name.clone());
     let mut cluster_create: Option<bool> = None;
     let mut refused = Vec::new();
     requested.retain(|r| {
@@ -176,72 +143,11 @@ fn authorize_response(
     response
 }
 
-fn by_name(broker: &Broker, name: &str, may_create: bool, ops: i32) -> MetadataResponseTopic {
-    if let Some(t) = broker.topics.get(name) {
-        return describe(broker, &t, ops);
-    }
-    let result = if may_create {
-        broker
-            .topics
-            .create(name, -1, -1, BTreeMap::new(), false)
-            .or_else(|e| match e.code {
-                // Another client created it between our lookup and our create.
-                ErrorCode::TopicAlreadyExists => broker.topics.get(name).ok_or(e),
-                _ => Err(e),
-            })
-    } else {
-        Err(BrokerError::new(
-            ErrorCode::UnknownTopicOrPartition,
-            format!("topic '{name}' does not exist"),
-        ))
-    };
-    match result {
-        Ok(t) => describe(broker, &t, ops),
-        Err(e) => MetadataResponseTopic::default()
-            .with_error_code(e.code.code())
-            .with_name(Some(TopicName(str_bytes(name))))
-            .with_topic_authorized_operations(ops),
-    }
-}
-
-fn by_id(broker: &Broker, id: Uuid, ops: i32) -> MetadataResponseTopic {
-    match broker.topics.get_by_id(id) {
-        Some(t) => describe(broker, &t, ops),
-        None => MetadataResponseTopic::default()
-            .with_error_code(ErrorCode::UnknownTopicId.code())
-            .with_topic_id(id)
-            .with_topic_authorized_operations(ops),
-    }
-}
-
-fn describe(broker: &Broker, t: &Topic, ops: i32) -> MetadataResponseTopic {
-    let node = BrokerId(broker.node_id());
-    let partitions = t
-        .partitions
-        .iter()
-        .map(|p| {
-            let base = MetadataResponsePartition::default()
-                .with_partition_index(p.index)
-                .with_leader_epoch(p.leader_epoch())
-                .with_replica_nodes(vec![node]);
-            if broker.is_offline(p) {
-                // The only replica is on a failed log dir: no leader, as Kafka reports it.
-                base.with_error_code(ErrorCode::LeaderNotAvailable.code())
-                    .with_leader_id(BrokerId(-1))
-                    .with_offline_replicas(vec![node])
-            } else {
-                base.with_leader_id(node).with_isr_nodes(vec![node])
-            }
-        })
-        .collect();
-    topic_entry(&t.name, t.id, partitions, ops)
-}
-
-/// Metadata in replicated mode: brokers, leaders, replicas and ISRs from the metadata
-/// image; auto-creation goes through the controller.
+/// Metadata: brokers, leaders, replicas and ISRs from the metadata image; auto-creation
+/// goes through the controller.
 async fn cluster_metadata(
     cluster: &crate::cluster::Cluster,
-    local_id: i32,
+    local: &Local,
     listener: &str,
     all: bool,
     requested: Vec<runnel_protocol::kp::messages::metadata_request::MetadataRequestTopic>,
@@ -266,6 +172,7 @@ async fn cluster_metadata(
         let new = missing
             .iter()
             .map(|name| runnel_meta::NewTopic {
+                id: None,
                 name: name.clone(),
                 num_partitions: -1,
                 replication_factor: -1,
@@ -297,7 +204,7 @@ async fn cluster_metadata(
     let mut topics = Vec::new();
     if all {
         for t in image.topics.values() {
-            topics.push(describe_image_topic(&image, t, ops));
+            topics.push(describe_image_topic(&image, local, t, ops));
         }
     } else {
         for r in requested {
@@ -306,7 +213,7 @@ async fn cluster_metadata(
                 None => image.topic_by_id(r.topic_id),
             };
             topics.push(match (found, r.name) {
-                (Some(t), _) => describe_image_topic(&image, t, ops),
+                (Some(t), _) => describe_image_topic(&image, local, t, ops),
                 (None, Some(name)) => {
                     let code =
                         match crate::topics::validate_topic_name(name.0.as_str()) {
@@ -342,7 +249,7 @@ async fn cluster_metadata(
                 .with_rack(b.rack.as_deref().map(str_bytes))
         })
         .collect();
-    let controller = cluster.controller_id_for_clients(local_id);
+    let controller = cluster.controller_id_for_clients(local.id);
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(image.cluster_id.as_deref().map(str_bytes))
@@ -351,8 +258,17 @@ async fn cluster_metadata(
         .with_cluster_authorized_operations(authorized::OMITTED)
 }
 
+/// This broker as Metadata describes it: its id, and its replicas that are offline here
+/// (files that failed recovery, a failed log dir), which it reports without itself as
+/// leader or in-sync replica, as Kafka does once its log dir failed.
+struct Local {
+    id: i32,
+    offline: std::collections::BTreeSet<(String, i32)>,
+}
+
 fn describe_image_topic(
     image: &runnel_meta::ClusterImage,
+    local: &Local,
     t: &runnel_meta::TopicImage,
     ops: i32,
 ) -> MetadataResponseTopic {
@@ -362,13 +278,26 @@ fn describe_image_topic(
         .iter()
         .enumerate()
         .map(|(i, p)| {
+            let down_here = local.offline.contains(&(t.name.clone(), i as i32));
+            let offline_at = |id: i32| !image.is_live(id) || (down_here && id == local.id);
             let offline: Vec<i32> = p
                 .replicas
                 .iter()
                 .copied()
-                .filter(|id| !image.is_live(*id))
+                .filter(|id| offline_at(*id))
                 .collect();
-            let code = if p.leader < 0 {
+            let isr: Vec<i32> = p
+                .isr
+                .iter()
+                .copied()
+                .filter(|id| !offline_at(*id))
+                .collect();
+            let leader = if down_here && p.leader == local.id {
+                -1
+            } else {
+                p.leader
+            };
+            let code = if leader < 0 {
                 ErrorCode::LeaderNotAvailable
             } else {
                 ErrorCode::None
@@ -376,10 +305,10 @@ fn describe_image_topic(
             MetadataResponsePartition::default()
                 .with_error_code(code.code())
                 .with_partition_index(i as i32)
-                .with_leader_id(BrokerId(p.leader))
+                .with_leader_id(BrokerId(leader))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(ids(&p.replicas))
-                .with_isr_nodes(ids(&p.isr))
+                .with_isr_nodes(ids(&isr))
                 .with_offline_replicas(ids(&offline))
         })
         .collect();

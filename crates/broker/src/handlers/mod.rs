@@ -18,7 +18,7 @@ mod reassign;
 mod share;
 mod throttle;
 mod topics_admin;
-mod txn;
+pub(crate) mod txn;
 
 use std::future::Future;
 use std::pin::Pin;

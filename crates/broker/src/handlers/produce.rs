@@ -179,11 +179,8 @@ pub fn handle(
             }
             // Kafka's rule: the ISR shrank below min.insync.replicas while the batch
             // waited, so fewer copies than asked for hold it.
-            let isr = {
-                let r = partition.replica.lock();
-                r.replicated.then_some(r.isr.len())
-            };
-            if let Some(isr) = isr.filter(|n| *n < min_isr) {
+            let isr = partition.replica.lock().isr.len();
+            if isr < min_isr {
                 resp.error_code = ErrorCode::NotEnoughReplicasAfterAppend.code();
                 resp.error_message = Some(str_bytes(&format!(
                     "{}-{}: written, but the ISR shrank to {isr}, below min.insync.replicas={min_isr}",
@@ -207,7 +204,7 @@ fn check_replicas(p: &Partition, acks: i16, min_isr: usize) -> Result<(), Broker
             format!("this broker is not the leader of {}-{}", p.topic, p.index),
         ));
     }
-    if r.replicated && acks == -1 && r.isr.len() < min_isr {
+    if acks == -1 && r.isr.len() < min_isr {
         return Err(BrokerError::new(
             ErrorCode::NotEnoughReplicas,
             format!(

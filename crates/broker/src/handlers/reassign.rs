@@ -1,6 +1,5 @@
-//! ElectLeaders, AlterPartitionReassignments and ListPartitionReassignments. In a cluster
-//! they go to the controller; a single node has one replica per partition, so there is
-//! never an election to hold or a replica to move.
+//! ElectLeaders, AlterPartitionReassignments and ListPartitionReassignments: they go to
+//! the controller (a single node's too: it is a cluster of one).
 
 use std::sync::Arc;
 
@@ -60,32 +59,14 @@ pub fn elect_leaders(
                     .into_iter()
                     .map(|tp| (tp, refuse()))
                     .collect()
-            } else if let Some(cluster) = broker.cluster() {
-                cluster
+            } else {
+                broker
+                    .cluster()
                     .controller
                     .elect_leaders(wanted, true)
                     .await
                     .into_iter()
                     .map(|(tp, r)| (tp, r.map_err(crate::cluster::controller_error)))
-                    .collect()
-            } else {
-                // One replica per partition: it is the preferred leader already.
-                wanted
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(t, p)| {
-                        let r = match broker.topics.partition(&t, p) {
-                            Some(_) => Err(BrokerError::new(
-                                ErrorCode::ElectionNotNeeded,
-                                "the preferred replica already leads",
-                            )),
-                            None => Err(BrokerError::new(
-                                ErrorCode::UnknownTopicOrPartition,
-                                format!("{t}-{p} does not exist"),
-                            )),
-                        };
-                        ((t, p), r)
-                    })
                     .collect()
             };
         let mut topics: Vec<ReplicaElectionResult> = Vec::new();
@@ -124,24 +105,12 @@ pub fn alter_reassignments(
             for p in &t.partitions {
                 let replicas: Option<Vec<i32>> =
                     p.replicas.as_ref().map(|r| r.iter().map(|b| b.0).collect());
-                let outcome = match broker.cluster() {
-                    Some(cluster) => cluster
-                        .controller
-                        .reassign(&t.name.0, p.partition_index, replicas)
-                        .await
-                        .map_err(crate::cluster::controller_error),
-                    None => match replicas {
-                        None => Err(BrokerError::new(
-                            ErrorCode::NoReassignmentInProgress,
-                            "a single node never reassigns",
-                        )),
-                        Some(r) if r == [broker.node_id()] => Ok(()),
-                        Some(_) => Err(BrokerError::new(
-                            ErrorCode::InvalidReplicaAssignment,
-                            format!("a single node has one broker ({})", broker.node_id()),
-                        )),
-                    },
-                };
+                let outcome = broker
+                    .cluster()
+                    .controller
+                    .reassign(&t.name.0, p.partition_index, replicas)
+                    .await
+                    .map_err(crate::cluster::controller_error);
                 let (code, message) = outcome_fields(&outcome);
                 partitions.push(
                     ReassignablePartitionResponse::default()
@@ -172,8 +141,8 @@ pub fn list_reassignments(
     let body: ListPartitionReassignmentsRequest = decode_body(&req.body, req.api_version)?;
     let ids = |v: &[i32]| v.iter().map(|&i| BrokerId(i)).collect::<Vec<_>>();
     let mut topics: Vec<OngoingTopicReassignment> = Vec::new();
-    if let Some(cluster) = broker.cluster() {
-        let image = cluster.current_image();
+    let image = broker.cluster().current_image();
+    {
         for (topic, partition, p) in image.reassignments() {
             let asked = body.topics.as_ref().is_none_or(|ts| {
                 ts.iter()

@@ -13,7 +13,7 @@ use runnel_protocol::kp::messages::{
 use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 use uuid::Uuid;
 
-use super::{ready, str_bytes, ResponseFuture};
+use super::{str_bytes, ResponseFuture};
 use crate::authz::acl::{Operation, ResourceType};
 use crate::authz::denied_error;
 use crate::broker::Broker;
@@ -63,53 +63,19 @@ pub fn create(
         budget: request_budget(broker, &body),
         configs_hidden,
     };
-    if let Some(cluster) = broker.cluster() {
-        return Ok(create_in_cluster(
-            broker.clone(),
-            cluster.clone(),
-            req.clone(),
-            body,
-            checks,
-            throttle_ms,
-        ));
-    }
-    let broker = broker.clone();
-    Ok(super::off_runtime(req, move || {
-        let mut results = Vec::with_capacity(body.topics.len());
-        for t in body.topics {
-            let name = t.name.0.to_string();
-            let mut result = CreatableTopicResult::default()
-                .with_name(t.name.clone())
-                .with_num_partitions(-1)
-                .with_replication_factor(-1);
-            let outcome = precheck(&broker, &name, &checks)
-                .and_then(|()| create_one(&broker, &name, &t, body.validate_only));
-            match outcome {
-                Ok((id, partitions, configs)) => {
-                    let created = result
-                        .with_topic_id(id)
-                        .with_num_partitions(partitions)
-                        .with_replication_factor(1);
-                    result = with_created_configs(created, &broker, &checks, &name, &configs);
-                }
-                Err(e) => {
-                    result = result
-                        .with_error_code(e.code.code())
-                        .with_error_message(Some(str_bytes(&e.message)));
-                }
-            }
-            results.push(result);
-        }
-        CreateTopicsResponse::default()
-            .with_topics(results)
-            .with_throttle_time_ms(throttle_ms)
-    }))
+    Ok(create_through_controller(
+        broker.clone(),
+        broker.cluster().clone(),
+        req.clone(),
+        body,
+        checks,
+        throttle_ms,
+    ))
 }
 
-/// CreateTopics in replicated mode: checked here as on a single node (names, configs,
-/// counts), placed and recorded by the controller, answered once this broker's metadata
-/// image has the topics.
-fn create_in_cluster(
+/// CreateTopics: checked here (names, configs, counts), placed and recorded by the
+/// controller, answered once this broker's metadata image has the topics.
+fn create_through_controller(
     broker: Arc<Broker>,
     cluster: Arc<crate::cluster::Cluster>,
     req: ParsedRequest,
@@ -122,8 +88,8 @@ fn create_in_cluster(
         let mut to_create = Vec::new();
         for t in &body.topics {
             let name = t.name.0.to_string();
-            let checked = precheck(&broker, &name, &checks)
-                .and_then(|()| create_one(&broker, &name, t, true).map(|_| ()));
+            let checked =
+                precheck(&broker, &name, &checks).and_then(|()| validate_one(&broker, &name, t));
             if checked.is_ok() {
                 let assignments = (!t.assignments.is_empty()).then(|| {
                     t.assignments
@@ -134,6 +100,7 @@ fn create_in_cluster(
                 to_create.push((
                     results.len(),
                     runnel_meta::NewTopic {
+                        id: None,
                         name,
                         num_partitions: t.num_partitions,
                         replication_factor: t.replication_factor,
@@ -170,6 +137,11 @@ fn create_in_cluster(
                 .collect();
             cluster
                 .wait_for_image(|img| ok.iter().all(|n| img.topics.contains_key(n.as_str())))
+                .await;
+            // This broker serves them at once (on a single node, the only one) once its
+            // reconcile has opened them: a produce right after the answer finds them.
+            cluster
+                .wait_reconciled(cluster.current_image().applied_index)
                 .await;
         }
         let image = cluster.current_image();
@@ -336,20 +308,21 @@ fn request_budget(broker: &Broker, body: &CreateTopicsRequest) -> Result<(), Bro
     broker.topics.check_partition_budget(total)
 }
 
-fn create_one(
+/// What this broker checks of a new topic before the controller places it: the name,
+/// counts, configs and the shape of explicit assignments.
+fn validate_one(
     broker: &Broker,
     name: &str,
     t: &runnel_protocol::kp::messages::create_topics_request::CreatableTopic,
-    validate_only: bool,
-) -> Result<(Uuid, i32, BTreeMap<String, String>), BrokerError> {
+) -> Result<(), BrokerError> {
     let mut configs = BTreeMap::new();
     for c in &t.configs {
         if let Some(v) = &c.value {
             configs.insert(c.name.to_string(), v.to_string());
         }
     }
-    let (partitions, rf) = if t.assignments.is_empty() {
-        (t.num_partitions, t.replication_factor)
+    let partitions = if t.assignments.is_empty() {
+        t.num_partitions
     } else {
         if t.num_partitions != -1 || t.replication_factor != -1 {
             return Err(BrokerError::new(
@@ -364,36 +337,19 @@ fn create_one(
                     "replica assignments must cover partitions 0..n in order",
                 ));
             }
-            let elsewhere =
-                a.broker_ids.iter().any(|b| b.0 != broker.node_id()) && broker.cluster().is_none();
-            if elsewhere || a.broker_ids.is_empty() {
+            if a.broker_ids.is_empty() {
                 return Err(BrokerError::new(
                     ErrorCode::InvalidReplicationFactor,
-                    format!(
-                        "replica assignment names brokers other than this one ({})",
-                        broker.node_id()
-                    ),
+                    format!("partition {i}'s replica assignment names no broker"),
                 ));
             }
         }
-        (
-            t.assignments.len() as i32,
-            t.assignments[0].broker_ids.len() as i16,
-        )
+        t.assignments.len() as i32
     };
-    let topic = broker
+    broker
         .topics
-        .create(name, partitions, rf, configs, validate_only)?;
-    let count = if validate_only {
-        if partitions == -1 {
-            broker.config.num_partitions
-        } else {
-            partitions
-        }
-    } else {
-        topic.partitions.len() as i32
-    };
-    Ok((topic.id, count, topic.configs.clone()))
+        .create(name, partitions, configs, true)
+        .map(drop)
 }
 
 fn describe_configs(broker: &Broker, set: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
@@ -434,7 +390,7 @@ pub fn delete(
         .collect();
     targets.extend(body.topics.into_iter().map(|t| (t.name, t.topic_id)));
     let mut results = Vec::with_capacity(targets.len());
-    // Replicated mode: (slot in results, topic) for the controller to delete.
+    // (slot in results, topic) for the controller to delete.
     let mut deletions: Vec<(usize, String)> = Vec::new();
     for (name, id) in targets {
         let topic = match &name {
@@ -475,14 +431,10 @@ pub fn delete(
             (Some(t), _) if mutation_refused(qc, strict, t.partitions.len(), &mut throttle_ms) => {
                 Err(throttled())
             }
-            (Some(t), _) if broker.cluster().is_some() => {
+            (Some(t), _) => {
                 deletions.push((results.len(), t.name.clone()));
                 Ok(())
             }
-            (Some(t), _) => broker
-                .topics
-                .delete(&t.name)
-                .inspect(|_| broker.metrics.forget_topic(&t.name)),
         });
         let mut r = DeletableTopicResult::default()
             .with_name(name.or_else(|| topic.as_ref().map(|t| TopicName(str_bytes(&t.name)))))
@@ -494,14 +446,7 @@ pub fn delete(
         }
         results.push(r);
     }
-    let Some(cluster) = broker.cluster().cloned() else {
-        return ready(
-            req,
-            &DeleteTopicsResponse::default()
-                .with_responses(results)
-                .with_throttle_time_ms(throttle_ms),
-        );
-    };
+    let cluster = broker.cluster().clone();
     let req = req.clone();
     Ok(Box::pin(async move {
         let names: Vec<String> = deletions.iter().map(|(_, n)| n.clone()).collect();

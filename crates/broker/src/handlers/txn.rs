@@ -375,6 +375,33 @@ pub fn end_txn(
     }))
 }
 
+/// Appends one transaction marker to a partition this broker leads (and, on
+/// `__consumer_offsets`, applies or drops the transaction's offset commits); returns the
+/// marker's offset. The caller waits for it to be acknowledged.
+pub fn append_marker(
+    broker: &Broker,
+    part: &crate::partition::Partition,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+) -> Result<i64, crate::error::BrokerError> {
+    let offset = broker.append_as_leader(part, |log, epoch| {
+        log.append_marker(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            epoch,
+            now_ms(),
+        )
+    })?;
+    if part.topic == crate::groups::OFFSETS_TOPIC {
+        broker.groups.complete_txn_offsets(producer_id, commit);
+    }
+    Ok(offset)
+}
+
 pub fn write_markers(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
@@ -400,24 +427,16 @@ pub fn write_markers(
                         let code = match broker.topics.partition(&t.name.0, p) {
                             _ if !cluster_action => ErrorCode::ClusterAuthorizationFailed,
                             None => ErrorCode::UnknownTopicOrPartition,
-                            Some(part) => match broker.append_as_leader(&part, |log, epoch| {
-                                log.append_marker(
-                                    m.producer_id.0,
-                                    m.producer_epoch,
-                                    m.transaction_result,
-                                    m.coordinator_epoch,
-                                    epoch,
-                                    now_ms(),
-                                )
-                            }) {
+                            Some(part) => match append_marker(
+                                broker,
+                                &part,
+                                m.producer_id.0,
+                                m.producer_epoch,
+                                m.transaction_result,
+                                m.coordinator_epoch,
+                            ) {
                                 Ok(offset) => {
                                     waits.push(((mi, ti, pi), part.clone(), offset + 1));
-                                    if t.name.0.as_str() == crate::groups::OFFSETS_TOPIC {
-                                        broker.groups.complete_txn_offsets(
-                                            m.producer_id.0,
-                                            m.transaction_result,
-                                        );
-                                    }
                                     ErrorCode::None
                                 }
                                 Err(e) => e.code,

@@ -182,7 +182,9 @@ pub async fn add_partitions(
         .with_timeout_ms(ADMIN_TIMEOUT_MS)
         .with_topics(vec![CreatePartitionsTopic::default()
             .with_name(name(&topic))
-            .with_count(count)]);
+            .with_count(count)
+            // Null: the controller places them (an empty list would assign none).
+            .with_assignments(None)]);
     let resp: CreatePartitionsResponse =
         call(&s.broker, PEER, ApiKey::CreatePartitions, 3, &req).await?;
     let r = resp

@@ -98,24 +98,9 @@ pub async fn brokers(State(s): State<HttpState>, q: MaybeQuery) -> ApiResult<Jso
     query(q, &[])?;
     let b = &s.broker;
     let addr = bootstrap(&b.advertised_host, b.advertised_port);
-    let Some(cluster) = b.cluster() else {
-        return Ok(Json(json!({
-            "cluster_id": b.cluster_id,
-            "controller_id": b.node_id(),
-            "bootstrap_servers": addr,
-            "brokers": [{
-                "node_id": b.node_id(),
-                "host": b.advertised_host,
-                "port": b.advertised_port,
-                "rack": b.config.rack,
-                "bootstrap": addr,
-                "fenced": false,
-            }],
-            "quorum": null,
-        })));
-    };
-    // Replicated: every registered broker from the metadata image, fenced ones included
-    // (Metadata leaves those out; an operator wants to see them).
+    // Every registered broker from the metadata image, fenced ones included (Metadata
+    // leaves those out; an operator wants to see them).
+    let cluster = b.cluster();
     let image = cluster.current_image();
     let brokers: Vec<Value> = image
         .brokers
@@ -186,9 +171,8 @@ fn log_dir_of(log: &runnel_log::PartitionLog) -> PathBuf {
         .unwrap_or_default()
 }
 
-/// One partition as this broker sees it: on a single node it is the only replica; in a
-/// replicated cluster, leader, replicas and ISR come from the partition's replica state
-/// (the metadata image as last applied here).
+/// One partition as this broker sees it: leader, replicas and ISR come from the
+/// partition's replica state (the metadata image as last applied here).
 fn partition_view(node: i32, p: &Partition, offline_dirs: &[PathBuf]) -> PartitionView {
     let log = p.log.lock();
     let dir = log_dir_of(&log);
@@ -198,11 +182,7 @@ fn partition_view(node: i32, p: &Partition, offline_dirs: &[PathBuf]) -> Partiti
     let high_watermark = p.high_watermark_with(&log);
     // Lock order: the log before the replica state.
     let r = p.replica.lock();
-    let (mut leader, replicas, mut isr) = if r.replicated {
-        (r.leader, r.replicas.clone(), r.isr.clone())
-    } else {
-        (node, vec![node], vec![node])
-    };
+    let (mut leader, replicas, mut isr) = (r.leader, r.replicas.clone(), r.isr.clone());
     drop(r);
     if offline {
         isr.retain(|id| *id != node);
@@ -955,7 +935,7 @@ fn snapshot(b: &Arc<Broker>) -> Snapshot {
             .flat_map(|t| t.partitions.iter())
             .filter(|p| {
                 let r = p.replica.lock();
-                r.is_replicated_leader() && r.isr.len() < r.replicas.len()
+                r.is_leader() && r.isr.len() < r.replicas.len()
             })
             .count(),
         offline,

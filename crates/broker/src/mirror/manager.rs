@@ -65,10 +65,7 @@ fn due(last: &mut Option<Instant>, every_ms: u64) -> bool {
 }
 
 fn is_manager(broker: &Broker) -> bool {
-    match broker.cluster() {
-        None => true,
-        Some(c) => c.controller_id_for_clients(broker.node_id()) == broker.node_id(),
-    }
+    broker.cluster().controller_id_for_clients(broker.node_id()) == broker.node_id()
 }
 
 /// A client of this cluster, through the broker's own inter-broker endpoint.

@@ -3,8 +3,7 @@
 //! Cluster Linking does. `docs/mirroring.md` is the user's guide.
 //!
 //! - `store.rs`: link definitions and each mirror topic's state, persisted like group
-//!   configs: on a single node `__cluster_metadata/cluster-links.json`, in a cluster the
-//!   metadata log's cluster-wide config records (keys `link:<name>` and
+//!   configs: the metadata log's cluster-wide config records (keys `link:<name>` and
 //!   `link-topic:<name>:<topic>`), so a link survives restarts and every broker sees it.
 //! - `puller.rs`: one task per mirror partition this broker leads, started and stopped
 //!   with leadership; it fetches from the source partition's leader with `runnel-client`
@@ -21,7 +20,7 @@
 pub mod admin;
 mod manager;
 mod puller;
-mod store;
+pub(crate) mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -126,11 +125,6 @@ pub struct Links {
 }
 
 impl Links {
-    /// Single node: reads the links file in `meta_dir`.
-    pub fn open_local(&self, meta_dir: &std::path::Path) -> Result<(), BrokerError> {
-        self.store.open_local(meta_dir)
-    }
-
     /// In a cluster: takes the links from the metadata image's cluster-wide configs, and
     /// makes local partitions of topics no longer mirrored writable at once.
     pub fn apply_image(&self, broker: &Broker, image_configs: &BTreeMap<String, String>) {

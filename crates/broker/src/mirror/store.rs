@@ -9,7 +9,6 @@
 //! Thread-safe: the records are behind a read-write lock.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -228,18 +227,25 @@ pub fn validate_name(name: &str) -> Result<(), BrokerError> {
 
 #[derive(Default)]
 pub struct LinkStore {
-    /// Single node: where the records persist (None in a cluster).
-    path: RwLock<Option<PathBuf>>,
     records: RwLock<BTreeMap<String, String>>,
 }
 
 impl LinkStore {
-    pub fn open_local(&self, meta_dir: &std::path::Path) -> Result<(), BrokerError> {
+    /// Reads the file an older single node kept in `meta_dir` (missing = empty), for
+    /// the import into the metadata log.
+    pub fn read_legacy_file(&self, meta_dir: &std::path::Path) -> Result<(), BrokerError> {
         let path = meta_dir.join("cluster-links.json");
-        let records = crate::topics::read_json_file(&path)?;
-        *self.records.write() = records;
-        *self.path.write() = Some(path);
+        *self.records.write() = crate::topics::read_json_file(&path)?;
         Ok(())
+    }
+
+    /// The metadata-log records of every link (a single node's file being imported).
+    pub fn image_records(&self) -> BTreeMap<String, Option<String>> {
+        self.records
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect()
     }
 
     pub fn apply_image(&self, image_configs: &BTreeMap<String, String>) {
@@ -449,47 +455,18 @@ pub fn topic_record(link: &str, topic: &str, state: Option<MirrorState>) -> Chan
     )
 }
 
-/// Writes `changes`: on a single node to the file (then in memory), in a cluster
-/// through the controller, returning once this broker's image holds them.
+/// Writes `changes` through the controller, returning once this broker's image holds
+/// them.
 pub async fn save(broker: &Broker, changes: Vec<Change>) -> Result<(), BrokerError> {
     if changes.is_empty() {
         return Ok(());
     }
-    let store = &broker.links.store;
-    if let Some(cluster) = broker.cluster() {
-        let map: BTreeMap<String, Option<String>> = changes.iter().cloned().collect();
-        cluster
-            .controller
-            .alter_broker_configs(map)
-            .await
-            .map_err(crate::cluster::controller_error)?;
-        cluster
-            .wait_for_image(|img| {
-                changes
-                    .iter()
-                    .all(|(k, v)| img.broker_configs.get(k) == v.as_ref())
-            })
-            .await;
-        // Apply at once here (reconcile applies it too): the caller acts on it next.
-        let image = cluster.current_image();
-        broker.links.apply_image(broker, &image.broker_configs);
-        return Ok(());
-    }
-    let mut records = store.records.write();
-    let mut next = records.clone();
-    for (k, v) in changes {
-        match v {
-            Some(v) => next.insert(k, v),
-            None => next.remove(&k),
-        };
-    }
-    if let Some(path) = &*store.path.read() {
-        let raw = serde_json::to_vec_pretty(&next).expect("string maps serialise");
-        crate::topics::write_file_atomically(path, &raw)?;
-    }
-    *records = next;
-    drop(records);
-    broker.links.mark_partitions(broker);
+    let cluster = broker.cluster();
+    let map: BTreeMap<String, Option<String>> = changes.into_iter().collect();
+    cluster.write_config_records(map).await?;
+    // Apply at once here (reconcile applies it too): the caller acts on it next.
+    let image = cluster.current_image();
+    broker.links.apply_image(broker, &image.broker_configs);
     Ok(())
 }
 

@@ -39,11 +39,13 @@ pub struct ProposedIsr {
     pub partition_epoch: i32,
 }
 
-/// A partition's replica state. On a single node `replicated` is false and nothing here
-/// is consulted.
+/// A partition's replica state, as the metadata image last said (a single node is a
+/// cluster of one: it leads with an ISR of itself).
 #[derive(Debug, Default)]
 pub struct ReplicaState {
-    pub replicated: bool,
+    /// A state from the image was applied (until then this broker neither leads nor
+    /// follows the partition).
+    pub applied: bool,
     pub local_id: i32,
     pub leader: i32,
     pub partition_epoch: i32,
@@ -65,12 +67,7 @@ pub struct ReplicaState {
 
 impl ReplicaState {
     pub fn is_leader(&self) -> bool {
-        !self.replicated || self.leader == self.local_id
-    }
-
-    /// The leader of a replicated partition (the one with followers to track).
-    pub fn is_replicated_leader(&self) -> bool {
-        self.replicated && self.leader == self.local_id
+        self.applied && self.leader == self.local_id
     }
 }
 
@@ -95,18 +92,18 @@ pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Tran
     // epoch or sees the new role.
     let log = p.log.lock();
     let mut r = p.replica.lock();
-    if r.replicated && state.partition_epoch < r.partition_epoch {
+    if r.applied && state.partition_epoch < r.partition_epoch {
         return Transition::None;
     }
-    let epoch_changed = !r.replicated || state.leader_epoch != p.leader_epoch();
-    let leader_changed = !r.replicated || state.leader != r.leader;
+    let epoch_changed = !r.applied || state.leader_epoch != p.leader_epoch();
+    let leader_changed = !r.applied || state.leader != r.leader;
     // A reassignment adds or removes this broker without a leader change.
     let membership_changed = r.replicas.contains(&local_id) != state.replicas.contains(&local_id);
     // An ISR change in flight stays pending until a newer partition state answers it: an
     // image that only repeats the current state (any unrelated metadata change brings
     // one) says nothing about whether the controller has applied it.
-    let newer = !r.replicated || state.partition_epoch > r.partition_epoch;
-    r.replicated = true;
+    let newer = !r.applied || state.partition_epoch > r.partition_epoch;
+    r.applied = true;
     r.local_id = local_id;
     r.partition_epoch = state.partition_epoch;
     r.replicas = state.replicas.clone();
@@ -215,7 +212,7 @@ pub fn on_follower_fetch(p: &Partition, follower: i32, fetch_offset: i64) -> Opt
 pub fn lagging_isr(p: &Partition, lag_max_ms: u64) -> Option<ProposedIsr> {
     let now = now_ms();
     let mut r = p.replica.lock();
-    if !r.is_replicated_leader() || r.pending_isr.is_some() {
+    if !r.is_leader() || r.pending_isr.is_some() {
         return None;
     }
     let lagging: Vec<i32> = r
@@ -249,15 +246,15 @@ pub fn lagging_isr(p: &Partition, lag_max_ms: u64) -> Option<ProposedIsr> {
 /// Leader: high watermark = the smallest log end over the ISR (followers not heard from
 /// since the leader took over hold it where it is). Wakes waiters when it moves.
 pub fn maybe_advance_high_watermark(p: &Partition) -> bool {
-    // Called after every append: a single node (or a follower) returns before touching
+    // Called after every append: a follower returns before touching
     // the log lock. The lock order is log before replica, so the check is repeated below.
-    if !p.replica.lock().is_replicated_leader() {
+    if !p.replica.lock().is_leader() {
         return false;
     }
     let leader_end = p.log.lock().log_end_offset();
     let target = {
         let r = p.replica.lock();
-        if !r.is_replicated_leader() {
+        if !r.is_leader() {
             return false;
         }
         let mut hw = leader_end;
@@ -281,7 +278,7 @@ mod tests {
 
     fn leader_of(dir: &std::path::Path) -> Arc<Partition> {
         let log = PartitionLog::open(&dir.join("t-0"), LogConfig::default(), 0).unwrap();
-        let p = Partition::new("t", 0, log, true);
+        let p = Partition::new("t", 0, log);
         let state = PartitionImage {
             isr: vec![1, 2],
             ..PartitionImage::new(vec![1, 2, 3])

@@ -744,7 +744,7 @@ impl Security {
                     "inter-broker listener {inter} uses SASL but listener.name.{}.<mechanism>.sasl.jaas.config has no username and password for this broker",
                     inter.to_ascii_lowercase()
                 );
-                if config.cluster.is_clustered() {
+                if config.cluster.has_peers(config.node_id) {
                     return Err(msg);
                 }
                 tracing::warn!("{msg}; a single node does not need them");

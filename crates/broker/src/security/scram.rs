@@ -11,7 +11,6 @@
 //! `ScramStore` is thread-safe (a read-write lock).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -108,7 +107,6 @@ type Credentials = BTreeMap<(String, ScramMechanism), ScramCredential>;
 
 /// Every user's SCRAM credentials.
 pub struct ScramStore {
-    path: RwLock<Option<PathBuf>>,
     creds: RwLock<Credentials>,
     /// Keys the fake exchange for an unknown user, so its salt is stable per user and
     /// the exchange looks like a real one until the proof fails.
@@ -118,26 +116,16 @@ pub struct ScramStore {
 impl Default for ScramStore {
     fn default() -> Self {
         ScramStore {
-            path: RwLock::new(None),
             creds: RwLock::new(BTreeMap::new()),
             secret: random_bytes(32),
         }
     }
 }
 
-fn to_file_map(c: &Credentials) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for ((user, m), cred) in c {
-        out.entry(user.clone())
-            .or_default()
-            .insert(m.name().to_string(), cred.to_text());
-    }
-    out
-}
-
 impl ScramStore {
-    /// Single node: reads `scram-credentials.json` in `meta_dir` (missing = none).
-    pub fn open_local(&self, meta_dir: &std::path::Path) -> Result<(), BrokerError> {
+    /// Reads the `scram-credentials.json` an older single node kept in `meta_dir`
+    /// (missing = none), for the import into the metadata log.
+    pub fn read_legacy_file(&self, meta_dir: &std::path::Path) -> Result<(), BrokerError> {
         let path = meta_dir.join("scram-credentials.json");
         let damaged = |why: String| {
             BrokerError::new(
@@ -161,7 +149,6 @@ impl ScramStore {
             }
         }
         *self.creds.write() = creds;
-        *self.path.write() = Some(path);
         Ok(())
     }
 
@@ -178,25 +165,13 @@ impl ScramStore {
             .collect()
     }
 
-    /// Single node: applies changes (None deletes) and persists them.
-    pub fn set_local(
-        &self,
-        changes: &[((String, ScramMechanism), Option<ScramCredential>)],
-    ) -> Result<(), BrokerError> {
-        let mut creds = self.creds.write();
-        let mut next = creds.clone();
-        for (key, c) in changes {
-            match c {
-                Some(c) => next.insert(key.clone(), c.clone()),
-                None => next.remove(key),
-            };
-        }
-        if let Some(path) = &*self.path.read() {
-            let raw = serde_json::to_vec_pretty(&to_file_map(&next)).expect("maps serialise");
-            crate::topics::write_file_atomically(path, &raw)?;
-        }
-        *creds = next;
-        Ok(())
+    /// The metadata-log records of every credential (a single node's file being imported).
+    pub fn image_records(&self) -> BTreeMap<String, Option<String>> {
+        self.creds
+            .read()
+            .iter()
+            .map(|((u, m), c)| ScramStore::image_record(u, *m, Some(c)))
+            .collect()
     }
 
     /// The metadata-log config record for one credential (None deletes it).
@@ -580,8 +555,8 @@ pub fn alter(broker: &Arc<Broker>, req: &ParsedRequest) -> Result<ResponseFuture
     }))
 }
 
-/// Stores the changes: through the metadata log in a cluster (waiting until this
-/// broker's image has them), else in the local file.
+/// Stores the changes through the metadata log, waiting until this broker's image has
+/// them.
 fn apply(
     broker: &Arc<Broker>,
     changes: &[((String, ScramMechanism), Option<ScramCredential>)],
@@ -589,28 +564,11 @@ fn apply(
     if changes.is_empty() {
         return Ok(());
     }
-    let Some(cluster) = broker.cluster() else {
-        return broker.security.scram.set_local(changes);
-    };
     let records: BTreeMap<String, Option<String>> = changes
         .iter()
         .map(|((u, m), c)| ScramStore::image_record(u, *m, c.as_ref()))
         .collect();
-    tokio::runtime::Handle::current().block_on(async {
-        cluster
-            .controller
-            .alter_broker_configs(records.clone())
-            .await
-            .map_err(crate::cluster::controller_error)?;
-        cluster
-            .wait_for_image(|img| {
-                records
-                    .iter()
-                    .all(|(k, v)| img.broker_configs.get(k) == v.as_ref())
-            })
-            .await;
-        Ok(())
-    })
+    tokio::runtime::Handle::current().block_on(broker.cluster().write_config_records(records))
 }
 
 #[cfg(test)]
@@ -648,9 +606,8 @@ mod tests {
             let salted = m.salted_password("pw,=x", &salt, 4096);
             let c = ScramCredential::from_salted(m, &salt, &salted, 4096);
             assert_eq!(ScramCredential::from_text(&c.to_text()).as_ref(), Some(&c));
-            store
-                .set_local(&[(("al=ice,".to_string(), m), Some(c))])
-                .unwrap();
+            let (k, v) = ScramStore::image_record("al=ice,", m, Some(&c));
+            store.apply_image(&BTreeMap::from([(k, v.unwrap())]));
             assert_eq!(exchange(&store, m, "al=ice,", "pw,=x").unwrap(), "al=ice,");
             assert_eq!(
                 exchange(&store, m, "al=ice,", "nope").unwrap_err(),

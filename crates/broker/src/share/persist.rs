@@ -24,7 +24,7 @@ use std::sync::Arc;
 use super::records::{self, StateKey, StateValue, STATE_TOPIC};
 use super::SharePartitionKey;
 use crate::broker::Broker;
-use crate::error::{BrokerError, ErrorCode};
+use crate::error::BrokerError;
 use crate::partition::Partition;
 use crate::share::partition_state::SharePartitionState;
 
@@ -109,28 +109,14 @@ pub fn read_latest(broker: &Broker, key: &SharePartitionKey) -> Option<StateValu
     load_matching(&broker.topics, |k| k == key).remove(key)
 }
 
-/// The state topic: on a single node created when first needed; in a cluster created
-/// through the controller (asked once, in the background; None until it exists).
+/// The state topic, created through the controller when first needed (asked once, in
+/// the background; None until it exists here).
 fn state_topic(broker: &Broker) -> Result<Option<Arc<crate::topics::Topic>>, BrokerError> {
     if let Some(t) = broker.topics.get(STATE_TOPIC) {
         return Ok(Some(t));
     }
-    if let Some(cluster) = broker.cluster() {
-        ensure_in_cluster(broker, cluster);
-        return Ok(None);
-    }
-    let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-    match broker.topics.create(
-        STATE_TOPIC,
-        broker.shares.config.state_topic_partitions,
-        1,
-        configs,
-        false,
-    ) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.code == ErrorCode::TopicAlreadyExists => Ok(broker.topics.get(STATE_TOPIC)),
-        Err(e) => Err(e),
-    }
+    ensure_in_cluster(broker, broker.cluster());
+    Ok(None)
 }
 
 static CREATING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -146,6 +132,7 @@ fn ensure_in_cluster(broker: &Broker, cluster: &Arc<crate::cluster::Cluster>) {
     }
     let live = cluster.current_image().live_brokers().count() as i16;
     let topic = runnel_meta::NewTopic {
+        id: None,
         name: STATE_TOPIC.to_string(),
         num_partitions: broker.shares.config.state_topic_partitions,
         replication_factor: broker
@@ -314,12 +301,6 @@ pub fn sync_leadership(
         return;
     }
     let was_built = sp.leader_epoch.is_some();
-    if !was_built && broker.cluster().is_none() {
-        // A single node read every snapshot at start-up (`Shares::restore_from`) and
-        // wrote every later one itself: a share-partition new here has none to read.
-        sp.leader_epoch = Some(epoch);
-        return;
-    }
     match read_latest(broker, key) {
         Some(v) => {
             sp.restore(v.start_offset, &v.batches);
@@ -336,14 +317,9 @@ pub fn sync_leadership(
 /// fetch then acquires nothing until it exists, so no acknowledgement is ever answered
 /// without being written.
 pub fn ready(broker: &Broker) -> bool {
-    match broker.cluster() {
-        None => true,
-        Some(cluster) => {
-            if broker.topics.get(STATE_TOPIC).is_some() {
-                return true;
-            }
-            ensure_in_cluster(broker, cluster);
-            false
-        }
+    if broker.topics.get(STATE_TOPIC).is_some() {
+        return true;
     }
+    ensure_in_cluster(broker, broker.cluster());
+    false
 }

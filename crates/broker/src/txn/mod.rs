@@ -141,10 +141,9 @@ pub type Durable = Option<(Arc<Partition>, i64)>;
 pub struct TxnCoordinator {
     pub config: TxnConfig,
     state: Mutex<State>,
-    /// Replicated mode: the `__transaction_state` partitions this broker leads (and so
-    /// the transactional ids it coordinates), with the topic's partition count. None on a
-    /// single node, which coordinates every id.
-    owned: parking_lot::RwLock<Option<(BTreeSet<i32>, i32)>>,
+    /// The `__transaction_state` partitions this broker leads (and so the transactional
+    /// ids it coordinates), with the topic's partition count.
+    owned: parking_lot::RwLock<(BTreeSet<i32>, i32)>,
     offline: crate::groups::OfflineCoordinatorPartitions,
 }
 
@@ -196,23 +195,12 @@ fn check_producer(m: &TxnMetadata, producer_id: i64, epoch: i16) -> Result<(), B
 impl TxnCoordinator {
     pub fn new(config: TxnConfig) -> Self {
         TxnCoordinator {
+            // Coordinates nothing until it leads `__transaction_state` partitions.
+            owned: parking_lot::RwLock::new((BTreeSet::new(), config.partitions)),
             config,
             state: Mutex::new(State::default()),
-            owned: parking_lot::RwLock::new(None),
             offline: Default::default(),
         }
-    }
-
-    /// Replicated mode: coordinates nothing until it leads `__transaction_state` partitions.
-    pub fn set_replicated(&self) {
-        let mut owned = self.owned.write();
-        if owned.is_none() {
-            *owned = Some((BTreeSet::new(), self.config.partitions));
-        }
-    }
-
-    fn is_replicated(&self) -> bool {
-        self.owned.read().is_some()
     }
 
     /// NOT_COORDINATOR unless this broker leads the id's `__transaction_state` partition.
@@ -224,26 +212,23 @@ impl TxnCoordinator {
                 format!("the __transaction_state partition of '{tid}' is offline"),
             ));
         }
-        match &*self.owned.read() {
-            None => Ok(()),
-            Some((owned, count))
-                if owned.contains(&crate::groups::records::partition_for(tid, *count)) =>
-            {
-                Ok(())
-            }
-            Some(_) => Err(err(
+        let (owned, count) = &*self.owned.read();
+        if owned.contains(&crate::groups::records::partition_for(tid, *count)) {
+            Ok(())
+        } else {
+            Err(err(
                 ErrorCode::NotCoordinator,
                 format!("this broker does not coordinate transactional id '{tid}'"),
-            )),
+            ))
         }
     }
 
-    /// Replicated mode: this broker became leader of `__transaction_state` partition `p`
-    /// (load its transactional ids and finish what was prepared), or stopped leading it.
+    /// This broker became leader of `__transaction_state` partition `p` (load its
+    /// transactional ids and finish what was prepared), or stopped leading it.
     pub fn on_leadership(&self, broker: &Broker, p: &Partition, partitions: i32, leader: bool) {
         {
             let mut owned = self.owned.write();
-            let (set, count) = owned.get_or_insert_with(|| (BTreeSet::new(), partitions));
+            let (set, count) = &mut *owned;
             *count = partitions;
             if leader {
                 set.insert(p.index);
@@ -278,25 +263,6 @@ impl TxnCoordinator {
             "coordinating the transactions of a __transaction_state partition"
         );
         self.finish_prepared(broker, &mut state, |tid| mine(tid));
-    }
-
-    /// Replays `__transaction_state` and finishes transactions a crash left prepared.
-    pub fn load(&self, broker: &Broker) -> Result<(), BrokerError> {
-        let Some(topic) = broker.topics.get(TXN_TOPIC) else {
-            return Ok(());
-        };
-        if self.is_replicated() {
-            // In a cluster the leader of each partition loads it when it takes it over.
-            return Ok(());
-        }
-        let mut state = self.state.lock();
-        for p in &topic.partitions {
-            self.offline.note(p, topic.partitions.len() as i32);
-            replay_partition(&mut state, p)?;
-        }
-        self.finish_prepared(broker, &mut state, |_| true);
-        tracing::info!(transactions = state.txns.len(), "loaded transaction state");
-        Ok(())
     }
 
     /// Finishes the transactions (chosen by `which`) a crash or a coordinator move left
@@ -367,26 +333,12 @@ impl TxnCoordinator {
     ) -> Result<(Arc<Partition>, i64), BrokerError> {
         let topic = match broker.topics.get(TXN_TOPIC) {
             Some(t) => t,
-            None if self.is_replicated() => {
+            None => {
                 // Only the controller creates topics (FindCoordinator asks it).
                 return Err(err(
                     ErrorCode::CoordinatorNotAvailable,
                     "__transaction_state does not exist yet",
                 ));
-            }
-            None => {
-                let configs =
-                    BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-                match broker
-                    .topics
-                    .create(TXN_TOPIC, self.config.partitions, 1, configs, false)
-                {
-                    Ok(t) => t,
-                    Err(e) if e.code == ErrorCode::TopicAlreadyExists => {
-                        broker.topics.get(TXN_TOPIC).ok_or(e)?
-                    }
-                    Err(e) => return Err(e),
-                }
             }
         };
         let index = crate::groups::records::partition_for(
@@ -403,42 +355,22 @@ impl TxnCoordinator {
         Ok((partition, r.last_offset + 1))
     }
 
-    /// Writes a commit or abort marker to every partition of the transaction. In a
-    /// cluster the markers go to each partition's leader (WriteTxnMarkers, answered once
-    /// replicated) from a background sender, which records Complete* when all landed.
+    /// Writes a commit or abort marker to every partition of the transaction: the
+    /// markers go to each partition's leader (this broker's own partitions take them in
+    /// place, the others by WriteTxnMarkers, answered once replicated) from a background
+    /// sender, which records Complete* when all landed.
     fn write_markers(&self, broker: &Broker, m: &TxnMetadata, epoch: i16, commit: bool) -> Markers {
-        if let Some(cluster) = broker.cluster() {
-            if m.partitions.is_empty() {
-                return Markers::Written;
-            }
-            cluster.send_markers(
-                m.transactional_id.clone(),
-                m.producer_id,
-                epoch,
-                commit,
-                m.partitions.iter().cloned().collect(),
-            );
-            return Markers::Sending;
+        if m.partitions.is_empty() {
+            return Markers::Written;
         }
-        for (topic, index) in &m.partitions {
-            let Some(p) = broker.topics.partition(topic, *index) else {
-                continue;
-            };
-            let result = broker.append_as_leader(&p, |log, leader_epoch| {
-                log.append_marker(m.producer_id, epoch, commit, 0, leader_epoch, now_ms())
-            });
-            match result {
-                Ok(_) => {
-                    if topic == crate::groups::OFFSETS_TOPIC {
-                        broker.groups.complete_txn_offsets(m.producer_id, commit);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(transactional_id = %m.transactional_id, topic, partition = index, error = %e, "could not write a transaction marker")
-                }
-            }
-        }
-        Markers::Written
+        broker.cluster().send_markers(
+            m.transactional_id.clone(),
+            m.producer_id,
+            epoch,
+            commit,
+            m.partitions.iter().cloned().collect(),
+        );
+        Markers::Sending
     }
 
     /// InitProducerId with a transactional id: a new producer id, or the existing one
@@ -484,25 +416,21 @@ impl TxnCoordinator {
                 if m.state == TxnState::Ongoing {
                     // Fence the previous producer: its open transaction is aborted with the
                     // bumped epoch, so its late writes are refused everywhere it wrote.
+                    // The abort is recorded first and its markers sent; the producer
+                    // retries (CONCURRENT_TRANSACTIONS) until it completes.
                     let fence_epoch = new_epoch.unwrap_or(m.producer_epoch);
-                    if self.is_replicated() {
-                        // The abort is recorded first and its markers sent; the producer
-                        // retries (CONCURRENT_TRANSACTIONS) until it completes.
-                        m.producer_epoch = fence_epoch;
-                        m.state = TxnState::PrepareAbort;
-                        m.last_update_ms = now;
-                        self.persist(broker, &m)?;
-                        state.txns.insert(tid.to_string(), m.clone());
-                        if let Markers::Written = self.write_markers(broker, &m, fence_epoch, false)
-                        {
-                            self.complete_locked(broker, &mut state, tid, m.producer_id, false)?;
-                        }
-                        return Err(err(
-                            ErrorCode::ConcurrentTransactions,
-                            format!("aborting the open transaction of '{tid}'; retry"),
-                        ));
+                    m.producer_epoch = fence_epoch;
+                    m.state = TxnState::PrepareAbort;
+                    m.last_update_ms = now;
+                    self.persist(broker, &m)?;
+                    state.txns.insert(tid.to_string(), m.clone());
+                    if let Markers::Written = self.write_markers(broker, &m, fence_epoch, false) {
+                        self.complete_locked(broker, &mut state, tid, m.producer_id, false)?;
                     }
-                    self.write_markers(broker, &m, fence_epoch, false);
+                    return Err(err(
+                        ErrorCode::ConcurrentTransactions,
+                        format!("aborting the open transaction of '{tid}'; retry"),
+                    ));
                 }
                 match new_epoch {
                     Some(e) => m.producer_epoch = e,
@@ -669,21 +597,16 @@ impl TxnCoordinator {
         topic: &str,
         partition: i32,
     ) -> Result<(), BrokerError> {
-        if self.is_replicated() {
-            // The coordinator may be another broker; like Kafka before KIP-890, the
-            // partition leader takes the producer's word (epochs still fence zombies).
-            return Ok(());
-        }
         let state = self.state.lock();
         let Some(m) = state
             .by_producer
             .get(&producer_id)
             .and_then(|tid| state.txns.get(tid))
         else {
-            return Err(err(
-                ErrorCode::InvalidTxnState,
-                format!("producer {producer_id} has no transaction"),
-            ));
+            // The coordinator is another broker (or this one no longer is); like Kafka
+            // before KIP-890, the partition leader takes the producer's word (epochs
+            // still fence zombies).
+            return Ok(());
         };
         // Kafka's verification asks the coordinator about the request's transactional
         // id: a producer id of another transaction is not this one's to write.
@@ -723,17 +646,11 @@ impl TxnCoordinator {
         epoch: i16,
         group: &str,
     ) -> Result<(), BrokerError> {
-        if self.is_replicated() {
-            // The transaction coordinator may be another broker (see verify_produce).
-            return Ok(());
-        }
         let state = self.state.lock();
-        let m = state.txns.get(tid).ok_or_else(|| {
-            err(
-                ErrorCode::InvalidProducerIdMapping,
-                format!("transactional id '{tid}' is not known"),
-            )
-        })?;
+        let Some(m) = state.txns.get(tid) else {
+            // The transaction coordinator is another broker (see verify_produce).
+            return Ok(());
+        };
         check_producer(m, producer_id, epoch)?;
         let partitions = broker
             .topics

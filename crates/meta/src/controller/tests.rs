@@ -206,36 +206,42 @@ fn create_topics_uses_defaults_and_validates() {
     };
     let topics = vec![
         NewTopic {
+            id: None,
             name: "d".into(),
             num_partitions: -1,
             replication_factor: -1,
             ..Default::default()
         },
         NewTopic {
+            id: None,
             name: "t".into(),
             num_partitions: 1,
             replication_factor: 1,
             ..Default::default()
         },
         NewTopic {
+            id: None,
             name: "big".into(),
             num_partitions: 1,
             replication_factor: 4,
             ..Default::default()
         },
         NewTopic {
+            id: None,
             name: "zero".into(),
             num_partitions: 0,
             replication_factor: 1,
             ..Default::default()
         },
         NewTopic {
+            id: None,
             name: "bad/name".into(),
             num_partitions: 1,
             replication_factor: 1,
             ..Default::default()
         },
         NewTopic {
+            id: None,
             name: "manual".into(),
             num_partitions: -1,
             replication_factor: -1,
