@@ -116,6 +116,18 @@ impl Error {
         }
     }
 
+    /// CONCURRENT_TRANSACTIONS: the coordinator is still completing an earlier
+    /// transaction of this producer; Kafka's producer retries it after a short backoff.
+    pub fn is_concurrent_transactions(&self) -> bool {
+        matches!(
+            self,
+            Error::Kafka {
+                error: ResponseError::ConcurrentTransactions,
+                ..
+            }
+        )
+    }
+
     /// A one-line suggestion of what to do about this error, for CLI messages.
     pub fn hint(&self) -> Option<&'static str> {
         use ResponseError as E;

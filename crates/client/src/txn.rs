@@ -48,7 +48,10 @@ where
     let mut attempt = 0;
     loop {
         match op().await {
-            Err(e) if e.is_retriable() && attempt < 300 => {
+            // CONCURRENT_TRANSACTIONS is not a retriable error in Kafka's table, but its
+            // producer retries it (the previous transaction's markers are still being
+            // written), and so do we.
+            Err(e) if (e.is_retriable() || e.is_concurrent_transactions()) && attempt < 300 => {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }

@@ -5,6 +5,7 @@ transaction, topics and group. APIs librdkafka does not expose go over the raw w
 """
 
 import struct
+import time
 import uuid
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -123,6 +124,17 @@ def test_describe_transactions_leaves_out_topics_the_principal_may_not_describe(
     p.abort_transaction(10)
 
 
+def coordinators_ready(b, *groups):
+    """FindCoordinator (as the admin) until each group's coordinator answers, as a client
+    does before it talks to a group; the raw-wire requests below then go to it."""
+    with raw_conn(b, ADMIN) as c:
+        for g in groups:
+            end = time.monotonic() + 20
+            while (err := c.request(10, 0, kwire.string(g)).int16()) != 0:
+                assert time.monotonic() < end, f"FindCoordinator({g}): error {err}"
+                time.sleep(0.1)
+
+
 def consumer_heartbeat(conn, group, topics):
     """A joining ConsumerGroupHeartbeat v0 subscribing to `topics` -> error code."""
     body = (kwire.compact_string(group) + kwire.compact_string(str(uuid.uuid4()))
@@ -144,6 +156,7 @@ def test_consumer_group_heartbeat_needs_describe_on_subscribed_topics(start_brok
     a = make_topics(b, "seen", "hidden")
     create_acls(a, [allow(ALICE, ResourceType.GROUP, "g", AclOperation.READ),
                     allow(ALICE, ResourceType.TOPIC, "seen", AclOperation.READ)])
+    coordinators_ready(b, "g")
     with raw_conn(b, ALICE) as c:
         assert consumer_heartbeat(c, "g", ["hidden"]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
         assert consumer_heartbeat(c, "g", ["seen", "hidden"]) == \
@@ -213,6 +226,7 @@ def test_consumer_group_describe_hides_groups_assigned_undescribable_topics(star
     create_acls(a, [allow(ALICE, ResourceType.GROUP, "g-", AclOperation.DESCRIBE,
                           ResourcePatternType.PREFIXED),
                     allow(ALICE, ResourceType.TOPIC, "seen", AclOperation.DESCRIBE)])
+    coordinators_ready(b, "g-hidden", "g-seen")
     with raw_conn(b, ADMIN) as c:
         assert consumer_heartbeat(c, "g-hidden", ["hidden"]) == 0
         assert consumer_heartbeat(c, "g-seen", ["seen"]) == 0
@@ -304,6 +318,7 @@ def test_consumer_group_regex_resolves_only_to_describable_topics(start_broker):
         tid = f.result().topic_id
         ids[struct.pack(">qq", tid.get_most_significant_bits(),
                         tid.get_least_significant_bits())] = name
+    coordinators_ready(b, "g-re", "g-re-admin")
     with raw_conn(b, ALICE) as c:
         err, assignment = consumer_heartbeat_regex(c, "g-re", "r-.*")
     assert err == 0 and assignment is not None
