@@ -1,5 +1,7 @@
 -- (2) Trending hashtags per minute, with a watermark, to a topic (and the console).
 --   runnel sql -f examples/tweets/trending.sql [-d outputTopic=trending] [-d minTweets=N]
+--     [-d watermarkDelay='10 MINUTES'] (a tweet older than the watermark is dropped: the
+--     generator's very late tweets are 3 minutes late, so a delay over that keeps them all)
 -- The console echo (echoConsole) shows key and value cut to 20 characters, as Spark's
 -- show() does: the count comes first in the JSON so that it shows.
 SET bootstrap = 127.0.0.1:9092;
@@ -48,7 +50,7 @@ SELECT hashtag AS key,
                             'window_start', CAST(w.start AS STRING), 'window_end', CAST(w.end AS STRING))) AS value
 FROM (
   SELECT window(ts, '1 minute') AS w, lower(tag.text) AS hashtag, count(*) AS tweets
-  FROM hashtags WATERMARK ts DELAY OF INTERVAL 30 SECONDS
+  FROM hashtags WATERMARK ts DELAY OF INTERVAL ${watermarkDelay:-30 SECONDS}
   GROUP BY window(ts, '1 minute'), lower(tag.text)
 ) counts
 WHERE tweets >= ${minTweets:-1};

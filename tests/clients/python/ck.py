@@ -39,9 +39,9 @@ def admin(broker):
     return AdminClient({"bootstrap.servers": broker.bootstrap, **QUIET})
 
 
-def create_topic(broker, name, partitions=1, timeout=15):
+def create_topic(broker, name, partitions=1, timeout=15, replication_factor=1):
     a = admin(broker)
-    fs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)],
+    fs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)],
                          operation_timeout=timeout, request_timeout=timeout)
     fs[name].result(timeout)
     wait_for_topic(a, name, partitions)
