@@ -16,6 +16,7 @@ from confluent_kafka.admin import AclOperation, AlterConfigOpType, ConfigEntry, 
 
 import ck
 import kwire
+from test_share_groups import find_coordinator
 from harness import unique
 
 
@@ -129,6 +130,7 @@ def test_group_configs_are_described_validated_and_used(broker):
         "share.heartbeat.interval.ms": "5000",
         "share.record.lock.duration.ms": "30000",
         "share.auto.offset.reset": "latest",
+        "share.isolation.level": "read_uncommitted",
     }
     assert cfg["consumer.session.timeout.ms"].source == ConfigSource.DEFAULT_CONFIG.value
 
@@ -153,11 +155,13 @@ def test_group_configs_are_described_validated_and_used(broker):
 
     # The KIP-848 coordinator tells the group's members the group's heartbeat interval.
     topic = ck.create_topic(broker, unique("gcfg-t"))
+    other = unique("gcfg-other")
+    for g in (group, other):
+        find_coordinator(broker, g)  # as a client does before it talks to a group
     with kwire.Conn(*broker.address) as c:
         err, member, epoch, interval = consumer_group_heartbeat(c, group, topics=(topic,))
         assert err == 0 and epoch >= 1, err
         assert interval == 6000
-        other = unique("gcfg-other")
         assert consumer_group_heartbeat(c, other, topics=(topic,))[3] == 5000
         consumer_group_heartbeat(c, group, member, -1, topics=None)
 

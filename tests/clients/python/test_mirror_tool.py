@@ -18,6 +18,7 @@ import os
 import signal
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -202,16 +203,32 @@ def test_copies_renamed_resumes_without_duplicates_and_checkpoints(pair, tmp_pat
     assert_same(source, target, topic, remote, 3)
 
     # kill -9 mid-stream (the target holds part of the new records), then resume.
+    # The source keeps growing while the mirror copies (chunks of 1,000 records), so the
+    # kill lands mid-stream however fast the mirror is.
     before = sum(end_offsets(target, remote, 3).values())
-    produce(source, topic, 30000, 3, start=390, size=1024)
-    total = sum(end_offsets(source, topic, 3).values())
+    feeding = threading.Event()
+    feeding.set()
+
+    def feed():
+        for chunk in range(30):
+            if not feeding.is_set():
+                return
+            produce(source, topic, 1000, 3, start=390 + chunk * 1000, size=1024)
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
     deadline = time.monotonic() + 30
     while sum(end_offsets(target, remote, 3).values()) < before + 2000:
         assert time.monotonic() < deadline and m.proc.poll() is None, m.text()
         time.sleep(0.02)
     m.kill()
+    still_feeding = feeder.is_alive()
     at_kill = sum(end_offsets(target, remote, 3).values())
-    assert at_kill < total, "the mirror finished before the kill; the test needs more records"
+    feeding.clear()
+    feeder.join(60)
+    total = sum(end_offsets(source, topic, 3).values())
+    assert still_feeding or at_kill < total, "the mirror finished before the kill"
     m = Mirror(tmp_path, source, target, "--topics", "orders-.*", "--source-alias", "src")
     mirrors.append(m)
     wait_copied(m, source, target, topic, remote, 3)
