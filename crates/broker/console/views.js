@@ -72,10 +72,13 @@ async function overview(root) {
         x.node_id === b.controller_id ? badge('controller', 'info') : badge('broker'),
         x.fenced ? badge('fenced', 'bad') : badge('alive', 'ok'),
       ])),
-      h('p.muted', quorum
-        ? ['Metadata quorum: voters ', h('span.mono', quorum.voters.join(', ')),
-          '; leader ', quorum.leader ?? 'none (election in progress)']
-        : 'Single node: metadata is embedded (no quorum to show).'),
+      h('p.muted', !quorum
+        ? 'Metadata quorum: not reported.'
+        : quorum.voters.length === 1
+          ? ['Single node: its own one-voter metadata quorum (voter ',
+            h('span.mono', quorum.voters[0]), ')']
+          : ['Metadata quorum: voters ', h('span.mono', quorum.voters.join(', ')),
+            '; leader ', quorum.leader ?? 'none (election in progress)']),
       h('p.muted', 'Bootstrap: ', h('span.mono', b.bootstrap_servers)));
     const byDir = new Map();
     for (const topic of t.topics) {
