@@ -46,12 +46,14 @@ type Job = (ControllerRequest, oneshot::Sender<Reply>, Instant);
 /// How long the controller waits for a broker's port to answer a liveness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The pauses before each liveness probe of a broker whose connection closed: it is
-/// fenced only when every probe is refused.
+/// fenced only when every probe is refused (four refusals, at 0, 20, 70 and 170 ms). A client
+/// (librdkafka) re-queries a down leader's partitions once a second, so fencing sooner than
+/// that decides whether failover takes one such round or two.
 const PROBE_PAUSES: [Duration; 4] = [
     Duration::ZERO,
+    Duration::from_millis(20),
     Duration::from_millis(50),
-    Duration::from_millis(150),
-    Duration::from_millis(300),
+    Duration::from_millis(100),
 ];
 
 /// A broker's heartbeat connection to this voter ended at `at`: the controller probes the
@@ -778,7 +780,7 @@ impl Actor {
         };
         let gone = self.gone.clone();
         tokio::spawn(async move {
-            // Dead only if the port refuses every time over about half a second: a dying
+            // Dead only if the port refuses every time over 170 ms: a dying
             // process can close its connection a moment before its listening socket, and
             // one refusal is not proof enough to fence a broker.
             for pause in PROBE_PAUSES {

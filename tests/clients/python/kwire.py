@@ -222,6 +222,22 @@ assert batch_size_for_value(300) == len(record_batch([(None, b"x" * 300)]))
 # ---------------------------------------------------------------- connection
 
 
+def await_coordinator(conn, group, deadline_s=20):
+    """FindCoordinator v0 for `group` on `conn` until its coordinator is ready (error 0),
+    as a client does before it talks to a group; raw group requests then go to it."""
+    end = time.monotonic() + deadline_s
+    while (err := conn.request(10, 0, string(group)).int16()) != 0:
+        assert time.monotonic() < end, f"FindCoordinator({group}): error {err}"
+        time.sleep(0.1)
+
+
+def find_coordinator(bootstrap, group, deadline_s=20):
+    """`await_coordinator` over a new plaintext connection to `bootstrap` (host:port)."""
+    host, port = bootstrap.split(":")
+    with Conn(host, int(port)) as c:
+        await_coordinator(c, group, deadline_s)
+
+
 class Conn:
     """A blocking connection that speaks request header v1 (non-flexible requests)."""
 

@@ -125,14 +125,11 @@ def test_describe_transactions_leaves_out_topics_the_principal_may_not_describe(
 
 
 def coordinators_ready(b, *groups):
-    """FindCoordinator (as the admin) until each group's coordinator answers, as a client
-    does before it talks to a group; the raw-wire requests below then go to it."""
+    """FindCoordinator (as the admin) for each group; the raw-wire requests below then go
+    to its coordinator."""
     with raw_conn(b, ADMIN) as c:
         for g in groups:
-            end = time.monotonic() + 20
-            while (err := c.request(10, 0, kwire.string(g)).int16()) != 0:
-                assert time.monotonic() < end, f"FindCoordinator({g}): error {err}"
-                time.sleep(0.1)
+            kwire.await_coordinator(c, g)
 
 
 def consumer_heartbeat(conn, group, topics):

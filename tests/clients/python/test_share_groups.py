@@ -146,19 +146,9 @@ def share_topic(broker, partitions=2):
     return topic, group
 
 
-def find_coordinator(broker, group, deadline_s=20):
-    """FindCoordinator v0 until the group's coordinator is ready, as a client does first:
-    the raw-wire tests then talk to it directly."""
-    host, port = broker.bootstrap.split(":")
-    end = time.monotonic() + deadline_s
-    with kwire.Conn(host, int(port)) as c:
-        while True:
-            r = c.request(10, 0, kwire.string(group))
-            err = r.int16()
-            if err == 0 or time.monotonic() > end:
-                assert err == 0, f"FindCoordinator({group}): error {err}"
-                return
-            time.sleep(0.1)
+def find_coordinator(broker, group):
+    """As a client does first: the raw-wire tests then talk to the coordinator directly."""
+    kwire.find_coordinator(broker.bootstrap, group)
 
 
 def produce(broker, topic, n, partitions=2, prefix="v"):
