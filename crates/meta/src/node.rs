@@ -56,6 +56,10 @@ const PROBE_PAUSES: [Duration; 4] = [
     Duration::from_millis(100),
 ];
 
+/// After the Raft leader's process is found dead, the followers ask for votes in id order,
+/// this far apart, so that two of them do not split the vote.
+const ELECTION_STAGGER: Duration = Duration::from_millis(40);
+
 /// A broker's heartbeat connection to this voter ended at `at`: the controller probes the
 /// broker's port to tell a dead process from a dropped connection.
 #[derive(Debug, Clone, Copy)]
@@ -134,9 +138,15 @@ impl MetaNode {
             stop: stop.clone(),
             tasks: Mutex::new(Vec::new()),
         });
+        let watch_leader = LeaderWatch {
+            me: cfg.node_id as u64,
+            voters: Arc::new(voters.clone()),
+            lease: cfg.election_timeout_max,
+        };
         let server = tokio::spawn(serve(
             listener,
             cfg.transport.clone(),
+            watch_leader,
             raft.clone(),
             image_tx.clone(),
             jobs_tx,
@@ -258,6 +268,7 @@ impl Drop for MetaNode {
 async fn serve(
     listener: TcpListener,
     transport: QuorumTransport,
+    watch_leader: LeaderWatch,
     raft: Raft<TypeConfig>,
     image: watch::Sender<Arc<ClusterImage>>,
     jobs: mpsc::Sender<Job>,
@@ -273,6 +284,7 @@ async fn serve(
                     let handshake = transport.accept(stream, peer);
                     let protocol = transport.protocol().to_string();
                     let (raft, image, jobs, lost) = (raft.clone(), image.clone(), jobs.clone(), lost.clone());
+                    let watch_leader = watch_leader.clone();
                     let mut stop = stop.clone();
                     tokio::spawn(async move {
                         let conn = async move {
@@ -289,7 +301,7 @@ async fn serve(
                                     return Ok(());
                                 }
                             };
-                            connection(stream, raft, image, jobs, lost).await
+                            connection(stream, raft, image, jobs, lost, watch_leader).await
                         };
                         tokio::select! {
                             _ = stopped(&mut stop) => {}
@@ -310,24 +322,103 @@ async fn serve(
 
 /// Serves one connection: requests in order, one response each. A frame that is too large
 /// or does not parse ends the connection. When a connection that carried a broker's
-/// heartbeats ends, the controller hears of it (`lost`).
+/// heartbeats ends, the controller hears of it (`lost`); when one that carried the Raft
+/// leader's appends ends, this follower checks whether the leader's process is gone.
 async fn connection(
     stream: BoxedStream,
     raft: Raft<TypeConfig>,
     image: watch::Sender<Arc<ClusterImage>>,
     jobs: mpsc::Sender<Job>,
     lost: mpsc::UnboundedSender<Lost>,
+    watch_leader: LeaderWatch,
 ) -> Result<(), FrameError> {
-    let mut heartbeats_of = None;
-    let served = serve_requests(stream, raft, image, jobs, &mut heartbeats_of).await;
-    if let Some((id, broker_epoch)) = heartbeats_of {
+    let mut seen = Seen::default();
+    let served = serve_requests(stream, raft.clone(), image, jobs, &mut seen).await;
+    if let Some((id, broker_epoch)) = seen.heartbeats_of {
         let _ = lost.send(Lost {
             id,
             broker_epoch,
             at: Instant::now(),
         });
     }
+    if let Some(leader) = seen.leader {
+        tokio::spawn(watch_leader.elect_if_dead(raft, leader));
+    }
     served
+}
+
+/// What one connection carried: a broker's heartbeats, or the Raft leader's appends.
+#[derive(Default)]
+struct Seen {
+    heartbeats_of: Option<(i32, i64)>,
+    leader: Option<LeaderSeen>,
+}
+
+/// The Raft leader whose appends a connection carried: its id, term, and when this
+/// follower last accepted one.
+#[derive(Clone, Copy)]
+struct LeaderSeen {
+    id: u64,
+    term: u64,
+    at: Instant,
+}
+
+/// Starts an election as soon as it can succeed when the leader's process is gone, instead
+/// of after the election timeout. Raft waits out its timers because a silent leader may be
+/// alive; a closed connection and a port that refuses every probe say it is not.
+#[derive(Clone)]
+struct LeaderWatch {
+    me: u64,
+    voters: Arc<BTreeMap<u64, SocketAddr>>,
+    /// How long a voter that heard from the leader refuses to vote for another
+    /// (openraft's leader lease: `election_timeout_max`).
+    lease: Duration,
+}
+
+impl LeaderWatch {
+    async fn elect_if_dead(self, raft: Raft<TypeConfig>, leader: LeaderSeen) {
+        if leader.id == self.me {
+            return;
+        }
+        let Some(addr) = self.voters.get(&leader.id) else {
+            return;
+        };
+        if !refuses_every_probe(&addr.to_string()).await {
+            return;
+        }
+        // The other followers refuse to vote until their lease on the dead leader has run
+        // out; they heard its last heartbeat when this one did.
+        let rank = self
+            .voters
+            .keys()
+            .filter(|v| **v != leader.id && **v < self.me)
+            .count() as u32;
+        tokio::time::sleep_until(leader.at + self.lease + ELECTION_STAGGER * (rank + 1)).await;
+        let still_stale = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(leader.id) && m.current_term == leader.term
+        };
+        if still_stale {
+            tracing::warn!(leader = leader.id, term = leader.term, "the metadata quorum's leader closed its connection and its port refuses connections: asking for votes now");
+            let _ = raft.trigger().elect().await;
+        }
+    }
+}
+
+/// Probes `addr` at each of [`PROBE_PAUSES`]: true only if every connect is refused (the
+/// process is gone: kill -9, a crash). Accepted, unreachable (a partition) or another error
+/// is not proof of death. One refusal is not enough either: a dying process can close its
+/// connections a moment before its listening socket.
+async fn refuses_every_probe(addr: &str) -> bool {
+    for pause in PROBE_PAUSES {
+        tokio::time::sleep(pause).await;
+        match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            _ => return false,
+        }
+    }
+    true
 }
 
 async fn serve_requests(
@@ -335,7 +426,7 @@ async fn serve_requests(
     raft: Raft<TypeConfig>,
     image: watch::Sender<Arc<ClusterImage>>,
     jobs: mpsc::Sender<Job>,
-    heartbeats_of: &mut Option<(i32, i64)>,
+    seen: &mut Seen,
 ) -> Result<(), FrameError> {
     loop {
         let req: Request = match read_frame(&mut stream).await {
@@ -344,7 +435,19 @@ async fn serve_requests(
             Err(e) => return Err(e),
         };
         let resp = match req {
-            Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
+            Request::AppendEntries(r) => {
+                let (leader, term) = (r.vote.leader_id().voted_for(), r.vote.leader_id().term);
+                let committed = r.vote.is_committed();
+                let resp = raft.append_entries(r).await;
+                if let (Some(id), true, true) = (leader, committed, resp.is_ok()) {
+                    seen.leader = Some(LeaderSeen {
+                        id,
+                        term,
+                        at: Instant::now(),
+                    });
+                }
+                Response::AppendEntries(resp)
+            }
             Request::Vote(r) => Response::Vote(raft.vote(r).await),
             Request::InstallSnapshot(r) => {
                 Response::InstallSnapshot(raft.install_snapshot(r).await)
@@ -356,7 +459,7 @@ async fn serve_requests(
                     want_shutdown: false,
                 } = r
                 {
-                    *heartbeats_of = Some((id, broker_epoch));
+                    seen.heartbeats_of = Some((id, broker_epoch));
                 }
                 Response::Controller(controller_call(&jobs, r).await)
             }
@@ -780,22 +883,11 @@ impl Actor {
         };
         let gone = self.gone.clone();
         tokio::spawn(async move {
-            // Dead only if the port refuses every time over 170 ms: a dying
-            // process can close its connection a moment before its listening socket, and
-            // one refusal is not proof enough to fence a broker.
-            for pause in PROBE_PAUSES {
-                tokio::time::sleep(pause).await;
-                match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(&addr)).await {
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-                    // Accepted, unreachable (a partition) or another error: alive, or not
-                    // proof of death. The session timeout decides.
-                    _ => {
-                        tracing::debug!(broker = l.id, %addr, "broker's port did not refuse: leaving it to the session timeout");
-                        return;
-                    }
-                }
+            if refuses_every_probe(&addr).await {
+                let _ = gone.send(l);
+            } else {
+                tracing::debug!(broker = l.id, %addr, "broker's port did not refuse: leaving it to the session timeout");
             }
-            let _ = gone.send(l);
         });
     }
 

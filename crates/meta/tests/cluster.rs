@@ -91,6 +91,33 @@ async fn leader_shutdown_elects_a_new_leader_and_keeps_the_image() {
     .await;
 }
 
+/// Election timers of 2.0-2.1 s: Raft alone replaces a silent leader after the followers'
+/// lease on it (2.1 s) plus an election timeout, 4.1-4.2 s.
+fn slow_elections(cfg: &mut runnel_meta::MetaConfig) {
+    cfg.election_timeout_min = Duration::from_millis(2000);
+    cfg.election_timeout_max = Duration::from_millis(2100);
+    cfg.heartbeat_interval = Duration::from_millis(100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_process_is_gone_is_replaced_when_the_lease_ends() {
+    run(3, slow_elections, |mut c| async move {
+        let old = c.wait_leader().await;
+        let t0 = std::time::Instant::now();
+        // Its connections close and its port refuses, as after kill -9.
+        c.stop(c.index_of(old)).await;
+        let new = c.wait_leader().await;
+        let took = t0.elapsed();
+        assert_ne!(new, old);
+        assert!(
+            took < Duration::from_millis(3500),
+            "a new leader after {took:?}: the followers waited out an election timeout too"
+        );
+        c
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_all_from_their_dirs_restores_the_image() {
     run(3, no_tweak, |mut c| async move {

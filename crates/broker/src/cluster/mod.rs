@@ -14,6 +14,7 @@ mod import;
 mod markers;
 pub mod reconcile;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -381,9 +382,16 @@ async fn isr_loop(
 ) {
     let lag_max = broker.config.cluster.replica_lag_time_max_ms;
     let mut check = tokio::time::interval(Duration::from_millis((lag_max / 2).clamp(50, 5_000)));
+    // Proposals to send again, by when (and arrival order, for equal times).
+    let mut retries: BTreeMap<(tokio::time::Instant, u64), IsrChange> = BTreeMap::new();
+    let mut queued = 0u64;
     loop {
+        let next_retry = retries.keys().next().map(|(at, _)| *at);
         let change = tokio::select! {
             c = rx.recv() => match c { Some(c) => c, None => return },
+            _ = tokio::time::sleep_until(next_retry.unwrap_or_else(tokio::time::Instant::now)), if next_retry.is_some() => {
+                match retries.pop_first() { Some((_, c)) => c, None => continue }
+            }
             _ = check.tick() => {
                 for t in broker.topics.all() {
                     for p in &t.partitions {
@@ -442,12 +450,9 @@ async fn isr_loop(
                     ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::NotController
                 );
                 tracing::info!(topic = %p.topic, partition = p.index, error = %e, "AlterPartition not answered or refused; the proposed ISR stays pending and is sent again");
-                let retry = cluster.isr_changes.clone();
                 let backoff = Duration::from_millis(if transient { 200 } else { 1000 });
-                tokio::spawn(async move {
-                    tokio::time::sleep(backoff).await;
-                    let _ = retry.send(change);
-                });
+                queued += 1;
+                retries.insert((tokio::time::Instant::now() + backoff, queued), change);
             }
         }
     }
