@@ -2,6 +2,8 @@
 # Runnel's benchmark. In one run it measures this machine's baselines (raw TCP over
 # loopback, raw sequential disk writes with and without fdatasync) and Runnel's produce,
 # consume and end-to-end figures, and prints each figure with its ratio to the baselines.
+# The produce round trip is measured at full speed and at 50 % and 80 % of it
+# (`runnel bench produce --rate`).
 #
 #   scripts/bench.sh                      # about 2-4 minutes on a small machine
 #   BENCH_COUNT=200000 scripts/bench.sh   # quicker
@@ -127,12 +129,25 @@ for parts in 1 16; do
         J=$(step produce -b "$ADDR" --topic "bench-p$parts-acks$acks" --partitions "$parts" --acks "$acks" --keep-topic \
             --record-size $RECORD_SIZE --count "$COUNT")
         add_row "produce ${parts}p acks=$acks" "$J"
+        [[ $parts == 1 && $acks == 1 ]] && MAX_RATE=$(field "$J" .records_per_s)
         if [[ $acks == 1 ]]; then
             m=$(field "$J" .mb_per_s)
             if [[ -n "$m" ]] && awk -v a="$m" -v b="${BEST_PRODUCE:-0}" 'BEGIN { exit !(a > b) }'; then BEST_PRODUCE=$m; fi
         fi
     done
 done
+
+# The produce round trip under load: a fixed rate at 50 % and 80 % of the unlimited 1p
+# acks=1 rate above (that run is the 100 % row).
+if [[ -n "${MAX_RATE:-}" ]]; then
+    for pct in 50 80; do
+        rate=$(awk -v r="$MAX_RATE" -v p="$pct" 'BEGIN { printf "%d", r * p / 100 }')
+        echo "produce: 1 partition, acks=1, at $pct % load ($rate records/s)" >&2
+        J=$(step produce -b "$ADDR" --topic "bench-load$pct" --partitions 1 --acks 1 \
+            --record-size $RECORD_SIZE --duration-secs 5 --rate "$rate")
+        add_row "produce 1p acks=1 at $pct % load" "$J"
+    done
+fi
 
 echo "== consume" >&2
 for parts in 1 16; do

@@ -22,8 +22,9 @@ use tokio::task::JoinSet;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Produce records as fast as the broker takes them.
-    Produce(ClientBenchArgs),
+    /// Produce records as fast as the broker takes them (or at --rate), with the produce
+    /// round trip's percentiles.
+    Produce(ProduceArgs),
     /// Read records from the beginning of a topic (producing them first if needed).
     Consume(ClientBenchArgs),
     /// Produce at a fixed rate and measure the time until a consumer sees each record.
@@ -85,6 +86,17 @@ pub struct ClientBenchArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub common: ClientBenchArgs,
+    /// Records per second the producers send in total (default: as fast as the broker
+    /// takes them). The latency is then the produce round trip at that load: run it at
+    /// 50 %, 80 % and 100 % of the unlimited rate to see latency under load.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct E2eArgs {
     #[command(flatten)]
     pub common: ClientBenchArgs,
@@ -113,14 +125,26 @@ const DEFAULT_E2E_SECS: f64 = 10.0;
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Produce(a) => {
+        BenchCommand::Produce(ProduceArgs { common: a, rate }) => {
             validate(&a)?;
             let client = a.conn.connect(ClientConfig::default()).await?;
             let (topic, created) = ensure_topic(&client, &a).await?;
             let limit = Limit::from_args(&a, DEFAULT_COUNT);
-            let result = produce_load(&a, &topic, limit, None, true).await;
+            let schedule = rate.map(|per_second| Schedule {
+                rate: Rate { per_second },
+                clock: Instant::now(),
+                stamp: false,
+            });
+            let result = produce_load(&a, &topic, limit, schedule, true).await;
             cleanup(&client, &a, &topic, created).await;
-            report(&a, &topic, Kind::Produce, &result?, "latency (ms)");
+            let mut result = result?;
+            if let Some(r) = rate {
+                result.notes.push((
+                    "target_rate_records_per_s".to_string(),
+                    serde_json::json!(r),
+                ));
+            }
+            report(&a, &topic, Kind::Produce, &result, "latency (ms)");
         }
         BenchCommand::Consume(a) => {
             validate(&a)?;
@@ -486,10 +510,19 @@ fn spawn_progress(label: &'static str, progress: Arc<Progress>) {
     });
 }
 
-/// A fixed-rate schedule for e2e: how many records are due by now.
+/// A fixed-rate schedule: how many records are due by now.
 #[derive(Debug, Clone, Copy)]
 struct Rate {
     per_second: u64,
+}
+
+/// Producing on a schedule from `clock`; with `stamp`, each value starts with its send
+/// time (ns since `clock`), for the end-to-end consumer.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    rate: Rate,
+    clock: Instant,
+    stamp: bool,
 }
 
 impl Rate {
@@ -498,13 +531,13 @@ impl Rate {
     }
 }
 
-/// Runs `producers` connections producing to `topic` until `limit`. With `rate`, records
-/// are sent on a schedule and each value starts with its send time (ns since `clock`).
+/// Runs `producers` connections producing to `topic` until `limit`, on `schedule` if any
+/// (shared out between the producers).
 async fn produce_load(
     a: &ClientBenchArgs,
     topic: &str,
     limit: Limit,
-    rate: Option<(Rate, Instant)>,
+    schedule: Option<Schedule>,
     show_progress: bool,
 ) -> anyhow::Result<BenchResult> {
     let progress = Arc::new(Progress::default());
@@ -522,15 +555,16 @@ async fn produce_load(
             }
             d => d,
         };
-        let rate = rate.map(|(r, clock)| {
-            let per_second = r.per_second / a.producers as u64
-                + u64::from(id < r.per_second % a.producers as u64);
-            (
-                Rate {
+        let rate = schedule.map(|s| {
+            let total = s.rate.per_second;
+            let per_second =
+                total / a.producers as u64 + u64::from(id < total % a.producers as u64);
+            Schedule {
+                rate: Rate {
                     per_second: per_second.max(1),
                 },
-                clock,
-            )
+                ..s
+            }
         });
         let (a, topic, pool, progress) =
             (a.clone(), topic.to_string(), pool.clone(), progress.clone());
@@ -563,7 +597,7 @@ async fn produce_worker(
     a: ClientBenchArgs,
     topic: String,
     limit: Limit,
-    rate: Option<(Rate, Instant)>,
+    rate: Option<Schedule>,
     pool: Arc<Vec<Bytes>>,
     progress: Arc<Progress>,
 ) -> anyhow::Result<(u64, Histogram<u64>)> {
@@ -591,11 +625,13 @@ async fn produce_worker(
             Limit::Duration(_) => u64::MAX,
         };
         let mut n = remaining.min(per_batch);
-        if let Some((r, _)) = rate {
-            n = n.min(r.due(start.elapsed()).saturating_sub(sent));
+        if let Some(s) = rate {
+            n = n.min(s.rate.due(start.elapsed()).saturating_sub(sent));
         }
         if n > 0 && in_flight.len() < a.max_in_flight as usize {
-            let now_ns = rate.map(|(_, clock)| clock.elapsed().as_nanos() as u64);
+            let now_ns = rate
+                .filter(|s| s.stamp)
+                .map(|s| s.clock.elapsed().as_nanos() as u64);
             let records: Vec<ProducerRecord> = (0..n)
                 .map(|i| {
                     let mut value = pool[((sent + i) % pool.len() as u64) as usize].clone();
@@ -820,7 +856,11 @@ async fn e2e(client: &Client, e: &E2eArgs, topic: &str) -> anyhow::Result<BenchR
         a,
         topic,
         limit,
-        Some((Rate { per_second: e.rate }, clock)),
+        Some(Schedule {
+            rate: Rate { per_second: e.rate },
+            clock,
+            stamp: true,
+        }),
         true,
     )
     .await?;
