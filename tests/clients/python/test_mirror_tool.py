@@ -14,7 +14,6 @@ between two single-node Runnel brokers, checked with confluent-kafka:
   password.
 """
 
-import os
 import signal
 import struct
 import subprocess
@@ -234,30 +233,42 @@ def test_copies_renamed_resumes_without_duplicates_and_checkpoints(pair, tmp_pat
     wait_copied(m, source, target, topic, remote, 3)
     assert_same(source, target, topic, remote, 3)
 
-    # Checkpoints after restarts (translated through the stored offset syncs): never
-    # past the record the group reads next; a group at the end fails over at the end.
+    # Checkpoints after restarts, translated through the stored offset syncs (MM2's rule:
+    # the nearest sync at or before the group's offset, + 1 past it): never past the
+    # record the group reads next; a group at the end fails over at the end; a group far
+    # behind (partition 1, early in the log) still gets one. The offsets are inside the
+    # log however early the kill above landed (the source holds >= 796 per partition).
     ends = end_offsets(source, topic, 3)
     group2 = unique("g")
-    commit(source, group2, topic, {0: ends[0], 1: 5, 2: ends[2] - 1000})
-    # Open defect (issue 14, closing note): after the restarts, checkpoints of a new group
-    # behind the end are sometimes never emitted; this part runs on demand until fixed.
-    if not os.environ.get("RUNNEL_MIRROR_CHECKPOINT_RESTART"):
-        assert m.stop(signal.SIGTERM) == 0, m.text()
-        return
-    # Partition 1's checkpoint (offset 5, early in the log) is emitted only when an
-    # offset sync at or below it is still known after the restarts, as in MM2; it is
-    # checked when present (it was missing in about 1 run of 3: see the closing note).
+    behind = {0: ends[0], 1: 5, 2: ends[2] // 2}
+    commit(source, group2, topic, behind)
     deadline = time.monotonic() + 45
-    while not all((group2, remote, p) in checkpoints(target, "src") for p in (0, 2)):
-        assert time.monotonic() < deadline, checkpoints(target, "src")
+    while not all((group2, remote, p) in checkpoints(target, "src") for p in range(3)):
+        assert time.monotonic() < deadline, (checkpoints(target, "src"), m.text())
         time.sleep(0.3)
-    cps = checkpoints(target, "src")
-    assert cps[(group2, remote, 0)][:2] == (ends[0], ends[0]), cps[(group2, remote, 0)]
-    for p in (1, 2):
-        if (group2, remote, p) in cps:
-            up, down, _ = cps[(group2, remote, p)]
-            assert 0 <= down <= up, (p, up, down)  # source and target offsets coincide here
     assert m.stop(signal.SIGTERM) == 0, m.text()
+    cps_end = checkpoints(target, "src")
+    syncs = [decode_offset_sync(r.key(), r.value())
+             for r in ck.consume(target, "mm2-offset-syncs.src.internal", 0, start=OFFSET_BEGINNING, timeout=20)]
+    assert cps_end[(group2, remote, 0)][:2] == (ends[0], ends[0]), cps_end[(group2, remote, 0)]
+    for p in (1, 2):
+        up, down, _ = cps_end[(group2, remote, p)]
+        # Source and target offsets coincide here; this run's own copies translate
+        # exactly, older ones through the syncs as MM2 does.
+        assert up == behind[p] and mm2_translate(syncs, topic, p, up) <= down <= up, (p, up, down)
+    assert cps_end[(group2, remote, 1)][1] == mm2_translate(syncs, topic, 1, 5)
+    # The first group's exact checkpoints were not moved back by the restarts (MM2 keeps
+    # its last checkpoints across restarts and never emits a downstream rewind).
+    for p in range(3):
+        assert cps_end[(group, remote, p)] == cps[(group, remote, p)], (p, cps_end, cps)
+
+
+def mm2_translate(syncs, topic, partition, upstream):
+    """MM2's OffsetSyncStore.translateDownstream over every stored sync of a partition."""
+    before = [(u, d) for (t, p), (u, d) in syncs if (t, p) == (topic, partition) and u <= upstream]
+    assert before, (topic, partition, upstream, syncs)
+    u, d = max(before)
+    return d + (0 if u == upstream else 1)
 
 
 @pytest.mark.timeout_s(60)

@@ -514,63 +514,64 @@ mod tests {
             let e = parse_acl_filters(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
-        let mut c = configs(&[("bootstrap.servers", "h:1"), ("acl.sync.enable", "true")]);
+        let mut c = linked(&[("acl.sync.enable", "true")]);
         assert!(Settings::parse(&c).unwrap().acl_sync);
         c.insert("acl.filters".into(), "{}".into());
         let e = Settings::parse(&c).err().unwrap();
         assert!(e.message.contains("acl.filters"), "{}", e.message);
     }
 
-    fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
+    /// A link's configs: the source's bootstrap servers and `extra`.
+    fn linked(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+        std::iter::once(&(BOOTSTRAP, "a:1"))
+            .chain(extra)
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
 
+    fn settings(extra: &[(&str, &str)]) -> Result<Settings, BrokerError> {
+        Settings::parse(&linked(extra))
+    }
+
     #[test]
     fn settings_validate_and_default() {
-        let s = Settings::parse(&configs(&[(BOOTSTRAP, "127.0.0.1:9092")])).unwrap();
+        let s = settings(&[]).unwrap();
         assert!(s.topics.is_match("orders"));
         assert!(s.offset_sync);
-        let s = Settings::parse(&configs(&[(BOOTSTRAP, "a:1"), (TOPICS_REGEX, "ord.*")])).unwrap();
+        let s = settings(&[(TOPICS_REGEX, "ord.*")]).unwrap();
         assert!(s.topics.is_match("orders"));
         assert!(!s.topics.is_match("xorders"), "filters match whole names");
+        let no_bootstrap = Settings::parse(&BTreeMap::new()).unwrap_err();
+        assert_eq!(no_bootstrap.code, ErrorCode::InvalidConfig);
         for bad in [
-            configs(&[]),
-            configs(&[(BOOTSTRAP, "a:1"), ("no.such", "1")]),
-            configs(&[(BOOTSTRAP, "a:1"), (TOPICS_REGEX, "(")]),
-            configs(&[(BOOTSTRAP, "a:1"), ("consumer.offset.sync.ms", "x")]),
+            &[("no.such", "1")][..],
+            &[(TOPICS_REGEX, "(")],
+            &[("consumer.offset.sync.ms", "x")],
             // TLS without the CA that signed the source's certificate.
-            configs(&[(BOOTSTRAP, "a:1"), ("security.protocol", "SSL")]),
-            configs(&[(BOOTSTRAP, "a:1"), ("security.protocol", "SASL_SSL2")]),
+            &[("security.protocol", "SSL")],
+            &[("security.protocol", "SASL_SSL2")],
             // SASL without a password.
-            configs(&[
-                (BOOTSTRAP, "a:1"),
+            &[
                 ("security.protocol", "SASL_PLAINTEXT"),
                 ("sasl.mechanism", "PLAIN"),
                 ("sasl.username", "u"),
-            ]),
+            ],
         ] {
-            assert_eq!(
-                Settings::parse(&bad).unwrap_err().code,
-                ErrorCode::InvalidConfig,
-                "{bad:?}"
-            );
+            let e = settings(bad).err().expect("refused");
+            assert_eq!(e.code, ErrorCode::InvalidConfig, "{bad:?}");
         }
     }
 
     #[test]
     fn sasl_settings_reach_the_client_config() {
-        let s = Settings::parse(&configs(&[
-            (BOOTSTRAP, "a:1"),
+        let s = settings(&[
             ("security.protocol", "SASL_PLAINTEXT"),
             ("sasl.mechanism", "SCRAM-SHA-512"),
             (
                 "sasl.jaas.config",
                 r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="link" password="pw";"#,
             ),
-        ]))
+        ])
         .unwrap();
         let security = s.client_config().connection.security.unwrap();
         let sasl = security.sasl.as_ref().unwrap();
@@ -579,16 +580,13 @@ mod tests {
             ("link", "pw")
         );
         assert!(security.tls.is_none());
-        assert!(Settings::parse(&configs(&[(BOOTSTRAP, "a:1")]))
-            .unwrap()
-            .security
-            .is_none());
+        assert!(settings(&[]).unwrap().security.is_none());
     }
 
     #[test]
     fn records_round_trip() {
         let store = LinkStore::default();
-        let c = configs(&[(BOOTSTRAP, "a:1")]);
+        let c = linked(&[]);
         let (k1, v1) = link_record("dr", Some(&c));
         let (k2, v2) = topic_record("dr", "orders", Some(MirrorState::Active));
         let (k3, v3) = topic_record("dr", "old", Some(MirrorState::Promoted));

@@ -20,8 +20,10 @@
 //!   id (aborting what a crash left open) and resumes after the committed progress, with
 //!   nothing to skip.
 //! - Every `--emit-checkpoints-interval` the committed offsets of the source groups
-//!   matching `--groups` are translated (MM2's rule: never past a record not read) and
-//!   written as `Checkpoint`s to `<source>.checkpoints.internal`; every
+//!   matching `--groups` are translated (`sync_store.rs`, MM2's rule: never past a
+//!   record not read, through every offset sync stored so far) and written as
+//!   `Checkpoint`s to `<source>.checkpoints.internal` when they move forward (read back
+//!   at start, so a restart never moves one back); every
 //!   `--emit-heartbeats-interval` a `Heartbeat` goes to `heartbeats`. With
 //!   `--sync-group-offsets` the translated offsets are also committed into the target's
 //!   groups that have no members there, never moving one back (MM2's
@@ -30,6 +32,7 @@
 //!   checkpoints and exits 0.
 
 mod formats;
+mod sync_store;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -47,13 +50,12 @@ use runnel_client::{
     Client, ClientConfig, Compression, FetchOptions, NewTopic, OffsetSpec, ProduceOptions,
     ProducerIdentity, ProducerRecord, ResponseError,
 };
+use sync_store::SyncStore;
 
 use super::{ConnArgs, UsageError};
 
 /// Bound on one produced batch's record bytes (the target's default message limit is 1 MiB).
 const MAX_BATCH_BYTES: usize = 512 * 1024;
-/// Copied ranges kept per partition for checkpoint translation (oldest dropped first).
-const MAX_RANGES: usize = 1024;
 
 #[derive(Args, Debug)]
 pub struct MirrorArgs {
@@ -263,8 +265,8 @@ struct PartitionState {
     skip: i64,
     /// The source's high watermark at the last fetch.
     source_end: i64,
-    /// What was copied where, by first upstream offset (for checkpoints).
-    ranges: BTreeMap<i64, formats::CopiedRange>,
+    /// What was copied where (for checkpoints).
+    syncs: SyncStore,
     /// Where the next skipped record is on the target.
     skip_next_downstream: i64,
     /// The idempotent producer's next sequence for this target partition.
@@ -275,15 +277,7 @@ impl PartitionState {
     /// Records that upstream `first..=last` (`count` records) went to target offsets
     /// from `downstream` on.
     fn copied(&mut self, first: i64, last: i64, downstream: i64, count: i64) {
-        let range = formats::CopiedRange {
-            last,
-            downstream,
-            count,
-        };
-        self.ranges.insert(first, range);
-        while self.ranges.len() > MAX_RANGES {
-            self.ranges.pop_first();
-        }
+        self.syncs.record(first, last, downstream, count);
     }
 }
 
@@ -418,7 +412,7 @@ pub async fn run(args: MirrorArgs) -> anyhow::Result<()> {
     let mut next_checkpoint = Instant::now() + shared.settings.checkpoints_every;
     let mut next_heartbeat = Instant::now();
     let mut next_progress = Instant::now() + shared.settings.progress_every;
-    let mut emitted = HashMap::new();
+    let mut emitted = progress.checkpoints.clone();
     let outcome: anyhow::Result<()> = loop {
         if signal.is_finished() {
             break Ok(());
@@ -562,25 +556,36 @@ async fn read_all(
     Ok(out)
 }
 
-/// What earlier runs stored, by source (topic, partition): the last progress record
-/// (upstream, downstream), and the offset syncs (for checkpoints of groups behind it).
+/// What earlier runs stored: by source (topic, partition), the last progress record
+/// (upstream, downstream) and the offset syncs (for checkpoints of groups behind it);
+/// the last checkpoint of each (group, target topic, partition).
 #[derive(Default)]
 struct Progress {
     last: HashMap<(String, i32), (i64, i64)>,
-    syncs: HashMap<(String, i32), Vec<(i64, i64)>>,
+    syncs: HashMap<(String, i32), SyncStore>,
+    checkpoints: HashMap<(String, String, i32), (i64, i64)>,
+}
+
+/// The keyed records of partition 0 of `topic` (tombstones left out), in order.
+async fn read_keyed(
+    client: &Client,
+    topic: &str,
+    what: &str,
+) -> anyhow::Result<Vec<(Bytes, Bytes)>> {
+    let records = read_all(client, topic)
+        .await
+        .with_context(|| format!("cannot read the {what} in {topic}"))?;
+    Ok(records
+        .into_iter()
+        .filter_map(|r| Some((r.key?, r.value?)))
+        .collect())
 }
 
 async fn read_progress(shared: &Shared) -> anyhow::Result<Progress> {
-    let (offsets_topic, syncs_topic, _) = shared.names();
+    let (offsets_topic, syncs_topic, checkpoints_topic) = shared.names();
     let mut out = Progress::default();
-    for r in read_all(&shared.target, &offsets_topic)
-        .await
-        .with_context(|| format!("cannot read the stored progress in {offsets_topic}"))?
-    {
-        let (Some(k), Some(v)) = (&r.key, &r.value) else {
-            continue;
-        };
-        if let Some(((cluster, topic, partition), (u, d))) = formats::parse_progress(k, v) {
+    for (k, v) in read_keyed(&shared.target, &offsets_topic, "stored progress").await? {
+        if let Some(((cluster, topic, partition), (u, d))) = formats::parse_progress(&k, &v) {
             if cluster != shared.settings.policy.source_alias {
                 continue;
             }
@@ -588,27 +593,26 @@ async fn read_progress(shared: &Shared) -> anyhow::Result<Progress> {
                 anyhow::bail!(
                     "the stored progress of {topic}[{partition}] in {offsets_topic} is not usable (upstream {u}, downstream {d}); \
                      fix or remove that record (key {}) before resuming",
-                    String::from_utf8_lossy(k)
+                    String::from_utf8_lossy(&k)
                 );
             }
             out.last.insert((topic, partition), (u, d));
         }
     }
-    for r in read_all(shared.syncs_cluster(), &syncs_topic)
-        .await
-        .with_context(|| format!("cannot read the offset syncs in {syncs_topic}"))?
-    {
-        let (Some(k), Some(v)) = (&r.key, &r.value) else {
-            continue;
-        };
-        if let Some((tp, sync)) = formats::parse_offset_sync(k, v)
-            .filter(|(_, (u, d))| formats::plausible(*u) && formats::plausible(*d))
+    let plausible = |(u, d): &(i64, i64)| formats::plausible(*u) && formats::plausible(*d);
+    for (k, v) in read_keyed(shared.syncs_cluster(), &syncs_topic, "offset syncs").await? {
+        if let Some((tp, (u, d))) =
+            formats::parse_offset_sync(&k, &v).filter(|(_, sync)| plausible(sync))
         {
-            let syncs = out.syncs.entry(tp).or_default();
-            syncs.push(sync);
-            if syncs.len() > MAX_RANGES {
-                syncs.remove(0);
-            }
+            out.syncs.entry(tp).or_default().sync(u, d);
+        }
+    }
+    // MM2's CheckpointStore: checkpoints never move back across restarts.
+    for (k, v) in read_keyed(&shared.target, &checkpoints_topic, "checkpoints").await? {
+        if let Some((key, offsets)) =
+            formats::parse_checkpoint(&k, &v).filter(|(_, offsets)| plausible(offsets))
+        {
+            out.checkpoints.insert(key, offsets);
         }
     }
     Ok(out)
@@ -716,15 +720,14 @@ async fn resume(
     let mut first_records = Vec::new();
     for (i, p) in ids.iter().enumerate() {
         let target_end = ends[i].offset;
+        let tp = (topic.to_string(), *p);
         let mut state = PartitionState {
             source_end: -1,
+            // Every stored sync, for groups behind what this run copies (MM2 backfills
+            // its OffsetSyncStore from the offset-syncs topic the same way).
+            syncs: progress.syncs.get(&tp).cloned().unwrap_or_default(),
             ..Default::default()
         };
-        let tp = (topic.to_string(), *p);
-        for &(u, d) in progress.syncs.get(&tp).into_iter().flatten() {
-            // A sync says where one record went; MM2's translation around it.
-            state.copied(u, u, d, 1);
-        }
         match progress.last.get(&tp) {
             Some(&(upstream, downstream)) => {
                 state.position = upstream + 1;
@@ -909,6 +912,16 @@ async fn copy_topic(shared: Arc<Shared>, topic: String, remote: String) -> anyho
             };
             let n_skip = (skip.max(0) as usize).min(fp.records.len());
             let (skipped, records) = fp.records.split_at(n_skip);
+            if let (Some(first), Some(end)) = (skipped.first(), skipped.last()) {
+                // Skipped records are those the target holds after the stored
+                // downstream offset, in order (recorded before the ones copied after
+                // them: the sync store takes ranges in upstream order).
+                let mut topics = shared.topics.lock().unwrap();
+                let s = &mut topics.get_mut(&topic).expect("registered")[p as usize];
+                let at = s.skip_next_downstream;
+                s.copied(first.offset, end.offset, at, n_skip as i64);
+                s.skip_next_downstream += n_skip as i64;
+            }
             let mut sequence = sequence;
             let mut last = None;
             for chunk in chunks(records) {
@@ -928,13 +941,6 @@ async fn copy_topic(shared: Arc<Shared>, topic: String, remote: String) -> anyho
             s.skip -= n_skip as i64;
             s.sequence = sequence;
             s.position = fp.next_offset.max(s.position);
-            if let (Some(first), Some(end)) = (skipped.first(), skipped.last()) {
-                // Skipped records are those the target holds after the stored
-                // downstream offset, in order.
-                let at = s.skip_next_downstream;
-                s.copied(first.offset, end.offset, at, n_skip as i64);
-                s.skip_next_downstream += n_skip as i64;
-            }
             if let Some((u, d)) = last {
                 done.push((p, u, d));
             }
@@ -1047,7 +1053,8 @@ async fn heartbeat(shared: &Shared) -> anyhow::Result<()> {
 }
 
 /// Writes a checkpoint for each (group, mirrored partition) whose committed offset
-/// translates; `last` holds what was written, so unchanged ones are not repeated.
+/// translates and moves its last checkpoint (`last`, kept across restarts) as MM2's
+/// `MirrorCheckpointTask` does: forward, or back only when the group moved back.
 async fn checkpoint(
     shared: &Shared,
     last: &mut HashMap<(String, String, i32), (i64, i64)>,
@@ -1076,20 +1083,25 @@ async fn checkpoint(
             else {
                 continue;
             };
-            let Some(downstream) = formats::translate(&state.ranges, o.offset) else {
+            let Some(downstream) = state.syncs.translate(o.offset) else {
                 continue;
             };
             let remote = shared.settings.policy.remote_topic(&o.topic);
+            let key = (id.clone(), remote.clone(), o.partition);
+            let emit = checkpoint_moves(last.get(&key).copied(), o.offset, downstream);
+            if emit {
+                last.insert(key.clone(), (o.offset, downstream));
+            }
+            // What the group's checkpoint says now (MM2 syncs group offsets from its
+            // checkpoint store).
             translated.entry(id.clone()).or_default().push((
                 remote.clone(),
                 o.partition,
-                downstream,
+                last[&key].1,
             ));
-            let key = (id.clone(), remote.clone(), o.partition);
-            if last.get(&key) == Some(&(o.offset, downstream)) {
+            if !emit {
                 continue;
             }
-            last.insert(key, (o.offset, downstream));
             records.push(keyed(
                 formats::checkpoint_key(id, &remote, o.partition),
                 formats::checkpoint_value(
@@ -1118,6 +1130,19 @@ async fn checkpoint(
         }
     }
     Ok(())
+}
+
+/// MM2's `checkpointIsMoreRecent`: a group's first checkpoint for a partition, one
+/// whose upstream offset moved back (the group was reset), or one whose downstream
+/// offset moved forward. Never a repeat, and never a downstream offset moved back while
+/// the group did not move back (a restart translating through sparser offset syncs).
+fn checkpoint_moves(last: Option<(i64, i64)>, upstream: i64, downstream: i64) -> bool {
+    match last {
+        None => true,
+        Some((last_upstream, last_downstream)) => {
+            upstream < last_upstream || downstream > last_downstream
+        }
+    }
 }
 
 /// MM2's `sync.group.offsets.enabled` for one group: the translated offsets are
@@ -1208,6 +1233,25 @@ mod tests {
             let e = args(&all).settings().err().expect("refused").0;
             assert!(e.contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn checkpoints_move_as_mm2_moves_them() {
+        assert!(checkpoint_moves(None, 40, 0), "the first");
+        assert!(checkpoint_moves(Some((40, 40)), 50, 50), "forward");
+        assert!(!checkpoint_moves(Some((40, 40)), 40, 40), "a repeat");
+        assert!(
+            !checkpoint_moves(Some((40, 40)), 40, 0),
+            "a restart's coarser translation does not move it back"
+        );
+        assert!(
+            !checkpoint_moves(Some((40, 40)), 60, 40),
+            "nothing new downstream"
+        );
+        assert!(
+            checkpoint_moves(Some((40, 40)), 10, 10),
+            "the group was reset"
+        );
     }
 
     #[test]

@@ -177,15 +177,40 @@ pub fn offset_sync_value(upstream: i64, downstream: i64) -> Bytes {
     b.freeze()
 }
 
+/// Reads a `put_string` string; returns it and what follows.
+fn get_string(b: &[u8]) -> Option<(String, &[u8])> {
+    let (n, rest) = b.split_first_chunk::<2>()?;
+    let n = usize::try_from(i16::from_be_bytes(*n)).ok()?;
+    let s = std::str::from_utf8(rest.get(..n)?).ok()?.to_string();
+    Some((s, &rest[n..]))
+}
+
+/// Reads two int64s: (upstream, downstream).
+fn get_offsets(b: &[u8]) -> Option<(i64, i64)> {
+    let upstream = i64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+    let downstream = i64::from_be_bytes(b.get(8..16)?.try_into().ok()?);
+    Some((upstream, downstream))
+}
+
 /// Reads an OffsetSync back: (source topic, partition) and (upstream, downstream).
 pub fn parse_offset_sync(key: &[u8], value: &[u8]) -> Option<((String, i32), (i64, i64))> {
-    let (n, rest) = key.split_first_chunk::<2>()?;
-    let n = usize::try_from(i16::from_be_bytes(*n)).ok()?;
-    let topic = std::str::from_utf8(rest.get(..n)?).ok()?.to_string();
-    let partition = i32::from_be_bytes(rest.get(n..)?.try_into().ok()?);
-    let upstream = i64::from_be_bytes(value.get(..8)?.try_into().ok()?);
-    let downstream = i64::from_be_bytes(value.get(8..16)?.try_into().ok()?);
-    Some(((topic, partition), (upstream, downstream)))
+    let (topic, rest) = get_string(key)?;
+    let partition = i32::from_be_bytes(rest.try_into().ok()?);
+    Some(((topic, partition), get_offsets(value)?))
+}
+
+/// Reads a Checkpoint back: (group, target topic, partition) and (upstream,
+/// downstream); None for another version or a record that is not one.
+#[allow(clippy::type_complexity)]
+pub fn parse_checkpoint(key: &[u8], value: &[u8]) -> Option<((String, String, i32), (i64, i64))> {
+    let (group, rest) = get_string(key)?;
+    let (topic, rest) = get_string(rest)?;
+    let partition = i32::from_be_bytes(rest.try_into().ok()?);
+    let (version, value) = value.split_first_chunk::<2>()?;
+    if i16::from_be_bytes(*version) != VERSION {
+        return None;
+    }
+    Some(((group, topic, partition), get_offsets(value)?))
 }
 
 /// Whether a stored offset can be one (-1 stands for "before the first").
@@ -225,37 +250,6 @@ pub fn parse_progress(key: &[u8], value: &[u8]) -> Option<((String, String, i32)
     let upstream = value.get("offset")?.as_i64()?;
     let downstream = value.get("runnel.downstream.offset")?.as_i64()?;
     Some(((cluster, topic, partition), (upstream, downstream)))
-}
-
-/// Where a run of consecutive records went: upstream offsets `first..=last` (dense when
-/// `last - first + 1 == count`) were copied to target offsets `downstream..downstream +
-/// count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CopiedRange {
-    pub last: i64,
-    pub downstream: i64,
-    pub count: i64,
-}
-
-/// Offset translation for a consumer's next upstream offset: the target offset it may
-/// resume from without skipping a record; None when nothing that old was copied in this
-/// run. Exact inside a dense range; otherwise MM2's rule (`OffsetSyncStore`): the target
-/// offset after the last record known to be before it. `ranges` is keyed by first
-/// upstream offset.
-pub fn translate(
-    ranges: &std::collections::BTreeMap<i64, CopiedRange>,
-    upstream: i64,
-) -> Option<i64> {
-    let (&first, r) = ranges.range(..=upstream).next_back()?;
-    Some(if upstream > r.last {
-        r.downstream.saturating_add(r.count)
-    } else if r.last.saturating_sub(first).saturating_add(1) == r.count {
-        r.downstream.saturating_add(upstream - first)
-    } else if upstream == first {
-        r.downstream
-    } else {
-        r.downstream.saturating_add(1)
-    })
 }
 
 #[cfg(test)]
@@ -307,6 +301,21 @@ mod tests {
             Some((("t".into(), 4), (1, 2)))
         );
         assert_eq!(parse_offset_sync(b"\x00\x09t", b""), None);
+        assert_eq!(
+            parse_checkpoint(
+                &checkpoint_key("g", "us.t", 2),
+                &checkpoint_value(5, 7, "m")
+            ),
+            Some((("g".into(), "us.t".into(), 2), (5, 7)))
+        );
+        assert_eq!(
+            parse_checkpoint(&checkpoint_key("g", "t", 2), b"\x00\x01"),
+            None
+        );
+        assert_eq!(
+            parse_checkpoint(b"\x00\x01g", &checkpoint_value(5, 7, "")),
+            None
+        );
         let k = progress_key("us", "orders", 3);
         assert_eq!(
             std::str::from_utf8(&k).unwrap(),
@@ -317,32 +326,5 @@ mod tests {
         assert_eq!(parse_progress(b"[\"Other\",{}]", b"{}"), None);
         assert_eq!(parse_progress(b"not json", b""), None);
         assert!(plausible(-1) && plausible(0) && !plausible(-2) && !plausible(i64::MAX));
-    }
-
-    #[test]
-    fn translation_never_skips_a_record() {
-        let range = |last, downstream, count| CopiedRange {
-            last,
-            downstream,
-            count,
-        };
-        // 10..=19 dense at 100..110; 30..=40 with gaps (compacted) as 5 records at 110.
-        let ranges =
-            std::collections::BTreeMap::from([(10, range(19, 100, 10)), (30, range(40, 110, 5))]);
-        assert_eq!(translate(&ranges, 9), None);
-        assert_eq!(translate(&ranges, 10), Some(100));
-        assert_eq!(translate(&ranges, 15), Some(105));
-        assert_eq!(
-            translate(&ranges, 20),
-            Some(110),
-            "after the range: the next copied record"
-        );
-        assert_eq!(translate(&ranges, 30), Some(110));
-        assert_eq!(
-            translate(&ranges, 35),
-            Some(111),
-            "inside gaps: never past a record not read"
-        );
-        assert_eq!(translate(&ranges, 99), Some(115));
     }
 }
