@@ -82,8 +82,17 @@ impl PartitionLog {
     /// answers KAFKA_STORAGE_ERROR to every read and write, and the error is logged with
     /// the file and byte. Only failing to create `dir` itself is an error here.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Self> {
+        // A directory made just now holds nothing to recover: no scans and no probes for
+        // checkpoint files (creating 1,000 partitions at once would pay them 1,000 times).
+        let new = !dir.exists();
         fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
-        match Self::recover(dir, config.clone(), now_ms) {
+        let opened = if new {
+            LogSegment::create(dir, 0, now_ms)
+                .map(|seg| Self::empty(dir, config.clone(), BTreeMap::from([(0, seg)]), None))
+        } else {
+            Self::recover(dir, config.clone(), now_ms)
+        };
+        match opened {
             Ok(log) => Ok(log),
             Err(e) => {
                 tracing::error!(partition = %dir.display(), error = %e, "partition offline: its files failed the recovery checks; nothing was deleted; repair or move the named file aside and restart");
@@ -95,10 +104,20 @@ impl PartitionLog {
     /// A log whose files failed recovery: it holds no segment and refuses every read and
     /// write with [`LogError::Offline`].
     fn offline(dir: &Path, config: LogConfig, reason: String) -> Self {
+        Self::empty(dir, config, BTreeMap::new(), Some(reason))
+    }
+
+    /// A log with no records in `segments` (none, or one empty segment at offset 0).
+    fn empty(
+        dir: &Path,
+        config: LogConfig,
+        segments: BTreeMap<i64, LogSegment>,
+        offline: Option<String>,
+    ) -> Self {
         PartitionLog {
             dir: dir.to_path_buf(),
             config,
-            segments: BTreeMap::new(),
+            segments,
             log_start_offset: 0,
             next_offset: 0,
             producers: ProducerStateManager::default(),
@@ -106,7 +125,7 @@ impl PartitionLog {
             unflushed_records: 0,
             cleaned_up_to: 0,
             recovery_point: 0,
-            offline: Some(reason),
+            offline,
         }
     }
 
