@@ -600,7 +600,7 @@ impl TopicRegistry {
         tracing::info!(changes = ?changes, "dynamic broker configs changed");
         let ignored: Vec<&str> = changes
             .iter()
-            .filter(|(k, v)| v.is_some() && crate::config::is_ignored_dynamic_key(k))
+            .filter(|(k, v)| v.is_some() && crate::config::keys::is_stored_only(k))
             .map(|(k, _)| k.as_str())
             .collect();
         if !ignored.is_empty() {
