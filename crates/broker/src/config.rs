@@ -994,14 +994,23 @@ mod tests {
     fn dynamic_changes_follow_each_keys_update_mode() {
         let c = BrokerConfig::default();
         let set = |k: &str, v: &str| c.with_dynamic(&BTreeMap::from([(k.into(), v.into())]));
-        assert_eq!(set("log.retention.ms", "5000").unwrap().log_defaults.retention_ms, 5000);
+        assert_eq!(
+            set("log.retention.ms", "5000")
+                .unwrap()
+                .log_defaults
+                .retention_ms,
+            5000
+        );
         // Stored only: type-checked, not applied.
         let kept = set("max.connections", "7").unwrap();
         assert_eq!(kept.limits.max_connections, c.limits.max_connections);
         assert!(set("max.connections", "many").is_err());
         // Read-only: refused, naming the keys that may change.
         let e = set("num.partitions", "3").unwrap_err().to_string();
-        assert!(e.contains("num.partitions") && e.contains("log.retention.ms"), "{e}");
+        assert!(
+            e.contains("num.partitions") && e.contains("log.retention.ms"),
+            "{e}"
+        );
     }
 
     #[test]
