@@ -1878,18 +1878,18 @@ mod tests {
         assert_eq!(first.error, ErrorCode::MemberIdRequired);
         let joined = ready(c.join(topics, params(&first.member_id, None, session_ms)));
         assert_eq!(joined.error, ErrorCode::None);
-        let synced = c.sync(
-            topics,
-            "g",
-            joined.generation,
-            &joined.member_id,
-            None,
-            None,
-            None,
-            vec![],
-        );
-        assert!(matches!(synced, Pending::Wait(_)));
+        assert!(matches!(sync(c, topics, &joined), Pending::Wait(_)));
         joined.member_id
+    }
+
+    /// The member of `joined` syncs, as leader, with no assignments.
+    fn sync(
+        c: &GroupCoordinator,
+        topics: &TopicRegistry,
+        joined: &JoinResult,
+    ) -> Pending<SyncResult> {
+        let (generation, member) = (joined.generation, &joined.member_id);
+        c.sync(topics, "g", generation, member, None, None, None, vec![])
     }
 
     // A runtime: partitions start their group-commit task.
@@ -1984,17 +1984,7 @@ mod tests {
         c.tick(&topics);
         assert_eq!(state(), GroupState::PreparingRebalance);
         // The late sync is told to rejoin.
-        let late = c.sync(
-            &topics,
-            "g",
-            joined.generation,
-            &joined.member_id,
-            None,
-            None,
-            None,
-            vec![],
-        );
-        let Pending::Ready(r) = late else {
+        let Pending::Ready(r) = sync(&c, &topics, &joined) else {
             panic!("a sync during a rebalance is answered at once")
         };
         assert_eq!(r.error, ErrorCode::RebalanceInProgress);
