@@ -300,7 +300,7 @@ fn load_or_create_identity(config: &BrokerConfig) -> Result<String, BrokerError>
             cluster_id = cluster_id.or(get("cluster.id"));
         }
     }
-    let cluster_id = cluster_id.unwrap_or_else(new_cluster_id);
+    let cluster_id = cluster_id.unwrap_or_else(runnel_core::names::new_cluster_id);
     for dir in &config.log_dirs {
         let path = dir.join("meta.properties");
         if !path.exists() {
@@ -312,13 +312,4 @@ fn load_or_create_identity(config: &BrokerConfig) -> Result<String, BrokerError>
         }
     }
     Ok(cluster_id)
-}
-
-/// Kafka's cluster ids are a random UUID in URL-safe base64 without padding (22 chars).
-fn new_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bits = uuid::Uuid::new_v4().as_u128();
-    (0..22)
-        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
-        .collect()
 }

@@ -11,6 +11,11 @@ use std::path::PathBuf;
 use runnel_log::{LogConfig, TimestampType};
 use thiserror::Error;
 
+pub mod describe;
+#[cfg(test)]
+mod docs;
+pub mod keys;
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("unknown configuration key '{key}'{hint}")]
@@ -38,24 +43,6 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
 /// KIP-392's rack-aware replica selector, the one `replica.selector.class` Runnel has.
 pub const RACK_AWARE_REPLICA_SELECTOR: &str =
     "org.apache.kafka.common.replica.RackAwareReplicaSelector";
-
-/// Kafka keys Runnel accepts in server.properties but that change nothing here (thread
-/// pools and buffers Runnel sizes itself, settings of features not yet built). They are
-/// accepted so an existing Kafka properties file starts; each one is logged at start.
-const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
-    "num.network.threads",
-    "num.io.threads",
-    "num.replica.fetchers",
-    "num.recovery.threads.per.data.dir",
-    "socket.send.buffer.bytes",
-    "socket.receive.buffer.bytes",
-    "queued.max.requests",
-    "transaction.state.log.min.isr",
-    "log.cleaner.threads",
-    "compression.type",
-    "share.coordinator.state.topic.replication.factor",
-    "share.coordinator.state.topic.min.isr",
-];
 
 /// Bounds on what one request, one connection and all connections may hold. Kafka's
 /// keys where Kafka has one; `connection.queued.max.request.bytes`,
@@ -365,6 +352,18 @@ fn parse_timestamp_type(key: &str, v: &str) -> Result<TimestampType, ConfigError
     }
 }
 
+/// A configuration being built from `key=value` pairs: the setters of `keys::CONFIGS`
+/// write into it.
+pub struct Parsing {
+    c: BrokerConfig,
+    /// `log.retention.ms`, `.minutes`, `.hours`, in ms: the finest given wins (Kafka).
+    retention: [Option<i64>; 3],
+    /// `log.roll.ms`, `log.roll.hours`, in ms.
+    roll: [Option<i64>; 2],
+    /// `controller.quorum.bootstrap.servers`, resolved once the voters are known.
+    quorum_bootstrap: Option<String>,
+}
+
 impl BrokerConfig {
     /// Reads a properties file (Kafka's format: `key=value`, `#` and `!` comments).
     pub fn read_properties(path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigError> {
@@ -397,7 +396,7 @@ impl BrokerConfig {
 
     /// Builds a config from pairs in order (later pairs win), validating every key.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, ConfigError> {
-        let mut c = BrokerConfig {
+        let c = BrokerConfig {
             node_id: 1,
             listener_config: Default::default(),
             listeners: crate::listeners::ListenerConfig::default()
@@ -428,294 +427,26 @@ impl BrokerConfig {
             explicit: BTreeMap::new(),
             security: Default::default(),
         };
-        // Kafka resolves retention and roll from the most precise unit given.
-        let (mut retention_ms, mut retention_minutes, mut retention_hours) = (None, None, None);
-        let (mut roll_ms, mut roll_hours) = (None, None);
-        let mut quorum_bootstrap: Option<String> = None;
+        let mut p = Parsing {
+            c,
+            retention: [None; 3],
+            roll: [None; 2],
+            quorum_bootstrap: None,
+        };
         for (key, v) in pairs {
             let k = key.as_str();
-            match k {
-                "node.id" | "broker.id" => {
-                    c.node_id = parse_i64(k, v, 0)?
-                        .try_into()
-                        .map_err(|_| invalid(k, v, "too large"))?
-                }
-                "listeners" => {
-                    let endpoints = crate::listeners::parse_endpoints(k, v)?;
-                    for e in &endpoints {
-                        e.bind_addr().map_err(|why| invalid(k, v, why))?;
-                    }
-                    c.listener_config.listeners = endpoints;
-                }
-                "advertised.listeners" => {
-                    c.listener_config.advertised = crate::listeners::parse_endpoints(k, v)?
-                }
-                "listener.security.protocol.map" => {
-                    c.listener_config.protocol_map = crate::listeners::parse_protocol_map(k, v)?;
-                    c.listener_config.protocol_map_set = true;
-                }
-                "inter.broker.listener.name" => {
-                    c.listener_config.inter_broker = Some(v.trim().to_ascii_uppercase())
-                }
-                "security.inter.broker.protocol" => {
-                    if v.trim() != "PLAINTEXT" {
-                        return Err(invalid(
-                            k,
-                            v,
-                            "only PLAINTEXT is served yet (TLS and SASL are not built)",
-                        ));
+            match keys::broker_key(k) {
+                Some(def) => {
+                    let n = def.kind.check(k, v)?;
+                    if let Some(set) = def.set {
+                        set(&mut p, &keys::Value { key: k, raw: v, n })?;
                     }
                 }
-                "controller.listener.names" => {
-                    c.listener_config.controller_names = crate::listeners::parse_names(v)
+                // Also per listener (`listener.name.<l>.<key>`): security/ reads them.
+                None if crate::security::is_security_key(k) => {
+                    p.c.security.keys.insert(k.to_string(), v.clone());
                 }
-                "controller.quorum.bootstrap.servers" => {
-                    quorum_bootstrap = Some(v.trim().to_string());
-                }
-                "http.listeners" => {
-                    let v_trim = v.trim();
-                    c.http_tls = v_trim.starts_with("https://");
-                    let addr = v_trim
-                        .strip_prefix("https://")
-                        .or_else(|| v_trim.strip_prefix("http://"))
-                        .unwrap_or(v_trim);
-                    c.http_listener = if addr.is_empty() {
-                        None
-                    } else {
-                        let (host, port) = addr
-                            .rsplit_once(':')
-                            .ok_or_else(|| invalid(k, v, "expected host:port"))?;
-                        let port: u16 = port
-                            .parse()
-                            .map_err(|_| invalid(k, v, "port must be 0-65535"))?;
-                        let host = host.trim_matches(|c| c == '[' || c == ']');
-                        let host = if host.is_empty() { "0.0.0.0" } else { host };
-                        Some(
-                            host.parse::<std::net::IpAddr>()
-                                .map(|ip| SocketAddr::new(ip, port))
-                                .map_err(|_| invalid(k, v, "host must be an IP address"))?,
-                        )
-                    }
-                }
-                "log.dirs" | "log.dir" => {
-                    let dirs: Vec<PathBuf> = v
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|d| !d.is_empty())
-                        .map(PathBuf::from)
-                        .collect();
-                    if dirs.is_empty() {
-                        return Err(invalid(k, v, "at least one directory"));
-                    }
-                    refuse_duplicate_dirs(k, v, &dirs)?;
-                    c.log_dirs = dirs;
-                }
-                "num.partitions" => c.num_partitions = parse_int(k, v, 1)? as i32,
-                "default.replication.factor" => {
-                    c.default_replication_factor = parse_range(k, v, 1, i16::MAX as i64)? as i16
-                }
-                "auto.create.topics.enable" => c.auto_create_topics = parse_bool(k, v)?,
-                "delete.topic.enable" => c.delete_topic_enable = parse_bool(k, v)?,
-                "message.max.bytes" => {
-                    c.log_defaults.max_message_bytes = parse_int(k, v, 0)? as usize
-                }
-                "socket.request.max.bytes" => {
-                    c.socket_request_max_bytes = parse_int(k, v, 1024)? as usize
-                }
-                "fetch.max.bytes" => c.limits.fetch_max_bytes = parse_int(k, v, 1024)? as usize,
-                "replica.fetch.response.max.bytes" => {
-                    c.limits.replica_fetch_response_max_bytes = parse_int(k, v, 0)? as usize
-                }
-                "queued.max.request.bytes" => {
-                    let n = parse_i64(k, v, -1)?;
-                    if n == 0 {
-                        return Err(invalid(k, v, "must be -1 (unbounded) or at least 1"));
-                    }
-                    c.limits.queued_max_request_bytes = (n > 0).then_some(n as usize)
-                }
-                "connection.queued.max.request.bytes" => {
-                    c.limits.connection_queued_max_request_bytes = parse_i64(k, v, 1)? as usize
-                }
-                "connections.max.idle.ms" => {
-                    c.limits.connections_max_idle_ms = parse_i64(k, v, 1)? as u64
-                }
-                "request.read.timeout.ms" => {
-                    c.limits.request_read_timeout_ms = parse_i64(k, v, 1)? as u64
-                }
-                "max.connections" => c.limits.max_connections = parse_int(k, v, 0)? as usize,
-                "max.connections.per.ip" => {
-                    c.limits.max_connections_per_ip = parse_int(k, v, 0)? as usize
-                }
-                "max.connections.per.ip.overrides" => {
-                    c.limits.max_connections_per_ip_overrides = parse_ip_overrides(k, v)?
-                }
-                "max.partitions.per.request" => {
-                    c.limits.max_partitions_per_request = parse_int(k, v, 1)? as usize
-                }
-                "max.partitions.per.broker" => {
-                    c.limits.max_partitions_per_broker = parse_int(k, v, 1)? as usize
-                }
-                "log.segment.bytes" => c.log_defaults.segment_bytes = parse_int(k, v, 14)? as u64,
-                // Kafka's types: the ms keys are longs, the hour and minute keys ints.
-                "log.roll.ms" => roll_ms = Some(parse_i64(k, v, 1)?),
-                "log.roll.hours" => {
-                    let h = parse_int(k, v, 1)?;
-                    roll_hours = Some(checked_mul(k, v, h, 3_600_000)?)
-                }
-                "log.retention.ms" => retention_ms = Some(parse_i64(k, v, -1)?),
-                "log.retention.minutes" => {
-                    let m = parse_int(k, v, -1)?;
-                    retention_minutes = Some(if m < 0 {
-                        -1
-                    } else {
-                        checked_mul(k, v, m, 60_000)?
-                    })
-                }
-                "log.retention.hours" => {
-                    let h = parse_int(k, v, -1)?;
-                    retention_hours = Some(if h < 0 {
-                        -1
-                    } else {
-                        checked_mul(k, v, h, 3_600_000)?
-                    })
-                }
-                "log.retention.bytes" => c.log_defaults.retention_bytes = parse_i64(k, v, -1)?,
-                "log.retention.check.interval.ms" => {
-                    c.retention_check_interval_ms = parse_i64(k, v, 1)? as u64
-                }
-                "log.cleaner.backoff.ms" => c.cleaner_backoff_ms = parse_i64(k, v, 1)? as u64,
-                "log.index.interval.bytes" => {
-                    c.log_defaults.index_interval_bytes = parse_i64(k, v, 0)? as u64
-                }
-                "log.message.timestamp.type" => {
-                    c.log_defaults.timestamp_type = parse_timestamp_type(k, v)?
-                }
-                "log.flush.interval.messages" => {
-                    c.log_defaults.flush_messages = parse_i64(k, v, 1)?
-                }
-                "log.flush.interval.ms" => c.flush_interval_ms = Some(parse_i64(k, v, 1)? as u64),
-                "log.cleaner.enable" => {
-                    if !parse_bool(k, v)? {
-                        return Err(invalid(k, v, "the log cleaner cannot be disabled: compacted topics (and __consumer_offsets) rely on it"));
-                    }
-                }
-                "log.flush.on.acks.all" => c.flush_on_acks_all = parse_bool(k, v)?,
-                "min.insync.replicas" => c.min_insync_replicas = parse_int(k, v, 1)? as i32,
-                "broker.rack" => c.rack = Some(v.clone()),
-                "group.initial.rebalance.delay.ms" => {
-                    c.groups.initial_rebalance_delay_ms = parse_i64(k, v, 0)? as u64
-                }
-                "group.min.session.timeout.ms" => {
-                    c.groups.min_session_timeout_ms = parse_int(k, v, 0)? as i32
-                }
-                "group.max.session.timeout.ms" => {
-                    c.groups.max_session_timeout_ms = parse_int(k, v, 0)? as i32
-                }
-                "offsets.retention.minutes" => {
-                    c.groups.offsets_retention_ms = checked_mul(k, v, parse_i64(k, v, 1)?, 60_000)?
-                }
-                "offsets.topic.num.partitions" => {
-                    c.groups.offsets_topic_partitions = parse_range(k, v, 1, 100_000)? as i32
-                }
-                "transaction.max.timeout.ms" => c.txn.max_timeout_ms = parse_int(k, v, 1)? as i32,
-                "transaction.state.log.num.partitions" => {
-                    c.txn.partitions = parse_range(k, v, 1, 100_000)? as i32
-                }
-                "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
-                    c.txn.abort_check_interval_ms = parse_i64(k, v, 1)? as u64
-                }
-                "group.consumer.heartbeat.interval.ms" => {
-                    c.groups.consumer_heartbeat_interval_ms = parse_int(k, v, 1)? as i32
-                }
-                "group.consumer.session.timeout.ms" => {
-                    c.groups.consumer_session_timeout_ms = parse_int(k, v, 1)? as i32
-                }
-                "controller.quorum.voters" => {
-                    c.cluster.voters =
-                        runnel_meta::parse_voters(v).map_err(|why| invalid(k, v, why))?;
-                    c.cluster.voter_hosts = voter_hosts(v);
-                }
-                "process.roles" => {
-                    let roles: Vec<&str> = v.split(',').map(str::trim).collect();
-                    if roles.is_empty()
-                        || roles.iter().any(|r| !matches!(*r, "broker" | "controller"))
-                    {
-                        return Err(invalid(
-                            k,
-                            v,
-                            "expected broker, controller, or broker,controller",
-                        ));
-                    }
-                    c.cluster.broker_role = roles.contains(&"broker");
-                    c.cluster.controller_role = roles.contains(&"controller");
-                }
-                "metadata.log.dir" => c.cluster.metadata_dir = Some(PathBuf::from(v.trim())),
-                "replica.lag.time.max.ms" => {
-                    c.cluster.replica_lag_time_max_ms = parse_i64(k, v, 1)? as u64
-                }
-                "replica.fetch.wait.max.ms" => {
-                    c.cluster.replica_fetch_wait_max_ms = parse_range(k, v, 1, 60_000)? as u64
-                }
-                "replica.fetch.max.bytes" => {
-                    c.cluster.replica_fetch_max_bytes = parse_int(k, v, 1)? as usize
-                }
-                "broker.session.timeout.ms" => {
-                    c.cluster.broker_session_timeout_ms = parse_i64(k, v, 1)? as u64
-                }
-                "broker.heartbeat.interval.ms" => {
-                    c.cluster.broker_heartbeat_interval_ms = parse_i64(k, v, 1)? as u64
-                }
-                "controller.quorum.election.timeout.ms" => {
-                    c.cluster.quorum_election_timeout_ms = parse_range(k, v, 10, 3_600_000)? as u64
-                }
-                "controller.quorum.fetch.timeout.ms" => {
-                    c.cluster.quorum_fetch_timeout_ms = parse_range(k, v, 10, 3_600_000)? as u64
-                }
-                "offsets.topic.replication.factor" => {
-                    c.cluster.offsets_topic_replication_factor =
-                        parse_range(k, v, 1, i16::MAX as i64)? as i16
-                }
-                "transaction.state.log.replication.factor" => {
-                    c.cluster.transaction_state_replication_factor =
-                        parse_range(k, v, 1, i16::MAX as i64)? as i16
-                }
-                "unclean.leader.election.enable" => {
-                    if parse_bool(k, v)? {
-                        return Err(invalid(k, v, "unclean leader election is not supported: it loses acknowledged records"));
-                    }
-                }
-                "controlled.shutdown.enable" => c.cluster.controlled_shutdown = parse_bool(k, v)?,
-                "replica.selector.class" => {
-                    c.cluster.rack_aware_replica_selector = match v.trim() {
-                        RACK_AWARE_REPLICA_SELECTOR => true,
-                        "" => false,
-                        _ => {
-                            return Err(invalid(
-                                k,
-                                v,
-                                format!(
-                                "Runnel has one replica selector: {RACK_AWARE_REPLICA_SELECTOR}"
-                            ),
-                            ))
-                        }
-                    }
-                }
-                "follower.replication.throttled.rate" => {
-                    c.cluster.follower_throttle_rate = Some(parse_i64(k, v, 1)? as u64)
-                }
-                "offset.metadata.max.bytes" => {
-                    c.groups.offset_metadata_max_bytes = parse_i64(k, v, 0)? as usize
-                }
-                _ if c.authz.set(k, v)? => {}
-                _ if c.quota.set(k, v)? => {}
-                k if crate::share::config::is_share_key(k) => {
-                    c.share.set(k, v).map_err(|why| invalid(k, v, why))?
-                }
-                _ if ACCEPTED_WITHOUT_EFFECT.contains(&k) => {}
-                _ if crate::security::is_security_key(k) => {
-                    c.security.keys.insert(k.to_string(), v.clone());
-                }
-                _ => {
+                None => {
                     let hint = " (see docs/configuration.md for the keys Runnel knows)".to_string();
                     return Err(ConfigError::UnknownKey {
                         key: k.to_string(),
@@ -723,11 +454,12 @@ impl BrokerConfig {
                     });
                 }
             }
-            if !crate::security::is_sensitive(k) {
+            if !is_sensitive(k) {
                 // Passwords and JAAS configs are never shown (Kafka reports them null).
-                c.explicit.insert(k.to_string(), v.clone());
+                p.c.explicit.insert(k.to_string(), v.clone());
             }
         }
+        let mut c = p.c;
         c.share.validate().map_err(|why| {
             invalid(
                 "group.share.record.lock.duration.ms",
@@ -755,13 +487,14 @@ impl BrokerConfig {
                 ));
             }
         }
-        if let Some(ms) = retention_ms.or(retention_minutes).or(retention_hours) {
-            c.log_defaults.retention_ms = ms;
+        // Kafka resolves retention and roll from the most precise unit given.
+        if let Some(ms) = p.retention.iter().flatten().next() {
+            c.log_defaults.retention_ms = *ms;
         }
-        if let Some(ms) = roll_ms.or(roll_hours) {
-            c.log_defaults.segment_ms = ms;
+        if let Some(ms) = p.roll.iter().flatten().next() {
+            c.log_defaults.segment_ms = *ms;
         }
-        if let Some(servers) = quorum_bootstrap.filter(|_| c.cluster.voters.is_empty()) {
+        if let Some(servers) = p.quorum_bootstrap.filter(|_| c.cluster.voters.is_empty()) {
             c.cluster.voters = standalone_voter(&c, &servers)?;
         }
         let voter_port = c
@@ -793,140 +526,20 @@ impl BrokerConfig {
         self.explicit
             .keys()
             .map(String::as_str)
-            .filter(|k| ACCEPTED_WITHOUT_EFFECT.contains(k))
+            .filter(|k| keys::broker_key(k).is_some_and(|d| d.set.is_none()))
             .collect()
     }
 }
 
-/// How a topic-level config value is checked.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Long(i64),
-    Int(i64),
-    Bool,
-    Ratio,
-    OneOf(&'static [&'static str]),
-    ListOf(&'static [&'static str]),
-    List,
-    /// Any text (a class name, a path, a password).
-    Str,
-    /// A non-negative number.
-    Double,
-}
-
-/// Every topic config Kafka lets a user set, with its check. Runnel acts on
-/// retention.ms, retention.bytes, segment.bytes, segment.ms, max.message.bytes,
-/// message.timestamp.type, index.interval.bytes and flush.messages; the others are
-/// stored and reported as set.
-const TOPIC_CONFIGS: &[(&str, Kind)] = &[
-    ("cleanup.policy", Kind::ListOf(&["delete", "compact"])),
-    (
-        "compression.type",
-        Kind::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
-    ),
-    ("compression.gzip.level", Kind::Int(-1)),
-    ("compression.lz4.level", Kind::Int(1)),
-    ("compression.zstd.level", Kind::Int(-131072)),
-    ("delete.retention.ms", Kind::Long(0)),
-    ("file.delete.delay.ms", Kind::Long(0)),
-    ("flush.messages", Kind::Long(1)),
-    ("flush.ms", Kind::Long(0)),
-    ("follower.replication.throttled.replicas", Kind::List),
-    ("index.interval.bytes", Kind::Int(0)),
-    ("leader.replication.throttled.replicas", Kind::List),
-    ("local.retention.bytes", Kind::Long(-2)),
-    ("local.retention.ms", Kind::Long(-2)),
-    ("max.compaction.lag.ms", Kind::Long(1)),
-    ("max.message.bytes", Kind::Int(0)),
-    ("message.timestamp.after.max.ms", Kind::Long(0)),
-    ("message.timestamp.before.max.ms", Kind::Long(0)),
-    (
-        "message.timestamp.type",
-        Kind::OneOf(&["CreateTime", "LogAppendTime"]),
-    ),
-    ("min.cleanable.dirty.ratio", Kind::Ratio),
-    ("min.compaction.lag.ms", Kind::Long(0)),
-    ("min.insync.replicas", Kind::Int(1)),
-    ("preallocate", Kind::Bool),
-    ("remote.storage.enable", Kind::Bool),
-    ("remote.log.copy.disable", Kind::Bool),
-    ("remote.log.delete.on.disable", Kind::Bool),
-    ("retention.bytes", Kind::Long(i64::MIN)),
-    ("retention.ms", Kind::Long(-1)),
-    ("segment.bytes", Kind::Int(14)),
-    ("segment.index.bytes", Kind::Int(4)),
-    ("segment.jitter.ms", Kind::Long(0)),
-    ("segment.ms", Kind::Long(1)),
-    ("unclean.leader.election.enable", Kind::Bool),
-];
-
 /// Checks one topic config; the error names the key and says what is wrong.
 pub fn validate_topic_config(key: &str, value: &str) -> Result<(), ConfigError> {
-    let Some((_, kind)) = TOPIC_CONFIGS.iter().find(|(k, _)| *k == key) else {
+    let Some(def) = keys::topic_key(key) else {
         return Err(ConfigError::UnknownKey {
             key: key.to_string(),
             hint: " (not a Kafka topic config)".into(),
         });
     };
-    check_kind(key, value, *kind)
-}
-
-/// Checks a value against its kind; the error names the key and says what is wrong.
-fn check_kind(key: &str, value: &str, kind: Kind) -> Result<(), ConfigError> {
-    match kind {
-        Kind::Long(min) => {
-            parse_i64(key, value, min)?;
-        }
-        Kind::Int(min) => {
-            let n = parse_i64(key, value, min)?;
-            if n > i32::MAX as i64 {
-                return Err(invalid(key, value, "must fit in a 32-bit integer"));
-            }
-        }
-        Kind::Bool => {
-            parse_bool(key, value)?;
-        }
-        Kind::Ratio => {
-            let r: f64 = value
-                .trim()
-                .parse()
-                .map_err(|_| invalid(key, value, "expected a number"))?;
-            if !(0.0..=1.0).contains(&r) {
-                return Err(invalid(key, value, "must be between 0 and 1"));
-            }
-        }
-        Kind::OneOf(allowed) => {
-            if !allowed.contains(&value.trim()) {
-                return Err(invalid(
-                    key,
-                    value,
-                    format!("expected one of {}", allowed.join(", ")),
-                ));
-            }
-        }
-        Kind::ListOf(allowed) => {
-            for item in value.split(',').map(str::trim) {
-                if !allowed.contains(&item) {
-                    return Err(invalid(
-                        key,
-                        value,
-                        format!("items must be among {}", allowed.join(", ")),
-                    ));
-                }
-            }
-        }
-        Kind::Double => {
-            let r: f64 = value
-                .trim()
-                .parse()
-                .map_err(|_| invalid(key, value, "expected a number"))?;
-            if r.is_nan() || r < 0.0 {
-                return Err(invalid(key, value, "must be at least 0"));
-            }
-        }
-        Kind::List | Kind::Str => {}
-    }
-    Ok(())
+    def.kind.check(key, value).map(drop)
 }
 
 /// The effective log settings of a topic: broker defaults overlaid by topic configs
@@ -997,218 +610,18 @@ pub fn topic_deletes(topic_configs: &BTreeMap<String, String>) -> bool {
         .is_none_or(|p| p.split(',').any(|x| x.trim() == "delete"))
 }
 
-/// The value Kafka reports for a topic config nobody set, derived from the broker.
+/// The value Kafka reports for a topic config nobody set: the value in force of its
+/// broker synonym (`log.retention.ms` for `retention.ms`), else Kafka's default.
 pub fn topic_config_default(key: &str, broker: &BrokerConfig) -> Option<String> {
-    let d = &broker.log_defaults;
-    Some(match key {
-        "cleanup.policy" => "delete".into(),
-        "compression.type" => "producer".into(),
-        "retention.ms" => d.retention_ms.to_string(),
-        "retention.bytes" => d.retention_bytes.to_string(),
-        "segment.bytes" => d.segment_bytes.to_string(),
-        "segment.ms" => d.segment_ms.to_string(),
-        "max.message.bytes" => d.max_message_bytes.to_string(),
-        "index.interval.bytes" => d.index_interval_bytes.to_string(),
-        "flush.messages" => d.flush_messages.to_string(),
-        "message.timestamp.type" => if d.timestamp_type == TimestampType::LogAppendTime {
-            "LogAppendTime"
-        } else {
-            "CreateTime"
-        }
-        .into(),
-        "min.insync.replicas" => broker.min_insync_replicas.to_string(),
-        "delete.retention.ms" => "86400000".into(),
-        "min.cleanable.dirty.ratio" => "0.5".into(),
-        "min.compaction.lag.ms" => "0".into(),
-        "unclean.leader.election.enable" => "false".into(),
-        "compression.gzip.level" => "-1".into(),
-        "compression.lz4.level" => "9".into(),
-        "compression.zstd.level" => "3".into(),
-        "file.delete.delay.ms" => "60000".into(),
-        "flush.ms" => i64::MAX.to_string(),
-        "follower.replication.throttled.replicas" | "leader.replication.throttled.replicas" => {
-            String::new()
-        }
-        "local.retention.bytes" | "local.retention.ms" => "-2".into(),
-        "max.compaction.lag.ms" => i64::MAX.to_string(),
-        "message.timestamp.after.max.ms" => "3600000".into(),
-        "message.timestamp.before.max.ms" => i64::MAX.to_string(),
-        "preallocate"
-        | "remote.storage.enable"
-        | "remote.log.copy.disable"
-        | "remote.log.delete.on.disable" => "false".into(),
-        "segment.index.bytes" => "10485760".into(),
-        "segment.jitter.ms" => "0".into(),
-        _ => return None,
-    })
+    let def = keys::topic_key(key)?;
+    keys::broker_synonyms(key)
+        .find_map(|b| b.get.and_then(|get| get(broker)))
+        .or_else(|| def.default_value().map(String::from))
 }
 
-/// Kafka's ConfigType code for a topic config (DescribeConfigs v3+): BOOLEAN 1,
-/// STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7.
-pub fn topic_config_type(key: &str) -> i8 {
-    TOPIC_CONFIGS
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map_or(0, |(_, kind)| kind_type_code(*kind))
-}
-
-fn kind_type_code(kind: Kind) -> i8 {
-    match kind {
-        Kind::Bool => 1,
-        Kind::OneOf(_) | Kind::Str => 2,
-        Kind::Int(_) => 3,
-        Kind::Long(_) => 5,
-        Kind::Ratio | Kind::Double => 6,
-        Kind::ListOf(_) | Kind::List => 7,
-    }
-}
-
-/// Broker keys that AlterConfigs/IncrementalAlterConfigs may change while the broker
-/// runs (Kafka's dynamic per-broker log defaults). They take effect at once on every
-/// partition that has no topic-level override, and persist across restarts.
-pub const DYNAMIC_BROKER_KEYS: &[&str] = &[
-    "log.retention.ms",
-    "log.retention.bytes",
-    "log.segment.bytes",
-    "log.roll.ms",
-    "message.max.bytes",
-    "log.index.interval.bytes",
-    "log.message.timestamp.type",
-    "log.flush.interval.messages",
-    "min.insync.replicas",
-    "follower.replication.throttled.rate",
-    // Acted on as a file key is: `false` (Runnel's only election) is accepted, `true` refused.
-    "unclean.leader.election.enable",
-];
-
-/// Kafka's other dynamic broker keys (those its documentation lists with update mode
-/// per-broker or cluster-wide): security, thread pools, connection quotas, cleaner and
-/// remote-storage tuning, and log defaults Runnel does not have. Runnel validates their
-/// type, stores them and reports them as set, but does not act on them (logged when set).
-const DYNAMIC_BROKER_KEYS_IGNORED: &[(&str, Kind)] = &[
-    ("advertised.listeners", Kind::List),
-    ("background.threads", Kind::Int(1)),
-    ("compression.gzip.level", Kind::Int(-1)),
-    ("compression.lz4.level", Kind::Int(1)),
-    (
-        "compression.type",
-        Kind::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
-    ),
-    ("compression.zstd.level", Kind::Int(-131072)),
-    ("leader.replication.throttled.rate", Kind::Long(0)),
-    ("listener.security.protocol.map", Kind::List),
-    ("listeners", Kind::List),
-    ("log.cleaner.backoff.ms", Kind::Long(0)),
-    ("log.cleaner.dedupe.buffer.size", Kind::Long(0)),
-    ("log.cleaner.delete.retention.ms", Kind::Long(0)),
-    ("log.cleaner.io.buffer.load.factor", Kind::Double),
-    ("log.cleaner.io.buffer.size", Kind::Int(0)),
-    ("log.cleaner.io.max.bytes.per.second", Kind::Double),
-    ("log.cleaner.max.compaction.lag.ms", Kind::Long(1)),
-    ("log.cleaner.min.cleanable.ratio", Kind::Ratio),
-    ("log.cleaner.min.compaction.lag.ms", Kind::Long(0)),
-    ("log.cleaner.threads", Kind::Int(0)),
-    ("log.cleanup.policy", Kind::ListOf(&["delete", "compact"])),
-    ("log.flush.interval.ms", Kind::Long(0)),
-    ("log.index.size.max.bytes", Kind::Int(4)),
-    ("log.local.retention.bytes", Kind::Long(-2)),
-    ("log.local.retention.ms", Kind::Long(-2)),
-    ("log.message.timestamp.after.max.ms", Kind::Long(0)),
-    ("log.message.timestamp.before.max.ms", Kind::Long(0)),
-    ("log.preallocate", Kind::Bool),
-    ("log.roll.jitter.ms", Kind::Long(0)),
-    ("log.segment.delete.delay.ms", Kind::Long(0)),
-    ("max.connection.creation.rate", Kind::Int(0)),
-    ("max.connections", Kind::Int(0)),
-    ("max.connections.per.ip", Kind::Int(0)),
-    ("max.connections.per.ip.overrides", Kind::Str),
-    ("metric.reporters", Kind::List),
-    ("num.io.threads", Kind::Int(1)),
-    ("num.network.threads", Kind::Int(1)),
-    ("num.recovery.threads.per.data.dir", Kind::Int(1)),
-    ("num.replica.fetchers", Kind::Int(1)),
-    ("producer.id.expiration.ms", Kind::Int(1)),
-    ("remote.fetch.max.wait.ms", Kind::Int(1)),
-    ("remote.list.offsets.request.timeout.ms", Kind::Long(1)),
-    (
-        "remote.log.index.file.cache.total.size.bytes",
-        Kind::Long(1),
-    ),
-    ("remote.log.manager.copier.thread.pool.size", Kind::Int(1)),
-    (
-        "remote.log.manager.copy.max.bytes.per.second",
-        Kind::Long(1),
-    ),
-    (
-        "remote.log.manager.expiration.thread.pool.size",
-        Kind::Int(1),
-    ),
-    (
-        "remote.log.manager.fetch.max.bytes.per.second",
-        Kind::Long(1),
-    ),
-    ("remote.log.manager.follower.thread.pool.size", Kind::Int(1)),
-    (
-        "replica.alter.log.dirs.io.max.bytes.per.second",
-        Kind::Long(0),
-    ),
-    ("sasl.enabled.mechanisms", Kind::List),
-    ("sasl.jaas.config", Kind::Str),
-    ("sasl.kerberos.kinit.cmd", Kind::Str),
-    ("sasl.kerberos.min.time.before.relogin", Kind::Long(0)),
-    ("sasl.kerberos.principal.to.local.rules", Kind::List),
-    ("sasl.kerberos.service.name", Kind::Str),
-    ("sasl.kerberos.ticket.renew.jitter", Kind::Double),
-    ("sasl.kerberos.ticket.renew.window.factor", Kind::Double),
-    ("sasl.login.refresh.buffer.seconds", Kind::Int(0)),
-    ("sasl.login.refresh.min.period.seconds", Kind::Int(0)),
-    ("sasl.login.refresh.window.factor", Kind::Double),
-    ("sasl.login.refresh.window.jitter", Kind::Double),
-    ("sasl.mechanism.inter.broker.protocol", Kind::Str),
-    ("ssl.allow.dn.changes", Kind::Bool),
-    ("ssl.allow.san.changes", Kind::Bool),
-    ("ssl.cipher.suites", Kind::List),
-    (
-        "ssl.client.auth",
-        Kind::OneOf(&["required", "requested", "none"]),
-    ),
-    ("ssl.enabled.protocols", Kind::List),
-    ("ssl.endpoint.identification.algorithm", Kind::Str),
-    ("ssl.engine.factory.class", Kind::Str),
-    ("ssl.key.password", Kind::Str),
-    ("ssl.keymanager.algorithm", Kind::Str),
-    ("ssl.keystore.certificate.chain", Kind::Str),
-    ("ssl.keystore.key", Kind::Str),
-    ("ssl.keystore.location", Kind::Str),
-    ("ssl.keystore.password", Kind::Str),
-    ("ssl.keystore.type", Kind::Str),
-    ("ssl.protocol", Kind::Str),
-    ("ssl.provider", Kind::Str),
-    ("ssl.secure.random.implementation", Kind::Str),
-    ("ssl.trustmanager.algorithm", Kind::Str),
-    ("ssl.truststore.certificates", Kind::Str),
-    ("ssl.truststore.location", Kind::Str),
-    ("ssl.truststore.password", Kind::Str),
-    ("ssl.truststore.type", Kind::Str),
-    ("transaction.partition.verification.enable", Kind::Bool),
-];
-
-/// A dynamic broker key Runnel stores and reports but does not act on.
-pub fn is_ignored_dynamic_key(key: &str) -> bool {
-    DYNAMIC_BROKER_KEYS_IGNORED.iter().any(|(k, _)| *k == key)
-}
-
-/// Any key AlterConfigs may change on a broker while it runs.
-pub fn is_dynamic_broker_key(key: &str) -> bool {
-    DYNAMIC_BROKER_KEYS.contains(&key) || is_ignored_dynamic_key(key)
-}
-
-/// Kafka's ConfigType code of a broker key Runnel stores without acting on (0 otherwise).
-pub fn ignored_dynamic_key_type(key: &str) -> i8 {
-    DYNAMIC_BROKER_KEYS_IGNORED
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map_or(0, |(_, kind)| kind_type_code(*kind))
+/// Whether a key's value is a secret (never logged, described without its value).
+pub fn is_sensitive(key: &str) -> bool {
+    crate::security::is_sensitive(key) || keys::broker_key(key).is_some_and(|d| d.sensitive())
 }
 
 impl BrokerConfig {
@@ -1231,18 +644,20 @@ impl BrokerConfig {
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
         for (k, v) in dynamic {
-            if let Some((_, kind)) = DYNAMIC_BROKER_KEYS_IGNORED.iter().find(|(key, _)| key == k) {
-                check_kind(k, v, *kind)?;
-                continue;
-            }
-            if !DYNAMIC_BROKER_KEYS.contains(&k.as_str()) {
+            let def = keys::broker_key(k).filter(|d| d.dynamic != keys::Dynamic::ReadOnly);
+            let Some(def) = def else {
+                let dynamic: Vec<&str> = keys::applied_dynamic_keys().collect();
                 return Err(ConfigError::UnknownKey {
                     key: k.clone(),
                     hint: format!(
                         " (not changeable while the broker runs; dynamic keys: {})",
-                        DYNAMIC_BROKER_KEYS.join(", ")
+                        dynamic.join(", ")
                     ),
                 });
+            };
+            if def.dynamic == keys::Dynamic::Stored {
+                def.kind.check(k, v)?;
+                continue;
             }
             // A finer retention or roll unit set statically would shadow the dynamic one.
             if k == "log.retention.ms" {
@@ -1299,138 +714,6 @@ fn standalone_voter(
     }
     runnel_meta::parse_voters(&format!("{}@{}", c.node_id, entries[0]))
         .map_err(|why| invalid(key, servers, why))
-}
-
-/// The broker's settings as (key, value, set explicitly) for DescribeConfigs.
-pub fn broker_config_entries(c: &BrokerConfig) -> Vec<(String, String, bool)> {
-    let d = &c.log_defaults;
-    let dirs: Vec<String> = c.log_dirs.iter().map(|p| p.display().to_string()).collect();
-    let mut entries: Vec<(&str, String)> = vec![("node.id", c.node_id.to_string())];
-    entries.extend(c.listeners.describe());
-    entries.extend([
-        ("log.dirs", dirs.join(",")),
-        ("num.partitions", c.num_partitions.to_string()),
-        (
-            "default.replication.factor",
-            c.default_replication_factor.to_string(),
-        ),
-        (
-            "auto.create.topics.enable",
-            c.auto_create_topics.to_string(),
-        ),
-        ("delete.topic.enable", c.delete_topic_enable.to_string()),
-        ("message.max.bytes", d.max_message_bytes.to_string()),
-        (
-            "socket.request.max.bytes",
-            c.socket_request_max_bytes.to_string(),
-        ),
-        ("log.segment.bytes", d.segment_bytes.to_string()),
-        ("log.roll.ms", d.segment_ms.to_string()),
-        ("log.retention.ms", d.retention_ms.to_string()),
-        ("log.retention.bytes", d.retention_bytes.to_string()),
-        (
-            "log.retention.check.interval.ms",
-            c.retention_check_interval_ms.to_string(),
-        ),
-        ("log.cleaner.backoff.ms", c.cleaner_backoff_ms.to_string()),
-        (
-            "log.index.interval.bytes",
-            d.index_interval_bytes.to_string(),
-        ),
-        (
-            "log.message.timestamp.type",
-            if d.timestamp_type == TimestampType::LogAppendTime {
-                "LogAppendTime"
-            } else {
-                "CreateTime"
-            }
-            .to_string(),
-        ),
-        ("log.flush.interval.messages", d.flush_messages.to_string()),
-        ("log.flush.on.acks.all", c.flush_on_acks_all.to_string()),
-        ("min.insync.replicas", c.min_insync_replicas.to_string()),
-        (
-            "group.initial.rebalance.delay.ms",
-            c.groups.initial_rebalance_delay_ms.to_string(),
-        ),
-        (
-            "offsets.topic.num.partitions",
-            c.groups.offsets_topic_partitions.to_string(),
-        ),
-        (
-            "transaction.max.timeout.ms",
-            c.txn.max_timeout_ms.to_string(),
-        ),
-        (
-            "transaction.state.log.num.partitions",
-            c.txn.partitions.to_string(),
-        ),
-    ]);
-    let l = &c.limits;
-    let overrides: Vec<String> = l
-        .max_connections_per_ip_overrides
-        .iter()
-        .map(|(ip, n)| format!("{ip}:{n}"))
-        .collect();
-    entries.extend([
-        ("fetch.max.bytes", l.fetch_max_bytes.to_string()),
-        (
-            "replica.fetch.response.max.bytes",
-            l.replica_fetch_response_max_bytes.to_string(),
-        ),
-        (
-            "queued.max.request.bytes",
-            l.queued_max_request_bytes
-                .map_or("-1".to_string(), |n| n.to_string()),
-        ),
-        (
-            "connection.queued.max.request.bytes",
-            l.connection_queued_max_request_bytes.to_string(),
-        ),
-        (
-            "connections.max.idle.ms",
-            l.connections_max_idle_ms.to_string(),
-        ),
-        (
-            "request.read.timeout.ms",
-            l.request_read_timeout_ms.to_string(),
-        ),
-        ("max.connections", l.max_connections.to_string()),
-        (
-            "max.connections.per.ip",
-            l.max_connections_per_ip.to_string(),
-        ),
-        ("max.connections.per.ip.overrides", overrides.join(",")),
-        (
-            "max.partitions.per.request",
-            l.max_partitions_per_request.to_string(),
-        ),
-        (
-            "max.partitions.per.broker",
-            l.max_partitions_per_broker.to_string(),
-        ),
-    ]);
-    if let Some(ms) = c.flush_interval_ms {
-        entries.push(("log.flush.interval.ms", ms.to_string()));
-    }
-    if let Some(rack) = &c.rack {
-        entries.push(("broker.rack", rack.clone()));
-    }
-    if c.cluster.rack_aware_replica_selector {
-        entries.push((
-            "replica.selector.class",
-            RACK_AWARE_REPLICA_SELECTOR.to_string(),
-        ));
-    }
-    entries
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v, c.explicit.contains_key(k)))
-        .collect()
-}
-
-/// Names of all settable topic configs, in Kafka's order.
-pub fn topic_config_names() -> impl Iterator<Item = &'static str> {
-    TOPIC_CONFIGS.iter().map(|(k, _)| *k)
 }
 
 #[cfg(test)]
@@ -1690,6 +973,44 @@ mod tests {
             assert!(e.to_string().contains("same directory"), "{dirs}: {e}");
         }
         assert!(BrokerConfig::from_pairs(&pairs(&[("log.dirs", &format!("{t}/a,{t}/b"))])).is_ok());
+    }
+
+    #[test]
+    fn kafkas_empty_defaults_and_dynamic_keys_are_accepted_from_the_file() {
+        // Kafka's defaults for these are the empty list; they used to be refused.
+        let c = BrokerConfig::from_pairs(&pairs(&[
+            ("controller.quorum.voters", ""),
+            ("controller.quorum.bootstrap.servers", ""),
+            ("background.threads", "4"),
+        ]))
+        .unwrap();
+        assert!(c.cluster.voters.is_empty());
+        assert_eq!(c.ignored_keys(), ["background.threads"]);
+        let e = BrokerConfig::from_pairs(&pairs(&[("background.threads", "0")])).unwrap_err();
+        assert!(e.to_string().contains("background.threads"), "{e}");
+    }
+
+    #[test]
+    fn dynamic_changes_follow_each_keys_update_mode() {
+        let c = BrokerConfig::default();
+        let set = |k: &str, v: &str| c.with_dynamic(&BTreeMap::from([(k.into(), v.into())]));
+        assert_eq!(
+            set("log.retention.ms", "5000")
+                .unwrap()
+                .log_defaults
+                .retention_ms,
+            5000
+        );
+        // Stored only: type-checked, not applied.
+        let kept = set("max.connections", "7").unwrap();
+        assert_eq!(kept.limits.max_connections, c.limits.max_connections);
+        assert!(set("max.connections", "many").is_err());
+        // Read-only: refused, naming the keys that may change.
+        let e = set("num.partitions", "3").unwrap_err().to_string();
+        assert!(
+            e.contains("num.partitions") && e.contains("log.retention.ms"),
+            "{e}"
+        );
     }
 
     #[test]

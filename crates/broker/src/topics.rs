@@ -102,35 +102,12 @@ pub fn check_client_creatable(name: &str, exists: bool) -> Result<(), BrokerErro
     Ok(())
 }
 
-/// Kafka's rules: 1-249 characters of [a-zA-Z0-9._-], and not "." or "..".
+/// Kafka's rules (`runnel_core::names::topic_name_error`), as INVALID_TOPIC_EXCEPTION.
 pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
-    let bad = |why: &str| {
-        Err(BrokerError::new(
-            ErrorCode::InvalidTopic,
-            // The name is echoed only when short: it is client input of any length.
-            if name.len() <= 249 {
-                format!("topic name '{name}' is invalid: {why}")
-            } else {
-                format!("topic name of {} bytes is invalid: {why}", name.len())
-            },
-        ))
-    };
-    if name.is_empty() {
-        return bad("it is empty");
+    match runnel_core::names::topic_name_error(name) {
+        Some(why) => Err(BrokerError::new(ErrorCode::InvalidTopic, why)),
+        None => Ok(()),
     }
-    if name == "." || name == ".." {
-        return bad("'.' and '..' are reserved");
-    }
-    if name.len() > 249 {
-        return bad("longer than 249 characters");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
-    {
-        return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
-    }
-    Ok(())
 }
 
 fn partition_dir_name(topic: &str, partition: i32) -> String {
@@ -600,7 +577,7 @@ impl TopicRegistry {
         tracing::info!(changes = ?changes, "dynamic broker configs changed");
         let ignored: Vec<&str> = changes
             .iter()
-            .filter(|(k, v)| v.is_some() && crate::config::is_ignored_dynamic_key(k))
+            .filter(|(k, v)| v.is_some() && crate::config::keys::is_stored_only(k))
             .map(|(k, _)| k.as_str())
             .collect();
         if !ignored.is_empty() {
@@ -782,21 +759,9 @@ pub fn read_json_file<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
-/// Write to a temporary file, fsync, rename, fsync the directory.
+/// `runnel_core::fs::write_atomically` with the broker's error type.
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), BrokerError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(parent) = path.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|e| BrokerError::storage(path, e))
+    runnel_core::fs::write_atomically(path, bytes).map_err(|e| BrokerError::storage(path, e))
 }
 
 #[cfg(test)]

@@ -192,10 +192,8 @@ fn read_state(dir: &Path) -> Result<State> {
 /// Written whole and renamed into place, so a reader never sees half a file.
 fn write_state(dir: &Path, state: &State) -> Result<()> {
     let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
     let text = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
-    std::fs::write(&tmp, text + "\n")
-        .and_then(|_| std::fs::rename(&tmp, &path))
+    runnel_core::fs::write_atomically(&path, (text + "\n").as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 

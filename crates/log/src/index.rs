@@ -5,8 +5,6 @@
 //! may carry it. Both are sparse (one entry per `index.interval.bytes`), so a lookup gives
 //! a place to start a short scan, never the answer itself.
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{LogError, Result};
@@ -64,14 +62,10 @@ impl TimeIndex {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file, fsync and rename, so a crash leaves
-/// either the old file or the new one, never half of one.
+/// `runnel_core::fs::write_atomically` (a crash leaves the old file or the new one, never
+/// half of one), with the log's error type.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).map_err(|e| LogError::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| LogError::io(&tmp, e))?;
-    f.sync_data().map_err(|e| LogError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| LogError::io(path, e))
+    runnel_core::fs::write_atomically(path, bytes).map_err(|e| LogError::io(path, e))
 }
 
 #[cfg(test)]

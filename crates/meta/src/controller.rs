@@ -20,19 +20,7 @@ fn err(kind: ErrorKind, message: impl Into<String>) -> ControllerError {
     ControllerError::new(kind, message)
 }
 
-/// A new cluster id the way Kafka makes one: a random UUID in URL-safe base64, 22 chars.
-pub fn new_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let v = Uuid::new_v4().as_u128();
-    // 128 bits = 21 groups of 6 bits and 2 bits left over (padded with 4 zero bits).
-    let mut out = String::with_capacity(22);
-    for i in 0..21 {
-        let shift = 128 - 6 * (i + 1);
-        out.push(ALPHABET[((v >> shift) & 0x3f) as usize] as char);
-    }
-    out.push(ALPHABET[((v & 0x3) << 4) as usize] as char);
-    out
-}
+pub use runnel_core::names::new_cluster_id;
 
 /// A partition's state after a change: `partition_epoch` + 1, `leader_epoch` + 1 when
 /// the leader changed.
@@ -243,32 +231,12 @@ pub fn heartbeat(
     ))
 }
 
-/// Kafka's topic name rules.
+/// Kafka's topic name rules (`runnel_core::names::topic_name_error`).
 pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
-    let bad = |why: &str| {
-        err(
-            ErrorKind::InvalidTopic,
-            format!("topic name {name:?} {why}"),
-        )
-    };
-    if name.is_empty() {
-        return Err(bad("is empty"));
+    match runnel_core::names::topic_name_error(name) {
+        Some(why) => Err(err(ErrorKind::InvalidTopic, why)),
+        None => Ok(()),
     }
-    if name == "." || name == ".." {
-        return Err(bad("is not allowed"));
-    }
-    if name.len() > 249 {
-        return Err(bad("is longer than 249 characters"));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
-    {
-        return Err(bad(
-            "has characters other than ASCII letters, digits, '.', '_' and '-'",
-        ));
-    }
-    Ok(())
 }
 
 /// Kafka's replica placement. `brokers`: the unfenced brokers with their racks. With racks

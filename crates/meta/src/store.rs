@@ -77,20 +77,7 @@ fn encode_frame(frame: &LogFrame, out: &mut Vec<u8>) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` durably: temporary file, fsync, rename, fsync of the directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
+pub(crate) use runnel_core::fs::write_atomically as write_atomic;
 
 struct LogInner {
     dir: PathBuf,

@@ -37,6 +37,32 @@ def test_describe_configs_reports_values_and_sources(broker):
     assert bc["auto.create.topics.enable"].value == "true"
 
 
+def test_describe_configs_sources_and_synonyms_follow_kafka(start_broker):
+    """Kafka's ConfigHelper: an unset topic config takes the source of the broker key it
+    defaults to (the file's log.retention.hours makes retention.ms STATIC_BROKER_CONFIG),
+    synonyms list every place a value comes from, and every broker key is described."""
+    b = start_broker(log__retention__hours="2")
+    a = ck.admin(b)
+    topic = unique("syn")
+    a.create_topics([NewTopic(topic, 1, 1, config={"segment.bytes": "2000000"})])[topic].result(timeout=10)
+    cfg = topic_config(a, topic)
+    retention = cfg["retention.ms"]
+    assert retention.value == "7200000"
+    assert retention.source == 4, retention  # STATIC_BROKER_CONFIG, from log.retention.hours
+    assert "log.retention.hours" in retention.synonyms, retention.synonyms
+    segment = cfg["segment.bytes"]
+    assert segment.source == 1 and set(segment.synonyms) == {"segment.bytes", "log.segment.bytes"}
+    assert cfg["cleanup.policy"].source == 5 and cfg["cleanup.policy"].synonyms == {}
+    br = ConfigResource(ConfigResource.Type.BROKER, "1")
+    bc = a.describe_configs([br])[br].result(timeout=10)
+    assert (bc["log.retention.hours"].value, bc["log.retention.hours"].source) == ("2", 4)
+    # Keys nobody set are described too, with their default or null (Kafka lists all).
+    assert (bc["log.cleaner.enable"].value, bc["log.cleaner.enable"].source) == ("true", 5)
+    assert bc["broker.rack"].value is None
+    assert bc["ssl.keystore.password"].is_sensitive and bc["ssl.keystore.password"].value is None
+    assert not bc["background.threads"].is_read_only and bc["num.io.threads"].value == "8"
+
+
 def test_incremental_alter_configs_set_delete_append_subtract(broker):
     a = ck.admin(broker)
     topic = unique("inc")

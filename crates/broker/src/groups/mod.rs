@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use runnel_core::{Clock, SystemClock};
 use tokio::sync::oneshot;
 
 use crate::error::{BrokerError, ErrorCode};
-use crate::handlers::now_ms;
 use crate::partition::Partition;
 use crate::topics::TopicRegistry;
 use records::{GroupValue, MemberValue, OffsetValue, RecordKey};
@@ -203,8 +203,7 @@ pub struct Group {
 }
 
 impl Group {
-    fn new(id: &str) -> Self {
-        let now = Instant::now();
+    fn new(id: &str, now: Instant) -> Self {
         Group {
             id: id.to_string(),
             state: GroupState::Empty,
@@ -277,13 +276,13 @@ impl Group {
             })
     }
 
-    fn to_value(&self) -> GroupValue {
+    fn to_value(&self, now_ms: i64) -> GroupValue {
         GroupValue {
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
             generation: self.generation,
             protocol: self.protocol.clone(),
             leader: self.leader.clone(),
-            state_timestamp: now_ms(),
+            state_timestamp: now_ms,
             members: self
                 .members
                 .values()
@@ -335,6 +334,9 @@ pub struct GroupCoordinator {
     /// Subscription regexes compiled once per distinct pattern (at most
     /// `REGEX_CACHE_ENTRIES`; emptied when full), so a heartbeat never recompiles one.
     regexes: Mutex<HashMap<String, std::sync::Arc<regex_lite::Regex>>>,
+    /// Session, rebalance, join and offset-expiry timers read this clock (tests move a
+    /// `ManualClock`).
+    clock: Arc<dyn Clock>,
 }
 
 const REGEX_CACHE_ENTRIES: usize = 1024;
@@ -359,7 +361,13 @@ impl GroupCoordinator {
     }
 
     pub fn new(config: GroupConfig) -> Self {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A coordinator whose timers read `clock`.
+    pub fn with_clock(config: GroupConfig, clock: Arc<dyn Clock>) -> Self {
         GroupCoordinator {
+            clock,
             // Coordinates nothing until it leads `__consumer_offsets` partitions.
             owned: parking_lot::RwLock::new((Default::default(), config.offsets_topic_partitions)),
             config,
@@ -439,7 +447,7 @@ impl GroupCoordinator {
                     let pending = pending_txn.remove(&h.producer_id).unwrap_or_default();
                     if runnel_log::batch::marker_type(batch) == Some(true) {
                         for (k, v) in pending {
-                            replay(&mut groups, Some(&k), v.as_deref());
+                            replay(&mut groups, Some(&k), v.as_deref(), self.clock.now());
                         }
                     }
                 } else if h.is_transactional() {
@@ -452,7 +460,7 @@ impl GroupCoordinator {
                     skip_unreadable(p, h, read);
                 } else {
                     let read = runnel_log::batch::for_each_record(batch, |r| {
-                        replay(&mut groups, r.key, r.value)
+                        replay(&mut groups, r.key, r.value, self.clock.now())
                     });
                     skip_unreadable(p, h, read);
                 }
@@ -539,9 +547,9 @@ impl GroupCoordinator {
             .iter()
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
             .collect();
-        let mut batch = runnel_log::batch::build_batch(&refs, now_ms());
-        let result =
-            partition.append_as_leader(|log, epoch| log.append(&mut batch, epoch, now_ms()))?;
+        let mut batch = runnel_log::batch::build_batch(&refs, self.clock.now_ms());
+        let result = partition
+            .append_as_leader(|log, epoch| log.append(&mut batch, epoch, self.clock.now_ms()))?;
         Ok((partition, result.last_offset + 1))
     }
 
@@ -552,7 +560,10 @@ impl GroupCoordinator {
         if let Err(e) = self.write(
             topics,
             &g.id,
-            &[(key, Some(records::encode_group(&g.to_value())))],
+            &[(
+                key,
+                Some(records::encode_group(&g.to_value(self.clock.now_ms()))),
+            )],
         ) {
             tracing::error!(group = %g.id, error = %e, "could not persist group metadata");
         }
@@ -588,7 +599,7 @@ impl GroupCoordinator {
         }
         let g = groups
             .entry(p.group_id.clone())
-            .or_insert_with(|| Group::new(&p.group_id));
+            .or_insert_with(|| Group::new(&p.group_id, self.clock.now()));
         if !g.supports(&p.protocol_type, &p.protocols) {
             return Pending::Ready(JoinResult::error(
                 ErrorCode::InconsistentGroupProtocol,
@@ -607,7 +618,7 @@ impl GroupCoordinator {
         }
     }
 
-    fn new_member(g: &mut Group, id: String, p: &JoinParams) -> Member {
+    fn new_member(g: &mut Group, id: String, p: &JoinParams, now: Instant) -> Member {
         g.next_join_order += 1;
         Member {
             id,
@@ -618,7 +629,7 @@ impl GroupCoordinator {
             rebalance_timeout_ms: p.rebalance_timeout_ms,
             protocols: p.protocols.clone(),
             assignment: Bytes::new(),
-            last_heartbeat: Instant::now(),
+            last_heartbeat: now,
             join_order: g.next_join_order,
             join_waiter: None,
             sync_waiter: None,
@@ -647,11 +658,11 @@ impl GroupCoordinator {
             }
             g.static_members.insert(instance, new_id.clone());
         } else if p.require_known_member_id {
-            let deadline = Instant::now() + Duration::from_millis(p.session_timeout_ms as u64);
+            let deadline = self.clock.now() + Duration::from_millis(p.session_timeout_ms as u64);
             g.pending_members.insert(new_id.clone(), deadline);
             return Some(JoinResult::error(ErrorCode::MemberIdRequired, &new_id));
         }
-        let mut m = Self::new_member(g, new_id.clone(), &p);
+        let mut m = Self::new_member(g, new_id.clone(), &p, self.clock.now());
         m.join_waiter = Some(tx);
         g.members.insert(new_id, m);
         if g.protocol_type.is_none() {
@@ -690,7 +701,7 @@ impl GroupCoordinator {
         m.rebalance_timeout_ms = p.rebalance_timeout_ms;
         m.client_id = p.client_id.clone();
         m.client_host = p.client_host.clone();
-        m.last_heartbeat = Instant::now();
+        m.last_heartbeat = self.clock.now();
         if g.leader.as_deref() == Some(old_id) {
             g.leader = Some(new_id.clone());
         }
@@ -739,7 +750,7 @@ impl GroupCoordinator {
             }
         }
         if g.pending_members.remove(&p.member_id).is_some() {
-            let mut m = Self::new_member(g, p.member_id.clone(), &p);
+            let mut m = Self::new_member(g, p.member_id.clone(), &p, self.clock.now());
             m.join_waiter = Some(tx);
             g.members.insert(p.member_id.clone(), m);
             if g.protocol_type.is_none() {
@@ -759,7 +770,7 @@ impl GroupCoordinator {
         };
         let protocols_changed = m.protocols != p.protocols;
         m.protocols = p.protocols.clone();
-        m.last_heartbeat = Instant::now();
+        m.last_heartbeat = self.clock.now();
         match state {
             GroupState::PreparingRebalance => {
                 m.join_waiter = Some(tx);
@@ -790,7 +801,7 @@ impl GroupCoordinator {
     }
 
     fn prepare_rebalance(&self, topics: &TopicRegistry, g: &mut Group) {
-        let now = Instant::now();
+        let now = self.clock.now();
         if g.state == GroupState::CompletingRebalance {
             for m in g.members.values_mut() {
                 if let Some(w) = m.sync_waiter.take() {
@@ -816,7 +827,7 @@ impl GroupCoordinator {
     fn try_complete_join(&self, topics: &TopicRegistry, g: &mut Group) {
         if g.state == GroupState::PreparingRebalance
             && g.all_joined()
-            && Instant::now() >= g.join_not_before
+            && self.clock.now() >= g.join_not_before
         {
             self.complete_join(topics, g);
         }
@@ -852,10 +863,10 @@ impl GroupCoordinator {
                 .map(|m| m.id.clone());
         }
         g.state = GroupState::CompletingRebalance;
-        g.rebalance_deadline = Instant::now() + g.max_rebalance_timeout();
+        g.rebalance_deadline = self.clock.now() + g.max_rebalance_timeout();
         let leader = g.leader.clone().unwrap_or_default();
         let all = member_list(g);
-        let now = Instant::now();
+        let now = self.clock.now();
         for m in g.members.values_mut() {
             m.last_heartbeat = now;
             if let Some(w) = m.join_waiter.take() {
@@ -942,7 +953,7 @@ impl GroupCoordinator {
                 let (tx, rx) = oneshot::channel();
                 if let Some(m) = g.members.get_mut(member_id) {
                     m.sync_waiter = Some(tx);
-                    m.last_heartbeat = Instant::now();
+                    m.last_heartbeat = self.clock.now();
                 }
                 if g.leader.as_deref() == Some(member_id) {
                     let mut assigned: HashMap<String, Bytes> = assignments.into_iter().collect();
@@ -985,7 +996,7 @@ impl GroupCoordinator {
             return code;
         }
         if let Some(m) = g.members.get_mut(member_id) {
-            m.last_heartbeat = Instant::now();
+            m.last_heartbeat = self.clock.now();
         }
         match g.state {
             GroupState::PreparingRebalance => ErrorCode::RebalanceInProgress,
@@ -1080,7 +1091,7 @@ impl GroupCoordinator {
         let mut groups = self.groups.lock();
         let g = groups
             .entry(group_id.to_string())
-            .or_insert_with(|| Group::new(group_id));
+            .or_insert_with(|| Group::new(group_id, self.clock.now()));
         if let Some(cg) = consumer_groups
             .get(group_id)
             .filter(|cg| !cg.members.is_empty())
@@ -1108,10 +1119,10 @@ impl GroupCoordinator {
                 return fail(ErrorCode::RebalanceInProgress, offsets.len());
             }
             if let Some(m) = g.members.get_mut(member_id) {
-                m.last_heartbeat = Instant::now();
+                m.last_heartbeat = self.clock.now();
             }
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let (codes, records, accepted) = self.offset_records(topics, group_id, offsets, now);
         if records.is_empty() {
             return (codes, None);
@@ -1339,7 +1350,7 @@ impl GroupCoordinator {
                 }
             }
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let (codes, recs, accepted) = self.offset_records(topics, group_id, offsets, now);
         let accepted: Vec<(String, (String, i32), OffsetValue)> = accepted
             .into_iter()
@@ -1401,7 +1412,7 @@ impl GroupCoordinator {
         for (group, key, value) in pending {
             groups
                 .entry(group.clone())
-                .or_insert_with(|| Group::new(&group))
+                .or_insert_with(|| Group::new(&group, self.clock.now()))
                 .offsets
                 .insert(key, value);
         }
@@ -1458,7 +1469,7 @@ impl GroupCoordinator {
         let g = consumer_groups
             .entry(group_id.to_string())
             .or_insert_with(|| consumer::ConsumerGroup::new(group_id));
-        g.heartbeat(p, &catalog, Instant::now())
+        g.heartbeat(p, &catalog, self.clock.now())
     }
 
     /// A KIP-848 group's session timeout: its `consumer.session.timeout.ms` group config,
@@ -1490,7 +1501,7 @@ impl GroupCoordinator {
     /// offset expiry. Returns the earliest deadline still ahead, so the timer loop can
     /// wake exactly then (Kafka expires a session at its deadline, not on a coarse tick).
     pub fn tick(&self, topics: &TopicRegistry) -> Option<Instant> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| {
             if t > now && next.is_none_or(|n| t < n) {
@@ -1566,7 +1577,7 @@ impl GroupCoordinator {
             }
         }
         let retention = self.config.offsets_retention_ms;
-        let cutoff = now_ms() - retention;
+        let cutoff = self.clock.now_ms() - retention;
         let mut emptied = Vec::new();
         for g in groups.values_mut().filter(|g| g.state == GroupState::Empty) {
             let old: Vec<(String, i32)> = g
@@ -1681,7 +1692,12 @@ fn consumer_subscription(metadata: &[u8]) -> Vec<String> {
 }
 
 /// Applies one `__consumer_offsets` record during start-up replay.
-fn replay(groups: &mut HashMap<String, Group>, key: Option<&[u8]>, value: Option<&[u8]>) {
+fn replay(
+    groups: &mut HashMap<String, Group>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    now: Instant,
+) {
     let Some(key) = key.and_then(records::decode_key) else {
         return;
     };
@@ -1693,7 +1709,7 @@ fn replay(groups: &mut HashMap<String, Group>, key: Option<&[u8]>, value: Option
         } => {
             let g = groups
                 .entry(group.clone())
-                .or_insert_with(|| Group::new(&group));
+                .or_insert_with(|| Group::new(&group, now));
             match value.and_then(records::decode_offset) {
                 Some(v) => {
                     g.offsets.insert((topic, partition), v);
@@ -1707,14 +1723,14 @@ fn replay(groups: &mut HashMap<String, Group>, key: Option<&[u8]>, value: Option
             Some(v) => {
                 let g = groups
                     .entry(group.clone())
-                    .or_insert_with(|| Group::new(&group));
+                    .or_insert_with(|| Group::new(&group, now));
                 g.protocol_type = (!v.protocol_type.is_empty()).then_some(v.protocol_type);
                 g.generation = v.generation;
                 g.protocol = v.protocol;
                 g.leader = v.leader;
                 g.members.clear();
                 g.static_members.clear();
-                let now = Instant::now();
+                // Replayed members start their session now.
                 for (i, m) in v.members.into_iter().enumerate() {
                     if let Some(instance) = &m.instance_id {
                         g.static_members
@@ -1803,21 +1819,24 @@ mod tests {
         TopicRegistry::open(Arc::new(config)).expect("registry opens")
     }
 
-    /// A coordinator that leads the (one-partition) `__consumer_offsets` of `topics`.
-    fn coordinator(topics: &TopicRegistry) -> GroupCoordinator {
-        let c = GroupCoordinator::new(GroupConfig {
+    /// A coordinator that leads the (one-partition) `__consumer_offsets` of `topics`,
+    /// on a clock that moves only when the test advances it.
+    fn coordinator(topics: &TopicRegistry) -> (GroupCoordinator, Arc<runnel_core::ManualClock>) {
+        let clock = Arc::new(runnel_core::ManualClock::new());
+        let config = GroupConfig {
             initial_rebalance_delay_ms: 0,
             min_session_timeout_ms: 10,
             offsets_topic_partitions: 1,
             ..GroupConfig::default()
-        });
+        };
+        let c = GroupCoordinator::with_clock(config, clock.clone());
         let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
         let offsets = topics
             .create(OFFSETS_TOPIC, 1, configs, false)
             .expect("offsets topic created");
         lead(&offsets);
         c.on_leadership(&offsets.partitions[0], 1, true);
-        c
+        (c, clock)
     }
 
     /// Makes this broker the leader of every partition of `t`, its ISR itself, as the
@@ -1859,18 +1878,18 @@ mod tests {
         assert_eq!(first.error, ErrorCode::MemberIdRequired);
         let joined = ready(c.join(topics, params(&first.member_id, None, session_ms)));
         assert_eq!(joined.error, ErrorCode::None);
-        let synced = c.sync(
-            topics,
-            "g",
-            joined.generation,
-            &joined.member_id,
-            None,
-            None,
-            None,
-            vec![],
-        );
-        assert!(matches!(synced, Pending::Wait(_)));
+        assert!(matches!(sync(c, topics, &joined), Pending::Wait(_)));
         joined.member_id
+    }
+
+    /// The member of `joined` syncs, as leader, with no assignments.
+    fn sync(
+        c: &GroupCoordinator,
+        topics: &TopicRegistry,
+        joined: &JoinResult,
+    ) -> Pending<SyncResult> {
+        let (generation, member) = (joined.generation, &joined.member_id);
+        c.sync(topics, "g", generation, member, None, None, None, vec![])
     }
 
     // A runtime: partitions start their group-commit task.
@@ -1878,7 +1897,7 @@ mod tests {
     async fn an_abandoned_pending_member_stops_blocking_the_join_after_its_session_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let topics = registry(dir.path());
-        let c = coordinator(&topics);
+        let (c, clock) = coordinator(&topics);
         let a = stable_member(&c, &topics, 10_000);
         // A second client gets an id (KIP-394) and never joins with it.
         let pending = ready(c.join(&topics, params("", None, 300)));
@@ -1891,12 +1910,14 @@ mod tests {
             panic!("the join completed while a pending member was outstanding");
         };
         let next = c.tick(&topics).expect("a deadline is ahead");
-        assert!(next <= Instant::now() + Duration::from_millis(300));
+        assert_eq!(next, clock.now() + Duration::from_millis(300));
+        clock.advance(Duration::from_millis(299));
+        c.tick(&topics);
         assert!(
             rx.try_recv().is_err(),
             "completed before the pending member expired"
         );
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        clock.advance(Duration::from_millis(1));
         c.tick(&topics);
         let r = rx
             .try_recv()
@@ -1909,15 +1930,15 @@ mod tests {
     async fn a_session_expires_at_its_deadline_and_an_offset_commit_counts_as_a_heartbeat() {
         let dir = tempfile::tempdir().unwrap();
         let topics = registry(dir.path());
-        let c = coordinator(&topics);
+        let (c, clock) = coordinator(&topics);
         let t = topics
             .create("t", 1, BTreeMap::new(), false)
             .expect("topic created");
         lead(&t);
         let a = stable_member(&c, &topics, 400);
         // Stable: the leader's sync completed the rebalance.
-        std::thread::sleep(Duration::from_millis(200));
-        let committed = Instant::now();
+        clock.advance(Duration::from_millis(200));
+        let committed = clock.now();
         let (codes, _) = c.commit_offsets(
             &topics,
             "g",
@@ -1929,12 +1950,43 @@ mod tests {
         assert_eq!(codes, vec![ErrorCode::None]);
         // The timer's next wake-up is the session deadline counted from the commit.
         let next = c.tick(&topics).expect("the session deadline is ahead");
-        let deadline = committed + Duration::from_millis(400);
-        assert!(next >= deadline && next <= deadline + Duration::from_millis(20));
+        assert_eq!(next, committed + Duration::from_millis(400));
+        clock.advance(Duration::from_millis(399));
+        c.tick(&topics);
         assert_eq!(c.delete_group(&topics, "g"), ErrorCode::NonEmptyGroup);
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        clock.advance(Duration::from_millis(1));
         c.tick(&topics);
         // At the deadline, not a timer tick later: the group can be deleted at once.
         assert_eq!(c.delete_group(&topics, "g"), ErrorCode::None);
+    }
+
+    /// A five-minute rebalance timeout, run in test time: a leader that never sends its
+    /// assignment holds the group in CompletingRebalance exactly until the timeout, then
+    /// the group rebalances again (Kafka's `onCompleteJoin` sync timer).
+    #[tokio::test]
+    async fn a_leader_that_never_syncs_is_timed_out_at_its_rebalance_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = registry(dir.path());
+        let (c, clock) = coordinator(&topics);
+        // Sessions longer than the rebalance timeout (300 s in `params`), so only the
+        // rebalance timer can fire.
+        let first = ready(c.join(&topics, params("", None, 600_000)));
+        let joined = ready(c.join(&topics, params(&first.member_id, None, 600_000)));
+        assert_eq!(joined.error, ErrorCode::None);
+        let state = || c.describe("g").expect("group exists").state;
+        assert_eq!(state(), GroupState::CompletingRebalance);
+        let next = c.tick(&topics).expect("the rebalance deadline is ahead");
+        assert_eq!(next, clock.now() + Duration::from_secs(300));
+        clock.advance(Duration::from_millis(299_999));
+        c.tick(&topics);
+        assert_eq!(state(), GroupState::CompletingRebalance);
+        clock.advance(Duration::from_millis(1));
+        c.tick(&topics);
+        assert_eq!(state(), GroupState::PreparingRebalance);
+        // The late sync is told to rejoin.
+        let Pending::Ready(r) = sync(&c, &topics, &joined) else {
+            panic!("a sync during a rebalance is answered at once")
+        };
+        assert_eq!(r.error, ErrorCode::RebalanceInProgress);
     }
 }

@@ -24,10 +24,8 @@ use super::{ready, str_bytes, ResponseFuture};
 use crate::authz::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::authz::Ctx;
 use crate::broker::Broker;
-use crate::config::{
-    broker_config_entries, is_dynamic_broker_key, is_ignored_dynamic_key, topic_config_default,
-    topic_config_names, topic_config_type, validate_topic_config,
-};
+use crate::config::describe::{self, Described};
+use crate::config::{keys, topic_config_default, validate_topic_config};
 use crate::error::{BrokerError, ErrorCode};
 use crate::groups::group_configs;
 
@@ -35,9 +33,6 @@ const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const RESOURCE_GROUP: i8 = 32;
 /// Kafka's ConfigSource values.
-const SOURCE_TOPIC: i8 = 1;
-const SOURCE_DYNAMIC_BROKER: i8 = 2;
-const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 const SOURCE_GROUP: i8 = 8;
 
@@ -73,6 +68,49 @@ fn check_group_name(name: &str) -> Result<(), BrokerError> {
         ));
     }
     Ok(())
+}
+
+/// What a DescribeConfigs request asks besides values.
+#[derive(Clone, Copy)]
+struct Asked {
+    synonyms: bool,
+    documentation: bool,
+    version: i16,
+}
+
+/// One broker or topic entry from the config table's description.
+fn described_entry(d: &Described, asked: Asked) -> DescribeConfigsResourceResult {
+    let mut entry = DescribeConfigsResourceResult::default()
+        .with_name(str_bytes(&d.name))
+        .with_value(d.value.as_deref().map(str_bytes))
+        .with_config_source(d.source.code())
+        .with_read_only(d.read_only)
+        .with_is_sensitive(d.sensitive);
+    if asked.synonyms {
+        entry = entry.with_synonyms(
+            d.synonyms
+                .iter()
+                .map(|s| {
+                    DescribeConfigsSynonym::default()
+                        .with_name(str_bytes(&s.name))
+                        .with_value(s.value.as_deref().map(str_bytes))
+                        .with_source(s.source.code())
+                })
+                .collect(),
+        );
+    }
+    if asked.version >= 3 {
+        entry = entry.with_config_type(d.config_type);
+        if asked.documentation && !d.doc.is_empty() {
+            entry = entry.with_documentation(Some(str_bytes(d.doc)));
+        }
+    }
+    entry
+}
+
+/// Only the keys asked for (None: all).
+fn wanted(keys: Option<&Vec<StrBytes>>, name: &str) -> bool {
+    keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == name))
 }
 
 /// A group's configs (Kafka 4.0 GroupConfig): its overrides, else the defaults. As in
@@ -163,8 +201,7 @@ fn describe_topic(
     broker: &Broker,
     name: &str,
     keys: Option<&Vec<StrBytes>>,
-    synonyms: bool,
-    v: i16,
+    asked: Asked,
 ) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
     let topic = broker.topics.get(name).ok_or_else(|| {
         BrokerError::new(
@@ -172,19 +209,14 @@ fn describe_topic(
             format!("topic '{name}' does not exist"),
         )
     })?;
-    Ok(topic_config_names()
-        .filter(|k| keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == *k)))
-        .filter_map(|k| {
-            let (value, source) = match topic.configs.get(k) {
-                Some(v) => (v.clone(), SOURCE_TOPIC),
-                None => (
-                    topic_config_default(k, &broker.topics.effective_config())?,
-                    SOURCE_DEFAULT,
-                ),
-            };
-            let config_type = (v >= 3).then(|| topic_config_type(k));
-            Some(config_entry(k, Some(&value), source, synonyms, config_type))
-        })
+    let (c, dynamic) = (
+        broker.topics.effective_config(),
+        broker.topics.dynamic_configs(),
+    );
+    Ok(describe::topic(&c, &dynamic, &topic.configs)
+        .iter()
+        .filter(|d| wanted(keys, &d.name))
+        .map(|d| described_entry(d, asked))
         .collect())
 }
 
@@ -192,43 +224,17 @@ fn describe_broker(
     broker: &Broker,
     name: &str,
     keys: Option<&Vec<StrBytes>>,
-    synonyms: bool,
+    asked: Asked,
 ) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
-    if !name.is_empty() && name != broker.node_id().to_string() {
-        return Err(BrokerError::new(
-            ErrorCode::InvalidRequest,
-            format!("broker '{name}' is not this broker ({})", broker.node_id()),
-        ));
-    }
-    let dynamic = broker.topics.dynamic_configs();
-    let mut entries = broker_config_entries(&broker.topics.effective_config());
-    // Keys Runnel stores without acting on are reported as set, as Kafka reports them.
-    for (k, v) in dynamic.iter().filter(|(k, _)| is_ignored_dynamic_key(k)) {
-        match entries.iter_mut().find(|(key, _, _)| key == k) {
-            Some(entry) => entry.1 = v.clone(),
-            None => entries.push((k.clone(), v.clone(), true)),
-        }
-    }
-    Ok(entries
-        .into_iter()
-        .filter(|(k, _, _)| keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == k)))
-        .map(|(k, value, explicit)| {
-            let source = if dynamic.contains_key(&k) {
-                SOURCE_DYNAMIC_BROKER
-            } else if explicit {
-                SOURCE_STATIC_BROKER
-            } else {
-                SOURCE_DEFAULT
-            };
-            // Kafka never sends passwords back: PASSWORD keys are sensitive, value null.
-            let sensitive =
-                k.ends_with(".password") || k == "sasl.jaas.config" || k == "ssl.keystore.key";
-            let value = (!sensitive).then_some(value.as_str());
-            config_entry(&k, value, source, synonyms, None)
-                .with_is_sensitive(sensitive)
-                // Only the dynamic keys change without a restart.
-                .with_read_only(!is_dynamic_broker_key(&k))
-        })
+    check_broker_name(broker, name)?;
+    let (c, dynamic) = (
+        broker.topics.effective_config(),
+        broker.topics.dynamic_configs(),
+    );
+    Ok(describe::broker(&c, &dynamic)
+        .iter()
+        .filter(|d| wanted(keys, &d.name))
+        .map(|d| described_entry(d, asked))
         .collect())
 }
 
@@ -238,6 +244,11 @@ pub fn describe_configs(
     az: &Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: DescribeConfigsRequest = decode_body(&req.body, req.api_version)?;
+    let asked = Asked {
+        synonyms: body.include_synonyms,
+        documentation: body.include_documentation,
+        version: req.api_version,
+    };
     let results = body
         .resources
         .iter()
@@ -251,16 +262,8 @@ pub fn describe_configs(
                 Operation::DescribeConfigs,
             )
             .and_then(|()| match r.resource_type {
-                RESOURCE_TOPIC => describe_topic(
-                    broker,
-                    &r.resource_name,
-                    keys,
-                    body.include_synonyms,
-                    req.api_version,
-                ),
-                RESOURCE_BROKER => {
-                    describe_broker(broker, &r.resource_name, keys, body.include_synonyms)
-                }
+                RESOURCE_TOPIC => describe_topic(broker, &r.resource_name, keys, asked),
+                RESOURCE_BROKER => describe_broker(broker, &r.resource_name, keys, asked),
                 RESOURCE_GROUP => describe_group(
                     broker,
                     &r.resource_name,
@@ -470,7 +473,7 @@ pub fn incremental_alter_configs(
                                 configs.remove(&key);
                             }
                             OP_APPEND | OP_SUBTRACT => {
-                                if topic_config_type(&key) != 7 {
+                                if !keys::topic_key(&key).is_some_and(|d| d.kind.is_list()) {
                                     return Err(BrokerError::new(ErrorCode::InvalidConfig, format!("'{key}' is not a list; APPEND and SUBTRACT apply to list configs only")));
                                 }
                                 let mut items: Vec<String> = current().split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();

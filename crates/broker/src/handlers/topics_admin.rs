@@ -17,12 +17,7 @@ use super::{str_bytes, ResponseFuture};
 use crate::authz::acl::{Operation, ResourceType};
 use crate::authz::denied_error;
 use crate::broker::Broker;
-use crate::config::{topic_config_default, topic_config_names};
 use crate::error::{BrokerError, ErrorCode};
-
-/// Kafka's ConfigSource values.
-const SOURCE_TOPIC: i8 = 1;
-const SOURCE_DEFAULT: i8 = 5;
 
 pub fn create(
     broker: &Arc<Broker>,
@@ -353,21 +348,19 @@ fn validate_one(
 }
 
 fn describe_configs(broker: &Broker, set: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
-    topic_config_names()
-        .filter_map(|k| {
-            let (value, source) = match set.get(k) {
-                Some(v) => (v.clone(), SOURCE_TOPIC),
-                None => (
-                    topic_config_default(k, &broker.topics.effective_config())?,
-                    SOURCE_DEFAULT,
-                ),
-            };
-            Some(
-                CreatableTopicConfigs::default()
-                    .with_name(str_bytes(k))
-                    .with_value(Some(str_bytes(&value)))
-                    .with_config_source(source),
-            )
+    let (c, dynamic) = (
+        broker.topics.effective_config(),
+        broker.topics.dynamic_configs(),
+    );
+    crate::config::describe::topic(&c, &dynamic, set)
+        .into_iter()
+        .map(|d| {
+            CreatableTopicConfigs::default()
+                .with_name(str_bytes(&d.name))
+                .with_value(d.value.as_deref().map(str_bytes))
+                .with_config_source(d.source.code())
+                .with_read_only(d.read_only)
+                .with_is_sensitive(d.sensitive)
         })
         .collect()
 }

@@ -20,9 +20,7 @@ use super::prometheus::{self, LagSample, PartitionSample, Snapshot};
 use super::{ApiError, HttpState};
 use crate::authz::acl::{Operation, ResourceType};
 use crate::broker::Broker;
-use crate::config::{
-    is_dynamic_broker_key, topic_config_default, topic_config_names, BrokerConfig,
-};
+use crate::config::describe::{self, Described};
 use crate::partition::Partition;
 use crate::topics::{validate_topic_name, Topic};
 
@@ -556,179 +554,15 @@ pub struct ConfigEntry {
     sensitive: bool,
 }
 
-/// The broker's effective settings (Kafka key names), `c` with the dynamic overrides
-/// (`dynamic`) applied.
-fn broker_entries(c: &BrokerConfig, dynamic: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
-    let d = &c.log_defaults;
-    let g = &c.groups;
-    let mut values: BTreeMap<&str, Option<String>> = BTreeMap::from([
-        ("node.id", Some(c.node_id.to_string())),
-        (
-            "http.listeners",
-            Some(c.http_listener.map(|a| a.to_string()).unwrap_or_default()),
-        ),
-        (
-            "log.dirs",
-            Some(
-                c.log_dirs
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-        ),
-        ("num.partitions", Some(c.num_partitions.to_string())),
-        (
-            "default.replication.factor",
-            Some(c.default_replication_factor.to_string()),
-        ),
-        (
-            "auto.create.topics.enable",
-            Some(c.auto_create_topics.to_string()),
-        ),
-        (
-            "delete.topic.enable",
-            Some(c.delete_topic_enable.to_string()),
-        ),
-        ("message.max.bytes", Some(d.max_message_bytes.to_string())),
-        (
-            "socket.request.max.bytes",
-            Some(c.socket_request_max_bytes.to_string()),
-        ),
-        ("log.segment.bytes", Some(d.segment_bytes.to_string())),
-        ("log.roll.ms", Some(d.segment_ms.to_string())),
-        ("log.retention.ms", Some(d.retention_ms.to_string())),
-        ("log.retention.bytes", Some(d.retention_bytes.to_string())),
-        (
-            "log.retention.check.interval.ms",
-            Some(c.retention_check_interval_ms.to_string()),
-        ),
-        (
-            "log.cleaner.backoff.ms",
-            Some(c.cleaner_backoff_ms.to_string()),
-        ),
-        (
-            "log.index.interval.bytes",
-            Some(d.index_interval_bytes.to_string()),
-        ),
-        (
-            "log.message.timestamp.type",
-            topic_config_default("message.timestamp.type", c),
-        ),
-        (
-            "log.flush.interval.messages",
-            Some(d.flush_messages.to_string()),
-        ),
-        (
-            "log.flush.interval.ms",
-            c.flush_interval_ms.map(|v| v.to_string()),
-        ),
-        (
-            "log.flush.on.acks.all",
-            Some(c.flush_on_acks_all.to_string()),
-        ),
-        (
-            "min.insync.replicas",
-            Some(c.min_insync_replicas.to_string()),
-        ),
-        ("broker.rack", c.rack.clone()),
-        (
-            "group.initial.rebalance.delay.ms",
-            Some(g.initial_rebalance_delay_ms.to_string()),
-        ),
-        (
-            "group.min.session.timeout.ms",
-            Some(g.min_session_timeout_ms.to_string()),
-        ),
-        (
-            "group.max.session.timeout.ms",
-            Some(g.max_session_timeout_ms.to_string()),
-        ),
-        (
-            "group.consumer.heartbeat.interval.ms",
-            Some(g.consumer_heartbeat_interval_ms.to_string()),
-        ),
-        (
-            "group.consumer.session.timeout.ms",
-            Some(g.consumer_session_timeout_ms.to_string()),
-        ),
-        (
-            "offsets.retention.minutes",
-            Some((g.offsets_retention_ms / 60_000).to_string()),
-        ),
-        (
-            "offsets.topic.num.partitions",
-            Some(g.offsets_topic_partitions.to_string()),
-        ),
-        (
-            "offset.metadata.max.bytes",
-            Some(g.offset_metadata_max_bytes.to_string()),
-        ),
-        (
-            "transaction.max.timeout.ms",
-            Some(c.txn.max_timeout_ms.to_string()),
-        ),
-        (
-            "transaction.state.log.num.partitions",
-            Some(c.txn.partitions.to_string()),
-        ),
-        (
-            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
-            Some(c.txn.abort_check_interval_ms.to_string()),
-        ),
-    ]);
-    for (k, v) in c.listeners.describe() {
-        values.insert(k, Some(v));
-    }
-    // Keys set that the table above does not derive (accepted without effect, or the
-    // coarser units of retention and roll) are reported as given.
-    for (k, v) in &c.explicit {
-        values.entry(k.as_str()).or_insert_with(|| Some(v.clone()));
-    }
-    values
-        .into_iter()
-        .map(|(k, v)| ConfigEntry {
-            name: k.to_string(),
-            value: v,
-            source: broker_source(c, dynamic, &[k]),
-            read_only: !is_dynamic_broker_key(k),
-            sensitive: false,
-        })
-        .collect()
-}
-
-/// Where a broker setting (known under any of `keys`) comes from.
-fn broker_source(
-    c: &BrokerConfig,
-    dynamic: &BTreeMap<String, String>,
-    keys: &[&str],
-) -> &'static str {
-    if keys.iter().any(|k| dynamic.contains_key(*k)) {
-        "DYNAMIC_BROKER_CONFIG"
-    } else if keys.iter().any(|k| c.explicit.contains_key(*k)) {
-        "STATIC_BROKER_CONFIG"
-    } else {
-        "DEFAULT_CONFIG"
-    }
-}
-
-/// The broker keys whose value a topic config defaults to.
-fn broker_synonyms(topic_key: &str) -> &'static [&'static str] {
-    match topic_key {
-        "retention.ms" => &[
-            "log.retention.ms",
-            "log.retention.minutes",
-            "log.retention.hours",
-        ],
-        "retention.bytes" => &["log.retention.bytes"],
-        "segment.bytes" => &["log.segment.bytes"],
-        "segment.ms" => &["log.roll.ms", "log.roll.hours"],
-        "max.message.bytes" => &["message.max.bytes"],
-        "index.interval.bytes" => &["log.index.interval.bytes"],
-        "flush.messages" => &["log.flush.interval.messages"],
-        "message.timestamp.type" => &["log.message.timestamp.type"],
-        "min.insync.replicas" => &["min.insync.replicas"],
-        _ => &[],
+impl From<Described> for ConfigEntry {
+    fn from(d: Described) -> Self {
+        ConfigEntry {
+            name: d.name,
+            value: d.value,
+            source: d.source.name(),
+            read_only: d.read_only,
+            sensitive: d.sensitive,
+        }
     }
 }
 
@@ -747,7 +581,10 @@ pub async fn broker_configs(State(s): State<HttpState>, q: MaybeQuery) -> ApiRes
     let dynamic = s.broker.topics.dynamic_configs();
     Ok(Json(json!({
         "node_id": c.node_id,
-        "configs": broker_entries(&c, &dynamic),
+        "configs": describe::broker(&c, &dynamic)
+            .into_iter()
+            .map(ConfigEntry::from)
+            .collect::<Vec<_>>(),
     })))
 }
 
@@ -787,35 +624,10 @@ pub async fn topic_configs(
         .ok_or_else(|| unknown_topic(&name))?;
     let c = s.broker.topics.effective_config();
     let dynamic = s.broker.topics.dynamic_configs();
-    let mut entries: Vec<ConfigEntry> = topic_config_names()
-        .map(|k| match t.configs.get(k) {
-            Some(v) => ConfigEntry {
-                name: k.into(),
-                value: Some(v.clone()),
-                source: "DYNAMIC_TOPIC_CONFIG",
-                read_only: false,
-                sensitive: false,
-            },
-            None => ConfigEntry {
-                name: k.into(),
-                value: topic_config_default(k, &c),
-                source: broker_source(&c, &dynamic, broker_synonyms(k)),
-                read_only: false,
-                sensitive: false,
-            },
-        })
+    let entries: Vec<ConfigEntry> = describe::topic(&c, &dynamic, &t.configs)
+        .into_iter()
+        .map(ConfigEntry::from)
         .collect();
-    for (k, v) in &t.configs {
-        if !entries.iter().any(|e| &e.name == k) {
-            entries.push(ConfigEntry {
-                name: k.clone(),
-                value: Some(v.clone()),
-                source: "DYNAMIC_TOPIC_CONFIG",
-                read_only: false,
-                sensitive: false,
-            });
-        }
-    }
     Ok(Json(json!({ "topic": name, "configs": entries })))
 }
 

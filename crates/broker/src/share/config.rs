@@ -36,11 +36,6 @@ impl Default for ShareConfig {
     }
 }
 
-/// Whether `key` is one of ours.
-pub fn is_share_key(key: &str) -> bool {
-    key.starts_with("group.share.") || key.starts_with("share.coordinator.")
-}
-
 fn int_between(v: &str, min: i64, max: i64) -> Result<i32, String> {
     let n: i64 = v
         .trim()

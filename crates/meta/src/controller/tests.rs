@@ -44,16 +44,6 @@ fn apply(img: &mut ClusterImage, records: &[MetadataRecord]) {
 }
 
 #[test]
-fn cluster_ids_look_like_kafkas() {
-    let a = new_cluster_id();
-    assert_eq!(a.len(), 22);
-    assert!(a
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-    assert_ne!(a, new_cluster_id());
-}
-
-#[test]
 fn fencing_moves_leadership_to_the_first_live_isr_replica() {
     let mut img = image_with(
         3,
