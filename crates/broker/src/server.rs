@@ -16,7 +16,7 @@ use bytes::Bytes;
 use runnel_protocol::frame::frame_body_len;
 use runnel_protocol::kp::messages::ApiKey;
 use runnel_protocol::{parse_request, DecodeError};
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -386,7 +386,7 @@ async fn serve_connection_inner<R, W>(
     mut conn: Conn,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: crate::response::ResponseSink + 'static,
 {
     let peer = conn.peer;
     let limits = &broker.config.limits;
@@ -427,14 +427,20 @@ async fn serve_connection_inner<R, W>(
             // The request's bytes count against the memory bounds until it is answered.
             drop(held);
             match bytes {
-                Some(b) if b.is_empty() => {
+                Some(r) if r.is_empty() => {
                     // handlers::UNENCODABLE: an answer is missing; a client would take
                     // the next response for it, so the connection ends here (logged
                     // where the encoding failed).
                     break;
                 }
-                Some(b) => {
-                    if write_half.write_all(&b).await.is_err() {
+                Some(r) => {
+                    if let Err(e) = r.write_to(&mut write_half).await {
+                        // A segment cut under a fetch's feet (a follower's truncation)
+                        // leaves the response short of what its framing promised: the
+                        // connection ends, as in Kafka.
+                        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                            tracing::warn!(%peer, error = %e, "closing connection");
+                        }
                         return;
                     }
                 }
