@@ -16,7 +16,7 @@ use bytes::Bytes;
 use runnel_protocol::frame::frame_body_len;
 use runnel_protocol::kp::messages::ApiKey;
 use runnel_protocol::{parse_request, DecodeError};
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -62,6 +62,9 @@ impl Conn {
 
 /// How much of a frame is claimed and read at a time.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Frames up to this size are claimed and allocated whole when their first byte arrives.
+const WHOLE_FRAME_BYTES: usize = 1024 * 1024;
 
 pub struct Server {
     broker: Arc<Broker>,
@@ -553,9 +556,23 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
             .await
             .map_err(|e| format!("truncated frame size: {e}"))?;
         let len = frame_body_len(prefix, limits.max_frame).map_err(|e| e.to_string())?;
-        let mut body: Vec<u8> = Vec::with_capacity(len.min(READ_CHUNK));
+        // A frame of up to WHOLE_FRAME_BYTES (a produce request as clients batch them) is
+        // claimed and allocated whole once its first byte is here: growing it by doubling
+        // copied each frame most of a time over (a third of the produce path's CPU went
+        // to that copy and the page faults of its fresh memory). A larger frame grows a
+        // claimed chunk at a time as its bytes arrive.
+        let step = if len <= WHOLE_FRAME_BYTES {
+            reader
+                .fill_buf()
+                .await
+                .map_err(|e| format!("truncated frame of {len} bytes: {e}"))?;
+            len
+        } else {
+            READ_CHUNK
+        };
+        let mut body: Vec<u8> = Vec::new();
         while body.len() < len {
-            let want = (len - body.len()).min(READ_CHUNK);
+            let want = (len - body.len()).min(step);
             budget.claim(held, want).await;
             if body.capacity() - body.len() < want {
                 // Double, but never past the frame's length.

@@ -231,10 +231,8 @@ pub fn stored_header(
     };
     head[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
     if head[CRC_START..] != b[CRC_START..BATCH_HEADER_BYTES] {
-        let crc = crc32c::crc32c_append(
-            crc32c::crc32c(&head[CRC_START..]),
-            &b[BATCH_HEADER_BYTES..],
-        );
+        let crc =
+            crc32c::crc32c_append(crc32c::crc32c(&head[CRC_START..]), &b[BATCH_HEADER_BYTES..]);
         head[17..21].copy_from_slice(&crc.to_be_bytes());
     }
     head
@@ -639,7 +637,10 @@ pub(crate) mod tests {
         assert_eq!(same, patched);
         // A new max timestamp, and LogAppendTime: both re-compute the CRC.
         let fixed = validate_batch(&stored(h.max_timestamp + 5, None)).unwrap();
-        assert_eq!((fixed.base_offset, fixed.max_timestamp), (500, h.max_timestamp + 5));
+        assert_eq!(
+            (fixed.base_offset, fixed.max_timestamp),
+            (500, h.max_timestamp + 5)
+        );
         let mut lat = b.clone();
         patch_offset_and_epoch(&mut lat, 500, 7);
         set_log_append_time(&mut lat, 99);

@@ -40,10 +40,7 @@ impl OffsetIndex {
     /// (0 when none is indexed there): where a scan for the batch boundaries before a
     /// byte limit may start.
     pub fn batch_start_at_or_before(&self, position: u64) -> u64 {
-        match self
-            .entries
-            .partition_point(|&(_, p)| p as u64 <= position)
-        {
+        match self.entries.partition_point(|&(_, p)| p as u64 <= position) {
             0 => 0,
             i => self.entries[i - 1].1 as u64,
         }

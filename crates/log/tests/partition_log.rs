@@ -138,7 +138,11 @@ fn expected_read(all: &[u8], offset: i64, max_bytes: usize, upper: i64, min_one:
                 break;
             }
             start = Some(at);
-            end = if min_one || h.total_size() <= max_bytes { next } else { at };
+            end = if min_one || h.total_size() <= max_bytes {
+                next
+            } else {
+                at
+            };
             if end == at {
                 break;
             }
@@ -165,8 +169,12 @@ fn reads_end_at_whole_batches_within_the_limit_and_below_the_bound() {
     };
     let mut log = PartitionLog::open(dir.path(), config, 0).unwrap();
     for i in 0..60 {
-        log.append(&mut batch("w", 1 + (i * 5) % 7, 1000 + i as i64, -1, -1), 0, 0)
-            .unwrap();
+        log.append(
+            &mut batch("w", 1 + (i * 5) % 7, 1000 + i as i64, -1, -1),
+            0,
+            0,
+        )
+        .unwrap();
     }
     let end = log.log_end_offset();
     let all = log.read(0, 1 << 30, i64::MAX, true).unwrap().records;

@@ -656,8 +656,8 @@ mod tests {
                 FetchResponse::default()
                     .with_session_id(if version >= 7 { 7 } else { 0 })
                     .with_responses(vec![topic.with_partitions(vec![
-                            part(0, Some(records(0))),
-                            part(1, Some(Bytes::new())),
+                        part(0, Some(records(0))),
+                        part(1, Some(Bytes::new())),
                         part(2, Some(records(1))),
                     ])])
             };

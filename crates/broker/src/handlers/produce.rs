@@ -246,12 +246,11 @@ fn append(
     }
     // KIP-467: a batch refused for some of its records names them. The batch is
     // written from the request's bytes (the log copies only its header).
-    let written = broker.append_as_leader(p, |log, epoch| {
-        match log.append(records, epoch, now_ms()) {
+    let written =
+        broker.append_as_leader(p, |log, epoch| match log.append(records, epoch, now_ms()) {
             Err(runnel_log::LogError::RecordErrors { record_errors, .. }) => Ok(Err(record_errors)),
             other => other.map(Ok),
-        }
-    })?;
+        })?;
     written.map_err(|errors| BrokerError::records(ErrorCode::InvalidRecord, errors))
 }
 
