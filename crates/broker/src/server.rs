@@ -63,6 +63,9 @@ impl Conn {
 /// How much of a frame is claimed and read at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The connection's read buffer.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// Frames up to this size are claimed and allocated whole when their first byte arrives.
 const WHOLE_FRAME_BYTES: usize = 1024 * 1024;
 
@@ -399,7 +402,10 @@ async fn serve_connection_inner<R, W>(
         frame: Duration::from_millis(limits.request_read_timeout_ms),
     };
     let budget = broker.connections.budget();
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    // Small: whatever it holds of a large frame is copied into the frame once more,
+    // while the rest goes straight from the socket into the frame (read_frame); 16 KiB
+    // still holds many pipelined small requests.
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
     let sasl = broker
         .config
         .security
