@@ -23,6 +23,7 @@ pub mod mirror;
 pub mod partition;
 pub mod quota;
 pub mod replication;
+pub mod response;
 pub mod security;
 pub mod server;
 pub mod share;

@@ -205,20 +205,45 @@ pub fn patch_offset_and_epoch(b: &mut [u8], base_offset: i64, leader_epoch: i32)
     b[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
+/// The header of the valid batch `b` as it is stored: `b`'s first
+/// [`BATCH_HEADER_BYTES`] with the base offset and leader epoch set, the max timestamp
+/// set to `max_timestamp` (the validator's normalisation), and with `log_append_time`
+/// the batch marked LogAppendTime at that time. The CRC is re-computed when a field
+/// under it changed. The records after the header are written from `b` as they are:
+/// an append copies 61 bytes, never the batch.
+pub fn stored_header(
+    b: &[u8],
+    base_offset: i64,
+    leader_epoch: i32,
+    max_timestamp: i64,
+    log_append_time: Option<i64>,
+) -> [u8; BATCH_HEADER_BYTES] {
+    let mut head = [0u8; BATCH_HEADER_BYTES];
+    head.copy_from_slice(&b[..BATCH_HEADER_BYTES]);
+    patch_offset_and_epoch(&mut head, base_offset, leader_epoch);
+    let max_timestamp = match log_append_time {
+        Some(now_ms) => {
+            let attrs = be_i16(&head, 21) | ATTR_TIMESTAMP_TYPE;
+            head[21..23].copy_from_slice(&attrs.to_be_bytes());
+            now_ms
+        }
+        None => max_timestamp,
+    };
+    head[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    if head[CRC_START..] != b[CRC_START..BATCH_HEADER_BYTES] {
+        let crc =
+            crc32c::crc32c_append(crc32c::crc32c(&head[CRC_START..]), &b[BATCH_HEADER_BYTES..]);
+        head[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+    head
+}
+
 /// Marks a batch LogAppendTime with `now_ms` as its max timestamp and re-computes the CRC,
 /// which both fields are under (Kafka does the same).
 pub fn set_log_append_time(b: &mut [u8], now_ms: i64) {
     let attrs = be_i16(b, 21) | ATTR_TIMESTAMP_TYPE;
     b[21..23].copy_from_slice(&attrs.to_be_bytes());
     b[35..43].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&b[CRC_START..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-}
-
-/// Sets a batch's max timestamp and re-computes the CRC (the validator's rewrite of a
-/// max timestamp that does not match the records).
-pub fn set_max_timestamp(b: &mut [u8], max_timestamp: i64) {
-    b[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
     let crc = crc32c::crc32c(&b[CRC_START..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
 }
@@ -591,5 +616,35 @@ pub(crate) mod tests {
         let h = validate_batch(&b).unwrap();
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 99);
+    }
+
+    /// The stored header written in front of a batch's untouched records is the header
+    /// the batch would have after patching it in place (offsets, epoch, timestamps, CRC),
+    /// so what lands on disk is a valid batch.
+    #[test]
+    fn stored_headers_equal_the_batch_patched_in_place() {
+        let b = make_batch(&[b"x", b"yy", b"zzz"], 1, 0, -1, -1, -1);
+        let stored = |max_ts, lat| {
+            let mut out = stored_header(&b, 500, 7, max_ts, lat).to_vec();
+            out.extend_from_slice(&b[BATCH_HEADER_BYTES..]);
+            out
+        };
+        let h = validate_batch(&b).unwrap();
+        // Nothing under the CRC changes: the CRC is the client's.
+        let same = stored(h.max_timestamp, None);
+        let mut patched = b.clone();
+        patch_offset_and_epoch(&mut patched, 500, 7);
+        assert_eq!(same, patched);
+        // A new max timestamp, and LogAppendTime: both re-compute the CRC.
+        let fixed = validate_batch(&stored(h.max_timestamp + 5, None)).unwrap();
+        assert_eq!(
+            (fixed.base_offset, fixed.max_timestamp),
+            (500, h.max_timestamp + 5)
+        );
+        let mut lat = b.clone();
+        patch_offset_and_epoch(&mut lat, 500, 7);
+        set_log_append_time(&mut lat, 99);
+        assert_eq!(stored(h.max_timestamp, Some(99)), lat);
+        validate_batch(&lat).unwrap();
     }
 }

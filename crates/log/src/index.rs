@@ -33,6 +33,16 @@ impl OffsetIndex {
             i => self.entries[i - 1].1,
         }
     }
+
+    /// The file position of the last indexed batch starting at or before `position`
+    /// (0 when none is indexed there): where a scan for the batch boundaries before a
+    /// byte limit may start.
+    pub fn batch_start_at_or_before(&self, position: u64) -> u64 {
+        match self.entries.partition_point(|&(_, p)| p as u64 <= position) {
+            0 => 0,
+            i => self.entries[i - 1].1 as u64,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]

@@ -29,6 +29,7 @@ pub use dir_lock::DirLock;
 pub use error::LogError;
 pub use partition_log::{AppendOrigin, AppendResult, PartitionLog, ReadResult};
 pub use producer_state::{AbortedTxn, ProducerEntry, MAX_CACHED_BATCHES_PER_PRODUCER};
+pub use segment::FileSlice;
 pub use validator::ValidationContext;
 
 /// Kafka's "no value" marker for producer ids, epochs, sequences and timestamps.

@@ -11,13 +11,13 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
+use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::cleaner::{self, CompactionConfig, CompactionStats, RecordCodec};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{LogError, Result};
 use crate::index::write_atomically;
 use crate::producer_state::{ProducerEntry, ProducerStateManager, SequenceCheck};
-use crate::segment::{LogSegment, ScanPolicy};
+use crate::segment::{FileSlice, LogSegment, ScanPolicy};
 use crate::validator::{self, ValidationContext};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
@@ -348,7 +348,7 @@ impl PartitionLog {
     /// from the log end; `leader_epoch` is stamped on every batch.
     pub fn append(
         &mut self,
-        records: &mut [u8],
+        records: &[u8],
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendResult> {
@@ -359,7 +359,7 @@ impl PartitionLog {
     /// offset commits): no sequence numbers to check, but an older epoch is still fenced.
     pub fn append_from(
         &mut self,
-        records: &mut [u8],
+        records: &[u8],
         leader_epoch: i32,
         now_ms: i64,
         origin: AppendOrigin,
@@ -383,7 +383,7 @@ impl PartitionLog {
         };
         let mut headers = Vec::with_capacity(ranges.len());
         for r in &ranges {
-            let h = validator::validate(&mut records[r.clone()], &ctx)?;
+            let h = validator::validate(&records[r.clone()], &ctx)?;
             if h.has_producer_id() && origin == AppendOrigin::Coordinator {
                 if let Some(entry) = self.producers.get(h.producer_id) {
                     if h.producer_epoch < entry.epoch {
@@ -417,19 +417,31 @@ impl PartitionLog {
         let mut next = base_offset;
         let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
         let mut record_count = 0i64;
+        // Each batch is written as its stored header (a 61-byte copy with the offsets,
+        // epoch and timestamps set) and its records straight from `records`.
+        let mut heads = Vec::with_capacity(ranges.len());
         for (r, h) in ranges.iter().zip(headers.iter_mut()) {
-            let b = &mut records[r.clone()];
-            batch::patch_offset_and_epoch(b, next, leader_epoch);
-            if log_append {
-                batch::set_log_append_time(b, now_ms);
-            }
-            *h = BatchHeader::parse(b)?;
+            let b = &records[r.clone()];
+            let head = batch::stored_header(
+                b,
+                next,
+                leader_epoch,
+                h.max_timestamp,
+                log_append.then_some(now_ms),
+            );
+            *h = BatchHeader::parse(&head)?;
             next = h.last_offset() + 1;
             record_count += h.record_count as i64;
+            heads.push(head);
         }
+        let parts: Vec<&[u8]> = ranges
+            .iter()
+            .zip(&heads)
+            .flat_map(|(r, head)| [&head[..], &records[r.start + BATCH_HEADER_BYTES..r.end]])
+            .collect();
         let index_interval = self.config.index_interval_bytes;
         self.active_mut()
-            .append(records, &headers, index_interval)?;
+            .append_parts(&parts, &headers, index_interval)?;
         self.next_offset = next;
         for h in &headers {
             if h.has_producer_id() {
@@ -733,6 +745,25 @@ impl PartitionLog {
         upper_bound: i64,
         min_one: bool,
     ) -> Result<ReadResult> {
+        let Some(slice) = self.read_slice(offset, max_bytes, upper_bound, min_one)? else {
+            return Ok(ReadResult::default());
+        };
+        let records = slice
+            .read_to_vec()
+            .map_err(|e| LogError::io(&self.dir, e))?;
+        Ok(ReadResult { records })
+    }
+
+    /// Like [`PartitionLog::read`], without reading the records: where they are in a
+    /// segment file, to be sent from there (or read) once the partition lock is released.
+    /// None when there is nothing to read.
+    pub fn read_slice(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one: bool,
+    ) -> Result<Option<FileSlice>> {
         self.check_online()?;
         if offset < self.log_start_offset || offset > self.next_offset {
             return Err(LogError::OffsetOutOfRange {
@@ -743,7 +774,7 @@ impl PartitionLog {
         }
         let upper_bound = upper_bound.min(self.next_offset);
         if offset >= upper_bound {
-            return Ok(ReadResult::default());
+            return Ok(None);
         }
         let mut found = None;
         for seg in self
@@ -759,31 +790,19 @@ impl PartitionLog {
             }
         }
         let Some((seg, pos, first)) = found else {
-            return Ok(ReadResult::default());
+            return Ok(None);
         };
         if first.base_offset >= upper_bound {
-            return Ok(ReadResult::default());
+            return Ok(None);
         }
-        let first_size = first.total_size();
-        let want = if first_size > max_bytes && min_one {
+        let first_size = first.total_size() as u64;
+        let want = if first_size > max_bytes as u64 && min_one {
             first_size
         } else {
-            max_bytes
+            max_bytes as u64
         };
-        let mut buf = seg.read_at(pos, want)?;
-        let mut end = 0usize;
-        while end + LOG_OVERHEAD <= buf.len() {
-            let h = match BatchHeader::parse(&buf[end..]) {
-                Ok(h) => h,
-                Err(_) => break,
-            };
-            if end + h.total_size() > buf.len() || h.base_offset >= upper_bound {
-                break;
-            }
-            end += h.total_size();
-        }
-        buf.truncate(end);
-        Ok(ReadResult { records: buf })
+        let end = seg.whole_batches_end(pos, pos.saturating_add(want), upper_bound)?;
+        Ok((end > pos).then(|| seg.slice(pos, end - pos)))
     }
 
     /// The first offset whose record timestamp is >= `timestamp`, with that timestamp

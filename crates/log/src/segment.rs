@@ -240,8 +240,20 @@ impl LogSegment {
         headers: &[BatchHeader],
         index_interval: u64,
     ) -> Result<()> {
+        self.append_parts(&[bytes], headers, index_interval)
+    }
+
+    /// Like [`LogSegment::append`], the bytes being `parts` one after the other (a
+    /// batch's stored header, then its records from the request): one `writev`, no
+    /// copy into a contiguous buffer first.
+    pub fn append_parts(
+        &mut self,
+        parts: &[&[u8]],
+        headers: &[BatchHeader],
+        index_interval: u64,
+    ) -> Result<()> {
         let start = self.size;
-        if let Err(e) = (&*self.file).write_all(bytes) {
+        if let Err(e) = write_all_parts(&self.file, parts) {
             let _ = self.file.set_len(start);
             return Err(LogError::io(&self.log_path, e));
         }
@@ -295,46 +307,62 @@ impl LogSegment {
         })
     }
 
-    /// Reads up to `len` bytes at `pos` (fewer at the end of the segment). The buffer is
-    /// not zero-filled first: on the fetch path that memset cost a third of the CPU.
-    pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>> {
-        use std::os::fd::AsRawFd;
-        let len = len.min(self.size.saturating_sub(pos) as usize);
-        let mut buf: Vec<u8> = Vec::with_capacity(len);
-        let mut filled = 0usize;
-        while filled < len {
-            let spare = buf.spare_capacity_mut();
-            // SAFETY: pread writes at most `len - filled` bytes into the spare capacity,
-            // which is at least that large; only the bytes it reports are then exposed.
-            let n = unsafe {
-                libc::pread(
-                    self.file.as_raw_fd(),
-                    spare.as_mut_ptr().cast::<libc::c_void>(),
-                    len - filled,
-                    (pos + filled as u64) as libc::off_t,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(LogError::io(&self.log_path, e));
+    /// Where the whole batches starting at `pos` (a batch boundary) end, taking as many
+    /// as fit before the byte position `limit` and stopping at the first batch whose
+    /// base offset is `upper_bound` or more. Reads batch headers only (a short scan from
+    /// the sparse index), never the records: a fetch sends them from the file.
+    pub fn whole_batches_end(&self, pos: u64, limit: u64, upper_bound: i64) -> Result<u64> {
+        let mut limit = limit.min(self.size);
+        if upper_bound < self.next_offset {
+            // The first batch holding `upper_bound` or later: a batch that starts below the
+            // bound is sent whole, one that starts at or past it is not.
+            if let Some((p, h)) = self.find(upper_bound)? {
+                let stop = if h.base_offset >= upper_bound {
+                    p
+                } else {
+                    p + h.total_size() as u64
+                };
+                limit = limit.min(stop);
             }
-            if n == 0 {
-                return Err(LogError::io(
-                    &self.log_path,
-                    std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "segment shorter than its recorded size",
-                    ),
-                ));
-            }
-            // SAFETY: the kernel initialised the first `n` spare bytes.
-            unsafe { buf.set_len(filled + n as usize) };
-            filled += n as usize;
         }
-        Ok(buf)
+        let mut end = pos.max(self.offset_index.batch_start_at_or_before(limit));
+        let mut head = [0u8; BATCH_HEADER_BYTES];
+        while end + BATCH_HEADER_BYTES as u64 <= limit {
+            self.file
+                .read_exact_at(&mut head, end)
+                .map_err(|e| LogError::io(&self.log_path, e))?;
+            let total = BatchHeader::parse(&head)?.total_size() as u64;
+            if end + total > limit {
+                break;
+            }
+            end += total;
+        }
+        Ok(end)
+    }
+
+    /// The bytes `[pos, pos + len)` of this segment, to be sent or read later, outside
+    /// the partition lock. `len` must lie within the segment.
+    pub fn slice(&self, pos: u64, len: u64) -> FileSlice {
+        assert!(
+            pos + len <= self.size,
+            "a slice [{pos}, {}) past the end {} of {}",
+            pos + len,
+            self.size,
+            self.log_path.display()
+        );
+        FileSlice {
+            file: self.file.clone(),
+            position: pos,
+            len: len as usize,
+        }
+    }
+
+    /// Reads up to `len` bytes at `pos` (fewer at the end of the segment).
+    pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>> {
+        let len = len.min(self.size.saturating_sub(pos) as usize);
+        self.slice(pos, len as u64)
+            .read_to_vec()
+            .map_err(|e| LogError::io(&self.log_path, e))
     }
 
     /// A handle for fsync outside the partition lock (group commit).
@@ -359,5 +387,93 @@ impl LogSegment {
 
     pub fn log_path(&self) -> &Path {
         &self.log_path
+    }
+}
+
+/// Writes every byte of `parts`, in order, with as few `writev` calls as the kernel
+/// allows (at most 1024 slices a call).
+fn write_all_parts(mut file: &File, parts: &[&[u8]]) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    const MAX_SLICES: usize = 1024;
+    for chunk in parts.chunks(MAX_SLICES) {
+        let mut slices: Vec<IoSlice<'_>> = chunk.iter().map(|p| IoSlice::new(p)).collect();
+        let mut left = &mut slices[..];
+        while !left.is_empty() {
+            match file.write_vectored(left) {
+                Ok(0) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        "the segment file took no bytes",
+                    ))
+                }
+                Ok(n) => IoSlice::advance_slices(&mut left, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A byte range of a segment file, held open: a fetch reads it (or sends it with
+/// `sendfile`) after the partition lock is released. The segment may be deleted
+/// meanwhile (the open file keeps its bytes); a follower's truncation may shorten it,
+/// which the reader sees as an early end of file.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub len: usize,
+}
+
+impl FileSlice {
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads the slice into memory. The buffer is not zero-filled first: on the fetch
+    /// path that memset cost a third of the CPU.
+    pub fn read_to_vec(&self) -> std::io::Result<Vec<u8>> {
+        let mut buf: Vec<u8> = Vec::with_capacity(self.len);
+        self.read_into(&mut buf, self.position, self.len)?;
+        Ok(buf)
+    }
+
+    /// Appends `len` bytes of the file at `position` to `buf` (pread, no zero-fill).
+    /// The file ending first is an `UnexpectedEof` error.
+    pub fn read_into(&self, buf: &mut Vec<u8>, position: u64, len: usize) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        buf.reserve(len);
+        let mut filled = 0usize;
+        while filled < len {
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: pread writes at most `len - filled` bytes into the spare capacity,
+            // which is at least that large; only the bytes it reports are then exposed.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    spare.as_mut_ptr().cast::<libc::c_void>(),
+                    len - filled,
+                    (position + filled as u64) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "segment shorter than its recorded size",
+                ));
+            }
+            // SAFETY: the kernel initialised the first `n` spare bytes.
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            filled += n as usize;
+        }
+        Ok(())
     }
 }

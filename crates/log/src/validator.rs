@@ -51,9 +51,10 @@ pub struct StreamedRecord {
     pub has_key: bool,
 }
 
-/// Validates `b` (exactly one batch) and normalises its max timestamp in place.
-/// Returns the header as it now stands.
-pub fn validate(b: &mut [u8], ctx: &ValidationContext) -> Result<BatchHeader> {
+/// Validates `b` (exactly one batch). Returns its header with the max timestamp
+/// normalised (CreateTime: the largest record timestamp, whatever the batch says);
+/// `b` is not changed, the append writes the normalised header (`batch::stored_header`).
+pub fn validate(b: &[u8], ctx: &ValidationContext) -> Result<BatchHeader> {
     if b.len() > ctx.max_message_bytes {
         return Err(LogError::BatchTooLarge {
             size: b.len(),
@@ -112,12 +113,9 @@ pub fn validate(b: &mut [u8], ctx: &ValidationContext) -> Result<BatchHeader> {
                 .collect(),
         });
     }
-    if ctx.timestamp_type == TimestampType::CreateTime
-        && !h.is_log_append_time()
-        && h.max_timestamp != max_ts
-    {
-        batch::set_max_timestamp(b, max_ts);
-        return BatchHeader::parse(b);
+    let mut h = h;
+    if ctx.timestamp_type == TimestampType::CreateTime && !h.is_log_append_time() {
+        h.max_timestamp = max_ts;
     }
     Ok(h)
 }

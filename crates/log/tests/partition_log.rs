@@ -120,6 +120,83 @@ fn appends_read_back_across_rolled_segments() {
         .is_empty());
 }
 
+/// What a read must return, worked out from the whole log in memory: the batches from
+/// the one holding `offset`, whole, below `upper` (by base offset), within `max_bytes`
+/// (the first one whole even when larger, with `min_one`); nothing from `upper` on.
+fn expected_read(all: &[u8], offset: i64, max_bytes: usize, upper: i64, min_one: bool) -> Vec<u8> {
+    if offset >= upper {
+        return Vec::new();
+    }
+    let mut at = 0;
+    let mut start = None;
+    let mut end = 0;
+    while at < all.len() {
+        let h = BatchHeader::parse(&all[at..]).unwrap();
+        let next = at + h.total_size();
+        if start.is_none() && h.last_offset() >= offset {
+            if h.base_offset >= upper {
+                break;
+            }
+            start = Some(at);
+            end = if min_one || h.total_size() <= max_bytes {
+                next
+            } else {
+                at
+            };
+            if end == at {
+                break;
+            }
+        } else if let Some(s) = start {
+            if h.base_offset >= upper || next - s > max_bytes {
+                break;
+            }
+            end = next;
+        }
+        at = next;
+    }
+    start.map_or_else(Vec::new, |s| all[s..end].to_vec())
+}
+
+#[test]
+fn reads_end_at_whole_batches_within_the_limit_and_below_the_bound() {
+    // One segment (reads stop at a segment's end) with a sparse index every 128 bytes,
+    // batches of 1 to 7 records: the end of a read is found from batch headers alone.
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        index_interval_bytes: 128,
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(dir.path(), config, 0).unwrap();
+    for i in 0..60 {
+        log.append(
+            &mut batch("w", 1 + (i * 5) % 7, 1000 + i as i64, -1, -1),
+            0,
+            0,
+        )
+        .unwrap();
+    }
+    let end = log.log_end_offset();
+    let all = log.read(0, 1 << 30, i64::MAX, true).unwrap().records;
+    assert_eq!(headers(&all).last().unwrap().last_offset() + 1, end);
+    for offset in (0..end).step_by(3) {
+        for max_bytes in [0, 1, 60, 100, 333, 1000, 4096, 1 << 20] {
+            for upper in [offset, offset + 1, offset + 9, end / 2, end, i64::MAX] {
+                for min_one in [false, true] {
+                    let got = log.read(offset, max_bytes, upper, min_one).unwrap().records;
+                    let want = expected_read(&all, offset, max_bytes, upper.min(end), min_one);
+                    assert_eq!(
+                        got, want,
+                        "read({offset}, {max_bytes}, {upper}, {min_one}) of a {end}-offset log"
+                    );
+                    let slice = log.read_slice(offset, max_bytes, upper, min_one).unwrap();
+                    assert_eq!(slice.map_or(0, |s| s.len), want.len());
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn oversized_and_corrupt_batches_are_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();

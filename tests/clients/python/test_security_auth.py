@@ -213,6 +213,45 @@ def test_tls_and_mtls_with_the_principal_from_the_certificate(secured):
                      metrics(secured))
 
 
+@pytest.mark.timeout_s(120)
+def test_large_fetches_are_byte_exact_over_plaintext_sasl_and_tls(secured):
+    """Fetch responses carry several partitions' record sets from the segment files:
+    sendfile on PLAINTEXT and SASL_PLAINTEXT, a bounded copy (256 KiB at a time) on TLS.
+    Every record comes back byte for byte, in order, on each, with responses of several
+    MiB (more than one copy chunk per partition)."""
+    topic = ck.create_topic(ck_broker(secured), unique("bigfetch"), partitions=3)
+    sent = {0: [], 1: [], 2: []}
+    p = Producer({**conf(secured, "PLAINTEXT"), "linger.ms": 5, "batch.size": 512 << 10,
+                  "message.max.bytes": 4 << 20})
+    for i in range(300):
+        part = i % 3
+        # Distinct, incompressible-looking values of 5-20 KiB.
+        value = os.urandom(5000 + (i * 7919) % 15000)
+        sent[part].append(value)
+        p.produce(topic, value, partition=part)
+    assert p.flush(30) == 0, "records not delivered"
+    for listener, extra in [("PLAINTEXT", {}), ("SSL", {}),
+                            ("SASL_PLAINTEXT", {"sasl_mechanism": "PLAIN", "sasl_username": "alice",
+                                                "sasl_password": "alice-secret"})]:
+        cons = Consumer({**conf(secured, listener, **extra), "group.id": unique("g"),
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "fetch.max.bytes": 8 << 20, "max.partition.fetch.bytes": 4 << 20})
+        got = {0: [], 1: [], 2: []}
+        try:
+            cons.subscribe([topic])
+            deadline = time.monotonic() + 60
+            while sum(map(len, got.values())) < 300 and time.monotonic() < deadline:
+                for m in cons.consume(500, 0.5):
+                    assert not m.error(), (listener, m.error())
+                    got[m.partition()].append(m.value())
+        finally:
+            cons.close()
+        for part in sent:
+            assert got[part] == sent[part], \
+                f"{listener}: partition {part} read {len(got[part])} records, " \
+                f"{sum(a == b for a, b in zip(got[part], sent[part]))} equal to the {len(sent[part])} sent"
+
+
 def ck_broker(b):
     """An object ck's helpers accept, pointing at the PLAINTEXT listener."""
     class P:

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use runnel_log::LogError;
+use bytes::{BufMut, Bytes, BytesMut};
+use runnel_log::{FileSlice, LogError};
 use runnel_protocol::kp::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
@@ -18,6 +18,7 @@ use super::{encode, ResponseFuture};
 use crate::broker::Broker;
 use crate::error::ErrorCode;
 use crate::fetch_session::{PartitionKey, SessionError, SessionPartition};
+use crate::response::{Piece, Response};
 
 /// A client may ask to wait for longer; a connection is not parked beyond this.
 const MAX_WAIT_CAP_MS: u64 = 60_000;
@@ -136,7 +137,7 @@ pub fn handle(
         // the first pass, as Kafka does; later passes only read.
         let mut follower = replica;
         loop {
-            let (datas, bytes, any_error) = read_all(
+            let (datas, slices, bytes, any_error) = read_all(
                 &broker,
                 &wanted,
                 max_bytes,
@@ -157,7 +158,7 @@ pub fn handle(
                     response.throttle_time_ms =
                         qc.record(crate::quota::CONSUMER_BYTE_RATE, bytes as f64);
                 }
-                return encode(&req, &response);
+                return Some(respond(&req, &response, slices));
             }
             tokio::select! {
                 _ = waiter.notified() => {}
@@ -228,9 +229,10 @@ struct ConsumerFetch {
     rack: String,
 }
 
-/// One pass over the wanted partitions, in order; returns each partition's data, the
-/// bytes read, and whether any partition has an error or a preferred read replica
-/// (Kafka then answers at once).
+/// One pass over the wanted partitions, in order; returns each partition's data (the
+/// records as placeholders, see [`Splice`]), the record sets where they lie in the
+/// segment files, the bytes read, and whether any partition has an error or a preferred
+/// read replica (Kafka then answers at once).
 fn read_all(
     broker: &Broker,
     wanted: &[SessionPartition],
@@ -238,7 +240,7 @@ fn read_all(
     read_committed: bool,
     by_id: bool,
     pass: Pass<'_>,
-) -> (Vec<PartitionData>, usize, bool) {
+) -> (Vec<PartitionData>, Vec<FileSlice>, usize, bool) {
     let Pass {
         replica,
         record_progress,
@@ -247,6 +249,7 @@ fn read_all(
         denied,
     } = pass;
     let mut out = Vec::with_capacity(wanted.len());
+    let mut slices = Vec::new();
     let mut total = 0usize;
     let mut any_error = false;
     for (i, w) in wanted.iter().enumerate() {
@@ -361,13 +364,13 @@ fn read_all(
                 let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
                 // KIP-74: the first batch of the response is returned even when it is
                 // larger than the limits, so a consumer can always make progress.
-                match log.read(w.fetch_offset, budget, upper, total == 0) {
-                    Ok(r) => {
-                        total += r.records.len();
-                        broker
-                            .metrics
-                            .record_fetch(&p.topic, r.records.len() as u64);
-                        data = data.with_records(Some(Bytes::from(r.records)));
+                match log.read_slice(w.fetch_offset, budget, upper, total == 0) {
+                    Ok(None) => broker.metrics.record_fetch(&p.topic, 0),
+                    Ok(Some(slice)) => {
+                        total += slice.len;
+                        broker.metrics.record_fetch(&p.topic, slice.len as u64);
+                        data = data.with_records(Some(Splice::placeholder(slices.len())));
+                        slices.push(slice);
                     }
                     Err(LogError::OffsetOutOfRange { .. }) => {
                         data = data.with_error_code(ErrorCode::OffsetOutOfRange.code());
@@ -385,7 +388,121 @@ fn read_all(
         }
         out.push(data);
     }
-    (out, total, any_error)
+    (out, slices, total, any_error)
+}
+
+/// Encodes a fetch response whose record sets are `slices` (placeholders in `body`).
+fn respond(req: &ParsedRequest, body: &FetchResponse, slices: Vec<FileSlice>) -> Response {
+    let Some(encoded) = encode(req, body) else {
+        return super::UNENCODABLE;
+    };
+    if slices.is_empty() || encoded.is_empty() {
+        return encoded;
+    }
+    let encoded = match encoded.to_bytes() {
+        Ok(b) => b,
+        Err(_) => return super::UNENCODABLE,
+    };
+    let flexible = req.api_version >= FIRST_FLEXIBLE_VERSION;
+    match Splice::apply(encoded, slices, flexible) {
+        Ok(r) => r,
+        Err(why) => {
+            tracing::error!(version = req.api_version, correlation_id = req.correlation_id, %why, "could not place the record sets in a fetch response; closing the connection");
+            super::UNENCODABLE
+        }
+    }
+}
+
+/// Fetch v12 is the first flexible version: compact (varint) lengths.
+const FIRST_FLEXIBLE_VERSION: i16 = 12;
+
+/// The record sets of a fetch response go out from the segment files, not through
+/// memory: each partition's records are encoded as a 16-byte placeholder (this
+/// process's random tag and the slice's index), found again in the encoded response and
+/// replaced by the slice with its true length prefix. The rest of the response is
+/// encoded by the generated code, as every other response is.
+struct Splice;
+
+const PLACEHOLDER_BYTES: usize = 16;
+
+impl Splice {
+    /// This process's tag: random, so no field of a response can spell a placeholder.
+    fn tag() -> [u8; 8] {
+        use std::hash::{BuildHasher, Hasher};
+        static TAG: std::sync::OnceLock<[u8; 8]> = std::sync::OnceLock::new();
+        *TAG.get_or_init(|| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(std::process::id() as u64);
+            h.finish().to_be_bytes()
+        })
+    }
+
+    fn marker(index: usize) -> [u8; PLACEHOLDER_BYTES] {
+        let mut m = [0u8; PLACEHOLDER_BYTES];
+        m[..8].copy_from_slice(&Self::tag());
+        m[8..].copy_from_slice(&(index as u64).to_be_bytes());
+        m
+    }
+
+    fn placeholder(index: usize) -> Bytes {
+        Bytes::copy_from_slice(&Self::marker(index))
+    }
+
+    /// The encoded length prefix of a records field of `len` bytes.
+    fn length_prefix(len: usize, flexible: bool, out: &mut BytesMut) {
+        if !flexible {
+            out.put_i32(len as i32);
+            return;
+        }
+        // Compact nullable bytes: an unsigned varint of the length plus one.
+        let mut v = len as u64 + 1;
+        while v >= 0x80 {
+            out.put_u8((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        out.put_u8(v as u8);
+    }
+
+    /// Replaces the placeholders of `encoded` (a whole frame, size prefix first), in
+    /// order, by `slices`, and fixes the frame size.
+    fn apply(encoded: Bytes, slices: Vec<FileSlice>, flexible: bool) -> Result<Response, String> {
+        let mut expected = BytesMut::new();
+        Self::length_prefix(PLACEHOLDER_BYTES, flexible, &mut expected);
+        let prefix_len = expected.len();
+        let mut size = encoded.len() - 4;
+        let mut pieces = Vec::with_capacity(slices.len() * 2 + 1);
+        let mut head = BytesMut::new();
+        let mut at = 0usize;
+        for (i, slice) in slices.into_iter().enumerate() {
+            let marker = Self::marker(i);
+            let found = encoded[at..]
+                .windows(PLACEHOLDER_BYTES)
+                .position(|w| w == marker)
+                .map(|p| at + p)
+                .ok_or_else(|| format!("placeholder {i} is missing"))?;
+            let prefix_at = found
+                .checked_sub(prefix_len)
+                .filter(|&p| p >= at && encoded[p..found] == expected[..])
+                .ok_or_else(|| format!("placeholder {i} is not a records field"))?;
+            head.extend_from_slice(&encoded[at..prefix_at]);
+            let before = head.len();
+            Self::length_prefix(slice.len, flexible, &mut head);
+            size = size - prefix_len - PLACEHOLDER_BYTES + (head.len() - before) + slice.len;
+            pieces.push(Piece::Mem(head.split().freeze()));
+            pieces.push(Piece::File(slice));
+            at = found + PLACEHOLDER_BYTES;
+        }
+        head.extend_from_slice(&encoded[at..]);
+        pieces.push(Piece::Mem(head.freeze()));
+        let size = i32::try_from(size).map_err(|_| format!("a response of {size} bytes"))?;
+        let Some(Piece::Mem(first)) = pieces.first_mut() else {
+            unreachable!("the first piece is the frame's header")
+        };
+        let mut patched = BytesMut::from(&first[..]);
+        patched[..4].copy_from_slice(&size.to_be_bytes());
+        *first = patched.freeze();
+        Ok(Response::from_pieces(pieces))
+    }
 }
 
 /// Why this broker cannot serve a fetch of `p` for a client that believes the leader epoch
@@ -501,4 +618,96 @@ fn assemble(
     FetchResponse::default()
         .with_session_id(session_id)
         .with_responses(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runnel_protocol::kp::protocol::Decodable;
+    use std::io::Write;
+
+    /// A fetch response of three partitions (two with records from one file, one empty)
+    /// encoded with placeholders and spliced decodes, at a non-flexible and a flexible
+    /// version, to the response encoded with the records in memory.
+    #[test]
+    fn spliced_responses_decode_as_if_the_records_were_in_memory() {
+        let mut file = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        file.write_all(&data).unwrap();
+        let file = Arc::new(file);
+        let ranges = [(100usize, 300usize), (5_000, 64_000)];
+        for version in [4i16, 11, 12, 16] {
+            let build = |records: &dyn Fn(usize) -> Bytes| {
+                let part = |i: i32, r: Option<Bytes>| {
+                    PartitionData::default()
+                        .with_partition_index(i)
+                        .with_high_watermark(42)
+                        .with_records(r)
+                };
+                let topic = FetchableTopicResponse::default();
+                // Each version carries the topic by name or by id, not both.
+                let topic = if version >= 13 {
+                    topic.with_topic_id(uuid::Uuid::from_u128(0x5eed))
+                } else {
+                    topic.with_topic(runnel_protocol::kp::messages::TopicName(
+                        super::super::str_bytes("t"),
+                    ))
+                };
+                FetchResponse::default()
+                    .with_session_id(if version >= 7 { 7 } else { 0 })
+                    .with_responses(vec![topic.with_partitions(vec![
+                        part(0, Some(records(0))),
+                        part(1, Some(Bytes::new())),
+                        part(2, Some(records(1))),
+                    ])])
+            };
+            let req = ParsedRequest {
+                api_key: runnel_protocol::kp::messages::ApiKey::Fetch,
+                api_version: version,
+                correlation_id: 99,
+                client_id: None,
+                body: Bytes::new(),
+            };
+            let in_memory = build(&|i| {
+                let (a, n) = ranges[i];
+                Bytes::copy_from_slice(&data[a..a + n])
+            });
+            let want = encode(&req, &in_memory).unwrap().to_bytes().unwrap();
+            assert!(!want.is_empty(), "v{version} encodes");
+            let slices = ranges
+                .iter()
+                .map(|&(a, n)| FileSlice {
+                    file: file.clone(),
+                    position: a as u64,
+                    len: n,
+                })
+                .collect();
+            let spliced = respond(&req, &build(&Splice::placeholder), slices);
+            assert_eq!(spliced.pieces().len(), 5, "v{version}");
+            assert_eq!(spliced.to_bytes().unwrap(), want, "v{version}");
+            let mut body = want.slice(4..);
+            let header_version = req.api_key.response_header_version(version);
+            runnel_protocol::kp::messages::ResponseHeader::decode(&mut body, header_version)
+                .unwrap();
+            let decoded = FetchResponse::decode(&mut body, version).unwrap();
+            assert_eq!(decoded, in_memory, "v{version}");
+        }
+    }
+
+    /// A placeholder that is not where a records field's length says is refused, not
+    /// sent as a frame of the wrong size.
+    #[test]
+    fn a_misplaced_placeholder_is_refused() {
+        let mut frame = BytesMut::new();
+        frame.put_i32(0);
+        frame.put_i32(3); // not the length prefix of a 16-byte field
+        frame.extend_from_slice(&Splice::marker(0));
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        let slice = FileSlice {
+            file,
+            position: 0,
+            len: 0,
+        };
+        assert!(Splice::apply(frame.freeze(), vec![slice], false).is_err());
+    }
 }

@@ -24,21 +24,21 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use runnel_protocol::kp::messages::ApiKey;
 use runnel_protocol::kp::protocol::{Encodable, StrBytes};
 use runnel_protocol::{encode_response, DecodeError, ParsedRequest};
 
 use crate::broker::Broker;
+use crate::response::Response;
 
 /// Resolves to the encoded response, or None when the request gets no response
-/// (acks=0 produce). [`UNENCODABLE`] (empty bytes) means the response could not be
-/// encoded: the connection is closed, since a client that got no answer would take the
-/// next response for this one.
-pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+/// (acks=0 produce). [`UNENCODABLE`] (an empty response) means the response could not
+/// be encoded: the connection is closed, since a client that got no answer would take
+/// the next response for this one.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<Response>> + Send>>;
 
 /// The marker for a response that could not be encoded (no real response is empty).
-pub const UNENCODABLE: Bytes = Bytes::new();
+pub const UNENCODABLE: Response = Response::empty();
 
 pub fn dispatch(
     broker: &Arc<Broker>,
@@ -61,8 +61,8 @@ pub fn dispatch(
     }
     response.map(|future| -> ResponseFuture {
         Box::pin(async move {
-            let bytes = future.await?;
-            Some(throttle::with_throttle(bytes, key, version, ms))
+            let response = future.await?;
+            Some(response.map_head(|bytes| throttle::with_throttle(bytes, key, version, ms)))
         })
     })
 }
@@ -150,9 +150,9 @@ fn dispatch_api(
 }
 
 /// Encodes `body` as the response to `req`.
-pub fn encode<T: Encodable>(req: &ParsedRequest, body: &T) -> Option<Bytes> {
+pub fn encode<T: Encodable>(req: &ParsedRequest, body: &T) -> Option<Response> {
     match encode_response(req.api_key, req.api_version, req.correlation_id, body) {
-        Ok(bytes) => Some(bytes),
+        Ok(bytes) => Some(Response::from(bytes)),
         Err(e) => {
             tracing::error!(api = ?req.api_key, version = req.api_version, correlation_id = req.correlation_id, error = %e, "could not encode a response; closing the connection");
             Some(UNENCODABLE)

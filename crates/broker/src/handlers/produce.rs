@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use runnel_log::BatchHeader;
 use runnel_protocol::kp::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
@@ -245,14 +244,13 @@ fn append(
             p.index,
         )?;
     }
-    let mut buf = BytesMut::from(&records[..]);
-    // KIP-467: a batch refused for some of its records names them.
-    let written = broker.append_as_leader(p, |log, epoch| {
-        match log.append(&mut buf, epoch, now_ms()) {
+    // KIP-467: a batch refused for some of its records names them. The batch is
+    // written from the request's bytes (the log copies only its header).
+    let written =
+        broker.append_as_leader(p, |log, epoch| match log.append(records, epoch, now_ms()) {
             Err(runnel_log::LogError::RecordErrors { record_errors, .. }) => Ok(Err(record_errors)),
             other => other.map(Ok),
-        }
-    })?;
+        })?;
     written.map_err(|errors| BrokerError::records(ErrorCode::InvalidRecord, errors))
 }
 

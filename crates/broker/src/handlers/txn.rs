@@ -31,7 +31,7 @@ use crate::txn::Durable;
 /// acks=all produce).
 fn after_durable<F>(durable: Durable, build: F) -> ResponseFuture
 where
-    F: FnOnce(Option<ErrorCode>) -> Option<bytes::Bytes> + Send + 'static,
+    F: FnOnce(Option<ErrorCode>) -> Option<crate::response::Response> + Send + 'static,
 {
     Box::pin(async move {
         let failed = match durable {

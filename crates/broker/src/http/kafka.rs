@@ -47,11 +47,14 @@ pub async fn call<Req: Encodable, Resp: Decodable>(
     let conn = super::auth::conn(broker, peer);
     let future = dispatch(broker, req, &conn)
         .map_err(|e| ApiError::internal(format!("{key:?} v{version} refused: {e}")))?;
-    let Some(mut bytes) = future.await else {
+    let Some(response) = future.await else {
         return Err(ApiError::internal(format!(
             "{key:?} v{version}: no response"
         )));
     };
+    let mut bytes = response
+        .to_bytes()
+        .map_err(|e| ApiError::internal(format!("{key:?} v{version}: {e}")))?;
     let mut decode = || -> anyhow::Result<Resp> {
         bytes.advance(4); // size prefix
         ResponseHeader::decode(&mut bytes, key.response_header_version(version))?;

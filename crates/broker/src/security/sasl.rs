@@ -230,9 +230,15 @@ impl<R: AsyncRead + Unpin + Send, W> AuthIo<'_, R, W> {
     }
 }
 
-async fn write<W: AsyncWrite + Unpin>(w: &mut W, bytes: Option<Bytes>) -> Result<(), String> {
-    match bytes {
-        Some(b) if !b.is_empty() => w.write_all(&b).await.map_err(|e| e.to_string()),
+async fn write<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    response: Option<crate::response::Response>,
+) -> Result<(), String> {
+    match response {
+        Some(r) if !r.is_empty() => {
+            let b = r.to_bytes().map_err(|e| e.to_string())?;
+            w.write_all(&b).await.map_err(|e| e.to_string())
+        }
         _ => Err("a response could not be encoded".into()),
     }
 }
@@ -286,7 +292,7 @@ where
             };
             let mut b = (out.len() as u32).to_be_bytes().to_vec();
             b.extend_from_slice(&out);
-            write(io.writer, Some(Bytes::from(b)))
+            write(io.writer, Some(Bytes::from(b).into()))
                 .await
                 .map_err(|_| ())?;
             if let Some(user) = user {
