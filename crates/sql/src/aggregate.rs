@@ -511,6 +511,27 @@ impl StatefulAggregate {
         })
     }
 
+    /// The max event time (ms) of `batch`'s rows, the time the watermark follows (what
+    /// `update` folds into `max_event_time_ms`); None when no row has one.
+    pub fn event_time_max(&self, batch: &RecordBatch) -> Result<Option<i64>> {
+        let col = match (
+            self.spec.watermark_input,
+            &self.window,
+            self.spec.event_time_key,
+        ) {
+            (Some(i), _, _) => i,
+            (None, Some((i, _)), _) => *i,
+            (None, None, Some(i)) => i,
+            (None, None, None) => return Ok(None),
+        };
+        if batch.num_rows() == 0 {
+            return Ok(None);
+        }
+        Ok(datafusion::arrow::compute::max(&to_millis(
+            batch.column(col),
+        )?))
+    }
+
     /// Starts a batch: clears the per-batch metrics.
     pub fn begin_batch(&mut self) {
         self.metrics = StateMetrics::default();
@@ -553,10 +574,8 @@ impl StatefulAggregate {
             (None, None, Some(k)) => Some(k.clone()),
             _ => None,
         };
-        if let Some(ts) = &wm_col {
-            if let Some(m) = datafusion::arrow::compute::max(ts) {
-                self.max_event_time_ms = Some(self.max_event_time_ms.map_or(m, |c| c.max(m)));
-            }
+        if let Some(m) = wm_col.as_ref().and_then(datafusion::arrow::compute::max) {
+            self.max_event_time_ms = Some(self.max_event_time_ms.map_or(m, |c| c.max(m)));
         }
         let drop_late = self.evicts();
         let wm = watermark_ms.unwrap_or(i64::MIN);
