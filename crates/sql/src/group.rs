@@ -42,6 +42,7 @@
 //! reason, is checked in `GroupQuery::from_script`.
 
 use crate::aggregate::{OutputMode, StatefulAggregate};
+use crate::checkpoint::Changelog;
 use crate::engine::{execute, opt, prepare, QueryOptions, Trigger};
 use crate::error::{Result, SqlError};
 use crate::plan::StreamingPlan;
