@@ -8,7 +8,6 @@
 //! watermarked column itself) and the mode is not complete; otherwise it grows with the
 //! number of distinct keys. Not thread-safe: owned by the query's driver.
 
-use crate::checkpoint::Changelog;
 use crate::error::{Result, SqlError};
 use crate::functions::{to_millis, WindowSpec};
 use datafusion::arrow::array::{
@@ -1201,6 +1200,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::Changelog;
     use datafusion::arrow::array::StringArray;
     use datafusion::arrow::datatypes::Schema;
 
