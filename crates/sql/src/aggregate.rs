@@ -389,12 +389,8 @@ pub struct StatefulAggregate {
     state_bytes: u64,
     /// Keys added, changed or removed since the last state file (Spark's changelog).
     touched: HashSet<Box<[u8]>>,
-    /// Deltas written since the last full snapshot; None: the next file is a full one
-    /// (nothing written or restored yet).
-    deltas_since_snapshot: Option<u32>,
-    /// A full snapshot after this many deltas (Spark's `minDeltasForSnapshot`); 0: every
-    /// state file is a full snapshot.
-    snapshot_every: u32,
+    /// When a state file is a full snapshot.
+    cadence: crate::checkpoint::SnapshotCadence,
 }
 
 /// Spark's `spark.sql.streaming.stateStore.minDeltasForSnapshot` default.
@@ -453,14 +449,13 @@ impl StatefulAggregate {
             metrics: StateMetrics::default(),
             state_bytes: 0,
             touched: HashSet::new(),
-            deltas_since_snapshot: None,
-            snapshot_every: DEFAULT_DELTAS_PER_SNAPSHOT,
+            cadence: crate::checkpoint::SnapshotCadence::new(DEFAULT_DELTAS_PER_SNAPSHOT),
         })
     }
 
     /// A full snapshot after `n` deltas; 0 writes only full snapshots (no changelog).
     pub fn set_deltas_per_snapshot(&mut self, n: u32) {
-        self.snapshot_every = n;
+        self.cadence.every = n;
     }
 
     pub fn max_event_time_ms(&self) -> Option<i64> {
@@ -511,6 +506,27 @@ impl StatefulAggregate {
         })
     }
 
+    /// The max event time (ms) of `batch`'s rows, the time the watermark follows (what
+    /// `update` folds into `max_event_time_ms`); None when no row has one.
+    pub fn event_time_max(&self, batch: &RecordBatch) -> Result<Option<i64>> {
+        let col = match (
+            self.spec.watermark_input,
+            &self.window,
+            self.spec.event_time_key,
+        ) {
+            (Some(i), _, _) => i,
+            (None, Some((i, _)), _) => *i,
+            (None, None, Some(i)) => i,
+            (None, None, None) => return Ok(None),
+        };
+        if batch.num_rows() == 0 {
+            return Ok(None);
+        }
+        Ok(datafusion::arrow::compute::max(&to_millis(
+            batch.column(col),
+        )?))
+    }
+
     /// Starts a batch: clears the per-batch metrics.
     pub fn begin_batch(&mut self) {
         self.metrics = StateMetrics::default();
@@ -553,10 +569,8 @@ impl StatefulAggregate {
             (None, None, Some(k)) => Some(k.clone()),
             _ => None,
         };
-        if let Some(ts) = &wm_col {
-            if let Some(m) = datafusion::arrow::compute::max(ts) {
-                self.max_event_time_ms = Some(self.max_event_time_ms.map_or(m, |c| c.max(m)));
-            }
+        if let Some(m) = wm_col.as_ref().and_then(datafusion::arrow::compute::max) {
+            self.max_event_time_ms = Some(self.max_event_time_ms.map_or(m, |c| c.max(m)));
         }
         let drop_late = self.evicts();
         let wm = watermark_ms.unwrap_or(i64::MIN);
@@ -945,19 +959,13 @@ impl StatefulAggregate {
 
     /// The state file for the batch just run, as Spark's changelog checkpointing writes
     /// it: the keys added, changed or removed since the last file (a delta), or every
-    /// `snapshot_every` deltas (and first) the whole state. So a batch costs in
+    /// `minDeltasForSnapshot` deltas (and first) the whole state. So a batch costs in
     /// proportion to the keys it changed, and a restart applies at most
-    /// `snapshot_every` deltas to a snapshot.
+    /// `minDeltasForSnapshot` deltas to a snapshot.
     pub fn checkpoint(&mut self) -> Vec<u8> {
-        let full = match self.deltas_since_snapshot {
-            None => true,
-            Some(n) => self.snapshot_every == 0 || n >= self.snapshot_every,
-        };
-        let out = if full {
-            self.deltas_since_snapshot = Some(0);
+        let out = if self.cadence.next_is_full() {
             self.snapshot()
         } else {
-            self.deltas_since_snapshot = self.deltas_since_snapshot.map(|n| n + 1);
             self.delta()
         };
         self.touched.clear();
@@ -967,10 +975,7 @@ impl StatefulAggregate {
     /// The keys touched since the last state file: the present ones with their entries,
     /// then the removed ones.
     fn delta(&self) -> Vec<u8> {
-        let mut keys: Vec<&Box<[u8]>> = self.touched.iter().collect();
-        keys.sort();
-        let (present, removed): (Vec<&Box<[u8]>>, Vec<&Box<[u8]>>) =
-            keys.into_iter().partition(|k| self.state.contains_key(*k));
+        let (present, removed) = crate::checkpoint::split_touched(&self.touched, &self.state);
         let mut out = Vec::new();
         out.extend_from_slice(crate::checkpoint::DELTA_MAGIC);
         out.extend_from_slice(&self.max_event_time_ms.unwrap_or(i64::MIN).to_le_bytes());
@@ -986,56 +991,6 @@ impl StatefulAggregate {
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
-    }
-
-    /// Restores from a full snapshot and the deltas written after it, in order (what
-    /// `Checkpoint::read_state_chain` gives). `what` names each file for errors.
-    pub fn restore_chain(&mut self, files: &[(Vec<u8>, String)]) -> Result<()> {
-        let Some(((first, what), deltas)) = files.split_first() else {
-            return Ok(());
-        };
-        self.restore(first, what)?;
-        for (bytes, what) in deltas {
-            self.apply_delta(bytes, what)?;
-        }
-        self.deltas_since_snapshot = Some(deltas.len() as u32);
-        Ok(())
-    }
-
-    /// Applies one delta file to the state.
-    fn apply_delta(&mut self, bytes: &[u8], what: &str) -> Result<()> {
-        let mut r = checked_reader(bytes, crate::checkpoint::DELTA_MAGIC, what)?;
-        let max = r.i64()?;
-        let n = r.i64()? as u64;
-        for _ in 0..n {
-            let (key, entry) = self.decode_entry(&mut r)?;
-            let klen = key.len() as u64;
-            self.state_bytes += klen + 64 + 16 * entry.accs.len() as u64;
-            if let Some(old) = self.state.insert(key, entry) {
-                self.state_bytes = self
-                    .state_bytes
-                    .saturating_sub(klen + 64 + 16 * old.accs.len() as u64);
-            }
-        }
-        let n = r.i64()? as u64;
-        for _ in 0..n {
-            let klen = r.u32()? as usize;
-            let key = r.bytes(klen)?;
-            if let Some(e) = self.state.remove(key) {
-                self.state_bytes = self
-                    .state_bytes
-                    .saturating_sub(key.len() as u64 + 64 + 16 * e.accs.len() as u64);
-            }
-        }
-        if r.pos != r.data.len() {
-            return Err(SqlError::Checkpoint {
-                path: what.to_string(),
-                message: "trailing bytes in state delta".into(),
-            });
-        }
-        self.max_event_time_ms = (max != i64::MIN).then_some(max);
-        self.index_sessions();
-        Ok(())
     }
 
     /// One entry as `encode_entry` wrote it, checked against this query's aggregates.
@@ -1115,7 +1070,7 @@ impl StatefulAggregate {
         self.state_bytes = bytes_used;
         self.max_event_time_ms = (max != i64::MIN).then_some(max);
         self.touched.clear();
-        self.deltas_since_snapshot = Some(0);
+        self.cadence.restored(0);
         Ok(())
     }
 }
@@ -1135,7 +1090,7 @@ fn encode_entry(out: &mut Vec<u8>, k: &[u8], e: &Entry) {
 }
 
 /// A reader over a state file's body once its checksum and `magic` are checked.
-fn checked_reader<'a>(bytes: &'a [u8], magic: &[u8], what: &str) -> Result<Reader<'a>> {
+pub(crate) fn checked_reader<'a>(bytes: &'a [u8], magic: &[u8], what: &str) -> Result<Reader<'a>> {
     let err = |m: &str| SqlError::Checkpoint {
         path: what.to_string(),
         message: m.to_string(),
@@ -1158,6 +1113,51 @@ fn checked_reader<'a>(bytes: &'a [u8], magic: &[u8], what: &str) -> Result<Reade
     Ok(r)
 }
 
+impl crate::checkpoint::Changelog for StatefulAggregate {
+    fn cadence_mut(&mut self) -> &mut crate::checkpoint::SnapshotCadence {
+        &mut self.cadence
+    }
+
+    fn restore_snapshot(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        self.restore(bytes, what)
+    }
+
+    fn apply_delta(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        let mut r = checked_reader(bytes, crate::checkpoint::DELTA_MAGIC, what)?;
+        let max = r.i64()?;
+        let n = r.i64()? as u64;
+        for _ in 0..n {
+            let (key, entry) = self.decode_entry(&mut r)?;
+            let klen = key.len() as u64;
+            self.state_bytes += klen + 64 + 16 * entry.accs.len() as u64;
+            if let Some(old) = self.state.insert(key, entry) {
+                self.state_bytes = self
+                    .state_bytes
+                    .saturating_sub(klen + 64 + 16 * old.accs.len() as u64);
+            }
+        }
+        let n = r.i64()? as u64;
+        for _ in 0..n {
+            let klen = r.u32()? as usize;
+            let key = r.bytes(klen)?;
+            if let Some(e) = self.state.remove(key) {
+                self.state_bytes = self
+                    .state_bytes
+                    .saturating_sub(key.len() as u64 + 64 + 16 * e.accs.len() as u64);
+            }
+        }
+        if r.pos != r.data.len() {
+            return Err(SqlError::Checkpoint {
+                path: what.to_string(),
+                message: "trailing bytes in state delta".into(),
+            });
+        }
+        self.max_event_time_ms = (max != i64::MIN).then_some(max);
+        self.index_sessions();
+        Ok(())
+    }
+}
+
 const STATE_MAGIC: &[u8] = b"RUNNEL-STATE-1\n";
 
 /// A window start as the ordered bytes that prefix its state keys.
@@ -1165,20 +1165,20 @@ fn session_key_prefix(start: i64) -> [u8; 8] {
     ((start as u64) ^ (1 << 63)).to_be_bytes()
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
+pub(crate) struct Reader<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) pos: usize,
     what: String,
 }
 
 impl<'a> Reader<'a> {
-    fn error(&self, m: &str) -> SqlError {
+    pub(crate) fn error(&self, m: &str) -> SqlError {
         SqlError::Checkpoint {
             path: self.what.clone(),
             message: format!("{m} at byte {}", self.pos),
         }
     }
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
+    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.data.len() - self.pos < n {
             return Err(self.error("state file is truncated"));
         }
@@ -1189,10 +1189,10 @@ impl<'a> Reader<'a> {
     fn u8(&mut self) -> Result<u8> {
         Ok(self.bytes(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32> {
+    pub(crate) fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(self.bytes(4)?.try_into().expect("4")))
     }
-    fn i64(&mut self) -> Result<i64> {
+    pub(crate) fn i64(&mut self) -> Result<i64> {
         Ok(i64::from_le_bytes(self.bytes(8)?.try_into().expect("8")))
     }
 }
@@ -1200,6 +1200,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::Changelog;
     use datafusion::arrow::array::StringArray;
     use datafusion::arrow::datatypes::Schema;
 

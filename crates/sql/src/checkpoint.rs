@@ -33,6 +33,75 @@ const STATE_SNAPSHOTS_KEPT: usize = 2;
 /// How a state file that is a delta over the one before it starts (Spark's changelog
 /// checkpointing); any other state file is a full snapshot.
 pub const DELTA_MAGIC: &[u8] = b"RUNNEL-DELTA-1\n";
+
+/// A state kept as Spark's changelog checkpointing keeps it: full snapshots and the
+/// deltas written after them.
+pub trait Changelog {
+    fn cadence_mut(&mut self) -> &mut SnapshotCadence;
+    /// Replaces the state with a full snapshot; `what` names the file for errors.
+    fn restore_snapshot(&mut self, bytes: &[u8], what: &str) -> Result<()>;
+    /// Applies one delta to the state.
+    fn apply_delta(&mut self, bytes: &[u8], what: &str) -> Result<()>;
+
+    /// Restores from a full snapshot and the deltas written after it, in order (what
+    /// `Checkpoint::read_state_chain` gives).
+    fn restore_chain(&mut self, files: &[(Vec<u8>, String)]) -> Result<()> {
+        let Some(((first, what), deltas)) = files.split_first() else {
+            return Ok(());
+        };
+        self.restore_snapshot(first, what)?;
+        for (bytes, what) in deltas {
+            self.apply_delta(bytes, what)?;
+        }
+        self.cadence_mut().restored(deltas.len());
+        Ok(())
+    }
+}
+
+/// State keys in order.
+pub type Keys<'a> = Vec<&'a Box<[u8]>>;
+
+/// The keys a batch touched, in order, split into those still in `state` and those
+/// removed (what a delta writes).
+pub fn split_touched<'a, V>(
+    touched: &'a std::collections::HashSet<Box<[u8]>>,
+    state: &std::collections::HashMap<Box<[u8]>, V>,
+) -> (Keys<'a>, Keys<'a>) {
+    let mut keys: Vec<&Box<[u8]>> = touched.iter().collect();
+    keys.sort();
+    keys.into_iter().partition(|k| state.contains_key(*k))
+}
+
+/// When an operator with changelog checkpointing writes a full snapshot rather than a
+/// delta: first, and after every `every` deltas (Spark's `minDeltasForSnapshot`; 0:
+/// always). Not thread-safe: part of its operator.
+#[derive(Clone, Debug)]
+pub struct SnapshotCadence {
+    /// Deltas written since the last full snapshot; None: nothing written or restored.
+    since: Option<u32>,
+    pub every: u32,
+}
+
+impl SnapshotCadence {
+    pub fn new(every: u32) -> SnapshotCadence {
+        SnapshotCadence { since: None, every }
+    }
+
+    /// Whether the next state file is a full snapshot; counts it.
+    pub fn next_is_full(&mut self) -> bool {
+        let full = match self.since {
+            None => true,
+            Some(n) => self.every == 0 || n >= self.every,
+        };
+        self.since = Some(if full { 0 } else { self.since.unwrap_or(0) + 1 });
+        full
+    }
+
+    /// The state was restored from a snapshot and `deltas` deltas after it.
+    pub fn restored(&mut self, deltas: usize) {
+        self.since = Some(deltas as u32);
+    }
+}
 /// Largest checkpoint file we will read.
 const MAX_ENTRY_BYTES: u64 = 64 << 20;
 

@@ -11,8 +11,12 @@
 //! a watermark on an event-time column among the keys, an entry goes once the watermark
 //! passes it; within-watermark entries go once the watermark passes first event time +
 //! delay; otherwise entries stay forever (as in Spark). Rows at or below the watermark
-//! are late and dropped. Not thread-safe: owned by the query's driver.
+//! are late and dropped. State files follow Spark's changelog checkpointing: each batch
+//! writes the keys it added or forgot (a delta), and every `deltas_per_snapshot` batches
+//! the whole state. Not thread-safe: owned by the query's driver.
 
+use crate::aggregate::{checked_reader, Reader};
+use crate::checkpoint::Changelog;
 use crate::error::{Result, SqlError};
 use crate::functions::to_millis;
 use crate::join::{new_progress, to_slot};
@@ -26,7 +30,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// The marker `WITHIN WATERMARK` becomes in the SQL DataFusion plans (a constant key,
@@ -58,6 +62,10 @@ pub struct StreamDedup {
     state_bytes: u64,
     max_event_time_ms: Option<i64>,
     metrics: StateOperatorProgress,
+    /// Keys added or forgotten since the last state file (what a delta holds).
+    touched: HashSet<Box<[u8]>>,
+    /// When a state file is a full snapshot.
+    cadence: crate::checkpoint::SnapshotCadence,
 }
 
 impl StreamDedup {
@@ -82,6 +90,10 @@ impl StreamDedup {
             state_bytes: 0,
             max_event_time_ms: None,
             metrics: new_progress("dedupe"),
+            touched: HashSet::new(),
+            cadence: crate::checkpoint::SnapshotCadence::new(
+                crate::aggregate::DEFAULT_DELTAS_PER_SNAPSHOT,
+            ),
         })
     }
 
@@ -121,6 +133,7 @@ impl StreamDedup {
             };
             self.state_bytes += key.as_ref().len() as u64 + 48;
             self.state.insert(key.as_ref().into(), expires);
+            self.touched.insert(key.as_ref().into());
             self.metrics.num_rows_updated += 1;
             keep.push(true);
         }
@@ -134,15 +147,62 @@ impl StreamDedup {
     fn evict(&mut self, wm: i64) {
         let before = self.state.len();
         let mut freed = 0u64;
+        let touched = &mut self.touched;
         self.state.retain(|k, expires| {
             let keep = *expires > wm;
             if !keep {
                 freed += k.len() as u64 + 48;
+                touched.insert(k.clone());
             }
             keep
         });
         self.state_bytes = self.state_bytes.saturating_sub(freed);
         self.metrics.num_rows_removed = (before - self.state.len()) as u64;
+    }
+
+    /// The keys added or forgotten since the last state file: the present ones with
+    /// their expiry, then the forgotten ones.
+    fn delta(&self) -> Vec<u8> {
+        let (present, removed) = crate::checkpoint::split_touched(&self.touched, &self.state);
+        let mut out = Vec::new();
+        out.extend_from_slice(crate::checkpoint::DELTA_MAGIC);
+        out.extend_from_slice(DEDUP_DELTA_TAG);
+        out.extend_from_slice(&self.max_event_time_ms.unwrap_or(i64::MIN).to_le_bytes());
+        out.extend_from_slice(&(present.len() as u64).to_le_bytes());
+        for k in present {
+            encode_entry(&mut out, k, Some(self.state[k]));
+        }
+        out.extend_from_slice(&(removed.len() as u64).to_le_bytes());
+        for k in removed {
+            encode_entry(&mut out, k, None);
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+}
+
+/// A key (length, bytes) and, in a snapshot or among a delta's present keys, its expiry.
+fn encode_entry(out: &mut Vec<u8>, key: &[u8], expires: Option<i64>) {
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    if let Some(e) = expires {
+        out.extend_from_slice(&e.to_le_bytes());
+    }
+}
+
+/// A key as `encode_entry` wrote it.
+fn read_key(r: &mut Reader<'_>) -> Result<Box<[u8]>> {
+    let len = r.u32()? as usize;
+    Ok(r.bytes(len)?.into())
+}
+
+/// The end of a state file: nothing may follow what was read.
+fn finish(r: &Reader<'_>) -> Result<()> {
+    if r.pos == r.data.len() {
+        Ok(())
+    } else {
+        Err(r.error("trailing bytes in dedup state file"))
     }
 }
 
@@ -195,9 +255,7 @@ impl StateOperator for StreamDedup {
         let mut keys: Vec<_> = self.state.iter().collect();
         keys.sort();
         for (k, expires) in keys {
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(k);
-            out.extend_from_slice(&expires.to_le_bytes());
+            encode_entry(&mut out, k, Some(*expires));
         }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -205,48 +263,194 @@ impl StateOperator for StreamDedup {
     }
 
     fn restore(&mut self, bytes: &[u8], what: &str) -> Result<()> {
-        let err = |m: &str| SqlError::Checkpoint {
-            path: what.to_string(),
-            message: m.to_string(),
-        };
-        if bytes.len() < DEDUP_STATE_MAGIC.len() + 20 {
-            return Err(err("dedup state file is truncated"));
-        }
-        let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-            return Err(err("dedup state file checksum mismatch"));
-        }
-        let Some(rest) = body.strip_prefix(DEDUP_STATE_MAGIC) else {
-            return Err(err("not a runnel dedup state file"));
-        };
-        let mut r = rest;
-        let mut take = |n: usize| -> Result<&[u8]> {
-            if r.len() < n {
-                return Err(err("dedup state file is truncated"));
-            }
-            let (a, b) = r.split_at(n);
-            r = b;
-            Ok(a)
-        };
-        let max = i64::from_le_bytes(take(8)?.try_into().expect("8"));
-        let n = u64::from_le_bytes(take(8)?.try_into().expect("8"));
+        let mut r = checked_reader(bytes, DEDUP_STATE_MAGIC, what)?;
+        let max = r.i64()?;
         let mut state = HashMap::new();
         let mut bytes_used = 0u64;
-        for _ in 0..n {
-            let len = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
-            let key: Box<[u8]> = take(len)?.into();
-            let expires = i64::from_le_bytes(take(8)?.try_into().expect("8"));
-            bytes_used += len as u64 + 48;
-            state.insert(key, expires);
+        for _ in 0..r.i64()? as u64 {
+            let key = read_key(&mut r)?;
+            bytes_used += key.len() as u64 + 48;
+            state.insert(key, r.i64()?);
         }
-        if !r.is_empty() {
-            return Err(err("trailing bytes in dedup state file"));
-        }
+        finish(&r)?;
         self.state = state;
         self.state_bytes = bytes_used;
+        self.max_event_time_ms = (max != i64::MIN).then_some(max);
+        self.touched.clear();
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<Vec<u8>> {
+        let out = if self.cadence.next_is_full() {
+            self.snapshot()?
+        } else {
+            self.delta()
+        };
+        self.touched.clear();
+        Ok(out)
+    }
+
+    fn restore_chain(&mut self, files: &[(Vec<u8>, String)]) -> Result<()> {
+        Changelog::restore_chain(self, files)
+    }
+
+    fn set_deltas_per_snapshot(&mut self, n: u32) {
+        self.cadence.every = n;
+    }
+}
+
+impl Changelog for StreamDedup {
+    fn cadence_mut(&mut self) -> &mut crate::checkpoint::SnapshotCadence {
+        &mut self.cadence
+    }
+
+    fn restore_snapshot(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        self.restore(bytes, what)
+    }
+
+    fn apply_delta(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        let magic = [crate::checkpoint::DELTA_MAGIC, DEDUP_DELTA_TAG].concat();
+        let mut r = checked_reader(bytes, &magic, what)?;
+        let max = r.i64()?;
+        for _ in 0..r.i64()? as u64 {
+            let key = read_key(&mut r)?;
+            let expires = r.i64()?;
+            if self.state.insert(key.clone(), expires).is_none() {
+                self.state_bytes += key.len() as u64 + 48;
+            }
+        }
+        for _ in 0..r.i64()? as u64 {
+            let key = read_key(&mut r)?;
+            if self.state.remove(&key).is_some() {
+                self.state_bytes = self.state_bytes.saturating_sub(key.len() as u64 + 48);
+            }
+        }
+        finish(&r)?;
         self.max_event_time_ms = (max != i64::MIN).then_some(max);
         Ok(())
     }
 }
 
 const DEDUP_STATE_MAGIC: &[u8] = b"RUNNEL-DEDUP-STATE-1\n";
+/// After `DELTA_MAGIC` in a dedup delta (an aggregation's delta is not one).
+const DEDUP_DELTA_TAG: &[u8] = b"dedup\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::logical_expr::LogicalPlanBuilder;
+
+    fn within_watermark() -> StreamDedup {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let spec = DedupSpec {
+            n_keys: 1,
+            n_select: 1,
+            delay_ms: Some(1000),
+            time_in_keys: false,
+            within_watermark: true,
+        };
+        StreamDedup::new(
+            LogicalPlanBuilder::empty(false).build().unwrap(),
+            Arc::new(SlotTable::new(schema, false, None)),
+            spec,
+            vec![DataType::Int64],
+        )
+        .unwrap()
+    }
+
+    /// Rows (key, key, event time ms): the lower plan's keys, selected columns, time.
+    fn rows(ids: std::ops::RangeInclusive<i64>, ms_per_id: i64) -> RecordBatch {
+        let ids: Vec<i64> = ids.collect();
+        let ts: TimestampMillisecondArray = ids.iter().map(|i| Some(i * ms_per_id)).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("id", DataType::Int64, false),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]));
+        let id = Arc::new(Int64Array::from(ids));
+        RecordBatch::try_new(schema, vec![id.clone(), id, Arc::new(ts)]).unwrap()
+    }
+
+    #[test]
+    fn state_files_are_deltas_of_the_keys_a_batch_changed_between_snapshots() {
+        let mut d = within_watermark();
+        d.set_deltas_per_snapshot(3);
+        d.admit(&rows(1..=1000, 10), 0).unwrap();
+        d.evict(0);
+        let snapshot = d.checkpoint().unwrap();
+        assert!(!snapshot.starts_with(crate::checkpoint::DELTA_MAGIC));
+        // 10 keys more, 50 forgotten (their first event time + delay under 1500).
+        d.admit(&rows(1001..=1010, 10), 0).unwrap();
+        d.evict(1500);
+        assert_eq!(d.state.len(), 1010 - 50);
+        let delta = d.checkpoint().unwrap();
+        assert!(delta.starts_with(crate::checkpoint::DELTA_MAGIC));
+        assert!(
+            delta.len() * 10 < snapshot.len(),
+            "{} vs {}",
+            delta.len(),
+            snapshot.len()
+        );
+        // The snapshot and the delta give the state back.
+        let mut back = within_watermark();
+        let chain = vec![
+            (snapshot.clone(), "0".to_string()),
+            (delta.clone(), "1".to_string()),
+        ];
+        Changelog::restore_chain(&mut back, &chain).unwrap();
+        assert_eq!(back.state, d.state);
+        assert_eq!(back.state_bytes, d.state_bytes);
+        assert_eq!(back.max_event_time_ms, d.max_event_time_ms);
+        // A duplicate of a remembered key is still dropped after the restore; a
+        // forgotten one is admitted again.
+        assert_eq!(back.admit(&rows(60..=60, 10), 0).unwrap().num_rows(), 0);
+        assert_eq!(back.admit(&rows(7..=7, 10), 0).unwrap().num_rows(), 1);
+        // Two more deltas, then a full snapshot again.
+        for _ in 0..2 {
+            assert!(d
+                .checkpoint()
+                .unwrap()
+                .starts_with(crate::checkpoint::DELTA_MAGIC));
+        }
+        assert!(!d
+            .checkpoint()
+            .unwrap()
+            .starts_with(crate::checkpoint::DELTA_MAGIC));
+        // A damaged delta is an error naming the file, not a panic.
+        let mut bad = delta.clone();
+        let at = bad.len() / 2;
+        bad[at] ^= 1;
+        let e = Changelog::restore_chain(
+            &mut within_watermark(),
+            &[(snapshot.clone(), "0".into()), (bad, "state/1".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("state/1") && e.contains("checksum"), "{e}");
+        let e = Changelog::restore_chain(
+            &mut within_watermark(),
+            &[
+                (snapshot, "0".into()),
+                (delta[..20].to_vec(), "state/1".into()),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("state/1"), "{e}");
+    }
+
+    #[test]
+    fn without_changelog_checkpointing_every_file_is_a_snapshot() {
+        let mut d = within_watermark();
+        d.set_deltas_per_snapshot(0);
+        for i in 0..3 {
+            d.admit(&rows(i * 10 + 1..=i * 10 + 10, 10), 0).unwrap();
+            assert!(!d
+                .checkpoint()
+                .unwrap()
+                .starts_with(crate::checkpoint::DELTA_MAGIC));
+        }
+    }
+}

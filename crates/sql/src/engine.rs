@@ -7,6 +7,7 @@
 //! the watermark moved far enough to close state (Spark's no-data batch).
 
 use crate::aggregate::{OutputMode, StatefulAggregate};
+use crate::checkpoint::Changelog;
 use crate::checkpoint::{Checkpoint, OffsetEntry, QueryIdentity};
 use crate::dialect::{self, Names};
 use crate::error::{Result, SqlError};
@@ -363,8 +364,12 @@ impl StreamingQuery {
             .unwrap_or_default();
         let mut q = Self::assemble(ctx, sources, plan, sink, checkpoint, query_id, options)?;
         q.echo_console = opt(&sink_opts, "echoConsole").is_some_and(|v| v == "true");
+        let deltas = deltas_per_snapshot(&script.vars)?;
         if let Some(agg) = &mut q.aggregate {
-            agg.set_deltas_per_snapshot(deltas_per_snapshot(&script.vars)?);
+            agg.set_deltas_per_snapshot(deltas);
+        }
+        if let Some(op) = &mut q.operator {
+            op.set_deltas_per_snapshot(deltas);
         }
         Ok(q)
     }
@@ -525,9 +530,7 @@ impl StreamingQuery {
             agg.restore_chain(&cp.read_state_chain(b)?)?;
         }
         if let (Some(op), Some(b)) = (&mut self.operator, state_batch) {
-            if let Some((_, bytes, what)) = cp.read_state(b)? {
-                op.restore(&bytes, &what)?;
-            }
+            op.restore_chain(&cp.read_state_chain(b)?)?;
         }
         self.watermark_ms = match &replay {
             Some(e) => e.watermark_ms,
@@ -661,8 +664,8 @@ impl StreamingQuery {
                 if let Some(agg) = &mut self.aggregate {
                     cp.write_state(batch_id, &agg.checkpoint())?;
                 }
-                if let Some(op) = &self.operator {
-                    cp.write_state(batch_id, &op.snapshot()?)?;
+                if let Some(op) = &mut self.operator {
+                    cp.write_state(batch_id, &op.checkpoint()?)?;
                 }
                 cp.write_commit(batch_id, self.watermark_ms)?;
             }

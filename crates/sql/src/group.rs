@@ -25,19 +25,33 @@
 //! new assignment; positions are the committed offsets. A process that starts or stops
 //! changes the assignment without a restart of the others.
 //!
+//! Event time: a batch reads its source partitions as Spark plans a batch (end offsets
+//! fixed first, `maxOffsetsPerTrigger` split in proportion to each partition's backlog,
+//! each read to its end), so they advance in step. At the end of each batch that read
+//! the source, the process writes a progress marker (a record without a value) to every
+//! state partition: per source partition it reads, the max event time read so far and
+//! whether a backlog is left. A task's watermark (`Clock`) follows the markers, not its
+//! own rows: the slowest source partition with a backlog holds it, so rows not read yet
+//! from any source partition are never behind it; without backlog it is the max event
+//! time reported minus the delay, as in the single process. Markers come after the
+//! batch's rows in each partition, so a task never moves its watermark past rows of a
+//! batch it has not folded yet.
+//!
 //! Scope: one Kafka source (`subscribe`), a GROUP BY aggregation (windowed or not) in
-//! update or append mode, a Kafka sink on the source's cluster. Each task's watermark is
-//! its own (max event time of its rows minus the delay). What is refused, with the
+//! update or append mode, a Kafka sink on the source's cluster. What is refused, with the
 //! reason, is checked in `GroupQuery::from_script`.
 
 use crate::aggregate::{OutputMode, StatefulAggregate};
+use crate::checkpoint::Changelog;
 use crate::engine::{execute, opt, prepare, QueryOptions, Trigger};
 use crate::error::{Result, SqlError};
 use crate::plan::StreamingPlan;
 use crate::progress::ProgressOutput;
 use crate::script::Script;
 use crate::sink::{producer_config, send_rows, BoundedSender};
-use crate::source::{RowBuilder, StartingOffsets, Subscription};
+use crate::source::{
+    cached_high_watermark, offset_in, rate_limit, RowBuilder, StartingOffsets, Subscription,
+};
 use crate::table::SlotTable;
 use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::take_record_batch;
@@ -49,10 +63,10 @@ use datafusion::prelude::SessionContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,6 +94,95 @@ const SESSION_TIMEOUT_MS: &str = "10000";
 const PURGE_INTERVAL: Duration = Duration::from_secs(30);
 const SNAPSHOT_KEY: &str = "snapshot";
 const DELTA_PREFIX: &str = "delta-";
+/// Header of a progress marker (a repartition record without a value): the `Report` of
+/// the batch that wrote it, as JSON.
+const PROGRESS_HEADER: &str = "runnel.progress";
+/// Header of a changelog record: the task's `Clock` after the batch, as JSON.
+const CLOCK_HEADER: &str = "runnel.clock";
+
+/// A source partition.
+type TopicPartition = (String, i32);
+
+/// What a progress marker says, per source partition its process reads: the max event
+/// time (ms) the process had read (None: not known to be in step with the others, e.g.
+/// the partition did not reach its end offset in time) and whether offsets were left
+/// past the batch (a backlog).
+type Report = Vec<(String, i32, Option<i64>, bool)>;
+
+/// A state partition's event-time clock: the watermark it drops late rows and closes
+/// windows by, and what the progress markers said of each source partition. Not
+/// thread-safe.
+#[derive(Clone, Debug, PartialEq)]
+struct Clock {
+    watermark_ms: i64,
+    progress: BTreeMap<TopicPartition, (Option<i64>, bool)>,
+}
+
+impl Clock {
+    /// Every source partition unknown, held as a backlog: no watermark until each has
+    /// been reported (its reader writes a marker when it gets the partition).
+    fn new(sources: &[TopicPartition]) -> Clock {
+        Clock {
+            watermark_ms: 0,
+            progress: sources
+                .iter()
+                .map(|tp| (tp.clone(), (None, true)))
+                .collect(),
+        }
+    }
+
+    fn report(&mut self, report: &Report) {
+        for (t, p, max, backlog) in report {
+            self.progress.insert((t.clone(), *p), (*max, *backlog));
+        }
+    }
+
+    /// Moves the watermark after a batch: the least max event time among the source
+    /// partitions with a backlog (an unknown one holds it where it is), else the most
+    /// among all, minus the delay. It never goes back.
+    fn advance(&mut self, delay_ms: i64) {
+        let held = self
+            .progress
+            .values()
+            .filter(|(_, backlog)| *backlog)
+            .map(|(max, _)| *max)
+            .min();
+        let front = match held {
+            Some(least) => least,
+            None => self.progress.values().filter_map(|(max, _)| *max).max(),
+        };
+        if let Some(t) = front {
+            self.watermark_ms = self.watermark_ms.max(t.saturating_sub(delay_ms).max(0));
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let progress: Report = self
+            .progress
+            .iter()
+            .map(|((t, p), (max, backlog))| (t.clone(), *p, *max, *backlog))
+            .collect();
+        serde_json::json!({"watermark_ms": self.watermark_ms, "progress": progress})
+            .to_string()
+            .into_bytes()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Clock> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        let progress: Report = serde_json::from_value(v.get("progress")?.clone()).ok()?;
+        let mut c = Clock {
+            watermark_ms: v.get("watermark_ms")?.as_i64()?,
+            progress: BTreeMap::new(),
+        };
+        c.report(&progress);
+        Some(c)
+    }
+}
+
+/// A header's value, by name.
+fn header<'a, M: Message>(m: &'a M, name: &str) -> Option<&'a [u8]> {
+    m.headers()?.iter().find(|h| h.key == name)?.value
+}
 
 /// The application id of a script: `cli` (`--application-id`) beats the file's `SET
 /// application.id`. It names the consumer group and the internal topics, so it must be
@@ -115,6 +218,16 @@ struct GroupContext {
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // A partition paused at the end of a batch stays paused by librdkafka across a
+        // reassignment: resume what is revoked (the batch read is dropped anyway).
+        if let Rebalance::Revoke(tpl) = rebalance {
+            if let Err(e) = consumer.resume(tpl) {
+                tracing::warn!(error = %e, "cannot resume revoked partitions");
+            }
+        }
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Error(e) = rebalance {
             tracing::warn!(error = %e, "consumer group rebalance error");
@@ -130,6 +243,7 @@ struct Task {
     next_batch: u64,
     /// Changelog keys of the deltas since the last snapshot: tombstoned by the next one.
     deltas: Vec<String>,
+    clock: Clock,
 }
 
 /// What one batch read.
@@ -139,6 +253,16 @@ struct Polled {
     repartitioned: BTreeMap<i32, Vec<OwnedMessage>>,
     /// Next offset to commit per (topic, partition).
     offsets: BTreeMap<(String, i32), i64>,
+    /// Set when the batch reports progress (it read the source, or the assignment is
+    /// new): per assigned source partition, whether it reached its end offset (in step
+    /// with the others) and whether a backlog is left.
+    progress: Option<Vec<(TopicPartition, bool, bool)>>,
+}
+
+impl Polled {
+    fn is_empty(&self) -> bool {
+        self.source.is_empty() && self.repartitioned.is_empty() && self.progress.is_none()
+    }
 }
 
 /// A query run by a group of processes. Not thread-safe: drive it from one task.
@@ -148,6 +272,23 @@ pub struct GroupQuery {
     plan: StreamingPlan,
     source_table: Arc<SlotTable>,
     source_topics: Vec<String>,
+    /// Every partition of the source topics (a new task's clock waits for them all).
+    source_partitions: Vec<TopicPartition>,
+    /// `startingOffsets`: where a source partition without a committed offset starts.
+    auto_offset_reset: &'static str,
+    /// Next offset to read per assigned source partition, messages polled past a batch's
+    /// end offsets (read first by the next batch), the partitions paused because they
+    /// reached their end, and whether the next batch reports progress with no rows
+    /// (a new assignment).
+    positions: BTreeMap<TopicPartition, i64>,
+    stash: BTreeMap<TopicPartition, VecDeque<OwnedMessage>>,
+    paused: BTreeSet<TopicPartition>,
+    announce: bool,
+    /// Max event time of the source rows read since the assignment.
+    source_max_ms: Option<i64>,
+    /// An empty aggregation, for `event_time_max` over the rows the process
+    /// repartitions.
+    event_time: StatefulAggregate,
     include_headers: bool,
     sink_topic: Option<String>,
     repartition_topic: String,
@@ -328,7 +469,12 @@ impl GroupQuery {
         }
         let producer = new_producer(&pc, app_id)?;
 
-        let partitions = source_partitions(&consumer, source_topics)?;
+        let source_partitions = source_partitions(&consumer, source_topics)?;
+        let partitions = source_partitions
+            .iter()
+            .map(|(_, p)| p + 1)
+            .max()
+            .unwrap_or(0);
         let repartition_topic = format!("{app_id}-aggregate-repartition");
         let changelog_topic = format!("{app_id}-aggregate-state-changelog");
         let admin: AdminClient<DefaultClientContext> = base.create()?;
@@ -339,6 +485,14 @@ impl GroupQuery {
             ctx: p.ctx,
             source_table: src.table.clone(),
             source_topics: source_topics.clone(),
+            source_partitions,
+            auto_offset_reset,
+            positions: BTreeMap::new(),
+            stash: BTreeMap::new(),
+            paused: BTreeSet::new(),
+            announce: false,
+            source_max_ms: None,
+            event_time: StatefulAggregate::new(ap.spec.clone())?,
             include_headers: so.include_headers,
             sink_topic: opt(&sink.options, "topic").cloned(),
             repartition_topic,
@@ -411,7 +565,7 @@ impl GroupQuery {
                 next_trigger = Instant::now() + iv;
             }
             let mut polled = self.poll_batch()?;
-            if polled.offsets.is_empty() {
+            if polled.is_empty() {
                 // Nothing new: a batch runs only when a watermark closes state (Spark's
                 // no-data batch). Its transaction commits the positions of the state
                 // partitions it ran on, unchanged, so the group generation still
@@ -466,59 +620,194 @@ impl GroupQuery {
         Ok(())
     }
 
-    /// Reads messages for one batch: until nothing more came within 100 ms, the
-    /// batch's cap, or `MAX_BATCH_READ`. A rebalance drops what was read (it is read
-    /// again from the committed offsets) and restores the new assignment's state.
+    /// Reads one batch as Spark plans one: the end offsets of the assigned source
+    /// partitions are fixed first, `maxOffsetsPerTrigger` split over them in proportion
+    /// to what each has available (Spark's `rateLimit`), and each is read to its end (a
+    /// partition that got there is paused; what came past it waits in the stash), so the
+    /// partitions advance in step and the progress the batch reports holds for each.
+    /// Repartitioned rows are taken as they come, at most `max_messages` records.
+    /// Reading stops when every source partition reached its end and nothing more came
+    /// within 100 ms, or after `MAX_BATCH_READ`. A rebalance drops what was read (it is
+    /// read again from the committed offsets) and restores the new assignment's state.
     fn poll_batch(&mut self) -> Result<Polled> {
         let mut polled = Polled::default();
-        let mut count = 0u64;
+        if self.take_rebalance()? {
+            return Ok(polled);
+        }
+        let ends = self.source_ends()?;
+        let until = rate_limit(&self.positions, &ends, self.max_messages);
+        let mut positions = self.positions.clone();
+        let mut records = 0u64;
+        // What the last batch polled past its ends first, in order; then the paused
+        // partitions with nothing left in the stash fetch again.
+        for (_, q) in std::mem::take(&mut self.stash) {
+            for m in q {
+                self.accept(m, &mut polled, &mut positions, &until, &mut records)?;
+            }
+        }
+        let resume: Vec<TopicPartition> = self
+            .paused
+            .iter()
+            .filter(|tp| !self.stash.contains_key(*tp))
+            .cloned()
+            .collect();
+        if !resume.is_empty() {
+            self.consumer.resume(&tpl_of(&resume)?)?;
+            for tp in &resume {
+                self.paused.remove(tp);
+            }
+        }
         let started = Instant::now();
         loop {
-            let m = self
-                .consumer
-                .poll(Duration::from_millis(100))
-                .map(|r| r.map(|m| m.detach()));
-            if self
-                .consumer
-                .context()
-                .rebalanced
-                .swap(false, Ordering::SeqCst)
-            {
-                polled = Polled::default();
-                count = 0;
-                self.on_assignment()?;
+            let source_done = until
+                .iter()
+                .all(|(tp, e)| positions.get(tp).is_some_and(|p| p >= e));
+            let wait = Duration::from_millis(if source_done { 100 } else { 10 });
+            let m = self.consumer.poll(wait).map(|r| r.map(|m| m.detach()));
+            if self.consumer.context().rebalanced.load(Ordering::SeqCst) {
+                // Dropped: the next call restores the new assignment and reads from
+                // the committed offsets.
+                return Ok(Polled::default());
             }
             match m {
-                None => {
-                    if count > 0 || started.elapsed() > Duration::from_millis(500) {
+                None if source_done => {
+                    let read = !polled.source.is_empty() || records > 0;
+                    if read || started.elapsed() > Duration::from_millis(500) {
                         break;
                     }
                 }
+                None => self.step_over_gaps(&mut positions, &until)?,
                 Some(Err(e)) => tracing::debug!(error = %e, "consumer: transient error"),
-                Some(Ok(m)) => {
-                    polled
-                        .offsets
-                        .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
-                    if m.topic() == self.repartition_topic {
-                        polled
-                            .repartitioned
-                            .entry(m.partition())
-                            .or_default()
-                            .push(m);
-                    } else {
-                        polled.source.push(m);
-                    }
-                    count += 1;
-                    if count >= self.max_messages {
-                        break;
-                    }
-                }
+                Some(Ok(m)) => self.accept(m, &mut polled, &mut positions, &until, &mut records)?,
             }
             if started.elapsed() > MAX_BATCH_READ || self.stop.load(Ordering::Relaxed) {
                 break;
             }
         }
+        if !polled.source.is_empty() || self.announce {
+            polled.progress = Some(
+                until
+                    .iter()
+                    .map(|(tp, &u)| {
+                        let at = positions[tp];
+                        (tp.clone(), at >= u, u < ends[tp] || at < u)
+                    })
+                    .collect(),
+            );
+            for (tp, &o) in &positions {
+                polled.offsets.insert(tp.clone(), o);
+            }
+            self.announce = false;
+        }
+        self.positions = positions;
         Ok(polled)
+    }
+
+    /// Takes a polled message into the batch, or keeps it in the stash for a later one
+    /// (a source partition past its end offset, repartitioned rows past the batch's
+    /// cap) and pauses its partition. Messages of partitions not assigned, or below the
+    /// position (re-delivered), are dropped.
+    fn accept(
+        &mut self,
+        m: OwnedMessage,
+        polled: &mut Polled,
+        positions: &mut BTreeMap<TopicPartition, i64>,
+        until: &BTreeMap<TopicPartition, i64>,
+        records: &mut u64,
+    ) -> Result<()> {
+        let tp = (m.topic().to_string(), m.partition());
+        let held = self.stash.contains_key(&tp);
+        if m.topic() == self.repartition_topic {
+            if held || *records >= self.max_messages {
+                return self.hold(tp, m);
+            }
+            polled.offsets.insert(tp.clone(), m.offset() + 1);
+            polled.repartitioned.entry(tp.1).or_default().push(m);
+            *records += 1;
+            return Ok(());
+        }
+        let (Some(&at), Some(&end)) = (positions.get(&tp), until.get(&tp)) else {
+            return Ok(());
+        };
+        if m.offset() < at {
+            return Ok(());
+        }
+        if held || m.offset() >= end {
+            return self.hold(tp, m);
+        }
+        positions.insert(tp, m.offset() + 1);
+        polled.source.push(m);
+        Ok(())
+    }
+
+    fn hold(&mut self, tp: TopicPartition, m: OwnedMessage) -> Result<()> {
+        if self.paused.insert(tp.clone()) {
+            self.consumer.pause(&tpl_of(std::slice::from_ref(&tp))?)?;
+        }
+        self.stash.entry(tp).or_default().push_back(m);
+        Ok(())
+    }
+
+    /// Advances source partitions over offsets that hold no record to read (transaction
+    /// markers, aborted or compacted records): librdkafka's position is past them, and
+    /// everything below it has been handed to us.
+    fn step_over_gaps(
+        &self,
+        positions: &mut BTreeMap<TopicPartition, i64>,
+        until: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<()> {
+        let behind: Vec<&TopicPartition> = until
+            .iter()
+            .filter(|(tp, e)| {
+                !self.stash.contains_key(*tp) && positions.get(*tp).is_some_and(|p| p < *e)
+            })
+            .map(|(tp, _)| tp)
+            .collect();
+        if behind.is_empty() {
+            return Ok(());
+        }
+        let assigned = self.consumer.position()?;
+        for tp in behind {
+            if let Some(seen) = offset_in(&assigned, tp) {
+                let at = positions
+                    .get_mut(tp)
+                    .expect("behind partitions have a position");
+                *at = (*at).max(seen.min(until[tp]));
+            }
+        }
+        Ok(())
+    }
+
+    /// The latest offset of each assigned source partition: librdkafka's high watermark
+    /// from its last fetch response, else a ListOffsets request.
+    fn source_ends(&self) -> Result<BTreeMap<TopicPartition, i64>> {
+        let mut ends = BTreeMap::new();
+        for (tp, &at) in &self.positions {
+            let end = match cached_high_watermark(self.consumer.client(), tp)? {
+                Some(h) => h,
+                None => {
+                    self.consumer
+                        .fetch_watermarks(&tp.0, tp.1, Duration::from_secs(10))?
+                        .1
+                }
+            };
+            ends.insert(tp.clone(), end.max(at));
+        }
+        Ok(ends)
+    }
+
+    /// After the consumer's assignment changed: restores the new assignment's state.
+    fn take_rebalance(&mut self) -> Result<bool> {
+        if !self
+            .consumer
+            .context()
+            .rebalanced
+            .swap(false, Ordering::SeqCst)
+        {
+            return Ok(false);
+        }
+        self.on_assignment()?;
+        Ok(true)
     }
 
     /// For a no-data batch: the positions of the state partitions whose watermark
@@ -528,7 +817,7 @@ impl GroupQuery {
         let expired: Vec<i32> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.agg.has_expired(watermark(&t.agg, delay)))
+            .filter(|(_, t)| t.agg.has_expired(t.watermark(delay)))
             .map(|(p, _)| *p)
             .collect();
         let mut out = BTreeMap::new();
@@ -566,6 +855,11 @@ impl GroupQuery {
 
     /// After an abort: state and positions go back to what is committed.
     fn reset_to_committed(&mut self) -> Result<()> {
+        if !self.paused.is_empty() {
+            let paused: Vec<TopicPartition> =
+                std::mem::take(&mut self.paused).into_iter().collect();
+            self.consumer.resume(&tpl_of(&paused)?)?;
+        }
         let committed = self.consumer.committed(Duration::from_secs(30))?;
         let mut tpl = TopicPartitionList::new();
         for e in committed.elements() {
@@ -585,6 +879,12 @@ impl GroupQuery {
     /// Rebuilds the tasks for the current assignment from the changelog.
     fn on_assignment(&mut self) -> Result<()> {
         self.tasks.clear();
+        self.stash.clear();
+        // Resumed when they were revoked (or by `reset_to_committed`).
+        self.paused.clear();
+        self.positions.clear();
+        self.source_max_ms = None;
+        self.announce = true;
         let assignment = self.consumer.assignment()?;
         let mut source = Vec::new();
         let mut state = Vec::new();
@@ -599,7 +899,27 @@ impl GroupQuery {
             // Offsets committed by a transaction still open are unstable: wait for them
             // (read_committed asks for stable offsets), so the changelog read below
             // holds everything the committed offsets account for.
-            self.consumer.committed(Duration::from_secs(60))?;
+            let committed = self.consumer.committed(Duration::from_secs(60))?;
+            for e in assignment.elements() {
+                if e.topic() == self.repartition_topic {
+                    continue;
+                }
+                let tp = (e.topic().to_string(), e.partition());
+                let at = match offset_in(&committed, &tp) {
+                    Some(o) => o,
+                    None => {
+                        let (low, high) =
+                            self.consumer
+                                .fetch_watermarks(&tp.0, tp.1, Duration::from_secs(10))?;
+                        if self.auto_offset_reset == "earliest" {
+                            low
+                        } else {
+                            high
+                        }
+                    }
+                };
+                self.positions.insert(tp, at);
+            }
         }
         let started = Instant::now();
         let restored = self.restore(&state)?;
@@ -642,6 +962,8 @@ impl GroupQuery {
         // Per partition: the last snapshot (batch, bytes) and the deltas after it.
         type Chain = (Option<(u64, Vec<u8>)>, Vec<(u64, String, Vec<u8>)>);
         let mut chains: BTreeMap<i32, Chain> = BTreeMap::new();
+        // Per partition: the clock of the last record.
+        let mut clocks: BTreeMap<i32, Option<Clock>> = BTreeMap::new();
         let mut reading: BTreeSet<i32> = partitions.iter().copied().collect();
         let deadline = Instant::now() + RESTORE_TIMEOUT;
         let mut records = 0u64;
@@ -671,6 +993,10 @@ impl GroupQuery {
                         m.offset()
                     );
                     let (batch, bytes) = self.decode_changelog(value, &what)?;
+                    clocks.insert(
+                        m.partition(),
+                        header(&m, CLOCK_HEADER).and_then(Clock::decode),
+                    );
                     let chain = chains.entry(m.partition()).or_default();
                     if key == SNAPSHOT_KEY {
                         *chain = (Some((batch, bytes.to_vec())), Vec::new());
@@ -698,6 +1024,13 @@ impl GroupQuery {
             }
             task.agg.restore_chain(&files)?;
             task.next_batch = last + 1;
+            match clocks.remove(&p).flatten() {
+                Some(c) => task.clock = c,
+                // Written by an older version: the watermark its own rows gave.
+                None => {
+                    task.clock.watermark_ms = watermark(&task.agg, self.plan.watermark_delay_ms)
+                }
+            }
         }
         Ok(records)
     }
@@ -714,6 +1047,7 @@ impl GroupQuery {
             agg,
             next_batch: 0,
             deltas: Vec::new(),
+            clock: Clock::new(&self.source_partitions),
         })
     }
 
@@ -757,7 +1091,13 @@ impl GroupQuery {
             self.source_table.set(rb.finish()?);
             let lower = execute(&self.ctx, &ap.lower).await;
             self.source_table.set(Vec::new());
-            for b in lower? {
+            let lower = lower?;
+            for b in &lower {
+                if let Some(m) = self.event_time.event_time_max(b)? {
+                    self.source_max_ms = Some(self.source_max_ms.map_or(m, |c| c.max(m)));
+                }
+            }
+            for b in lower {
                 for (p, rows) in self.split_by_key(&b)? {
                     for bytes in encode_ipc(&rows)? {
                         let rec: FutureRecord<'_, [u8], [u8]> =
@@ -769,6 +1109,30 @@ impl GroupQuery {
                 }
             }
         }
+        // Then the progress marker to every state partition, after the batch's rows.
+        if let Some(progress) = &polled.progress {
+            let report: Report = progress
+                .iter()
+                .map(|((t, p), in_step, backlog)| {
+                    (
+                        t.clone(),
+                        *p,
+                        self.source_max_ms.filter(|_| *in_step),
+                        *backlog,
+                    )
+                })
+                .collect();
+            let value = serde_json::to_vec(&report).expect("a report is JSON");
+            for p in 0..self.partitions {
+                let rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.repartition_topic)
+                    .partition(p)
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: PROGRESS_HEADER,
+                        value: Some(value.as_slice()),
+                    }));
+                sender.send(&self.producer, rec).await?;
+            }
+        }
         // 2. Repartitioned rows: each task folds its own, writes its changelog.
         let mut folded = 0u64;
         let mut outputs = Vec::new();
@@ -778,20 +1142,36 @@ impl GroupQuery {
         let slot_schema = ap.state_table.schema_ref();
         for (&p, task) in self.tasks.iter_mut() {
             let msgs = polled.repartitioned.get(&p);
-            let wm = watermark(&task.agg, delay);
+            let wm = task.watermark(delay);
             if msgs.is_none() && !task.agg.has_expired(wm) {
                 continue;
             }
             let batch = task.next_batch;
             task.agg.begin_batch();
             for m in msgs.into_iter().flatten() {
-                let Some(bytes) = m.payload() else { continue };
+                let Some(bytes) = m.payload() else {
+                    if let Some(v) = header(m, PROGRESS_HEADER) {
+                        let report: Report = serde_json::from_slice(v).map_err(|e| {
+                            SqlError::Query(format!(
+                                "{} partition {} offset {}: bad progress marker: {e}",
+                                self.repartition_topic,
+                                p,
+                                m.offset()
+                            ))
+                        })?;
+                        task.clock.report(&report);
+                    }
+                    continue;
+                };
                 for b in decode_ipc(bytes)? {
                     folded += b.num_rows() as u64;
                     task.agg.update(&b, Some(wm), batch)?;
                 }
             }
             let out = task.agg.finish_batch(Some(wm), batch)?;
+            if let Some(d) = delay {
+                task.clock.advance(d);
+            }
             outputs.push(RecordBatch::try_new(
                 slot_schema.clone(),
                 out.columns().to_vec(),
@@ -804,10 +1184,15 @@ impl GroupQuery {
             } else {
                 SNAPSHOT_KEY.to_string()
             };
+            let clock = task.clock.encode();
             let rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.changelog_topic)
                 .partition(p)
                 .key(key.as_bytes())
-                .payload(&value);
+                .payload(value.as_slice())
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: CLOCK_HEADER,
+                    value: Some(clock.as_slice()),
+                }));
             sender.send(&self.producer, rec).await?;
             if is_delta {
                 task.deltas.push(key);
@@ -934,8 +1319,27 @@ fn encode_changelog(query_hash: u32, batch: u64, state: &[u8]) -> Vec<u8> {
     v
 }
 
-/// A task's watermark: its max event time minus the delay (0 before any), as the
-/// single-process driver computes the query's.
+impl Task {
+    /// The watermark the task's next batch drops late rows and closes windows by.
+    fn watermark(&self, delay_ms: Option<i64>) -> i64 {
+        if delay_ms.is_some() {
+            self.clock.watermark_ms
+        } else {
+            0
+        }
+    }
+}
+
+fn tpl_of(tps: &[TopicPartition]) -> Result<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in tps {
+        tpl.add_partition(t, *p);
+    }
+    Ok(tpl)
+}
+
+/// The watermark of a task restored from a changelog written before tasks had clocks:
+/// its max event time minus the delay (0 before any).
 fn watermark(agg: &StatefulAggregate, delay_ms: Option<i64>) -> i64 {
     match (agg.max_event_time_ms(), delay_ms) {
         (Some(m), Some(d)) => (m - d).max(0),
@@ -979,10 +1383,13 @@ fn decode_ipc(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
     Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
-/// The most partitions among the source topics (waits up to 30 s for them to exist).
-fn source_partitions(consumer: &BaseConsumer<GroupContext>, topics: &[String]) -> Result<i32> {
+/// Every partition of the source topics (waits up to 30 s for them to exist).
+fn source_partitions(
+    consumer: &BaseConsumer<GroupContext>,
+    topics: &[String],
+) -> Result<Vec<TopicPartition>> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut most = 0;
+    let mut all = Vec::new();
     for t in topics {
         loop {
             let md = consumer.fetch_metadata(Some(t), Duration::from_secs(10))?;
@@ -992,7 +1399,7 @@ fn source_partitions(consumer: &BaseConsumer<GroupContext>, topics: &[String]) -
                 .find(|x| x.name() == t && x.error().is_none())
                 .map_or(0, |x| x.partitions().len() as i32);
             if n > 0 {
-                most = most.max(n);
+                all.extend((0..n).map(|p| (t.clone(), p)));
                 break;
             }
             if Instant::now() > deadline {
@@ -1003,7 +1410,7 @@ fn source_partitions(consumer: &BaseConsumer<GroupContext>, topics: &[String]) -
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    Ok(most)
+    Ok(all)
 }
 
 /// Waits (up to 30 s) until `client`'s metadata shows `topic` with `partitions`
@@ -1112,6 +1519,62 @@ mod tests {
     fn a_bad_repartition_record_is_an_error_not_a_panic() {
         assert!(decode_ipc(b"not arrow").is_err());
         assert!(decode_ipc(&[1, 2, 3, 4, 5, 6, 7, 8]).is_err());
+    }
+
+    fn tp(p: i32) -> TopicPartition {
+        ("tweets".to_string(), p)
+    }
+
+    #[test]
+    fn a_partition_with_a_backlog_holds_the_watermark() {
+        let mut c = Clock::new(&[tp(0), tp(1)]);
+        // Partition 1 not reported yet: no watermark, however far partition 0 got.
+        c.report(&vec![("tweets".into(), 0, Some(900_000), true)]);
+        c.advance(60_000);
+        assert_eq!(c.watermark_ms, 0);
+        // Both read, both with a backlog: the slower one counts.
+        c.report(&vec![("tweets".into(), 1, Some(300_000), true)]);
+        c.advance(60_000);
+        assert_eq!(c.watermark_ms, 240_000);
+        // Partition 1 fell behind its end offset (not in step): it holds the watermark.
+        c.report(&vec![
+            ("tweets".into(), 1, None, true),
+            ("tweets".into(), 0, Some(990_000), true),
+        ]);
+        c.advance(60_000);
+        assert_eq!(c.watermark_ms, 240_000);
+        // No backlog anywhere: the most advanced one, as the single process has it.
+        c.report(&vec![
+            ("tweets".into(), 0, Some(1_000_000), false),
+            ("tweets".into(), 1, Some(700_000), false),
+        ]);
+        c.advance(60_000);
+        assert_eq!(c.watermark_ms, 940_000);
+        // It never goes back (a new reader of partition 1 with a backlog).
+        c.report(&vec![("tweets".into(), 1, Some(500_000), true)]);
+        c.advance(60_000);
+        assert_eq!(c.watermark_ms, 940_000);
+        // An idle partition (nothing read, nothing to read) holds nothing.
+        let mut idle = Clock::new(&[tp(0), tp(1)]);
+        idle.report(&vec![
+            ("tweets".into(), 0, Some(100_000), false),
+            ("tweets".into(), 1, None, false),
+        ]);
+        idle.advance(60_000);
+        assert_eq!(idle.watermark_ms, 40_000);
+    }
+
+    #[test]
+    fn a_clock_survives_its_changelog_header() {
+        let mut c = Clock::new(&[tp(0), tp(1)]);
+        c.report(&vec![
+            ("tweets".into(), 0, Some(5), true),
+            ("tweets".into(), 1, None, false),
+        ]);
+        c.watermark_ms = 42;
+        assert_eq!(Clock::decode(&c.encode()), Some(c));
+        assert_eq!(Clock::decode(b"{"), None);
+        assert_eq!(Clock::decode(b"{\"watermark_ms\": 1}"), None);
     }
 
     #[test]

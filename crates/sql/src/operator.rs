@@ -3,7 +3,7 @@
 //! the same way. Each reads the sources' slot tables and writes its own output table,
 //! which the rest of the query (the upper plan) scans.
 
-use crate::error::Result;
+use crate::error::{Result, SqlError};
 use crate::progress::StateOperatorProgress;
 use async_trait::async_trait;
 use datafusion::prelude::SessionContext;
@@ -28,4 +28,26 @@ pub trait StateOperator: Send + Sync {
     fn snapshot(&self) -> Result<Vec<u8>>;
     /// Replaces the state with a snapshot; `what` names the file for errors.
     fn restore(&mut self, bytes: &[u8], what: &str) -> Result<()>;
+    /// The state file for the batch just run: by default the whole state; an operator
+    /// with Spark's changelog checkpointing writes the changes since the last file, and
+    /// a full snapshot every `set_deltas_per_snapshot` deltas.
+    fn checkpoint(&mut self) -> Result<Vec<u8>> {
+        self.snapshot()
+    }
+    /// Restores from a full snapshot and the deltas written after it, in order (what
+    /// `Checkpoint::read_state_chain` gives).
+    fn restore_chain(&mut self, files: &[(Vec<u8>, String)]) -> Result<()> {
+        let Some(((first, what), deltas)) = files.split_first() else {
+            return Ok(());
+        };
+        if let Some((_, delta)) = deltas.first() {
+            return Err(SqlError::Checkpoint {
+                path: delta.clone(),
+                message: "a state delta, but this operator writes full snapshots".into(),
+            });
+        }
+        self.restore(first, what)
+    }
+    /// Deltas between full snapshots (0: a full snapshot every batch).
+    fn set_deltas_per_snapshot(&mut self, _n: u32) {}
 }

@@ -952,26 +952,12 @@ impl KafkaSource {
     /// The latest offset of a partition: librdkafka's cached high watermark (from fetch
     /// responses, no request) when it has one, else a ListOffsets request.
     fn latest(&self, tp: &(String, i32)) -> Result<i64> {
-        let topic = std::ffi::CString::new(tp.0.as_str())
-            .map_err(|_| SqlError::option("subscribe", format!("topic {:?} contains NUL", tp.0)))?;
         // The consumer that fetches the partition has its high watermark cached.
         let consumer = self
             .owner
             .get(tp)
             .map_or(&self.consumer, |&r| &self.readers[r].consumer);
-        let (mut low, mut high) = (-1i64, -1i64);
-        // SAFETY: the client pointer is valid while `consumer` lives; librdkafka only
-        // reads the NUL-terminated topic and writes the two offsets, under its own lock.
-        let err = unsafe {
-            rdkafka::bindings::rd_kafka_get_watermark_offsets(
-                consumer.client().native_ptr(),
-                topic.as_ptr(),
-                tp.1,
-                &mut low,
-                &mut high,
-            )
-        };
-        if err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 {
+        if let Some(high) = cached_high_watermark(consumer.client(), tp)? {
             return Ok(high);
         }
         Ok(self.watermarks(tp)?.1)
@@ -1268,10 +1254,36 @@ fn check_error(e: rdkafka::error::KafkaError, fail_on_data_loss: bool) -> Result
     Ok(())
 }
 
+/// A partition's high watermark as librdkafka last saw it in a fetch response (no
+/// request); None before the client fetched the partition.
+pub(crate) fn cached_high_watermark<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    tp: &(String, i32),
+) -> Result<Option<i64>> {
+    let topic = std::ffi::CString::new(tp.0.as_str())
+        .map_err(|_| SqlError::option("subscribe", format!("topic {:?} contains NUL", tp.0)))?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `client` lives; librdkafka only reads
+    // the NUL-terminated topic and writes the two offsets, under its own lock.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            client.native_ptr(),
+            topic.as_ptr(),
+            tp.1,
+            &mut low,
+            &mut high,
+        )
+    };
+    Ok(
+        (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+            .then_some(high),
+    )
+}
+
 /// Spark's `KafkaMicroBatchStream.rateLimit`: `limit` offsets split across partitions in
 /// proportion to what each has available; a partition with anything available gets at
 /// least one offset.
-fn rate_limit(
+pub(crate) fn rate_limit(
     from: &BTreeMap<(String, i32), i64>,
     until: &BTreeMap<(String, i32), i64>,
     limit: u64,
@@ -1408,7 +1420,7 @@ fn is_compacted_gap(consumer: &BaseConsumer, tp: &(String, i32), pos: i64) -> bo
 }
 
 /// The offset a list holds for a partition, if it is a real offset.
-fn offset_in(list: &TopicPartitionList, tp: &(String, i32)) -> Option<i64> {
+pub(crate) fn offset_in(list: &TopicPartitionList, tp: &(String, i32)) -> Option<i64> {
     match list.find_partition(&tp.0, tp.1)?.offset() {
         Offset::Offset(o) => Some(o),
         _ => None,

@@ -1648,3 +1648,52 @@ INSERT INTO out SELECT value AS k, count(*) AS n FROM lines GROUP BY value;",
     .await
     .expect("test timed out");
 }
+
+/// Deduplication's state files are deltas too: a batch that adds few keys to a large
+/// state writes a small file, and a restart rebuilds the state from the snapshot and
+/// the deltas (a key seen before the restart is still a duplicate after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_state_deltas_cost_what_changed_and_restore_the_state() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = tempfile::tempdir().unwrap();
+        let lines = |r: std::ops::Range<usize>| {
+            r.map(|i| format!("key{i}")).collect::<Vec<_>>().join("\n") + "\n"
+        };
+        std::fs::write(dir.path().join("a"), lines(0..20_000)).unwrap();
+        std::fs::write(dir.path().join("b"), lines(19_900..20_100)).unwrap();
+        let text = format!(
+            "CREATE TEMPORARY VIEW lines USING text OPTIONS (path '{}', maxFilesPerTrigger '1');
+CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'ids', checkpointLocation '{}');
+INSERT INTO out SELECT DISTINCT value AS k FROM lines;",
+            dir.path().display(),
+            ck.path().display()
+        );
+        let q = run_script(&text, &BTreeMap::new(), available_now()).await;
+        assert_eq!(memory_rows(&q).len(), 20_100);
+        let size = |b: u64| {
+            std::fs::metadata(ck.path().join("state").join(b.to_string()))
+                .unwrap()
+                .len()
+        };
+        let (full, delta) = (size(0), size(1));
+        assert!(
+            delta * 20 < full,
+            "state file of batch 1 (100 new keys) {delta} bytes vs {full}"
+        );
+        // A restart: the state of 20,100 keys comes back from the snapshot and the delta.
+        std::fs::write(dir.path().join("c"), lines(20_050..20_150)).unwrap();
+        let q = run_script(&text, &BTreeMap::new(), available_now()).await;
+        let rows = memory_rows(&q);
+        let mut got: Vec<String> = rows
+            .iter()
+            .map(|r| r["k"].as_str().unwrap().to_string())
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = (20_100..20_150).map(|i| format!("key{i}")).collect();
+        want.sort();
+        assert_eq!(got, want);
+    })
+    .await
+    .expect("test timed out");
+}
