@@ -210,7 +210,7 @@ fn finish(r: &Reader<'_>) -> Result<()> {
 impl StateOperator for StreamDedup {
     async fn run_batch(&mut self, ctx: &SessionContext, watermark_ms: i64) -> Result<()> {
         self.metrics = new_progress("dedupe");
-        let input = crate::engine::execute(ctx, &self.lower).await?;
+        let input = crate::operator::execute(ctx, &self.lower).await?;
         let mut out = Vec::with_capacity(input.len());
         for b in &input {
             let kept = self.admit(b, watermark_ms)?;

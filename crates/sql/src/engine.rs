@@ -13,6 +13,7 @@ use crate::dialect::{self, Names};
 use crate::error::{Result, SqlError};
 use crate::file_source::{FileSource, StreamSource};
 use crate::functions;
+pub use crate::operator::execute;
 use crate::operator::StateOperator;
 use crate::plan::{plan_query, StreamingPlan};
 use crate::progress::{
@@ -23,8 +24,6 @@ use crate::sink::{now_ms, Sink};
 use crate::source::{offset_span, KafkaSource, KafkaSourceOptions, PartitionOffsets};
 use crate::table::SlotTable;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::collect;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -874,15 +873,6 @@ fn reached(pos: &PartitionOffsets, target: &PartitionOffsets) -> bool {
     })
 }
 
-/// Plans (physically) and runs a logical plan that is already optimized.
-pub async fn execute(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Vec<RecordBatch>> {
-    let state = ctx.state();
-    let physical = state
-        .query_planner()
-        .create_physical_plan(plan, &state)
-        .await?;
-    Ok(collect(physical, ctx.task_ctx()).await?)
-}
 
 /// Opens the query's checkpoint, if it has one, refusing one written by another query
 /// (see `Checkpoint::check_identity`). Returns it and the query id.

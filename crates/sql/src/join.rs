@@ -396,8 +396,8 @@ impl StreamJoin {
         );
         let (left_input, right_input, join) =
             (p.left_input.clone(), p.right_input.clone(), p.join.clone());
-        let new_left = crate::engine::execute(ctx, &left_input).await?;
-        let new_right = crate::engine::execute(ctx, &right_input).await?;
+        let new_left = crate::operator::execute(ctx, &left_input).await?;
+        let new_right = crate::operator::execute(ctx, &right_input).await?;
         let new_left = self.admit(true, new_left, watermark_ms)?;
         let new_right = self.admit(false, new_right, watermark_ms)?;
         self.metrics.num_rows_updated = new_left
@@ -411,7 +411,7 @@ impl StreamJoin {
         left_state.set(self.left.rows.clone());
         right_new.set(new_right.clone());
         right_all.set(right_all_rows);
-        let out = crate::engine::execute(ctx, &join).await;
+        let out = crate::operator::execute(ctx, &join).await;
         for t in [&left_new, &left_state, &right_new, &right_all] {
             t.set(Vec::new());
         }

@@ -1,12 +1,27 @@
 //! The stateful operators other than the aggregation (the stream-stream join, the
 //! deduplication) behind one interface, so the driver runs, checkpoints and reports them
 //! the same way. Each reads the sources' slot tables and writes its own output table,
-//! which the rest of the query (the upper plan) scans.
+//! which the rest of the query (the upper plan) scans. Operators run their plans with
+//! [`execute`] here and never call back into the driver (`engine`).
 
 use crate::error::{Result, SqlError};
 use crate::progress::StateOperatorProgress;
 use async_trait::async_trait;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionContext;
+
+/// Plans (physically) and runs a logical plan that is already optimized: what the
+/// operators and the driver both use.
+pub async fn execute(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Vec<RecordBatch>> {
+    let state = ctx.state();
+    let physical = state
+        .query_planner()
+        .create_physical_plan(plan, &state)
+        .await?;
+    Ok(collect(physical, ctx.task_ctx()).await?)
+}
 
 /// A stateful operator. Not thread-safe in use: owned and driven by the query's driver.
 #[async_trait]

@@ -168,11 +168,16 @@ pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Tran
     }
 }
 
-/// Leader: records a follower's fetch at `fetch_offset` (its log end) and advances the
-/// high watermark (which wakes the fetches parked on `p`). Returns the ISR the partition
-/// should have when the follower caught up and is outside it.
-pub fn on_follower_fetch(p: &Partition, follower: i32, fetch_offset: i64) -> Option<ProposedIsr> {
-    let now = now_ms();
+/// Leader: records a follower's fetch at `fetch_offset` (its log end), made at `now` (ms;
+/// the caller's clock), and advances the high watermark (which wakes the fetches parked
+/// on `p`). Returns the ISR the partition should have when the follower caught up and is
+/// outside it.
+pub fn on_follower_fetch(
+    p: &Partition,
+    follower: i32,
+    fetch_offset: i64,
+    now: i64,
+) -> Option<ProposedIsr> {
     let leader_end = p.log.lock().log_end_offset();
     let expand = {
         let mut r = p.replica.lock();
@@ -207,10 +212,9 @@ pub fn on_follower_fetch(p: &Partition, follower: i32, fetch_offset: i64) -> Opt
     expand
 }
 
-/// Leader: the ISR without followers that have not caught up for `lag_max_ms`, if that
-/// differs from the current ISR.
-pub fn lagging_isr(p: &Partition, lag_max_ms: u64) -> Option<ProposedIsr> {
-    let now = now_ms();
+/// Leader: the ISR without followers that have not caught up for `lag_max_ms` at `now`
+/// (ms; the caller's clock), if that differs from the current ISR.
+pub fn lagging_isr(p: &Partition, lag_max_ms: u64, now: i64) -> Option<ProposedIsr> {
     let mut r = p.replica.lock();
     if !r.is_leader() || r.pending_isr.is_some() {
         return None;
@@ -317,5 +321,41 @@ mod tests {
         assert_eq!(apply_state(&p, 1, &answered), Transition::None);
         assert_eq!(p.replica.lock().pending_isr, None);
         assert_eq!(p.replica.lock().isr, vec![1, 2, 3]);
+    }
+
+    /// Kafka's replica.lag.time.max.ms, in test time: a follower that fetched up to the
+    /// leader's log end stays in the ISR for exactly the lag limit after that fetch.
+    #[tokio::test]
+    async fn a_follower_leaves_the_isr_exactly_when_it_has_not_caught_up_for_the_lag_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of(dir.path());
+        let t0 = now_ms() + 1_000;
+        // Follower 2 (in the ISR) reaches the log end at t0.
+        let end = p.log.lock().log_end_offset();
+        assert!(on_follower_fetch(&p, 2, end, t0).is_none());
+        assert!(lagging_isr(&p, 30_000, t0 + 30_000).is_none());
+        let shrink = lagging_isr(&p, 30_000, t0 + 30_001).expect("2 lags");
+        assert_eq!(shrink.isr, vec![1]);
+        assert_eq!(p.replica.lock().pending_isr, Some(vec![1]));
+        // While that proposal is pending, nothing else is proposed, and the high
+        // watermark still counts follower 2 (the maximal ISR).
+        assert!(lagging_isr(&p, 30_000, t0 + 60_000).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_follower_fetching_behind_the_end_has_caught_up_only_to_its_previous_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of(dir.path());
+        let t0 = now_ms() + 1_000;
+        let end = p.log.lock().log_end_offset();
+        assert!(on_follower_fetch(&p, 2, end, t0).is_none());
+        let batch = runnel_log::batch::build_batch(&[(None, Some(&b"v"[..]))], t0);
+        p.log.lock().append(&batch, p.leader_epoch(), t0).unwrap();
+        // It keeps fetching from offset 0, no longer the end. Kafka's rule: it has caught
+        // up to where the leader's log ended at its previous fetch (t0), and no further.
+        assert!(on_follower_fetch(&p, 2, 0, t0 + 10_000).is_none());
+        assert!(on_follower_fetch(&p, 2, 0, t0 + 12_000).is_none());
+        assert!(lagging_isr(&p, 15_000, t0 + 15_000).is_none());
+        assert_eq!(lagging_isr(&p, 15_000, t0 + 15_001).map(|s| s.isr), Some(vec![1]));
     }
 }
