@@ -323,32 +323,33 @@ mod tests {
         assert_eq!(p.replica.lock().isr, vec![1, 2, 3]);
     }
 
+    /// A leader (ISR 1, 2) whose follower 2 fetched up to the log end at the time returned.
+    fn leader_with_follower_caught_up(dir: &std::path::Path) -> (Arc<Partition>, i64) {
+        let p = leader_of(dir);
+        let t0 = now_ms() + 1_000;
+        let end = p.log.lock().log_end_offset();
+        assert!(on_follower_fetch(&p, 2, end, t0).is_none());
+        (p, t0)
+    }
+
     /// Kafka's replica.lag.time.max.ms, in test time: a follower that fetched up to the
     /// leader's log end stays in the ISR for exactly the lag limit after that fetch.
     #[tokio::test]
     async fn a_follower_leaves_the_isr_exactly_when_it_has_not_caught_up_for_the_lag_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let p = leader_of(dir.path());
-        let t0 = now_ms() + 1_000;
-        // Follower 2 (in the ISR) reaches the log end at t0.
-        let end = p.log.lock().log_end_offset();
-        assert!(on_follower_fetch(&p, 2, end, t0).is_none());
+        let (p, t0) = leader_with_follower_caught_up(dir.path());
         assert!(lagging_isr(&p, 30_000, t0 + 30_000).is_none());
         let shrink = lagging_isr(&p, 30_000, t0 + 30_001).expect("2 lags");
         assert_eq!(shrink.isr, vec![1]);
         assert_eq!(p.replica.lock().pending_isr, Some(vec![1]));
-        // While that proposal is pending, nothing else is proposed, and the high
-        // watermark still counts follower 2 (the maximal ISR).
+        // While that proposal is pending, nothing else is proposed.
         assert!(lagging_isr(&p, 30_000, t0 + 60_000).is_none());
     }
 
     #[tokio::test]
     async fn a_follower_fetching_behind_the_end_has_caught_up_only_to_its_previous_fetch() {
         let dir = tempfile::tempdir().unwrap();
-        let p = leader_of(dir.path());
-        let t0 = now_ms() + 1_000;
-        let end = p.log.lock().log_end_offset();
-        assert!(on_follower_fetch(&p, 2, end, t0).is_none());
+        let (p, t0) = leader_with_follower_caught_up(dir.path());
         let batch = runnel_log::batch::build_batch(&[(None, Some(&b"v"[..]))], t0);
         p.log.lock().append(&batch, p.leader_epoch(), t0).unwrap();
         // It keeps fetching from offset 0, no longer the end. Kafka's rule: it has caught
