@@ -86,6 +86,32 @@ def produce(broker, topic, n, partitions, start=0, size=0):
     assert not d.failed, d.failed
 
 
+def start_feeding(broker, topic, partitions, start):
+    """Keeps producing to `topic` (30 chunks of 1,000 records of 1 KiB, keys from
+    `start`) until the returned stop() is called, so that a mirror killed mid-stream is
+    killed mid-stream however fast it copies. stop() returns whether it was still
+    producing."""
+    feeding = threading.Event()
+    feeding.set()
+
+    def feed():
+        for chunk in range(30):
+            if not feeding.is_set():
+                return
+            produce(broker, topic, 1000, partitions, start=start + chunk * 1000, size=1024)
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+
+    def stop():
+        alive = feeder.is_alive()
+        feeding.clear()
+        feeder.join(60)
+        return alive
+    return stop
+
+
 def end_offsets(broker, topic, partitions):
     return {p: ck.watermarks(broker, topic, p)[1] for p in range(partitions)}
 
@@ -205,27 +231,14 @@ def test_copies_renamed_resumes_without_duplicates_and_checkpoints(pair, tmp_pat
     # The source keeps growing while the mirror copies (chunks of 1,000 records), so the
     # kill lands mid-stream however fast the mirror is.
     before = sum(end_offsets(target, remote, 3).values())
-    feeding = threading.Event()
-    feeding.set()
-
-    def feed():
-        for chunk in range(30):
-            if not feeding.is_set():
-                return
-            produce(source, topic, 1000, 3, start=390 + chunk * 1000, size=1024)
-            time.sleep(0.05)
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
+    stop_feeding = start_feeding(source, topic, 3, 390)
     deadline = time.monotonic() + 30
     while sum(end_offsets(target, remote, 3).values()) < before + 2000:
         assert time.monotonic() < deadline and m.proc.poll() is None, m.text()
         time.sleep(0.02)
     m.kill()
-    still_feeding = feeder.is_alive()
     at_kill = sum(end_offsets(target, remote, 3).values())
-    feeding.clear()
-    feeder.join(60)
+    still_feeding = stop_feeding()
     total = sum(end_offsets(source, topic, 3).values())
     assert still_feeding or at_kill < total, "the mirror finished before the kill"
     m = Mirror(tmp_path, source, target, "--topics", "orders-.*", "--source-alias", "src")
@@ -480,11 +493,11 @@ def test_exactly_once_through_transactions_survives_kill9(pair, tmp_path, mirror
     topic = unique("eos")
     remote = f"src.{topic}"
     ck.create_topic(source, topic, partitions=2)
-    produce(source, topic, 20000, 2, size=1024)
+    produce(source, topic, 2000, 2, size=1024)
     args = ("--topics", topic, "--source-alias", "src", "--exactly-once")
     m = Mirror(tmp_path, source, target, *args)
     mirrors.append(m)
-    total = sum(end_offsets(source, topic, 2).values())
+    stop_feeding = start_feeding(source, topic, 2, 2000)
     deadline = time.monotonic() + 40
     while True:
         try:
@@ -498,7 +511,9 @@ def test_exactly_once_through_transactions_survives_kill9(pair, tmp_path, mirror
     m.kill()
     # The target holds transaction markers (so its ends exceed the record count).
     at_kill = sum(end_offsets(target, remote, 2).values())
-    assert at_kill < total + 2, "the mirror finished before the kill; the test needs more records"
+    still_feeding = stop_feeding()
+    total = sum(end_offsets(source, topic, 2).values())
+    assert still_feeding or at_kill < total + 2, "the mirror finished before the kill"
     m = Mirror(tmp_path, source, target, *args)
     mirrors.append(m)
     deadline = time.monotonic() + 90
