@@ -873,7 +873,6 @@ fn reached(pos: &PartitionOffsets, target: &PartitionOffsets) -> bool {
     })
 }
 
-
 /// Opens the query's checkpoint, if it has one, refusing one written by another query
 /// (see `Checkpoint::check_identity`). Returns it and the query id.
 fn open_checkpoint(

@@ -307,8 +307,12 @@ fn read_all(
                 if let Some(follower) = record_progress {
                     // The follower has everything below its fetch offset.
                     // A moved high watermark wakes the consumers parked on `p`.
-                    let expand =
-                        crate::replication::on_follower_fetch(&p, follower, w.fetch_offset, super::now_ms());
+                    let expand = crate::replication::on_follower_fetch(
+                        &p,
+                        follower,
+                        w.fetch_offset,
+                        super::now_ms(),
+                    );
                     if let Some(proposal) = expand {
                         if let Some(t) = topic.as_ref() {
                             tracing::info!(topic = %p.topic, partition = p.index, follower, isr = ?proposal.isr, "expanding ISR: follower caught up");

@@ -357,6 +357,9 @@ mod tests {
         assert!(on_follower_fetch(&p, 2, 0, t0 + 10_000).is_none());
         assert!(on_follower_fetch(&p, 2, 0, t0 + 12_000).is_none());
         assert!(lagging_isr(&p, 15_000, t0 + 15_000).is_none());
-        assert_eq!(lagging_isr(&p, 15_000, t0 + 15_001).map(|s| s.isr), Some(vec![1]));
+        assert_eq!(
+            lagging_isr(&p, 15_000, t0 + 15_001).map(|s| s.isr),
+            Some(vec![1])
+        );
     }
 }
