@@ -21,7 +21,7 @@ use super::PartitionStatus;
 use crate::broker::Broker;
 use crate::error::ErrorCode;
 use crate::handlers::now_ms;
-use crate::partition::{AppendError, Partition};
+use crate::storage::partition::{AppendError, Partition};
 
 const FETCH_VERSION: i16 = 12;
 

@@ -4,17 +4,15 @@
 //! `replica.lag.time.max.ms` behind and grows when it catches up (both through the
 //! controller, by AlterPartition).
 //!
-//! - this file: a partition's replica state and the leader's bookkeeping;
-//! - `fetcher.rs`: the follower side (one fetcher task per leader broker).
-
-pub mod fetcher;
+//! This file: a partition's replica state and the leader's bookkeeping. The follower side
+//! (one fetcher task per leader broker) is `crate::cluster::fetcher`.
 
 use std::collections::BTreeMap;
 
 use runnel_meta::PartitionImage;
 
-use crate::handlers::now_ms;
-use crate::partition::Partition;
+use crate::storage::partition::Partition;
+use runnel_core::clock::now_ms;
 
 /// What the leader knows of one follower, from its fetches.
 #[derive(Debug, Clone, Copy)]
