@@ -193,6 +193,33 @@ impl Broker {
         })
     }
 
+    /// Appends one transaction marker to a partition this broker leads (and, on
+    /// `__consumer_offsets`, applies or drops the transaction's offset commits); returns the
+    /// marker's offset. The caller waits for it to be acknowledged.
+    pub fn append_marker(
+        &self,
+        part: &crate::storage::partition::Partition,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<i64, crate::error::BrokerError> {
+        let offset = self.append_as_leader(part, |log, epoch| {
+            log.append_marker(
+                producer_id,
+                producer_epoch,
+                commit,
+                coordinator_epoch,
+                epoch,
+                runnel_core::clock::now_ms(),
+            )
+        })?;
+        if part.topic == crate::coordinators::groups::OFFSETS_TOPIC {
+            self.groups.complete_txn_offsets(producer_id, commit);
+        }
+        Ok(offset)
+    }
+
     /// Whether the partition is offline: its files failed recovery, or its log dir failed.
     pub fn is_offline(&self, p: &crate::storage::partition::Partition) -> bool {
         if p.storage_offline {

@@ -1,5 +1,6 @@
-//! Runnel's Kafka-compatible broker, in layers (each may import the ones above it in
-//! this list, never those below; `layering` test):
+//! Runnel's Kafka-compatible broker, in layers, lowest first (storage names only the
+//! shared pieces, coordinators only those and storage: the `layering` tests; the crate's
+//! README says where the upper layers bend the rule):
 //!
 //! - shared pieces: `error`, `config`, `metrics`, `fds` (the descriptor budget);
 //! - `storage`: partitions, their logs, replica state and the topic registry;

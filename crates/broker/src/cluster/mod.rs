@@ -285,7 +285,8 @@ impl Cluster {
                 .partition(&topic, index)
                 .filter(|p| p.replica.lock().is_leader());
             let appended = local.and_then(|p| {
-                crate::handlers::txn::append_marker(&broker, &p, producer_id, epoch, commit, 0)
+                broker
+                    .append_marker(&p, producer_id, epoch, commit, 0)
                     .ok()
                     .map(|offset| (p, offset))
             });
@@ -396,7 +397,7 @@ async fn isr_loop(
             _ = check.tick() => {
                 for t in broker.topics.all() {
                     for p in &t.partitions {
-                        if let Some(proposal) = crate::storage::replication::lagging_isr(p, lag_max, crate::handlers::now_ms()) {
+                        if let Some(proposal) = crate::storage::replication::lagging_isr(p, lag_max, runnel_core::clock::now_ms()) {
                             tracing::info!(topic = %p.topic, partition = p.index, isr = ?proposal.isr, "shrinking ISR: followers fell behind");
                             let _ = cluster.isr_changes.send(IsrChange { partition: p.clone(), topic_id: t.id, proposal });
                         }

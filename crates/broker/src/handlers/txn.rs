@@ -375,33 +375,6 @@ pub fn end_txn(
     }))
 }
 
-/// Appends one transaction marker to a partition this broker leads (and, on
-/// `__consumer_offsets`, applies or drops the transaction's offset commits); returns the
-/// marker's offset. The caller waits for it to be acknowledged.
-pub fn append_marker(
-    broker: &Broker,
-    part: &crate::storage::partition::Partition,
-    producer_id: i64,
-    producer_epoch: i16,
-    commit: bool,
-    coordinator_epoch: i32,
-) -> Result<i64, crate::error::BrokerError> {
-    let offset = broker.append_as_leader(part, |log, epoch| {
-        log.append_marker(
-            producer_id,
-            producer_epoch,
-            commit,
-            coordinator_epoch,
-            epoch,
-            now_ms(),
-        )
-    })?;
-    if part.topic == crate::coordinators::groups::OFFSETS_TOPIC {
-        broker.groups.complete_txn_offsets(producer_id, commit);
-    }
-    Ok(offset)
-}
-
 pub fn write_markers(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
@@ -431,8 +404,7 @@ pub fn write_markers(
                         let code = match broker.topics.partition(&t.name.0, p) {
                             _ if !cluster_action => ErrorCode::ClusterAuthorizationFailed,
                             None => ErrorCode::UnknownTopicOrPartition,
-                            Some(part) => match append_marker(
-                                broker,
+                            Some(part) => match broker.append_marker(
                                 &part,
                                 m.producer_id.0,
                                 m.producer_epoch,
