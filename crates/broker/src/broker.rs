@@ -35,9 +35,6 @@ pub struct Broker {
     pub shares: crate::coordinators::share::Shares,
     pub txns: TxnCoordinator,
     pub metrics: crate::metrics::Metrics,
-    /// Log dirs taken offline by an I/O error: their partitions answer
-    /// KAFKA_STORAGE_ERROR while the other dirs keep serving (Kafka's JBOD behaviour).
-    offline_dirs: parking_lot::RwLock<std::collections::BTreeSet<std::path::PathBuf>>,
     /// The link to the metadata quorum (set by `Cluster::start`; read it with `cluster()`).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// `<log dir>/.lock` of every log dir, held while the broker lives: a second broker
@@ -107,7 +104,6 @@ impl Broker {
             creating_internal: Default::default(),
             txns: TxnCoordinator::new(config_txn),
             metrics: Default::default(),
-            offline_dirs: Default::default(),
             cluster: std::sync::OnceLock::new(),
             _dir_locks: dir_locks,
             connections,
@@ -167,30 +163,19 @@ impl Broker {
         }
     }
 
-    /// Appends to `p` as its leader (see `Partition::append_as_leader`), refusing a
-    /// partition on an offline log dir; an I/O error takes the dir offline.
+    /// Appends to `p` as its leader (see `Partition::append_as_leader`, which refuses a
+    /// partition on a failed log dir and takes the dir offline on an I/O error).
     pub fn append_as_leader<T>(
         &self,
         p: &crate::storage::partition::Partition,
         write: impl FnOnce(&mut runnel_log::PartitionLog, i32) -> Result<T, runnel_log::LogError>,
     ) -> Result<T, BrokerError> {
-        if self.is_offline(p) {
-            return Err(BrokerError::new(
-                crate::error::ErrorCode::KafkaStorageError,
-                format!("{}-{} is on a failed log dir", p.topic, p.index),
-            ));
-        }
         // Also refused by the partition's own flag; this covers a partition created
         // before the flag was set on it.
         if let Some(link) = self.links.mirror_link_of(&p.topic) {
             return Err(crate::mirror::read_only_error(&link));
         }
-        p.append_as_leader(write).map_err(|e| {
-            if let crate::storage::partition::AppendError::Log(e) = &e {
-                self.note_storage_error(p, e);
-            }
-            BrokerError::from(e)
-        })
+        Ok(p.append_as_leader(write)?)
     }
 
     /// Appends one transaction marker to a partition this broker leads (and, on
@@ -222,53 +207,33 @@ impl Broker {
 
     /// Whether the partition is offline: its files failed recovery, or its log dir failed.
     pub fn is_offline(&self, p: &crate::storage::partition::Partition) -> bool {
-        if p.storage_offline {
-            return true;
-        }
-        let dirs = self.offline_dirs.read();
-        !dirs.is_empty()
-            && p.log
-                .lock()
-                .dir()
-                .parent()
-                .is_some_and(|d| dirs.contains(d))
+        p.is_offline()
     }
 
-    /// Called with every storage error of a partition. Any I/O error, a full disk
-    /// included, takes the partition's whole log dir offline until a restart, as Kafka
-    /// does: the failed write was already cut back, and a directory that failed once is
-    /// not written again. The other log dirs keep serving.
+    /// Called with a storage error of a partition's read path (its writes note their own).
     pub fn note_storage_error(
         &self,
         p: &crate::storage::partition::Partition,
         e: &runnel_log::LogError,
     ) {
-        let runnel_log::LogError::Io { .. } = e else {
-            return;
-        };
-        let Some(dir) = p.log.lock().dir().parent().map(|d| d.to_path_buf()) else {
-            return;
-        };
-        if self.offline_dirs.write().insert(dir.clone()) {
-            tracing::error!(dir = %dir.display(), error = %e, "log dir failed: its partitions are offline until the broker restarts");
-        }
+        p.note_storage_error(e);
     }
 
     /// (topic, partition) of every local partition that is offline here.
     pub fn offline_partitions(&self) -> std::collections::BTreeSet<(String, i32)> {
-        let any_dir_down = !self.offline_dirs.read().is_empty();
+        let any_dir_down = self.topics.log_dirs.any_offline();
         self.topics
             .all()
             .iter()
             .flat_map(|t| t.partitions.iter())
-            .filter(|p| p.storage_offline || (any_dir_down && self.is_offline(p)))
+            .filter(|p| p.storage_offline || (any_dir_down && p.is_offline()))
             .map(|p| (p.topic.clone(), p.index))
             .collect()
     }
 
     /// Log dirs currently offline.
     pub fn offline_dirs(&self) -> Vec<std::path::PathBuf> {
-        self.offline_dirs.read().iter().cloned().collect()
+        self.topics.log_dirs.offline()
     }
 
     /// A producer id never issued before by this broker.

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     RebalanceInProgress = 27,
     InvalidTopic = 17,
     RecordListTooLarge = 18,
+    InvalidFetchSize = 4,
+    InvalidCommitOffsetSize = 28,
     InvalidRequiredAcks = 21,
     InvalidTimestamp = 32,
     UnsupportedVersion = 35,

@@ -348,7 +348,6 @@ async fn fetch_once(
                         }
                         Err(e) => {
                             tracing::warn!(topic = %key.0, partition = key.1, error = %e, "cannot append replicated records");
-                            broker.note_storage_error(p, &e);
                             backoff = true;
                             continue;
                         }

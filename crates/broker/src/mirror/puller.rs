@@ -227,7 +227,7 @@ async fn fetch_and_append(
     match d.error_code {
         0 => {}
         c if c == ErrorCode::OffsetOutOfRange.code() => {
-            return follow_source_range(broker, link, p, client).await;
+            return follow_source_range(link, p, client).await;
         }
         c => {
             return Err(Stop::Source(format!(
@@ -263,9 +263,10 @@ async fn fetch_and_append(
     });
     let end = match written {
         Ok(end) => end,
-        Err(AppendError::NotLeader | AppendError::Mirror(_)) => return Err(Stop::Done),
+        Err(AppendError::NotLeader | AppendError::Mirror(_) | AppendError::Offline) => {
+            return Err(Stop::Done)
+        }
         Err(AppendError::Log(e)) => {
-            broker.note_storage_error(p, &e);
             return Err(Stop::Source(format!(
                 "cannot write the mirrored batches: {e}"
             )));
@@ -285,12 +286,7 @@ async fn fetch_and_append(
 /// The fetch offset is outside the source's log: behind its log start (retention ran
 /// there before we copied), so start over at it; or past its end (the source lost
 /// records, an unclean election or a recreated topic), so cut back to its end.
-async fn follow_source_range(
-    broker: &Broker,
-    link: &str,
-    p: &Arc<Partition>,
-    client: &Client,
-) -> Result<(), Stop> {
+async fn follow_source_range(link: &str, p: &Arc<Partition>, client: &Client) -> Result<(), Stop> {
     let source = |e: runnel_client::Error| Stop::Source(e.to_string());
     let start = client
         .list_offsets(&p.topic, &[p.index], OffsetSpec::Earliest)
@@ -317,11 +313,10 @@ async fn follow_source_range(
     });
     match done {
         Ok(()) => Ok(()),
-        Err(AppendError::NotLeader | AppendError::Mirror(_)) => Err(Stop::Done),
-        Err(AppendError::Log(e)) => {
-            broker.note_storage_error(p, &e);
-            Err(Stop::Source(format!("cannot move the mirror's log: {e}")))
+        Err(AppendError::NotLeader | AppendError::Mirror(_) | AppendError::Offline) => {
+            Err(Stop::Done)
         }
+        Err(AppendError::Log(e)) => Err(Stop::Source(format!("cannot move the mirror's log: {e}"))),
     }
 }
 

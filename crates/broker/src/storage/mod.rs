@@ -6,6 +6,7 @@
 //!   (high watermark, ISR expand/shrink decisions);
 //! - `topics.rs`: the topics this broker holds, as the metadata image names them, and their
 //!   log dirs;
+//! - `log_dirs.rs`: which log dirs have failed (every partition checks it on write);
 //! - `codec.rs`: compression for the batches the cleaner rewrites.
 //!
 //! Layer rule (checked by `lib.rs`'s layering test): storage imports only the crate's
@@ -13,6 +14,7 @@
 //! coordinators, the cluster link, handlers or the server.
 
 pub mod codec;
+pub mod log_dirs;
 pub mod partition;
 pub mod replication;
 pub mod topics;

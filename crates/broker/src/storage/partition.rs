@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use runnel_log::{LogError, PartitionLog};
 use tokio::sync::{watch, Notify};
 
+use crate::storage::log_dirs::LogDirs;
 use crate::storage::replication::ReplicaState;
 
 /// What a client writing to a mirror topic is told. INVALID_REQUEST (Kafka's choice for
@@ -57,6 +58,9 @@ pub struct Partition {
     /// The cluster link this partition mirrors (`crate::mirror`): written only by
     /// `append_as_mirror` while set. Changed under the log lock.
     mirror_of: Mutex<Option<Arc<str>>>,
+    /// The broker's failed log dirs: a partition on one refuses writes, and an I/O
+    /// error here takes its dir offline.
+    log_dirs: Arc<LogDirs>,
 }
 
 /// Why a leader append was refused.
@@ -64,6 +68,8 @@ pub struct Partition {
 pub enum AppendError {
     /// This broker does not lead the partition (checked under the log lock).
     NotLeader,
+    /// The partition's files failed recovery, or its log dir failed.
+    Offline,
     /// The partition belongs to a mirror topic of this cluster link: read-only for
     /// clients until promoted.
     Mirror(Arc<str>),
@@ -77,6 +83,10 @@ impl From<AppendError> for crate::error::BrokerError {
                 crate::error::ErrorCode::NotLeaderOrFollower,
                 "this broker is not the partition's leader",
             ),
+            AppendError::Offline => crate::error::BrokerError::new(
+                crate::error::ErrorCode::KafkaStorageError,
+                "the partition is on a failed log dir",
+            ),
             AppendError::Mirror(link) => read_only_error(&link),
             AppendError::Log(e) => e.into(),
         }
@@ -87,7 +97,7 @@ impl Partition {
     /// A new partition leads nothing (NOT_LEADER_OR_FOLLOWER to every client) until the
     /// metadata image says otherwise: a restarted broker must not take writes for what it
     /// led before it died.
-    pub fn new(topic: &str, index: i32, log: PartitionLog) -> Arc<Self> {
+    pub fn new(topic: &str, index: i32, log: PartitionLog, log_dirs: Arc<LogDirs>) -> Arc<Self> {
         let end = log.log_end_offset();
         let storage_offline = log.offline_reason().is_some();
         let (durable, _) = watch::channel(end);
@@ -108,6 +118,7 @@ impl Partition {
             storage_offline,
             waiters: Mutex::new(Vec::new()),
             mirror_of: Mutex::new(None),
+            log_dirs,
         });
         tokio::spawn(group_commit_loop(p.clone()));
         p
@@ -190,15 +201,48 @@ impl Partition {
     ) -> Result<T, AppendError> {
         let written = {
             let mut log = self.log.lock();
+            if self.offline_under(&log) {
+                return Err(AppendError::Offline);
+            }
             if !self.replica.lock().is_leader() {
                 return Err(AppendError::NotLeader);
             }
             allowed(self.mirror_of.lock().as_ref())?;
-            write(&mut log, self.leader_epoch()).map_err(AppendError::Log)?
+            write(&mut log, self.leader_epoch()).map_err(|e| {
+                self.note_error_under(&log, &e);
+                AppendError::Log(e)
+            })?
         };
         crate::storage::replication::maybe_advance_high_watermark(self);
         self.wake();
         Ok(written)
+    }
+
+    /// Whether the partition is offline: its files failed recovery, or its log dir
+    /// failed.
+    pub fn is_offline(&self) -> bool {
+        self.offline_under(&self.log.lock())
+    }
+
+    fn offline_under(&self, log: &PartitionLog) -> bool {
+        self.storage_offline
+            || (self.log_dirs.any_offline()
+                && log
+                    .dir()
+                    .parent()
+                    .is_some_and(|d| self.log_dirs.is_offline(d)))
+    }
+
+    /// Takes the partition's log dir offline after an I/O error (reads call this; the
+    /// write paths do it themselves).
+    pub fn note_storage_error(&self, e: &LogError) {
+        self.note_error_under(&self.log.lock(), e);
+    }
+
+    fn note_error_under(&self, log: &PartitionLog, e: &LogError) {
+        if let Some(dir) = log.dir().parent() {
+            self.log_dirs.note_error(dir, e);
+        }
     }
 
     /// The cluster link this partition mirrors, if any.
@@ -238,7 +282,10 @@ impl Partition {
                 }
             }
             if !records.is_empty() {
-                log.append_replicated(records, now_ms)?;
+                if let Err(e) = log.append_replicated(records, now_ms) {
+                    self.note_error_under(&log, &e);
+                    return Err(e);
+                }
             }
             let end = log.log_end_offset();
             if leader_log_start > log.log_start_offset() {

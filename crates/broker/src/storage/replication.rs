@@ -280,13 +280,53 @@ mod tests {
 
     fn leader_of(dir: &std::path::Path) -> Arc<Partition> {
         let log = PartitionLog::open(&dir.join("t-0"), LogConfig::default(), 0).unwrap();
-        let p = Partition::new("t", 0, log);
+        let p = Partition::new("t", 0, log, Default::default());
         let state = PartitionImage {
             isr: vec![1, 2],
             ..PartitionImage::new(vec![1, 2, 3])
         };
         assert_eq!(apply_state(&p, 1, &state), Transition::BecameLeader);
         p
+    }
+
+    /// The partition applies the log-dir policy itself, so every writer (produce, the
+    /// coordinators, markers) gets it: an I/O error takes the partition's log dir
+    /// offline, after which its leader appends are refused while a partition on another
+    /// dir keeps taking them.
+    #[tokio::test]
+    async fn an_io_error_takes_the_log_dir_offline_for_every_writer() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dirs: Arc<crate::storage::log_dirs::LogDirs> = Default::default();
+        let open = |dir: &std::path::Path| {
+            let log = PartitionLog::open(&dir.join("t-0"), LogConfig::default(), 0).unwrap();
+            let p = Partition::new("t", 0, log, dirs.clone());
+            let state = PartitionImage::new(vec![1]);
+            assert_eq!(apply_state(&p, 1, &state), Transition::BecameLeader);
+            p
+        };
+        let (on_a, on_b) = (open(a.path()), open(b.path()));
+        let append = |p: &Partition| {
+            let mut batch = runnel_log::batch::build_batch(&[(None, Some(b"v"))], 0);
+            p.append_as_leader(|log, epoch| log.append(&mut batch, epoch, 0))
+        };
+        assert!(append(&on_a).is_ok());
+        assert!(!on_a.is_offline());
+
+        // A record the log refuses is not a failing disk.
+        on_a.note_storage_error(&runnel_log::LogError::CorruptBatch("test".into()));
+        assert!(!on_a.is_offline());
+        on_a.note_storage_error(&runnel_log::LogError::Io {
+            path: a.path().display().to_string(),
+            source: std::io::Error::other("disk gone"),
+        });
+        assert!(on_a.is_offline());
+        assert!(matches!(
+            append(&on_a),
+            Err(crate::storage::partition::AppendError::Offline)
+        ));
+        assert_eq!(dirs.offline(), vec![a.path().to_path_buf()]);
+        assert!(append(&on_b).is_ok(), "the other log dir keeps serving");
+        assert!(!on_b.is_offline());
     }
 
     /// An expansion in flight (maybe already committed by the controller) keeps counting

@@ -55,6 +55,8 @@ pub struct TopicRegistry {
     /// only; `topics` is write-locked just to insert the result, so producers, fetches and
     /// metadata requests never wait for a creation.
     creating: parking_lot::Mutex<()>,
+    /// The failed log dirs, shared with every partition.
+    pub log_dirs: Arc<crate::storage::log_dirs::LogDirs>,
 }
 
 /// The topics the broker writes itself (Kafka's `Topic.isInternal`): clients may not
@@ -184,6 +186,7 @@ impl TopicRegistry {
             dynamic_path,
             topics: RwLock::new(BTreeMap::new()),
             creating: parking_lot::Mutex::new(()),
+            log_dirs: Default::default(),
         };
         Ok(registry)
     }
@@ -224,7 +227,7 @@ impl TopicRegistry {
                     return Err(BrokerError::from(e));
                 }
             };
-            let partition = Partition::new(topic, p, log);
+            let partition = Partition::new(topic, p, log, self.log_dirs.clone());
             if !existed {
                 created.push(partition.clone());
             }

@@ -314,6 +314,24 @@ pub struct GroupDescription {
     pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
 }
 
+/// What an offset commit answers when its write to `__consumer_offsets` failed with
+/// `code`: Kafka's mapping (`GroupMetadataManager.storeOffsets`), so a client looks for
+/// the coordinator again when this broker cannot write the group's partition any more.
+fn commit_error(code: ErrorCode) -> ErrorCode {
+    match code {
+        ErrorCode::UnknownTopicOrPartition
+        | ErrorCode::NotEnoughReplicas
+        | ErrorCode::NotEnoughReplicasAfterAppend
+        | ErrorCode::RequestTimedOut
+        | ErrorCode::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::NotLeaderOrFollower | ErrorCode::KafkaStorageError => ErrorCode::NotCoordinator,
+        ErrorCode::MessageTooLarge
+        | ErrorCode::RecordListTooLarge
+        | ErrorCode::InvalidFetchSize => ErrorCode::InvalidCommitOffsetSize,
+        _ => ErrorCode::UnknownServerError,
+    }
+}
+
 /// Where an offset commit was written, for the durability wait.
 pub type CommitWait = Option<(Arc<Partition>, i64)>;
 
@@ -1135,7 +1153,7 @@ impl GroupCoordinator {
             Err(e) => {
                 tracing::error!(group = group_id, error = %e, "offset commit could not be written");
                 let n = codes.len();
-                fail(ErrorCode::KafkaStorageError, n)
+                fail(commit_error(e.code), n)
             }
         }
     }
@@ -1389,7 +1407,7 @@ impl GroupCoordinator {
                 let code = if e.code == ErrorCode::InvalidProducerEpoch {
                     ErrorCode::ProducerFenced
                 } else {
-                    ErrorCode::KafkaStorageError
+                    commit_error(e.code)
                 };
                 let n = codes.len();
                 fail(code, n)
@@ -1812,6 +1830,20 @@ impl OfflineCoordinatorPartitions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Kafka's `storeOffsets` mapping: a coordinator that cannot write the group's
+    /// partition sends the client to look for the coordinator again.
+    #[test]
+    fn a_failed_commit_write_answers_as_kafka_does() {
+        use ErrorCode::*;
+        assert_eq!(commit_error(KafkaStorageError), NotCoordinator);
+        assert_eq!(commit_error(NotLeaderOrFollower), NotCoordinator);
+        assert_eq!(commit_error(NotEnoughReplicas), CoordinatorNotAvailable);
+        assert_eq!(commit_error(RequestTimedOut), CoordinatorNotAvailable);
+        assert_eq!(commit_error(MessageTooLarge), InvalidCommitOffsetSize);
+        assert_eq!(commit_error(RecordListTooLarge), InvalidCommitOffsetSize);
+        assert_eq!(commit_error(CorruptMessage), UnknownServerError);
+    }
 
     fn registry(dir: &std::path::Path) -> TopicRegistry {
         let pairs = [("log.dirs".to_string(), dir.display().to_string())];
