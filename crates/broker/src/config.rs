@@ -130,6 +130,9 @@ pub struct ClusterConfig {
     pub replica_lag_time_max_ms: u64,
     pub replica_fetch_wait_max_ms: u64,
     pub replica_fetch_max_bytes: usize,
+    /// `num.replica.fetchers`: fetcher tasks (each with its own connection) per leader
+    /// broker; a partition's is Kafka's `getFetcherId`.
+    pub num_replica_fetchers: usize,
     pub broker_session_timeout_ms: u64,
     pub broker_heartbeat_interval_ms: u64,
     /// `controller.quorum.election.timeout.ms`: a voter that hears no leader waits a random
@@ -163,6 +166,7 @@ impl Default for ClusterConfig {
             replica_lag_time_max_ms: 30_000,
             replica_fetch_wait_max_ms: 500,
             replica_fetch_max_bytes: 1024 * 1024,
+            num_replica_fetchers: 1,
             broker_session_timeout_ms: 9_000,
             broker_heartbeat_interval_ms: 2_000,
             quorum_election_timeout_ms: 1_000,

@@ -86,6 +86,67 @@ def test_rf3_topic_replicates_to_every_node_and_metadata_shows_it(cluster):
     assert read_all(cluster.bootstrap, topic, 1) == values
 
 
+def java_fetcher_id(topic, partition, fetchers):
+    """Kafka's AbstractFetcherManager.getFetcherId: Utils.abs(31 * topic.hashCode + p) % n."""
+    h = 0
+    for c in topic:
+        h = (h * 31 + ord(c)) & 0xFFFFFFFF
+    n = (h * 31 + partition) & 0xFFFFFFFF
+    n = n - (1 << 32) if n >= (1 << 31) else n
+    return (0 if n == -(1 << 31) else abs(n)) % fetchers
+
+
+def connections_to(pid, port):
+    """Established TCP connections of process `pid` to 127.0.0.1:`port`."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    count = 0
+    with open(f"/proc/{pid}/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            remote, state, inode = cols[2], cols[3], cols[9]
+            if state == "01" and inode in inodes and int(remote.split(":")[1], 16) == port:
+                count += 1
+    return count
+
+
+def test_num_replica_fetchers_spreads_a_leaders_partitions_over_that_many_fetchers(tmp_path):
+    # Two, not three: with leaders placed round-robin over three brokers, a leader's
+    # partitions are congruent mod 3, and so all map to one of three fetchers (in Kafka too).
+    c = Cluster(tmp_path, configs={"num.replica.fetchers": "2"}).start()
+    try:
+        topic = unique("fetchers")
+        create_topic(c, topic, partitions=9)
+        values = [f"f{i}" for i in range(200)]
+        for part in range(9):
+            assert all(err is None for err, _ in produce(c.bootstrap, topic, values, partition=part))
+        state = {p: c.partition_state(topic, p) for p in range(9)}
+        assert all(sorted(isr) == [1, 2, 3] for _, _, isr in state.values())
+        # Each follower opens one fetcher connection per fetcher id its partitions of a
+        # leader map to (Kafka's getFetcherId), not one per leader.
+        spread = [len({java_fetcher_id(topic, p, 2) for p, (l, _, _) in state.items() if l == leader})
+                  for leader in (1, 2, 3)]
+        assert max(spread) >= 2, f"the topic's partitions map to one fetcher per leader: {spread}"
+        for leader in (1, 2, 3):
+            ids = {java_fetcher_id(topic, p, 2) for p, (l, _, _) in state.items() if l == leader}
+            for follower in {1, 2, 3} - {leader}:
+                pid = c.node(follower).proc.pid
+                port = c.node(leader).fixed_port
+                c.wait_for(f"node {follower} fetching from {leader} over {len(ids)} connections",
+                           lambda: connections_to(pid, port) >= len(ids))
+        for part in range(9):
+            assert read_all(c.bootstrap, topic, part) == values
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)
+
+
 def test_leader_kill_fails_over_without_losing_acknowledged_records(cluster):
     topic = unique("failover")
     create_topic(cluster, topic)

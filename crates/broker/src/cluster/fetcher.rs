@@ -1,6 +1,7 @@
-//! The follower side of replication: one fetcher task per leader broker, pulling every
-//! partition this broker follows from that leader in one Fetch request (replica id set),
-//! exactly as Kafka's ReplicaFetcherThread does.
+//! The follower side of replication: `num.replica.fetchers` fetcher tasks per leader broker
+//! (default one), each pulling its share of the partitions this broker follows from that
+//! leader in one Fetch request (replica id set) over its own connection, exactly as Kafka's
+//! ReplicaFetcherThreads do; a partition's fetcher is Kafka's `getFetcherId`.
 //!
 //! A partition joins a fetcher after a leader change with `needs_truncation` set: before
 //! its first fetch the fetcher asks the leader where the follower's latest epoch ends
@@ -42,16 +43,30 @@ type Key = (String, i32);
 
 struct FetcherTask {
     leader: i32,
+    /// Which of the leader's `num.replica.fetchers` tasks this is.
+    id: usize,
     addr: String,
     partitions: Mutex<BTreeMap<Key, Followed>>,
     wake: Notify,
     stopped: std::sync::atomic::AtomicBool,
 }
 
-/// All fetcher tasks of this broker, by leader id.
+/// All fetcher tasks of this broker, by (leader id, fetcher id).
 #[derive(Default)]
 pub struct Fetchers {
-    tasks: Mutex<HashMap<i32, Arc<FetcherTask>>>,
+    tasks: Mutex<HashMap<(i32, usize), Arc<FetcherTask>>>,
+}
+
+/// Kafka's `AbstractFetcherManager.getFetcherId`: `Utils.abs(31 * topic.hashCode +
+/// partition) % numFetchers`, with Java's `String.hashCode` (topic names are ASCII, so
+/// their bytes are their UTF-16 units) and `Utils.abs` (0 for `Integer.MIN_VALUE`).
+fn fetcher_id(topic: &str, partition: i32, fetchers: usize) -> usize {
+    let hash = topic
+        .bytes()
+        .fold(0i32, |h, b| h.wrapping_mul(31).wrapping_add(i32::from(b)));
+    let n = hash.wrapping_mul(31).wrapping_add(partition);
+    let abs = if n == i32::MIN { 0 } else { n.unsigned_abs() };
+    abs as usize % fetchers.max(1)
 }
 
 impl Fetchers {
@@ -59,8 +74,13 @@ impl Fetchers {
     pub fn follow(&self, broker: &Arc<Broker>, leader: i32, addr: String, p: Arc<Partition>) {
         let key = (p.topic.clone(), p.index);
         self.unfollow(&key.0, key.1);
+        let id = fetcher_id(
+            &p.topic,
+            p.index,
+            broker.config.cluster.num_replica_fetchers,
+        );
         let mut tasks = self.tasks.lock();
-        let task = match tasks.get(&leader) {
+        let task = match tasks.get(&(leader, id)) {
             Some(t) if t.addr == addr => t.clone(),
             old => {
                 // A new fetcher, or the leader moved to a new address: start over.
@@ -74,12 +94,13 @@ impl Fetchers {
                     .unwrap_or_default();
                 let t = Arc::new(FetcherTask {
                     leader,
+                    id,
                     addr,
                     partitions: Mutex::new(moved.into_iter().collect()),
                     wake: Notify::new(),
                     stopped: Default::default(),
                 });
-                tasks.insert(leader, t.clone());
+                tasks.insert((leader, id), t.clone());
                 tokio::spawn(run(broker.clone(), t.clone()));
                 t
             }
@@ -127,7 +148,12 @@ impl FetcherTask {
 async fn run(broker: Arc<Broker>, task: Arc<FetcherTask>) {
     let mut conn: Option<Connection> = None;
     let cfg = ConnectionConfig {
-        client_id: format!("runnel-replica-fetcher-{}", broker.node_id()),
+        client_id: format!(
+            "runnel-replica-fetcher-{}-{}-{}",
+            task.id,
+            task.leader,
+            broker.node_id()
+        ),
         connect_timeout: Duration::from_secs(3),
         request_timeout: Duration::from_millis(broker.config.cluster.replica_fetch_wait_max_ms)
             + Duration::from_secs(10),
@@ -402,4 +428,45 @@ fn partition_max_bytes(broker: &Broker, p: &Partition) -> i32 {
         _ => max,
     };
     bytes.min(i32::MAX as u64) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fetcher_id;
+
+    /// The values Kafka's `getFetcherId` gives (`Utils.abs(31 * "topic".hashCode() + p) % n`
+    /// computed in Java: "orders".hashCode() = -1008770331).
+    #[test]
+    fn partitions_go_to_kafkas_fetcher() {
+        let java = |topic: &str, p: i32, n: i64| -> usize {
+            let h: i32 = topic
+                .encode_utf16()
+                .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32));
+            let x = (h.wrapping_mul(31).wrapping_add(p)) as i64;
+            (x.abs() % n) as usize
+        };
+        assert_eq!(
+            "orders"
+                .bytes()
+                .fold(0i32, |h, b| h.wrapping_mul(31).wrapping_add(i32::from(b))),
+            -1008770331
+        );
+        for topic in [
+            "orders",
+            "t",
+            "__consumer_offsets",
+            "a-much-longer.topic_name-42",
+        ] {
+            for p in 0..64 {
+                for n in 1..6 {
+                    assert_eq!(
+                        fetcher_id(topic, p, n as usize),
+                        java(topic, p, n),
+                        "{topic}-{p} of {n}"
+                    );
+                }
+            }
+        }
+        assert_eq!(fetcher_id("orders", 3, 1), 0);
+    }
 }

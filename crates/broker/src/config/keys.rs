@@ -706,6 +706,9 @@ pub static CONFIGS: &[ConfigDef] = &[
     broker("replica.fetch.max.bytes", int(1), Is("1048576"), Cluster, "bytes per partition per follower fetch")
         .set(|p, v| { p.c.cluster.replica_fetch_max_bytes = v.n as usize; Ok(()) })
         .get(|c| text(c.cluster.replica_fetch_max_bytes)),
+    broker("num.replica.fetchers", Kind::Int(1, 1024), Is("1"), Cluster, "fetcher tasks per leader broker, each with its own connection and Fetch requests in flight; a partition goes to fetcher `abs(31 * topic.hashCode + partition) % num.replica.fetchers`, as in Kafka")
+        .set(|p, v| { p.c.cluster.num_replica_fetchers = v.n as usize; Ok(()) })
+        .get(|c| text(c.cluster.num_replica_fetchers)),
     broker("offsets.topic.replication.factor", Kind::Short(1), Is("3"), Cluster, "replicas of `__consumer_offsets`, capped at the live brokers when it is created")
         .set(|p, v| { p.c.cluster.offsets_topic_replication_factor = v.n as i16; Ok(()) })
         .get(|c| text(c.cluster.offsets_topic_replication_factor)),
@@ -754,7 +757,6 @@ pub static CONFIGS: &[ConfigDef] = &[
     // accepted so an existing Kafka properties file starts; each is logged at start.
     broker("num.network.threads", int(1), Is("3"), NoEffect, "Runnel sizes its own pools").stored(),
     broker("num.io.threads", int(1), Is("8"), NoEffect, "Runnel sizes its own pools").stored(),
-    broker("num.replica.fetchers", int(1), Is("1"), NoEffect, "Runnel sizes its own pools").stored(),
     broker("num.recovery.threads.per.data.dir", int(1), Is("2"), NoEffect, "Runnel sizes its own pools").stored(),
     broker("socket.send.buffer.bytes", Kind::Int(-1, I32), Is("102400"), NoEffect, "the OS sizes socket buffers"),
     broker("socket.receive.buffer.bytes", Kind::Int(-1, I32), Is("102400"), NoEffect, "the OS sizes socket buffers"),
