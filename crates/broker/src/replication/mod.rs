@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 
 use runnel_meta::PartitionImage;
 
-use crate::handlers::now_ms;
 use crate::partition::Partition;
 
 /// What the leader knows of one follower, from its fetches.
@@ -85,9 +84,10 @@ pub enum Transition {
     Stopped,
 }
 
-/// Applies a partition state from the metadata image (or an AlterPartition reply).
+/// Applies a partition state from the metadata image (or an AlterPartition reply), at
+/// `now` (ms; the broker's clock: a new leader's followers start their lag window then).
 /// States older than the one held (by partition epoch) are ignored.
-pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Transition {
+pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage, now: i64) -> Transition {
     // The log lock orders this against appends: an append either finishes under the old
     // epoch or sees the new role.
     let log = p.log.lock();
@@ -122,7 +122,7 @@ pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Tran
             for id in replicas.into_iter().filter(|id| *id != local_id) {
                 r.followers.entry(id).or_insert(FollowerProgress {
                     log_end: -1,
-                    caught_up_ms: now_ms(),
+                    caught_up_ms: now,
                     leader_end_at_last_fetch: log_end,
                     last_fetch_ms: 0,
                 });
@@ -145,7 +145,7 @@ pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Tran
                     FollowerProgress {
                         log_end: -1,
                         // A new leader gives every follower a full lag window.
-                        caught_up_ms: now_ms(),
+                        caught_up_ms: now,
                         leader_end_at_last_fetch: log_end,
                         last_fetch_ms: 0,
                     },
@@ -277,6 +277,7 @@ pub fn maybe_advance_high_watermark(p: &Partition) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handlers::now_ms;
     use runnel_log::{LogConfig, PartitionLog};
     use std::sync::Arc;
 
@@ -287,7 +288,10 @@ mod tests {
             isr: vec![1, 2],
             ..PartitionImage::new(vec![1, 2, 3])
         };
-        assert_eq!(apply_state(&p, 1, &state), Transition::BecameLeader);
+        assert_eq!(
+            apply_state(&p, 1, &state, now_ms()),
+            Transition::BecameLeader
+        );
         p
     }
 
@@ -310,7 +314,7 @@ mod tests {
             }
         };
         p.replica.lock().pending_isr = Some(vec![1, 2, 3]);
-        assert_eq!(apply_state(&p, 1, &current), Transition::None);
+        assert_eq!(apply_state(&p, 1, &current, now_ms()), Transition::None);
         assert_eq!(p.replica.lock().pending_isr, Some(vec![1, 2, 3]));
         // The controller's answer (a newer partition epoch) replaces it.
         let answered = PartitionImage {
@@ -318,7 +322,7 @@ mod tests {
             partition_epoch: current.partition_epoch + 1,
             ..current
         };
-        assert_eq!(apply_state(&p, 1, &answered), Transition::None);
+        assert_eq!(apply_state(&p, 1, &answered, now_ms()), Transition::None);
         assert_eq!(p.replica.lock().pending_isr, None);
         assert_eq!(p.replica.lock().isr, vec![1, 2, 3]);
     }
