@@ -6,11 +6,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::config::BrokerConfig;
+use crate::coordinators::groups::GroupCoordinator;
+use crate::coordinators::txn::TxnCoordinator;
 use crate::error::BrokerError;
-use crate::fetch_session::FetchSessions;
-use crate::groups::GroupCoordinator;
-use crate::topics::{write_file_atomically, TopicRegistry};
-use crate::txn::TxnCoordinator;
+use crate::handlers::fetch_session::FetchSessions;
+use crate::storage::topics::{write_file_atomically, TopicRegistry};
 
 /// Producer ids are handed out from blocks persisted ahead of use, so an id is never
 /// issued twice, even across a crash (the rest of a block is skipped after a restart).
@@ -32,7 +32,7 @@ pub struct Broker {
     pub fetch_sessions: FetchSessions,
     pub groups: GroupCoordinator,
     /// Share groups (KIP-932): membership, share-partitions, share sessions.
-    pub shares: crate::share::Shares,
+    pub shares: crate::coordinators::share::Shares,
     pub txns: TxnCoordinator,
     pub metrics: crate::metrics::Metrics,
     /// Log dirs taken offline by an I/O error: their partitions answer
@@ -44,15 +44,18 @@ pub struct Broker {
     /// on the same dirs refuses to start.
     _dir_locks: Vec<runnel_log::DirLock>,
     /// Open client connections and the request bytes they hold, with their bounds.
-    pub connections: Arc<crate::connections::Connections>,
+    pub connections: Arc<crate::server::connections::Connections>,
     /// ACLs and the authorization decision (`authorizer.class.name`).
     pub authz: crate::authz::Authz,
     /// Client quotas (AlterClientQuotas) and their rate sensors.
-    pub quotas: crate::quota::Quotas,
+    pub quotas: crate::server::quota::Quotas,
     /// TLS acceptors, SCRAM credentials, and how to reach peers securely.
-    pub security: crate::security::Security,
+    pub security: crate::server::security::Security,
     /// Cluster links and their mirror topics (`crate::mirror`).
     pub links: crate::mirror::Links,
+    /// Internal topics asked of the controller and not answered yet
+    /// (`Host::ensure_internal_topic`).
+    creating_internal: Arc<Mutex<std::collections::BTreeSet<String>>>,
     /// The time the coordinators' timers and the ISR lag check read (the machine's;
     /// tests inject a `ManualClock` through `Server::start_with_clock`).
     pub clock: Arc<dyn runnel_core::Clock>,
@@ -80,7 +83,7 @@ impl Broker {
     ) -> Result<Self, BrokerError> {
         // Before any partition opens: every partition and connection holds descriptors.
         let fd_limit = crate::fds::raise_limit();
-        let connections = crate::connections::Connections::new(&config.limits, fd_limit);
+        let connections = crate::server::connections::Connections::new(&config.limits, fd_limit);
         let config = Arc::new(config);
         let (advertised_host, advertised_port) = endpoints
             .get(&config.listeners.inter_broker)
@@ -95,11 +98,11 @@ impl Broker {
         let topics = TopicRegistry::open(config.clone())?;
         let config_txn = config.txn.clone();
         let authz = crate::authz::Authz::open(config.authz.clone());
-        let quotas = crate::quota::Quotas::open(config.quota.clone());
+        let quotas = crate::server::quota::Quotas::open(config.quota.clone());
         let groups = GroupCoordinator::with_clock(config.groups.clone(), clock.clone());
         // Restored by reconcile once the first image opened the partitions.
-        let shares = crate::share::Shares::new(config.share.clone());
-        let security = crate::security::Security::build(&config)
+        let shares = crate::coordinators::share::Shares::new(config.share.clone());
+        let security = crate::server::security::Security::build(&config)
             .map_err(|e| BrokerError::new(crate::error::ErrorCode::InvalidConfig, e))?;
         let links = crate::mirror::Links::default();
         let broker = Broker {
@@ -113,6 +116,7 @@ impl Broker {
             fetch_sessions: FetchSessions::default(),
             groups,
             shares,
+            creating_internal: Default::default(),
             txns: TxnCoordinator::with_clock(config_txn, clock.clone()),
             metrics: Default::default(),
             offline_dirs: Default::default(),
@@ -180,7 +184,7 @@ impl Broker {
     /// partition on an offline log dir; an I/O error takes the dir offline.
     pub fn append_as_leader<T>(
         &self,
-        p: &crate::partition::Partition,
+        p: &crate::storage::partition::Partition,
         write: impl FnOnce(&mut runnel_log::PartitionLog, i32) -> Result<T, runnel_log::LogError>,
     ) -> Result<T, BrokerError> {
         if self.is_offline(p) {
@@ -195,15 +199,42 @@ impl Broker {
             return Err(crate::mirror::read_only_error(&link));
         }
         p.append_as_leader(write).map_err(|e| {
-            if let crate::partition::AppendError::Log(e) = &e {
+            if let crate::storage::partition::AppendError::Log(e) = &e {
                 self.note_storage_error(p, e);
             }
             BrokerError::from(e)
         })
     }
 
+    /// Appends one transaction marker to a partition this broker leads (and, on
+    /// `__consumer_offsets`, applies or drops the transaction's offset commits); returns the
+    /// marker's offset. The caller waits for it to be acknowledged.
+    pub fn append_marker(
+        &self,
+        part: &crate::storage::partition::Partition,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<i64, crate::error::BrokerError> {
+        let offset = self.append_as_leader(part, |log, epoch| {
+            log.append_marker(
+                producer_id,
+                producer_epoch,
+                commit,
+                coordinator_epoch,
+                epoch,
+                runnel_core::clock::now_ms(),
+            )
+        })?;
+        if part.topic == crate::coordinators::groups::OFFSETS_TOPIC {
+            self.groups.complete_txn_offsets(producer_id, commit);
+        }
+        Ok(offset)
+    }
+
     /// Whether the partition is offline: its files failed recovery, or its log dir failed.
-    pub fn is_offline(&self, p: &crate::partition::Partition) -> bool {
+    pub fn is_offline(&self, p: &crate::storage::partition::Partition) -> bool {
         if p.storage_offline {
             return true;
         }
@@ -220,7 +251,11 @@ impl Broker {
     /// included, takes the partition's whole log dir offline until a restart, as Kafka
     /// does: the failed write was already cut back, and a directory that failed once is
     /// not written again. The other log dirs keep serving.
-    pub fn note_storage_error(&self, p: &crate::partition::Partition, e: &runnel_log::LogError) {
+    pub fn note_storage_error(
+        &self,
+        p: &crate::storage::partition::Partition,
+        e: &runnel_log::LogError,
+    ) {
         let runnel_log::LogError::Io { .. } = e else {
             return;
         };
@@ -325,4 +360,65 @@ fn load_or_create_identity(config: &BrokerConfig) -> Result<String, BrokerError>
         }
     }
     Ok(cluster_id)
+}
+
+impl crate::coordinators::Host for Broker {
+    fn topics(&self) -> &TopicRegistry {
+        &self.topics
+    }
+
+    fn append_as_leader<T>(
+        &self,
+        p: &crate::storage::partition::Partition,
+        write: impl FnOnce(&mut runnel_log::PartitionLog, i32) -> Result<T, runnel_log::LogError>,
+    ) -> Result<T, BrokerError> {
+        Broker::append_as_leader(self, p, write)
+    }
+
+    fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+        Broker::allocate_producer_id(self)
+    }
+
+    fn send_txn_markers(
+        &self,
+        transactional_id: String,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        partitions: Vec<(String, i32)>,
+    ) {
+        self.cluster()
+            .send_markers(transactional_id, producer_id, epoch, commit, partitions);
+    }
+
+    fn offsets_topic_partitions(&self) -> i32 {
+        self.groups.config.offsets_topic_partitions
+    }
+
+    fn shares(&self) -> &crate::coordinators::share::Shares {
+        &self.shares
+    }
+
+    fn ensure_internal_topic(&self, mut topic: runnel_meta::NewTopic) {
+        let cluster = self.cluster().clone();
+        let image = cluster.current_image();
+        if image.topics.contains_key(&topic.name)
+            || !self.creating_internal.lock().insert(topic.name.clone())
+        {
+            return;
+        }
+        let live = image.live_brokers().count() as i16;
+        topic.replication_factor = topic.replication_factor.min(live.max(1));
+        let name = topic.name.clone();
+        let creating = self.creating_internal.clone();
+        tokio::spawn(async move {
+            let created = cluster.controller.create_topics(vec![topic], false).await;
+            if let Some(Err(e)) = created.into_iter().next() {
+                if e.kind != runnel_meta::ErrorKind::TopicAlreadyExists {
+                    tracing::warn!(topic = %name, error = %e.message, "could not create an internal topic; asked again when next needed");
+                }
+            }
+            creating.lock().remove(&name);
+        });
+    }
 }

@@ -191,9 +191,9 @@ impl ClusterConfig {
 pub struct BrokerConfig {
     pub node_id: i32,
     /// The listener keys as set (`listeners`, `advertised.listeners`, ...).
-    pub listener_config: crate::listeners::ListenerConfig,
+    pub listener_config: crate::server::listeners::ListenerConfig,
     /// The same, validated together: what the server binds and what clients are told.
-    pub listeners: crate::listeners::Listeners,
+    pub listeners: crate::server::listeners::Listeners,
     /// `http.listeners`: the HTTP admin API's address (host:port, port 0 for a free
     /// port); None when set to an empty value (disabled).
     pub http_listener: Option<SocketAddr>,
@@ -219,21 +219,21 @@ pub struct BrokerConfig {
     pub log_defaults: LogConfig,
     pub min_insync_replicas: i32,
     /// Consumer-group coordinator settings (`group.*`, `offsets.*`).
-    pub groups: crate::groups::GroupConfig,
+    pub groups: crate::coordinators::groups::GroupConfig,
     /// Share-group settings (`group.share.*`).
-    pub share: crate::share::ShareConfig,
+    pub share: crate::coordinators::share::ShareConfig,
     /// Transaction coordinator settings (`transaction.*`).
-    pub txn: crate::txn::TxnConfig,
+    pub txn: crate::coordinators::txn::TxnConfig,
     /// Replication and the metadata quorum; `voters` empty means a single node.
     pub cluster: ClusterConfig,
     /// `authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found`.
     pub authz: crate::authz::AuthzConfig,
     /// `quota.window.num`, `quota.window.size.seconds`.
-    pub quota: crate::quota::QuotaConfig,
+    pub quota: crate::server::quota::QuotaConfig,
     /// The keys that were set, with their values, for DescribeConfigs and logging.
     pub explicit: BTreeMap<String, String>,
     /// TLS and SASL (`ssl.*`, `sasl.*`, `listener.name.<l>.*`), see `security/`.
-    pub security: crate::security::SecurityConfig,
+    pub security: crate::server::security::SecurityConfig,
 }
 
 impl Default for BrokerConfig {
@@ -399,7 +399,7 @@ impl BrokerConfig {
         let c = BrokerConfig {
             node_id: 1,
             listener_config: Default::default(),
-            listeners: crate::listeners::ListenerConfig::default()
+            listeners: crate::server::listeners::ListenerConfig::default()
                 .validate(true, None)
                 .expect("the default listener is valid"),
             http_listener: Some("127.0.0.1:9644".parse().expect("valid")),
@@ -418,9 +418,9 @@ impl BrokerConfig {
             rack: None,
             log_defaults: LogConfig::default(),
             min_insync_replicas: 1,
-            groups: crate::groups::GroupConfig::default(),
-            share: crate::share::ShareConfig::default(),
-            txn: crate::txn::TxnConfig::default(),
+            groups: crate::coordinators::groups::GroupConfig::default(),
+            share: crate::coordinators::share::ShareConfig::default(),
+            txn: crate::coordinators::txn::TxnConfig::default(),
             cluster: ClusterConfig::default(),
             authz: Default::default(),
             quota: Default::default(),
@@ -443,7 +443,7 @@ impl BrokerConfig {
                     }
                 }
                 // Also per listener (`listener.name.<l>.<key>`): security/ reads them.
-                None if crate::security::is_security_key(k) => {
+                None if crate::server::security::is_security_key(k) => {
                     p.c.security.keys.insert(k.to_string(), v.clone());
                 }
                 None => {
@@ -506,7 +506,7 @@ impl BrokerConfig {
         c.listeners = c
             .listener_config
             .validate(c.cluster.broker_role, voter_port)?;
-        c.security = crate::security::SecurityConfig::validate(
+        c.security = crate::server::security::SecurityConfig::validate(
             std::mem::take(&mut c.security.keys),
             &c.listeners,
         )?;
@@ -621,7 +621,8 @@ pub fn topic_config_default(key: &str, broker: &BrokerConfig) -> Option<String> 
 
 /// Whether a key's value is a secret (never logged, described without its value).
 pub fn is_sensitive(key: &str) -> bool {
-    crate::security::is_sensitive(key) || keys::broker_key(key).is_some_and(|d| d.sensitive())
+    crate::server::security::is_sensitive(key)
+        || keys::broker_key(key).is_some_and(|d| d.sensitive())
 }
 
 impl BrokerConfig {
@@ -640,7 +641,7 @@ impl BrokerConfig {
             self.security
                 .keys
                 .iter()
-                .filter(|(k, _)| crate::security::is_sensitive(k))
+                .filter(|(k, _)| crate::server::security::is_sensitive(k))
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
         for (k, v) in dynamic {
@@ -838,7 +839,7 @@ mod tests {
         let cs = c.security.controller.as_ref().unwrap();
         assert_eq!(
             (cs.listener.as_str(), cs.protocol),
-            ("CONTROLLER", crate::security::Protocol::Ssl)
+            ("CONTROLLER", crate::server::security::Protocol::Ssl)
         );
         assert_eq!(c.cluster.voter_hosts[&1], "localhost");
         // SASL: the mechanism must be set, known and PLAIN; the JAAS config names users.
@@ -894,7 +895,7 @@ mod tests {
         assert_eq!(cs.plain_users.as_ref().unwrap()["a"], "p");
         assert_eq!(cs.credentials.as_ref().unwrap().username, "a");
         // The files are read when the broker's security is built: an error names them.
-        let e = crate::security::Security::build(&c).err().unwrap();
+        let e = crate::server::security::Security::build(&c).err().unwrap();
         assert!(
             e.contains("controller listener CONTROLLER") && e.contains("/k.pem"),
             "{e}"

@@ -82,7 +82,7 @@ pub enum ErrorCode {
     TransactionalIdAuthorizationFailed = 53,
     SecurityDisabled = 54,
     ThrottlingQuotaExceeded = 89,
-    // Share groups (crate::share).
+    // Share groups (crate::coordinators::share).
     GroupMaxSizeReached = 81,
     InvalidRecordState = 121,
     ShareSessionNotFound = 122,

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use runnel_broker::txn::TxnState;
+use runnel_broker::coordinators::txn::TxnState;
 use runnel_client::{
     Client, ClientConfig, Connection, ConnectionConfig, Error, FetchOptions, NewTopic,
     ProduceOptions, ProducerRecord,

@@ -30,6 +30,12 @@ impl Clock for SystemClock {
     }
 }
 
+/// The machine's wall clock in milliseconds since the Unix epoch (`SystemClock::now_ms`),
+/// for code that has no injected clock.
+pub fn now_ms() -> i64 {
+    SystemClock.now_ms()
+}
+
 /// A clock that moves only when told to (`advance`): for tests.
 #[derive(Debug)]
 pub struct ManualClock {

@@ -4,7 +4,7 @@ behaviour of test 0081: Kafka's dynamic broker keys accepted, group configs (con
 resource GROUP) described, altered and used, authorized operations (KIP-430).
 
 The group coordinator's timing (pending members, session deadlines) is covered by Rust
-tests in crates/broker/src/groups/mod.rs; fetch from follower (KIP-392) by
+tests in crates/broker/src/coordinators/groups/mod.rs; fetch from follower (KIP-392) by
 test_cluster.py.
 """
 

@@ -394,13 +394,16 @@ impl Ctx {
     /// regex is resolved again as topics come and go), as `visible` decides it (not
     /// audited: Kafka filters regex matches silently). Holds the broker weakly; once the
     /// broker is gone it allows nothing.
-    pub fn topic_filter(&self, op: Operation) -> crate::groups::consumer::TopicFilter {
+    pub fn topic_filter(
+        &self,
+        op: Operation,
+    ) -> crate::coordinators::groups::consumer::TopicFilter {
         if !self.enabled() {
-            return crate::groups::consumer::TopicFilter::all();
+            return crate::coordinators::groups::consumer::TopicFilter::all();
         }
         let broker = Arc::downgrade(&self.broker);
         let (principal, peer, api) = (self.principal.clone(), self.peer, self.api);
-        crate::groups::consumer::TopicFilter::new(move |name| {
+        crate::coordinators::groups::consumer::TopicFilter::new(move |name| {
             broker.upgrade().is_some_and(|broker| {
                 let az = Ctx {
                     broker,

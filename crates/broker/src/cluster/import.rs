@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use super::Cluster;
 use crate::broker::Broker;
 use crate::error::{BrokerError, ErrorCode};
-use crate::topics::{read_json_file, MetadataFile};
+use crate::storage::topics::{read_json_file, MetadataFile};
 
 const TOPICS_FILE: &str = "topics.json";
 
@@ -123,14 +123,17 @@ fn config_records(dir: &Path) -> Result<(Records, Vec<PathBuf>), BrokerError> {
             files.push(path);
         }
     };
-    for store in [crate::authz::acl_store(), crate::quota::quota_store()] {
+    for store in [
+        crate::authz::acl_store(),
+        crate::server::quota::quota_store(),
+    ] {
         store.read_legacy_file(dir)?;
         take(store.file_name(), store.image_records());
     }
-    let scram = crate::security::scram::ScramStore::default();
+    let scram = crate::server::security::scram::ScramStore::default();
     scram.read_legacy_file(dir)?;
     take("scram-credentials.json", scram.image_records());
-    let groups = crate::groups::group_configs::GroupConfigStore::default();
+    let groups = crate::coordinators::groups::group_configs::GroupConfigStore::default();
     groups.read_legacy_file(dir)?;
     take("group-configs.json", groups.image_records());
     let links = crate::mirror::store::LinkStore::default();

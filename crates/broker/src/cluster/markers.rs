@@ -94,7 +94,7 @@ async fn deliver_local(
     let Some(p) = broker.topics.partition(topic, partition) else {
         return false;
     };
-    let written = crate::handlers::txn::append_marker(broker, &p, producer_id, epoch, commit, 0);
+    let written = broker.append_marker(&p, producer_id, epoch, commit, 0);
     match written {
         Ok(offset) => p.wait_acknowledged(offset + 1).await.is_ok(),
         Err(e) => {

@@ -10,6 +10,7 @@
 //! - sends ISR changes to the controller (AlterPartition) for partitions it leads;
 //! - on SIGTERM, a controlled shutdown: asks the controller to move leadership away first.
 
+pub mod fetcher;
 mod import;
 mod markers;
 pub mod reconcile;
@@ -26,15 +27,15 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::broker::Broker;
+use crate::cluster::fetcher::Fetchers;
 use crate::error::{BrokerError, ErrorCode};
-use crate::partition::Partition;
-use crate::replication::fetcher::Fetchers;
+use crate::storage::partition::Partition;
 
 /// An ISR the leader wants the controller to record.
 pub struct IsrChange {
     pub partition: Arc<Partition>,
     pub topic_id: Uuid,
-    pub proposal: crate::replication::ProposedIsr,
+    pub proposal: crate::storage::replication::ProposedIsr,
 }
 
 pub struct Cluster {
@@ -284,7 +285,8 @@ impl Cluster {
                 .partition(&topic, index)
                 .filter(|p| p.replica.lock().is_leader());
             let appended = local.and_then(|p| {
-                crate::handlers::txn::append_marker(&broker, &p, producer_id, epoch, commit, 0)
+                broker
+                    .append_marker(&p, producer_id, epoch, commit, 0)
                     .ok()
                     .map(|offset| (p, offset))
             });
@@ -395,7 +397,7 @@ async fn isr_loop(
             _ = check.tick() => {
                 for t in broker.topics.all() {
                     for p in &t.partitions {
-                        if let Some(proposal) = crate::replication::lagging_isr(p, lag_max, broker.clock.now_ms()) {
+                        if let Some(proposal) = crate::storage::replication::lagging_isr(p, lag_max, broker.clock.now_ms()) {
                             tracing::info!(topic = %p.topic, partition = p.index, isr = ?proposal.isr, "shrinking ISR: followers fell behind");
                             let _ = cluster.isr_changes.send(IsrChange { partition: p.clone(), topic_id: t.id, proposal });
                         }
@@ -421,7 +423,7 @@ async fn isr_loop(
         match result {
             Ok(state) => {
                 reconcile::apply_partition(&broker, &cluster, p, &state);
-                crate::replication::maybe_advance_high_watermark(p);
+                crate::storage::replication::maybe_advance_high_watermark(p);
                 p.wake();
             }
             Err(e) => {

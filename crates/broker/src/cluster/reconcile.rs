@@ -8,8 +8,8 @@ use runnel_meta::{ClusterImage, PartitionImage};
 
 use super::Cluster;
 use crate::broker::Broker;
-use crate::partition::Partition;
-use crate::replication::{self, Transition};
+use crate::storage::partition::Partition;
+use crate::storage::replication::{self, Transition};
 
 pub async fn run(broker: Arc<Broker>, cluster: Arc<Cluster>) {
     let mut rx = cluster.image.clone();
@@ -45,7 +45,7 @@ pub async fn run(broker: Arc<Broker>, cluster: Arc<Cluster>) {
             // request is served.
             broker
                 .shares
-                .restore_from(crate::share::persist::load(&broker.topics));
+                .restore_from(crate::coordinators::share::persist::load(&broker.topics));
         }
         cluster.reconciled.send_replace(image.applied_index);
         if rx.changed().await.is_err() {
@@ -160,13 +160,16 @@ fn on_group_leadership(broker: &Broker, image: &ClusterImage, p: &Partition, lea
             .get(topic)
             .map_or(0, |t| t.partitions.len() as i32)
     };
-    if p.topic == crate::groups::OFFSETS_TOPIC {
+    if p.topic == crate::coordinators::groups::OFFSETS_TOPIC {
         broker
             .groups
-            .on_leadership(p, count(crate::groups::OFFSETS_TOPIC), leader);
-    } else if p.topic == crate::txn::TXN_TOPIC {
-        broker
-            .txns
-            .on_leadership(broker, p, count(crate::txn::TXN_TOPIC), leader);
+            .on_leadership(p, count(crate::coordinators::groups::OFFSETS_TOPIC), leader);
+    } else if p.topic == crate::coordinators::txn::TXN_TOPIC {
+        broker.txns.on_leadership(
+            broker,
+            p,
+            count(crate::coordinators::txn::TXN_TOPIC),
+            leader,
+        );
     }
 }

@@ -416,7 +416,7 @@ pub static CONFIGS: &[ConfigDef] = &[
     broker("listeners", Kind::List, Is("PLAINTEXT://127.0.0.1:9092"), Server, "`NAME://host:port,...`: Kafka's named listeners. Every listener not in `controller.listener.names` serves the Kafka protocol; port 0 picks a free port (the first listener's is printed at start). Every listener may be `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL` (see \"Security\" below), a controller listener too (see \"The metadata quorum's port\")")
         .stored()
         .set(|p, v| {
-            let endpoints = crate::listeners::parse_endpoints(v.key, v.raw)?;
+            let endpoints = crate::server::listeners::parse_endpoints(v.key, v.raw)?;
             for e in &endpoints {
                 e.bind_addr().map_err(|why| v.invalid(why))?;
             }
@@ -426,12 +426,12 @@ pub static CONFIGS: &[ConfigDef] = &[
         .get(|c| listener_value(c, "listeners")),
     broker("advertised.listeners", Kind::List, Doc("each listener as bound"), Server, "`NAME://host:port,...` given to clients in Metadata, FindCoordinator and DescribeCluster: a client is told the endpoints of the listener it connected to (Kafka's rule), so internal and external networks each see addresses they can reach")
         .stored()
-        .set(|p, v| { p.c.listener_config.advertised = crate::listeners::parse_endpoints(v.key, v.raw)?; Ok(()) })
+        .set(|p, v| { p.c.listener_config.advertised = crate::server::listeners::parse_endpoints(v.key, v.raw)?; Ok(()) })
         .get(|c| listener_value(c, "advertised.listeners")),
     broker("listener.security.protocol.map", Kind::List, Is("PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"), Server, "each listener name's security protocol; when not set, controller listeners are `PLAINTEXT` (as in Kafka)")
         .stored()
         .set(|p, v| {
-            p.c.listener_config.protocol_map = crate::listeners::parse_protocol_map(v.key, v.raw)?;
+            p.c.listener_config.protocol_map = crate::server::listeners::parse_protocol_map(v.key, v.raw)?;
             p.c.listener_config.protocol_map_set = true;
             Ok(())
         }),
@@ -439,7 +439,7 @@ pub static CONFIGS: &[ConfigDef] = &[
         .set(|p, v| { p.c.listener_config.inter_broker = Some(v.raw.trim().to_ascii_uppercase()); Ok(()) })
         .get(|c| listener_value(c, "inter.broker.listener.name")),
     broker("controller.listener.names", Kind::List, Is(""), Server, "listeners where the metadata quorum listens rather than the Kafka protocol; such a listener's port must be this node's port in `controller.quorum.voters`. The first name's protocol secures the quorum's port (Raft between voters, brokers' controller requests); a broker-only node names it without listing it in `listeners`")
-        .set(|p, v| { p.c.listener_config.controller_names = crate::listeners::parse_names(v.raw); Ok(()) })
+        .set(|p, v| { p.c.listener_config.controller_names = crate::server::listeners::parse_names(v.raw); Ok(()) })
         .get(|c| listener_value(c, "controller.listener.names")),
     broker("security.inter.broker.protocol", Kind::Str, Is("PLAINTEXT"), Server, "only `PLAINTEXT` is accepted")
         .set(|_, v| {
@@ -989,14 +989,14 @@ mod tests {
     #[test]
     fn security_keys_in_the_table_go_to_the_security_module() {
         for d in broker_keys() {
-            if crate::security::is_security_key(d.name) {
+            if crate::server::security::is_security_key(d.name) {
                 assert!(
                     d.set.is_some(),
                     "{} is read by security/ but the table drops it",
                     d.name
                 );
             }
-            if crate::security::is_sensitive(d.name) {
+            if crate::server::security::is_sensitive(d.name) {
                 assert!(
                     d.sensitive(),
                     "{} is a secret: its kind must be Password",

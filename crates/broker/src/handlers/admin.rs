@@ -26,8 +26,8 @@ use crate::authz::Ctx;
 use crate::broker::Broker;
 use crate::config::describe::{self, Described};
 use crate::config::{keys, topic_config_default, validate_topic_config};
+use crate::coordinators::groups::group_configs;
 use crate::error::{BrokerError, ErrorCode};
-use crate::groups::group_configs;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -541,7 +541,7 @@ pub fn create_partitions(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     az: &Ctx,
-    qc: &crate::quota::Ctx,
+    qc: &crate::server::quota::Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: CreatePartitionsRequest = decode_body(&req.body, req.api_version)?;
     // Kafka: ALTER on each topic; then KIP-599's mutation quota (v3+ strict) on the
@@ -587,7 +587,7 @@ pub fn create_partitions(
                         Err(refused[t.name.0.as_str()].clone())
                     }
                     _ if budget.is_err() => budget.clone(),
-                    _ if crate::topics::is_internal(&t.name.0) => Err(BrokerError::new(
+                    _ if crate::storage::topics::is_internal(&t.name.0) => Err(BrokerError::new(
                         ErrorCode::InvalidTopic,
                         format!(
                             "'{}' is an internal topic: its partition count is fixed",
@@ -703,7 +703,7 @@ pub fn delete_records(
                         return r.with_error_code(ErrorCode::TopicAuthorizationFailed.code());
                     }
                     // Kafka's ReplicaManager: "Cannot delete records of internal topic".
-                    if crate::topics::is_internal(&t.name.0) {
+                    if crate::storage::topics::is_internal(&t.name.0) {
                         return r.with_error_code(ErrorCode::InvalidTopic.code());
                     }
                     let Some(part) = broker.topics.partition(&t.name.0, p.partition_index) else {

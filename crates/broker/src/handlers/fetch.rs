@@ -17,8 +17,8 @@ use runnel_protocol::{decode_body, DecodeError, ParsedRequest};
 use super::{encode, ResponseFuture};
 use crate::broker::Broker;
 use crate::error::ErrorCode;
-use crate::fetch_session::{PartitionKey, SessionError, SessionPartition};
-use crate::response::{Piece, Response};
+use crate::handlers::fetch_session::{PartitionKey, SessionError, SessionPartition};
+use crate::server::response::{Piece, Response};
 
 /// A client may ask to wait for longer; a connection is not parked beyond this.
 const MAX_WAIT_CAP_MS: u64 = 60_000;
@@ -40,7 +40,7 @@ pub fn handle(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     az: &crate::authz::Ctx,
-    qc: &crate::quota::Ctx,
+    qc: &crate::server::quota::Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: FetchRequest = decode_body(&req.body, req.api_version)?;
     let by_id = req.api_version >= 13;
@@ -156,7 +156,7 @@ pub fn handle(
                 let mut response = assemble(&broker, mode, &wanted, datas, by_id);
                 if let Some(qc) = &quota {
                     response.throttle_time_ms =
-                        qc.record(crate::quota::CONSUMER_BYTE_RATE, bytes as f64);
+                        qc.record(crate::server::quota::CONSUMER_BYTE_RATE, bytes as f64);
                 }
                 return Some(respond(&req, &response, slices));
             }
@@ -307,7 +307,7 @@ fn read_all(
                 if let Some(follower) = record_progress {
                     // The follower has everything below its fetch offset.
                     // A moved high watermark wakes the consumers parked on `p`.
-                    let expand = crate::replication::on_follower_fetch(
+                    let expand = crate::storage::replication::on_follower_fetch(
                         &p,
                         follower,
                         w.fetch_offset,
@@ -513,7 +513,7 @@ impl Splice {
 /// is `current_epoch` (-1: unchecked): not the leader (nor, for a KIP-392 consumer, a
 /// follower), or an epoch mismatch (KIP-320).
 fn leadership_error(
-    p: &crate::partition::Partition,
+    p: &crate::storage::partition::Partition,
     current_epoch: i32,
     follower_may_serve: bool,
 ) -> Option<ErrorCode> {
@@ -539,7 +539,7 @@ fn leadership_error(
 /// unless the leader is in that rack itself or the consumer names no rack.
 fn preferred_read_replica(
     broker: &Broker,
-    p: &crate::partition::Partition,
+    p: &crate::storage::partition::Partition,
     fetch_offset: i64,
     rack: &str,
 ) -> Option<i32> {

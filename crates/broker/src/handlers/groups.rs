@@ -1,6 +1,6 @@
 //! Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
 //! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
-//! The state machine lives in `crate::groups`; this module translates the wire forms.
+//! The state machine lives in `crate::coordinators::groups`; this module translates the wire forms.
 
 use std::sync::Arc;
 
@@ -31,8 +31,8 @@ use super::{encode, ready, str_bytes, ResponseFuture};
 use crate::authz::acl::{Operation, ResourceType};
 use crate::authz::Ctx;
 use crate::broker::Broker;
+use crate::coordinators::groups::{JoinParams, JoinResult, Pending, SyncResult};
 use crate::error::ErrorCode;
-use crate::groups::{JoinParams, JoinResult, Pending, SyncResult};
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -113,7 +113,7 @@ async fn find_coordinator_in(
     listener: &str,
     body: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    use crate::groups::OFFSETS_TOPIC;
+    use crate::coordinators::groups::OFFSETS_TOPIC;
     let keys: Vec<StrBytes> = if req.api_version >= 4 {
         body.coordinator_keys.clone()
     } else {
@@ -129,7 +129,7 @@ async fn find_coordinator_in(
             broker.config.cluster.offsets_topic_replication_factor,
         ),
         KEY_TYPE_TRANSACTION => (
-            crate::txn::TXN_TOPIC,
+            crate::coordinators::txn::TXN_TOPIC,
             broker.txns.config.partitions,
             broker.config.cluster.transaction_state_replication_factor,
         ),
@@ -181,7 +181,8 @@ async fn find_coordinator_in(
             ErrorCode::CoordinatorNotAvailable,
             format!("{internal} is being created"),
         ))?;
-        let index = crate::groups::records::partition_for(key, topic.partitions.len() as i32);
+        let index =
+            crate::coordinators::groups::records::partition_for(key, topic.partitions.len() as i32);
         let leader = topic
             .partitions
             .get(index as usize)
@@ -857,7 +858,7 @@ pub fn offset_delete(
 }
 
 fn wire_assignment(
-    a: &crate::groups::consumer::Assignment,
+    a: &crate::coordinators::groups::consumer::Assignment,
 ) -> Vec<consumer_group_heartbeat_response::TopicPartitions> {
     a.iter()
         .map(|(t, ps)| {
@@ -912,7 +913,7 @@ pub fn consumer_heartbeat(
     let owned = body.topic_partitions.as_ref().map(|tps| {
         tps.iter()
             .map(|tp| (tp.topic_id, tp.partitions.iter().copied().collect()))
-            .collect::<crate::groups::consumer::Assignment>()
+            .collect::<crate::coordinators::groups::consumer::Assignment>()
     });
     let regex = body
         .subscribed_topic_regex
@@ -937,7 +938,7 @@ pub fn consumer_heartbeat(
             );
         }
     };
-    let params = crate::groups::consumer::HeartbeatParams {
+    let params = crate::coordinators::groups::consumer::HeartbeatParams {
         member_id: body.member_id.to_string(),
         member_epoch: body.member_epoch,
         instance_id: body.instance_id.as_ref().map(|s| s.to_string()),
@@ -992,7 +993,7 @@ pub fn consumer_describe(
         .iter()
         .map(|t| (t.id, t.name.clone()))
         .collect();
-    let described = |a: &crate::groups::consumer::Assignment| {
+    let described = |a: &crate::coordinators::groups::consumer::Assignment| {
         cgd::Assignment::default().with_topic_partitions(
             a.iter()
                 .map(|(t, ps)| {

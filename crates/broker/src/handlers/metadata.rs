@@ -160,7 +160,7 @@ async fn cluster_metadata(
         for r in &requested {
             if let Some(name) = &r.name {
                 if !image.topics.contains_key(name.0.as_str())
-                    && crate::topics::validate_topic_name(name.0.as_str()).is_ok()
+                    && crate::storage::topics::validate_topic_name(name.0.as_str()).is_ok()
                 {
                     missing.push(name.0.to_string());
                 }
@@ -216,7 +216,7 @@ async fn cluster_metadata(
                 (Some(t), _) => describe_image_topic(&image, local, t, ops),
                 (None, Some(name)) => {
                     let code =
-                        match crate::topics::validate_topic_name(name.0.as_str()) {
+                        match crate::storage::topics::validate_topic_name(name.0.as_str()) {
                             Err(e) => e.code,
                             Ok(()) => create_errors.get(name.0.as_str()).copied().unwrap_or(
                                 if may_create {

@@ -7,6 +7,7 @@ pub mod api_versions;
 mod authorized;
 mod cluster_gate;
 mod fetch;
+pub mod fetch_session;
 mod groups;
 mod leader_epoch;
 mod list_offsets;
@@ -29,7 +30,7 @@ use runnel_protocol::kp::protocol::{Encodable, StrBytes};
 use runnel_protocol::{encode_response, DecodeError, ParsedRequest};
 
 use crate::broker::Broker;
-use crate::response::Response;
+use crate::server::response::Response;
 
 /// Resolves to the encoded response, or None when the request gets no response
 /// (acks=0 produce). [`UNENCODABLE`] (an empty response) means the response could not
@@ -45,7 +46,7 @@ pub fn dispatch(
     req: ParsedRequest,
     conn: &crate::server::Conn,
 ) -> Result<ResponseFuture, DecodeError> {
-    let qc = crate::quota::Ctx::new(broker, conn, req.client_id.as_ref());
+    let qc = crate::server::quota::Ctx::new(broker, conn, req.client_id.as_ref());
     let start = std::time::Instant::now();
     let (key, version) = (req.api_key, req.api_version);
     let response = dispatch_api(broker, req, conn, &qc);
@@ -53,7 +54,7 @@ pub fn dispatch(
     // ClientRequestQuotaManager); over the quota, the connection is muted and the
     // response tells the throttle (`throttle.rs`).
     let ms = qc.record(
-        crate::quota::REQUEST_PERCENTAGE,
+        crate::server::quota::REQUEST_PERCENTAGE,
         start.elapsed().as_nanos() as f64 * 1e-7,
     );
     if ms <= 0 {
@@ -71,7 +72,7 @@ fn dispatch_api(
     broker: &Arc<Broker>,
     req: ParsedRequest,
     conn: &crate::server::Conn,
-    qc: &crate::quota::Ctx,
+    qc: &crate::server::quota::Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let peer = conn.peer;
     let az = crate::authz::Ctx::new(broker, conn, req.api_key);
@@ -137,10 +138,12 @@ fn dispatch_api(
         ApiKey::DescribeAcls => acls::describe(broker, &req, &az),
         ApiKey::DeleteAcls => acls::delete(broker, &req, &az),
         ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => {
-            crate::security::sasl::after_authentication(&req)
+            crate::server::security::sasl::after_authentication(&req)
         }
-        ApiKey::DescribeUserScramCredentials => crate::security::scram::describe(broker, &req),
-        ApiKey::AlterUserScramCredentials => crate::security::scram::alter(broker, &req),
+        ApiKey::DescribeUserScramCredentials => {
+            crate::server::security::scram::describe(broker, &req)
+        }
+        ApiKey::AlterUserScramCredentials => crate::server::security::scram::alter(broker, &req),
         // parse_request only lets through APIs in the supported table.
         other => Err(DecodeError::Malformed {
             what: "request",
@@ -190,8 +193,4 @@ pub fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use runnel_core::clock::now_ms;

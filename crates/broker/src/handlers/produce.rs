@@ -14,13 +14,13 @@ use super::{encode, now_ms, str_bytes, ResponseFuture};
 use crate::authz::acl::{Operation, ResourceType};
 use crate::broker::Broker;
 use crate::error::{BrokerError, ErrorCode};
-use crate::partition::Partition;
+use crate::storage::partition::Partition;
 
 pub fn handle(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     az: &crate::authz::Ctx,
-    qc: &crate::quota::Ctx,
+    qc: &crate::server::quota::Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: ProduceRequest = decode_body(&req.body, req.api_version)?;
     // producer_byte_rate counts the request's record bytes (Kafka: the request size).
@@ -30,7 +30,10 @@ pub fn handle(
         .flat_map(|t| &t.partition_data)
         .filter_map(|p| p.records.as_ref().map(|r| r.len()))
         .sum();
-    let throttle_ms = qc.record(crate::quota::PRODUCER_BYTE_RATE, request_bytes as f64);
+    let throttle_ms = qc.record(
+        crate::server::quota::PRODUCER_BYTE_RATE,
+        request_bytes as f64,
+    );
     // Kafka's KafkaApis.handleProduceRequest: transactional records need a transactional
     // id the principal may WRITE (else the whole request is refused
     // TRANSACTIONAL_ID_AUTHORIZATION_FAILED, with or without an authorizer); then WRITE on
@@ -82,7 +85,7 @@ pub fn handle(
                     )),
                     // Kafka's ReplicaManager.appendToLocalLog: only the broker writes its
                     // internal topics (group and transaction state).
-                    _ if crate::topics::is_internal(&name) => Err(BrokerError::new(
+                    _ if crate::storage::topics::is_internal(&name) => Err(BrokerError::new(
                         ErrorCode::InvalidTopic,
                         format!("cannot append to internal topic {name}"),
                     )),

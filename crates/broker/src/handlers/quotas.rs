@@ -1,6 +1,6 @@
 //! DescribeClientQuotas and AlterClientQuotas (what `kafka-configs --entity-type
 //! users/clients` and the admin clients call). They need DESCRIBE_CONFIGS /
-//! ALTER_CONFIGS on the CLUSTER. The quotas themselves live in `crate::quota`.
+//! ALTER_CONFIGS on the CLUSTER. The quotas themselves live in `crate::server::quota`.
 
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ use crate::authz::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::authz::Ctx;
 use crate::broker::Broker;
 use crate::error::{BrokerError, ErrorCode};
-use crate::quota::{self, Entity};
+use crate::server::quota::{self, Entity};
 
 const MATCH_EXACT: i8 = 0;
 const MATCH_DEFAULT: i8 = 1;

@@ -1,6 +1,6 @@
 //! Share groups (KIP-932): ShareGroupHeartbeat and ShareGroupDescribe on the group's
 //! coordinator, ShareFetch and ShareAcknowledge on the partitions' leader. The logic
-//! lives in `crate::share`; this module decodes, checks and encodes.
+//! lives in `crate::coordinators::share`; this module decodes, checks and encodes.
 //!
 //! Authorization, as Kafka's KafkaApis: READ on the GROUP for ShareGroupHeartbeat,
 //! ShareFetch, ShareAcknowledge and AlterShareGroupOffsets, DESCRIBE for
@@ -38,13 +38,13 @@ use super::{encode, ready, str_bytes, ResponseFuture};
 use crate::authz::acl::Operation;
 use crate::authz::Ctx;
 use crate::broker::Broker;
+use crate::coordinators::groups::group_configs::SHARE_ISOLATION_LEVEL;
+use crate::coordinators::share::partition_state::{Limits, ACK_RELEASE};
+use crate::coordinators::share::persist;
+use crate::coordinators::share::session::{PartitionId, Step, FINAL_EPOCH, INITIAL_EPOCH};
+use crate::coordinators::share::{AutoOffsetReset, ReadPolicy};
 use crate::error::ErrorCode;
-use crate::groups::group_configs::SHARE_ISOLATION_LEVEL;
-use crate::partition::Partition;
-use crate::share::partition_state::{Limits, ACK_RELEASE};
-use crate::share::persist;
-use crate::share::session::{PartitionId, Step, FINAL_EPOCH, INITIAL_EPOCH};
-use crate::share::{AutoOffsetReset, ReadPolicy};
+use crate::storage::partition::Partition;
 
 /// A top-level error answer to a share request (`$resp` has Kafka's `ErrorCode` and
 /// `ErrorMessage` fields).
@@ -182,7 +182,7 @@ pub fn heartbeat(
         .configs
         .get_i32(&group_id, "share.heartbeat.interval.ms")
         .unwrap_or(heartbeat_ms);
-    let params = crate::share::group::HeartbeatParams {
+    let params = crate::coordinators::share::group::HeartbeatParams {
         member_id: &body.member_id,
         member_epoch: body.member_epoch,
         rack: body.rack_id.as_ref().map(|s| s.to_string()),
@@ -690,7 +690,7 @@ fn acquire_all(
         let sp = broker.shares.partition(&key);
         let mut sp = sp.lock();
         persist::sync_leadership(broker, &key, &mut sp, p.leader_epoch());
-        let got = crate::share::acquire(
+        let got = crate::coordinators::share::acquire(
             &p,
             &mut sp,
             member,

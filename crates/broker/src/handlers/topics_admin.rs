@@ -23,7 +23,7 @@ pub fn create(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     az: &crate::authz::Ctx,
-    qc: &crate::quota::Ctx,
+    qc: &crate::server::quota::Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: CreateTopicsRequest = decode_body(&req.body, req.api_version)?;
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -181,7 +181,7 @@ fn create_through_controller(
 /// request version while the quota is used up); otherwise the partitions are recorded.
 /// `throttle_ms` keeps the longest throttle for the response.
 pub(super) fn mutation_refused(
-    qc: &crate::quota::Ctx,
+    qc: &crate::server::quota::Ctx,
     strict: bool,
     partitions: usize,
     throttle_ms: &mut i32,
@@ -192,7 +192,10 @@ pub(super) fn mutation_refused(
             return true;
         }
     }
-    let ms = qc.record(crate::quota::CONTROLLER_MUTATION_RATE, partitions as f64);
+    let ms = qc.record(
+        crate::server::quota::CONTROLLER_MUTATION_RATE,
+        partitions as f64,
+    );
     *throttle_ms = (*throttle_ms).max(ms);
     false
 }
@@ -212,7 +215,7 @@ fn mutation_quota(
     broker: &Broker,
     req: &ParsedRequest,
     body: &CreateTopicsRequest,
-    qc: &crate::quota::Ctx,
+    qc: &crate::server::quota::Ctx,
     refused: &mut HashMap<String, BrokerError>,
 ) -> i32 {
     let mut throttle_ms = 0;
@@ -283,7 +286,7 @@ fn precheck(broker: &Broker, name: &str, checks: &Prechecks) -> Result<(), Broke
         ));
     }
     budget.clone()?;
-    crate::topics::check_client_creatable(name, broker.topics.get(name).is_some())
+    crate::storage::topics::check_client_creatable(name, broker.topics.get(name).is_some())
 }
 
 /// The partitions the whole request would add, against `max.partitions.per.request`
@@ -369,7 +372,7 @@ pub fn delete(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
     az: &crate::authz::Ctx,
-    qc: &crate::quota::Ctx,
+    qc: &crate::server::quota::Ctx,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: DeleteTopicsRequest = decode_body(&req.body, req.api_version)?;
     // KIP-599: v5+ refuses a deletion while the mutation quota is used up.
@@ -409,7 +412,7 @@ pub fn delete(
                 ErrorCode::TopicDeletionDisabled,
                 "delete.topic.enable is false on this broker",
             )),
-            (Some(t), _) if crate::topics::is_internal(&t.name) => Err(BrokerError::new(
+            (Some(t), _) if crate::storage::topics::is_internal(&t.name) => Err(BrokerError::new(
                 ErrorCode::InvalidTopic,
                 format!("'{}' is an internal topic and cannot be deleted", t.name),
             )),

@@ -1,6 +1,6 @@
 //! Transaction APIs: AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn,
 //! WriteTxnMarkers, DescribeTransactions, ListTransactions, DescribeProducers. The
-//! state machine is `crate::txn`; this module translates the wire forms.
+//! state machine is `crate::coordinators::txn`; this module translates the wire forms.
 
 use std::sync::Arc;
 
@@ -24,14 +24,14 @@ use super::{encode, now_ms, ready, str_bytes, ResponseFuture};
 use crate::authz::acl::{Operation, ResourceType};
 use crate::authz::Ctx;
 use crate::broker::Broker;
+use crate::coordinators::txn::Durable;
 use crate::error::ErrorCode;
-use crate::txn::Durable;
 
 /// Answers once the coordinator's state write is on disk and replicated (like an
 /// acks=all produce).
 fn after_durable<F>(durable: Durable, build: F) -> ResponseFuture
 where
-    F: FnOnce(Option<ErrorCode>) -> Option<crate::response::Response> + Send + 'static,
+    F: FnOnce(Option<ErrorCode>) -> Option<crate::server::response::Response> + Send + 'static,
 {
     Box::pin(async move {
         let failed = match durable {
@@ -210,13 +210,13 @@ pub fn add_offsets(
     let body: AddOffsetsToTxnRequest = decode_body(&req.body, req.api_version)?;
     let partitions = broker
         .topics
-        .get(crate::groups::OFFSETS_TOPIC)
+        .get(crate::coordinators::groups::OFFSETS_TOPIC)
         .map_or(broker.groups.config.offsets_topic_partitions, |t| {
             t.partitions.len() as i32
         });
     let target = (
-        crate::groups::OFFSETS_TOPIC.to_string(),
-        crate::groups::records::partition_for(&body.group_id.0, partitions),
+        crate::coordinators::groups::OFFSETS_TOPIC.to_string(),
+        crate::coordinators::groups::records::partition_for(&body.group_id.0, partitions),
     );
     // The offsets topic must exist for its partition to join the transaction.
     let ensured = txn_and_group(az, &body.transactional_id.0, &body.group_id.0)
@@ -375,33 +375,6 @@ pub fn end_txn(
     }))
 }
 
-/// Appends one transaction marker to a partition this broker leads (and, on
-/// `__consumer_offsets`, applies or drops the transaction's offset commits); returns the
-/// marker's offset. The caller waits for it to be acknowledged.
-pub fn append_marker(
-    broker: &Broker,
-    part: &crate::partition::Partition,
-    producer_id: i64,
-    producer_epoch: i16,
-    commit: bool,
-    coordinator_epoch: i32,
-) -> Result<i64, crate::error::BrokerError> {
-    let offset = broker.append_as_leader(part, |log, epoch| {
-        log.append_marker(
-            producer_id,
-            producer_epoch,
-            commit,
-            coordinator_epoch,
-            epoch,
-            now_ms(),
-        )
-    })?;
-    if part.topic == crate::groups::OFFSETS_TOPIC {
-        broker.groups.complete_txn_offsets(producer_id, commit);
-    }
-    Ok(offset)
-}
-
 pub fn write_markers(
     broker: &Arc<Broker>,
     req: &ParsedRequest,
@@ -412,7 +385,11 @@ pub fn write_markers(
     let cluster_action = az.cluster(Operation::ClusterAction);
     let mut results = Vec::new();
     // (marker, topic, partition slot) -> the marker's offset, for the replication wait.
-    let mut waits: Vec<((usize, usize, usize), Arc<crate::partition::Partition>, i64)> = Vec::new();
+    let mut waits: Vec<(
+        (usize, usize, usize),
+        Arc<crate::storage::partition::Partition>,
+        i64,
+    )> = Vec::new();
     for (mi, m) in body.markers.iter().enumerate() {
         let topics = m
             .topics
@@ -427,8 +404,7 @@ pub fn write_markers(
                         let code = match broker.topics.partition(&t.name.0, p) {
                             _ if !cluster_action => ErrorCode::ClusterAuthorizationFailed,
                             None => ErrorCode::UnknownTopicOrPartition,
-                            Some(part) => match append_marker(
-                                broker,
+                            Some(part) => match broker.append_marker(
                                 &part,
                                 m.producer_id.0,
                                 m.producer_epoch,
@@ -555,7 +531,7 @@ pub fn list_transactions(
         .transactional_id_pattern
         .as_ref()
         .filter(|p| !p.is_empty())
-        .map(|p| crate::groups::consumer::compile_regex(p.as_str()))
+        .map(|p| crate::coordinators::groups::consumer::compile_regex(p.as_str()))
     {
         None => None,
         Some(Ok(re)) => Some(re),
@@ -588,7 +564,7 @@ pub fn list_transactions(
         })
         .filter(|m| {
             body.duration_filter < 0
-                || (m.state == crate::txn::TxnState::Ongoing
+                || (m.state == crate::coordinators::txn::TxnState::Ongoing
                     && now - m.start_ms >= body.duration_filter)
         })
         .filter(|m| {

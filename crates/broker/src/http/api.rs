@@ -21,8 +21,8 @@ use super::{ApiError, HttpState};
 use crate::authz::acl::{Operation, ResourceType};
 use crate::broker::Broker;
 use crate::config::describe::{self, Described};
-use crate::partition::Partition;
-use crate::topics::{validate_topic_name, Topic};
+use crate::storage::partition::Partition;
+use crate::storage::topics::{validate_topic_name, Topic};
 
 type ApiResult<T> = Result<T, ApiError>;
 pub(super) type MaybePath = Result<Path<String>, PathRejection>;

@@ -28,8 +28,8 @@ use tokio_rustls::server::TlsStream;
 
 use super::{ApiError, HttpState};
 use crate::broker::Broker;
-use crate::security::scram::Step;
-use crate::security::tls::TlsListener;
+use crate::server::security::scram::Step;
+use crate::server::security::tls::TlsListener;
 use crate::server::{Conn, ANONYMOUS};
 
 /// The listener name the API's authentications are logged and counted under.
@@ -206,7 +206,7 @@ async fn verify(
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
-            return match crate::security::oauth::step(oauth, message.as_bytes(), now) {
+            return match crate::server::security::oauth::step(oauth, message.as_bytes(), now) {
                 Step::Done(principal, _) => {
                     broker
                         .metrics
@@ -222,7 +222,7 @@ async fn verify(
         "HTTP",
         format!(
             "scheme {:?} is not enabled (http.authentication.method)",
-            crate::security::sasl::shown(scheme)
+            crate::server::security::sasl::shown(scheme)
         ),
     ))
 }
@@ -295,7 +295,7 @@ pub fn check_password(broker: &Broker, user: &str, password: &str) -> Result<Str
         }
         None => Err(format!(
             "wrong password or unknown user {:?}",
-            crate::security::sasl::shown(user)
+            crate::server::security::sasl::shown(user)
         )),
     }
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::broker::Broker;
-use crate::error::{BrokerError, ErrorCode};
+use crate::error::BrokerError;
 pub use store::{LinkDef, MirrorState};
 
 /// The config resource type of a cluster link (DescribeConfigs, IncrementalAlterConfigs).
@@ -39,17 +39,7 @@ pub const RESOURCE_CLUSTER_LINK: i8 = 101;
 /// How often each broker checks which mirror partitions it leads.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(250);
 
-/// What a client writing to a mirror topic is told. INVALID_REQUEST (Kafka's choice for
-/// a request the broker will never accept in its current state; non-retriable, so a
-/// producer fails at once instead of retrying until its delivery timeout).
-pub fn read_only_error(link: &str) -> BrokerError {
-    BrokerError::new(
-        ErrorCode::InvalidRequest,
-        format!(
-            "this topic is a mirror of cluster link '{link}' and is read-only until promoted (runnel links promote {link} --topic TOPIC)"
-        ),
-    )
-}
+pub use crate::storage::partition::read_only_error;
 
 /// One mirror partition's progress, as the broker leading it sees it.
 #[derive(Clone, Debug, Default, serde::Serialize)]

@@ -20,8 +20,8 @@ use super::store::Settings;
 use super::PartitionStatus;
 use crate::broker::Broker;
 use crate::error::ErrorCode;
-use crate::handlers::now_ms;
-use crate::partition::{AppendError, Partition};
+use crate::storage::partition::{AppendError, Partition};
+use runnel_core::clock::now_ms;
 
 const FETCH_VERSION: i16 = 12;
 

@@ -235,7 +235,7 @@ impl LinkStore {
     /// the import into the metadata log.
     pub fn read_legacy_file(&self, meta_dir: &std::path::Path) -> Result<(), BrokerError> {
         let path = meta_dir.join("cluster-links.json");
-        *self.records.write() = crate::topics::read_json_file(&path)?;
+        *self.records.write() = crate::storage::topics::read_json_file(&path)?;
         Ok(())
     }
 

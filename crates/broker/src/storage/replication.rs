@@ -4,16 +4,14 @@
 //! `replica.lag.time.max.ms` behind and grows when it catches up (both through the
 //! controller, by AlterPartition).
 //!
-//! - this file: a partition's replica state and the leader's bookkeeping;
-//! - `fetcher.rs`: the follower side (one fetcher task per leader broker).
-
-pub mod fetcher;
+//! This file: a partition's replica state and the leader's bookkeeping. The follower side
+//! (one fetcher task per leader broker) is `crate::cluster::fetcher`.
 
 use std::collections::BTreeMap;
 
 use runnel_meta::PartitionImage;
 
-use crate::partition::Partition;
+use crate::storage::partition::Partition;
 
 /// What the leader knows of one follower, from its fetches.
 #[derive(Debug, Clone, Copy)]
@@ -277,7 +275,7 @@ pub fn maybe_advance_high_watermark(p: &Partition) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handlers::now_ms;
+    use runnel_core::clock::now_ms;
     use runnel_log::{LogConfig, PartitionLog};
     use std::sync::Arc;
 

@@ -28,11 +28,11 @@ use runnel_core::{Clock, SystemClock};
 use tokio::sync::oneshot;
 
 use crate::error::{BrokerError, ErrorCode};
-use crate::partition::Partition;
-use crate::topics::TopicRegistry;
+use crate::storage::partition::Partition;
+use crate::storage::topics::TopicRegistry;
 use records::{GroupValue, MemberValue, OffsetValue, RecordKey};
 
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use crate::storage::topics::OFFSETS_TOPIC;
 
 /// Coordinator settings, from Kafka's `group.*` and `offsets.*` broker keys.
 #[derive(Debug, Clone)]
@@ -524,7 +524,7 @@ impl GroupCoordinator {
     fn ensure_offsets_topic(
         &self,
         topics: &TopicRegistry,
-    ) -> Result<Arc<crate::topics::Topic>, BrokerError> {
+    ) -> Result<Arc<crate::storage::topics::Topic>, BrokerError> {
         topics.get(OFFSETS_TOPIC).ok_or_else(|| {
             BrokerError::new(
                 ErrorCode::CoordinatorNotAvailable,
@@ -1841,12 +1841,12 @@ mod tests {
 
     /// Makes this broker the leader of every partition of `t`, its ISR itself, as the
     /// metadata image of a single node says.
-    fn lead(t: &crate::topics::Topic) {
+    fn lead(t: &crate::storage::topics::Topic) {
         let me = crate::config::BrokerConfig::default().node_id;
         for p in &t.partitions {
             let state = runnel_meta::PartitionImage::new(vec![me]);
-            crate::replication::apply_state(p, me, &state, crate::handlers::now_ms());
-            crate::replication::maybe_advance_high_watermark(p);
+            crate::storage::replication::apply_state(p, me, &state, runnel_core::clock::now_ms());
+            crate::storage::replication::maybe_advance_high_watermark(p);
         }
     }
 

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::partition_state::RecordState;
 
-pub const STATE_TOPIC: &str = "__share_group_state";
+pub use crate::storage::topics::SHARE_STATE_TOPIC as STATE_TOPIC;
 pub const SNAPSHOT_TYPE: i16 = 0;
 pub const UPDATE_TYPE: i16 = 1;
 
@@ -65,7 +65,7 @@ impl StateKey {
             kafka_uuid_string(self.topic_id),
             self.partition
         );
-        crate::groups::records::partition_for(&coordinator_key, partitions)
+        crate::coordinators::groups::records::partition_for(&coordinator_key, partitions)
     }
 }
 

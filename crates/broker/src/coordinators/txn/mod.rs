@@ -19,12 +19,12 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use runnel_core::{Clock, SystemClock};
 
-use crate::broker::Broker;
+use crate::coordinators::Host;
 use crate::error::{BrokerError, ErrorCode};
-use crate::partition::Partition;
+use crate::storage::partition::Partition;
 use records::TxnValue;
 
-pub const TXN_TOPIC: &str = "__transaction_state";
+pub use crate::storage::topics::TXN_TOPIC;
 
 #[derive(Debug, Clone)]
 pub struct TxnConfig {
@@ -144,7 +144,7 @@ pub struct TxnCoordinator {
     /// The `__transaction_state` partitions this broker leads (and so the transactional
     /// ids it coordinates), with the topic's partition count.
     owned: parking_lot::RwLock<(BTreeSet<i32>, i32)>,
-    offline: crate::groups::OfflineCoordinatorPartitions,
+    offline: crate::coordinators::groups::OfflineCoordinatorPartitions,
     /// Timestamps and the timeout expiry read this clock (tests move a `ManualClock`).
     clock: Arc<dyn Clock>,
 }
@@ -221,7 +221,9 @@ impl TxnCoordinator {
             ));
         }
         let (owned, count) = &*self.owned.read();
-        if owned.contains(&crate::groups::records::partition_for(tid, *count)) {
+        if owned.contains(&crate::coordinators::groups::records::partition_for(
+            tid, *count,
+        )) {
             Ok(())
         } else {
             Err(err(
@@ -233,7 +235,7 @@ impl TxnCoordinator {
 
     /// This broker became leader of `__transaction_state` partition `p` (load its
     /// transactional ids and finish what was prepared), or stopped leading it.
-    pub fn on_leadership(&self, broker: &Broker, p: &Partition, partitions: i32, leader: bool) {
+    pub fn on_leadership(&self, host: &impl Host, p: &Partition, partitions: i32, leader: bool) {
         {
             let mut owned = self.owned.write();
             let (set, count) = &mut *owned;
@@ -244,7 +246,9 @@ impl TxnCoordinator {
                 set.remove(&p.index);
             }
         }
-        let mine = |tid: &str| crate::groups::records::partition_for(tid, partitions) == p.index;
+        let mine = |tid: &str| {
+            crate::coordinators::groups::records::partition_for(tid, partitions) == p.index
+        };
         let mut state = self.state.lock();
         let gone: Vec<String> = state.txns.keys().filter(|t| mine(t)).cloned().collect();
         for tid in gone {
@@ -270,12 +274,12 @@ impl TxnCoordinator {
             transactions = n,
             "coordinating the transactions of a __transaction_state partition"
         );
-        self.finish_prepared(broker, &mut state, |tid| mine(tid));
+        self.finish_prepared(host, &mut state, |tid| mine(tid));
     }
 
     /// Finishes the transactions (chosen by `which`) a crash or a coordinator move left
     /// prepared: their outcome is decided, only the markers may be missing.
-    fn finish_prepared(&self, broker: &Broker, state: &mut State, which: impl Fn(&str) -> bool) {
+    fn finish_prepared(&self, host: &impl Host, state: &mut State, which: impl Fn(&str) -> bool) {
         let prepared: Vec<String> = state
             .txns
             .values()
@@ -287,8 +291,8 @@ impl TxnCoordinator {
             let m = state.txns.get(&tid).expect("listed above").clone();
             let commit = m.state == TxnState::PrepareCommit;
             tracing::info!(transactional_id = %tid, commit, "completing a prepared transaction");
-            if let Markers::Written = self.write_markers(broker, &m, m.producer_epoch, commit) {
-                if let Err(e) = self.complete_locked(broker, state, &tid, m.producer_id, commit) {
+            if let Markers::Written = self.write_markers(host, &m, m.producer_epoch, commit) {
+                if let Err(e) = self.complete_locked(host, state, &tid, m.producer_id, commit) {
                     tracing::error!(transactional_id = %tid, error = %e, "could not record a completed transaction");
                 }
             }
@@ -298,7 +302,7 @@ impl TxnCoordinator {
     /// Records Complete* for a prepared transaction whose markers are all written.
     fn complete_locked(
         &self,
-        broker: &Broker,
+        host: &impl Host,
         state: &mut State,
         tid: &str,
         producer_id: i64,
@@ -323,23 +327,23 @@ impl TxnCoordinator {
         m.partitions.clear();
         m.last_update_ms = self.clock.now_ms();
         let done = m.clone();
-        Ok(Some(self.persist(broker, &done)?))
+        Ok(Some(self.persist(host, &done)?))
     }
 
     /// Called by the marker sender once every partition leader has the markers.
-    pub fn markers_written(&self, broker: &Broker, tid: &str, producer_id: i64, commit: bool) {
+    pub fn markers_written(&self, host: &impl Host, tid: &str, producer_id: i64, commit: bool) {
         let mut state = self.state.lock();
-        if let Err(e) = self.complete_locked(broker, &mut state, tid, producer_id, commit) {
+        if let Err(e) = self.complete_locked(host, &mut state, tid, producer_id, commit) {
             tracing::error!(transactional_id = %tid, error = %e, "could not record a completed transaction");
         }
     }
 
     fn persist(
         &self,
-        broker: &Broker,
+        host: &impl Host,
         m: &TxnMetadata,
     ) -> Result<(Arc<Partition>, i64), BrokerError> {
-        let topic = match broker.topics.get(TXN_TOPIC) {
+        let topic = match host.topics().get(TXN_TOPIC) {
             Some(t) => t,
             None => {
                 // Only the controller creates topics (FindCoordinator asks it).
@@ -349,7 +353,7 @@ impl TxnCoordinator {
                 ));
             }
         };
-        let index = crate::groups::records::partition_for(
+        let index = crate::coordinators::groups::records::partition_for(
             &m.transactional_id,
             topic.partitions.len() as i32,
         ) as usize;
@@ -358,7 +362,7 @@ impl TxnCoordinator {
         let value = records::encode_value(&m.value());
         let mut batch =
             runnel_log::batch::build_batch(&[(Some(&key), Some(&value))], self.clock.now_ms());
-        let r = broker.append_as_leader(&partition, |log, epoch| {
+        let r = host.append_as_leader(&partition, |log, epoch| {
             log.append(&mut batch, epoch, self.clock.now_ms())
         })?;
         Ok((partition, r.last_offset + 1))
@@ -368,11 +372,17 @@ impl TxnCoordinator {
     /// markers go to each partition's leader (this broker's own partitions take them in
     /// place, the others by WriteTxnMarkers, answered once replicated) from a background
     /// sender, which records Complete* when all landed.
-    fn write_markers(&self, broker: &Broker, m: &TxnMetadata, epoch: i16, commit: bool) -> Markers {
+    fn write_markers(
+        &self,
+        host: &impl Host,
+        m: &TxnMetadata,
+        epoch: i16,
+        commit: bool,
+    ) -> Markers {
         if m.partitions.is_empty() {
             return Markers::Written;
         }
-        broker.cluster().send_markers(
+        host.send_txn_markers(
             m.transactional_id.clone(),
             m.producer_id,
             epoch,
@@ -386,7 +396,7 @@ impl TxnCoordinator {
     /// with a bumped epoch, fencing the previous producer and aborting its transaction.
     pub fn init_producer(
         &self,
-        broker: &Broker,
+        host: &impl Host,
         tid: &str,
         timeout_ms: i32,
         req_pid: i64,
@@ -402,7 +412,7 @@ impl TxnCoordinator {
         let m = match existing {
             None => TxnMetadata {
                 transactional_id: tid.to_string(),
-                producer_id: broker.allocate_producer_id()?,
+                producer_id: host.allocate_producer_id()?,
                 producer_epoch: 0,
                 timeout_ms,
                 state: TxnState::Empty,
@@ -431,10 +441,10 @@ impl TxnCoordinator {
                     m.producer_epoch = fence_epoch;
                     m.state = TxnState::PrepareAbort;
                     m.last_update_ms = now;
-                    self.persist(broker, &m)?;
+                    self.persist(host, &m)?;
                     state.txns.insert(tid.to_string(), m.clone());
-                    if let Markers::Written = self.write_markers(broker, &m, fence_epoch, false) {
-                        self.complete_locked(broker, &mut state, tid, m.producer_id, false)?;
+                    if let Markers::Written = self.write_markers(host, &m, fence_epoch, false) {
+                        self.complete_locked(host, &mut state, tid, m.producer_id, false)?;
                     }
                     return Err(err(
                         ErrorCode::ConcurrentTransactions,
@@ -445,7 +455,7 @@ impl TxnCoordinator {
                     Some(e) => m.producer_epoch = e,
                     None => {
                         state.by_producer.remove(&m.producer_id);
-                        m.producer_id = broker.allocate_producer_id()?;
+                        m.producer_id = host.allocate_producer_id()?;
                         m.producer_epoch = 0;
                     }
                 }
@@ -457,7 +467,7 @@ impl TxnCoordinator {
                 m
             }
         };
-        let durable = self.persist(broker, &m)?;
+        let durable = self.persist(host, &m)?;
         state.by_producer.insert(m.producer_id, tid.to_string());
         let result = (m.producer_id, m.producer_epoch, Some(durable));
         state.txns.insert(tid.to_string(), m);
@@ -468,7 +478,7 @@ impl TxnCoordinator {
     /// Returns one error code per partition.
     pub fn add_partitions(
         &self,
-        broker: &Broker,
+        host: &impl Host,
         tid: &str,
         producer_id: i64,
         epoch: i16,
@@ -508,7 +518,7 @@ impl TxnCoordinator {
         }
         let unknown: Vec<bool> = partitions
             .iter()
-            .map(|(t, p)| broker.topics.partition(t, *p).is_none())
+            .map(|(t, p)| host.topics().partition(t, *p).is_none())
             .collect();
         if unknown.iter().any(|u| *u) {
             let codes = unknown
@@ -535,7 +545,7 @@ impl TxnCoordinator {
         m.last_update_ms = self.clock.now_ms();
         let durable = if changed {
             let snapshot = m.clone();
-            Some(self.persist(broker, &snapshot)?)
+            Some(self.persist(host, &snapshot)?)
         } else {
             None
         };
@@ -545,7 +555,7 @@ impl TxnCoordinator {
     /// EndTxn: decide, write markers everywhere, complete.
     pub fn end_txn(
         &self,
-        broker: &Broker,
+        host: &impl Host,
         tid: &str,
         producer_id: i64,
         epoch: i16,
@@ -584,10 +594,10 @@ impl TxnCoordinator {
         };
         m.last_update_ms = self.clock.now_ms();
         let prepared = m.clone();
-        let prepare_written = self.persist(broker, &prepared)?;
-        match self.write_markers(broker, &prepared, epoch, commit) {
+        let prepare_written = self.persist(host, &prepared)?;
+        match self.write_markers(host, &prepared, epoch, commit) {
             Markers::Written => {
-                self.complete_locked(broker, &mut state, tid, prepared.producer_id, commit)
+                self.complete_locked(host, &mut state, tid, prepared.producer_id, commit)
             }
             // The outcome is decided once PrepareCommit/PrepareAbort is durable (Kafka
             // answers EndTxn then too); the sender finishes the markers.
@@ -649,7 +659,7 @@ impl TxnCoordinator {
     /// TxnOffsetCommit's check: the group's offsets partition is in the transaction.
     pub fn verify_offsets(
         &self,
-        broker: &Broker,
+        host: &impl Host,
         tid: &str,
         producer_id: i64,
         epoch: i16,
@@ -661,17 +671,17 @@ impl TxnCoordinator {
             return Ok(());
         };
         check_producer(m, producer_id, epoch)?;
-        let partitions = broker
-            .topics
-            .get(crate::groups::OFFSETS_TOPIC)
-            .map_or(broker.groups.config.offsets_topic_partitions, |t| {
+        let partitions = host
+            .topics()
+            .get(crate::coordinators::groups::OFFSETS_TOPIC)
+            .map_or(host.offsets_topic_partitions(), |t| {
                 t.partitions.len() as i32
             });
-        let p = crate::groups::records::partition_for(group, partitions);
+        let p = crate::coordinators::groups::records::partition_for(group, partitions);
         if m.state != TxnState::Ongoing
             || !m
                 .partitions
-                .contains(&(crate::groups::OFFSETS_TOPIC.to_string(), p))
+                .contains(&(crate::coordinators::groups::OFFSETS_TOPIC.to_string(), p))
         {
             return Err(err(
                 ErrorCode::InvalidTxnState,
@@ -682,7 +692,7 @@ impl TxnCoordinator {
     }
 
     /// Aborts transactions open longer than their timeout, fencing their producers.
-    pub fn abort_timed_out(&self, broker: &Broker) {
+    pub fn abort_timed_out(&self, host: &impl Host) {
         let now = self.clock.now_ms();
         let mut state = self.state.lock();
         let expired: Vec<String> = state
@@ -702,13 +712,13 @@ impl TxnCoordinator {
             m.state = TxnState::PrepareAbort;
             m.last_update_ms = now;
             let prepared = m.clone();
-            if let Err(e) = self.persist(broker, &prepared) {
+            if let Err(e) = self.persist(host, &prepared) {
                 tracing::error!(transactional_id = %tid, error = %e, "could not record the timeout abort");
                 continue;
             }
-            if let Markers::Written = self.write_markers(broker, &prepared, fence_epoch, false) {
+            if let Markers::Written = self.write_markers(host, &prepared, fence_epoch, false) {
                 if let Err(e) =
-                    self.complete_locked(broker, &mut state, &tid, prepared.producer_id, false)
+                    self.complete_locked(host, &mut state, &tid, prepared.producer_id, false)
                 {
                     tracing::error!(transactional_id = %tid, error = %e, "could not record the completed abort");
                 }
@@ -764,7 +774,7 @@ fn replay_partition(state: &mut State, p: &Partition) -> Result<(), BrokerError>
                 }
             }
         });
-        crate::groups::skip_unreadable(p, h, read);
+        crate::coordinators::groups::skip_unreadable(p, h, read);
         Ok::<(), BrokerError>(())
     })
 }

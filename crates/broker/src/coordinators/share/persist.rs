@@ -23,22 +23,24 @@ use std::sync::Arc;
 
 use super::records::{self, StateKey, StateValue, STATE_TOPIC};
 use super::SharePartitionKey;
-use crate::broker::Broker;
+use crate::coordinators::share::partition_state::SharePartitionState;
+use crate::coordinators::Host;
 use crate::error::BrokerError;
-use crate::partition::Partition;
-use crate::share::partition_state::SharePartitionState;
+use crate::storage::partition::Partition;
 
 /// Replays the local replicas of `__share_group_state`: for every key, the latest
 /// snapshot, by (leader epoch, snapshot epoch) across partitions (in a cluster a
 /// share-partition's leaders may have written to different state partitions), and within
 /// one partition by position (a tombstone deletes what came before it there).
-pub fn load(topics: &crate::topics::TopicRegistry) -> HashMap<SharePartitionKey, StateValue> {
+pub fn load(
+    topics: &crate::storage::topics::TopicRegistry,
+) -> HashMap<SharePartitionKey, StateValue> {
     load_matching(topics, |_| true)
 }
 
 /// `load` for the keys `wanted` accepts.
 fn load_matching(
-    topics: &crate::topics::TopicRegistry,
+    topics: &crate::storage::topics::TopicRegistry,
     wanted: impl Fn(&SharePartitionKey) -> bool,
 ) -> HashMap<SharePartitionKey, StateValue> {
     let mut out: HashMap<SharePartitionKey, StateValue> = HashMap::new();
@@ -105,60 +107,40 @@ fn load_matching(
 
 /// The latest persisted snapshot of one share-partition, from the local replicas (a
 /// broker that just became its leader reads it there).
-pub fn read_latest(broker: &Broker, key: &SharePartitionKey) -> Option<StateValue> {
-    load_matching(&broker.topics, |k| k == key).remove(key)
+pub fn read_latest(host: &impl Host, key: &SharePartitionKey) -> Option<StateValue> {
+    load_matching(host.topics(), |k| k == key).remove(key)
 }
 
 /// The state topic, created through the controller when first needed (asked once, in
 /// the background; None until it exists here).
-fn state_topic(broker: &Broker) -> Result<Option<Arc<crate::topics::Topic>>, BrokerError> {
-    if let Some(t) = broker.topics.get(STATE_TOPIC) {
+fn state_topic(
+    host: &impl Host,
+) -> Result<Option<Arc<crate::storage::topics::Topic>>, BrokerError> {
+    if let Some(t) = host.topics().get(STATE_TOPIC) {
         return Ok(Some(t));
     }
-    ensure_in_cluster(broker, broker.cluster());
+    ensure_in_cluster(host);
     Ok(None)
 }
 
-static CREATING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// Asks the controller for `__share_group_state` (compacted, Kafka's partition count and
-/// replication factor capped by the live brokers), once per process at a time.
-fn ensure_in_cluster(broker: &Broker, cluster: &Arc<crate::cluster::Cluster>) {
-    use std::sync::atomic::Ordering;
-    if cluster.current_image().topics.contains_key(STATE_TOPIC)
-        || CREATING.swap(true, Ordering::AcqRel)
-    {
-        return;
-    }
-    let live = cluster.current_image().live_brokers().count() as i16;
-    let topic = runnel_meta::NewTopic {
+/// replication factor; the host caps it by the live brokers).
+fn ensure_in_cluster(host: &impl Host) {
+    let config = &host.shares().config;
+    host.ensure_internal_topic(runnel_meta::NewTopic {
         id: None,
         name: STATE_TOPIC.to_string(),
-        num_partitions: broker.shares.config.state_topic_partitions,
-        replication_factor: broker
-            .shares
-            .config
-            .state_topic_replication_factor
-            .min(live.max(1)),
+        num_partitions: config.state_topic_partitions,
+        replication_factor: config.state_topic_replication_factor,
         assignments: None,
         configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
-    };
-    let cluster = cluster.clone();
-    tokio::spawn(async move {
-        let created = cluster.controller.create_topics(vec![topic], false).await;
-        if let Some(Err(e)) = created.into_iter().next() {
-            if e.kind != runnel_meta::ErrorKind::TopicAlreadyExists {
-                tracing::warn!(error = %e.message, "could not create {STATE_TOPIC}; share-group state stays in memory until it exists");
-            }
-        }
-        CREATING.store(false, Ordering::Release);
     });
 }
 
 /// The state partition to write `k` to: Kafka's placement when this broker leads it,
 /// else the first one this broker leads (in a cluster a partition's leaders move; a
 /// reader takes the latest snapshot across partitions).
-fn state_partition(topic: &crate::topics::Topic, k: &StateKey) -> Option<Arc<Partition>> {
+fn state_partition(topic: &crate::storage::topics::Topic, k: &StateKey) -> Option<Arc<Partition>> {
     let preferred = k.state_partition(topic.partitions.len() as i32) as usize;
     let leads = |p: &&Arc<Partition>| p.replica.lock().is_leader() && !p.storage_offline;
     topic
@@ -174,12 +156,12 @@ fn state_partition(topic: &crate::topics::Topic, k: &StateKey) -> Option<Arc<Par
 /// state partition to write to yet (a cluster whose state topic is being created, or
 /// whose state partitions this broker leads none of): the change is then in memory only.
 pub fn write(
-    broker: &Broker,
+    host: &impl Host,
     key: &SharePartitionKey,
     sp: &mut SharePartitionState,
     leader_epoch: i32,
 ) -> Result<Option<(Arc<Partition>, i64)>, BrokerError> {
-    let Some(topic) = state_topic(broker)? else {
+    let Some(topic) = state_topic(host)? else {
         return Ok(None);
     };
     let k = StateKey {
@@ -192,7 +174,7 @@ pub fn write(
         return Ok(None);
     };
     sp.snapshot_epoch += 1;
-    let now = crate::handlers::now_ms();
+    let now = runnel_core::clock::now_ms();
     let value = StateValue {
         snapshot_epoch: sp.snapshot_epoch,
         state_epoch: 0,
@@ -205,27 +187,26 @@ pub fn write(
     let key_bytes = records::encode_key(&k);
     let value_bytes = records::encode_snapshot(&value);
     let mut batch = runnel_log::batch::build_batch(&[(Some(&key_bytes), Some(&value_bytes))], now);
-    let appended = broker.append_as_leader(&p, |log, epoch| log.append(&mut batch, epoch, now))?;
+    let appended = host.append_as_leader(&p, |log, epoch| log.append(&mut batch, epoch, now))?;
     Ok(Some((p, appended.last_offset + 1)))
 }
 
 /// `write` for a share-partition by key, taking its lock; logs a failure (used where
 /// nobody waits: releases and lock expiries).
-pub fn write_logged(broker: &Broker, key: &SharePartitionKey) {
-    let Some(sp) = broker.shares.existing_partition(key) else {
+pub fn write_logged(host: &impl Host, key: &SharePartitionKey) {
+    let Some(sp) = host.shares().existing_partition(key) else {
         return;
     };
-    let epoch = leader_epoch(broker, key);
-    let written = write(broker, key, &mut sp.lock(), epoch);
+    let epoch = leader_epoch(host, key);
+    let written = write(host, key, &mut sp.lock(), epoch);
     if let Err(e) = written {
         tracing::warn!(group = %key.0, partition = key.2, error = %e, "could not persist share-partition state");
     }
 }
 
 /// The data partition's leader epoch (recorded in the snapshot, as Kafka does).
-pub fn leader_epoch(broker: &Broker, key: &SharePartitionKey) -> i32 {
-    broker
-        .topics
+pub fn leader_epoch(host: &impl Host, key: &SharePartitionKey) -> i32 {
+    host.topics()
         .get_by_id(key.1)
         .and_then(|t| {
             usize::try_from(key.2)
@@ -237,11 +218,11 @@ pub fn leader_epoch(broker: &Broker, key: &SharePartitionKey) -> i32 {
 
 /// Tombstones for deleted share-partitions (DeleteGroups, DeleteShareGroupOffsets), in
 /// every state partition this broker leads, so a replay forgets them.
-pub fn delete(broker: &Broker, keys: &[SharePartitionKey]) {
-    let Some(topic) = broker.topics.get(STATE_TOPIC) else {
+pub fn delete(host: &impl Host, keys: &[SharePartitionKey]) {
+    let Some(topic) = host.topics().get(STATE_TOPIC) else {
         return;
     };
-    let now = crate::handlers::now_ms();
+    let now = runnel_core::clock::now_ms();
     let led: Vec<&Arc<Partition>> = topic
         .partitions
         .iter()
@@ -257,7 +238,7 @@ pub fn delete(broker: &Broker, keys: &[SharePartitionKey]) {
         for p in &led {
             let mut batch = runnel_log::batch::build_batch(&[(Some(&key_bytes), None)], now);
             if let Err(e) =
-                broker.append_as_leader(p, |log, epoch| log.append(&mut batch, epoch, now))
+                host.append_as_leader(p, |log, epoch| log.append(&mut batch, epoch, now))
             {
                 tracing::warn!(group = %key.0, partition = key.2, error = %e, "could not delete share-partition state");
             }
@@ -267,16 +248,16 @@ pub fn delete(broker: &Broker, keys: &[SharePartitionKey]) {
 
 /// Settles what changed without a request: records released (and wakes the share
 /// fetches parked on their partitions) and persisted. Called by the group timer loop.
-pub fn tick(broker: &Broker) {
-    for key in broker.shares.tick() {
-        settled(broker, &key);
+pub fn tick(host: &impl Host) {
+    for key in host.shares().tick() {
+        settled(host, &key);
     }
 }
 
 /// A share-partition whose records were released: its parked fetches wake and its
 /// state is persisted.
-pub fn settled(broker: &Broker, key: &SharePartitionKey) {
-    let p = broker.topics.get_by_id(key.1).and_then(|t| {
+pub fn settled(host: &impl Host, key: &SharePartitionKey) {
+    let p = host.topics().get_by_id(key.1).and_then(|t| {
         usize::try_from(key.2)
             .ok()
             .and_then(|i| t.partitions.get(i).cloned())
@@ -284,7 +265,7 @@ pub fn settled(broker: &Broker, key: &SharePartitionKey) {
     if let Some(p) = p {
         p.wake();
     }
-    write_logged(broker, key);
+    write_logged(host, key);
 }
 
 /// Makes `sp` current for the data partition's leader epoch `epoch` (the caller holds
@@ -292,7 +273,7 @@ pub fn settled(broker: &Broker, key: &SharePartitionKey) {
 /// or the state is new here) is read again from the latest persisted snapshot, as a new
 /// share-partition leader does in Kafka. Locks held before do not survive.
 pub fn sync_leadership(
-    broker: &Broker,
+    host: &impl Host,
     key: &SharePartitionKey,
     sp: &mut SharePartitionState,
     epoch: i32,
@@ -301,7 +282,7 @@ pub fn sync_leadership(
         return;
     }
     let was_built = sp.leader_epoch.is_some();
-    match read_latest(broker, key) {
+    match read_latest(host, key) {
         Some(v) => {
             sp.restore(v.start_offset, &v.batches);
             sp.snapshot_epoch = sp.snapshot_epoch.max(v.snapshot_epoch);
@@ -316,10 +297,10 @@ pub fn sync_leadership(
 /// topic does not exist yet this asks the controller for it and answers false: a share
 /// fetch then acquires nothing until it exists, so no acknowledgement is ever answered
 /// without being written.
-pub fn ready(broker: &Broker) -> bool {
-    if broker.topics.get(STATE_TOPIC).is_some() {
+pub fn ready(host: &impl Host) -> bool {
+    if host.topics().get(STATE_TOPIC).is_some() {
         return true;
     }
-    ensure_in_cluster(broker, broker.cluster());
+    ensure_in_cluster(host);
     false
 }

@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use crate::config::{topic_log_config, validate_topic_config, BrokerConfig};
 use crate::error::{BrokerError, ErrorCode};
-use crate::handlers::now_ms;
-use crate::partition::Partition;
+use crate::storage::partition::Partition;
+use runnel_core::clock::now_ms;
 
 pub struct Topic {
     pub name: String,
@@ -59,11 +59,14 @@ pub struct TopicRegistry {
 
 /// The topics the broker writes itself (Kafka's `Topic.isInternal`): clients may not
 /// produce to, create or delete them.
-pub const INTERNAL_TOPICS: &[&str] = &[
-    crate::groups::OFFSETS_TOPIC,
-    crate::txn::TXN_TOPIC,
-    crate::share::records::STATE_TOPIC,
-];
+pub const INTERNAL_TOPICS: &[&str] = &[OFFSETS_TOPIC, TXN_TOPIC, SHARE_STATE_TOPIC];
+
+/// The group coordinator's topic (`coordinators::groups`).
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// The transaction coordinator's topic (`coordinators::txn`).
+pub const TXN_TOPIC: &str = "__transaction_state";
+/// The share coordinator's topic (`coordinators::share`).
+pub const SHARE_STATE_TOPIC: &str = "__share_group_state";
 
 /// The KRaft metadata log's name: never a topic a client may create (Kafka's
 /// ControllerApis refuses it with INVALID_REQUEST).
@@ -700,7 +703,7 @@ impl TopicRegistry {
                 match p
                     .log
                     .lock()
-                    .compact(now_ms(), &cfg, &crate::codec::KafkaCodecs)
+                    .compact(now_ms(), &cfg, &crate::storage::codec::KafkaCodecs)
                 {
                     Ok(s) => {
                         total.segments_rewritten += s.segments_rewritten;

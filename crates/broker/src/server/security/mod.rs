@@ -241,7 +241,7 @@ impl SecurityConfig {
     /// Validates the security keys of every broker listener (no file is read here).
     pub fn validate(
         keys: BTreeMap<String, String>,
-        listeners: &crate::listeners::Listeners,
+        listeners: &crate::server::listeners::Listeners,
     ) -> Result<SecurityConfig, ConfigError> {
         let mut c = SecurityConfig {
             keys,
@@ -293,7 +293,7 @@ impl SecurityConfig {
     /// the key to set. Called after `validate`.
     pub fn controller_settings(
         &self,
-        listeners: &crate::listeners::Listeners,
+        listeners: &crate::server::listeners::Listeners,
         voter: bool,
     ) -> Result<Option<ControllerSecurity>, ConfigError> {
         let Some((name, protocol)) = &listeners.controller_protocol else {
@@ -822,10 +822,10 @@ impl Security {
 mod tests {
     use super::*;
 
-    fn listeners(spec: &str, map: &str) -> crate::listeners::Listeners {
-        let mut c = crate::listeners::ListenerConfig::default();
-        c.listeners = crate::listeners::parse_endpoints("listeners", spec).unwrap();
-        c.protocol_map = crate::listeners::parse_protocol_map("m", map).unwrap();
+    fn listeners(spec: &str, map: &str) -> crate::server::listeners::Listeners {
+        let mut c = crate::server::listeners::ListenerConfig::default();
+        c.listeners = crate::server::listeners::parse_endpoints("listeners", spec).unwrap();
+        c.protocol_map = crate::server::listeners::parse_protocol_map("m", map).unwrap();
         c.protocol_map_set = true;
         c.validate(true, None).unwrap()
     }

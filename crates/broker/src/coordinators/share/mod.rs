@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::error::ErrorCode;
-use crate::partition::Partition;
+use crate::storage::partition::Partition;
 pub use config::ShareConfig;
 use partition_state::{AcquiredRange, Limits, SharePartitionState};
 
@@ -474,7 +474,7 @@ impl Shares {
             let released = self.forget_member(&g, &m);
             woken.extend(released.into_iter().map(|(t, p)| (g.clone(), t, p)));
         }
-        let now_ms = crate::handlers::now_ms();
+        let now_ms = runnel_core::clock::now_ms();
         let entries: Vec<_> = self
             .partitions
             .lock()
@@ -518,7 +518,7 @@ pub fn acquire(
     policy: ReadPolicy,
     limits: &Limits,
 ) -> Result<Acquired, runnel_log::LogError> {
-    let now_ms = crate::handlers::now_ms();
+    let now_ms = runnel_core::clock::now_ms();
     let log = p.log.lock();
     let hw = p.high_watermark_with(&log);
     let upper = if policy.read_committed {

@@ -18,7 +18,19 @@ use parking_lot::Mutex;
 use runnel_log::{LogError, PartitionLog};
 use tokio::sync::{watch, Notify};
 
-use crate::replication::ReplicaState;
+use crate::storage::replication::ReplicaState;
+
+/// What a client writing to a mirror topic is told. INVALID_REQUEST (Kafka's choice for
+/// a request the broker will never accept in its current state; non-retriable, so a
+/// producer fails at once instead of retrying until its delivery timeout).
+pub fn read_only_error(link: &str) -> crate::error::BrokerError {
+    crate::error::BrokerError::new(
+        crate::error::ErrorCode::InvalidRequest,
+        format!(
+            "this topic is a mirror of cluster link '{link}' and is read-only until promoted (runnel links promote {link} --topic TOPIC)"
+        ),
+    )
+}
 
 /// Thread-safe: the log is behind a mutex held only for the duration of one call.
 pub struct Partition {
@@ -65,7 +77,7 @@ impl From<AppendError> for crate::error::BrokerError {
                 crate::error::ErrorCode::NotLeaderOrFollower,
                 "this broker is not the partition's leader",
             ),
-            AppendError::Mirror(link) => crate::mirror::read_only_error(&link),
+            AppendError::Mirror(link) => read_only_error(&link),
             AppendError::Log(e) => e.into(),
         }
     }
@@ -184,7 +196,7 @@ impl Partition {
             allowed(self.mirror_of.lock().as_ref())?;
             write(&mut log, self.leader_epoch()).map_err(AppendError::Log)?
         };
-        crate::replication::maybe_advance_high_watermark(self);
+        crate::storage::replication::maybe_advance_high_watermark(self);
         self.wake();
         Ok(written)
     }

@@ -24,8 +24,8 @@ use tokio::sync::Notify;
 
 use crate::broker::Broker;
 use crate::error::ErrorCode;
-use crate::handlers::now_ms;
-use crate::partition::Partition;
+use crate::storage::partition::Partition;
+use runnel_core::clock::now_ms;
 
 const FETCH_VERSION: i16 = 12;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;

@@ -220,19 +220,19 @@ pub(crate) struct AuthIo<'a, R, W> {
     pub(crate) reader: &'a mut BufReader<R>,
     pub(crate) writer: &'a mut W,
     pub(crate) limits: crate::server::ReadLimits,
-    pub(crate) budget: &'a crate::connections::RequestBudget,
+    pub(crate) budget: &'a crate::server::connections::RequestBudget,
 }
 
 impl<R: AsyncRead + Unpin + Send, W> AuthIo<'_, R, W> {
     async fn read(&mut self) -> Result<Option<Bytes>, String> {
-        let mut held = crate::connections::Held::default();
+        let mut held = crate::server::connections::Held::default();
         crate::server::read_frame(self.reader, self.limits, self.budget, &mut held).await
     }
 }
 
 async fn write<W: AsyncWrite + Unpin>(
     w: &mut W,
-    response: Option<crate::response::Response>,
+    response: Option<crate::server::response::Response>,
 ) -> Result<(), String> {
     match response {
         Some(r) if !r.is_empty() => {

@@ -7,6 +7,12 @@
 //! waiting part (fsync for acks=all, a fetch's long poll) runs in the queued future,
 //! and the writer sends the responses in request order as Kafka requires.
 
+pub mod connections;
+pub mod listeners;
+pub mod quota;
+pub mod response;
+pub mod security;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,9 +28,9 @@ use tokio::sync::mpsc;
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::connections::{Held, RequestBudget};
 use crate::error::BrokerError;
 use crate::handlers::{self, ResponseFuture};
+use crate::server::connections::{Held, RequestBudget};
 
 /// Requests read ahead of their responses on one connection (Kafka clients pipeline at
 /// most a handful; this bounds the memory a single client can pin).
@@ -42,7 +48,7 @@ pub struct Conn {
     /// `User:ANONYMOUS`, as in Kafka; authentication replaces it for the connection.
     pub principal: Arc<str>,
     /// Muted while a quota throttles it (KIP-219); see `quota::Mute`.
-    pub mute: Arc<crate::quota::Mute>,
+    pub mute: Arc<crate::server::quota::Mute>,
 }
 
 /// Kafka's principal for a connection that did not authenticate.
@@ -187,7 +193,9 @@ impl Server {
         let maintenance = tokio::spawn(maintenance_loop(broker.clone()));
         let group_timers = tokio::spawn(group_timer_loop(broker.clone()));
         let txn_timers = tokio::spawn(txn_timer_loop(broker.clone()));
-        let tls_reload = tokio::spawn(crate::security::Security::reload_loop(broker.clone()));
+        let tls_reload = tokio::spawn(crate::server::security::Security::reload_loop(
+            broker.clone(),
+        ));
         let mirroring = tokio::spawn(crate::mirror::run(broker.clone()));
         let http = self.http.map(|l| {
             let kafka_addr = self.listeners[0].1.local_addr().ok();
@@ -301,7 +309,7 @@ async fn group_timer_loop(broker: Arc<Broker>) {
     const MAX_SLEEP: Duration = Duration::from_millis(100);
     loop {
         let next = broker.groups.tick(&broker.topics);
-        crate::share::persist::tick(&broker);
+        crate::coordinators::share::persist::tick(&broker);
         let now = broker.clock.now();
         let sleep = next.map_or(MAX_SLEEP, |t| {
             t.saturating_duration_since(now).min(MAX_SLEEP)
@@ -352,7 +360,7 @@ async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, conn: Conn) {
 /// if any, names the principal. None: refused (logged and counted).
 async fn tls_handshake(
     broker: &Broker,
-    tls: &crate::security::tls::TlsListener,
+    tls: &crate::server::security::tls::TlsListener,
     stream: TcpStream,
     conn: &mut Conn,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
@@ -402,7 +410,7 @@ async fn serve_connection_inner<R, W>(
     mut conn: Conn,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
-    W: crate::response::ResponseSink + 'static,
+    W: crate::server::response::ResponseSink + 'static,
 {
     let peer = conn.peer;
     let limits = &broker.config.limits;
@@ -424,13 +432,13 @@ async fn serve_connection_inner<R, W>(
         .and_then(|l| l.sasl.as_ref());
     let mut session = None;
     if let Some(settings) = sasl {
-        let io = crate::security::sasl::AuthIo {
+        let io = crate::server::security::sasl::AuthIo {
             reader: &mut reader,
             writer: &mut write_half,
             limits: read_limits,
             budget: &budget,
         };
-        match crate::security::sasl::authenticate(&broker, settings, io, &mut conn).await {
+        match crate::server::security::sasl::authenticate(&broker, settings, io, &mut conn).await {
             Ok(s) => session = Some(s),
             Err(()) => {
                 let _ = write_half.shutdown().await;

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use parking_lot::RwLock;
 
 use super::GroupConfig;
+use crate::coordinators::share::ShareConfig;
 use crate::error::{BrokerError, ErrorCode};
-use crate::share::ShareConfig;
 
 /// Kafka's group-config bounds (`group.consumer.min.session.timeout.ms` and friends),
 /// at Kafka's defaults.
@@ -190,7 +190,7 @@ impl GroupConfigStore {
     /// none), for the import into the metadata log.
     pub fn read_legacy_file(&self, meta_dir: &std::path::Path) -> Result<(), BrokerError> {
         let path = meta_dir.join("group-configs.json");
-        *self.overrides.write() = crate::topics::read_json_file(&path)?;
+        *self.overrides.write() = crate::storage::topics::read_json_file(&path)?;
         Ok(())
     }
 
