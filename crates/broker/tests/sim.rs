@@ -11,7 +11,7 @@
 //! listeners close at once, files stay as after `kill -9`) and restarts them on their
 //! data dirs, or stalls their replication traffic (the inter-broker listener is behind
 //! a proxy that stops forwarding without closing: followers stop fetching, the ISR
-//! shrinks). Then every partition is read back and checked: no acknowledged value lost
+//! shrinks), or stalls and then crashes them. Then every partition is read back and checked: no acknowledged value lost
 //! or changed, none duplicated, reordered or unexpected.
 //!
 //! Not simulated: a paused process (SIGSTOP; the Python suite does that), a disk that
@@ -76,6 +76,9 @@ enum Kind {
     /// of its partitions stop fetching, its own inter-broker requests hang, while
     /// clients and the quorum still reach it.
     Stall,
+    /// A stall for the first half of the fault, then a crash while stalled (a leader
+    /// whose followers fell out of its ISR dies), then a restart.
+    StallThenCrash,
 }
 
 /// One fault: after `up` of normal running, `kind` happens to the `nodes` (indexes)
@@ -88,8 +91,8 @@ struct Fault {
     down: Duration,
 }
 
-/// The fault schedule: a pure function of the seed. One fault in four is a stall,
-/// the others crashes; mostly of one node at a time (the cluster keeps a quorum and
+/// The fault schedule: a pure function of the seed. One fault in six is a stall, one
+/// a stall then a crash, the others crashes; mostly of one node at a time (the cluster keeps a quorum and
 /// `min.insync.replicas`), one in four takes two nodes together (no quorum, or no
 /// replica to meet `min.insync.replicas`: writes fail or wait until they are back).
 fn schedule(seed: u64, rounds: usize) -> Vec<Fault> {
@@ -97,10 +100,10 @@ fn schedule(seed: u64, rounds: usize) -> Vec<Fault> {
     (0..rounds)
         .map(|_| {
             let up = Duration::from_millis(rng.range(300, 1_500));
-            let kind = if rng.range(0, 4) == 0 {
-                Kind::Stall
-            } else {
-                Kind::Crash
+            let kind = match rng.range(0, 6) {
+                0 => Kind::Stall,
+                1 => Kind::StallThenCrash,
+                _ => Kind::Crash,
             };
             let first = rng.range(0, NODES as u64) as usize;
             let mut nodes = vec![first];
@@ -376,6 +379,18 @@ fn seeded_crashes_lose_no_acknowledged_write() {
                     proxies[n].freeze(false);
                 }
             }
+            Kind::StallThenCrash => {
+                for &n in &f.nodes {
+                    proxies[n].freeze(true);
+                }
+                std::thread::sleep(f.down / 2);
+                for &n in &f.nodes {
+                    nodes[n].crash();
+                    proxies[n].freeze(false);
+                }
+                std::thread::sleep(f.down / 2);
+                start(&mut nodes, &f.nodes);
+            }
         }
         eprintln!("sim: fault {i}: over at {:?}", began.elapsed());
     }
@@ -427,6 +442,7 @@ fn the_schedule_is_a_pure_function_of_the_seed() {
     assert_ne!(schedule(7, 20), schedule(8, 20));
     let many = schedule(7, 200);
     assert!(many.iter().any(|f| f.kind == Kind::Stall));
+    assert!(many.iter().any(|f| f.kind == Kind::StallThenCrash));
     assert!(many.iter().any(|f| f.kind == Kind::Crash));
     for f in many {
         assert!(!f.nodes.is_empty() && f.nodes.len() <= 2);
