@@ -3,9 +3,11 @@
 //! `ManualClock` makes the coordinators' timeouts run in test time).
 //!
 //! A node can be crashed (`Node::crash`): its runtime is dropped without waiting, so
-//! every task, connection and listener ends at once and the files stay as they were (as
-//! after `kill -9`: what was written is in the page cache, nothing more is flushed), and
-//! then restarted on the same data dir and ports.
+//! every async task, connection and listener ends at once and the files stay as they
+//! were (as after `kill -9`: what was written is in the page cache, nothing more is
+//! flushed; a step already running in the blocking pool finishes first, as if the kill
+//! came a moment later), and then restarted on the same data dir and ports once the
+//! old broker is gone (it holds the data dir's lock).
 //!
 //! Thread-safety: a `Node` is driven from one test thread; it must not be crashed or
 //! started from inside an async context (starting blocks the calling thread).
