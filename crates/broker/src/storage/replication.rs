@@ -82,10 +82,21 @@ pub enum Transition {
     Stopped,
 }
 
+/// [`apply_state_at`] at the machine's time (unit tests, which have no broker clock).
+#[cfg(test)]
+pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Transition {
+    apply_state_at(p, local_id, state, runnel_core::clock::now_ms())
+}
+
 /// Applies a partition state from the metadata image (or an AlterPartition reply), at
 /// `now` (ms; the broker's clock: a new leader's followers start their lag window then).
 /// States older than the one held (by partition epoch) are ignored.
-pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage, now: i64) -> Transition {
+pub fn apply_state_at(
+    p: &Partition,
+    local_id: i32,
+    state: &PartitionImage,
+    now: i64,
+) -> Transition {
     // The log lock orders this against appends: an append either finishes under the old
     // epoch or sees the new role.
     let log = p.log.lock();
@@ -286,10 +297,7 @@ mod tests {
             isr: vec![1, 2],
             ..PartitionImage::new(vec![1, 2, 3])
         };
-        assert_eq!(
-            apply_state(&p, 1, &state, now_ms()),
-            Transition::BecameLeader
-        );
+        assert_eq!(apply_state(&p, 1, &state), Transition::BecameLeader);
         p
     }
 
@@ -312,7 +320,7 @@ mod tests {
             }
         };
         p.replica.lock().pending_isr = Some(vec![1, 2, 3]);
-        assert_eq!(apply_state(&p, 1, &current, now_ms()), Transition::None);
+        assert_eq!(apply_state(&p, 1, &current), Transition::None);
         assert_eq!(p.replica.lock().pending_isr, Some(vec![1, 2, 3]));
         // The controller's answer (a newer partition epoch) replaces it.
         let answered = PartitionImage {
@@ -320,7 +328,7 @@ mod tests {
             partition_epoch: current.partition_epoch + 1,
             ..current
         };
-        assert_eq!(apply_state(&p, 1, &answered, now_ms()), Transition::None);
+        assert_eq!(apply_state(&p, 1, &answered), Transition::None);
         assert_eq!(p.replica.lock().pending_isr, None);
         assert_eq!(p.replica.lock().isr, vec![1, 2, 3]);
     }

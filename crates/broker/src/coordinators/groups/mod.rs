@@ -1845,7 +1845,7 @@ mod tests {
         let me = crate::config::BrokerConfig::default().node_id;
         for p in &t.partitions {
             let state = runnel_meta::PartitionImage::new(vec![me]);
-            crate::storage::replication::apply_state(p, me, &state, runnel_core::clock::now_ms());
+            crate::storage::replication::apply_state(p, me, &state);
             crate::storage::replication::maybe_advance_high_watermark(p);
         }
     }
