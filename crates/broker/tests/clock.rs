@@ -178,14 +178,14 @@ fn a_transaction_past_its_timeout_is_aborted_in_test_time_and_its_producer_fence
         };
         let mut values = Vec::new();
         let mut offset = 0;
-        eventually_async_fetch(&client, &committed, &mut offset, &mut values).await;
+        read_until_the_markers(&client, &committed, &mut offset, &mut values).await;
         assert_eq!(values, vec!["prompt-1".to_string()]);
     });
 }
 
 /// Reads partition 0 of "t" with `options` up to its last stable offset (the commit
 /// marker included), collecting values.
-async fn eventually_async_fetch(
+async fn read_until_the_markers(
     client: &Client,
     options: &FetchOptions,
     offset: &mut i64,
