@@ -53,6 +53,9 @@ pub struct Broker {
     /// Internal topics asked of the controller and not answered yet
     /// (`Host::ensure_internal_topic`).
     creating_internal: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    /// The time the coordinators' timers and the ISR lag check read (the machine's;
+    /// tests inject a `ManualClock` through `Server::start_with_clock`).
+    pub clock: Arc<dyn runnel_core::Clock>,
 }
 
 struct ProducerIdBlock {
@@ -65,6 +68,15 @@ impl Broker {
     pub fn open(
         config: BrokerConfig,
         endpoints: std::collections::BTreeMap<String, (String, u16)>,
+    ) -> Result<Self, BrokerError> {
+        Self::open_with_clock(config, endpoints, Arc::new(runnel_core::SystemClock))
+    }
+
+    /// [`Broker::open`] with the clock the coordinators and the ISR check read.
+    pub fn open_with_clock(
+        config: BrokerConfig,
+        endpoints: std::collections::BTreeMap<String, (String, u16)>,
+        clock: Arc<dyn runnel_core::Clock>,
     ) -> Result<Self, BrokerError> {
         // Before any partition opens: every partition and connection holds descriptors.
         let fd_limit = crate::fds::raise_limit();
@@ -84,7 +96,7 @@ impl Broker {
         let config_txn = config.txn.clone();
         let authz = crate::authz::Authz::open(config.authz.clone());
         let quotas = crate::server::quota::Quotas::open(config.quota.clone());
-        let groups = GroupCoordinator::new(config.groups.clone());
+        let groups = GroupCoordinator::with_clock(config.groups.clone(), clock.clone());
         // Restored by reconcile once the first image opened the partitions.
         let shares = crate::coordinators::share::Shares::new(config.share.clone());
         let security = crate::server::security::Security::build(&config)
@@ -102,7 +114,7 @@ impl Broker {
             groups,
             shares,
             creating_internal: Default::default(),
-            txns: TxnCoordinator::new(config_txn),
+            txns: TxnCoordinator::with_clock(config_txn, clock.clone()),
             metrics: Default::default(),
             cluster: std::sync::OnceLock::new(),
             _dir_locks: dir_locks,
@@ -111,6 +123,7 @@ impl Broker {
             quotas,
             security,
             links,
+            clock,
         };
         Ok(broker)
     }

@@ -397,7 +397,7 @@ async fn isr_loop(
             _ = check.tick() => {
                 for t in broker.topics.all() {
                     for p in &t.partitions {
-                        if let Some(proposal) = crate::storage::replication::lagging_isr(p, lag_max, runnel_core::clock::now_ms()) {
+                        if let Some(proposal) = crate::storage::replication::lagging_isr(p, lag_max, broker.clock.now_ms()) {
                             tracing::info!(topic = %p.topic, partition = p.index, isr = ?proposal.isr, "shrinking ISR: followers fell behind");
                             let _ = cluster.isr_changes.send(IsrChange { partition: p.clone(), topic_id: t.id, proposal });
                         }

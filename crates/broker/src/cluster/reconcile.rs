@@ -119,7 +119,7 @@ fn apply_partition_in(
     p: &Arc<Partition>,
     state: &PartitionImage,
 ) {
-    match replication::apply_state(p, broker.node_id(), state) {
+    match replication::apply_state_at(p, broker.node_id(), state, broker.clock.now_ms()) {
         Transition::None => {}
         Transition::BecameLeader => {
             tracing::info!(topic = %p.topic, partition = p.index, epoch = state.leader_epoch, "became leader");

@@ -311,7 +311,7 @@ fn read_all(
                         &p,
                         follower,
                         w.fetch_offset,
-                        super::now_ms(),
+                        broker.clock.now_ms(),
                     );
                     if let Some(proposal) = expand {
                         if let Some(t) = topic.as_ref() {

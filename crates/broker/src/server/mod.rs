@@ -85,7 +85,16 @@ pub struct Server {
 
 impl Server {
     /// Binds the listeners, then opens storage (recovering partitions).
-    pub async fn start(mut config: BrokerConfig) -> Result<Server, BrokerError> {
+    pub async fn start(config: BrokerConfig) -> Result<Server, BrokerError> {
+        Self::start_with_clock(config, Arc::new(runnel_core::SystemClock)).await
+    }
+
+    /// [`Server::start`] with the clock the coordinators' timers and the ISR lag check
+    /// read (tests pass a `ManualClock`; see `Broker::clock`).
+    pub async fn start_with_clock(
+        mut config: BrokerConfig,
+        clock: Arc<dyn runnel_core::Clock>,
+    ) -> Result<Server, BrokerError> {
         // A node without `controller.quorum.voters` is a cluster of one: its own single
         // voter (KRaft's combined mode), reached on a loopback port chosen now, so that
         // topics and configs come from the metadata log as in any cluster.
@@ -138,11 +147,12 @@ impl Server {
             listeners.push((Arc::<str>::from(e.name.as_str()), listener));
         }
         let http = crate::http::bind(&config).await?;
-        let broker = tokio::task::spawn_blocking(move || Broker::open(config, endpoints))
-            .await
-            .map_err(|e| {
-                BrokerError::new(crate::error::ErrorCode::UnknownServerError, e.to_string())
-            })??;
+        let broker =
+            tokio::task::spawn_blocking(move || Broker::open_with_clock(config, endpoints, clock))
+                .await
+                .map_err(|e| {
+                    BrokerError::new(crate::error::ErrorCode::UnknownServerError, e.to_string())
+                })??;
         let broker = Arc::new(broker);
         crate::cluster::Cluster::start(&broker, quorum_listener).await?;
         Ok(Server {
@@ -300,7 +310,7 @@ async fn group_timer_loop(broker: Arc<Broker>) {
     loop {
         let next = broker.groups.tick(&broker.topics);
         crate::coordinators::share::persist::tick(&broker);
-        let now = std::time::Instant::now();
+        let now = broker.clock.now();
         let sleep = next.map_or(MAX_SLEEP, |t| {
             t.saturating_duration_since(now).min(MAX_SLEEP)
         });

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use runnel_meta::PartitionImage;
 
 use crate::storage::partition::Partition;
-use runnel_core::clock::now_ms;
 
 /// What the leader knows of one follower, from its fetches.
 #[derive(Debug, Clone, Copy)]
@@ -83,9 +82,21 @@ pub enum Transition {
     Stopped,
 }
 
-/// Applies a partition state from the metadata image (or an AlterPartition reply).
-/// States older than the one held (by partition epoch) are ignored.
+/// [`apply_state_at`] at the machine's time (unit tests, which have no broker clock).
+#[cfg(test)]
 pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Transition {
+    apply_state_at(p, local_id, state, runnel_core::clock::now_ms())
+}
+
+/// Applies a partition state from the metadata image (or an AlterPartition reply), at
+/// `now` (ms; the broker's clock: a new leader's followers start their lag window then).
+/// States older than the one held (by partition epoch) are ignored.
+pub fn apply_state_at(
+    p: &Partition,
+    local_id: i32,
+    state: &PartitionImage,
+    now: i64,
+) -> Transition {
     // The log lock orders this against appends: an append either finishes under the old
     // epoch or sees the new role.
     let log = p.log.lock();
@@ -120,7 +131,7 @@ pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Tran
             for id in replicas.into_iter().filter(|id| *id != local_id) {
                 r.followers.entry(id).or_insert(FollowerProgress {
                     log_end: -1,
-                    caught_up_ms: now_ms(),
+                    caught_up_ms: now,
                     leader_end_at_last_fetch: log_end,
                     last_fetch_ms: 0,
                 });
@@ -143,7 +154,7 @@ pub fn apply_state(p: &Partition, local_id: i32, state: &PartitionImage) -> Tran
                     FollowerProgress {
                         log_end: -1,
                         // A new leader gives every follower a full lag window.
-                        caught_up_ms: now_ms(),
+                        caught_up_ms: now,
                         leader_end_at_last_fetch: log_end,
                         last_fetch_ms: 0,
                     },
@@ -275,6 +286,7 @@ pub fn maybe_advance_high_watermark(p: &Partition) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use runnel_core::clock::now_ms;
     use runnel_log::{LogConfig, PartitionLog};
     use std::sync::Arc;
 

@@ -17,12 +17,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use runnel_core::{Clock, SystemClock};
 
 use crate::coordinators::Host;
 use crate::error::{BrokerError, ErrorCode};
 use crate::storage::partition::Partition;
 use records::TxnValue;
-use runnel_core::clock::now_ms;
 
 pub use crate::storage::topics::TXN_TOPIC;
 
@@ -145,6 +145,8 @@ pub struct TxnCoordinator {
     /// ids it coordinates), with the topic's partition count.
     owned: parking_lot::RwLock<(BTreeSet<i32>, i32)>,
     offline: crate::coordinators::groups::OfflineCoordinatorPartitions,
+    /// Timestamps and the timeout expiry read this clock (tests move a `ManualClock`).
+    clock: Arc<dyn Clock>,
 }
 
 /// What ending a transaction still needs once its outcome is recorded.
@@ -194,7 +196,13 @@ fn check_producer(m: &TxnMetadata, producer_id: i64, epoch: i16) -> Result<(), B
 
 impl TxnCoordinator {
     pub fn new(config: TxnConfig) -> Self {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A coordinator whose timestamps and timeouts read `clock`.
+    pub fn with_clock(config: TxnConfig, clock: Arc<dyn Clock>) -> Self {
         TxnCoordinator {
+            clock,
             // Coordinates nothing until it leads `__transaction_state` partitions.
             owned: parking_lot::RwLock::new((BTreeSet::new(), config.partitions)),
             config,
@@ -317,7 +325,7 @@ impl TxnCoordinator {
             TxnState::CompleteAbort
         };
         m.partitions.clear();
-        m.last_update_ms = now_ms();
+        m.last_update_ms = self.clock.now_ms();
         let done = m.clone();
         Ok(Some(self.persist(host, &done)?))
     }
@@ -352,9 +360,10 @@ impl TxnCoordinator {
         let partition = topic.partitions[index].clone();
         let key = records::encode_key(&m.transactional_id);
         let value = records::encode_value(&m.value());
-        let mut batch = runnel_log::batch::build_batch(&[(Some(&key), Some(&value))], now_ms());
+        let mut batch =
+            runnel_log::batch::build_batch(&[(Some(&key), Some(&value))], self.clock.now_ms());
         let r = host.append_as_leader(&partition, |log, epoch| {
-            log.append(&mut batch, epoch, now_ms())
+            log.append(&mut batch, epoch, self.clock.now_ms())
         })?;
         Ok((partition, r.last_offset + 1))
     }
@@ -398,7 +407,7 @@ impl TxnCoordinator {
         }
         self.check_coordinator(tid)?;
         let mut state = self.state.lock();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let existing = state.txns.get(tid).cloned();
         let m = match existing {
             None => TxnMetadata {
@@ -530,10 +539,10 @@ impl TxnCoordinator {
         }
         if m.state != TxnState::Ongoing {
             m.state = TxnState::Ongoing;
-            m.start_ms = now_ms();
+            m.start_ms = self.clock.now_ms();
             changed = true;
         }
-        m.last_update_ms = now_ms();
+        m.last_update_ms = self.clock.now_ms();
         let durable = if changed {
             let snapshot = m.clone();
             Some(self.persist(host, &snapshot)?)
@@ -583,7 +592,7 @@ impl TxnCoordinator {
         } else {
             TxnState::PrepareAbort
         };
-        m.last_update_ms = now_ms();
+        m.last_update_ms = self.clock.now_ms();
         let prepared = m.clone();
         let prepare_written = self.persist(host, &prepared)?;
         match self.write_markers(host, &prepared, epoch, commit) {
@@ -684,7 +693,7 @@ impl TxnCoordinator {
 
     /// Aborts transactions open longer than their timeout, fencing their producers.
     pub fn abort_timed_out(&self, host: &impl Host) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut state = self.state.lock();
         let expired: Vec<String> = state
             .txns
