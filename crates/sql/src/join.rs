@@ -658,6 +658,7 @@ impl StateOperator for StreamJoin {
     async fn run_batch(
         &mut self,
         ctx: &datafusion::prelude::SessionContext,
+        _batch_id: u64,
         watermark_ms: i64,
     ) -> Result<()> {
         let out = self.join_batch(ctx, watermark_ms).await?;
