@@ -5,7 +5,7 @@
 //! <checkpointLocation>/offsets/<batchId> v1, batch metadata JSON, one offsets JSON per source
 //! <checkpointLocation>/commits/<batchId> v1, {"nextBatchWatermarkMs":...}
 //! <checkpointLocation>/state/<batchId>   the stateful operator's state after the batch: a
-//!                                        full snapshot, or (an aggregation's changelog) a
+//!                                        full snapshot, or (an operator's changelog) a
 //!                                        delta over the file before it
 //! ```
 //!
