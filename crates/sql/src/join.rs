@@ -397,6 +397,9 @@ pub struct StreamJoin {
     metrics: StateOperatorProgress,
     /// When a state file is a full snapshot.
     cadence: SnapshotCadence,
+    /// The changes since the last state file outgrew the state and were dropped: the
+    /// next file is a full snapshot.
+    snapshot_next: bool,
 }
 
 impl StreamJoin {
@@ -410,6 +413,7 @@ impl StreamJoin {
             right: SideState::default(),
             metrics: new_progress("symmetricHashJoin"),
             cadence: SnapshotCadence::new(crate::checkpoint::DEFAULT_DELTAS_PER_SNAPSHOT),
+            snapshot_next: false,
             plan,
         }
     }
@@ -496,7 +500,25 @@ impl StreamJoin {
         self.left.rows.extend(new_left);
         self.right.rows.extend(new_right);
         out.extend(self.evict(watermark_ms)?);
+        self.bound_changes();
         Ok(out)
+    }
+
+    /// Keeps the changes tracked since the last state file within the state's size: a
+    /// query without a checkpoint never writes one, and past that size a full snapshot
+    /// costs less than a delta anyway. So they are dropped and the next file is full.
+    fn bound_changes(&mut self) {
+        let over = [&self.left, &self.right].iter().any(|s| {
+            (s.evicted_since_filed.len() + s.matched_since_filed.len()) as u64
+                > s.num_rows() + MAX_CHANGES_OVER_STATE
+        });
+        if over {
+            self.snapshot_next = true;
+            for side in [&mut self.left, &mut self.right] {
+                side.evicted_since_filed = Vec::new();
+                side.matched_since_filed = Vec::new();
+            }
+        }
     }
 
     /// Notes which rows of a preserved side matched, and drops the row-id columns.
@@ -963,11 +985,12 @@ impl StateOperator for StreamJoin {
     }
 
     fn checkpoint(&mut self) -> Result<Vec<u8>> {
-        let out = if self.cadence.next_is_full() {
+        let out = if self.cadence.next_is_full() || self.snapshot_next {
             self.snapshot_bytes()?
         } else {
             self.delta_bytes()?
         };
+        self.snapshot_next = false;
         self.left.filed();
         self.right.filed();
         Ok(out)
@@ -997,6 +1020,9 @@ impl Changelog for StreamJoin {
 }
 
 const JOIN_STATE_MAGIC: &[u8] = b"RUNNEL-JOIN-STATE-2\n";
+/// Changes (ids evicted or matched) tracked since the last state file beyond a side's
+/// rows before they are dropped for a full snapshot (`bound_changes`).
+const MAX_CHANGES_OVER_STATE: u64 = 100_000;
 /// After `checkpoint::DELTA_MAGIC`: a join's delta.
 const JOIN_DELTA_TAG: &[u8] = b"join\n";
 
@@ -1148,6 +1174,7 @@ mod tests {
         j.left.rows.extend(l);
         j.right.rows.extend(r);
         j.evict(wm).unwrap();
+        j.bound_changes();
     }
 
     type SideView = (RecordBatch, Vec<u64>, Option<i64>, u64);
@@ -1218,6 +1245,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("out of order"), "{e}");
+        // Without state files written (no checkpoint), the changes tracked stay bounded:
+        // past the state's size plus MAX_CHANGES_OVER_STATE they are dropped, and the next
+        // file is a full snapshot that restores the state.
+        let mut unfiled = test_join(JoinType::Full);
+        for b in 0..600i64 {
+            step(&mut unfiled, b, 500, b * 1_000 - 3_000);
+            let s = &unfiled.left;
+            assert!(
+                (s.evicted_since_filed.len() + s.matched_since_filed.len()) as u64
+                    <= s.num_rows() + MAX_CHANGES_OVER_STATE
+            );
+        }
+        assert!(unfiled.snapshot_next);
+        let file = unfiled.checkpoint().unwrap();
+        assert!(!is_delta(&file));
+        let mut restored = test_join(JoinType::Full);
+        StateOperator::restore_chain(&mut restored, &[(file, "state/599".into())]).unwrap();
+        assert!(view(&restored) == view(&unfiled));
         // Changelog off: every file is a full snapshot.
         j.set_deltas_per_snapshot(0);
         step(&mut j, 14, 10, 11_000);
