@@ -23,9 +23,9 @@
 //! # }
 //! ```
 
-use crate::aggregate::OutputMode;
 use crate::engine::{new_session, QueryOptions, StreamingQuery, Trigger};
 use crate::error::{Result, SqlError};
+use crate::output_mode::OutputMode;
 use crate::plan::plan_logical;
 use crate::script::WatermarkDecl;
 use crate::sink::Sink;

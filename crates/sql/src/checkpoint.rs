@@ -5,7 +5,7 @@
 //! <checkpointLocation>/offsets/<batchId> v1, batch metadata JSON, one offsets JSON per source
 //! <checkpointLocation>/commits/<batchId> v1, {"nextBatchWatermarkMs":...}
 //! <checkpointLocation>/state/<batchId>   the stateful operator's state after the batch: a
-//!                                        full snapshot, or (an aggregation's changelog) a
+//!                                        full snapshot, or (an operator's changelog) a
 //!                                        delta over the file before it
 //! ```
 //!
@@ -33,6 +33,66 @@ const STATE_SNAPSHOTS_KEPT: usize = 2;
 /// How a state file that is a delta over the one before it starts (Spark's changelog
 /// checkpointing); any other state file is a full snapshot.
 pub const DELTA_MAGIC: &[u8] = b"RUNNEL-DELTA-1\n";
+
+/// Spark's `spark.sql.streaming.stateStore.minDeltasForSnapshot` default.
+pub const DEFAULT_DELTAS_PER_SNAPSHOT: u32 = 10;
+
+/// A reader over a state file's body once its checksum and `magic` are checked.
+pub(crate) fn checked_reader<'a>(bytes: &'a [u8], magic: &[u8], what: &str) -> Result<Reader<'a>> {
+    let err = |m: &str| SqlError::Checkpoint {
+        path: what.to_string(),
+        message: m.to_string(),
+    };
+    if bytes.len() < magic.len() + 20 {
+        return Err(err("state file is truncated"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        return Err(err("state file checksum mismatch"));
+    }
+    let mut r = Reader {
+        data: body,
+        pos: 0,
+        what: what.to_string(),
+    };
+    if r.bytes(magic.len())? != magic {
+        return Err(err("not a runnel state file of this kind"));
+    }
+    Ok(r)
+}
+
+/// Reads a state file's fields in order; errors name the file and the byte.
+pub(crate) struct Reader<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) pos: usize,
+    pub(crate) what: String,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn error(&self, m: &str) -> SqlError {
+        SqlError::Checkpoint {
+            path: self.what.clone(),
+            message: format!("{m} at byte {}", self.pos),
+        }
+    }
+    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.data.len() - self.pos < n {
+            return Err(self.error("state file is truncated"));
+        }
+        let b = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(b)
+    }
+    pub(crate) fn u8(&mut self) -> Result<u8> {
+        Ok(self.bytes(1)?[0])
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().expect("4")))
+    }
+    pub(crate) fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_le_bytes(self.bytes(8)?.try_into().expect("8")))
+    }
+}
 
 /// A state kept as Spark's changelog checkpointing keeps it: full snapshots and the
 /// deltas written after them.

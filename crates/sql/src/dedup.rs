@@ -15,8 +15,8 @@
 //! writes the keys it added or forgot (a delta), and every `deltas_per_snapshot` batches
 //! the whole state. Not thread-safe: owned by the query's driver.
 
-use crate::aggregate::{checked_reader, Reader};
 use crate::checkpoint::Changelog;
+use crate::checkpoint::{checked_reader, Reader};
 use crate::error::{Result, SqlError};
 use crate::functions::to_millis;
 use crate::join::{new_progress, to_slot};
@@ -92,7 +92,7 @@ impl StreamDedup {
             metrics: new_progress("dedupe"),
             touched: HashSet::new(),
             cadence: crate::checkpoint::SnapshotCadence::new(
-                crate::aggregate::DEFAULT_DELTAS_PER_SNAPSHOT,
+                crate::checkpoint::DEFAULT_DELTAS_PER_SNAPSHOT,
             ),
         })
     }
@@ -208,7 +208,12 @@ fn finish(r: &Reader<'_>) -> Result<()> {
 
 #[async_trait::async_trait]
 impl StateOperator for StreamDedup {
-    async fn run_batch(&mut self, ctx: &SessionContext, watermark_ms: i64) -> Result<()> {
+    async fn run_batch(
+        &mut self,
+        ctx: &SessionContext,
+        _batch_id: u64,
+        watermark_ms: i64,
+    ) -> Result<()> {
         self.metrics = new_progress("dedupe");
         let input = crate::operator::execute(ctx, &self.lower).await?;
         let mut out = Vec::with_capacity(input.len());

@@ -6,8 +6,6 @@
 //! snapshot state -> commit -> report progress. A batch with no new data runs only when
 //! the watermark moved far enough to close state (Spark's no-data batch).
 
-use crate::aggregate::{OutputMode, StatefulAggregate};
-use crate::checkpoint::Changelog;
 use crate::checkpoint::{Checkpoint, OffsetEntry, QueryIdentity};
 use crate::dialect::{self, Names};
 use crate::error::{Result, SqlError};
@@ -15,6 +13,7 @@ use crate::file_source::{FileSource, StreamSource};
 use crate::functions;
 pub use crate::operator::execute;
 use crate::operator::StateOperator;
+use crate::output_mode::OutputMode;
 use crate::plan::{plan_query, StreamingPlan};
 use crate::progress::{
     Progress, ProgressLog, ProgressOutput, SourceProgress, StateOperatorProgress,
@@ -90,7 +89,7 @@ pub struct StreamingQuery {
     ctx: SessionContext,
     sources: Vec<SourceSlot>,
     plan: StreamingPlan,
-    aggregate: Option<StatefulAggregate>,
+    /// The stateful operator, if the query has one.
     operator: Option<Box<dyn StateOperator>>,
     sink: Sink,
     trigger: Trigger,
@@ -163,7 +162,7 @@ pub(crate) fn deltas_per_snapshot(vars: &BTreeMap<String, String>) -> Result<u32
         }
     }
     match opt(vars, EVERY) {
-        None => Ok(crate::aggregate::DEFAULT_DELTAS_PER_SNAPSHOT),
+        None => Ok(crate::checkpoint::DEFAULT_DELTAS_PER_SNAPSHOT),
         Some(v) => v
             .trim()
             .parse::<u32>()
@@ -364,9 +363,6 @@ impl StreamingQuery {
         let mut q = Self::assemble(ctx, sources, plan, sink, checkpoint, query_id, options)?;
         q.echo_console = opt(&sink_opts, "echoConsole").is_some_and(|v| v == "true");
         let deltas = deltas_per_snapshot(&script.vars)?;
-        if let Some(agg) = &mut q.aggregate {
-            agg.set_deltas_per_snapshot(deltas);
-        }
         if let Some(op) = &mut q.operator {
             op.set_deltas_per_snapshot(deltas);
         }
@@ -407,18 +403,13 @@ impl StreamingQuery {
                 "the query reads no streaming source".into(),
             ));
         }
-        let aggregate = plan
-            .aggregate
-            .as_ref()
-            .map(|a| StatefulAggregate::new(a.spec.clone()))
-            .transpose()?;
         let mut plan = plan;
         let operator = plan.operator.take();
-        // An aggregation folds its input in any order: its sources' rows may be spread
-        // over the session's partitions (cores). Elsewhere order is kept (a source
-        // partition's rows reach the sink in offset order; dedup keeps the first row).
-        // Spark's minPartitions asks for more.
-        if plan.aggregate.is_some() {
+        // An operator that folds its input in any order (an aggregation) lets its
+        // sources' rows spread over the session's partitions (cores). Elsewhere order is
+        // kept (a source partition's rows reach the sink in offset order; dedup keeps the
+        // first row). Spark's minPartitions asks for more.
+        if operator.as_ref().is_some_and(|o| !o.input_order_matters()) {
             let n = ctx.state().config().target_partitions();
             for s in &sources {
                 let min = match &s.source {
@@ -432,7 +423,6 @@ impl StreamingQuery {
             ctx,
             sources,
             plan,
-            aggregate,
             operator,
             sink,
             trigger: options.trigger.unwrap_or(Trigger::AsFastAsPossible),
@@ -525,21 +515,16 @@ impl StreamingQuery {
         for (s, from) in self.sources.iter_mut().zip(&resume_from) {
             s.source.start(Some(from))?;
         }
-        if let (Some(agg), Some(b)) = (&mut self.aggregate, state_batch) {
-            agg.restore_chain(&cp.read_state_chain(b)?)?;
-        }
         if let (Some(op), Some(b)) = (&mut self.operator, state_batch) {
             op.restore_chain(&cp.read_state_chain(b)?)?;
         }
         self.watermark_ms = match &replay {
             Some(e) => e.watermark_ms,
             None => {
-                let next = self.aggregate.as_ref().and_then(|a| a.max_event_time_ms());
-                let from_join = self.operator.as_ref().and_then(|j| j.watermark_ms());
-                match (next, self.plan.watermark_delay_ms, from_join) {
-                    (_, _, Some(w)) => w.max(latest.watermark_ms),
-                    (Some(m), Some(d), None) => (m - d).max(latest.watermark_ms),
-                    _ => latest.watermark_ms,
+                let from_state = self.operator.as_ref().and_then(|o| o.watermark_ms());
+                match from_state {
+                    Some(w) => w.max(latest.watermark_ms),
+                    None => latest.watermark_ms,
                 }
             }
         };
@@ -650,19 +635,11 @@ impl StreamingQuery {
             let add_batch_ms = exec_start.elapsed().as_millis() as u64;
             // Watermark for the next batch.
             let batch_watermark = self.watermark_ms;
-            if let (Some(agg), Some(delay)) = (&self.aggregate, self.plan.watermark_delay_ms) {
-                if let Some(m) = agg.max_event_time_ms() {
-                    self.watermark_ms = self.watermark_ms.max(m - delay);
-                }
-            }
-            if let Some(w) = self.operator.as_ref().and_then(|j| j.watermark_ms()) {
+            if let Some(w) = self.operator.as_ref().and_then(|o| o.watermark_ms()) {
                 self.watermark_ms = self.watermark_ms.max(w);
             }
             let commit_start = Instant::now();
             if let Some(cp) = &self.checkpoint {
-                if let Some(agg) = &mut self.aggregate {
-                    cp.write_state(batch_id, &agg.checkpoint())?;
-                }
                 if let Some(op) = &mut self.operator {
                     cp.write_state(batch_id, &op.checkpoint()?)?;
                 }
@@ -712,13 +689,9 @@ impl StreamingQuery {
     /// Whether the watermark lets state go that is still held: then a batch runs even
     /// without new data (Spark's no-data batch), to emit and evict it.
     fn state_expired(&self) -> bool {
-        self.aggregate
+        self.operator
             .as_ref()
-            .is_some_and(|a| a.has_expired(self.watermark_ms))
-            || self
-                .operator
-                .as_ref()
-                .is_some_and(|o| o.has_expired(self.watermark_ms))
+            .is_some_and(|o| o.has_expired(self.watermark_ms))
     }
 
     /// Executes one batch over `inputs` and writes the sink. Returns output rows and the
@@ -732,25 +705,8 @@ impl StreamingQuery {
             s.table.set(rows);
         }
         let mut event_time = None;
-        if let (Some(agg), Some(ap)) = (&mut self.aggregate, &self.plan.aggregate) {
-            let lower_out = execute(&self.ctx, &ap.lower).await?;
-            agg.begin_batch();
-            let before = agg.max_event_time_ms();
-            for b in &lower_out {
-                agg.update(b, Some(self.watermark_ms), batch_id)?;
-            }
-            if agg.max_event_time_ms() != before || agg.max_event_time_ms().is_some() {
-                event_time = agg
-                    .max_event_time_ms()
-                    .map(|m| EventTimeStats { max_ms: m });
-            }
-            let out = agg.finish_batch(Some(self.watermark_ms), batch_id)?;
-            let slot_schema = ap.state_table.schema_ref();
-            let out = RecordBatch::try_new(slot_schema, out.columns().to_vec())?;
-            ap.state_table.set(vec![out]);
-        }
         if let Some(op) = &mut self.operator {
-            op.run_batch(&self.ctx, self.watermark_ms).await?;
+            op.run_batch(&self.ctx, batch_id, self.watermark_ms).await?;
             event_time = op.max_event_time_ms().map(|m| EventTimeStats { max_ms: m });
         }
         let result = execute(&self.ctx, &self.plan.upper).await;
@@ -807,25 +763,8 @@ impl StreamingQuery {
         if let Some(e) = event_time {
             et.insert("max".to_string(), crate::progress::iso_time(e.max_ms));
         }
-        let state_ops = self
-            .aggregate
-            .as_ref()
-            .map(|a| {
-                let m = a.metrics();
-                vec![StateOperatorProgress {
-                    operator_name: "stateStoreSave".into(),
-                    num_rows_total: m.num_rows_total,
-                    num_rows_updated: m.num_rows_updated,
-                    num_rows_removed: m.num_rows_removed,
-                    num_rows_dropped_by_watermark: m.num_rows_dropped_by_watermark,
-                    memory_used_bytes: m.memory_used_bytes,
-                }]
-            })
-            .unwrap_or_default();
-        let state_ops = match &self.operator {
-            Some(op) => vec![op.progress()],
-            None => state_ops,
-        };
+        let state_ops: Vec<StateOperatorProgress> =
+            self.operator.iter().map(|op| op.progress()).collect();
         Progress {
             id: self.query_id.clone(),
             run_id: self.run_id.clone(),

@@ -41,10 +41,11 @@
 //! update or append mode, a Kafka sink on the source's cluster. What is refused, with the
 //! reason, is checked in `GroupQuery::from_script`.
 
-use crate::aggregate::{OutputMode, StatefulAggregate};
+use crate::aggregate_state::AggregateState;
 use crate::checkpoint::Changelog;
 use crate::engine::{execute, opt, prepare, QueryOptions, Trigger};
 use crate::error::{Result, SqlError};
+use crate::output_mode::OutputMode;
 use crate::plan::StreamingPlan;
 use crate::progress::ProgressOutput;
 use crate::script::Script;
@@ -238,7 +239,7 @@ impl ConsumerContext for GroupContext {
 
 /// One state partition (a partition of the repartition and changelog topics).
 struct Task {
-    agg: StatefulAggregate,
+    agg: AggregateState,
     /// The task's next batch id (the aggregation marks entries with it).
     next_batch: u64,
     /// Changelog keys of the deltas since the last snapshot: tombstoned by the next one.
@@ -288,7 +289,7 @@ pub struct GroupQuery {
     source_max_ms: Option<i64>,
     /// An empty aggregation, for `event_time_max` over the rows the process
     /// repartitions.
-    event_time: StatefulAggregate,
+    event_time: AggregateState,
     include_headers: bool,
     sink_topic: Option<String>,
     repartition_topic: String,
@@ -397,15 +398,12 @@ impl GroupQuery {
             )));
         }
         let plan = p.plan;
-        if plan.operator.is_some() {
-            return Err(refuse(
-                "stream-stream joins and deduplication are not supported; a GROUP BY aggregation is",
-            ));
-        }
         let Some(ap) = &plan.aggregate else {
-            return Err(refuse(
-                "the query has no GROUP BY aggregation (queries without state are not supported yet: run them in one process, or one per partition with 'assign')",
-            ));
+            return Err(refuse(if plan.operator.is_some() {
+                "stream-stream joins and deduplication are not supported; a GROUP BY aggregation is"
+            } else {
+                "the query has no GROUP BY aggregation (queries without state are not supported yet: run them in one process, or one per partition with 'assign')"
+            }));
         };
         if plan.mode == OutputMode::Complete {
             return Err(refuse(
@@ -492,7 +490,7 @@ impl GroupQuery {
             paused: BTreeSet::new(),
             announce: false,
             source_max_ms: None,
-            event_time: StatefulAggregate::new(ap.spec.clone())?,
+            event_time: AggregateState::new(ap.spec.clone())?,
             include_headers: so.include_headers,
             sink_topic: opt(&sink.options, "topic").cloned(),
             repartition_topic,
@@ -1041,7 +1039,7 @@ impl GroupQuery {
             .aggregate
             .as_ref()
             .expect("checked: an aggregation");
-        let mut agg = StatefulAggregate::new(ap.spec.clone())?;
+        let mut agg = AggregateState::new(ap.spec.clone())?;
         agg.set_deltas_per_snapshot(self.deltas_per_snapshot);
         Ok(Task {
             agg,
@@ -1340,7 +1338,7 @@ fn tpl_of(tps: &[TopicPartition]) -> Result<TopicPartitionList> {
 
 /// The watermark of a task restored from a changelog written before tasks had clocks:
 /// its max event time minus the delay (0 before any).
-fn watermark(agg: &StatefulAggregate, delay_ms: Option<i64>) -> i64 {
+fn watermark(agg: &AggregateState, delay_ms: Option<i64>) -> i64 {
     match (agg.max_event_time_ms(), delay_ms) {
         (Some(m), Some(d)) => (m - d).max(0),
         _ => 0,

@@ -15,8 +15,16 @@
 //! `s.t <= watermark + c`, so such rows are removed. Without such a bound a side's state
 //! grows without limit, as in Spark.
 //!
+//! State files follow Spark's changelog checkpointing, as the aggregation's: each batch
+//! writes per side the rows added (Arrow IPC) and the row ids evicted since the last file,
+//! and the row ids that became matched (an outer join's preserved side); every
+//! `deltas_per_snapshot` batches, and first, the whole state. Row ids grow with each row
+//! admitted, and a side's rows stay in row-id order, so the rows added since the last file
+//! are a suffix of each side's rows.
+//!
 //! Not thread-safe: owned by the query's driver.
 
+use crate::checkpoint::{checked_reader, Changelog, Reader, SnapshotCadence};
 use crate::error::{Result, SqlError};
 use crate::functions::to_millis;
 use crate::operator::StateOperator;
@@ -290,15 +298,81 @@ pub fn check_join_type(
 /// One side's buffered rows.
 #[derive(Default)]
 struct SideState {
-    /// Buffered rows, with a last column of row ids.
+    /// Buffered rows, with a last column of row ids, in row-id order.
     rows: Vec<RecordBatch>,
     max_event_time_ms: Option<i64>,
     next_row_id: u64,
     /// Ids of buffered rows that matched (kept for a preserved side of an outer join).
     matched: HashSet<u64>,
+    /// `next_row_id` when the last state file was written: the rows from that id on are
+    /// new since (what a delta adds).
+    filed_next_row_id: u64,
+    /// Ids below `filed_next_row_id` evicted since the last state file.
+    evicted_since_filed: Vec<u64>,
+    /// Ids that became matched since the last state file.
+    matched_since_filed: Vec<u64>,
 }
 
 impl SideState {
+    /// Notes that row `id` matched.
+    fn note_matched(&mut self, id: u64) {
+        if self.matched.insert(id) {
+            self.matched_since_filed.push(id);
+        }
+    }
+
+    /// The state was written (or restored): nothing is new since.
+    fn filed(&mut self) {
+        self.filed_next_row_id = self.next_row_id;
+        self.evicted_since_filed.clear();
+        self.matched_since_filed.clear();
+    }
+
+    /// The rows added since the last state file (row ids at or past `filed_next_row_id`):
+    /// a suffix of each batch, since ids only grow.
+    fn rows_since_filed(&self) -> Vec<RecordBatch> {
+        let from = self.filed_next_row_id;
+        let mut out = Vec::new();
+        for b in &self.rows {
+            let ids = row_ids(b);
+            let first = ids.partition_point(|&id| id < from);
+            if first < b.num_rows() {
+                out.push(b.slice(first, b.num_rows() - first));
+            }
+        }
+        out
+    }
+
+    /// Removes the rows whose ids are in `ranges` (sorted, disjoint `[start, end)`) and
+    /// their matched marks.
+    fn remove_ids(&mut self, ranges: &[(u64, u64)]) -> Result<()> {
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let gone = |id: u64| {
+            let i = ranges.partition_point(|r| r.1 <= id);
+            i < ranges.len() && ranges[i].0 <= id
+        };
+        let mut rows = Vec::with_capacity(self.rows.len());
+        for b in std::mem::take(&mut self.rows) {
+            let ids = row_ids(&b);
+            if !ids.iter().any(|&id| gone(id)) {
+                rows.push(b);
+                continue;
+            }
+            let keep: BooleanArray = ids.iter().map(|&id| Some(!gone(id))).collect();
+            let kept = filter_record_batch(&b, &keep)?;
+            if kept.num_rows() > 0 {
+                rows.push(kept);
+            }
+        }
+        self.rows = rows;
+        if !self.matched.is_empty() {
+            self.matched.retain(|&id| !gone(id));
+        }
+        Ok(())
+    }
+
     fn num_rows(&self) -> u64 {
         self.rows.iter().map(|b| b.num_rows() as u64).sum()
     }
@@ -321,6 +395,11 @@ pub struct StreamJoin {
     right: SideState,
     /// The last batch's figures (totals are filled in by `progress`).
     metrics: StateOperatorProgress,
+    /// When a state file is a full snapshot.
+    cadence: SnapshotCadence,
+    /// The changes since the last state file outgrew the state and were dropped: the
+    /// next file is a full snapshot.
+    snapshot_next: bool,
 }
 
 impl StreamJoin {
@@ -333,6 +412,8 @@ impl StreamJoin {
             left: SideState::default(),
             right: SideState::default(),
             metrics: new_progress("symmetricHashJoin"),
+            cadence: SnapshotCadence::new(crate::checkpoint::DEFAULT_DELTAS_PER_SNAPSHOT),
+            snapshot_next: false,
             plan,
         }
     }
@@ -419,7 +500,25 @@ impl StreamJoin {
         self.left.rows.extend(new_left);
         self.right.rows.extend(new_right);
         out.extend(self.evict(watermark_ms)?);
+        self.bound_changes();
         Ok(out)
+    }
+
+    /// Keeps the changes tracked since the last state file within the state's size: a
+    /// query without a checkpoint never writes one, and past that size a full snapshot
+    /// costs less than a delta anyway. So they are dropped and the next file is full.
+    fn bound_changes(&mut self) {
+        let over = [&self.left, &self.right].iter().any(|s| {
+            (s.evicted_since_filed.len() + s.matched_since_filed.len()) as u64
+                > s.num_rows() + MAX_CHANGES_OVER_STATE
+        });
+        if over {
+            self.snapshot_next = true;
+            for side in [&mut self.left, &mut self.right] {
+                side.evicted_since_filed = Vec::new();
+                side.matched_since_filed = Vec::new();
+            }
+        }
     }
 
     /// Notes which rows of a preserved side matched, and drops the row-id columns.
@@ -433,8 +532,9 @@ impl StreamJoin {
                 (keep_right, lw + 1 + rw, &mut self.right),
             ] {
                 if keep {
-                    side.matched
-                        .extend(b.column(col).as_primitive::<UInt64Type>().values().iter());
+                    for &id in b.column(col).as_primitive::<UInt64Type>().values().iter() {
+                        side.note_matched(id);
+                    }
                 }
             }
             let cols: Vec<usize> = (0..lw).chain(lw + 1..lw + 1 + rw).collect();
@@ -504,8 +604,20 @@ impl StreamJoin {
                 .collect();
             let kept = filter_record_batch(&all, &keep)?;
             removed += (all.num_rows() - kept.num_rows()) as u64;
+            let gone_mask = datafusion::arrow::compute::not(&keep)?;
+            if kept.num_rows() < all.num_rows() {
+                let side = if left {
+                    &mut self.left
+                } else {
+                    &mut self.right
+                };
+                let ids = filter_record_batch(&all.project(&[all.num_columns() - 1])?, &gone_mask)?;
+                let filed = side.filed_next_row_id;
+                side.evicted_since_filed
+                    .extend(row_ids(&ids).iter().copied().filter(|&id| id < filed));
+            }
             if (left && keep_left) || (!left && keep_right) {
-                let gone = filter_record_batch(&all, &datafusion::arrow::compute::not(&keep)?)?;
+                let gone = filter_record_batch(&all, &gone_mask)?;
                 if let Some(rows) = self.unmatched(left, &gone)? {
                     outer.push(rows);
                 }
@@ -553,16 +665,43 @@ impl StreamJoin {
             for id in matched {
                 out.extend_from_slice(&id.to_le_bytes());
             }
-            let mut ipc = Vec::new();
-            {
-                let mut w = StreamWriter::try_new(&mut ipc, schema)?;
-                for b in &side.rows {
-                    w.write(b)?;
-                }
-                w.finish()?;
+            write_rows(&mut out, schema, &side.rows)?;
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        Ok(out)
+    }
+
+    /// What changed since the last state file, per side: its clock, the ids evicted (as
+    /// ranges), the ids that became matched, and the rows added.
+    fn delta_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        out.extend_from_slice(crate::checkpoint::DELTA_MAGIC);
+        out.extend_from_slice(JOIN_DELTA_TAG);
+        for (side, schema) in [
+            (&self.left, &self.left_schema),
+            (&self.right, &self.right_schema),
+        ] {
+            out.extend_from_slice(&side.max_event_time_ms.unwrap_or(i64::MIN).to_le_bytes());
+            out.extend_from_slice(&side.next_row_id.to_le_bytes());
+            let ranges = id_ranges(side.evicted_since_filed.clone());
+            out.extend_from_slice(&(ranges.len() as u64).to_le_bytes());
+            for (start, end) in ranges {
+                out.extend_from_slice(&start.to_le_bytes());
+                out.extend_from_slice(&end.to_le_bytes());
             }
-            out.extend_from_slice(&(ipc.len() as u64).to_le_bytes());
-            out.extend_from_slice(&ipc);
+            let mut matched: Vec<u64> = side
+                .matched_since_filed
+                .iter()
+                .copied()
+                .filter(|id| side.matched.contains(id))
+                .collect();
+            matched.sort_unstable();
+            out.extend_from_slice(&(matched.len() as u64).to_le_bytes());
+            for id in matched {
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+            write_rows(&mut out, schema, &side.rows_since_filed())?;
         }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -611,26 +750,15 @@ impl StreamJoin {
             }
             let (ipc, tail) = rest.split_at(len as usize);
             rest = tail;
-            let reader = StreamReader::try_new(ipc, None)?;
-            if reader.schema().fields().len() != schema.fields().len() {
-                return Err(err(
-                    "join state was written by a query with different columns".into(),
-                ));
-            }
-            let rows = reader
-                .map(|b| {
-                    b.map_err(SqlError::from).and_then(|b| {
-                        Ok(RecordBatch::try_new(schema.clone(), b.columns().to_vec())?)
-                    })
-                })
-                .collect::<Result<Vec<_>>>()
-                .map_err(|e| err(format!("join state: {e}")))?;
-            sides.push(SideState {
-                rows,
+            let mut side = SideState {
+                rows: read_rows(ipc, schema, what)?,
                 max_event_time_ms: (max != i64::MIN).then_some(max),
                 next_row_id,
                 matched,
-            });
+                ..SideState::default()
+            };
+            side.filed();
+            sides.push(side);
         }
         if !rest.is_empty() {
             return Err(err("trailing bytes in join state file".into()));
@@ -639,6 +767,131 @@ impl StreamJoin {
         self.left = sides.pop().expect("two sides");
         Ok(())
     }
+
+    /// Applies a delta (`delta_bytes`) to the state.
+    fn apply_delta_bytes(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        let magic = [crate::checkpoint::DELTA_MAGIC, JOIN_DELTA_TAG].concat();
+        let mut r = checked_reader(bytes, &magic, what)?;
+        for left in [true, false] {
+            let schema = if left {
+                self.left_schema.clone()
+            } else {
+                self.right_schema.clone()
+            };
+            let max = r.i64()?;
+            let next_row_id = r.i64()? as u64;
+            let n = count(&mut r, 16)?;
+            let mut ranges = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (start, end) = (r.i64()? as u64, r.i64()? as u64);
+                if start >= end || ranges.last().is_some_and(|&(_, e)| e > start) {
+                    return Err(r.error("join state delta: evicted ids out of order"));
+                }
+                ranges.push((start, end));
+            }
+            let n = count(&mut r, 8)?;
+            let mut matched = Vec::with_capacity(n);
+            for _ in 0..n {
+                matched.push(r.i64()? as u64);
+            }
+            let len = r.i64()? as u64;
+            if len > (r.data.len() - r.pos) as u64 {
+                return Err(r.error("join state delta is truncated"));
+            }
+            let rows = read_rows(r.bytes(len as usize)?, &schema, what)?;
+            let side = if left {
+                &mut self.left
+            } else {
+                &mut self.right
+            };
+            if rows
+                .first()
+                .and_then(|b| row_ids(b).first().copied())
+                .is_some_and(|id| id < side.next_row_id)
+            {
+                return Err(r.error(
+                    "join state delta adds rows the state before it already has (a delta out of order)",
+                ));
+            }
+            side.remove_ids(&ranges)?;
+            side.rows.extend(rows);
+            side.matched.extend(matched);
+            side.max_event_time_ms = (max != i64::MIN).then_some(max);
+            side.next_row_id = next_row_id;
+            side.filed();
+        }
+        if r.pos != r.data.len() {
+            return Err(r.error("trailing bytes in join state delta"));
+        }
+        Ok(())
+    }
+}
+
+/// The row ids of a side's rows (its last column).
+fn row_ids(b: &RecordBatch) -> &[u64] {
+    b.column(b.num_columns() - 1)
+        .as_primitive::<UInt64Type>()
+        .values()
+}
+
+/// Ids as sorted, disjoint `[start, end)` ranges.
+fn id_ranges(mut ids: Vec<u64>) -> Vec<(u64, u64)> {
+    ids.sort_unstable();
+    ids.dedup();
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for id in ids {
+        match ranges.last_mut() {
+            Some((_, end)) if *end == id => *end += 1,
+            _ => ranges.push((id, id + 1)),
+        }
+    }
+    ranges
+}
+
+/// A count read from a state file whose items take at least `item_bytes` each: refused
+/// when the file is too short to hold them (so a damaged count allocates nothing).
+fn count(r: &mut Reader<'_>, item_bytes: usize) -> Result<usize> {
+    let n = r.i64()? as u64;
+    if n > ((r.data.len() - r.pos) / item_bytes) as u64 {
+        return Err(r.error("join state file is truncated"));
+    }
+    Ok(n as usize)
+}
+
+/// A side's rows as a length-prefixed Arrow IPC stream.
+fn write_rows(out: &mut Vec<u8>, schema: &SchemaRef, rows: &[RecordBatch]) -> Result<()> {
+    let mut ipc = Vec::new();
+    {
+        let mut w = StreamWriter::try_new(&mut ipc, schema)?;
+        for b in rows {
+            w.write(b)?;
+        }
+        w.finish()?;
+    }
+    out.extend_from_slice(&(ipc.len() as u64).to_le_bytes());
+    out.extend_from_slice(&ipc);
+    Ok(())
+}
+
+/// Rows `write_rows` wrote, in the side's schema; `what` names the file for errors.
+fn read_rows(ipc: &[u8], schema: &SchemaRef, what: &str) -> Result<Vec<RecordBatch>> {
+    let err = |m: String| SqlError::Checkpoint {
+        path: what.to_string(),
+        message: m,
+    };
+    let reader = StreamReader::try_new(ipc, None).map_err(|e| err(format!("join state: {e}")))?;
+    if reader.schema().fields().len() != schema.fields().len() {
+        return Err(err(
+            "join state was written by a query with different columns".into(),
+        ));
+    }
+    reader
+        .map(|b| {
+            b.map_err(SqlError::from)
+                .and_then(|b| Ok(RecordBatch::try_new(schema.clone(), b.columns().to_vec())?))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| err(format!("join state: {e}")))
 }
 
 /// A fresh progress entry for operator `name`.
@@ -658,6 +911,7 @@ impl StateOperator for StreamJoin {
     async fn run_batch(
         &mut self,
         ctx: &datafusion::prelude::SessionContext,
+        _batch_id: u64,
         watermark_ms: i64,
     ) -> Result<()> {
         let out = self.join_batch(ctx, watermark_ms).await?;
@@ -729,9 +983,48 @@ impl StateOperator for StreamJoin {
     fn restore(&mut self, bytes: &[u8], what: &str) -> Result<()> {
         self.restore_bytes(bytes, what)
     }
+
+    fn checkpoint(&mut self) -> Result<Vec<u8>> {
+        let out = if self.cadence.next_is_full() || self.snapshot_next {
+            self.snapshot_bytes()?
+        } else {
+            self.delta_bytes()?
+        };
+        self.snapshot_next = false;
+        self.left.filed();
+        self.right.filed();
+        Ok(out)
+    }
+
+    fn restore_chain(&mut self, files: &[(Vec<u8>, String)]) -> Result<()> {
+        Changelog::restore_chain(self, files)
+    }
+
+    fn set_deltas_per_snapshot(&mut self, n: u32) {
+        self.cadence.every = n;
+    }
+}
+
+impl Changelog for StreamJoin {
+    fn cadence_mut(&mut self) -> &mut SnapshotCadence {
+        &mut self.cadence
+    }
+
+    fn restore_snapshot(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        self.restore_bytes(bytes, what)
+    }
+
+    fn apply_delta(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        self.apply_delta_bytes(bytes, what)
+    }
 }
 
 const JOIN_STATE_MAGIC: &[u8] = b"RUNNEL-JOIN-STATE-2\n";
+/// Changes (ids evicted or matched) tracked since the last state file beyond a side's
+/// rows before they are dropped for a full snapshot (`bound_changes`).
+const MAX_CHANGES_OVER_STATE: u64 = 100_000;
+/// After `checkpoint::DELTA_MAGIC`: a join's delta.
+const JOIN_DELTA_TAG: &[u8] = b"join\n";
 
 #[cfg(test)]
 mod tests {
@@ -791,5 +1084,188 @@ mod tests {
         assert!(check_join_type(JoinType::Left, &bounded, &watermarked).is_ok());
         assert!(check_join_type(JoinType::Right, &bounded, &watermarked).is_err());
         assert!(check_join_type(JoinType::Full, &bounded, &bounded).is_ok());
+    }
+
+    /// A join over two sides of (k STRING, t TIMESTAMP), both watermarked (1 s delay)
+    /// with the bound `this.t >= other.t - 5 s`; no plans (the tests drive the state).
+    fn test_join(join_type: JoinType) -> StreamJoin {
+        use datafusion::arrow::datatypes::TimeUnit;
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let side = || {
+            Arc::new(SlotTable::new(
+                Arc::new(Schema::new(vec![
+                    Field::new("k", DataType::Utf8, true),
+                    Field::new("t", ts.clone(), true),
+                    Field::new("__rid", DataType::UInt64, false),
+                ])),
+                false,
+                None,
+            ))
+        };
+        let output = Arc::new(SlotTable::new(
+            Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Utf8, true),
+                Field::new("t", ts.clone(), true),
+                Field::new("k2", DataType::Utf8, true),
+                Field::new("t2", ts.clone(), true),
+            ])),
+            false,
+            None,
+        ));
+        let empty = LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+            produce_one_row: false,
+            schema: Arc::new(DFSchema::empty()),
+        });
+        let spec = JoinSideSpec {
+            event_time: Some((1, 1_000)),
+            lower_bound_ms: Some(-5_000),
+        };
+        StreamJoin::new(JoinPlan {
+            left_input: empty.clone(),
+            right_input: empty.clone(),
+            join: empty,
+            left_new: side(),
+            left_state: side(),
+            right_new: side(),
+            right_all: side(),
+            output,
+            left: spec.clone(),
+            right: spec,
+            join_type,
+            left_width: 2,
+            right_width: 2,
+        })
+    }
+
+    fn side_rows(keys: impl Iterator<Item = (String, i64)>) -> RecordBatch {
+        use datafusion::arrow::array::{StringArray, TimestampMillisecondArray};
+        let (k, t): (Vec<String>, Vec<i64>) = keys.unzip();
+        RecordBatch::try_from_iter(vec![
+            ("k", Arc::new(StringArray::from(k)) as ArrayRef),
+            (
+                "t",
+                Arc::new(TimestampMillisecondArray::from(t)) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    }
+
+    /// One batch as `join_batch` runs it, with the join's matches made up: new rows are
+    /// admitted, some rows (new and buffered) marked matched, then eviction.
+    fn step(j: &mut StreamJoin, b: i64, rows: usize, wm: i64) {
+        let mk = |side: &str| {
+            side_rows((0..rows as i64).map(|i| (format!("{side}{b}-{i}"), b * 1_000 + i * 3)))
+        };
+        let l = j.admit(true, vec![mk("l")], wm).unwrap();
+        let r = j.admit(false, vec![mk("r")], wm).unwrap();
+        for (side, new) in [(&mut j.left, &l), (&mut j.right, &r)] {
+            let old: Vec<u64> = side.rows.iter().flat_map(|b| row_ids(b).to_vec()).collect();
+            for id in old.into_iter().filter(|id| id % 7 == 0) {
+                side.note_matched(id);
+            }
+            for id in new
+                .iter()
+                .flat_map(|b| row_ids(b).to_vec())
+                .filter(|id| id % 3 == 0)
+            {
+                side.note_matched(id);
+            }
+        }
+        j.left.rows.extend(l);
+        j.right.rows.extend(r);
+        j.evict(wm).unwrap();
+        j.bound_changes();
+    }
+
+    type SideView = (RecordBatch, Vec<u64>, Option<i64>, u64);
+
+    /// A side's state, independent of how its rows fall into batches.
+    fn view(j: &StreamJoin) -> [SideView; 2] {
+        [(&j.left, &j.left_schema), (&j.right, &j.right_schema)].map(|(s, schema)| {
+            let mut m: Vec<u64> = s.matched.iter().copied().collect();
+            m.sort_unstable();
+            (
+                concat_batches(schema, &s.rows).unwrap(),
+                m,
+                s.max_event_time_ms,
+                s.next_row_id,
+            )
+        })
+    }
+
+    /// Join state files are Spark's changelog: deltas of the rows added and evicted and
+    /// the ids matched, a full snapshot every N; a snapshot and the deltas after it
+    /// restore the state as it was, after every batch.
+    #[test]
+    fn changelog_deltas_restore_the_state_as_it_was() {
+        let mut j = test_join(JoinType::Full);
+        j.set_deltas_per_snapshot(4);
+        let mut files: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut views = Vec::new();
+        for b in 0..14i64 {
+            // The watermark trails the rows by 3 s; rows 8 s behind leave the state.
+            step(&mut j, b, 500, b * 1_000 - 3_000);
+            files.push((j.checkpoint().unwrap(), format!("state/{b}")));
+            views.push(view(&j));
+        }
+        let is_delta = |f: &[u8]| f.starts_with(crate::checkpoint::DELTA_MAGIC);
+        let kinds: Vec<bool> = files.iter().map(|f| is_delta(&f.0)).collect();
+        assert_eq!(kinds[..6], [false, true, true, true, true, false]);
+        // Rows did leave the state, and some matched rows with them.
+        assert!(
+            views[13][0].0.num_rows() < 13 * 500,
+            "{}",
+            views[13][0].0.num_rows()
+        );
+        for b in 0..files.len() {
+            let start = (0..=b).rev().find(|&i| !kinds[i]).unwrap();
+            let mut restored = test_join(JoinType::Full);
+            StateOperator::restore_chain(&mut restored, &files[start..=b]).unwrap();
+            assert!(
+                view(&restored) == views[b],
+                "state after batch {b} differs once restored"
+            );
+        }
+        // A delta costs the rows that changed: 500 added per side, the state ~8x that.
+        let (snapshot, delta) = (files[10].0.len(), files[11].0.len());
+        assert!(
+            delta * 4 < snapshot,
+            "delta {delta} bytes, snapshot {snapshot}"
+        );
+        // A damaged delta is refused naming its file; so is a delta applied twice.
+        let mut bad = files[5..7].to_vec();
+        let n = bad[1].0.len();
+        bad[1].0[n - 9] ^= 1;
+        let e = StateOperator::restore_chain(&mut test_join(JoinType::Full), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("state/6") && e.contains("checksum"), "{e}");
+        let twice = [files[5].clone(), files[6].clone(), files[6].clone()];
+        let e = StateOperator::restore_chain(&mut test_join(JoinType::Full), &twice)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("out of order"), "{e}");
+        // Without state files written (no checkpoint), the changes tracked stay bounded:
+        // past the state's size plus MAX_CHANGES_OVER_STATE they are dropped, and the next
+        // file is a full snapshot that restores the state.
+        let mut unfiled = test_join(JoinType::Full);
+        for b in 0..600i64 {
+            step(&mut unfiled, b, 500, b * 1_000 - 3_000);
+            let s = &unfiled.left;
+            assert!(
+                (s.evicted_since_filed.len() + s.matched_since_filed.len()) as u64
+                    <= s.num_rows() + MAX_CHANGES_OVER_STATE
+            );
+        }
+        assert!(unfiled.snapshot_next);
+        let file = unfiled.checkpoint().unwrap();
+        assert!(!is_delta(&file));
+        let mut restored = test_join(JoinType::Full);
+        StateOperator::restore_chain(&mut restored, &[(file, "state/599".into())]).unwrap();
+        assert!(view(&restored) == view(&unfiled));
+        // Changelog off: every file is a full snapshot.
+        j.set_deltas_per_snapshot(0);
+        step(&mut j, 14, 10, 11_000);
+        assert!(!is_delta(&j.checkpoint().unwrap()));
     }
 }

@@ -8,8 +8,11 @@
 //! - `file_source` the streaming text-file source; `StreamSource`, any streaming source
 //! - `table`      slot tables: how per-batch rows reach DataFusion plans
 //! - `plan`       splitting a query around its stateful operator; Spark's rules
-//! - `aggregate`  the stateful aggregation operator and its state
-//! - `operator`   the interface of the stateful operators other than aggregation
+//! - `operator`   the interface of the stateful operators; `execute`
+//! - `aggregate`  the stateful aggregation operator
+//! - `aggregate_state` an aggregation's state: keys, windows, eviction, state files
+//! - `accumulator` the aggregate functions' accumulators
+//! - `output_mode` Spark's output modes
 //! - `join`       the stream-stream join operator and its state
 //! - `dedup`      deduplication (DISTINCT [ON (...)] [WITHIN WATERMARK]) and its state
 //! - `checkpoint` offsets/commits logs and state snapshots
@@ -22,7 +25,9 @@
 //! - `tweets`, `demo`  the deterministic tweet generator and its producer
 //! - `api`        the Rust builder API (no SQL)
 
+pub mod accumulator;
 pub mod aggregate;
+pub mod aggregate_state;
 pub mod api;
 pub mod checkpoint;
 pub mod ddl;
@@ -38,6 +43,7 @@ pub mod http;
 pub mod join;
 pub mod operator;
 pub mod options;
+pub mod output_mode;
 pub mod plan;
 pub mod progress;
 pub mod script;
@@ -46,10 +52,10 @@ pub mod source;
 pub mod table;
 pub mod tweets;
 
-pub use aggregate::OutputMode;
 pub use engine::{QueryOptions, StreamingQuery, Trigger};
 pub use error::{Result, SqlError};
 pub use group::GroupQuery;
+pub use output_mode::OutputMode;
 pub use progress::ProgressOutput;
 pub use script::Script;
 

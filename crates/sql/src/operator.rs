@@ -1,6 +1,5 @@
-//! The stateful operators other than the aggregation (the stream-stream join, the
-//! deduplication) behind one interface, so the driver runs, checkpoints and reports them
-//! the same way. Each reads the sources' slot tables and writes its own output table,
+//! The stateful operators (the aggregation, the stream-stream join, the deduplication)
+//! behind one interface, so the driver runs, checkpoints and reports them the same way. Each reads the sources' slot tables and writes its own output table,
 //! which the rest of the query (the upper plan) scans. Operators run their plans with
 //! [`execute`] here and never call back into the driver (`engine`).
 
@@ -26,9 +25,14 @@ pub async fn execute(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Vec<Rec
 /// A stateful operator. Not thread-safe in use: owned and driven by the query's driver.
 #[async_trait]
 pub trait StateOperator: Send + Sync {
-    /// Runs one batch over what the sources' slot tables hold, with the batch's
+    /// Runs batch `batch_id` over what the sources' slot tables hold, with the batch's
     /// watermark; fills the operator's output table.
-    async fn run_batch(&mut self, ctx: &SessionContext, watermark_ms: i64) -> Result<()>;
+    async fn run_batch(
+        &mut self,
+        ctx: &SessionContext,
+        batch_id: u64,
+        watermark_ms: i64,
+    ) -> Result<()>;
     /// Empties the output table once the batch is written.
     fn clear_output(&self);
     /// The watermark this operator's inputs allow (None until it can tell).
@@ -65,4 +69,10 @@ pub trait StateOperator: Send + Sync {
     }
     /// Deltas between full snapshots (0: a full snapshot every batch).
     fn set_deltas_per_snapshot(&mut self, _n: u32) {}
+    /// Whether the input must reach the operator in offset order (one partition): a
+    /// join and a deduplication keep the first row seen; an aggregation does not care,
+    /// so its input may be spread over the session's partitions (cores).
+    fn input_order_matters(&self) -> bool {
+        true
+    }
 }

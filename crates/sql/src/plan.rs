@@ -5,13 +5,15 @@
 //! ```text
 //!   upper plan (DataFusion, per batch)      e.g. Projection / Filter (HAVING) / Sort
 //!        │ reads the slot table "__state"
-//!   StatefulAggregate (ours, keeps state)
+//!   StreamAggregate (ours, keeps state)
 //!        │ reads the columns of the lower plan
 //!   lower plan (DataFusion, per batch)      Projection(keys, args) over the stream
 //! ```
 //! Without an aggregation the whole query is a stateless per-batch plan.
 
-use crate::aggregate::{AggKind, AggregateSpec, GroupColumn, OutputMode};
+use crate::accumulator::AggKind;
+use crate::aggregate::StreamAggregate;
+use crate::aggregate_state::{AggregateSpec, GroupColumn};
 use crate::dedup::{DedupSpec, StreamDedup, WITHIN_WATERMARK_MARKER};
 use crate::error::{Result, SqlError};
 use crate::functions::WindowSpec;
@@ -20,6 +22,7 @@ use crate::join::{
     JoinSideSpec, StreamJoin,
 };
 use crate::operator::StateOperator;
+use crate::output_mode::OutputMode;
 use crate::script::WatermarkDecl;
 use crate::table::SlotTable;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
@@ -40,9 +43,11 @@ pub const WATERMARK_HINT: &str = "Spark's withWatermark(\"ts\", \"10 seconds\") 
 pub struct StreamingPlan {
     /// Whole plan (stateless) or the part above the aggregation.
     pub upper: LogicalPlan,
+    /// An aggregation's parts, which a multi-process query (`group`) runs itself, with a
+    /// state per state partition; the single-process driver runs `operator`.
     pub aggregate: Option<AggregatePlan>,
-    /// The stateful operator other than an aggregation (a stream-stream join, a
-    /// deduplication), if the query has one; never together with an aggregation.
+    /// The stateful operator, if the query has one (at most one): an aggregation, a
+    /// stream-stream join or a deduplication.
     pub operator: Option<Box<dyn StateOperator>>,
     pub mode: OutputMode,
     /// The watermark delay, if a declared watermark reaches the stateful operator.
@@ -329,6 +334,8 @@ pub fn plan_logical(
         output_schema,
         input_types,
     };
+    let operator =
+        StreamAggregate::new(lower.clone(), spec.clone(), state_table.clone(), wm_delay)?;
     Ok(StreamingPlan {
         upper,
         aggregate: Some(AggregatePlan {
@@ -336,7 +343,7 @@ pub fn plan_logical(
             spec,
             state_table,
         }),
-        operator: None,
+        operator: Some(Box::new(operator)),
         mode,
         watermark_delay_ms: wm_delay,
     })

@@ -2,8 +2,8 @@
 //! lines or Parquet, exactly-once through a `_spark_metadata` commit log), memory (a
 //! table readable over HTTP while the query runs), and a callback for the Rust API.
 
-use crate::aggregate::OutputMode;
 use crate::error::{Result, SqlError};
+use crate::output_mode::OutputMode;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};

@@ -1697,3 +1697,182 @@ INSERT INTO out SELECT DISTINCT value AS k FROM lines;",
     .await
     .expect("test timed out");
 }
+
+/// A LEFT JOIN of two text-file streams of `key,epoch_ms` lines (one file a batch each),
+/// watermarked `delay_s` on both sides, rows matching within 5 s.
+fn join_files_script(l: &Path, r: &Path, sink: &str, settings: &str, delay_s: u32) -> String {
+    format!(
+        "{settings}
+CREATE TEMPORARY VIEW l_raw USING text OPTIONS (path '{}', maxFilesPerTrigger '1');
+CREATE TEMPORARY VIEW r_raw USING text OPTIONS (path '{}', maxFilesPerTrigger '1');
+CREATE TEMPORARY VIEW l AS SELECT split_part(value, ',', 1) AS lk, timestamp_millis(CAST(split_part(value, ',', 2) AS BIGINT)) AS lt FROM l_raw;
+CREATE TEMPORARY VIEW r AS SELECT split_part(value, ',', 1) AS rk, timestamp_millis(CAST(split_part(value, ',', 2) AS BIGINT)) AS rt FROM r_raw;
+{sink}
+INSERT INTO out SELECT lk, rk, unix_millis(lt) AS lt, unix_millis(rt) AS rt
+FROM l WATERMARK lt DELAY OF INTERVAL {delay_s} SECONDS
+LEFT JOIN r WATERMARK rt DELAY OF INTERVAL {delay_s} SECONDS
+  ON lk = rk AND rt BETWEEN lt - INTERVAL 5 SECONDS AND lt + INTERVAL 5 SECONDS;",
+        l.display(),
+        r.display()
+    )
+}
+
+/// The json sink's committed rows, sorted.
+fn committed_lines(out: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = runnel_sql::sink::committed_files(out)
+        .unwrap()
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A stream-stream join whose process dies after a batch's output and state were
+/// written but before its commit resumes from the last snapshot and the deltas after it,
+/// re-runs that batch, and ends with exactly the output of an uninterrupted run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_join_resumes_from_state_deltas_with_the_output_of_an_uninterrupted_run() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (l, r) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // Eight files a side, 200 rows each over 9 s of event time: left keys k0-k39,
+        // right keys k0-k34. Rows match within 5 s; left rows of k35-k39 never match and
+        // are written unmatched once the watermark passes them.
+        for f in 0..8i64 {
+            for (dir, side, mul, keys) in [(&l, "l", 0, 40), (&r, "r", 7, 35)] {
+                let text: String = (0..200i64)
+                    .map(|i| format!("k{},{}\n", (i * mul + i / 3) % keys, START_MS + f * 10_000 + i * 45 + mul * 100))
+                    .collect();
+                std::fs::write(dir.path().join(format!("{f:02}-{side}")), text).unwrap();
+            }
+        }
+        let settings = "SET spark.sql.streaming.stateStore.minDeltasForSnapshot = 3;";
+        let run = |crash_after: Option<u64>| {
+            let (l, r) = (l.path().to_path_buf(), r.path().to_path_buf());
+            async move {
+                let (out, ck) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+                let sink = format!(
+                    "CREATE TEMPORARY VIEW out USING json OPTIONS (path '{}', checkpointLocation '{}');",
+                    out.path().display(),
+                    ck.path().display()
+                );
+                let text = join_files_script(&l, &r, &sink, settings, 2);
+                if let Some(n) = crash_after {
+                    let opts = QueryOptions { max_batches: Some(n + 1), ..available_now() };
+                    run_script(&text, &BTreeMap::new(), opts).await;
+                    // The crash: batch n's output and state are written, its commit is not.
+                    let state = ck.path().join("state");
+                    let deltas = (0..=n)
+                        .filter(|b| {
+                            std::fs::read(state.join(b.to_string()))
+                                .is_ok_and(|f| f.starts_with(b"RUNNEL-DELTA-1\n"))
+                        })
+                        .count();
+                    assert!(deltas >= 2, "the join wrote deltas: {deltas} of {}", n + 1);
+                    std::fs::remove_file(ck.path().join("commits").join(n.to_string())).unwrap();
+                }
+                run_script(&text, &BTreeMap::new(), available_now()).await;
+                (committed_lines(out.path()), out, ck)
+            }
+        };
+        let (whole, ..) = run(None).await;
+        let unmatched = whole.iter().filter(|l| l.contains("\"rk\":null") || !l.contains("\"rk\"")).count();
+        assert!(unmatched > 10 && whole.len() - unmatched > 100, "{unmatched} of {}", whole.len());
+        for crash_after in [4, 6] {
+            let (resumed, ..) = run(Some(crash_after)).await;
+            assert_eq!(resumed.len(), whole.len(), "crash after batch {crash_after}");
+            assert!(resumed == whole, "crash after batch {crash_after}: the output differs");
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Join state files cost what a batch changed: with a large state and a few thousand
+/// rows added and evicted per batch, a delta is a fraction of a full snapshot. The same
+/// run measures both ways (figures printed; RUNNEL_JOIN_STATE_ROWS=1000000 for the large
+/// form).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_state_deltas_cost_what_changed() {
+    let rows: i64 = std::env::var("RUNNEL_JOIN_STATE_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40_000);
+    tokio::time::timeout(TEST_TIMEOUT * 10, async {
+        let (l, r) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // A first file of rows/2 a side, 10 ms apart, then files of 2000 rows: the state
+        // holds about `rows` rows and each batch adds and evicts about 2000 a side.
+        let per_side = rows / 2;
+        let file = |dir: &Path, name: &str, side: &str, range: std::ops::Range<i64>| {
+            let text: String = range
+                .map(|i| format!("{side}{i},{}\n", START_MS + i * 10))
+                .collect();
+            std::fs::write(dir.join(name), text).unwrap();
+        };
+        for (dir, side) in [(l.path(), "l"), (r.path(), "r")] {
+            file(dir, "0", side, 0..per_side);
+            for f in 1..5 {
+                let from = per_side + (f - 1) * 2000;
+                file(dir, &f.to_string(), side, from..from + 2000);
+            }
+        }
+        // The delay spans the first file's event time, so it is held, then evicted as
+        // later files come.
+        let delay_s = (per_side * 10 / 1000) as u32;
+        let (mut figures, mut all_sizes) = (Vec::new(), Vec::new());
+        for changelog in [false, true] {
+            let ck = tempfile::tempdir().unwrap();
+            let sink = format!(
+                "CREATE TEMPORARY VIEW out USING memory OPTIONS (queryName 'j', checkpointLocation '{}');",
+                ck.path().display()
+            );
+            let settings = format!(
+                "SET spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled = {changelog};"
+            );
+            let text = join_files_script(l.path(), r.path(), &sink, &settings, delay_s);
+            // Batch by batch (state files are purged as later ones come): the first
+            // two, then one a run, each restarting from the checkpoint.
+            let batches = |n| QueryOptions { max_batches: Some(n), ..available_now() };
+            run_script(&text, &BTreeMap::new(), batches(2)).await;
+            let mut sizes = Vec::new();
+            for b in 2..5u64 {
+                let q = run_script(&text, &BTreeMap::new(), batches(1)).await;
+                let p = &q.progress_log().recent()[0];
+                assert_eq!(p.batch_id, b);
+                let op = &p.state_operators[0];
+                let size = std::fs::metadata(ck.path().join("state").join(b.to_string()))
+                    .unwrap()
+                    .len();
+                figures.push(format!(
+                    "changelog {changelog}: batch {b}: state {} rows ({} added, {} evicted); state file {size} bytes; commit {} ms",
+                    op.num_rows_total,
+                    op.num_rows_updated,
+                    op.num_rows_removed,
+                    p.duration_ms["commitOffsets"]
+                ));
+                assert!(
+                    op.num_rows_removed > 1000 && op.num_rows_total as i64 > rows * 8 / 10,
+                    "{op:?}"
+                );
+                sizes.push(size);
+            }
+            all_sizes.push(sizes);
+        }
+        // Each batch's delta is a fraction of the full snapshot the same batch writes
+        // with the changelog off.
+        for (delta, full) in all_sizes[1].iter().zip(&all_sizes[0]) {
+            assert!(delta * 4 < *full, "{all_sizes:?}");
+        }
+        for f in figures {
+            println!("{f}");
+        }
+    })
+    .await
+    .expect("test timed out");
+}
