@@ -56,6 +56,7 @@ impl StateOperator for StreamAggregate {
             self.state.update(b, Some(watermark_ms), batch_id)?;
         }
         let out = self.state.finish_batch(Some(watermark_ms), batch_id)?;
+        self.state.bound_changes();
         // The state builds the aggregate's schema; the slot's names are the plan's.
         let out = RecordBatch::try_new(self.output.schema_ref(), out.columns().to_vec())?;
         self.output.set(vec![out]);

@@ -681,6 +681,11 @@ impl AggregateState {
         out
     }
 
+    /// Keeps the keys tracked for the next delta bounded (`checkpoint::bound_changes`).
+    pub fn bound_changes(&mut self) {
+        crate::checkpoint::bound_changes(&mut self.touched, self.state.len(), &mut self.cadence);
+    }
+
     /// The state file for the batch just run, as Spark's changelog checkpointing writes
     /// it: the keys added, changed or removed since the last file (a delta), or every
     /// `minDeltasForSnapshot` deltas (and first) the whole state. So a batch costs in

@@ -157,11 +157,36 @@ impl SnapshotCadence {
         full
     }
 
+    /// The next state file is a full snapshot (the changes tracked for a delta were
+    /// dropped: `bound_changes`).
+    pub fn force_full(&mut self) {
+        self.since = None;
+    }
+
     /// The state was restored from a snapshot and `deltas` deltas after it.
     pub fn restored(&mut self, deltas: usize) {
         self.since = Some(deltas as u32);
     }
 }
+/// Changes tracked for the next delta beyond the state's own size before they are
+/// dropped and the next state file is a full snapshot instead: a query without a
+/// checkpoint never writes a state file, and what it tracks must not grow with every key
+/// it ever saw.
+pub const MAX_CHANGES_OVER_STATE: usize = 100_000;
+
+/// Drops `touched` (the keys changed since the last state file) once it holds more than
+/// `state_len + MAX_CHANGES_OVER_STATE` keys; the next state file is then a full snapshot.
+pub fn bound_changes(
+    touched: &mut std::collections::HashSet<Box<[u8]>>,
+    state_len: usize,
+    cadence: &mut SnapshotCadence,
+) {
+    if touched.len() > state_len + MAX_CHANGES_OVER_STATE {
+        *touched = Default::default();
+        cadence.force_full();
+    }
+}
+
 /// Largest checkpoint file we will read.
 const MAX_ENTRY_BYTES: u64 = 64 << 20;
 
@@ -543,6 +568,34 @@ fn read_state_file(path: &Path) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod identity_tests {
     use super::*;
+
+    /// A query that never writes a state file (no checkpoint) keeps what it tracks for
+    /// deltas bounded: past the state's size plus the margin it is dropped, and the next
+    /// state file (if one is ever written) is a full snapshot.
+    #[test]
+    fn changes_tracked_for_deltas_stay_bounded_without_state_files() {
+        let mut cadence = SnapshotCadence::new(10);
+        assert!(cadence.next_is_full());
+        let mut touched = std::collections::HashSet::new();
+        let state_len = 10;
+        for k in 0..(state_len + MAX_CHANGES_OVER_STATE) as u32 {
+            touched.insert(Box::<[u8]>::from(&k.to_be_bytes()[..]));
+            bound_changes(&mut touched, state_len, &mut cadence);
+        }
+        assert_eq!(
+            touched.len(),
+            state_len + MAX_CHANGES_OVER_STATE,
+            "at the bound: kept"
+        );
+        touched.insert(Box::<[u8]>::from(&u32::MAX.to_be_bytes()[..]));
+        bound_changes(&mut touched, state_len, &mut cadence);
+        assert!(touched.is_empty(), "past the bound: dropped");
+        assert!(
+            cadence.next_is_full(),
+            "so the next file is a full snapshot"
+        );
+        assert!(!cadence.next_is_full());
+    }
 
     fn identity(text: Option<&str>, sources: &[&str]) -> QueryIdentity {
         QueryIdentity {

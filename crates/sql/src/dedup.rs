@@ -224,6 +224,7 @@ impl StateOperator for StreamDedup {
             }
         }
         self.evict(watermark_ms);
+        crate::checkpoint::bound_changes(&mut self.touched, self.state.len(), &mut self.cadence);
         self.output.set(out);
         Ok(())
     }

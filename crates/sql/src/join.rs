@@ -1022,7 +1022,7 @@ impl Changelog for StreamJoin {
 const JOIN_STATE_MAGIC: &[u8] = b"RUNNEL-JOIN-STATE-2\n";
 /// Changes (ids evicted or matched) tracked since the last state file beyond a side's
 /// rows before they are dropped for a full snapshot (`bound_changes`).
-const MAX_CHANGES_OVER_STATE: u64 = 100_000;
+const MAX_CHANGES_OVER_STATE: u64 = crate::checkpoint::MAX_CHANGES_OVER_STATE as u64;
 /// After `checkpoint::DELTA_MAGIC`: a join's delta.
 const JOIN_DELTA_TAG: &[u8] = b"join\n";
 
