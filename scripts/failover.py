@@ -10,11 +10,19 @@ Against the same run's baseline: the time of an acks=all produce with every brok
 The broker binary: $RUNNEL_BIN, else $CARGO_TARGET_DIR/release/runnel, else the debug
 build; the script says which.
 
-    ~/.cache/runnel-venv/bin/python scripts/failover.py [--rounds 3]
+    ~/.cache/runnel-venv/bin/python scripts/failover.py [--rounds 3] [--case controller]
+        [--keep-logs DIR]
+
+With --keep-logs each round's node logs are copied to DIR/<case>-<round>/ with a
+`times` file holding the wall-clock (UTC) time of the kill and of the acknowledgement, to
+read against the nodes' log timestamps (RUST_LOG=info,openraft=info adds Raft's own
+election lines).
 """
 
 import argparse
+import datetime
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -52,7 +60,18 @@ def leader_of(bootstrap, topic, partition):
     return md.topics[topic].partitions[partition].leader, md.controller_id
 
 
-def one_round(controller_case):
+def wall():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%S.%f")
+
+
+def keep_logs(tmp, dest, lines):
+    os.makedirs(dest, exist_ok=True)
+    for log in Path(tmp).glob("node*/node*.log"):
+        shutil.copy(log, Path(dest) / log.name)
+    (Path(dest) / "times").write_text("\n".join(lines) + "\n")
+
+
+def one_round(controller_case, logs_dir=None):
     with tempfile.TemporaryDirectory() as tmp:
         c = Cluster(Path(tmp), configs={"broker.session.timeout.ms": "9000",
                                         "broker.heartbeat.interval.ms": "2000",
@@ -80,9 +99,15 @@ def one_round(controller_case):
             if victim is None:
                 return None
             t0 = time.perf_counter()
+            killed_at = wall()
             c.node(victim).kill9()
             produce_one(prod, topic, partition, 30)
-            return baseline, time.perf_counter() - t0
+            pause = time.perf_counter() - t0
+            if logs_dir:
+                keep_logs(tmp, logs_dir, [f"killed node {victim} (controller {controller}) at {killed_at}",
+                                          f"acknowledged {topic}-{partition} at {wall()}",
+                                          f"pause {pause * 1000:.0f} ms"])
+            return baseline, pause
         finally:
             c.stop()
 
@@ -90,17 +115,24 @@ def one_round(controller_case):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--case", choices=("leader", "controller", "both"), default="both")
+    ap.add_argument("--keep-logs", metavar="DIR", help="copy each round's node logs here")
     args = ap.parse_args()
     binary, which = pick_binary()
     os.environ["RUNNEL_BIN"] = binary
     print(f"broker: {which} build ({binary}); broker.session.timeout.ms=9000 (Kafka's default)")
     for label, controller_case in (("partition leader, not the controller", False),
                                    ("the active controller", True)):
+        if args.case != "both" and controller_case != (args.case == "controller"):
+            continue
         pauses, baselines = [], []
         for _ in range(args.rounds * 3):
             if len(pauses) == args.rounds:
                 break
-            r = one_round(controller_case)
+            dest = None
+            if args.keep_logs:
+                dest = os.path.join(args.keep_logs, f"{'controller' if controller_case else 'leader'}-{len(pauses)}")
+            r = one_round(controller_case, dest)
             if r is not None:
                 baselines.append(r[0])
                 pauses.append(r[1])

@@ -107,10 +107,25 @@ impl ControllerClient {
         let mut next = 0usize;
         let mut last_err = String::from("none answered");
         let mut hops = 0;
+        // The voter that last failed to answer (hung: SIGSTOP, or unreachable), and when.
+        // A follower that has not noticed yet still names it as the leader; following that
+        // hint, or coming round to it again, would spend another attempt (3 s) on it,
+        // longer than a short broker session. It is avoided for one attempt's time.
+        let mut failed: Option<(i32, Instant)> = None;
         loop {
+            let avoid = failed
+                .filter(|(_, at)| at.elapsed() < ATTEMPT_LIMIT)
+                .map(|(id, _)| id);
             let target = match *self.leader.lock() {
                 Some(l) => l,
-                None => self.voters[next % self.voters.len()].0,
+                None => {
+                    if self.voters.len() > 1
+                        && Some(self.voters[next % self.voters.len()].0) == avoid
+                    {
+                        next += 1;
+                    }
+                    self.voters[next % self.voters.len()].0
+                }
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -131,10 +146,10 @@ impl ControllerClient {
                 }
                 Ok(Response::Controller(Err(e))) if e.kind == ErrorKind::NotController => {
                     last_err = e.message.clone();
-                    match e
-                        .leader
-                        .filter(|l| *l != target && voter_addr(&self.voters, *l).is_some())
-                    {
+                    let hint = e.leader.filter(|l| {
+                        *l != target && Some(*l) != avoid && voter_addr(&self.voters, *l).is_some()
+                    });
+                    match hint {
                         Some(l) => {
                             *self.leader.lock() = Some(l);
                             redirected = true;
@@ -160,6 +175,7 @@ impl ControllerClient {
                 Err(e) => {
                     last_err = e;
                     *self.leader.lock() = None;
+                    failed = Some((target, Instant::now()));
                     next += 1;
                 }
             }
@@ -448,5 +464,67 @@ async fn watch_loop(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MetaConfig;
+    use crate::node::MetaNode;
+    use crate::rpc::{read_frame, write_frame, Response};
+    use tokio::net::TcpListener;
+
+    /// A voter whose process hangs (SIGSTOP): its kernel accepts, nothing answers.
+    async fn hung_voter() -> (SocketAddr, TcpListener) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        (l.local_addr().unwrap(), l)
+    }
+
+    /// A follower that has not noticed yet: it names `leader` as the controller.
+    async fn stale_follower(leader: i32) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    while let Ok(_req) = read_frame::<Request, _>(&mut s).await {
+                        let no = ControllerError::not_controller(2, Some(leader));
+                        let resp = Response::Controller(Err(no));
+                        if write_frame(&mut s, &resp).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_voter_named_by_a_stale_follower_is_not_tried_again_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let real_addr = real.local_addr().unwrap();
+        let node = MetaNode::start(
+            MetaConfig::new(3, vec![(3, real_addr)], dir.path()),
+            Some(real),
+        )
+        .await
+        .unwrap();
+        let (hung_addr, _hung) = hung_voter().await;
+        let follower = stale_follower(1).await;
+        let client = ControllerClient::new(vec![(1, hung_addr), (2, follower), (3, real_addr)]);
+        let t0 = Instant::now();
+        let epoch = client
+            .register_broker(7, "127.0.0.1", 9007, Vec::new(), None, Uuid::new_v4())
+            .await
+            .unwrap();
+        assert!(epoch > 0);
+        // One attempt (3 s) is lost on the hung voter; following the stale follower's
+        // hint back to it would lose another.
+        let took = t0.elapsed();
+        assert!(took < ATTEMPT_LIMIT * 2, "registered after {took:?}");
+        node.shutdown().await;
     }
 }

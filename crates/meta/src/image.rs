@@ -34,7 +34,8 @@ pub struct BrokerImage {
     pub epoch: i64,
     pub incarnation: Uuid,
     /// Missed its heartbeats (or shut down): leads nothing, is in no ISR it can be taken
-    /// out of, and is not listed to clients.
+    /// out of, and is not listed to clients (but for a moment after it was fenced: the
+    /// broker's `Cluster::listed_brokers`).
     pub fenced: bool,
 }
 

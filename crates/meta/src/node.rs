@@ -59,6 +59,9 @@ const PROBE_PAUSES: [Duration; 4] = [
 /// After the Raft leader's process is found dead, the followers ask for votes in id order,
 /// this far apart, so that two of them do not split the vote.
 const ELECTION_STAGGER: Duration = Duration::from_millis(40);
+/// How long a voter found dead (its quorum port refused every probe) lets the controller
+/// judge the broker of the same id by one refused probe instead of four.
+const DEAD_VOTER_MEMORY: Duration = Duration::from_secs(10);
 
 /// A broker's heartbeat connection to this voter ended at `at`: the controller probes the
 /// broker's port to tell a dead process from a dropped connection.
@@ -138,10 +141,12 @@ impl MetaNode {
             stop: stop.clone(),
             tasks: Mutex::new(Vec::new()),
         });
+        // Voters whose process LeaderWatch found gone, for the controller's probes.
+        let dead_voters = Arc::new(Mutex::new(HashMap::new()));
         let watch_leader = LeaderWatch {
             me: cfg.node_id as u64,
             voters: Arc::new(voters.clone()),
-            lease: cfg.election_timeout_max,
+            dead: dead_voters.clone(),
         };
         let server = tokio::spawn(serve(
             listener,
@@ -190,6 +195,7 @@ impl MetaNode {
             session_start: Instant::now(),
             last_rebalance: Instant::now(),
             gone: gone_tx,
+            dead_voters,
         };
         let controller = tokio::spawn(actor.run(jobs_rx, lost_rx, gone_rx, stop.subscribe()));
         node.tasks.lock().extend([server, controller]);
@@ -241,16 +247,19 @@ impl MetaNode {
             .map_err(|e| MetaError::Raft(format!("node {}: snapshot: {e}", self.node_id)))
     }
 
-    /// Stops Raft, the controller and the RPC service (the port is free afterwards).
+    /// Stops the RPC service, the controller and Raft (the port is free afterwards).
+    /// The listening port closes before Raft's own connections to the other voters do,
+    /// as when the process dies: a follower that sees this leader's connection close
+    /// then finds the port refusing and elects a new leader at once.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(node = self.node_id, "raft shutdown: {e}");
-        }
         let tasks: Vec<_> = self.tasks.lock().drain(..).collect();
         for t in tasks {
             t.abort();
             let _ = t.await;
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(node = self.node_id, "raft shutdown: {e}");
         }
     }
 }
@@ -354,26 +363,36 @@ struct Seen {
     leader: Option<LeaderSeen>,
 }
 
-/// The Raft leader whose appends a connection carried: its id, term, and when this
-/// follower last accepted one.
+/// The Raft leader whose appends a connection carried: its id and term.
 #[derive(Clone, Copy)]
 struct LeaderSeen {
     id: u64,
     term: u64,
-    at: Instant,
 }
 
-/// Starts an election as soon as it can succeed when the leader's process is gone, instead
-/// of after the election timeout. Raft waits out its timers because a silent leader may be
-/// alive; a closed connection and a port that refuses every probe say it is not.
+/// Replaces a Raft leader whose process is gone at once, instead of after the followers'
+/// lease on it and an election timeout. Raft waits out its timers because a silent leader
+/// may be alive; a closed connection and a port that refuses every probe say it is not.
+///
+/// openraft grants no vote while the voter's lease on the last leader runs
+/// (`election_timeout_max` since its last append), unless the voter's own vote is not
+/// committed. So every follower that found the leader dead first stands for election
+/// itself: it cannot win that term (each survivor votes for itself, or still holds its
+/// lease), but its vote is no longer a committed one. Then the survivors stand again in id
+/// order, [`ELECTION_STAGGER`] apart, each only while no new leader is known: the first
+/// whose term is above the others' (and whose log is as long as theirs) wins.
 #[derive(Clone)]
 struct LeaderWatch {
     me: u64,
     voters: Arc<BTreeMap<u64, SocketAddr>>,
-    /// How long a voter that heard from the leader refuses to vote for another
-    /// (openraft's leader lease: `election_timeout_max`).
-    lease: Duration,
+    /// Voters this node found dead (their quorum port refused every probe), and when:
+    /// the controller uses it to judge a broker of the same node id.
+    dead: Arc<Mutex<HashMap<u64, Instant>>>,
 }
+
+/// How many times each surviving voter stands again after giving up its lease (a vote
+/// split by a voter that was late to notice costs one more round).
+const FAST_ELECTION_ROUNDS: u32 = 3;
 
 impl LeaderWatch {
     async fn elect_if_dead(self, raft: Raft<TypeConfig>, leader: LeaderSeen) {
@@ -386,24 +405,45 @@ impl LeaderWatch {
         if !refuses_every_probe(&addr.to_string()).await {
             return;
         }
-        // The other followers refuse to vote until their lease on the dead leader has run
-        // out; they heard its last heartbeat when this one did.
+        self.dead.lock().insert(leader.id, Instant::now());
+        if !leaderless(&raft, leader) {
+            return;
+        }
+        tracing::warn!(leader = leader.id, term = leader.term, "the metadata quorum's leader closed its connection and its port refuses connections: asking for votes now");
+        // Gives up this voter's lease on the dead leader (see the type's comment).
+        let _ = raft.trigger().elect().await;
         let rank = self
             .voters
             .keys()
             .filter(|v| **v != leader.id && **v < self.me)
             .count() as u32;
-        tokio::time::sleep_until(leader.at + self.lease + ELECTION_STAGGER * (rank + 1)).await;
-        let still_stale = {
-            let m = raft.metrics();
-            let m = m.borrow();
-            m.current_leader == Some(leader.id) && m.current_term == leader.term
-        };
-        if still_stale {
-            tracing::warn!(leader = leader.id, term = leader.term, "the metadata quorum's leader closed its connection and its port refuses connections: asking for votes now");
+        let round = ELECTION_STAGGER * self.voters.len() as u32;
+        let start = Instant::now();
+        for r in 0..FAST_ELECTION_ROUNDS {
+            tokio::time::sleep_until(start + round * r + ELECTION_STAGGER * (rank + 1)).await;
+            // A voter that granted another candidate's vote meanwhile (or follows a new
+            // leader) must not stand again: its newer term would depose that leader.
+            if !self.own_candidate(&raft) {
+                return;
+            }
             let _ = raft.trigger().elect().await;
         }
     }
+
+    /// This node is a candidate voting for itself (its last election has not succeeded,
+    /// and it granted no one else since).
+    fn own_candidate(&self, raft: &Raft<TypeConfig>) -> bool {
+        let m = raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Candidate && m.vote.leader_id().voted_for() == Some(self.me)
+    }
+}
+
+/// No leader other than the dead `leader` is known yet, and this node is not it.
+fn leaderless(raft: &Raft<TypeConfig>, leader: LeaderSeen) -> bool {
+    let m = raft.metrics();
+    let m = m.borrow();
+    m.state != ServerState::Leader && m.current_leader.map_or(true, |l| l == leader.id)
 }
 
 /// Probes `addr` at each of [`PROBE_PAUSES`]: true only if every connect is refused (the
@@ -411,7 +451,12 @@ impl LeaderWatch {
 /// is not proof of death. One refusal is not enough either: a dying process can close its
 /// connections a moment before its listening socket.
 async fn refuses_every_probe(addr: &str) -> bool {
-    for pause in PROBE_PAUSES {
+    refuses_probes(addr, &PROBE_PAUSES).await
+}
+
+/// Probes `addr` after each of `pauses`: true only if every connect is refused.
+async fn refuses_probes(addr: &str, pauses: &[Duration]) -> bool {
+    for &pause in pauses {
         tokio::time::sleep(pause).await;
         match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
@@ -440,11 +485,7 @@ async fn serve_requests(
                 let committed = r.vote.is_committed();
                 let resp = raft.append_entries(r).await;
                 if let (Some(id), true, true) = (leader, committed, resp.is_ok()) {
-                    seen.leader = Some(LeaderSeen {
-                        id,
-                        term,
-                        at: Instant::now(),
-                    });
+                    seen.leader = Some(LeaderSeen { id, term });
                 }
                 Response::AppendEntries(resp)
             }
@@ -514,6 +555,9 @@ struct Actor {
     last_rebalance: Instant,
     /// Where probes report a broker whose port refuses connections (its process is gone).
     gone: mpsc::UnboundedSender<Lost>,
+    /// Voters whose quorum port refused every probe after their connection closed, and
+    /// when (`LeaderWatch`): in combined mode the broker of that id died with them.
+    dead_voters: Arc<Mutex<HashMap<u64, Instant>>>,
 }
 
 /// Resolves once `stop` says so (or its sender is gone).
@@ -537,6 +581,9 @@ impl Actor {
             .clamp(Duration::from_millis(20), Duration::from_millis(250));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Raft's role changes: a node elected leader becomes the active controller at once
+        // (fencing a broker that died with the old controller) instead of at its next tick.
+        let mut role = self.raft.server_metrics();
         loop {
             // Biased: requests already queued (heartbeats among them) are decided before
             // the tick judges sessions, so a controller that stalled on a slow Raft write
@@ -550,6 +597,11 @@ impl Actor {
                     let _ = reply.send(r);
                 }
                 _ = tick.tick() => self.tick().await,
+                Ok(()) = role.changed() => {
+                    if self.is_active() {
+                        let _ = self.ensure_leader().await;
+                    }
+                }
                 Some(l) = lost.recv() => self.probe(l),
                 Some(l) = dead.recv() => self.fence_dead(l).await,
             }
@@ -881,9 +933,21 @@ impl Actor {
         else {
             return;
         };
+        // A voter of the same id that this node already found gone (combined mode: the
+        // old controller) needs only one more refusal, on its broker port.
+        let voter_gone = self
+            .dead_voters
+            .lock()
+            .get(&(l.id as u64))
+            .is_some_and(|at| at.elapsed() < DEAD_VOTER_MEMORY);
+        let pauses: &'static [Duration] = if voter_gone {
+            &PROBE_PAUSES[..1]
+        } else {
+            &PROBE_PAUSES
+        };
         let gone = self.gone.clone();
         tokio::spawn(async move {
-            if refuses_every_probe(&addr).await {
+            if refuses_probes(&addr, pauses).await {
                 let _ = gone.send(l);
             } else {
                 tracing::debug!(broker = l.id, %addr, "broker's port did not refuse: leaving it to the session timeout");

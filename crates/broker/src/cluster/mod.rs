@@ -15,13 +15,13 @@ mod import;
 mod markers;
 pub mod reconcile;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use runnel_meta::{
-    ClusterImage, ControllerClient, ControllerError, ErrorKind, MetaConfig, MetaNode,
+    BrokerImage, ClusterImage, ControllerClient, ControllerError, ErrorKind, MetaConfig, MetaNode,
 };
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
@@ -30,6 +30,13 @@ use crate::broker::Broker;
 use crate::cluster::fetcher::Fetchers;
 use crate::error::{BrokerError, ErrorCode};
 use crate::storage::partition::Partition;
+
+/// How long Metadata keeps listing a broker after this broker saw it fenced. librdkafka
+/// (2.x) re-delegates a partition whose leader it is just moving away from a broker that
+/// vanished from the same response to its internal broker, and only finds the new leader
+/// again at its once-a-second topic scan: listing the fenced broker a moment longer lets
+/// the move finish first, so a failover does not pay that second.
+const FENCED_STILL_LISTED: Duration = Duration::from_secs(3);
 
 /// An ISR the leader wants the controller to record.
 pub struct IsrChange {
@@ -52,6 +59,8 @@ pub struct Cluster {
     isr_changes: mpsc::UnboundedSender<IsrChange>,
     /// For background work that calls back into the broker (transaction markers).
     broker: std::sync::Weak<Broker>,
+    /// Fenced brokers and when this broker first saw them fenced (`listed_brokers`).
+    fenced_seen: parking_lot::Mutex<HashMap<i32, tokio::time::Instant>>,
 }
 
 impl Cluster {
@@ -123,6 +132,7 @@ impl Cluster {
             isr_changes: isr_tx,
             broker: Arc::downgrade(broker),
             reconciled: watch::channel(0).0,
+            fenced_seen: Default::default(),
         });
         // Before any task that may ask for it starts.
         let _ = broker.cluster.set(cluster.clone());
@@ -196,6 +206,21 @@ impl Cluster {
 
     pub fn current_image(&self) -> Arc<ClusterImage> {
         self.image.borrow().clone()
+    }
+
+    /// Notes when each broker of `image` was first seen fenced (called for every image).
+    pub(crate) fn note_fenced(&self, image: &ClusterImage) {
+        note_fenced(
+            &mut self.fenced_seen.lock(),
+            image,
+            tokio::time::Instant::now(),
+        );
+    }
+
+    /// The brokers Metadata lists: the live ones, and a fenced one for
+    /// [`FENCED_STILL_LISTED`] after this broker saw it fenced (see there why).
+    pub fn listed_brokers<'a>(&self, image: &'a ClusterImage) -> Vec<&'a BrokerImage> {
+        listed_brokers(&self.fenced_seen.lock(), image, tokio::time::Instant::now())
     }
 
     /// The broker id to give clients as "the controller": any live broker forwards admin
@@ -460,6 +485,37 @@ async fn isr_loop(
     }
 }
 
+/// Records `now` for each broker fenced in `image` and not yet in `seen`; forgets the
+/// ones no longer fenced (or gone).
+fn note_fenced(
+    seen: &mut HashMap<i32, tokio::time::Instant>,
+    image: &ClusterImage,
+    now: tokio::time::Instant,
+) {
+    seen.retain(|id, _| image.brokers.get(id).is_some_and(|b| b.fenced));
+    for b in image.brokers.values().filter(|b| b.fenced) {
+        seen.entry(b.id).or_insert(now);
+    }
+}
+
+/// The unfenced brokers of `image`, and the fenced ones seen fenced less than
+/// [`FENCED_STILL_LISTED`] before `now`.
+fn listed_brokers<'a>(
+    seen: &HashMap<i32, tokio::time::Instant>,
+    image: &'a ClusterImage,
+    now: tokio::time::Instant,
+) -> Vec<&'a BrokerImage> {
+    let recent = |id: &i32| {
+        seen.get(id)
+            .is_some_and(|at| now.duration_since(*at) < FENCED_STILL_LISTED)
+    };
+    image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced || recent(&b.id))
+        .collect()
+}
+
 /// The Kafka error code for a controller error.
 pub fn error_code(kind: ErrorKind) -> ErrorCode {
     match kind {
@@ -486,4 +542,59 @@ pub fn error_code(kind: ErrorKind) -> ErrorCode {
 
 pub fn controller_error(e: ControllerError) -> BrokerError {
     BrokerError::new(error_code(e.kind), e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(fenced: &[(i32, bool)]) -> ClusterImage {
+        let mut img = ClusterImage::default();
+        for &(id, f) in fenced {
+            img.brokers.insert(
+                id,
+                BrokerImage {
+                    id,
+                    host: "127.0.0.1".into(),
+                    port: 9092 + id,
+                    endpoints: Vec::new(),
+                    rack: None,
+                    epoch: 1,
+                    incarnation: Uuid::nil(),
+                    fenced: f,
+                },
+            );
+        }
+        img
+    }
+
+    fn ids(v: Vec<&BrokerImage>) -> Vec<i32> {
+        v.into_iter().map(|b| b.id).collect()
+    }
+
+    #[test]
+    fn a_fenced_broker_stays_listed_for_a_moment_then_goes() {
+        let t0 = tokio::time::Instant::now();
+        let mut seen = HashMap::new();
+        let all_live = image(&[(1, false), (2, false), (3, false)]);
+        note_fenced(&mut seen, &all_live, t0);
+        assert_eq!(ids(listed_brokers(&seen, &all_live, t0)), vec![1, 2, 3]);
+        // Broker 3 fenced: still listed right after, gone once the moment has passed.
+        let fenced = image(&[(1, false), (2, false), (3, true)]);
+        let t1 = t0 + Duration::from_secs(10);
+        note_fenced(&mut seen, &fenced, t1);
+        assert_eq!(ids(listed_brokers(&seen, &fenced, t1)), vec![1, 2, 3]);
+        let later = t1 + FENCED_STILL_LISTED - Duration::from_millis(1);
+        // A later image does not restart the moment.
+        note_fenced(&mut seen, &fenced, later);
+        assert_eq!(ids(listed_brokers(&seen, &fenced, later)), vec![1, 2, 3]);
+        let after = t1 + FENCED_STILL_LISTED;
+        assert_eq!(ids(listed_brokers(&seen, &fenced, after)), vec![1, 2]);
+        // Unfenced, then fenced again: a new moment from the second fencing.
+        note_fenced(&mut seen, &all_live, after);
+        assert!(seen.is_empty());
+        let again = after + Duration::from_secs(1);
+        note_fenced(&mut seen, &fenced, again);
+        assert_eq!(ids(listed_brokers(&seen, &fenced, again)), vec![1, 2, 3]);
+    }
 }

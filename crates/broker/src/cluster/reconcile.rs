@@ -55,6 +55,7 @@ pub async fn run(broker: Arc<Broker>, cluster: Arc<Cluster>) {
 }
 
 fn apply_image(broker: &Arc<Broker>, cluster: &Cluster, image: &ClusterImage) {
+    cluster.note_fenced(image);
     broker.groups.configs.apply_image(&image.broker_configs);
     apply_security(broker, image);
     broker.security.scram.apply_image(&image.broker_configs);

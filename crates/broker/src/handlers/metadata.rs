@@ -238,8 +238,9 @@ async fn cluster_metadata(
             });
         }
     }
-    let brokers = image
-        .live_brokers()
+    let brokers = cluster
+        .listed_brokers(&image)
+        .into_iter()
         .map(|b| {
             let (host, port) = b.endpoint(listener);
             MetadataResponseBroker::default()
