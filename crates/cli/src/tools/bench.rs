@@ -748,7 +748,7 @@ async fn consume_load(
         errln!("topic {topic} holds {available} records; producing {missing} more first");
         produce_load(a, topic, Limit::Count(missing), None, false).await?;
     }
-    let mut positions: Vec<(i32, i64)> = earliest.iter().map(|o| (o.partition, o.offset)).collect();
+    let positions: Vec<(i32, i64)> = earliest.iter().map(|o| (o.partition, o.offset)).collect();
     let options = FetchOptions {
         max_wait_ms: 500,
         min_bytes: 1,
@@ -758,47 +758,49 @@ async fn consume_load(
     };
     let progress = Arc::new(Progress::default());
     spawn_progress("consumed", progress.clone());
+    // The partitions are read in up to `FETCH_LANES` lanes, each a fetch loop over its
+    // share, so one lane decodes while the broker serves another's fetch (a Kafka
+    // consumer overlaps the same way: it fetches in the background while the application
+    // handles the last records).
+    let lanes: Vec<Vec<(i32, i64)>> = {
+        let n = positions.len().clamp(1, FETCH_LANES);
+        let mut lanes = vec![Vec::new(); n];
+        for (i, p) in positions.into_iter().enumerate() {
+            lanes[i % n].push(p);
+        }
+        lanes
+    };
+    let shared = Lanes {
+        target,
+        deadline,
+        start: Instant::now(),
+        progress: progress.clone(),
+        last_progress: std::sync::Mutex::new(Instant::now()),
+    };
+    let mut lanes = lanes.into_iter();
+    let first = lanes.next().expect("at least one lane");
+    let results = match lanes.next() {
+        None => vec![consume_lane(client, topic, first, &options, &shared).await?],
+        Some(second) => {
+            let (a, b) = tokio::try_join!(
+                consume_lane(client, topic, first, &options, &shared),
+                consume_lane(client, topic, second, &options, &shared)
+            )?;
+            vec![a, b]
+        }
+    };
     let mut latency = new_histogram();
     let (mut records, mut bytes) = (0u64, 0u64);
-    let start = Instant::now();
-    let mut idle_since: Option<Instant> = None;
     let (mut fetches, mut wire_bytes, mut partitions_with_data) = (0u64, 0u64, 0u64);
-    while records < target && deadline.is_none_or(|d| start.elapsed() < d) {
-        let sent_at = Instant::now();
-        let results = client.fetch_many(topic, &positions, &options).await?;
-        latency.saturating_record(sent_at.elapsed().as_micros().max(1) as u64);
-        let mut got = 0;
-        fetches += 1;
-        for (partition, result) in results {
-            let f = result
-                .with_context(|| format!("benchmark fetch from {topic}/{partition} failed"))?;
-            wire_bytes += f.bytes as u64;
-            partitions_with_data += u64::from(f.bytes > 0);
-            if f.batch_exceeds_limit {
-                bail!("a batch in {topic}/{partition} is larger than --fetch-partition-max-bytes");
-            }
-            got += f.records.len() as u64;
-            bytes += f
-                .records
-                .iter()
-                .map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64)
-                .sum::<u64>();
-            for p in positions.iter_mut().filter(|p| p.0 == partition) {
-                p.1 = f.next_offset;
-            }
-        }
-        records += got;
-        progress.records.store(records, Ordering::Relaxed);
-        progress.bytes.store(bytes, Ordering::Relaxed);
-        if got == 0 {
-            let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() > Duration::from_secs(5) {
-                bail!("consumed {records} of {target} records, then nothing for 5 s");
-            }
-        } else {
-            idle_since = None;
-        }
+    for r in results {
+        latency.add(&r.latency).context("merging fetch latencies")?;
+        records += r.records;
+        bytes += r.bytes;
+        fetches += r.fetches;
+        wire_bytes += r.wire_bytes;
+        partitions_with_data += r.partitions_with_data;
     }
+    let start = shared.start;
     progress.done.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed();
     Ok(BenchResult {
@@ -820,6 +822,105 @@ async fn consume_load(
             ),
         ],
     })
+}
+
+/// Fetch loops a consume benchmark runs at once over disjoint shares of the partitions
+/// (`consume_load` joins at most two).
+const FETCH_LANES: usize = 2;
+
+/// What the lanes of one consume benchmark share.
+struct Lanes {
+    target: u64,
+    deadline: Option<Duration>,
+    start: Instant,
+    progress: Arc<Progress>,
+    /// When any lane last got records (a stall is judged over every lane).
+    last_progress: std::sync::Mutex<Instant>,
+}
+
+/// What one lane read.
+struct LaneResult {
+    records: u64,
+    bytes: u64,
+    fetches: u64,
+    wire_bytes: u64,
+    partitions_with_data: u64,
+    latency: Histogram<u64>,
+}
+
+/// One fetch loop over `positions` until the lanes together have `target` records (or
+/// the deadline passes); fails when no lane got anything for 5 s.
+async fn consume_lane(
+    client: &Client,
+    topic: &str,
+    mut positions: Vec<(i32, i64)>,
+    options: &FetchOptions,
+    shared: &Lanes,
+) -> anyhow::Result<LaneResult> {
+    let mut r = LaneResult {
+        records: 0,
+        bytes: 0,
+        fetches: 0,
+        wire_bytes: 0,
+        partitions_with_data: 0,
+        latency: new_histogram(),
+    };
+    let done = || {
+        shared.progress.records.load(Ordering::Relaxed) >= shared.target
+            || shared.deadline.is_some_and(|d| shared.start.elapsed() >= d)
+    };
+    while !done() {
+        let sent_at = Instant::now();
+        let results = client.fetch_many(topic, &positions, options).await?;
+        r.latency
+            .saturating_record(sent_at.elapsed().as_micros().max(1) as u64);
+        r.fetches += 1;
+        let (mut got, mut got_bytes) = (0u64, 0u64);
+        let mut caught_up = true;
+        for (partition, result) in results {
+            let f = result
+                .with_context(|| format!("benchmark fetch from {topic}/{partition} failed"))?;
+            r.wire_bytes += f.bytes as u64;
+            r.partitions_with_data += u64::from(f.bytes > 0);
+            if f.batch_exceeds_limit {
+                bail!("a batch in {topic}/{partition} is larger than --fetch-partition-max-bytes");
+            }
+            got += f.records.len() as u64;
+            got_bytes += f
+                .records
+                .iter()
+                .map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64)
+                .sum::<u64>();
+            for p in positions.iter_mut().filter(|p| p.0 == partition) {
+                p.1 = f.next_offset;
+            }
+            caught_up &= f.next_offset >= f.high_watermark;
+        }
+        r.records += got;
+        r.bytes += got_bytes;
+        let total = shared.progress.records.fetch_add(got, Ordering::Relaxed) + got;
+        shared
+            .progress
+            .bytes
+            .fetch_add(got_bytes, Ordering::Relaxed);
+        if caught_up && shared.target != u64::MAX {
+            // A count run: this lane's share is read. Long-polling on would hold the
+            // other lanes' fetches behind it on the connection (responses come in
+            // request order), and the records still wanted are theirs.
+            break;
+        }
+        if got > 0 {
+            *shared.last_progress.lock().expect("not poisoned") = Instant::now();
+        } else if shared.last_progress.lock().expect("not poisoned").elapsed()
+            > Duration::from_secs(5)
+        {
+            bail!(
+                "consumed {total} of {} records, then nothing for 5 s",
+                shared.target
+            );
+        }
+    }
+    Ok(r)
 }
 
 /// Produces at `--rate` and measures, per record, the time from building it to a
