@@ -489,7 +489,7 @@ def test_three_nodes_replicate_over_a_sasl_ssl_inter_broker_listener(tmp_path):
         "sasl.mechanism.inter.broker.protocol": "PLAIN",
     }
     # Successful authentications are logged at DEBUG: turn them on to see the brokers'.
-    os.environ["RUST_LOG"] = "info,runnel_broker::security=debug"
+    os.environ["RUST_LOG"] = "info,runnel_broker::server::security=debug"
     try:
         c = Cluster(tmp_path / "c", configs=configs, kraft_listeners=True,
                     replication_protocol="SASL_SSL").start()
@@ -568,7 +568,7 @@ def test_three_nodes_whose_quorum_port_is_secured(tmp_path, protocol):
                 "org.apache.kafka.common.security.plain.PlainLoginModule required "
                 'username="controller" password="c-secret" user_controller="c-secret";',
         })
-    os.environ["RUST_LOG"] = "info,runnel_broker::security=debug"
+    os.environ["RUST_LOG"] = "info,runnel_broker::server::security=debug"
     try:
         c = Cluster(tmp_path / "c", configs=configs, kraft_listeners=True,
                     controller_protocol=protocol).start()
