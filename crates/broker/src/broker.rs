@@ -218,20 +218,6 @@ impl Broker {
         Ok(offset)
     }
 
-    /// Whether the partition is offline: its files failed recovery, or its log dir failed.
-    pub fn is_offline(&self, p: &crate::storage::partition::Partition) -> bool {
-        p.is_offline()
-    }
-
-    /// Called with a storage error of a partition's read path (its writes note their own).
-    pub fn note_storage_error(
-        &self,
-        p: &crate::storage::partition::Partition,
-        e: &runnel_log::LogError,
-    ) {
-        p.note_storage_error(e);
-    }
-
     /// (topic, partition) of every local partition that is offline here.
     pub fn offline_partitions(&self) -> std::collections::BTreeSet<(String, i32)> {
         let any_dir_down = self.topics.log_dirs.any_offline();

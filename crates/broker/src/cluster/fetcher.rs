@@ -266,7 +266,7 @@ async fn truncate_diverged(
                 tracing::info!(topic = %key.0, partition = key.1, from = end, to = cut, leader_epoch = r.leader_epoch, "truncating follower log to the leader's");
                 if let Err(e) = log.truncate_to(cut, now) {
                     drop(log);
-                    broker.note_storage_error(p, &e);
+                    p.note_storage_error(&e);
                     continue;
                 }
             }

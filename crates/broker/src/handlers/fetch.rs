@@ -295,7 +295,7 @@ fn read_all(
                 data = data.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                 any_error = true;
             }
-            (_, Some(p)) if broker.is_offline(&p) => {
+            (_, Some(p)) if p.is_offline() => {
                 data = data.with_error_code(ErrorCode::KafkaStorageError.code());
                 any_error = true;
             }
@@ -382,7 +382,7 @@ fn read_all(
                     }
                     Err(e) => {
                         drop(log);
-                        broker.note_storage_error(&p, &e);
+                        p.note_storage_error(&e);
                         tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "fetch read failed");
                         data = data.with_error_code(ErrorCode::KafkaStorageError.code());
                         any_error = true;

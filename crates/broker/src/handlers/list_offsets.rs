@@ -43,7 +43,7 @@ pub fn handle(
                 Some(partition) if !partition.replica.lock().is_leader() => {
                     resp = resp.with_error_code(ErrorCode::NotLeaderOrFollower.code())
                 }
-                Some(partition) if broker.is_offline(&partition) => {
+                Some(partition) if partition.is_offline() => {
                     resp = resp.with_error_code(ErrorCode::KafkaStorageError.code())
                 }
                 Some(partition) => {

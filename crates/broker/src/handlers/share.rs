@@ -320,7 +320,7 @@ fn leader_partition(broker: &Broker, id: PartitionId) -> Result<Arc<Partition>, 
         .ok()
         .and_then(|i| topic.partitions.get(i).cloned())
         .ok_or(ErrorCode::UnknownTopicOrPartition)?;
-    if broker.is_offline(&p) {
+    if p.is_offline() {
         return Err(ErrorCode::KafkaStorageError);
     }
     if !p.replica.lock().is_leader() {
@@ -731,7 +731,7 @@ fn acquire_all(
             }
             Ok(_) => {}
             Err(e) => {
-                broker.note_storage_error(&p, &e);
+                p.note_storage_error(&e);
                 tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "share fetch read failed");
                 pass.any_error = true;
                 data = data.with_error_code(ErrorCode::KafkaStorageError.code());

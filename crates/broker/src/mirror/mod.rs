@@ -235,7 +235,7 @@ fn supervise(broker: &Arc<Broker>) {
         };
         for p in &t.partitions {
             let key = (t.name.clone(), p.index);
-            if tasks.contains_key(&key) || !p.replica.lock().is_leader() || broker.is_offline(p) {
+            if tasks.contains_key(&key) || !p.replica.lock().is_leader() || p.is_offline() {
                 continue;
             }
             let handle = tokio::spawn(puller::run(broker.clone(), link.clone(), p.clone()));

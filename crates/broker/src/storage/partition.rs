@@ -221,7 +221,10 @@ impl Partition {
     /// Whether the partition is offline: its files failed recovery, or its log dir
     /// failed.
     pub fn is_offline(&self) -> bool {
-        self.offline_under(&self.log.lock())
+        // The log lock only when some dir failed: fetches ask this per partition, and a
+        // caller may hold the replica lock (which comes after the log lock).
+        self.storage_offline
+            || (self.log_dirs.any_offline() && self.offline_under(&self.log.lock()))
     }
 
     fn offline_under(&self, log: &PartitionLog) -> bool {
