@@ -76,6 +76,9 @@ pub enum ErrorCode {
     UnsupportedAssignor = 112,
     StaleMemberEpoch = 113,
     InvalidRecord = 87,
+    /// KIP-447: OffsetFetch with `require_stable` for a partition whose offsets an open
+    /// transaction has committed (the client retries).
+    UnstableOffsetCommit = 88,
     UnknownTopicId = 100,
     // Authorization and quotas (crate::authz).
     TopicAuthorizationFailed = 29,

@@ -600,6 +600,44 @@ def test_broker_kill9_open_transaction_aborted_by_timeout_after_restart(start_br
     assert values(read(b, topic, isolation=RC)) == vals("c", 3) + vals("n", 2)
 
 
+def test_a_read_committed_consumer_waits_for_offsets_an_open_transaction_committed(broker):
+    """KIP-447: OffsetFetch with `require_stable` (librdkafka asks for it from a
+    read_committed consumer) answers UNSTABLE_OFFSET_COMMIT for a partition whose offset an
+    open transaction has committed, and the client asks again. So a partition's new owner
+    starts from the transaction's offset once it commits, never from the one before it
+    (it would read the transaction's input twice). A read_uncommitted consumer gets the
+    committed offset at once."""
+    src = ck.create_topic(broker, unique("stable-in"))
+    group = unique("stable-grp")
+    tp = TopicPartition(src, 0)
+    member = ck.consumer(broker, group_id=group)
+    p = txn_producer(broker)
+    p.init_transactions(20)
+    p.begin_transaction()
+    p.send_offsets_to_transaction([TopicPartition(src, 0, 10)], member.consumer_group_metadata(), 20)
+    p.commit_transaction(20)
+    p.begin_transaction()
+    p.send_offsets_to_transaction([TopicPartition(src, 0, 20)], member.consumer_group_metadata(), 20)
+    ru = ck.consumer(broker, group_id=group, isolation_level=RU)
+    rc = ck.consumer(broker, group_id=group, isolation_level=RC)
+    try:
+        assert ru.committed([tp], timeout=10)[0].offset == 10
+        got = {}
+        waiter = threading.Thread(target=lambda: got.update(offset=rc.committed([tp], timeout=30)[0].offset),
+                                  daemon=True)
+        waiter.start()
+        waiter.join(2)
+        assert waiter.is_alive(), f"read_committed got {got} while the transaction committing 20 is open"
+        p.commit_transaction(20)
+        waiter.join(30)
+        assert got == {"offset": 20}
+        assert ru.committed([tp], timeout=10)[0].offset == 20
+    finally:
+        ru.close()
+        rc.close()
+        member.close()
+
+
 # ---------------------------------------------------------------- kafka-python
 
 

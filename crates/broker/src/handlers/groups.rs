@@ -31,6 +31,7 @@ use super::{encode, ready, str_bytes, ResponseFuture};
 use crate::authz::acl::{Operation, ResourceType};
 use crate::authz::Ctx;
 use crate::broker::Broker;
+use crate::coordinators::groups::records::OffsetValue;
 use crate::coordinators::groups::{JoinParams, JoinResult, Pending, SyncResult};
 use crate::error::ErrorCode;
 
@@ -549,13 +550,24 @@ pub fn offset_fetch(
     // per group) and on each topic. A named topic the principal may not describe answers
     // TOPIC_AUTHORIZATION_FAILED for each partition asked (after the authorized ones);
     // the fetch-all form leaves such topics out silently.
+    // KIP-447 (v7+): a partition with offsets committed by an open transaction answers
+    // UNSTABLE_OFFSET_COMMIT when the client asks for stable offsets, as Kafka's
+    // coordinator does, in both forms.
+    type Fetched = (String, i32, Option<OffsetValue>, ErrorCode);
+    let stable = |group: &str, (t, p, v): (String, i32, Option<OffsetValue>)| -> Fetched {
+        if body.require_stable && broker.groups.has_pending_txn_offset(group, &t, p) {
+            (t, p, None, ErrorCode::UnstableOffsetCommit)
+        } else {
+            (t, p, v, ErrorCode::None)
+        }
+    };
     let fetch = |group: &str, topics: Option<Vec<(String, i32)>>| match topics {
         None => {
             let mut all: Vec<_> = broker
                 .groups
                 .fetch_offsets(group, None)
                 .into_iter()
-                .map(|(t, p, v)| (t, p, v, ErrorCode::None))
+                .map(|e| stable(group, e))
                 .collect();
             all.retain(|(t, ..)| az.visible(Operation::Describe, ResourceType::Topic, t));
             all
@@ -568,7 +580,7 @@ pub fn offset_fetch(
                 .groups
                 .fetch_offsets(group, Some(allowed))
                 .into_iter()
-                .map(|(t, p, v)| (t, p, v, ErrorCode::None))
+                .map(|e| stable(group, e))
                 .collect();
             out.extend(
                 refused

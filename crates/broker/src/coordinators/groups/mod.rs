@@ -1188,7 +1188,20 @@ impl GroupCoordinator {
         }
     }
 
-    /// (group id, protocol type, state) of every group.
+    /// Whether an open transaction has committed an offset of `group` for `(topic,
+    /// partition)`: KIP-447's unstable offset. A consumer that asks for stable offsets
+    /// (OffsetFetch `require_stable`, sent by read_committed consumers) gets
+    /// UNSTABLE_OFFSET_COMMIT and asks again, so a partition's new owner never starts from
+    /// the offset before a transaction that is still completing (its markers go out
+    /// after EndTxn is answered) and reads its rows twice.
+    pub fn has_pending_txn_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.pending_txn
+            .lock()
+            .values()
+            .flatten()
+            .any(|(g, (t, p), _)| g == group_id && t == topic && *p == partition)
+    }
+
     /// (group id, protocol type, state, group type) of every group.
     pub fn list(&self) -> Vec<(String, String, String, &'static str)> {
         let consumer_groups = self.consumer_groups.lock();
