@@ -63,7 +63,9 @@ use datafusion::arrow::row::RowConverter;
 use datafusion::prelude::SessionContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -100,6 +102,18 @@ const DELTA_PREFIX: &str = "delta-";
 const PROGRESS_HEADER: &str = "runnel.progress";
 /// Header of a changelog record: the task's `Clock` after the batch, as JSON.
 const CLOCK_HEADER: &str = "runnel.clock";
+/// Metadata of a state partition's committed offset: the changelog batch written in the
+/// same transaction (`changelog-batch=<n>`).
+const CHANGELOG_BATCH_METADATA: &str = "changelog-batch=";
+
+/// The changelog batch a committed offset's metadata names (None: none, e.g. an offset
+/// committed by an older version).
+fn changelog_batch_of(metadata: &str) -> Option<u64> {
+    metadata
+        .strip_prefix(CHANGELOG_BATCH_METADATA)?
+        .parse()
+        .ok()
+}
 
 /// A source partition.
 type TopicPartition = (String, i32);
@@ -258,6 +272,9 @@ struct Polled {
     /// new): per assigned source partition, whether it reached its end offset (in step
     /// with the others) and whether a backlog is left.
     progress: Option<Vec<(TopicPartition, bool, bool)>>,
+    /// The consumer's group membership (member id, generation) when the batch began to
+    /// read, for its offsets commit: see `poll_batch`.
+    group: Option<ConsumerGroupMetadata>,
 }
 
 impl Polled {
@@ -563,6 +580,9 @@ impl GroupQuery {
                 next_trigger = Instant::now() + iv;
             }
             let mut polled = self.poll_batch()?;
+            if polled.is_empty() && polled.group.is_none() {
+                continue; // the assignment changed: restored at the next poll
+            }
             if polled.is_empty() {
                 // Nothing new: a batch runs only when a watermark closes state (Spark's
                 // no-data batch). Its transaction commits the positions of the state
@@ -627,11 +647,21 @@ impl GroupQuery {
     /// Reading stops when every source partition reached its end and nothing more came
     /// within 100 ms, or after `MAX_BATCH_READ`. A rebalance drops what was read (it is
     /// read again from the committed offsets) and restores the new assignment's state.
+    ///
+    /// The group membership is taken before reading, and the batch's offsets are
+    /// committed under it. librdkafka forgets its member id and generation as soon as its
+    /// heartbeat finds the session expired, before the application polls the revocation:
+    /// a process paused mid-batch would otherwise commit, on resuming, under an empty
+    /// member id and generation -1, which a coordinator accepts (Kafka's too), and the
+    /// batch that another process has read again by then would count twice. Under the
+    /// old membership the commit is refused (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION) and
+    /// the batch aborted.
     fn poll_batch(&mut self) -> Result<Polled> {
         let mut polled = Polled::default();
         if self.take_rebalance()? {
             return Ok(polled);
         }
+        polled.group = self.consumer.group_metadata();
         let ends = self.source_ends()?;
         let until = rate_limit(&self.positions, &ends, self.max_messages);
         let mut positions = self.positions.clone();
@@ -886,6 +916,8 @@ impl GroupQuery {
         let assignment = self.consumer.assignment()?;
         let mut source = Vec::new();
         let mut state = Vec::new();
+        // Per state partition: the changelog batch its committed offset was written with.
+        let mut expect = BTreeMap::new();
         for e in assignment.elements() {
             if e.topic() == self.repartition_topic {
                 state.push(e.partition());
@@ -898,6 +930,11 @@ impl GroupQuery {
             // (read_committed asks for stable offsets), so the changelog read below
             // holds everything the committed offsets account for.
             let committed = self.consumer.committed(Duration::from_secs(60))?;
+            for e in committed.elements_for_topic(&self.repartition_topic) {
+                if let Some(b) = changelog_batch_of(e.metadata()) {
+                    expect.insert(e.partition(), b);
+                }
+            }
             for e in assignment.elements() {
                 if e.topic() == self.repartition_topic {
                     continue;
@@ -920,7 +957,7 @@ impl GroupQuery {
             }
         }
         let started = Instant::now();
-        let restored = self.restore(&state)?;
+        let restored = self.restore(&state, &expect)?;
         let keys: u64 = self
             .tasks
             .values()
@@ -937,8 +974,15 @@ impl GroupQuery {
     }
 
     /// Restores the tasks of `partitions` from the changelog (read_committed, to its
-    /// end). Returns the records read.
-    fn restore(&mut self, partitions: &[i32]) -> Result<u64> {
+    /// end, and at least to the batch `expect` names for a partition). Returns the
+    /// records read.
+    ///
+    /// The wait for `expect`: the committed offsets are stable (OffsetFetch with
+    /// `require_stable`) once the transaction's marker is in `__consumer_offsets`, but its
+    /// marker in a changelog partition may land later (a coordinator writes them after
+    /// answering EndTxn). Until then that partition's last stable offset is before the
+    /// batch's record, and stopping there would fold that batch's rows never.
+    fn restore(&mut self, partitions: &[i32], expect: &BTreeMap<i32, u64>) -> Result<u64> {
         for &p in partitions {
             self.tasks.insert(p, self.new_task()?);
         }
@@ -963,19 +1007,36 @@ impl GroupQuery {
         // Per partition: the clock of the last record.
         let mut clocks: BTreeMap<i32, Option<Clock>> = BTreeMap::new();
         let mut reading: BTreeSet<i32> = partitions.iter().copied().collect();
+        // Per partition: the last batch read.
+        let mut last_batch: BTreeMap<i32, u64> = BTreeMap::new();
         let deadline = Instant::now() + RESTORE_TIMEOUT;
         let mut records = 0u64;
         while !reading.is_empty() {
             if Instant::now() > deadline {
+                let waits: Vec<String> = reading
+                    .iter()
+                    .map(|p| match (expect.get(p), last_batch.get(p)) {
+                        (Some(want), got) => {
+                            format!("partition {p}: batch {want} committed, read up to {got:?}")
+                        }
+                        (None, _) => format!("partition {p}: no end of partition"),
+                    })
+                    .collect();
                 return Err(SqlError::Query(format!(
-                    "could not read the changelog {} (partitions {reading:?}) to its end within {RESTORE_TIMEOUT:?}",
-                    self.changelog_topic
+                    "could not read the changelog {} to its end within {RESTORE_TIMEOUT:?} ({})",
+                    self.changelog_topic,
+                    waits.join("; ")
                 )));
             }
             match reader.poll(Duration::from_millis(100)) {
                 None => {}
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                    reading.remove(&p);
+                    let read_enough = expect
+                        .get(&p)
+                        .is_none_or(|want| last_batch.get(&p).is_some_and(|got| got >= want));
+                    if read_enough {
+                        reading.remove(&p);
+                    }
                 }
                 Some(Err(e)) => tracing::debug!(error = %e, "changelog reader: transient error"),
                 Some(Ok(m)) => {
@@ -991,6 +1052,8 @@ impl GroupQuery {
                         m.offset()
                     );
                     let (batch, bytes) = self.decode_changelog(value, &what)?;
+                    let last = last_batch.entry(m.partition()).or_insert(batch);
+                    *last = (*last).max(batch);
                     clocks.insert(
                         m.partition(),
                         header(&m, CLOCK_HEADER).and_then(Clock::decode),
@@ -1072,7 +1135,7 @@ impl GroupQuery {
 
     /// Runs one batch inside the open transaction and commits it. Returns the rows
     /// folded into state, the rows written, and the state partitions that ran.
-    async fn run_batch(&mut self, polled: Polled) -> Result<(u64, u64, Vec<i32>)> {
+    async fn run_batch(&mut self, mut polled: Polled) -> Result<(u64, u64, Vec<i32>)> {
         let mut sender = BoundedSender::new(100_000);
         let ap = self
             .plan
@@ -1135,6 +1198,8 @@ impl GroupQuery {
         let mut folded = 0u64;
         let mut outputs = Vec::new();
         let mut ran = Vec::new();
+        // Per state partition that ran: the changelog batch written.
+        let mut written = BTreeMap::new();
         let delay = self.plan.watermark_delay_ms;
         let query_hash = self.query_hash;
         let slot_schema = ap.state_table.schema_ref();
@@ -1204,6 +1269,7 @@ impl GroupQuery {
                     sender.send(&self.producer, rec).await?;
                 }
             }
+            written.insert(p, batch);
             task.next_batch += 1;
             ran.push(p);
         }
@@ -1226,11 +1292,19 @@ impl GroupQuery {
         }
         sender.finish().await?;
         // 4. The offsets read, in the transaction, under the group's generation.
+        // A state partition's offset names the changelog batch of the same transaction,
+        // for the next owner's restore (`restore`).
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in &polled.offsets {
-            tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+            let mut e = tpl.add_partition(t, *p);
+            e.set_offset(Offset::Offset(*o))?;
+            if *t == self.repartition_topic {
+                if let Some(b) = written.get(p) {
+                    e.set_metadata(format!("{CHANGELOG_BATCH_METADATA}{b}"));
+                }
+            }
         }
-        let cgm = self.consumer.group_metadata().ok_or_else(|| {
+        let cgm = polled.group.take().ok_or_else(|| {
             SqlError::Query("the consumer has no group metadata (not in the group yet)".into())
         })?;
         self.producer
@@ -1581,6 +1655,14 @@ mod tests {
         assert_eq!(&v[..4], &7u32.to_le_bytes());
         assert_eq!(u64::from_le_bytes(v[4..12].try_into().unwrap()), 42);
         assert_eq!(&v[12..], b"state");
+    }
+
+    #[test]
+    fn a_committed_offset_names_its_changelog_batch() {
+        assert_eq!(changelog_batch_of("changelog-batch=17"), Some(17));
+        assert_eq!(changelog_batch_of(""), None);
+        assert_eq!(changelog_batch_of("changelog-batch=x"), None);
+        assert_eq!(changelog_batch_of("other"), None);
     }
 
     #[test]
