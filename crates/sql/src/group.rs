@@ -994,11 +994,18 @@ impl GroupQuery {
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // The end of a partition is known when a fetch comes back empty: waiting the
+            // default 500 ms for data that will not come made every restore that long.
+            .set("fetch.wait.max.ms", "10");
         let reader: BaseConsumer = cfg.create()?;
+        // From offset 0, not `Offset::Beginning`: librdkafka looks the beginning up with
+        // ListOffsets only after a 500 ms back-off on a new client. A changelog's log
+        // start is 0 unless records were deleted, and then 0 is out of range and
+        // `auto.offset.reset` (earliest) moves it.
         let mut tpl = TopicPartitionList::new();
         for &p in partitions {
-            tpl.add_partition_offset(&self.changelog_topic, p, Offset::Beginning)?;
+            tpl.add_partition_offset(&self.changelog_topic, p, Offset::Offset(0))?;
         }
         reader.assign(&tpl)?;
         // Per partition: the last snapshot (batch, bytes) and the deltas after it.
