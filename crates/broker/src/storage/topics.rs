@@ -255,7 +255,10 @@ impl TopicRegistry {
                 if log.on_disk() || log.offline_reason().is_some() {
                     continue;
                 }
-                if let Some(i) = dirs.iter().position(|d| Some(d.as_path()) == log.dir().parent()) {
+                if let Some(i) = dirs
+                    .iter()
+                    .position(|d| Some(d.as_path()) == log.dir().parent())
+                {
                     unmade[i] += 1;
                 }
             }
@@ -539,7 +542,8 @@ impl TopicRegistry {
         let to = target_dir.join(partition_dir_name(topic, partition));
         if !log.on_disk() && log.offline_reason().is_none() {
             // Never written: nothing to copy; its directory will be made in the new place.
-            *log = PartitionLog::open(&to, log.config().clone(), now_ms()).map_err(BrokerError::from)?;
+            *log = PartitionLog::open(&to, log.config().clone(), now_ms())
+                .map_err(BrokerError::from)?;
             tracing::info!(topic, partition, to = %to.display(), "moved an empty partition to another log dir");
             return Ok(());
         }
@@ -818,5 +822,26 @@ mod tests {
         for bad in ["", ".", "..", "has space", "ümlaut", &"x".repeat(250)] {
             assert!(validate_topic_name(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A partition has no directory until its first write, yet it counts in the log dir
+    /// it was placed in: four one-partition topics over two log dirs land two and two
+    /// (counting directories alone would put all four in the emptier dir).
+    #[tokio::test]
+    async fn placement_counts_partitions_not_written_yet() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dirs = format!("{},{}", a.path().display(), b.path().display());
+        let config = BrokerConfig::from_pairs(&[("log.dirs".to_string(), dirs)]).unwrap();
+        let topics = TopicRegistry::open(Arc::new(config)).unwrap();
+        let mut per_dir = [0, 0];
+        for i in 0..4 {
+            let t = topics
+                .create(&format!("t{i}"), 1, BTreeMap::new(), false)
+                .unwrap();
+            let log = t.partitions[0].log.lock();
+            assert!(!log.on_disk() && !log.dir().exists());
+            per_dir[usize::from(log.dir().parent() == Some(b.path()))] += 1;
+        }
+        assert_eq!(per_dir, [2, 2]);
     }
 }
