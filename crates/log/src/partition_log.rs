@@ -73,26 +73,26 @@ pub struct PartitionLog {
 }
 
 impl PartitionLog {
-    /// Opens (or creates) the log in `dir`, recovering from an unclean shutdown.
+    /// Opens the log in `dir`, recovering from an unclean shutdown.
+    ///
+    /// A `dir` that does not exist is an empty log that is not on disk yet: nothing is
+    /// made until the first write needs it ([`PartitionLog::on_disk`]), so creating 1,000
+    /// partitions costs no mkdir and no file (ext4 spends most of a creation zeroing each
+    /// new directory's block). Reads of such a log see an empty partition; the first
+    /// append, marker, replicated batch or reset makes the directory and its first
+    /// segment, and an error doing so is that write's I/O error, as any other.
     ///
     /// Recovery never deletes what it cannot prove torn: only batches past the recovery
     /// point in the active segment may be cut. Anything else that fails its checks (a
     /// damaged batch in an older segment, overlapping or missing segments, a file that
     /// cannot be read) leaves every file as it is and opens the partition *offline*: it
     /// answers KAFKA_STORAGE_ERROR to every read and write, and the error is logged with
-    /// the file and byte. Only failing to create `dir` itself is an error here.
+    /// the file and byte. Never an error itself.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Self> {
-        // A directory made just now holds nothing to recover: no scans and no probes for
-        // checkpoint files (creating 1,000 partitions at once would pay them 1,000 times).
-        let new = !dir.exists();
-        fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
-        let opened = if new {
-            LogSegment::create(dir, 0, now_ms)
-                .map(|seg| Self::empty(dir, config.clone(), BTreeMap::from([(0, seg)]), None))
-        } else {
-            Self::recover(dir, config.clone(), now_ms)
-        };
-        match opened {
+        if !dir.exists() {
+            return Ok(Self::empty(dir, config, BTreeMap::new(), None));
+        }
+        match Self::recover(dir, config.clone(), now_ms) {
             Ok(log) => Ok(log),
             Err(e) => {
                 tracing::error!(partition = %dir.display(), error = %e, "partition offline: its files failed the recovery checks; nothing was deleted; repair or move the named file aside and restart");
@@ -107,7 +107,7 @@ impl PartitionLog {
         Self::empty(dir, config, BTreeMap::new(), Some(reason))
     }
 
-    /// A log with no records in `segments` (none, or one empty segment at offset 0).
+    /// A log with no records in `segments` (none: not on disk yet, or offline).
     fn empty(
         dir: &Path,
         config: LogConfig,
@@ -132,6 +132,25 @@ impl PartitionLog {
     /// Why the partition is offline, if it is.
     pub fn offline_reason(&self) -> Option<&str> {
         self.offline.as_deref()
+    }
+
+    /// Whether the log's directory exists (false for a partition never written since it
+    /// was created, and for an offline one).
+    pub fn on_disk(&self) -> bool {
+        !self.segments.is_empty()
+    }
+
+    /// Makes the directory and first segment of a log not on disk yet (see
+    /// [`PartitionLog::open`]); a no-op for one that is. Called by every write, after
+    /// `check_online`.
+    fn make_on_disk(&mut self, now_ms: i64) -> Result<()> {
+        if self.on_disk() {
+            return Ok(());
+        }
+        fs::create_dir_all(&self.dir).map_err(|e| LogError::io(&self.dir, e))?;
+        let seg = LogSegment::create(&self.dir, self.next_offset, now_ms)?;
+        self.segments.insert(self.next_offset, seg);
+        Ok(())
     }
 
     fn check_online(&self) -> Result<()> {
@@ -322,8 +341,9 @@ impl PartitionLog {
     pub fn size_bytes(&self) -> u64 {
         self.segments.values().map(|s| s.size).sum()
     }
+    /// Segments, counting the empty active segment of a log not on disk yet.
     pub fn segment_count(&self) -> usize {
-        self.segments.len()
+        self.segments.len().max(usize::from(self.offline.is_none()))
     }
     pub fn config(&self) -> &LogConfig {
         &self.config
@@ -335,7 +355,7 @@ impl PartitionLog {
         self.producers.get(producer_id)
     }
     /// The active segment's file, for an fsync done outside the partition lock (None
-    /// when the partition is offline).
+    /// when the partition is offline or not on disk yet: nothing written to sync).
     pub fn active_file(&self) -> Option<Arc<File>> {
         self.segments
             .values()
@@ -412,6 +432,7 @@ impl PartitionLog {
             }
             headers.push(h);
         }
+        self.make_on_disk(now_ms)?;
         self.maybe_roll(records.len() as u64, now_ms)?;
         let base_offset = self.next_offset;
         let mut next = base_offset;
@@ -493,6 +514,7 @@ impl PartitionLog {
         }
         let mut b =
             batch::build_control_batch(producer_id, epoch, commit, coordinator_epoch, now_ms);
+        self.make_on_disk(now_ms)?;
         self.maybe_roll(b.len() as u64, now_ms)?;
         let offset = self.next_offset;
         batch::patch_offset_and_epoch(&mut b, offset, leader_epoch);
@@ -556,6 +578,7 @@ impl PartitionLog {
                     self.next_offset
                 )));
             }
+            self.make_on_disk(now_ms)?;
             self.maybe_roll(bytes.len() as u64, now_ms)?;
             if self.active().size == 0 && self.active().base_offset < h.base_offset {
                 // An empty active segment named below the batch (after compaction gaps on
@@ -640,6 +663,7 @@ impl PartitionLog {
     /// log start, or truncating everything it has).
     pub fn reset_to(&mut self, offset: i64, now_ms: i64) -> Result<i64> {
         self.check_online()?;
+        self.make_on_disk(now_ms)?;
         while let Some((_, seg)) = self.segments.pop_first() {
             seg.delete_files()?;
         }
@@ -714,6 +738,9 @@ impl PartitionLog {
     /// and starts a new one at the log end.
     pub fn roll(&mut self, now_ms: i64) -> Result<()> {
         self.check_online()?;
+        if !self.on_disk() {
+            return Ok(()); // nothing written: nothing to close
+        }
         self.active().flush()?;
         let seg = LogSegment::create(&self.dir, self.next_offset, now_ms)?;
         self.segments.insert(self.next_offset, seg);
@@ -726,7 +753,7 @@ impl PartitionLog {
 
     /// fsyncs the active segment.
     pub fn flush(&mut self) -> Result<()> {
-        if self.offline.is_some() {
+        if !self.on_disk() {
             return Ok(());
         }
         self.active().flush()?;
@@ -972,7 +999,7 @@ impl PartitionLog {
         cfg: &CompactionConfig,
         codec: &dyn RecordCodec,
     ) -> Result<CompactionStats> {
-        if self.offline.is_some() {
+        if !self.on_disk() {
             return Ok(CompactionStats::default());
         }
         let mut stats = CompactionStats::default();
@@ -1092,8 +1119,8 @@ impl PartitionLog {
 
     /// Flushes everything and leaves a marker so the next open skips crash recovery.
     pub fn close(&mut self) -> Result<()> {
-        if self.offline.is_some() {
-            return Ok(());
+        if !self.on_disk() {
+            return Ok(()); // offline, or never written: nothing to flush or mark
         }
         self.flush()?;
         self.set_recovery_point(self.next_offset)?;
@@ -1104,9 +1131,13 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Removes the partition's directory and everything in it.
+    /// Removes the partition's directory and everything in it (none for a log never
+    /// written).
     pub fn delete(self) -> Result<()> {
-        fs::remove_dir_all(&self.dir).map_err(|e| LogError::io(&self.dir, e))
+        match fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LogError::io(&self.dir, e)),
+            _ => Ok(()),
+        }
     }
 
     pub fn dir(&self) -> &Path {

@@ -360,6 +360,74 @@ fn leader_epochs_answer_offset_for_leader_epoch() {
     assert_eq!(log.end_offset_for_epoch(5), (3, 4));
 }
 
+/// A partition never written has no directory: opening, reading, flushing, rolling,
+/// retention, closing and deleting it touch no file, and reopening it (a restart) finds
+/// the same empty log. The first append makes the directory and its first segment.
+#[test]
+fn a_new_log_makes_its_directory_on_the_first_write_only() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("t-0");
+    let mut log = PartitionLog::open(&dir, LogConfig::default(), 0).unwrap();
+    assert!(!dir.exists() && !log.on_disk());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+    assert!(log.read(0, 1024, i64::MAX, true).unwrap().records.is_empty());
+    assert!(matches!(
+        log.read(1, 1024, i64::MAX, true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
+    assert_eq!(log.max_timestamp_offset().unwrap(), None);
+    assert_eq!((log.size_bytes(), log.segment_count()), (0, 1));
+    assert!(log.active_file().is_none());
+    log.flush().unwrap();
+    log.roll(0).unwrap();
+    assert_eq!(log.apply_retention(i64::MAX).unwrap(), 0);
+    assert_eq!(log.delete_records_before(0).unwrap(), 0);
+    assert_eq!(log.truncate_to(0, 0).unwrap(), 0);
+    log.close().unwrap();
+    assert!(!dir.exists(), "nothing written, nothing made");
+
+    let mut log = PartitionLog::open(&dir, LogConfig::default(), 0).unwrap();
+    assert!(!dir.exists());
+    log.append(&batch("a", 3, 0, -1, -1), 0, 0).unwrap();
+    assert!(dir.join("00000000000000000000.log").exists() && log.on_disk());
+    assert!(log.active_file().is_some());
+    log.close().unwrap();
+    let log = PartitionLog::open(&dir, LogConfig::default(), 0).unwrap();
+    assert_eq!(read_all(&log, 0), vec![0]);
+    log.delete().unwrap();
+    assert!(!dir.exists());
+
+    // Never written, deleted: nothing to remove, no error.
+    PartitionLog::open(&dir, LogConfig::default(), 0).unwrap().delete().unwrap();
+
+    // A follower reset past offset 0 and a transaction marker make it too.
+    let mut log = PartitionLog::open(&dir, LogConfig::default(), 0).unwrap();
+    assert_eq!(log.reset_to(42, 0).unwrap(), 42);
+    assert!(dir.exists() && log.on_disk() && log.log_start_offset() == 42);
+    log.delete().unwrap();
+    let mut log = PartitionLog::open(&dir, LogConfig::default(), 0).unwrap();
+    log.append_marker(7, 0, true, 0, 0, 0).unwrap();
+    assert!(dir.exists() && log.log_end_offset() == 1);
+}
+
+/// The first write to a partition whose directory cannot be made fails with the I/O
+/// error naming the path, as any failed write does, and leaves the log empty.
+#[test]
+fn a_first_write_that_cannot_make_the_directory_is_an_io_error() {
+    let parent = tempfile::tempdir().unwrap();
+    let blocker = parent.path().join("not-a-dir");
+    fs::write(&blocker, b"x").unwrap();
+    let dir = blocker.join("t-0");
+    let mut log = PartitionLog::open(&dir, LogConfig::default(), 0).unwrap();
+    match log.append(&batch("a", 1, 0, -1, -1), 0, 0) {
+        Err(e @ LogError::Io { .. }) => assert!(e.to_string().contains("t-0"), "{e}"),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+    assert_eq!(log.log_end_offset(), 0);
+    assert!(!log.on_disk());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 

@@ -294,6 +294,15 @@ impl ControllerClient {
         .await
     }
 
+    /// Tells the controller that a replica fetch connection to or from broker `id` (at
+    /// `broker_epoch`) ended by EOF or reset: it probes that broker's port and fences it
+    /// at once if its process is gone. Only a hint; the session timeout still decides
+    /// for a broker that is silent but listening.
+    pub async fn peer_closed(&self, id: i32, broker_epoch: i64) -> Result<(), ControllerError> {
+        self.done(ControllerRequest::PeerClosed { id, broker_epoch })
+            .await
+    }
+
     async fn done(&self, req: ControllerRequest) -> Result<(), ControllerError> {
         match self.call(req).await? {
             ControllerReply::Done => Ok(()),

@@ -45,8 +45,11 @@ type Job = (ControllerRequest, oneshot::Sender<Reply>, Instant);
 
 /// How long the controller waits for a broker's port to answer a liveness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// The pauses before each liveness probe of a broker whose connection closed: it is
-/// fenced only when every probe is refused (four refusals, at 0, 20, 70 and 170 ms). A client
+/// The pauses before each liveness probe of a process whose connection closed (at 0, 20,
+/// 70 and 170 ms): it is judged gone at the first refusal, and alive only if its port
+/// accepts at every probe. A dying process closes its connections in descriptor order,
+/// so the first probe can still find its listening socket open for a moment; stopping at
+/// that accept left a killed broker to the 9 s session timeout (issue 19). A client
 /// (librdkafka) re-queries a down leader's partitions once a second, so fencing sooner than
 /// that decides whether failover takes one such round or two.
 const PROBE_PAUSES: [Duration; 4] = [
@@ -59,9 +62,6 @@ const PROBE_PAUSES: [Duration; 4] = [
 /// After the Raft leader's process is found dead, the followers ask for votes in id order,
 /// this far apart, so that two of them do not split the vote.
 const ELECTION_STAGGER: Duration = Duration::from_millis(40);
-/// How long a voter found dead (its quorum port refused every probe) lets the controller
-/// judge the broker of the same id by one refused probe instead of four.
-const DEAD_VOTER_MEMORY: Duration = Duration::from_secs(10);
 
 /// A broker's heartbeat connection to this voter ended at `at`: the controller probes the
 /// broker's port to tell a dead process from a dropped connection.
@@ -141,12 +141,9 @@ impl MetaNode {
             stop: stop.clone(),
             tasks: Mutex::new(Vec::new()),
         });
-        // Voters whose process LeaderWatch found gone, for the controller's probes.
-        let dead_voters = Arc::new(Mutex::new(HashMap::new()));
         let watch_leader = LeaderWatch {
             me: cfg.node_id as u64,
             voters: Arc::new(voters.clone()),
-            dead: dead_voters.clone(),
         };
         let server = tokio::spawn(serve(
             listener,
@@ -195,7 +192,6 @@ impl MetaNode {
             session_start: Instant::now(),
             last_rebalance: Instant::now(),
             gone: gone_tx,
-            dead_voters,
         };
         let controller = tokio::spawn(actor.run(jobs_rx, lost_rx, gone_rx, stop.subscribe()));
         node.tasks.lock().extend([server, controller]);
@@ -372,7 +368,7 @@ struct LeaderSeen {
 
 /// Replaces a Raft leader whose process is gone at once, instead of after the followers'
 /// lease on it and an election timeout. Raft waits out its timers because a silent leader
-/// may be alive; a closed connection and a port that refuses every probe say it is not.
+/// may be alive; a closed connection and a port that refuses a probe say it is not.
 ///
 /// openraft grants no vote while the voter's lease on the last leader runs
 /// (`election_timeout_max` since its last append), unless the voter's own vote is not
@@ -385,9 +381,6 @@ struct LeaderSeen {
 struct LeaderWatch {
     me: u64,
     voters: Arc<BTreeMap<u64, SocketAddr>>,
-    /// Voters this node found dead (their quorum port refused every probe), and when:
-    /// the controller uses it to judge a broker of the same node id.
-    dead: Arc<Mutex<HashMap<u64, Instant>>>,
 }
 
 /// How many times each surviving voter stands again after giving up its lease (a vote
@@ -402,10 +395,9 @@ impl LeaderWatch {
         let Some(addr) = self.voters.get(&leader.id) else {
             return;
         };
-        if !refuses_every_probe(&addr.to_string()).await {
+        if !refuses_a_probe(&addr.to_string()).await {
             return;
         }
-        self.dead.lock().insert(leader.id, Instant::now());
         if !leaderless(&raft, leader) {
             return;
         }
@@ -423,7 +415,7 @@ impl LeaderWatch {
             tokio::time::sleep_until(start + round * r + ELECTION_STAGGER * (rank + 1)).await;
             // A voter that granted another candidate's vote meanwhile (or follows a new
             // leader) must not stand again: its newer term would depose that leader.
-            if !self.own_candidate(&raft) {
+            if !self.own_candidate(&raft).await {
                 return;
             }
             let _ = raft.trigger().elect().await;
@@ -431,11 +423,18 @@ impl LeaderWatch {
     }
 
     /// This node is a candidate voting for itself (its last election has not succeeded,
-    /// and it granted no one else since).
-    fn own_candidate(&self, raft: &Raft<TypeConfig>) -> bool {
-        let m = raft.metrics();
-        let m = m.borrow();
-        m.state == ServerState::Candidate && m.vote.leader_id().voted_for() == Some(self.me)
+    /// and it granted no one else since). Asked of the Raft core itself, in turn with the
+    /// vote requests already queued for it: the metrics lag them, and a vote granted to
+    /// another survivor but not yet in the metrics once let this node stand again and
+    /// depose the leader it had just elected (an 8 s controller failover under load).
+    async fn own_candidate(&self, raft: &Raft<TypeConfig>) -> bool {
+        let me = self.me;
+        raft.with_raft_state(move |st| {
+            st.server_state == ServerState::Candidate
+                && st.vote_ref().leader_id().voted_for() == Some(me)
+        })
+        .await
+        .unwrap_or(false)
     }
 }
 
@@ -446,24 +445,26 @@ fn leaderless(raft: &Raft<TypeConfig>, leader: LeaderSeen) -> bool {
     m.state != ServerState::Leader && m.current_leader.map_or(true, |l| l == leader.id)
 }
 
-/// Probes `addr` at each of [`PROBE_PAUSES`]: true only if every connect is refused (the
-/// process is gone: kill -9, a crash). Accepted, unreachable (a partition) or another error
-/// is not proof of death. One refusal is not enough either: a dying process can close its
-/// connections a moment before its listening socket.
-async fn refuses_every_probe(addr: &str) -> bool {
+/// Probes `addr` at each of [`PROBE_PAUSES`]: true once a connect is refused (no process
+/// listens there: kill -9, a crash). A live process's listening socket never refuses. An
+/// accepted connect is not proof of life until every probe was accepted: a dying process
+/// can close its connections a moment before its listening socket. Unreachable (a
+/// network partition) or another error is not proof of death, and ends the probing.
+async fn refuses_a_probe(addr: &str) -> bool {
     refuses_probes(addr, &PROBE_PAUSES).await
 }
 
-/// Probes `addr` after each of `pauses`: true only if every connect is refused.
+/// Probes `addr` after each of `pauses`: true at the first refused connect.
 async fn refuses_probes(addr: &str, pauses: &[Duration]) -> bool {
     for &pause in pauses {
         tokio::time::sleep(pause).await;
         match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return true,
+            Ok(Ok(_)) => continue,
             _ => return false,
         }
     }
-    true
+    false
 }
 
 async fn serve_requests(
@@ -555,9 +556,6 @@ struct Actor {
     last_rebalance: Instant,
     /// Where probes report a broker whose port refuses connections (its process is gone).
     gone: mpsc::UnboundedSender<Lost>,
-    /// Voters whose quorum port refused every probe after their connection closed, and
-    /// when (`LeaderWatch`): in combined mode the broker of that id died with them.
-    dead_voters: Arc<Mutex<HashMap<u64, Instant>>>,
 }
 
 /// Resolves once `stop` says so (or its sender is gone).
@@ -874,6 +872,19 @@ impl Actor {
             ControllerRequest::DescribeQuorum => {
                 Ok(ControllerReply::Quorum(self.quorum_state(img)))
             }
+            ControllerRequest::PeerClosed { id, broker_epoch } => {
+                tracing::debug!(
+                    broker = id,
+                    broker_epoch,
+                    "a replica fetch connection of this broker closed: probing it"
+                );
+                self.probe(Lost {
+                    id,
+                    broker_epoch,
+                    at: received,
+                });
+                Ok(ControllerReply::Done)
+            }
         }
     }
 
@@ -933,21 +944,9 @@ impl Actor {
         else {
             return;
         };
-        // A voter of the same id that this node already found gone (combined mode: the
-        // old controller) needs only one more refusal, on its broker port.
-        let voter_gone = self
-            .dead_voters
-            .lock()
-            .get(&(l.id as u64))
-            .is_some_and(|at| at.elapsed() < DEAD_VOTER_MEMORY);
-        let pauses: &'static [Duration] = if voter_gone {
-            &PROBE_PAUSES[..1]
-        } else {
-            &PROBE_PAUSES
-        };
         let gone = self.gone.clone();
         tokio::spawn(async move {
-            if refuses_probes(&addr, pauses).await {
+            if refuses_a_probe(&addr).await {
                 let _ = gone.send(l);
             } else {
                 tracing::debug!(broker = l.id, %addr, "broker's port did not refuse: leaving it to the session timeout");
@@ -1028,5 +1027,34 @@ impl Actor {
                 let _ = self.write(records).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    /// A dying process may still accept on its listening socket for a moment after its
+    /// other connections closed: a refusal at a later probe still says it is gone (the
+    /// first accept used to end the probing and leave the broker to its session timeout).
+    #[tokio::test]
+    async fn a_port_that_accepts_once_then_refuses_is_gone() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let closer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            drop(listener);
+        });
+        assert!(refuses_probes(&addr, &[Duration::ZERO, Duration::from_millis(30)]).await);
+        closer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_port_that_keeps_accepting_is_alive() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        assert!(!refuses_probes(&addr, &PROBE_PAUSES).await);
+        drop(listener);
+        assert!(refuses_probes(&addr, &PROBE_PAUSES).await);
     }
 }

@@ -138,6 +138,13 @@ pub enum ControllerRequest {
     },
     /// The quorum's state as its leader sees it (Kafka's DescribeQuorum).
     DescribeQuorum,
+    /// A replica fetch connection to or from broker `id` (at `broker_epoch`) ended by
+    /// EOF or reset, seen by another broker: the controller probes `id`'s port as when
+    /// its heartbeat connection closes, and fences it at once if no process listens.
+    PeerClosed {
+        id: i32,
+        broker_epoch: i64,
+    },
 }
 
 /// One replica of the metadata log, as the quorum leader sees it.

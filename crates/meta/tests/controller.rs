@@ -384,3 +384,59 @@ async fn describe_quorum_reports_the_leader_and_every_voters_progress() {
     )
     .await;
 }
+
+fn long_sessions(cfg: &mut MetaConfig) {
+    cfg.broker_session_timeout = Duration::from_secs(30);
+}
+
+/// A peer broker reports that a replica fetch connection to or from broker 7 ended: the
+/// controller probes 7's port and, finding it refused (the process is gone), fences it at
+/// once instead of after the 30 s session. A broker whose port accepts stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_reported_closed_connection_fences_a_broker_whose_port_refuses() {
+    run(3, long_sessions, |c| async move {
+        let client = Arc::new(c.client());
+        let register = |id: i32, port: u16| {
+            let client = client.clone();
+            async move {
+                let epoch = client
+                    .register_broker(
+                        id,
+                        "127.0.0.1",
+                        port as i32,
+                        Vec::new(),
+                        None,
+                        uuid::Uuid::new_v4(),
+                    )
+                    .await
+                    .unwrap();
+                assert!(!client.heartbeat(id, epoch, false).await.unwrap().fenced);
+                epoch
+            }
+        };
+        let alive = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let alive_epoch = register(8, alive.local_addr().unwrap().port()).await;
+        // A port nobody listens on any more: bound, then released.
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let gone_port = gone.local_addr().unwrap().port();
+        drop(gone);
+        let gone_epoch = register(7, gone_port).await;
+
+        let started = std::time::Instant::now();
+        client.peer_closed(8, alive_epoch).await.unwrap();
+        client.peer_closed(7, gone_epoch).await.unwrap();
+        let after = wait_image(c.node(0).image(), |i| i.brokers[&7].fenced).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(!after.brokers[&8].fenced);
+        // The live one's probes (all accepted) end within 170 ms: still not fenced.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!c.node(0).image().borrow().brokers[&8].fenced);
+        drop(alive);
+        c
+    })
+    .await;
+}

@@ -36,9 +36,12 @@ def test_full_disk_goes_offline_alone_and_loses_nothing(start_broker, tmp_path, 
     big = str(tmp_path / "big-disk")
     b = start_broker(log__dirs=f"{big},{small_disk}", log__segment__bytes=512 * 1024)
     topic = ck.create_topic(b, unique("full"), partitions=2)
+    # A partition's directory is made by its first write: one record each shows where.
+    for part in (0, 1):
+        assert ck.produce_all(ck.producer(b), topic, [{"value": b"first"}], partition=part).failed == []
     on_small = partition_in(small_disk, topic)
     on_big = 1 - on_small
-    acked, failed = [], []
+    acked, failed = [b"first"], []
 
     def report(err, msg):
         (failed if err else acked).append(msg.value() if not err else err)

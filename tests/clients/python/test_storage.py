@@ -148,3 +148,46 @@ def test_recovery_from_a_damaged_tail(start_broker, damage):
     # restart: test_durability.py::test_append_after_restart).
     d = ck.produce_all(ck.producer(b), topic, [{"value": b"new"}], partition=0)
     assert d.ok[0][1] == keep
+
+
+def partition_dirs(b, topic):
+    return sorted(d for d in glob.glob(os.path.join(b.data_dir, "**", f"{topic}-*"), recursive=True)
+                  if os.path.isdir(d))
+
+
+@pytest.mark.timeout_s(90)
+def test_a_partition_gets_its_directory_on_its_first_write(start_broker):
+    """Creating a topic makes no partition directory (ext4 spent most of a 1,000-partition
+    creation zeroing new directories); a never-written partition still exists for every
+    client, across a restart, and can be deleted; the first write makes its directory."""
+    b = start_broker()
+    topic = ck.create_topic(b, unique("lazy"), partitions=8)
+    assert partition_dirs(b, topic) == []
+    assert ck.watermarks(b, topic, partition=3) == (0, 0)
+    c = ck.consumer(b)
+    try:
+        got = c.offsets_for_times([TopicPartition(topic, 5, 0)], timeout=10)
+        assert got[0].error is None and got[0].offset == -1, got
+    finally:
+        c.close()
+    assert ck.consume(b, topic, partition=2) == []
+    d = ck.produce_all(ck.producer(b), topic, [{"value": b"first"}], partition=6)
+    assert d.failed == []
+    assert [os.path.basename(p) for p in partition_dirs(b, topic)] == [f"{topic}-6"]
+    assert b.terminate() == 0
+    b.start()
+    md = ck.admin(b).list_topics(topic, timeout=10).topics[topic]
+    assert sorted(md.partitions) == list(range(8)) and all(p.error is None for p in md.partitions.values())
+    assert [m.value() for m in ck.consume(b, topic, partition=6)] == [b"first"]
+    assert ck.watermarks(b, topic, partition=1) == (0, 0)
+    d = ck.produce_all(ck.producer(b), topic, [{"value": b"after-restart"}], partition=1)
+    assert d.failed == []
+    assert [m.value() for m in ck.consume(b, topic, partition=1)] == [b"after-restart"]
+    # Deleting a topic whose partitions were mostly never written.
+    a = ck.admin(b)
+    a.delete_topics([topic], operation_timeout=10)[topic].result(15)
+    deadline = time.monotonic() + 10
+    while partition_dirs(b, topic) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert partition_dirs(b, topic) == []
+    assert topic not in a.list_topics(timeout=10).topics

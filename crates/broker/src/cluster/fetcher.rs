@@ -173,6 +173,9 @@ async fn run(broker: Arc<Broker>, task: Arc<FetcherTask>) {
                 }
                 Err(e) => {
                     tracing::debug!(leader = task.leader, addr = %task.addr, error = %e, "replica fetcher cannot connect");
+                    if ends_by_peer(&e) {
+                        broker.cluster().report_peer_closed(task.leader);
+                    }
                     tokio::time::sleep(RETRY_BACKOFF * 5).await;
                     continue;
                 }
@@ -185,9 +188,28 @@ async fn run(broker: Arc<Broker>, task: Arc<FetcherTask>) {
         .await;
         if let Err(e) = outcome {
             tracing::debug!(leader = task.leader, error = %e, "replica fetch failed; retrying");
+            if ends_by_peer(&e) {
+                broker.cluster().report_peer_closed(task.leader);
+            }
             conn = None;
             tokio::time::sleep(RETRY_BACKOFF).await;
         }
+    }
+}
+
+/// Whether a fetch failed because the leader's side ended the connection or refused it
+/// (its process may be gone), not because it was slow to answer.
+fn ends_by_peer(e: &runnel_client::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionRefused, ConnectionReset, UnexpectedEof};
+    match e {
+        runnel_client::Error::Disconnected { .. } => true,
+        runnel_client::Error::Io { error, .. } | runnel_client::Error::Connect { error, .. } => {
+            matches!(
+                error.kind(),
+                ConnectionRefused | ConnectionReset | UnexpectedEof | BrokenPipe
+            )
+        }
+        _ => false,
     }
 }
 

@@ -61,7 +61,13 @@ pub struct Cluster {
     broker: std::sync::Weak<Broker>,
     /// Fenced brokers and when this broker first saw them fenced (`listed_brokers`).
     fenced_seen: parking_lot::Mutex<HashMap<i32, tokio::time::Instant>>,
+    /// When each peer broker's closed replica fetch connection was last reported to the
+    /// controller (`report_peer_closed`): at most one report a second per peer.
+    peer_reports: parking_lot::Mutex<HashMap<i32, tokio::time::Instant>>,
 }
+
+/// How often one peer's closed replica fetch connections are reported to the controller.
+const PEER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Cluster {
     /// Joins the cluster: starts the voter (combined mode), registers this broker, and
@@ -133,6 +139,7 @@ impl Cluster {
             broker: Arc::downgrade(broker),
             reconciled: watch::channel(0).0,
             fenced_seen: Default::default(),
+            peer_reports: Default::default(),
         });
         // Before any task that may ask for it starts.
         let _ = broker.cluster.set(cluster.clone());
@@ -333,6 +340,49 @@ impl Cluster {
                     .markers_written(&broker, &tid, producer_id, commit);
             } else {
                 tracing::error!(transactional_id = %tid, "transaction markers not delivered in time; the next coordinator of this id will finish them");
+            }
+        });
+    }
+
+    /// A replica fetch connection to or from peer broker `id` ended by EOF or reset (not a
+    /// timeout): the process may be gone. The controller is told at once, so it probes
+    /// the peer's port and fences it without waiting for its session timeout (issue 19);
+    /// a live peer's port accepts and nothing happens. In the background, bounded.
+    pub fn report_peer_closed(&self, id: i32) {
+        let Some(epoch) = self
+            .current_image()
+            .brokers
+            .get(&id)
+            .filter(|b| !b.fenced)
+            .map(|b| b.epoch)
+        else {
+            return;
+        };
+        {
+            let now = tokio::time::Instant::now();
+            let mut reports = self.peer_reports.lock();
+            if reports
+                .get(&id)
+                .is_some_and(|at| now.duration_since(*at) < PEER_REPORT_INTERVAL)
+            {
+                return;
+            }
+            reports.insert(id, now);
+        }
+        let Some(broker) = self.broker.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let ask = broker.cluster().controller.peer_closed(id, epoch);
+            match tokio::time::timeout(Duration::from_secs(3), ask).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = id, error = %e, "could not report a closed replica connection")
+                }
+                Err(_) => tracing::debug!(
+                    peer = id,
+                    "no controller answered a closed replica connection's report"
+                ),
             }
         });
     }

@@ -41,6 +41,7 @@ pub fn handle(
     req: &ParsedRequest,
     az: &crate::authz::Ctx,
     qc: &crate::server::quota::Ctx,
+    replica_of: &std::sync::atomic::AtomicI32,
 ) -> Result<ResponseFuture, DecodeError> {
     let body: FetchRequest = decode_body(&req.body, req.api_version)?;
     let by_id = req.api_version >= 13;
@@ -104,6 +105,9 @@ pub fn handle(
         body.replica_id.0
     };
     let replica = (replica_id >= 0).then_some(replica_id);
+    if let Some(id) = replica {
+        replica_of.store(id, std::sync::atomic::Ordering::Relaxed);
+    }
     // KIP-392 (Fetch v11+): a consumer may read from a follower, and names its rack.
     let consumer = (replica.is_none() && req.api_version >= 11).then(|| ConsumerFetch {
         rack: body.rack_id.to_string(),

@@ -85,7 +85,7 @@ fn dispatch_api(
         ApiKey::ApiVersions => api_versions::handle(&req),
         ApiKey::Metadata => metadata::handle(broker, &req, &conn.listener, &az),
         ApiKey::Produce => produce::handle(broker, &req, &az, qc),
-        ApiKey::Fetch => fetch::handle(broker, &req, &az, qc),
+        ApiKey::Fetch => fetch::handle(broker, &req, &az, qc, &conn.replica_of),
         ApiKey::ListOffsets => list_offsets::handle(broker, &req, &az),
         ApiKey::CreateTopics => topics_admin::create(broker, &req, &az, qc),
         ApiKey::DeleteTopics => topics_admin::delete(broker, &req, &az, qc),

@@ -49,6 +49,10 @@ pub struct Conn {
     pub principal: Arc<str>,
     /// Muted while a quota throttles it (KIP-219); see `quota::Mute`.
     pub mute: Arc<crate::server::quota::Mute>,
+    /// The broker id a follower's replica fetches on this connection named (-1: none):
+    /// when such a connection ends by EOF or reset, the controller is told at once
+    /// (`Cluster::report_peer_closed`).
+    pub replica_of: Arc<std::sync::atomic::AtomicI32>,
 }
 
 /// Kafka's principal for a connection that did not authenticate.
@@ -62,6 +66,7 @@ impl Conn {
             listener,
             principal: Arc::from(ANONYMOUS),
             mute: Default::default(),
+            replica_of: Arc::new(std::sync::atomic::AtomicI32::new(-1)),
         }
     }
 }
@@ -476,13 +481,19 @@ async fn serve_connection_inner<R, W>(
         }
         let _ = write_half.shutdown().await;
     });
+    // Whether the peer ended the connection (EOF, a reset, or silence), not this side.
+    let mut ended_by_peer = false;
     loop {
         let mut held = Held::default();
         let frame = match read_frame(&mut reader, read_limits, &budget, &mut held).await {
             Ok(Some(frame)) => frame,
-            Ok(None) => break,
+            Ok(None) => {
+                ended_by_peer = true;
+                break;
+            }
             Err(reason) => {
                 tracing::warn!(%peer, %reason, "closing connection");
+                ended_by_peer = true;
                 break;
             }
         };
@@ -544,6 +555,13 @@ async fn serve_connection_inner<R, W>(
     }
     drop(tx);
     let _ = writer.await;
+    // A follower's replica fetch connection that ended may mean its process is gone: the
+    // controller probes its port (an idle close of a live follower's connection costs a
+    // probe that its port accepts).
+    let replica = conn.replica_of.load(std::sync::atomic::Ordering::Relaxed);
+    if ended_by_peer && replica >= 0 && replica != broker.node_id() {
+        broker.cluster().report_peer_closed(replica);
+    }
 }
 
 /// Reads one frame body. Ok(None) on a clean end of stream between frames.

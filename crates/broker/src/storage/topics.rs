@@ -122,21 +122,25 @@ fn partition_dir_name(topic: &str, partition: i32) -> String {
 /// Chooses partition directories: an existing one in any log dir, or a new one in the
 /// log dir holding the fewest partitions. Each log dir is listed once, when the placer
 /// is made, and the counts are kept as it places, so placing n partitions is O(n).
+/// A partition's directory is made by its first write (`PartitionLog::open`), so the
+/// partitions placed but not written yet (`unmade`, per log dir) count as well.
 struct Placer<'a> {
     dirs: &'a [PathBuf],
     load: Vec<usize>,
 }
 
 impl<'a> Placer<'a> {
-    fn new(dirs: &'a [PathBuf]) -> Self {
+    fn new(dirs: &'a [PathBuf], unmade: &[usize]) -> Self {
         let load = dirs
             .iter()
-            .map(|d| {
-                std::fs::read_dir(d).map_or(0, |it| {
+            .enumerate()
+            .map(|(i, d)| {
+                let on_disk = std::fs::read_dir(d).map_or(0, |it| {
                     it.filter_map(Result::ok)
                         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                         .count()
-                })
+                });
+                on_disk + unmade.get(i).copied().unwrap_or(0)
             })
             .collect();
         Placer { dirs, load }
@@ -203,7 +207,7 @@ impl TopicRegistry {
         fresh: bool,
     ) -> Result<Vec<Arc<Partition>>, BrokerError> {
         let log_config = topic_log_config(&self.effective_config().log_defaults, configs);
-        let mut placer = Placer::new(&self.config.log_dirs);
+        let mut placer = Placer::new(&self.config.log_dirs, &self.unmade_per_log_dir());
         let mut opened: Vec<Arc<Partition>> = Vec::with_capacity(range.len());
         // The partitions whose directory this call made: only those are removed on a
         // failure (a topic of the metadata image may find its data already on disk).
@@ -236,13 +240,43 @@ impl TopicRegistry {
         Ok(opened)
     }
 
-    /// Stops partitions that were never published and removes their directories.
+    /// How many partitions each log dir holds that were never written (so have no
+    /// directory yet). Only counted with more than one log dir, where it decides placement.
+    fn unmade_per_log_dir(&self) -> Vec<usize> {
+        let dirs = &self.config.log_dirs;
+        let mut unmade = vec![0; dirs.len()];
+        if dirs.len() < 2 {
+            return unmade;
+        }
+        // The registry lock is released before any partition's log lock is taken.
+        for t in self.all() {
+            for p in &t.partitions {
+                let log = p.log.lock();
+                if log.on_disk() || log.offline_reason().is_some() {
+                    continue;
+                }
+                if let Some(i) = dirs
+                    .iter()
+                    .position(|d| Some(d.as_path()) == log.dir().parent())
+                {
+                    unmade[i] += 1;
+                }
+            }
+        }
+        unmade
+    }
+
+    /// Stops partitions that were never published and removes their directories (a
+    /// partition never written has none).
     fn discard(partitions: &[Arc<Partition>]) {
         for p in partitions {
             p.shutdown();
             let dir = p.log.lock().dir().to_path_buf();
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove the directory of a removed partition");
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove the directory of a removed partition");
+                }
+                _ => {}
             }
         }
     }
@@ -506,6 +540,13 @@ impl TopicRegistry {
             return Ok(());
         }
         let to = target_dir.join(partition_dir_name(topic, partition));
+        if !log.on_disk() && log.offline_reason().is_none() {
+            // Never written: nothing to copy; its directory will be made in the new place.
+            *log = PartitionLog::open(&to, log.config().clone(), now_ms())
+                .map_err(BrokerError::from)?;
+            tracing::info!(topic, partition, to = %to.display(), "moved an empty partition to another log dir");
+            return Ok(());
+        }
         log.close().map_err(BrokerError::from)?;
         let copy = || -> std::io::Result<()> {
             let staging = to.with_extension("moving");
@@ -781,5 +822,26 @@ mod tests {
         for bad in ["", ".", "..", "has space", "ümlaut", &"x".repeat(250)] {
             assert!(validate_topic_name(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A partition has no directory until its first write, yet it counts in the log dir
+    /// it was placed in: four one-partition topics over two log dirs land two and two
+    /// (counting directories alone would put all four in the emptier dir).
+    #[tokio::test]
+    async fn placement_counts_partitions_not_written_yet() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dirs = format!("{},{}", a.path().display(), b.path().display());
+        let config = BrokerConfig::from_pairs(&[("log.dirs".to_string(), dirs)]).unwrap();
+        let topics = TopicRegistry::open(Arc::new(config)).unwrap();
+        let mut per_dir = [0, 0];
+        for i in 0..4 {
+            let t = topics
+                .create(&format!("t{i}"), 1, BTreeMap::new(), false)
+                .unwrap();
+            let log = t.partitions[0].log.lock();
+            assert!(!log.on_disk() && !log.dir().exists());
+            per_dir[usize::from(log.dir().parent() == Some(b.path()))] += 1;
+        }
+        assert_eq!(per_dir, [2, 2]);
     }
 }

@@ -133,16 +133,19 @@ pub async fn wait_image(
 }
 
 /// Registers broker `id` and keeps it heartbeating until the returned sender says stop.
+/// Its registered port listens (the controller probes a broker's port and fences one
+/// that refuses: a process that is gone) until then.
 pub async fn live_broker(
     client: Arc<ControllerClient>,
     id: i32,
     rack: Option<&str>,
 ) -> (i64, watch::Sender<bool>) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let epoch = client
         .register_broker(
             id,
             "127.0.0.1",
-            9000 + id,
+            i32::from(port.local_addr().unwrap().port()),
             Vec::new(),
             rack.map(str::to_string),
             Uuid::new_v4(),
@@ -155,7 +158,10 @@ pub async fn live_broker(
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = stopped.changed() => return,
+                _ = stopped.changed() => {
+                    drop(port);
+                    return;
+                }
                 _ = tokio::time::sleep(Duration::from_millis(150)) => {
                     let _ = client.heartbeat(id, epoch, false).await;
                 }
