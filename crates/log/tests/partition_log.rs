@@ -370,7 +370,11 @@ fn a_new_log_makes_its_directory_on_the_first_write_only() {
     let mut log = PartitionLog::open(&dir, LogConfig::default(), 0).unwrap();
     assert!(!dir.exists() && !log.on_disk());
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
-    assert!(log.read(0, 1024, i64::MAX, true).unwrap().records.is_empty());
+    assert!(log
+        .read(0, 1024, i64::MAX, true)
+        .unwrap()
+        .records
+        .is_empty());
     assert!(matches!(
         log.read(1, 1024, i64::MAX, true),
         Err(LogError::OffsetOutOfRange { .. })
@@ -399,7 +403,10 @@ fn a_new_log_makes_its_directory_on_the_first_write_only() {
     assert!(!dir.exists());
 
     // Never written, deleted: nothing to remove, no error.
-    PartitionLog::open(&dir, LogConfig::default(), 0).unwrap().delete().unwrap();
+    PartitionLog::open(&dir, LogConfig::default(), 0)
+        .unwrap()
+        .delete()
+        .unwrap();
 
     // A follower reset past offset 0 and a transaction marker make it too.
     let mut log = PartitionLog::open(&dir, LogConfig::default(), 0).unwrap();
