@@ -465,18 +465,26 @@ impl RowBuilder {
         }
         self.rows += 1;
         if self.rows >= ROWS_PER_ARROW_BATCH {
-            self.flush()?;
+            self.flush(true)?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
+    /// Ends the Arrow batch being built; `more`: another one follows.
+    fn flush(&mut self, more: bool) -> Result<()> {
         if self.rows == 0 {
             return Ok(());
         }
+        // The next batch's values start with this one's size: growing a builder from
+        // empty copies its bytes about twice over.
+        let value = self.value.finish();
+        if more {
+            self.value =
+                BinaryBuilder::with_capacity(ROWS_PER_ARROW_BATCH, value.value_data().len());
+        }
         let mut cols: Vec<ArrayRef> = vec![
             Arc::new(self.key.finish()),
-            Arc::new(self.value.finish()),
+            Arc::new(value),
             Arc::new(self.topic.finish()),
             Arc::new(self.partition.finish()),
             Arc::new(self.offset.finish()),
@@ -493,7 +501,7 @@ impl RowBuilder {
     }
 
     pub(crate) fn finish(mut self) -> Result<Vec<RecordBatch>> {
-        self.flush()?;
+        self.flush(false)?;
         Ok(self.done)
     }
 }
@@ -502,6 +510,8 @@ impl RowBuilder {
 const MAX_READERS: usize = 8;
 /// What librdkafka may prefetch for one source, over all its consumers (KiB).
 const PREFETCH_KBYTES: u64 = 262_144;
+/// How long librdkafka postpones fetching a partition whose prefetch queue is full (ms).
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 /// One consumer reading a share of the source's partitions, with its own connections
 /// and fetch sessions; while a batch is read it runs on a thread of its own and builds
@@ -509,7 +519,7 @@ const PREFETCH_KBYTES: u64 = 262_144;
 struct Reader {
     consumer: BaseConsumer,
     /// Messages polled past a batch's end, handed out first by the next batch.
-    stash: HashMap<(String, i32), VecDeque<OwnedMessage>>,
+    stash: Stash,
 }
 
 /// What every reader of one batch shares.
@@ -559,6 +569,10 @@ impl KafkaSource {
             .set("auto.offset.reset", "error")
             .set("fetch.wait.max.ms", "50")
             .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string())
+            // With its prefetch queue full, librdkafka waits this long before fetching a
+            // partition again (default 1 s): a batch that drains the queue would then
+            // wait for the rest of the second with nothing to read.
+            .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
             .set("log_level", "3");
         for (k, v) in &opts.client {
             if ["enable.auto.commit", "auto.offset.reset"].contains(&k.as_str()) {
@@ -1107,49 +1121,46 @@ impl Reader {
     fn read_share(
         &mut self,
         ctx: &ReadContext,
-        mut positions: BTreeMap<(String, i32), i64>,
+        positions: BTreeMap<(String, i32), i64>,
         ends: &BTreeMap<(String, i32), i64>,
     ) -> Result<ReadShare> {
         let mut rows = RowBuilder::new(ctx.schema.clone(), ctx.include_headers);
-        for (tp, &end) in ends {
-            let Some(q) = self.stash.get_mut(tp) else {
-                continue;
-            };
-            while let Some(m) = q.front() {
-                let pos = positions.get(tp).copied().unwrap_or(0);
-                if m.offset() < pos {
-                    q.pop_front();
-                    continue;
-                }
-                if m.offset() >= end {
-                    break;
-                }
-                let m = q.pop_front().expect("front exists");
-                rows.push(&m)?;
-                positions.insert(tp.clone(), m.offset() + 1);
-            }
-        }
-        self.stash.retain(|_, q| !q.is_empty());
-        let reached = |positions: &BTreeMap<(String, i32), i64>| {
-            ends.iter()
-                .all(|(tp, e)| positions.get(tp).is_some_and(|p| p >= e))
-        };
-        while !reached(&positions) {
-            let msg = match self.consumer.poll(Duration::ZERO) {
+        let mut share = Share::new(&positions, ends, &mut self.stash, ctx.ending);
+        let read = self.read_into(ctx, &mut share, &mut rows);
+        // Whatever happened, what was polled past the batch stays for the next one.
+        let reached = share.finish(&mut self.stash);
+        read?;
+        Ok((rows.finish()?, reached))
+    }
+
+    fn read_into(
+        &mut self,
+        ctx: &ReadContext,
+        share: &mut Share,
+        rows: &mut RowBuilder,
+    ) -> Result<()> {
+        share.drain_stashes(rows)?;
+        // After an empty poll the next one waits (woken by the next fetch), rather than
+        // spinning or sleeping past its arrival.
+        let mut idle = false;
+        while share.behind() > 0 {
+            let timeout = if idle { IDLE_POLL } else { Duration::ZERO };
+            let msg = match self.consumer.poll(timeout) {
                 None => {
-                    self.step_over_gaps(&mut positions, ends)?;
-                    if reached(&positions) {
+                    let assigned = self.consumer.position()?;
+                    share.step_over_gaps(|tp| offset_in(&assigned, tp));
+                    if share.behind() == 0 {
                         break;
                     }
                     if Instant::now() > ctx.deadline {
                         return Err(SqlError::DataLoss(format!(
                             "could not read up to {:?} within {:?}; positions {:?}",
-                            to_offsets(ends),
+                            to_offsets(&share.ends()),
                             ctx.timeout,
-                            to_offsets(&positions)
+                            to_offsets(&share.positions())
                         )));
                     }
-                    std::thread::sleep(Duration::from_millis(1));
+                    idle = true;
                     continue;
                 }
                 Some(Err(e)) => {
@@ -1158,78 +1169,222 @@ impl Reader {
                 }
                 Some(Ok(m)) => m,
             };
-            let tp = (msg.topic().to_string(), msg.partition());
-            let Some(&pos) = positions.get(&tp) else {
-                // A partition of this reader with nothing to read in this batch.
-                if ctx
-                    .ending
-                    .and_then(|e| e.get(&tp))
-                    .is_none_or(|e| msg.offset() < *e)
-                {
-                    self.stash.entry(tp).or_default().push_back(msg.detach());
+            idle = false;
+            let consumer = &self.consumer;
+            share.take(&msg, rows, &mut self.stash, ctx.ending, |tp, pos| {
+                if ctx.fail_on_data_loss && !is_compacted_gap(consumer, tp, pos) {
+                    return Err(SqlError::DataLoss(format!(
+                        "{}-{}: expected offset {pos}, got {} (records were deleted; set failOnDataLoss to false to skip)",
+                        tp.0, tp.1, msg.offset()
+                    )));
                 }
-                continue;
-            };
-            if msg.offset() < pos {
-                continue; // re-delivered after a reassign
-            }
-            let end = ends.get(&tp).copied().unwrap_or(pos);
-            if msg.offset() >= end || self.stash.get(&tp).is_some_and(|q| !q.is_empty()) {
-                // Past this batch: keep it (in order) for the next one, unless it is past
-                // `endingOffsets`, which no batch will ever read.
-                if ctx
-                    .ending
-                    .and_then(|e| e.get(&tp))
-                    .is_none_or(|e| msg.offset() < *e)
-                {
-                    self.stash.entry(tp).or_default().push_back(msg.detach());
-                }
-                continue;
-            }
-            if msg.offset() > pos
-                && ctx.fail_on_data_loss
-                && !is_compacted_gap(&self.consumer, &tp, pos)
-            {
-                return Err(SqlError::DataLoss(format!(
-                    "{}-{}: expected offset {pos}, got {} (records were deleted; set failOnDataLoss to false to skip)",
-                    tp.0, tp.1, msg.offset()
-                )));
-            }
-            rows.push(&msg)?;
-            positions.insert(tp, msg.offset() + 1);
+                Ok(())
+            })?;
         }
-        Ok((rows.finish()?, positions))
+        Ok(())
+    }
+}
+
+/// How long a reader's poll waits after an empty one (it returns as soon as a message
+/// arrives); between such polls it steps over offsets that hold no record.
+const IDLE_POLL: Duration = Duration::from_millis(2);
+
+/// Messages polled past a batch's end, per partition, for the next batch.
+type Stash = HashMap<(String, i32), VecDeque<OwnedMessage>>;
+
+/// A polled message that can be kept past the poll.
+trait Keep: Message {
+    fn keep(&self) -> OwnedMessage;
+}
+
+impl Keep for rdkafka::message::BorrowedMessage<'_> {
+    fn keep(&self) -> OwnedMessage {
+        self.detach()
+    }
+}
+
+impl Keep for OwnedMessage {
+    fn keep(&self) -> OwnedMessage {
+        self.clone()
+    }
+}
+
+/// One partition of a reader's share of a batch.
+struct Slot {
+    tp: (String, i32),
+    /// The next offset to hand out.
+    pos: i64,
+    /// The batch's end (exclusive).
+    end: i64,
+    /// `endingOffsets` (i64::MAX without): no batch reads at or past it.
+    ending: i64,
+    /// Messages polled that this batch cannot take (yet), in offset order.
+    stash: VecDeque<OwnedMessage>,
+}
+
+/// A reader's progress through its share of a batch. Per message it allocates nothing
+/// and looks at one partition: messages come in runs of one partition, so the last
+/// one's slot is tried first, and how many partitions are short of their end is counted
+/// rather than walked.
+struct Share {
+    slots: Vec<Slot>,
+    /// Slots whose position is short of their end.
+    behind: usize,
+    /// The slot of the last message taken.
+    last: usize,
+}
+
+impl Share {
+    /// The share of `ends` starting at `positions`, with the stashed messages of its
+    /// partitions taken out of `stash` (`finish` puts back what is left).
+    fn new(
+        positions: &BTreeMap<(String, i32), i64>,
+        ends: &BTreeMap<(String, i32), i64>,
+        stash: &mut Stash,
+        ending: Option<&BTreeMap<(String, i32), i64>>,
+    ) -> Share {
+        let slots = ends
+            .iter()
+            .map(|(tp, &end)| Slot {
+                tp: tp.clone(),
+                pos: positions.get(tp).copied().unwrap_or(0),
+                end,
+                ending: ending.and_then(|e| e.get(tp)).copied().unwrap_or(i64::MAX),
+                stash: stash.remove(tp).unwrap_or_default(),
+            })
+            .collect();
+        let mut share = Share {
+            slots,
+            behind: 0,
+            last: 0,
+        };
+        share.recount();
+        share
+    }
+
+    fn behind(&self) -> usize {
+        self.behind
+    }
+
+    fn recount(&mut self) {
+        self.behind = self.slots.iter().filter(|s| s.pos < s.end).count();
+    }
+
+    fn positions(&self) -> BTreeMap<(String, i32), i64> {
+        self.slots.iter().map(|s| (s.tp.clone(), s.pos)).collect()
+    }
+
+    fn ends(&self) -> BTreeMap<(String, i32), i64> {
+        self.slots.iter().map(|s| (s.tp.clone(), s.end)).collect()
+    }
+
+    fn find(&mut self, topic: &str, partition: i32) -> Option<usize> {
+        let hit = |s: &Slot| s.tp.1 == partition && s.tp.0 == topic;
+        if self.slots.get(self.last).is_some_and(hit) {
+            return Some(self.last);
+        }
+        let i = self.slots.iter().position(hit)?;
+        self.last = i;
+        Some(i)
+    }
+
+    /// Hands out the stashed messages this batch takes (from each position up to its
+    /// end); older ones (re-delivered) are dropped.
+    fn drain_stashes(&mut self, rows: &mut RowBuilder) -> Result<()> {
+        for s in &mut self.slots {
+            while let Some(m) = s.stash.front() {
+                if m.offset() < s.pos {
+                    s.stash.pop_front();
+                    continue;
+                }
+                if m.offset() >= s.end {
+                    break;
+                }
+                let m = s.stash.pop_front().expect("front exists");
+                rows.push(&m)?;
+                s.pos = m.offset() + 1;
+            }
+        }
+        self.recount();
+        Ok(())
+    }
+
+    /// Takes one polled message: a row of this batch, or kept (in order) for a later
+    /// batch, or dropped (re-delivered after a reassign, or past `endingOffsets`).
+    /// `gap(tp, expected)` judges a message past the expected offset (data loss).
+    fn take<M: Keep>(
+        &mut self,
+        msg: &M,
+        rows: &mut RowBuilder,
+        others: &mut Stash,
+        ending: Option<&BTreeMap<(String, i32), i64>>,
+        gap: impl FnOnce(&(String, i32), i64) -> Result<()>,
+    ) -> Result<()> {
+        let offset = msg.offset();
+        let Some(i) = self.find(msg.topic(), msg.partition()) else {
+            // A partition of this reader with nothing to read in this batch.
+            let tp = (msg.topic().to_string(), msg.partition());
+            if ending
+                .and_then(|e| e.get(&tp))
+                .is_none_or(|e| offset < *e)
+            {
+                others.entry(tp).or_default().push_back(msg.keep());
+            }
+            return Ok(());
+        };
+        let s = &mut self.slots[i];
+        if offset < s.pos {
+            return Ok(()); // re-delivered after a reassign
+        }
+        if offset >= s.end || !s.stash.is_empty() {
+            // Past this batch: keep it (in order) for the next one, unless it is past
+            // `endingOffsets`, which no batch will ever read.
+            if offset < s.ending {
+                s.stash.push_back(msg.keep());
+            }
+            return Ok(());
+        }
+        if offset > s.pos {
+            gap(&s.tp, s.pos)?;
+        }
+        rows.push(msg)?;
+        s.pos = offset + 1;
+        if s.pos >= s.end {
+            self.behind -= 1;
+        }
+        Ok(())
     }
 
     /// Advances partitions over offsets that hold no deliverable record. librdkafka moves
-    /// its position past transaction markers and aborted records; every offset below that
-    /// position (and below the first stashed message) has been handed to us already.
-    fn step_over_gaps(
-        &self,
-        positions: &mut BTreeMap<(String, i32), i64>,
-        ends: &BTreeMap<(String, i32), i64>,
-    ) -> Result<()> {
-        let behind: Vec<(String, i32)> = ends
-            .iter()
-            .filter(|(tp, e)| positions.get(*tp).is_some_and(|p| p < *e))
-            .map(|(tp, _)| tp.clone())
-            .collect();
-        if behind.is_empty() {
-            return Ok(());
-        }
-        let assigned = self.consumer.position()?;
-        for tp in behind {
-            let seen = match self.stash.get(&tp).and_then(|q| q.front()) {
+    /// its position (`position`) past transaction markers and aborted records; every
+    /// offset below that position (and below the first stashed message) has been handed
+    /// to us already.
+    fn step_over_gaps(&mut self, position: impl Fn(&(String, i32)) -> Option<i64>) {
+        for s in self.slots.iter_mut().filter(|s| s.pos < s.end) {
+            let seen = match s.stash.front() {
                 Some(m) => Some(m.offset()),
-                None => offset_in(&assigned, &tp),
+                None => position(&s.tp),
             };
-            if let (Some(seen), Some(pos)) = (seen, positions.get(&tp).copied()) {
-                if seen > pos {
-                    positions.insert(tp.clone(), seen.min(ends[&tp]));
+            if let Some(seen) = seen {
+                if seen > s.pos {
+                    s.pos = seen.min(s.end);
                 }
             }
         }
-        Ok(())
+        self.recount();
+    }
+
+    /// The partitions' new positions; what is stashed goes back to `stash`.
+    fn finish(&mut self, stash: &mut Stash) -> BTreeMap<(String, i32), i64> {
+        self.slots
+            .drain(..)
+            .map(|s| {
+                if !s.stash.is_empty() {
+                    stash.insert(s.tp.clone(), s.stash);
+                }
+                (s.tp, s.pos)
+            })
+            .collect()
     }
 }
 
@@ -1631,6 +1786,129 @@ mod tests {
         ] {
             assert!(KafkaSourceOptions::from_options(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    fn msg(p: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(format!("v{p}-{offset}").into_bytes()),
+            None,
+            "t".into(),
+            Timestamp::CreateTime(offset),
+            p,
+            offset,
+            None,
+        )
+    }
+
+    /// The (partition, offset) of every row built.
+    fn rows_of(rows: RowBuilder) -> Vec<(i32, i64)> {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::{Int32Type, Int64Type};
+        rows.finish()
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                let p = b.column(3).as_primitive::<Int32Type>().clone();
+                let o = b.column(4).as_primitive::<Int64Type>().clone();
+                (0..b.num_rows()).map(move |i| (p.value(i), o.value(i)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_share_reads_each_partition_to_its_end_and_keeps_the_rest_in_order() {
+        let tp = |p: i32| ("t".to_string(), p);
+        let ending: BTreeMap<_, _> = [(tp(0), 100), (tp(1), 7), (tp(2), 100)].into();
+        let mut stash = Stash::new();
+        // Batch 1: partition 0 from 0 to 3, partition 1 from 5 to 7; partition 2 (of this
+        // reader) has nothing planned.
+        let from: BTreeMap<_, _> = [(tp(0), 0), (tp(1), 5)].into();
+        let ends: BTreeMap<_, _> = [(tp(0), 3), (tp(1), 7)].into();
+        let mut share = Share::new(&from, &ends, &mut stash, Some(&ending));
+        let mut rows = RowBuilder::new(kafka_schema(false), false);
+        assert_eq!(share.behind(), 2);
+        let mut gaps = Vec::new();
+        for m in [
+            msg(0, 0),
+            msg(0, 1),
+            msg(1, 4), // re-delivered: dropped
+            msg(1, 5),
+            msg(0, 2),
+            msg(0, 3), // past the end of 0: kept
+            msg(2, 9), // not planned: kept for later
+            msg(0, 4), // kept behind 3
+            msg(1, 7), // at endingOffsets: never read, dropped
+        ] {
+            share
+                .take(&m, &mut rows, &mut stash, Some(&ending), |tp, pos| {
+                    gaps.push((tp.1, pos));
+                    Ok(())
+                })
+                .unwrap();
+        }
+        assert!(gaps.is_empty(), "{gaps:?}");
+        assert_eq!(share.behind(), 1, "partition 1 is short of 7");
+        // Offset 6 of partition 1 is a transaction marker: the consumer's position is 8.
+        share.step_over_gaps(|tp| (tp.1 == 1).then_some(8));
+        assert_eq!(share.behind(), 0);
+        assert_eq!(share.positions(), [(tp(0), 3), (tp(1), 7)].into());
+        let reached = share.finish(&mut stash);
+        assert_eq!(reached, [(tp(0), 3), (tp(1), 7)].into());
+        assert_eq!(rows_of(rows), [(0, 0), (0, 1), (1, 5), (0, 2)]);
+        assert_eq!(stash[&tp(0)].len(), 2);
+        assert_eq!(stash[&tp(2)].len(), 1);
+        assert!(!stash.contains_key(&tp(1)));
+
+        // Batch 2: the kept messages first, in order; a jump past the expected offset is
+        // judged by `gap`.
+        let from: BTreeMap<_, _> = [(tp(0), 3), (tp(2), 9)].into();
+        let ends: BTreeMap<_, _> = [(tp(0), 8), (tp(2), 10)].into();
+        let mut share = Share::new(&from, &ends, &mut stash, Some(&ending));
+        let mut rows = RowBuilder::new(kafka_schema(false), false);
+        share.drain_stashes(&mut rows).unwrap();
+        assert_eq!(share.behind(), 1, "partition 2 reached 10 from the stash");
+        let mut gaps = Vec::new();
+        for m in [msg(0, 5), msg(0, 7)] {
+            share
+                .take(&m, &mut rows, &mut stash, Some(&ending), |tp, pos| {
+                    gaps.push((tp.1, pos));
+                    Ok(())
+                })
+                .unwrap();
+        }
+        assert_eq!(gaps, [(0, 6)], "offset 6 was skipped");
+        assert_eq!(share.behind(), 0);
+        let e = share
+            .take(&msg(0, 9), &mut rows, &mut stash, Some(&ending), |_, _| {
+                Err(SqlError::DataLoss("lost".into()))
+            });
+        assert!(e.is_ok(), "past the end: kept, not judged");
+        assert_eq!(share.finish(&mut stash), [(tp(0), 8), (tp(2), 10)].into());
+        assert_eq!(rows_of(rows), [(0, 3), (0, 4), (2, 9), (0, 5), (0, 7)]);
+        assert_eq!(stash[&tp(0)].iter().map(|m| m.offset()).collect::<Vec<_>>(), [9]);
+    }
+
+    #[test]
+    fn a_share_steps_over_gaps_up_to_a_kept_message_or_the_consumer_position() {
+        let tp = |p: i32| ("t".to_string(), p);
+        let mut stash = Stash::new();
+        stash.insert(tp(0), [msg(0, 6)].into());
+        let from: BTreeMap<_, _> = [(tp(0), 2), (tp(1), 0)].into();
+        let ends: BTreeMap<_, _> = [(tp(0), 5), (tp(1), 4)].into();
+        let mut share = Share::new(&from, &ends, &mut stash, None);
+        let mut rows = RowBuilder::new(kafka_schema(false), false);
+        share.drain_stashes(&mut rows).unwrap();
+        assert_eq!(share.behind(), 2);
+        // Partition 0's kept message at 6 says 2..5 hold nothing; partition 1's consumer
+        // position 3 moves it to 3, still short of 4; none of that is capped past the end.
+        share.step_over_gaps(|tp| (tp.1 == 1).then_some(3));
+        assert_eq!(share.positions(), [(tp(0), 5), (tp(1), 3)].into());
+        assert_eq!(share.behind(), 1);
+        share.step_over_gaps(|_| None);
+        assert_eq!(share.behind(), 1, "no position: no step");
+        assert!(rows_of(rows).is_empty());
+        assert_eq!(share.finish(&mut stash)[&tp(0)], 5);
+        assert_eq!(stash[&tp(0)].len(), 1, "the message at 6 stays for the next batch");
     }
 
     #[test]

@@ -77,14 +77,51 @@ impl TableProvider for SlotTable {
             .load(Ordering::Relaxed)
             .min(batches.len())
             .max(1);
-        let mut parts = vec![Vec::new(); n];
-        for (i, b) in batches.into_iter().enumerate() {
-            parts[i % n].push(b);
-        }
         Ok(MemorySourceConfig::try_new_exec(
-            &parts,
+            &deal(batches, n),
             self.schema.clone(),
             projection.cloned(),
         )?)
+    }
+}
+
+/// Deals batches over `n` partitions by rows, each to the partition with the fewest rows
+/// so far (in order within a partition), so that every core gets its share of the work:
+/// a source's batches are not all of one size (the Kafka readers' last batches are
+/// short), and dealing them by count left one core with twice the rows of the other.
+fn deal(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
+    let mut parts = vec![Vec::new(); n.max(1)];
+    let mut rows = vec![0usize; parts.len()];
+    for b in batches {
+        let i = (0..rows.len()).min_by_key(|&i| rows[i]).unwrap_or(0);
+        rows[i] += b.num_rows();
+        parts[i].push(b);
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int32Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn batches_are_dealt_by_rows_not_by_count() {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, false)]));
+        let batch = |n: i32| {
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from_iter_values(0..n))])
+                .unwrap()
+        };
+        // Two readers' shares of 25,000 rows each, in batches of 8,192 and a short one.
+        let sizes = [8192, 8192, 8192, 424, 8192, 8192, 8192, 424];
+        let parts = deal(sizes.iter().map(|&n| batch(n)).collect(), 2);
+        let rows: Vec<usize> = parts
+            .iter()
+            .map(|p| p.iter().map(|b| b.num_rows()).sum())
+            .collect();
+        assert_eq!(rows.iter().sum::<usize>(), 50_000);
+        assert!(rows[0].abs_diff(rows[1]) <= 8192, "{rows:?}");
+        assert_eq!(deal(vec![batch(3)], 1).len(), 1);
     }
 }

@@ -1428,6 +1428,73 @@ async fn timed_records(broker: &Broker, topic: &str) {
     produce_records(broker, topic, &records).await;
 }
 
+/// Writes `keys` in one transaction of a transactional producer, committed or aborted.
+async fn produce_transaction(broker: &Broker, topic: &str, id: &str, keys: &[String], commit: bool) {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("transactional.id", id)
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer.begin_transaction().unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        let rec = FutureRecord::to(topic)
+            .key(k.as_bytes())
+            .payload(k.as_bytes())
+            .timestamp(START_MS + i as i64);
+        producer
+            .send(rec, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    if commit {
+        producer.commit_transaction(Duration::from_secs(30)).unwrap();
+    } else {
+        producer.abort_transaction(Duration::from_secs(30)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_source_reads_committed_records_once_over_markers_and_aborted_ones() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        let keys = |prefix: &str, from: usize, n: usize| -> Vec<String> {
+            (from..from + n).map(|i| format!("{prefix}{i}")).collect()
+        };
+        // Committed, aborted, committed: every partition ends with a commit marker and
+        // holds aborted records between committed ones.
+        produce_transaction(&broker, "txn", "t1", &keys("k", 0, 30), true).await;
+        produce_transaction(&broker, "txn", "t2", &keys("a", 0, 30), false).await;
+        produce_transaction(&broker, "txn", "t3", &keys("k", 30, 30), true).await;
+        // Small batches, so that batch ends fall on markers and aborted records.
+        let text = kafka_source_script(
+            &broker,
+            "txn",
+            ", startingOffsets 'earliest', endingOffsets 'latest', maxOffsetsPerTrigger '4'",
+            "SELECT CAST(key AS STRING) AS k, partition, offset FROM kv",
+        )
+        .replace(", outputMode 'complete'", "");
+        let q = run_script(&text, &BTreeMap::new(), available_now()).await;
+        let rows = memory_rows(&q);
+        let mut got: Vec<String> = rows.iter().map(|r| r["k"].as_str().unwrap().to_string()).collect();
+        got.sort();
+        let mut want = keys("k", 0, 60);
+        want.sort();
+        assert_eq!(got, want, "every committed record once, no aborted one");
+        // Within a partition, offsets only go up.
+        let mut last: HashMap<i64, i64> = HashMap::new();
+        for r in &rows {
+            let (p, o) = (r["partition"].as_i64().unwrap(), r["offset"].as_i64().unwrap());
+            assert!(last.insert(p, o).is_none_or(|before| before < o), "{rows:?}");
+        }
+        assert!(q.progress_log().recent().len() > 10, "small batches");
+    })
+    .await
+    .expect("test timed out");
+}
+
 fn kafka_source_script(broker: &Broker, topic: &str, options: &str, query: &str) -> String {
     format!(
         "CREATE TEMPORARY VIEW kv USING kafka OPTIONS (
