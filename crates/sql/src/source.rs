@@ -1324,10 +1324,7 @@ impl Share {
         let Some(i) = self.find(msg.topic(), msg.partition()) else {
             // A partition of this reader with nothing to read in this batch.
             let tp = (msg.topic().to_string(), msg.partition());
-            if ending
-                .and_then(|e| e.get(&tp))
-                .is_none_or(|e| offset < *e)
-            {
+            if ending.and_then(|e| e.get(&tp)).is_none_or(|e| offset < *e) {
                 others.entry(tp).or_default().push_back(msg.keep());
             }
             return Ok(());
@@ -1878,14 +1875,16 @@ mod tests {
         }
         assert_eq!(gaps, [(0, 6)], "offset 6 was skipped");
         assert_eq!(share.behind(), 0);
-        let e = share
-            .take(&msg(0, 9), &mut rows, &mut stash, Some(&ending), |_, _| {
-                Err(SqlError::DataLoss("lost".into()))
-            });
+        let e = share.take(&msg(0, 9), &mut rows, &mut stash, Some(&ending), |_, _| {
+            Err(SqlError::DataLoss("lost".into()))
+        });
         assert!(e.is_ok(), "past the end: kept, not judged");
         assert_eq!(share.finish(&mut stash), [(tp(0), 8), (tp(2), 10)].into());
         assert_eq!(rows_of(rows), [(0, 3), (0, 4), (2, 9), (0, 5), (0, 7)]);
-        assert_eq!(stash[&tp(0)].iter().map(|m| m.offset()).collect::<Vec<_>>(), [9]);
+        assert_eq!(
+            stash[&tp(0)].iter().map(|m| m.offset()).collect::<Vec<_>>(),
+            [9]
+        );
     }
 
     #[test]
@@ -1908,7 +1907,11 @@ mod tests {
         assert_eq!(share.behind(), 1, "no position: no step");
         assert!(rows_of(rows).is_empty());
         assert_eq!(share.finish(&mut stash)[&tp(0)], 5);
-        assert_eq!(stash[&tp(0)].len(), 1, "the message at 6 stays for the next batch");
+        assert_eq!(
+            stash[&tp(0)].len(),
+            1,
+            "the message at 6 stays for the next batch"
+        );
     }
 
     #[test]

@@ -110,8 +110,11 @@ mod tests {
     fn batches_are_dealt_by_rows_not_by_count() {
         let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, false)]));
         let batch = |n: i32| {
-            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from_iter_values(0..n))])
-                .unwrap()
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int32Array::from_iter_values(0..n))],
+            )
+            .unwrap()
         };
         // Two readers' shares of 25,000 rows each, in batches of 8,192 and a short one.
         let sizes = [8192, 8192, 8192, 424, 8192, 8192, 8192, 424];

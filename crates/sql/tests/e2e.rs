@@ -1429,7 +1429,13 @@ async fn timed_records(broker: &Broker, topic: &str) {
 }
 
 /// Writes `keys` in one transaction of a transactional producer, committed or aborted.
-async fn produce_transaction(broker: &Broker, topic: &str, id: &str, keys: &[String], commit: bool) {
+async fn produce_transaction(
+    broker: &Broker,
+    topic: &str,
+    id: &str,
+    keys: &[String],
+    commit: bool,
+) {
     use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &broker.addr)
@@ -1450,7 +1456,9 @@ async fn produce_transaction(broker: &Broker, topic: &str, id: &str, keys: &[Str
             .unwrap();
     }
     if commit {
-        producer.commit_transaction(Duration::from_secs(30)).unwrap();
+        producer
+            .commit_transaction(Duration::from_secs(30))
+            .unwrap();
     } else {
         producer.abort_transaction(Duration::from_secs(30)).unwrap();
     }
@@ -1478,7 +1486,10 @@ async fn kafka_source_reads_committed_records_once_over_markers_and_aborted_ones
         .replace(", outputMode 'complete'", "");
         let q = run_script(&text, &BTreeMap::new(), available_now()).await;
         let rows = memory_rows(&q);
-        let mut got: Vec<String> = rows.iter().map(|r| r["k"].as_str().unwrap().to_string()).collect();
+        let mut got: Vec<String> = rows
+            .iter()
+            .map(|r| r["k"].as_str().unwrap().to_string())
+            .collect();
         got.sort();
         let mut want = keys("k", 0, 60);
         want.sort();
@@ -1486,8 +1497,14 @@ async fn kafka_source_reads_committed_records_once_over_markers_and_aborted_ones
         // Within a partition, offsets only go up.
         let mut last: HashMap<i64, i64> = HashMap::new();
         for r in &rows {
-            let (p, o) = (r["partition"].as_i64().unwrap(), r["offset"].as_i64().unwrap());
-            assert!(last.insert(p, o).is_none_or(|before| before < o), "{rows:?}");
+            let (p, o) = (
+                r["partition"].as_i64().unwrap(),
+                r["offset"].as_i64().unwrap(),
+            );
+            assert!(
+                last.insert(p, o).is_none_or(|before| before < o),
+                "{rows:?}"
+            );
         }
         assert!(q.progress_log().recent().len() > 10, "small batches");
     })
