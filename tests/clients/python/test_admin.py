@@ -180,10 +180,13 @@ def test_partitions_spread_over_log_dirs_and_move_online(start_broker, tmp_path)
     dirs = [str(tmp_path / "disk1"), str(tmp_path / "disk2")]
     b = start_broker(log__dirs=",".join(dirs))
     topic = ck.create_topic(b, unique("move"), partitions=4)
-    placed = {d: sorted(x for x in os.listdir(d) if x.startswith(topic)) for d in dirs}
-    assert all(len(v) == 2 for v in placed.values()), f"new partitions go to the emptiest dir: {placed}"
     p = ck.producer(b, acks="all")
     assert ck.produce_all(p, topic, [{"value": b"%d" % i} for i in range(200)], partition=0).failed == []
+    # A partition's directory is made by its first write (placement is decided at creation).
+    for partition in (1, 2, 3):
+        assert ck.produce_all(p, topic, [{"value": b"x"}], partition=partition).failed == []
+    placed = {d: sorted(x for x in os.listdir(d) if x.startswith(topic)) for d in dirs}
+    assert all(len(v) == 2 for v in placed.values()), f"new partitions go to the emptiest dir: {placed}"
     source = next(d for d in dirs if f"{topic}-0" in placed[d])
     target = next(d for d in dirs if d != source)
     assert alter_replica_log_dir(b, target, topic, 0) == 0

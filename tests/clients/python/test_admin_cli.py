@@ -205,6 +205,9 @@ def test_logdirs_describe_and_move(start_broker, tmp_path):
     b = start_broker(log__dirs=",".join(dirs))
     topic = ck.create_topic(b, unique("dirs"), partitions=4)
     produce(b, topic, 0, 50)
+    # A partition's directory is made by its first write (placement is decided at creation).
+    for partition in (1, 2, 3):
+        produce(b, topic, partition, 1)
     described = json_lines(runnel(b, "logdirs", "describe", "--json").stdout)
     assert sorted(d["log_dir"] for d in described) == sorted(dirs)
     for d in described:
