@@ -1204,7 +1204,6 @@ impl GroupQuery {
         // 2. Repartitioned rows: each task folds its own, writes its changelog.
         let mut folded = 0u64;
         let mut outputs = Vec::new();
-        let mut ran = Vec::new();
         // Per state partition that ran: the changelog batch written.
         let mut written = BTreeMap::new();
         let delay = self.plan.watermark_delay_ms;
@@ -1278,7 +1277,6 @@ impl GroupQuery {
             }
             written.insert(p, batch);
             task.next_batch += 1;
-            ran.push(p);
         }
         // 3. The output of the tasks that ran, through the plan above the aggregation.
         let mut out_rows = 0u64;
@@ -1322,7 +1320,7 @@ impl GroupQuery {
                 self.to_purge.insert(*p, *o);
             }
         }
-        Ok((folded, out_rows, ran))
+        Ok((folded, out_rows, written.into_keys().collect()))
     }
 
     /// Deletes repartitioned rows every owner has committed (Kafka Streams purges its

@@ -104,6 +104,16 @@ async fn run_script(
     q
 }
 
+/// The string column `col` of `rows`, sorted.
+fn sorted_strings(rows: &[serde_json::Map<String, serde_json::Value>], col: &str) -> Vec<String> {
+    let mut got: Vec<String> = rows
+        .iter()
+        .map(|r| r[col].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    got
+}
+
 fn memory_rows(q: &StreamingQuery) -> Vec<serde_json::Map<String, serde_json::Value>> {
     let (_, table) = q.memory_table().expect("memory sink");
     let (_, batches) = table.snapshot();
@@ -1486,11 +1496,7 @@ async fn kafka_source_reads_committed_records_once_over_markers_and_aborted_ones
         .replace(", outputMode 'complete'", "");
         let q = run_script(&text, &BTreeMap::new(), available_now()).await;
         let rows = memory_rows(&q);
-        let mut got: Vec<String> = rows
-            .iter()
-            .map(|r| r["k"].as_str().unwrap().to_string())
-            .collect();
-        got.sort();
+        let got = sorted_strings(&rows, "k");
         let mut want = keys("k", 0, 60);
         want.sort();
         assert_eq!(got, want, "every committed record once, no aborted one");
@@ -1768,12 +1774,7 @@ INSERT INTO out SELECT DISTINCT value AS k FROM lines;",
         // A restart: the state of 20,100 keys comes back from the snapshot and the delta.
         std::fs::write(dir.path().join("c"), lines(20_050..20_150)).unwrap();
         let q = run_script(&text, &BTreeMap::new(), available_now()).await;
-        let rows = memory_rows(&q);
-        let mut got: Vec<String> = rows
-            .iter()
-            .map(|r| r["k"].as_str().unwrap().to_string())
-            .collect();
-        got.sort();
+        let got = sorted_strings(&memory_rows(&q), "k");
         let mut want: Vec<String> = (20_100..20_150).map(|i| format!("key{i}")).collect();
         want.sort();
         assert_eq!(got, want);
