@@ -144,6 +144,7 @@ impl MetaNode {
         let watch_leader = LeaderWatch {
             me: cfg.node_id as u64,
             voters: Arc::new(voters.clone()),
+            watching: Default::default(),
         };
         let server = tokio::spawn(serve(
             listener,
@@ -375,30 +376,77 @@ struct LeaderSeen {
 /// committed. So every follower that found the leader dead first stands for election
 /// itself: it cannot win that term (each survivor votes for itself, or still holds its
 /// lease), but its vote is no longer a committed one. Then the survivors stand again in id
-/// order, [`ELECTION_STAGGER`] apart, each only while no new leader is known: the first
-/// whose term is above the others' (and whose log is as long as theirs) wins.
+/// order, [`ELECTION_STAGGER`] apart (doubling each round), each only while no new leader
+/// is known: the first whose term is above the others' (and whose log is as long as
+/// theirs) wins. One that granted its vote to another waits a round for that one to win.
 #[derive(Clone)]
 struct LeaderWatch {
     me: u64,
     voters: Arc<BTreeMap<u64, SocketAddr>>,
+    /// The leaders a watch runs for on this node, each with the newest term one of its
+    /// closed connections carried since the watch began probing, if any. A leader holds
+    /// more than one connection to each follower, and may have carried two terms: a watch
+    /// per closed connection made a survivor stand twice per round, a term apart, so that
+    /// the votes granted for the first term came back too late. (One watch per node
+    /// missed the death of a leader while it probed an earlier one that was alive.)
+    watching: Arc<Mutex<HashMap<u64, Option<u64>>>>,
 }
 
 /// How many times each surviving voter stands again after giving up its lease (a vote
-/// split by a voter that was late to notice costs one more round).
-const FAST_ELECTION_ROUNDS: u32 = 3;
+/// split by a voter that was late to notice costs one more round). Each round doubles the
+/// stagger (40, 80, ... 640 ms apart): on a loaded machine a vote request can take longer
+/// than one stagger to reach the next voter.
+const FAST_ELECTION_ROUNDS: u32 = 5;
+
+/// Where this voter stands in the election that replaces a dead leader, as its Raft core
+/// says (in turn with the vote requests already queued for it: the metrics lag them).
+#[derive(Debug, PartialEq)]
+enum Standing {
+    /// A leader is known (this node, or one whose appends committed this node's vote).
+    Settled,
+    /// A candidate voting for itself: its last election has not succeeded.
+    Own,
+    /// It granted another candidate its vote in `term`, and no leader is known yet.
+    Granted { term: u64 },
+}
 
 impl LeaderWatch {
     async fn elect_if_dead(self, raft: Raft<TypeConfig>, leader: LeaderSeen) {
         if leader.id == self.me {
             return;
         }
+        {
+            let mut watching = self.watching.lock();
+            if let Some(again) = watching.get_mut(&leader.id) {
+                *again = Some(again.map_or(leader.term, |t| t.max(leader.term)));
+                return;
+            }
+            watching.insert(leader.id, None);
+        }
+        let mut leader = leader;
+        loop {
+            self.watch(&raft, leader).await;
+            // A connection of this leader that closed while the watch ran: probe again
+            // (its process may have died since an earlier probe found it alive).
+            let mut watching = self.watching.lock();
+            match watching.get_mut(&leader.id).and_then(Option::take) {
+                Some(term) => leader.term = leader.term.max(term),
+                None => {
+                    watching.remove(&leader.id);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn watch(&self, raft: &Raft<TypeConfig>, leader: LeaderSeen) {
         let Some(addr) = self.voters.get(&leader.id) else {
             return;
         };
         if !refuses_a_probe(&addr.to_string()).await {
             return;
         }
-        if !leaderless(&raft, leader) {
+        if !leaderless(raft, leader) {
             return;
         }
         tracing::warn!(leader = leader.id, term = leader.term, "the metadata quorum's leader closed its connection and its port refuses connections: asking for votes now");
@@ -409,32 +457,49 @@ impl LeaderWatch {
             .keys()
             .filter(|v| **v != leader.id && **v < self.me)
             .count() as u32;
-        let round = ELECTION_STAGGER * self.voters.len() as u32;
-        let start = Instant::now();
+        let voters = self.voters.len() as u32;
+        let mut round_start = Instant::now();
+        let mut granted_before = None;
         for r in 0..FAST_ELECTION_ROUNDS {
-            tokio::time::sleep_until(start + round * r + ELECTION_STAGGER * (rank + 1)).await;
-            // A voter that granted another candidate's vote meanwhile (or follows a new
-            // leader) must not stand again: its newer term would depose that leader.
-            if !self.own_candidate(&raft).await {
-                return;
+            let stagger = ELECTION_STAGGER * (1 << r);
+            tokio::time::sleep_until(round_start + stagger * (rank + 1)).await;
+            round_start += stagger * voters;
+            match self.standing(raft).await {
+                Standing::Settled => return,
+                Standing::Own => {}
+                // A voter that granted another candidate its vote must not stand again
+                // at once: that candidate may have won, and this voter's newer term would
+                // depose it before its first append arrives. But if a whole round later
+                // still no leader is known, that candidate cannot win (its log is behind
+                // this voter's, say): standing is up to this voter then, or the quorum
+                // waits for Raft's timers (an 8.5 s failover, 1 in 5 runs under load).
+                Standing::Granted { term } => {
+                    if granted_before != Some(term) {
+                        granted_before = Some(term);
+                        continue;
+                    }
+                }
             }
             let _ = raft.trigger().elect().await;
         }
     }
 
-    /// This node is a candidate voting for itself (its last election has not succeeded,
-    /// and it granted no one else since). Asked of the Raft core itself, in turn with the
-    /// vote requests already queued for it: the metrics lag them, and a vote granted to
-    /// another survivor but not yet in the metrics once let this node stand again and
-    /// depose the leader it had just elected (an 8 s controller failover under load).
-    async fn own_candidate(&self, raft: &Raft<TypeConfig>) -> bool {
+    async fn standing(&self, raft: &Raft<TypeConfig>) -> Standing {
         let me = self.me;
         raft.with_raft_state(move |st| {
-            st.server_state == ServerState::Candidate
-                && st.vote_ref().leader_id().voted_for() == Some(me)
+            let vote = st.vote_ref();
+            if st.server_state == ServerState::Leader || vote.is_committed() {
+                Standing::Settled
+            } else if vote.leader_id().voted_for() == Some(me) {
+                Standing::Own
+            } else {
+                Standing::Granted {
+                    term: vote.leader_id().term,
+                }
+            }
         })
         .await
-        .unwrap_or(false)
+        .unwrap_or(Standing::Settled)
     }
 }
 

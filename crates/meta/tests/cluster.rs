@@ -109,10 +109,12 @@ async fn a_leader_whose_process_is_gone_is_replaced_without_waiting_for_the_leas
         let new = c.wait_leader().await;
         let took = t0.elapsed();
         assert_ne!(new, old);
-        // Four refused probes take 170 ms, then two rounds of votes; the followers' lease
-        // on the old leader alone would be 2.1 s.
+        // A refused probe, then a round or two of votes (well under 0.5 s on an idle
+        // machine; up to 2.7 s was seen with 27 voters and 6 busy loops on 2 cores). No
+        // follower's election timer fires before 2.0 s, nor does its lease on the old
+        // leader (2.1 s) run out.
         assert!(
-            took < Duration::from_millis(1500),
+            took < Duration::from_millis(2000),
             "a new leader after {took:?}: the followers waited out their lease on the dead leader"
         );
         // The new leader decides: its term's first entry is committed by both survivors.
@@ -125,15 +127,24 @@ async fn a_leader_whose_process_is_gone_is_replaced_without_waiting_for_the_leas
     .await;
 }
 
+/// No broker is fenced while the test runs: a fence between the image taken before a
+/// restart and the one read after it is a legitimate change. (The broker used to stop
+/// heartbeating first, closing its port: the restarted controller probes every live broker,
+/// found that port refused and fenced it, which on a loaded machine was applied before the
+/// test read the images.) The broker keeps heartbeating, so a long session only covers the
+/// restart's gap.
+fn long_sessions(cfg: &mut runnel_meta::MetaConfig) {
+    cfg.broker_session_timeout = Duration::from_secs(600);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_all_from_their_dirs_restores_the_image() {
-    run(3, no_tweak, |mut c| async move {
+    run(3, long_sessions, |mut c| async move {
         let client = Arc::new(c.client());
-        let (_e, stop) = live_broker(client.clone(), 1, None).await;
+        let (_e, _s) = live_broker(client.clone(), 1, None).await;
         for name in ["x", "y", "z"] {
             create(&client, name, 2, 1).await;
         }
-        let _ = stop.send(true);
         c.wait_leader().await;
         let before = c.wait_all(|i| i.topics.len() == 3).await;
         let before = before

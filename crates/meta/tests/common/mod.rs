@@ -177,6 +177,9 @@ where
     F: FnOnce(Cluster) -> Fut,
     Fut: std::future::Future<Output = Cluster>,
 {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     tokio::time::timeout(LIMIT, async {
         let c = Cluster::start(n, tweak).await;
         let mut c = body(c).await;
