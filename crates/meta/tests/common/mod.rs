@@ -177,9 +177,13 @@ where
     F: FnOnce(Cluster) -> Fut,
     Fut: std::future::Future<Output = Cluster>,
 {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
+    // Logs only when asked (RUST_LOG=runnel_meta=info), into the test's captured output.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     tokio::time::timeout(LIMIT, async {
         let c = Cluster::start(n, tweak).await;
         let mut c = body(c).await;
