@@ -171,10 +171,7 @@ impl<'a> Scanner<'a> {
             return None;
         }
         let start = self.i + 1;
-        let end = start
-            + self.s[start..]
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\')?;
+        let end = start + memchr::memchr2(b'"', b'\\', &self.s[start..])?;
         if self.s[end] != b'"' {
             return None;
         }
@@ -245,10 +242,7 @@ impl<'a> Scanner<'a> {
         }
         self.i += 1;
         loop {
-            let Some(n) = self.s[self.i..]
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\')
-            else {
+            let Some(n) = memchr::memchr2(b'"', b'\\', &self.s[self.i..]) else {
                 return false;
             };
             self.i += n;
