@@ -6,12 +6,13 @@
 
 use crate::aggregate_state::{AggregateSpec, AggregateState};
 use crate::error::Result;
-use crate::operator::{execute, StateOperator};
+use crate::operator::{execute_stream, StateOperator};
 use crate::progress::StateOperatorProgress;
 use crate::table::SlotTable;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 use std::sync::Arc;
 
 /// The operator. See the module docs.
@@ -50,10 +51,10 @@ impl StateOperator for StreamAggregate {
         batch_id: u64,
         watermark_ms: i64,
     ) -> Result<()> {
-        let input = execute(ctx, &self.lower).await?;
+        let mut input = execute_stream(ctx, &self.lower).await?;
         self.state.begin_batch();
-        for b in &input {
-            self.state.update(b, Some(watermark_ms), batch_id)?;
+        while let Some(b) = input.next().await {
+            self.state.update(&b?, Some(watermark_ms), batch_id)?;
         }
         let out = self.state.finish_batch(Some(watermark_ms), batch_id)?;
         self.state.bound_changes();

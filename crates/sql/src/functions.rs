@@ -125,26 +125,41 @@ impl ScalarUDFImpl for FromJson {
     }
 }
 
+/// Rows `parse_json_column` looks at to decide whether cutting objects pays.
+const PROJECTION_SAMPLE_ROWS: usize = 64;
+
 /// Decodes a column of JSON objects into a struct array. The fast path decodes the whole
-/// column at once; if any row is malformed, rows are decoded one by one and bad rows
-/// become null.
+/// column at once, each object cut to the members `fields` names first
+/// (`json_projection`); if any row is malformed, rows are decoded one by one, whole, and
+/// bad rows become null.
 pub fn parse_json_column(input: &StringArray, fields: &Fields) -> Result<StructArray> {
     let schema = Arc::new(Schema::new(fields.clone()));
     let n = input.len();
-    let mut buf = String::with_capacity(input.value_data().len() + 3 * n);
+    let mut buf = Vec::with_capacity(input.value_data().len() + 3 * n);
     let mut valid = Vec::with_capacity(n);
+    // Cutting pays where the schema names a part of each object; once the first rows
+    // show it keeps most of the text, the rest go whole.
+    let (mut read, mut kept, mut cut) = (0usize, 0usize, true);
     for i in 0..n {
         let ok = input.is_valid(i) && input.value(i).trim_start().starts_with('{');
-        buf.push_str(if ok { input.value(i) } else { "{}" });
-        buf.push('\n');
+        let text = if ok { input.value(i).as_bytes() } else { b"{}" };
+        let start = buf.len();
+        if !(cut && ok && crate::json_projection::project(text, fields, &mut buf)) {
+            buf.extend_from_slice(text);
+        }
+        if cut && i < PROJECTION_SAMPLE_ROWS {
+            (read, kept) = (read + text.len(), kept + buf.len() - start);
+            cut = i + 1 < PROJECTION_SAMPLE_ROWS || kept * 4 < read * 3;
+        }
+        buf.push(b'\n');
         valid.push(ok);
     }
-    let decode = |text: &str, rows: usize| -> Result<RecordBatch> {
+    let decode = |text: &[u8], rows: usize| -> Result<RecordBatch> {
         let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema.clone())
             .with_batch_size(rows.max(1))
             .with_strict_mode(false)
             .build_decoder()?;
-        decoder.decode(text.as_bytes())?;
+        decoder.decode(text)?;
         let batch = decoder
             .flush()?
             .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
@@ -160,11 +175,11 @@ pub fn parse_json_column(input: &StringArray, fields: &Fields) -> Result<StructA
             let mut parts = Vec::with_capacity(n);
             for i in 0..n {
                 let text = if valid[i] { input.value(i) } else { "{}" };
-                match decode(text, 1) {
+                match decode(text.as_bytes(), 1) {
                     Ok(b) => parts.push(b),
                     Err(_) => {
                         valid[i] = false;
-                        parts.push(decode("{}", 1)?);
+                        parts.push(decode(b"{}", 1)?);
                     }
                 }
             }

@@ -4,6 +4,7 @@
 //! - `script`     the query file: statements, declarations, WATERMARK clause
 //! - `ddl`        Spark DDL schema strings and interval strings
 //! - `functions`  Spark functions as DataFusion UDFs (from_json, window, ...)
+//! - `json_projection` JSON objects cut to the members a from_json schema names
 //! - `source`     the Kafka source (Spark's options and row schema)
 //! - `file_source` the streaming text-file source; `StreamSource`, any streaming source
 //! - `table`      slot tables: how per-batch rows reach DataFusion plans
@@ -41,6 +42,7 @@ pub mod functions;
 pub mod group;
 pub mod http;
 pub mod join;
+pub mod json_projection;
 pub mod operator;
 pub mod options;
 pub mod output_mode;

@@ -8,7 +8,7 @@ use crate::progress::StateOperatorProgress;
 use async_trait::async_trait;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::collect;
+use datafusion::physical_plan::{collect, SendableRecordBatchStream};
 use datafusion::prelude::SessionContext;
 
 /// Plans (physically) and runs a logical plan that is already optimized: what the
@@ -20,6 +20,25 @@ pub async fn execute(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Vec<Rec
         .create_physical_plan(plan, &state)
         .await?;
     Ok(collect(physical, ctx.task_ctx()).await?)
+}
+
+/// Like [`execute`], but hands the rows over as the plan's partitions make them, so the
+/// caller folds one batch while the cores compute the next (rather than waiting for all
+/// of them and then folding on one core while the others idle). The order of batches
+/// across partitions is whichever finishes first, as with [`execute`].
+pub async fn execute_stream(
+    ctx: &SessionContext,
+    plan: &LogicalPlan,
+) -> Result<SendableRecordBatchStream> {
+    let state = ctx.state();
+    let physical = state
+        .query_planner()
+        .create_physical_plan(plan, &state)
+        .await?;
+    Ok(datafusion::physical_plan::execute_stream(
+        physical,
+        ctx.task_ctx(),
+    )?)
 }
 
 /// A stateful operator. Not thread-safe in use: owned and driven by the query's driver.
