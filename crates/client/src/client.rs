@@ -7,8 +7,7 @@
 use crate::connection::{Connection, ConnectionConfig};
 use crate::error::{Error, Result};
 use crate::records::{
-    decode_committed_batches, encode_batch, next_fetch_offset, ConsumerRecord, ProducerIdentity,
-    ProducerRecord,
+    decode_committed_batches, encode_batch, ConsumerRecord, ProducerIdentity, ProducerRecord,
 };
 use crate::versions;
 use bytes::Bytes;
@@ -202,43 +201,6 @@ pub struct FetchedPartition {
     /// The bytes held no complete batch although there was data: the first batch is larger
     /// than `partition_max_bytes`. Fetch again with a larger limit.
     pub batch_exceeds_limit: bool,
-}
-
-/// What one partition returned from a fetch, its records not decoded yet.
-#[derive(Debug, Clone)]
-pub struct UndecodedPartition {
-    pub partition: i32,
-    topic: String,
-    fetch_offset: i64,
-    /// The record batches as the broker sent them.
-    pub records: Bytes,
-    /// Aborted transactions (producer id, first offset) of a read_committed fetch.
-    aborted: Vec<(i64, i64)>,
-    /// As [`FetchedPartition::next_offset`], read from the batch headers.
-    pub next_offset: i64,
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
-    /// As [`FetchedPartition::batch_exceeds_limit`].
-    pub batch_exceeds_limit: bool,
-}
-
-impl UndecodedPartition {
-    /// Decodes the records (every batch's CRC checked), as [`Client::fetch_many`] returns them.
-    pub fn decode(self) -> Result<FetchedPartition> {
-        let (topic, partition, offset) = (&self.topic, self.partition, self.fetch_offset);
-        let size = self.records.len();
-        let d = decode_committed_batches(self.records, offset, &self.aborted)
-            .map_err(|e| Error::Records(format!("{topic}/{partition}: {e}")))?;
-        Ok(FetchedPartition {
-            partition,
-            records: d.records,
-            next_offset: d.next_offset.unwrap_or(offset).max(offset),
-            high_watermark: self.high_watermark,
-            log_start_offset: self.log_start_offset,
-            bytes: size,
-            batch_exceeds_limit: d.next_offset.is_none() && d.partial_tail,
-        })
-    }
 }
 
 /// Which offset ListOffsets should look up.
@@ -678,23 +640,6 @@ impl Client {
         partitions: &[(i32, i64)],
         options: &FetchOptions,
     ) -> Result<Vec<(i32, Result<FetchedPartition>)>> {
-        Ok(self
-            .fetch_many_undecoded(topic, partitions, options)
-            .await?
-            .into_iter()
-            .map(|(p, r)| (p, r.and_then(UndecodedPartition::decode)))
-            .collect())
-    }
-
-    /// [`Client::fetch_many`] with each partition's records left undecoded: the next
-    /// offset is read from the batch headers, so a consumer can send its next fetch
-    /// before it decodes (and checks) these records.
-    pub async fn fetch_many_undecoded(
-        &self,
-        topic: &str,
-        partitions: &[(i32, i64)],
-        options: &FetchOptions,
-    ) -> Result<Vec<(i32, Result<UndecodedPartition>)>> {
         let t = self.topic(topic).await?;
         let mut by_leader: HashMap<i32, Vec<(i32, i64)>> = HashMap::new();
         let mut out = Vec::new();
@@ -764,7 +709,7 @@ impl Client {
         topic: &str,
         partitions: &[(i32, i64)],
         options: &FetchOptions,
-    ) -> Result<Vec<(i32, Result<UndecodedPartition>)>> {
+    ) -> Result<Vec<(i32, Result<FetchedPartition>)>> {
         let conn = self.broker_connection(leader).await?;
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
@@ -813,6 +758,7 @@ impl Client {
                 )),
                 Some(p) => {
                     let bytes = p.records.clone().unwrap_or_default();
+                    let size = bytes.len();
                     let aborted: Vec<(i64, i64)> = if options.isolation_level == 1 {
                         p.aborted_transactions
                             .iter()
@@ -822,18 +768,17 @@ impl Client {
                     } else {
                         Vec::new()
                     };
-                    let (next, partial_tail) = next_fetch_offset(&bytes);
-                    Ok(UndecodedPartition {
-                        partition,
-                        topic: topic.to_string(),
-                        fetch_offset: offset,
-                        records: bytes,
-                        aborted,
-                        next_offset: next.unwrap_or(offset).max(offset),
-                        high_watermark: p.high_watermark,
-                        log_start_offset: p.log_start_offset,
-                        batch_exceeds_limit: next.is_none() && partial_tail,
-                    })
+                    decode_committed_batches(bytes, offset, &aborted)
+                        .map_err(|e| Error::Records(format!("{topic}/{partition}: {e}")))
+                        .map(|d| FetchedPartition {
+                            partition,
+                            records: d.records,
+                            next_offset: d.next_offset.unwrap_or(offset).max(offset),
+                            high_watermark: p.high_watermark,
+                            log_start_offset: p.log_start_offset,
+                            bytes: size,
+                            batch_exceeds_limit: d.next_offset.is_none() && d.partial_tail,
+                        })
                 }
             };
             out.push((partition, result));

@@ -24,7 +24,7 @@ pub use admin::{
 pub use client::{
     parse_bootstrap, BrokerMetadata, Client, ClientConfig, ClusterMetadata, FetchOptions,
     FetchedPartition, ListedOffset, NewTopic, OffsetSpec, PartitionMetadata, ProduceAck,
-    ProduceOptions, TopicMetadata, UndecodedPartition,
+    ProduceOptions, TopicMetadata,
 };
 pub use connection::{Connection, ConnectionConfig, MAX_RESPONSE_BYTES};
 pub use error::{Error, Result};

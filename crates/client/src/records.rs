@@ -202,35 +202,6 @@ pub fn decode_batches(data: Bytes, from_offset: i64) -> Result<DecodedRecords> {
     decode_committed_batches(data, from_offset, &[])
 }
 
-/// Where the next fetch of a partition starts, read from the batch headers alone (no
-/// record is decoded, no CRC checked): the offset after the last complete batch, or
-/// `None` when none is complete; and whether the bytes end in a partial batch. Equal to
-/// what [`decode_committed_batches`] reports for bytes it accepts, so a consumer can ask
-/// for the next records while it decodes these (as librdkafka fetches ahead).
-pub fn next_fetch_offset(data: &[u8]) -> (Option<i64>, bool) {
-    let mut next = None;
-    let mut rest = data;
-    while rest.len() >= LENGTH_PREFIX_END {
-        let base_offset = (&rest[0..8]).get_i64();
-        let len = (&rest[8..12]).get_i32();
-        let Some(total) = usize::try_from(len)
-            .ok()
-            .and_then(|l| l.checked_add(LENGTH_PREFIX_END))
-            .filter(|&t| t >= BATCH_HEADER_LEN)
-        else {
-            // Malformed: the decoder names the fault.
-            return (next, false);
-        };
-        if rest.len() < total {
-            return (next, true);
-        }
-        let last_offset_delta = (&rest[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]).get_i32();
-        next = Some(base_offset + last_offset_delta as i64 + 1);
-        rest = &rest[total..];
-    }
-    (next, false)
-}
-
 /// [`decode_batches`] for a read_committed fetch: `aborted` is the response's aborted
 /// transactions (producer id, first offset); the batches of a producer inside one of
 /// them, up to that producer's abort marker, are skipped, as Kafka's consumer does.
@@ -571,36 +542,6 @@ mod tests {
             decode_batches(Bytes::new(), 0).unwrap(),
             DecodedRecords::default()
         );
-    }
-
-    #[test]
-    fn the_header_walk_finds_the_decoders_next_offset_in_every_prefix() {
-        let a = encode_batch(
-            &(0..4).map(record).collect::<Vec<_>>(),
-            Compression::None,
-            None,
-            0,
-        )
-        .unwrap();
-        let mut b = batch_at(4, 3, TRANSACTIONAL_FLAG);
-        let mut marker = batch_at(5, 3, TRANSACTIONAL_FLAG | CONTROL_FLAG);
-        let mut last = BytesMut::from(&a[..]);
-        last[0..8].copy_from_slice(&6i64.to_be_bytes());
-        let mut all = BytesMut::new();
-        for part in [&a[..], &b.split()[..], &marker.split()[..], &last[..]] {
-            all.extend_from_slice(part);
-        }
-        let all = all.freeze();
-        for end in 0..=all.len() {
-            let prefix = all.slice(..end);
-            let decoded = decode_committed_batches(prefix.clone(), 0, &[]).unwrap();
-            assert_eq!(
-                next_fetch_offset(&prefix),
-                (decoded.next_offset, decoded.partial_tail),
-                "prefix of {end} bytes"
-            );
-        }
-        assert_eq!(next_fetch_offset(&all).0, Some(10));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use runnel_client::records::encode_batch;
 use runnel_client::{
     Client, ClientConfig, Compression, FetchOptions, NewTopic, OffsetSpec, ProduceOptions,
-    ProducerRecord, ResponseError, UndecodedPartition,
+    ProducerRecord, ResponseError,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -889,10 +889,6 @@ struct LaneResult {
 
 /// One fetch loop over `positions` until the lanes together have `target` records (or
 /// the deadline passes); fails when no lane got anything for 5 s.
-///
-/// The next fetch goes out, from the offsets in the batch headers, while the last
-/// response's records are decoded and their CRCs checked, as librdkafka fetches ahead
-/// while the application reads: the broker sends while this side decodes.
 async fn consume_lane(
     client: &Client,
     topic: &str,
@@ -912,34 +908,33 @@ async fn consume_lane(
         shared.progress.records.load(Ordering::Relaxed) >= shared.target
             || shared.deadline.is_some_and(|d| shared.start.elapsed() >= d)
     };
-    let mut undecoded: Vec<UndecodedPartition> = Vec::new();
-    let mut caught_up = false;
-    loop {
-        let fetch = async {
-            if caught_up || done() {
-                return Ok(None);
+    while !done() {
+        let sent_at = Instant::now();
+        let results = client.fetch_many(topic, &positions, options).await?;
+        r.latency
+            .saturating_record(sent_at.elapsed().as_micros().max(1) as u64);
+        r.fetches += 1;
+        let (mut got, mut got_bytes) = (0u64, 0u64);
+        let mut caught_up = true;
+        for (partition, result) in results {
+            let f = result
+                .with_context(|| format!("benchmark fetch from {topic}/{partition} failed"))?;
+            r.wire_bytes += f.bytes as u64;
+            r.partitions_with_data += u64::from(f.bytes > 0);
+            if f.batch_exceeds_limit {
+                bail!("a batch in {topic}/{partition} is larger than --fetch-partition-max-bytes");
             }
-            let sent_at = Instant::now();
-            let results = client
-                .fetch_many_undecoded(topic, &positions, options)
-                .await?;
-            anyhow::Ok(Some((results, sent_at.elapsed())))
-        };
-        let decode = async {
-            let (mut got, mut got_bytes) = (0u64, 0u64);
-            for u in undecoded.drain(..) {
-                let f = u.decode()?;
-                got += f.records.len() as u64;
-                got_bytes += f
-                    .records
-                    .iter()
-                    .map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64)
-                    .sum::<u64>();
+            got += f.records.len() as u64;
+            got_bytes += f
+                .records
+                .iter()
+                .map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64)
+                .sum::<u64>();
+            for p in positions.iter_mut().filter(|p| p.0 == partition) {
+                p.1 = f.next_offset;
             }
-            anyhow::Ok((got, got_bytes))
-        };
-        let (fetched, decoded) = tokio::join!(fetch, decode);
-        let (got, got_bytes) = decoded?;
+            caught_up &= f.next_offset >= f.high_watermark;
+        }
         r.records += got;
         r.bytes += got_bytes;
         let total = shared.progress.records.fetch_add(got, Ordering::Relaxed) + got;
@@ -947,6 +942,12 @@ async fn consume_lane(
             .progress
             .bytes
             .fetch_add(got_bytes, Ordering::Relaxed);
+        if caught_up && shared.target != u64::MAX {
+            // A count run: this lane's share is read. Long-polling on would hold the
+            // other lanes' fetches behind it on the connection (responses come in
+            // request order), and the records still wanted are theirs.
+            break;
+        }
         if got > 0 {
             *shared.last_progress.lock().expect("not poisoned") = Instant::now();
         } else if shared.last_progress.lock().expect("not poisoned").elapsed()
@@ -957,30 +958,6 @@ async fn consume_lane(
                 shared.target
             );
         }
-        let Some((results, took)) = fetched? else {
-            break;
-        };
-        r.latency.saturating_record(took.as_micros().max(1) as u64);
-        r.fetches += 1;
-        let mut all_caught_up = true;
-        for (partition, result) in results {
-            let f = result
-                .with_context(|| format!("benchmark fetch from {topic}/{partition} failed"))?;
-            r.wire_bytes += f.records.len() as u64;
-            r.partitions_with_data += u64::from(!f.records.is_empty());
-            if f.batch_exceeds_limit {
-                bail!("a batch in {topic}/{partition} is larger than --fetch-partition-max-bytes");
-            }
-            for p in positions.iter_mut().filter(|p| p.0 == partition) {
-                p.1 = f.next_offset;
-            }
-            all_caught_up &= f.next_offset >= f.high_watermark;
-            undecoded.push(f);
-        }
-        // A count run: once this lane's share is read, long-polling on would hold the
-        // other lanes' fetches behind it on the connection (responses come in request
-        // order), and the records still wanted are theirs.
-        caught_up = all_caught_up && shared.target != u64::MAX;
     }
     Ok(r)
 }
