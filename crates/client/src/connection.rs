@@ -120,6 +120,13 @@ impl Connection {
         // Requests are written whole; waiting for more bytes only adds latency.
         let _ = stream.set_nodelay(true);
         let security = config.security.clone().unwrap_or_default();
+        let low_water = LowWater {
+            fd: security
+                .tls
+                .is_none()
+                .then(|| std::os::fd::AsRawFd::as_raw_fd(&stream)),
+            set: 1,
+        };
         let (reader, writer): (ReadHalf, WriteHalf) = match &security.tls {
             None => {
                 let (r, w) = stream.into_split();
@@ -167,7 +174,7 @@ impl Connection {
             addr: addr.to_string(),
             state: Mutex::new(State::default()),
         });
-        tokio::spawn(read_loop(shared.clone(), reader));
+        tokio::spawn(read_loop(shared.clone(), reader, low_water));
         let conn = Connection {
             inner: Arc::new(Inner {
                 addr: addr.to_string(),
@@ -432,10 +439,59 @@ impl Shared {
     }
 }
 
-async fn read_loop(shared: Arc<Shared>, reader: ReadHalf) {
+/// The socket's receive low-water mark (SO_RCVLOWAT) while a large response arrives: the
+/// reader is woken once this many of the frame's bytes are queued, not for every segment
+/// (a 1 MiB fetch response came as about 16 wake-ups of a sleeping reader, each paid by
+/// the sending broker's CPU). Never more than what is left of the frame being read, so
+/// the wake-up always comes; 1 (the default) between frames.
+struct LowWater {
+    /// A plaintext socket (TLS records do not map to the frame's bytes); open while the
+    /// read loop owns the read half.
+    fd: Option<std::os::fd::RawFd>,
+    set: usize,
+}
+
+impl LowWater {
+    /// Below this, the default.
+    const MIN: usize = 128 * 1024;
+    const MAX: usize = 512 * 1024;
+
+    /// `left`: bytes of the current frame not yet received (0 between frames).
+    fn expect(&mut self, left: usize) {
+        let Some(fd) = self.fd else { return };
+        let want = if left >= Self::MIN {
+            left.min(Self::MAX)
+        } else {
+            1
+        };
+        if want == self.set {
+            return;
+        }
+        let v = want as libc::c_int;
+        // SAFETY: `fd` is this connection's socket, open while the read loop runs; the
+        // option value is a c_int of the given size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            self.set = want;
+        } else {
+            // Only a cost: wake-ups as before.
+            self.fd = None;
+        }
+    }
+}
+
+async fn read_loop(shared: Arc<Shared>, reader: ReadHalf, mut low_water: LowWater) {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let reason = loop {
-        match read_one(&shared, &mut reader).await {
+        match read_one(&shared, &mut reader, &mut low_water).await {
             Ok(()) => {}
             Err(reason) => break reason,
         }
@@ -448,7 +504,9 @@ async fn read_loop(shared: Arc<Shared>, reader: ReadHalf) {
 async fn read_one(
     shared: &Shared,
     reader: &mut BufReader<ReadHalf>,
+    low_water: &mut LowWater,
 ) -> std::result::Result<(), String> {
+    low_water.expect(0);
     let size = match reader.read_i32().await {
         Ok(size) => size,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -462,6 +520,7 @@ async fn read_one(
     let mut body = BytesMut::with_capacity(size);
     while body.len() < size {
         let remaining = size - body.len();
+        low_water.expect(remaining.saturating_sub(reader.buffer().len()));
         match reader.read_buf(&mut (&mut body).limit(remaining)).await {
             Ok(0) => {
                 return Err(format!(
@@ -520,6 +579,65 @@ mod tests {
         assert!(check_frame_size(-1).is_err());
         assert_eq!(check_frame_size(4), Ok(4));
         assert!(check_frame_size(i32::MAX).is_err());
+    }
+
+    /// The mark follows what is left of the frame (capped), is the default between
+    /// frames, and a reader waiting on it is woken by the frame's last bytes.
+    #[tokio::test]
+    async fn the_receive_low_water_mark_never_exceeds_the_frame() {
+        use std::os::fd::AsRawFd;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let fd = client.as_raw_fd();
+        let mut low_water = LowWater {
+            fd: Some(fd),
+            set: 1,
+        };
+        let mark = || {
+            let mut v: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: a valid socket and an out value of the given size.
+            let r = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVLOWAT,
+                    (&mut v as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(r, 0);
+            v as usize
+        };
+        low_water.expect(200 * 1024);
+        assert_eq!(mark(), 200 * 1024);
+        low_water.expect(5 << 20);
+        assert_eq!(mark(), LowWater::MAX);
+        low_water.expect(LowWater::MIN - 1);
+        assert_eq!(mark(), 1);
+        low_water.expect(0);
+        assert_eq!(mark(), 1);
+        // The frame's remainder, exactly the mark, arriving in small pieces.
+        let left = 300 * 1024;
+        low_water.expect(left);
+        assert_eq!(mark(), left);
+        let sender = tokio::spawn(async move {
+            for chunk in vec![7u8; left].chunks(16 * 1024) {
+                server.write_all(chunk).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            server
+        });
+        let mut got = vec![0u8; left];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+            .await
+            .expect("the last byte of the frame wakes the reader")
+            .unwrap();
+        assert!(got.iter().all(|&b| b == 7));
+        drop(sender.await.unwrap());
     }
 
     /// A fake broker that answers ApiVersions and then echoes nothing: checks framing,

@@ -163,8 +163,8 @@ pub fn stream_records(
         }
     };
     if codec == CompressionCodec::None {
-        // A slice is its own buffer: no inflater, no copy.
-        return walk_stream(body, fail, f);
+        // A slice is its own buffer: no inflater, no copy, no reader call per byte.
+        return walk_slice(body, f);
     }
     let inflating = compression::inflating_reader(codec, body, cap)?;
     walk_stream(BufReader::with_capacity(16 * 1024, inflating), fail, f)
@@ -205,9 +205,78 @@ fn walk_stream<R: Read>(
     }
 }
 
+/// [`walk_stream`] over an uncompressed batch's records in memory: the same checks and
+/// the same errors, reading varints and skipping keys, values and headers in the slice
+/// (the reader walk cost a call per byte and a copy of every value; it ran for every
+/// record a client produces).
+fn walk_slice(
+    body: &[u8],
+    mut f: impl FnMut(usize, StreamedRecord) -> Result<()>,
+) -> Result<usize> {
+    let mut rest = body;
+    let mut index = 0usize;
+    while !rest.is_empty() {
+        let len = slice_varlong(&mut rest)?;
+        if len < 1 {
+            return Err(LogError::InvalidRecord(format!(
+                "record {index} has length {len}"
+            )));
+        }
+        // A record that claims more than the batch holds reads to the batch's end.
+        let take = usize::try_from(len).map_or(rest.len(), |l| l.min(rest.len()));
+        let mut fields = &rest[..take];
+        let record = read_record(&mut fields, index).map_err(|e| match e {
+            FieldError::Log(e) => e,
+            FieldError::Io(e) => LogError::InvalidRecord(e.to_string()),
+        })?;
+        let left = len as u64 - (take - fields.len()) as u64;
+        if left != 0 {
+            return Err(LogError::InvalidRecord(format!(
+                "record {index} declares {len} bytes but its fields end {left} bytes early"
+            )));
+        }
+        rest = &rest[take..];
+        f(index, record)?;
+        index += 1;
+    }
+    Ok(index)
+}
+
+fn slice_eof() -> LogError {
+    LogError::InvalidRecord(RECORD_EOF.into())
+}
+
+fn slice_take<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+    if r.len() < n {
+        return Err(slice_eof());
+    }
+    let (head, tail) = r.split_at(n);
+    *r = tail;
+    Ok(head)
+}
+
+/// A zig-zag varlong, as [`varint_from`] reads it.
+fn slice_varlong(r: &mut &[u8]) -> Result<i64> {
+    let mut value = 0u64;
+    for i in 0..10 {
+        let byte = *slice_take(r, 1)?.first().expect("one byte");
+        value |= ((byte & 0x7f) as u64) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    Err(LogError::InvalidRecord(OVERLONG_VARINT.into()))
+}
+
 enum FieldError {
     Io(io::Error),
     Log(LogError),
+}
+
+impl From<LogError> for FieldError {
+    fn from(e: LogError) -> Self {
+        FieldError::Log(e)
+    }
 }
 
 impl From<io::Error> for FieldError {
@@ -216,43 +285,79 @@ impl From<io::Error> for FieldError {
     }
 }
 
-/// Reads one record's fields from `r` (limited to the record's declared length),
-/// skipping keys, values and headers without keeping them.
-fn read_record<R: Read>(
-    r: &mut Limited<R>,
+/// Where a record's fields are read from: a reader limited to the record's length (the
+/// inflated records of a compressed batch) or a slice of it (an uncompressed batch).
+trait Fields {
+    fn byte(&mut self) -> std::result::Result<u8, FieldError>;
+    fn varlong(&mut self) -> std::result::Result<i64, FieldError>;
+    /// Skips `len` bytes (a length of -1 or 0: nothing).
+    fn skip(&mut self, len: i64) -> std::result::Result<(), FieldError>;
+}
+
+impl<R: Read> Fields for Limited<'_, R> {
+    fn byte(&mut self) -> std::result::Result<u8, FieldError> {
+        Ok(read_exact_byte(self)?)
+    }
+    fn varlong(&mut self) -> std::result::Result<i64, FieldError> {
+        Ok(read_varlong(self)?)
+    }
+    fn skip(&mut self, len: i64) -> std::result::Result<(), FieldError> {
+        Ok(skip(self, len)?)
+    }
+}
+
+impl Fields for &[u8] {
+    fn byte(&mut self) -> std::result::Result<u8, FieldError> {
+        Ok(slice_take(self, 1)?[0])
+    }
+    fn varlong(&mut self) -> std::result::Result<i64, FieldError> {
+        Ok(slice_varlong(self)?)
+    }
+    fn skip(&mut self, len: i64) -> std::result::Result<(), FieldError> {
+        if len > 0 {
+            slice_take(self, usize::try_from(len).unwrap_or(usize::MAX))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads one record's fields from `r` (which ends where the record's declared length
+/// does), skipping keys, values and headers without keeping them.
+fn read_record(
+    r: &mut impl Fields,
     index: usize,
 ) -> std::result::Result<StreamedRecord, FieldError> {
     let bad =
         |what: &str| FieldError::Log(LogError::InvalidRecord(format!("record {index}: {what}")));
-    read_exact_byte(r)?; // attributes
-    let timestamp_delta = read_varlong(r)?;
-    let offset_delta = read_varlong(r)?;
+    r.byte()?; // attributes
+    let timestamp_delta = r.varlong()?;
+    let offset_delta = r.varlong()?;
     let offset_delta = i32::try_from(offset_delta).map_err(|_| bad("offset delta out of range"))?;
-    let key_len = read_varlong(r)?;
+    let key_len = r.varlong()?;
     if key_len < -1 {
         return Err(bad("negative key length"));
     }
-    skip(r, key_len)?;
-    let value_len = read_varlong(r)?;
+    r.skip(key_len)?;
+    let value_len = r.varlong()?;
     if value_len < -1 {
         return Err(bad("negative value length"));
     }
-    skip(r, value_len)?;
-    let headers = read_varlong(r)?;
+    r.skip(value_len)?;
+    let headers = r.varlong()?;
     if headers < 0 {
         return Err(bad("negative header count"));
     }
     for _ in 0..headers {
-        let k = read_varlong(r)?;
+        let k = r.varlong()?;
         if k < 0 {
             return Err(bad("a header without a key"));
         }
-        skip(r, k)?;
-        let v = read_varlong(r)?;
+        r.skip(k)?;
+        let v = r.varlong()?;
         if v < -1 {
             return Err(bad("negative header value length"));
         }
-        skip(r, v)?;
+        r.skip(v)?;
     }
     Ok(StreamedRecord {
         offset_delta,
@@ -334,4 +439,116 @@ fn varint_from<R: Read>(first: u8, r: &mut R) -> io::Result<(i64, usize)> {
         i += 1;
     }
     Ok((((value >> 1) as i64) ^ -((value & 1) as i64), i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The record walk on a slice and the reader walk (what compressed batches use) agree
+    /// on every input: the records they report, and the error they stop at.
+    #[test]
+    fn the_slice_walk_matches_the_reader_walk_on_damaged_records() {
+        let record = |key: Option<&[u8]>, value: &[u8], headers: &[(&[u8], &[u8])]| {
+            let mut body = vec![0u8];
+            put_varlong(&mut body, 3); // timestamp delta
+            put_varlong(&mut body, 0); // offset delta, patched below
+            match key {
+                Some(k) => {
+                    put_varlong(&mut body, k.len() as i64);
+                    body.extend_from_slice(k);
+                }
+                None => put_varlong(&mut body, -1),
+            }
+            put_varlong(&mut body, value.len() as i64);
+            body.extend_from_slice(value);
+            put_varlong(&mut body, headers.len() as i64);
+            for (k, v) in headers {
+                put_varlong(&mut body, k.len() as i64);
+                body.extend_from_slice(k);
+                put_varlong(&mut body, v.len() as i64);
+                body.extend_from_slice(v);
+            }
+            body
+        };
+        let mut good = Vec::new();
+        for (i, r) in [
+            record(Some(b"key"), &[7u8; 300], &[]),
+            record(None, b"v", &[(b"h", b"hv"), (b"h2", b"")]),
+            record(Some(b""), &[], &[]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut r = r;
+            r[2] = (i as u8) << 1; // offset delta i (one byte after a one-byte timestamp)
+            put_varlong(&mut good, r.len() as i64);
+            good.extend_from_slice(&r);
+        }
+        let walk = |b: &[u8], slice: bool| {
+            let mut seen = Vec::new();
+            let result = if slice {
+                walk_slice(b, |i, r| {
+                    seen.push((i, r));
+                    Ok(())
+                })
+            } else {
+                walk_stream(
+                    b,
+                    |e| LogError::InvalidRecord(e.to_string()),
+                    |i, r| {
+                        seen.push((i, r));
+                        Ok(())
+                    },
+                )
+            };
+            (result.map_err(|e| e.to_string()), seen)
+        };
+        let (whole, seen) = walk(&good, true);
+        assert_eq!(whole, Ok(3));
+        assert_eq!(seen[1].1.offset_delta, 1);
+        assert!(!seen[1].1.has_key && seen[2].1.has_key);
+        let mut inputs = vec![good.clone()];
+        for end in 0..good.len() {
+            inputs.push(good[..end].to_vec());
+        }
+        // Every byte set to values that break lengths, varints and counts.
+        for at in 0..good.len() {
+            for v in [0x00, 0x01, 0x7f, 0x80, 0xff, 0x03, 0x10] {
+                let mut bad = good.clone();
+                bad[at] = v;
+                inputs.push(bad);
+            }
+        }
+        inputs.push(vec![0xff; 12]);
+        let mut errors = std::collections::BTreeSet::new();
+        for input in inputs {
+            let slice = walk(&input, true);
+            assert_eq!(slice, walk(&input, false), "input {input:?}");
+            if let Err(e) = slice.0 {
+                errors.insert(e.split(": ").last().unwrap_or_default().to_string());
+            }
+        }
+        // The damage reached each kind of refusal.
+        for kind in [RECORD_EOF, OVERLONG_VARINT, "negative key length"] {
+            assert!(errors.contains(kind), "{kind} not seen in {errors:?}");
+        }
+        assert!(
+            errors.iter().any(|e| e.contains("bytes early")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("has length")),
+            "{errors:?}"
+        );
+    }
+
+    fn put_varlong(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    }
 }
