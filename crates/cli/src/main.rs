@@ -83,31 +83,8 @@ enum Command {
     Man,
 }
 
-/// glibc's malloc serves a block of 128 KiB or more with its own mmap and returns freed
-/// memory above 128 KiB at a heap's top to the system, raising both bounds only as such
-/// blocks are freed. The broker allocates every produce frame (a few hundred KiB) and the
-/// clients every fetch response (up to tens of MiB) afresh, so each faulted in new zeroed
-/// pages: 5 % of the broker's produce CPU went to page faults in the `recv` into the
-/// frame, a fifth of the bench consumer's to zeroing pages. Fixed bounds keep blocks up
-/// to 32 MiB (glibc's largest) in the heaps, reused, and trim a heap's top only past
-/// 256 MiB. Only for the broker and the tools (not the SQL engine), and an operator's
-/// `GLIBC_TUNABLES` wins.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("GLIBC_TUNABLES").is_none() {
-        // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Server(_) | Command::Tools(_)) {
-        tune_allocator();
-    }
     match cli.command {
         Command::Server(args) => server::run(args),
         Command::Tools(cmd) => tools::run(cmd),
