@@ -808,6 +808,48 @@ def test_a_killed_broker_is_fenced_at_once_not_after_the_session_timeout(tmp_pat
         assert not problems, "\n".join(problems)
 
 
+# How long a survivor holds Metadata for a leader whose replica connection just closed
+# (crates/broker/src/cluster/closed_peers.rs, UNDECIDED_FOR).
+UNDECIDED_FOR_S = 0.6
+
+
+@pytest.mark.parametrize("victim", ["a partition leader", "the active controller"])
+def test_metadata_asked_right_after_a_leader_kill_names_the_new_leader(tmp_path, victim):
+    """A client whose connection to a killed leader closed asks Metadata at once. The
+    survivor it asks saw its own replica connection to the dead broker close too, so it
+    holds the answer (at most UNDECIDED_FOR_S) until the controller fenced the broker:
+    the client is sent to the new leader, not back to the dead one (librdkafka would only
+    ask again at its next once-a-second scan: issue 19's failovers over 1 s). With
+    Kafka's default session (9 s) only the fast fence can decide within the hold; if the
+    controller did not decide in time, the answer waited the whole hold."""
+    c = Cluster(tmp_path, configs={"broker.session.timeout.ms": "9000",
+                                   "broker.heartbeat.interval.ms": "2000"}).start()
+    try:
+        topic = unique("askagain")
+        create_topic(c, topic, partitions=3)
+        controller = AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(timeout=10).controller_id
+        leaders = {p: c.partition_state(topic, p)[0] for p in range(3)}
+        want_controller = victim == "the active controller"
+        # Round-robin placement: each of the three nodes leads one of the three partitions.
+        assert sorted(leaders.values()) == [1, 2, 3], leaders
+        partition, dead = next((p, l) for p, l in leaders.items() if (l == controller) == want_controller)
+        survivor = next(n for n in c.nodes if n.node_id != dead)
+        with kwire.Conn("127.0.0.1", survivor.fixed_port) as conn:
+            assert conn.metadata_v1([topic])[1][topic][1][partition] == (0, dead)
+            c.node(dead).kill9()
+            t0 = time.monotonic()
+            brokers, topics = conn.metadata_v1([topic])
+            held = time.monotonic() - t0
+        err, leader = topics[topic][1][partition]
+        assert leader != dead or held >= UNDECIDED_FOR_S * 0.9, \
+            f"answered after {held * 1000:.0f} ms with the dead broker {dead} as leader of {topic}-{partition}"
+        if leader != dead:
+            assert err == 0 and leader in brokers and leader != -1, (err, leader, brokers)
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)
+
+
 @pytest.mark.timeout_s(150)
 def test_runnel_cluster_local_security_sasl_ssl(tmp_path):
     """`--security sasl_ssl`: generated certificates, SASL_SSL between clients and

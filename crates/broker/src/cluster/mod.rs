@@ -10,6 +10,7 @@
 //! - sends ISR changes to the controller (AlterPartition) for partitions it leads;
 //! - on SIGTERM, a controlled shutdown: asks the controller to move leadership away first.
 
+mod closed_peers;
 pub mod fetcher;
 mod import;
 mod markers;
@@ -61,13 +62,10 @@ pub struct Cluster {
     broker: std::sync::Weak<Broker>,
     /// Fenced brokers and when this broker first saw them fenced (`listed_brokers`).
     fenced_seen: parking_lot::Mutex<HashMap<i32, tokio::time::Instant>>,
-    /// When each peer broker's closed replica fetch connection was last reported to the
-    /// controller (`report_peer_closed`): at most one report a second per peer.
-    peer_reports: parking_lot::Mutex<HashMap<i32, tokio::time::Instant>>,
+    /// Peers whose replica fetch connection just closed (`report_peer_closed`), for the
+    /// controller's report and Metadata's wait (`await_leader_decisions`).
+    closed_peers: closed_peers::ClosedPeers,
 }
-
-/// How often one peer's closed replica fetch connections are reported to the controller.
-const PEER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Cluster {
     /// Joins the cluster: starts the voter (combined mode), registers this broker, and
@@ -139,7 +137,7 @@ impl Cluster {
             broker: Arc::downgrade(broker),
             reconciled: watch::channel(0).0,
             fenced_seen: Default::default(),
-            peer_reports: Default::default(),
+            closed_peers: Default::default(),
         });
         // Before any task that may ask for it starts.
         let _ = broker.cluster.set(cluster.clone());
@@ -358,16 +356,11 @@ impl Cluster {
         else {
             return;
         };
+        if !self
+            .closed_peers
+            .note(id, epoch, tokio::time::Instant::now())
         {
-            let now = tokio::time::Instant::now();
-            let mut reports = self.peer_reports.lock();
-            if reports
-                .get(&id)
-                .is_some_and(|at| now.duration_since(*at) < PEER_REPORT_INTERVAL)
-            {
-                return;
-            }
-            reports.insert(id, now);
+            return;
         }
         let Some(broker) = self.broker.upgrade() else {
             return;
@@ -385,6 +378,48 @@ impl Cluster {
                 ),
             }
         });
+    }
+
+    /// Waits (at most [`closed_peers::UNDECIDED_FOR`] after the close) while a peer for
+    /// which `leads` holds in the current image had a replica connection close and is not
+    /// fenced yet: the controller is deciding whether its process is gone, and an answer
+    /// now would send clients back to a dead leader (see `closed_peers`). Returns at once
+    /// when there is no such peer, which is the case outside a failover.
+    pub async fn await_leader_decisions(&self, leads: impl Fn(&ClusterImage, i32) -> bool) {
+        let started = tokio::time::Instant::now();
+        let mut rx = self.image.clone();
+        let undecided = {
+            let image = rx.borrow_and_update();
+            let mut u = self.closed_peers.undecided(&image, started);
+            u.retain(|u| leads(&image, u.id));
+            u
+        };
+        let Some(until) = undecided.iter().map(|u| u.until).max() else {
+            return;
+        };
+        let decided = tokio::time::timeout_at(until, async {
+            loop {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+                let image = rx.borrow_and_update();
+                if !undecided
+                    .iter()
+                    .any(|u| u.pending(&image) && leads(&image, u.id))
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok();
+        let peers: Vec<i32> = undecided.iter().map(|u| u.id).collect();
+        tracing::info!(
+            ?peers,
+            waited_ms = started.elapsed().as_millis() as u64,
+            decided,
+            "Metadata waited for the controller's decision on leaders whose replica connection closed"
+        );
     }
 
     /// Asks the controller to record a new ISR for a partition this broker leads.
@@ -598,7 +633,8 @@ pub fn controller_error(e: ControllerError) -> BrokerError {
 mod tests {
     use super::*;
 
-    fn image(fenced: &[(i32, bool)]) -> ClusterImage {
+    /// An image of brokers `(id, fenced)`, each at broker epoch 1.
+    pub(super) fn image(fenced: &[(i32, bool)]) -> ClusterImage {
         let mut img = ClusterImage::default();
         for &(id, f) in fenced {
             img.brokers.insert(
