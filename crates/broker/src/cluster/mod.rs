@@ -65,6 +65,13 @@ pub struct Cluster {
     /// Peers whose replica fetch connection just closed (`report_peer_closed`), for the
     /// controller's report and Metadata's wait (`await_leader_decisions`).
     closed_peers: closed_peers::ClosedPeers,
+    /// When this broker last became the leader of a partition (`reconcile`): a
+    /// follower's fetch parked here does not name that partition yet, and the follower
+    /// adds it only to its next fetch, so parked replica fetches answer at once, and for
+    /// [`NEW_LEADERSHIP_GRACE`] after, wait at most [`NEW_LEADERSHIP_FETCH_WAIT`]
+    /// (`handlers/fetch.rs`) instead of `replica.fetch.wait.max.ms`, which an acks=all
+    /// write to the new leader would otherwise wait out (issue 19).
+    new_leaderships: watch::Sender<Option<tokio::time::Instant>>,
 }
 
 impl Cluster {
@@ -138,6 +145,7 @@ impl Cluster {
             reconciled: watch::channel(0).0,
             fenced_seen: Default::default(),
             closed_peers: Default::default(),
+            new_leaderships: watch::channel(None).0,
         });
         // Before any task that may ask for it starts.
         let _ = broker.cluster.set(cluster.clone());
@@ -422,6 +430,29 @@ impl Cluster {
         );
     }
 
+    /// This broker just became the leader of a partition: wakes the parked replica fetches.
+    pub(crate) fn note_new_leadership(&self) {
+        self.new_leaderships
+            .send_replace(Some(tokio::time::Instant::now()));
+    }
+
+    /// Changes when this broker becomes the leader of a partition (`note_new_leadership`).
+    pub fn new_leaderships(&self) -> watch::Receiver<Option<tokio::time::Instant>> {
+        self.new_leaderships.subscribe()
+    }
+
+    /// The longest a follower's fetch may park here now: `max_wait`, or
+    /// [`NEW_LEADERSHIP_FETCH_WAIT`] within [`NEW_LEADERSHIP_GRACE`] of this broker taking
+    /// a partition over (a follower that applied that change a moment after this broker
+    /// did sends one more fetch without the partition; it must not park for long).
+    pub fn replica_fetch_wait(&self, max_wait: Duration) -> Duration {
+        replica_fetch_wait(
+            *self.new_leaderships.borrow(),
+            tokio::time::Instant::now(),
+            max_wait,
+        )
+    }
+
     /// Asks the controller to record a new ISR for a partition this broker leads.
     pub fn request_isr_change(&self, change: IsrChange) {
         let _ = self.isr_changes.send(change);
@@ -601,6 +632,24 @@ fn listed_brokers<'a>(
         .collect()
 }
 
+/// How long after this broker took a partition over its followers' fetches park briefly.
+const NEW_LEADERSHIP_GRACE: Duration = Duration::from_secs(1);
+/// How long a follower's fetch parks during [`NEW_LEADERSHIP_GRACE`].
+const NEW_LEADERSHIP_FETCH_WAIT: Duration = Duration::from_millis(20);
+
+fn replica_fetch_wait(
+    last_new_leadership: Option<tokio::time::Instant>,
+    now: tokio::time::Instant,
+    max_wait: Duration,
+) -> Duration {
+    match last_new_leadership {
+        Some(at) if now.duration_since(at) < NEW_LEADERSHIP_GRACE => {
+            max_wait.min(NEW_LEADERSHIP_FETCH_WAIT)
+        }
+        _ => max_wait,
+    }
+}
+
 /// The Kafka error code for a controller error.
 pub fn error_code(kind: ErrorKind) -> ErrorCode {
     match kind {
@@ -656,6 +705,26 @@ mod tests {
 
     fn ids(v: Vec<&BrokerImage>) -> Vec<i32> {
         v.into_iter().map(|b| b.id).collect()
+    }
+
+    #[test]
+    fn follower_fetches_park_briefly_just_after_a_leadership_change() {
+        let t0 = tokio::time::Instant::now();
+        let max = Duration::from_millis(500);
+        assert_eq!(replica_fetch_wait(None, t0, max), max);
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(
+            replica_fetch_wait(Some(t1), t1 + Duration::from_millis(10), max),
+            NEW_LEADERSHIP_FETCH_WAIT
+        );
+        assert_eq!(
+            replica_fetch_wait(Some(t1), t1, Duration::from_millis(5)),
+            Duration::from_millis(5)
+        );
+        assert_eq!(
+            replica_fetch_wait(Some(t1), t1 + NEW_LEADERSHIP_GRACE, max),
+            max
+        );
     }
 
     #[test]
