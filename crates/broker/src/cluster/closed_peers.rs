@@ -31,6 +31,11 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// again a second later, so waiting longer than this would cost more than it saves.
 pub const UNDECIDED_FOR: Duration = Duration::from_millis(600);
 
+/// How long Metadata waits, when another broker leads what it is asked about, for this
+/// broker to notice that broker's connections closing: they close at the same instant as
+/// the asking client's, and the client can be quicker than this broker's tasks.
+pub const CLOSE_NOTICE: Duration = Duration::from_millis(5);
+
 /// A peer (at one broker epoch) whose connection closed and that is not fenced yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Undecided {

@@ -392,8 +392,27 @@ impl Cluster {
     /// which `leads` holds in the current image had a replica connection close and is not
     /// fenced yet: the controller is deciding whether its process is gone, and an answer
     /// now would send clients back to a dead leader (see `closed_peers`). Returns at once
-    /// when there is no such peer, which is the case outside a failover.
-    pub async fn await_leader_decisions(&self, leads: impl Fn(&ClusterImage, i32) -> bool) {
+    /// when there is no such peer, which is the case outside a failover, after
+    /// [`closed_peers::CLOSE_NOTICE`] when another broker leads what is asked.
+    pub async fn await_leader_decisions(
+        &self,
+        me: i32,
+        leads: impl Fn(&ClusterImage, i32) -> bool,
+    ) {
+        // A client whose connection to a killed leader closed can ask before this broker's
+        // tasks have handled the close of their own connections to it, closed at the same
+        // instant (a raw Metadata answered in 0.2 ms named the dead leader, and librdkafka
+        // asked again only a second later): give them that moment.
+        let others_lead = {
+            let image = self.image.borrow();
+            let any = image
+                .live_brokers()
+                .any(|b| b.id != me && leads(&image, b.id));
+            any
+        };
+        if others_lead {
+            tokio::time::sleep(closed_peers::CLOSE_NOTICE).await;
+        }
         let started = tokio::time::Instant::now();
         let mut rx = self.image.clone();
         let undecided = {

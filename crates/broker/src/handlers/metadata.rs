@@ -203,7 +203,7 @@ async fn cluster_metadata(
     // A leader whose replica connection just closed may be dead and about to be fenced:
     // answer with the controller's decision, not with the dead broker (bounded).
     cluster
-        .await_leader_decisions(|img, id| {
+        .await_leader_decisions(local.id, |img, id| {
             let leads = |t: &runnel_meta::TopicImage| t.partitions.iter().any(|p| p.leader == id);
             if all {
                 return img.topics.values().any(leads);
