@@ -598,10 +598,9 @@ impl KafkaSource {
             }
             cfg.set(k, v);
         }
-        // The look-up consumer joins no group: librdkafka then has no group to close
-        // when it is dropped (rdkafka's drop of a group consumer polls in 100 ms steps
-        // until the close is done).
-        let consumer: BaseConsumer = cfg.clone().remove("group.id").create()?;
+        // The look-up consumer keeps the group id: a table read assigns partitions
+        // through it, and librdkafka refuses assign() without one (Local: Unknown group).
+        let consumer: BaseConsumer = cfg.create()?;
         let schema = kafka_schema(opts.include_headers);
         Ok(KafkaSource {
             opts,
