@@ -192,8 +192,8 @@ impl Broker {
     }
 
     /// Appends one transaction marker to a partition this broker leads (and, on
-    /// `__consumer_offsets`, applies or drops the transaction's offset commits); returns the
-    /// marker's offset. The caller waits for it to be acknowledged.
+    /// `__consumer_offsets`, applies or drops the transaction's offset commits); returns what
+    /// to wait on (up to the marker, in this leader's epoch) for it to be acknowledged.
     pub fn append_marker(
         &self,
         part: &crate::storage::partition::Partition,
@@ -201,8 +201,8 @@ impl Broker {
         producer_epoch: i16,
         commit: bool,
         coordinator_epoch: i32,
-    ) -> Result<i64, crate::error::BrokerError> {
-        let offset = self.append_as_leader(part, |log, epoch| {
+    ) -> Result<crate::storage::partition::Appended, crate::error::BrokerError> {
+        let written = self.append_as_leader(part, |log, epoch| {
             log.append_marker(
                 producer_id,
                 producer_epoch,
@@ -211,11 +211,15 @@ impl Broker {
                 epoch,
                 runnel_core::clock::now_ms(),
             )
+            .map(|offset| crate::storage::partition::Appended {
+                end: offset + 1,
+                leader_epoch: epoch,
+            })
         })?;
         if part.topic == crate::coordinators::groups::OFFSETS_TOPIC {
             self.groups.complete_txn_offsets(producer_id, commit);
         }
-        Ok(offset)
+        Ok(written)
     }
 
     /// (topic, partition) of every local partition that is offline here.

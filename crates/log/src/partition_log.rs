@@ -38,6 +38,8 @@ pub struct AppendResult {
     /// The batch was a retry of one already stored; nothing was written.
     pub duplicate: bool,
     pub record_count: i64,
+    /// The leader epoch the append was made (or the duplicate answered) under.
+    pub leader_epoch: i32,
 }
 
 /// Who is appending: a client (sequence numbers checked) or the broker's own
@@ -423,6 +425,7 @@ impl PartitionLog {
                             log_append_time_ms: -1,
                             duplicate: true,
                             record_count: 0,
+                            leader_epoch,
                         });
                     }
                     return Err(LogError::InvalidRecord(
@@ -480,6 +483,7 @@ impl PartitionLog {
             log_append_time_ms: if log_append { now_ms } else { -1 },
             duplicate: false,
             record_count,
+            leader_epoch,
         })
     }
 

@@ -951,6 +951,11 @@ def test_console_views_of_a_replicated_cluster(tmp_path):
     node1._read_first_line = HttpBroker._read_first_line.__get__(node1)
     c.start()
     try:
+        # Each node is ready once it serves; node 1's image lists the others once their
+        # registrations reach it (a moment later on a loaded machine), as in Kafka.
+        c.wait_for("node 1's image with three unfenced brokers and a quorum leader", lambda: (
+            lambda d: len(d["brokers"]) == 3 and not any(b["fenced"] for b in d["brokers"])
+            and d["quorum"]["leader"] in (1, 2, 3))(get_json(node1, "/v1/brokers")))
         doc = get_json(node1, "/v1/brokers")
         check_schema(load_spec(), response_schema(load_spec(), "/v1/brokers", "get", "200"), doc, "brokers")
         assert [b["node_id"] for b in doc["brokers"]] == [1, 2, 3]

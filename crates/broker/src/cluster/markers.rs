@@ -96,7 +96,7 @@ async fn deliver_local(
     };
     let written = broker.append_marker(&p, producer_id, epoch, commit, 0);
     match written {
-        Ok(offset) => p.wait_acknowledged(offset + 1).await.is_ok(),
+        Ok(at) => p.wait_acknowledged(at).await.is_ok(),
         Err(e) => {
             tracing::debug!(topic, partition, error = %e, "marker refused; retrying");
             false

@@ -320,7 +320,7 @@ impl Cluster {
                 broker
                     .append_marker(&p, producer_id, epoch, commit, 0)
                     .ok()
-                    .map(|offset| (p, offset))
+                    .map(|at| (p, at))
             });
             match appended {
                 Some((p, offset)) => written.push(((topic, index), p, offset)),
@@ -328,8 +328,8 @@ impl Cluster {
             }
         }
         tokio::spawn(async move {
-            for (tp, p, offset) in written {
-                if p.wait_acknowledged(offset + 1).await.is_err() {
+            for (tp, p, at) in written {
+                if p.wait_acknowledged(at).await.is_err() {
                     // Not replicated here (leadership moved): deliver it again.
                     rest.push(tp);
                 }

@@ -524,8 +524,8 @@ pub fn offset_commit(
     Ok(Box::pin(async move {
         // Acknowledge a commit only once it is durable and replicated, like an acks=all
         // produce.
-        if let Some((partition, offset)) = wait {
-            if let Err(code) = partition.wait_acknowledged(offset).await {
+        if let Some((partition, at)) = wait {
+            if let Err(code) = partition.wait_acknowledged(at).await {
                 for t in &mut topics {
                     for p in &mut t.partitions {
                         if p.error_code == 0 {

@@ -14,7 +14,7 @@ use super::{encode, now_ms, str_bytes, ResponseFuture};
 use crate::authz::acl::{Operation, ResourceType};
 use crate::broker::Broker;
 use crate::error::{BrokerError, ErrorCode};
-use crate::storage::partition::Partition;
+use crate::storage::partition::{Appended, Partition};
 
 pub fn handle(
     broker: &Arc<Broker>,
@@ -54,10 +54,9 @@ pub fn handle(
     let acks = body.acks;
     let timeout = std::time::Duration::from_millis(body.timeout_ms.max(0) as u64);
     let mut responses = Vec::with_capacity(body.topic_data.len());
-    // (topic index, partition index in response, partition, offset that must be durable)
-    // (topic index, partition index in response, partition, offset that must be durable,
-    // min.insync.replicas)
-    let mut durable_waits: Vec<(usize, usize, Arc<Partition>, i64, usize)> = Vec::new();
+    // (topic index, partition index in response, partition, what must be durable and
+    // replicated, min.insync.replicas)
+    let mut durable_waits: Vec<(usize, usize, Arc<Partition>, Appended, usize)> = Vec::new();
     for topic in body.topic_data {
         let name = topic.name.0.to_string();
         let topic_entry = broker.topics.get(&name);
@@ -124,7 +123,7 @@ pub fn handle(
                             responses.len(),
                             partitions.len(),
                             p,
-                            r.last_offset + 1,
+                            Appended::after(&r),
                             min_isr,
                         ));
                     }
@@ -161,17 +160,17 @@ pub fn handle(
             return None;
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        for (t, p, partition, offset, min_isr) in durable_waits {
+        for (t, p, partition, at, min_isr) in durable_waits {
             let resp = &mut responses[t].partition_responses[p];
             if flush_on_acks_all {
-                if let Err(e) = partition.wait_durable(offset).await {
+                if let Err(e) = partition.wait_durable(at.end).await {
                     resp.error_code = ErrorCode::KafkaStorageError.code();
                     resp.error_message = Some(str_bytes(&e.to_string()));
                     continue;
                 }
             }
             // acks=all: every in-sync replica has the batch (on a single node, at once).
-            if let Err(code) = partition.wait_replicated(offset, deadline).await {
+            if let Err(code) = partition.wait_replicated(at, deadline).await {
                 resp.error_code = code.code();
                 resp.error_message = Some(str_bytes(&format!(
                     "{}-{}: not acknowledged by the in-sync replicas: {code:?}",

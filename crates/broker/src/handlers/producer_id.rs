@@ -43,7 +43,7 @@ pub fn handle(
         let req = req.clone();
         return Ok(Box::pin(async move {
             let failed = match durable {
-                Some((p, offset)) => p.wait_acknowledged(offset).await.err(),
+                Some((p, at)) => p.wait_acknowledged(at).await.err(),
                 None => None,
             };
             let code = failed.unwrap_or(code);

@@ -44,7 +44,7 @@ use crate::coordinators::share::persist;
 use crate::coordinators::share::session::{PartitionId, Step, FINAL_EPOCH, INITIAL_EPOCH};
 use crate::coordinators::share::{AutoOffsetReset, ReadPolicy};
 use crate::error::ErrorCode;
-use crate::storage::partition::Partition;
+use crate::storage::partition::{Appended, Partition};
 
 /// A top-level error answer to a share request (`$resp` has Kafka's `ErrorCode` and
 /// `ErrorMessage` fields).
@@ -367,7 +367,7 @@ fn group_settings(broker: &Broker, group_id: &str) -> (Limits, ReadPolicy) {
 
 /// The writes an answer waits for: (partition, its state partition, the offset to wait
 /// for) per acknowledged partition.
-type Durable = Vec<(PartitionId, Arc<Partition>, i64)>;
+type Durable = Vec<(PartitionId, Arc<Partition>, Appended)>;
 
 /// Applies the acknowledgements of one request, partition by partition (each batch all
 /// or nothing), and persists each changed share-partition; returns each partition's
@@ -426,8 +426,8 @@ fn apply_acks(
 /// Waits until each acknowledged partition's state is durable; a write that did not
 /// make it turns that partition's acknowledge answer into the error.
 async fn wait_durable(durable: Durable, acks: &mut BTreeMap<PartitionId, ErrorCode>) {
-    for (id, state, offset) in durable {
-        if let Err(code) = state.wait_acknowledged(offset).await {
+    for (id, state, at) in durable {
+        if let Err(code) = state.wait_acknowledged(at).await {
             acks.insert(id, code);
         }
     }
@@ -1024,7 +1024,7 @@ pub fn alter_offsets(
     if let Some((code, message)) = change_refusal(broker, &group_id, "altering") {
         return refuse!(AlterShareGroupOffsetsResponse, req, code, message);
     }
-    let mut durable: Vec<(Arc<Partition>, i64)> = Vec::new();
+    let mut durable: Vec<(Arc<Partition>, Appended)> = Vec::new();
     let responses = body
         .topics
         .iter()
@@ -1072,10 +1072,10 @@ pub fn alter_offsets(
     let response = AlterShareGroupOffsetsResponse::default().with_responses(responses);
     let req = req.clone();
     Ok(Box::pin(async move {
-        for (p, offset) in durable {
+        for (p, at) in durable {
             // A failed write was logged by the state partition; the answer stands, as
             // the offsets are in effect in memory.
-            let _ = p.wait_acknowledged(offset).await;
+            let _ = p.wait_acknowledged(at).await;
         }
         encode(&req, &response)
     }))

@@ -35,7 +35,7 @@ where
 {
     Box::pin(async move {
         let failed = match durable {
-            Some((p, offset)) => p.wait_acknowledged(offset).await.err(),
+            Some((p, at)) => p.wait_acknowledged(at).await.err(),
             None => None,
         };
         build(failed)
@@ -384,11 +384,11 @@ pub fn write_markers(
     // Kafka: only brokers write markers (CLUSTER_ACTION on the cluster).
     let cluster_action = az.cluster(Operation::ClusterAction);
     let mut results = Vec::new();
-    // (marker, topic, partition slot) -> the marker's offset, for the replication wait.
+    // (marker, topic, partition slot) -> the marker's append, for the replication wait.
     let mut waits: Vec<(
         (usize, usize, usize),
         Arc<crate::storage::partition::Partition>,
-        i64,
+        crate::storage::partition::Appended,
     )> = Vec::new();
     for (mi, m) in body.markers.iter().enumerate() {
         let topics = m
@@ -411,8 +411,8 @@ pub fn write_markers(
                                 m.transaction_result,
                                 m.coordinator_epoch,
                             ) {
-                                Ok(offset) => {
-                                    waits.push(((mi, ti, pi), part.clone(), offset + 1));
+                                Ok(at) => {
+                                    waits.push(((mi, ti, pi), part.clone(), at));
                                     ErrorCode::None
                                 }
                                 Err(e) => e.code,
@@ -438,8 +438,8 @@ pub fn write_markers(
     Ok(Box::pin(async move {
         // The coordinator records the transaction complete only after this answer, so a
         // marker must be in every in-sync replica first.
-        for ((mi, ti, pi), p, offset) in waits {
-            if let Err(code) = p.wait_acknowledged(offset).await {
+        for ((mi, ti, pi), p, at) in waits {
+            if let Err(code) = p.wait_acknowledged(at).await {
                 results[mi].topics[ti].partitions[pi].error_code = code.code();
             }
         }

@@ -63,6 +63,26 @@ pub struct Partition {
     log_dirs: Arc<LogDirs>,
 }
 
+/// A leader's append to wait on (acks=all, a coordinator's write): everything below
+/// `end`, written while this broker led the partition in `leader_epoch`. Only an
+/// acknowledgement in that same epoch counts (see `Partition::wait_replicated`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub end: i64,
+    pub leader_epoch: i32,
+}
+
+impl Appended {
+    /// Everything up to `r`'s last offset, in the epoch it was written (or, for a
+    /// retried batch, answered) under.
+    pub fn after(r: &runnel_log::AppendResult) -> Self {
+        Self {
+            end: r.last_offset + 1,
+            leader_epoch: r.leader_epoch,
+        }
+    }
+}
+
 /// Why a leader append was refused.
 #[derive(Debug)]
 pub enum AppendError {
@@ -359,12 +379,12 @@ impl Partition {
     /// A coordinator's own write (offsets, group or transaction state) counts once it is
     /// on disk and, in a cluster, in every in-sync replica: KAFKA_STORAGE_ERROR,
     /// NOT_LEADER_OR_FOLLOWER or REQUEST_TIMED_OUT otherwise.
-    pub async fn wait_acknowledged(&self, offset: i64) -> Result<(), crate::error::ErrorCode> {
-        self.wait_durable(offset)
+    pub async fn wait_acknowledged(&self, at: Appended) -> Result<(), crate::error::ErrorCode> {
+        self.wait_durable(at.end)
             .await
             .map_err(|_| crate::error::ErrorCode::KafkaStorageError)?;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        self.wait_replicated(offset, deadline)
+        self.wait_replicated(at, deadline)
             .await
             .map_err(|code| match code {
                 // The coordinator lost its partition: the client finds the new one.
@@ -375,20 +395,30 @@ impl Partition {
             })
     }
 
-    /// Waits until the high watermark reaches `offset`, or this broker stops leading the
-    /// partition (Err: NOT_LEADER_OR_FOLLOWER), or `deadline` passes (Err: timeout).
+    /// Waits until the high watermark reaches `at.end` while this broker still leads the
+    /// partition in the epoch the append was made in. Err: NOT_LEADER_OR_FOLLOWER once it
+    /// stopped leading or led again in a newer epoch, timeout once `deadline` passes.
+    ///
+    /// The epoch is what makes the answer true. A leader that was paused or cut off
+    /// becomes a follower, truncates its unreplicated tail (this batch with it) and copies
+    /// the new leader's records into the same offsets, and its high watermark then passes
+    /// `at.end` as a follower's: counting that would acknowledge records that are gone.
+    /// The epoch is read after the watermark, and a role change sets it (under the log
+    /// lock) before any follower fetch can move the watermark, so a watermark that moved
+    /// for a follower is always seen with the new epoch.
     pub async fn wait_replicated(
         &self,
-        offset: i64,
+        at: Appended,
         deadline: tokio::time::Instant,
     ) -> Result<(), crate::error::ErrorCode> {
         let mut rx = self.high_watermark.subscribe();
         loop {
-            if *rx.borrow_and_update() >= offset {
-                return Ok(());
-            }
-            if !self.replica.lock().is_leader() {
+            let hw = *rx.borrow_and_update();
+            if !self.replica.lock().is_leader() || self.leader_epoch() != at.leader_epoch {
                 return Err(crate::error::ErrorCode::NotLeaderOrFollower);
+            }
+            if hw >= at.end {
+                return Ok(());
             }
             // Re-check leadership now and then: losing it does not move the watermark.
             let tick = tokio::time::Instant::now() + std::time::Duration::from_millis(200);

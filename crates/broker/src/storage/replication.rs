@@ -373,6 +373,63 @@ mod tests {
         assert_eq!(p.replica.lock().isr, vec![1, 2, 3]);
     }
 
+    /// The data loss the history tests found: a leader is cut off with an acks=all batch
+    /// not yet replicated, another broker takes over and writes other records at the same
+    /// offsets, and the old leader, now a follower, cuts its tail and copies them. Its high
+    /// watermark then passes the batch's end as a follower's; the producer waiting on it
+    /// must hear NOT_LEADER_OR_FOLLOWER (and retry), never an acknowledgement of records
+    /// that are gone.
+    #[tokio::test]
+    async fn an_acks_all_wait_fails_when_its_batch_was_cut_by_a_new_leader() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = leader_with_follower_caught_up(dir.path());
+        let mut batch = runnel_log::batch::build_batch(&[(None, Some(&b"acked?"[..]))], 0);
+        let written = p
+            .append_as_leader(|log, epoch| log.append(&mut batch, epoch, 0))
+            .unwrap();
+        let at = crate::storage::partition::Appended::after(&written);
+        assert!(
+            p.high_watermark() < at.end,
+            "follower 2 does not have it yet"
+        );
+        let waiter = {
+            let p = p.clone();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            tokio::spawn(async move { p.wait_replicated(at, deadline).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+
+        // Broker 2 now leads (epoch + 1); this broker follows, truncates to where its
+        // epoch ended on 2 and copies 2's record into the same offset, with 2's high
+        // watermark past it. No await in between: the waiter sees it all at once.
+        let new_epoch = p.leader_epoch() + 1;
+        let follower = PartitionImage {
+            leader: 2,
+            leader_epoch: new_epoch,
+            partition_epoch: p.replica.lock().partition_epoch + 1,
+            isr: vec![2, 3],
+            ..PartitionImage::new(vec![1, 2, 3])
+        };
+        assert_eq!(
+            apply_state(&p, 1, &follower),
+            Transition::BecameFollower { leader: 2 }
+        );
+        p.log.lock().truncate_to(written.base_offset, 0).unwrap();
+        let theirs = runnel_log::batch::build_batch(&[(None, Some(&b"theirs"[..]))], 0);
+        let head =
+            runnel_log::batch::stored_header(&theirs, written.base_offset, new_epoch, 0, None);
+        let replicated = [&head[..], &theirs[head.len()..]].concat();
+        assert!(p
+            .append_as_follower(new_epoch, &replicated, 0, at.end + 1, 0)
+            .unwrap());
+        assert!(p.high_watermark() >= at.end);
+
+        assert_eq!(
+            waiter.await.unwrap(),
+            Err(crate::error::ErrorCode::NotLeaderOrFollower)
+        );
+    }
+
     /// A leader (ISR 1, 2) whose follower 2 fetched up to the log end at the time returned.
     fn leader_with_follower_caught_up(dir: &std::path::Path) -> (Arc<Partition>, i64) {
         let p = leader_of(dir);

@@ -28,7 +28,7 @@ use runnel_core::{Clock, SystemClock};
 use tokio::sync::oneshot;
 
 use crate::error::{BrokerError, ErrorCode};
-use crate::storage::partition::Partition;
+use crate::storage::partition::{Appended, Partition};
 use crate::storage::topics::TopicRegistry;
 use records::{GroupValue, MemberValue, OffsetValue, RecordKey};
 
@@ -333,7 +333,7 @@ fn commit_error(code: ErrorCode) -> ErrorCode {
 }
 
 /// Where an offset commit was written, for the durability wait.
-pub type CommitWait = Option<(Arc<Partition>, i64)>;
+pub type CommitWait = Option<(Arc<Partition>, Appended)>;
 
 pub struct GroupCoordinator {
     pub config: GroupConfig,
@@ -557,7 +557,7 @@ impl GroupCoordinator {
         topics: &TopicRegistry,
         group: &str,
         records: &[(Vec<u8>, Option<Vec<u8>>)],
-    ) -> Result<(Arc<Partition>, i64), BrokerError> {
+    ) -> Result<(Arc<Partition>, Appended), BrokerError> {
         let topic = self.ensure_offsets_topic(topics)?;
         let index = records::partition_for(group, topic.partitions.len() as i32) as usize;
         let partition = topic.partitions[index].clone();
@@ -568,7 +568,7 @@ impl GroupCoordinator {
         let mut batch = runnel_log::batch::build_batch(&refs, self.clock.now_ms());
         let result = partition
             .append_as_leader(|log, epoch| log.append(&mut batch, epoch, self.clock.now_ms()))?;
-        Ok((partition, result.last_offset + 1))
+        Ok((partition, Appended::after(&result)))
     }
 
     fn persist_group(&self, topics: &TopicRegistry, g: &Group) {
@@ -1390,7 +1390,7 @@ impl GroupCoordinator {
         if recs.is_empty() {
             return (codes, None);
         }
-        let written = (|| -> Result<(Arc<Partition>, i64), BrokerError> {
+        let written = (|| -> Result<(Arc<Partition>, Appended), BrokerError> {
             let topic = self.ensure_offsets_topic(topics)?;
             let index = records::partition_for(group_id, topic.partitions.len() as i32) as usize;
             let partition = topic.partitions[index].clone();
@@ -1408,7 +1408,7 @@ impl GroupCoordinator {
                     runnel_log::AppendOrigin::Coordinator,
                 )
             })?;
-            Ok((partition, r.last_offset + 1))
+            Ok((partition, Appended::after(&r)))
         })();
         match written {
             Ok(wait) => {

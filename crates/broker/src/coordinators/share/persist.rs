@@ -26,7 +26,7 @@ use super::SharePartitionKey;
 use crate::coordinators::share::partition_state::SharePartitionState;
 use crate::coordinators::Host;
 use crate::error::BrokerError;
-use crate::storage::partition::Partition;
+use crate::storage::partition::{Appended, Partition};
 
 /// Replays the local replicas of `__share_group_state`: for every key, the latest
 /// snapshot, by (leader epoch, snapshot epoch) across partitions (in a cluster a
@@ -160,7 +160,7 @@ pub fn write(
     key: &SharePartitionKey,
     sp: &mut SharePartitionState,
     leader_epoch: i32,
-) -> Result<Option<(Arc<Partition>, i64)>, BrokerError> {
+) -> Result<Option<(Arc<Partition>, Appended)>, BrokerError> {
     let Some(topic) = state_topic(host)? else {
         return Ok(None);
     };
@@ -188,7 +188,7 @@ pub fn write(
     let value_bytes = records::encode_snapshot(&value);
     let mut batch = runnel_log::batch::build_batch(&[(Some(&key_bytes), Some(&value_bytes))], now);
     let appended = host.append_as_leader(&p, |log, epoch| log.append(&mut batch, epoch, now))?;
-    Ok(Some((p, appended.last_offset + 1)))
+    Ok(Some((p, Appended::after(&appended))))
 }
 
 /// `write` for a share-partition by key, taking its lock; logs a failure (used where

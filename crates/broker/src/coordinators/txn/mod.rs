@@ -21,7 +21,7 @@ use runnel_core::{Clock, SystemClock};
 
 use crate::coordinators::Host;
 use crate::error::{BrokerError, ErrorCode};
-use crate::storage::partition::Partition;
+use crate::storage::partition::{Appended, Partition};
 use records::TxnValue;
 
 pub use crate::storage::topics::TXN_TOPIC;
@@ -136,7 +136,7 @@ struct State {
 }
 
 /// Where a state change was written, for the durability wait.
-pub type Durable = Option<(Arc<Partition>, i64)>;
+pub type Durable = Option<(Arc<Partition>, Appended)>;
 
 pub struct TxnCoordinator {
     pub config: TxnConfig,
@@ -342,7 +342,7 @@ impl TxnCoordinator {
         &self,
         host: &impl Host,
         m: &TxnMetadata,
-    ) -> Result<(Arc<Partition>, i64), BrokerError> {
+    ) -> Result<(Arc<Partition>, Appended), BrokerError> {
         let topic = match host.topics().get(TXN_TOPIC) {
             Some(t) => t,
             None => {
@@ -365,7 +365,7 @@ impl TxnCoordinator {
         let r = host.append_as_leader(&partition, |log, epoch| {
             log.append(&mut batch, epoch, self.clock.now_ms())
         })?;
-        Ok((partition, r.last_offset + 1))
+        Ok((partition, Appended::after(&r)))
     }
 
     /// Writes a commit or abort marker to every partition of the transaction: the
