@@ -370,6 +370,30 @@ class Conn:
         record_errors = [(r.int32(), r.string()) for _ in range(max(r.int32(), 0))]
         return err, base_offset, record_errors, r.string()
 
+    def metadata_v1(self, topics):
+        """Metadata v1 for `topics` -> ({broker id: (host, port)},
+        {topic: (error_code, {partition: (error_code, leader)})})"""
+        body = struct.pack(">i", len(topics)) + b"".join(string(t) for t in topics)
+        r = self.request(METADATA, 1, body)
+        brokers = {}
+        for _ in range(r.int32()):
+            node, host, port = r.int32(), r.string(), r.int32()
+            r.string()  # rack
+            brokers[node] = (host, port)
+        r.int32()  # controller id
+        out = {}
+        for _ in range(r.int32()):
+            err, name = r.int16(), r.string()
+            r.int8()  # is_internal
+            parts = {}
+            for _ in range(r.int32()):
+                perr, index, leader = r.int16(), r.int32(), r.int32()
+                for _ in range(2):  # replicas, isr
+                    r.take(4 * r.int32())
+                parts[index] = (perr, leader)
+            out[name] = (err, parts)
+        return brokers, out
+
     def fetch_v11(self, topic, partition, offset, rack="", max_wait_ms=0, leader_epoch=-1):
         """Fetch v11 (KIP-392), sessionless, one partition. -> dict with error,
         high_watermark, preferred_read_replica, and batches [(base_offset, record_count)]."""

@@ -808,6 +808,95 @@ def test_a_killed_broker_is_fenced_at_once_not_after_the_session_timeout(tmp_pat
         assert not problems, "\n".join(problems)
 
 
+def partition_led_by(c, topic, controller):
+    """Creates `topic` (3 partitions, RF 3) on a three-node cluster; returns a partition and
+    its leader: the active controller, or (controller=False) another node."""
+    create_topic(c, topic, partitions=3)
+    active = AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(timeout=10).controller_id
+    leaders = {p: c.partition_state(topic, p)[0] for p in range(3)}
+    # Round-robin placement: each of the three nodes leads one of the three partitions.
+    assert sorted(leaders.values()) == [1, 2, 3], leaders
+    return next((p, l) for p, l in leaders.items() if (l == active) == controller)
+
+
+# How long a survivor holds Metadata for a leader whose replica connection just closed
+# (crates/broker/src/cluster/closed_peers.rs, UNDECIDED_FOR).
+UNDECIDED_FOR_S = 0.6
+
+
+@pytest.mark.parametrize("victim", ["a partition leader", "the active controller"])
+def test_metadata_asked_right_after_a_leader_kill_names_the_new_leader(tmp_path, victim):
+    """A client whose connection to a killed leader closed asks Metadata at once. The
+    survivor it asks saw its own replica connection to the dead broker close too, so it
+    holds the answer (at most UNDECIDED_FOR_S) until the controller fenced the broker:
+    the client is sent to the new leader, not back to the dead one (librdkafka would only
+    ask again at its next once-a-second scan: issue 19's failovers over 1 s). With
+    Kafka's default session (9 s) only the fast fence can decide within the hold; if the
+    controller did not decide in time, the answer waited the whole hold."""
+    c = Cluster(tmp_path, configs={"broker.session.timeout.ms": "9000",
+                                   "broker.heartbeat.interval.ms": "2000"}).start()
+    try:
+        topic = unique("askagain")
+        partition, dead = partition_led_by(c, topic, controller=victim == "the active controller")
+        survivor = next(n for n in c.nodes if n.node_id != dead)
+        with kwire.Conn("127.0.0.1", survivor.fixed_port) as conn:
+            assert conn.metadata_v1([topic])[1][topic][1][partition] == (0, dead)
+            # Asked right after SIGKILL, not after reaping: as quick as a client can be.
+            node = c.node(dead)
+            node.expected_exit = True
+            node.proc.kill()
+            t0 = time.monotonic()
+            brokers, topics = conn.metadata_v1([topic])
+            held = time.monotonic() - t0
+            node.kill9()
+        err, leader = topics[topic][1][partition]
+        assert leader != dead or held >= UNDECIDED_FOR_S * 0.9, \
+            f"answered after {held * 1000:.0f} ms with the dead broker {dead} as leader of {topic}-{partition}"
+        if leader != dead:
+            assert err == 0 and leader in brokers and leader != -1, (err, leader, brokers)
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)
+
+
+def test_a_new_leader_acknowledges_acks_all_without_waiting_out_the_followers_parked_fetch(tmp_path):
+    """The follower that stays in the ISR of a killed leader's partition already fetches
+    from the new leader (for the partition that broker led before), parked there for up
+    to replica.fetch.wait.max.ms; it names the new partition only in its next fetch, and
+    an acks=all write to the new leader waits for it. The new leader answers parked
+    replica fetches as soon as it takes a partition over, so the write is acknowledged
+    about when the fence is decided, not when that parked fetch would have timed out (10 s
+    here; issue 19: the 500 ms default was most of a failover's pause)."""
+    c = Cluster(tmp_path, configs={"broker.session.timeout.ms": "9000",
+                                   "broker.heartbeat.interval.ms": "2000",
+                                   "replica.fetch.wait.max.ms": "10000"}).start()
+    try:
+        topic = unique("parked")
+        partition, dead = partition_led_by(c, topic, controller=False)
+        survivors = ",".join(f"127.0.0.1:{n.fixed_port}" for n in c.nodes if n.node_id != dead)
+        p = Producer({"bootstrap.servers": survivors, "acks": "all", "enable.idempotence": True,
+                      "linger.ms": 0, "message.timeout.ms": 30000})
+        # A write to every partition: each follower's fetch returns with it and parks
+        # again, with the whole 10 s ahead of it.
+        for q in range(3):
+            p.produce(topic, value=b"warm", partition=q)
+        assert p.flush(20) == 0
+        done = []
+        c.node(dead).kill9()
+        killed_at = time.monotonic()
+        p.produce(topic, value=b"after", partition=partition,
+                  on_delivery=lambda err, msg: done.append((err, time.monotonic())))
+        assert p.flush(30) == 0, "not acknowledged"
+        err, acked_at = done[0]
+        assert err is None, err
+        assert acked_at - killed_at < 5, \
+            f"acknowledged {acked_at - killed_at:.1f} s after the kill: the follower's parked fetch timed out first"
+        assert read_all(survivors, topic, partition) == ["warm", "after"]
+    finally:
+        problems = c.stop()
+        assert not problems, "\n".join(problems)
+
+
 @pytest.mark.timeout_s(150)
 def test_runnel_cluster_local_security_sasl_ssl(tmp_path):
     """`--security sasl_ssl`: generated certificates, SASL_SSL between clients and

@@ -10,6 +10,7 @@
 //! - sends ISR changes to the controller (AlterPartition) for partitions it leads;
 //! - on SIGTERM, a controlled shutdown: asks the controller to move leadership away first.
 
+mod closed_peers;
 pub mod fetcher;
 mod import;
 mod markers;
@@ -61,13 +62,17 @@ pub struct Cluster {
     broker: std::sync::Weak<Broker>,
     /// Fenced brokers and when this broker first saw them fenced (`listed_brokers`).
     fenced_seen: parking_lot::Mutex<HashMap<i32, tokio::time::Instant>>,
-    /// When each peer broker's closed replica fetch connection was last reported to the
-    /// controller (`report_peer_closed`): at most one report a second per peer.
-    peer_reports: parking_lot::Mutex<HashMap<i32, tokio::time::Instant>>,
+    /// Peers whose replica fetch connection just closed (`report_peer_closed`), for the
+    /// controller's report and Metadata's wait (`await_leader_decisions`).
+    closed_peers: closed_peers::ClosedPeers,
+    /// When this broker last became the leader of a partition (`reconcile`): a
+    /// follower's fetch parked here does not name that partition yet, and the follower
+    /// adds it only to its next fetch, so parked replica fetches answer at once, and for
+    /// [`NEW_LEADERSHIP_GRACE`] after, wait at most [`NEW_LEADERSHIP_FETCH_WAIT`]
+    /// (`handlers/fetch.rs`) instead of `replica.fetch.wait.max.ms`, which an acks=all
+    /// write to the new leader would otherwise wait out (issue 19).
+    new_leaderships: watch::Sender<Option<tokio::time::Instant>>,
 }
-
-/// How often one peer's closed replica fetch connections are reported to the controller.
-const PEER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Cluster {
     /// Joins the cluster: starts the voter (combined mode), registers this broker, and
@@ -139,7 +144,8 @@ impl Cluster {
             broker: Arc::downgrade(broker),
             reconciled: watch::channel(0).0,
             fenced_seen: Default::default(),
-            peer_reports: Default::default(),
+            closed_peers: Default::default(),
+            new_leaderships: watch::channel(None).0,
         });
         // Before any task that may ask for it starts.
         let _ = broker.cluster.set(cluster.clone());
@@ -358,16 +364,11 @@ impl Cluster {
         else {
             return;
         };
+        if !self
+            .closed_peers
+            .note(id, epoch, tokio::time::Instant::now())
         {
-            let now = tokio::time::Instant::now();
-            let mut reports = self.peer_reports.lock();
-            if reports
-                .get(&id)
-                .is_some_and(|at| now.duration_since(*at) < PEER_REPORT_INTERVAL)
-            {
-                return;
-            }
-            reports.insert(id, now);
+            return;
         }
         let Some(broker) = self.broker.upgrade() else {
             return;
@@ -385,6 +386,90 @@ impl Cluster {
                 ),
             }
         });
+    }
+
+    /// Waits (at most [`closed_peers::UNDECIDED_FOR`] after the close) while a peer for
+    /// which `leads` holds in the current image had a replica connection close and is not
+    /// fenced yet: the controller is deciding whether its process is gone, and an answer
+    /// now would send clients back to a dead leader (see `closed_peers`). Returns at once
+    /// when there is no such peer, which is the case outside a failover, after
+    /// [`closed_peers::CLOSE_NOTICE`] when another broker leads what is asked.
+    pub async fn await_leader_decisions(
+        &self,
+        me: i32,
+        leads: impl Fn(&ClusterImage, i32) -> bool,
+    ) {
+        // A client whose connection to a killed leader closed can ask before this broker's
+        // tasks have handled the close of their own connections to it, closed at the same
+        // instant (a raw Metadata answered in 0.2 ms named the dead leader, and librdkafka
+        // asked again only a second later): give them that moment.
+        let others_lead = {
+            let image = self.image.borrow();
+            let any = image
+                .live_brokers()
+                .any(|b| b.id != me && leads(&image, b.id));
+            any
+        };
+        if others_lead {
+            tokio::time::sleep(closed_peers::CLOSE_NOTICE).await;
+        }
+        let started = tokio::time::Instant::now();
+        let mut rx = self.image.clone();
+        let undecided = {
+            let image = rx.borrow_and_update();
+            let mut u = self.closed_peers.undecided(&image, started);
+            u.retain(|u| leads(&image, u.id));
+            u
+        };
+        let Some(until) = undecided.iter().map(|u| u.until).max() else {
+            return;
+        };
+        let decided = tokio::time::timeout_at(until, async {
+            loop {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+                let image = rx.borrow_and_update();
+                if !undecided
+                    .iter()
+                    .any(|u| u.pending(&image) && leads(&image, u.id))
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok();
+        let peers: Vec<i32> = undecided.iter().map(|u| u.id).collect();
+        tracing::info!(
+            ?peers,
+            waited_ms = started.elapsed().as_millis() as u64,
+            decided,
+            "Metadata waited for the controller's decision on leaders whose replica connection closed"
+        );
+    }
+
+    /// This broker just became the leader of a partition: wakes the parked replica fetches.
+    pub(crate) fn note_new_leadership(&self) {
+        self.new_leaderships
+            .send_replace(Some(tokio::time::Instant::now()));
+    }
+
+    /// Changes when this broker becomes the leader of a partition (`note_new_leadership`).
+    pub fn new_leaderships(&self) -> watch::Receiver<Option<tokio::time::Instant>> {
+        self.new_leaderships.subscribe()
+    }
+
+    /// The longest a follower's fetch may park here now: `max_wait`, or
+    /// [`NEW_LEADERSHIP_FETCH_WAIT`] within [`NEW_LEADERSHIP_GRACE`] of this broker taking
+    /// a partition over (a follower that applied that change a moment after this broker
+    /// did sends one more fetch without the partition; it must not park for long).
+    pub fn replica_fetch_wait(&self, max_wait: Duration) -> Duration {
+        replica_fetch_wait(
+            *self.new_leaderships.borrow(),
+            tokio::time::Instant::now(),
+            max_wait,
+        )
     }
 
     /// Asks the controller to record a new ISR for a partition this broker leads.
@@ -566,6 +651,24 @@ fn listed_brokers<'a>(
         .collect()
 }
 
+/// How long after this broker took a partition over its followers' fetches park briefly.
+const NEW_LEADERSHIP_GRACE: Duration = Duration::from_secs(1);
+/// How long a follower's fetch parks during [`NEW_LEADERSHIP_GRACE`].
+const NEW_LEADERSHIP_FETCH_WAIT: Duration = Duration::from_millis(20);
+
+fn replica_fetch_wait(
+    last_new_leadership: Option<tokio::time::Instant>,
+    now: tokio::time::Instant,
+    max_wait: Duration,
+) -> Duration {
+    match last_new_leadership {
+        Some(at) if now.duration_since(at) < NEW_LEADERSHIP_GRACE => {
+            max_wait.min(NEW_LEADERSHIP_FETCH_WAIT)
+        }
+        _ => max_wait,
+    }
+}
+
 /// The Kafka error code for a controller error.
 pub fn error_code(kind: ErrorKind) -> ErrorCode {
     match kind {
@@ -598,7 +701,8 @@ pub fn controller_error(e: ControllerError) -> BrokerError {
 mod tests {
     use super::*;
 
-    fn image(fenced: &[(i32, bool)]) -> ClusterImage {
+    /// An image of brokers `(id, fenced)`, each at broker epoch 1.
+    pub(super) fn image(fenced: &[(i32, bool)]) -> ClusterImage {
         let mut img = ClusterImage::default();
         for &(id, f) in fenced {
             img.brokers.insert(
@@ -620,6 +724,26 @@ mod tests {
 
     fn ids(v: Vec<&BrokerImage>) -> Vec<i32> {
         v.into_iter().map(|b| b.id).collect()
+    }
+
+    #[test]
+    fn follower_fetches_park_briefly_just_after_a_leadership_change() {
+        let t0 = tokio::time::Instant::now();
+        let max = Duration::from_millis(500);
+        assert_eq!(replica_fetch_wait(None, t0, max), max);
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(
+            replica_fetch_wait(Some(t1), t1 + Duration::from_millis(10), max),
+            NEW_LEADERSHIP_FETCH_WAIT
+        );
+        assert_eq!(
+            replica_fetch_wait(Some(t1), t1, Duration::from_millis(5)),
+            Duration::from_millis(5)
+        );
+        assert_eq!(
+            replica_fetch_wait(Some(t1), t1 + NEW_LEADERSHIP_GRACE, max),
+            max
+        );
     }
 
     #[test]

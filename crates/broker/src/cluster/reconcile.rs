@@ -125,6 +125,7 @@ fn apply_partition_in(
         Transition::BecameLeader => {
             tracing::info!(topic = %p.topic, partition = p.index, epoch = state.leader_epoch, "became leader");
             cluster.fetchers.unfollow(&p.topic, p.index);
+            cluster.note_new_leadership();
             on_group_leadership(broker, image, p, true);
         }
         Transition::BecameFollower { leader } => {

@@ -133,6 +133,10 @@ pub fn handle(
     // consumer_byte_rate: consumers only, never followers.
     let quota = replica.is_none().then(|| qc.clone());
     Ok(Box::pin(async move {
+        let max_wait = match replica {
+            Some(_) => broker.cluster().replica_fetch_wait(max_wait),
+            None => max_wait,
+        };
         let deadline = tokio::time::Instant::now() + max_wait;
         // Parked on the wanted partitions only (Kafka's purgatory): an append elsewhere
         // does not wake this fetch.
@@ -140,6 +144,12 @@ pub fn handle(
         // A follower's progress (its fetch offsets) is recorded once per request, on
         // the first pass, as Kafka does; later passes only read.
         let mut follower = replica;
+        // A follower's fetch also answers once this broker becomes the leader of another
+        // partition: the follower names that partition only in its next fetch, and an
+        // acks=all write there waits for it (`Cluster::new_leaderships`); just after such
+        // a change it parks only briefly (`Cluster::replica_fetch_wait`).
+        let mut leaderships = replica.map(|_| broker.cluster().new_leaderships());
+        let mut answer_now = false;
         loop {
             let (datas, slices, bytes, any_error) = read_all(
                 &broker,
@@ -156,7 +166,7 @@ pub fn handle(
                 },
             );
             let expired = tokio::time::Instant::now() >= deadline;
-            if bytes >= min_bytes || any_error || expired || wanted.is_empty() {
+            if bytes >= min_bytes || any_error || expired || answer_now || wanted.is_empty() {
                 let mut response = assemble(&broker, mode, &wanted, datas, by_id);
                 if let Some(qc) = &quota {
                     response.throttle_time_ms =
@@ -167,6 +177,12 @@ pub fn handle(
             tokio::select! {
                 _ = waiter.notified() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
+                Some(Ok(())) = async {
+                    match leaderships.as_mut() {
+                        Some(rx) => Some(rx.changed().await),
+                        None => None,
+                    }
+                } => answer_now = true,
             }
         }
     }))

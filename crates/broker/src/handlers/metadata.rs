@@ -200,6 +200,23 @@ async fn cluster_metadata(
             .wait_for_image(|img| wanted.iter().all(|n| img.topics.contains_key(n)))
             .await;
     }
+    // A leader whose replica connection just closed may be dead and about to be fenced:
+    // answer with the controller's decision, not with the dead broker (bounded).
+    cluster
+        .await_leader_decisions(local.id, |img, id| {
+            let leads = |t: &runnel_meta::TopicImage| t.partitions.iter().any(|p| p.leader == id);
+            if all {
+                return img.topics.values().any(leads);
+            }
+            requested.iter().any(|r| {
+                match &r.name {
+                    Some(name) => img.topics.get(name.0.as_str()),
+                    None => img.topic_by_id(r.topic_id),
+                }
+                .is_some_and(leads)
+            })
+        })
+        .await;
     let image = cluster.current_image();
     let mut topics = Vec::new();
     if all {
