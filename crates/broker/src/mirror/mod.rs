@@ -235,7 +235,13 @@ fn supervise(broker: &Arc<Broker>) {
         };
         for p in &t.partitions {
             let key = (t.name.clone(), p.index);
-            if tasks.contains_key(&key) || !p.replica.lock().is_leader() || p.is_offline() {
+            if tasks.contains_key(&key) {
+                continue;
+            }
+            // The replica lock is released before `is_offline`, which may take the log
+            // lock (the lock order is log, then replica).
+            let leads = p.replica.lock().is_leader();
+            if !leads || p.is_offline() {
                 continue;
             }
             let handle = tokio::spawn(puller::run(broker.clone(), link.clone(), p.clone()));

@@ -97,8 +97,10 @@ pub async fn run(broker: Arc<Broker>, link: String, p: Arc<Partition>) {
 }
 
 fn still_mirrored(broker: &Broker, link: &str, p: &Arc<Partition>) -> bool {
+    // The replica lock is not held while the registry is asked.
+    let leads = p.replica.lock().is_leader();
     broker.links.mirror_link_of(&p.topic).as_deref() == Some(link)
-        && p.replica.lock().is_leader()
+        && leads
         && broker
             .topics
             .partition(&p.topic, p.index)
