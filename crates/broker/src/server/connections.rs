@@ -126,6 +126,21 @@ pub struct RequestBudget {
 #[derive(Default)]
 pub struct Held {
     permits: Vec<OwnedSemaphorePermit>,
+    /// Bytes claimed (from the connection's bound, and the broker's when it has one).
+    bytes: usize,
+}
+
+impl Held {
+    /// Bytes claimed.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Takes over `other`'s claim.
+    pub fn absorb(&mut self, mut other: Held) {
+        self.permits.append(&mut other.permits);
+        self.bytes += other.bytes;
+    }
 }
 
 impl RequestBudget {
@@ -145,6 +160,7 @@ impl RequestBudget {
                 held.permits.push(p);
             }
         }
+        held.bytes += n as usize;
     }
 }
 

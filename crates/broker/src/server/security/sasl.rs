@@ -226,7 +226,7 @@ pub(crate) struct AuthIo<'a, R, W> {
 impl<R: AsyncRead + Unpin + Send, W> AuthIo<'_, R, W> {
     async fn read(&mut self) -> Result<Option<Bytes>, String> {
         let mut held = crate::server::connections::Held::default();
-        crate::server::read_frame(self.reader, self.limits, self.budget, &mut held).await
+        crate::server::read_frame(self.reader, self.limits, self.budget, &mut held, None).await
     }
 }
 
