@@ -953,10 +953,12 @@ def test_console_views_of_a_replicated_cluster(tmp_path):
     try:
         # Each node is ready once it serves; node 1's image lists the others once their
         # registrations reach it (a moment later on a loaded machine), as in Kafka.
-        c.wait_for("node 1's image with three unfenced brokers and a quorum leader", lambda: (
-            lambda d: len(d["brokers"]) == 3 and not any(b["fenced"] for b in d["brokers"])
-            and d["quorum"]["leader"] in (1, 2, 3))(get_json(node1, "/v1/brokers")))
-        doc = get_json(node1, "/v1/brokers")
+        def settled():
+            d = get_json(node1, "/v1/brokers")
+            whole = (len(d["brokers"]) == 3 and not any(b["fenced"] for b in d["brokers"])
+                     and d["quorum"]["leader"] in (1, 2, 3))
+            return d if whole else None
+        doc = c.wait_for("node 1's image with three unfenced brokers and a quorum leader", settled)
         check_schema(load_spec(), response_schema(load_spec(), "/v1/brokers", "get", "200"), doc, "brokers")
         assert [b["node_id"] for b in doc["brokers"]] == [1, 2, 3]
         assert doc["quorum"]["voters"] == [1, 2, 3]
