@@ -517,22 +517,72 @@ const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 /// and fetch sessions; while a batch is read it runs on a thread of its own and builds
 /// its share's Arrow rows there. Used by one thread at a time.
 struct Reader {
+    /// The consumer's message queue, polled in batches (declared first: dropped before
+    /// the consumer).
+    queue: ConsumerQueue,
     consumer: BaseConsumer,
     /// Messages polled past a batch's end, handed out first by the next batch.
     stash: Stash,
 }
 
 impl Drop for KafkaSource {
-    /// The readers close at once, each on a thread of its own: closing a group consumer
-    /// waits up to 100 ms (rdkafka polls its queue in 100 ms steps until librdkafka says
-    /// it is closed), which one after another was up to 0.3 s at the end of every query.
+    /// The readers and the look-up consumer close at once, each on a thread of its own
+    /// (see [`close`]), then drop.
     fn drop(&mut self) {
         let readers = std::mem::take(&mut self.readers);
+        let consumer = &self.consumer;
         std::thread::scope(|s| {
+            s.spawn(move || close(consumer));
             for r in readers {
-                s.spawn(move || drop(r));
+                s.spawn(move || {
+                    close(&r.consumer);
+                    drop(r)
+                });
             }
         });
+    }
+}
+
+/// A consumer closed by [`close`] when dropped, for consumers dropped on a query's path
+/// (the changelog restore's reader is made and dropped at every rebalance).
+pub(crate) struct Closing<C: rdkafka::consumer::ConsumerContext + 'static>(pub BaseConsumer<C>);
+
+impl<C: rdkafka::consumer::ConsumerContext + 'static> Drop for Closing<C> {
+    fn drop(&mut self) {
+        close(&self.0);
+    }
+}
+
+impl<C: rdkafka::consumer::ConsumerContext + 'static> std::ops::Deref for Closing<C> {
+    type Target = BaseConsumer<C>;
+
+    fn deref(&self) -> &BaseConsumer<C> {
+        &self.0
+    }
+}
+
+/// How long [`close`] polls for a consumer's close before leaving the rest to its drop.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// [`close`]'s poll step.
+const CLOSE_POLL: Duration = Duration::from_millis(1);
+
+/// Closes a consumer that has a group id (all of the source's do; librdkafka refuses
+/// `assign()` without one), so that dropping it is quick. rdkafka's drop closes such a
+/// consumer by polling its queue in 100 ms steps until librdkafka says it is closed; a
+/// consumer that joined no group is closed within a millisecond, but the close posts
+/// nothing that wakes the poll, so each drop took a whole step: 0.2 s at the end of every
+/// query (the readers, then the look-up consumer), an eighth of a 1.5 s run. This polls
+/// in 1 ms steps for up to [`CLOSE_WAIT`], serving what the close posts (rebalance events
+/// of a group member) as the drop would; the drop then finds the consumer closed.
+pub(crate) fn close<C: rdkafka::consumer::ConsumerContext>(consumer: &BaseConsumer<C>) {
+    if consumer.close_queue().is_err() {
+        // Closed already, or no group: the drop has nothing to wait for either.
+        return;
+    }
+    let started = Instant::now();
+    while !consumer.closed() && started.elapsed() < CLOSE_WAIT {
+        // Messages still buffered are dropped, as they would be by the drop's own poll.
+        let _ = consumer.poll(CLOSE_POLL);
     }
 }
 
@@ -844,8 +894,10 @@ impl KafkaSource {
                     (PREFETCH_KBYTES / most as u64).to_string(),
                 );
             }
+            let consumer: BaseConsumer = config.create()?;
             self.readers.push(Reader {
-                consumer: config.create()?,
+                queue: ConsumerQueue::of(&consumer)?,
+                consumer,
                 stash: HashMap::new(),
             });
         }
@@ -1159,45 +1211,308 @@ impl Reader {
         // After an empty poll the next one waits (woken by the next fetch), rather than
         // spinning or sleeping past its arrival.
         let mut idle = false;
+        let mut polled = Vec::with_capacity(POLL_BATCH);
+        let mut topics = TopicNames::default();
         while share.behind() > 0 {
             let timeout = if idle { IDLE_POLL } else { Duration::ZERO };
-            let msg = match self.consumer.poll(timeout) {
-                None => {
-                    let assigned = self.consumer.position()?;
-                    share.step_over_gaps(|tp| offset_in(&assigned, tp));
-                    if share.behind() == 0 {
-                        break;
-                    }
-                    if Instant::now() > ctx.deadline {
-                        return Err(SqlError::DataLoss(format!(
-                            "could not read up to {:?} within {:?}; positions {:?}",
-                            to_offsets(&share.ends()),
-                            ctx.timeout,
-                            to_offsets(&share.positions())
-                        )));
-                    }
-                    idle = true;
-                    continue;
+            // No more than the batch still needs: what is polled past its end is copied
+            // into the stash.
+            let most = share.wanted().clamp(1, POLL_BATCH as i64) as usize;
+            self.queue.poll(timeout, most, &mut polled);
+            if polled.is_empty() {
+                let assigned = self.consumer.position()?;
+                share.step_over_gaps(|tp| offset_in(&assigned, tp));
+                if share.behind() == 0 {
+                    break;
                 }
-                Some(Err(e)) => {
-                    check_error(e, ctx.fail_on_data_loss)?;
-                    continue;
-                }
-                Some(Ok(m)) => m,
-            };
-            idle = false;
-            let consumer = &self.consumer;
-            share.take(&msg, rows, &mut self.stash, ctx.ending, |tp, pos| {
-                if ctx.fail_on_data_loss && !is_compacted_gap(consumer, tp, pos) {
+                if Instant::now() > ctx.deadline {
                     return Err(SqlError::DataLoss(format!(
-                        "{}-{}: expected offset {pos}, got {} (records were deleted; set failOnDataLoss to false to skip)",
-                        tp.0, tp.1, msg.offset()
+                        "could not read up to {:?} within {:?}; positions {:?}",
+                        to_offsets(&share.ends()),
+                        ctx.timeout,
+                        to_offsets(&share.positions())
                     )));
                 }
-                Ok(())
-            })?;
+                idle = true;
+                continue;
+            }
+            idle = false;
+            // Every polled message is taken (or stashed) even once the share is read:
+            // they are gone from the consumer's queue. `polled` destroys them when it
+            // is cleared, whatever happens.
+            for p in polled.drain(..) {
+                let msg = match p.message(&mut topics, ctx.include_headers) {
+                    Err(e) => {
+                        check_error(e, ctx.fail_on_data_loss)?;
+                        continue;
+                    }
+                    Ok(m) => m,
+                };
+                let consumer = &self.consumer;
+                share.take(&msg, rows, &mut self.stash, ctx.ending, |tp, pos| {
+                    if ctx.fail_on_data_loss && !is_compacted_gap(consumer, tp, pos) {
+                        return Err(SqlError::DataLoss(format!(
+                            "{}-{}: expected offset {pos}, got {} (records were deleted; set failOnDataLoss to false to skip)",
+                            tp.0, tp.1, msg.offset()
+                        )));
+                    }
+                    Ok(())
+                })?;
+            }
         }
         Ok(())
+    }
+}
+
+/// Most messages one poll of a reader's queue takes. Polling them one by one cost more
+/// than building their rows: each poll locks the queue, reads the clock twice and
+/// allocates, and each message's topic name was measured and checked as UTF-8 again.
+const POLL_BATCH: usize = 512;
+
+/// A consumer's message queue, polled many messages at a time
+/// (`rd_kafka_consume_batch_queue`); rdkafka's `poll` takes one.
+struct ConsumerQueue(*mut rdkafka::bindings::rd_kafka_queue_t);
+
+// SAFETY: librdkafka's queues are thread-safe; the handle is used by one thread at a
+// time (the reader's) and destroyed once.
+unsafe impl Send for ConsumerQueue {}
+
+impl ConsumerQueue {
+    fn of(consumer: &BaseConsumer) -> Result<ConsumerQueue> {
+        // SAFETY: the client pointer is valid while `consumer` lives; the queue handle
+        // holds its own reference to the queue and is destroyed before the consumer
+        // (field order in `Reader`).
+        let q = unsafe {
+            rdkafka::bindings::rd_kafka_queue_get_consumer(consumer.client().native_ptr())
+        };
+        if q.is_null() {
+            return Err(SqlError::Broker(
+                "the Kafka source's consumer has no consumer queue".into(),
+            ));
+        }
+        Ok(ConsumerQueue(q))
+    }
+
+    /// Appends up to `most` messages to `out`, waiting up to `timeout` for the first
+    /// (`out` is empty if none came).
+    fn poll(&self, timeout: Duration, most: usize, out: &mut Vec<Polled>) {
+        let mut ptrs: [*mut rdkafka::bindings::rd_kafka_message_t; POLL_BATCH] =
+            [std::ptr::null_mut(); POLL_BATCH];
+        let most = most.min(POLL_BATCH);
+        // librdkafka waits for `most` messages until the timeout: with a timeout, only
+        // one is asked for, then the rest of what has come without waiting.
+        let mut n = 0;
+        if !timeout.is_zero() {
+            // SAFETY: `ptrs` has room for the 1 asked for.
+            n = unsafe {
+                rdkafka::bindings::rd_kafka_consume_batch_queue(
+                    self.0,
+                    timeout.as_millis().min(i32::MAX as u128) as i32,
+                    ptrs.as_mut_ptr(),
+                    1,
+                )
+            };
+            if n <= 0 {
+                return;
+            }
+        }
+        let start = n.max(0) as usize;
+        if start < most {
+            // SAFETY: `ptrs[start..]` has room for `most - start` pointers.
+            let more = unsafe {
+                rdkafka::bindings::rd_kafka_consume_batch_queue(
+                    self.0,
+                    0,
+                    ptrs.as_mut_ptr().add(start),
+                    most - start,
+                )
+            };
+            n = start as isize + more.max(0);
+        }
+        out.extend(ptrs[..n.max(0) as usize].iter().map(|&p| Polled(p)));
+    }
+}
+
+impl Drop for ConsumerQueue {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from `rd_kafka_queue_get_consumer` and is destroyed once.
+        unsafe { rdkafka::bindings::rd_kafka_queue_destroy(self.0) }
+    }
+}
+
+/// A message taken from a consumer queue, destroyed when dropped.
+struct Polled(*mut rdkafka::bindings::rd_kafka_message_t);
+
+impl Drop for Polled {
+    fn drop(&mut self) {
+        // SAFETY: returned by `rd_kafka_consume_batch_queue`, destroyed once.
+        unsafe { rdkafka::bindings::rd_kafka_message_destroy(self.0) }
+    }
+}
+
+impl Polled {
+    /// The message, or the error librdkafka delivered in its place (as rdkafka's `poll`
+    /// maps it).
+    fn message<'a>(
+        &'a self,
+        topics: &'a mut TopicNames,
+        include_headers: bool,
+    ) -> std::result::Result<RawMessage<'a>, rdkafka::error::KafkaError> {
+        use rdkafka::bindings::rd_kafka_resp_err_t as E;
+        // SAFETY: a message returned by librdkafka stays valid until destroyed.
+        let m = unsafe { &*self.0 };
+        if m.err != E::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Err(match m.err {
+                E::RD_KAFKA_RESP_ERR__PARTITION_EOF => {
+                    rdkafka::error::KafkaError::PartitionEOF(m.partition)
+                }
+                e => rdkafka::error::KafkaError::MessageConsumption(e.into()),
+            });
+        }
+        let headers = if include_headers {
+            raw_headers(self.0)
+        } else {
+            None
+        };
+        Ok(RawMessage {
+            m,
+            ptr: self.0,
+            topic: topics.name(m.rkt),
+            headers,
+        })
+    }
+}
+
+/// Topic names by librdkafka topic handle: messages come in runs of one topic, so the
+/// last one is kept.
+#[derive(Default)]
+struct TopicNames {
+    last: Option<(*mut rdkafka::bindings::rd_kafka_topic_t, String)>,
+}
+
+impl TopicNames {
+    fn name(&mut self, rkt: *mut rdkafka::bindings::rd_kafka_topic_t) -> &str {
+        if self.last.as_ref().is_none_or(|(t, _)| *t != rkt) {
+            // SAFETY: a message's topic handle is valid while the message lives, and its
+            // name is a NUL-terminated string.
+            let name =
+                unsafe { std::ffi::CStr::from_ptr(rdkafka::bindings::rd_kafka_topic_name(rkt)) };
+            self.last = Some((rkt, name.to_string_lossy().into_owned()));
+        }
+        &self.last.as_ref().expect("just set").1
+    }
+}
+
+/// A message's headers, copied (only when the query asked for them).
+fn raw_headers(
+    msg: *mut rdkafka::bindings::rd_kafka_message_t,
+) -> Option<rdkafka::message::OwnedHeaders> {
+    use rdkafka::bindings as b;
+    let mut hdrs: *mut b::rd_kafka_headers_t = std::ptr::null_mut();
+    // SAFETY: `msg` is a live message; the headers belong to it and are read before it
+    // is destroyed.
+    unsafe {
+        if b::rd_kafka_message_headers(msg, &mut hdrs)
+            != b::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        {
+            return None;
+        }
+        let mut out =
+            rdkafka::message::OwnedHeaders::new_with_capacity(b::rd_kafka_header_cnt(hdrs));
+        for i in 0..b::rd_kafka_header_cnt(hdrs) {
+            let mut name: *const std::os::raw::c_char = std::ptr::null();
+            let mut value: *const std::os::raw::c_void = std::ptr::null();
+            let mut size: usize = 0;
+            if b::rd_kafka_header_get_all(hdrs, i, &mut name, &mut value, &mut size)
+                != b::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+            {
+                break;
+            }
+            let key = std::ffi::CStr::from_ptr(name).to_string_lossy();
+            let value =
+                (!value.is_null()).then(|| std::slice::from_raw_parts(value as *const u8, size));
+            out = out.insert(rdkafka::message::Header { key: &key, value });
+        }
+        Some(out)
+    }
+}
+
+/// A polled message, read in place.
+struct RawMessage<'a> {
+    m: &'a rdkafka::bindings::rd_kafka_message_t,
+    ptr: *mut rdkafka::bindings::rd_kafka_message_t,
+    topic: &'a str,
+    headers: Option<rdkafka::message::OwnedHeaders>,
+}
+
+/// `len` bytes at `ptr`, or None for a null pointer (as rdkafka reads them).
+///
+/// SAFETY: a non-null `ptr` points to `len` bytes that outlive `'a`.
+unsafe fn opt_slice<'a>(ptr: *const std::os::raw::c_void, len: usize) -> Option<&'a [u8]> {
+    (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr as *const u8, len) })
+}
+
+impl Message for RawMessage<'_> {
+    type Headers = rdkafka::message::OwnedHeaders;
+
+    fn key(&self) -> Option<&[u8]> {
+        // SAFETY: the key lives as long as the message.
+        unsafe { opt_slice(self.m.key, self.m.key_len) }
+    }
+
+    fn payload(&self) -> Option<&[u8]> {
+        // SAFETY: the payload lives as long as the message.
+        unsafe { opt_slice(self.m.payload, self.m.len) }
+    }
+
+    unsafe fn payload_mut(&mut self) -> Option<&mut [u8]> {
+        // SAFETY: as `payload`; the caller promises exclusive use.
+        (!self.m.payload.is_null()).then(|| unsafe {
+            std::slice::from_raw_parts_mut(self.m.payload as *mut u8, self.m.len)
+        })
+    }
+
+    fn topic(&self) -> &str {
+        self.topic
+    }
+
+    fn partition(&self) -> i32 {
+        self.m.partition
+    }
+
+    fn offset(&self) -> i64 {
+        self.m.offset
+    }
+
+    fn timestamp(&self) -> Timestamp {
+        use rdkafka::bindings::rd_kafka_timestamp_type_t as T;
+        let mut kind = T::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+        // SAFETY: a live message.
+        let t = unsafe { rdkafka::bindings::rd_kafka_message_timestamp(self.ptr, &mut kind) };
+        match kind {
+            _ if t == -1 => Timestamp::NotAvailable,
+            T::RD_KAFKA_TIMESTAMP_CREATE_TIME => Timestamp::CreateTime(t),
+            T::RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME => Timestamp::LogAppendTime(t),
+            T::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE => Timestamp::NotAvailable,
+        }
+    }
+
+    fn headers(&self) -> Option<&rdkafka::message::OwnedHeaders> {
+        self.headers.as_ref()
+    }
+}
+
+impl Keep for RawMessage<'_> {
+    fn keep(&self) -> OwnedMessage {
+        OwnedMessage::new(
+            self.payload().map(<[u8]>::to_vec),
+            self.key().map(<[u8]>::to_vec),
+            self.topic.to_string(),
+            self.timestamp(),
+            self.partition(),
+            self.offset(),
+            self.headers.clone(),
+        )
     }
 }
 
@@ -1280,6 +1595,12 @@ impl Share {
 
     fn behind(&self) -> usize {
         self.behind
+    }
+
+    /// Messages still wanted: the offsets between each position and its end (an upper
+    /// bound: some offsets hold no record).
+    fn wanted(&self) -> i64 {
+        self.slots.iter().map(|s| (s.end - s.pos).max(0)).sum()
     }
 
     fn recount(&mut self) {

@@ -1961,3 +1961,111 @@ async fn join_state_deltas_cost_what_changed() {
     .await
     .expect("test timed out");
 }
+
+/// The Kafka source's row, field by field, as librdkafka hands each record over: keys and
+/// values (null, empty, bytes), create-time timestamps, and with `includeHeaders` the
+/// headers in order (repeated names, null values). Read in batches of 3 so that rows are
+/// handed out from the stash of a poll that ran past a batch's end, too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_source_rows_carry_keys_values_timestamps_and_headers() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = start_broker().await;
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &broker.addr)
+            .set("enable.idempotence", "true")
+            .create()
+            .unwrap();
+        for i in 0..20i64 {
+            let key = format!("k{i}");
+            let value = format!("v{i}");
+            let mut headers = OwnedHeaders::new();
+            for h in 0..(i % 3) {
+                headers = headers.insert(Header {
+                    key: "h",
+                    value: Some(format!("{i}.{h}").as_bytes()),
+                });
+            }
+            if i % 5 == 0 {
+                headers = headers.insert(Header {
+                    key: "nothing",
+                    value: None::<&[u8]>,
+                });
+            }
+            let mut rec = FutureRecord::to("rows")
+                .partition(0)
+                .timestamp(START_MS + i)
+                .headers(headers);
+            // Null keys and values on some records, an empty value on one.
+            if i % 4 != 1 {
+                rec = rec.key(key.as_bytes());
+            }
+            if i == 7 {
+                rec = rec.payload(b"".as_slice());
+            } else if i % 6 != 2 {
+                rec = rec.payload(value.as_bytes());
+            }
+            producer
+                .send(rec, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        let text = kafka_source_script(
+            &broker,
+            "rows",
+            ", startingOffsets 'earliest', endingOffsets 'latest', maxOffsetsPerTrigger '3', includeHeaders 'true'",
+            "SELECT offset, CAST(key AS STRING) AS k, CAST(value AS STRING) AS v, \
+             timestamp, timestampType, topic, partition, headers FROM kv",
+        )
+        .replace(", outputMode 'complete'", "");
+        let q = run_script(&text, &BTreeMap::new(), available_now()).await;
+        let mut rows = memory_rows(&q);
+        rows.sort_by_key(|r| r["offset"].as_i64().unwrap());
+        assert_eq!(rows.len(), 20, "{rows:?}");
+        for (i, r) in rows.iter().enumerate() {
+            let i = i as i64;
+            assert_eq!(r["offset"].as_i64(), Some(i));
+            assert_eq!(r["topic"].as_str(), Some("rows"));
+            assert_eq!(r["partition"].as_i64(), Some(0));
+            assert_eq!(r["timestampType"].as_i64(), Some(0), "create time: {r:?}");
+            let ts = r["timestamp"].as_str().expect("a timestamp");
+            assert_eq!(parse_ts(ts) + ms_part(ts), START_MS + i, "{r:?}");
+            let key = (i % 4 != 1).then(|| format!("k{i}"));
+            assert_eq!(r.get("k").and_then(|v| v.as_str()), key.as_deref(), "{r:?}");
+            let value = match i {
+                7 => Some(String::new()),
+                _ if i % 6 == 2 => None,
+                _ => Some(format!("v{i}")),
+            };
+            assert_eq!(r.get("v").and_then(|v| v.as_str()), value.as_deref(), "{r:?}");
+            let headers = r["headers"].as_array().expect("a list of headers");
+            let mut want: Vec<(String, Option<String>)> = (0..(i % 3))
+                .map(|h| ("h".to_string(), Some(format!("{i}.{h}"))))
+                .collect();
+            if i % 5 == 0 {
+                want.push(("nothing".to_string(), None));
+            }
+            let got: Vec<(String, Option<String>)> = headers
+                .iter()
+                .map(|h| {
+                    let key = h["key"].as_str().unwrap().to_string();
+                    // Binary values are written as hex.
+                    let value = h.get("value").and_then(|v| v.as_str()).map(|hex| {
+                        let bytes: Vec<u8> = (0..hex.len())
+                            .step_by(2)
+                            .map(|j| u8::from_str_radix(&hex[j..j + 2], 16).unwrap())
+                            .collect();
+                        String::from_utf8(bytes).unwrap()
+                    });
+                    (key, value)
+                })
+                .collect();
+            assert_eq!(got, want, "row {i}: {r:?}");
+        }
+        assert!(q.progress_log().recent().len() >= 7, "batches of 3");
+    })
+    .await
+    .expect("test timed out");
+}
