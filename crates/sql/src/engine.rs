@@ -123,6 +123,8 @@ pub fn new_session() -> SessionContext {
     }
     let ctx = SessionContext::new_with_config(config);
     functions::register_all(&ctx);
+    // Casts between timestamps and numbers count seconds, as in Spark.
+    ctx.add_analyzer_rule(Arc::new(crate::casts::SparkCasts));
     ctx
 }
 

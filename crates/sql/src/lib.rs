@@ -30,6 +30,7 @@ pub mod accumulator;
 pub mod aggregate;
 pub mod aggregate_state;
 pub mod api;
+pub mod casts;
 pub mod checkpoint;
 pub mod ddl;
 pub mod dedup;
