@@ -67,7 +67,7 @@ fn spark_cast(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
     };
     let conversion = match (&from, to.data_type()) {
         (DataType::Timestamp(..), t) if t.is_integer() => Conversion::WholeSeconds,
-        (DataType::Timestamp(..), t) if t.is_floating() || is_decimal(t) => Conversion::Seconds,
+        (DataType::Timestamp(..), t) if t.is_floating() || t.is_decimal() => Conversion::Seconds,
         (f, DataType::Timestamp(..)) if f.is_numeric() => Conversion::FromSeconds,
         _ => return Ok(Transformed::no(e)),
     };
@@ -79,16 +79,6 @@ fn spark_cast(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
         Expr::TryCast(_) => Expr::TryCast(TryCast::new_from_field(Box::new(converted), to)),
         _ => Expr::Cast(Cast::new_from_field(Box::new(converted), to)),
     }))
-}
-
-fn is_decimal(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Decimal32(..)
-            | DataType::Decimal64(..)
-            | DataType::Decimal128(..)
-            | DataType::Decimal256(..)
-    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1316,7 +1316,7 @@ impl ConsumerQueue {
                 return;
             }
         }
-        let start = n.max(0) as usize;
+        let start = n as usize;
         if start < most {
             // SAFETY: `ptrs[start..]` has room for `most - start` pointers.
             let more = unsafe {
@@ -1417,9 +1417,9 @@ fn raw_headers(
         {
             return None;
         }
-        let mut out =
-            rdkafka::message::OwnedHeaders::new_with_capacity(b::rd_kafka_header_cnt(hdrs));
-        for i in 0..b::rd_kafka_header_cnt(hdrs) {
+        let count = b::rd_kafka_header_cnt(hdrs);
+        let mut out = rdkafka::message::OwnedHeaders::new_with_capacity(count);
+        for i in 0..count {
             let mut name: *const std::os::raw::c_char = std::ptr::null();
             let mut value: *const std::os::raw::c_void = std::ptr::null();
             let mut size: usize = 0;

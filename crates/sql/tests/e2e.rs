@@ -540,6 +540,15 @@ impl Rng {
 }
 
 /// (key, value, timestamp) records to `topic`, in order.
+/// A producer that keeps each partition's order through retries.
+fn idempotent_producer(broker: &Broker) -> rdkafka::producer::FutureProducer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap()
+}
+
 async fn produce_records(broker: &Broker, topic: &str, records: &[(String, String, i64)]) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = rdkafka::ClientConfig::new()
@@ -840,7 +849,7 @@ async fn deduplication_by_key_within_watermark_and_without_one_matches_generator
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_static_join_reads_a_compacted_topic_as_latest_value_per_key() {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::producer::FutureRecord;
     tokio::time::timeout(TEST_TIMEOUT, async {
         let broker = start_broker().await;
         let cfg = GeneratorConfig { num_users: 30, ..orderly(10) };
@@ -849,11 +858,7 @@ async fn stream_static_join_reads_a_compacted_topic_as_latest_value_per_key() {
         // seventh user deleted at the end with a tombstone (a null value).
         let g = Generator::new(cfg.clone());
         let mut latest: HashMap<i64, Option<String>> = HashMap::new();
-        let producer: FutureProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &broker.addr)
-            .set("enable.idempotence", "true")
-            .create()
-            .unwrap();
+        let producer = idempotent_producer(&broker);
         for round in 0..3usize {
             for (i, u) in g.users().iter().enumerate() {
                 // User i has versions 0..=i%3; every seventh user's last one deletes it.
@@ -1969,14 +1974,10 @@ async fn join_state_deltas_cost_what_changed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_source_rows_carry_keys_values_timestamps_and_headers() {
     use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::producer::FutureRecord;
     tokio::time::timeout(TEST_TIMEOUT, async {
         let broker = start_broker().await;
-        let producer: FutureProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &broker.addr)
-            .set("enable.idempotence", "true")
-            .create()
-            .unwrap();
+        let producer = idempotent_producer(&broker);
         for i in 0..20i64 {
             let key = format!("k{i}");
             let value = format!("v{i}");
